@@ -1,0 +1,107 @@
+#include "agent/agent.h"
+
+#include <spdlog/spdlog.h>
+
+#include "agent/datapath/system.h"
+
+namespace smik {
+
+std::unique_ptr<Agent> Agent::create(const AgentConfig& cfg, std::string* err) {
+  std::unique_ptr<Agent> a(new Agent(cfg));
+  datapath::Options o;
+  o.pin_dir = cfg.pin_dir;
+  o.force_clsact = cfg.force_clsact;
+  a->dp_ = datapath::Datapath::open(o, err);
+  if (!a->dp_) return nullptr;
+  // Diff against what the kernel really holds: after a restart that is the
+  // previous agent's policy, still enforcing.
+  a->current_ = a->dp_->maps().read();
+  a->status_.node = cfg.node.node_name;
+  a->status_.access_mode = compile::accessModeName(cfg.node.access_mode);
+  return a;
+}
+
+void Agent::run(const std::atomic<bool>& stop) {
+  bool first = true;
+  while (!stop) {
+    bool changed = source_.refresh();
+    reconcile(changed || first);
+    first = false;
+    source_.waitForChange(250);
+  }
+}
+
+void Agent::reconcile(bool source_changed) {
+  std::vector<std::string> addrs = datapath::hostAddresses();
+  bool recompile = source_changed || !have_plan_ || addrs != host_addrs_;
+  if (recompile) {
+    compile::NodeConfig node = cfg_.node;
+    node.host_addrs = addrs;
+    host_addrs_ = addrs;
+    plan_ = compile::compile(source_.state(), node);
+    have_plan_ = true;
+  }
+  auto wanted = dp_->resolveInterfaces(plan_);
+  std::vector<std::string> errors;
+  bool applied = true;
+  if (recompile || wanted != wanted_ || dp_->attachments().size() != wanted.size()) {
+    auto t0 = std::chrono::steady_clock::now();
+    std::map<std::string, uint8_t> modes;
+    for (const auto& [pod, ifindex] : wanted) modes[pod] = dp_->attachMode();
+    maps::KernelState next = maps::desiredState(plan_, wanted, modes);
+    dp_->detachGone(wanted);
+    std::string err;
+    maps::ApplyStats st;
+    applied = maps::apply(dp_->maps(), next, current_, &st, &err);
+    if (applied) {
+      current_ = std::move(next);
+      dp_->attachNew(wanted, &errors);
+      wanted_ = wanted;
+    } else {
+      errors.push_back("apply: " + err);
+      current_ = dp_->maps().read();  // retry from what the kernel really holds
+    }
+    double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    spdlog::info("applied: {} ip writes, {} ip deletes, {} endpoints (+{} -{}), policy {} in {:.1f} ms",
+                 st.ip_writes, st.ip_deletes, wanted.size(), st.endpoint_writes,
+                 st.endpoint_deletes, st.policy_swapped ? "swapped" : "unchanged", ms);
+    for (const auto& e : errors) spdlog::error("{}", e);
+    std::lock_guard<std::mutex> l(mu_);
+    status_.applies_total++;
+    status_.last_apply_ms = ms;
+    if (!errors.empty()) status_.apply_errors_total++;
+    status_.errors = errors;
+  }
+
+  std::lock_guard<std::mutex> l(mu_);
+  if (applied && !status_.ready) {
+    status_.ready = true;
+    spdlog::info("ready: policy enforced ({} entries, {} local endpoints)", current_.policy.size(),
+                 current_.endpoints.size());
+  }
+  status_.attach_mode = dp_->tcxAvailable() ? "tcx" : "clsact";
+  status_.rejected_objects_total = source_.rejectedTotal();
+  status_.rejected.clear();
+  for (const auto& e : source_.errors()) status_.rejected.push_back(e.str());
+  if (recompile) {
+    status_.diagnostics.clear();
+    for (const auto& d : plan_.diagnostics) status_.diagnostics.push_back(d.str());
+    status_.identities = plan_.identities.size();
+  }
+  status_.policy_entries = current_.policy.size();
+  status_.ip_entries = current_.ips.size();
+  status_.endpoints.clear();
+  for (const auto& [ifindex, a] : dp_->attachments())
+    status_.endpoints.push_back(a.pod + " " + a.ifname + "(" + std::to_string(ifindex) + ")");
+}
+
+AgentStatus Agent::status() {
+  auto reasons = dp_->maps().reasons();
+  uint32_t gen = dp_->maps().policyGeneration();
+  std::lock_guard<std::mutex> l(mu_);
+  status_.reasons = reasons;
+  status_.policy_generation = gen;
+  return status_;
+}
+
+}  // namespace smik

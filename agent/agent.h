@@ -1,0 +1,72 @@
+// The agent loop: source -> compile -> maps + attachments, once per change
+// and once a second (pods' veths appear after the pods do).
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "agent/compile/compile.h"
+#include "agent/datapath/datapath.h"
+#include "agent/source/manifest_dir.h"
+
+namespace smik {
+
+struct AgentConfig {
+  std::string manifests;
+  compile::NodeConfig node;
+  std::string http = "127.0.0.1:9464";
+  std::string pin_dir = "/sys/fs/bpf/smik";
+  std::string cgroup;  // cgroup2 root for the socket programs (split issue)
+  bool force_clsact = false;
+};
+
+// What /status, /readyz and `smik status` report. Copied out under a lock.
+struct AgentStatus {
+  bool ready = false;
+  std::string node;
+  std::string access_mode;
+  std::string attach_mode;
+  uint64_t rejected_objects_total = 0;
+  uint64_t applies_total = 0;
+  uint64_t apply_errors_total = 0;
+  double last_apply_ms = 0;
+  uint32_t policy_generation = 0;
+  size_t policy_entries = 0;
+  size_t identities = 0;
+  size_t ip_entries = 0;
+  std::vector<std::string> endpoints;  // "ns/pod ifname(ifindex)"
+  std::vector<std::string> rejected;   // current rejected objects
+  std::vector<std::string> diagnostics;
+  std::vector<std::string> errors;     // apply/attach errors of the last round
+  std::vector<smik_counter> reasons;
+};
+
+class Agent {
+ public:
+  static std::unique_ptr<Agent> create(const AgentConfig& cfg, std::string* err);
+  // Runs until *stop becomes true. Leaves programs and pins in place.
+  void run(const std::atomic<bool>& stop);
+  AgentStatus status();
+
+ private:
+  Agent(const AgentConfig& cfg) : cfg_(cfg), source_(cfg.manifests) {}
+  void reconcile(bool source_changed);
+
+  AgentConfig cfg_;
+  source::ManifestDir source_;
+  std::unique_ptr<datapath::Datapath> dp_;
+  compile::Plan plan_;
+  bool have_plan_ = false;
+  std::vector<std::string> host_addrs_;
+  std::map<std::string, uint32_t> wanted_;
+  maps::KernelState current_;
+
+  std::mutex mu_;
+  AgentStatus status_;
+};
+
+}  // namespace smik

@@ -1,0 +1,324 @@
+#include "agent/compile/compile.h"
+
+#include <arpa/inet.h>
+
+#include <cstring>
+#include <tuple>
+
+namespace smik::compile {
+
+using model::ClusterState;
+using model::ObjectRef;
+using model::Pod;
+using model::Proto;
+using model::TrafficTarget;
+
+const char* accessModeName(AccessMode m) {
+  switch (m) {
+    case AccessMode::kStrict: return "strict";
+    case AccessMode::kPermissive: return "permissive";
+    case AccessMode::kPerDestination: return "per-destination";
+  }
+  return "?";
+}
+
+bool parseAccessMode(const std::string& s, AccessMode* out) {
+  for (auto m : {AccessMode::kStrict, AccessMode::kPermissive, AccessMode::kPerDestination}) {
+    if (s == accessModeName(m)) {
+      *out = m;
+      return true;
+    }
+  }
+  return false;
+}
+
+bool parseAddr(const std::string& text, Addr* out) {
+  Addr a;
+  if (inet_pton(AF_INET, text.c_str(), a.bytes.data()) == 1) {
+    a.family = SMIK_AF_INET;
+  } else if (inet_pton(AF_INET6, text.c_str(), a.bytes.data()) == 1) {
+    a.family = SMIK_AF_INET6;
+  } else {
+    return false;
+  }
+  *out = a;
+  return true;
+}
+
+std::string Addr::str() const {
+  char buf[INET6_ADDRSTRLEN] = {};
+  inet_ntop(family == SMIK_AF_INET ? AF_INET : AF_INET6, bytes.data(), buf, sizeof buf);
+  return buf;
+}
+
+std::string Diagnostic::str() const {
+  return std::string(level == Level::kInfo ? "info" : "warning") + ": " + object.str() + ": " +
+         message;
+}
+
+std::string Plan::identityName(uint32_t id) const {
+  switch (id) {
+    case SMIK_ID_UNKNOWN: return "unknown";
+    case SMIK_ID_HOST: return "host";
+    case SMIK_ID_WORLD: return "world";
+  }
+  for (const auto& [name, v] : identities)
+    if (v == id) return name;
+  return "id:" + std::to_string(id);
+}
+
+std::map<std::string, uint32_t> assignIdentities(const std::set<std::string>& accounts) {
+  constexpr uint32_t kSpan = 0x7fffffffu - SMIK_ID_FIRST_DYNAMIC;
+  std::map<std::string, uint32_t> ids;
+  std::set<uint32_t> used;
+  for (const auto& name : accounts) {
+    uint32_t h = 2166136261u;  // FNV-1a
+    for (unsigned char c : name) h = (h ^ c) * 16777619u;
+    uint32_t id = SMIK_ID_FIRST_DYNAMIC + h % kSpan;
+    while (used.count(id)) id = SMIK_ID_FIRST_DYNAMIC + (id - SMIK_ID_FIRST_DYNAMIC + 1) % kSpan;
+    used.insert(id);
+    ids[name] = id;
+  }
+  return ids;
+}
+
+bool isMeshed(const ClusterState& state, const Pod& pod, const NodeConfig& node) {
+  if (node.mesh_all) return true;
+  auto ns = state.namespaces.find(pod.meta.ns);
+  if (ns == state.namespaces.end()) return false;
+  auto label = ns->second.meta.labels.find(kMeshLabel);
+  return label != ns->second.meta.labels.end() && label->second == kMeshLabelValue;
+}
+
+namespace {
+
+bool isLocal(const Pod& pod, const NodeConfig& node) {
+  // An empty node name compiles the cluster view (CLI): every pod is local.
+  return node.node_name.empty() || pod.node_name == node.node_name;
+}
+
+bool podHoldsIp(const Pod& pod) {
+  return !pod.host_network && pod.phase != "Succeeded" && pod.phase != "Failed";
+}
+
+std::string key(const std::string& ns, const std::string& name) { return ns + "/" + name; }
+
+ObjectRef ttRef(const TrafficTarget& tt) { return {"TrafficTarget", tt.meta.ns, tt.meta.name}; }
+
+struct Grant {
+  Proto proto;
+  uint16_t port;  // 0 = all ports
+};
+
+class Compiler {
+ public:
+  Compiler(const ClusterState& s, const NodeConfig& n) : state_(s), node_(n) {}
+
+  Plan run() {
+    assignAll();
+    mapAddresses();
+    collectEndpoints();
+    if (node_.access_mode != AccessMode::kPermissive) {
+      for (const auto& [name, tt] : state_.traffic_targets) grantTarget(tt);
+    }
+    markEnforced();
+    return std::move(plan_);
+  }
+
+ private:
+  void diag(const ObjectRef& ref, std::string msg,
+            Diagnostic::Level level = Diagnostic::Level::kWarning) {
+    plan_.diagnostics.push_back({level, ref, std::move(msg)});
+  }
+
+  void assignAll() {
+    std::set<std::string> accounts;
+    for (const auto& [k, sa] : state_.service_accounts) accounts.insert(k);
+    for (const auto& [k, pod] : state_.pods) accounts.insert(key(pod.meta.ns, pod.service_account));
+    for (const auto& [k, tt] : state_.traffic_targets) {
+      accounts.insert(key(tt.destination.ns, tt.destination.name));
+      for (const auto& s : tt.sources) accounts.insert(key(s.ns, s.name));
+    }
+    plan_.identities = assignIdentities(accounts);
+  }
+
+  uint32_t idOf(const std::string& ns, const std::string& name) const {
+    return plan_.identities.at(key(ns, name));
+  }
+
+  void mapAddresses() {
+    for (const auto& [k, pod] : state_.pods) {
+      if (!podHoldsIp(pod)) continue;
+      for (const auto& ip : pod.ips) {
+        Addr a;
+        if (!parseAddr(ip, &a)) continue;  // the parser already rejected it
+        smik_ip_info info{idOf(pod.meta.ns, pod.service_account),
+                          isLocal(pod, node_) ? uint32_t{SMIK_IP_F_LOCAL} : 0u};
+        auto [it, fresh] = plan_.ip_identity.emplace(a, info);
+        if (!fresh && !(it->second == info)) {
+          diag({"Pod", pod.meta.ns, pod.meta.name},
+               "IP " + ip + " is also claimed by another pod; the first (by name) keeps it");
+        }
+      }
+    }
+    for (const auto& ip : node_.host_addrs) {
+      Addr a;
+      if (parseAddr(ip, &a)) plan_.ip_identity[a] = smik_ip_info{SMIK_ID_HOST, 0};
+    }
+  }
+
+  void collectEndpoints() {
+    for (const auto& [k, pod] : state_.pods) {
+      if (!isLocal(pod, node_) || !podHoldsIp(pod) || !isMeshed(state_, pod, node_)) continue;
+      LocalEndpoint ep{k, idOf(pod.meta.ns, pod.service_account), {}};
+      for (const auto& ip : pod.ips) {
+        Addr a;
+        if (parseAddr(ip, &a)) ep.addrs.push_back(a);
+      }
+      if (ep.addrs.empty()) continue;  // no IP yet: nothing to hook
+      if (ep.addrs.size() > SMIK_ENDPOINT_ADDRS) {
+        diag({"Pod", pod.meta.ns, pod.meta.name}, "more than 4 IPs; only the first 4 may send");
+      }
+      local_identities_.insert(ep.identity);
+      plan_.endpoints.emplace(k, std::move(ep));
+    }
+  }
+
+  // Structural validity per spec.md §2.1/§2.4: decides per-destination mode
+  // too, so it runs for every TT, local or not.
+  bool valid(const TrafficTarget& tt) {
+    if (tt.destination.ns != tt.meta.ns) {
+      diag(ttRef(tt), "destination namespace " + tt.destination.ns +
+                          " differs from the TrafficTarget's namespace; ignored");
+      return false;
+    }
+    if (tt.rules.empty()) {
+      diag(ttRef(tt), "no rules: grants nothing");
+      return false;
+    }
+    if (tt.sources.empty()) {
+      diag(ttRef(tt), "no sources: grants nothing");
+      return false;
+    }
+    return true;
+  }
+
+  // Ports a route grants after the legacy destination.port narrowing.
+  std::vector<uint16_t> narrowed(const TrafficTarget& tt, const std::vector<uint16_t>& ports,
+                                 const std::string& rule) {
+    if (!tt.legacy_port) return ports.empty() ? std::vector<uint16_t>{0} : ports;
+    for (uint16_t p : ports)
+      if (p == *tt.legacy_port) return {p};
+    if (ports.empty()) return {*tt.legacy_port};
+    diag(ttRef(tt), rule + " has no port " + std::to_string(*tt.legacy_port) +
+                        " (destination.port): grants nothing");
+    return {};
+  }
+
+  void grantTarget(const TrafficTarget& tt) {
+    if (!valid(tt)) return;
+    uint32_t dst = idOf(tt.destination.ns, tt.destination.name);
+    enforced_by_target_.insert(dst);
+    if (!local_identities_.count(dst)) return;  // no pod of it here
+
+    bool has_l4_rule = false;
+    for (const auto& r : tt.rules) has_l4_rule |= r.kind != "HTTPRouteGroup";
+
+    for (const auto& rule : tt.rules) {
+      std::string label = rule.kind + " " + rule.name;
+      std::vector<Grant> grants;
+      if (rule.kind == "TCPRoute" || rule.kind == "UDPRoute") {
+        bool tcp = rule.kind == "TCPRoute";
+        const auto& routes = tcp ? state_.tcp_routes : state_.udp_routes;
+        auto it = routes.find(key(tt.meta.ns, rule.name));
+        if (it == routes.end()) {
+          diag(ttRef(tt), label + " not found in namespace " + tt.meta.ns + ": grants nothing");
+          continue;
+        }
+        for (uint16_t p : narrowed(tt, it->second.ports, label))
+          grants.push_back({tcp ? Proto::kTcp : Proto::kUdp, p});
+      } else {
+        if (!httpGrants(tt, rule, has_l4_rule, label, &grants)) continue;
+      }
+      if (grants.empty()) continue;
+      plan_.rules.push_back({key(tt.meta.ns, tt.meta.name), label});
+      uint32_t rule_id = plan_.rules.size();
+      for (const auto& src : tt.sources) {
+        uint32_t sid = idOf(src.ns, src.name);
+        for (const auto& g : grants) {
+          smik_policy_key k{sid, dst, g.port, static_cast<uint8_t>(g.proto), 0};
+          plan_.policy.emplace(k, smik_policy_value{rule_id, 0});  // first rule keeps it
+        }
+      }
+    }
+  }
+
+  // HTTPRouteGroup at L4 (spec.md §2.5): paths and methods are invisible here.
+  bool httpGrants(const TrafficTarget& tt, const model::TrafficRule& rule, bool has_l4_rule,
+                  const std::string& label, std::vector<Grant>* grants) {
+    auto it = state_.http_route_groups.find(key(tt.meta.ns, rule.name));
+    if (it == state_.http_route_groups.end()) {
+      diag(ttRef(tt), label + " not found in namespace " + tt.meta.ns + ": grants nothing");
+      return false;
+    }
+    for (const auto& m : rule.matches) {
+      bool known = false;
+      for (const auto& hm : it->second.matches) known |= hm.name == m;
+      if (!known) diag(ttRef(tt), label + " has no match named " + m);
+    }
+    if (has_l4_rule) {
+      diag(ttRef(tt), label + ": path/method restrictions are not enforced at L4; "
+                      "the TCPRoute ports decide", Diagnostic::Level::kInfo);
+      return false;
+    }
+    if (node_.http_rules == HttpRulesAtL4::kGrantNothing) {
+      diag(ttRef(tt), label + ": HTTP rules are L7 and grant nothing at L4 "
+                      "(--http-rules=allow-tcp grants all TCP ports)");
+      return false;
+    }
+    diag(ttRef(tt), label + ": L7 rule enforced at L4 as all TCP ports",
+         Diagnostic::Level::kInfo);
+    for (uint16_t p : narrowed(tt, {}, label)) grants->push_back({Proto::kTcp, p});
+    return true;
+  }
+
+  void markEnforced() {
+    for (uint32_t id : local_identities_) {
+      bool enforced = node_.access_mode == AccessMode::kStrict ||
+                      (node_.access_mode == AccessMode::kPerDestination &&
+                       enforced_by_target_.count(id));
+      if (!enforced) continue;
+      smik_policy_key meta{SMIK_ID_META, id, 0, 0, 0};
+      plan_.policy[meta] = smik_policy_value{0, SMIK_POL_F_ENFORCED};
+    }
+  }
+
+  const ClusterState& state_;
+  const NodeConfig& node_;
+  Plan plan_;
+  std::set<uint32_t> local_identities_;
+  std::set<uint32_t> enforced_by_target_;
+};
+
+}  // namespace
+
+Plan compile(const ClusterState& state, const NodeConfig& node) {
+  return Compiler(state, node).run();
+}
+
+}  // namespace smik::compile
+
+bool operator<(const smik_policy_key& a, const smik_policy_key& b) {
+  return std::tie(a.src_id, a.dst_id, a.dport, a.proto) <
+         std::tie(b.src_id, b.dst_id, b.dport, b.proto);
+}
+bool operator==(const smik_policy_key& a, const smik_policy_key& b) {
+  return std::tie(a.src_id, a.dst_id, a.dport, a.proto) ==
+         std::tie(b.src_id, b.dst_id, b.dport, b.proto);
+}
+bool operator==(const smik_policy_value& a, const smik_policy_value& b) {
+  return a.rule_id == b.rule_id && a.flags == b.flags;
+}
+bool operator==(const smik_ip_info& a, const smik_ip_info& b) {
+  return a.identity == b.identity && a.flags == b.flags;
+}

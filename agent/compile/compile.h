@@ -1,0 +1,93 @@
+// compile(state, node) -> Plan: the SMI semantics of smik, as a pure function
+// (no I/O, no clocks). Everything the kernel enforces is decided here; the
+// maps layer only copies the Plan into pinned maps.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "agent/model/objects.h"
+#include "bpf/include/smik_abi.h"
+
+namespace smik::compile {
+
+enum class AccessMode { kStrict, kPermissive, kPerDestination };
+const char* accessModeName(AccessMode m);
+bool parseAccessMode(const std::string& s, AccessMode* out);
+
+// What an HTTPRouteGroup rule grants at L4, where paths and methods are
+// invisible (spec.md §2.5). Default: nothing.
+enum class HttpRulesAtL4 { kGrantNothing, kGrantAllTcp };
+
+struct NodeConfig {
+  std::string node_name;
+  AccessMode access_mode = AccessMode::kStrict;
+  bool mesh_all = false;  // every pod is meshed, whatever its namespace says
+  HttpRulesAtL4 http_rules = HttpRulesAtL4::kGrantNothing;
+  std::vector<std::string> host_addrs;  // this node's own addresses: identity HOST
+};
+
+// Namespace label that puts a namespace's pods into the mesh.
+inline constexpr const char* kMeshLabel = "smik.io/mesh";
+inline constexpr const char* kMeshLabelValue = "enabled";
+
+// A 16-byte address, family-tagged, as the kernel ABI stores it.
+struct Addr {
+  uint8_t family = 0;  // SMIK_AF_INET / SMIK_AF_INET6
+  std::array<uint8_t, 16> bytes{};
+  auto operator<=>(const Addr&) const = default;
+  std::string str() const;
+};
+bool parseAddr(const std::string& text, Addr* out);
+
+struct Diagnostic {
+  enum class Level { kInfo, kWarning };
+  Level level = Level::kWarning;
+  model::ObjectRef object;
+  std::string message;
+  std::string str() const;
+};
+
+// Which TrafficTarget rule produced a policy entry (policy value rule_id - 1).
+struct RuleOrigin {
+  std::string traffic_target;  // ns/name
+  std::string rule;            // "TCPRoute tcp-ports" ...
+};
+
+// A local meshed pod: gets tc programs on its host-side veth.
+struct LocalEndpoint {
+  std::string pod;  // ns/name
+  uint32_t identity = 0;
+  std::vector<Addr> addrs;
+};
+
+struct Plan {
+  std::map<std::string, uint32_t> identities;  // "ns/sa" -> id
+  std::map<Addr, smik_ip_info> ip_identity;    // every pod IP of the cluster + host addrs
+  std::map<std::string, LocalEndpoint> endpoints;  // by pod ns/name
+  std::map<smik_policy_key, smik_policy_value> policy;
+  std::vector<RuleOrigin> rules;  // index = rule_id - 1
+  std::vector<Diagnostic> diagnostics;
+
+  // Name of an identity id, "ns/sa" or a reserved name ("host", "world").
+  std::string identityName(uint32_t id) const;
+};
+
+Plan compile(const model::ClusterState& state, const NodeConfig& node);
+
+// Stable numeric identity for ServiceAccount "ns/name" (a hash, so ids keep
+// their meaning across restarts and nodes; collisions are probed in name order).
+std::map<std::string, uint32_t> assignIdentities(const std::set<std::string>& accounts);
+
+bool isMeshed(const model::ClusterState& state, const model::Pod& pod, const NodeConfig& node);
+
+}  // namespace smik::compile
+
+bool operator<(const smik_policy_key& a, const smik_policy_key& b);
+bool operator==(const smik_policy_key& a, const smik_policy_key& b);
+bool operator==(const smik_policy_value& a, const smik_policy_value& b);
+bool operator==(const smik_ip_info& a, const smik_ip_info& b);

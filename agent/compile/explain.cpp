@@ -1,0 +1,97 @@
+#include "agent/compile/explain.h"
+
+#include <algorithm>
+
+namespace smik::compile {
+
+using model::Proto;
+
+namespace {
+
+std::string nsName(const std::string& ns, const std::string& name) { return ns + "/" + name; }
+
+// Why a TrafficTarget naming the destination did not grant the flow.
+std::string whyNot(const model::ClusterState& state, const model::TrafficTarget& tt,
+                   const std::string& src_sa, uint16_t port, Proto proto, const Plan& plan) {
+  std::string name = "TrafficTarget " + nsName(tt.meta.ns, tt.meta.name) + ": ";
+  for (const auto& d : plan.diagnostics) {
+    if (d.object.kind == "TrafficTarget" && d.object.ns == tt.meta.ns &&
+        d.object.name == tt.meta.name && d.level == Diagnostic::Level::kWarning)
+      return name + d.message;
+  }
+  bool source_listed = std::any_of(tt.sources.begin(), tt.sources.end(), [&](const auto& s) {
+    return nsName(s.ns, s.name) == src_sa;
+  });
+  if (!source_listed) return name + "source " + src_sa + " is not among its sources";
+  const char* want = proto == Proto::kTcp ? "TCPRoute" : "UDPRoute";
+  bool proto_rule = std::any_of(tt.rules.begin(), tt.rules.end(),
+                                [&](const auto& r) { return r.kind == want; });
+  if (!proto_rule) return name + std::string("no ") + want + " rule (" + protoName(proto) + ")";
+  (void)state;
+  return name + "no " + want + " of it lists port " + std::to_string(port);
+}
+
+}  // namespace
+
+bool explain(const model::ClusterState& state, NodeConfig node, const std::string& from,
+             const std::string& to, uint16_t port, Proto proto, Explanation* out,
+             std::string* err) {
+  auto src_pod = state.pods.find(from);
+  auto dst_pod = state.pods.find(to);
+  if (src_pod == state.pods.end()) return (*err = "no pod " + from), false;
+  if (dst_pod == state.pods.end()) return (*err = "no pod " + to), false;
+  const auto& dst = dst_pod->second;
+  const auto& src = src_pod->second;
+
+  node.node_name = dst.node_name;  // judge where the destination's tc program runs
+  Plan plan = compile(state, node);
+  std::string src_sa = nsName(src.meta.ns, src.service_account);
+  std::string dst_sa = nsName(dst.meta.ns, dst.service_account);
+  std::string flow = from + " (" + src_sa + ") -> " + to + " (" + dst_sa + ") " +
+                     protoName(proto) + "/" + std::to_string(port);
+  Explanation e;
+  if (!isMeshed(state, dst, node)) {
+    e.allowed = true;
+    e.summary = "ALLOW " + flow + ": destination is not in the mesh (namespace " +
+                dst.meta.ns + " lacks label " + kMeshLabel + "=" + kMeshLabelValue + ")";
+    *out = e;
+    return true;
+  }
+  uint32_t sid = plan.identities.at(src_sa);
+  uint32_t did = plan.identities.at(dst_sa);
+  for (uint16_t p : {port, uint16_t{0}}) {
+    auto it = plan.policy.find(smik_policy_key{sid, did, p, static_cast<uint8_t>(proto), 0});
+    if (it == plan.policy.end()) continue;
+    const RuleOrigin& origin = plan.rules.at(it->second.rule_id - 1);
+    e.allowed = true;
+    e.traffic_target = origin.traffic_target;
+    e.rule = origin.rule;
+    e.summary = "ALLOW " + flow + ": TrafficTarget " + origin.traffic_target + " rule " +
+                origin.rule + (p == 0 ? " (all ports)" : "");
+    *out = e;
+    return true;
+  }
+  auto meta = plan.policy.find(smik_policy_key{SMIK_ID_META, did, 0, 0, 0});
+  if (meta == plan.policy.end()) {
+    e.allowed = true;
+    e.summary = "ALLOW " + flow + ": access mode " + accessModeName(node.access_mode) +
+                " does not enforce " + dst_sa +
+                (node.access_mode == AccessMode::kPerDestination
+                     ? " (no valid TrafficTarget names it)"
+                     : "");
+    *out = e;
+    return true;
+  }
+  for (const auto& [k, tt] : state.traffic_targets) {
+    if (nsName(tt.destination.ns, tt.destination.name) == dst_sa)
+      e.details.push_back(whyNot(state, tt, src_sa, port, proto, plan));
+  }
+  e.summary = "DENY " + flow + ": " +
+              (e.details.empty() ? "no TrafficTarget names " + dst_sa + " as destination"
+                                 : "no TrafficTarget rule allows it") +
+              " (default deny, access mode " + accessModeName(node.access_mode) + ")";
+  *out = e;
+  return true;
+}
+
+}  // namespace smik::compile

@@ -1,0 +1,25 @@
+// "Why is this connection allowed or denied?" answered from the same compiler
+// the agent runs, for the CLI and (later) the gRPC API.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "agent/compile/compile.h"
+
+namespace smik::compile {
+
+struct Explanation {
+  bool allowed = false;
+  std::string summary;                // one line: verdict and what decided it
+  std::string traffic_target;         // deciding TrafficTarget (ns/name), if any
+  std::string rule;                   // deciding rule ("TCPRoute tcp-ports"), if any
+  std::vector<std::string> details;   // why each candidate TrafficTarget did not match
+};
+
+// from/to are "ns/pod". Errors (unknown pod...) come back in *err.
+bool explain(const model::ClusterState& state, NodeConfig node, const std::string& from,
+             const std::string& to, uint16_t port, model::Proto proto, Explanation* out,
+             std::string* err);
+
+}  // namespace smik::compile

@@ -1,0 +1,226 @@
+#include "agent/datapath/datapath.h"
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <net/if.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+
+#include "agent/datapath/system.h"
+#include "smik_tc.skel.h"
+
+namespace fs = std::filesystem;
+
+namespace smik::datapath {
+namespace {
+
+// libbpf 1.1 predates the tcx names; the kernel (6.6+) has them.
+constexpr int kTcxIngress = 46;
+constexpr int kTcxEgress = 47;
+constexpr uint32_t kClsactHandle = 0x5e1c;
+constexpr uint32_t kClsactPriority = 1;
+
+std::string linkPin(const std::string& pin_dir, const std::string& ifname, uint32_t ifindex,
+                    const char* dir) {
+  return pin_dir + "/links/" + ifname + "." + std::to_string(ifindex) + "." + dir;
+}
+
+std::string errnoText(const std::string& what) { return what + ": " + std::strerror(errno); }
+
+bool tcAttachClsact(uint32_t ifindex, bpf_tc_attach_point where, int prog_fd, std::string* err) {
+  LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = static_cast<int>(ifindex), .attach_point = where);
+  int r = bpf_tc_hook_create(&hook);
+  if (r && r != -EEXIST) return (*err = "clsact create: " + std::string(strerror(-r))), false;
+  LIBBPF_OPTS(bpf_tc_opts, o, .prog_fd = prog_fd, .flags = BPF_TC_F_REPLACE,
+              .handle = kClsactHandle, .priority = kClsactPriority);
+  r = bpf_tc_attach(&hook, &o);
+  if (r) return (*err = "clsact attach: " + std::string(strerror(-r))), false;
+  return true;
+}
+
+void tcDetachClsact(uint32_t ifindex, bpf_tc_attach_point where) {
+  LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = static_cast<int>(ifindex), .attach_point = where);
+  LIBBPF_OPTS(bpf_tc_opts, o, .handle = kClsactHandle, .priority = kClsactPriority);
+  bpf_tc_detach(&hook, &o);
+}
+
+}  // namespace
+
+std::unique_ptr<Datapath> Datapath::open(const Options& opts, std::string* err) {
+  if (!ensurePinDir(opts.pin_dir, err)) return nullptr;
+  std::error_code ec;
+  fs::create_directories(opts.pin_dir + "/links", ec);
+
+  std::unique_ptr<Datapath> d(new Datapath());
+  d->opts_ = opts;
+  // Maps pinned by name under pin_dir: a restarted agent reuses the maps the
+  // running programs read, so enforcement never sees an empty map.
+  LIBBPF_OPTS(bpf_object_open_opts, oo, .pin_root_path = opts.pin_dir.c_str());
+  d->skel_ = smik_tc__open_opts(&oo);
+  if (!d->skel_) return (*err = errnoText("open BPF object")), nullptr;
+  if (int r = smik_tc__load(d->skel_); r != 0) {
+    *err = "load BPF programs (are the pinned maps from an incompatible smik? run "
+           "smik-agent --uninstall): " + std::string(strerror(-r));
+    return nullptr;
+  }
+  d->maps_ = maps::LibbpfBackend::open(opts.pin_dir, err);
+  if (!d->maps_) return nullptr;
+  d->tcx_ = !opts.force_clsact;
+  d->adoptPinnedLinks();
+  return d;
+}
+
+Datapath::~Datapath() {
+  for (auto& [ifindex, a] : attached_) {
+    if (a.to_pod_link >= 0) close(a.to_pod_link);  // pins keep the links alive
+    if (a.from_pod_link >= 0) close(a.from_pod_link);
+  }
+  for (auto& [path, fd] : adopted_) close(fd);
+  if (skel_) smik_tc__destroy(skel_);
+}
+
+int Datapath::toPodProgFd() const { return bpf_program__fd(skel_->progs.smik_to_pod); }
+int Datapath::fromPodProgFd() const { return bpf_program__fd(skel_->progs.smik_from_pod); }
+uint8_t Datapath::attachMode() const { return tcx_ ? SMIK_EP_ATTACH_TCX : SMIK_EP_ATTACH_CLSACT; }
+
+void Datapath::adoptPinnedLinks() {
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(opts_.pin_dir + "/links", ec)) {
+    int fd = bpf_obj_get(e.path().c_str());
+    if (fd >= 0) adopted_[e.path()] = fd;
+  }
+  if (!adopted_.empty()) spdlog::info("adopting {} pinned tc links", adopted_.size());
+}
+
+std::map<std::string, uint32_t> Datapath::resolveInterfaces(const compile::Plan& plan) const {
+  std::map<std::string, uint32_t> out;
+  for (const auto& [pod, ep] : plan.endpoints) {
+    uint32_t ifindex = routeIfindex(ep.addrs.front());
+    if (ifindex && isPodInterface(ifindex)) out[pod] = ifindex;
+  }
+  return out;
+}
+
+void Datapath::detach(Attachment& a) {
+  if (a.mode == SMIK_EP_ATTACH_CLSACT) {
+    tcDetachClsact(a.ifindex, BPF_TC_EGRESS);
+    tcDetachClsact(a.ifindex, BPF_TC_INGRESS);
+  }
+  for (const char* dir : {"to", "from"}) ::unlink(linkPin(opts_.pin_dir, a.ifname, a.ifindex, dir).c_str());
+  if (a.to_pod_link >= 0) close(a.to_pod_link);
+  if (a.from_pod_link >= 0) close(a.from_pod_link);
+  a.to_pod_link = a.from_pod_link = -1;
+}
+
+void Datapath::detachGone(const std::map<std::string, uint32_t>& wanted) {
+  std::map<uint32_t, std::string> by_ifindex;
+  for (const auto& [pod, ifindex] : wanted) by_ifindex[ifindex] = pod;
+  for (auto it = attached_.begin(); it != attached_.end();) {
+    auto w = by_ifindex.find(it->first);
+    if (w != by_ifindex.end() && w->second == it->second.pod) {
+      ++it;
+      continue;
+    }
+    spdlog::info("detaching from {} ({}): pod {} gone", it->second.ifname, it->first, it->second.pod);
+    detach(it->second);
+    it = attached_.erase(it);
+  }
+}
+
+bool Datapath::attach(const std::string& pod, uint32_t ifindex, std::string* err) {
+  char name[IF_NAMESIZE] = {};
+  if (!if_indextoname(ifindex, name)) return (*err = errnoText("interface name")), false;
+  Attachment a{pod, name, ifindex, attachMode(), -1, -1};
+  struct Hook {
+    const char* dir;
+    int prog_fd;
+    int tcx_type;
+    bpf_tc_attach_point tc_point;
+    int* link;
+  } hooks[] = {{"to", toPodProgFd(), kTcxEgress, BPF_TC_EGRESS, &a.to_pod_link},
+               {"from", fromPodProgFd(), kTcxIngress, BPF_TC_INGRESS, &a.from_pod_link}};
+  for (auto& h : hooks) {
+    std::string pin = linkPin(opts_.pin_dir, a.ifname, ifindex, h.dir);
+    if (auto old = adopted_.find(pin); old != adopted_.end()) {
+      // A previous agent's link: swap the program in place, no gap.
+      int fd = old->second;
+      adopted_.erase(old);
+      if (bpf_link_update(fd, h.prog_fd, nullptr) == 0) {
+        *h.link = fd;
+        continue;
+      }
+      close(fd);
+      ::unlink(pin.c_str());
+    }
+    if (tcx_) {
+      int fd = bpf_link_create(h.prog_fd, ifindex, static_cast<bpf_attach_type>(h.tcx_type), nullptr);
+      if (fd >= 0) {
+        ::unlink(pin.c_str());
+        if (bpf_obj_pin(fd, pin.c_str()) != 0) {
+          close(fd);
+          return (*err = errnoText("pin " + pin)), false;
+        }
+        *h.link = fd;
+        continue;
+      }
+      if (errno != EINVAL && errno != EOPNOTSUPP && errno != 524 /* ENOTSUPP */)
+        return (*err = errnoText(std::string("tcx attach ") + h.dir + " " + name)), false;
+      spdlog::warn("tcx unavailable ({}), falling back to clsact", strerror(errno));
+      tcx_ = false;
+      a.mode = SMIK_EP_ATTACH_CLSACT;
+    }
+    if (!tcAttachClsact(ifindex, h.tc_point, h.prog_fd, err)) return false;
+  }
+  attached_[ifindex] = a;
+  return true;
+}
+
+void Datapath::attachNew(const std::map<std::string, uint32_t>& wanted,
+                         std::vector<std::string>* errors) {
+  for (const auto& [pod, ifindex] : wanted) {
+    if (attached_.count(ifindex)) continue;
+    std::string err;
+    if (attach(pod, ifindex, &err)) {
+      spdlog::info("attached to {} ({}) for pod {} via {}", attached_[ifindex].ifname, ifindex,
+                   pod, tcx_ ? "tcx" : "clsact");
+    } else {
+      errors->push_back("pod " + pod + ": " + err);
+    }
+  }
+  // Pinned links nobody claimed belong to pods that are gone.
+  for (auto& [path, fd] : adopted_) {
+    close(fd);
+    ::unlink(path.c_str());
+  }
+  adopted_.clear();
+}
+
+bool Datapath::uninstall(const std::string& pin_dir, std::string* err) {
+  std::string ep_pin = pin_dir + "/" + maps::kEndpointsMap;
+  int fd = bpf_obj_get(ep_pin.c_str());
+  if (fd >= 0) {
+    __u32 key = 0, next = 0;
+    const __u32* prev = nullptr;
+    while (bpf_map_get_next_key(fd, prev, &next) == 0) {
+      smik_endpoint ep{};
+      if (bpf_map_lookup_elem(fd, &next, &ep) == 0 && ep.attach == SMIK_EP_ATTACH_CLSACT) {
+        tcDetachClsact(next, BPF_TC_EGRESS);
+        tcDetachClsact(next, BPF_TC_INGRESS);
+      }
+      key = next;
+      prev = &key;
+    }
+    close(fd);
+  }
+  // Unpinning a link detaches it; unpinning a map frees it once unused.
+  std::error_code ec;
+  fs::remove_all(pin_dir, ec);
+  if (ec) return (*err = "remove " + pin_dir + ": " + ec.message()), false;
+  return true;
+}
+
+}  // namespace smik::datapath

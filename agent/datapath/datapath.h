@@ -1,0 +1,70 @@
+// Loads the tc programs, pins their maps under the pin dir, attaches them to
+// local pods' host-side veths, and adopts what a previous agent left pinned.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "agent/compile/compile.h"
+#include "maps/maps.h"
+
+struct smik_tc;
+
+namespace smik::datapath {
+
+struct Options {
+  std::string pin_dir = "/sys/fs/bpf/smik";
+  bool force_clsact = false;  // skip tcx (tests of the fallback)
+};
+
+// One pod's hook, as the agent holds it.
+struct Attachment {
+  std::string pod;
+  std::string ifname;
+  uint32_t ifindex = 0;
+  uint8_t mode = 0;  // SMIK_EP_ATTACH_*
+  int to_pod_link = -1, from_pod_link = -1;
+};
+
+class Datapath {
+ public:
+  static std::unique_ptr<Datapath> open(const Options& opts, std::string* err);
+  ~Datapath();
+  Datapath(const Datapath&) = delete;
+  Datapath& operator=(const Datapath&) = delete;
+
+  maps::Backend& maps() { return *maps_; }
+  bool tcxAvailable() const { return tcx_; }
+  int toPodProgFd() const;
+  int fromPodProgFd() const;
+
+  // Resolves each local endpoint's host-side interface (0 = not there yet).
+  std::map<std::string, uint32_t> resolveInterfaces(const compile::Plan& plan) const;
+  // Hooks every pod in `wanted` (pod -> ifindex) and unhooks every other one.
+  // Unhooking happens in detachGone (before the maps drop the endpoint),
+  // hooking in attachNew (after the maps hold it).
+  void detachGone(const std::map<std::string, uint32_t>& wanted);
+  void attachNew(const std::map<std::string, uint32_t>& wanted, std::vector<std::string>* errors);
+  const std::map<uint32_t, Attachment>& attachments() const { return attached_; }
+  uint8_t attachMode() const;
+
+  // Removes every program, link, tc hook and pin under pin_dir.
+  static bool uninstall(const std::string& pin_dir, std::string* err);
+
+ private:
+  Datapath() = default;
+  bool attach(const std::string& pod, uint32_t ifindex, std::string* err);
+  void detach(Attachment& a);
+  void adoptPinnedLinks();
+
+  Options opts_;
+  smik_tc* skel_ = nullptr;
+  std::unique_ptr<maps::LibbpfBackend> maps_;
+  bool tcx_ = false;
+  std::map<uint32_t, Attachment> attached_;  // by ifindex
+  std::map<std::string, int> adopted_;        // pinned link path -> fd, not yet claimed
+};
+
+}  // namespace smik::datapath

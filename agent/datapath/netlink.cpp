@@ -1,0 +1,78 @@
+// One rtnetlink question: which interface routes to a pod IP.
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "agent/datapath/system.h"
+
+namespace smik::datapath {
+
+uint32_t routeIfindex(const compile::Addr& addr) {
+  int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+  if (fd < 0) return 0;
+  struct {
+    nlmsghdr nh;
+    rtmsg rt;
+    char attrs[64];
+  } req{};
+  size_t alen = addr.family == SMIK_AF_INET ? 4 : 16;
+  req.nh.nlmsg_type = RTM_GETROUTE;
+  req.nh.nlmsg_flags = NLM_F_REQUEST;
+  req.nh.nlmsg_seq = 1;
+  req.rt.rtm_family = addr.family == SMIK_AF_INET ? AF_INET : AF_INET6;
+  req.rt.rtm_dst_len = alen * 8;
+  auto* rta = reinterpret_cast<rtattr*>(req.attrs);
+  rta->rta_type = RTA_DST;
+  rta->rta_len = RTA_LENGTH(alen);
+  std::memcpy(RTA_DATA(rta), addr.bytes.data(), alen);
+  req.nh.nlmsg_len = NLMSG_LENGTH(sizeof(rtmsg)) + RTA_ALIGN(rta->rta_len);
+
+  uint32_t ifindex = 0;
+  char buf[8192];
+  if (send(fd, &req, req.nh.nlmsg_len, 0) >= 0) {
+    ssize_t n = recv(fd, buf, sizeof buf, 0);
+    for (auto* nh = reinterpret_cast<nlmsghdr*>(buf); n > 0 && NLMSG_OK(nh, n);
+         nh = NLMSG_NEXT(nh, n)) {
+      if (nh->nlmsg_type != RTM_NEWROUTE) continue;
+      auto* rt = static_cast<rtmsg*>(NLMSG_DATA(nh));
+      int len = RTM_PAYLOAD(nh);
+      for (auto* a = RTM_RTA(rt); RTA_OK(a, len); a = RTA_NEXT(a, len)) {
+        if (a->rta_type == RTA_OIF) ifindex = *static_cast<uint32_t*>(RTA_DATA(a));
+      }
+    }
+  }
+  close(fd);
+  return ifindex;
+}
+
+}  // namespace smik::datapath
+
+#include <linux/ethtool.h>
+#include <linux/sockios.h>
+#include <net/if.h>
+#include <sys/ioctl.h>
+
+namespace smik::datapath {
+
+// A pod's host side is a veth (or netkit); a route that resolves to anything
+// else (the default route, before the CNI made the pod's) is not a pod.
+bool isPodInterface(uint32_t ifindex) {
+  char name[IF_NAMESIZE] = {};
+  if (!if_indextoname(ifindex, name)) return false;
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  ethtool_drvinfo info{};
+  info.cmd = ETHTOOL_GDRVINFO;
+  ifreq ifr{};
+  std::strncpy(ifr.ifr_name, name, IF_NAMESIZE - 1);
+  ifr.ifr_data = reinterpret_cast<char*>(&info);
+  bool ok = ioctl(fd, SIOCETHTOOL, &ifr) == 0 &&
+            (std::strcmp(info.driver, "veth") == 0 || std::strcmp(info.driver, "netkit") == 0);
+  close(fd);
+  return ok;
+}
+
+}  // namespace smik::datapath

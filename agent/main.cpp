@@ -1,0 +1,96 @@
+// smik-agent: enforces SMI access policy with eBPF on this node.
+#include <signal.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <atomic>
+
+#include "agent/agent.h"
+#include "agent/datapath/datapath.h"
+#include "agent/datapath/system.h"
+#include "api/http/http_server.h"
+
+namespace {
+std::atomic<bool> g_stop{false};
+void onSignal(int) { g_stop = true; }
+
+std::string hostName() {
+  char buf[256] = {};
+  gethostname(buf, sizeof buf - 1);
+  return buf;
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  smik::AgentConfig cfg;
+  std::string mode = "strict", http_rules = "deny", log_level = "info";
+  bool uninstall = false, mesh_all = false;
+  cfg.node.node_name = hostName();
+
+  CLI::App app{"smik-agent: SMI access control enforced in the kernel with eBPF"};
+  app.add_option("--manifests", cfg.manifests, "directory of SMI/Kubernetes manifests (YAML/JSON)");
+  app.add_option("--node", cfg.node.node_name, "this node's name (pods with spec.nodeName == NODE are local)")
+      ->capture_default_str();
+  app.add_option("--http", cfg.http, "health/status/metrics listen address")->capture_default_str();
+  app.add_option("--pin-dir", cfg.pin_dir, "bpffs directory for maps and links")->capture_default_str();
+  app.add_option("--cgroup", cfg.cgroup, "cgroup2 directory for socket programs (default: cgroup2 root)");
+  app.add_option("--access-mode", mode, "strict | permissive | per-destination")->capture_default_str();
+  app.add_option("--http-rules", http_rules,
+                 "HTTPRouteGroup-only rules at L4: deny (grant nothing) | allow-tcp (all TCP ports)")
+      ->capture_default_str();
+  app.add_flag("--mesh-all", mesh_all, "mesh every pod, whatever its namespace's smik.io/mesh label");
+  app.add_flag("--force-clsact", cfg.force_clsact, "attach with clsact even where tcx exists");
+  app.add_flag("--uninstall", uninstall, "remove every program, link, tc hook and pin, then exit");
+  app.add_option("--log-level", log_level, "trace|debug|info|warn|error")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  spdlog::set_level(spdlog::level::from_str(log_level));
+
+  if (uninstall) {
+    std::string err;
+    if (!smik::datapath::Datapath::uninstall(cfg.pin_dir, &err)) {
+      spdlog::error("uninstall: {}", err);
+      return 1;
+    }
+    spdlog::info("uninstalled: {} and every hook it held are gone", cfg.pin_dir);
+    return 0;
+  }
+  if (cfg.manifests.empty()) {
+    spdlog::error("--manifests DIR is required (the Kubernetes source is not built yet)");
+    return 2;
+  }
+  if (!smik::compile::parseAccessMode(mode, &cfg.node.access_mode)) {
+    spdlog::error("--access-mode: {} is not strict, permissive or per-destination", mode);
+    return 2;
+  }
+  if (http_rules == "allow-tcp") {
+    cfg.node.http_rules = smik::compile::HttpRulesAtL4::kGrantAllTcp;
+  } else if (http_rules != "deny") {
+    spdlog::error("--http-rules: {} is not deny or allow-tcp", http_rules);
+    return 2;
+  }
+  cfg.node.mesh_all = mesh_all;
+  if (cfg.cgroup.empty()) cfg.cgroup = smik::datapath::cgroup2Mount();
+  spdlog::info("node {}, access mode {}, pin dir {}, cgroup2 {}", cfg.node.node_name, mode,
+               cfg.pin_dir, cfg.cgroup.empty() ? "(not mounted)" : cfg.cgroup);
+
+  std::string err;
+  auto agent = smik::Agent::create(cfg, &err);
+  if (!agent) {
+    spdlog::error("{}", err);
+    return 1;
+  }
+  smik::api::HttpServer http;
+  if (!http.start(cfg.http, agent.get(), &err)) {
+    spdlog::error("{}", err);
+    return 1;
+  }
+  struct sigaction sa {};
+  sa.sa_handler = onSignal;
+  sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGINT, &sa, nullptr);
+  agent->run(g_stop);
+  http.stop();
+  spdlog::info("stopping: programs and maps stay pinned under {} and keep enforcing", cfg.pin_dir);
+  return 0;
+}

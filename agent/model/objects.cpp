@@ -1,0 +1,66 @@
+#include "agent/model/objects.h"
+
+#include <type_traits>
+
+namespace smik::model {
+
+std::string ObjectRef::str() const {
+  std::string id = ns.empty() ? name : ns + "/" + name;
+  if (kind.empty()) return id;
+  if (id.empty()) return kind;
+  return kind + " " + id;
+}
+
+const char* protoName(Proto p) { return p == Proto::kUdp ? "UDP" : "TCP"; }
+
+std::string kindOf(const Object& o) {
+  return std::visit(
+      [](const auto& v) -> std::string {
+        using T = std::decay_t<decltype(v)>;
+        if constexpr (std::is_same_v<T, Namespace>)
+          return "Namespace";
+        else if constexpr (std::is_same_v<T, ServiceAccount>)
+          return "ServiceAccount";
+        else if constexpr (std::is_same_v<T, Pod>)
+          return "Pod";
+        else if constexpr (std::is_same_v<T, TrafficTarget>)
+          return "TrafficTarget";
+        else if constexpr (std::is_same_v<T, L4Route>)
+          return v.proto == Proto::kUdp ? "UDPRoute" : "TCPRoute";
+        else {
+          static_assert(std::is_same_v<T, HttpRouteGroup>);
+          return "HTTPRouteGroup";
+        }
+      },
+      o);
+}
+
+ObjectRef refOf(const Object& o) {
+  const ObjectMeta& m = std::visit([](const auto& v) -> const ObjectMeta& { return v.meta; }, o);
+  return ObjectRef{kindOf(o), m.ns, m.name};
+}
+
+void ClusterState::add(const Object& o) {
+  std::visit(
+      [this](const auto& v) {
+        using T = std::decay_t<decltype(v)>;
+        const std::string key = v.meta.ns + "/" + v.meta.name;
+        if constexpr (std::is_same_v<T, Namespace>)
+          namespaces[v.meta.name] = v;
+        else if constexpr (std::is_same_v<T, ServiceAccount>)
+          service_accounts[key] = v;
+        else if constexpr (std::is_same_v<T, Pod>)
+          pods[key] = v;
+        else if constexpr (std::is_same_v<T, TrafficTarget>)
+          traffic_targets[key] = v;
+        else if constexpr (std::is_same_v<T, L4Route>)
+          (v.proto == Proto::kUdp ? udp_routes : tcp_routes)[key] = v;
+        else {
+          static_assert(std::is_same_v<T, HttpRouteGroup>);
+          http_route_groups[key] = v;
+        }
+      },
+      o);
+}
+
+}  // namespace smik::model

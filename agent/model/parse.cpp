@@ -1,0 +1,448 @@
+#include "agent/model/parse.h"
+
+#include <arpa/inet.h>
+#include <yaml-cpp/yaml.h>
+
+#include <charconv>
+#include <cstdint>
+#include <cstring>
+#include <optional>
+#include <regex>
+#include <set>
+#include <utility>
+
+namespace smik::model {
+
+std::string ParseError::str() const {
+  const std::string obj = object.str();
+  return file + ": " + (obj.empty() ? "" : obj + ": ") + reason;
+}
+
+namespace {
+
+// Thrown while reading one document and turned into that document's ParseError.
+struct Invalid {
+  std::string reason;
+};
+
+[[noreturn]] void fail(std::string reason) { throw Invalid{std::move(reason)}; }
+
+std::string quote(const std::string& s) { return "\"" + s + "\""; }
+
+enum class ScalarType { kString, kInt, kFloat, kBool };
+
+// Plain (unquoted) scalars resolve as in the YAML 1.2 core schema, so `name: 1`
+// is a number and `name: "1"` a string, as the API server would see them.
+ScalarType classify(const YAML::Node& n) {
+  if (n.Tag() != "?") return ScalarType::kString;
+  static const std::regex kInt(R"([-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)");
+  static const std::regex kFloat(
+      R"([-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?|[-+]?\.(inf|Inf|INF)|\.(nan|NaN|NAN))");
+  static const std::regex kBool("true|True|TRUE|false|False|FALSE");
+  const std::string& s = n.Scalar();
+  // Fast path: most scalars are names, which cannot start a number or boolean.
+  if (s.empty() || !std::strchr("0123456789+-.tTfF", s[0])) return ScalarType::kString;
+  if (std::regex_match(s, kInt)) return ScalarType::kInt;
+  if (std::regex_match(s, kFloat)) return ScalarType::kFloat;
+  if (std::regex_match(s, kBool)) return ScalarType::kBool;
+  return ScalarType::kString;
+}
+
+std::string describe(const YAML::Node& n) {
+  if (!n.IsDefined() || n.IsNull()) return "null";
+  if (n.IsMap()) return "a map";
+  if (n.IsSequence()) return "a list";
+  // Bounded: error messages end up in logs and events.
+  std::string s = n.Scalar().size() > 64 ? n.Scalar().substr(0, 61) + "..." : n.Scalar();
+  return classify(n) == ScalarType::kString ? quote(s) : s;
+}
+
+// A node with its path from the document root, so every error names its field.
+class Field {
+ public:
+  Field(YAML::Node node, std::string path) : node_(std::move(node)), path_(std::move(path)) {}
+
+  const std::string& path() const { return path_; }
+  const YAML::Node& node() const { return node_; }
+  // An explicit null counts as absent, as it does for the API server.
+  bool present() const { return node_.IsDefined() && !node_.IsNull(); }
+
+  [[noreturn]] void missing() const { fail("missing required field " + path_); }
+  void expect(bool ok, const char* what) const {
+    if (!ok)
+      fail((path_.empty() ? "document" : path_) + ": expected " + what + ", got " +
+           describe(node_));
+  }
+  const Field& required() const {
+    if (!present()) missing();
+    return *this;
+  }
+
+  Field operator[](const std::string& key) const {
+    std::string p = path_.empty() ? key : path_ + "." + key;
+    if (!present()) return Field(YAML::Node(YAML::NodeType::Undefined), std::move(p));
+    expect(node_.IsMap(), "a map");
+    return Field(node_[key], std::move(p));  // const lookup: never inserts
+  }
+
+  std::vector<Field> items() const {
+    std::vector<Field> out;
+    if (!present()) return out;
+    expect(node_.IsSequence(), "a list");
+    for (size_t i = 0; i < node_.size(); ++i)
+      out.emplace_back(node_[i], path_ + "[" + std::to_string(i) + "]");
+    return out;
+  }
+
+  std::vector<std::pair<std::string, Field>> entries() const {
+    std::vector<std::pair<std::string, Field>> out;
+    if (!present()) return out;
+    expect(node_.IsMap(), "a map");
+    for (const auto& kv : node_) {
+      const Field key(kv.first, path_ + " key");
+      key.expect(kv.first.IsScalar() && classify(kv.first) == ScalarType::kString, "a string");
+      out.emplace_back(kv.first.Scalar(), Field(kv.second, path_ + "." + kv.first.Scalar()));
+    }
+    return out;
+  }
+
+  std::optional<std::string> str() const {
+    if (!present()) return std::nullopt;
+    expect(node_.IsScalar() && classify(node_) == ScalarType::kString, "a string");
+    return node_.Scalar();
+  }
+
+  // Names and kinds: present and non-empty.
+  std::string name() const {
+    std::string s = required().str().value();
+    if (s.empty()) fail(path_ + ": must not be empty");
+    return s;
+  }
+
+  std::optional<bool> boolean() const {
+    if (!present()) return std::nullopt;
+    expect(node_.IsScalar() && classify(node_) == ScalarType::kBool, "a boolean");
+    return node_.Scalar()[0] == 't' || node_.Scalar()[0] == 'T';
+  }
+
+  // Decimal integer; nullopt when it does not fit in 64 bits.
+  std::optional<int64_t> integer(bool allow_numeric_string) const {
+    const char* what = allow_numeric_string ? "an integer or a numeric string" : "an integer";
+    required().expect(node_.IsScalar(), what);
+    const ScalarType type = classify(node_);
+    expect(type == ScalarType::kInt || (allow_numeric_string && type == ScalarType::kString), what);
+    std::string s = node_.Scalar();
+    if (!s.empty() && s[0] == '+') s.erase(0, 1);
+    int64_t v = 0;
+    const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+    if (ec == std::errc::result_out_of_range) return std::nullopt;
+    expect(ec == std::errc() && end == s.data() + s.size(), what);
+    return v;
+  }
+
+ private:
+  YAML::Node node_;
+  std::string path_;
+};
+
+uint16_t parsePort(const Field& f, bool allow_numeric_string) {
+  const std::optional<int64_t> v = f.integer(allow_numeric_string);
+  if (!v || *v < 1 || *v > 65535)
+    fail(f.path() + ": port " + f.node().Scalar() + " out of range 1..65535");
+  return static_cast<uint16_t>(*v);
+}
+
+std::string parseIp(const Field& f) {
+  const std::string ip = f.name();
+  unsigned char buf[sizeof(in6_addr)];
+  if (inet_pton(AF_INET, ip.c_str(), buf) != 1 && inet_pton(AF_INET6, ip.c_str(), buf) != 1)
+    fail(f.path() + ": invalid IP address " + quote(ip));
+  return ip;
+}
+
+ObjectMeta parseMeta(const Field& doc, bool namespaced) {
+  const Field m = doc["metadata"].required();
+  ObjectMeta meta;
+  meta.name = m["name"].name();
+  if (namespaced) meta.ns = m["namespace"].str().value_or("");
+  if (namespaced && meta.ns.empty()) meta.ns = "default";
+  for (const auto& [key, value] : m["labels"].entries())
+    meta.labels[key] = value.str().value_or("");
+  meta.creation_timestamp = m["creationTimestamp"].str().value_or("");
+  return meta;
+}
+
+Pod parsePod(const Field& doc, ObjectMeta meta) {
+  Pod p;
+  p.meta = std::move(meta);
+  const Field spec = doc["spec"];
+  p.service_account = spec["serviceAccountName"].str().value_or("");
+  if (p.service_account.empty()) p.service_account = spec["serviceAccount"].str().value_or("");
+  if (p.service_account.empty()) p.service_account = "default";
+  p.node_name = spec["nodeName"].str().value_or("");
+  p.host_network = spec["hostNetwork"].boolean().value_or(false);
+
+  const Field status = doc["status"];
+  p.phase = status["phase"].str().value_or("");
+  for (const Field& entry : status["podIPs"].items()) p.ips.push_back(parseIp(entry["ip"]));
+  const Field pod_ip = status["podIP"];
+  if (p.ips.empty() && !pod_ip.str().value_or("").empty()) p.ips.push_back(parseIp(pod_ip));
+  return p;
+}
+
+Subject parseSubject(const Field& f, const std::string& tt_namespace) {
+  Subject s;
+  s.kind = f["kind"].name();
+  if (s.kind != "ServiceAccount")
+    fail(f["kind"].path() + ": unsupported subject kind " + quote(s.kind) +
+         " (only ServiceAccount)");
+  s.name = f["name"].name();
+  s.ns = f["namespace"].str().value_or("");
+  if (s.ns.empty()) s.ns = tt_namespace;
+  return s;
+}
+
+TrafficRule parseRule(const Field& f, bool allow_udp) {
+  TrafficRule r;
+  r.kind = f["kind"].name();
+  if (r.kind != "HTTPRouteGroup" && r.kind != "TCPRoute" && (r.kind != "UDPRoute" || !allow_udp))
+    fail(f["kind"].path() + ": unsupported rule kind " + quote(r.kind) +
+         (r.kind == "UDPRoute" ? " (needs access.smi-spec.io/v1alpha3)" : ""));
+  r.name = f["name"].name();
+  for (const Field& m : f["matches"].items()) r.matches.push_back(m.name());
+  return r;
+}
+
+// v1alpha1 has no `spec` and calls the rules `specs`; v1alpha1/2 have
+// destination.port; v1alpha3 requires rules and sources (possibly empty).
+// A destination.port on v1alpha3 is ignored: the API server prunes it.
+TrafficTarget parseTrafficTarget(const Field& doc, ObjectMeta meta, const std::string& version) {
+  TrafficTarget tt;
+  tt.meta = std::move(meta);
+  tt.original_version = version;
+  const bool v1 = version == "v1alpha1";
+  const bool v3 = version == "v1alpha3";
+  const Field body = v1 ? doc : doc["spec"].required();
+
+  const Field dest = body["destination"].required();
+  tt.destination = parseSubject(dest, tt.meta.ns);
+  if (!v3 && dest["port"].present()) tt.legacy_port = parsePort(dest["port"], true);
+
+  const Field rules = body[v1 ? "specs" : "rules"];
+  const Field sources = body["sources"];
+  if (v3) {
+    rules.required();
+    sources.required();
+  }
+  for (const Field& r : rules.items()) tt.rules.push_back(parseRule(r, v3));
+  for (const Field& s : sources.items()) tt.sources.push_back(parseSubject(s, tt.meta.ns));
+  return tt;
+}
+
+// Routes older than specs v1alpha4 carry no ports: all ports.
+L4Route parseL4Route(const Field& doc, ObjectMeta meta, Proto proto, const std::string& version) {
+  L4Route r;
+  r.meta = std::move(meta);
+  r.proto = proto;
+  if (version != "v1alpha4") return r;
+  const Field ports = doc["spec"]["matches"]["ports"].required();
+  for (const Field& p : ports.items()) r.ports.push_back(parsePort(p, false));
+  return r;
+}
+
+// The CRD types headers as a list of single-entry maps; the spec prose shows a
+// map. Both are accepted.
+std::vector<std::pair<std::string, std::string>> parseHeaders(const Field& f) {
+  std::vector<std::pair<std::string, std::string>> out;
+  if (!f.present()) return out;
+  f.expect(f.node().IsSequence() || f.node().IsMap(), "a list or a map");
+  std::vector<Field> maps = f.node().IsMap() ? std::vector<Field>{f} : f.items();
+  for (const Field& m : maps) {
+    m.expect(m.node().IsMap(), "a map");
+    for (const auto& [key, value] : m.entries()) out.emplace_back(key, value.str().value_or(""));
+  }
+  return out;
+}
+
+HttpRouteGroup parseHttpRouteGroup(const Field& doc, ObjectMeta meta, const std::string& version) {
+  static const std::set<std::string> kMethods = {"*",      "GET",     "HEAD",    "PUT",   "POST",
+                                                 "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"};
+  HttpRouteGroup g;
+  g.meta = std::move(meta);
+  const bool top_level = version == "v1alpha1" || version == "v1alpha2";
+  const Field matches = (top_level ? doc["matches"] : doc["spec"]["matches"]).required();
+  for (const Field& m : matches.items()) {
+    HttpMatch hm;
+    hm.name = m["name"].name();
+    hm.path_regex = m["pathRegex"].str().value_or("");
+    for (const Field& method : m["methods"].items()) {
+      hm.methods.push_back(method.name());
+      if (!kMethods.count(hm.methods.back()))
+        fail(method.path() + ": unsupported method " + quote(hm.methods.back()));
+    }
+    hm.headers = parseHeaders(m["headers"]);
+    g.matches.push_back(std::move(hm));
+  }
+  return g;
+}
+
+// Kinds smik reads but does not use, by API group (any version).
+const std::map<std::string, std::string>& ignoredKinds() {
+  static const std::map<std::string, std::string> kinds = {
+      {"Service", ""},
+      {"Endpoints", ""},
+      {"ConfigMap", ""},
+      {"Secret", ""},
+      {"EndpointSlice", "discovery.k8s.io"},
+      {"Deployment", "apps"},
+      {"ReplicaSet", "apps"},
+      {"DaemonSet", "apps"},
+      {"StatefulSet", "apps"},
+      {"Job", "batch"},
+      {"CronJob", "batch"},
+      {"TrafficSplit", "split.smi-spec.io"},
+      {"APIService", "apiregistration.k8s.io"},
+      {"CustomResourceDefinition", "apiextensions.k8s.io"},
+  };
+  return kinds;
+}
+
+bool isOneOf(const std::string& v, std::initializer_list<const char*> set) {
+  for (const char* s : set)
+    if (v == s) return true;
+  return false;
+}
+
+// nullopt: a kind that is counted as ignored.
+std::optional<Object> parseObject(const Field& doc, const std::string& api_version,
+                                  const std::string& kind) {
+  const size_t slash = api_version.find('/');
+  const std::string group = slash == std::string::npos ? "" : api_version.substr(0, slash);
+  const std::string version =
+      slash == std::string::npos ? api_version : api_version.substr(slash + 1);
+  const bool core = api_version == "v1";
+  const bool access = group == "access.smi-spec.io";
+  const bool specs = group == "specs.smi-spec.io";
+  const auto unsupported = [&] {
+    fail("unsupported apiVersion " + quote(api_version) + " for " + kind);
+  };
+
+  if (kind == "Namespace") {
+    if (!core) unsupported();
+    return Namespace{parseMeta(doc, false)};
+  }
+  if (kind == "ServiceAccount") {
+    if (!core) unsupported();
+    return ServiceAccount{parseMeta(doc, true)};
+  }
+  if (kind == "Pod") {
+    if (!core) unsupported();
+    return parsePod(doc, parseMeta(doc, true));
+  }
+  if (kind == "TrafficTarget") {
+    if (!access || !isOneOf(version, {"v1alpha1", "v1alpha2", "v1alpha3"})) unsupported();
+    return parseTrafficTarget(doc, parseMeta(doc, true), version);
+  }
+  if (kind == "TCPRoute" || kind == "HTTPRouteGroup") {
+    if (!specs || !isOneOf(version, {"v1alpha1", "v1alpha2", "v1alpha3", "v1alpha4"}))
+      unsupported();
+    if (kind == "TCPRoute") return parseL4Route(doc, parseMeta(doc, true), Proto::kTcp, version);
+    return parseHttpRouteGroup(doc, parseMeta(doc, true), version);
+  }
+  if (kind == "UDPRoute") {
+    if (!specs || version != "v1alpha4") unsupported();
+    return parseL4Route(doc, parseMeta(doc, true), Proto::kUdp, version);
+  }
+  const auto it = ignoredKinds().find(kind);
+  if (it == ignoredKinds().end()) fail("unknown kind " + quote(kind));
+  if (it->second.empty() ? !core : group != it->second) unsupported();
+  parseMeta(doc, true);
+  return std::nullopt;
+}
+
+// Best effort: names the object in errors found before or
+// while its metadata is validated.
+ObjectRef peekRef(const YAML::Node& doc) {
+  ObjectRef ref;
+  const auto scalar = [](const YAML::Node& n) {
+    return n.IsDefined() && n.IsScalar() ? n.Scalar() : std::string();
+  };
+  if (!doc.IsMap()) return ref;
+  ref.kind = scalar(doc["kind"]);
+  const YAML::Node meta = doc["metadata"];
+  if (meta.IsDefined() && meta.IsMap()) {
+    ref.name = scalar(meta["name"]);
+    ref.ns = scalar(meta["namespace"]);
+  }
+  // Scope is only known for kinds smik reads.
+  static const std::set<std::string> kNamespaced = {"ServiceAccount", "Pod",      "TrafficTarget",
+                                                    "TCPRoute",       "UDPRoute", "HTTPRouteGroup"};
+  const bool namespaced =
+      kNamespaced.count(ref.kind) || (ignoredKinds().count(ref.kind) && ref.kind != "APIService" &&
+                                      ref.kind != "CustomResourceDefinition");
+  if (ref.kind == "Namespace") ref.ns.clear();
+  if (namespaced && ref.ns.empty() && !ref.name.empty()) ref.ns = "default";
+  return ref;
+}
+
+void parseDocument(const YAML::Node& node, bool in_list, const std::string& file,
+                   ParseResult& out) {
+  if (!node.IsDefined() || node.IsNull()) return;
+  ObjectRef ref;
+  try {
+    ref = peekRef(node);
+    const Field doc(node, "");
+    doc.expect(node.IsMap(), "a map");
+    const std::string api_version = doc["apiVersion"].name();
+    const std::string kind = doc["kind"].name();
+    if (kind == "List") {
+      if (in_list) fail("a List inside a List");
+      if (api_version != "v1") fail("unsupported apiVersion " + quote(api_version) + " for List");
+      for (const Field& item : doc["items"].items()) parseDocument(item.node(), true, file, out);
+      return;
+    }
+    if (std::optional<Object> obj = parseObject(doc, api_version, kind)) {
+      out.objects.push_back(std::move(*obj));
+    } else {
+      ++out.ignored;
+    }
+  } catch (const Invalid& e) {
+    std::string reason = e.reason;
+    // Without a name the object can only be found by its position.
+    if (ref.name.empty())
+      reason += " (document at line " + std::to_string(node.Mark().line + 1) + ")";
+    out.errors.push_back({file, ref, std::move(reason)});
+  } catch (const std::exception& e) {
+    out.errors.push_back({file, ref, std::string("internal error: ") + e.what()});
+  }
+}
+
+}  // namespace
+
+ParseResult parseManifests(std::string_view text, const std::string& file) {
+  ParseResult out;
+  if (text.size() > kMaxManifestBytes) {
+    out.errors.push_back({file,
+                          {},
+                          "file too large (" + std::to_string(text.size()) + " bytes, limit " +
+                              std::to_string(kMaxManifestBytes) + ")"});
+    return out;
+  }
+  try {
+    for (const YAML::Node& doc : YAML::LoadAll(std::string(text)))
+      parseDocument(doc, false, file, out);
+  } catch (const YAML::Exception& e) {
+    std::string reason = "YAML syntax error";
+    if (!e.mark.is_null())
+      reason += " at line " + std::to_string(e.mark.line + 1) + ", column " +
+                std::to_string(e.mark.column + 1);
+    out.errors.push_back({file, {}, reason + ": " + e.msg});
+  } catch (const std::exception& e) {
+    out.errors.push_back({file, {}, std::string("cannot parse: ") + e.what()});
+  } catch (...) {
+    out.errors.push_back({file, {}, "cannot parse: unknown error"});
+  }
+  return out;
+}
+
+}  // namespace smik::model

@@ -1,0 +1,35 @@
+// Manifest parsing: YAML or JSON text (one or many documents) to validated,
+// normalised model objects. Parsing never throws; every problem becomes a
+// ParseError that names the file, the object and the reason.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "agent/model/objects.h"
+
+namespace smik::model {
+
+struct ParseError {
+  std::string file;
+  ObjectRef object;  // as much of kind/namespace/name as could be read
+  std::string reason;
+  std::string str() const;  // "file: Kind ns/name: reason"
+};
+
+struct ParseResult {
+  std::vector<Object> objects;
+  std::vector<ParseError> errors;
+  // Kubernetes kinds smik knows but does not use yet (Service, Deployment...).
+  int ignored = 0;
+};
+
+// Largest manifest file the agent reads; bigger files are rejected whole.
+inline constexpr size_t kMaxManifestBytes = 4 * 1024 * 1024;
+
+// Parses every document in `text`. `file` is only used to label errors.
+// Objects without metadata.namespace land in "default" (namespaced kinds).
+ParseResult parseManifests(std::string_view text, const std::string& file);
+
+}  // namespace smik::model

@@ -1,0 +1,54 @@
+// The directory source: a folder of multi-document YAML/JSON manifests, the
+// embedded default for a machine with no cluster. Each file is applied whole
+// or not at all: a file that fails keeps its last good version in force.
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "agent/model/objects.h"
+#include "agent/model/parse.h"
+
+namespace smik::source {
+
+class ManifestDir {
+ public:
+  explicit ManifestDir(std::string dir);
+  ~ManifestDir();
+  ManifestDir(const ManifestDir&) = delete;
+  ManifestDir& operator=(const ManifestDir&) = delete;
+
+  // Re-reads files that changed since the last call. True if the objects in
+  // force changed. Newly rejected objects are added to rejectedTotal().
+  bool refresh();
+  // Blocks until the directory reports a change or timeout_ms passes.
+  void waitForChange(int timeout_ms);
+
+  model::ClusterState state() const;
+  // Problems now: rejected objects of every file, plus directory-level errors.
+  std::vector<model::ParseError> errors() const;
+  uint64_t rejectedTotal() const { return rejected_total_; }
+  const std::string& dir() const { return dir_; }
+
+ private:
+  struct FileState {
+    int64_t mtime_ns = -1;
+    int64_t size = -1;
+    uint64_t inode = 0;
+    bool has_good = false;
+    std::vector<model::Object> good;  // last version that parsed cleanly
+    std::vector<model::ParseError> errors;
+  };
+  bool readFile(const std::string& path, FileState* fs);
+  void watch();
+
+  std::string dir_;
+  std::map<std::string, FileState> files_;  // by file name, applied in name order
+  std::vector<model::ParseError> dir_errors_;
+  uint64_t rejected_total_ = 0;
+  int inotify_fd_ = -1;
+  int watch_fd_ = -1;
+};
+
+}  // namespace smik::source

@@ -1,0 +1,102 @@
+#include "api/http/http_server.h"
+
+#include <httplib.h>
+
+#include <nlohmann/json.hpp>
+
+namespace smik::api {
+
+namespace {
+const char* kReasonNames[] = {"forwarded", "policy", "spoofed", "malformed", "unsupported"};
+}
+
+std::string statusJson(const AgentStatus& s) {
+  nlohmann::json j;
+  j["ready"] = s.ready;
+  j["node"] = s.node;
+  j["accessMode"] = s.access_mode;
+  j["attachMode"] = s.attach_mode;
+  j["policyGeneration"] = s.policy_generation;
+  j["policyEntries"] = s.policy_entries;
+  j["identities"] = s.identities;
+  j["ipEntries"] = s.ip_entries;
+  j["endpoints"] = s.endpoints;
+  j["rejectedObjectsTotal"] = s.rejected_objects_total;
+  j["rejected"] = s.rejected;
+  j["diagnostics"] = s.diagnostics;
+  j["errors"] = s.errors;
+  j["appliesTotal"] = s.applies_total;
+  j["lastApplyMs"] = s.last_apply_ms;
+  nlohmann::json verdicts = nlohmann::json::object();
+  for (size_t i = 0; i < s.reasons.size() && i < std::size(kReasonNames); i++)
+    verdicts[kReasonNames[i]] = {{"packets", s.reasons[i].packets}, {"bytes", s.reasons[i].bytes}};
+  j["verdicts"] = verdicts;
+  return j.dump(2) + "\n";
+}
+
+std::string prometheusText(const AgentStatus& s) {
+  std::string out;
+  auto metric = [&](const std::string& name, const std::string& help, const std::string& type,
+                    const std::string& body) {
+    out += "# HELP " + name + " " + help + "\n# TYPE " + name + " " + type + "\n" + body;
+  };
+  metric("smik_ready", "1 once the first complete policy is enforced.", "gauge",
+         "smik_ready " + std::to_string(s.ready ? 1 : 0) + "\n");
+  metric("smik_rejected_objects_total", "Manifest objects rejected as invalid.", "counter",
+         "smik_rejected_objects_total " + std::to_string(s.rejected_objects_total) + "\n");
+  metric("smik_policy_applies_total", "Policy applications to the kernel.", "counter",
+         "smik_policy_applies_total " + std::to_string(s.applies_total) + "\n");
+  metric("smik_policy_entries", "Entries in the policy generation in force.", "gauge",
+         "smik_policy_entries " + std::to_string(s.policy_entries) + "\n");
+  metric("smik_endpoints", "Local meshed pods with tc programs attached.", "gauge",
+         "smik_endpoints " + std::to_string(s.endpoints.size()) + "\n");
+  std::string pk, by;
+  for (size_t i = 0; i < s.reasons.size() && i < std::size(kReasonNames); i++) {
+    pk += std::string("smik_packets_total{verdict=\"") + kReasonNames[i] + "\"} " +
+          std::to_string(s.reasons[i].packets) + "\n";
+    by += std::string("smik_bytes_total{verdict=\"") + kReasonNames[i] + "\"} " +
+          std::to_string(s.reasons[i].bytes) + "\n";
+  }
+  metric("smik_packets_total", "Packets seen by the tc programs, by verdict.", "counter", pk);
+  metric("smik_bytes_total", "Bytes seen by the tc programs, by verdict.", "counter", by);
+  return out;
+}
+
+bool HttpServer::start(const std::string& addr, Agent* agent, std::string* err) {
+  auto colon = addr.rfind(':');
+  if (colon == std::string::npos) return (*err = "--http wants host:port, got " + addr), false;
+  std::string host = addr.substr(0, colon);
+  int port = std::atoi(addr.substr(colon + 1).c_str());
+  server_ = std::make_unique<httplib::Server>();
+  server_->Get("/healthz", [](const httplib::Request&, httplib::Response& r) {
+    r.set_content("ok\n", "text/plain");
+  });
+  server_->Get("/readyz", [agent](const httplib::Request&, httplib::Response& r) {
+    bool ready = agent->status().ready;
+    r.status = ready ? 200 : 503;
+    r.set_content(ready ? "ready\n" : "not ready: no complete policy in the kernel yet\n",
+                  "text/plain");
+  });
+  server_->Get("/status", [agent](const httplib::Request&, httplib::Response& r) {
+    r.set_content(statusJson(agent->status()), "application/json");
+  });
+  server_->Get("/metrics", [agent](const httplib::Request&, httplib::Response& r) {
+    r.set_content(prometheusText(agent->status()), "text/plain; version=0.0.4");
+  });
+  if (!server_->bind_to_port(host.c_str(), port)) {
+    *err = "cannot listen on " + addr;
+    return false;
+  }
+  thread_ = std::thread([this] { server_->listen_after_bind(); });
+  return true;
+}
+
+void HttpServer::stop() {
+  if (server_) server_->stop();
+  if (thread_.joinable()) thread_.join();
+}
+
+HttpServer::HttpServer() = default;
+HttpServer::~HttpServer() { stop(); }
+
+}  // namespace smik::api

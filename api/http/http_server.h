@@ -1,0 +1,32 @@
+// The agent's HTTP endpoint: health, readiness, status and Prometheus text.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "agent/agent.h"
+
+namespace httplib {
+class Server;
+}
+
+namespace smik::api {
+
+class HttpServer {
+ public:
+  // addr is "host:port". Starts serving on a thread; false + err if it cannot bind.
+  bool start(const std::string& addr, Agent* agent, std::string* err);
+  void stop();
+  HttpServer();
+  ~HttpServer();
+
+ private:
+  std::unique_ptr<httplib::Server> server_;
+  std::thread thread_;
+};
+
+std::string statusJson(const AgentStatus& s);
+std::string prometheusText(const AgentStatus& s);
+
+}  // namespace smik::api

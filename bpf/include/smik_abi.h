@@ -1,0 +1,163 @@
+/* The kernel-user ABI of smik: every map key and value, shared verbatim by the
+ * BPF C (which includes vmlinux.h first) and the C++ agent. Layout is checked
+ * at compile time on both sides; change a struct and both builds must agree.
+ *
+ * Addresses are always 16 bytes plus a family tag, so IPv6 is an addition to
+ * the data path, never an ABI change. IPv4 sits in the first 4 bytes.
+ */
+#ifndef SMIK_ABI_H
+#define SMIK_ABI_H
+
+#ifndef __VMLINUX_H__
+#include <linux/types.h>
+#endif
+
+#ifdef __cplusplus
+#define SMIK_STATIC_ASSERT static_assert
+#else
+#define SMIK_STATIC_ASSERT _Static_assert
+#endif
+
+/* Reserved identities. Dynamic (ServiceAccount) identities start at
+ * SMIK_ID_FIRST_DYNAMIC. */
+#define SMIK_ID_UNKNOWN 0       /* no entry: a source we know nothing about */
+#define SMIK_ID_HOST 1          /* this node (kubelet probes): always allowed */
+#define SMIK_ID_WORLD 2         /* outside the cluster */
+#define SMIK_ID_FIRST_DYNAMIC 256
+/* Policy key src_id of a destination's meta entry (see smik_policy_value). */
+#define SMIK_ID_META 0xffffffffu
+
+#define SMIK_AF_INET 4
+#define SMIK_AF_INET6 6
+
+#define SMIK_PROTO_TCP 6
+#define SMIK_PROTO_UDP 17
+
+/* Map sizes: also the inner-map template, so fixed for the life of the pins. */
+#define SMIK_MAX_IPS (1 << 18)
+#define SMIK_MAX_ENDPOINTS 4096
+#define SMIK_MAX_POLICY (1 << 18)
+#define SMIK_MAX_CT (1 << 18)
+#define SMIK_MAX_EDGES (1 << 16)
+#define SMIK_ENDPOINT_ADDRS 4
+
+/* ipcache: LPM trie, full prefix = 64 + 128 bits (family/pad count too). */
+struct smik_ip_key {
+  __u32 prefixlen;
+  __u8 family;
+  __u8 pad[3];
+  __u8 addr[16];
+};
+SMIK_STATIC_ASSERT(sizeof(struct smik_ip_key) == 24, "smik_ip_key layout");
+
+#define SMIK_IP_F_LOCAL 1 /* a pod on this node */
+
+struct smik_ip_info {
+  __u32 identity;
+  __u32 flags;
+};
+SMIK_STATIC_ASSERT(sizeof(struct smik_ip_info) == 8, "smik_ip_info layout");
+
+/* endpoints: host-side ifindex of a local meshed pod -> its identity and the
+ * only source addresses it may send from (anti-spoofing). */
+#define SMIK_EP_ATTACH_TCX 1
+#define SMIK_EP_ATTACH_CLSACT 2
+
+struct smik_endpoint {
+  __u32 identity;
+  __u8 naddrs;
+  __u8 attach; /* SMIK_EP_ATTACH_*: how the agent hooked it, for uninstall */
+  __u8 pad[2];
+  __u8 families[SMIK_ENDPOINT_ADDRS];
+  __u8 addrs[SMIK_ENDPOINT_ADDRS][16];
+};
+SMIK_STATIC_ASSERT(sizeof(struct smik_endpoint) == 76, "smik_endpoint layout");
+
+/* policy (inner map of smik_policy_outer): an allow-list.
+ * {src, dst, dport, proto}: exact grant; dport 0 = every port of proto.
+ * {SMIK_ID_META, dst, 0, 0}: how dst is enforced (SMIK_POL_F_*). A destination
+ * without a meta entry is not enforced (permissive mode, or not meshed). */
+struct smik_policy_key {
+  __u32 src_id;
+  __u32 dst_id;
+  __u16 dport; /* host order */
+  __u8 proto;
+  __u8 pad;
+};
+SMIK_STATIC_ASSERT(sizeof(struct smik_policy_key) == 12, "smik_policy_key layout");
+
+#define SMIK_POL_F_ENFORCED 1 /* meta entry: default deny for this dst */
+
+struct smik_policy_value {
+  __u32 rule_id; /* 1-based index into the agent's rule table; 0 = meta entry */
+  __u32 flags;
+};
+SMIK_STATIC_ASSERT(sizeof(struct smik_policy_value) == 8, "smik_policy_value layout");
+
+/* state: one entry, the policy generation now in the outer map slot. */
+struct smik_state {
+  __u32 policy_gen;
+  __u32 pad;
+};
+SMIK_STATIC_ASSERT(sizeof(struct smik_state) == 8, "smik_state layout");
+
+/* conntrack, keyed by the tuple as seen travelling *into* the pod. A pod's
+ * own outgoing flow is stored reversed (so its replies match); an allowed
+ * inbound flow is stored as is and re-checked when the policy generation
+ * moves (revocation reaches established flows). Ports in network order. */
+struct smik_ct_key {
+  __u8 saddr[16];
+  __u8 daddr[16];
+  __u16 sport;
+  __u16 dport;
+  __u8 proto;
+  __u8 family;
+  __u8 pad[2];
+};
+SMIK_STATIC_ASSERT(sizeof(struct smik_ct_key) == 40, "smik_ct_key layout");
+
+#define SMIK_CT_F_REPLY 1   /* created by the pod's own outgoing packet */
+#define SMIK_CT_F_INBOUND 2 /* created by an allowed inbound flow */
+
+struct smik_ct_value {
+  __u32 policy_gen;
+  __u32 flags;
+  __u32 src_id;
+  __u32 dst_id;
+};
+SMIK_STATIC_ASSERT(sizeof(struct smik_ct_value) == 16, "smik_ct_value layout");
+
+/* Per-CPU counters of verdicts by reason (index = SMIK_REASON_*). */
+enum smik_reason {
+  SMIK_REASON_FORWARDED = 0,  /* passed: any reason */
+  SMIK_REASON_POLICY = 1,     /* dropped: no TrafficTarget allows it */
+  SMIK_REASON_SPOOFED = 2,    /* dropped: pod sent from an address not its own */
+  SMIK_REASON_MALFORMED = 3,  /* dropped: truncated IP/L4 header */
+  SMIK_REASON_UNSUPPORTED = 4,/* dropped: L4 protocol no rule can name, to an enforced dst */
+  SMIK_REASON_MAX = 8,
+};
+
+struct smik_counter {
+  __u64 packets;
+  __u64 bytes;
+};
+SMIK_STATIC_ASSERT(sizeof(struct smik_counter) == 16, "smik_counter layout");
+
+/* Per-CPU per-edge verdicts for new flows. */
+struct smik_edge_key {
+  __u32 src_id;
+  __u32 dst_id;
+  __u16 dport; /* host order */
+  __u8 proto;
+  __u8 pad;
+};
+SMIK_STATIC_ASSERT(sizeof(struct smik_edge_key) == 12, "smik_edge_key layout");
+
+struct smik_edge_value {
+  __u64 flows_allowed; /* new inbound flows admitted by policy */
+  __u64 packets_denied;
+  __u64 bytes_denied;
+};
+SMIK_STATIC_ASSERT(sizeof(struct smik_edge_value) == 24, "smik_edge_value layout");
+
+#endif /* SMIK_ABI_H */

@@ -1,0 +1,48 @@
+#include "maps/maps.h"
+
+namespace smik::maps {
+
+bool FakeBackend::countWrite(std::string* err) {
+  if (fail_after_writes >= 0 && writes >= fail_after_writes) {
+    fail_after_writes = -1;
+    if (err) *err = "injected failure";
+    return false;
+  }
+  writes++;
+  return true;
+}
+
+bool FakeBackend::putIp(const compile::Addr& a, const smik_ip_info& v, std::string* err) {
+  if (!countWrite(err)) return false;
+  state_.ips[a] = v;
+  return true;
+}
+
+bool FakeBackend::deleteIp(const compile::Addr& a, std::string* err) {
+  if (!countWrite(err)) return false;
+  state_.ips.erase(a);
+  return true;
+}
+
+bool FakeBackend::putEndpoint(uint32_t ifindex, const smik_endpoint& v, std::string* err) {
+  if (!countWrite(err)) return false;
+  state_.endpoints[ifindex] = v;
+  return true;
+}
+
+bool FakeBackend::deleteEndpoint(uint32_t ifindex, std::string* err) {
+  if (!countWrite(err)) return false;
+  state_.endpoints.erase(ifindex);
+  return true;
+}
+
+bool FakeBackend::swapPolicy(const PolicyEntries& entries, std::string* err) {
+  if (!countWrite(err)) return false;
+  state_.policy = entries;
+  state_.policy_installed = true;
+  generation_++;
+  swaps++;
+  return true;
+}
+
+}  // namespace smik::maps

@@ -1,0 +1,196 @@
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "maps/maps.h"
+
+namespace smik::maps {
+namespace {
+
+bool fail(std::string* err, const std::string& what) {
+  if (err) *err = what + ": " + std::strerror(errno);
+  return false;
+}
+
+int openPin(const std::string& dir, const char* name, std::string* err) {
+  std::string path = dir + "/" + name;
+  int fd = bpf_obj_get(path.c_str());
+  if (fd < 0) fail(err, "open pinned map " + path);
+  return fd;
+}
+
+// Iterates a hash-like map: fn(key) for every key present.
+template <typename K, typename Fn>
+void forEachKey(int fd, Fn fn) {
+  K key{}, next{};
+  const K* prev = nullptr;
+  while (bpf_map_get_next_key(fd, prev, &next) == 0) {
+    fn(next);
+    key = next;
+    prev = &key;
+  }
+}
+
+template <typename V>
+std::vector<V> perCpu(int fd, const void* key, int ncpu) {
+  std::vector<V> vals(ncpu);
+  if (bpf_map_lookup_elem(fd, key, vals.data()) != 0) vals.clear();
+  return vals;
+}
+
+int possibleCpus() {
+  static int n = libbpf_num_possible_cpus();
+  return n;
+}
+
+}  // namespace
+
+std::unique_ptr<LibbpfBackend> LibbpfBackend::open(const std::string& pin_dir,
+                                                   std::string* err) {
+  std::unique_ptr<LibbpfBackend> b(new LibbpfBackend());
+  struct {
+    int* fd;
+    const char* name;
+  } maps[] = {{&b->ipcache_, kIpcacheMap}, {&b->endpoints_, kEndpointsMap},
+              {&b->policy_, kPolicyMap},   {&b->state_, kStateMap},
+              {&b->reasons_, kReasonsMap}, {&b->edges_, kEdgesMap}};
+  for (auto& m : maps) {
+    *m.fd = openPin(pin_dir, m.name, err);
+    if (*m.fd < 0) return nullptr;
+  }
+  return b;
+}
+
+LibbpfBackend::~LibbpfBackend() {
+  for (int fd : {ipcache_, endpoints_, policy_, state_, reasons_, edges_})
+    if (fd >= 0) close(fd);
+}
+
+bool LibbpfBackend::putIp(const compile::Addr& a, const smik_ip_info& v, std::string* err) {
+  smik_ip_key k = ipKey(a);
+  return bpf_map_update_elem(ipcache_, &k, &v, BPF_ANY) == 0 || fail(err, "ipcache update " + a.str());
+}
+
+bool LibbpfBackend::deleteIp(const compile::Addr& a, std::string* err) {
+  smik_ip_key k = ipKey(a);
+  return bpf_map_delete_elem(ipcache_, &k) == 0 || errno == ENOENT ||
+         fail(err, "ipcache delete " + a.str());
+}
+
+bool LibbpfBackend::putEndpoint(uint32_t ifindex, const smik_endpoint& v, std::string* err) {
+  return bpf_map_update_elem(endpoints_, &ifindex, &v, BPF_ANY) == 0 ||
+         fail(err, "endpoint update ifindex " + std::to_string(ifindex));
+}
+
+bool LibbpfBackend::deleteEndpoint(uint32_t ifindex, std::string* err) {
+  return bpf_map_delete_elem(endpoints_, &ifindex) == 0 || errno == ENOENT ||
+         fail(err, "endpoint delete ifindex " + std::to_string(ifindex));
+}
+
+bool LibbpfBackend::swapPolicy(const PolicyEntries& entries, std::string* err) {
+  // Same template as the BPF side's smik_policy_inner, or the outer map
+  // refuses the new generation.
+  LIBBPF_OPTS(bpf_map_create_opts, opts, .map_flags = BPF_F_NO_PREALLOC);
+  int inner = bpf_map_create(BPF_MAP_TYPE_HASH, "smik_pol_gen", sizeof(smik_policy_key),
+                             sizeof(smik_policy_value), SMIK_MAX_POLICY, &opts);
+  if (inner < 0) return fail(err, "create policy generation");
+  if (entries.size() > SMIK_MAX_POLICY) {
+    close(inner);
+    if (err) *err = "policy has " + std::to_string(entries.size()) + " entries, limit " +
+                    std::to_string(SMIK_MAX_POLICY);
+    return false;
+  }
+  std::vector<smik_policy_key> keys;
+  std::vector<smik_policy_value> vals;
+  keys.reserve(entries.size());
+  vals.reserve(entries.size());
+  for (const auto& [k, v] : entries) {
+    keys.push_back(k);
+    vals.push_back(v);
+  }
+  __u32 count = keys.size();
+  if (count && bpf_map_update_batch(inner, keys.data(), vals.data(), &count, nullptr) != 0) {
+    // Batch ops may be unavailable; one by one gives the same result.
+    for (size_t i = 0; i < keys.size(); i++) {
+      if (bpf_map_update_elem(inner, &keys[i], &vals[i], BPF_ANY) != 0) {
+        close(inner);
+        return fail(err, "fill policy generation");
+      }
+    }
+  }
+  __u32 zero = 0;
+  if (bpf_map_update_elem(policy_, &zero, &inner, BPF_ANY) != 0) {
+    close(inner);
+    return fail(err, "swap policy generation");
+  }
+  close(inner);  // the outer map holds it now; the old one goes after readers drain
+  smik_state st{};
+  bpf_map_lookup_elem(state_, &zero, &st);
+  st.policy_gen++;
+  if (bpf_map_update_elem(state_, &zero, &st, BPF_ANY) != 0)
+    return fail(err, "bump policy generation");
+  return true;
+}
+
+uint32_t LibbpfBackend::policyGeneration() {
+  __u32 zero = 0;
+  smik_state st{};
+  bpf_map_lookup_elem(state_, &zero, &st);
+  return st.policy_gen;
+}
+
+KernelState LibbpfBackend::read() {
+  KernelState s;
+  forEachKey<smik_ip_key>(ipcache_, [&](const smik_ip_key& k) {
+    smik_ip_info v{};
+    if (bpf_map_lookup_elem(ipcache_, &k, &v) == 0) s.ips[addrOf(k)] = v;
+  });
+  forEachKey<__u32>(endpoints_, [&](const __u32& k) {
+    smik_endpoint v{};
+    if (bpf_map_lookup_elem(endpoints_, &k, &v) == 0) s.endpoints[k] = v;
+  });
+  __u32 zero = 0, inner_id = 0;
+  if (bpf_map_lookup_elem(policy_, &zero, &inner_id) == 0) {
+    int inner = bpf_map_get_fd_by_id(inner_id);
+    if (inner >= 0) {
+      s.policy_installed = true;
+      forEachKey<smik_policy_key>(inner, [&](const smik_policy_key& k) {
+        smik_policy_value v{};
+        if (bpf_map_lookup_elem(inner, &k, &v) == 0) s.policy[k] = v;
+      });
+      close(inner);
+    }
+  }
+  return s;
+}
+
+std::vector<smik_counter> LibbpfBackend::reasons() {
+  std::vector<smik_counter> out(SMIK_REASON_MAX);
+  for (__u32 i = 0; i < SMIK_REASON_MAX; i++) {
+    for (const auto& c : perCpu<smik_counter>(reasons_, &i, possibleCpus())) {
+      out[i].packets += c.packets;
+      out[i].bytes += c.bytes;
+    }
+  }
+  return out;
+}
+
+std::vector<EdgeCounters> LibbpfBackend::edges() {
+  std::vector<EdgeCounters> out;
+  forEachKey<smik_edge_key>(edges_, [&](const smik_edge_key& k) {
+    EdgeCounters e;
+    e.key = k;
+    for (const auto& v : perCpu<smik_edge_value>(edges_, &k, possibleCpus())) {
+      e.value.flows_allowed += v.flows_allowed;
+      e.value.packets_denied += v.packets_denied;
+      e.value.bytes_denied += v.bytes_denied;
+    }
+    out.push_back(e);
+  });
+  return out;
+}
+
+}  // namespace smik::maps

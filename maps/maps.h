@@ -1,0 +1,121 @@
+// Typed userspace view of smik's pinned maps. A small Backend seam (libbpf on
+// pinned maps, or an in-memory fake) keeps compiler->maps tests rootless.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "agent/compile/compile.h"
+#include "bpf/include/smik_abi.h"
+
+namespace smik::maps {
+
+// Pin names under the pin directory (the BPF object's map names).
+inline constexpr const char* kIpcacheMap = "smik_ipcache";
+inline constexpr const char* kEndpointsMap = "smik_endpoints";
+inline constexpr const char* kPolicyMap = "smik_policy";
+inline constexpr const char* kStateMap = "smik_state";
+inline constexpr const char* kCtMap = "smik_ct";
+inline constexpr const char* kReasonsMap = "smik_reasons";
+inline constexpr const char* kEdgesMap = "smik_edges";
+
+using PolicyEntries = std::map<smik_policy_key, smik_policy_value>;
+
+// What the kernel holds (or should hold) for enforcement.
+struct KernelState {
+  std::map<compile::Addr, smik_ip_info> ips;
+  std::map<uint32_t, smik_endpoint> endpoints;  // by host-side ifindex
+  PolicyEntries policy;
+  bool policy_installed = false;  // an empty generation still fails closed if absent
+};
+
+struct EdgeCounters {
+  smik_edge_key key{};
+  smik_edge_value value{};  // summed over CPUs
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual bool putIp(const compile::Addr& a, const smik_ip_info& v, std::string* err) = 0;
+  virtual bool deleteIp(const compile::Addr& a, std::string* err) = 0;
+  virtual bool putEndpoint(uint32_t ifindex, const smik_endpoint& v, std::string* err) = 0;
+  virtual bool deleteEndpoint(uint32_t ifindex, std::string* err) = 0;
+  // Builds a complete new policy generation and puts it in force with a single
+  // update of the outer map slot, then moves the generation counter.
+  virtual bool swapPolicy(const PolicyEntries& entries, std::string* err) = 0;
+  virtual uint32_t policyGeneration() = 0;
+  virtual KernelState read() = 0;
+  virtual std::vector<smik_counter> reasons() = 0;  // summed, index = SMIK_REASON_*
+  virtual std::vector<EdgeCounters> edges() = 0;
+};
+
+// In-memory backend: what the kernel would hold, for rootless tests.
+class FakeBackend : public Backend {
+ public:
+  bool putIp(const compile::Addr& a, const smik_ip_info& v, std::string* err) override;
+  bool deleteIp(const compile::Addr& a, std::string* err) override;
+  bool putEndpoint(uint32_t ifindex, const smik_endpoint& v, std::string* err) override;
+  bool deleteEndpoint(uint32_t ifindex, std::string* err) override;
+  bool swapPolicy(const PolicyEntries& entries, std::string* err) override;
+  uint32_t policyGeneration() override { return generation_; }
+  KernelState read() override { return state_; }
+  std::vector<smik_counter> reasons() override { return {}; }
+  std::vector<EdgeCounters> edges() override { return {}; }
+
+  int writes = 0;  // single-entry writes, to check that apply only writes diffs
+  int swaps = 0;
+  int fail_after_writes = -1;  // >= 0: fail once this many writes succeeded
+
+ private:
+  bool countWrite(std::string* err);
+  KernelState state_;
+  uint32_t generation_ = 0;
+};
+
+// Pinned maps under a pin directory, through libbpf.
+class LibbpfBackend : public Backend {
+ public:
+  // Opens every map pinned under pin_dir; nullptr + err if one is missing.
+  static std::unique_ptr<LibbpfBackend> open(const std::string& pin_dir, std::string* err);
+  ~LibbpfBackend() override;
+
+  bool putIp(const compile::Addr& a, const smik_ip_info& v, std::string* err) override;
+  bool deleteIp(const compile::Addr& a, std::string* err) override;
+  bool putEndpoint(uint32_t ifindex, const smik_endpoint& v, std::string* err) override;
+  bool deleteEndpoint(uint32_t ifindex, std::string* err) override;
+  bool swapPolicy(const PolicyEntries& entries, std::string* err) override;
+  uint32_t policyGeneration() override;
+  KernelState read() override;
+  std::vector<smik_counter> reasons() override;
+  std::vector<EdgeCounters> edges() override;
+
+ private:
+  LibbpfBackend() = default;
+  int ipcache_ = -1, endpoints_ = -1, policy_ = -1, state_ = -1, reasons_ = -1, edges_ = -1;
+};
+
+smik_ip_key ipKey(const compile::Addr& a);
+compile::Addr addrOf(const smik_ip_key& k);
+
+// Desired kernel state for a plan, given where each local pod's veth is.
+KernelState desiredState(const compile::Plan& plan,
+                         const std::map<std::string, uint32_t>& ifindex_by_pod,
+                         const std::map<std::string, uint8_t>& attach_by_pod);
+
+struct ApplyStats {
+  int ip_writes = 0, ip_deletes = 0, endpoint_writes = 0, endpoint_deletes = 0;
+  bool policy_swapped = false;
+};
+
+// Writes only the difference between `current` and `next`, in an order that
+// never judges a packet with half the change: new identities and endpoints
+// first, then the policy swap, then removals. On failure the kernel holds a
+// prefix of that sequence; the caller re-reads and retries.
+bool apply(Backend& backend, const KernelState& next, const KernelState& current,
+           ApplyStats* stats, std::string* err);
+
+}  // namespace smik::maps

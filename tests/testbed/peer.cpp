@@ -1,0 +1,353 @@
+// smik-testpeer: the servers and clients of the kernel tests. Reports what
+// happened on the wire in one line per attempt so tests can assert on it.
+//
+//   smik-testpeer serve --tcp PORT[,PORT...] --udp PORT[,PORT...] [--id NAME]
+//   smik-testpeer tcp IP PORT [--timeout-ms N] [--count N]
+//   smik-testpeer udp IP PORT [--timeout-ms N] [--count N]
+//   smik-testpeer hold IP PORT --seconds S
+//
+// serve: TCP and UDP servers on 0.0.0.0; each TCP line and each datagram is
+//   answered with "NAME\n" (with --id; lets a test see which backend
+//   answered) or echoed. Prints "ready" once every socket listens.
+// tcp:   per attempt "ok <reply>" | "refused" | "timeout" | "error <text>".
+// udp:   per attempt "ok <reply>" | "refused" | "timeout" | "error <text>".
+// hold:  one connection, a round trip every 50 ms for S seconds (500 ms
+//   limit each); "ok N" or "broken after N".
+// Exit code: 0 = all attempts ok, 1 = some failed, 2 = usage/setup error.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+[[noreturn]] void usage(const std::string& why) {
+  std::fprintf(stderr,
+               "smik-testpeer: %s\n"
+               "usage: smik-testpeer serve --tcp P[,P..] --udp P[,P..] [--id NAME]\n"
+               "       smik-testpeer tcp|udp IP PORT [--timeout-ms N] [--count N]\n"
+               "       smik-testpeer hold IP PORT --seconds S\n",
+               why.c_str());
+  std::exit(2);
+}
+
+[[noreturn]] void die(const std::string& what) {
+  std::fprintf(stderr, "smik-testpeer: %s: %s\n", what.c_str(), std::strerror(errno));
+  std::exit(2);
+}
+
+std::vector<int> parsePorts(const std::string& list) {
+  std::vector<int> ports;
+  std::istringstream ss(list);
+  std::string p;
+  while (std::getline(ss, p, ',')) {
+    int v = std::atoi(p.c_str());
+    if (v <= 0 || v > 65535 || p.find_first_not_of("0123456789") != std::string::npos) usage("bad port '" + p + "'");
+    ports.push_back(v);
+  }
+  return ports;
+}
+
+int msLeft(Clock::time_point deadline) {
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+  return ms > 0 ? static_cast<int>(ms) : 0;
+}
+
+// ------------------------------------------------------------------ serve
+
+int listenOn(int type, int port) {
+  int fd = ::socket(AF_INET, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) die("socket");
+  int one = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_ANY);
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0)
+    die("bind port " + std::to_string(port));
+  if (type == SOCK_STREAM && ::listen(fd, 128) != 0) die("listen");
+  return fd;
+}
+
+int serve(const std::vector<int>& tcp, const std::vector<int>& udp, const std::string& id) {
+  enum Kind { kListen, kUdp, kConn };
+  std::vector<pollfd> fds;
+  std::vector<Kind> kinds;
+  std::map<int, std::string> bufs;  // per TCP connection: unfinished line
+  for (int p : tcp) { fds.push_back({listenOn(SOCK_STREAM, p), POLLIN, 0}); kinds.push_back(kListen); }
+  for (int p : udp) { fds.push_back({listenOn(SOCK_DGRAM, p), POLLIN, 0}); kinds.push_back(kUdp); }
+  std::printf("ready\n");
+  std::fflush(stdout);
+
+  auto answer = [&](const std::string& msg) { return id.empty() ? msg : id + "\n"; };
+  for (;;) {
+    if (::poll(fds.data(), fds.size(), -1) < 0) {
+      if (errno == EINTR) continue;
+      die("poll");
+    }
+    size_t n = fds.size();  // new connections are polled from the next round
+    std::vector<size_t> closed;
+    for (size_t i = 0; i < n; ++i) {
+      if (!fds[i].revents) continue;
+      int fd = fds[i].fd;
+      if (kinds[i] == kListen) {
+        int c = ::accept4(fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (c >= 0) { fds.push_back({c, POLLIN, 0}); kinds.push_back(kConn); bufs[c].clear(); }
+      } else if (kinds[i] == kUdp) {
+        char buf[65536];
+        sockaddr_storage from{};
+        socklen_t len = sizeof from;
+        ssize_t r = ::recvfrom(fd, buf, sizeof buf, 0, reinterpret_cast<sockaddr*>(&from), &len);
+        if (r >= 0) {
+          std::string reply = answer(std::string(buf, static_cast<size_t>(r)));
+          ::sendto(fd, reply.data(), reply.size(), 0, reinterpret_cast<sockaddr*>(&from), len);
+        }
+      } else {
+        char buf[4096];
+        ssize_t r = ::recv(fd, buf, sizeof buf, 0);
+        if (r < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+        if (r <= 0) { closed.push_back(i); continue; }
+        std::string& b = bufs[fd];
+        b.append(buf, static_cast<size_t>(r));
+        for (size_t nl; (nl = b.find('\n')) != std::string::npos; b.erase(0, nl + 1)) {
+          std::string reply = answer(b.substr(0, nl + 1));
+          ::send(fd, reply.data(), reply.size(), MSG_NOSIGNAL);  // small: fits the socket buffer
+        }
+        if (b.size() > 65536) b.clear();  // no newline in sight: drop, keep serving
+      }
+    }
+    for (auto it = closed.rbegin(); it != closed.rend(); ++it) {
+      ::close(fds[*it].fd);
+      bufs.erase(fds[*it].fd);
+      fds.erase(fds.begin() + static_cast<long>(*it));
+      kinds.erase(kinds.begin() + static_cast<long>(*it));
+    }
+  }
+}
+
+// ------------------------------------------------------------------ clients
+
+struct Addr {
+  sockaddr_storage ss{};
+  socklen_t len = 0;
+  int family = 0;
+  const sockaddr* sa() const { return reinterpret_cast<const sockaddr*>(&ss); }
+};
+
+// Strict numeric parsing (inet_pton): "1.2.3" must be an error, not the
+// inet_aton reading 1.2.0.3, which would send traffic off the machine.
+Addr parseAddr(const std::string& ip, const std::string& port) {
+  int p = std::atoi(port.c_str());
+  if (p <= 0 || p > 65535 || port.find_first_not_of("0123456789") != std::string::npos)
+    usage("bad port '" + port + "'");
+  Addr a;
+  auto* v4 = reinterpret_cast<sockaddr_in*>(&a.ss);
+  auto* v6 = reinterpret_cast<sockaddr_in6*>(&a.ss);
+  if (::inet_pton(AF_INET, ip.c_str(), &v4->sin_addr) == 1) {
+    v4->sin_family = a.family = AF_INET;
+    v4->sin_port = htons(static_cast<uint16_t>(p));
+    a.len = sizeof *v4;
+  } else if (::inet_pton(AF_INET6, ip.c_str(), &v6->sin6_addr) == 1) {
+    v6->sin6_family = a.family = AF_INET6;
+    v6->sin6_port = htons(static_cast<uint16_t>(p));
+    a.len = sizeof *v6;
+  } else {
+    usage("bad IP address '" + ip + "'");
+  }
+  return a;
+}
+
+// Outcome of one step: empty = success, else the line to print.
+std::string errnoLine(int err) {
+  if (err == ECONNREFUSED) return "refused";
+  if (err == ETIMEDOUT) return "timeout";
+  return std::string("error ") + std::strerror(err);
+}
+
+// Non-blocking connect with a timeout; on failure fd is -1 and the result
+// is the line to print.
+std::string connectTcp(const Addr& a, int timeout_ms, int& fd) {
+  fd = ::socket(a.family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return errnoLine(errno);
+  std::string res;
+  if (::connect(fd, a.sa(), a.len) != 0) {
+    if (errno != EINPROGRESS) {
+      res = errnoLine(errno);
+    } else {
+      pollfd p{fd, POLLOUT, 0};
+      int r;
+      while ((r = ::poll(&p, 1, timeout_ms)) < 0 && errno == EINTR) {}
+      if (r == 0) {
+        res = "timeout";
+      } else {
+        int err = 0;
+        socklen_t len = sizeof err;
+        ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
+        if (err) res = errnoLine(err);
+      }
+    }
+  }
+  if (!res.empty()) { ::close(fd); fd = -1; }
+  return res;
+}
+
+// Reads one line (without '\n') within timeout_ms.
+std::string readLine(int fd, int timeout_ms, std::string& line) {
+  auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
+  line.clear();
+  for (;;) {
+    pollfd p{fd, POLLIN, 0};
+    int r = ::poll(&p, 1, msLeft(deadline));
+    if (r < 0 && errno == EINTR) continue;
+    if (r == 0) return "timeout";
+    char c[512];
+    ssize_t n = ::recv(fd, c, sizeof c, 0);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+    if (n < 0) return errnoLine(errno);
+    if (n == 0) return "error connection closed";
+    line.append(c, static_cast<size_t>(n));
+    if (size_t nl = line.find('\n'); nl != std::string::npos) {
+      line.resize(nl);
+      return "";
+    }
+  }
+}
+
+std::string sendAll(int fd, const std::string& msg) {
+  if (::send(fd, msg.data(), msg.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(msg.size()))
+    return errnoLine(errno);
+  return "";
+}
+
+int tcpClient(const Addr& a, int timeout_ms, int count) {
+  bool allOk = true;
+  for (int i = 0; i < count; ++i) {
+    int fd;
+    std::string line, res = connectTcp(a, timeout_ms, fd);
+    if (res.empty()) res = sendAll(fd, "hi\n");
+    if (res.empty()) res = readLine(fd, timeout_ms, line);
+    if (fd >= 0) ::close(fd);
+    allOk = allOk && res.empty();
+    std::printf("%s\n", res.empty() ? ("ok " + line).c_str() : res.c_str());
+    std::fflush(stdout);
+  }
+  return allOk ? 0 : 1;
+}
+
+int udpClient(const Addr& a, int timeout_ms, int count) {
+  bool allOk = true;
+  for (int i = 0; i < count; ++i) {
+    std::string res, reply;
+    int fd = ::socket(a.family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    // connect() so an ICMP port-unreachable is reported as ECONNREFUSED.
+    if (fd < 0 || ::connect(fd, a.sa(), a.len) != 0) res = errnoLine(errno);
+    if (res.empty()) res = sendAll(fd, "hi\n");
+    if (res.empty()) {
+      pollfd p{fd, POLLIN, 0};
+      int r;
+      while ((r = ::poll(&p, 1, timeout_ms)) < 0 && errno == EINTR) {}
+      if (r == 0) {
+        res = "timeout";
+      } else {
+        char buf[65536];
+        ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+        if (n < 0) res = errnoLine(errno);
+        else reply.assign(buf, static_cast<size_t>(n));
+        while (!reply.empty() && reply.back() == '\n') reply.pop_back();
+      }
+    }
+    if (fd >= 0) ::close(fd);
+    allOk = allOk && res.empty();
+    std::printf("%s\n", res.empty() ? ("ok " + reply).c_str() : res.c_str());
+    std::fflush(stdout);
+  }
+  return allOk ? 0 : 1;
+}
+
+int hold(const Addr& a, double seconds) {
+  constexpr int kLimitMs = 500;
+  auto end = Clock::now() + std::chrono::milliseconds(static_cast<long>(seconds * 1000));
+  int fd;
+  long n = 0;
+  std::string res = connectTcp(a, kLimitMs, fd);
+  while (res.empty() && Clock::now() < end) {
+    std::string line;
+    res = sendAll(fd, "ping " + std::to_string(n) + "\n");
+    if (res.empty()) res = readLine(fd, kLimitMs, line);
+    if (res.empty()) {
+      ++n;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  }
+  if (fd >= 0) ::close(fd);
+  if (res.empty()) {
+    std::printf("ok %ld\n", n);
+    return 0;
+  }
+  std::printf("broken after %ld\n", n);
+  std::fprintf(stderr, "smik-testpeer hold: %s\n", res.c_str());
+  return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  ::signal(SIGPIPE, SIG_IGN);  // a peer's reset must be reported, not kill us
+  if (argc < 2) usage("missing mode");
+  std::string mode = argv[1];
+  std::vector<std::string> pos;
+  std::map<std::string, std::string> opt;
+  for (int i = 2; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a.rfind("--", 0) == 0) {
+      if (i + 1 >= argc) usage("missing value for " + a);
+      opt[a] = argv[++i];
+    } else {
+      pos.push_back(a);
+    }
+  }
+  auto get = [&](const std::string& k, const std::string& def) {
+    auto it = opt.find(k);
+    return it == opt.end() ? def : it->second;
+  };
+
+  if (mode == "serve") {
+    if (!pos.empty()) usage("serve takes no positional arguments");
+    std::vector<int> tcp, udp;
+    if (opt.count("--tcp")) tcp = parsePorts(opt["--tcp"]);
+    if (opt.count("--udp")) udp = parsePorts(opt["--udp"]);
+    if (tcp.empty() && udp.empty()) usage("serve needs --tcp and/or --udp");
+    return serve(tcp, udp, get("--id", ""));
+  }
+  if (mode != "tcp" && mode != "udp" && mode != "hold") usage("unknown mode " + mode);
+  if (pos.size() != 2) usage(mode + " needs IP PORT");
+  Addr a = parseAddr(pos[0], pos[1]);
+  int rc;
+  if (mode == "hold") {
+    if (!opt.count("--seconds")) usage("hold needs --seconds");
+    rc = hold(a, std::atof(opt["--seconds"].c_str()));
+  } else {
+    int timeout = std::atoi(get("--timeout-ms", "300").c_str());
+    int count = std::atoi(get("--count", "1").c_str());
+    if (timeout <= 0 || count <= 0) usage("bad --timeout-ms or --count");
+    rc = mode == "tcp" ? tcpClient(a, timeout, count) : udpClient(a, timeout, count);
+  }
+  return rc;
+}

@@ -1,0 +1,702 @@
+#include "tests/testbed/testbed.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <net/if.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <iterator>
+#include <sstream>
+#include <stdexcept>
+#include <thread>
+
+namespace fs = std::filesystem;
+
+namespace smik::testbed {
+namespace {
+
+constexpr const char* kGateway = "169.254.1.1";  // link-local pod gateway
+constexpr int kCommandTimeoutMs = 10000;           // `ip` must never hang a test
+
+std::string joinArgv(const std::vector<std::string>& argv) {
+  std::string s;
+  for (const auto& a : argv) s += (s.empty() ? "" : " ") + a;
+  return s;
+}
+
+std::string errnoText(const std::string& what) {
+  return what + ": " + std::strerror(errno);
+}
+
+std::string readFile(const std::string& path) {
+  std::ifstream f(path);
+  if (!f) throw std::runtime_error("cannot read " + path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+void writeFile(const std::string& path, const std::string& value) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+  if (fd < 0) throw std::runtime_error(errnoText("open " + path));
+  ssize_t n = ::write(fd, value.data(), value.size());
+  int err = errno;
+  ::close(fd);
+  if (n != static_cast<ssize_t>(value.size())) {
+    errno = err;
+    throw std::runtime_error(errnoText("write '" + value + "' to " + path));
+  }
+}
+
+std::string trim(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+  return s;
+}
+
+// Reads what is available from a non-blocking fd into buf; closes the fd
+// (sets it to -1) at EOF.
+void drainFd(int& fd, std::string& buf) {
+  char tmp[4096];
+  while (fd >= 0) {
+    ssize_t n = ::read(fd, tmp, sizeof tmp);
+    if (n > 0) {
+      buf.append(tmp, static_cast<size_t>(n));
+    } else if (n == 0) {
+      ::close(fd);
+      fd = -1;
+    } else if (errno != EINTR) {
+      return;  // EAGAIN: nothing more for now
+    }
+  }
+}
+
+int decodeStatus(int st) {
+  if (WIFEXITED(st)) return WEXITSTATUS(st);
+  if (WIFSIGNALED(st)) return 128 + WTERMSIG(st);
+  return -1;
+}
+
+std::vector<char*> cArgv(const std::vector<std::string>& argv) {
+  std::vector<char*> v;
+  for (const auto& a : argv) v.push_back(const_cast<char*>(a.c_str()));
+  v.push_back(nullptr);
+  return v;
+}
+
+std::vector<std::string> ipCmd(std::initializer_list<std::string> args) {
+  std::vector<std::string> v{ipTool()};
+  v.insert(v.end(), args);
+  return v;
+}
+
+// Removes a cgroup directory; retries briefly because a just-reaped task can
+// keep it "busy" for a moment.
+void removeCgroup(const std::string& path) {
+  if (!fs::exists(path)) return;
+  // Safety net for grandchildren we never saw: everything in a pod cgroup
+  // was started by us. cgroup.kill exists since Linux 5.14.
+  if (fs::exists(path + "/cgroup.kill")) {
+    try { writeFile(path + "/cgroup.kill", "1"); } catch (...) {}
+  }
+  for (int i = 0; i < 100; ++i) {
+    if (::rmdir(path.c_str()) == 0 || errno == ENOENT) return;
+    if (errno != EBUSY) return;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+}
+
+bool nameInUse(const std::string& prefix) {
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator("/var/run/netns", ec))
+    if (e.path().filename().string().rfind(prefix, 0) == 0) return true;
+  if (struct if_nameindex* ifs = if_nameindex()) {
+    bool used = false;
+    for (auto* i = ifs; i->if_index != 0; ++i)
+      if (std::string(i->if_name).rfind(prefix, 0) == 0) used = true;
+    if_freenameindex(ifs);
+    if (used) return true;
+  }
+  try {
+    return fs::exists(cgroup2Mount() + "/" + prefix);
+  } catch (...) {
+    return false;
+  }
+}
+
+// ip_forward is machine-wide but test runs are parallel: the first live bed
+// (in any process) saves the old value, the last one restores it. Each bed
+// registers a marker "user.<pid>.<starttime>.<prefix>" in kStateDir under an
+// flock; markers of dead processes (crashed runs) are dropped.
+constexpr const char* kStateDir = "/run/smik-testbed";
+constexpr const char* kIpForward = "/proc/sys/net/ipv4/ip_forward";
+
+// Start time of a process (field 22 of /proc/PID/stat): tells a live owner
+// from a reused PID. Empty if the process is gone.
+std::string procStart(pid_t pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  size_t paren = stat.rfind(')');
+  if (paren == std::string::npos) return "";
+  std::istringstream ss(stat.substr(paren + 1));
+  std::string tok;
+  for (int i = 0; i < 20 && ss >> tok; ++i) {}  // fields 3..22
+  return tok;
+}
+
+class StateLock {
+ public:
+  StateLock() {
+    ::mkdir(kStateDir, 0755);
+    std::string lock = std::string(kStateDir) + "/lock";
+    fd_ = ::open(lock.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0644);
+    if (fd_ < 0) throw std::runtime_error(errnoText("open " + lock));
+    while (::flock(fd_, LOCK_EX) != 0 && errno == EINTR) {}
+  }
+  ~StateLock() { ::close(fd_); }
+  StateLock(const StateLock&) = delete;
+  StateLock& operator=(const StateLock&) = delete;
+
+ private:
+  int fd_;
+};
+
+// Removes markers of dead processes; returns the number of live ones.
+int pruneUsers() {
+  int live = 0;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(kStateDir, ec)) {
+    std::string n = e.path().filename().string();
+    if (n.rfind("user.", 0) != 0) continue;
+    std::istringstream ss(n.substr(5));
+    std::string pid, start;
+    std::getline(ss, pid, '.');
+    std::getline(ss, start, '.');
+    if (!pid.empty() && procStart(static_cast<pid_t>(std::atoi(pid.c_str()))) == start && !start.empty())
+      ++live;
+    else
+      fs::remove(e.path(), ec);
+  }
+  return live;
+}
+
+std::string userMarker(const std::string& prefix) {
+  return std::string(kStateDir) + "/user." + std::to_string(::getpid()) + "." +
+         procStart(::getpid()) + "." + prefix;
+}
+
+void acquireForwarding(const std::string& prefix) {
+  StateLock lock;
+  std::string orig = std::string(kStateDir) + "/ip_forward.orig";
+  // An orig file without live users was left by a crashed run: it still
+  // holds the value from before that run, so keep it.
+  if (pruneUsers() == 0 && !fs::exists(orig)) std::ofstream(orig) << trim(readFile(kIpForward));
+  std::ofstream(userMarker(prefix)).flush();
+  // Pods reach each other through the host's routing (as with Calico).
+  writeFile(kIpForward, "1");
+}
+
+void releaseForwarding(const std::string& prefix) {
+  StateLock lock;
+  std::error_code ec;
+  fs::remove(userMarker(prefix), ec);
+  if (pruneUsers() != 0) return;
+  std::string orig = std::string(kStateDir) + "/ip_forward.orig";
+  if (fs::exists(orig)) {
+    std::string v = trim(readFile(orig));
+    if (!v.empty()) writeFile(kIpForward, v);
+    fs::remove(orig, ec);
+  }
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- helpers
+
+int activeTestBeds() {
+  StateLock lock;
+  return pruneUsers();
+}
+
+std::string runPrefix() {
+  static const std::string prefix = [] {
+    struct timespec ts {};
+    clock_gettime(CLOCK_REALTIME, &ts);
+    unsigned h = static_cast<unsigned>(getpid()) * 2654435761u ^
+                 static_cast<unsigned>(ts.tv_nsec) ^ static_cast<unsigned>(ts.tv_sec);
+    // Re-roll if a crashed earlier run left something with this prefix.
+    for (int i = 0; i < 64; ++i) {
+      char buf[16];
+      std::snprintf(buf, sizeof buf, "sk%04x", (h >> 8 ^ h) & 0xffff);
+      if (!nameInUse(buf)) return std::string(buf);
+      h = h * 1103515245u + 12345u;
+    }
+    throw std::runtime_error("runPrefix: no unused prefix found");
+  }();
+  return prefix;
+}
+
+std::string cgroup2Mount() {
+  std::ifstream f("/proc/self/mountinfo");
+  std::string line;
+  while (std::getline(f, line)) {
+    // "<id> <parent> <maj:min> <root> <mountpoint> <opts> [optional...] - <fstype> ..."
+    std::istringstream ss(line);
+    std::string id, parent, dev, root, mnt, tok;
+    ss >> id >> parent >> dev >> root >> mnt;
+    while (ss >> tok && tok != "-") {}
+    std::string fstype;
+    ss >> fstype;
+    if (fstype == "cgroup2") return mnt;
+  }
+  throw std::runtime_error("cgroup2 is not mounted (see /proc/self/mountinfo)");
+}
+
+std::string ipTool() {
+  static const std::string path = [] {
+    for (const char* p : {"/usr/sbin/ip", "/sbin/ip"})
+      if (::access(p, X_OK) == 0) return std::string(p);
+    if (const char* env = ::getenv("PATH")) {
+      std::istringstream ss(env);
+      std::string dir;
+      while (std::getline(ss, dir, ':')) {
+        std::string p = dir + "/ip";
+        if (!dir.empty() && ::access(p.c_str(), X_OK) == 0) return p;
+      }
+    }
+    return std::string();
+  }();
+  if (path.empty()) throw std::runtime_error("iproute2 `ip` not found (/usr/sbin/ip, /sbin/ip, PATH)");
+  return path;
+}
+
+namespace {
+// fork/execvp argv with stdout and stderr captured; returns the exit status.
+int runCaptured(const std::vector<std::string>& argv, std::string& out, std::string& err) {
+  int po[2], pe[2];
+  if (::pipe2(po, O_CLOEXEC) != 0) throw std::runtime_error(errnoText("pipe"));
+  if (::pipe2(pe, O_CLOEXEC) != 0) {
+    ::close(po[0]); ::close(po[1]);
+    throw std::runtime_error(errnoText("pipe"));
+  }
+  auto args = cArgv(argv);
+  pid_t pid = ::fork();
+  if (pid < 0) {
+    for (int fd : {po[0], po[1], pe[0], pe[1]}) ::close(fd);
+    throw std::runtime_error(errnoText("fork"));
+  }
+  if (pid == 0) {
+    int devnull = ::open("/dev/null", O_RDONLY);
+    if (devnull >= 0) ::dup2(devnull, 0);
+    ::dup2(po[1], 1);
+    ::dup2(pe[1], 2);
+    ::execvp(args[0], args.data());
+    const char msg[] = "execvp failed\n";
+    (void)!::write(2, msg, sizeof msg - 1);
+    ::_exit(127);
+  }
+  ::close(po[1]);
+  ::close(pe[1]);
+  int fo = po[0], fe = pe[0];
+  ::fcntl(fo, F_SETFL, O_NONBLOCK);
+  ::fcntl(fe, F_SETFL, O_NONBLOCK);
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(kCommandTimeoutMs);
+  while (fo >= 0 || fe >= 0) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                    deadline - std::chrono::steady_clock::now()).count();
+    if (left <= 0) {
+      ::kill(pid, SIGKILL);
+      break;
+    }
+    struct pollfd pfd[2] = {{fo, POLLIN, 0}, {fe, POLLIN, 0}};
+    ::poll(pfd, 2, static_cast<int>(left));
+    drainFd(fo, out);
+    drainFd(fe, err);
+  }
+  if (fo >= 0) ::close(fo);
+  if (fe >= 0) ::close(fe);
+  int st = 0;
+  while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
+  return decodeStatus(st);
+}
+}  // namespace
+
+std::string command(const std::vector<std::string>& argv) {
+  std::string out, err;
+  int st = runCaptured(argv, out, err);
+  if (st != 0)
+    throw std::runtime_error("command failed (status " + std::to_string(st) + "): " +
+                             joinArgv(argv) + ": " + trim(err));
+  return out;
+}
+
+bool tryCommand(const std::vector<std::string>& argv) {
+  try {
+    std::string out, err;
+    return runCaptured(argv, out, err) == 0;
+  } catch (...) {
+    return false;
+  }
+}
+
+// ---------------------------------------------------------------- Proc
+
+struct Proc::State {
+  pid_t pid = -1;
+  std::string pod;  // empty: host netns
+  int fd = -1;      // read end of the child's stdout, non-blocking
+  std::string buf;
+  bool reaped = false;
+  int status = -1;
+
+  bool tryReap(bool block) {
+    if (reaped) return true;
+    int st = 0;
+    pid_t r;
+    while ((r = ::waitpid(pid, &st, block ? 0 : WNOHANG)) < 0 && errno == EINTR) {}
+    if (r == pid || (r < 0 && errno == ECHILD)) {
+      reaped = true;
+      status = r == pid ? decodeStatus(st) : -1;
+      drainFd(fd, buf);  // the child is gone: what it wrote is in the pipe
+      if (fd >= 0) { ::close(fd); fd = -1; }
+    }
+    return reaped;
+  }
+  void killAndReap() {
+    if (reaped) return;
+    ::kill(pid, SIGKILL);  // by PID; not reaped yet, so the PID is still ours
+    tryReap(true);
+  }
+  // Waits up to ms for output or exit.
+  void pollOnce(int ms) {
+    if (fd >= 0) {
+      struct pollfd p{fd, POLLIN, 0};
+      ::poll(&p, 1, ms);
+      drainFd(fd, buf);
+    } else {
+      std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+    }
+  }
+  ~State() {
+    killAndReap();
+    if (fd >= 0) ::close(fd);
+  }
+};
+
+Proc::Proc(std::shared_ptr<State> s) : s_(std::move(s)) {}
+Proc::Proc(Proc&&) noexcept = default;
+Proc& Proc::operator=(Proc&& o) noexcept {
+  if (this != &o) {
+    if (s_) s_->killAndReap();
+    s_ = std::move(o.s_);
+  }
+  return *this;
+}
+Proc::~Proc() {
+  if (s_) s_->killAndReap();
+}
+
+pid_t Proc::pid() const { return s_ ? s_->pid : -1; }
+
+int Proc::wait(int timeout_ms) {
+  if (!s_) return -1;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (!s_->tryReap(false)) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                    deadline - std::chrono::steady_clock::now()).count();
+    if (left <= 0) return -1;
+    s_->pollOnce(static_cast<int>(std::min<long long>(left, 10)));
+  }
+  return s_->status;
+}
+
+std::string Proc::output() {
+  if (!s_) return {};
+  drainFd(s_->fd, s_->buf);
+  return s_->buf;
+}
+
+bool Proc::waitFor(const std::string& needle, int timeout_ms) {
+  if (!s_) return false;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  for (;;) {
+    drainFd(s_->fd, s_->buf);
+    if (s_->buf.find(needle) != std::string::npos) return true;
+    if (s_->tryReap(false)) return s_->buf.find(needle) != std::string::npos;
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                    deadline - std::chrono::steady_clock::now()).count();
+    if (left <= 0) return false;
+    s_->pollOnce(static_cast<int>(std::min<long long>(left, 10)));
+  }
+}
+
+int Proc::kill() {
+  if (!s_) return -1;
+  s_->killAndReap();
+  return s_->status;
+}
+
+// ---------------------------------------------------------------- TestBed
+
+TestBed::TestBed() {
+  static int instance = 0;
+  // One letter g..z per bed: not a hex digit, so "<runPrefix><letter><n>"
+  // can never equal another bed's name.
+  prefix_ = runPrefix() + static_cast<char>('g' + instance++ % 20);
+  cgroupRoot_ = cgroup2Mount() + "/" + prefix_;
+  ipTool();  // fail early, before touching anything
+
+  acquireForwarding(prefix_);
+
+  // Claim a 10.240.X.0/24 no one routes yet with a blackhole route (as
+  // Calico does for its IPAM blocks): the pods' /32 routes are more specific,
+  // and traffic to a removed or never-created pod address is dropped here
+  // instead of leaving the machine through the default route. "route add"
+  // fails if a parallel run claimed the same block first.
+  unsigned start = static_cast<unsigned>(std::hash<std::string>{}(prefix_) % 254);
+  for (unsigned i = 0; i < 254 && subnet_ == 0; ++i) {
+    int x = static_cast<int>((start + i) % 254) + 1;
+    std::string net = "10.240." + std::to_string(x) + ".0/24";
+    try {
+      if (!trim(command(ipCmd({"-4", "route", "show", "root", net}))).empty()) continue;
+      command(ipCmd({"route", "add", "blackhole", net}));
+      subnet_ = x;
+    } catch (const std::exception&) {
+    }
+  }
+  if (subnet_ == 0) {
+    try { releaseForwarding(prefix_); } catch (...) {}
+    throw std::runtime_error("TestBed: no free 10.240.X.0/24 block");
+  }
+}
+
+TestBed::~TestBed() {
+  // Never throws: every step is best effort and ignores "already gone".
+  try {
+    killProcs(nullptr);
+    for (const auto& p : pods_) cleanupPod(*p);
+    pods_.clear();
+    removeCgroup(cgroupRoot_);
+    tryCommand(ipCmd({"route", "del", "blackhole", subnetCidr()}));
+  } catch (...) {
+  }
+  try {
+    releaseForwarding(prefix_);
+  } catch (...) {
+  }
+}
+
+std::string TestBed::subnetCidr() const {
+  return "10.240." + std::to_string(subnet_) + ".0/24";
+}
+
+std::string TestBed::nextIp() {
+  if (nextHost_ >= 254) throw std::runtime_error("nextIp: subnet exhausted");
+  return "10.240." + std::to_string(subnet_) + "." + std::to_string(++nextHost_);
+}
+
+Pod& TestBed::addPod(const std::string& name, const std::string& ip) {
+  if (name.empty() || name.find('/') != std::string::npos)
+    throw std::invalid_argument("addPod: bad pod name '" + name + "'");
+  for (const auto& p : pods_)
+    if (p->name_ == name) throw std::invalid_argument("addPod: pod '" + name + "' exists");
+
+  auto pod = std::make_unique<Pod>();
+  pod->name_ = name;
+  pod->netns_ = prefix_ + "-" + name;
+  pod->ip_ = ip;
+  pod->hostIf_ = prefix_ + std::to_string(++nextIf_);
+  pod->cgroupPath_ = cgroupRoot_ + "/" + name;
+  if (pod->hostIf_.size() >= IFNAMSIZ)
+    throw std::runtime_error("interface name too long: " + pod->hostIf_);
+
+  try {
+    // cgroup first: a test may attach to it before anything runs there.
+    ::mkdir(cgroupRoot_.c_str(), 0755);  // may exist already
+    if (::mkdir(pod->cgroupPath_.c_str(), 0755) != 0)
+      throw std::runtime_error(errnoText("mkdir " + pod->cgroupPath_));
+
+    const std::string& ns = pod->netns_;
+    const std::string& host = pod->hostIf_;
+    command(ipCmd({"netns", "add", ns}));
+    // The peer is created directly inside the netns as eth0.
+    command(ipCmd({"link", "add", host, "type", "veth", "peer", "name", "eth0", "netns", ns}));
+    command(ipCmd({"-n", ns, "link", "set", "lo", "up"}));
+    command(ipCmd({"-n", ns, "addr", "add", ip + "/32", "dev", "eth0"}));
+    command(ipCmd({"-n", ns, "link", "set", "eth0", "up"}));
+    command(ipCmd({"-n", ns, "route", "add", "default", "via", kGateway, "dev", "eth0", "onlink"}));
+
+    // Host end: answer ARP for the gateway (proxy_arp) without the default
+    // ~0.8 s proxy delay, then route the pod's /32 to it.
+    writeFile("/proc/sys/net/ipv4/conf/" + host + "/proxy_arp", "1");
+    writeFile("/proc/sys/net/ipv4/neigh/" + host + "/proxy_delay", "0");
+    command(ipCmd({"link", "set", host, "up"}));
+    command(ipCmd({"route", "add", ip + "/32", "dev", host}));
+
+    // proxy_arp only answers if the host has a route to 169.254.1.1 (its
+    // default route); a permanent neighbour entry makes the pod independent
+    // of the host's routing table (e.g. an isolated CI runner).
+    std::string mac = trim(readFile("/sys/class/net/" + host + "/address"));
+    command(ipCmd({"-n", ns, "neigh", "replace", kGateway, "lladdr", mac, "dev", "eth0",
+                   "nud", "permanent"}));
+
+    pod->hostIfIndex_ = static_cast<int>(if_nametoindex(host.c_str()));
+    if (pod->hostIfIndex_ == 0) throw std::runtime_error(errnoText("if_nametoindex " + host));
+  } catch (...) {
+    cleanupPod(*pod);
+    if (pods_.empty()) removeCgroup(cgroupRoot_);
+    throw;
+  }
+  pods_.push_back(std::move(pod));
+  return *pods_.back();
+}
+
+Pod& TestBed::pod(const std::string& name) {
+  for (const auto& p : pods_)
+    if (p->name_ == name) return *p;
+  throw std::out_of_range("no pod '" + name + "'");
+}
+
+void TestBed::removePod(const std::string& name) {
+  for (auto it = pods_.begin(); it != pods_.end(); ++it) {
+    if ((*it)->name_ == name) {
+      cleanupPod(**it);
+      pods_.erase(it);
+      return;
+    }
+  }
+  throw std::out_of_range("no pod '" + name + "'");
+}
+
+void TestBed::cleanupPod(const Pod& pod) {
+  killProcs(&pod);
+  // Deleting the host end removes both veth ends and the /32 route at once;
+  // deleting only the netns would tear the pair down asynchronously.
+  tryCommand(ipCmd({"link", "del", pod.hostIf_}));
+  tryCommand(ipCmd({"netns", "del", pod.netns_}));
+  removeCgroup(pod.cgroupPath_);
+}
+
+void TestBed::killProcs(const Pod* pod) {
+  for (auto& s : procs_)
+    if (!pod || s->pod == pod->name_) s->killAndReap();
+  std::erase_if(procs_, [](const auto& s) { return s->reaped; });
+}
+
+Proc TestBed::start(Pod* pod, const std::vector<std::string>& argv) {
+  if (argv.empty()) throw std::invalid_argument("spawn: empty argv");
+  // Everything the child needs is prepared before fork(): after fork only
+  // async-signal-safe calls.
+  struct Fds {
+    int ns = -1, cg = -1, devnull = -1, out[2] = {-1, -1}, err[2] = {-1, -1};
+    ~Fds() {
+      for (int fd : {ns, cg, devnull, out[0], out[1], err[0], err[1]})
+        if (fd >= 0) ::close(fd);
+    }
+  } f;
+  if (pod) {
+    std::string nsPath = "/var/run/netns/" + pod->netns_;
+    f.ns = ::open(nsPath.c_str(), O_RDONLY | O_CLOEXEC);
+    if (f.ns < 0) throw std::runtime_error(errnoText("open " + nsPath));
+    std::string procs = pod->cgroupPath_ + "/cgroup.procs";
+    f.cg = ::open(procs.c_str(), O_WRONLY | O_CLOEXEC);
+    if (f.cg < 0) throw std::runtime_error(errnoText("open " + procs));
+  }
+  f.devnull = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  // err: the child reports a failed setup step as {step, errno}; a clean
+  // exec closes it (CLOEXEC) and the parent reads EOF.
+  if (::pipe2(f.out, O_CLOEXEC) != 0 || ::pipe2(f.err, O_CLOEXEC) != 0)
+    throw std::runtime_error(errnoText("pipe"));
+  auto args = cArgv(argv);
+  pid_t parent = ::getpid();
+
+  pid_t pid = ::fork();
+  if (pid < 0) throw std::runtime_error(errnoText("fork"));
+  if (pid == 0) {
+    auto fail = [&](int step) {
+      int msg[2] = {step, errno};
+      (void)!::write(f.err[1], msg, sizeof msg);
+      ::_exit(127);
+    };
+    // If the test process is SIGKILLed no destructor runs: let the kernel
+    // kill our children then, so a crashed run leaves no servers behind.
+    if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) fail(5);
+    if (::getppid() != parent) ::_exit(127);  // parent died before prctl
+    if (f.cg >= 0) {
+      char buf[16];
+      int n = 0;
+      char rev[16];
+      for (unsigned v = static_cast<unsigned>(::getpid()); v; v /= 10) rev[n++] = char('0' + v % 10);
+      for (int i = 0; i < n; ++i) buf[i] = rev[n - 1 - i];
+      if (::write(f.cg, buf, static_cast<size_t>(n)) != n) fail(1);
+    }
+    if (f.ns >= 0 && ::setns(f.ns, CLONE_NEWNET) != 0) fail(2);
+    if (f.devnull >= 0) ::dup2(f.devnull, 0);
+    if (::dup2(f.out[1], 1) < 0) fail(3);
+    ::execvp(args[0], args.data());
+    fail(4);
+  }
+  ::close(f.out[1]);
+  f.out[1] = -1;
+  ::close(f.err[1]);
+  f.err[1] = -1;
+  int msg[2] = {0, 0};
+  ssize_t n;
+  while ((n = ::read(f.err[0], msg, sizeof msg)) < 0 && errno == EINTR) {}
+  if (n > 0) {
+    int st;
+    while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
+    static const char* steps[] = {"", "join cgroup", "setns", "dup2", "execvp", "prctl"};
+    int step = msg[0] >= 1 && msg[0] <= 5 ? msg[0] : 0;
+    throw std::runtime_error("spawn " + joinArgv(argv) + ": " + steps[step] + ": " +
+                             std::strerror(msg[1]));
+  }
+
+  auto s = std::make_shared<Proc::State>();
+  s->pid = pid;
+  s->pod = pod ? pod->name_ : "";
+  s->fd = f.out[0];
+  f.out[0] = -1;
+  ::fcntl(s->fd, F_SETFL, O_NONBLOCK);
+  std::erase_if(procs_, [](const auto& p) { return p->reaped; });
+  procs_.push_back(s);
+  return Proc(s);
+}
+
+Proc TestBed::spawn(Pod& pod, const std::vector<std::string>& argv) { return start(&pod, argv); }
+Proc TestBed::spawn(const std::vector<std::string>& argv) { return start(nullptr, argv); }
+
+RunResult TestBed::run(Pod& pod, const std::vector<std::string>& argv, int timeout_ms) {
+  Proc p = spawn(pod, argv);
+  RunResult r;
+  r.status = p.wait(timeout_ms);
+  if (r.status < 0) p.kill();
+  r.output = p.output();
+  return r;
+}
+
+RunResult TestBed::run(const std::vector<std::string>& argv, int timeout_ms) {
+  Proc p = spawn(argv);
+  RunResult r;
+  r.status = p.wait(timeout_ms);
+  if (r.status < 0) p.kill();
+  r.output = p.output();
+  return r;
+}
+
+}  // namespace smik::testbed

@@ -1,0 +1,132 @@
+// Test bed: real "pods" (network namespaces + veth + cgroup v2) on this
+// machine, routed like Calico/Cilium. See /work/shared/design/testbed.md.
+//
+// Everything a TestBed creates carries a per-run prefix and is removed again
+// by name in the destructor, also when a test fails or a setup step throws.
+// Not thread-safe: use one TestBed from one thread.
+#pragma once
+
+#include <sys/types.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace smik::testbed {
+
+// Short prefix unique to this process ("sk" + 4 hex chars from pid and time).
+// Every TestBed of this process uses a prefix that starts with it, so
+// "nothing named runPrefix()* exists" means this process left nothing behind.
+std::string runPrefix();
+
+// Mount point of cgroup2, read from /proc/self/mountinfo. Throws if absent.
+std::string cgroup2Mount();
+
+// Live TestBeds on this machine, all processes (registered in
+// /run/smik-testbed to share net.ipv4.ip_forward between parallel runs).
+int activeTestBeds();
+
+// Path of the `ip` tool (/usr/sbin/ip, /sbin/ip or PATH). Throws if absent.
+std::string ipTool();
+
+// Runs argv (fork/execvp, no shell) and returns its stdout. Throws
+// std::runtime_error naming the command and its stderr if it fails.
+std::string command(const std::vector<std::string>& argv);
+// Same, but returns false instead of throwing (for cleanup).
+bool tryCommand(const std::vector<std::string>& argv);
+
+// A running child process. Killed (SIGKILL by PID) and reaped when the Proc
+// or the TestBed that started it goes away, whichever comes first.
+class Proc {
+ public:
+  struct State;  // shared with the TestBed so it can kill leftovers
+  explicit Proc(std::shared_ptr<State> s);
+  Proc(Proc&&) noexcept;
+  Proc& operator=(Proc&&) noexcept;
+  Proc(const Proc&) = delete;
+  Proc& operator=(const Proc&) = delete;
+  ~Proc();
+
+  pid_t pid() const;
+  // Exit code (128+signal if killed by a signal), or -1 on timeout.
+  int wait(int timeout_ms);
+  // Everything the process wrote to stdout so far (does not block).
+  std::string output();
+  // Waits until stdout contains `needle` (e.g. "ready\n"); false on timeout
+  // or if the process exits first.
+  bool waitFor(const std::string& needle, int timeout_ms);
+  // SIGKILL + reap now; returns the status as wait() does.
+  int kill();
+
+ private:
+  std::shared_ptr<State> s_;
+};
+
+struct RunResult {
+  int status = -1;  // exit code, or -1 on timeout (the process was killed)
+  std::string output;
+  bool ok() const { return status == 0; }
+};
+
+class Pod {
+ public:
+  const std::string& name() const { return name_; }
+  const std::string& netns() const { return netns_; }    // "<prefix>-<name>"
+  const std::string& ip() const { return ip_; }
+  const std::string& hostIf() const { return hostIf_; }  // "<prefix><n>"
+  int hostIfIndex() const { return hostIfIndex_; }
+  const std::string& cgroupPath() const { return cgroupPath_; }
+
+ private:
+  friend class TestBed;
+  std::string name_, netns_, ip_, hostIf_, cgroupPath_;
+  int hostIfIndex_ = 0;
+};
+
+class TestBed {
+ public:
+  // Sets net.ipv4.ip_forward=1. The old value is restored when the last
+  // live TestBed on the machine (in any process) is destroyed.
+  TestBed();
+  ~TestBed();
+  TestBed(const TestBed&) = delete;
+  TestBed& operator=(const TestBed&) = delete;
+
+  // This bed's name prefix: runPrefix() + one letter (g..z) per TestBed.
+  const std::string& prefix() const { return prefix_; }
+
+  // A fresh pod address 10.240.X.n (n = 1, 2, ...) from this bed's block.
+  // The block is claimed with a host blackhole route, so parallel runs never
+  // share addresses and traffic to absent pods never leaves the machine.
+  std::string nextIp();
+  std::string subnetCidr() const;  // "10.240.X.0/24"
+
+  // Creates the pod (netns, veth, addresses, routes, cgroup). On failure the
+  // half-made pod is removed again before the exception propagates.
+  Pod& addPod(const std::string& name, const std::string& ip);
+  Pod& pod(const std::string& name);
+  // Kills the pod's processes and removes its netns, veth and cgroup.
+  void removePod(const std::string& name);
+
+  // Starts argv inside the pod's netns and cgroup; stdout is captured.
+  Proc spawn(Pod& pod, const std::vector<std::string>& argv);
+  // Starts argv in the host (root) netns.
+  Proc spawn(const std::vector<std::string>& argv);
+  RunResult run(Pod& pod, const std::vector<std::string>& argv, int timeout_ms);
+  RunResult run(const std::vector<std::string>& argv, int timeout_ms);
+
+ private:
+  Proc start(Pod* pod, const std::vector<std::string>& argv);
+  void cleanupPod(const Pod& pod);  // best effort, ignores "already gone"
+  void killProcs(const Pod* pod);   // nullptr = all
+
+  std::string prefix_;
+  std::string cgroupRoot_;  // "<cgroup2 mount>/<prefix>"
+  int subnet_ = 0;
+  int nextHost_ = 0;
+  int nextIf_ = 0;
+  std::vector<std::unique_ptr<Pod>> pods_;
+  std::vector<std::shared_ptr<Proc::State>> procs_;
+};
+
+}  // namespace smik::testbed

@@ -1,0 +1,205 @@
+// Self-test of the test bed: real namespaces, real sockets (needs root).
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <optional>
+#include <sstream>
+#include <string>
+
+#include "tests/testbed/testbed.h"
+
+#ifndef SMIK_TESTPEER
+#define SMIK_TESTPEER "/work/main/build/smik-testpeer"
+#endif
+
+namespace fs = std::filesystem;
+using namespace smik::testbed;
+
+namespace {
+
+const std::string kPeer = SMIK_TESTPEER;
+
+#define REQUIRE_ROOT()                                                               \
+  do {                                                                               \
+    if (::geteuid() != 0)                                                            \
+      GTEST_SKIP() << "\n*** SKIPPED: the test bed needs root (netns, veth, "     \
+                      "cgroups). Run the kernel tests as root. ***\n";               \
+  } while (0)
+
+std::string slurp(const std::string& path) {
+  std::ifstream f(path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+bool netnsExists(const std::string& name) { return fs::exists("/var/run/netns/" + name); }
+bool linkExists(const std::string& name) { return fs::exists("/sys/class/net/" + name); }
+
+// Names in the root netns / netns list / cgroup tree that start with p.
+std::string leftovers(const std::string& p) {
+  std::string found;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator("/var/run/netns", ec))
+    if (e.path().filename().string().rfind(p, 0) == 0) found += " netns:" + e.path().filename().string();
+  for (const auto& e : fs::directory_iterator("/sys/class/net", ec))
+    if (e.path().filename().string().rfind(p, 0) == 0) found += " link:" + e.path().filename().string();
+  for (const auto& e : fs::directory_iterator(cgroup2Mount(), ec))
+    if (e.path().filename().string().rfind(p, 0) == 0) found += " cgroup:" + e.path().string();
+  return found;
+}
+
+class TestBedTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    REQUIRE_ROOT();
+    ASSERT_EQ(::access(kPeer.c_str(), X_OK), 0) << "smik-testpeer not found at " << kPeer;
+    bed.emplace();
+    a = &bed->addPod("a", bed->nextIp());
+    b = &bed->addPod("b", bed->nextIp());
+    server.emplace(bed->spawn(*b, {kPeer, "serve", "--tcp", "8080", "--udp", "8081", "--id", "b"}));
+    ASSERT_TRUE(server->waitFor("ready\n", 2000)) << server->output();
+  }
+  void TearDown() override {
+    server.reset();
+    bed.reset();
+  }
+  std::optional<TestBed> bed;
+  Pod* a = nullptr;
+  Pod* b = nullptr;
+  std::optional<Proc> server;
+};
+
+TEST_F(TestBedTest, PodShape) {
+  EXPECT_EQ(a->netns(), bed->prefix() + "-a");
+  EXPECT_EQ(a->hostIf().rfind(runPrefix(), 0), 0u);
+  EXPECT_LT(a->hostIf().size(), 16u);
+  EXPECT_GT(a->hostIfIndex(), 0);
+  EXPECT_TRUE(netnsExists(a->netns()));
+  EXPECT_TRUE(linkExists(a->hostIf()));
+  EXPECT_TRUE(fs::is_directory(a->cgroupPath()));
+  EXPECT_EQ(a->cgroupPath(), cgroup2Mount() + "/" + bed->prefix() + "/a");
+  EXPECT_EQ(slurp("/proc/sys/net/ipv4/ip_forward"), "1\n");
+  EXPECT_EQ(slurp("/proc/sys/net/ipv4/conf/" + a->hostIf() + "/proxy_arp"), "1\n");
+  // eth0 inside the pod carries the /32 address.
+  RunResult r = bed->run(*a, {ipTool(), "-4", "-o", "addr", "show", "dev", "eth0"}, 2000);
+  EXPECT_EQ(r.status, 0);
+  EXPECT_NE(r.output.find(a->ip() + "/32"), std::string::npos) << r.output;
+}
+
+TEST_F(TestBedTest, ProcessesRunInPodCgroup) {
+  std::string procs = slurp(b->cgroupPath() + "/cgroup.procs");
+  EXPECT_NE(procs.find(std::to_string(server->pid()) + "\n"), std::string::npos) << procs;
+}
+
+TEST_F(TestBedTest, PodToPodTcpAndUdp) {
+  RunResult t = bed->run(*a, {kPeer, "tcp", b->ip(), "8080", "--count", "3"}, 3000);
+  EXPECT_EQ(t.status, 0) << t.output;
+  EXPECT_EQ(t.output, "ok b\nok b\nok b\n");
+  RunResult u = bed->run(*a, {kPeer, "udp", b->ip(), "8081"}, 3000);
+  EXPECT_EQ(u.status, 0) << u.output;
+  EXPECT_EQ(u.output, "ok b\n");
+}
+
+TEST_F(TestBedTest, HostToPod) {
+  RunResult t = bed->run({kPeer, "tcp", b->ip(), "8080"}, 3000);
+  EXPECT_EQ(t.status, 0) << t.output;
+  EXPECT_EQ(t.output, "ok b\n");
+}
+
+TEST_F(TestBedTest, ClosedPortIsRefused) {
+  RunResult t = bed->run(*a, {kPeer, "tcp", b->ip(), "8099"}, 3000);
+  EXPECT_EQ(t.status, 1);
+  EXPECT_EQ(t.output, "refused\n");
+  RunResult u = bed->run(*a, {kPeer, "udp", b->ip(), "8099"}, 3000);
+  EXPECT_EQ(u.status, 1);
+  EXPECT_EQ(u.output, "refused\n");
+}
+
+TEST_F(TestBedTest, HoldKeepsConnection) {
+  RunResult h = bed->run(*a, {kPeer, "hold", b->ip(), "8080", "--seconds", "0.5"}, 3000);
+  EXPECT_EQ(h.status, 0) << h.output;
+  EXPECT_EQ(h.output.rfind("ok ", 0), 0u) << h.output;
+  EXPECT_GE(std::stoi(h.output.substr(3)), 5) << h.output;
+}
+
+TEST_F(TestBedTest, HoldReportsBrokenConnection) {
+  Proc h = bed->spawn(*a, {kPeer, "hold", b->ip(), "8080", "--seconds", "5"});
+  ASSERT_EQ(h.wait(300), -1);  // still holding
+  server->kill();              // the peer goes away: next exchange fails
+  EXPECT_EQ(h.wait(3000), 1);
+  EXPECT_EQ(h.output().rfind("broken after ", 0), 0u) << h.output();
+}
+
+TEST_F(TestBedTest, RunTimesOut) {
+  RunResult r = bed->run(*a, {"sleep", "5"}, 100);
+  EXPECT_EQ(r.status, -1);
+}
+
+TEST_F(TestBedTest, SpawnFailureThrows) {
+  EXPECT_THROW(bed->spawn(*a, {"/nonexistent/smik-binary"}), std::runtime_error);
+}
+
+TEST_F(TestBedTest, RemovePodRemovesEverything) {
+  std::string ns = b->netns(), hostIf = b->hostIf(), cg = b->cgroupPath(), ip = b->ip();
+  pid_t pid = server->pid();
+  bed->removePod("b");
+  EXPECT_FALSE(netnsExists(ns));
+  EXPECT_FALSE(linkExists(hostIf));
+  EXPECT_FALSE(fs::exists(cg));
+  EXPECT_NE(::kill(pid, 0), 0) << "server process survived removePod";
+  EXPECT_EQ(command({ipTool(), "-4", "route", "show", ip + "/32"}), "");
+  EXPECT_THROW(bed->pod("b"), std::out_of_range);
+  // The removed address is unreachable (dropped by the bed's blackhole
+  // route, never sent off the machine).
+  RunResult t = bed->run(*a, {kPeer, "tcp", ip, "8080", "--timeout-ms", "200"}, 3000);
+  EXPECT_EQ(t.output, "timeout\n");
+}
+
+TEST_F(TestBedTest, FailedAddPodLeavesNothing) {
+  // Same IP twice: the host /32 route fails, after netns/veth/cgroup exist.
+  EXPECT_THROW(bed->addPod("dup", b->ip()), std::runtime_error);
+  EXPECT_FALSE(netnsExists(bed->prefix() + "-dup"));
+  EXPECT_FALSE(fs::exists(cgroup2Mount() + "/" + bed->prefix() + "/dup"));
+  EXPECT_EQ(leftovers(bed->prefix() + "3"), "");  // the third veth
+  EXPECT_THROW(bed->addPod("a", bed->nextIp()), std::invalid_argument);
+}
+
+TEST(TestBedCleanup, DestroyedBedLeavesNothing) {
+  REQUIRE_ROOT();
+  // ip_forward is restored by the last bed on the machine; only check it
+  // when no parallel run holds a bed before or after ours.
+  bool alone = activeTestBeds() == 0;
+  std::string fwdBefore = slurp("/proc/sys/net/ipv4/ip_forward");
+  std::string prefix;
+  pid_t pid;
+  std::optional<Proc> outlives;  // a Proc the test forgot to stop in time
+  std::string subnet;
+  {
+    TestBed bed;
+    prefix = bed.prefix();
+    subnet = bed.subnetCidr();
+    Pod& p = bed.addPod("x", bed.nextIp());
+    bed.addPod("y", bed.nextIp());
+    Proc server = bed.spawn(p, {kPeer, "serve", "--tcp", "8080"});
+    ASSERT_TRUE(server.waitFor("ready\n", 2000));
+    pid = server.pid();
+    outlives.emplace(bed.spawn(p, {"sleep", "30"}));
+    EXPECT_NE(leftovers(prefix), "");
+  }
+  // The bed killed and reaped the process although its Proc still exists.
+  EXPECT_NE(::kill(outlives->pid(), 0), 0);
+  EXPECT_EQ(outlives->wait(0), 128 + SIGKILL);
+  EXPECT_EQ(command({ipTool(), "-4", "route", "show", "root", subnet}), "");
+  EXPECT_EQ(leftovers(prefix), "");
+  EXPECT_EQ(leftovers(runPrefix()), "");
+  EXPECT_NE(::kill(pid, 0), 0);
+  if (alone && activeTestBeds() == 0) {
+    EXPECT_EQ(slurp("/proc/sys/net/ipv4/ip_forward"), fwdBefore);
+  }
+}
+
+}  // namespace

@@ -1,0 +1,981 @@
+#include "agent/model/parse.h"
+
+#include <gtest/gtest.h>
+#include <yaml-cpp/yaml.h>
+
+#include <filesystem>
+#include <map>
+#include <string>
+
+#ifndef SMIK_SHARED_DIR
+#define SMIK_SHARED_DIR "/work/shared"
+#endif
+
+namespace smik::model {
+namespace {
+
+ParseResult parse(std::string_view text) { return parseManifests(text, "t.yaml"); }
+
+std::string errorsOf(const ParseResult& r) {
+  std::string s;
+  for (const ParseError& e : r.errors) s += e.str() + "\n";
+  return s;
+}
+
+template <class T>
+std::vector<T> all(const ParseResult& r) {
+  std::vector<T> out;
+  for (const Object& o : r.objects)
+    if (const T* t = std::get_if<T>(&o)) out.push_back(*t);
+  return out;
+}
+
+// The single object `text` parses to; fails the test on anything else.
+template <class T>
+T one(std::string_view text) {
+  const ParseResult r = parse(text);
+  EXPECT_TRUE(r.errors.empty()) << errorsOf(r);
+  const std::vector<T> objs = all<T>(r);
+  EXPECT_EQ(r.objects.size(), 1u);
+  EXPECT_EQ(objs.size(), 1u);
+  return objs.empty() ? T{} : objs[0];
+}
+
+// The single error `text` produces, as ParseError::str().
+std::string error(std::string_view text) {
+  const ParseResult r = parse(text);
+  EXPECT_TRUE(r.objects.empty());
+  EXPECT_EQ(r.errors.size(), 1u) << errorsOf(r);
+  return r.errors.empty() ? "" : r.errors[0].str();
+}
+
+}  // namespace
+
+void PrintTo(const ObjectRef& r, std::ostream* os) { *os << "ObjectRef(" << r.str() << ")"; }
+
+namespace {
+
+#define EXPECT_CONTAINS(haystack, needle)                          \
+  do {                                                             \
+    const std::string h_ = (haystack);                             \
+    EXPECT_NE(h_.find(needle), std::string::npos) << "in: " << h_; \
+  } while (0)
+
+// ---- objects.cpp ------------------------------------------------------------
+
+TEST(Objects, RefAndErrorStrings) {
+  EXPECT_EQ((ObjectRef{"TrafficTarget", "default", "foo"}).str(), "TrafficTarget default/foo");
+  EXPECT_EQ((ObjectRef{"Namespace", "", "prod"}).str(), "Namespace prod");
+  EXPECT_EQ((ParseError{"a.yaml", {"Pod", "ns", "p"}, "bad"}).str(), "a.yaml: Pod ns/p: bad");
+  EXPECT_EQ((ParseError{"a.yaml", {}, "bad"}).str(), "a.yaml: bad");
+  EXPECT_STREQ(protoName(Proto::kTcp), "TCP");
+  EXPECT_STREQ(protoName(Proto::kUdp), "UDP");
+}
+
+TEST(Objects, KindRefAndClusterStateKeys) {
+  L4Route udp;
+  udp.meta = {"r", "ns", {}, ""};
+  udp.proto = Proto::kUdp;
+  L4Route tcp = udp;
+  tcp.proto = Proto::kTcp;
+  tcp.ports = {80};
+  EXPECT_EQ(kindOf(udp), "UDPRoute");
+  EXPECT_EQ(kindOf(tcp), "TCPRoute");
+  EXPECT_EQ(kindOf(HttpRouteGroup{}), "HTTPRouteGroup");
+  EXPECT_EQ(refOf(udp), (ObjectRef{"UDPRoute", "ns", "r"}));
+
+  ClusterState s;
+  s.add(Namespace{{"prod", "", {}, ""}});
+  s.add(ServiceAccount{{"sa", "prod", {}, ""}});
+  s.add(udp);
+  s.add(tcp);
+  tcp.ports = {443};
+  s.add(tcp);  // upsert
+  TrafficTarget tt;
+  tt.meta = {"tt", "prod", {}, ""};
+  s.add(tt);
+  s.add(Pod{{"p", "prod", {}, ""}, "sa", "n1", {"10.0.0.1"}, "Running", false});
+  s.add(HttpRouteGroup{{"h", "prod", {}, ""}, {}});
+  EXPECT_EQ(s.namespaces.count("prod"), 1u);
+  EXPECT_EQ(s.service_accounts.count("prod/sa"), 1u);
+  EXPECT_EQ(s.pods.count("prod/p"), 1u);
+  EXPECT_EQ(s.traffic_targets.count("prod/tt"), 1u);
+  EXPECT_EQ(s.http_route_groups.count("prod/h"), 1u);
+  ASSERT_EQ(s.tcp_routes.size(), 1u);
+  EXPECT_EQ(s.tcp_routes.at("ns/r").ports, std::vector<uint16_t>{443});
+  ASSERT_EQ(s.udp_routes.size(), 1u);
+  EXPECT_TRUE(s.udp_routes.at("ns/r").ports.empty());
+}
+
+// ---- TrafficTarget ----------------------------------------------------------
+
+TEST(TrafficTarget, V1alpha1TopLevelWithPort) {
+  const auto tt = one<TrafficTarget>(R"(
+apiVersion: access.smi-spec.io/v1alpha1
+kind: TrafficTarget
+metadata: {name: tt, namespace: prod}
+destination: {kind: ServiceAccount, name: server, port: 8080}
+specs:
+- kind: HTTPRouteGroup
+  name: routes
+  matches: [metrics]
+- kind: TCPRoute
+  name: tcp
+sources:
+- {kind: ServiceAccount, name: client, namespace: other}
+- {kind: ServiceAccount, name: local}
+)");
+  EXPECT_EQ(tt.original_version, "v1alpha1");
+  EXPECT_EQ(tt.meta.ns, "prod");
+  EXPECT_EQ(tt.destination.kind, "ServiceAccount");
+  EXPECT_EQ(tt.destination.name, "server");
+  EXPECT_EQ(tt.destination.ns, "prod");
+  EXPECT_EQ(tt.legacy_port, 8080);
+  ASSERT_EQ(tt.rules.size(), 2u);
+  EXPECT_EQ(tt.rules[0].kind, "HTTPRouteGroup");
+  EXPECT_EQ(tt.rules[0].name, "routes");
+  EXPECT_EQ(tt.rules[0].matches, std::vector<std::string>{"metrics"});
+  EXPECT_EQ(tt.rules[1].kind, "TCPRoute");
+  EXPECT_TRUE(tt.rules[1].matches.empty());
+  ASSERT_EQ(tt.sources.size(), 2u);
+  EXPECT_EQ(tt.sources[0].ns, "other");
+  EXPECT_EQ(tt.sources[1].ns, "prod");
+}
+
+TEST(TrafficTarget, V1alpha1WithoutPortMeansAllPorts) {
+  const auto tt = one<TrafficTarget>(R"(
+apiVersion: access.smi-spec.io/v1alpha1
+kind: TrafficTarget
+metadata: {name: tt}
+destination: {kind: ServiceAccount, name: server}
+)");
+  EXPECT_FALSE(tt.legacy_port.has_value());
+  EXPECT_TRUE(tt.rules.empty());
+  EXPECT_TRUE(tt.sources.empty());
+}
+
+constexpr const char* kV1alpha2 = R"(
+apiVersion: access.smi-spec.io/v1alpha2
+kind: TrafficTarget
+metadata: {name: tt, namespace: prod}
+spec:
+  destination: {kind: ServiceAccount, name: server, port: PORT}
+  rules: [{kind: TCPRoute, name: tcp}]
+  sources: [{kind: ServiceAccount, name: client}]
+)";
+
+std::string withPort(const std::string& port) {
+  std::string s = kV1alpha2;
+  return s.replace(s.find("PORT"), 4, port);
+}
+
+TEST(TrafficTarget, V1alpha2PortAsNumberAndString) {
+  for (const char* port : {"9090", "\"9090\"", "'9090'"}) {
+    const auto tt = one<TrafficTarget>(withPort(port));
+    EXPECT_EQ(tt.original_version, "v1alpha2");
+    EXPECT_EQ(tt.legacy_port, 9090) << port;
+    EXPECT_EQ(tt.destination.ns, "prod");
+    ASSERT_EQ(tt.rules.size(), 1u);
+    EXPECT_EQ(tt.rules[0].kind, "TCPRoute");
+    ASSERT_EQ(tt.sources.size(), 1u);
+    EXPECT_EQ(tt.sources[0].ns, "prod");
+  }
+  EXPECT_FALSE(one<TrafficTarget>(withPort("null")).legacy_port.has_value());
+}
+
+TEST(TrafficTarget, V1alpha2BadPorts) {
+  EXPECT_CONTAINS(error(withPort("0")), "spec.destination.port: port 0 out of range 1..65535");
+  EXPECT_CONTAINS(error(withPort("70000")), "port 70000 out of range");
+  EXPECT_CONTAINS(error(withPort("\"http\"")), "spec.destination.port: expected an integer");
+  EXPECT_CONTAINS(error(withPort("80.5")), "spec.destination.port: expected an integer");
+  EXPECT_CONTAINS(error(withPort("[80]")), "spec.destination.port: expected an integer");
+  EXPECT_CONTAINS(error(withPort("99999999999999999999999")), "out of range");
+}
+
+TEST(TrafficTarget, V1alpha2RulesAndSourcesOptional) {
+  const auto tt = one<TrafficTarget>(R"(
+apiVersion: access.smi-spec.io/v1alpha2
+kind: TrafficTarget
+metadata: {name: tt}
+spec:
+  destination: {kind: ServiceAccount, name: server}
+)");
+  EXPECT_EQ(tt.destination.ns, "default");
+  EXPECT_TRUE(tt.rules.empty());
+  EXPECT_TRUE(tt.sources.empty());
+}
+
+constexpr const char* kV1alpha3 = R"(
+apiVersion: access.smi-spec.io/v1alpha3
+kind: TrafficTarget
+metadata:
+  name: tt
+  namespace: prod
+  labels: {team: a}
+  creationTimestamp: "2024-05-01T10:00:00Z"
+spec:
+  destination: {kind: ServiceAccount, name: server, namespace: prod}
+  rules:
+  - {kind: TCPRoute, name: tcp}
+  - {kind: UDPRoute, name: udp}
+  - {kind: HTTPRouteGroup, name: http, matches: [a, b]}
+  sources:
+  - {kind: ServiceAccount, name: client}
+  - {kind: ServiceAccount, name: other, namespace: ns2}
+)";
+
+TEST(TrafficTarget, V1alpha3) {
+  const auto tt = one<TrafficTarget>(kV1alpha3);
+  EXPECT_EQ(tt.original_version, "v1alpha3");
+  EXPECT_EQ(tt.meta.name, "tt");
+  EXPECT_EQ(tt.meta.labels, (std::map<std::string, std::string>{{"team", "a"}}));
+  EXPECT_EQ(tt.meta.creation_timestamp, "2024-05-01T10:00:00Z");
+  EXPECT_EQ(tt.destination.name, "server");
+  EXPECT_FALSE(tt.legacy_port.has_value());
+  ASSERT_EQ(tt.rules.size(), 3u);
+  EXPECT_EQ(tt.rules[1].kind, "UDPRoute");
+  EXPECT_EQ(tt.rules[2].matches, (std::vector<std::string>{"a", "b"}));
+  ASSERT_EQ(tt.sources.size(), 2u);
+  EXPECT_EQ(tt.sources[0].ns, "prod");
+  EXPECT_EQ(tt.sources[1].ns, "ns2");
+}
+
+std::string v1alpha3Spec(const std::string& spec) {
+  return "apiVersion: access.smi-spec.io/v1alpha3\nkind: TrafficTarget\n"
+         "metadata: {name: tt}\nspec:\n" +
+         spec;
+}
+
+TEST(TrafficTarget, V1alpha3EmptyListsAreValidMissingKeysAreNot) {
+  const auto tt = one<TrafficTarget>(
+      v1alpha3Spec("  destination: {kind: ServiceAccount, name: s}\n  rules: []\n  sources: []\n"));
+  EXPECT_TRUE(tt.rules.empty());
+  EXPECT_TRUE(tt.sources.empty());
+
+  EXPECT_EQ(error(v1alpha3Spec("  destination: {kind: ServiceAccount, name: s}\n  sources: []\n")),
+            "t.yaml: TrafficTarget default/tt: missing required field spec.rules");
+  EXPECT_EQ(error(v1alpha3Spec("  destination: {kind: ServiceAccount, name: s}\n  rules: []\n")),
+            "t.yaml: TrafficTarget default/tt: missing required field spec.sources");
+  EXPECT_CONTAINS(error(v1alpha3Spec("  rules: []\n  sources: []\n")),
+                  "missing required field spec.destination");
+  EXPECT_CONTAINS(error("apiVersion: access.smi-spec.io/v1alpha3\nkind: TrafficTarget\n"
+                        "metadata: {name: tt}\n"),
+                  "missing required field spec");
+}
+
+TEST(TrafficTarget, V1alpha3DestinationPortIsPrunedNotApplied) {
+  const auto tt = one<TrafficTarget>(
+      v1alpha3Spec("  destination: {kind: ServiceAccount, name: s, port: \"9091\"}\n  rules: []\n"
+                   "  sources: []\n"));
+  EXPECT_FALSE(tt.legacy_port.has_value());
+}
+
+TEST(TrafficTarget, SubjectAndRuleKinds) {
+  EXPECT_EQ(error(v1alpha3Spec("  destination: {kind: ServiceAccount, name: s}\n  rules: []\n"
+                               "  sources: [{kind: Group, name: admins}]\n")),
+            "t.yaml: TrafficTarget default/tt: spec.sources[0].kind: unsupported subject kind "
+            "\"Group\" (only ServiceAccount)");
+  EXPECT_CONTAINS(error(v1alpha3Spec("  destination: {kind: IdentityBinding, name: s}\n"
+                                     "  rules: []\n  sources: []\n")),
+                  "spec.destination.kind: unsupported subject kind \"IdentityBinding\"");
+  EXPECT_EQ(error(v1alpha3Spec("  destination: {kind: ServiceAccount, name: s}\n"
+                               "  rules: [{kind: Foo, name: x}]\n  sources: []\n")),
+            "t.yaml: TrafficTarget default/tt: spec.rules[0].kind: unsupported rule kind \"Foo\"");
+  EXPECT_CONTAINS(error("apiVersion: access.smi-spec.io/v1alpha2\nkind: TrafficTarget\n"
+                        "metadata: {name: tt}\nspec:\n"
+                        "  destination: {kind: ServiceAccount, name: s}\n"
+                        "  rules: [{kind: UDPRoute, name: u}]\n"),
+                  "spec.rules[0].kind: unsupported rule kind \"UDPRoute\"");
+  EXPECT_CONTAINS(error(v1alpha3Spec("  destination: {kind: ServiceAccount}\n  rules: []\n"
+                                     "  sources: []\n")),
+                  "missing required field spec.destination.name");
+  EXPECT_CONTAINS(error(v1alpha3Spec("  destination: {kind: ServiceAccount, name: s}\n"
+                                     "  rules: [{kind: TCPRoute}]\n  sources: []\n")),
+                  "missing required field spec.rules[0].name");
+}
+
+TEST(TrafficTarget, WrongTypes) {
+  EXPECT_CONTAINS(error(v1alpha3Spec("  destination: {kind: ServiceAccount, name: s}\n"
+                                     "  rules: {}\n  sources: []\n")),
+                  "spec.rules: expected a list, got a map");
+  EXPECT_CONTAINS(error(v1alpha3Spec("  destination: [a]\n  rules: []\n  sources: []\n")),
+                  "spec.destination: expected a map, got a list");
+  EXPECT_CONTAINS(error(v1alpha3Spec("  destination: {kind: ServiceAccount, name: s}\n"
+                                     "  rules: [tcp]\n  sources: []\n")),
+                  "spec.rules[0]: expected a map, got \"tcp\"");
+  EXPECT_CONTAINS(error(v1alpha3Spec("  destination: {kind: ServiceAccount, name: 5}\n"
+                                     "  rules: []\n  sources: []\n")),
+                  "spec.destination.name: expected a string, got 5");
+  EXPECT_CONTAINS(error(v1alpha3Spec("  destination: {kind: ServiceAccount, name: s}\n"
+                                     "  rules: [{kind: TCPRoute, name: t, matches: a}]\n"
+                                     "  sources: []\n")),
+                  "spec.rules[0].matches: expected a list");
+  EXPECT_CONTAINS(error(v1alpha3Spec("  destination: {kind: ServiceAccount, name: s}\n"
+                                     "  rules: []\n  sources: [{kind: ServiceAccount, name: c, "
+                                     "namespace: {}}]\n")),
+                  "spec.sources[0].namespace: expected a string, got a map");
+}
+
+// ---- TCPRoute / UDPRoute ----------------------------------------------------
+
+std::string route(const std::string& kind, const std::string& version, const std::string& spec) {
+  return "apiVersion: specs.smi-spec.io/" + version + "\nkind: " + kind +
+         "\nmetadata: {name: r, namespace: db}\n" + spec;
+}
+
+TEST(L4Route, TcpV1alpha4Ports) {
+  const auto r =
+      one<L4Route>(route("TCPRoute", "v1alpha4", "spec: {matches: {ports: [3306, 6446]}}"));
+  EXPECT_EQ(r.proto, Proto::kTcp);
+  EXPECT_EQ(r.meta.ns, "db");
+  EXPECT_EQ(r.ports, (std::vector<uint16_t>{3306, 6446}));
+  EXPECT_EQ(
+      one<L4Route>(route("TCPRoute", "v1alpha4", "spec: {matches: {ports: [1, 65535]}}")).ports,
+      (std::vector<uint16_t>{1, 65535}));
+}
+
+TEST(L4Route, TcpV1alpha4EmptyListIsAllPorts) {
+  EXPECT_TRUE(
+      one<L4Route>(route("TCPRoute", "v1alpha4", "spec: {matches: {ports: []}}")).ports.empty());
+}
+
+TEST(L4Route, TcpV1alpha4MissingPortsIsAnError) {
+  EXPECT_EQ(error(route("TCPRoute", "v1alpha4", "spec: {matches: {}}")),
+            "t.yaml: TCPRoute db/r: missing required field spec.matches.ports");
+  EXPECT_CONTAINS(error(route("TCPRoute", "v1alpha4", "spec: {}")),
+                  "missing required field spec.matches.ports");
+  EXPECT_CONTAINS(error(route("TCPRoute", "v1alpha4", "")),
+                  "missing required field spec.matches.ports");
+  EXPECT_CONTAINS(error(route("TCPRoute", "v1alpha4", "spec: {matches: {ports: }}")),
+                  "missing required field spec.matches.ports");
+}
+
+TEST(L4Route, BadPorts) {
+  const auto bad = [](const std::string& ports) {
+    return error(route("TCPRoute", "v1alpha4", "spec: {matches: {ports: " + ports + "}}"));
+  };
+  EXPECT_EQ(bad("[80, 0]"),
+            "t.yaml: TCPRoute db/r: spec.matches.ports[1]: port 0 out of range 1..65535");
+  EXPECT_CONTAINS(bad("[70000]"), "spec.matches.ports[0]: port 70000 out of range 1..65535");
+  EXPECT_CONTAINS(bad("[-1]"), "spec.matches.ports[0]: port -1 out of range");
+  EXPECT_CONTAINS(bad("\"abc\""), "spec.matches.ports: expected a list, got \"abc\"");
+  EXPECT_CONTAINS(bad("[abc]"), "spec.matches.ports[0]: expected an integer, got \"abc\"");
+  EXPECT_CONTAINS(bad("[\"80\"]"), "spec.matches.ports[0]: expected an integer, got \"80\"");
+  EXPECT_CONTAINS(bad("[8.5]"), "spec.matches.ports[0]: expected an integer, got 8.5");
+  EXPECT_CONTAINS(bad("[true]"), "spec.matches.ports[0]: expected an integer, got true");
+  EXPECT_CONTAINS(bad("[[80]]"), "spec.matches.ports[0]: expected an integer, got a list");
+  EXPECT_CONTAINS(error(route("TCPRoute", "v1alpha4", "spec: {matches: [{ports: [80]}]}")),
+                  "spec.matches: expected a map, got a list");
+}
+
+TEST(L4Route, OlderTcpRoutesMeanAllPorts) {
+  EXPECT_TRUE(one<L4Route>(route("TCPRoute", "v1alpha1", "")).ports.empty());
+  EXPECT_TRUE(one<L4Route>(route("TCPRoute", "v1alpha2", "spec: garbage")).ports.empty());
+  const auto r = one<L4Route>(route("TCPRoute", "v1alpha3", "spec: {matches: {ports: [80]}}"));
+  EXPECT_EQ(r.proto, Proto::kTcp);
+  EXPECT_TRUE(r.ports.empty());
+}
+
+TEST(L4Route, UdpRoute) {
+  const auto r = one<L4Route>(route("UDPRoute", "v1alpha4", "spec: {matches: {ports: [53]}}"));
+  EXPECT_EQ(r.proto, Proto::kUdp);
+  EXPECT_EQ(r.ports, std::vector<uint16_t>{53});
+  EXPECT_TRUE(
+      one<L4Route>(route("UDPRoute", "v1alpha4", "spec: {matches: {ports: []}}")).ports.empty());
+  EXPECT_CONTAINS(error(route("UDPRoute", "v1alpha4", "spec: {matches: {ports: [0]}}")),
+                  "port 0 out of range");
+  EXPECT_EQ(error(route("UDPRoute", "v1alpha3", "spec: {matches: {ports: [53]}}")),
+            "t.yaml: UDPRoute db/r: unsupported apiVersion \"specs.smi-spec.io/v1alpha3\" for "
+            "UDPRoute");
+}
+
+// ---- HTTPRouteGroup ---------------------------------------------------------
+
+TEST(HttpRouteGroup, HeadersAsListAndAsMap) {
+  const char* list_form = R"(
+apiVersion: specs.smi-spec.io/v1alpha4
+kind: HTTPRouteGroup
+metadata: {name: g}
+spec:
+  matches:
+  - name: android
+    pathRegex: /api/.*
+    methods: [GET, HEAD]
+    headers:
+    - user-agent: ".*Android.*"
+    - cookie: "type=insider"
+)";
+  const char* map_form = R"(
+apiVersion: specs.smi-spec.io/v1alpha4
+kind: HTTPRouteGroup
+metadata: {name: g}
+spec:
+  matches:
+  - name: android
+    pathRegex: /api/.*
+    methods: [GET, HEAD]
+    headers:
+      user-agent: ".*Android.*"
+      cookie: "type=insider"
+)";
+  for (const char* text : {list_form, map_form}) {
+    const auto g = one<HttpRouteGroup>(text);
+    EXPECT_EQ(g.meta.ns, "default");
+    ASSERT_EQ(g.matches.size(), 1u);
+    const HttpMatch& m = g.matches[0];
+    EXPECT_EQ(m.name, "android");
+    EXPECT_EQ(m.path_regex, "/api/.*");
+    EXPECT_EQ(m.methods, (std::vector<std::string>{"GET", "HEAD"}));
+    EXPECT_EQ(m.headers, (std::vector<std::pair<std::string, std::string>>{
+                             {"user-agent", ".*Android.*"}, {"cookie", "type=insider"}}));
+  }
+}
+
+TEST(HttpRouteGroup, MatchesLocationDependsOnVersion) {
+  const auto g = one<HttpRouteGroup>(
+      "apiVersion: specs.smi-spec.io/v1alpha1\nkind: HTTPRouteGroup\nmetadata: {name: g}\n"
+      "matches: [{name: all}]\n");
+  ASSERT_EQ(g.matches.size(), 1u);
+  EXPECT_EQ(g.matches[0].name, "all");
+  EXPECT_TRUE(g.matches[0].path_regex.empty());
+  EXPECT_TRUE(g.matches[0].methods.empty());
+
+  EXPECT_CONTAINS(error("apiVersion: specs.smi-spec.io/v1alpha2\nkind: HTTPRouteGroup\n"
+                        "metadata: {name: g}\nspec: {matches: [{name: all}]}\n"),
+                  "missing required field matches");
+  EXPECT_CONTAINS(error("apiVersion: specs.smi-spec.io/v1alpha3\nkind: HTTPRouteGroup\n"
+                        "metadata: {name: g}\nmatches: [{name: all}]\n"),
+                  "missing required field spec.matches");
+}
+
+TEST(HttpRouteGroup, Errors) {
+  const auto bad = [](const std::string& match) {
+    return error(
+        "apiVersion: specs.smi-spec.io/v1alpha4\nkind: HTTPRouteGroup\n"
+        "metadata: {name: g}\nspec:\n  matches:\n  - " +
+        match + "\n");
+  };
+  EXPECT_CONTAINS(bad("{pathRegex: /x}"), "missing required field spec.matches[0].name");
+  EXPECT_CONTAINS(bad("{name: m, methods: [FETCH]}"),
+                  "spec.matches[0].methods[0]: unsupported method \"FETCH\"");
+  EXPECT_CONTAINS(bad("{name: m, methods: GET}"), "spec.matches[0].methods: expected a list");
+  EXPECT_CONTAINS(bad("{name: m, headers: x}"),
+                  "spec.matches[0].headers: expected a list or a map, got \"x\"");
+  EXPECT_CONTAINS(bad("{name: m, headers: [x]}"),
+                  "spec.matches[0].headers[0]: expected a map, got \"x\"");
+  EXPECT_CONTAINS(bad("{name: m, headers: {a: [b]}}"),
+                  "spec.matches[0].headers.a: expected a string, got a list");
+  EXPECT_CONTAINS(bad("{name: m, pathRegex: [x]}"), "spec.matches[0].pathRegex: expected a string");
+}
+
+// ---- core kinds, metadata, defaults -----------------------------------------
+
+TEST(Pod, Fields) {
+  const auto p = one<Pod>(R"(
+apiVersion: v1
+kind: Pod
+metadata: {name: web-1, namespace: shop, labels: {app: web}}
+spec:
+  serviceAccountName: web
+  serviceAccount: legacy
+  nodeName: node-a
+  hostNetwork: false
+status:
+  phase: Running
+  podIP: 10.0.0.7
+  podIPs:
+  - ip: 10.0.0.7
+  - ip: fd00::7
+)");
+  EXPECT_EQ(p.meta.name, "web-1");
+  EXPECT_EQ(p.meta.ns, "shop");
+  EXPECT_EQ(p.meta.labels.at("app"), "web");
+  EXPECT_EQ(p.service_account, "web");
+  EXPECT_EQ(p.node_name, "node-a");
+  EXPECT_FALSE(p.host_network);
+  EXPECT_EQ(p.phase, "Running");
+  EXPECT_EQ(p.ips, (std::vector<std::string>{"10.0.0.7", "fd00::7"}));
+}
+
+TEST(Pod, FallbacksAndDefaults) {
+  const auto deprecated = one<Pod>(
+      "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\n"
+      "spec: {serviceAccount: old, hostNetwork: true}\nstatus: {podIP: 192.168.1.2}\n");
+  EXPECT_EQ(deprecated.meta.ns, "default");
+  EXPECT_EQ(deprecated.service_account, "old");
+  EXPECT_TRUE(deprecated.host_network);
+  EXPECT_EQ(deprecated.ips, std::vector<std::string>{"192.168.1.2"});
+
+  const auto bare = one<Pod>("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {}\n");
+  EXPECT_EQ(bare.service_account, "default");
+  EXPECT_TRUE(bare.node_name.empty());
+  EXPECT_TRUE(bare.phase.empty());
+  EXPECT_TRUE(bare.ips.empty());
+  EXPECT_FALSE(bare.host_network);
+
+  const auto pending = one<Pod>(
+      "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nstatus: {phase: Pending, podIP: \"\"}\n");
+  EXPECT_TRUE(pending.ips.empty());
+}
+
+TEST(Pod, Errors) {
+  EXPECT_EQ(error("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nstatus: {podIP: 10.0.0.256}\n"),
+            "t.yaml: Pod default/p: status.podIP: invalid IP address \"10.0.0.256\"");
+  EXPECT_CONTAINS(
+      error(
+          "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nstatus: {podIPs: [{ip: 'fd00::zz'}]}\n"),
+      "status.podIPs[0].ip: invalid IP address \"fd00::zz\"");
+  EXPECT_CONTAINS(error("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nstatus: {podIPs: [{}]}\n"),
+                  "missing required field status.podIPs[0].ip");
+  EXPECT_CONTAINS(
+      error("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {hostNetwork: yes}\n"),
+      "spec.hostNetwork: expected a boolean, got \"yes\"");
+  EXPECT_CONTAINS(
+      error("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {hostNetwork: \"true\"}\n"),
+      "spec.hostNetwork: expected a boolean");
+  EXPECT_CONTAINS(error("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: [a]\n"),
+                  "spec: expected a map, got a list");
+}
+
+TEST(Metadata, NamespaceIsClusterScoped) {
+  const auto ns = one<Namespace>(
+      "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: prod\n  namespace: ignored\n"
+      "  labels: {smik.io/mesh: enabled, tier: \"1\"}\n  creationTimestamp: "
+      "2024-01-02T03:04:05Z\n");
+  EXPECT_EQ(ns.meta.name, "prod");
+  EXPECT_TRUE(ns.meta.ns.empty());
+  EXPECT_EQ(ns.meta.labels,
+            (std::map<std::string, std::string>{{"smik.io/mesh", "enabled"}, {"tier", "1"}}));
+  EXPECT_EQ(ns.meta.creation_timestamp, "2024-01-02T03:04:05Z");
+  EXPECT_EQ(refOf(ns).str(), "Namespace prod");
+}
+
+TEST(Metadata, DefaultsAndTypes) {
+  EXPECT_EQ(
+      one<ServiceAccount>("apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: sa}\n").meta.ns,
+      "default");
+  EXPECT_EQ(one<ServiceAccount>(
+                "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: sa, namespace: \"\"}\n")
+                .meta.ns,
+            "default");
+  EXPECT_EQ(
+      error("apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: [1]}\n"),
+      "t.yaml: ServiceAccount: metadata.name: expected a string, got a list (document at line 1)");
+  EXPECT_CONTAINS(
+      error("apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: sa, labels: [a]}\n"),
+      "metadata.labels: expected a map, got a list");
+  EXPECT_CONTAINS(
+      error("apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: sa, labels: {v: 1}}\n"),
+      "metadata.labels.v: expected a string, got 1");
+  EXPECT_CONTAINS(
+      error("apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: sa, namespace: 7}\n"),
+      "metadata.namespace: expected a string, got 7");
+  EXPECT_CONTAINS(error("apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: \"\"}\n"),
+                  "metadata.name: must not be empty");
+}
+
+TEST(Metadata, MissingRequiredFields) {
+  EXPECT_EQ(error("kind: Pod\nmetadata: {name: p}\n"),
+            "t.yaml: Pod default/p: missing required field apiVersion");
+  EXPECT_EQ(error("apiVersion: v1\nmetadata: {name: p, namespace: x}\n"),
+            "t.yaml: x/p: missing required field kind");
+  EXPECT_EQ(error("\n\napiVersion: v1\nkind: Pod\n"),
+            "t.yaml: Pod: missing required field metadata (document at line 3)");
+  EXPECT_EQ(error("apiVersion: v1\nkind: Pod\nmetadata: {namespace: x}\n"),
+            "t.yaml: Pod x/: missing required field metadata.name (document at line 1)");
+  EXPECT_CONTAINS(error("apiVersion: v1\nkind: [Pod]\nmetadata: {name: p}\n"),
+                  "kind: expected a string, got a list");
+  EXPECT_CONTAINS(error("apiVersion: 1\nkind: Pod\nmetadata: {name: p}\n"),
+                  "apiVersion: expected a string, got 1");
+  EXPECT_CONTAINS(error("- a\n- b\n"), "document: expected a map, got a list");
+}
+
+// ---- kinds, versions, documents ---------------------------------------------
+
+TEST(Documents, UnknownKindAndVersion) {
+  EXPECT_EQ(error("apiVersion: v1\nkind: Widget\nmetadata: {name: w}\n"),
+            "t.yaml: Widget w: unknown kind \"Widget\"");
+  EXPECT_CONTAINS(error("apiVersion: access.smi-spec.io/v1alpha4\nkind: IdentityBinding\n"
+                        "metadata: {name: i}\n"),
+                  "unknown kind \"IdentityBinding\"");
+  EXPECT_EQ(error("apiVersion: access.smi-spec.io/v1alpha4\nkind: TrafficTarget\n"
+                  "metadata: {name: tt}\nspec: {}\n"),
+            "t.yaml: TrafficTarget default/tt: unsupported apiVersion "
+            "\"access.smi-spec.io/v1alpha4\" for TrafficTarget");
+  EXPECT_CONTAINS(
+      error("apiVersion: specs.smi-spec.io/v1alpha5\nkind: TCPRoute\nmetadata: {name: r}\n"),
+      "unsupported apiVersion \"specs.smi-spec.io/v1alpha5\" for TCPRoute");
+  EXPECT_CONTAINS(error("apiVersion: specs.smi-spec.io/v1alpha4\nkind: TrafficTarget\n"
+                        "metadata: {name: r}\n"),
+                  "unsupported apiVersion");
+  EXPECT_CONTAINS(error("apiVersion: apps/v1\nkind: Pod\nmetadata: {name: p}\n"),
+                  "unsupported apiVersion \"apps/v1\" for Pod");
+  EXPECT_CONTAINS(error("apiVersion: v1\nkind: Deployment\nmetadata: {name: d}\n"),
+                  "unsupported apiVersion \"v1\" for Deployment");
+}
+
+TEST(Documents, IgnoredKindsAreCounted) {
+  const ParseResult r = parse(R"(
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec: {ports: [{port: 80}]}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+---
+apiVersion: split.smi-spec.io/v1alpha4
+kind: TrafficSplit
+metadata: {name: s}
+---
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: traffictargets.access.smi-spec.io}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: web}
+)");
+  EXPECT_TRUE(r.errors.empty()) << errorsOf(r);
+  EXPECT_EQ(r.ignored, 4);
+  EXPECT_EQ(r.objects.size(), 1u);
+}
+
+TEST(Documents, MultiDocWithEmptyDocumentsAndPerDocumentErrors) {
+  const ParseResult r = parse(R"(---
+---
+# only a comment
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: a}
+---
+apiVersion: v1
+kind: Gadget
+metadata: {name: g}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: b, namespace: n}
+...
+)");
+  ASSERT_EQ(r.objects.size(), 2u) << errorsOf(r);
+  EXPECT_EQ(refOf(r.objects[0]).str(), "ServiceAccount default/a");
+  EXPECT_EQ(refOf(r.objects[1]).str(), "ServiceAccount n/b");
+  ASSERT_EQ(r.errors.size(), 1u);
+  EXPECT_EQ(r.errors[0].object, (ObjectRef{"Gadget", "", "g"}));
+  EXPECT_EQ(r.errors[0].file, "t.yaml");
+  EXPECT_EQ(r.errors[0].reason, "unknown kind \"Gadget\"");
+  EXPECT_TRUE(parse("").objects.empty());
+  EXPECT_TRUE(parse("").errors.empty());
+  EXPECT_TRUE(parse("---\n...\n").errors.empty());
+}
+
+TEST(Documents, ListIsExpanded) {
+  const ParseResult r = parse(R"(
+apiVersion: v1
+kind: List
+items:
+- apiVersion: v1
+  kind: Namespace
+  metadata: {name: prod}
+- apiVersion: v1
+  kind: Service
+  metadata: {name: s}
+- apiVersion: specs.smi-spec.io/v1alpha4
+  kind: TCPRoute
+  metadata: {name: r, namespace: prod}
+  spec: {matches: {ports: [70000]}}
+)");
+  ASSERT_EQ(r.objects.size(), 1u);
+  EXPECT_EQ(refOf(r.objects[0]).str(), "Namespace prod");
+  EXPECT_EQ(r.ignored, 1);
+  ASSERT_EQ(r.errors.size(), 1u);
+  EXPECT_EQ(r.errors[0].str(),
+            "t.yaml: TCPRoute prod/r: spec.matches.ports[0]: port 70000 out of range 1..65535");
+
+  EXPECT_TRUE(parse("apiVersion: v1\nkind: List\nitems: []\n").errors.empty());
+  EXPECT_CONTAINS(error("apiVersion: v1\nkind: List\nitems: {}\n"), "items: expected a list");
+  EXPECT_CONTAINS(error("apiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: List}\n"),
+                  "a List inside a List");
+}
+
+TEST(Documents, Json) {
+  const ParseResult r = parse(R"({
+	"apiVersion": "v1",
+	"kind": "List",
+	"items": [
+		{"apiVersion": "specs.smi-spec.io/v1alpha4", "kind": "TCPRoute",
+		 "metadata": {"name": "r", "namespace": "ns", "labels": {"v": "1"}},
+		 "spec": {"matches": {"ports": [8080, 8443]}}},
+		{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+		 "spec": {"hostNetwork": true, "serviceAccountName": "sa"},
+		 "status": {"podIPs": [{"ip": "10.1.2.3"}]}}
+	]
+})");
+  ASSERT_TRUE(r.errors.empty()) << errorsOf(r);
+  ASSERT_EQ(r.objects.size(), 2u);
+  const auto& route = std::get<L4Route>(r.objects[0]);
+  EXPECT_EQ(route.ports, (std::vector<uint16_t>{8080, 8443}));
+  EXPECT_EQ(route.meta.labels.at("v"), "1");
+  const auto& pod = std::get<Pod>(r.objects[1]);
+  EXPECT_TRUE(pod.host_network);
+  EXPECT_EQ(pod.service_account, "sa");
+  EXPECT_EQ(pod.ips, std::vector<std::string>{"10.1.2.3"});
+
+  EXPECT_CONTAINS(error(R"({"apiVersion": "specs.smi-spec.io/v1alpha4", "kind": "TCPRoute",
+      "metadata": {"name": "r"}, "spec": {"matches": {"ports": ["80"]}}})"),
+                  "spec.matches.ports[0]: expected an integer, got \"80\"");
+}
+
+TEST(Documents, SyntaxErrorIsOneErrorForTheFile) {
+  const ParseResult r = parse(
+      "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\n"
+      "apiVersion: v1\nkind: [Namespace\n");
+  EXPECT_TRUE(r.objects.empty());
+  ASSERT_EQ(r.errors.size(), 1u);
+  EXPECT_EQ(r.errors[0].object, ObjectRef{});
+  EXPECT_CONTAINS(r.errors[0].str(), "t.yaml: YAML syntax error at line ");
+  EXPECT_CONTAINS(error("{\"apiVersion\": \"v1\""), "YAML syntax error");
+  EXPECT_CONTAINS(error("a: b\n  c: d\n"), "YAML syntax error at line 2");
+}
+
+TEST(Documents, NeverThrows) {
+  const std::string deep = std::string(5000, '[') + std::string(5000, ']');
+  const std::string big(kMaxManifestBytes + 1, '#');
+  for (const std::string& text :
+       {deep, big, std::string("\xff\xfe\x00garbage", 10), std::string("*unknown_alias"),
+        std::string("a: &x [*x]"), std::string("!!binary xyz"), std::string("? [a]\n: b\n"),
+        std::string("apiVersion: v1\nkind: Pod\nmetadata: {name: p, labels: {[k]: v}}\n"),
+        std::string("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nstatus: {podIPs: 7}\n")}) {
+    ParseResult r;
+    EXPECT_NO_THROW(r = parse(text));
+    EXPECT_TRUE(r.objects.empty()) << text.substr(0, 40);
+    EXPECT_FALSE(r.errors.empty()) << text.substr(0, 40);
+  }
+  EXPECT_CONTAINS(error(big), "file too large");
+  const std::string long_port = "[" + std::string(1000, 'x') + "]";
+  const std::string e =
+      error(route("TCPRoute", "v1alpha4", "spec: {matches: {ports: " + long_port + "}}"));
+  EXPECT_CONTAINS(e, "expected an integer, got \"xxx");
+  EXPECT_LT(e.size(), 200u);
+}
+
+// ---- the SMI spec examples ----------------------------------------------------
+
+std::string examplePath(const std::string& name) {
+  return std::string(SMIK_SHARED_DIR) + "/smi/examples/" + name;
+}
+
+// Spec snippets mostly omit apiVersion: take it from the file name. A
+// TrafficTarget gets the access version; routes get the specs version paired
+// with it (spec.md §0), or the file's own version in traffic-specs files.
+ParseResult loadExample(const std::string& name) {
+  const std::string version = name.substr(name.find("_v") + 1, 8);
+  std::string route_version = version;
+  if (name.starts_with("traffic-access_")) {
+    static const std::map<std::string, std::string> kPairs = {{"v1alpha1", "v1alpha1"},
+                                                              {"v1alpha2", "v1alpha3"},
+                                                              {"v1alpha3", "v1alpha4"},
+                                                              {"v1alpha4", "v1alpha4"}};
+    route_version = kPairs.at(version);
+  }
+  YAML::Emitter out;
+  for (YAML::Node doc : YAML::LoadAllFromFile(examplePath(name))) {
+    const YAML::Node& view = doc;
+    if (doc.IsMap() && !view["apiVersion"]) {
+      const std::string kind = view["kind"].as<std::string>("");
+      doc["apiVersion"] = kind == "TrafficTarget"  ? "access.smi-spec.io/" + version
+                          : kind == "TrafficSplit" ? "split.smi-spec.io/" + version
+                                                   : "specs.smi-spec.io/" + route_version;
+    }
+    out << YAML::BeginDoc << doc;
+  }
+  EXPECT_TRUE(out.good()) << out.GetLastError();
+  return parseManifests(out.c_str(), name);
+}
+
+struct ExampleCounts {
+  std::string file;
+  size_t traffic_targets, tcp, udp, http, errors;
+};
+
+TEST(SpecExamples, EveryAccessAndSpecsExample) {
+  const std::vector<ExampleCounts> expected = {
+      {"traffic-access_v1alpha1_01.yaml", 0, 0, 0, 1, 0},
+      {"traffic-access_v1alpha1_02.yaml", 1, 0, 0, 0, 0},
+      {"traffic-access_v1alpha1_03.yaml", 2, 0, 0, 1, 0},
+      {"traffic-access_v1alpha2_01.yaml", 0, 0, 0, 1, 0},
+      {"traffic-access_v1alpha2_02.yaml", 1, 0, 0, 0, 0},
+      {"traffic-access_v1alpha2_03.yaml", 2, 0, 0, 1, 0},
+      {"traffic-access_v1alpha3_01.yaml", 0, 1, 0, 1, 0},
+      {"traffic-access_v1alpha3_02.yaml", 1, 0, 0, 0, 0},
+      {"traffic-access_v1alpha3_03.yaml", 2, 1, 0, 1, 0},
+      {"traffic-access_v1alpha3_04.yaml", 1, 1, 1, 0, 0},
+      {"traffic-specs_v1alpha1_01.yaml", 0, 0, 0, 1, 0},
+      // Written with `apiVersion: v1alpha1` (no group) in the spec: rejected.
+      {"traffic-specs_v1alpha1_02.yaml", 0, 0, 0, 0, 1},
+      {"traffic-specs_v1alpha1_03.yaml", 0, 1, 0, 0, 0},
+      {"traffic-specs_v1alpha2_01.yaml", 0, 0, 0, 1, 0},
+      {"traffic-specs_v1alpha2_02.yaml", 0, 0, 0, 1, 0},
+      {"traffic-specs_v1alpha2_03.yaml", 0, 0, 0, 1, 0},
+      {"traffic-specs_v1alpha2_04.yaml", 0, 0, 0, 1, 0},
+      {"traffic-specs_v1alpha2_05.yaml", 0, 0, 0, 1, 0},
+      {"traffic-specs_v1alpha2_06.yaml", 0, 1, 0, 0, 0},
+      {"traffic-specs_v1alpha3_01.yaml", 0, 0, 0, 1, 0},
+      {"traffic-specs_v1alpha3_02.yaml", 0, 0, 0, 1, 0},
+      {"traffic-specs_v1alpha3_03.yaml", 0, 0, 0, 1, 0},
+      {"traffic-specs_v1alpha3_04.yaml", 0, 0, 0, 1, 0},
+      {"traffic-specs_v1alpha3_05.yaml", 0, 0, 0, 1, 0},
+      {"traffic-specs_v1alpha3_06.yaml", 0, 1, 0, 0, 0},
+      {"traffic-specs_v1alpha4_01.yaml", 0, 0, 0, 1, 0},
+      {"traffic-specs_v1alpha4_02.yaml", 0, 0, 0, 1, 0},
+      {"traffic-specs_v1alpha4_03.yaml", 0, 0, 0, 1, 0},
+      {"traffic-specs_v1alpha4_04.yaml", 0, 0, 0, 1, 0},
+      {"traffic-specs_v1alpha4_05.yaml", 0, 0, 0, 1, 0},
+      {"traffic-specs_v1alpha4_06.yaml", 0, 1, 0, 0, 0},
+      {"traffic-specs_v1alpha4_07.yaml", 0, 1, 0, 0, 0},
+      {"traffic-specs_v1alpha4_08.yaml", 0, 0, 1, 0, 0},
+      {"traffic-specs_v1alpha4_09.yaml", 0, 0, 1, 0, 0},
+  };
+  // Every access v1alpha1..3 and specs example is listed above.
+  size_t on_disk = 0;
+  for (const auto& e : std::filesystem::directory_iterator(examplePath(""))) {
+    const std::string n = e.path().filename();
+    if (n.starts_with("traffic-specs_") ||
+        (n.starts_with("traffic-access_") && !n.starts_with("traffic-access_v1alpha4")))
+      ++on_disk;
+  }
+  EXPECT_EQ(on_disk, expected.size());
+
+  for (const ExampleCounts& c : expected) {
+    SCOPED_TRACE(c.file);
+    const ParseResult r = loadExample(c.file);
+    ClusterState s;
+    for (const Object& o : r.objects) s.add(o);
+    EXPECT_EQ(r.errors.size(), c.errors) << errorsOf(r);
+    EXPECT_EQ(r.ignored, 0);
+    // Duplicate names within one example (TCPRoute and HTTPRouteGroup both
+    // "the-routes") live in different maps, so counting via ClusterState works.
+    EXPECT_EQ(s.traffic_targets.size(), c.traffic_targets);
+    EXPECT_EQ(s.tcp_routes.size(), c.tcp);
+    EXPECT_EQ(s.udp_routes.size(), c.udp);
+    EXPECT_EQ(s.http_route_groups.size(), c.http);
+    for (const auto& [key, tt] : s.traffic_targets) {
+      EXPECT_FALSE(tt.rules.empty()) << key;
+      EXPECT_FALSE(tt.sources.empty()) << key;
+    }
+  }
+}
+
+TEST(SpecExamples, AccessV1alpha3_04_ProtocolSpecific) {
+  const ParseResult r = loadExample("traffic-access_v1alpha3_04.yaml");
+  ASSERT_TRUE(r.errors.empty()) << errorsOf(r);
+  ClusterState s;
+  for (const Object& o : r.objects) s.add(o);
+
+  ASSERT_EQ(s.tcp_routes.count("default/tcp-ports"), 1u);
+  EXPECT_EQ(s.tcp_routes.at("default/tcp-ports").ports, (std::vector<uint16_t>{8301, 8302, 8300}));
+  ASSERT_EQ(s.udp_routes.count("default/udp-ports"), 1u);
+  EXPECT_EQ(s.udp_routes.at("default/udp-ports").ports, (std::vector<uint16_t>{8301, 8302}));
+  EXPECT_EQ(s.udp_routes.at("default/udp-ports").proto, Proto::kUdp);
+
+  // The TrafficTarget has no namespace in the spec: it lands in "default".
+  ASSERT_EQ(s.traffic_targets.count("default/protocal-specific"), 1u);
+  const TrafficTarget& tt = s.traffic_targets.at("default/protocal-specific");
+  EXPECT_EQ(tt.original_version, "v1alpha3");
+  EXPECT_EQ(tt.destination.kind, "ServiceAccount");
+  EXPECT_EQ(tt.destination.name, "server");
+  EXPECT_EQ(tt.destination.ns, "default");
+  ASSERT_EQ(tt.rules.size(), 2u);
+  EXPECT_EQ(tt.rules[0].kind, "TCPRoute");
+  EXPECT_EQ(tt.rules[0].name, "tcp-ports");
+  EXPECT_EQ(tt.rules[1].kind, "UDPRoute");
+  EXPECT_EQ(tt.rules[1].name, "udp-ports");
+  ASSERT_EQ(tt.sources.size(), 1u);
+  EXPECT_EQ(tt.sources[0].name, "client");
+  EXPECT_EQ(tt.sources[0].ns, "default");
+  EXPECT_FALSE(tt.legacy_port.has_value());
+}
+
+TEST(SpecExamples, LegacyPortsOfOlderTrafficTargets) {
+  for (const char* file : {"traffic-access_v1alpha1_03.yaml", "traffic-access_v1alpha2_03.yaml"}) {
+    SCOPED_TRACE(file);
+    ClusterState s;
+    for (const Object& o : loadExample(file).objects) s.add(o);
+    ASSERT_EQ(s.traffic_targets.size(), 2u);
+    const TrafficTarget& metrics = s.traffic_targets.at("default/api-service-metrics");
+    const TrafficTarget& api = s.traffic_targets.at("default/api-service-api");
+    EXPECT_FALSE(metrics.legacy_port.has_value());
+    EXPECT_EQ(api.legacy_port, 8080);
+    EXPECT_EQ(api.rules.at(0).matches, std::vector<std::string>{"api"});
+    ASSERT_EQ(api.sources.size(), 2u);
+    EXPECT_EQ(api.sources[1].name, "payments-service");
+    const HttpRouteGroup& g = s.http_route_groups.at("default/api-service-routes");
+    ASSERT_EQ(g.matches.size(), 2u);
+    EXPECT_EQ(g.matches[0].methods, std::vector<std::string>{"*"});
+    EXPECT_EQ(g.matches[1].path_regex, "/metrics");
+  }
+}
+
+TEST(SpecExamples, RouteDetails) {
+  const ParseResult old_tcp = loadExample("traffic-specs_v1alpha3_06.yaml");  // spec: {}
+  ASSERT_EQ(old_tcp.objects.size(), 1u);
+  EXPECT_TRUE(std::get<L4Route>(old_tcp.objects[0]).ports.empty());
+
+  const ParseResult tcp = loadExample("traffic-specs_v1alpha4_06.yaml");
+  ASSERT_EQ(tcp.objects.size(), 1u);
+  EXPECT_EQ(std::get<L4Route>(tcp.objects[0]).ports, (std::vector<uint16_t>{3306, 6446}));
+
+  const ParseResult udp = loadExample("traffic-specs_v1alpha4_08.yaml");
+  ASSERT_EQ(udp.objects.size(), 1u);
+  EXPECT_EQ(std::get<L4Route>(udp.objects[0]).proto, Proto::kUdp);
+  EXPECT_EQ(std::get<L4Route>(udp.objects[0]).ports, (std::vector<uint16_t>{989, 990}));
+
+  // Headers written as a map, as the spec prose does.
+  const ParseResult h = loadExample("traffic-specs_v1alpha4_04.yaml");
+  ASSERT_EQ(h.objects.size(), 1u);
+  const auto& g = std::get<HttpRouteGroup>(h.objects[0]);
+  ASSERT_EQ(g.matches.size(), 2u);
+  EXPECT_EQ(g.matches[0].headers,
+            (std::vector<std::pair<std::string, std::string>>{
+                {"user-agent", ".*Android.*"}, {"cookie", "^(.*?;)?(type=insider)(;.*)?$"}}));
+  EXPECT_EQ(g.matches[1].name, "firefox-users");
+
+  const ParseResult bad = loadExample("traffic-specs_v1alpha1_02.yaml");
+  ASSERT_EQ(bad.errors.size(), 1u);
+  EXPECT_EQ(bad.errors[0].str(),
+            "traffic-specs_v1alpha1_02.yaml: HTTPRouteGroup default/the-routes: unsupported "
+            "apiVersion \"v1alpha1\" for HTTPRouteGroup");
+}
+
+// spec.md §1.6: these examples put HTTPRouteGroup `matches` at the top level
+// under a version that wants spec.matches; the CRD rejects them.
+TEST(SpecExamples, SplitAbTestRouteGroupIsRejected) {
+  for (const char* file : {"traffic-split_v1alpha3_02.yaml", "traffic-split_v1alpha4_02.yaml"}) {
+    SCOPED_TRACE(file);
+    const ParseResult r = loadExample(file);
+    EXPECT_TRUE(r.objects.empty());
+    EXPECT_EQ(r.ignored, 1);  // the TrafficSplit
+    ASSERT_EQ(r.errors.size(), 1u) << errorsOf(r);
+    EXPECT_EQ(r.errors[0].object, (ObjectRef{"HTTPRouteGroup", "default", "ab-test"}));
+    EXPECT_EQ(r.errors[0].reason, "missing required field spec.matches");
+  }
+}
+
+// Draft v1alpha4 TrafficTargets (IdentityBinding subjects) have no CRD.
+TEST(SpecExamples, AccessV1alpha4DraftIsUnsupported) {
+  const ParseResult ib = loadExample("traffic-access_v1alpha4_01.yaml");
+  ASSERT_EQ(ib.errors.size(), 1u);
+  EXPECT_EQ(ib.errors[0].reason, "unknown kind \"IdentityBinding\"");
+
+  const ParseResult tt = loadExample("traffic-access_v1alpha4_05.yaml");
+  EXPECT_EQ(tt.objects.size(), 2u);  // the routes are plain specs v1alpha4
+  ASSERT_EQ(tt.errors.size(), 1u);
+  EXPECT_EQ(tt.errors[0].reason,
+            "unsupported apiVersion \"access.smi-spec.io/v1alpha4\" for TrafficTarget");
+}
+
+}  // namespace
+}  // namespace smik::model
