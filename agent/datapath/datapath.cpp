@@ -24,9 +24,12 @@ constexpr int kTcxEgress = 47;
 constexpr uint32_t kClsactHandle = 0x5e1c;
 constexpr uint32_t kClsactPriority = 1;
 
-std::string linkPin(const std::string& pin_dir, const std::string& ifname, uint32_t ifindex,
+// bpffs refuses names with '.', which interface names may hold (eth0.100).
+std::string linkPin(const std::string& pin_dir, std::string ifname, uint32_t ifindex,
                     const char* dir) {
-  return pin_dir + "/links/" + ifname + "." + std::to_string(ifindex) + "." + dir;
+  for (char& c : ifname)
+    if (c == '.') c = '-';
+  return pin_dir + "/links/" + ifname + "_" + std::to_string(ifindex) + "_" + dir;
 }
 
 std::string errnoText(const std::string& what) { return what + ": " + std::strerror(errno); }

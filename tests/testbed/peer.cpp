@@ -41,7 +41,7 @@ using Clock = std::chrono::steady_clock;
   std::fprintf(stderr,
                "smik-testpeer: %s\n"
                "usage: smik-testpeer serve --tcp P[,P..] --udp P[,P..] [--id NAME]\n"
-               "       smik-testpeer tcp|udp IP PORT [--timeout-ms N] [--count N]\n"
+               "       smik-testpeer tcp|udp IP PORT [--timeout-ms N] [--count N] [--src IP]\n"
                "       smik-testpeer hold IP PORT --seconds S\n",
                why.c_str());
   std::exit(2);
@@ -181,11 +181,33 @@ std::string errnoLine(int err) {
   return std::string("error ") + std::strerror(err);
 }
 
+// --src: send from this (IPv4) address, e.g. one the pod does not own, to
+// test anti-spoofing. A foreign source needs IP_TRANSPARENT (CAP_NET_ADMIN):
+// FREEBIND alone still fails the output route lookup.
+std::string g_src;
+
+std::string bindSource(int fd) {
+  if (g_src.empty()) return "";
+  sockaddr_in sin{};
+  sin.sin_family = AF_INET;
+  if (::inet_pton(AF_INET, g_src.c_str(), &sin.sin_addr) != 1) usage("bad --src " + g_src);
+  int one = 1;
+  ::setsockopt(fd, IPPROTO_IP, IP_FREEBIND, &one, sizeof one);
+  ::setsockopt(fd, IPPROTO_IP, IP_TRANSPARENT, &one, sizeof one);
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&sin), sizeof sin) != 0) return errnoLine(errno);
+  return "";
+}
+
 // Non-blocking connect with a timeout; on failure fd is -1 and the result
 // is the line to print.
 std::string connectTcp(const Addr& a, int timeout_ms, int& fd) {
   fd = ::socket(a.family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return errnoLine(errno);
+  if (std::string e = bindSource(fd); !e.empty()) {
+    ::close(fd);
+    fd = -1;
+    return e;
+  }
   std::string res;
   if (::connect(fd, a.sa(), a.len) != 0) {
     if (errno != EINPROGRESS) {
@@ -339,6 +361,7 @@ int main(int argc, char** argv) {
   if (mode != "tcp" && mode != "udp" && mode != "hold") usage("unknown mode " + mode);
   if (pos.size() != 2) usage(mode + " needs IP PORT");
   Addr a = parseAddr(pos[0], pos[1]);
+  g_src = get("--src", "");
   int rc;
   if (mode == "hold") {
     if (!opt.count("--seconds")) usage("hold needs --seconds");
