@@ -1,0 +1,196 @@
+// ns per packet of the tc policy program (BPF_PROG_TEST_RUN), by policy size,
+// against an empty tc program measured the same way in the same run.
+//
+//   new flow     allowed, first packet: policy lookups + conntrack insert
+//   established  allowed, conntrack hit (every packet after the first)
+//   denied       policy path with no match: every lookup, then drop
+//
+// "new flow" needs a fresh tuple per packet, so it runs one packet per test
+// run (repeat=1) and is compared with the empty program at repeat=1 too.
+#include <benchmark/benchmark.h>
+#include <arpa/inet.h>
+#include <bpf/bpf.h>
+#include <linux/bpf.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "agent/datapath/datapath.h"
+#include "tests/kernel/packet.h"
+
+using namespace smik;
+
+namespace {
+
+constexpr uint32_t kLo = 1;
+constexpr uint32_t kRepeat = 200000;
+std::map<std::string, double> g_ns;  // "case/size" -> ns per packet (last repetition)
+
+int emptyProg() {
+  static int fd = [] {
+    bpf_insn insns[] = {
+        {.code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = BPF_REG_0, .imm = 0},
+        {.code = BPF_JMP | BPF_EXIT},
+    };
+    return bpf_prog_load(BPF_PROG_TYPE_SCHED_CLS, "smik_empty", "GPL", insns, 2, nullptr);
+  }();
+  return fd;
+}
+
+compile::Addr v4(uint32_t host_order) {
+  compile::Addr a;
+  a.family = SMIK_AF_INET;
+  uint32_t be = htonl(host_order);
+  std::memcpy(a.bytes.data(), &be, 4);
+  return a;
+}
+
+// A loaded datapath holding n identities (pod IPs) and n policy entries.
+struct Loaded {
+  std::string pin;
+  std::unique_ptr<datapath::Datapath> dp;
+  explicit Loaded(int n) {
+    pin = "/sys/fs/bpf/smik-bench-" + std::to_string(getpid()) + "-" + std::to_string(n);
+    datapath::Options o;
+    o.pin_dir = pin;
+    std::string err;
+    dp = datapath::Datapath::open(o, &err);
+    if (!dp) throw std::runtime_error(err);
+    maps::KernelState s;
+    s.policy_installed = true;
+    const uint32_t base = 0x0a000000;  // 10.0.0.0
+    for (int i = 0; i < n; i++) {
+      uint32_t id = SMIK_ID_FIRST_DYNAMIC + i;
+      s.ips[v4(base + i)] = {id, 0};
+      s.policy[{id, SMIK_ID_FIRST_DYNAMIC + (i * 7919) % n, uint16_t(1000 + i % 5000), 6, 0}] = {1, 0};
+    }
+    // client 10.0.0.0 (id 256) may reach the server (id 257) on 8080
+    s.policy[{SMIK_ID_FIRST_DYNAMIC, SMIK_ID_FIRST_DYNAMIC + 1, 8080, 6, 0}] = {1, 0};
+    s.policy[{SMIK_ID_META, SMIK_ID_FIRST_DYNAMIC + 1, 0, 0, 0}] = {0, SMIK_POL_F_ENFORCED};
+    smik_endpoint ep{};
+    ep.identity = SMIK_ID_FIRST_DYNAMIC + 1;
+    ep.naddrs = 1;
+    ep.families[0] = SMIK_AF_INET;
+    std::memcpy(ep.addrs[0], v4(base + 1).bytes.data(), 16);
+    s.endpoints[kLo] = ep;
+    if (!maps::apply(dp->maps(), s, dp->maps().read(), nullptr, &err)) throw std::runtime_error(err);
+  }
+  ~Loaded() {
+    dp.reset();
+    std::string err;
+    datapath::Datapath::uninstall(pin, &err);
+  }
+};
+
+Loaded& loaded(int n) {
+  static std::map<int, std::unique_ptr<Loaded>> cache;
+  auto& l = cache[n];
+  if (!l) l = std::make_unique<Loaded>(n);
+  return *l;
+}
+
+pkt::PacketSpec allowed() { return {.src = "10.0.0.0", .dst = "10.0.0.1", .dport = 8080}; }
+
+void record(benchmark::State& st, const std::string& name, double ns) {
+  st.SetIterationTime(ns * 1e-9);
+  g_ns[name] = ns;
+}
+
+void BM_Empty(benchmark::State& st) {
+  auto p = pkt::buildPacket(allowed());
+  for (auto _ : st) {
+    uint32_t ns = 0;
+    pkt::runTc(emptyProg(), p, kLo, kRepeat, &ns);
+    record(st, "empty", ns);
+  }
+}
+
+void BM_EmptySingle(benchmark::State& st) {
+  auto p = pkt::buildPacket(allowed());
+  for (auto _ : st) {
+    double total = 0;
+    for (int i = 0; i < 2000; i++) {
+      uint32_t ns = 0;
+      pkt::runTc(emptyProg(), p, kLo, 1, &ns);
+      total += ns;
+    }
+    record(st, "empty-single", total / 2000);
+  }
+}
+
+void BM_Established(benchmark::State& st) {
+  auto& l = loaded(st.range(0));
+  auto p = pkt::buildPacket(allowed());
+  if (pkt::runTc(l.dp->toPodProgFd(), p, kLo) != 0) st.SkipWithError("not allowed");
+  for (auto _ : st) {
+    uint32_t ns = 0;
+    pkt::runTc(l.dp->toPodProgFd(), p, kLo, kRepeat, &ns);
+    record(st, "established/" + std::to_string(st.range(0)), ns);
+  }
+}
+
+void BM_Denied(benchmark::State& st) {
+  auto& l = loaded(st.range(0));
+  auto spec = allowed();
+  spec.dport = 8081;
+  auto p = pkt::buildPacket(spec);
+  if (pkt::runTc(l.dp->toPodProgFd(), p, kLo) != 2) st.SkipWithError("not denied");
+  for (auto _ : st) {
+    uint32_t ns = 0;
+    pkt::runTc(l.dp->toPodProgFd(), p, kLo, kRepeat, &ns);
+    record(st, "denied/" + std::to_string(st.range(0)), ns);
+  }
+}
+
+void BM_NewFlow(benchmark::State& st) {
+  auto& l = loaded(st.range(0));
+  static uint32_t sport = 0;
+  for (auto _ : st) {
+    double total = 0;
+    for (int i = 0; i < 2000; i++) {
+      auto spec = allowed();
+      spec.sport = 1024 + (sport++ % 60000);
+      spec.src = "10.0.0.0";
+      uint32_t ns = 0;
+      // A new source port each time: a conntrack miss, so the policy decides.
+      if (pkt::runTc(l.dp->toPodProgFd(), pkt::buildPacket(spec), kLo, 1, &ns) != 0)
+        st.SkipWithError("not allowed");
+      total += ns;
+    }
+    record(st, "new-flow/" + std::to_string(st.range(0)), total / 2000);
+  }
+}
+
+BENCHMARK(BM_Empty)->UseManualTime()->Iterations(5)->Unit(benchmark::kNanosecond);
+BENCHMARK(BM_EmptySingle)->UseManualTime()->Iterations(5)->Unit(benchmark::kNanosecond);
+BENCHMARK(BM_NewFlow)->Arg(10)->Arg(10000)->Arg(100000)->UseManualTime()->Iterations(5)->Unit(benchmark::kNanosecond);
+BENCHMARK(BM_Established)->Arg(10)->Arg(10000)->Arg(100000)->UseManualTime()->Iterations(5)->Unit(benchmark::kNanosecond);
+BENCHMARK(BM_Denied)->Arg(10)->Arg(10000)->Arg(100000)->UseManualTime()->Iterations(5)->Unit(benchmark::kNanosecond);
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (geteuid() != 0) {
+    std::fprintf(stderr, "smik_bench_tc needs root (BPF_PROG_TEST_RUN)\n");
+    return 1;
+  }
+  benchmark::Initialize(&argc, argv);
+  benchmark::RunSpecifiedBenchmarks();
+  std::printf("\n%-14s %10s %10s %10s   %s\n", "case", "10", "10k", "100k", "100k/10  vs empty@10");
+  for (const char* c : {"new-flow", "established", "denied"}) {
+    double a = g_ns[std::string(c) + "/10"], b = g_ns[std::string(c) + "/10000"],
+           d = g_ns[std::string(c) + "/100000"];
+    double base = std::string(c) == "new-flow" ? g_ns["empty-single"] : g_ns["empty"];
+    std::printf("%-14s %8.1fns %8.1fns %8.1fns   %.2fx    %.2fx\n", c, a, b, d, a > 0 ? d / a : 0,
+                base > 0 ? a / base : 0);
+  }
+  std::printf("%-14s %8.1fns (repeat=%u)  %8.1fns (repeat=1)\n", "empty tc prog", g_ns["empty"],
+              kRepeat, g_ns["empty-single"]);
+  benchmark::Shutdown();
+  // Datapaths are unpinned by their destructors at exit.
+  return 0;
+}

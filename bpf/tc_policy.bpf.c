@@ -176,20 +176,21 @@ int smik_to_pod(struct __sk_buff *skb) {
   if (p.icmp == ICMP_INFRA)
     return count(skb, SMIK_REASON_FORWARDED);
 
-  __u32 ifindex = skb->ifindex;
-  struct smik_endpoint *ep = bpf_map_lookup_elem(&smik_endpoints, &ifindex);
-  if (!ep)
-    return count(skb, SMIK_REASON_FORWARDED); /* not (or no longer) ours */
-
   __u32 zero = 0;
   struct smik_state *st = bpf_map_lookup_elem(&smik_state, &zero);
   __u32 gen = st ? st->policy_gen : 0;
 
+  /* Established flows first: one lookup decides most packets. */
   struct smik_ct_key ck = {};
   ct_key_of(&ck, &p, 0);
   struct smik_ct_value *ct = bpf_map_lookup_elem(&smik_ct, &ck);
   if (ct && ((ct->flags & SMIK_CT_F_REPLY) || ct->policy_gen == gen))
     return count(skb, SMIK_REASON_FORWARDED);
+
+  __u32 ifindex = skb->ifindex;
+  struct smik_endpoint *ep = bpf_map_lookup_elem(&smik_endpoints, &ifindex);
+  if (!ep)
+    return count(skb, SMIK_REASON_FORWARDED); /* not (or no longer) ours */
 
   __u32 src = identity_of(&p);
   __u32 dst = ep->identity;

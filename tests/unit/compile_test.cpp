@@ -652,6 +652,17 @@ TEST(CompileIdentity, IdsAreDynamicUniqueAndNeverMeta) {
   }
 }
 
+// Stability holds up to hash collisions (by design: ids are a stateless hash).
+// These two names collide (found by search); the first by name keeps the
+// hashed slot, the other probes to the next id.
+TEST(CompileIdentity, CollisionsAreProbedInNameOrder) {
+  const auto later_alone = assignIdentities({"ns/sa-221924"});
+  const auto both = assignIdentities({"ns/sa-195396", "ns/sa-221924"});
+  EXPECT_EQ(later_alone.at("ns/sa-221924"), 1753641363u);
+  EXPECT_EQ(both.at("ns/sa-195396"), 1753641363u);
+  EXPECT_EQ(both.at("ns/sa-221924"), 1753641364u);
+}
+
 TEST(CompileIdentity, TrafficTargetSubjectsGetIdsWithoutPods) {
   const Plan p = compile(stateOf(base() + trafficTarget("prod", "t", "server",
                                                         "[" + rule("TCPRoute", "web") + "]",

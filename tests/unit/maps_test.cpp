@@ -1,0 +1,345 @@
+// Plan -> kernel state, and the diff writer, on the in-memory FakeBackend.
+#include "maps/maps.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+#include <vector>
+
+namespace smik::maps {
+namespace {
+
+compile::Addr addr(const std::string& text) {
+  compile::Addr a;
+  EXPECT_TRUE(compile::parseAddr(text, &a)) << text;
+  return a;
+}
+
+bool sameEndpoint(const smik_endpoint& a, const smik_endpoint& b) {
+  return std::memcmp(&a, &b, sizeof a) == 0;
+}
+
+bool sameEndpoints(const std::map<uint32_t, smik_endpoint>& a,
+                   const std::map<uint32_t, smik_endpoint>& b) {
+  return a.size() == b.size() &&
+         std::equal(a.begin(), a.end(), b.begin(), [](const auto& x, const auto& y) {
+           return x.first == y.first && sameEndpoint(x.second, y.second);
+         });
+}
+
+// What the backend holds equals `want` (ips, endpoints, policy, installed).
+void expectHolds(Backend& b, const KernelState& want) {
+  const KernelState got = b.read();
+  EXPECT_EQ(got.ips, want.ips);
+  EXPECT_TRUE(sameEndpoints(got.endpoints, want.endpoints));
+  EXPECT_EQ(got.policy, want.policy);
+  EXPECT_EQ(got.policy_installed, want.policy_installed);
+}
+
+smik_endpoint endpoint(uint32_t identity, const std::string& ip) {
+  smik_endpoint e{};
+  e.identity = identity;
+  e.naddrs = 1;
+  const compile::Addr a = addr(ip);
+  e.families[0] = a.family;
+  std::memcpy(e.addrs[0], a.bytes.data(), 16);
+  return e;
+}
+
+smik_policy_key grant(uint32_t src, uint32_t dst, uint16_t port) {
+  return {src, dst, port, SMIK_PROTO_TCP, 0};
+}
+
+// Two pods, one allow rule, one enforced destination.
+KernelState sampleState() {
+  KernelState s;
+  s.ips[addr("10.0.0.10")] = {300, SMIK_IP_F_LOCAL};
+  s.ips[addr("10.0.0.20")] = {301, SMIK_IP_F_LOCAL};
+  s.ips[addr("10.0.1.30")] = {302, 0};
+  s.endpoints[11] = endpoint(300, "10.0.0.10");
+  s.endpoints[12] = endpoint(301, "10.0.0.20");
+  s.policy[grant(301, 300, 80)] = {1, 0};
+  s.policy[{SMIK_ID_META, 300, 0, 0, 0}] = {0, SMIK_POL_F_ENFORCED};
+  s.policy_installed = true;
+  return s;
+}
+
+compile::Plan samplePlan() {
+  compile::Plan p;
+  p.identities = {{"prod/server", 300}, {"prod/client", 301}};
+  p.ip_identity[addr("10.0.0.10")] = {300, SMIK_IP_F_LOCAL};
+  p.ip_identity[addr("fd00::10")] = {300, SMIK_IP_F_LOCAL};
+  p.ip_identity[addr("10.0.0.20")] = {301, SMIK_IP_F_LOCAL};
+  p.endpoints["prod/server-0"] = {"prod/server-0", 300, {addr("10.0.0.10"), addr("fd00::10")}};
+  p.endpoints["prod/client-0"] = {"prod/client-0", 301, {addr("10.0.0.20")}};
+  p.policy[grant(301, 300, 80)] = {1, 0};
+  p.policy[{SMIK_ID_META, 300, 0, 0, 0}] = {0, SMIK_POL_F_ENFORCED};
+  p.rules = {{"prod/allow", "TCPRoute web"}};
+  return p;
+}
+
+// FakeBackend that records each call, in order.
+class RecordingBackend : public FakeBackend {
+ public:
+  std::vector<std::string> calls;
+
+  bool putIp(const compile::Addr& a, const smik_ip_info& v, std::string* err) override {
+    calls.push_back("putIp " + a.str());
+    return FakeBackend::putIp(a, v, err);
+  }
+  bool deleteIp(const compile::Addr& a, std::string* err) override {
+    calls.push_back("deleteIp " + a.str());
+    return FakeBackend::deleteIp(a, err);
+  }
+  bool putEndpoint(uint32_t ifindex, const smik_endpoint& v, std::string* err) override {
+    calls.push_back("putEndpoint " + std::to_string(ifindex));
+    return FakeBackend::putEndpoint(ifindex, v, err);
+  }
+  bool deleteEndpoint(uint32_t ifindex, std::string* err) override {
+    calls.push_back("deleteEndpoint " + std::to_string(ifindex));
+    return FakeBackend::deleteEndpoint(ifindex, err);
+  }
+  bool swapPolicy(const PolicyEntries& entries, std::string* err) override {
+    calls.push_back("swapPolicy");
+    return FakeBackend::swapPolicy(entries, err);
+  }
+};
+
+}  // namespace
+
+// ---- desiredState ------------------------------------------------------------------
+
+TEST(DesiredState, CopiesAddressesAndPolicy) {
+  const compile::Plan p = samplePlan();
+  const KernelState s = desiredState(p, {}, {});
+  EXPECT_EQ(s.ips, p.ip_identity);
+  EXPECT_EQ(s.policy, p.policy);
+  EXPECT_TRUE(s.policy_installed);
+}
+
+TEST(DesiredState, EndpointsOnlyForPodsWithAnInterface) {
+  const compile::Plan p = samplePlan();
+  const KernelState s =
+      desiredState(p, {{"prod/server-0", 7}, {"prod/gone-0", 9}}, {{"prod/server-0", 1}});
+  ASSERT_EQ(s.endpoints.size(), 1u);
+  ASSERT_EQ(s.endpoints.count(7), 1u);
+  const smik_endpoint& ep = s.endpoints.at(7);
+  EXPECT_EQ(ep.identity, 300u);
+  EXPECT_EQ(ep.attach, SMIK_EP_ATTACH_TCX);
+  ASSERT_EQ(ep.naddrs, 2);
+  EXPECT_EQ(ep.families[0], SMIK_AF_INET);
+  EXPECT_EQ(ep.families[1], SMIK_AF_INET6);
+  EXPECT_EQ(std::memcmp(ep.addrs[0], addr("10.0.0.10").bytes.data(), 16), 0);
+  EXPECT_EQ(std::memcmp(ep.addrs[1], addr("fd00::10").bytes.data(), 16), 0);
+  EXPECT_EQ(ep.families[2], 0);
+  EXPECT_EQ(ep.pad[0], 0);
+}
+
+TEST(DesiredState, AttachModePerPodAndZeroWhenUnknown) {
+  const compile::Plan p = samplePlan();
+  const KernelState s = desiredState(p, {{"prod/server-0", 7}, {"prod/client-0", 8}},
+                                     {{"prod/client-0", SMIK_EP_ATTACH_CLSACT}});
+  ASSERT_EQ(s.endpoints.size(), 2u);
+  EXPECT_EQ(s.endpoints.at(7).attach, 0);
+  EXPECT_EQ(s.endpoints.at(8).attach, SMIK_EP_ATTACH_CLSACT);
+  EXPECT_EQ(s.endpoints.at(8).identity, 301u);
+  EXPECT_EQ(s.endpoints.at(8).naddrs, 1);
+}
+
+TEST(DesiredState, AtMostFourAddressesPerEndpoint) {
+  compile::Plan p;
+  p.endpoints["prod/many-0"] = {"prod/many-0", 400,
+                                {addr("10.0.0.1"), addr("10.0.0.2"), addr("10.0.0.3"),
+                                 addr("10.0.0.4"), addr("10.0.0.5")}};
+  const KernelState s = desiredState(p, {{"prod/many-0", 3}}, {});
+  ASSERT_EQ(s.endpoints.count(3), 1u);
+  EXPECT_EQ(s.endpoints.at(3).naddrs, SMIK_ENDPOINT_ADDRS);
+  EXPECT_EQ(std::memcmp(s.endpoints.at(3).addrs[3], addr("10.0.0.4").bytes.data(), 16), 0);
+}
+
+TEST(DesiredState, EmptyPlanStillInstallsAPolicy) {
+  const KernelState s = desiredState(compile::Plan{}, {}, {});
+  EXPECT_TRUE(s.policy.empty());
+  EXPECT_TRUE(s.policy_installed);
+}
+
+// ---- ipKey ---------------------------------------------------------------------------
+
+TEST(IpKey, FullPrefixAndRoundTrip) {
+  for (const char* text : {"10.1.2.3", "fd00::1:2"}) {
+    SCOPED_TRACE(text);
+    const compile::Addr a = addr(text);
+    const smik_ip_key k = ipKey(a);
+    EXPECT_EQ(k.prefixlen, a.family == SMIK_AF_INET ? 64u : 160u);
+    EXPECT_EQ(k.family, a.family);
+    EXPECT_EQ(addrOf(k), a);
+    EXPECT_EQ(addrOf(k).str(), text);
+  }
+}
+
+// ---- apply -----------------------------------------------------------------------------
+
+TEST(Apply, FirstApplyWritesEverything) {
+  FakeBackend fb;
+  const KernelState next = sampleState();
+  ApplyStats st;
+  std::string err;
+  ASSERT_TRUE(apply(fb, next, fb.read(), &st, &err)) << err;
+  EXPECT_EQ(st.ip_writes, 3);
+  EXPECT_EQ(st.endpoint_writes, 2);
+  EXPECT_TRUE(st.policy_swapped);
+  EXPECT_EQ(st.ip_deletes + st.endpoint_deletes, 0);
+  EXPECT_EQ(fb.writes, 6);
+  EXPECT_EQ(fb.swaps, 1);
+  EXPECT_EQ(fb.policyGeneration(), 1u);
+  expectHolds(fb, next);
+}
+
+TEST(Apply, SameStateAgainWritesNothing) {
+  FakeBackend fb;
+  const KernelState next = sampleState();
+  std::string err;
+  ASSERT_TRUE(apply(fb, next, fb.read(), nullptr, &err)) << err;
+  const int writes = fb.writes;
+  ApplyStats st;
+  ASSERT_TRUE(apply(fb, next, fb.read(), &st, &err)) << err;
+  EXPECT_EQ(fb.writes, writes);
+  EXPECT_EQ(fb.swaps, 1);
+  EXPECT_EQ(fb.policyGeneration(), 1u);
+  EXPECT_FALSE(st.policy_swapped);
+  EXPECT_EQ(st.ip_writes + st.endpoint_writes + st.ip_deletes + st.endpoint_deletes, 0);
+}
+
+TEST(Apply, PolicyChangeSwapsExactlyOnce) {
+  FakeBackend fb;
+  KernelState next = sampleState();
+  std::string err;
+  ASSERT_TRUE(apply(fb, next, fb.read(), nullptr, &err)) << err;
+  const int writes = fb.writes;
+  next.policy[grant(302, 300, 443)] = {2, 0};
+  next.policy.erase(grant(301, 300, 80));
+  ApplyStats st;
+  ASSERT_TRUE(apply(fb, next, fb.read(), &st, &err)) << err;
+  EXPECT_TRUE(st.policy_swapped);
+  EXPECT_EQ(fb.swaps, 2);
+  EXPECT_EQ(fb.writes, writes + 1);  // the swap only: addresses and endpoints untouched
+  EXPECT_EQ(fb.policyGeneration(), 2u);
+  expectHolds(fb, next);
+}
+
+TEST(Apply, ChangedEntriesAreRewrittenOneByOne) {
+  FakeBackend fb;
+  KernelState next = sampleState();
+  std::string err;
+  ASSERT_TRUE(apply(fb, next, fb.read(), nullptr, &err)) << err;
+  next.ips[addr("10.0.1.30")] = {303, 0};  // the pod behind the IP changed identity
+  next.endpoints[12].attach = SMIK_EP_ATTACH_TCX;
+  ApplyStats st;
+  ASSERT_TRUE(apply(fb, next, fb.read(), &st, &err)) << err;
+  EXPECT_EQ(st.ip_writes, 1);
+  EXPECT_EQ(st.endpoint_writes, 1);
+  EXPECT_FALSE(st.policy_swapped);
+  expectHolds(fb, next);
+}
+
+TEST(Apply, RemovedAddressesAndEndpointsAreDeleted) {
+  FakeBackend fb;
+  KernelState next = sampleState();
+  std::string err;
+  ASSERT_TRUE(apply(fb, next, fb.read(), nullptr, &err)) << err;
+  next.ips.erase(addr("10.0.0.20"));
+  next.ips.erase(addr("10.0.1.30"));
+  next.endpoints.erase(12);
+  ApplyStats st;
+  ASSERT_TRUE(apply(fb, next, fb.read(), &st, &err)) << err;
+  EXPECT_EQ(st.ip_deletes, 2);
+  EXPECT_EQ(st.endpoint_deletes, 1);
+  EXPECT_EQ(st.ip_writes + st.endpoint_writes, 0);
+  EXPECT_FALSE(st.policy_swapped);
+  expectHolds(fb, next);
+}
+
+TEST(Apply, AdditionsThenPolicySwapThenDeletions) {
+  RecordingBackend rb;
+  KernelState before = sampleState();
+  std::string err;
+  ASSERT_TRUE(apply(rb, before, rb.read(), nullptr, &err)) << err;
+  rb.calls.clear();
+
+  KernelState next = before;
+  next.ips.erase(addr("10.0.0.20"));
+  next.endpoints.erase(12);
+  next.ips[addr("10.0.0.40")] = {304, SMIK_IP_F_LOCAL};
+  next.ips[addr("fd00::40")] = {304, SMIK_IP_F_LOCAL};
+  next.endpoints[14] = endpoint(304, "10.0.0.40");
+  next.policy.erase(grant(301, 300, 80));
+  next.policy[grant(304, 300, 80)] = {1, 0};
+  ASSERT_TRUE(apply(rb, next, rb.read(), nullptr, &err)) << err;
+
+  const auto& c = rb.calls;
+  ASSERT_EQ(std::count(c.begin(), c.end(), "swapPolicy"), 1) << ::testing::PrintToString(c);
+  const size_t swap = std::find(c.begin(), c.end(), "swapPolicy") - c.begin();
+  std::vector<std::string> adds(c.begin(), c.begin() + swap);
+  std::vector<std::string> removals(c.begin() + swap + 1, c.end());
+  std::sort(adds.begin(), adds.end());
+  std::sort(removals.begin(), removals.end());
+  EXPECT_EQ(adds, (std::vector<std::string>{"putEndpoint 14", "putIp 10.0.0.40", "putIp fd00::40"}));
+  EXPECT_EQ(removals, (std::vector<std::string>{"deleteEndpoint 12", "deleteIp 10.0.0.20"}));
+  expectHolds(rb, next);
+}
+
+TEST(Apply, EmptyPolicyIsInstalledWhenNoneIs) {
+  FakeBackend fb;
+  KernelState next;
+  next.policy_installed = true;
+  ASSERT_FALSE(fb.read().policy_installed);
+  ApplyStats st;
+  std::string err;
+  ASSERT_TRUE(apply(fb, next, fb.read(), &st, &err)) << err;
+  EXPECT_TRUE(st.policy_swapped);
+  EXPECT_EQ(fb.swaps, 1);
+  EXPECT_TRUE(fb.read().policy_installed);
+  EXPECT_TRUE(fb.read().policy.empty());
+
+  ASSERT_TRUE(apply(fb, next, fb.read(), &st, &err)) << err;
+  EXPECT_EQ(fb.swaps, 1);
+}
+
+TEST(Apply, InjectedFailureStopsWithAnError) {
+  FakeBackend fb;
+  const KernelState next = sampleState();
+  fb.fail_after_writes = 2;
+  std::string err;
+  EXPECT_FALSE(apply(fb, next, fb.read(), nullptr, &err));
+  EXPECT_EQ(err, "injected failure");
+  EXPECT_EQ(fb.writes, 2);
+  // A prefix of the sequence: no policy yet, so nothing is judged by half of it.
+  EXPECT_EQ(fb.swaps, 0);
+  EXPECT_FALSE(fb.read().policy_installed);
+
+  // The caller re-reads and retries.
+  err.clear();
+  ApplyStats st;
+  ASSERT_TRUE(apply(fb, next, fb.read(), &st, &err)) << err;
+  EXPECT_EQ(st.ip_writes + st.endpoint_writes, 3);
+  expectHolds(fb, next);
+}
+
+TEST(Apply, FailedSwapDeletesNothing) {
+  FakeBackend fb;
+  KernelState next = sampleState();
+  std::string err;
+  ASSERT_TRUE(apply(fb, next, fb.read(), nullptr, &err)) << err;
+  const KernelState before = fb.read();
+  next.ips.erase(addr("10.0.1.30"));
+  next.policy.clear();
+  fb.fail_after_writes = fb.writes;  // the swap is the next write
+  EXPECT_FALSE(apply(fb, next, fb.read(), nullptr, &err));
+  EXPECT_EQ(err, "injected failure");
+  expectHolds(fb, before);
+  EXPECT_EQ(fb.policyGeneration(), 1u);
+}
+
+}  // namespace smik::maps
