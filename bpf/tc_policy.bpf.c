@@ -165,6 +165,18 @@ static __always_inline void ct_key_of(struct smik_ct_key *k, const struct pkt *p
   }
 }
 
+/* Neighbour discovery, DAD and MLD (behind a hop-by-hop header) run before
+ * and beside the pod's own address, from link-local (fe80::/10) or the
+ * unspecified address. Such packets never leave the link: no spoofing risk. */
+static __always_inline int is_ipv6_link_setup(const struct pkt *p) {
+  if (p->family != SMIK_AF_INET6)
+    return 0;
+  if (p->saddr[0] == 0xfe && (p->saddr[1] & 0xc0) == 0x80)
+    return 1;
+  const __u8 unspecified[16] = {};
+  return equal16(p->saddr, unspecified);
+}
+
 SEC("tc")
 int smik_to_pod(struct __sk_buff *skb) {
   struct pkt p = {};
@@ -173,7 +185,8 @@ int smik_to_pod(struct __sk_buff *skb) {
     return count(skb, SMIK_REASON_FORWARDED);
   if (r == PARSE_MALFORMED)
     return count(skb, SMIK_REASON_MALFORMED);
-  if (p.icmp == ICMP_INFRA)
+  /* On a veth, link-local traffic can only come from the host itself. */
+  if (p.icmp == ICMP_INFRA || is_ipv6_link_setup(&p))
     return count(skb, SMIK_REASON_FORWARDED);
 
   __u32 zero = 0;
@@ -235,11 +248,8 @@ int smik_from_pod(struct __sk_buff *skb) {
   struct smik_endpoint *ep = bpf_map_lookup_elem(&smik_endpoints, &ifindex);
   if (!ep)
     return count(skb, SMIK_REASON_FORWARDED);
-  if (!is_own_addr(ep, &p)) {
-    /* IPv6 link-local (fe80::/10) is how ND works before any address is set */
-    if (!(p.family == SMIK_AF_INET6 && p.saddr[0] == 0xfe && (p.saddr[1] & 0xc0) == 0x80))
-      return count(skb, SMIK_REASON_SPOOFED);
-  }
+  if (!is_own_addr(ep, &p) && !is_ipv6_link_setup(&p))
+    return count(skb, SMIK_REASON_SPOOFED);
   if (p.icmp == ICMP_INFRA)
     return count(skb, SMIK_REASON_FORWARDED);
 

@@ -2,6 +2,8 @@
 // a manifest directory; status asks a running agent.
 #include <httplib.h>
 
+#include <spdlog/spdlog.h>
+
 #include <CLI/CLI.hpp>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -151,6 +153,7 @@ int statusCmd(const std::string& addr, const std::string& output) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  spdlog::set_level(spdlog::level::warn);  // the manifest reader's progress is the agent's news
   CLI::App app{"smik: SMI in the kernel"};
   app.require_subcommand(1);
 

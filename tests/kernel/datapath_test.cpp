@@ -196,6 +196,14 @@ TEST_F(DatapathTest, Ipv6FollowsTheSamePolicy) {
   EXPECT_EQ(toPod({.src = "fd00::1", .dst = "fd00::2", .dport = 22}), kDrop);
 }
 
+TEST_F(DatapathTest, Ipv6LinkLocalIsNotSpoofingNorPolicy) {
+  apply();
+  EXPECT_EQ(fromPod({.src = "fe80::1", .dst = "ff02::16", .proto = 1, .icmp_type = 143}), kPass);
+  EXPECT_EQ(fromPod({.src = "::", .dst = "ff02::1:ff00:2", .proto = 1, .icmp_type = 135}), kPass);
+  EXPECT_EQ(toPod({.src = "fe80::9", .dst = "fd00::2", .dport = 22}), kPass);
+  EXPECT_EQ(fromPod({.src = "fd00::77", .dst = "fd00::1"}), kDrop) << "a global v6 not its own";
+}
+
 TEST_F(DatapathTest, NonIpPassesMalformedDropped) {
   apply();
   EXPECT_EQ(pkt::runTc(dp_->toPodProgFd(), pkt::buildArp(), kLo), kPass);
