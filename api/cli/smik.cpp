@@ -118,10 +118,14 @@ int policyCmd(const Common& c, const std::string& node_name) {
   return 0;
 }
 
-int statusCmd(const std::string& addr, const std::string& output) {
+int statusCmd(const std::string& addr, const std::string& output, bool check) {
   auto colon = addr.rfind(':');
   httplib::Client cli(addr.substr(0, colon), std::atoi(addr.substr(colon + 1).c_str()));
   cli.set_connection_timeout(2);
+  if (check) {  // for probes: exit status only
+    auto r = cli.Get("/readyz");
+    return r && r->status == 200 ? 0 : 1;
+  }
   auto res = cli.Get("/status");
   if (!res || res->status != 200) {
     std::cerr << "no agent answering on " << addr << "\n";
@@ -174,12 +178,14 @@ int main(int argc, char** argv) {
   policy->add_option("--node", node, "compile for this node only (default: every pod)");
 
   std::string http = "127.0.0.1:9464", so = "text";
+  bool check = false;
   auto* status = app.add_subcommand("status", "a running agent's state");
   status->add_option("--http", http, "agent address")->capture_default_str();
   status->add_option("-o,--output", so, "text | json")->capture_default_str();
+  status->add_flag("--check", check, "print nothing; exit 0 only if the agent is ready (probes)");
 
   CLI11_PARSE(app, argc, argv);
   if (explain->parsed()) return explainCmd(ec, from, to, port, proto);
   if (policy->parsed()) return policyCmd(pc, node);
-  return statusCmd(http, so);
+  return statusCmd(http, so, check);
 }
