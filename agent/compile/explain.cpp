@@ -23,6 +23,9 @@ std::string whyNot(const model::ClusterState& state, const model::TrafficTarget&
     return nsName(s.ns, s.name) == src_sa;
   });
   if (!source_listed) return name + "source " + src_sa + " is not among its sources";
+  if (tt.legacy_port && *tt.legacy_port != port)
+    return name + "its destination.port " + std::to_string(*tt.legacy_port) +
+           " excludes port " + std::to_string(port);
   const char* want = proto == Proto::kTcp ? "TCPRoute" : "UDPRoute";
   bool proto_rule = std::any_of(tt.rules.begin(), tt.rules.end(),
                                 [&](const auto& r) { return r.kind == want; });
@@ -54,6 +57,13 @@ bool explain(const model::ClusterState& state, NodeConfig node, const std::strin
     e.allowed = true;
     e.summary = "ALLOW " + flow + ": destination is not in the mesh (namespace " +
                 dst.meta.ns + " lacks label " + kMeshLabel + "=" + kMeshLabelValue + ")";
+    *out = e;
+    return true;
+  }
+  if (!plan.endpoints.count(to)) {
+    e.allowed = true;
+    e.summary = "ALLOW " + flow + ": the destination pod is not enforced (" +
+                (dst.host_network ? "host network" : "no pod IP, or not running") + ")";
     *out = e;
     return true;
   }

@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -61,27 +62,33 @@ void ManifestDir::waitForChange(int timeout_ms) {
 
 bool ManifestDir::readFile(const std::string& path, FileState* st) {
   std::string name = fs::path(path).filename();
-  st->errors.clear();
-  if (st->size > static_cast<int64_t>(model::kMaxManifestBytes)) {
-    st->errors.push_back({name, {}, "file is " + std::to_string(st->size) +
-                                        " bytes, over the limit of " +
-                                        std::to_string(model::kMaxManifestBytes)});
+  auto reject = [&](std::vector<model::ParseError> errors) {
+    st->errors = std::move(errors);
+    rejected_total_ += st->errors.size();
+    for (const auto& err : st->errors) spdlog::error("manifests: rejected: {}", err.str());
+    if (st->has_good) spdlog::warn("manifests: {}: keeping its last good version", name);
     return false;
+  };
+  if (st->size > static_cast<int64_t>(model::kMaxManifestBytes)) {
+    st->content_hash = 0;
+    return reject({{name, {}, "file is " + std::to_string(st->size) +
+                                  " bytes, over the limit of " +
+                                  std::to_string(model::kMaxManifestBytes)}});
   }
   std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    st->errors.push_back({name, {}, "cannot read file"});
-    return false;
-  }
+  if (!in) return reject({{name, {}, "cannot read file"}});
   std::stringstream ss;
   ss << in.rdbuf();
-  model::ParseResult r = model::parseManifests(ss.str(), name);
-  if (!r.errors.empty()) {
-    st->errors = std::move(r.errors);
-    return false;
-  }
+  std::string text = ss.str();
+  size_t hash = std::hash<std::string>{}(text);
+  if (hash == st->content_hash && (st->has_good || !st->errors.empty())) return false;
+  st->content_hash = hash;
+  model::ParseResult r = model::parseManifests(text, name);
+  if (!r.errors.empty()) return reject(std::move(r.errors));
+  st->errors.clear();
   st->good = std::move(r.objects);
   st->has_good = true;
+  spdlog::info("manifests: {} applied ({} objects)", name, st->good.size());
   return true;
 }
 
@@ -94,31 +101,36 @@ bool ManifestDir::refresh() {
     dir_errors_.push_back({dir_, {}, "manifest directory is missing; last good policy kept"});
     return false;
   }
-  bool changed = false;
-  std::map<std::string, bool> seen;
-  for (const auto& e : fs::directory_iterator(dir_, ec)) {
-    if (!isManifest(e.path()) || !e.is_regular_file(ec)) continue;
-    std::string name = e.path().filename();
-    seen[name] = true;
+  // List first, act after: a listing that fails halfway (EMFILE, EACCES) must
+  // not read as "every file was deleted".
+  std::map<std::string, struct stat> listed;
+  for (fs::directory_iterator it(dir_, ec), end; !ec && it != end; it.increment(ec)) {
+    std::error_code fec;
+    if (!isManifest(it->path()) || !it->is_regular_file(fec)) continue;
     struct stat sb {};
-    if (stat(e.path().c_str(), &sb) != 0) continue;
+    if (stat(it->path().c_str(), &sb) == 0) listed[it->path().filename()] = sb;
+  }
+  if (ec) {
+    dir_errors_.push_back({dir_, {}, "cannot list manifest directory (" + ec.message() +
+                                         "); last good policy kept"});
+    return false;
+  }
+  int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                    std::chrono::system_clock::now().time_since_epoch()).count();
+  bool changed = false;
+  for (const auto& [name, sb] : listed) {
     FileState& st = files_[name];
     int64_t mtime = int64_t(sb.st_mtim.tv_sec) * 1000000000 + sb.st_mtim.tv_nsec;
-    if (st.mtime_ns == mtime && st.size == sb.st_size && st.inode == sb.st_ino) continue;
+    bool same = st.mtime_ns == mtime && st.size == sb.st_size && st.inode == sb.st_ino;
+    if (same && !st.racy) continue;
     st.mtime_ns = mtime;
     st.size = sb.st_size;
     st.inode = sb.st_ino;
-    if (readFile(e.path(), &st)) {
-      changed = true;
-      spdlog::info("manifests: {} applied ({} objects)", name, st.good.size());
-    } else {
-      rejected_total_ += st.errors.size();
-      for (const auto& err : st.errors) spdlog::error("manifests: rejected: {}", err.str());
-      if (st.has_good) spdlog::warn("manifests: {}: keeping its last good version", name);
-    }
+    st.racy = now - mtime < 2'000'000'000;
+    changed |= readFile(dir_ + "/" + name, &st);
   }
   for (auto it = files_.begin(); it != files_.end();) {
-    if (seen.count(it->first)) {
+    if (listed.count(it->first)) {
       ++it;
       continue;
     }

@@ -36,10 +36,15 @@ class ManifestDir {
     int64_t mtime_ns = -1;
     int64_t size = -1;
     uint64_t inode = 0;
+    // Written so recently that a same-size rewrite in the same timestamp tick
+    // would look unchanged ("racy git"): re-read and compare content.
+    bool racy = false;
+    size_t content_hash = 0;
     bool has_good = false;
     std::vector<model::Object> good;  // last version that parsed cleanly
     std::vector<model::ParseError> errors;
   };
+  // Re-reads one file; true if the objects it contributes changed.
   bool readFile(const std::string& path, FileState* fs);
   void watch();
 

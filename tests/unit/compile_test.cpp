@@ -75,15 +75,16 @@ std::string pod(const std::string& ns, const std::string& name, const std::strin
   if (!node.empty()) spec += (spec.empty() ? "" : ", ") + std::string("nodeName: ") + node;
   if (!extra_spec.empty()) spec += (spec.empty() ? "" : ", ") + extra_spec;
   return "---\napiVersion: v1\nkind: Pod\nmetadata: {name: " + name + ", namespace: " + ns +
-         "}\nspec: {" + spec + "}\nstatus: " +
-         (status.empty() ? "{phase: Running, podIP: " + ip + "}" : status) + "\n";
+         "}\nspec: {" + spec +
+         "}\nstatus: " + (status.empty() ? "{phase: Running, podIP: " + ip + "}" : status) + "\n";
 }
 
 // specs v1alpha4 routes; `ports` is a YAML list such as "[80, 8080]" or "[]".
 std::string l4Route(const std::string& kind, const std::string& ns, const std::string& name,
                     const std::string& ports) {
-  return "---\napiVersion: specs.smi-spec.io/v1alpha4\nkind: " + kind + "\nmetadata: {name: " +
-         name + ", namespace: " + ns + "}\nspec: {matches: {ports: " + ports + "}}\n";
+  return "---\napiVersion: specs.smi-spec.io/v1alpha4\nkind: " + kind +
+         "\nmetadata: {name: " + name + ", namespace: " + ns +
+         "}\nspec: {matches: {ports: " + ports + "}}\n";
 }
 std::string tcpRoute(const std::string& ns, const std::string& name, const std::string& ports) {
   return l4Route("TCPRoute", ns, name, ports);
@@ -110,8 +111,9 @@ std::string trafficTarget(const std::string& ns, const std::string& name, const 
                           const std::string& rules, const std::string& sources,
                           const std::string& dst_ns = "") {
   return "---\napiVersion: access.smi-spec.io/v1alpha3\nkind: TrafficTarget\nmetadata: {name: " +
-         name + ", namespace: " + ns + "}\nspec:\n  destination: {kind: ServiceAccount, name: " +
-         dst + ", namespace: " + (dst_ns.empty() ? ns : dst_ns) + "}\n  rules: " + rules +
+         name + ", namespace: " + ns +
+         "}\nspec:\n  destination: {kind: ServiceAccount, name: " + dst +
+         ", namespace: " + (dst_ns.empty() ? ns : dst_ns) + "}\n  rules: " + rules +
          "\n  sources: " + sources + "\n";
 }
 
@@ -132,9 +134,9 @@ std::string base() {
 
 // client -> server on TCPRoute web (`ports`).
 std::string clientToServerTcp(const std::string& ports) {
-  return tcpRoute("prod", "web", ports) +
-         trafficTarget("prod", "allow-web", "server", "[" + rule("TCPRoute", "web") + "]",
-                       "[" + source("client") + "]");
+  return tcpRoute("prod", "web", ports) + trafficTarget("prod", "allow-web", "server",
+                                                        "[" + rule("TCPRoute", "web") + "]",
+                                                        "[" + source("client") + "]");
 }
 
 NodeConfig node(AccessMode mode = AccessMode::kStrict, const std::string& name = "n1") {
@@ -232,8 +234,8 @@ TEST(CompileAccessMode, PermissiveInstallsNoPolicyEntries) {
 }
 
 TEST(CompileAccessMode, PerDestinationEnforcesOnlyTrafficTargetDestinations) {
-  const Plan p = compile(stateOf(base() + clientToServerTcp("[80]")),
-                         node(AccessMode::kPerDestination));
+  const Plan p =
+      compile(stateOf(base() + clientToServerTcp("[80]")), node(AccessMode::kPerDestination));
   EXPECT_EQ(enforced(p), (std::set<std::string>{"prod/server"}));
   EXPECT_EQ(grants(p), (std::set<std::string>{"prod/client -> prod/server TCP/80"}));
 }
@@ -292,23 +294,22 @@ TEST(CompileRules, EmptyPortListMeansAllPortsOfThatProtocolOnly) {
                                 0, SMIK_PROTO_TCP, 0};
   EXPECT_EQ(tcp.policy.count(all_tcp), 1u);
 
-  const Plan udp = compile(stateOf(base() + udpRoute("prod", "dns", "[]") +
-                                   trafficTarget("prod", "dns", "server",
-                                                 "[" + rule("UDPRoute", "dns") + "]",
-                                                 "[" + source("client") + "]")),
-                           node());
+  const Plan udp =
+      compile(stateOf(base() + udpRoute("prod", "dns", "[]") +
+                      trafficTarget("prod", "dns", "server", "[" + rule("UDPRoute", "dns") + "]",
+                                    "[" + source("client") + "]")),
+              node());
   EXPECT_EQ(grants(udp), (std::set<std::string>{"prod/client -> prod/server UDP/*"}));
 }
 
 TEST(CompileRules, TcpAndUdpRoutesGrantOnlyTheirProtocol) {
   // The spec's traffic-access_v1alpha3_04 semantics.
-  const std::string yaml =
-      base() + tcpRoute("prod", "tcp-ports", "[8301, 8302, 8300]") +
-      udpRoute("prod", "udp-ports", "[8301, 8302]") +
-      trafficTarget("prod", "protocol-specific", "server",
-                    "[" + rule("TCPRoute", "tcp-ports") + ", " + rule("UDPRoute", "udp-ports") +
-                        "]",
-                    "[" + source("client") + "]");
+  const std::string yaml = base() + tcpRoute("prod", "tcp-ports", "[8301, 8302, 8300]") +
+                           udpRoute("prod", "udp-ports", "[8301, 8302]") +
+                           trafficTarget("prod", "protocol-specific", "server",
+                                         "[" + rule("TCPRoute", "tcp-ports") + ", " +
+                                             rule("UDPRoute", "udp-ports") + "]",
+                                         "[" + source("client") + "]");
   const Plan p = compile(stateOf(yaml), node());
   EXPECT_EQ(grants(p), (std::set<std::string>{
                            "prod/client -> prod/server TCP/8300",
@@ -332,9 +333,9 @@ TEST(CompileRules, TrafficTargetOutsideDestinationNamespaceIsIgnored) {
 }
 
 TEST(CompileRules, RoutesAreResolvedInTheTrafficTargetNamespace) {
-  const std::string tt = trafficTarget("prod", "allow-web", "server",
-                                       "[" + rule("TCPRoute", "web") + "]",
-                                       "[" + source("client") + "]");
+  const std::string tt =
+      trafficTarget("prod", "allow-web", "server", "[" + rule("TCPRoute", "web") + "]",
+                    "[" + source("client") + "]");
   const Plan elsewhere =
       compile(stateOf(base() + meshedNs("other") + tcpRoute("other", "web", "[80]") + tt), node());
   EXPECT_EQ(grants(elsewhere), kNone);
@@ -347,10 +348,10 @@ TEST(CompileRules, RoutesAreResolvedInTheTrafficTargetNamespace) {
 }
 
 TEST(CompileRules, EmptyRulesGrantNothing) {
-  const Plan p = compile(stateOf(base() + tcpRoute("prod", "web", "[]") +
-                                 trafficTarget("prod", "empty", "server", "[]",
-                                               "[" + source("client") + "]")),
-                         node());
+  const Plan p =
+      compile(stateOf(base() + tcpRoute("prod", "web", "[]") +
+                      trafficTarget("prod", "empty", "server", "[]", "[" + source("client") + "]")),
+              node());
   EXPECT_EQ(grants(p), kNone);
   EXPECT_EQ(enforced(p), (std::set<std::string>{"prod/client", "prod/server"}));
   const auto d = diagnosticsFor(p, ttRef("prod", "empty"));
@@ -359,10 +360,10 @@ TEST(CompileRules, EmptyRulesGrantNothing) {
 }
 
 TEST(CompileRules, EmptySourcesGrantNothing) {
-  const Plan p = compile(stateOf(base() + tcpRoute("prod", "web", "[]") +
-                                 trafficTarget("prod", "nobody", "server",
-                                               "[" + rule("TCPRoute", "web") + "]", "[]")),
-                         node());
+  const Plan p = compile(
+      stateOf(base() + tcpRoute("prod", "web", "[]") +
+              trafficTarget("prod", "nobody", "server", "[" + rule("TCPRoute", "web") + "]", "[]")),
+      node());
   EXPECT_EQ(grants(p), kNone);
   const auto d = diagnosticsFor(p, ttRef("prod", "nobody"));
   ASSERT_EQ(d.size(), 1u) << joined(d);
@@ -393,10 +394,10 @@ TEST(CompileRules, MissingRouteGrantsNothingNeverAllPorts) {
 }
 
 TEST(CompileRules, HttpRouteGroupOnlyGrantsNothingByDefault) {
-  const std::string yaml = base() + httpGroup("prod", "api") +
-                           trafficTarget("prod", "http-only", "server",
-                                         "[" + rule("HTTPRouteGroup", "api") + "]",
-                                         "[" + source("client") + "]");
+  const std::string yaml =
+      base() + httpGroup("prod", "api") +
+      trafficTarget("prod", "http-only", "server", "[" + rule("HTTPRouteGroup", "api") + "]",
+                    "[" + source("client") + "]");
   const Plan p = compile(stateOf(yaml), node());
   EXPECT_EQ(grants(p), kNone);
   EXPECT_EQ(enforced(p).count("prod/server"), 1u);
@@ -406,10 +407,10 @@ TEST(CompileRules, HttpRouteGroupOnlyGrantsNothingByDefault) {
 }
 
 TEST(CompileRules, HttpRouteGroupOnlyGrantsAllTcpWhenConfigured) {
-  const std::string yaml = base() + httpGroup("prod", "api") +
-                           trafficTarget("prod", "http-only", "server",
-                                         "[" + rule("HTTPRouteGroup", "api") + "]",
-                                         "[" + source("client") + "]");
+  const std::string yaml =
+      base() + httpGroup("prod", "api") +
+      trafficTarget("prod", "http-only", "server", "[" + rule("HTTPRouteGroup", "api") + "]",
+                    "[" + source("client") + "]");
   NodeConfig n = node();
   n.http_rules = HttpRulesAtL4::kGrantAllTcp;
   const Plan p = compile(stateOf(yaml), n);
@@ -432,11 +433,11 @@ TEST(CompileRules, MissingHttpRouteGroupGrantsNothingEvenWhenLenient) {
 }
 
 TEST(CompileRules, TcpRouteWithHttpRouteGroupGrantsOnlyTheTcpRoutePorts) {
-  const std::string yaml = base() + httpGroup("prod", "api") + tcpRoute("prod", "web", "[8080]") +
-                           trafficTarget("prod", "mixed", "server",
-                                         "[" + rule("TCPRoute", "web") + ", " +
-                                             rule("HTTPRouteGroup", "api") + "]",
-                                         "[" + source("client") + "]");
+  const std::string yaml =
+      base() + httpGroup("prod", "api") + tcpRoute("prod", "web", "[8080]") +
+      trafficTarget("prod", "mixed", "server",
+                    "[" + rule("TCPRoute", "web") + ", " + rule("HTTPRouteGroup", "api") + "]",
+                    "[" + source("client") + "]");
   for (auto mode : {HttpRulesAtL4::kGrantNothing, HttpRulesAtL4::kGrantAllTcp}) {
     NodeConfig n = node();
     n.http_rules = mode;
@@ -470,9 +471,8 @@ TEST(CompileLegacyPort, RouteWithoutPortsGrantsTheDestinationPort) {
 }
 
 TEST(CompileLegacyPort, PortNotInRouteGrantsNothing) {
-  const Plan p =
-      compile(stateOf(base() + tcpRoute("prod", "web", "[80]") + legacyTarget("web", "8080")),
-              node());
+  const Plan p = compile(
+      stateOf(base() + tcpRoute("prod", "web", "[80]") + legacyTarget("web", "8080")), node());
   EXPECT_EQ(grants(p), kNone);
   const auto d = diagnosticsFor(p, ttRef("prod", "legacy"));
   ASSERT_EQ(d.size(), 1u) << joined(d);
@@ -499,10 +499,10 @@ TEST(CompileMesh, MeshAllMakesEveryPodAnEndpoint) {
   NodeConfig n = node();
   n.mesh_all = true;
   const Plan p = compile(stateOf(yaml), n);
-  EXPECT_EQ(endpointsOf(p), (std::set<std::string>{"dev/app-0", "nowhere/ghost-0",
-                                                   "prod/client-0", "prod/server-0"}));
-  EXPECT_EQ(enforced(p), (std::set<std::string>{"dev/app", "nowhere/ghost", "prod/client",
-                                                "prod/server"}));
+  EXPECT_EQ(endpointsOf(p), (std::set<std::string>{"dev/app-0", "nowhere/ghost-0", "prod/client-0",
+                                                   "prod/server-0"}));
+  EXPECT_EQ(enforced(p),
+            (std::set<std::string>{"dev/app", "nowhere/ghost", "prod/client", "prod/server"}));
 }
 
 TEST(CompileMesh, OnlyPodsOnThisNodeAreEndpoints) {
@@ -521,8 +521,8 @@ TEST(CompileMesh, OnlyPodsOnThisNodeAreEndpoints) {
 }
 
 TEST(CompileMesh, GrantsAreOnlyCompiledForLocalDestinations) {
-  const Plan p = compile(stateOf(base() + clientToServerTcp("[80]")),
-                         node(AccessMode::kStrict, "n9"));
+  const Plan p =
+      compile(stateOf(base() + clientToServerTcp("[80]")), node(AccessMode::kStrict, "n9"));
   EXPECT_TRUE(p.policy.empty());
 }
 
@@ -555,12 +555,11 @@ TEST(CompileMesh, HostAddressesMapToHostIdentity) {
 }
 
 TEST(CompileMesh, PodWithoutServiceAccountUsesDefault) {
-  const std::string yaml = meshedNs("prod") + pod("prod", "plain-0", "", "n1", "10.0.0.60") +
-                           pod("prod", "client-0", "client", "n1", "10.0.0.20") +
-                           clientToServerTcp("[80]") +
-                           trafficTarget("prod", "to-default", "default",
-                                         "[" + rule("TCPRoute", "web") + "]",
-                                         "[" + source("client") + "]");
+  const std::string yaml =
+      meshedNs("prod") + pod("prod", "plain-0", "", "n1", "10.0.0.60") +
+      pod("prod", "client-0", "client", "n1", "10.0.0.20") + clientToServerTcp("[80]") +
+      trafficTarget("prod", "to-default", "default", "[" + rule("TCPRoute", "web") + "]",
+                    "[" + source("client") + "]");
   const Plan p = compile(stateOf(yaml), node());
   ASSERT_EQ(p.identities.count("prod/default"), 1u);
   EXPECT_EQ(p.endpoints.at("prod/plain-0").identity, p.identities.at("prod/default"));
@@ -581,8 +580,7 @@ TEST(CompileMesh, HostNetworkAndFinishedPodsHoldNoAddress) {
 }
 
 TEST(CompileMesh, PodWithoutIpIsNotAnEndpointYet) {
-  const std::string yaml =
-      base() + pod("prod", "new-0", "new", "n1", "", "", "{phase: Pending}");
+  const std::string yaml = base() + pod("prod", "new-0", "new", "n1", "", "", "{phase: Pending}");
   const Plan p = compile(stateOf(yaml), node());
   EXPECT_EQ(endpointsOf(p), (std::set<std::string>{"prod/client-0", "prod/server-0"}));
   EXPECT_EQ(enforced(p).count("prod/new"), 0u);
@@ -590,9 +588,8 @@ TEST(CompileMesh, PodWithoutIpIsNotAnEndpointYet) {
 
 TEST(CompileMesh, EndpointCarriesIdentityAndAllAddresses) {
   const std::string yaml =
-      meshedNs("prod") +
-      pod("prod", "dual-0", "dual", "n1", "", "",
-          "{phase: Running, podIPs: [{ip: 10.0.0.50}, {ip: 'fd00::50'}]}");
+      meshedNs("prod") + pod("prod", "dual-0", "dual", "n1", "", "",
+                             "{phase: Running, podIPs: [{ip: 10.0.0.50}, {ip: 'fd00::50'}]}");
   const Plan p = compile(stateOf(yaml), node());
   ASSERT_EQ(p.endpoints.count("prod/dual-0"), 1u);
   const LocalEndpoint& ep = p.endpoints.at("prod/dual-0");
@@ -624,9 +621,8 @@ TEST(CompileIdentity, SameInputGivesSameIds) {
 
 TEST(CompileIdentity, UnrelatedServiceAccountDoesNotChangeExistingIds) {
   const Plan before = compile(stateOf(base()), node());
-  const Plan after = compile(stateOf(serviceAccount("aaa", "first") + base() +
-                                     serviceAccount("prod", "zzz")),
-                             node());
+  const Plan after = compile(
+      stateOf(serviceAccount("aaa", "first") + base() + serviceAccount("prod", "zzz")), node());
   for (const auto& [name, id] : before.identities) EXPECT_EQ(after.identities.at(name), id) << name;
   EXPECT_EQ(after.identities.size(), before.identities.size() + 2);
 }
@@ -664,10 +660,10 @@ TEST(CompileIdentity, CollisionsAreProbedInNameOrder) {
 }
 
 TEST(CompileIdentity, TrafficTargetSubjectsGetIdsWithoutPods) {
-  const Plan p = compile(stateOf(base() + trafficTarget("prod", "t", "server",
-                                                        "[" + rule("TCPRoute", "web") + "]",
-                                                        "[" + source("ops", "tools") + "]")),
-                         node());
+  const Plan p = compile(
+      stateOf(base() + trafficTarget("prod", "t", "server", "[" + rule("TCPRoute", "web") + "]",
+                                     "[" + source("ops", "tools") + "]")),
+      node());
   EXPECT_EQ(p.identities.count("tools/ops"), 1u);
   EXPECT_EQ(p.identityName(p.identities.at("tools/ops")), "tools/ops");
 }
@@ -680,8 +676,8 @@ std::string dump(const Plan& p) {
   std::string s;
   for (const auto& [name, id] : p.identities) s += "id " + name + "=" + std::to_string(id) + "\n";
   for (const auto& [a, info] : p.ip_identity)
-    s += "ip " + a.str() + "=" + std::to_string(info.identity) + "/" +
-         std::to_string(info.flags) + "\n";
+    s += "ip " + a.str() + "=" + std::to_string(info.identity) + "/" + std::to_string(info.flags) +
+         "\n";
   for (const auto& [name, ep] : p.endpoints) {
     s += "ep " + name + " " + ep.pod + "=" + std::to_string(ep.identity);
     for (const auto& a : ep.addrs) s += " " + a.str();
@@ -689,8 +685,8 @@ std::string dump(const Plan& p) {
   }
   for (const auto& [k, v] : p.policy)
     s += "pol " + std::to_string(k.src_id) + ">" + std::to_string(k.dst_id) + ":" +
-         std::to_string(k.dport) + "/" + std::to_string(k.proto) + "=" +
-         std::to_string(v.rule_id) + "," + std::to_string(v.flags) + "\n";
+         std::to_string(k.dport) + "/" + std::to_string(k.proto) + "=" + std::to_string(v.rule_id) +
+         "," + std::to_string(v.flags) + "\n";
   for (const auto& r : p.rules) s += "rule " + r.traffic_target + " " + r.rule + "\n";
   for (const auto& d : p.diagnostics) s += "diag " + d.str() + "\n";
   return s;
@@ -795,8 +791,9 @@ TEST(Explain, AllowedNamesTheDecidingTrafficTargetAndRule) {
   EXPECT_EQ(e.traffic_target, "prod/allow-web");
   EXPECT_EQ(e.rule, "TCPRoute web");
   EXPECT_TRUE(e.details.empty());
-  EXPECT_CONTAINS(e.summary, "ALLOW prod/client-0 (prod/client) -> prod/server-0 (prod/server) "
-                             "TCP/80: TrafficTarget prod/allow-web rule TCPRoute web");
+  EXPECT_CONTAINS(e.summary,
+                  "ALLOW prod/client-0 (prod/client) -> prod/server-0 (prod/server) "
+                  "TCP/80: TrafficTarget prod/allow-web rule TCPRoute web");
 }
 
 TEST(Explain, AllPortsGrantSaysSo) {
@@ -825,8 +822,9 @@ TEST(Explain, DeniedDetailsWhyEachCandidateDidNotMatch) {
   EXPECT_FALSE(e.allowed);
   EXPECT_TRUE(e.traffic_target.empty());
   EXPECT_TRUE(e.rule.empty());
-  EXPECT_CONTAINS(e.summary, "DENY prod/client-0 (prod/client) -> prod/server-0 (prod/server) "
-                             "TCP/8080: no TrafficTarget rule allows it");
+  EXPECT_CONTAINS(e.summary,
+                  "DENY prod/client-0 (prod/client) -> prod/server-0 (prod/server) "
+                  "TCP/8080: no TrafficTarget rule allows it");
   ASSERT_EQ(e.details.size(), 4u) << joined(e.details);
   EXPECT_EQ(e.details[0],
             "TrafficTarget prod/a-others: source prod/client is not among its sources");
@@ -846,8 +844,8 @@ TEST(Explain, DeniedWithoutAnyTrafficTarget) {
 
 TEST(Explain, DestinationOutsideTheMeshIsAllowed) {
   const std::string yaml = base() + plainNs("dev") + pod("dev", "app-0", "app", "n1", "10.0.0.30");
-  const Explanation e = explainOk(stateOf(yaml), node(), "prod/client-0", "dev/app-0", 80,
-                                  Proto::kTcp);
+  const Explanation e =
+      explainOk(stateOf(yaml), node(), "prod/client-0", "dev/app-0", 80, Proto::kTcp);
   EXPECT_TRUE(e.allowed);
   EXPECT_CONTAINS(e.summary, "destination is not in the mesh");
   EXPECT_CONTAINS(e.summary, "smik.io/mesh=enabled");
@@ -867,11 +865,39 @@ TEST(Explain, JudgesOnTheDestinationNode) {
                            tcpRoute("prod", "sql", "[5432]") +
                            trafficTarget("prod", "sql", "db", "[" + rule("TCPRoute", "sql") + "]",
                                          "[" + source("client") + "]");
-  const Explanation e =
-      explainOk(stateOf(yaml), node(AccessMode::kStrict, "n1"), "prod/client-0", "prod/db-0",
-                5432, Proto::kTcp);
+  const Explanation e = explainOk(stateOf(yaml), node(AccessMode::kStrict, "n1"), "prod/client-0",
+                                  "prod/db-0", 5432, Proto::kTcp);
   EXPECT_TRUE(e.allowed);
   EXPECT_EQ(e.traffic_target, "prod/sql");
+}
+
+// BUG (agent/compile/explain.cpp:74-84, explain()): enforcement is judged
+// from the destination identity's meta entry, not from whether the
+// destination pod itself is in plan.endpoints. A hostNetwork pod is never an
+// endpoint (compile.cpp podHoldsIp), so no tc program guards it, yet when
+// another pod of the same ServiceAccount is enforced on that node explain
+// answers DENY. Expected: ALLOW (the pod is not enforced).
+TEST(Explain, HostNetworkDestinationIsNotEnforced) {
+  const std::string yaml =
+      base() + pod("prod", "server-hn", "server", "n1", "192.168.0.1", "hostNetwork: true");
+  const ClusterState s = stateOf(yaml);
+  ASSERT_EQ(compile(s, node()).endpoints.count("prod/server-hn"), 0u);
+  const Explanation e = explainOk(s, node(), "prod/client-0", "prod/server-hn", 80, Proto::kTcp);
+  EXPECT_TRUE(e.allowed) << e.summary;
+}
+
+// BUG (agent/compile/explain.cpp:26-31, whyNot()): with a v1alpha1/v1alpha2
+// destination.port the detail blames the route ("no TCPRoute of it lists port
+// 80") although TCPRoute web lists 80; what excluded it is destination.port
+// 8080. Expected: a detail naming destination.port.
+TEST(Explain, LegacyDestinationPortIsNamedAsTheReason) {
+  const ClusterState s =
+      stateOf(base() + tcpRoute("prod", "web", "[80, 8080]") + legacyTarget("web", "8080"));
+  const Explanation e = explainOk(s, node(), "prod/client-0", "prod/server-0", 80, Proto::kTcp);
+  EXPECT_FALSE(e.allowed);
+  ASSERT_EQ(e.details.size(), 1u) << joined(e.details);
+  EXPECT_EQ(e.details[0].find("lists port 80"), std::string::npos) << e.details[0];
+  EXPECT_CONTAINS(e.details[0], "destination.port");
 }
 
 TEST(Explain, UnknownPodIsAnError) {
@@ -898,8 +924,8 @@ model::ParseResult loadAccessV1alpha3Example(const std::string& name) {
     const YAML::Node& view = doc;
     if (doc.IsMap() && !view["apiVersion"]) {
       const std::string kind = view["kind"].as<std::string>("");
-      doc["apiVersion"] = kind == "TrafficTarget" ? "access.smi-spec.io/v1alpha3"
-                                                  : "specs.smi-spec.io/v1alpha4";
+      doc["apiVersion"] =
+          kind == "TrafficTarget" ? "access.smi-spec.io/v1alpha3" : "specs.smi-spec.io/v1alpha4";
     }
     out << YAML::BeginDoc << doc;
   }
@@ -912,11 +938,10 @@ model::ParseResult loadAccessV1alpha3Example(const std::string& name) {
 TEST(CompileSpecExample, AccessV1alpha3_04ProtocolSpecific) {
   ClusterState s = stateFrom(loadAccessV1alpha3Example("traffic-access_v1alpha3_04.yaml"));
   ASSERT_EQ(s.traffic_targets.size(), 1u);
-  const ClusterState cluster =
-      stateOf(meshedNs("default") + serviceAccount("default", "server") +
-              serviceAccount("default", "client") +
-              pod("default", "server-0", "server", "n1", "10.1.0.10") +
-              pod("default", "client-0", "client", "n2", "10.1.0.20"));
+  const ClusterState cluster = stateOf(meshedNs("default") + serviceAccount("default", "server") +
+                                       serviceAccount("default", "client") +
+                                       pod("default", "server-0", "server", "n1", "10.1.0.10") +
+                                       pod("default", "client-0", "client", "n2", "10.1.0.20"));
   for (const auto& [k, v] : cluster.namespaces) s.add(v);
   for (const auto& [k, v] : cluster.service_accounts) s.add(v);
   for (const auto& [k, v] : cluster.pods) s.add(v);
@@ -948,9 +973,9 @@ TEST(CompileSpecExample, AccessV1alpha3_04ProtocolSpecific) {
   }
   const Explanation udp8300 =
       explainOk(s, node(), "default/client-0", "default/server-0", 8300, Proto::kUdp);
-  EXPECT_EQ(udp8300.details, (std::vector<std::string>{
-                                 "TrafficTarget default/protocal-specific: no UDPRoute of it "
-                                 "lists port 8300"}));
+  EXPECT_EQ(udp8300.details,
+            (std::vector<std::string>{"TrafficTarget default/protocal-specific: no UDPRoute of it "
+                                      "lists port 8300"}));
 
   // The reverse direction has no TrafficTarget.
   EXPECT_FALSE(

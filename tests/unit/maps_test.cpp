@@ -150,9 +150,10 @@ TEST(DesiredState, AttachModePerPodAndZeroWhenUnknown) {
 
 TEST(DesiredState, AtMostFourAddressesPerEndpoint) {
   compile::Plan p;
-  p.endpoints["prod/many-0"] = {"prod/many-0", 400,
-                                {addr("10.0.0.1"), addr("10.0.0.2"), addr("10.0.0.3"),
-                                 addr("10.0.0.4"), addr("10.0.0.5")}};
+  p.endpoints["prod/many-0"] = {
+      "prod/many-0",
+      400,
+      {addr("10.0.0.1"), addr("10.0.0.2"), addr("10.0.0.3"), addr("10.0.0.4"), addr("10.0.0.5")}};
   const KernelState s = desiredState(p, {{"prod/many-0", 3}}, {});
   ASSERT_EQ(s.endpoints.count(3), 1u);
   EXPECT_EQ(s.endpoints.at(3).naddrs, SMIK_ENDPOINT_ADDRS);
@@ -285,7 +286,8 @@ TEST(Apply, AdditionsThenPolicySwapThenDeletions) {
   std::vector<std::string> removals(c.begin() + swap + 1, c.end());
   std::sort(adds.begin(), adds.end());
   std::sort(removals.begin(), removals.end());
-  EXPECT_EQ(adds, (std::vector<std::string>{"putEndpoint 14", "putIp 10.0.0.40", "putIp fd00::40"}));
+  EXPECT_EQ(adds,
+            (std::vector<std::string>{"putEndpoint 14", "putIp 10.0.0.40", "putIp fd00::40"}));
   EXPECT_EQ(removals, (std::vector<std::string>{"deleteEndpoint 12", "deleteIp 10.0.0.20"}));
   expectHolds(rb, next);
 }
