@@ -134,7 +134,9 @@ class E2E : public ::testing::Test {
   std::vector<std::string> agentArgs(const std::vector<std::string>& extra) {
     std::vector<std::string> a = {SMIK_AGENT,  "--manifests", dir_,
                                   "--node",    kNode,         "--http",
-                                  "127.0.0.1:" + std::to_string(http_port_), "--pin-dir", pin_};
+                                  "127.0.0.1:" + std::to_string(http_port_), "--pin-dir", pin_,
+                                  // warnings only: the test reads stdout only on failure
+                                  "--log-level", "warn"};
     a.insert(a.end(), extra.begin(), extra.end());
     return a;
   }
@@ -457,6 +459,37 @@ TEST_F(E2E, RestartKeepsEnforcingAndUninstallRemovesAll) {
   ASSERT_TRUE(r.ok()) << r.output;
   EXPECT_FALSE(fs::exists(pin_));
   expectTcp(intruder, server, 8080, "ok");  // no programs left: plain networking
+}
+
+// Kernels without tcx get clsact filters: same enforcement, and uninstall
+// removes the filters it made.
+TEST_F(E2E, ClsactFallbackEnforcesAndUninstalls) {
+  Pod& client = bed_->addPod("client", bed_->nextIp());
+  Pod& server = bed_->addPod("server", bed_->nextIp());
+  write("pods.yaml", ns("app", true) + pod("app", "client", "client", client.ip()) +
+                         pod("app", "server", "server", server.ip()));
+  startAgent({"--force-clsact"});
+  waitAttached(2);
+  EXPECT_NE(status().find("\"attachMode\": \"clsact\""), std::string::npos) << status();
+  auto filters = [&](const char* dir) {
+    return smik::testbed::command({"tc", "filter", "show",
+                                   "dev", server.hostIf(), dir});
+  };
+  EXPECT_NE(filters("egress").find("smik_to_pod"), std::string::npos) << filters("egress");
+  EXPECT_NE(filters("ingress").find("smik_from_pod"), std::string::npos) << filters("ingress");
+  Proc srv = serve(server, "8080");
+  expectTcp(client, server, 8080, "timeout");
+  write("tt.yaml", tcpRoute("app", "web", "[8080]") +
+                       trafficTarget("app", "tt", "app", "server", rule("TCPRoute", "web"), "app",
+                                     "client"));
+  expectTcp(client, server, 8080, "ok");
+  expectTcp(server, client, 8080, "timeout");
+
+  stopAgent();
+  auto r = bed_->run({SMIK_AGENT, "--uninstall", "--pin-dir", pin_}, 10000);
+  ASSERT_TRUE(r.ok()) << r.output;
+  EXPECT_EQ(filters("egress").find("smik"), std::string::npos) << filters("egress");
+  EXPECT_EQ(filters("ingress").find("smik"), std::string::npos) << filters("ingress");
 }
 
 // A pod that leaves the manifests loses its hook; one that arrives gets one.

@@ -4,7 +4,9 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstring>
+#include <thread>
 
 #include "agent/datapath/datapath.h"
 #include "tests/kernel/packet.h"
@@ -223,6 +225,50 @@ TEST_F(DatapathTest, PacketsOfOtherInterfacesAreNotOurs) {
   state_.endpoints.clear();
   apply();
   EXPECT_EQ(toPod({.src = "10.1.0.3", .dport = 22}), kPass);
+}
+
+// Policies swapped in a tight loop while packets run. Every policy in the
+// cycle admits client -> server:8080, each by a different mechanism (exact
+// port under enforcement, no enforcement, all-ports grant), so any packet
+// judged by a mix of two generations (e.g. enforcement of one, grants of the
+// other) would be dropped. With the map-in-map swap none may be.
+TEST_F(DatapathTest, PolicySwapsUnderTrafficAreAtomic) {
+  std::vector<maps::PolicyEntries> cycle(3);
+  for (uint32_t i = 0; i < 3000; i++) {  // bulk, so a non-atomic write would take long
+    for (auto& p : cycle) p[{kOther + 1 + i, kServer, uint16_t(i + 1), 6, 0}] = {2, 0};
+  }
+  cycle[0][{SMIK_ID_META, kServer, 0, 0, 0}] = {0, SMIK_POL_F_ENFORCED};
+  cycle[0][{kClient, kServer, 8080, SMIK_PROTO_TCP, 0}] = {1, 0};
+  cycle[2][{SMIK_ID_META, kServer, 0, 0, 0}] = {0, SMIK_POL_F_ENFORCED};
+  cycle[2][{kClient, kServer, 0, SMIK_PROTO_TCP, 0}] = {1, 0};
+  state_.policy = cycle[0];
+  apply();
+  uint32_t gen0 = dp_->maps().policyGeneration();
+
+  constexpr int kSwaps = 150;
+  std::atomic<bool> done{false};
+  std::string swap_err;
+  std::thread swapper([&] {
+    maps::KernelState cur = dp_->maps().read();
+    for (int i = 1; i <= kSwaps && swap_err.empty(); i++) {
+      maps::KernelState next = cur;
+      next.policy = cycle[i % 3];
+      if (maps::apply(dp_->maps(), next, cur, nullptr, &swap_err)) cur = next;
+    }
+    done = true;
+  });
+  int packets = 0, drops = 0;
+  uint16_t sport = 1024;
+  while (!done) {
+    // a fresh source port: a conntrack miss, so the policy in force decides
+    if (toPod({.sport = sport++, .dport = 8080}) != kPass) drops++;
+    packets++;
+  }
+  swapper.join();
+  ASSERT_TRUE(swap_err.empty()) << swap_err;
+  EXPECT_EQ(dp_->maps().policyGeneration(), gen0 + kSwaps);
+  EXPECT_GT(packets, 100);
+  EXPECT_EQ(drops, 0) << "of " << packets << " packets";
 }
 
 TEST_F(DatapathTest, ApplyWritesOnlyTheDifference) {
