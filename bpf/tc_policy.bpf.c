@@ -24,7 +24,7 @@ char LICENSE[] SEC("license") = "GPL";
 
 /* Pod (and node) address -> identity, for every pod of the cluster. */
 struct {
-  __uint(type, BPF_MAP_TYPE_LPM_TRIE);
+  __uint(type, BPF_MAP_TYPE_HASH);
   __uint(max_entries, SMIK_MAX_IPS);
   __uint(map_flags, BPF_F_NO_PREALLOC);
   __type(key, struct smik_ip_key);
@@ -69,10 +69,12 @@ struct {
   __uint(pinning, LIBBPF_PIN_BY_NAME);
 } smik_state SEC(".maps");
 
-/* Flows that pass without a policy lookup (see smik_ct_key). */
+/* Flows that pass without a policy lookup (see smik_ct_key). Per-CPU LRU
+ * lists: inserting a new flow takes no lock shared with other CPUs. */
 struct {
   __uint(type, BPF_MAP_TYPE_LRU_HASH);
   __uint(max_entries, SMIK_MAX_CT);
+  __uint(map_flags, BPF_F_NO_COMMON_LRU);
   __type(key, struct smik_ct_key);
   __type(value, struct smik_ct_value);
   __uint(pinning, LIBBPF_PIN_BY_NAME);
@@ -125,7 +127,7 @@ static __always_inline void count_edge(struct __sk_buff *skb, __u32 src, __u32 d
 }
 
 static __always_inline __u32 identity_of(const struct pkt *p) {
-  struct smik_ip_key k = {.prefixlen = 160, .family = p->family};
+  struct smik_ip_key k = {.family = p->family};
   copy16(k.addr, p->saddr);
   struct smik_ip_info *info = bpf_map_lookup_elem(&smik_ipcache, &k);
   return info ? info->identity : SMIK_ID_WORLD;

@@ -6,8 +6,6 @@ namespace smik::maps {
 
 smik_ip_key ipKey(const compile::Addr& a) {
   smik_ip_key k{};
-  // prefixlen counts the family/pad bytes too: a v4 /32 is 32 + 32 bits.
-  k.prefixlen = 32 + (a.family == SMIK_AF_INET ? 32 : 128);
   k.family = a.family;
   std::memcpy(k.addr, a.bytes.data(), 16);
   return k;

@@ -41,14 +41,15 @@
 #define SMIK_MAX_EDGES (1 << 16)
 #define SMIK_ENDPOINT_ADDRS 4
 
-/* ipcache: LPM trie, full prefix = 64 + 128 bits (family/pad count too). */
+/* ipcache: exact pod (and node) addresses in a hash: one O(1) lookup per new
+ * flow whatever the cluster size. CIDR identities, when they come, get an LPM
+ * map consulted only on a miss. v4 addresses are zero-padded to 16 bytes. */
 struct smik_ip_key {
-  __u32 prefixlen;
   __u8 family;
   __u8 pad[3];
   __u8 addr[16];
 };
-SMIK_STATIC_ASSERT(sizeof(struct smik_ip_key) == 24, "smik_ip_key layout");
+SMIK_STATIC_ASSERT(sizeof(struct smik_ip_key) == 20, "smik_ip_key layout");
 
 #define SMIK_IP_F_LOCAL 1 /* a pod on this node */
 
