@@ -211,6 +211,16 @@ class E2E : public ::testing::Test {
 
   std::string status() { return httpGet(http_port_, "/status").second; }
 
+  // The usual pair: meshed namespace "app" with pods client and server
+  // (ServiceAccounts of the same names), written to pods.yaml.
+  std::pair<Pod*, Pod*> clientAndServer(const std::string& namesp = "app") {
+    Pod& client = bed_->addPod("client", bed_->nextIp());
+    Pod& server = bed_->addPod("server", bed_->nextIp());
+    write("pods.yaml", ns(namesp, true) + pod(namesp, "client", "client", client.ip()) +
+                           pod(namesp, "server", "server", server.ip()));
+    return {&client, &server};
+  }
+
   static inline int counter_ = 0;
   std::unique_ptr<TestBed> bed_;
   std::string dir_, pin_;
@@ -259,10 +269,9 @@ TEST_F(E2E, SpecExampleProtocolSpecificPorts) {
   example = std::regex_replace(example, std::regex("\nkind: TrafficTarget\n"),
                                "\napiVersion: access.smi-spec.io/v1alpha3\nkind: TrafficTarget\n");
 
-  Pod& client = bed_->addPod("client", bed_->nextIp());
-  Pod& server = bed_->addPod("server", bed_->nextIp());
-  write("pods.yaml", ns("default", true) + pod("default", "client", "client", client.ip()) +
-                         pod("default", "server", "server", server.ip()));
+  auto [c, s] = clientAndServer("default");
+  Pod& client = *c;
+  Pod& server = *s;
   write("example.yaml", example);
   startAgent();
   waitAttached(2);
@@ -304,10 +313,9 @@ TEST_F(E2E, PerNamespaceRules) {
 }
 
 TEST_F(E2E, HostToPodAllowedUnderDefaultDeny) {
-  Pod& client = bed_->addPod("client", bed_->nextIp());
-  Pod& server = bed_->addPod("server", bed_->nextIp());
-  write("pods.yaml", ns("app", true) + pod("app", "client", "client", client.ip()) +
-                         pod("app", "server", "server", server.ip()));
+  auto [c, s] = clientAndServer();
+  Pod& client = *c;
+  Pod& server = *s;
   startAgent();
   waitAttached(2);
   Proc srv = serve(server, "8080");
@@ -340,10 +348,9 @@ TEST_F(E2E, SpoofedSourceDropped) {
 // Bad input never crashes the agent nor half-applies; the last good version
 // of a file stays in force until the file is fixed.
 TEST_F(E2E, BadFilesAreRejectedAndLastGoodPolicyStays) {
-  Pod& client = bed_->addPod("client", bed_->nextIp());
-  Pod& server = bed_->addPod("server", bed_->nextIp());
-  write("pods.yaml", ns("app", true) + pod("app", "client", "client", client.ip()) +
-                         pod("app", "server", "server", server.ip()));
+  auto [c, s] = clientAndServer();
+  Pod& client = *c;
+  Pod& server = *s;
   std::string good = tcpRoute("app", "web", "[8080]") +
                      trafficTarget("app", "tt", "app", "server", rule("TCPRoute", "web"), "app",
                                    "client");
@@ -388,10 +395,9 @@ TEST_F(E2E, BadFilesAreRejectedAndLastGoodPolicyStays) {
 // 8080 (one by exact port, one by `ports: []`), so every connection and every
 // exchange on a held connection must succeed through every swap.
 TEST_F(E2E, PolicySwapsUnderTrafficNeverDeny) {
-  Pod& client = bed_->addPod("client", bed_->nextIp());
-  Pod& server = bed_->addPod("server", bed_->nextIp());
-  write("pods.yaml", ns("app", true) + pod("app", "client", "client", client.ip()) +
-                         pod("app", "server", "server", server.ip()));
+  auto [c, s] = clientAndServer();
+  Pod& client = *c;
+  Pod& server = *s;
   auto policy = [&](const std::string& ports) {
     return tcpRoute("app", "web", ports) +
            trafficTarget("app", "tt", "app", "server", rule("TCPRoute", "web"), "app", "client");
@@ -464,10 +470,9 @@ TEST_F(E2E, RestartKeepsEnforcingAndUninstallRemovesAll) {
 // Kernels without tcx get clsact filters: same enforcement, and uninstall
 // removes the filters it made.
 TEST_F(E2E, ClsactFallbackEnforcesAndUninstalls) {
-  Pod& client = bed_->addPod("client", bed_->nextIp());
-  Pod& server = bed_->addPod("server", bed_->nextIp());
-  write("pods.yaml", ns("app", true) + pod("app", "client", "client", client.ip()) +
-                         pod("app", "server", "server", server.ip()));
+  auto [c, s] = clientAndServer();
+  Pod& client = *c;
+  Pod& server = *s;
   startAgent({"--force-clsact"});
   waitAttached(2);
   EXPECT_NE(status().find("\"attachMode\": \"clsact\""), std::string::npos) << status();
