@@ -24,9 +24,17 @@ std::unique_ptr<Agent> Agent::create(const AgentConfig& cfg, std::string* err) {
 void Agent::run(const std::atomic<bool>& stop) {
   bool first = true;
   while (!stop) {
-    bool changed = source_.refresh();
-    reconcile(changed || first);
-    first = false;
+    // Whatever goes wrong in one round, the kernel keeps the last good policy
+    // and the next round starts over from what the kernel holds.
+    try {
+      bool changed = source_.refresh();
+      reconcile(changed || first);
+      first = false;
+    } catch (const std::exception& e) {
+      spdlog::error("reconcile failed, last good policy stays enforced: {}", e.what());
+      current_ = dp_->maps().read();
+      first = true;
+    }
     source_.waitForChange(250);
   }
 }
