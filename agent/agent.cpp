@@ -95,6 +95,8 @@ void Agent::reconcile(bool source_changed) {
     status_.diagnostics.clear();
     for (const auto& d : plan_.diagnostics) status_.diagnostics.push_back(d.str());
     status_.identities = plan_.identities.size();
+    identity_names_.clear();
+    for (const auto& [name, id] : plan_.identities) identity_names_[id] = name;
   }
   status_.policy_entries = current_.policy.size();
   status_.ip_entries = current_.ips.size();
@@ -105,10 +107,24 @@ void Agent::reconcile(bool source_changed) {
 
 AgentStatus Agent::status() {
   auto reasons = dp_->maps().reasons();
+  auto edges = dp_->maps().edges();
   uint32_t gen = dp_->maps().policyGeneration();
   std::lock_guard<std::mutex> l(mu_);
   status_.reasons = reasons;
   status_.policy_generation = gen;
+  status_.edges.clear();
+  auto name = [&](uint32_t id) {
+    auto it = identity_names_.find(id);
+    if (it != identity_names_.end()) return it->second;
+    return compile::Plan{}.identityName(id);  // reserved ("host", "world") or a bare id
+  };
+  for (const auto& e : edges) {
+    status_.edges.push_back({name(e.key.src_id), name(e.key.dst_id),
+                             e.key.proto == SMIK_PROTO_TCP   ? "TCP"
+                             : e.key.proto == SMIK_PROTO_UDP ? "UDP"
+                                                             : std::to_string(e.key.proto),
+                             e.key.dport, e.value.flows_allowed, e.value.packets_denied});
+  }
   return status_;
 }
 

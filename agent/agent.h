@@ -43,6 +43,12 @@ struct AgentStatus {
   std::vector<std::string> diagnostics;
   std::vector<std::string> errors;     // apply/attach errors of the last round
   std::vector<smik_counter> reasons;
+  struct Edge {
+    std::string source, destination, proto;
+    uint16_t port = 0;
+    uint64_t flows_allowed = 0, packets_denied = 0;
+  };
+  std::vector<Edge> edges;  // new-flow verdicts by identity pair, port, proto
 };
 
 class Agent {
@@ -67,6 +73,7 @@ class Agent {
 
   std::mutex mu_;
   AgentStatus status_;
+  std::map<uint32_t, std::string> identity_names_;  // names edges for status()
 };
 
 }  // namespace smik

@@ -149,6 +149,12 @@ int statusCmd(const std::string& addr, const std::string& output, bool check) {
   std::cout << "verdicts:\n";
   for (const auto& [k, v] : j["verdicts"].items())
     std::cout << "  " << k << ": " << v["packets"] << " packets\n";
+  std::cout << "edges (new flows judged by the tc programs):\n";
+  for (const auto& e : j["edges"])
+    std::cout << "  " << e["source"].get<std::string>() << " -> "
+              << e["destination"].get<std::string>() << " " << e["proto"].get<std::string>() << "/"
+              << e["port"] << ": " << e["flowsAllowed"] << " flows allowed, "
+              << e["packetsDenied"] << " packets denied\n";
   if (!j["diagnostics"].empty()) std::cout << "diagnostics:\n";
   for (const auto& e : j["diagnostics"]) std::cout << "  " << e.get<std::string>() << "\n";
   return 0;

@@ -31,6 +31,12 @@ std::string statusJson(const AgentStatus& s) {
   for (size_t i = 0; i < s.reasons.size() && i < std::size(kReasonNames); i++)
     verdicts[kReasonNames[i]] = {{"packets", s.reasons[i].packets}, {"bytes", s.reasons[i].bytes}};
   j["verdicts"] = verdicts;
+  nlohmann::json edges = nlohmann::json::array();
+  for (const auto& e : s.edges)
+    edges.push_back({{"source", e.source}, {"destination", e.destination}, {"proto", e.proto},
+                     {"port", e.port}, {"flowsAllowed", e.flows_allowed},
+                     {"packetsDenied", e.packets_denied}});
+  j["edges"] = edges;
   return j.dump(2) + "\n";
 }
 
