@@ -214,7 +214,9 @@ int smik_to_pod(struct __sk_buff *skb) {
     if (ct)
       bpf_map_delete_elem(&smik_ct, &ck); /* revoked */
     count_edge(skb, src, dst, dport, p.proto, 0);
-    return count(skb, SMIK_REASON_POLICY);
+    /* SMI routes name TCP and UDP only: anything else can never be granted */
+    int l4 = p.proto == IPPROTO_TCP || p.proto == IPPROTO_UDP;
+    return count(skb, l4 ? SMIK_REASON_POLICY : SMIK_REASON_UNSUPPORTED);
   }
   if (ct) {
     ct->policy_gen = gen; /* still allowed under the new generation */

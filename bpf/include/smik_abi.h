@@ -134,7 +134,7 @@ enum smik_reason {
   SMIK_REASON_POLICY = 1,     /* dropped: no TrafficTarget allows it */
   SMIK_REASON_SPOOFED = 2,    /* dropped: pod sent from an address not its own */
   SMIK_REASON_MALFORMED = 3,  /* dropped: truncated IP/L4 header */
-  SMIK_REASON_UNSUPPORTED = 4,/* dropped: L4 protocol no rule can name, to an enforced dst */
+  SMIK_REASON_UNSUPPORTED = 4, /* dropped: not TCP/UDP (no SMI rule can name it), enforced dst */
   SMIK_REASON_MAX = 8,
 };
 

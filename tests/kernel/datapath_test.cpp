@@ -219,6 +219,8 @@ TEST_F(DatapathTest, IcmpErrorsPassEchoIsJudged) {
   apply();
   EXPECT_EQ(toPod({.src = "10.1.0.3", .proto = 1, .icmp_type = 3}), kPass);
   EXPECT_EQ(toPod({.src = "10.1.0.3", .proto = 1, .icmp_type = 8}), kDrop);
+  EXPECT_EQ(reason(SMIK_REASON_UNSUPPORTED), 1u) << "no SMI route can name ICMP";
+  EXPECT_EQ(reason(SMIK_REASON_POLICY), 0u);
 }
 
 TEST_F(DatapathTest, PacketsOfOtherInterfacesAreNotOurs) {
