@@ -66,7 +66,8 @@ struct Loaded {
     for (int i = 0; i < n; i++) {
       uint32_t id = SMIK_ID_FIRST_DYNAMIC + i;
       s.ips[v4(base + i)] = {id, 0};
-      s.policy[{id, SMIK_ID_FIRST_DYNAMIC + (i * 7919) % n, uint16_t(1000 + i % 5000), 6, 0}] = {1, 0};
+      uint32_t dst = SMIK_ID_FIRST_DYNAMIC + uint32_t(i) * 7919u % uint32_t(n);
+      s.policy[{id, dst, uint16_t(1000 + i % 5000), 6, 0}] = {1, 0};
     }
     // client 10.0.0.0 (id 256) may reach the server (id 257) on 8080
     s.policy[{SMIK_ID_FIRST_DYNAMIC, SMIK_ID_FIRST_DYNAMIC + 1, 8080, 6, 0}] = {1, 0};

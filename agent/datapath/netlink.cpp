@@ -67,7 +67,7 @@ bool isPodInterface(uint32_t ifindex) {
   ethtool_drvinfo info{};
   info.cmd = ETHTOOL_GDRVINFO;
   ifreq ifr{};
-  std::strncpy(ifr.ifr_name, name, IF_NAMESIZE - 1);
+  std::memcpy(ifr.ifr_name, name, IF_NAMESIZE);  // both IF_NAMESIZE, NUL-terminated
   ifr.ifr_data = reinterpret_cast<char*>(&info);
   bool ok = ioctl(fd, SIOCETHTOOL, &ifr) == 0 &&
             (std::strcmp(info.driver, "veth") == 0 || std::strcmp(info.driver, "netkit") == 0);

@@ -120,7 +120,9 @@ class E2E : public ::testing::Test {
     std::error_code ec;
     if (!dir_.empty()) fs::remove_all(dir_, ec);
     bed_.reset();
-    if (!pin_.empty()) EXPECT_FALSE(fs::exists(pin_)) << "uninstall left " << pin_;
+    if (!pin_.empty()) {
+      EXPECT_FALSE(fs::exists(pin_)) << "uninstall left " << pin_;
+    }
   }
 
   void write(const std::string& file, const std::string& text) {

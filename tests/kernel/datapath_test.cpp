@@ -59,7 +59,9 @@ class DatapathTest : public ::testing::Test {
   void TearDown() override {
     dp_.reset();
     std::string err;
-    if (!pin_.empty()) EXPECT_TRUE(datapath::Datapath::uninstall(pin_, &err)) << err;
+    if (!pin_.empty()) {
+      EXPECT_TRUE(datapath::Datapath::uninstall(pin_, &err)) << err;
+    }
   }
 
   void allow(uint32_t src, uint32_t dst, uint16_t port, uint8_t proto, uint32_t rule = 1) {

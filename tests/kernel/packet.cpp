@@ -84,7 +84,7 @@ int runTc(int prog_fd, const std::vector<uint8_t>& pkt, uint32_t ifindex, uint32
   LIBBPF_OPTS(bpf_test_run_opts, o, .data_in = pkt.data(), .data_out = out.data(),
               .data_size_in = static_cast<__u32>(pkt.size()),
               .data_size_out = static_cast<__u32>(out.size()), .ctx_in = &ctx,
-              .ctx_size_in = sizeof(ctx), .repeat = repeat);
+              .ctx_size_in = sizeof(ctx), .repeat = static_cast<int>(repeat));
   if (bpf_prog_test_run_opts(prog_fd, &o) != 0) return -errno;
   if (ns_per_run) *ns_per_run = o.duration;
   return static_cast<int>(o.retval);

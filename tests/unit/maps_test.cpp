@@ -173,8 +173,9 @@ TEST(IpKey, FamilyTaggedAndRoundTrip) {
     SCOPED_TRACE(text);
     const compile::Addr a = addr(text);
     const smik_ip_key k = ipKey(a);
-    if (a.family == SMIK_AF_INET)  // v4 sits in the first 4 bytes, the rest zero
+    if (a.family == SMIK_AF_INET) {  // v4 sits in the first 4 bytes, the rest zero
       for (int i = 4; i < 16; i++) EXPECT_EQ(k.addr[i], 0) << i;
+    }
     EXPECT_EQ(k.family, a.family);
     EXPECT_EQ(addrOf(k), a);
     EXPECT_EQ(addrOf(k).str(), text);
