@@ -11,6 +11,7 @@ std::unique_ptr<Agent> Agent::create(const AgentConfig& cfg, std::string* err) {
   datapath::Options o;
   o.pin_dir = cfg.pin_dir;
   o.force_clsact = cfg.force_clsact;
+  o.cgroup = cfg.cgroup;
   a->dp_ = datapath::Datapath::open(o, err);
   if (!a->dp_) return nullptr;
   // Diff against what the kernel really holds: after a restart that is the
@@ -52,7 +53,8 @@ void Agent::reconcile(bool source_changed) {
   auto wanted = dp_->resolveInterfaces(plan_);
   std::vector<std::string> errors;
   bool applied = true;
-  if (recompile || wanted != wanted_ || dp_->attachments().size() != wanted.size()) {
+  if (recompile || wanted != wanted_ || dp_->attachments().size() != wanted.size() ||
+      !dp_->socketProgramsAttached()) {
     auto t0 = std::chrono::steady_clock::now();
     std::map<std::string, uint8_t> modes;
     for (const auto& [pod, ifindex] : wanted) modes[pod] = dp_->attachMode();
@@ -65,14 +67,19 @@ void Agent::reconcile(bool source_changed) {
       current_ = std::move(next);
       dp_->attachNew(wanted, &errors);
       wanted_ = wanted;
+      // Services are in the maps now: only then may connect() be translated.
+      if (!dp_->socketProgramsAttached() && !dp_->attachSocketPrograms(&err))
+        errors.push_back("socket programs: " + err);
     } else {
       errors.push_back("apply: " + err);
       current_ = dp_->maps().read();  // retry from what the kernel really holds
     }
     double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-    spdlog::info("applied: {} ip writes, {} ip deletes, {} endpoints (+{} -{}), policy {} in {:.1f} ms",
+    spdlog::info("applied: {} ip writes, {} ip deletes, {} endpoints (+{} -{}), policy {}, "
+                 "services +{} -{} in {:.1f} ms",
                  st.ip_writes, st.ip_deletes, wanted.size(), st.endpoint_writes,
-                 st.endpoint_deletes, st.policy_swapped ? "swapped" : "unchanged", ms);
+                 st.endpoint_deletes, st.policy_swapped ? "swapped" : "unchanged",
+                 st.service_writes, st.service_deletes, ms);
     for (const auto& e : errors) spdlog::error("{}", e);
     std::lock_guard<std::mutex> l(mu_);
     status_.applies_total++;
@@ -99,6 +106,8 @@ void Agent::reconcile(bool source_changed) {
     for (const auto& [name, id] : plan_.identities) identity_names_[id] = name;
   }
   status_.policy_entries = current_.policy.size();
+  status_.services = current_.services.size();
+  status_.socket_programs = dp_->socketProgramsAttached();
   status_.ip_entries = current_.ips.size();
   status_.endpoints.clear();
   for (const auto& [ifindex, a] : dp_->attachments())
@@ -111,6 +120,7 @@ AgentStatus Agent::status() {
   uint32_t gen = dp_->maps().policyGeneration();
   std::lock_guard<std::mutex> l(mu_);
   status_.reasons = reasons;
+  status_.sock_stats = dp_->maps().sockStats();
   status_.policy_generation = gen;
   status_.edges.clear();
   auto name = [&](uint32_t id) {

@@ -38,6 +38,9 @@ struct AgentStatus {
   size_t policy_entries = 0;
   size_t identities = 0;
   size_t ip_entries = 0;
+  size_t services = 0;        // service ports translated at connect()
+  bool socket_programs = false;
+  std::vector<uint64_t> sock_stats;  // index = SMIK_SOCK_*
   std::vector<std::string> endpoints;  // "ns/pod ifname(ifindex)"
   std::vector<std::string> rejected;   // current rejected objects
   std::vector<std::string> diagnostics;

@@ -45,4 +45,12 @@ bool FakeBackend::swapPolicy(const PolicyEntries& entries, std::string* err) {
   return true;
 }
 
+bool FakeBackend::applyServices(const std::map<smik_svc_key, SvcTable>& upserts,
+                                const std::vector<smik_svc_key>& deletes, std::string* err) {
+  if (!countWrite(err)) return false;
+  for (const auto& [k, t] : upserts) state_.services[k] = t;
+  for (const auto& k : deletes) state_.services.erase(k);
+  return true;
+}
+
 }  // namespace smik::maps

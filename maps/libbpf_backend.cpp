@@ -2,8 +2,13 @@
 #include <bpf/libbpf.h>
 #include <unistd.h>
 
+#include <linux/membarrier.h>
+#include <sys/syscall.h>
+
 #include <cerrno>
+#include <chrono>
 #include <cstring>
+#include <thread>
 
 #include "maps/maps.h"
 
@@ -41,6 +46,19 @@ std::vector<V> perCpu(int fd, const void* key, int ncpu) {
   return vals;
 }
 
+// Waits until every BPF program that might have read a replaced value has
+// finished: they run under RCU, and MEMBARRIER_CMD_GLOBAL is synchronize_rcu().
+void waitForReaders() {
+  if (syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0) != 0)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));  // nohz_full: be generous
+}
+
+int endpointCount(const smik_svc_value& v) {
+  int n = 0;
+  for (int g = 0; g < v.ngroups && g < SMIK_MAX_GROUPS; g++) n += v.count[g];
+  return n;
+}
+
 int possibleCpus() {
   static int n = libbpf_num_possible_cpus();
   return n;
@@ -56,7 +74,9 @@ std::unique_ptr<LibbpfBackend> LibbpfBackend::open(const std::string& pin_dir,
     const char* name;
   } maps[] = {{&b->ipcache_, kIpcacheMap}, {&b->endpoints_, kEndpointsMap},
               {&b->policy_, kPolicyMap},   {&b->state_, kStateMap},
-              {&b->reasons_, kReasonsMap}, {&b->edges_, kEdgesMap}};
+              {&b->reasons_, kReasonsMap}, {&b->edges_, kEdgesMap},
+              {&b->services_, kServicesMap}, {&b->backends_, kBackendsMap},
+              {&b->sock_stats_, kSockStatsMap}};
   for (auto& m : maps) {
     *m.fd = openPin(pin_dir, m.name, err);
     if (*m.fd < 0) return nullptr;
@@ -65,7 +85,7 @@ std::unique_ptr<LibbpfBackend> LibbpfBackend::open(const std::string& pin_dir,
 }
 
 LibbpfBackend::~LibbpfBackend() {
-  for (int fd : {ipcache_, endpoints_, policy_, state_, reasons_, edges_})
+  for (int fd : {ipcache_, endpoints_, policy_, state_, reasons_, edges_, services_, backends_, sock_stats_})
     if (fd >= 0) close(fd);
 }
 
@@ -135,6 +155,49 @@ bool LibbpfBackend::swapPolicy(const PolicyEntries& entries, std::string* err) {
   return true;
 }
 
+bool LibbpfBackend::applyServices(const std::map<smik_svc_key, SvcTable>& upserts,
+                                  const std::vector<smik_svc_key>& deletes, std::string* err) {
+  struct Retired {
+    uint32_t svc_id;
+    uint8_t gen;
+    int count;
+  };
+  std::vector<Retired> retired;
+  for (const auto& [k, t] : upserts) {
+    smik_svc_value old{};
+    bool had = bpf_map_lookup_elem(services_, &k, &old) == 0;
+    // The other generation is free: its readers were waited out last time.
+    uint8_t gen = had && old.svc_id == t.svc_id ? old.gen ^ 1 : 0;
+    uint16_t index = 0;
+    for (const auto& g : t.groups) {
+      for (const auto& e : g.endpoints) {
+        smik_backend_key bk{t.svc_id, index++, gen, 0};
+        if (bpf_map_update_elem(backends_, &bk, &e, BPF_ANY) != 0)
+          return fail(err, "write service backends");
+      }
+    }
+    smik_svc_value v = svcValue(t, gen);
+    if (bpf_map_update_elem(services_, &k, &v, BPF_ANY) != 0) return fail(err, "write service");
+    if (had) retired.push_back({old.svc_id, old.gen, endpointCount(old)});
+  }
+  for (const auto& k : deletes) {
+    smik_svc_value old{};
+    if (bpf_map_lookup_elem(services_, &k, &old) != 0) continue;
+    if (bpf_map_delete_elem(services_, &k) != 0 && errno != ENOENT)
+      return fail(err, "delete service");
+    retired.push_back({old.svc_id, old.gen, endpointCount(old)});
+  }
+  if (retired.empty()) return true;
+  waitForReaders();
+  for (const auto& r : retired) {
+    for (int i = 0; i < r.count; i++) {
+      smik_backend_key bk{r.svc_id, static_cast<uint16_t>(i), r.gen, 0};
+      bpf_map_delete_elem(backends_, &bk);
+    }
+  }
+  return true;
+}
+
 uint32_t LibbpfBackend::policyGeneration() {
   __u32 zero = 0;
   smik_state st{};
@@ -164,6 +227,25 @@ KernelState LibbpfBackend::read() {
       close(inner);
     }
   }
+  forEachKey<smik_svc_key>(services_, [&](const smik_svc_key& k) {
+    smik_svc_value v{};
+    if (bpf_map_lookup_elem(services_, &k, &v) != 0) return;
+    SvcTable t;
+    t.svc_id = v.svc_id;
+    uint32_t prev = 0;
+    for (int g = 0; g < v.ngroups && g < SMIK_MAX_GROUPS; g++) {
+      SvcTable::Group group;
+      group.weight = v.cum[g] - prev;
+      prev = v.cum[g];
+      for (int i = 0; i < v.count[g]; i++) {
+        smik_backend_key bk{v.svc_id, static_cast<uint16_t>(v.offset[g] + i), v.gen, 0};
+        smik_backend b{};
+        if (bpf_map_lookup_elem(backends_, &bk, &b) == 0) group.endpoints.push_back(b);
+      }
+      t.groups.push_back(std::move(group));
+    }
+    s.services[k] = std::move(t);
+  });
   return s;
 }
 
@@ -175,6 +257,13 @@ std::vector<smik_counter> LibbpfBackend::reasons() {
       out[i].bytes += c.bytes;
     }
   }
+  return out;
+}
+
+std::vector<uint64_t> LibbpfBackend::sockStats() {
+  std::vector<uint64_t> out(SMIK_SOCK_MAX);
+  for (__u32 i = 0; i < SMIK_SOCK_MAX; i++)
+    for (uint64_t c : perCpu<uint64_t>(sock_stats_, &i, possibleCpus())) out[i] += c;
   return out;
 }
 

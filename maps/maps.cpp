@@ -18,6 +18,53 @@ compile::Addr addrOf(const smik_ip_key& k) {
   return a;
 }
 
+SvcTable svcTable(const compile::ServiceTable& t) {
+  SvcTable out;
+  out.svc_id = t.svc_id;
+  for (const auto& g : t.groups) {
+    SvcTable::Group kg;
+    kg.weight = g.weight;
+    for (const auto& e : g.endpoints) {
+      smik_backend b{};
+      std::memcpy(b.addr, e.addr.bytes.data(), 16);
+      b.port = e.port;
+      b.family = e.addr.family;
+      kg.endpoints.push_back(b);
+    }
+    out.groups.push_back(std::move(kg));
+  }
+  return out;
+}
+
+smik_svc_value svcValue(const SvcTable& t, uint8_t gen) {
+  smik_svc_value v{};
+  v.svc_id = t.svc_id;
+  v.gen = gen;
+  uint32_t cum = 0, offset = 0;
+  for (const auto& g : t.groups) {
+    if (v.ngroups == SMIK_MAX_GROUPS) break;  // the compiler already capped it
+    cum += g.weight;
+    v.cum[v.ngroups] = cum;
+    v.offset[v.ngroups] = offset;
+    v.count[v.ngroups] = g.endpoints.size();
+    offset += g.endpoints.size();
+    v.ngroups++;
+  }
+  v.total = cum;
+  return v;
+}
+
+bool SvcTable::operator==(const SvcTable& o) const {
+  if (svc_id != o.svc_id || groups.size() != o.groups.size()) return false;
+  for (size_t i = 0; i < groups.size(); i++) {
+    const auto &a = groups[i], &b = o.groups[i];
+    if (a.weight != b.weight || a.endpoints.size() != b.endpoints.size()) return false;
+    for (size_t j = 0; j < a.endpoints.size(); j++)
+      if (std::memcmp(&a.endpoints[j], &b.endpoints[j], sizeof(smik_backend)) != 0) return false;
+  }
+  return true;
+}
+
 KernelState desiredState(const compile::Plan& plan,
                          const std::map<std::string, uint32_t>& ifindex_by_pod,
                          const std::map<std::string, uint8_t>& attach_by_pod) {
@@ -25,6 +72,7 @@ KernelState desiredState(const compile::Plan& plan,
   s.ips = plan.ip_identity;
   s.policy = plan.policy;
   s.policy_installed = true;
+  for (const auto& [k, t] : plan.services) s.services[k] = svcTable(t);
   for (const auto& [pod, ep] : plan.endpoints) {
     auto it = ifindex_by_pod.find(pod);
     if (it == ifindex_by_pod.end()) continue;  // veth not there yet
@@ -68,6 +116,19 @@ bool apply(Backend& backend, const KernelState& next, const KernelState& current
   if (next.policy != current.policy || !current.policy_installed) {
     if (!backend.swapPolicy(next.policy, err)) return false;
     st.policy_swapped = true;
+  }
+  std::map<smik_svc_key, SvcTable> upserts;
+  std::vector<smik_svc_key> deletes;
+  for (const auto& [k, t] : next.services) {
+    auto it = current.services.find(k);
+    if (it == current.services.end() || !(it->second == t)) upserts.emplace(k, t);
+  }
+  for (const auto& [k, t] : current.services)
+    if (!next.services.count(k)) deletes.push_back(k);
+  if (!upserts.empty() || !deletes.empty()) {
+    if (!backend.applyServices(upserts, deletes, err)) return false;
+    st.service_writes = upserts.size();
+    st.service_deletes = deletes.size();
   }
   for (const auto& [ifindex, ep] : current.endpoints) {
     if (next.endpoints.count(ifindex)) continue;

@@ -21,8 +21,24 @@ inline constexpr const char* kStateMap = "smik_state";
 inline constexpr const char* kCtMap = "smik_ct";
 inline constexpr const char* kReasonsMap = "smik_reasons";
 inline constexpr const char* kEdgesMap = "smik_edges";
+inline constexpr const char* kServicesMap = "smik_services";
+inline constexpr const char* kBackendsMap = "smik_backends";
+inline constexpr const char* kRevnatMap = "smik_revnat";
+inline constexpr const char* kSockStatsMap = "smik_sock_stats";
 
 using PolicyEntries = std::map<smik_policy_key, smik_policy_value>;
+
+// A service port's backend table as the kernel holds it (smik_svc_value +
+// smik_backends): weighted groups of endpoints.
+struct SvcTable {
+  uint32_t svc_id = 0;
+  struct Group {
+    uint32_t weight = 0;
+    std::vector<smik_backend> endpoints;
+  };
+  std::vector<Group> groups;
+  bool operator==(const SvcTable& o) const;
+};
 
 // What the kernel holds (or should hold) for enforcement.
 struct KernelState {
@@ -30,6 +46,7 @@ struct KernelState {
   std::map<uint32_t, smik_endpoint> endpoints;  // by host-side ifindex
   PolicyEntries policy;
   bool policy_installed = false;  // an empty generation still fails closed if absent
+  std::map<smik_svc_key, SvcTable> services;
 };
 
 struct EdgeCounters {
@@ -48,9 +65,15 @@ class Backend {
   // update of the outer map slot, then moves the generation counter.
   virtual bool swapPolicy(const PolicyEntries& entries, std::string* err) = 0;
   virtual uint32_t policyGeneration() = 0;
+  // Replaces each upserted table in one update as seen by connect(), and
+  // frees the endpoints of replaced and deleted tables once no reader can
+  // still hold them.
+  virtual bool applyServices(const std::map<smik_svc_key, SvcTable>& upserts,
+                             const std::vector<smik_svc_key>& deletes, std::string* err) = 0;
   virtual KernelState read() = 0;
   virtual std::vector<smik_counter> reasons() = 0;  // summed, index = SMIK_REASON_*
   virtual std::vector<EdgeCounters> edges() = 0;
+  virtual std::vector<uint64_t> sockStats() = 0;  // summed, index = SMIK_SOCK_*
 };
 
 // In-memory backend: what the kernel would hold, for rootless tests.
@@ -62,9 +85,12 @@ class FakeBackend : public Backend {
   bool deleteEndpoint(uint32_t ifindex, std::string* err) override;
   bool swapPolicy(const PolicyEntries& entries, std::string* err) override;
   uint32_t policyGeneration() override { return generation_; }
+  bool applyServices(const std::map<smik_svc_key, SvcTable>& upserts,
+                     const std::vector<smik_svc_key>& deletes, std::string* err) override;
   KernelState read() override { return state_; }
   std::vector<smik_counter> reasons() override { return {}; }
   std::vector<EdgeCounters> edges() override { return {}; }
+  std::vector<uint64_t> sockStats() override { return {}; }
 
   int writes = 0;  // single-entry writes, to check that apply only writes diffs
   int swaps = 0;
@@ -89,16 +115,23 @@ class LibbpfBackend : public Backend {
   bool deleteEndpoint(uint32_t ifindex, std::string* err) override;
   bool swapPolicy(const PolicyEntries& entries, std::string* err) override;
   uint32_t policyGeneration() override;
+  bool applyServices(const std::map<smik_svc_key, SvcTable>& upserts,
+                     const std::vector<smik_svc_key>& deletes, std::string* err) override;
   KernelState read() override;
   std::vector<smik_counter> reasons() override;
   std::vector<EdgeCounters> edges() override;
+  std::vector<uint64_t> sockStats() override;
 
  private:
   LibbpfBackend() = default;
   int ipcache_ = -1, endpoints_ = -1, policy_ = -1, state_ = -1, reasons_ = -1, edges_ = -1;
+  int services_ = -1, backends_ = -1, sock_stats_ = -1;
 };
 
 smik_ip_key ipKey(const compile::Addr& a);
+SvcTable svcTable(const compile::ServiceTable& t);
+// The kernel value of a table whose endpoints sit at indices 0.. of `gen`.
+smik_svc_value svcValue(const SvcTable& t, uint8_t gen);
 compile::Addr addrOf(const smik_ip_key& k);
 
 // Desired kernel state for a plan, given where each local pod's veth is.
@@ -108,6 +141,7 @@ KernelState desiredState(const compile::Plan& plan,
 
 struct ApplyStats {
   int ip_writes = 0, ip_deletes = 0, endpoint_writes = 0, endpoint_deletes = 0;
+  int service_writes = 0, service_deletes = 0;
   bool policy_swapped = false;
 };
 

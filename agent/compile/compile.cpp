@@ -1,5 +1,7 @@
 #include "agent/compile/compile.h"
 
+#include "agent/compile/services.h"
+
 #include <arpa/inet.h>
 
 #include <cstring>
@@ -122,6 +124,7 @@ class Compiler {
       for (const auto& [name, tt] : state_.traffic_targets) grantTarget(tt);
     }
     markEnforced();
+    compileServices(state_, &plan_);
     return std::move(plan_);
   }
 
@@ -315,6 +318,12 @@ bool operator<(const smik_policy_key& a, const smik_policy_key& b) {
 bool operator==(const smik_policy_key& a, const smik_policy_key& b) {
   return std::tie(a.src_id, a.dst_id, a.dport, a.proto) ==
          std::tie(b.src_id, b.dst_id, b.dport, b.proto);
+}
+bool operator<(const smik_svc_key& a, const smik_svc_key& b) {
+  return std::memcmp(&a, &b, sizeof a) < 0;
+}
+bool operator==(const smik_svc_key& a, const smik_svc_key& b) {
+  return std::memcmp(&a, &b, sizeof a) == 0;
 }
 bool operator==(const smik_policy_value& a, const smik_policy_value& b) {
   return a.rule_id == b.rule_id && a.flags == b.flags;

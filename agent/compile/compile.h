@@ -58,6 +58,34 @@ struct RuleOrigin {
   std::string rule;            // "TCPRoute tcp-ports" ...
 };
 
+// One endpoint of a service port: where a connection really goes.
+struct ServiceBackend {
+  Addr addr;
+  uint16_t port = 0;
+  std::string pod;  // ns/name when known, for explain
+  auto operator<=>(const ServiceBackend&) const = default;
+};
+
+// A weighted group: one TrafficSplit backend Service (or the Service itself).
+struct ServiceGroup {
+  std::string service;  // ns/name of the Service whose endpoints these are
+  uint32_t weight = 0;
+  std::vector<ServiceBackend> endpoints;  // non-empty
+  bool operator==(const ServiceGroup&) const = default;
+};
+
+// What connect() to one ClusterIP:port/proto is translated to.
+struct ServiceTable {
+  std::string service;  // ns/name
+  Addr vip;
+  uint16_t port = 0;
+  model::Proto proto = model::Proto::kTcp;
+  uint32_t svc_id = 0;
+  std::string split;  // ns/name of the TrafficSplit applied; empty = even over own endpoints
+  std::vector<ServiceGroup> groups;  // empty = no ready endpoint: not translated
+  bool operator==(const ServiceTable&) const = default;
+};
+
 // A local meshed pod: gets tc programs on its host-side veth.
 struct LocalEndpoint {
   std::string pod;  // ns/name
@@ -71,6 +99,7 @@ struct Plan {
   std::map<std::string, LocalEndpoint> endpoints;  // by pod ns/name
   std::map<smik_policy_key, smik_policy_value> policy;
   std::vector<RuleOrigin> rules;  // index = rule_id - 1
+  std::map<smik_svc_key, ServiceTable> services;  // every ClusterIP service port
   std::vector<Diagnostic> diagnostics;
 
   // Name of an identity id, "ns/sa" or a reserved name ("host", "world").
@@ -88,6 +117,8 @@ bool isMeshed(const model::ClusterState& state, const model::Pod& pod, const Nod
 }  // namespace smik::compile
 
 bool operator<(const smik_policy_key& a, const smik_policy_key& b);
+bool operator<(const smik_svc_key& a, const smik_svc_key& b);
+bool operator==(const smik_svc_key& a, const smik_svc_key& b);
 bool operator==(const smik_policy_key& a, const smik_policy_key& b);
 bool operator==(const smik_policy_value& a, const smik_policy_value& b);
 bool operator==(const smik_ip_info& a, const smik_ip_info& b);

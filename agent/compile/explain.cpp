@@ -1,6 +1,7 @@
 #include "agent/compile/explain.h"
 
 #include <algorithm>
+#include <set>
 
 namespace smik::compile {
 
@@ -101,6 +102,45 @@ bool explain(const model::ClusterState& state, NodeConfig node, const std::strin
                                  : "no TrafficTarget rule allows it") +
               " (default deny, access mode " + accessModeName(node.access_mode) + ")";
   *out = e;
+  return true;
+}
+
+bool explainService(const model::ClusterState& state, const NodeConfig& node,
+                    const std::string& service, uint16_t port, Proto proto,
+                    std::vector<ServiceExplanation>* out, std::vector<std::string>* notes,
+                    std::string* err) {
+  if (!state.services.count(service)) return (*err = "no Service " + service), false;
+  Plan plan = compile(state, node);
+  for (const auto& [k, t] : plan.services) {
+    if (t.service != service || t.port != port || t.proto != proto) continue;
+    ServiceExplanation e;
+    e.vip = t.vip.str() + ":" + std::to_string(port) + "/" + protoName(proto);
+    e.split = t.split;
+    uint64_t total = 0;
+    for (const auto& g : t.groups) total += g.weight;
+    for (const auto& g : t.groups) {
+      ServiceGroupExplained ge{g.service, g.weight, total ? double(g.weight) / total : 0, {}};
+      for (const auto& ep : g.endpoints)
+        ge.endpoints.push_back({ep.pod, ep.addr.str() + ":" + std::to_string(ep.port),
+                                ge.share / g.endpoints.size()});
+      e.groups.push_back(std::move(ge));
+    }
+    out->push_back(std::move(e));
+  }
+  if (out->empty()) {
+    *err = "Service " + service + " has no ClusterIP port " + std::to_string(port) + "/" +
+           protoName(proto);
+    return false;
+  }
+  std::string ns = service.substr(0, service.find('/'));
+  std::string name = service.substr(service.find('/') + 1);
+  std::set<std::string> splits;  // those whose root is this Service
+  for (const auto& [k, ts] : state.traffic_splits)
+    if (ts.meta.ns == ns && ts.service == name) splits.insert(ts.meta.name);
+  for (const auto& d : plan.diagnostics) {
+    if (d.object.kind == "TrafficSplit" && d.object.ns == ns && splits.count(d.object.name))
+      notes->push_back(d.str());
+  }
   return true;
 }
 

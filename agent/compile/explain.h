@@ -22,4 +22,28 @@ bool explain(const model::ClusterState& state, NodeConfig node, const std::strin
              const std::string& to, uint16_t port, model::Proto proto, Explanation* out,
              std::string* err);
 
+// Where a connection to a Service port goes: for each of its ClusterIPs, the
+// TrafficSplit applied (if any), each group's share and each endpoint's
+// probability. service is "ns/name".
+struct ServiceChoice {
+  std::string pod;  // ns/name, when known
+  std::string address;  // ip:port
+  double probability = 0;
+};
+struct ServiceGroupExplained {
+  std::string service;
+  uint32_t weight = 0;
+  double share = 0;
+  std::vector<ServiceChoice> endpoints;
+};
+struct ServiceExplanation {
+  std::string vip;  // ip:port/proto
+  std::string split;
+  std::vector<ServiceGroupExplained> groups;
+};
+bool explainService(const model::ClusterState& state, const NodeConfig& node,
+                    const std::string& service, uint16_t port, model::Proto proto,
+                    std::vector<ServiceExplanation>* out, std::vector<std::string>* notes,
+                    std::string* err);
+
 }  // namespace smik::compile

@@ -6,11 +6,15 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <fcntl.h>
+#include <sys/stat.h>
+
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
 
 #include "agent/datapath/system.h"
+#include "smik_sock.skel.h"
 #include "smik_tc.skel.h"
 
 namespace fs = std::filesystem;
@@ -70,6 +74,12 @@ std::unique_ptr<Datapath> Datapath::open(const Options& opts, std::string* err) 
            "smik-agent --uninstall): " + std::string(strerror(-r));
     return nullptr;
   }
+  d->sock_ = smik_sock__open_opts(&oo);
+  if (!d->sock_) return (*err = errnoText("open BPF socket object")), nullptr;
+  if (int r = smik_sock__load(d->sock_); r != 0) {
+    *err = "load BPF socket programs: " + std::string(strerror(-r));
+    return nullptr;
+  }
   d->maps_ = maps::LibbpfBackend::open(opts.pin_dir, err);
   if (!d->maps_) return nullptr;
   d->tcx_ = !opts.force_clsact;
@@ -83,7 +93,9 @@ Datapath::~Datapath() {
     if (a.from_pod_link >= 0) close(a.from_pod_link);
   }
   for (auto& [path, fd] : adopted_) close(fd);
+  for (int fd : sock_links_) close(fd);  // pinned: they stay attached
   if (skel_) smik_tc__destroy(skel_);
+  if (sock_) smik_sock__destroy(sock_);
 }
 
 int Datapath::toPodProgFd() const { return bpf_program__fd(skel_->progs.smik_to_pod); }
@@ -194,12 +206,63 @@ void Datapath::attachNew(const std::map<std::string, uint32_t>& wanted,
       errors->push_back("pod " + pod + ": " + err);
     }
   }
-  // Pinned links nobody claimed belong to pods that are gone.
-  for (auto& [path, fd] : adopted_) {
-    close(fd);
-    ::unlink(path.c_str());
+  // Pinned tc links nobody claimed belong to pods that are gone.
+  for (auto it = adopted_.begin(); it != adopted_.end();) {
+    if (fs::path(it->first).filename().string().rfind("cgroup_", 0) == 0) {
+      ++it;
+      continue;
+    }
+    close(it->second);
+    ::unlink(it->first.c_str());
+    it = adopted_.erase(it);
   }
-  adopted_.clear();
+}
+
+bool Datapath::attachSocketPrograms(std::string* err) {
+  if (sock_attached_) return true;
+  if (opts_.cgroup.empty()) return (*err = "no cgroup2 directory to attach socket programs"), false;
+  int cg = ::open(opts_.cgroup.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (cg < 0) return (*err = errnoText("open cgroup " + opts_.cgroup)), false;
+  struct stat cg_stat {};
+  fstat(cg, &cg_stat);  // a cgroup2 directory's inode is its cgroup id
+  bpf_program* prog;
+  bool ok = true;
+  bpf_object__for_each_program(prog, sock_->obj) {
+    std::string pin = opts_.pin_dir + "/links/cgroup_" + bpf_program__name(prog);
+    int prog_fd = bpf_program__fd(prog);
+    if (auto old = adopted_.find(pin); old != adopted_.end()) {
+      int fd = old->second;
+      adopted_.erase(old);
+      bpf_link_info info{};
+      __u32 len = sizeof info;
+      // Same cgroup: swap the program in place. Elsewhere: that is not ours now.
+      if (bpf_obj_get_info_by_fd(fd, &info, &len) == 0 && info.cgroup.cgroup_id == cg_stat.st_ino &&
+          bpf_link_update(fd, prog_fd, nullptr) == 0) {
+        sock_links_.push_back(fd);
+        continue;
+      }
+      close(fd);
+      ::unlink(pin.c_str());
+    }
+    int fd = bpf_link_create(prog_fd, cg, bpf_program__expected_attach_type(prog), nullptr);
+    if (fd < 0) {
+      *err = errnoText(std::string("attach ") + bpf_program__name(prog) + " to " + opts_.cgroup);
+      ok = false;
+      break;
+    }
+    ::unlink(pin.c_str());
+    if (bpf_obj_pin(fd, pin.c_str()) != 0) {
+      *err = errnoText("pin " + pin);
+      close(fd);
+      ok = false;
+      break;
+    }
+    sock_links_.push_back(fd);
+  }
+  close(cg);
+  sock_attached_ = ok;
+  if (ok) spdlog::info("socket programs attached at {}", opts_.cgroup);
+  return ok;
 }
 
 bool Datapath::uninstall(const std::string& pin_dir, std::string* err) {

@@ -11,12 +11,14 @@
 #include "maps/maps.h"
 
 struct smik_tc;
+struct smik_sock;
 
 namespace smik::datapath {
 
 struct Options {
   std::string pin_dir = "/sys/fs/bpf/smik";
   bool force_clsact = false;  // skip tcx (tests of the fallback)
+  std::string cgroup;         // cgroup2 directory for the socket programs
 };
 
 // One pod's hook, as the agent holds it.
@@ -48,6 +50,10 @@ class Datapath {
   void detachGone(const std::map<std::string, uint32_t>& wanted);
   void attachNew(const std::map<std::string, uint32_t>& wanted, std::vector<std::string>* errors);
   const std::map<uint32_t, Attachment>& attachments() const { return attached_; }
+  // Hooks connect/sendmsg/recvmsg/getpeername (v4 and v6) at opts.cgroup,
+  // taking over links a previous agent pinned. Idempotent.
+  bool attachSocketPrograms(std::string* err);
+  bool socketProgramsAttached() const { return sock_attached_; }
   uint8_t attachMode() const;
 
   // Removes every program, link, tc hook and pin under pin_dir.
@@ -61,6 +67,9 @@ class Datapath {
 
   Options opts_;
   smik_tc* skel_ = nullptr;
+  smik_sock* sock_ = nullptr;
+  bool sock_attached_ = false;
+  std::vector<int> sock_links_;
   std::unique_ptr<maps::LibbpfBackend> maps_;
   bool tcx_ = false;
   std::map<uint32_t, Attachment> attached_;  // by ifindex

@@ -27,6 +27,12 @@ std::string kindOf(const Object& o) {
           return "TrafficTarget";
         else if constexpr (std::is_same_v<T, L4Route>)
           return v.proto == Proto::kUdp ? "UDPRoute" : "TCPRoute";
+        else if constexpr (std::is_same_v<T, Service>)
+          return "Service";
+        else if constexpr (std::is_same_v<T, EndpointSlice>)
+          return "EndpointSlice";
+        else if constexpr (std::is_same_v<T, TrafficSplit>)
+          return "TrafficSplit";
         else {
           static_assert(std::is_same_v<T, HttpRouteGroup>);
           return "HTTPRouteGroup";
@@ -55,6 +61,12 @@ void ClusterState::add(const Object& o) {
           traffic_targets[key] = v;
         else if constexpr (std::is_same_v<T, L4Route>)
           (v.proto == Proto::kUdp ? udp_routes : tcp_routes)[key] = v;
+        else if constexpr (std::is_same_v<T, Service>)
+          services[key] = v;
+        else if constexpr (std::is_same_v<T, EndpointSlice>)
+          endpoint_slices[key] = v;
+        else if constexpr (std::is_same_v<T, TrafficSplit>)
+          traffic_splits[key] = v;
         else {
           static_assert(std::is_same_v<T, HttpRouteGroup>);
           http_route_groups[key] = v;

@@ -1,6 +1,7 @@
 // Typed, validated view of the Kubernetes and SMI objects smik reads.
 // Every SMI version is normalised on parse: TrafficTarget to access v1alpha3,
-// routes to specs v1alpha4. The compiler never sees a version string.
+// routes to specs v1alpha4, TrafficSplit weights to whole numbers (v1alpha1
+// Quantities as milli-units). The compiler never sees a version string.
 #pragma once
 
 #include <cstdint>
@@ -39,6 +40,13 @@ struct ServiceAccount {
   ObjectMeta meta;
 };
 
+// spec.containers[].ports[]. SCTP ports are dropped on parse.
+struct ContainerPort {
+  std::string name;  // may be empty
+  uint16_t port = 0;
+  Proto proto = Proto::kTcp;
+};
+
 struct Pod {
   ObjectMeta meta;
   std::string service_account;  // "default" when the manifest leaves it out
@@ -46,6 +54,74 @@ struct Pod {
   std::vector<std::string> ips;  // status.podIPs, else status.podIP; textual
   std::string phase;
   bool host_network = false;
+  std::vector<ContainerPort> container_ports;  // every container, in manifest order
+};
+
+// spec.ports[]. SCTP ports are dropped on parse.
+struct ServicePort {
+  std::string name;  // may be empty
+  uint16_t port = 0;
+  Proto proto = Proto::kTcp;
+  // targetPort: a number (target_port_name empty) or a container port name
+  // (target_port_number 0). Absent, null, 0 and "" mean `port`, as in
+  // Kubernetes defaulting; an all-digits string is a number.
+  uint16_t target_port_number = 0;
+  std::string target_port_name;
+};
+
+struct Service {
+  ObjectMeta meta;
+  // spec.clusterIPs, else spec.clusterIP; textual, validated. "None" and ""
+  // (headless, or not yet allocated) leave it empty.
+  std::vector<std::string> cluster_ips;
+  std::vector<ServicePort> ports;
+  std::map<std::string, std::string> selector;
+  // spec.selector present and non-empty. Kubernetes derives endpoints only
+  // for such Services; an empty selector selects nothing, not everything.
+  bool has_selector = false;
+  std::string type;  // spec.type; "ClusterIP" when absent
+};
+
+// discovery.k8s.io/v1 (and v1beta1, same shape for these fields).
+struct EndpointSlice {
+  ObjectMeta meta;
+  std::string service_name;  // label kubernetes.io/service-name (required)
+  // IPv4 | IPv6 | FQDN. FQDN slices parse but carry no endpoints: nothing in
+  // them is an IP address smik could use.
+  std::string address_type;
+  struct Endpoint {
+    std::vector<std::string> addresses;  // textual; of the slice's address family
+    // conditions.ready; absent/null = ready, per the Kubernetes API.
+    bool ready = true;
+    std::string target_pod;  // targetRef.name when targetRef.kind is Pod
+  };
+  std::vector<Endpoint> endpoints;
+  struct Port {
+    std::string name;   // may be empty
+    uint16_t port = 0;  // 0: absent, i.e. not restricted (Kubernetes: "all ports")
+    Proto proto = Proto::kTcp;
+  };
+  std::vector<Port> ports;  // SCTP ports are dropped on parse
+};
+
+struct TrafficSplitBackend {
+  std::string service;  // a Service in the split's namespace
+  // Relative weight, >= 0. v1alpha2+: as written. v1alpha1 (resource.Quantity):
+  // the value in milli-units ("500m" -> 500, "1" -> 1000), so mixed suffixes
+  // keep their ratio.
+  int64_t weight = 0;
+};
+
+struct TrafficSplit {
+  ObjectMeta meta;
+  std::string original_version;  // "v1alpha1".."v1alpha4": for diagnostics only
+  std::string service;           // the root (apex) Service, same namespace
+  // Possibly empty.
+  std::vector<TrafficSplitBackend> backends;
+  // v1alpha3+ `matches` (HTTPRouteGroup names), present and non-empty. Older
+  // versions have no such field: the API server prunes it.
+  bool has_matches = false;
+  std::vector<std::string> match_names;
 };
 
 // A TrafficTarget destination or source (only kind ServiceAccount is defined).
@@ -92,8 +168,8 @@ struct HttpRouteGroup {
   std::vector<HttpMatch> matches;
 };
 
-using Object =
-    std::variant<Namespace, ServiceAccount, Pod, TrafficTarget, L4Route, HttpRouteGroup>;
+using Object = std::variant<Namespace, ServiceAccount, Pod, TrafficTarget, L4Route, HttpRouteGroup,
+                            Service, EndpointSlice, TrafficSplit>;
 
 // Kind name as smik reports it ("TCPRoute", "Pod", ...).
 std::string kindOf(const Object& o);
@@ -109,6 +185,9 @@ struct ClusterState {
   std::map<std::string, L4Route> tcp_routes;
   std::map<std::string, L4Route> udp_routes;
   std::map<std::string, HttpRouteGroup> http_route_groups;
+  std::map<std::string, Service> services;
+  std::map<std::string, EndpointSlice> endpoint_slices;
+  std::map<std::string, TrafficSplit> traffic_splits;
 
   void add(const Object& o);  // upsert
 };

@@ -3,8 +3,12 @@
 #include <arpa/inet.h>
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <charconv>
+#include <climits>
+#include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <optional>
 #include <regex>
@@ -152,12 +156,48 @@ uint16_t parsePort(const Field& f, bool allow_numeric_string) {
   return static_cast<uint16_t>(*v);
 }
 
-std::string parseIp(const Field& f) {
-  const std::string ip = f.name();
+// `family`: AF_INET, AF_INET6, or AF_UNSPEC for either.
+bool isIp(const std::string& ip, int family) {
   unsigned char buf[sizeof(in6_addr)];
-  if (inet_pton(AF_INET, ip.c_str(), buf) != 1 && inet_pton(AF_INET6, ip.c_str(), buf) != 1)
-    fail(f.path() + ": invalid IP address " + quote(ip));
+  return ((family == AF_UNSPEC || family == AF_INET) && inet_pton(AF_INET, ip.c_str(), buf) == 1) ||
+         ((family == AF_UNSPEC || family == AF_INET6) && inet_pton(AF_INET6, ip.c_str(), buf) == 1);
+}
+
+std::string parseIp(const Field& f, int family = AF_UNSPEC) {
+  const std::string ip = f.name();
+  if (!isIp(ip, family))
+    fail(f.path() + ": invalid " +
+         (family == AF_INET    ? "IPv4 "
+          : family == AF_INET6 ? "IPv6 "
+                               : "IP ") +
+         "address " + quote(ip));
   return ip;
+}
+
+// TCP (also when absent or ""), UDP; nullopt for SCTP, which smik does not
+// handle: callers drop such ports without an error.
+std::optional<Proto> parseProtocol(const Field& f) {
+  const std::string p = f.str().value_or("");
+  if (p.empty() || p == "TCP") return Proto::kTcp;
+  if (p == "UDP") return Proto::kUdp;
+  if (p == "SCTP") return std::nullopt;
+  fail(f.path() + ": unsupported protocol " + quote(p) + " (TCP, UDP or SCTP)");
+}
+
+// A named port as Kubernetes allows it (IANA_SVC_NAME): at most 15 of a-z,
+// 0-9 and '-', at least one letter, no leading, trailing or double '-'.
+bool isPortName(const std::string& s) {
+  if (s.empty() || s.size() > 15 || s.front() == '-' || s.back() == '-' ||
+      s.find("--") != std::string::npos)
+    return false;
+  bool letter = false;
+  for (const char c : s) {
+    if (c >= 'a' && c <= 'z')
+      letter = true;
+    else if (!(c >= '0' && c <= '9') && c != '-')
+      return false;
+  }
+  return letter;
 }
 
 ObjectMeta parseMeta(const Field& doc, bool namespaced) {
@@ -187,7 +227,267 @@ Pod parsePod(const Field& doc, ObjectMeta meta) {
   for (const Field& entry : status["podIPs"].items()) p.ips.push_back(parseIp(entry["ip"]));
   const Field pod_ip = status["podIP"];
   if (p.ips.empty() && !pod_ip.str().value_or("").empty()) p.ips.push_back(parseIp(pod_ip));
+
+  for (const Field& container : spec["containers"].items()) {
+    for (const Field& f : container["ports"].items()) {
+      ContainerPort cp;
+      cp.name = f["name"].str().value_or("");
+      cp.port = parsePort(f["containerPort"], false);
+      const std::optional<Proto> proto = parseProtocol(f["protocol"]);
+      if (!proto) continue;
+      cp.proto = *proto;
+      p.container_ports.push_back(std::move(cp));
+    }
+  }
   return p;
+}
+
+// targetPort: a number, an all-digits string (a number), or a port name.
+// Absent, null, 0 and "" default to `port`, as Kubernetes does.
+void parseTargetPort(const Field& f, ServicePort& sp) {
+  sp.target_port_number = sp.port;
+  if (!f.present()) return;
+  const char* what = "an integer or a port name";
+  f.expect(f.node().IsScalar(), what);
+  const ScalarType type = classify(f.node());
+  f.expect(type == ScalarType::kInt || type == ScalarType::kString, what);
+  const std::string& s = f.node().Scalar();
+  if (s.empty()) return;
+  const bool numeric =
+      type == ScalarType::kInt || s.find_first_not_of("0123456789") == std::string::npos;
+  if (numeric) {
+    const std::optional<int64_t> v = f.integer(true);
+    if (v == 0) return;
+    if (!v || *v < 1 || *v > 65535) fail(f.path() + ": port " + s + " out of range 1..65535");
+    sp.target_port_number = static_cast<uint16_t>(*v);
+    return;
+  }
+  if (!isPortName(s)) fail(f.path() + ": invalid port name " + quote(s));
+  sp.target_port_number = 0;
+  sp.target_port_name = s;
+}
+
+Service parseService(const Field& doc, ObjectMeta meta) {
+  Service svc;
+  svc.meta = std::move(meta);
+  const Field spec = doc["spec"];
+  svc.type = spec["type"].str().value_or("");
+  if (svc.type.empty()) svc.type = "ClusterIP";
+
+  // clusterIPs supersedes clusterIP; "None" (headless) and "" (not yet
+  // allocated) are not addresses.
+  std::vector<Field> ips = spec["clusterIPs"].items();
+  if (ips.empty()) ips.push_back(spec["clusterIP"]);
+  for (const Field& f : ips) {
+    const std::string ip = f.str().value_or("");
+    if (ip.empty() || ip == "None") continue;
+    svc.cluster_ips.push_back(parseIp(f));
+  }
+
+  for (const Field& f : spec["ports"].items()) {
+    ServicePort sp;
+    sp.name = f["name"].str().value_or("");
+    sp.port = parsePort(f["port"], false);
+    parseTargetPort(f["targetPort"], sp);
+    const std::optional<Proto> proto = parseProtocol(f["protocol"]);
+    if (!proto) continue;
+    sp.proto = *proto;
+    svc.ports.push_back(std::move(sp));
+  }
+
+  for (const auto& [key, value] : spec["selector"].entries())
+    svc.selector[key] = value.str().value_or("");
+  svc.has_selector = !svc.selector.empty();
+  return svc;
+}
+
+EndpointSlice parseEndpointSlice(const Field& doc, ObjectMeta meta) {
+  static const std::string kServiceNameLabel = "kubernetes.io/service-name";
+  EndpointSlice es;
+  es.meta = std::move(meta);
+  const auto label = es.meta.labels.find(kServiceNameLabel);
+  if (label == es.meta.labels.end() || label->second.empty())
+    fail("missing required field metadata.labels." + kServiceNameLabel);
+  es.service_name = label->second;
+
+  const Field address_type = doc["addressType"];
+  es.address_type = address_type.name();
+  int family = AF_UNSPEC;
+  if (es.address_type == "IPv4")
+    family = AF_INET;
+  else if (es.address_type == "IPv6")
+    family = AF_INET6;
+  else if (es.address_type != "FQDN")
+    fail(address_type.path() + ": unsupported address type " + quote(es.address_type) +
+         " (IPv4, IPv6 or FQDN)");
+
+  // FQDN endpoints are host names: nothing smik could use, so none are kept.
+  if (family != AF_UNSPEC) {
+    for (const Field& f : doc["endpoints"].items()) {
+      EndpointSlice::Endpoint ep;
+      for (const Field& a : f["addresses"].required().items())
+        ep.addresses.push_back(parseIp(a, family));
+      ep.ready = f["conditions"]["ready"].boolean().value_or(true);
+      const Field ref = f["targetRef"];
+      if (ref["kind"].str().value_or("") == "Pod") ep.target_pod = ref["name"].str().value_or("");
+      es.endpoints.push_back(std::move(ep));
+    }
+  }
+
+  for (const Field& f : doc["ports"].items()) {
+    EndpointSlice::Port port;
+    port.name = f["name"].str().value_or("");
+    if (f["port"].present()) port.port = parsePort(f["port"], false);
+    const std::optional<Proto> proto = parseProtocol(f["protocol"]);
+    if (!proto) continue;
+    port.proto = *proto;
+    es.ports.push_back(std::move(port));
+  }
+  return es;
+}
+
+// split.smi-spec.io/v1alpha2+: a plain, whole, non-negative YAML integer.
+int64_t parseWeight(const Field& f) {
+  f.required().expect(f.node().IsScalar(), "a whole number");
+  const std::string what = "weight " + describe(f.node());
+  switch (classify(f.node())) {
+    case ScalarType::kInt: {
+      const std::optional<int64_t> v = f.integer(false);
+      if (!v) fail(f.path() + ": " + what + " is out of range");
+      if (*v < 0) fail(f.path() + ": " + what + " is negative; weights must not be negative");
+      return *v;
+    }
+    case ScalarType::kFloat: {
+      // .inf and .nan are YAML floats; strtod does not read them.
+      const std::string& text = f.node().Scalar();
+      if (text.find_first_of("iInN") != std::string::npos)
+        fail(f.path() + ": " + what + " is not a number");
+      const double d = std::strtod(text.c_str(), nullptr);
+      if (d != std::floor(d))
+        fail(f.path() + ": " + what + " is fractional; weights must be whole numbers");
+      fail(f.path() + ": " + what + " must be written as an integer");
+    }
+    case ScalarType::kString:
+      fail(f.path() + ": " + what +
+           " is not a number (a string); weights are plain integers since v1alpha2");
+    case ScalarType::kBool:
+      break;
+  }
+  fail(f.path() + ": " + what + " is not a number");
+}
+
+// Kubernetes resource.Quantity ("500m", "1", "1.5", "2k", "1Gi") to its value
+// in milli-units. nullopt with `why` set when it cannot be one.
+std::optional<int64_t> quantityToMilli(const std::string& q, std::string& why) {
+  size_t i = 0;
+  bool negative = false;
+  if (i < q.size() && (q[i] == '+' || q[i] == '-')) negative = q[i++] == '-';
+  std::string digits;  // integer and fraction digits, without the point
+  int fraction = 0;
+  bool point = false;
+  for (; i < q.size(); ++i) {
+    if (q[i] >= '0' && q[i] <= '9') {
+      digits += q[i];
+      fraction += point;
+    } else if (q[i] == '.' && !point) {
+      point = true;
+    } else {
+      break;
+    }
+  }
+  if (digits.empty()) {
+    why = "is not a quantity";
+    return std::nullopt;
+  }
+  // Milli-units per unit of each suffix.
+  static const std::map<std::string, int64_t> kMilli = {
+      {"m", 1},
+      {"", 1000},
+      {"k", 1000LL * 1000},
+      {"M", 1000LL * 1000 * 1000},
+      {"G", 1000LL * 1000 * 1000 * 1000},
+      {"Ki", 1024LL * 1000},
+      {"Mi", 1024LL * 1024 * 1000},
+      {"Gi", 1024LL * 1024 * 1024 * 1000},
+  };
+  const std::string suffix = q.substr(i);
+  const auto unit = kMilli.find(suffix);
+  if (unit == kMilli.end()) {
+    why = "has an unsupported suffix " + quote(suffix) + " (m, k, M, G, Ki, Mi, Gi or none)";
+    return std::nullopt;
+  }
+  while (fraction > 0 && digits.back() == '0') {
+    digits.pop_back();
+    --fraction;
+  }
+  digits.erase(0, std::min(digits.find_first_not_of('0'), digits.size()));
+  if (digits.empty()) return 0;  // zero, whatever its sign
+  if (negative) {
+    why = "is negative; weights must not be negative";
+    return std::nullopt;
+  }
+  if (digits.size() > 38) {  // 10^38 still fits in 128 bits
+    why = "has too many digits";
+    return std::nullopt;
+  }
+  unsigned __int128 milli = 0;
+  for (const char c : digits) milli = milli * 10 + static_cast<unsigned>(c - '0');
+  const unsigned __int128 unit_milli = static_cast<unsigned __int128>(unit->second);
+  if (milli > ~static_cast<unsigned __int128>(0) / unit_milli) {
+    why = "is out of range";
+    return std::nullopt;
+  }
+  milli *= unit_milli;
+  for (int k = 0; k < fraction; ++k, milli /= 10) {
+    if (milli % 10 != 0) {
+      why = "is not a whole number of milli-units";
+      return std::nullopt;
+    }
+  }
+  if (milli > static_cast<unsigned __int128>(INT64_MAX)) {
+    why = "is out of range";
+    return std::nullopt;
+  }
+  return static_cast<int64_t>(milli);
+}
+
+// split.smi-spec.io/v1alpha1: a resource.Quantity, written as a YAML number
+// or string; normalised to milli-units so mixed suffixes keep their ratio.
+int64_t parseQuantityWeight(const Field& f) {
+  f.required().expect(f.node().IsScalar() && classify(f.node()) != ScalarType::kBool,
+                      "a quantity such as 1 or \"500m\"");
+  std::string why;
+  const std::optional<int64_t> v = quantityToMilli(f.node().Scalar(), why);
+  if (!v) fail(f.path() + ": weight " + describe(f.node()) + " " + why);
+  return *v;
+}
+
+// All versions share spec.service and spec.backends; v1alpha3+ add `matches`
+// (pruned by the API server on older versions, so not read there).
+TrafficSplit parseTrafficSplit(const Field& doc, ObjectMeta meta, const std::string& version) {
+  TrafficSplit ts;
+  ts.meta = std::move(meta);
+  ts.original_version = version;
+  const Field spec = doc["spec"].required();
+  ts.service = spec["service"].name();
+  for (const Field& b : spec["backends"].required().items()) {
+    TrafficSplitBackend backend;
+    backend.service = b["service"].name();
+    backend.weight =
+        version == "v1alpha1" ? parseQuantityWeight(b["weight"]) : parseWeight(b["weight"]);
+    ts.backends.push_back(std::move(backend));
+  }
+  if (version == "v1alpha3" || version == "v1alpha4") {
+    for (const Field& m : spec["matches"].items()) {
+      const std::string kind = m["kind"].name();
+      if (kind != "HTTPRouteGroup")
+        fail(m["kind"].path() + ": unsupported match kind " + quote(kind) +
+             " (only HTTPRouteGroup)");
+      ts.match_names.push_back(m["name"].name());
+    }
+  }
+  ts.has_matches = !ts.match_names.empty();
+  return ts;
 }
 
 Subject parseSubject(const Field& f, const std::string& tt_namespace) {
@@ -289,18 +589,15 @@ HttpRouteGroup parseHttpRouteGroup(const Field& doc, ObjectMeta meta, const std:
 // Kinds smik reads but does not use, by API group (any version).
 const std::map<std::string, std::string>& ignoredKinds() {
   static const std::map<std::string, std::string> kinds = {
-      {"Service", ""},
       {"Endpoints", ""},
       {"ConfigMap", ""},
       {"Secret", ""},
-      {"EndpointSlice", "discovery.k8s.io"},
       {"Deployment", "apps"},
       {"ReplicaSet", "apps"},
       {"DaemonSet", "apps"},
       {"StatefulSet", "apps"},
       {"Job", "batch"},
       {"CronJob", "batch"},
-      {"TrafficSplit", "split.smi-spec.io"},
       {"APIService", "apiregistration.k8s.io"},
       {"CustomResourceDefinition", "apiextensions.k8s.io"},
   };
@@ -323,6 +620,7 @@ std::optional<Object> parseObject(const Field& doc, const std::string& api_versi
   const bool core = api_version == "v1";
   const bool access = group == "access.smi-spec.io";
   const bool specs = group == "specs.smi-spec.io";
+  const bool split = group == "split.smi-spec.io";
   const auto unsupported = [&] {
     fail("unsupported apiVersion " + quote(api_version) + " for " + kind);
   };
@@ -353,6 +651,19 @@ std::optional<Object> parseObject(const Field& doc, const std::string& api_versi
     if (!specs || version != "v1alpha4") unsupported();
     return parseL4Route(doc, parseMeta(doc, true), Proto::kUdp, version);
   }
+  if (kind == "Service") {
+    if (!core) unsupported();
+    return parseService(doc, parseMeta(doc, true));
+  }
+  if (kind == "EndpointSlice") {
+    if (group != "discovery.k8s.io" || !isOneOf(version, {"v1", "v1beta1"})) unsupported();
+    return parseEndpointSlice(doc, parseMeta(doc, true));
+  }
+  if (kind == "TrafficSplit") {
+    if (!split || !isOneOf(version, {"v1alpha1", "v1alpha2", "v1alpha3", "v1alpha4"}))
+      unsupported();
+    return parseTrafficSplit(doc, parseMeta(doc, true), version);
+  }
   const auto it = ignoredKinds().find(kind);
   if (it == ignoredKinds().end()) fail("unknown kind " + quote(kind));
   if (it->second.empty() ? !core : group != it->second) unsupported();
@@ -375,8 +686,9 @@ ObjectRef peekRef(const YAML::Node& doc) {
     ref.ns = scalar(meta["namespace"]);
   }
   // Scope is only known for kinds smik reads.
-  static const std::set<std::string> kNamespaced = {"ServiceAccount", "Pod",      "TrafficTarget",
-                                                    "TCPRoute",       "UDPRoute", "HTTPRouteGroup"};
+  static const std::set<std::string> kNamespaced = {
+      "ServiceAccount", "Pod",     "TrafficTarget", "TCPRoute",    "UDPRoute",
+      "HTTPRouteGroup", "Service", "EndpointSlice", "TrafficSplit"};
   const bool namespaced =
       kNamespaced.count(ref.kind) || (ignoredKinds().count(ref.kind) && ref.kind != "APIService" &&
                                       ref.kind != "CustomResourceDefinition");

@@ -21,7 +21,7 @@ struct ParseError {
 struct ParseResult {
   std::vector<Object> objects;
   std::vector<ParseError> errors;
-  // Kubernetes kinds smik knows but does not use yet (Service, Deployment...).
+  // Kubernetes kinds smik knows but does not use (Endpoints, Deployment...).
   int ignored = 0;
 };
 

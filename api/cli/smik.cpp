@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
+#include <cstdio>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
@@ -46,6 +47,52 @@ bool load(const Common& c, model::ClusterState* state, compile::NodeConfig* node
   return true;
 }
 
+int explainServiceCmd(const Common& c, const model::ClusterState& state,
+                      const compile::NodeConfig& node, const std::string& to, model::Proto proto) {
+  auto colon = to.rfind(':');
+  std::string service = to.substr(0, colon);
+  int port = std::atoi(to.substr(colon + 1).c_str());
+  if (port < 1 || port > 65535) return std::cerr << "--to SERVICE:PORT wants a port\n", 2;
+  std::vector<compile::ServiceExplanation> out;
+  std::vector<std::string> notes;
+  std::string err;
+  if (!compile::explainService(state, node, service, port, proto, &out, &notes, &err)) {
+    std::cerr << "explain: " << err << "\n";
+    return 2;
+  }
+  nlohmann::json j = nlohmann::json::array();
+  for (const auto& e : out) {
+    nlohmann::json groups = nlohmann::json::array();
+    for (const auto& g : e.groups) {
+      nlohmann::json eps = nlohmann::json::array();
+      for (const auto& ep : g.endpoints)
+        eps.push_back({{"pod", ep.pod}, {"address", ep.address}, {"probability", ep.probability}});
+      groups.push_back({{"service", g.service}, {"weight", g.weight}, {"share", g.share},
+                        {"endpoints", eps}});
+    }
+    j.push_back({{"clusterIP", e.vip}, {"trafficSplit", e.split}, {"groups", groups}});
+  }
+  if (c.output == "json") {
+    std::cout << nlohmann::json{{"tables", j}, {"notes", notes}}.dump(2) << "\n";
+    return 0;
+  }
+  for (const auto& e : out) {
+    std::cout << service << " " << e.vip << ": "
+              << (e.split.empty() ? "no TrafficSplit, even over ready endpoints"
+                                  : "TrafficSplit " + e.split)
+              << "\n";
+    if (e.groups.empty()) std::cout << "  no ready endpoint: connections are not translated\n";
+    for (const auto& g : e.groups) {
+      std::printf("  %5.1f%%  %s (weight %u)\n", g.share * 100, g.service.c_str(), g.weight);
+      for (const auto& ep : g.endpoints)
+        std::printf("          %5.1f%%  %s %s\n", ep.probability * 100, ep.address.c_str(),
+                    ep.pod.c_str());
+    }
+  }
+  for (const auto& n : notes) std::cout << "  " << n << "\n";
+  return 0;
+}
+
 int explainCmd(const Common& c, const std::string& from, const std::string& to, int port,
                const std::string& proto_s) {
   model::ClusterState state;
@@ -55,6 +102,9 @@ int explainCmd(const Common& c, const std::string& from, const std::string& to, 
   if (proto_s == "tcp") proto = model::Proto::kTcp;
   else if (proto_s == "udp") proto = model::Proto::kUdp;
   else return std::cerr << "--proto must be tcp or udp\n", 2;
+  if (to.find(':') != std::string::npos) return explainServiceCmd(c, state, node, to, proto);
+  if (from.empty() || port == 0)
+    return std::cerr << "explain --to NS/POD needs --from NS/POD and --port\n", 2;
   compile::Explanation e;
   std::string err;
   if (!compile::explain(state, node, from, to, port, proto, &e, &err)) {
@@ -172,9 +222,10 @@ int main(int argc, char** argv) {
   int port = 0;
   auto* explain = app.add_subcommand("explain", "why a connection is allowed or denied");
   addCommon(explain, ec);
-  explain->add_option("--from", from, "source pod NS/POD")->required();
-  explain->add_option("--to", to, "destination pod NS/POD")->required();
-  explain->add_option("--port", port, "destination (pod) port")->required()->check(CLI::Range(1, 65535));
+  explain->add_option("--from", from, "source pod NS/POD");
+  explain->add_option("--to", to, "destination pod NS/POD, or NS/SERVICE:PORT for where a "
+                                   "connection to that Service goes")->required();
+  explain->add_option("--port", port, "destination (pod) port")->check(CLI::Range(1, 65535));
   explain->add_option("--proto", proto, "tcp | udp")->capture_default_str();
 
   Common pc;

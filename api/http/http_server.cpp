@@ -31,6 +31,13 @@ std::string statusJson(const AgentStatus& s) {
   for (size_t i = 0; i < s.reasons.size() && i < std::size(kReasonNames); i++)
     verdicts[kReasonNames[i]] = {{"packets", s.reasons[i].packets}, {"bytes", s.reasons[i].bytes}};
   j["verdicts"] = verdicts;
+  j["services"] = s.services;
+  j["socketPrograms"] = s.socket_programs;
+  const char* sock_names[] = {"translated", "noBackend", "reversed", "stale"};
+  nlohmann::json sock = nlohmann::json::object();
+  for (size_t i = 0; i < s.sock_stats.size() && i < std::size(sock_names); i++)
+    sock[sock_names[i]] = s.sock_stats[i];
+  j["connect"] = sock;
   nlohmann::json edges = nlohmann::json::array();
   for (const auto& e : s.edges)
     edges.push_back({{"source", e.source}, {"destination", e.destination}, {"proto", e.proto},

@@ -161,4 +161,83 @@ struct smik_edge_value {
 };
 SMIK_STATIC_ASSERT(sizeof(struct smik_edge_value) == 24, "smik_edge_value layout");
 
+
+/* ---- Services and TrafficSplit: socket-level translation at connect time ----
+ *
+ * smik_services: {ClusterIP, port, proto} -> the live backend table of that
+ * service port: up to SMIK_MAX_GROUPS weighted groups (one per TrafficSplit
+ * backend Service; a plain Service is one group), each a run of endpoints in
+ * smik_backends under the table's generation. The agent writes a new table's
+ * endpoints under the other generation, then replaces this value (one update:
+ * a connection sees the old or the new table), then waits out readers before
+ * that generation is reused. */
+#define SMIK_MAX_GROUPS 16
+#define SMIK_MAX_SERVICES (1 << 16)
+#define SMIK_MAX_BACKENDS (1 << 18)
+#define SMIK_MAX_REVNAT (1 << 18)
+
+struct smik_svc_key {
+  __u8 addr[16];
+  __u16 port; /* host order */
+  __u8 proto;
+  __u8 family;
+};
+SMIK_STATIC_ASSERT(sizeof(struct smik_svc_key) == 20, "smik_svc_key layout");
+
+struct smik_svc_value {
+  __u32 svc_id;  /* stable per service port: validates reverse translations */
+  __u8 gen;      /* generation of this table's endpoints in smik_backends */
+  __u8 ngroups;
+  __u16 pad;
+  __u32 total;   /* sum of the groups' weights; 0 = nothing to translate to */
+  __u32 cum[SMIK_MAX_GROUPS];    /* cumulative weights: group g wins r < cum[g] */
+  __u16 offset[SMIK_MAX_GROUPS]; /* group g's first endpoint index */
+  __u16 count[SMIK_MAX_GROUPS];  /* group g's endpoints (> 0) */
+};
+SMIK_STATIC_ASSERT(sizeof(struct smik_svc_value) == 140, "smik_svc_value layout");
+
+struct smik_backend_key {
+  __u32 svc_id;
+  __u16 index;
+  __u8 gen;
+  __u8 pad;
+};
+SMIK_STATIC_ASSERT(sizeof(struct smik_backend_key) == 8, "smik_backend_key layout");
+
+struct smik_backend {
+  __u8 addr[16];
+  __u16 port; /* host order */
+  __u8 family;
+  __u8 pad;
+};
+SMIK_STATIC_ASSERT(sizeof(struct smik_backend) == 20, "smik_backend layout");
+
+/* Reverse translation for getpeername/recvmsg: what a socket dialled. */
+struct smik_revnat_key {
+  __u64 cookie;
+  __u8 addr[16]; /* the backend the socket really talks to */
+  __u16 port;    /* host order */
+  __u8 family;
+  __u8 pad[5];
+};
+SMIK_STATIC_ASSERT(sizeof(struct smik_revnat_key) == 32, "smik_revnat_key layout");
+
+struct smik_revnat_value {
+  __u8 addr[16]; /* the service address the application dialled */
+  __u16 port;    /* host order */
+  __u8 family;
+  __u8 pad;
+  __u32 svc_id;
+};
+SMIK_STATIC_ASSERT(sizeof(struct smik_revnat_value) == 24, "smik_revnat_value layout");
+
+/* Per-CPU counters of the socket programs (index = SMIK_SOCK_*). */
+enum smik_sock_counter {
+  SMIK_SOCK_TRANSLATED = 0, /* connect/sendmsg sent to a backend */
+  SMIK_SOCK_NO_BACKEND = 1, /* a service address with an empty table */
+  SMIK_SOCK_REVERSED = 2,   /* getpeername/recvmsg answered with the service */
+  SMIK_SOCK_STALE = 3,      /* reverse entry of a service that changed id */
+  SMIK_SOCK_MAX = 4,
+};
+
 #endif /* SMIK_ABI_H */

@@ -42,6 +42,7 @@ using Clock = std::chrono::steady_clock;
                "smik-testpeer: %s\n"
                "usage: smik-testpeer serve --tcp P[,P..] --udp P[,P..] [--id NAME]\n"
                "       smik-testpeer tcp|udp IP PORT [--timeout-ms N] [--count N] [--src IP]\n"
+               "                 [--show-peer 1] [--unconnected 1] [--one-socket 1] (udp)\n"
                "       smik-testpeer hold IP PORT --seconds S\n",
                why.c_str());
   std::exit(2);
@@ -258,48 +259,93 @@ std::string sendAll(int fd, const std::string& msg) {
   return "";
 }
 
+// --show-peer: append " peer=IP:PORT", the address the socket reports for its
+// peer (getpeername, or recvfrom's source): with a Service, what the app sees.
+bool g_show_peer = false;
+// --unconnected (udp): sendto/recvfrom on an unconnected socket (sendmsg and
+// recvmsg hooks) instead of connect/send/recv (the connect hook).
+bool g_unconnected = false;
+// --one-socket (udp): every attempt uses the same socket.
+bool g_one_socket = false;
+
+std::string addrText(const sockaddr_storage& ss) {
+  char buf[INET6_ADDRSTRLEN] = "?";
+  int port = 0;
+  if (ss.ss_family == AF_INET) {
+    auto* v4 = reinterpret_cast<const sockaddr_in*>(&ss);
+    ::inet_ntop(AF_INET, &v4->sin_addr, buf, sizeof buf);
+    port = ntohs(v4->sin_port);
+  } else if (ss.ss_family == AF_INET6) {
+    auto* v6 = reinterpret_cast<const sockaddr_in6*>(&ss);
+    ::inet_ntop(AF_INET6, &v6->sin6_addr, buf, sizeof buf);
+    port = ntohs(v6->sin6_port);
+  }
+  return std::string(buf) + ":" + std::to_string(port);
+}
+
+std::string peerOf(int fd) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  if (::getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return "?";
+  return addrText(ss);
+}
+
 int tcpClient(const Addr& a, int timeout_ms, int count) {
   bool allOk = true;
   for (int i = 0; i < count; ++i) {
     int fd;
-    std::string line, res = connectTcp(a, timeout_ms, fd);
+    std::string line, peer, res = connectTcp(a, timeout_ms, fd);
+    if (res.empty() && g_show_peer) peer = " peer=" + peerOf(fd);
     if (res.empty()) res = sendAll(fd, "hi\n");
     if (res.empty()) res = readLine(fd, timeout_ms, line);
     if (fd >= 0) ::close(fd);
     allOk = allOk && res.empty();
-    std::printf("%s\n", res.empty() ? ("ok " + line).c_str() : res.c_str());
+    std::printf("%s\n", res.empty() ? ("ok " + line + peer).c_str() : res.c_str());
     std::fflush(stdout);
   }
   return allOk ? 0 : 1;
 }
 
+// One datagram out, one back: "" and the reply (and its source) on success.
+std::string udpExchange(int fd, const Addr& a, int timeout_ms, std::string& reply,
+                        std::string& peer) {
+  ssize_t sent = g_unconnected ? ::sendto(fd, "hi\n", 3, 0, a.sa(), a.len) : ::send(fd, "hi\n", 3, 0);
+  if (sent < 0) return errnoLine(errno);
+  pollfd p{fd, POLLIN, 0};
+  int r;
+  while ((r = ::poll(&p, 1, timeout_ms)) < 0 && errno == EINTR) {}
+  if (r == 0) return "timeout";
+  char buf[65536];
+  sockaddr_storage from{};
+  socklen_t len = sizeof from;
+  ssize_t n = ::recvfrom(fd, buf, sizeof buf, 0, reinterpret_cast<sockaddr*>(&from), &len);
+  if (n < 0) return errnoLine(errno);
+  reply.assign(buf, static_cast<size_t>(n));
+  while (!reply.empty() && reply.back() == '\n') reply.pop_back();
+  if (g_show_peer) peer = " peer=" + (g_unconnected ? addrText(from) : peerOf(fd));
+  return "";
+}
+
 int udpClient(const Addr& a, int timeout_ms, int count) {
   bool allOk = true;
+  int fd = -1;
   for (int i = 0; i < count; ++i) {
-    std::string res, reply;
-    int fd = ::socket(a.family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    // connect() so an ICMP port-unreachable is reported as ECONNREFUSED.
-    if (fd < 0 || ::connect(fd, a.sa(), a.len) != 0) res = errnoLine(errno);
-    if (res.empty()) res = sendAll(fd, "hi\n");
-    if (res.empty()) {
-      pollfd p{fd, POLLIN, 0};
-      int r;
-      while ((r = ::poll(&p, 1, timeout_ms)) < 0 && errno == EINTR) {}
-      if (r == 0) {
-        res = "timeout";
-      } else {
-        char buf[65536];
-        ssize_t n = ::recv(fd, buf, sizeof buf, 0);
-        if (n < 0) res = errnoLine(errno);
-        else reply.assign(buf, static_cast<size_t>(n));
-        while (!reply.empty() && reply.back() == '\n') reply.pop_back();
-      }
+    std::string res, reply, peer;
+    if (fd < 0) {
+      fd = ::socket(a.family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+      // connect() so an ICMP port-unreachable is reported as ECONNREFUSED.
+      if (fd < 0 || (!g_unconnected && ::connect(fd, a.sa(), a.len) != 0)) res = errnoLine(errno);
     }
-    if (fd >= 0) ::close(fd);
+    if (res.empty()) res = udpExchange(fd, a, timeout_ms, reply, peer);
+    if (fd >= 0 && !g_one_socket) {
+      ::close(fd);
+      fd = -1;
+    }
     allOk = allOk && res.empty();
-    std::printf("%s\n", res.empty() ? ("ok " + reply).c_str() : res.c_str());
+    std::printf("%s\n", res.empty() ? ("ok " + reply + peer).c_str() : res.c_str());
     std::fflush(stdout);
   }
+  if (fd >= 0) ::close(fd);
   return allOk ? 0 : 1;
 }
 
@@ -362,6 +408,9 @@ int main(int argc, char** argv) {
   if (pos.size() != 2) usage(mode + " needs IP PORT");
   Addr a = parseAddr(pos[0], pos[1]);
   g_src = get("--src", "");
+  g_show_peer = opt.count("--show-peer") && opt["--show-peer"] == "1";
+  g_unconnected = opt.count("--unconnected") && opt["--unconnected"] == "1";
+  g_one_socket = opt.count("--one-socket") && opt["--one-socket"] == "1";
   int rc;
   if (mode == "hold") {
     if (!opt.count("--seconds")) usage("hold needs --seconds");

@@ -100,6 +100,9 @@ class TestBed {
   // share addresses and traffic to absent pods never leaves the machine.
   std::string nextIp();
   std::string subnetCidr() const;  // "10.240.X.0/24"
+  // "<cgroup2 mount>/<prefix>": the parent of every pod's cgroup (exists once
+  // a pod does). Socket programs attached here see exactly this bed's pods.
+  const std::string& cgroupRoot() const { return cgroupRoot_; }
 
   // Creates the pod (netns, veth, addresses, routes, cgroup). On failure the
   // half-made pod is removed again before the exception propagates.

@@ -107,6 +107,34 @@ TEST(Objects, KindRefAndClusterStateKeys) {
   EXPECT_TRUE(s.udp_routes.at("ns/r").ports.empty());
 }
 
+TEST(Objects, NewKindsInClusterState) {
+  Service svc;
+  svc.meta = {"web", "shop", {}, ""};
+  EndpointSlice es;
+  es.meta = {"web-abc12", "shop", {}, ""};
+  TrafficSplit ts;
+  ts.meta = {"split", "shop", {}, ""};
+  EXPECT_EQ(kindOf(svc), "Service");
+  EXPECT_EQ(kindOf(es), "EndpointSlice");
+  EXPECT_EQ(kindOf(ts), "TrafficSplit");
+  EXPECT_EQ(refOf(svc), (ObjectRef{"Service", "shop", "web"}));
+  EXPECT_EQ(refOf(es), (ObjectRef{"EndpointSlice", "shop", "web-abc12"}));
+  EXPECT_EQ(refOf(ts), (ObjectRef{"TrafficSplit", "shop", "split"}));
+
+  ClusterState s;
+  s.add(svc);
+  s.add(es);
+  s.add(ts);
+  ts.backends = {{"web-v2", 5}};
+  s.add(ts);  // upsert
+  ASSERT_EQ(s.services.count("shop/web"), 1u);
+  ASSERT_EQ(s.endpoint_slices.count("shop/web-abc12"), 1u);
+  ASSERT_EQ(s.traffic_splits.size(), 1u);
+  ASSERT_EQ(s.traffic_splits.at("shop/split").backends.size(), 1u);
+  EXPECT_EQ(s.traffic_splits.at("shop/split").backends[0].weight, 5);
+  EXPECT_TRUE(s.pods.empty());
+}
+
 // ---- TrafficTarget ----------------------------------------------------------
 
 TEST(TrafficTarget, V1alpha1TopLevelWithPort) {
@@ -537,6 +565,585 @@ TEST(Pod, Errors) {
                   "spec: expected a map, got a list");
 }
 
+TEST(Pod, ContainerPorts) {
+  const auto p = one<Pod>(R"(
+apiVersion: v1
+kind: Pod
+metadata: {name: p}
+spec:
+  containers:
+  - name: app
+    ports:
+    - {name: http, containerPort: 8080}
+    - {containerPort: 53, protocol: UDP}
+    - {name: sctp, containerPort: 9999, protocol: SCTP}
+    - {name: dns-tcp, containerPort: 53, protocol: TCP}
+  - name: no-ports
+  - name: sidecar
+    ports: [{name: admin, containerPort: 15000, protocol: ""}]
+)");
+  ASSERT_EQ(p.container_ports.size(), 4u);  // the SCTP port is dropped
+  EXPECT_EQ(p.container_ports[0].name, "http");
+  EXPECT_EQ(p.container_ports[0].port, 8080);
+  EXPECT_EQ(p.container_ports[0].proto, Proto::kTcp);
+  EXPECT_EQ(p.container_ports[1].name, "");
+  EXPECT_EQ(p.container_ports[1].port, 53);
+  EXPECT_EQ(p.container_ports[1].proto, Proto::kUdp);
+  EXPECT_EQ(p.container_ports[2].name, "dns-tcp");
+  EXPECT_EQ(p.container_ports[2].proto, Proto::kTcp);
+  EXPECT_EQ(p.container_ports[3].name, "admin");
+  EXPECT_EQ(p.container_ports[3].port, 15000);
+  EXPECT_EQ(p.container_ports[3].proto, Proto::kTcp);
+  EXPECT_TRUE(one<Pod>("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\n").container_ports.empty());
+}
+
+TEST(Pod, ContainerPortErrors) {
+  const auto bad = [](const std::string& port) {
+    return error(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n"
+        "  - {name: a}\n  - name: b\n    ports: [" +
+        port + "]\n");
+  };
+  EXPECT_EQ(
+      bad("{name: http}"),
+      "t.yaml: Pod default/p: missing required field spec.containers[1].ports[0].containerPort");
+  EXPECT_CONTAINS(bad("{containerPort: 0}"),
+                  "spec.containers[1].ports[0].containerPort: port 0 out of range 1..65535");
+  EXPECT_CONTAINS(bad("{containerPort: 65536}"), "port 65536 out of range 1..65535");
+  EXPECT_CONTAINS(bad("{containerPort: \"80\"}"),
+                  "spec.containers[1].ports[0].containerPort: expected an integer, got \"80\"");
+  EXPECT_CONTAINS(bad("{containerPort: 80, protocol: HTTP}"),
+                  "spec.containers[1].ports[0].protocol: unsupported protocol \"HTTP\" "
+                  "(TCP, UDP or SCTP)");
+  EXPECT_CONTAINS(bad("{containerPort: 80, protocol: tcp}"), "unsupported protocol \"tcp\"");
+  // An SCTP port is dropped, but still has to be a port.
+  EXPECT_CONTAINS(bad("{containerPort: 0, protocol: SCTP}"), "port 0 out of range");
+  EXPECT_CONTAINS(bad("{containerPort: 80, name: [x]}"),
+                  "spec.containers[1].ports[0].name: expected a string, got a list");
+  EXPECT_CONTAINS(error("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: {}}\n"),
+                  "spec.containers: expected a list, got a map");
+}
+
+// ---- Service ----------------------------------------------------------------
+
+TEST(Service, Fields) {
+  const auto svc = one<Service>(R"(
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop, labels: {app: web}}
+spec:
+  type: NodePort
+  clusterIP: 10.96.0.10
+  clusterIPs: [10.96.0.10, "fd00:10:96::a"]
+  selector: {app: web, tier: "1"}
+  ports:
+  - {name: http, port: 80, targetPort: 8080}
+  - {name: https, port: 443, targetPort: "8443", protocol: TCP}
+  - {name: grpc, port: 9090, targetPort: grpc-port}
+  - {name: dns, port: 53, protocol: UDP}
+  - {name: sctp, port: 3868, protocol: SCTP}
+  - {port: 8000, targetPort: 0}
+  - {port: 8001, targetPort: ""}
+  - {port: 8002, targetPort: null, nodePort: 30002}
+)");
+  EXPECT_EQ(svc.meta.ns, "shop");
+  EXPECT_EQ(svc.meta.labels.at("app"), "web");
+  EXPECT_EQ(svc.type, "NodePort");
+  EXPECT_EQ(svc.cluster_ips, (std::vector<std::string>{"10.96.0.10", "fd00:10:96::a"}));
+  EXPECT_TRUE(svc.has_selector);
+  EXPECT_EQ(svc.selector, (std::map<std::string, std::string>{{"app", "web"}, {"tier", "1"}}));
+  ASSERT_EQ(svc.ports.size(), 7u);  // SCTP dropped
+  const auto expectPort = [](const ServicePort& p, const std::string& name, uint16_t port,
+                             Proto proto, uint16_t target, const std::string& target_name) {
+    SCOPED_TRACE(std::to_string(port));
+    EXPECT_EQ(p.name, name);
+    EXPECT_EQ(p.port, port);
+    EXPECT_EQ(p.proto, proto);
+    EXPECT_EQ(p.target_port_number, target);
+    EXPECT_EQ(p.target_port_name, target_name);
+  };
+  expectPort(svc.ports[0], "http", 80, Proto::kTcp, 8080, "");
+  expectPort(svc.ports[1], "https", 443, Proto::kTcp, 8443, "");
+  expectPort(svc.ports[2], "grpc", 9090, Proto::kTcp, 0, "grpc-port");
+  expectPort(svc.ports[3], "dns", 53, Proto::kUdp, 53, "");
+  expectPort(svc.ports[4], "", 8000, Proto::kTcp, 8000, "");
+  expectPort(svc.ports[5], "", 8001, Proto::kTcp, 8001, "");
+  expectPort(svc.ports[6], "", 8002, Proto::kTcp, 8002, "");
+}
+
+TEST(Service, DefaultsHeadlessAndSelectorless) {
+  const auto bare = one<Service>("apiVersion: v1\nkind: Service\nmetadata: {name: s}\n");
+  EXPECT_EQ(bare.meta.ns, "default");
+  EXPECT_EQ(bare.type, "ClusterIP");
+  EXPECT_TRUE(bare.cluster_ips.empty());
+  EXPECT_TRUE(bare.ports.empty());
+  EXPECT_TRUE(bare.selector.empty());
+  EXPECT_FALSE(bare.has_selector);
+
+  const auto only_ip = one<Service>(
+      "apiVersion: v1\nkind: Service\nmetadata: {name: s}\n"
+      "spec: {clusterIP: 10.0.0.1, clusterIPs: [], ports: [{port: 80}], selector: {}}\n");
+  EXPECT_EQ(only_ip.cluster_ips, std::vector<std::string>{"10.0.0.1"});
+  EXPECT_FALSE(only_ip.has_selector);  // an empty selector selects nothing
+  ASSERT_EQ(only_ip.ports.size(), 1u);
+  EXPECT_EQ(only_ip.ports[0].target_port_number, 80);
+  EXPECT_EQ(only_ip.ports[0].proto, Proto::kTcp);
+
+  for (const char* spec : {"{clusterIP: None}", "{clusterIP: \"None\", clusterIPs: [None]}",
+                           "{clusterIP: \"\"}", "{clusterIPs: [\"\"]}", "{type: \"\"}"}) {
+    const auto headless = one<Service>(
+        std::string("apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: ") + spec + "\n");
+    EXPECT_TRUE(headless.cluster_ips.empty()) << spec;
+    EXPECT_EQ(headless.type, "ClusterIP") << spec;
+  }
+  EXPECT_EQ(one<Service>("apiVersion: v1\nkind: Service\nmetadata: {name: s}\n"
+                         "spec: {type: ExternalName, externalName: db.example.com}\n")
+                .type,
+            "ExternalName");
+}
+
+TEST(Service, Errors) {
+  const auto bad = [](const std::string& spec) {
+    return error("apiVersion: v1\nkind: Service\nmetadata: {name: s, namespace: n}\nspec: " + spec +
+                 "\n");
+  };
+  EXPECT_EQ(bad("{clusterIP: 10.0.0.256}"),
+            "t.yaml: Service n/s: spec.clusterIP: invalid IP address \"10.0.0.256\"");
+  EXPECT_CONTAINS(bad("{clusterIPs: [10.0.0.1, 'fd00::zz']}"),
+                  "spec.clusterIPs[1]: invalid IP address \"fd00::zz\"");
+  EXPECT_CONTAINS(bad("{clusterIP: none}"), "spec.clusterIP: invalid IP address \"none\"");
+  EXPECT_CONTAINS(bad("{clusterIP: 10}"), "spec.clusterIP: expected a string, got 10");
+  EXPECT_CONTAINS(bad("{clusterIPs: 10.0.0.1}"), "spec.clusterIPs: expected a list");
+  EXPECT_EQ(bad("{ports: [{port: 80}, {port: 0}]}"),
+            "t.yaml: Service n/s: spec.ports[1].port: port 0 out of range 1..65535");
+  EXPECT_CONTAINS(bad("{ports: [{port: 65536}]}"), "spec.ports[0].port: port 65536 out of range");
+  EXPECT_CONTAINS(bad("{ports: [{name: http}]}"), "missing required field spec.ports[0].port");
+  EXPECT_CONTAINS(bad("{ports: [{port: \"80\"}]}"),
+                  "spec.ports[0].port: expected an integer, got \"80\"");
+  EXPECT_CONTAINS(bad("{ports: [{port: 80, targetPort: 70000}]}"),
+                  "spec.ports[0].targetPort: port 70000 out of range 1..65535");
+  EXPECT_CONTAINS(bad("{ports: [{port: 80, targetPort: \"70000\"}]}"),
+                  "spec.ports[0].targetPort: port 70000 out of range 1..65535");
+  EXPECT_CONTAINS(bad("{ports: [{port: 80, targetPort: -1}]}"),
+                  "spec.ports[0].targetPort: port -1 out of range");
+  EXPECT_CONTAINS(bad("{ports: [{port: 80, targetPort: 80.5}]}"),
+                  "spec.ports[0].targetPort: expected an integer or a port name, got 80.5");
+  EXPECT_CONTAINS(bad("{ports: [{port: 80, targetPort: [80]}]}"),
+                  "spec.ports[0].targetPort: expected an integer or a port name, got a list");
+  EXPECT_CONTAINS(bad("{ports: [{port: 80, targetPort: Http_Port}]}"),
+                  "spec.ports[0].targetPort: invalid port name \"Http_Port\"");
+  EXPECT_CONTAINS(bad("{ports: [{port: 80, targetPort: a-very-long-port-name}]}"),
+                  "invalid port name");
+  EXPECT_CONTAINS(bad("{ports: [{port: 80, protocol: ICMP}]}"),
+                  "spec.ports[0].protocol: unsupported protocol \"ICMP\"");
+  EXPECT_CONTAINS(bad("{selector: {app: 1}}"), "spec.selector.app: expected a string, got 1");
+  EXPECT_CONTAINS(bad("{type: [ClusterIP]}"), "spec.type: expected a string, got a list");
+  EXPECT_CONTAINS(error("apiVersion: apps/v1\nkind: Service\nmetadata: {name: s}\n"),
+                  "unsupported apiVersion \"apps/v1\" for Service");
+}
+
+// ---- EndpointSlice ----------------------------------------------------------
+
+TEST(EndpointSlice, V1Fields) {
+  const auto es = one<EndpointSlice>(R"(
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: web-abc12
+  namespace: shop
+  labels: {kubernetes.io/service-name: web, endpointslice.kubernetes.io/managed-by: x}
+addressType: IPv4
+endpoints:
+- addresses: [10.1.0.5]
+  conditions: {ready: true, serving: true, terminating: false}
+  targetRef: {kind: Pod, name: web-1, namespace: shop}
+  nodeName: node-a
+- addresses: [10.1.0.6, 10.1.0.7]
+  conditions: {ready: false}
+  targetRef: {kind: Node, name: node-b}
+- addresses: [10.1.0.8]
+- addresses: [10.1.0.9]
+  conditions: {ready: null}
+  targetRef: {name: nameless-kind}
+ports:
+- {name: http, port: 8080, protocol: TCP}
+- {name: dns, port: 53, protocol: UDP}
+- {name: sctp, port: 3868, protocol: SCTP}
+- {port: 9090}
+- {name: any}
+)");
+  EXPECT_EQ(es.meta.ns, "shop");
+  EXPECT_EQ(es.service_name, "web");
+  EXPECT_EQ(es.address_type, "IPv4");
+  ASSERT_EQ(es.endpoints.size(), 4u);
+  EXPECT_EQ(es.endpoints[0].addresses, std::vector<std::string>{"10.1.0.5"});
+  EXPECT_TRUE(es.endpoints[0].ready);
+  EXPECT_EQ(es.endpoints[0].target_pod, "web-1");
+  EXPECT_EQ(es.endpoints[1].addresses, (std::vector<std::string>{"10.1.0.6", "10.1.0.7"}));
+  EXPECT_FALSE(es.endpoints[1].ready);
+  EXPECT_EQ(es.endpoints[1].target_pod, "");  // not a Pod
+  EXPECT_TRUE(es.endpoints[2].ready);         // no conditions: ready
+  EXPECT_EQ(es.endpoints[2].target_pod, "");
+  EXPECT_TRUE(es.endpoints[3].ready);  // ready: null
+  EXPECT_EQ(es.endpoints[3].target_pod, "");
+  ASSERT_EQ(es.ports.size(), 4u);  // SCTP dropped
+  EXPECT_EQ(es.ports[0].name, "http");
+  EXPECT_EQ(es.ports[0].port, 8080);
+  EXPECT_EQ(es.ports[0].proto, Proto::kTcp);
+  EXPECT_EQ(es.ports[1].port, 53);
+  EXPECT_EQ(es.ports[1].proto, Proto::kUdp);
+  EXPECT_EQ(es.ports[2].name, "");
+  EXPECT_EQ(es.ports[2].port, 9090);
+  EXPECT_EQ(es.ports[2].proto, Proto::kTcp);
+  EXPECT_EQ(es.ports[3].name, "any");
+  EXPECT_EQ(es.ports[3].port, 0);  // absent: not restricted
+}
+
+std::string slice(const std::string& version, const std::string& address_type,
+                  const std::string& rest) {
+  return "apiVersion: discovery.k8s.io/" + version +
+         "\nkind: EndpointSlice\nmetadata:\n  name: es\n  labels: {kubernetes.io/service-name: "
+         "svc}\naddressType: " +
+         address_type + "\n" + rest;
+}
+
+TEST(EndpointSlice, V1beta1Ipv6FqdnAndEmpty) {
+  const auto beta = one<EndpointSlice>(
+      slice("v1beta1", "IPv4",
+            "endpoints:\n- addresses: [10.0.0.1]\n  conditions: {ready: false}\n"
+            "  topology: {kubernetes.io/hostname: node-a}\n"
+            "  targetRef: {kind: Pod, name: p}\nports: [{name: http, port: 80}]\n"));
+  EXPECT_EQ(beta.meta.ns, "default");
+  EXPECT_EQ(beta.service_name, "svc");
+  ASSERT_EQ(beta.endpoints.size(), 1u);
+  EXPECT_FALSE(beta.endpoints[0].ready);
+  EXPECT_EQ(beta.endpoints[0].target_pod, "p");
+  ASSERT_EQ(beta.ports.size(), 1u);
+  EXPECT_EQ(beta.ports[0].port, 80);
+
+  const auto v6 = one<EndpointSlice>(
+      slice("v1", "IPv6", "endpoints: [{addresses: ['fd00::1', '2001:db8::2']}]\n"));
+  EXPECT_EQ(v6.address_type, "IPv6");
+  ASSERT_EQ(v6.endpoints.size(), 1u);
+  EXPECT_EQ(v6.endpoints[0].addresses, (std::vector<std::string>{"fd00::1", "2001:db8::2"}));
+
+  // FQDN slices parse, but nothing in them is an address smik can use.
+  const auto fqdn = one<EndpointSlice>(
+      slice("v1", "FQDN", "endpoints: [{addresses: [db.example.com]}]\nports: [{port: 5432}]\n"));
+  EXPECT_EQ(fqdn.address_type, "FQDN");
+  EXPECT_TRUE(fqdn.endpoints.empty());
+  ASSERT_EQ(fqdn.ports.size(), 1u);
+  EXPECT_EQ(fqdn.ports[0].port, 5432);
+
+  const auto empty = one<EndpointSlice>(slice("v1", "IPv4", "endpoints: null\nports: []\n"));
+  EXPECT_TRUE(empty.endpoints.empty());
+  EXPECT_TRUE(empty.ports.empty());
+}
+
+TEST(EndpointSlice, Errors) {
+  EXPECT_EQ(error("apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n"
+                  "metadata: {name: es, namespace: n, labels: {app: x}}\naddressType: IPv4\n"),
+            "t.yaml: EndpointSlice n/es: missing required field "
+            "metadata.labels.kubernetes.io/service-name");
+  EXPECT_CONTAINS(error("apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n"
+                        "metadata: {name: es}\naddressType: IPv4\n"),
+                  "missing required field metadata.labels.kubernetes.io/service-name");
+  EXPECT_CONTAINS(error("apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n"
+                        "metadata: {name: es, labels: {kubernetes.io/service-name: ''}}\n"
+                        "addressType: IPv4\n"),
+                  "missing required field metadata.labels.kubernetes.io/service-name");
+  EXPECT_EQ(error(slice("v1", "IPv4", "endpoints: [{addresses: [10.0.0.1, 10.0.0.256]}]\n")),
+            "t.yaml: EndpointSlice default/es: endpoints[0].addresses[1]: invalid IPv4 address "
+            "\"10.0.0.256\"");
+  EXPECT_CONTAINS(error(slice("v1", "IPv4", "endpoints: [{addresses: ['fd00::1']}]\n")),
+                  "endpoints[0].addresses[0]: invalid IPv4 address \"fd00::1\"");
+  EXPECT_CONTAINS(error(slice("v1", "IPv6", "endpoints: [{addresses: [10.0.0.1]}]\n")),
+                  "endpoints[0].addresses[0]: invalid IPv6 address \"10.0.0.1\"");
+  EXPECT_CONTAINS(error(slice("v1", "IPv4", "endpoints: [{addresses: [web-1]}]\n")),
+                  "invalid IPv4 address \"web-1\"");
+  EXPECT_CONTAINS(error(slice("v1", "IPv4", "endpoints: [{conditions: {ready: true}}]\n")),
+                  "missing required field endpoints[0].addresses");
+  EXPECT_CONTAINS(error(slice("v1", "IPv4",
+                              "endpoints: [{addresses: [10.0.0.1], conditions: "
+                              "{ready: \"true\"}}]\n")),
+                  "endpoints[0].conditions.ready: expected a boolean, got \"true\"");
+  EXPECT_CONTAINS(error(slice("v1", "IPv4", "ports: [{port: 0}]\n")),
+                  "ports[0].port: port 0 out of range 1..65535");
+  EXPECT_CONTAINS(error(slice("v1", "IPv4", "ports: [{port: 65536}]\n")),
+                  "ports[0].port: port 65536 out of range 1..65535");
+  EXPECT_CONTAINS(error(slice("v1", "IPv4", "ports: [{port: 80, protocol: ICMP}]\n")),
+                  "ports[0].protocol: unsupported protocol \"ICMP\"");
+  EXPECT_CONTAINS(error(slice("v1", "IPv5", "")),
+                  "addressType: unsupported address type \"IPv5\" (IPv4, IPv6 or FQDN)");
+  EXPECT_CONTAINS(error("apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n"
+                        "metadata: {name: es, labels: {kubernetes.io/service-name: s}}\n"),
+                  "missing required field addressType");
+  EXPECT_CONTAINS(error(slice("v2", "IPv4", "")),
+                  "unsupported apiVersion \"discovery.k8s.io/v2\" for EndpointSlice");
+  EXPECT_CONTAINS(error("apiVersion: v1\nkind: EndpointSlice\nmetadata: {name: es}\n"),
+                  "unsupported apiVersion \"v1\" for EndpointSlice");
+}
+
+// ---- TrafficSplit -----------------------------------------------------------
+
+std::string split(const std::string& version, const std::string& spec) {
+  return "apiVersion: split.smi-spec.io/" + version +
+         "\nkind: TrafficSplit\nmetadata: {name: ts, namespace: shop}\nspec:\n" + spec;
+}
+
+// A split with one backend of the given weight.
+std::string splitWeight(const std::string& version, const std::string& weight) {
+  return split(version, "  service: root\n  backends:\n  - {service: b, weight: " + weight + "}\n");
+}
+
+TEST(TrafficSplit, V1alpha4Fields) {
+  const auto ts = one<TrafficSplit>(R"(
+apiVersion: split.smi-spec.io/v1alpha4
+kind: TrafficSplit
+metadata:
+  name: canary
+  namespace: shop
+  creationTimestamp: "2024-05-01T10:00:00Z"
+spec:
+  service: website
+  matches:
+  - {kind: HTTPRouteGroup, name: firefox}
+  - {kind: HTTPRouteGroup, name: android}
+  backends:
+  - {service: website-v1, weight: 90}
+  - {service: website-v2, weight: 10}
+  - {service: website-v3, weight: 0}
+)");
+  EXPECT_EQ(ts.original_version, "v1alpha4");
+  EXPECT_EQ(refOf(ts), (ObjectRef{"TrafficSplit", "shop", "canary"}));
+  EXPECT_EQ(ts.meta.creation_timestamp, "2024-05-01T10:00:00Z");
+  EXPECT_EQ(ts.service, "website");
+  EXPECT_TRUE(ts.has_matches);
+  EXPECT_EQ(ts.match_names, (std::vector<std::string>{"firefox", "android"}));
+  ASSERT_EQ(ts.backends.size(), 3u);
+  EXPECT_EQ(ts.backends[0].service, "website-v1");
+  EXPECT_EQ(ts.backends[0].weight, 90);
+  EXPECT_EQ(ts.backends[1].service, "website-v2");
+  EXPECT_EQ(ts.backends[1].weight, 10);
+  EXPECT_EQ(ts.backends[2].weight, 0);
+}
+
+TEST(TrafficSplit, EveryVersionAndDefaults) {
+  for (const char* v : {"v1alpha1", "v1alpha2", "v1alpha3", "v1alpha4"}) {
+    SCOPED_TRACE(v);
+    const auto ts = one<TrafficSplit>(split(
+        v, "  service: root\n  backends: [{service: a, weight: 1}, {service: b, weight: 0}]\n"));
+    EXPECT_EQ(ts.original_version, v);
+    EXPECT_EQ(ts.service, "root");
+    ASSERT_EQ(ts.backends.size(), 2u);
+    // v1alpha1 weights are Quantities: 1 is 1000m.
+    EXPECT_EQ(ts.backends[0].weight, std::string(v) == "v1alpha1" ? 1000 : 1);
+    EXPECT_EQ(ts.backends[1].weight, 0);
+    EXPECT_FALSE(ts.has_matches);
+    EXPECT_TRUE(ts.match_names.empty());
+    // An empty backend list is valid at parse time.
+    EXPECT_TRUE(one<TrafficSplit>(split(v, "  service: root\n  backends: []\n")).backends.empty());
+  }
+  // metadata.namespace defaults.
+  EXPECT_EQ(one<TrafficSplit>("apiVersion: split.smi-spec.io/v1alpha2\nkind: TrafficSplit\n"
+                              "metadata: {name: ts}\nspec: {service: r, backends: []}\n")
+                .meta.ns,
+            "default");
+}
+
+TEST(TrafficSplit, Matches) {
+  const std::string with_matches =
+      "  service: root\n  matches: [{kind: HTTPRouteGroup, name: m}]\n"
+      "  backends: [{service: a, weight: 1}]\n";
+  for (const char* v : {"v1alpha3", "v1alpha4"}) {
+    const auto ts = one<TrafficSplit>(split(v, with_matches));
+    EXPECT_TRUE(ts.has_matches) << v;
+    EXPECT_EQ(ts.match_names, std::vector<std::string>{"m"}) << v;
+  }
+  // Older versions have no `matches`: the API server prunes it.
+  for (const char* v : {"v1alpha1", "v1alpha2"}) {
+    const auto ts = one<TrafficSplit>(split(v, with_matches));
+    EXPECT_FALSE(ts.has_matches) << v;
+    EXPECT_TRUE(ts.match_names.empty()) << v;
+  }
+  const auto empty = one<TrafficSplit>(split("v1alpha4",
+                                             "  service: r\n  matches: []\n"
+                                             "  backends: []\n"));
+  EXPECT_FALSE(empty.has_matches);
+
+  EXPECT_EQ(error(split("v1alpha4",
+                        "  service: r\n  matches: [{kind: TCPRoute, name: t}]\n"
+                        "  backends: []\n")),
+            "t.yaml: TrafficSplit shop/ts: spec.matches[0].kind: unsupported match kind "
+            "\"TCPRoute\" (only HTTPRouteGroup)");
+  EXPECT_CONTAINS(
+      error(split("v1alpha3", "  service: r\n  matches: [{name: m}]\n  backends: []\n")),
+      "missing required field spec.matches[0].kind");
+  EXPECT_CONTAINS(
+      error(
+          split("v1alpha3", "  service: r\n  matches: [{kind: HTTPRouteGroup}]\n  backends: []\n")),
+      "missing required field spec.matches[0].name");
+  EXPECT_CONTAINS(error(split("v1alpha3", "  service: r\n  matches: m\n  backends: []\n")),
+                  "spec.matches: expected a list, got \"m\"");
+}
+
+TEST(TrafficSplit, RequiredFields) {
+  EXPECT_EQ(error("apiVersion: split.smi-spec.io/v1alpha4\nkind: TrafficSplit\n"
+                  "metadata: {name: ts, namespace: shop}\n"),
+            "t.yaml: TrafficSplit shop/ts: missing required field spec");
+  EXPECT_EQ(error(split("v1alpha4", "  backends: []\n")),
+            "t.yaml: TrafficSplit shop/ts: missing required field spec.service");
+  EXPECT_EQ(error(split("v1alpha4", "  service: root\n")),
+            "t.yaml: TrafficSplit shop/ts: missing required field spec.backends");
+  EXPECT_CONTAINS(error(split("v1alpha4", "  service: root\n  backends: null\n")),
+                  "missing required field spec.backends");
+  EXPECT_CONTAINS(error(split("v1alpha4", "  service: root\n  backends: [{weight: 1}]\n")),
+                  "missing required field spec.backends[0].service");
+  EXPECT_CONTAINS(error(split("v1alpha4", "  service: root\n  backends: [{service: a}]\n")),
+                  "missing required field spec.backends[0].weight");
+  EXPECT_CONTAINS(error(split("v1alpha1", "  service: root\n  backends: [{service: a}]\n")),
+                  "missing required field spec.backends[0].weight");
+  EXPECT_CONTAINS(error(split("v1alpha4", "  service: 5\n  backends: []\n")),
+                  "spec.service: expected a string, got 5");
+  EXPECT_CONTAINS(error(split("v1alpha4", "  service: \"\"\n  backends: []\n")),
+                  "spec.service: must not be empty");
+  EXPECT_CONTAINS(error(split("v1alpha4", "  service: r\n  backends: {service: a}\n")),
+                  "spec.backends: expected a list, got a map");
+  EXPECT_CONTAINS(
+      error(split("v1alpha4", "  service: r\n  backends: [{service: [a], weight: 1}]\n")),
+      "spec.backends[0].service: expected a string, got a list");
+}
+
+TEST(TrafficSplit, IntegerWeights) {
+  for (const char* v : {"v1alpha2", "v1alpha3", "v1alpha4"}) {
+    SCOPED_TRACE(v);
+    EXPECT_EQ(one<TrafficSplit>(splitWeight(v, "1000")).backends.at(0).weight, 1000);
+    EXPECT_EQ(one<TrafficSplit>(splitWeight(v, "+7")).backends.at(0).weight, 7);
+    EXPECT_EQ(one<TrafficSplit>(splitWeight(v, "9223372036854775807")).backends.at(0).weight,
+              INT64_MAX);
+
+    EXPECT_EQ(error(splitWeight(v, "1.5")),
+              "t.yaml: TrafficSplit shop/ts: spec.backends[0].weight: weight 1.5 is fractional; "
+              "weights must be whole numbers");
+    EXPECT_EQ(error(splitWeight(v, "-3")),
+              "t.yaml: TrafficSplit shop/ts: spec.backends[0].weight: weight -3 is negative; "
+              "weights must not be negative");
+    EXPECT_EQ(error(splitWeight(v, "\"10\"")),
+              "t.yaml: TrafficSplit shop/ts: spec.backends[0].weight: weight \"10\" is not a "
+              "number (a string); weights are plain integers since v1alpha2");
+    EXPECT_CONTAINS(error(splitWeight(v, "500m")), "weight \"500m\" is not a number (a string)");
+    EXPECT_CONTAINS(error(splitWeight(v, "-0.5")), "weight -0.5 is fractional");
+    EXPECT_CONTAINS(error(splitWeight(v, "2.0")),
+                    "spec.backends[0].weight: weight 2.0 must be written as an integer");
+    EXPECT_CONTAINS(error(splitWeight(v, "1e3")), "weight 1e3 must be written as an integer");
+    EXPECT_CONTAINS(error(splitWeight(v, ".inf")), "weight .inf is not a number");
+    EXPECT_CONTAINS(error(splitWeight(v, "-.Inf")), "weight -.Inf is not a number");
+    EXPECT_CONTAINS(error(splitWeight(v, ".nan")), "weight .nan is not a number");
+    EXPECT_CONTAINS(error(splitWeight(v, "true")), "weight true is not a number");
+    EXPECT_CONTAINS(error(splitWeight(v, "[1]")),
+                    "spec.backends[0].weight: expected a whole number, got a list");
+    EXPECT_CONTAINS(error(splitWeight(v, "99999999999999999999")),
+                    "weight 99999999999999999999 is out of range");
+  }
+  // The error names the failing backend.
+  EXPECT_CONTAINS(error(split("v1alpha4",
+                              "  service: r\n  backends:\n  - {service: a, weight: 1}\n"
+                              "  - {service: b, weight: -1}\n")),
+                  "spec.backends[1].weight: weight -1 is negative");
+}
+
+TEST(TrafficSplit, V1alpha1QuantityWeightsNormalisedByValue) {
+  const std::vector<std::pair<std::string, int64_t>> cases = {
+      {"500m", 500},
+      {"\"500m\"", 500},
+      {"1", 1000},
+      {"\"1\"", 1000},
+      {"1500m", 1500},
+      {"0m", 0},
+      {"0", 0},
+      {"2k", 2000000},
+      {"1.5", 1500},
+      {"\"1.5\"", 1500},
+      {"100m", 100},
+      {"10m", 10},
+      {"0.5", 500},
+      {".5", 500},
+      {"5.", 5000},
+      {"+2", 2000},
+      {"0.001", 1},
+      {"1.000000", 1000},
+      {"0.5k", 500000},
+      {"1M", 1000000000},
+      {"1G", 1000000000000},
+      {"1Ki", 1024000},
+      {"1Mi", 1048576000},
+      {"1Gi", 1073741824000},
+      {"-0", 0},
+      {"-0m", 0},
+      {"00012m", 12},
+      {"9223372036854775807m", INT64_MAX},
+      {"9223372036854775.807", INT64_MAX},
+      {"0." + std::string(100, '0') + "k", 0},
+  };
+  for (const auto& [text, milli] : cases) {
+    SCOPED_TRACE(text);
+    EXPECT_EQ(one<TrafficSplit>(splitWeight("v1alpha1", text)).backends.at(0).weight, milli);
+  }
+  // Mixed suffixes keep their ratio: 1 vs 500m is 2:1, as 1000 vs 500.
+  const auto ts = one<TrafficSplit>(
+      split("v1alpha1",
+            "  service: r\n  backends: [{service: a, weight: 1}, {service: b, weight: 500m}]\n"));
+  EXPECT_EQ(ts.backends.at(0).weight, 1000);
+  EXPECT_EQ(ts.backends.at(1).weight, 500);
+}
+
+TEST(TrafficSplit, V1alpha1QuantityErrors) {
+  const auto bad = [](const std::string& w) { return error(splitWeight("v1alpha1", w)); };
+  EXPECT_EQ(bad("0.5m"),
+            "t.yaml: TrafficSplit shop/ts: spec.backends[0].weight: weight \"0.5m\" is not a whole "
+            "number of milli-units");
+  EXPECT_CONTAINS(bad("0.0000000000000000000000000000001"), "is not a whole number of milli-units");
+  EXPECT_CONTAINS(bad("0.0001"), "weight 0.0001 is not a whole number of milli-units");
+  EXPECT_CONTAINS(bad("0." + std::string(100, '0') + "1k"), "is not a whole number of milli-units");
+  EXPECT_EQ(bad("-1"),
+            "t.yaml: TrafficSplit shop/ts: spec.backends[0].weight: weight -1 is negative; weights "
+            "must not be negative");
+  EXPECT_CONTAINS(bad("\"-500m\""), "weight \"-500m\" is negative");
+  EXPECT_CONTAINS(bad("-1.5"), "weight -1.5 is negative");
+  EXPECT_EQ(bad("2X"),
+            "t.yaml: TrafficSplit shop/ts: spec.backends[0].weight: weight \"2X\" has an "
+            "unsupported suffix \"X\" (m, k, M, G, Ki, Mi, Gi or none)");
+  for (const char* suffix : {"K", "T", "Ti", "n", "u", "e3", "E", "mi", " m", "m "})
+    EXPECT_CONTAINS(bad(std::string("\"1") + suffix + "\""), "has an unsupported suffix");
+  EXPECT_CONTAINS(bad("1e3"), "weight 1e3 has an unsupported suffix \"e3\"");
+  EXPECT_CONTAINS(bad("1.2.3"), "has an unsupported suffix \".3\"");
+  EXPECT_CONTAINS(bad("abc"), "weight \"abc\" is not a quantity");
+  EXPECT_CONTAINS(bad("m"), "weight \"m\" is not a quantity");
+  EXPECT_CONTAINS(bad("\"\""), "weight \"\" is not a quantity");
+  EXPECT_CONTAINS(bad("."), "is not a quantity");
+  EXPECT_CONTAINS(bad("9223372036854775808m"), "weight \"9223372036854775808m\" is out of range");
+  EXPECT_CONTAINS(bad("9223372036854775808"), "is out of range");
+  EXPECT_CONTAINS(bad("9223372036854775k"), "is out of range");
+  EXPECT_CONTAINS(bad("99999999999999999999999999999999999999Gi"), "is out of range");
+  EXPECT_CONTAINS(bad("1" + std::string(40, '0')), "has too many digits");
+  EXPECT_CONTAINS(bad("true"),
+                  "spec.backends[0].weight: expected a quantity such as 1 or \"500m\", got true");
+  EXPECT_CONTAINS(bad("{a: 1}"), "expected a quantity such as 1 or \"500m\", got a map");
+}
+
+TEST(TrafficSplit, Versions) {
+  EXPECT_EQ(
+      error("apiVersion: split.smi-spec.io/v1alpha5\nkind: TrafficSplit\n"
+            "metadata: {name: ts}\nspec: {service: r, backends: []}\n"),
+      "t.yaml: TrafficSplit default/ts: unsupported apiVersion \"split.smi-spec.io/v1alpha5\" "
+      "for TrafficSplit");
+  EXPECT_CONTAINS(error("apiVersion: specs.smi-spec.io/v1alpha4\nkind: TrafficSplit\n"
+                        "metadata: {name: ts}\nspec: {service: r, backends: []}\n"),
+                  "unsupported apiVersion \"specs.smi-spec.io/v1alpha4\" for TrafficSplit");
+  EXPECT_CONTAINS(error("apiVersion: v1\nkind: TrafficSplit\nmetadata: {name: ts}\n"),
+                  "unsupported apiVersion \"v1\" for TrafficSplit");
+}
+
 TEST(Metadata, NamespaceIsClusterScoped) {
   const auto ns = one<Namespace>(
       "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: prod\n  namespace: ignored\n"
@@ -617,16 +1224,16 @@ TEST(Documents, UnknownKindAndVersion) {
 TEST(Documents, IgnoredKindsAreCounted) {
   const ParseResult r = parse(R"(
 apiVersion: v1
-kind: Service
+kind: Endpoints
 metadata: {name: web}
-spec: {ports: [{port: 80}]}
+subsets: [{addresses: [{ip: 10.0.0.1}], ports: [{port: 80}]}]
 ---
 apiVersion: apps/v1
 kind: Deployment
 metadata: {name: web}
 ---
-apiVersion: split.smi-spec.io/v1alpha4
-kind: TrafficSplit
+apiVersion: v1
+kind: ConfigMap
 metadata: {name: s}
 ---
 apiVersion: apiextensions.k8s.io/v1
@@ -681,7 +1288,7 @@ items:
   kind: Namespace
   metadata: {name: prod}
 - apiVersion: v1
-  kind: Service
+  kind: Endpoints
   metadata: {name: s}
 - apiVersion: specs.smi-spec.io/v1alpha4
   kind: TCPRoute
@@ -951,16 +1558,27 @@ TEST(SpecExamples, RouteDetails) {
 }
 
 // spec.md §1.6: these examples put HTTPRouteGroup `matches` at the top level
-// under a version that wants spec.matches; the CRD rejects them.
+// under a version that wants spec.matches; the CRD rejects them. The
+// TrafficSplit itself is valid and keeps its match.
 TEST(SpecExamples, SplitAbTestRouteGroupIsRejected) {
   for (const char* file : {"traffic-split_v1alpha3_02.yaml", "traffic-split_v1alpha4_02.yaml"}) {
     SCOPED_TRACE(file);
     const ParseResult r = loadExample(file);
-    EXPECT_TRUE(r.objects.empty());
-    EXPECT_EQ(r.ignored, 1);  // the TrafficSplit
+    EXPECT_EQ(r.ignored, 0);
     ASSERT_EQ(r.errors.size(), 1u) << errorsOf(r);
     EXPECT_EQ(r.errors[0].object, (ObjectRef{"HTTPRouteGroup", "default", "ab-test"}));
     EXPECT_EQ(r.errors[0].reason, "missing required field spec.matches");
+    ASSERT_EQ(r.objects.size(), 1u);
+    const auto& ts = std::get<TrafficSplit>(r.objects[0]);
+    EXPECT_EQ(refOf(ts), (ObjectRef{"TrafficSplit", "default", "ab-test"}));
+    EXPECT_EQ(ts.service, "website");
+    EXPECT_TRUE(ts.has_matches);
+    EXPECT_EQ(ts.match_names, std::vector<std::string>{"ab-test"});
+    ASSERT_EQ(ts.backends.size(), 2u);
+    EXPECT_EQ(ts.backends[0].service, "website-v1");
+    EXPECT_EQ(ts.backends[0].weight, 0);
+    EXPECT_EQ(ts.backends[1].service, "website-v2");
+    EXPECT_EQ(ts.backends[1].weight, 100);
   }
 }
 
@@ -975,6 +1593,170 @@ TEST(SpecExamples, AccessV1alpha4DraftIsUnsupported) {
   ASSERT_EQ(tt.errors.size(), 1u);
   EXPECT_EQ(tt.errors[0].reason,
             "unsupported apiVersion \"access.smi-spec.io/v1alpha4\" for TrafficTarget");
+}
+
+// ---- the SMI TrafficSplit examples -------------------------------------------
+
+struct SplitExample {
+  std::string file;
+  size_t services, errors;
+  // The example's TrafficSplit, if it has one (always in namespace default).
+  std::string name, root;
+  std::vector<std::pair<std::string, int64_t>> backends;  // service, weight
+};
+
+TEST(SpecExamples, EverySplitExample) {
+  using B = std::vector<std::pair<std::string, int64_t>>;
+  const B canary = {{"website-v1", 90}, {"website-v2", 10}};
+  const B ab = {{"website-v1", 0}, {"website-v2", 100}};
+  const B rollout_start = {{"foobar-v1", 100}, {"foobar-v2", 0}};
+  const B rollout_mid = {{"foobar-v1", 1000}, {"foobar-v2", 500}};
+  const B rollout_end = {{"foobar-v2", 1}};
+  const B self = {{"foobar-next", 100}, {"foobar", 900}};
+  const B web = {{"web-next", 100}, {"web-current", 900}};
+  const std::vector<SplitExample> expected = {
+      // v1alpha1 weights are Quantities, normalised to milli-units by value:
+      // 10m, 100m, 1500m; 1 and 0m; 1 and 500m; 1; 100m and 900m.
+      {"traffic-split_v1alpha1_01.yaml",
+       0,
+       0,
+       "my-weights",
+       "numbers",
+       {{"one", 10}, {"two", 100}, {"three", 1500}}},
+      {"traffic-split_v1alpha1_02.yaml", 3, 0, "", "", {}},
+      {"traffic-split_v1alpha1_03.yaml", 3, 0, "", "", {}},
+      {"traffic-split_v1alpha1_04.yaml",
+       0,
+       0,
+       "foobar-rollout",
+       "foobar",
+       {{"foobar-v1", 1000}, {"foobar-v2", 0}}},
+      {"traffic-split_v1alpha1_05.yaml",
+       0,
+       0,
+       "foobar-rollout",
+       "foobar",
+       {{"foobar-v1", 1000}, {"foobar-v2", 500}}},
+      {"traffic-split_v1alpha1_06.yaml", 0, 0, "foobar-rollout", "foobar", {{"foobar-v2", 1000}}},
+      {"traffic-split_v1alpha1_07.yaml", 0, 0, "my-split", "foobar", self},
+      {"traffic-split_v1alpha1_08.yaml", 0, 0, "my-canary", "web", web},
+      {"traffic-split_v1alpha2_01.yaml",
+       0,
+       0,
+       "my-trafficsplit",
+       "my-website",
+       {{"my-website-v1", 50}, {"my-website-v2", 50}}},
+      {"traffic-split_v1alpha2_02.yaml", 3, 0, "", "", {}},
+      {"traffic-split_v1alpha2_03.yaml", 3, 0, "", "", {}},
+      {"traffic-split_v1alpha2_04.yaml", 0, 0, "foobar-rollout", "foobar", rollout_start},
+      {"traffic-split_v1alpha2_05.yaml", 0, 0, "foobar-rollout", "foobar", rollout_mid},
+      {"traffic-split_v1alpha2_06.yaml", 0, 0, "foobar-rollout", "foobar", rollout_end},
+      {"traffic-split_v1alpha2_07.yaml", 0, 0, "my-split", "foobar", self},
+      {"traffic-split_v1alpha2_08.yaml", 0, 0, "my-canary", "web", web},
+      {"traffic-split_v1alpha3_01.yaml", 0, 0, "canary", "website", canary},
+      // §1.6: the HTTPRouteGroup has top-level `matches`; only it is rejected.
+      {"traffic-split_v1alpha3_02.yaml", 0, 1, "ab-test", "website", ab},
+      {"traffic-split_v1alpha3_03.yaml", 3, 0, "", "", {}},
+      {"traffic-split_v1alpha3_04.yaml", 3, 0, "", "", {}},
+      {"traffic-split_v1alpha3_05.yaml", 0, 0, "foobar-rollout", "foobar", rollout_start},
+      {"traffic-split_v1alpha3_06.yaml", 0, 0, "foobar-rollout", "foobar", rollout_mid},
+      {"traffic-split_v1alpha3_07.yaml", 0, 0, "foobar-rollout", "foobar", rollout_end},
+      {"traffic-split_v1alpha3_08.yaml", 0, 0, "my-split", "foobar", self},
+      {"traffic-split_v1alpha3_09.yaml", 0, 0, "my-canary", "web", web},
+      {"traffic-split_v1alpha4_01.yaml", 0, 0, "canary", "website", canary},
+      {"traffic-split_v1alpha4_02.yaml", 0, 1, "ab-test", "website", ab},
+      {"traffic-split_v1alpha4_03.yaml", 3, 0, "", "", {}},
+      {"traffic-split_v1alpha4_04.yaml", 3, 0, "", "", {}},
+      {"traffic-split_v1alpha4_05.yaml", 0, 0, "foobar-rollout", "foobar", rollout_start},
+      {"traffic-split_v1alpha4_06.yaml", 0, 0, "foobar-rollout", "foobar", rollout_mid},
+      {"traffic-split_v1alpha4_07.yaml", 0, 0, "foobar-rollout", "foobar", rollout_end},
+      {"traffic-split_v1alpha4_08.yaml", 0, 0, "my-split", "foobar", self},
+      {"traffic-split_v1alpha4_09.yaml", 0, 0, "my-canary", "web", web},
+  };
+  size_t on_disk = 0;
+  for (const auto& e : std::filesystem::directory_iterator(examplePath("")))
+    on_disk += e.path().filename().string().starts_with("traffic-split_");
+  EXPECT_EQ(on_disk, expected.size());
+
+  for (const SplitExample& c : expected) {
+    SCOPED_TRACE(c.file);
+    const ParseResult r = loadExample(c.file);
+    ClusterState s;
+    for (const Object& o : r.objects) s.add(o);
+    EXPECT_EQ(r.errors.size(), c.errors) << errorsOf(r);
+    EXPECT_EQ(r.ignored, 0);
+    EXPECT_EQ(s.services.size(), c.services);
+    EXPECT_EQ(s.traffic_splits.size(), c.name.empty() ? 0u : 1u);
+    EXPECT_EQ(r.objects.size(), s.services.size() + s.traffic_splits.size());
+    if (c.name.empty()) continue;
+    ASSERT_EQ(s.traffic_splits.count("default/" + c.name), 1u);
+    const TrafficSplit& ts = s.traffic_splits.at("default/" + c.name);
+    EXPECT_EQ(ts.original_version, c.file.substr(c.file.find("_v") + 1, 8));
+    EXPECT_EQ(ts.service, c.root);
+    B got;
+    for (const TrafficSplitBackend& b : ts.backends) got.emplace_back(b.service, b.weight);
+    EXPECT_EQ(got, c.backends);
+    EXPECT_EQ(ts.has_matches, c.name == "ab-test");
+  }
+}
+
+// The spec's rollout workflow (§1.5): pre-create v2 at weight 0, shift to
+// 1000/500 (v2 gets a third), then v2 alone. v1alpha1 writes the middle step
+// as 1 / 500m: normalised by value it keeps the same 2:1 ratio.
+TEST(SpecExamples, SplitRolloutWorkflow) {
+  const auto weights = [](const std::string& file) {
+    const ParseResult r = loadExample(file);
+    EXPECT_TRUE(r.errors.empty()) << errorsOf(r);
+    std::map<std::string, int64_t> w;
+    for (const Object& o : r.objects)
+      for (const TrafficSplitBackend& b : std::get<TrafficSplit>(o).backends)
+        w[b.service] = b.weight;
+    return w;
+  };
+  using W = std::map<std::string, int64_t>;
+  EXPECT_EQ(weights("traffic-split_v1alpha4_05.yaml"), (W{{"foobar-v1", 100}, {"foobar-v2", 0}}));
+  const W mid = weights("traffic-split_v1alpha4_06.yaml");
+  EXPECT_EQ(mid, (W{{"foobar-v1", 1000}, {"foobar-v2", 500}}));
+  EXPECT_EQ(weights("traffic-split_v1alpha4_07.yaml"), (W{{"foobar-v2", 1}}));
+
+  const W legacy = weights("traffic-split_v1alpha1_05.yaml");
+  ASSERT_EQ(legacy.size(), 2u);
+  EXPECT_EQ(legacy.at("foobar-v1") * mid.at("foobar-v2"),
+            legacy.at("foobar-v2") * mid.at("foobar-v1"));
+}
+
+// The backend Services of the split examples: same port, own targetPort.
+TEST(SpecExamples, SplitBackendServices) {
+  for (const char* file : {"traffic-split_v1alpha1_02.yaml", "traffic-split_v1alpha4_03.yaml"}) {
+    SCOPED_TRACE(file);
+    ClusterState s;
+    for (const Object& o : loadExample(file).objects) s.add(o);
+    ASSERT_EQ(s.services.size(), 3u);
+    const Service& root = s.services.at("default/birds");
+    EXPECT_EQ(root.selector, (std::map<std::string, std::string>{{"app", "birds"}}));
+    EXPECT_TRUE(root.has_selector);
+    EXPECT_TRUE(root.cluster_ips.empty());
+    ASSERT_EQ(root.ports.size(), 2u);
+    EXPECT_EQ(root.ports[0].name, "grpc");
+    EXPECT_EQ(root.ports[0].port, 8080);
+    EXPECT_EQ(root.ports[0].target_port_number, 8080);
+    EXPECT_EQ(root.ports[1].name, "rest");
+    EXPECT_EQ(root.ports[1].target_port_number, 9090);
+    const Service& green = s.services.at("default/green-birds");
+    EXPECT_EQ(green.selector.at("color"), "green");
+    ASSERT_EQ(green.ports.size(), 2u);
+    EXPECT_EQ(green.ports[0].port, 8080);
+    EXPECT_EQ(green.ports[0].target_port_number, 8081);
+    EXPECT_EQ(green.ports[1].target_port_number, 9090);
+    EXPECT_EQ(s.services.at("default/blue-birds").ports.at(0).target_port_number, 8080);
+  }
+  // The "missing port" variant: blue-birds serves 1024, not the root's 8080.
+  ClusterState s;
+  for (const Object& o : loadExample("traffic-split_v1alpha4_04.yaml").objects) s.add(o);
+  ASSERT_EQ(s.services.size(), 3u);
+  ASSERT_EQ(s.services.at("default/blue-birds").ports.size(), 1u);
+  EXPECT_EQ(s.services.at("default/blue-birds").ports[0].port, 1024);
+  EXPECT_EQ(s.services.at("default/green-birds").ports.at(0).port, 8080);
 }
 
 }  // namespace

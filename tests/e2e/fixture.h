@@ -1,0 +1,237 @@
+// The end-to-end fixture: real pods (netns + veth), the real smik-agent on a
+// manifest directory, real TCP/UDP between them. Every test names its objects
+// with the test bed's per-run prefix and removes them, also on failure.
+#pragma once
+
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <regex>
+#include <sstream>
+#include <thread>
+
+#include "tests/testbed/testbed.h"
+
+namespace fs = std::filesystem;
+using smik::testbed::Pod;
+using smik::testbed::Proc;
+using smik::testbed::TestBed;
+
+namespace smik::e2e {
+
+constexpr const char* kNode = "e2e-node";
+
+// GET http://127.0.0.1:port/path -> (status, body); status 0 if unreachable.
+inline std::pair<int, std::string> httpGet(int port, const std::string& path) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in sin{};
+  sin.sin_family = AF_INET;
+  sin.sin_port = htons(port);
+  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  timeval tv{2, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&sin), sizeof sin) != 0) {
+    close(fd);
+    return {0, ""};
+  }
+  std::string req = "GET " + path + " HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+  send(fd, req.data(), req.size(), 0);
+  std::string resp;
+  char buf[4096];
+  ssize_t n;
+  while ((n = recv(fd, buf, sizeof buf, 0)) > 0) resp.append(buf, n);
+  close(fd);
+  int status = 0;
+  if (resp.size() > 12) status = std::atoi(resp.substr(9, 3).c_str());
+  auto body = resp.find("\r\n\r\n");
+  return {status, body == std::string::npos ? "" : resp.substr(body + 4)};
+}
+
+inline bool eventually(const std::function<bool()>& cond, int timeout_ms) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (cond()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return cond();
+}
+
+inline std::string ns(const std::string& name, bool meshed) {
+  return "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: " + name + "\n" +
+         (meshed ? "  labels:\n    smik.io/mesh: enabled\n" : "") + "---\n";
+}
+
+inline std::string pod(const std::string& namesp, const std::string& name, const std::string& sa,
+                const std::string& ip, const std::string& node = kNode) {
+  return "apiVersion: v1\nkind: Pod\nmetadata:\n  name: " + name + "\n  namespace: " + namesp +
+         "\nspec:\n  serviceAccountName: " + sa + "\n  nodeName: " + node +
+         "\nstatus:\n  phase: Running\n  podIP: " + ip + "\n---\n";
+}
+
+inline std::string tcpRoute(const std::string& namesp, const std::string& name,
+                     const std::string& ports, const std::string& kind = "TCPRoute") {
+  return "apiVersion: specs.smi-spec.io/v1alpha4\nkind: " + kind + "\nmetadata:\n  name: " + name +
+         "\n  namespace: " + namesp + "\nspec:\n  matches:\n    ports: " + ports + "\n---\n";
+}
+
+inline std::string trafficTarget(const std::string& namesp, const std::string& name,
+                          const std::string& dst_ns, const std::string& dst_sa,
+                          const std::string& rules_yaml, const std::string& src_ns,
+                          const std::string& src_sa) {
+  return "apiVersion: access.smi-spec.io/v1alpha3\nkind: TrafficTarget\nmetadata:\n  name: " +
+         name + "\n  namespace: " + namesp +
+         "\nspec:\n  destination:\n    kind: ServiceAccount\n    name: " + dst_sa +
+         "\n    namespace: " + dst_ns + "\n  rules:\n" + rules_yaml +
+         "  sources:\n  - kind: ServiceAccount\n    name: " + src_sa + "\n    namespace: " +
+         src_ns + "\n---\n";
+}
+
+inline std::string rule(const std::string& kind, const std::string& name) {
+  return "  - kind: " + kind + "\n    name: " + name + "\n";
+}
+
+class E2E : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (geteuid() != 0) GTEST_SKIP() << "KERNEL TEST SKIPPED: end-to-end tests need root";
+    bed_ = std::make_unique<TestBed>();
+    dir_ = "/tmp/" + bed_->prefix() + "-manifests";
+    fs::create_directories(dir_);
+    pin_ = "/sys/fs/bpf/" + bed_->prefix() + "-e2e";
+    http_port_ = 20000 + (getpid() * 7 + counter_++) % 20000;
+  }
+
+  void TearDown() override {
+    if (agent_) {
+      kill(agent_->pid(), SIGTERM);
+      agent_->wait(3000);
+      agent_.reset();
+    }
+    if (!pin_.empty() && fs::exists(pin_)) {
+      auto r = bed_->run({SMIK_AGENT, "--uninstall", "--pin-dir", pin_}, 10000);
+      EXPECT_TRUE(r.ok()) << r.output;
+    }
+    std::error_code ec;
+    if (!dir_.empty()) fs::remove_all(dir_, ec);
+    bed_.reset();
+    if (!pin_.empty()) {
+      EXPECT_FALSE(fs::exists(pin_)) << "uninstall left " << pin_;
+    }
+  }
+
+  void write(const std::string& file, const std::string& text) {
+    // Write then rename: the agent never reads a half-written file.
+    std::string tmp = dir_ + "/." + file + ".tmp";
+    std::ofstream(tmp) << text;
+    fs::rename(tmp, dir_ + "/" + file);
+  }
+  void remove(const std::string& file) { fs::remove(dir_ + "/" + file); }
+
+  std::vector<std::string> agentArgs(const std::vector<std::string>& extra) {
+    std::vector<std::string> a = {SMIK_AGENT,  "--manifests", dir_,
+                                  "--node",    kNode,         "--http",
+                                  "127.0.0.1:" + std::to_string(http_port_), "--pin-dir", pin_,
+                                  // warnings only: the test reads stdout only on failure
+                                  "--log-level", "warn",
+                                  // socket programs for this bed's pods only
+                                  "--cgroup", bed_->cgroupRoot()};
+    a.insert(a.end(), extra.begin(), extra.end());
+    return a;
+  }
+
+  void startAgent(const std::vector<std::string>& extra = {}) {
+    agent_ = std::make_unique<Proc>(bed_->spawn(agentArgs(extra)));
+    ASSERT_TRUE(eventually([&] { return httpGet(http_port_, "/readyz").first == 200; }, 10000))
+        << "agent never became ready:\n"
+        << agent_->output();
+  }
+
+  void stopAgent() {
+    kill(agent_->pid(), SIGTERM);
+    EXPECT_EQ(agent_->wait(5000), 0) << agent_->output();
+    agent_.reset();
+  }
+
+  // Waits until every endpoint the manifests name is hooked (pods' veths exist).
+  void waitAttached(size_t n) {
+    ASSERT_TRUE(eventually(
+        [&] {
+          auto [code, body] = httpGet(http_port_, "/status");
+          size_t count = 0;
+          for (size_t p = body.find("(" ); p != std::string::npos; p = body.find("(", p + 1)) count++;
+          return code == 200 && count >= n;
+        },
+        5000))
+        << httpGet(http_port_, "/status").second;
+  }
+
+  Proc serve(Pod& p, const std::string& tcp, const std::string& udp = "") {
+    std::vector<std::string> argv = {SMIK_TESTPEER, "serve", "--id", p.name()};
+    if (!tcp.empty()) argv.insert(argv.end(), {"--tcp", tcp});
+    if (!udp.empty()) argv.insert(argv.end(), {"--udp", udp});
+    Proc proc = bed_->spawn(p, argv);
+    EXPECT_TRUE(proc.waitFor("ready\n", 5000)) << "server in " << p.name() << " did not start";
+    return proc;
+  }
+
+  // "ok", "timeout", "refused"... of one attempt from `from` to to:port.
+  std::string tcp(Pod& from, Pod& to, int port, const std::vector<std::string>& extra = {}) {
+    std::vector<std::string> argv = {SMIK_TESTPEER, "tcp", to.ip(), std::to_string(port),
+                                     "--timeout-ms", "300"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    auto r = bed_->run(from, argv, 5000);
+    return r.output.substr(0, r.output.find_first_of(" \n"));
+  }
+  std::string udp(Pod& from, Pod& to, int port) {
+    auto r = bed_->run(from, {SMIK_TESTPEER, "udp", to.ip(), std::to_string(port),
+                              "--timeout-ms", "300"}, 5000);
+    return r.output.substr(0, r.output.find_first_of(" \n"));
+  }
+  std::string hostTcp(Pod& to, int port) {
+    auto r = bed_->run({SMIK_TESTPEER, "tcp", to.ip(), std::to_string(port), "--timeout-ms", "300"},
+                       5000);
+    return r.output.substr(0, r.output.find_first_of(" \n"));
+  }
+
+  // Polls until the outcome matches (policy changes apply within 1 s).
+  void expectTcp(Pod& from, Pod& to, int port, const std::string& want, int within_ms = 1500) {
+    std::string got;
+    bool ok = eventually([&] { return (got = tcp(from, to, port)) == want; }, within_ms);
+    EXPECT_TRUE(ok) << from.name() << " -> " << to.name() << ":" << port << " tcp: want " << want
+                    << ", got " << got;
+  }
+  void expectUdp(Pod& from, Pod& to, int port, const std::string& want, int within_ms = 1500) {
+    std::string got;
+    bool ok = eventually([&] { return (got = udp(from, to, port)) == want; }, within_ms);
+    EXPECT_TRUE(ok) << from.name() << " -> " << to.name() << ":" << port << " udp: want " << want
+                    << ", got " << got;
+  }
+
+  std::string status() { return httpGet(http_port_, "/status").second; }
+
+  // The usual pair: meshed namespace "app" with pods client and server
+  // (ServiceAccounts of the same names), written to pods.yaml.
+  std::pair<Pod*, Pod*> clientAndServer(const std::string& namesp = "app") {
+    Pod& client = bed_->addPod("client", bed_->nextIp());
+    Pod& server = bed_->addPod("server", bed_->nextIp());
+    write("pods.yaml", ns(namesp, true) + pod(namesp, "client", "client", client.ip()) +
+                           pod(namesp, "server", "server", server.ip()));
+    return {&client, &server};
+  }
+
+  static inline int counter_ = 0;
+  std::unique_ptr<TestBed> bed_;
+  std::string dir_, pin_;
+  int http_port_ = 0;
+  std::unique_ptr<Proc> agent_;
+};
+
+}  // namespace smik::e2e
