@@ -265,6 +265,16 @@ bool Datapath::attachSocketPrograms(std::string* err) {
   return ok;
 }
 
+void Datapath::detachSocketPrograms() {
+  bpf_program* prog;
+  bpf_object__for_each_program(prog, sock_->obj) {
+    ::unlink((opts_.pin_dir + "/links/cgroup_" + bpf_program__name(prog)).c_str());
+  }
+  for (int fd : sock_links_) close(fd);
+  sock_links_.clear();
+  sock_attached_ = false;
+}
+
 bool Datapath::uninstall(const std::string& pin_dir, std::string* err) {
   std::string ep_pin = pin_dir + "/" + maps::kEndpointsMap;
   int fd = bpf_obj_get(ep_pin.c_str());

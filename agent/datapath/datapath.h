@@ -54,6 +54,7 @@ class Datapath {
   // taking over links a previous agent pinned. Idempotent.
   bool attachSocketPrograms(std::string* err);
   bool socketProgramsAttached() const { return sock_attached_; }
+  void detachSocketPrograms();  // unpin and close: benchmarks' baseline runs
   uint8_t attachMode() const;
 
   // Removes every program, link, tc hook and pin under pin_dir.
