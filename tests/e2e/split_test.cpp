@@ -217,3 +217,54 @@ TEST_F(Split, AccessControlStillAppliesToSplitBackends) {
 
 }  // namespace
 }  // namespace smik::e2e
+
+namespace smik::e2e {
+namespace {
+
+// Tables replaced in a tight loop while connections run: every connect()
+// must find a whole table (old or new). A reader that saw the old table while
+// its endpoints were freed would go untranslated to the blackholed VIP.
+TEST_F(Split, TableSwapsUnderConnectionsNeverLoseOne) {
+  build();
+  write("split.yaml", split("shop", "web", {{"web-v1", 1}, {"web-v2", 0}}));
+  startAgent();
+  ASSERT_TRUE(eventuallyShare(vip_, [](const Tally& t) { return t.v1() == 20; }));
+  Proc burst = bed_->spawn(*client_, {SMIK_TESTPEER, "tcp", vip_, "80", "--count", "1500",
+                                      "--timeout-ms", "1000"});
+  for (int i = 0; i < 40; i++) {
+    write("split.yaml", split("shop", "web", {{"web-v1", i % 2}, {"web-v2", 1 - i % 2}}));
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(burst.wait(60000), 0);
+  Tally t = tally(burst.output(), "");
+  EXPECT_EQ(t.ok, 1500) << t.failed << " connections lost";
+  EXPECT_GT(t.v1(), 0);
+  EXPECT_GT(t.v2(), 0) << "the tables did not really change during the burst";
+}
+
+}  // namespace
+}  // namespace smik::e2e
+
+namespace smik::e2e {
+namespace {
+
+// The socket programs stay pinned across an agent restart (links adopted in
+// place), and uninstall removes them: the VIP is then plain (blackholed).
+TEST_F(Split, RestartKeepsTranslatingUninstallStops) {
+  build();
+  write("split.yaml", split("shop", "web", {{"web-v1", 0}, {"web-v2", 1}}));
+  startAgent();
+  ASSERT_TRUE(eventuallyShare(vip_, [](const Tally& t) { return t.v2() == 20; }));
+  stopAgent();
+  EXPECT_EQ(connectMany(vip_, 20).v2(), 20) << "no agent: still translated";
+  startAgent();
+  EXPECT_EQ(connectMany(vip_, 20).v2(), 20);
+  EXPECT_NE(status().find("\"socketPrograms\": true"), std::string::npos) << status();
+  stopAgent();
+  auto r = bed_->run({SMIK_AGENT, "--uninstall", "--pin-dir", pin_}, 10000);
+  ASSERT_TRUE(r.ok()) << r.output;
+  EXPECT_EQ(connectMany(vip_, 3).ok, 0) << "uninstalled: nothing translates any more";
+}
+
+}  // namespace
+}  // namespace smik::e2e
