@@ -2,6 +2,7 @@
 // ClusterIP:port becomes. Every ClusterIP Service is translated, split or not,
 // so the tc policy always sees real pod addresses.
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <set>
 #include <tuple>
@@ -78,9 +79,14 @@ class ServiceCompiler {
              "ignored: TrafficSplit " + list.front()->meta.name + " is older and owns root " +
                  list.front()->service);
       }
-      if (!state_.services.count(root)) {
+      auto svc = state_.services.find(root);
+      if (svc == state_.services.end()) {
         diag({"TrafficSplit", list.front()->meta.ns, list.front()->meta.name},
              "root Service " + list.front()->service + " does not exist: nothing to split");
+      } else if (svc->second.cluster_ips.empty()) {
+        diag({"TrafficSplit", list.front()->meta.ns, list.front()->meta.name},
+             "root Service " + list.front()->service +
+                 " has no ClusterIP (headless): no address to split at connect()");
       }
     }
   }
@@ -100,12 +106,29 @@ class ServiceCompiler {
       ServiceGroup own{t.service, 1, endpointsOf(svc, port, vip.family)};
       if (!own.endpoints.empty()) t.groups.push_back(std::move(own));
     }
+    capEndpoints(&t);
     smik_svc_key k{};
     std::memcpy(k.addr, vip.bytes.data(), 16);
     k.port = port.port;
     k.proto = static_cast<uint8_t>(port.proto);
     k.family = vip.family;
     plan_.services[k] = std::move(t);
+  }
+
+  // The kernel indexes a table's endpoints with 16 bits.
+  void capEndpoints(ServiceTable* t) {
+    size_t room = 0xffff;
+    for (auto& g : t->groups) {
+      if (g.endpoints.size() > room) {
+        diag({"Service", t->service.substr(0, t->service.find('/')),
+              t->service.substr(t->service.find('/') + 1)},
+             "more than 65535 endpoints on port " + std::to_string(t->port) +
+                 ": the rest are not used");
+        g.endpoints.resize(room);
+      }
+      room -= g.endpoints.size();
+    }
+    std::erase_if(t->groups, [](const ServiceGroup& g) { return g.endpoints.empty(); });
   }
 
   void applySplit(const TrafficSplit& ts, const Service& root, const ServicePort& port,
@@ -157,13 +180,14 @@ class ServiceCompiler {
       groups.resize(SMIK_MAX_GROUPS);
       weights.resize(SMIK_MAX_GROUPS);
     }
-    // Relative weights, scaled into 31 bits if they must be; a non-zero weight
-    // never rounds down to zero.
-    int64_t sum = 0;
+    // Relative weights, scaled into 31 bits if they must be (in long double:
+    // int64 weights may sum past int64); a non-zero weight never becomes zero.
+    constexpr long double kLimit = 2147483648.0L;
+    long double sum = 0;
     for (int64_t w : weights) sum += w;
     for (size_t i = 0; i < groups.size(); i++) {
-      int64_t w = weights[i];
-      if (sum > (int64_t{1} << 31)) w = std::max<int64_t>(1, w * ((int64_t{1} << 31) / sum));
+      long double w = weights[i];
+      if (sum > kLimit) w = std::max<long double>(1, std::llround(w * kLimit / sum));
       groups[i].weight = static_cast<uint32_t>(w);
     }
     t->split = key(ts.meta.ns, ts.meta.name);
@@ -228,6 +252,15 @@ class ServiceCompiler {
 
 }  // namespace
 
-void compileServices(const ClusterState& state, Plan* plan) { ServiceCompiler(state, plan).run(); }
+void compileServices(const ClusterState& state, Plan* plan) {
+  size_t before = plan->diagnostics.size();
+  ServiceCompiler(state, plan).run();
+  // One split is resolved per ClusterIP and port: say each thing once.
+  std::set<std::string> seen;
+  auto first = plan->diagnostics.begin() + before;
+  plan->diagnostics.erase(std::remove_if(first, plan->diagnostics.end(),
+                                         [&](const Diagnostic& d) { return !seen.insert(d.str()).second; }),
+                          plan->diagnostics.end());
+}
 
 }  // namespace smik::compile
