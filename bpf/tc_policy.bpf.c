@@ -16,6 +16,7 @@
 
 #include "smik_abi.h"
 #include "parse.bpf.h"
+#include "telemetry.bpf.h"
 
 #define TC_ACT_OK 0
 #define TC_ACT_SHOT 2
@@ -151,6 +152,22 @@ static __always_inline int policy_allows(__u32 src, __u32 dst, __u16 dport, __u8
   return !(m && (m->flags & SMIK_POL_F_ENFORCED));
 }
 
+/* Telemetry: a denied attempt counts once at the server's edge (however often
+ * its SYN is retransmitted) and is remembered for the client's sockops. */
+static __always_inline void record_denial(const struct smik_ct_key *ck, const struct pkt *p,
+                                          __u16 dport) {
+  __u8 one = 1;
+  if (bpf_map_update_elem(&smik_denied, ck, &one, BPF_NOEXIST) != 0)
+    return; /* a retransmit of an attempt already counted */
+  struct smik_conn_key ek = {.port = dport, .proto = p->proto, .family = p->family};
+  copy16(ek.client, p->saddr);
+  copy16(ek.server, p->daddr);
+  struct smik_conn_stats *s = conn_stats(&ek);
+  if (s)
+    s->server_policy++;
+  emit_event(&ek, SMIK_EV_POLICY_DENY, SMIK_FAIL_POLICY);
+}
+
 static __always_inline void ct_key_of(struct smik_ct_key *k, const struct pkt *p, int reversed) {
   k->proto = p->proto;
   k->family = p->family;
@@ -214,6 +231,7 @@ int smik_to_pod(struct __sk_buff *skb) {
     if (ct)
       bpf_map_delete_elem(&smik_ct, &ck); /* revoked */
     count_edge(skb, src, dst, dport, p.proto, 0);
+    record_denial(&ck, &p, dport);
     /* SMI routes name TCP and UDP only: anything else can never be granted */
     int l4 = p.proto == IPPROTO_TCP || p.proto == IPPROTO_UDP;
     return count(skb, l4 ? SMIK_REASON_POLICY : SMIK_REASON_UNSUPPORTED);

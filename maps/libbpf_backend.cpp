@@ -76,7 +76,7 @@ std::unique_ptr<LibbpfBackend> LibbpfBackend::open(const std::string& pin_dir,
               {&b->policy_, kPolicyMap},   {&b->state_, kStateMap},
               {&b->reasons_, kReasonsMap}, {&b->edges_, kEdgesMap},
               {&b->services_, kServicesMap}, {&b->backends_, kBackendsMap},
-              {&b->sock_stats_, kSockStatsMap}};
+              {&b->sock_stats_, kSockStatsMap}, {&b->conn_, kConnMap}};
   for (auto& m : maps) {
     *m.fd = openPin(pin_dir, m.name, err);
     if (*m.fd < 0) return nullptr;
@@ -85,7 +85,7 @@ std::unique_ptr<LibbpfBackend> LibbpfBackend::open(const std::string& pin_dir,
 }
 
 LibbpfBackend::~LibbpfBackend() {
-  for (int fd : {ipcache_, endpoints_, policy_, state_, reasons_, edges_, services_, backends_, sock_stats_})
+  for (int fd : {ipcache_, endpoints_, policy_, state_, reasons_, edges_, services_, backends_, sock_stats_, conn_})
     if (fd >= 0) close(fd);
 }
 
@@ -264,6 +264,30 @@ std::vector<uint64_t> LibbpfBackend::sockStats() {
   std::vector<uint64_t> out(SMIK_SOCK_MAX);
   for (__u32 i = 0; i < SMIK_SOCK_MAX; i++)
     for (uint64_t c : perCpu<uint64_t>(sock_stats_, &i, possibleCpus())) out[i] += c;
+  return out;
+}
+
+std::vector<ConnEdge> LibbpfBackend::connEdges() {
+  std::vector<ConnEdge> out;
+  forEachKey<smik_conn_key>(conn_, [&](const smik_conn_key& k) {
+    ConnEdge e;
+    e.key = k;
+    for (const auto& v : perCpu<smik_conn_stats>(conn_, &k, possibleCpus())) {
+      auto& s = e.stats;
+      s.client_success += v.client_success;
+      s.client_refused += v.client_refused;
+      s.client_timeout += v.client_timeout;
+      s.client_policy += v.client_policy;
+      s.client_reset += v.client_reset;
+      s.server_success += v.server_success;
+      s.server_policy += v.server_policy;
+      for (int b = 0; b < SMIK_HIST_BUCKETS; b++) {
+        s.handshake_us[b] += v.handshake_us[b];
+        s.srtt_us[b] += v.srtt_us[b];
+      }
+    }
+    out.push_back(e);
+  });
   return out;
 }
 

@@ -25,6 +25,8 @@ inline constexpr const char* kServicesMap = "smik_services";
 inline constexpr const char* kBackendsMap = "smik_backends";
 inline constexpr const char* kRevnatMap = "smik_revnat";
 inline constexpr const char* kSockStatsMap = "smik_sock_stats";
+inline constexpr const char* kConnMap = "smik_conn";
+inline constexpr const char* kEventsMap = "smik_events";
 
 using PolicyEntries = std::map<smik_policy_key, smik_policy_value>;
 
@@ -47,6 +49,12 @@ struct KernelState {
   PolicyEntries policy;
   bool policy_installed = false;  // an empty generation still fails closed if absent
   std::map<smik_svc_key, SvcTable> services;
+};
+
+// Connection telemetry of one edge, summed over CPUs.
+struct ConnEdge {
+  smik_conn_key key{};
+  smik_conn_stats stats{};
 };
 
 struct EdgeCounters {
@@ -74,6 +82,7 @@ class Backend {
   virtual std::vector<smik_counter> reasons() = 0;  // summed, index = SMIK_REASON_*
   virtual std::vector<EdgeCounters> edges() = 0;
   virtual std::vector<uint64_t> sockStats() = 0;  // summed, index = SMIK_SOCK_*
+  virtual std::vector<ConnEdge> connEdges() = 0;
 };
 
 // In-memory backend: what the kernel would hold, for rootless tests.
@@ -91,6 +100,8 @@ class FakeBackend : public Backend {
   std::vector<smik_counter> reasons() override { return {}; }
   std::vector<EdgeCounters> edges() override { return {}; }
   std::vector<uint64_t> sockStats() override { return {}; }
+  std::vector<ConnEdge> connEdges() override { return conn_edges; }
+  std::vector<ConnEdge> conn_edges;  // what connEdges() reports, set by tests
 
   int writes = 0;  // single-entry writes, to check that apply only writes diffs
   int swaps = 0;
@@ -121,11 +132,12 @@ class LibbpfBackend : public Backend {
   std::vector<smik_counter> reasons() override;
   std::vector<EdgeCounters> edges() override;
   std::vector<uint64_t> sockStats() override;
+  std::vector<ConnEdge> connEdges() override;
 
  private:
   LibbpfBackend() = default;
   int ipcache_ = -1, endpoints_ = -1, policy_ = -1, state_ = -1, reasons_ = -1, edges_ = -1;
-  int services_ = -1, backends_ = -1, sock_stats_ = -1;
+  int services_ = -1, backends_ = -1, sock_stats_ = -1, conn_ = -1;
 };
 
 smik_ip_key ipKey(const compile::Addr& a);

@@ -15,6 +15,7 @@
 
 #include "agent/datapath/system.h"
 #include "smik_sock.skel.h"
+#include "smik_tel.skel.h"
 #include "smik_tc.skel.h"
 
 namespace fs = std::filesystem;
@@ -80,6 +81,12 @@ std::unique_ptr<Datapath> Datapath::open(const Options& opts, std::string* err) 
     *err = "load BPF socket programs: " + std::string(strerror(-r));
     return nullptr;
   }
+  d->tel_ = smik_tel__open_opts(&oo);
+  if (!d->tel_) return (*err = errnoText("open BPF telemetry object")), nullptr;
+  if (int r = smik_tel__load(d->tel_); r != 0) {
+    *err = "load BPF telemetry (sockops): " + std::string(strerror(-r));
+    return nullptr;
+  }
   d->maps_ = maps::LibbpfBackend::open(opts.pin_dir, err);
   if (!d->maps_) return nullptr;
   d->tcx_ = !opts.force_clsact;
@@ -96,6 +103,7 @@ Datapath::~Datapath() {
   for (int fd : sock_links_) close(fd);  // pinned: they stay attached
   if (skel_) smik_tc__destroy(skel_);
   if (sock_) smik_sock__destroy(sock_);
+  if (tel_) smik_tel__destroy(tel_);
 }
 
 int Datapath::toPodProgFd() const { return bpf_program__fd(skel_->progs.smik_to_pod); }
@@ -225,9 +233,8 @@ bool Datapath::attachSocketPrograms(std::string* err) {
   if (cg < 0) return (*err = errnoText("open cgroup " + opts_.cgroup)), false;
   struct stat cg_stat {};
   fstat(cg, &cg_stat);  // a cgroup2 directory's inode is its cgroup id
-  bpf_program* prog;
   bool ok = true;
-  bpf_object__for_each_program(prog, sock_->obj) {
+  for (bpf_program* prog : cgroupPrograms()) {
     std::string pin = opts_.pin_dir + "/links/cgroup_" + bpf_program__name(prog);
     int prog_fd = bpf_program__fd(prog);
     if (auto old = adopted_.find(pin); old != adopted_.end()) {
@@ -261,13 +268,20 @@ bool Datapath::attachSocketPrograms(std::string* err) {
   }
   close(cg);
   sock_attached_ = ok;
-  if (ok) spdlog::info("socket programs attached at {}", opts_.cgroup);
+  if (ok) spdlog::info("socket and sockops programs attached at {}", opts_.cgroup);
   return ok;
 }
 
-void Datapath::detachSocketPrograms() {
+std::vector<bpf_program*> Datapath::cgroupPrograms() const {
+  std::vector<bpf_program*> out;
   bpf_program* prog;
-  bpf_object__for_each_program(prog, sock_->obj) {
+  bpf_object__for_each_program(prog, sock_->obj) out.push_back(prog);
+  bpf_object__for_each_program(prog, tel_->obj) out.push_back(prog);
+  return out;
+}
+
+void Datapath::detachSocketPrograms() {
+  for (bpf_program* prog : cgroupPrograms()) {
     ::unlink((opts_.pin_dir + "/links/cgroup_" + bpf_program__name(prog)).c_str());
   }
   for (int fd : sock_links_) close(fd);

@@ -12,6 +12,8 @@
 
 struct smik_tc;
 struct smik_sock;
+struct smik_tel;
+struct bpf_program;
 
 namespace smik::datapath {
 
@@ -64,11 +66,13 @@ class Datapath {
   Datapath() = default;
   bool attach(const std::string& pod, uint32_t ifindex, std::string* err);
   void detach(Attachment& a);
+  std::vector<::bpf_program*> cgroupPrograms() const;  // sock_lb + sockops
   void adoptPinnedLinks();
 
   Options opts_;
   smik_tc* skel_ = nullptr;
   smik_sock* sock_ = nullptr;
+  smik_tel* tel_ = nullptr;
   bool sock_attached_ = false;
   std::vector<int> sock_links_;
   std::unique_ptr<maps::LibbpfBackend> maps_;

@@ -33,6 +33,8 @@ std::string kindOf(const Object& o) {
           return "EndpointSlice";
         else if constexpr (std::is_same_v<T, TrafficSplit>)
           return "TrafficSplit";
+        else if constexpr (std::is_same_v<T, Workload>)
+          return v.kind;
         else {
           static_assert(std::is_same_v<T, HttpRouteGroup>);
           return "HTTPRouteGroup";
@@ -67,6 +69,8 @@ void ClusterState::add(const Object& o) {
           endpoint_slices[key] = v;
         else if constexpr (std::is_same_v<T, TrafficSplit>)
           traffic_splits[key] = v;
+        else if constexpr (std::is_same_v<T, Workload>)
+          workloads[v.kind + "/" + key] = v;
         else {
           static_assert(std::is_same_v<T, HttpRouteGroup>);
           http_route_groups[key] = v;

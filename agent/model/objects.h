@@ -18,6 +18,10 @@ struct ObjectMeta {
   std::string ns;  // empty only for cluster-scoped kinds (Namespace)
   std::map<std::string, std::string> labels;
   std::string creation_timestamp;  // RFC3339 as written; compared as a string
+  // The controlling owner (ownerReferences: the one with controller: true,
+  // else the first), e.g. ReplicaSet foo-7b9c for a Deployment's pod.
+  std::string owner_kind;
+  std::string owner_name;
 };
 
 // Names an object in errors and diagnostics: "TrafficTarget default/foo".
@@ -168,8 +172,15 @@ struct HttpRouteGroup {
   std::vector<HttpMatch> matches;
 };
 
+// A workload controller (Deployment, ReplicaSet, DaemonSet, StatefulSet):
+// only who owns whom, to name pods' owners in metrics.
+struct Workload {
+  ObjectMeta meta;
+  std::string kind;
+};
+
 using Object = std::variant<Namespace, ServiceAccount, Pod, TrafficTarget, L4Route, HttpRouteGroup,
-                            Service, EndpointSlice, TrafficSplit>;
+                            Service, EndpointSlice, TrafficSplit, Workload>;
 
 // Kind name as smik reports it ("TCPRoute", "Pod", ...).
 std::string kindOf(const Object& o);
@@ -188,6 +199,7 @@ struct ClusterState {
   std::map<std::string, Service> services;
   std::map<std::string, EndpointSlice> endpoint_slices;
   std::map<std::string, TrafficSplit> traffic_splits;
+  std::map<std::string, Workload> workloads;  // keyed "Kind/ns/name"
 
   void add(const Object& o);  // upsert
 };

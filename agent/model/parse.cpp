@@ -209,6 +209,14 @@ ObjectMeta parseMeta(const Field& doc, bool namespaced) {
   for (const auto& [key, value] : m["labels"].entries())
     meta.labels[key] = value.str().value_or("");
   meta.creation_timestamp = m["creationTimestamp"].str().value_or("");
+  for (const Field& ref : m["ownerReferences"].items()) {
+    bool controller = ref["controller"].boolean().value_or(false);
+    if (meta.owner_kind.empty() || controller) {
+      meta.owner_kind = ref["kind"].name();
+      meta.owner_name = ref["name"].name();
+    }
+    if (controller) break;
+  }
   return meta;
 }
 
@@ -592,10 +600,6 @@ const std::map<std::string, std::string>& ignoredKinds() {
       {"Endpoints", ""},
       {"ConfigMap", ""},
       {"Secret", ""},
-      {"Deployment", "apps"},
-      {"ReplicaSet", "apps"},
-      {"DaemonSet", "apps"},
-      {"StatefulSet", "apps"},
       {"Job", "batch"},
       {"CronJob", "batch"},
       {"APIService", "apiregistration.k8s.io"},
@@ -663,6 +667,10 @@ std::optional<Object> parseObject(const Field& doc, const std::string& api_versi
     if (!split || !isOneOf(version, {"v1alpha1", "v1alpha2", "v1alpha3", "v1alpha4"}))
       unsupported();
     return parseTrafficSplit(doc, parseMeta(doc, true), version);
+  }
+  if (isOneOf(kind, {"Deployment", "ReplicaSet", "DaemonSet", "StatefulSet"})) {
+    if (group != "apps") unsupported();
+    return Workload{parseMeta(doc, true), kind};
   }
   const auto it = ignoredKinds().find(kind);
   if (it == ignoredKinds().end()) fail("unknown kind " + quote(kind));

@@ -240,4 +240,84 @@ enum smik_sock_counter {
   SMIK_SOCK_MAX = 4,
 };
 
+
+/* ---- Connection telemetry (sockops, tc denials) ----
+ *
+ * Per-CPU counters per edge {client address, server address, server port,
+ * proto}: each side counts what it observes. Latencies go to log-linear
+ * histograms: values below 16 have a bucket each, then 16 buckets per power
+ * of two (a bucket's midpoint is within 3.2% of any value in it). */
+#define SMIK_HIST_SUB 16
+#define SMIK_HIST_MAX_LOG2 28 /* values >= 2^28 (µs: ~4.5 min) land in the last bucket */
+#define SMIK_HIST_BUCKETS ((SMIK_HIST_MAX_LOG2 - 3) * SMIK_HIST_SUB)
+#define SMIK_MAX_CONN_EDGES (1 << 14)
+
+struct smik_conn_key {
+  __u8 client[16];
+  __u8 server[16];
+  __u16 port; /* server port, host order */
+  __u8 proto;
+  __u8 family;
+};
+SMIK_STATIC_ASSERT(sizeof(struct smik_conn_key) == 36, "smik_conn_key layout");
+
+struct smik_conn_stats {
+  /* observed at the client (its "to" edge) */
+  __u64 client_success;        /* reached ESTABLISHED */
+  __u64 client_refused;        /* RST answered the SYN */
+  __u64 client_timeout;        /* no answer: SYN retransmits ran out, or the client gave up */
+  __u64 client_policy;         /* a smik tc program on this node dropped its SYN */
+  __u64 client_reset;          /* ESTABLISHED, then reset (not a failed attempt) */
+  /* observed at the server (its "from" edge) */
+  __u64 server_success;        /* passive ESTABLISHED */
+  __u64 server_policy;         /* inbound attempt denied by policy (once per attempt) */
+  __u64 pad;
+  __u32 handshake_us[SMIK_HIST_BUCKETS]; /* client: connect() to ESTABLISHED */
+  __u32 srtt_us[SMIK_HIST_BUCKETS];      /* both sides: smoothed RTT at ESTABLISHED */
+};
+SMIK_STATIC_ASSERT(sizeof(struct smik_conn_stats) == 64 + 8 * SMIK_HIST_BUCKETS,
+                   "smik_conn_stats layout");
+
+/* Events for `smik events` (ring buffer), at most one per edge and kind per
+ * second (rate-limited in the kernel). */
+enum smik_event_kind {
+  SMIK_EV_POLICY_DENY = 1,
+  SMIK_EV_CONN_FAILED = 2,
+  SMIK_EV_NEW_EDGE = 3,
+};
+
+struct smik_event {
+  __u64 ts_ns;
+  struct smik_conn_key edge;
+  __u8 kind;   /* smik_event_kind */
+  __u8 reason; /* SMIK_FAIL_* for failures */
+  __u16 pad;
+  __u32 suppressed; /* events of this edge and kind dropped by the rate limit since */
+};
+SMIK_STATIC_ASSERT(sizeof(struct smik_event) == 56, "smik_event layout");
+
+enum smik_fail_reason {
+  SMIK_FAIL_REFUSED = 1,
+  SMIK_FAIL_TIMEOUT = 2,
+  SMIK_FAIL_POLICY = 3,
+};
+
+/* Histogram bucket of a value (shared by BPF and C++). */
+static inline __u32 smik_hist_bucket(__u64 v) {
+  if (v < SMIK_HIST_SUB)
+    return (__u32)v;
+  __u32 log2 = 0;
+  __u64 x = v;
+  if (x >> 32) { x >>= 32; log2 += 32; }
+  if (x >> 16) { x >>= 16; log2 += 16; }
+  if (x >> 8) { x >>= 8; log2 += 8; }
+  if (x >> 4) { x >>= 4; log2 += 4; }
+  if (x >> 2) { x >>= 2; log2 += 2; }
+  if (x >> 1) { log2 += 1; }
+  if (log2 >= SMIK_HIST_MAX_LOG2)
+    return SMIK_HIST_BUCKETS - 1;
+  __u32 sub = (__u32)(v >> (log2 - 4)) & (SMIK_HIST_SUB - 1);
+  return (log2 - 3) * SMIK_HIST_SUB + sub;
+}
+
 #endif /* SMIK_ABI_H */

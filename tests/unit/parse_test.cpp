@@ -1228,8 +1228,8 @@ kind: Endpoints
 metadata: {name: web}
 subsets: [{addresses: [{ip: 10.0.0.1}], ports: [{port: 80}]}]
 ---
-apiVersion: apps/v1
-kind: Deployment
+apiVersion: batch/v1
+kind: Job
 metadata: {name: web}
 ---
 apiVersion: v1
@@ -1757,6 +1757,42 @@ TEST(SpecExamples, SplitBackendServices) {
   ASSERT_EQ(s.services.at("default/blue-birds").ports.size(), 1u);
   EXPECT_EQ(s.services.at("default/blue-birds").ports[0].port, 1024);
   EXPECT_EQ(s.services.at("default/green-birds").ports.at(0).port, 8080);
+}
+
+
+// Workload controllers are read for ownership only: who owns whom names the
+// Deployment of a pod in metrics.
+TEST(Documents, WorkloadsAndOwnerReferences) {
+  const ParseResult r = parse(R"(
+apiVersion: apps/v1
+kind: ReplicaSet
+metadata:
+  name: web-7b9c
+  namespace: shop
+  ownerReferences:
+  - {apiVersion: apps/v1, kind: Deployment, name: web, uid: a, controller: true}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web-7b9c-x1
+  namespace: shop
+  ownerReferences:
+  - {apiVersion: v1, kind: Other, name: nope, uid: b}
+  - {apiVersion: apps/v1, kind: ReplicaSet, name: web-7b9c, uid: c, controller: true}
+)");
+  ASSERT_TRUE(r.errors.empty()) << errorsOf(r);
+  ASSERT_EQ(r.objects.size(), 2u);
+  const auto& rs = std::get<Workload>(r.objects[0]);
+  EXPECT_EQ(rs.kind, "ReplicaSet");
+  EXPECT_EQ(rs.meta.owner_kind, "Deployment");
+  EXPECT_EQ(rs.meta.owner_name, "web");
+  const auto& pod = std::get<Pod>(r.objects[1]);
+  EXPECT_EQ(pod.meta.owner_kind, "ReplicaSet") << "the controller wins over the first";
+  EXPECT_EQ(pod.meta.owner_name, "web-7b9c");
+  ClusterState s;
+  for (const auto& o : r.objects) s.add(o);
+  EXPECT_EQ(s.workloads.count("ReplicaSet/shop/web-7b9c"), 1u);
 }
 
 }  // namespace
