@@ -31,13 +31,22 @@ void Agent::run(const std::atomic<bool>& stop) {
       bool changed = source_.refresh();
       reconcile(changed || first);
       first = false;
+      sampleMetrics();
     } catch (const std::exception& e) {
       spdlog::error("reconcile failed, last good policy stays enforced: {}", e.what());
       current_ = dp_->maps().read();
       first = true;
     }
-    source_.waitForChange(250);
+    int wait_ms = std::min<int>(250, cfg_.metrics_interval_ms);
+    source_.waitForChange(wait_ms);
   }
+}
+
+void Agent::sampleMetrics() {
+  auto now = std::chrono::steady_clock::now();
+  if (now < next_sample_) return;
+  next_sample_ = now + std::chrono::milliseconds(cfg_.metrics_interval_ms);
+  store_.sample(dp_->maps().connEdges(), std::chrono::system_clock::now());
 }
 
 void Agent::reconcile(bool source_changed) {
@@ -47,7 +56,9 @@ void Agent::reconcile(bool source_changed) {
     compile::NodeConfig node = cfg_.node;
     node.host_addrs = addrs;
     host_addrs_ = addrs;
-    plan_ = compile::compile(source_.state(), node);
+    model::ClusterState state = source_.state();
+    plan_ = compile::compile(state, node);
+    store_.setTopology(state, plan_);
     have_plan_ = true;
   }
   auto wanted = dp_->resolveInterfaces(plan_);

@@ -12,6 +12,7 @@
 #include "agent/compile/compile.h"
 #include "agent/datapath/datapath.h"
 #include "agent/source/manifest_dir.h"
+#include "agent/telemetry/store.h"
 
 namespace smik {
 
@@ -22,6 +23,8 @@ struct AgentConfig {
   std::string pin_dir = "/sys/fs/bpf/smik";
   std::string cgroup;  // cgroup2 root for the socket programs (split issue)
   bool force_clsact = false;
+  int metrics_interval_ms = 1000;  // how often the kernel counters are read
+  int metrics_window_s = 600;      // the longest ?t= window kept
 };
 
 // What /status, /readyz and `smik status` report. Copied out under a lock.
@@ -60,10 +63,13 @@ class Agent {
   // Runs until *stop becomes true. Leaves programs and pins in place.
   void run(const std::atomic<bool>& stop);
   AgentStatus status();
+  const telemetry::Store& metrics() const { return store_; }
 
  private:
-  Agent(const AgentConfig& cfg) : cfg_(cfg), source_(cfg.manifests) {}
+  Agent(const AgentConfig& cfg)
+      : cfg_(cfg), source_(cfg.manifests), store_(cfg.metrics_window_s) {}
   void reconcile(bool source_changed);
+  void sampleMetrics();
 
   AgentConfig cfg_;
   source::ManifestDir source_;
@@ -73,6 +79,8 @@ class Agent {
   std::vector<std::string> host_addrs_;
   std::map<std::string, uint32_t> wanted_;
   maps::KernelState current_;
+  telemetry::Store store_;
+  std::chrono::steady_clock::time_point next_sample_{};
 
   std::mutex mu_;
   AgentStatus status_;

@@ -43,6 +43,14 @@ int main(int argc, char** argv) {
   app.add_flag("--force-clsact", cfg.force_clsact, "attach with clsact even where tcx exists");
   app.add_flag("--uninstall", uninstall, "remove every program, link, tc hook and pin, then exit");
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error")->capture_default_str();
+  app.add_option("--metrics-interval-ms", cfg.metrics_interval_ms,
+                 "how often the kernel's connection counters are read")
+      ->capture_default_str()
+      ->check(CLI::Range(100, 60000));
+  app.add_option("--metrics-window", cfg.metrics_window_s,
+                 "longest TrafficMetrics window (?t=) kept, seconds")
+      ->capture_default_str()
+      ->check(CLI::Range(30, 3600));
   CLI11_PARSE(app, argc, argv);
   spdlog::set_level(spdlog::level::from_str(log_level));
 

@@ -64,6 +64,15 @@ static __always_inline int edge_of(struct bpf_sock_ops *skops, int active,
   k->proto = SMIK_PROTO_TCP;
   /* remote_port: be16 in the upper half; local_port: host order (E12) */
   k->port = active ? bpf_ntohl(skops->remote_port) : skops->local_port;
+  if (active) {
+    /* the verifier wants the pointer it saw checked, not a fresh load */
+    struct bpf_sock *sk = skops->sk;
+    if (sk) {
+      __u32 *dialled = bpf_sk_storage_get(&smik_sk_svc, sk, 0, 0);
+      if (dialled)
+        k->svc_id = *dialled;
+    }
+  }
   return 1;
 }
 

@@ -4,6 +4,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "api/http/smi_metrics.h"
+
 namespace smik::api {
 
 namespace {
@@ -96,6 +98,7 @@ bool HttpServer::start(const std::string& addr, Agent* agent, std::string* err) 
   server_->Get("/metrics", [agent](const httplib::Request&, httplib::Response& r) {
     r.set_content(prometheusText(agent->status()), "text/plain; version=0.0.4");
   });
+  mountSmiMetrics(*server_, agent->metrics());
   if (!server_->bind_to_port(host.c_str(), port)) {
     *err = "cannot listen on " + addr;
     return false;

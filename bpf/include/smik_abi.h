@@ -258,8 +258,11 @@ struct smik_conn_key {
   __u16 port; /* server port, host order */
   __u8 proto;
   __u8 family;
+  /* client side: the service table (smik_svc_value.svc_id) its connect()
+   * went through, 0 for a direct connection; always 0 on the server side */
+  __u32 svc_id;
 };
-SMIK_STATIC_ASSERT(sizeof(struct smik_conn_key) == 36, "smik_conn_key layout");
+SMIK_STATIC_ASSERT(sizeof(struct smik_conn_key) == 40, "smik_conn_key layout");
 
 struct smik_conn_stats {
   /* observed at the client (its "to" edge) */

@@ -55,6 +55,17 @@ inline std::pair<int, std::string> httpGet(int port, const std::string& path) {
   return {status, body == std::string::npos ? "" : resp.substr(body + 4)};
 }
 
+// Kubernetes Quantity string -> number ("150", "296875m", "1k", "2M").
+inline double quantity(const std::string& q) {
+  if (q.empty()) return 0;
+  switch (q.back()) {
+    case 'm': return std::stod(q.substr(0, q.size() - 1)) / 1000;
+    case 'k': return std::stod(q.substr(0, q.size() - 1)) * 1000;
+    case 'M': return std::stod(q.substr(0, q.size() - 1)) * 1000000;
+    default: return std::stod(q);
+  }
+}
+
 inline bool eventually(const std::function<bool()>& cond, int timeout_ms) {
   auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
   while (std::chrono::steady_clock::now() < deadline) {

@@ -2,6 +2,7 @@
 // real pods' sockets (see fixture.h). Service VIPs come from the test bed's own
 // blackholed block, so an untranslated packet never leaves the machine.
 #include <map>
+#include <nlohmann/json.hpp>
 
 #include "tests/e2e/fixture.h"
 
@@ -124,6 +125,28 @@ TEST_F(Split, TcpFollowsWeightsOverEveryEndpoint) {
   EXPECT_EQ(t.wrong_peer, 0) << "getpeername() must return the Service address";
   EXPECT_NEAR(t.v1() / 1000.0, 0.80, 0.04) << "v1 " << t.v1() << " v2 " << t.v2();
   for (const char* id : {"v1a", "v1b", "v2a", "v2b"}) EXPECT_GT(t.get(id), 50) << id;
+
+  // The TrafficMetrics of the split: one item per backend, counting exactly
+  // the connections to the apex that went there (the 20 probes included).
+  std::map<std::string, std::string> success;
+  ASSERT_TRUE(eventually(
+      [&] {
+        auto [code, body] =
+            httpGet(http_port_, "/apis/metrics.smi-spec.io/v1alpha1/namespaces/shop/trafficsplits/web-split?t=5m");
+        if (code != 200) return false;
+        auto list = nlohmann::json::parse(body);
+        for (const auto& item : list["items"])
+          for (const auto& m : item["metrics"])
+            if (m["name"] == "success_count")
+              success[item["backend"]["name"]] = m["value"].get<std::string>();
+        return success["web-v1"] != "0" &&
+               quantity(success["web-v1"]) + quantity(success["web-v2"]) == 1020;
+      },
+      3000))
+      << success["web-v1"] << " + " << success["web-v2"];
+  int v2 = quantity(success["web-v2"]);  // the burst's, plus those of the 20 probes
+  EXPECT_GE(v2, t.v2());
+  EXPECT_LE(v2, t.v2() + 20);
 }
 
 // UDP: each socket picks by weight; one socket keeps one backend; replies come

@@ -1,0 +1,230 @@
+#include "agent/telemetry/store.h"
+
+#include <cstring>
+#include <set>
+
+namespace smik::telemetry {
+
+namespace {
+
+std::vector<uint8_t> rawKey(const smik_conn_key& k) {
+  const auto* p = reinterpret_cast<const uint8_t*>(&k);
+  return {p, p + sizeof k};
+}
+
+compile::Addr addrOf(const uint8_t* bytes, uint8_t family) {
+  compile::Addr a;
+  a.family = family;
+  std::memcpy(a.bytes.data(), bytes, 16);
+  return a;
+}
+
+// cur - prev, or cur when the kernel's entry restarted from zero.
+uint64_t diff(uint64_t cur, uint64_t prev) { return cur >= prev ? cur - prev : cur; }
+
+void sparseDiff(const uint32_t* cur, const uint32_t* prev, std::vector<std::pair<uint16_t, uint32_t>>* out) {
+  for (uint16_t b = 0; b < SMIK_HIST_BUCKETS; b++) {
+    uint32_t d = cur[b] >= prev[b] ? cur[b] - prev[b] : cur[b];
+    if (d) out->emplace_back(b, d);
+  }
+}
+
+std::string nsOf(const std::string& key) { return key.substr(0, key.find('/')); }
+std::string nameOf(const std::string& key) { return key.substr(key.find('/') + 1); }
+
+}  // namespace
+
+bool Store::SideDelta::empty() const {
+  return success == 0 && refused == 0 && timeout == 0 && policy == 0 && reset == 0 &&
+         handshake.empty() && srtt.empty();
+}
+
+void Store::setTopology(const model::ClusterState& state, const compile::Plan& plan) {
+  std::lock_guard<std::mutex> l(mu_);
+  routes_.clear();
+  for (const auto& [k, t] : plan.services) {
+    ServiceRoute& r = routes_[t.svc_id];
+    r.service = t.service;
+    for (const auto& g : t.groups)
+      for (const auto& e : g.endpoints) r.group_of[{e.addr, e.port}] = g.service;
+  }
+  pod_by_ip_.clear();
+  pods_ = state.pods;
+  workloads_ = state.workloads;
+  splits_ = state.traffic_splits;
+  namespaces_.clear();
+  for (const auto& [name, ns] : state.namespaces) namespaces_[name] = name;
+  for (const auto& [key, pod] : state.pods) {
+    namespaces_[pod.meta.ns] = pod.meta.ns;
+    if (pod.host_network) continue;  // the node's address is nobody's pod
+    for (const auto& ip : pod.ips) {
+      compile::Addr a;
+      if (compile::parseAddr(ip, &a)) pod_by_ip_[a] = key;
+    }
+  }
+}
+
+void Store::sample(const std::vector<maps::ConnEdge>& edges, Clock::time_point now) {
+  std::lock_guard<std::mutex> l(mu_);
+  Interval iv{now, {}};
+  static const smik_conn_stats kZero{};
+  for (const auto& e : edges) {
+    auto key = rawKey(e.key);
+    const smik_conn_stats& prev = last_.count(key) ? last_[key] : kZero;
+    const smik_conn_stats& cur = e.stats;
+    EdgeDelta d;
+    auto client = pod_by_ip_.find(addrOf(e.key.client, e.key.family));
+    auto server = pod_by_ip_.find(addrOf(e.key.server, e.key.family));
+    if (client != pod_by_ip_.end()) d.client_pod = client->second;
+    if (server != pod_by_ip_.end()) d.server_pod = server->second;
+    if (auto via = routes_.find(e.key.svc_id); e.key.svc_id && via != routes_.end()) {
+      d.via_service = via->second.service;
+      auto g = via->second.group_of.find({addrOf(e.key.server, e.key.family), e.key.port});
+      if (g != via->second.group_of.end()) d.via_backend = g->second;
+    }
+    d.client.success = diff(cur.client_success, prev.client_success);
+    d.client.refused = diff(cur.client_refused, prev.client_refused);
+    d.client.timeout = diff(cur.client_timeout, prev.client_timeout);
+    d.client.policy = diff(cur.client_policy, prev.client_policy);
+    d.client.reset = diff(cur.client_reset, prev.client_reset);
+    d.server.success = diff(cur.server_success, prev.server_success);
+    d.server.policy = diff(cur.server_policy, prev.server_policy);
+    // A refusal is the server's own answer: when the client is on this node
+    // its sockops saw it, and it belongs on the server's edge too.
+    d.server.refused = d.client.refused;
+    sparseDiff(cur.handshake_us, prev.handshake_us, &d.client.handshake);
+    sparseDiff(cur.srtt_us, prev.srtt_us, &d.client.srtt);
+    d.server.handshake = d.client.handshake;
+    d.server.srtt = d.client.srtt;
+    last_[key] = cur;
+    if (!d.client.empty() || !d.server.empty()) iv.edges.push_back(std::move(d));
+  }
+  intervals_.push_back(std::move(iv));
+  last_sample_ = now;
+  while (!intervals_.empty() &&
+         intervals_.front().t < now - std::chrono::seconds(max_window_s_ + 1))
+    intervals_.pop_front();
+}
+
+Store::Clock::time_point Store::now() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return last_sample_ == Clock::time_point{} ? Clock::now() : last_sample_;
+}
+
+std::vector<const Store::Interval*> Store::window(int window_s) const {
+  std::vector<const Interval*> out;
+  auto from = last_sample_ - std::chrono::seconds(window_s);
+  for (const auto& iv : intervals_)
+    if (iv.t > from) out.push_back(&iv);
+  return out;
+}
+
+void Store::addTo(Counts* c, const SideDelta& d) {
+  c->success += d.success;
+  c->refused += d.refused;
+  c->timeout += d.timeout;
+  c->policy += d.policy;
+  c->reset += d.reset;
+  for (const auto& [b, n] : d.handshake) c->handshake_us.buckets[b] += n;
+  for (const auto& [b, n] : d.srtt) c->srtt_us.buckets[b] += n;
+}
+
+ResourceRef Store::ownerOf(const std::string& pod, const std::string& kind) const {
+  if (pod.empty()) return {};
+  std::string ns = nsOf(pod), name = nameOf(pod);
+  if (kind == "Pod") return {"Pod", ns, name};
+  if (kind == "Namespace") return {"Namespace", "", ns};
+  auto p = pods_.find(pod);
+  if (p == pods_.end()) return {};
+  const auto& meta = p->second.meta;
+  if (kind == "DaemonSet" || kind == "StatefulSet")
+    return meta.owner_kind == kind ? ResourceRef{kind, ns, meta.owner_name} : ResourceRef{};
+  if (kind != "Deployment" || meta.owner_kind != "ReplicaSet") return {};
+  auto rs = workloads_.find("ReplicaSet/" + ns + "/" + meta.owner_name);
+  if (rs != workloads_.end())
+    return rs->second.meta.owner_kind == "Deployment"
+               ? ResourceRef{"Deployment", ns, rs->second.meta.owner_name}
+               : ResourceRef{};
+  // No ReplicaSet object known: a Deployment names its ReplicaSets
+  // <deployment>-<pod-template-hash>, and the hash is on the pod.
+  auto hash = meta.labels.find("pod-template-hash");
+  std::string suffix = hash == meta.labels.end() ? "" : "-" + hash->second;
+  const std::string& rs_name = meta.owner_name;
+  if (!suffix.empty() && rs_name.size() > suffix.size() &&
+      rs_name.compare(rs_name.size() - suffix.size(), suffix.size(), suffix) == 0)
+    return {"Deployment", ns, rs_name.substr(0, rs_name.size() - suffix.size())};
+  return {};
+}
+
+std::vector<ResourceRef> Store::list(const std::string& kind, const std::string& ns) const {
+  std::lock_guard<std::mutex> l(mu_);
+  std::set<ResourceRef> out;
+  if (kind == "Namespace") {
+    for (const auto& [name, n] : namespaces_) out.insert({"Namespace", "", name});
+  } else if (kind == "TrafficSplit") {
+    for (const auto& [key, ts] : splits_)
+      if (ns.empty() || ts.meta.ns == ns) out.insert({"TrafficSplit", ts.meta.ns, ts.meta.name});
+  } else {
+    for (const auto& [key, pod] : pods_) {
+      if (!ns.empty() && pod.meta.ns != ns) continue;
+      ResourceRef r = ownerOf(key, kind);
+      if (!r.name.empty()) out.insert(r);
+    }
+  }
+  return {out.begin(), out.end()};
+}
+
+bool Store::exists(const ResourceRef& r) const {
+  for (const auto& x : list(r.kind, r.ns))
+    if (x == r) return true;
+  return false;
+}
+
+Counts Store::inbound(const ResourceRef& r, int window_s) const {
+  std::lock_guard<std::mutex> l(mu_);
+  Counts c;
+  for (const Interval* iv : window(window_s))
+    for (const auto& e : iv->edges)
+      if (ownerOf(e.server_pod, r.kind) == r) addTo(&c, e.server);
+  return c;
+}
+
+std::vector<EdgeMetrics> Store::edges(const ResourceRef& r, int window_s) const {
+  std::lock_guard<std::mutex> l(mu_);
+  std::map<std::pair<ResourceRef, Side>, Counts> by_peer;
+  for (const Interval* iv : window(window_s)) {
+    for (const auto& e : iv->edges) {
+      ResourceRef client = ownerOf(e.client_pod, r.kind), server = ownerOf(e.server_pod, r.kind);
+      // Only peers that can be named: traffic from the node or the world is
+      // in the resource's totals, not in an edge.
+      if (client == r && !server.name.empty() && !e.client.empty())
+        addTo(&by_peer[{server, Side::kClient}], e.client);
+      if (server == r && !client.name.empty() && !e.server.empty())
+        addTo(&by_peer[{client, Side::kServer}], e.server);
+    }
+  }
+  std::vector<EdgeMetrics> out;
+  for (auto& [k, c] : by_peer)
+    if (!c.empty()) out.push_back({k.first, k.second, std::move(c)});
+  return out;
+}
+
+std::vector<SplitBackendMetrics> Store::split(const ResourceRef& r, int window_s) const {
+  std::lock_guard<std::mutex> l(mu_);
+  std::vector<SplitBackendMetrics> out;
+  auto ts = splits_.find(r.ns + "/" + r.name);
+  if (ts == splits_.end()) return out;
+  const std::string apex = r.ns + "/" + ts->second.service;
+  for (const auto& b : ts->second.backends) {
+    SplitBackendMetrics m{ts->second.service, b.service, static_cast<uint32_t>(b.weight), {}};
+    // Connections to the apex's ClusterIP that the socket program sent to
+    // this backend, as their clients saw them.
+    for (const Interval* iv : window(window_s))
+      for (const auto& e : iv->edges)
+        if (e.via_service == apex && e.via_backend == r.ns + "/" + b.service) addTo(&m.counts, e.client);
+    out.push_back(std::move(m));
+  }
+  return out;
+}
+
+}  // namespace smik::telemetry

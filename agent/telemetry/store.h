@@ -1,0 +1,84 @@
+// The metrics store: reads of the kernel's cumulative per-edge counters turned
+// into per-interval deltas, attributed to pods when they are read (so an IP
+// reused by a later pod never inherits history), and summed over any window
+// up to max_window for the SMI TrafficMetrics API and Prometheus.
+#pragma once
+
+#include <chrono>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "agent/compile/compile.h"
+#include "agent/model/objects.h"
+#include "agent/telemetry/metrics.h"
+#include "maps/maps.h"
+
+namespace smik::telemetry {
+
+class Store : public MetricsView {
+ public:
+  using Clock = std::chrono::system_clock;
+  explicit Store(int max_window_s = 600) : max_window_s_(max_window_s) {}
+
+  // Who is who: pod IPs, pods' owners, namespaces, splits. Called on every
+  // recompile; samples taken later are attributed with it.
+  void setTopology(const model::ClusterState& state, const compile::Plan& plan);
+  // One reading of the kernel's cumulative counters.
+  void sample(const std::vector<maps::ConnEdge>& edges, Clock::time_point now);
+
+  std::vector<ResourceRef> list(const std::string& kind, const std::string& ns) const override;
+  bool exists(const ResourceRef& r) const override;
+  Counts inbound(const ResourceRef& r, int window_s) const override;
+  std::vector<EdgeMetrics> edges(const ResourceRef& r, int window_s) const override;
+  std::vector<SplitBackendMetrics> split(const ResourceRef& r, int window_s) const override;
+  int maxWindow() const override { return max_window_s_; }
+  Clock::time_point now() const override;
+
+  // Owner of a pod as the metrics API names it, for kind (Pod, Deployment,
+  // DaemonSet, StatefulSet, Namespace); empty name if it has none of that kind.
+  ResourceRef ownerOf(const std::string& pod, const std::string& kind) const;
+
+ private:
+  // A histogram delta, sparse: most intervals touch a handful of buckets.
+  using Sparse = std::vector<std::pair<uint16_t, uint32_t>>;
+  struct SideDelta {
+    uint64_t success = 0, refused = 0, timeout = 0, policy = 0, reset = 0;
+    Sparse handshake, srtt;
+    bool empty() const;
+  };
+  struct EdgeDelta {
+    std::string client_pod, server_pod;  // ns/name; empty when the IP is no pod's
+    // When the client dialled a Service: that Service and the backend
+    // Service (TrafficSplit group) its connection was sent to (ns/name).
+    std::string via_service, via_backend;
+    SideDelta client, server;
+  };
+  struct Interval {
+    Clock::time_point t;
+    std::vector<EdgeDelta> edges;
+  };
+
+  static void addTo(Counts* c, const SideDelta& d);
+  std::vector<const Interval*> window(int window_s) const;  // caller holds mu_
+
+  int max_window_s_;
+  mutable std::mutex mu_;
+  std::map<compile::Addr, std::string> pod_by_ip_;
+  std::map<std::string, model::Pod> pods_;
+  std::map<std::string, model::Workload> workloads_;
+  std::map<std::string, std::string> namespaces_;
+  std::map<std::string, model::TrafficSplit> splits_;
+  struct ServiceRoute {
+    std::string service;                                          // ns/name
+    std::map<std::pair<compile::Addr, uint16_t>, std::string> group_of;  // endpoint -> backend
+  };
+  std::map<uint32_t, ServiceRoute> routes_;  // by svc_id
+  std::map<std::vector<uint8_t>, smik_conn_stats> last_;  // cumulative, by raw key
+  std::deque<Interval> intervals_;
+  Clock::time_point last_sample_{};
+};
+
+}  // namespace smik::telemetry

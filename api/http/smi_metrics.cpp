@@ -1,0 +1,489 @@
+/* TrafficMetrics at L4: what the numbers mean.
+ *
+ * smik has no proxy and never parses HTTP, so it sees connections, not
+ * requests. It keeps the SMI metric names (canary controllers and
+ * `kubectl top`-style tools read names) and fills them from TCP:
+ *
+ * - success_count: connections that reached ESTABLISHED in the window.
+ *   failure_count: attempts that never did: refused (RST answered the SYN),
+ *   timed out (no answer, or the client gave up), or dropped by a smik
+ *   TrafficTarget decision. A connection reset after it was established is
+ *   neither. Counts are connections, not requests: a keep-alive connection
+ *   that carries a thousand requests counts once.
+ * - p50/p90/p99_response_latency (unit "ms"): TCP handshake time, connect()
+ *   to ESTABLISHED, measured by the client's kernel.
+ *   "to" edges (side client): the handshakes of connections the resource
+ *   opened to the peer.
+ *   Resource totals and "from" edges (side server): connections the resource
+ *   accepted. smik sees both ends of a connection whose client runs on the
+ *   same node, and reports the same client-measured handshake distribution;
+ *   for a client on another node the server has no connect() time, and the
+ *   value is the kernel's smoothed RTT (srtt) at establishment instead. If the
+ *   window holds any handshake sample the quantiles come from handshakes
+ *   alone; only when it holds none do they come from srtt.
+ *   Either way it is a network round trip, plus any SYN retransmission (lost
+ *   packets, a full listen queue), NOT HTTP response time: the kernel
+ *   completes the handshake before the application accept()s, so a slow
+ *   request handler does not show up here. A value is the midpoint of the
+ *   log-linear histogram bucket holding the quantile (within 3.2% of the
+ *   true value), 0 when nothing was established in the window.
+ * - TrafficSplit items: connections sent to the split's apex Service that
+ *   went to each backend, observed at the clients (edge side "client").
+ */
+#include "api/http/smi_metrics.h"
+
+#include <httplib.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <ctime>
+#include <limits>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string_view>
+#include <vector>
+
+namespace smik::api {
+
+namespace {
+
+using json = nlohmann::ordered_json;
+using telemetry::Counts;
+using telemetry::EdgeMetrics;
+using telemetry::Histogram;
+using telemetry::MetricsView;
+using telemetry::ResourceRef;
+using telemetry::Side;
+using telemetry::SplitBackendMetrics;
+
+constexpr int kDefaultWindowS = 30;
+constexpr const char* kGroupVersion = "metrics.smi-spec.io/v1alpha1";
+
+// ---- resource kinds -------------------------------------------------------------
+
+struct KindInfo {
+  std::string_view plural;  // in URLs
+  std::string_view kind;    // in ObjectReferences and MetricsView
+  bool namespaced;
+};
+
+// Discovery order. The SDK's map keys spell "Daemonset"/"Statefulset"; we use
+// the real Kubernetes kinds, which is what MetricsView and kubectl know.
+constexpr KindInfo kKinds[] = {
+    {"pods", "Pod", true},
+    {"deployments", "Deployment", true},
+    {"daemonsets", "DaemonSet", true},
+    {"statefulsets", "StatefulSet", true},
+    {"namespaces", "Namespace", false},
+    {"trafficsplits", "TrafficSplit", true},
+};
+
+const KindInfo* kindByPlural(std::string_view plural) {
+  for (const auto& k : kKinds)
+    if (k.plural == plural) return &k;
+  return nullptr;
+}
+
+const KindInfo* kindByKind(std::string_view kind) {
+  for (const auto& k : kKinds)
+    if (k.kind == kind) return &k;
+  return nullptr;
+}
+
+bool isSplit(const KindInfo& k) { return k.kind == "TrafficSplit"; }
+
+// ---- what every answer of one request shares ----------------------------------
+
+struct Ctx {
+  const MetricsView& view;
+  int window_s;
+  std::string timestamp;  // RFC3339, also each item's creationTimestamp
+  std::string window;     // Go duration
+};
+
+std::string rfc3339(std::chrono::system_clock::time_point t) {
+  const std::time_t secs = std::chrono::system_clock::to_time_t(t);
+  std::tm tm{};
+  gmtime_r(&secs, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+// ---- JSON pieces -----------------------------------------------------------------
+
+json objectRef(const ResourceRef& r) {
+  json j = {{"kind", r.kind}};
+  if (!r.ns.empty()) j["namespace"] = r.ns;
+  j["name"] = r.name;
+  return j;
+}
+
+std::string pluralOf(const ResourceRef& r) {
+  const KindInfo* k = kindByKind(r.kind);
+  return k ? std::string(k->plural) : r.kind;
+}
+
+std::string selfLink(const ResourceRef& r) {
+  std::string link = kSmiMetricsBase;
+  if (!r.ns.empty()) link += "/namespaces/" + r.ns;
+  return link + "/" + pluralOf(r) + "/" + r.name;
+}
+
+// Histogram values are µs, and a millisecond Quantity counts in µs (milli-ms):
+// no conversion, and the truncation matches the SDK's int64(val*1000).
+std::string latencyQuantity(const Histogram& h, double q) {
+  return quantityFromMilli(static_cast<int64_t>(h.quantile(q)));
+}
+
+std::string countQuantity(uint64_t n) {
+  constexpr uint64_t kMax = std::numeric_limits<int64_t>::max() / 1000;
+  return quantityFromMilli(static_cast<int64_t>(std::min(n, kMax)) * 1000);
+}
+
+// Server-side data has handshake samples only for clients on this node; see
+// the comment at the top for why srtt is the fallback and not a blend.
+const Histogram& latencySource(const Counts& c) {
+  return c.handshake_us.count() > 0 ? c.handshake_us : c.srtt_us;
+}
+
+json metricsOf(const Counts& c) {
+  const Histogram& lat = latencySource(c);
+  return json::array({
+      {{"name", "p99_response_latency"}, {"unit", "ms"}, {"value", latencyQuantity(lat, 0.99)}},
+      {{"name", "p90_response_latency"}, {"unit", "ms"}, {"value", latencyQuantity(lat, 0.90)}},
+      {{"name", "p50_response_latency"}, {"unit", "ms"}, {"value", latencyQuantity(lat, 0.50)}},
+      {{"name", "success_count"}, {"value", countQuantity(c.success)}},
+      {{"name", "failure_count"}, {"value", countQuantity(c.failure())}},
+  });
+}
+
+json edgeJson(std::string_view direction, std::string_view side, json resource) {
+  return {{"direction", direction}, {"side", side}, {"resource", std::move(resource)}};
+}
+
+// Resource-level numbers: everything the resource accepted, from anyone.
+json inboundEdge() { return edgeJson("from", "server", nullptr); }
+
+json peerEdge(const EdgeMetrics& e) {
+  return e.side == Side::kClient ? edgeJson("to", "client", objectRef(e.peer))
+                                 : edgeJson("from", "server", objectRef(e.peer));
+}
+
+// backend: only for TrafficSplit items, null otherwise.
+json trafficMetrics(const Ctx& ctx, const ResourceRef& r, const std::string& self_link, json edge,
+                    const Counts& c, json backend = nullptr) {
+  json meta = {{"name", r.name}};
+  if (!r.ns.empty()) meta["namespace"] = r.ns;
+  meta["selfLink"] = self_link;
+  meta["creationTimestamp"] = ctx.timestamp;
+  json j = {{"kind", "TrafficMetrics"},    {"apiVersion", kGroupVersion},
+            {"metadata", std::move(meta)}, {"timestamp", ctx.timestamp},
+            {"window", ctx.window},        {"resource", objectRef(r)},
+            {"edge", std::move(edge)}};
+  if (!backend.is_null()) j["backend"] = std::move(backend);
+  j["metrics"] = metricsOf(c);
+  return j;
+}
+
+json resourceItem(const Ctx& ctx, const ResourceRef& r) {
+  return trafficMetrics(ctx, r, selfLink(r), inboundEdge(), ctx.view.inbound(r, ctx.window_s));
+}
+
+json splitBackendItem(const Ctx& ctx, const ResourceRef& split, const SplitBackendMetrics& b) {
+  return trafficMetrics(ctx, split, selfLink(split), edgeJson("from", "client", json::object()),
+                        b.counts, {{"apex", b.apex}, {"name", b.backend}, {"weight", b.weight}});
+}
+
+json splitItems(const Ctx& ctx, const ResourceRef& split) {
+  json items = json::array();
+  for (const auto& b : ctx.view.split(split, ctx.window_s))
+    items.push_back(splitBackendItem(ctx, split, b));
+  return items;
+}
+
+json metricsList(const std::string& self_link, json resource, json items) {
+  return {{"kind", "TrafficMetricsList"},
+          {"apiVersion", kGroupVersion},
+          {"metadata", {{"selfLink", self_link}}},
+          {"resource", std::move(resource)},
+          {"items", std::move(items)}};
+}
+
+// ---- responses ---------------------------------------------------------------------
+
+SmiResponse ok(const json& j) { return {200, j.dump(2) + "\n"}; }
+
+// A Kubernetes Status, what kubectl and client-go expect from an API error.
+SmiResponse statusError(int code, std::string_view reason, const std::string& message,
+                        json details = nullptr) {
+  json j = {{"kind", "Status"},    {"apiVersion", "v1"}, {"metadata", json::object()},
+            {"status", "Failure"}, {"message", message}, {"reason", reason}};
+  if (!details.is_null()) j["details"] = std::move(details);
+  j["code"] = code;
+  return {code, j.dump(2) + "\n"};
+}
+
+SmiResponse pathNotFound() {
+  return statusError(404, "NotFound", "the server could not find the requested resource");
+}
+
+SmiResponse unsupportedResource(std::string_view plural) {
+  return statusError(404, "NotFound", "Unsupported resource: " + std::string(plural));
+}
+
+SmiResponse objectNotFound(const KindInfo& k, const std::string& name) {
+  return statusError(404, "NotFound", std::string(k.plural) + " \"" + name + "\" not found",
+                     {{"name", name}, {"kind", k.plural}});
+}
+
+// ---- endpoints ---------------------------------------------------------------------
+
+SmiResponse discovery() {
+  json resources = json::array();
+  for (const auto& k : kKinds)
+    resources.push_back({{"name", k.plural},
+                         {"namespaced", k.namespaced},
+                         {"kind", "TrafficMetrics"},
+                         {"verbs", {"get", "list"}}});
+  return ok({{"kind", "APIResourceList"},
+             {"apiVersion", "v1"},
+             {"groupVersion", kGroupVersion},
+             {"resources", std::move(resources)}});
+}
+
+// ns empty: every namespace. A list of splits has one item per backend, as a
+// single split does, so the item shape does not depend on how it was asked.
+SmiResponse listKind(const Ctx& ctx, const KindInfo& k, const std::string& ns) {
+  std::string link = kSmiMetricsBase;
+  json resource = {{"kind", k.kind}};
+  if (!ns.empty()) {
+    link += "/namespaces/" + ns;
+    resource["namespace"] = ns;
+  }
+  link += "/" + std::string(k.plural);
+  json items = json::array();
+  for (const auto& r : ctx.view.list(std::string(k.kind), ns)) {
+    if (!isSplit(k)) {
+      items.push_back(resourceItem(ctx, r));
+      continue;
+    }
+    for (auto& item : splitItems(ctx, r)) items.push_back(std::move(item));
+  }
+  return ok(metricsList(link, std::move(resource), std::move(items)));
+}
+
+SmiResponse getObject(const Ctx& ctx, const KindInfo& k, const ResourceRef& r) {
+  if (!ctx.view.exists(r)) return objectNotFound(k, r.name);
+  if (isSplit(k)) return ok(metricsList(selfLink(r), objectRef(r), splitItems(ctx, r)));
+  return ok(resourceItem(ctx, r));
+}
+
+SmiResponse getEdges(const Ctx& ctx, const KindInfo& k, const ResourceRef& r) {
+  if (isSplit(k))
+    return statusError(404, "NotFound", "trafficsplits have no edges: query the split itself");
+  if (!ctx.view.exists(r)) return objectNotFound(k, r.name);
+  const std::string link = selfLink(r) + "/edges";
+  json items = json::array();
+  for (const auto& e : ctx.view.edges(r, ctx.window_s))
+    items.push_back(trafficMetrics(ctx, r, link, peerEdge(e), e.counts));
+  return ok(metricsList(link, objectRef(r), std::move(items)));
+}
+
+ResourceRef refOf(const KindInfo& k, const std::string& ns, const std::string& name) {
+  return {std::string(k.kind), k.namespaced ? ns : "", name};
+}
+
+// The segments after the base, or nullopt when the path is not under it.
+std::optional<std::vector<std::string>> segmentsUnderBase(std::string path) {
+  while (path.size() > 1 && path.back() == '/') path.pop_back();
+  const std::string_view base = kSmiMetricsBase;
+  if (path.compare(0, base.size(), base) != 0) return std::nullopt;
+  std::string_view rest = std::string_view(path).substr(base.size());
+  if (rest.empty()) return std::vector<std::string>{};
+  if (rest.front() != '/') return std::nullopt;  // e.g. .../v1alpha10
+  std::vector<std::string> segs;
+  size_t start = 1;
+  while (start <= rest.size()) {
+    const size_t end = std::min(rest.find('/', start), rest.size());
+    segs.emplace_back(rest.substr(start, end - start));
+    start = end + 1;
+  }
+  return segs;
+}
+
+using Segments = std::vector<std::string>;
+
+// /{resource}
+SmiResponse routeKindList(const Ctx& ctx, const std::string& plural) {
+  const KindInfo* k = kindByPlural(plural);
+  return k ? listKind(ctx, *k, "") : unsupportedResource(plural);
+}
+
+// /namespaces/{name} and /namespaces/{name}/edges
+SmiResponse routeNamespace(const Ctx& ctx, const std::string& name, bool edges) {
+  const KindInfo& ns_kind = *kindByPlural("namespaces");
+  const ResourceRef r = refOf(ns_kind, "", name);
+  return edges ? getEdges(ctx, ns_kind, r) : getObject(ctx, ns_kind, r);
+}
+
+// /namespaces/{ns}/{resource}[/{name}[/edges]]
+SmiResponse routeNamespaced(const Ctx& ctx, const Segments& s) {
+  const std::string& ns = s[1];
+  const KindInfo* k = kindByPlural(s[2]);
+  if (!k) return unsupportedResource(s[2]);
+  if (!k->namespaced) return pathNotFound();
+  if (s.size() == 3) return listKind(ctx, *k, ns);
+  const ResourceRef r = refOf(*k, ns, s[3]);
+  return s.size() == 4 ? getObject(ctx, *k, r) : getEdges(ctx, *k, r);
+}
+
+SmiResponse route(const Ctx& ctx, const Segments& s) {
+  if (std::any_of(s.begin(), s.end(), [](const std::string& x) { return x.empty(); }))
+    return pathNotFound();
+  if (s.empty()) return discovery();
+  if (s.size() == 1) return routeKindList(ctx, s[0]);
+  if (s[0] != "namespaces") return pathNotFound();
+  if (s.size() == 2) return routeNamespace(ctx, s[1], false);
+  if (s.size() == 3 && s[2] == "edges") return routeNamespace(ctx, s[1], true);
+  if (s.size() == 3 || s.size() == 4 || (s.size() == 5 && s[4] == "edges"))
+    return routeNamespaced(ctx, s);
+  return pathNotFound();
+}
+
+// ---- Go durations --------------------------------------------------------------------
+
+constexpr uint64_t kNsPerS = 1'000'000'000;
+
+std::optional<uint64_t> unitNs(std::string_view u) {
+  if (u == "ns") return 1;
+  if (u == "us" || u == "\u00b5s" || u == "\u03bcs") return 1'000;  // micro sign, Greek mu
+  if (u == "ms") return 1'000'000;
+  if (u == "s") return kNsPerS;
+  if (u == "m") return 60 * kNsPerS;
+  if (u == "h") return 3600 * kNsPerS;
+  return std::nullopt;
+}
+
+bool isDigit(char c) { return c >= '0' && c <= '9'; }
+
+constexpr uint64_t kDurationLimit = uint64_t{1} << 63;  // |time.Duration| in ns
+
+// One number+unit of a Go duration ("90", "1.5", ".5" then "ms"), consumed
+// from the front of s, in nanoseconds; nullopt when malformed or too large.
+// Fractions are scaled in double and truncated, as Go does.
+std::optional<uint64_t> takeComponentNs(std::string_view& s) {
+  uint64_t whole = 0;
+  size_t i = 0;
+  for (; i < s.size() && isDigit(s[i]); i++) {
+    if (whole > (kDurationLimit - 1) / 10) return std::nullopt;
+    whole = whole * 10 + static_cast<uint64_t>(s[i] - '0');
+  }
+  const bool had_whole = i > 0;
+  uint64_t frac = 0;
+  double scale = 1;
+  bool had_frac = false;
+  if (i < s.size() && s[i] == '.') {
+    for (i++; i < s.size() && isDigit(s[i]); i++) {
+      had_frac = true;
+      if (frac > (kDurationLimit - 1) / 10) continue;  // digits past ns precision
+      frac = frac * 10 + static_cast<uint64_t>(s[i] - '0');
+      scale *= 10;
+    }
+  }
+  if (!had_whole && !had_frac) return std::nullopt;
+  size_t u = i;
+  while (u < s.size() && s[u] != '.' && !isDigit(s[u])) u++;
+  const auto unit = unitNs(s.substr(i, u - i));
+  if (!unit || whole > kDurationLimit / *unit) return std::nullopt;
+  s.remove_prefix(u);
+  return whole * *unit +
+         static_cast<uint64_t>(static_cast<double>(frac) * (static_cast<double>(*unit) / scale));
+}
+
+// time.ParseDuration, to nanoseconds: [-+]? then one or more number+unit
+// ("1h30m", "1.5s", ".5m"); a bare "0" is allowed.
+std::optional<int64_t> parseGoDurationNs(std::string_view s) {
+  bool negative = false;
+  if (!s.empty() && (s[0] == '-' || s[0] == '+')) {
+    negative = s[0] == '-';
+    s.remove_prefix(1);
+  }
+  if (s == "0") return 0;
+  if (s.empty()) return std::nullopt;
+  uint64_t total = 0;
+  while (!s.empty()) {
+    const auto v = takeComponentNs(s);
+    if (!v || *v > kDurationLimit || total > kDurationLimit - *v) return std::nullopt;
+    total += *v;
+  }
+  if (total == kDurationLimit && !negative) return std::nullopt;
+  return negative ? static_cast<int64_t>(0 - total) : static_cast<int64_t>(total);
+}
+
+}  // namespace
+
+// ---- public ------------------------------------------------------------------------------
+
+std::string quantityFromMilli(int64_t milli) {
+  if (milli == 0) return "0";
+  const bool negative = milli < 0;
+  uint64_t mantissa = negative ? 0 - static_cast<uint64_t>(milli) : static_cast<uint64_t>(milli);
+  int exponent = -3;
+  while (mantissa % 10 == 0) {
+    mantissa /= 10;
+    exponent++;
+  }
+  // Go's canonical form keeps the exponent a multiple of 3 and the mantissa an
+  // integer: 1500 stays "1500" (not "1.5k"), 1000 becomes "1k". Scaling back
+  // never overflows: it only restores zeros just removed.
+  while (exponent % 3 != 0) {
+    mantissa *= 10;
+    exponent--;
+  }
+  static const char* const kSuffixes[] = {"m", "", "k", "M", "G", "T", "P", "E"};
+  return (negative ? "-" : "") + std::to_string(mantissa) + kSuffixes[(exponent + 3) / 3];
+}
+
+int windowSeconds(const std::string& query_t, int max_window_s) {
+  const int upper = std::max(1, max_window_s);
+  const auto ns = query_t.empty() ? std::nullopt : parseGoDurationNs(query_t);
+  if (!ns) return std::clamp(kDefaultWindowS, 1, upper);
+  if (*ns <= 0) return 1;
+  constexpr auto kNs = static_cast<int64_t>(kNsPerS);
+  const int64_t secs = *ns / kNs + (*ns % kNs != 0 ? 1 : 0);  // 500ms is 1s, never 0
+  return static_cast<int>(std::min<int64_t>(secs, upper));
+}
+
+std::string goDuration(int seconds) {
+  if (seconds == 0) return "0s";
+  const bool negative = seconds < 0;
+  int64_t s = std::llabs(static_cast<int64_t>(seconds));
+  const int64_t h = s / 3600, m = s / 60 % 60;
+  s %= 60;
+  std::string out = negative ? "-" : "";
+  if (h > 0) out += std::to_string(h) + "h";
+  if (h > 0 || m > 0) out += std::to_string(m) + "m";
+  return out + std::to_string(s) + "s";
+}
+
+SmiResponse handleSmiMetrics(const telemetry::MetricsView& view, const std::string& path,
+                             const std::string& query_t) {
+  const auto segs = segmentsUnderBase(path);
+  if (!segs) return pathNotFound();
+  const int window_s = windowSeconds(query_t, view.maxWindow());
+  const Ctx ctx{view, window_s, rfc3339(view.now()), goDuration(window_s)};
+  return route(ctx, *segs);
+}
+
+void mountSmiMetrics(httplib::Server& server, const telemetry::MetricsView& view) {
+  // cpp-httplib sends HEAD to GET handlers and drops the body itself.
+  server.Get(R"(/apis/metrics\.smi-spec\.io/v1alpha1(/.*)?)",
+             [&view](const httplib::Request& req, httplib::Response& res) {
+               const SmiResponse r = handleSmiMetrics(view, req.path, req.get_param_value("t"));
+               res.status = r.status;
+               res.set_content(r.body, "application/json");
+             });
+}
+
+}  // namespace smik::api
