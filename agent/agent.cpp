@@ -1,6 +1,12 @@
 #include "agent/agent.h"
 
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
 #include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <thread>
 
 #include "agent/datapath/system.h"
 
@@ -23,6 +29,7 @@ std::unique_ptr<Agent> Agent::create(const AgentConfig& cfg, std::string* err) {
 }
 
 void Agent::run(const std::atomic<bool>& stop) {
+  std::thread events([&] { readEvents(stop); });
   bool first = true;
   while (!stop) {
     // Whatever goes wrong in one round, the kernel keeps the last good policy
@@ -40,6 +47,75 @@ void Agent::run(const std::atomic<bool>& stop) {
     int wait_ms = std::min<int>(250, cfg_.metrics_interval_ms);
     source_.waitForChange(wait_ms);
   }
+  events.join();
+}
+
+namespace {
+
+const char* eventKind(uint8_t k) {
+  switch (k) {
+    case SMIK_EV_POLICY_DENY: return "policy-deny";
+    case SMIK_EV_CONN_FAILED: return "connect-failed";
+    case SMIK_EV_NEW_EDGE: return "new-edge";
+  }
+  return "unknown";
+}
+
+const char* failReason(uint8_t r) {
+  switch (r) {
+    case SMIK_FAIL_REFUSED: return "refused";
+    case SMIK_FAIL_TIMEOUT: return "timeout";
+    case SMIK_FAIL_POLICY: return "policy";
+  }
+  return "";
+}
+
+struct EventSink {
+  telemetry::EventHub* hub;
+  const telemetry::Store* store;
+};
+
+int onRingEvent(void* ctx, void* data, size_t size) {
+  if (size < sizeof(smik_event)) return 0;
+  smik_event ev;
+  std::memcpy(&ev, data, sizeof ev);
+  auto* sink = static_cast<EventSink*>(ctx);
+  auto addr = [&](const uint8_t* bytes) {
+    compile::Addr a;
+    a.family = ev.edge.family;
+    std::memcpy(a.bytes.data(), bytes, 16);
+    return a;
+  };
+  telemetry::Event e;
+  e.time = std::chrono::system_clock::now();
+  e.kind = eventKind(ev.kind);
+  e.reason = failReason(ev.reason);
+  e.client = sink->store->nameOf(addr(ev.edge.client));
+  e.server = sink->store->nameOf(addr(ev.edge.server));
+  e.port = ev.edge.port;
+  e.proto = ev.edge.proto == SMIK_PROTO_TCP   ? "TCP"
+            : ev.edge.proto == SMIK_PROTO_UDP ? "UDP"
+                                              : std::to_string(ev.edge.proto);
+  e.suppressed = ev.suppressed;
+  sink->hub->publish(std::move(e));
+  return 0;
+}
+
+}  // namespace
+
+void Agent::readEvents(const std::atomic<bool>& stop) {
+  int fd = bpf_obj_get((cfg_.pin_dir + "/" + maps::kEventsMap).c_str());
+  EventSink sink{&events_, &store_};
+  ring_buffer* rb = fd >= 0 ? ring_buffer__new(fd, onRingEvent, &sink, nullptr) : nullptr;
+  if (!rb) {
+    spdlog::error("events: cannot read the ring buffer {}/{}: {}", cfg_.pin_dir, maps::kEventsMap,
+                  strerror(errno));
+    if (fd >= 0) close(fd);
+    return;
+  }
+  while (!stop) ring_buffer__poll(rb, 200);
+  ring_buffer__free(rb);
+  close(fd);
 }
 
 void Agent::sampleMetrics() {

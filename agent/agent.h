@@ -12,6 +12,7 @@
 #include "agent/compile/compile.h"
 #include "agent/datapath/datapath.h"
 #include "agent/source/manifest_dir.h"
+#include "agent/telemetry/events.h"
 #include "agent/telemetry/store.h"
 
 namespace smik {
@@ -64,12 +65,14 @@ class Agent {
   void run(const std::atomic<bool>& stop);
   AgentStatus status();
   const telemetry::Store& metrics() const { return store_; }
+  telemetry::EventHub& events() { return events_; }
 
  private:
   Agent(const AgentConfig& cfg)
       : cfg_(cfg), source_(cfg.manifests), store_(cfg.metrics_window_s) {}
   void reconcile(bool source_changed);
   void sampleMetrics();
+  void readEvents(const std::atomic<bool>& stop);  // ring buffer -> events_
 
   AgentConfig cfg_;
   source::ManifestDir source_;
@@ -80,6 +83,7 @@ class Agent {
   std::map<std::string, uint32_t> wanted_;
   maps::KernelState current_;
   telemetry::Store store_;
+  telemetry::EventHub events_;
   std::chrono::steady_clock::time_point next_sample_{};
 
   std::mutex mu_;

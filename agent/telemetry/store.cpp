@@ -30,7 +30,7 @@ void sparseDiff(const uint32_t* cur, const uint32_t* prev, std::vector<std::pair
 }
 
 std::string nsOf(const std::string& key) { return key.substr(0, key.find('/')); }
-std::string nameOf(const std::string& key) { return key.substr(key.find('/') + 1); }
+std::string podName(const std::string& key) { return key.substr(key.find('/') + 1); }
 
 }  // namespace
 
@@ -131,7 +131,7 @@ void Store::addTo(Counts* c, const SideDelta& d) {
 
 ResourceRef Store::ownerOf(const std::string& pod, const std::string& kind) const {
   if (pod.empty()) return {};
-  std::string ns = nsOf(pod), name = nameOf(pod);
+  std::string ns = nsOf(pod), name = podName(pod);
   if (kind == "Pod") return {"Pod", ns, name};
   if (kind == "Namespace") return {"Namespace", "", ns};
   auto p = pods_.find(pod);
@@ -154,6 +154,12 @@ ResourceRef Store::ownerOf(const std::string& pod, const std::string& kind) cons
       rs_name.compare(rs_name.size() - suffix.size(), suffix.size(), suffix) == 0)
     return {"Deployment", ns, rs_name.substr(0, rs_name.size() - suffix.size())};
   return {};
+}
+
+std::string Store::nameOf(const compile::Addr& a) const {
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = pod_by_ip_.find(a);
+  return it == pod_by_ip_.end() ? a.str() : it->second;
 }
 
 std::vector<ResourceRef> Store::list(const std::string& kind, const std::string& ns) const {

@@ -40,6 +40,8 @@ class Store : public MetricsView {
   // Owner of a pod as the metrics API names it, for kind (Pod, Deployment,
   // DaemonSet, StatefulSet, Namespace); empty name if it has none of that kind.
   ResourceRef ownerOf(const std::string& pod, const std::string& kind) const;
+  // ns/pod of an address, or the address itself when no pod has it.
+  std::string nameOf(const compile::Addr& a) const;
 
  private:
   // A histogram delta, sparse: most intervals touch a handful of buckets.
