@@ -2,6 +2,7 @@
 
 #include <cstring>
 #include <set>
+#include <tuple>
 
 namespace smik::telemetry {
 
@@ -160,6 +161,47 @@ std::string Store::nameOf(const compile::Addr& a) const {
   std::lock_guard<std::mutex> l(mu_);
   auto it = pod_by_ip_.find(a);
   return it == pod_by_ip_.end() ? a.str() : it->second;
+}
+
+std::vector<Store::WorkloadEdge> Store::totals() const {
+  std::lock_guard<std::mutex> l(mu_);
+  auto workload = [&](const std::string& pod) -> std::pair<std::string, std::string> {
+    if (pod.empty()) return {"", ""};
+    for (const char* kind : {"Deployment", "DaemonSet", "StatefulSet"}) {
+      ResourceRef r = ownerOf(pod, kind);
+      if (!r.name.empty()) return {r.ns, r.name};
+    }
+    return {nsOf(pod), podName(pod)};
+  };
+  std::map<std::tuple<std::string, std::string, std::string, std::string, Side>, Counts> agg;
+  for (const auto& [raw, s] : last_) {
+    smik_conn_key k;
+    std::memcpy(&k, raw.data(), sizeof k);
+    auto client = pod_by_ip_.find(addrOf(k.client, k.family));
+    auto server = pod_by_ip_.find(addrOf(k.server, k.family));
+    auto [cns, cw] = workload(client == pod_by_ip_.end() ? "" : client->second);
+    auto [sns, sw] = workload(server == pod_by_ip_.end() ? "" : server->second);
+    Counts c, srv;
+    c.success = s.client_success;
+    c.refused = s.client_refused;
+    c.timeout = s.client_timeout;
+    c.policy = s.client_policy;
+    c.reset = s.client_reset;
+    srv.success = s.server_success;
+    srv.policy = s.server_policy;
+    srv.refused = s.client_refused;
+    for (int b = 0; b < SMIK_HIST_BUCKETS; b++) {
+      c.handshake_us.buckets[b] = srv.handshake_us.buckets[b] = s.handshake_us[b];
+      c.srtt_us.buckets[b] = srv.srtt_us.buckets[b] = s.srtt_us[b];
+    }
+    if (!cw.empty() && !c.empty()) agg[{cns, cw, sns, sw, Side::kClient}].add(c);
+    if (!sw.empty() && !srv.empty()) agg[{sns, sw, cns, cw, Side::kServer}].add(srv);
+  }
+  std::vector<WorkloadEdge> out;
+  for (auto& [k, c] : agg)
+    out.push_back({std::get<0>(k), std::get<1>(k), std::get<2>(k), std::get<3>(k), std::get<4>(k),
+                   std::move(c)});
+  return out;
 }
 
 std::vector<ResourceRef> Store::list(const std::string& kind, const std::string& ns) const {

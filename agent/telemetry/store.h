@@ -43,6 +43,16 @@ class Store : public MetricsView {
   // ns/pod of an address, or the address itself when no pod has it.
   std::string nameOf(const compile::Addr& a) const;
 
+  // Cumulative totals since the kernel started counting, by workload pair:
+  // what Prometheus scrapes. Labels stay bounded: namespaces and workloads
+  // (the pod's Deployment/DaemonSet/StatefulSet, else the pod), never IPs.
+  struct WorkloadEdge {
+    std::string ns, workload, peer_ns, peer_workload;  // peer: "" when not a pod
+    Side side = Side::kClient;
+    Counts counts;
+  };
+  std::vector<WorkloadEdge> totals() const;
+
  private:
   // A histogram delta, sparse: most intervals touch a handful of buckets.
   using Sparse = std::vector<std::pair<uint16_t, uint32_t>>;

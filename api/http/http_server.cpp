@@ -61,6 +61,15 @@ std::string prometheusText(const AgentStatus& s) {
          "smik_rejected_objects_total " + std::to_string(s.rejected_objects_total) + "\n");
   metric("smik_policy_applies_total", "Policy applications to the kernel.", "counter",
          "smik_policy_applies_total " + std::to_string(s.applies_total) + "\n");
+  char apply_s[32];
+  std::snprintf(apply_s, sizeof apply_s, "%.6f", s.last_apply_ms / 1000);
+  metric("smik_policy_apply_duration_seconds",
+         "How long the last change took from compile to the kernel maps.", "gauge",
+         std::string("smik_policy_apply_duration_seconds ") + apply_s + "\n");
+  metric("smik_policy_generation", "Generation of the policy in force (moves on every swap).",
+         "gauge", "smik_policy_generation " + std::to_string(s.policy_generation) + "\n");
+  metric("smik_services", "Service ports translated at connect().", "gauge",
+         "smik_services " + std::to_string(s.services) + "\n");
   metric("smik_policy_entries", "Entries in the policy generation in force.", "gauge",
          "smik_policy_entries " + std::to_string(s.policy_entries) + "\n");
   metric("smik_endpoints", "Local meshed pods with tc programs attached.", "gauge",
@@ -75,6 +84,76 @@ std::string prometheusText(const AgentStatus& s) {
   metric("smik_packets_total", "Packets seen by the tc programs, by verdict.", "counter", pk);
   metric("smik_bytes_total", "Bytes seen by the tc programs, by verdict.", "counter", by);
   return out;
+}
+
+namespace {
+
+std::string escapeLabel(const std::string& v) {
+  std::string out;
+  for (char c : v) {
+    if (c == '\\' || c == '"') out += '\\';
+    if (c == '\n') {
+      out += "\\n";
+      continue;
+    }
+    out += c;
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string prometheusTelemetry(const telemetry::Store& store) {
+  // Coarse seconds buckets for a standard Prometheus histogram, filled from
+  // the kernel's log-linear one by bucket midpoint.
+  static const double kLe[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
+                               0.025,  0.05,    0.1,    0.25,  0.5,    1,     2.5};
+  std::string conns = "# HELP smik_tcp_connections_total TCP connection attempts by outcome, "
+                      "observed at the client (side=client) or the server (side=server).\n"
+                      "# TYPE smik_tcp_connections_total counter\n";
+  std::string hist = "# HELP smik_tcp_handshake_seconds TCP handshake time (connect() to "
+                     "ESTABLISHED) measured at the client.\n"
+                     "# TYPE smik_tcp_handshake_seconds histogram\n";
+  for (const auto& e : store.totals()) {
+    std::string labels = "namespace=\"" + escapeLabel(e.ns) + "\",workload=\"" +
+                         escapeLabel(e.workload) + "\",peer_namespace=\"" +
+                         escapeLabel(e.peer_ns) + "\",peer_workload=\"" +
+                         escapeLabel(e.peer_workload) + "\",side=\"" +
+                         (e.side == telemetry::Side::kClient ? "client" : "server") + "\"";
+    const auto& c = e.counts;
+    for (auto [outcome, n] : {std::pair<const char*, uint64_t>{"success", c.success},
+                              {"refused", c.refused}, {"timeout", c.timeout},
+                              {"policy", c.policy}, {"reset", c.reset}}) {
+      conns += "smik_tcp_connections_total{" + labels + ",outcome=\"" + outcome + "\"} " +
+               std::to_string(n) + "\n";
+    }
+    if (e.side != telemetry::Side::kClient) continue;
+    uint64_t total = c.handshake_us.count();
+    double sum_s = 0;
+    size_t le = 0;
+    std::vector<uint64_t> at(std::size(kLe), 0);
+    for (uint32_t b = 0; b < SMIK_HIST_BUCKETS; b++) {
+      uint64_t n = c.handshake_us.buckets[b];
+      if (!n) continue;
+      double s = telemetry::Histogram::bucketMid(b) / 1e6;
+      sum_s += s * n;
+      for (le = 0; le < std::size(kLe); le++)
+        if (s <= kLe[le]) at[le] += n;
+    }
+    for (le = 0; le < std::size(kLe); le++) {
+      char bound[32];
+      std::snprintf(bound, sizeof bound, "%g", kLe[le]);
+      hist += "smik_tcp_handshake_seconds_bucket{" + labels + ",le=\"" + bound + "\"} " +
+              std::to_string(at[le]) + "\n";
+    }
+    hist += "smik_tcp_handshake_seconds_bucket{" + labels + ",le=\"+Inf\"} " +
+            std::to_string(total) + "\n";
+    char sum[64];
+    std::snprintf(sum, sizeof sum, "%.9f", sum_s);
+    hist += "smik_tcp_handshake_seconds_sum{" + labels + "} " + sum + "\n";
+    hist += "smik_tcp_handshake_seconds_count{" + labels + "} " + std::to_string(total) + "\n";
+  }
+  return conns + hist;
 }
 
 bool HttpServer::start(const std::string& addr, Agent* agent, std::string* err) {
@@ -96,7 +175,8 @@ bool HttpServer::start(const std::string& addr, Agent* agent, std::string* err) 
     r.set_content(statusJson(agent->status()), "application/json");
   });
   server_->Get("/metrics", [agent](const httplib::Request&, httplib::Response& r) {
-    r.set_content(prometheusText(agent->status()), "text/plain; version=0.0.4");
+    r.set_content(prometheusText(agent->status()) + prometheusTelemetry(agent->metrics()),
+                  "text/plain; version=0.0.4");
   });
   mountSmiMetrics(*server_, agent->metrics());
   if (!server_->bind_to_port(host.c_str(), port)) {

@@ -28,5 +28,7 @@ class HttpServer {
 
 std::string statusJson(const AgentStatus& s);
 std::string prometheusText(const AgentStatus& s);
+// Per-workload-edge connection counters and handshake histograms.
+std::string prometheusTelemetry(const telemetry::Store& store);
 
 }  // namespace smik::api

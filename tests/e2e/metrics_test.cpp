@@ -115,6 +115,30 @@ TEST_F(Metrics, EdgesCountEveryConnectionExactlyOnce) {
   json nsm = get("/namespaces/app");
   EXPECT_EQ(metric(nsm, "success_count"), "5");
   EXPECT_EQ(metric(nsm, "failure_count"), "7");
+
+  // Prometheus: the text parses (every sample line is name{labels} value)
+  // and carries the same counts, by workload, without IP addresses.
+  std::string prom = httpGet(http_port_, "/metrics").second;
+  std::regex sample(R"(^[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="([^"\\]|\\.)*",?)*\})? [-+0-9.eEInfa]+$)");
+  std::istringstream lines(prom);
+  std::string line;
+  int samples = 0;
+  while (std::getline(lines, line)) {
+    if (line.empty() || line[0] == '#') continue;
+    EXPECT_TRUE(std::regex_match(line, sample)) << "not Prometheus text: " << line;
+    samples++;
+  }
+  EXPECT_GT(samples, 20);
+  EXPECT_EQ(prom.find(client.ip()), std::string::npos) << "pod IPs must not be labels";
+  auto count = [&](const std::string& labels) {
+    std::smatch m;
+    std::regex re("smik_tcp_connections_total\\{" + labels + "\\} (\\d+)");
+    return std::regex_search(prom, m, re) ? std::stoi(m[1]) : -1;
+  };
+  EXPECT_EQ(count(R"(namespace="app",workload="client",peer_namespace="app",peer_workload="web",side="client",outcome="success")"), 5) << prom;
+  EXPECT_EQ(count(R"(namespace="app",workload="client",peer_namespace="app",peer_workload="web",side="client",outcome="policy")"), 4);
+  EXPECT_EQ(count(R"(namespace="app",workload="client",peer_namespace="app",peer_workload="web",side="client",outcome="refused")"), 3);
+  EXPECT_EQ(count(R"(namespace="app",workload="web",peer_namespace="app",peer_workload="client",side="server",outcome="policy")"), 4);
 }
 
 // kubectl reads the API through a kubeconfig pointing at the agent.
