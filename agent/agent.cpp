@@ -135,6 +135,10 @@ void Agent::reconcile(bool source_changed) {
     model::ClusterState state = source_.state();
     plan_ = compile::compile(state, node);
     store_.setTopology(state, plan_);
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      state_ = std::move(state);
+    }
     have_plan_ = true;
   }
   auto wanted = dp_->resolveInterfaces(plan_);

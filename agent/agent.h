@@ -66,6 +66,14 @@ class Agent {
   AgentStatus status();
   const telemetry::Store& metrics() const { return store_; }
   telemetry::EventHub& events() { return events_; }
+  // The objects the policy in force was compiled from (a copy: the agent
+  // thread keeps reading the directory).
+  model::ClusterState state() const {
+    std::lock_guard<std::mutex> l(mu_);
+    return state_;
+  }
+  const compile::NodeConfig& nodeConfig() const { return cfg_.node; }
+  maps::Backend& maps() { return dp_->maps(); }
 
  private:
   Agent(const AgentConfig& cfg)
@@ -86,8 +94,9 @@ class Agent {
   telemetry::EventHub events_;
   std::chrono::steady_clock::time_point next_sample_{};
 
-  std::mutex mu_;
+  mutable std::mutex mu_;
   AgentStatus status_;
+  model::ClusterState state_;  // guarded by mu_
   std::map<uint32_t, std::string> identity_names_;  // names edges for status()
 };
 

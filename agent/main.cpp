@@ -9,6 +9,7 @@
 #include "agent/agent.h"
 #include "agent/datapath/datapath.h"
 #include "agent/datapath/system.h"
+#include "api/grpc/server.h"
 #include "api/http/http_server.h"
 
 namespace {
@@ -25,6 +26,7 @@ std::string hostName() {
 int main(int argc, char** argv) {
   smik::AgentConfig cfg;
   std::string mode = "strict", http_rules = "deny", log_level = "info";
+  std::string grpc_socket = "/run/smik/agent.sock";
   bool uninstall = false, mesh_all = false;
   cfg.node.node_name = hostName();
 
@@ -33,6 +35,8 @@ int main(int argc, char** argv) {
   app.add_option("--node", cfg.node.node_name, "this node's name (pods with spec.nodeName == NODE are local)")
       ->capture_default_str();
   app.add_option("--http", cfg.http, "health/status/metrics listen address")->capture_default_str();
+  app.add_option("--grpc", grpc_socket, "unix socket of the gRPC API (smik CLI); empty: none")
+      ->capture_default_str();
   app.add_option("--pin-dir", cfg.pin_dir, "bpffs directory for maps and links")->capture_default_str();
   app.add_option("--cgroup", cfg.cgroup, "cgroup2 directory for socket programs (default: cgroup2 root)");
   app.add_option("--access-mode", mode, "strict | permissive | per-destination")->capture_default_str();
@@ -93,11 +97,22 @@ int main(int argc, char** argv) {
     spdlog::error("{}", err);
     return 1;
   }
+  smik::api::GrpcServer grpc;
+  if (!grpc_socket.empty() && !grpc.start(grpc_socket, agent.get(), &err)) {
+    // Enforcement matters more than the local API: a second agent on the
+    // same socket path (tests, a misconfigured node) gets no API, not an exit.
+    if (!grpc.socketInUse()) {
+      spdlog::error("{}", err);
+      return 1;
+    }
+    spdlog::error("{}: the gRPC API is not served", err);
+  }
   struct sigaction sa {};
   sa.sa_handler = onSignal;
   sigaction(SIGTERM, &sa, nullptr);
   sigaction(SIGINT, &sa, nullptr);
   agent->run(g_stop);
+  grpc.stop();
   http.stop();
   spdlog::info("stopping: programs and maps stay pinned under {} and keep enforcing", cfg.pin_dir);
   return 0;

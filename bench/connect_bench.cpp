@@ -4,6 +4,9 @@
 // Also: a direct connect with the programs attached (the cost of the hook for
 // sockets that are not ours: one hash lookup).
 #include <arpa/inet.h>
+#include <netinet/tcp.h>
+
+#include <algorithm>
 #include <benchmark/benchmark.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -50,6 +53,61 @@ int clientMain(const char* ip, int port, int n) {
   return 0;
 }
 
+// Inside the client pod: one connection, n round trips of 64 bytes; prints
+// the p50 and p99 round-trip time in µs.
+int pingpongMain(const char* ip, int port, int n) {
+  sockaddr_in sin{};
+  sin.sin_family = AF_INET;
+  sin.sin_port = htons(port);
+  inet_pton(AF_INET, ip, &sin.sin_addr);
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&sin), sizeof sin) != 0) {
+    std::perror("connect");
+    return 1;
+  }
+  char buf[64] = {};
+  std::vector<double> rtt;
+  rtt.reserve(n);
+  for (int i = 0; i < n; i++) {
+    auto t0 = std::chrono::steady_clock::now();
+    if (send(fd, buf, sizeof buf, 0) != sizeof buf) return 1;
+    size_t got = 0;
+    while (got < sizeof buf) {
+      ssize_t r = recv(fd, buf + got, sizeof buf - got, 0);
+      if (r <= 0) return 1;
+      got += r;
+    }
+    rtt.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::sort(rtt.begin(), rtt.end());
+  std::printf("%.3f %.3f\n", rtt[n / 2], rtt[n * 99 / 100]);
+  return 0;
+}
+
+// Inside the server pod: echo 64-byte messages on one connection at a time.
+int echoMain(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  sockaddr_in sin{};
+  sin.sin_family = AF_INET;
+  sin.sin_port = htons(port);
+  if (bind(fd, reinterpret_cast<sockaddr*>(&sin), sizeof sin) != 0 || listen(fd, 16) != 0) return 1;
+  std::printf("ready\n");
+  std::fflush(stdout);
+  while (true) {
+    int c = accept(fd, nullptr, nullptr);
+    if (c < 0) continue;
+    setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    char buf[64];
+    ssize_t r;
+    while ((r = recv(c, buf, sizeof buf, 0)) > 0) send(c, buf, r, 0);
+    close(c);
+  }
+}
+
 // Inside the server pod: accept and close, forever.
 int serverMain(int port) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -75,7 +133,7 @@ struct Bed {
   testbed::Pod* client;
   testbed::Pod* server;
   std::string vip;
-  std::unique_ptr<testbed::Proc> srv;
+  std::unique_ptr<testbed::Proc> srv, echo;
   std::unique_ptr<datapath::Datapath> dp;
   std::string pin;
 
@@ -85,6 +143,8 @@ struct Bed {
     vip = bed.nextIp();  // blackholed: never leaves the machine untranslated
     srv = std::make_unique<testbed::Proc>(bed.spawn(*server, {g_self, "--server", "8080"}));
     if (!srv->waitFor("ready\n", 5000)) throw std::runtime_error("server did not start");
+    echo = std::make_unique<testbed::Proc>(bed.spawn(*server, {g_self, "--echo", "9000"}));
+    if (!echo->waitFor("ready\n", 5000)) throw std::runtime_error("echo server did not start");
     pin = "/sys/fs/bpf/" + bed.prefix() + "-bench";
     datapath::Options o;
     o.pin_dir = pin;
@@ -110,6 +170,14 @@ struct Bed {
     dp.reset();
     std::string err;
     datapath::Datapath::uninstall(pin, &err);
+  }
+  std::pair<double, double> pingpong() {
+    auto r = bed.run(*client, {g_self, "--pingpong", server->ip(), "9000", "20000"}, 120000);
+    if (!r.ok()) throw std::runtime_error("pingpong failed: " + r.output);
+    std::istringstream in(r.output);
+    double p50, p99;
+    in >> p50 >> p99;
+    return {p50, p99};
   }
   double run(const std::string& ip, int port) {
     auto r = bed.run(*client, {g_self, "--client", ip, std::to_string(port),
@@ -139,6 +207,26 @@ void measure(benchmark::State& st, const std::string& name, bool programs, bool 
   }
 }
 
+std::map<std::string, std::vector<std::pair<double, double>>> g_rtt;  // p50, p99 µs per run
+
+// Request/response on one established connection: telemetry works at state
+// changes only, so this must not move.
+void measureRtt(benchmark::State& st, const std::string& name, bool programs) {
+  auto& b = bed();
+  std::string err;
+  if (programs && !b.dp->socketProgramsAttached() && !b.dp->attachSocketPrograms(&err))
+    st.SkipWithError(err.c_str());
+  if (!programs) b.dp->detachSocketPrograms();
+  for (auto _ : st) {
+    auto [p50, p99] = b.pingpong();
+    st.SetIterationTime(p50 * 1e-6);
+    g_rtt[name].push_back({p50, p99});
+  }
+}
+
+void BM_RttNoPrograms(benchmark::State& st) { measureRtt(st, "no programs", false); }
+void BM_RttSmik(benchmark::State& st) { measureRtt(st, "smik attached", true); }
+
 void BM_DirectNoPrograms(benchmark::State& st) { measure(st, "direct, no programs", false, false); }
 void BM_ServiceVip(benchmark::State& st) { measure(st, "service VIP, smik", true, true); }
 void BM_DirectWithPrograms(benchmark::State& st) { measure(st, "direct, smik attached", true, false); }
@@ -154,6 +242,9 @@ int main(int argc, char** argv) {
   g_self = argv[0][0] == '/' ? argv[0] : std::string(get_current_dir_name()) + "/" + argv[0];
   if (argc >= 2 && std::string(argv[1]) == "--client") return clientMain(argv[2], std::atoi(argv[3]), std::atoi(argv[4]));
   if (argc >= 2 && std::string(argv[1]) == "--server") return serverMain(std::atoi(argv[2]));
+  if (argc >= 2 && std::string(argv[1]) == "--echo") return echoMain(std::atoi(argv[2]));
+  if (argc >= 2 && std::string(argv[1]) == "--pingpong")
+    return pingpongMain(argv[2], std::atoi(argv[3]), std::atoi(argv[4]));
   if (geteuid() != 0) {
     std::fprintf(stderr, "smik_bench_connect needs root (pods, BPF)\n");
     return 1;
@@ -165,6 +256,10 @@ int main(int argc, char** argv) {
     benchmark::RegisterBenchmark("connect/service_vip_smik", BM_ServiceVip)->UseManualTime()->Iterations(1)->Unit(benchmark::kMicrosecond);
     benchmark::RegisterBenchmark("connect/direct_smik_attached", BM_DirectWithPrograms)->UseManualTime()->Iterations(1)->Unit(benchmark::kMicrosecond);
   }
+  for (int rep = 0; rep < 3; rep++) {
+    benchmark::RegisterBenchmark("rtt/no_programs", BM_RttNoPrograms)->UseManualTime()->Iterations(1)->Unit(benchmark::kMicrosecond);
+    benchmark::RegisterBenchmark("rtt/smik_attached", BM_RttSmik)->UseManualTime()->Iterations(1)->Unit(benchmark::kMicrosecond);
+  }
   benchmark::RunSpecifiedBenchmarks();
   double base = median(g_rates["direct, no programs"]);
   std::printf("\n%-24s %14s %8s   (median of %zu runs of %d connects; min..max)\n", "connect()",
@@ -174,6 +269,16 @@ int main(int argc, char** argv) {
     double m = median(v);
     std::printf("%-24s %14.0f %8.3f   %.0f..%.0f\n", name, m, base > 0 ? m / base : 0,
                 *std::min_element(v.begin(), v.end()), *std::max_element(v.begin(), v.end()));
+  }
+  std::printf("\n%-24s %10s %10s   (20000 round trips of 64 B per run; median run)\n",
+              "request/response", "p50 µs", "p99 µs");
+  double base50 = 0, base99 = 0;
+  for (const char* name : {"no programs", "smik attached"}) {
+    std::vector<double> p50s, p99s;
+    for (auto [a, b] : g_rtt[name]) p50s.push_back(a), p99s.push_back(b);
+    double m50 = median(p50s), m99 = median(p99s);
+    if (base50 == 0) base50 = m50, base99 = m99;
+    std::printf("%-24s %10.1f %10.1f   ratio %.3f / %.3f\n", name, m50, m99, m50 / base50, m99 / base99);
   }
   benchmark::Shutdown();
   return 0;

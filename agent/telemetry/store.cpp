@@ -98,7 +98,11 @@ void Store::sample(const std::vector<maps::ConnEdge>& edges, Clock::time_point n
     d.server.handshake = d.client.handshake;
     d.server.srtt = d.client.srtt;
     last_[key] = cur;
-    if (!d.client.empty() || !d.server.empty()) iv.edges.push_back(std::move(d));
+    if (d.client.empty() && d.server.empty()) continue;
+    uint32_t index = iv.edges.size();
+    if (!d.client_pod.empty()) iv.by_client[d.client_pod].push_back(index);
+    if (!d.server_pod.empty()) iv.by_server[d.server_pod].push_back(index);
+    iv.edges.push_back(std::move(d));
   }
   intervals_.push_back(std::move(iv));
   last_sample_ = now;
@@ -228,27 +232,53 @@ bool Store::exists(const ResourceRef& r) const {
   return false;
 }
 
+std::vector<std::string> Store::podsOf(const ResourceRef& r) const {
+  if (r.kind == "Pod") return {r.ns + "/" + r.name};
+  std::vector<std::string> out;
+  for (const auto& [key, pod] : pods_)
+    if (ownerOf(key, r.kind) == r) out.push_back(key);
+  return out;
+}
+
+namespace {
+const std::vector<uint32_t>& indexOf(const std::unordered_map<std::string, std::vector<uint32_t>>& m,
+                                     const std::string& pod) {
+  static const std::vector<uint32_t> kNone;
+  auto it = m.find(pod);
+  return it == m.end() ? kNone : it->second;
+}
+}  // namespace
+
 Counts Store::inbound(const ResourceRef& r, int window_s) const {
   std::lock_guard<std::mutex> l(mu_);
   Counts c;
+  auto pods = podsOf(r);
   for (const Interval* iv : window(window_s))
-    for (const auto& e : iv->edges)
-      if (ownerOf(e.server_pod, r.kind) == r) addTo(&c, e.server);
+    for (const auto& pod : pods)
+      for (uint32_t i : indexOf(iv->by_server, pod)) addTo(&c, iv->edges[i].server);
   return c;
 }
 
 std::vector<EdgeMetrics> Store::edges(const ResourceRef& r, int window_s) const {
   std::lock_guard<std::mutex> l(mu_);
   std::map<std::pair<ResourceRef, Side>, Counts> by_peer;
+  auto pods = podsOf(r);
   for (const Interval* iv : window(window_s)) {
-    for (const auto& e : iv->edges) {
-      ResourceRef client = ownerOf(e.client_pod, r.kind), server = ownerOf(e.server_pod, r.kind);
+    for (const auto& pod : pods) {
       // Only peers that can be named: traffic from the node or the world is
       // in the resource's totals, not in an edge.
-      if (client == r && !server.name.empty() && !e.client.empty())
-        addTo(&by_peer[{server, Side::kClient}], e.client);
-      if (server == r && !client.name.empty() && !e.server.empty())
-        addTo(&by_peer[{client, Side::kServer}], e.server);
+      for (uint32_t i : indexOf(iv->by_client, pod)) {
+        const auto& e = iv->edges[i];
+        ResourceRef server = ownerOf(e.server_pod, r.kind);
+        if (!server.name.empty() && !e.client.empty())
+          addTo(&by_peer[{server, Side::kClient}], e.client);
+      }
+      for (uint32_t i : indexOf(iv->by_server, pod)) {
+        const auto& e = iv->edges[i];
+        ResourceRef client = ownerOf(e.client_pod, r.kind);
+        if (!client.name.empty() && !e.server.empty())
+          addTo(&by_peer[{client, Side::kServer}], e.server);
+      }
     }
   }
   std::vector<EdgeMetrics> out;

@@ -9,6 +9,7 @@
 #include <map>
 #include <mutex>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "agent/compile/compile.h"
@@ -71,7 +72,11 @@ class Store : public MetricsView {
   struct Interval {
     Clock::time_point t;
     std::vector<EdgeDelta> edges;
+    // Indexes into edges by client pod and by server pod: a query touches
+    // only the edges of the pods it asks about.
+    std::unordered_map<std::string, std::vector<uint32_t>> by_client, by_server;
   };
+  std::vector<std::string> podsOf(const ResourceRef& r) const;  // caller holds mu_
 
   static void addTo(Counts* c, const SideDelta& d);
   std::vector<const Interval*> window(int window_s) const;  // caller holds mu_

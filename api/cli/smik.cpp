@@ -1,35 +1,104 @@
 // smik: the operator's CLI. explain and policy run the agent's own compiler on
-// a manifest directory; status asks a running agent.
+// a manifest directory (--manifests, offline) or ask a running agent; status,
+// metrics, events and map dump ask the agent over its gRPC socket.
+#include <grpcpp/grpcpp.h>
 #include <httplib.h>
-
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
+#include <cctype>
+#include <chrono>
+#include <cmath>
 #include <cstdio>
+#include <ctime>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
 #include "agent/compile/explain.h"
 #include "agent/source/manifest_dir.h"
+#include "smik/v1/smik.grpc.pb.h"
 
 using namespace smik;
+namespace pb = smik::v1;
 
 namespace {
 
+constexpr const char* kDefaultSocket = "/run/smik/agent.sock";
+
+// ---- talking to the agent ------------------------------------------------------
+
+struct Conn {
+  std::string socket = kDefaultSocket;
+  std::string output = "text";
+};
+
+void addConn(CLI::App* cmd, Conn& c) {
+  cmd->add_option("--grpc", c.socket, "agent's gRPC socket")->capture_default_str();
+  cmd->add_option("-o,--output", c.output, "text | json")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"text", "json"}));
+}
+
+std::unique_ptr<pb::Agent::Stub> stub(const Conn& c) {
+  std::string target = c.socket.rfind("unix:", 0) == 0 ? c.socket : "unix:" + c.socket;
+  return pb::Agent::NewStub(grpc::CreateChannel(target, grpc::InsecureChannelCredentials()));
+}
+
+void withDeadline(grpc::ClientContext* ctx, int seconds) {
+  ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(seconds));
+}
+
+// Exit status 2 for a question the agent could not answer as asked (as the
+// offline commands do for bad input), 1 when there was no agent to ask.
+int rpcFailed(const Conn& c, const grpc::Status& st) {
+  switch (st.error_code()) {
+    case grpc::StatusCode::INVALID_ARGUMENT:
+    case grpc::StatusCode::NOT_FOUND:
+      std::cerr << st.error_message() << "\n";
+      return 2;
+    case grpc::StatusCode::UNAVAILABLE:
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+      std::cerr << "no agent answering on " << c.socket << ": " << st.error_message() << "\n";
+      return 1;
+    default:
+      std::cerr << "agent: " << st.error_message() << "\n";
+      return 1;
+  }
+}
+
+// ---- offline: a manifest directory -------------------------------------------------
+
 struct Common {
+  Conn conn;
   std::string manifests;
   std::string mode = "strict";
   std::string http_rules = "deny";
   bool mesh_all = false;
-  std::string output = "text";
+  std::vector<CLI::Option*> offline_only;  // meaningless when the agent answers
 };
 
 void addCommon(CLI::App* cmd, Common& c) {
-  cmd->add_option("--manifests", c.manifests, "manifest directory")->required();
-  cmd->add_option("--access-mode", c.mode, "strict | permissive | per-destination")->capture_default_str();
-  cmd->add_option("--http-rules", c.http_rules, "deny | allow-tcp")->capture_default_str();
-  cmd->add_flag("--mesh-all", c.mesh_all, "mesh every pod");
-  cmd->add_option("-o,--output", c.output, "text | json")->capture_default_str();
+  cmd->add_option("--manifests", c.manifests,
+                  "manifest directory (offline); without it the running agent answers");
+  c.offline_only.push_back(
+      cmd->add_option("--access-mode", c.mode,
+                      "with --manifests: strict | permissive | per-destination")
+          ->capture_default_str());
+  c.offline_only.push_back(
+      cmd->add_option("--http-rules", c.http_rules, "with --manifests: deny | allow-tcp")
+          ->capture_default_str());
+  c.offline_only.push_back(
+      cmd->add_flag("--mesh-all", c.mesh_all, "with --manifests: mesh every pod"));
+  addConn(cmd, c.conn);
+}
+
+// The agent judges with its own configuration: say so instead of silently
+// dropping what the user asked for.
+void noteOfflineOnly(const Common& c) {
+  for (const auto* o : c.offline_only)
+    if (o->count() > 0)
+      std::cerr << "note: " << o->get_name()
+                << " applies to --manifests only; the agent uses its own\n";
 }
 
 bool load(const Common& c, model::ClusterState* state, compile::NodeConfig* node) {
@@ -47,19 +116,11 @@ bool load(const Common& c, model::ClusterState* state, compile::NodeConfig* node
   return true;
 }
 
-int explainServiceCmd(const Common& c, const model::ClusterState& state,
-                      const compile::NodeConfig& node, const std::string& to, model::Proto proto) {
-  auto colon = to.rfind(':');
-  std::string service = to.substr(0, colon);
-  int port = std::atoi(to.substr(colon + 1).c_str());
-  if (port < 1 || port > 65535) return std::cerr << "--to SERVICE:PORT wants a port\n", 2;
-  std::vector<compile::ServiceExplanation> out;
-  std::vector<std::string> notes;
-  std::string err;
-  if (!compile::explainService(state, node, service, port, proto, &out, &notes, &err)) {
-    std::cerr << "explain: " << err << "\n";
-    return 2;
-  }
+// ---- explain ---------------------------------------------------------------------
+
+int printServiceExplanation(const std::string& output, const std::string& service,
+                            const std::vector<compile::ServiceExplanation>& out,
+                            const std::vector<std::string>& notes) {
   nlohmann::json j = nlohmann::json::array();
   for (const auto& e : out) {
     nlohmann::json groups = nlohmann::json::array();
@@ -67,12 +128,12 @@ int explainServiceCmd(const Common& c, const model::ClusterState& state,
       nlohmann::json eps = nlohmann::json::array();
       for (const auto& ep : g.endpoints)
         eps.push_back({{"pod", ep.pod}, {"address", ep.address}, {"probability", ep.probability}});
-      groups.push_back({{"service", g.service}, {"weight", g.weight}, {"share", g.share},
-                        {"endpoints", eps}});
+      groups.push_back(
+          {{"service", g.service}, {"weight", g.weight}, {"share", g.share}, {"endpoints", eps}});
     }
     j.push_back({{"clusterIP", e.vip}, {"trafficSplit", e.split}, {"groups", groups}});
   }
-  if (c.output == "json") {
+  if (output == "json") {
     std::cout << nlohmann::json{{"tables", j}, {"notes", notes}}.dump(2) << "\n";
     return 0;
   }
@@ -93,27 +154,13 @@ int explainServiceCmd(const Common& c, const model::ClusterState& state,
   return 0;
 }
 
-int explainCmd(const Common& c, const std::string& from, const std::string& to, int port,
-               const std::string& proto_s) {
-  model::ClusterState state;
-  compile::NodeConfig node;
-  if (!load(c, &state, &node)) return 2;
-  model::Proto proto;
-  if (proto_s == "tcp") proto = model::Proto::kTcp;
-  else if (proto_s == "udp") proto = model::Proto::kUdp;
-  else return std::cerr << "--proto must be tcp or udp\n", 2;
-  if (to.find(':') != std::string::npos) return explainServiceCmd(c, state, node, to, proto);
-  if (from.empty() || port == 0)
-    return std::cerr << "explain --to NS/POD needs --from NS/POD and --port\n", 2;
-  compile::Explanation e;
-  std::string err;
-  if (!compile::explain(state, node, from, to, port, proto, &e, &err)) {
-    std::cerr << "explain: " << err << "\n";
-    return 2;
-  }
-  if (c.output == "json") {
-    nlohmann::json j{{"allowed", e.allowed}, {"summary", e.summary},
-                     {"trafficTarget", e.traffic_target}, {"rule", e.rule}, {"details", e.details}};
+int printExplanation(const std::string& output, const compile::Explanation& e) {
+  if (output == "json") {
+    nlohmann::json j{{"allowed", e.allowed},
+                     {"summary", e.summary},
+                     {"trafficTarget", e.traffic_target},
+                     {"rule", e.rule},
+                     {"details", e.details}};
     std::cout << j.dump(2) << "\n";
   } else {
     std::cout << e.summary << "\n";
@@ -122,38 +169,112 @@ int explainCmd(const Common& c, const std::string& from, const std::string& to, 
   return 0;
 }
 
-int policyCmd(const Common& c, const std::string& node_name) {
+int explainOffline(const Common& c, const std::string& from, const std::string& to, int port,
+                   model::Proto proto) {
   model::ClusterState state;
   compile::NodeConfig node;
   if (!load(c, &state, &node)) return 2;
-  node.node_name = node_name;
-  compile::Plan plan = compile::compile(state, node);
-  nlohmann::json entries = nlohmann::json::array();
-  for (const auto& [k, v] : plan.policy) {
-    nlohmann::json e;
-    e["destination"] = plan.identityName(k.dst_id);
-    if (k.src_id == SMIK_ID_META) {
-      e["enforced"] = (v.flags & SMIK_POL_F_ENFORCED) != 0;
-    } else {
-      e["source"] = plan.identityName(k.src_id);
-      e["proto"] = k.proto == SMIK_PROTO_TCP ? "TCP" : "UDP";
-      e["port"] = k.dport == 0 ? nlohmann::json("*") : nlohmann::json(k.dport);
-      e["trafficTarget"] = plan.rules.at(v.rule_id - 1).traffic_target;
-      e["rule"] = plan.rules.at(v.rule_id - 1).rule;
+  std::string err;
+  if (auto colon = to.rfind(':'); colon != std::string::npos) {
+    std::string service = to.substr(0, colon);
+    std::vector<compile::ServiceExplanation> out;
+    std::vector<std::string> notes;
+    if (!compile::explainService(state, node, service, std::atoi(to.substr(colon + 1).c_str()),
+                                 proto, &out, &notes, &err)) {
+      std::cerr << "explain: " << err << "\n";
+      return 2;
     }
-    entries.push_back(e);
+    return printServiceExplanation(c.conn.output, service, out, notes);
   }
-  if (c.output == "json") {
-    nlohmann::json j{{"policy", entries}, {"identities", plan.identities}};
-    j["diagnostics"] = nlohmann::json::array();
-    for (const auto& d : plan.diagnostics) j["diagnostics"].push_back(d.str());
+  compile::Explanation e;
+  if (!compile::explain(state, node, from, to, port, proto, &e, &err)) {
+    std::cerr << "explain: " << err << "\n";
+    return 2;
+  }
+  return printExplanation(c.conn.output, e);
+}
+
+int explainOnline(const Common& c, const std::string& from, const std::string& to, int port,
+                  const std::string& proto) {
+  noteOfflineOnly(c);
+  pb::ExplainRequest req;
+  req.set_from(from);
+  req.set_to(to);
+  req.set_port(port);
+  req.set_proto(proto);
+  pb::ExplainReply r;
+  grpc::ClientContext ctx;
+  withDeadline(&ctx, 10);
+  grpc::Status st = stub(c.conn)->Explain(&ctx, req, &r);
+  if (!st.ok()) return rpcFailed(c.conn, st);
+  if (auto colon = to.rfind(':'); colon != std::string::npos) {
+    std::vector<compile::ServiceExplanation> out;
+    for (const auto& s : r.services()) {
+      compile::ServiceExplanation e;
+      e.vip = s.cluster_ip();
+      e.split = s.traffic_split();
+      for (const auto& g : s.groups()) {
+        compile::ServiceGroupExplained ge;
+        ge.service = g.service();
+        ge.weight = g.weight();
+        ge.share = g.share();
+        for (const auto& ep : g.endpoints())
+          ge.endpoints.push_back({ep.pod(), ep.address(), ep.probability()});
+        e.groups.push_back(std::move(ge));
+      }
+      out.push_back(std::move(e));
+    }
+    return printServiceExplanation(c.conn.output, to.substr(0, colon), out,
+                                   {r.notes().begin(), r.notes().end()});
+  }
+  compile::Explanation e;
+  e.allowed = r.allowed();
+  e.summary = r.summary();
+  e.traffic_target = r.traffic_target();
+  e.rule = r.rule();
+  e.details.assign(r.details().begin(), r.details().end());
+  return printExplanation(c.conn.output, e);
+}
+
+int explainCmd(const Common& c, const std::string& from, const std::string& to, int port,
+               const std::string& proto_s) {
+  model::Proto proto;
+  if (proto_s == "tcp")
+    proto = model::Proto::kTcp;
+  else if (proto_s == "udp")
+    proto = model::Proto::kUdp;
+  else
+    return std::cerr << "--proto must be tcp or udp\n", 2;
+  if (auto colon = to.rfind(':'); colon != std::string::npos) {
+    int p = std::atoi(to.substr(colon + 1).c_str());
+    if (p < 1 || p > 65535) return std::cerr << "--to SERVICE:PORT wants a port\n", 2;
+  } else if (from.empty() || port == 0) {
+    return std::cerr << "explain --to NS/POD needs --from NS/POD and --port\n", 2;
+  }
+  if (c.manifests.empty()) return explainOnline(c, from, to, port, proto_s);
+  return explainOffline(c, from, to, port, proto);
+}
+
+// ---- policy ----------------------------------------------------------------------
+
+struct PolicyView {
+  std::string access_mode;
+  nlohmann::json entries = nlohmann::json::array();
+  std::map<std::string, uint32_t> identities;
+  std::vector<std::string> diagnostics;
+  size_t meshed_pods = 0;
+};
+
+int printPolicy(const std::string& output, const PolicyView& p) {
+  if (output == "json") {
+    nlohmann::json j{{"policy", p.entries}, {"identities", p.identities}};
+    j["diagnostics"] = p.diagnostics;
     std::cout << j.dump(2) << "\n";
     return 0;
   }
-  std::cout << "access mode " << compile::accessModeName(node.access_mode) << ", "
-            << plan.identities.size() << " identities, " << plan.endpoints.size()
-            << " meshed pods\n";
-  for (const auto& e : entries) {
+  std::cout << "access mode " << p.access_mode << ", " << p.identities.size() << " identities, "
+            << p.meshed_pods << " meshed pods\n";
+  for (const auto& e : p.entries) {
     if (e.contains("enforced")) {
       std::cout << "  enforce  " << e["destination"].get<std::string>() << " (default deny)\n";
     } else {
@@ -164,11 +285,139 @@ int policyCmd(const Common& c, const std::string& node_name) {
                 << e["rule"].get<std::string>() << ")\n";
     }
   }
-  for (const auto& d : plan.diagnostics) std::cout << "  " << d.str() << "\n";
+  for (const auto& d : p.diagnostics) std::cout << "  " << d << "\n";
   return 0;
 }
 
-int statusCmd(const std::string& addr, const std::string& output, bool check) {
+int policyOffline(const Common& c, const std::string& node_name) {
+  model::ClusterState state;
+  compile::NodeConfig node;
+  if (!load(c, &state, &node)) return 2;
+  node.node_name = node_name;
+  compile::Plan plan = compile::compile(state, node);
+  PolicyView v;
+  for (const auto& [k, val] : plan.policy) {
+    nlohmann::json e;
+    e["destination"] = plan.identityName(k.dst_id);
+    if (k.src_id == SMIK_ID_META) {
+      e["enforced"] = (val.flags & SMIK_POL_F_ENFORCED) != 0;
+    } else {
+      e["source"] = plan.identityName(k.src_id);
+      e["proto"] = k.proto == SMIK_PROTO_TCP ? "TCP" : "UDP";
+      e["port"] = k.dport == 0 ? nlohmann::json("*") : nlohmann::json(k.dport);
+      e["trafficTarget"] = plan.rules.at(val.rule_id - 1).traffic_target;
+      e["rule"] = plan.rules.at(val.rule_id - 1).rule;
+    }
+    v.entries.push_back(e);
+  }
+  v.access_mode = compile::accessModeName(node.access_mode);
+  v.identities = plan.identities;
+  for (const auto& d : plan.diagnostics) v.diagnostics.push_back(d.str());
+  v.meshed_pods = plan.endpoints.size();
+  return printPolicy(c.conn.output, v);
+}
+
+int policyOnline(const Common& c, CLI::Option* node_opt) {
+  noteOfflineOnly(c);
+  if (node_opt->count() > 0)
+    std::cerr << "note: --node applies to --manifests only; the agent compiles for its node\n";
+  pb::GetPolicyReply r;
+  grpc::ClientContext ctx;
+  withDeadline(&ctx, 10);
+  grpc::Status st = stub(c.conn)->GetPolicy(&ctx, pb::GetPolicyRequest(), &r);
+  if (!st.ok()) return rpcFailed(c.conn, st);
+  PolicyView v;
+  for (const auto& pe : r.entries()) {
+    nlohmann::json e;
+    e["destination"] = pe.destination();
+    if (pe.source().empty()) {
+      e["enforced"] = pe.enforced();
+    } else {
+      e["source"] = pe.source();
+      e["proto"] = pe.proto();
+      e["port"] = pe.port() == 0 ? nlohmann::json("*") : nlohmann::json(pe.port());
+      e["trafficTarget"] = pe.traffic_target();
+      e["rule"] = pe.rule();
+    }
+    v.entries.push_back(e);
+  }
+  v.access_mode = r.access_mode();
+  v.identities.insert(r.identities().begin(), r.identities().end());
+  v.diagnostics.assign(r.diagnostics().begin(), r.diagnostics().end());
+  v.meshed_pods = r.meshed_pods();
+  return printPolicy(c.conn.output, v);
+}
+
+// ---- status ----------------------------------------------------------------------
+
+// The JSON of the agent's /status, built from the gRPC reply, key for key.
+nlohmann::json statusJson(const pb::StatusReply& s) {
+  auto strings = [](const auto& rep) { return std::vector<std::string>(rep.begin(), rep.end()); };
+  nlohmann::json j;
+  j["ready"] = s.ready();
+  j["node"] = s.node();
+  j["accessMode"] = s.access_mode();
+  j["attachMode"] = s.attach_mode();
+  j["policyGeneration"] = s.policy_generation();
+  j["policyEntries"] = s.policy_entries();
+  j["identities"] = s.identities();
+  j["ipEntries"] = s.ip_entries();
+  j["endpoints"] = strings(s.endpoints());
+  j["rejectedObjectsTotal"] = s.rejected_objects_total();
+  j["rejected"] = strings(s.rejected());
+  j["diagnostics"] = strings(s.diagnostics());
+  j["errors"] = strings(s.errors());
+  j["appliesTotal"] = s.applies_total();
+  j["lastApplyMs"] = s.last_apply_ms();
+  nlohmann::json verdicts = nlohmann::json::object();
+  for (const auto& v : s.verdicts())
+    verdicts[v.reason()] = {{"packets", v.packets()}, {"bytes", v.bytes()}};
+  j["verdicts"] = verdicts;
+  j["services"] = s.services();
+  j["socketPrograms"] = s.socket_programs();
+  j["connect"] = {{"translated", s.connect().translated()},
+                  {"noBackend", s.connect().no_backend()},
+                  {"reversed", s.connect().reversed()},
+                  {"stale", s.connect().stale()}};
+  nlohmann::json edges = nlohmann::json::array();
+  for (const auto& e : s.edges())
+    edges.push_back({{"source", e.source()},
+                     {"destination", e.destination()},
+                     {"proto", e.proto()},
+                     {"port", e.port()},
+                     {"flowsAllowed", e.flows_allowed()},
+                     {"packetsDenied", e.packets_denied()}});
+  j["edges"] = edges;
+  return j;
+}
+
+void printStatus(const nlohmann::json& j) {
+  std::cout << "ready: " << (j["ready"].get<bool>() ? "yes" : "no")
+            << "   node: " << j["node"].get<std::string>()
+            << "   access mode: " << j["accessMode"].get<std::string>()
+            << "   attach: " << j["attachMode"].get<std::string>() << "\n"
+            << "policy generation " << j["policyGeneration"] << ", " << j["policyEntries"]
+            << " entries, " << j["ipEntries"] << " IPs, " << j["identities"] << " identities\n";
+  std::cout << "endpoints:\n";
+  for (const auto& e : j["endpoints"]) std::cout << "  " << e.get<std::string>() << "\n";
+  std::cout << "rejected objects (" << j["rejectedObjectsTotal"] << " since start):\n";
+  for (const auto& e : j["rejected"]) std::cout << "  " << e.get<std::string>() << "\n";
+  std::cout << "verdicts:\n";
+  for (const auto& [k, v] : j["verdicts"].items())
+    std::cout << "  " << k << ": " << v["packets"] << " packets\n";
+  std::cout << "edges (new flows judged by the tc programs):\n";
+  for (const auto& e : j["edges"])
+    std::cout << "  " << e["source"].get<std::string>() << " -> "
+              << e["destination"].get<std::string>() << " " << e["proto"].get<std::string>() << "/"
+              << e["port"] << ": " << e["flowsAllowed"] << " flows allowed, " << e["packetsDenied"]
+              << " packets denied\n";
+  if (!j["diagnostics"].empty()) std::cout << "diagnostics:\n";
+  for (const auto& e : j["diagnostics"]) std::cout << "  " << e.get<std::string>() << "\n";
+}
+
+// The HTTP path, kept for `--http ADDR` (scripts and agents from before the
+// gRPC API).
+int statusHttp(const std::string& addr, const std::string& output, bool check) {
   auto colon = addr.rfind(':');
   httplib::Client cli(addr.substr(0, colon), std::atoi(addr.substr(colon + 1).c_str()));
   cli.set_connection_timeout(2);
@@ -185,28 +434,251 @@ int statusCmd(const std::string& addr, const std::string& output, bool check) {
     std::cout << res->body;
     return 0;
   }
-  auto j = nlohmann::json::parse(res->body);
-  std::cout << "ready: " << (j["ready"].get<bool>() ? "yes" : "no") << "   node: "
-            << j["node"].get<std::string>() << "   access mode: "
-            << j["accessMode"].get<std::string>() << "   attach: "
-            << j["attachMode"].get<std::string>() << "\n"
-            << "policy generation " << j["policyGeneration"] << ", " << j["policyEntries"]
-            << " entries, " << j["ipEntries"] << " IPs, " << j["identities"] << " identities\n";
-  std::cout << "endpoints:\n";
-  for (const auto& e : j["endpoints"]) std::cout << "  " << e.get<std::string>() << "\n";
-  std::cout << "rejected objects (" << j["rejectedObjectsTotal"] << " since start):\n";
-  for (const auto& e : j["rejected"]) std::cout << "  " << e.get<std::string>() << "\n";
-  std::cout << "verdicts:\n";
-  for (const auto& [k, v] : j["verdicts"].items())
-    std::cout << "  " << k << ": " << v["packets"] << " packets\n";
-  std::cout << "edges (new flows judged by the tc programs):\n";
-  for (const auto& e : j["edges"])
-    std::cout << "  " << e["source"].get<std::string>() << " -> "
-              << e["destination"].get<std::string>() << " " << e["proto"].get<std::string>() << "/"
-              << e["port"] << ": " << e["flowsAllowed"] << " flows allowed, "
-              << e["packetsDenied"] << " packets denied\n";
-  if (!j["diagnostics"].empty()) std::cout << "diagnostics:\n";
-  for (const auto& e : j["diagnostics"]) std::cout << "  " << e.get<std::string>() << "\n";
+  printStatus(nlohmann::json::parse(res->body));
+  return 0;
+}
+
+int statusCmd(const Conn& c, bool check) {
+  pb::StatusReply r;
+  grpc::ClientContext ctx;
+  withDeadline(&ctx, check ? 2 : 5);
+  grpc::Status st = stub(c)->Status(&ctx, pb::StatusRequest(), &r);
+  if (check) return st.ok() && r.ready() ? 0 : 1;  // for probes: exit status only
+  if (!st.ok()) return rpcFailed(c, st);
+  nlohmann::json j = statusJson(r);
+  if (c.output == "json") {
+    std::cout << j.dump(2) << "\n";
+    return 0;
+  }
+  printStatus(j);
+  return 0;
+}
+
+// ---- metrics ---------------------------------------------------------------------
+
+// "30s", "5m", "1h30m", "90" (seconds) -> seconds; -1 if malformed.
+int parseWindow(const std::string& s) {
+  if (s.empty()) return -1;
+  long total = 0;
+  size_t i = 0;
+  while (i < s.size()) {
+    size_t j = i;
+    while (j < s.size() && std::isdigit(static_cast<unsigned char>(s[j]))) j++;
+    if (j == i || j - i > 7) return -1;
+    long n = std::stol(s.substr(i, j - i));
+    if (j == s.size()) {
+      if (i != 0) return -1;  // a bare number only on its own
+      total = n;
+      break;
+    }
+    char unit = s[j];
+    long mult = unit == 's' ? 1 : unit == 'm' ? 60 : unit == 'h' ? 3600 : 0;
+    if (mult == 0) return -1;
+    total += n * mult;
+    i = j + 1;
+  }
+  return total > 0 && total < (1L << 30) ? static_cast<int>(total) : -1;
+}
+
+nlohmann::json resourceJson(const pb::Resource& r) {
+  nlohmann::json j = {{"kind", r.kind()}};
+  if (!r.namespace_().empty()) j["namespace"] = r.namespace_();
+  j["name"] = r.name();
+  return j;
+}
+
+std::string resourceName(const pb::Resource& r) {
+  return r.namespace_().empty() ? r.name() : r.namespace_() + "/" + r.name();
+}
+
+// Percent of attempts that were established; NaN when there were none.
+double successRate(const pb::Counts& c) {
+  uint64_t total = c.success() + c.failure();
+  return total == 0 ? NAN : 100.0 * static_cast<double>(c.success()) / static_cast<double>(total);
+}
+
+nlohmann::json countsJson(const pb::Counts& c) {
+  double rate = successRate(c);
+  return {{"success", c.success()},
+          {"failure", c.failure()},
+          {"refused", c.refused()},
+          {"timeout", c.timeout()},
+          {"policy", c.policy()},
+          {"reset", c.reset()},
+          {"successRate", std::isnan(rate) ? nlohmann::json(nullptr) : nlohmann::json(rate)},
+          {"p50Ms", c.p50_ms()},
+          {"p90Ms", c.p90_ms()},
+          {"p99Ms", c.p99_ms()}};
+}
+
+void printTable(const std::vector<std::vector<std::string>>& rows) {
+  std::vector<size_t> width;
+  for (const auto& r : rows)
+    for (size_t i = 0; i < r.size(); i++) {
+      if (width.size() <= i) width.push_back(0);
+      width[i] = std::max(width[i], r[i].size());
+    }
+  for (const auto& r : rows) {
+    std::string line;
+    for (size_t i = 0; i < r.size(); i++) {
+      line += r[i];
+      if (i + 1 < r.size()) line += std::string(width[i] - r[i].size() + 3, ' ');
+    }
+    std::cout << line << "\n";
+  }
+}
+
+int metricsCmd(const Conn& c, const std::string& kind, const std::string& ns,
+               const std::string& name, const std::string& window) {
+  int window_s = parseWindow(window);
+  if (window_s < 0) return std::cerr << "--window wants a duration like 30s, 5m or 1h\n", 2;
+  pb::ListEdgesRequest req;
+  req.set_kind(kind);
+  req.set_namespace_(ns);
+  req.set_name(name);
+  req.set_window_seconds(window_s);
+  pb::ListEdgesReply r;
+  grpc::ClientContext ctx;
+  withDeadline(&ctx, 10);
+  grpc::Status st = stub(c)->ListEdges(&ctx, req, &r);
+  if (!st.ok()) return rpcFailed(c, st);
+
+  if (c.output == "json") {
+    nlohmann::json items = nlohmann::json::array();
+    for (const auto& rm : r.resources()) {
+      nlohmann::json edges = nlohmann::json::array();
+      for (const auto& e : rm.edges())
+        edges.push_back({{"peer", resourceJson(e.peer())},
+                         {"direction", e.direction()},
+                         {"side", e.side()},
+                         {"counts", countsJson(e.counts())}});
+      items.push_back({{"resource", resourceJson(rm.resource())},
+                       {"inbound", countsJson(rm.inbound())},
+                       {"edges", edges}});
+    }
+    std::cout << nlohmann::json{{"windowSeconds", r.window_seconds()},
+                                {"timestampUnixMs", r.timestamp_unix_ms()},
+                                {"resources", items}}
+                     .dump(2)
+              << "\n";
+    return 0;
+  }
+
+  auto ms = [](double v) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, v < 10 ? "%.3f" : "%.1f", v);
+    return std::string(buf);
+  };
+  auto row = [&](const std::string& res, const std::string& peer, const std::string& dir,
+                 const pb::Counts& k) {
+    double rate = successRate(k);
+    char pct[16] = "-";
+    if (!std::isnan(rate)) std::snprintf(pct, sizeof pct, "%.1f%%", rate);
+    bool lat = k.success() > 0;
+    return std::vector<std::string>{res,
+                                    peer,
+                                    dir,
+                                    std::to_string(k.success()),
+                                    std::to_string(k.failure()),
+                                    pct,
+                                    lat ? ms(k.p50_ms()) : "-",
+                                    lat ? ms(k.p90_ms()) : "-",
+                                    lat ? ms(k.p99_ms()) : "-"};
+  };
+  std::vector<std::vector<std::string>> rows = {
+      {"RESOURCE", "PEER", "DIRECTION", "SUCCESS", "FAILURE", "SUCCESS%", "P50", "P90", "P99 ms"}};
+  for (const auto& rm : r.resources()) {
+    std::string res = resourceName(rm.resource());
+    // "*": everything the resource accepted, from any peer (also the node and
+    // the world, which no edge names).
+    rows.push_back(row(res, "*", "from", rm.inbound()));
+    for (const auto& e : rm.edges())
+      rows.push_back(row(res, resourceName(e.peer()), e.direction(), e.counts()));
+  }
+  std::cout << "window " << r.window_seconds() << "s; latency: TCP handshake, ms\n";
+  printTable(rows);
+  return 0;
+}
+
+// ---- events ----------------------------------------------------------------------
+
+std::string eventTime(int64_t unix_ns, bool rfc3339) {
+  std::time_t secs = static_cast<std::time_t>(unix_ns / 1000000000);
+  int64_t frac = unix_ns % 1000000000;
+  std::tm tm{};
+  char buf[64];
+  if (rfc3339) {
+    gmtime_r(&secs, &tm);
+    std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
+    char out[96];
+    std::snprintf(out, sizeof out, "%s.%09lldZ", buf, static_cast<long long>(frac));
+    return out;
+  }
+  localtime_r(&secs, &tm);
+  std::strftime(buf, sizeof buf, "%b %e %H:%M:%S", &tm);
+  char out[96];
+  std::snprintf(out, sizeof out, "%s.%03lld", buf, static_cast<long long>(frac / 1000000));
+  return out;
+}
+
+int eventsCmd(const Conn& c, int count, const std::vector<std::string>& kinds) {
+  pb::WatchRequest req;
+  for (const auto& k : kinds) req.add_kinds(k);
+  grpc::ClientContext ctx;
+  auto reader = stub(c)->WatchEvents(&ctx, req);
+  pb::Event e;
+  int seen = 0;
+  while ((count <= 0 || seen < count) && reader->Read(&e)) {
+    seen++;
+    if (c.output == "json") {
+      nlohmann::json j = {{"time", eventTime(e.time_unix_ns(), true)},
+                          {"kind", e.kind()},
+                          {"reason", e.reason()},
+                          {"client", e.client()},
+                          {"server", e.server()},
+                          {"port", e.port()},
+                          {"proto", e.proto()},
+                          {"suppressed", e.suppressed()}};
+      std::cout << j.dump() << std::endl;  // a line per event, flushed: pipes read it live
+      continue;
+    }
+    std::string line = eventTime(e.time_unix_ns(), false) + ": " + e.client() + " -> " +
+                       e.server() + " " + std::to_string(e.port()) + "/" + e.proto() + " " +
+                       e.kind();
+    if (!e.reason().empty()) line += " (" + e.reason() + ")";
+    if (e.suppressed() > 0) line += ", " + std::to_string(e.suppressed()) + " like it suppressed";
+    std::cout << line << std::endl;
+  }
+  if (count > 0 && seen >= count) {
+    ctx.TryCancel();
+    reader->Finish();
+    return 0;
+  }
+  grpc::Status st = reader->Finish();
+  return st.ok() ? 0 : rpcFailed(c, st);
+}
+
+// ---- map dump --------------------------------------------------------------------
+
+int mapDumpCmd(const Conn& c, const std::string& name) {
+  pb::DumpMapRequest req;
+  req.set_name(name);
+  pb::DumpMapReply r;
+  grpc::ClientContext ctx;
+  withDeadline(&ctx, 30);
+  grpc::Status st = stub(c)->DumpMap(&ctx, req, &r);
+  if (!st.ok()) return rpcFailed(c, st);
+  if (c.output == "json") {
+    nlohmann::json entries = nlohmann::json::array();
+    for (const auto& e : r.entries()) entries.push_back({{"key", e.key()}, {"value", e.value()}});
+    std::cout << nlohmann::json{{"map", r.name()}, {"entries", entries}}.dump(2) << "\n";
+    return 0;
+  }
+  std::cout << r.name() << ": " << r.entries_size() << " entries\n";
+  size_t w = 0;
+  for (const auto& e : r.entries()) w = std::max(w, e.key().size());
+  for (const auto& e : r.entries())
+    std::cout << "  " << e.key() << std::string(w - e.key().size() + 3, ' ') << e.value() << "\n";
   return 0;
 }
 
@@ -223,8 +695,11 @@ int main(int argc, char** argv) {
   auto* explain = app.add_subcommand("explain", "why a connection is allowed or denied");
   addCommon(explain, ec);
   explain->add_option("--from", from, "source pod NS/POD");
-  explain->add_option("--to", to, "destination pod NS/POD, or NS/SERVICE:PORT for where a "
-                                   "connection to that Service goes")->required();
+  explain
+      ->add_option("--to", to,
+                   "destination pod NS/POD, or NS/SERVICE:PORT for where a "
+                   "connection to that Service goes")
+      ->required();
   explain->add_option("--port", port, "destination (pod) port")->check(CLI::Range(1, 65535));
   explain->add_option("--proto", proto, "tcp | udp")->capture_default_str();
 
@@ -232,17 +707,55 @@ int main(int argc, char** argv) {
   std::string node;
   auto* policy = app.add_subcommand("policy", "the compiled policy");
   addCommon(policy, pc);
-  policy->add_option("--node", node, "compile for this node only (default: every pod)");
+  auto* node_opt = policy->add_option(
+      "--node", node, "with --manifests: compile for this node only (default: every pod)");
 
-  std::string http = "127.0.0.1:9464", so = "text";
+  Conn sc;
+  std::string http;
   bool check = false;
   auto* status = app.add_subcommand("status", "a running agent's state");
-  status->add_option("--http", http, "agent address")->capture_default_str();
-  status->add_option("-o,--output", so, "text | json")->capture_default_str();
+  addConn(status, sc);
+  auto* http_opt =
+      status->add_option("--http", http, "ask the agent's HTTP address (host:port) instead");
   status->add_flag("--check", check, "print nothing; exit 0 only if the agent is ready (probes)");
+
+  Conn mc;
+  std::string kind = "pod", mns, mname, window = "30s";
+  auto* metrics = app.add_subcommand(
+      "metrics", "connection success rate and handshake latency per resource and edge");
+  addConn(metrics, mc);
+  metrics->add_option("--kind", kind, "pod | deployment | daemonset | statefulset | namespace")
+      ->capture_default_str();
+  metrics->add_option("-n,--namespace", mns, "only this namespace (default: all)");
+  metrics->add_option("name", mname, "only this resource");
+  metrics->add_option("--window", window, "how far back: 30s, 5m, 1h...")->capture_default_str();
+
+  Conn evc;
+  int count = 0;
+  std::vector<std::string> kinds;
+  auto* events = app.add_subcommand("events", "follow denied, failed and new connections live");
+  addConn(events, evc);
+  events->add_option("--count", count, "exit after N events (default: until Ctrl-C)")
+      ->check(CLI::NonNegativeNumber);
+  events->add_option("--kind", kinds, "only these kinds: policy-deny, connect-failed, new-edge")
+      ->delimiter(',');
+
+  Conn dc;
+  std::string map_name;
+  auto* map = app.add_subcommand("map", "the agent's kernel maps");
+  map->require_subcommand(1);
+  auto* dump = map->add_subcommand("dump", "a map's entries, decoded");
+  addConn(dump, dc);
+  dump->add_option("name", map_name, "policy | ipcache | endpoints | services | edges | conn")
+      ->required();
 
   CLI11_PARSE(app, argc, argv);
   if (explain->parsed()) return explainCmd(ec, from, to, port, proto);
-  if (policy->parsed()) return policyCmd(pc, node);
-  return statusCmd(http, so, check);
+  if (policy->parsed())
+    return pc.manifests.empty() ? policyOnline(pc, node_opt) : policyOffline(pc, node);
+  if (metrics->parsed()) return metricsCmd(mc, kind, mns, mname, window);
+  if (events->parsed()) return eventsCmd(evc, count, kinds);
+  if (dump->parsed()) return mapDumpCmd(dc, map_name);
+  if (http_opt->count() > 0) return statusHttp(http, sc.output, check);
+  return statusCmd(sc, check);
 }

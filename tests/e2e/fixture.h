@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -155,6 +156,9 @@ class E2E : public ::testing::Test {
                                   // socket programs for this bed's pods only
                                   "--cgroup", bed_->cgroupRoot()};
     a.insert(a.end(), extra.begin(), extra.end());
+    // Never the shared default socket: parallel runs would collide on it.
+    if (std::find(extra.begin(), extra.end(), "--grpc") == extra.end())
+      a.insert(a.end(), {"--grpc", "/tmp/" + bed_->prefix() + "-default-agent.sock"});
     return a;
   }
 

@@ -1,0 +1,482 @@
+#include "api/grpc/server.h"
+
+#include <grpcpp/grpcpp.h>
+#include <spdlog/spdlog.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <set>
+
+#include "agent/agent.h"
+#include "agent/compile/explain.h"
+#include "agent/datapath/system.h"
+#include "smik/v1/smik.grpc.pb.h"
+
+namespace smik::api {
+
+namespace pb = ::smik::v1;
+using grpc::ServerContext;
+using grpc::StatusCode;
+
+namespace {
+
+// Same order and names as /status (SMIK_REASON_*).
+const char* const kReasonNames[] = {"forwarded", "policy", "spoofed", "malformed", "unsupported"};
+constexpr int kDefaultWindowS = 30;  // the SMI API's default ?t=
+
+std::string protoText(uint8_t p) {
+  return p == SMIK_PROTO_TCP ? "TCP" : p == SMIK_PROTO_UDP ? "UDP" : std::to_string(p);
+}
+
+compile::Addr addrFrom(uint8_t family, const uint8_t* bytes) {
+  compile::Addr a;
+  a.family = family;
+  std::memcpy(a.bytes.data(), bytes, 16);
+  return a;
+}
+
+void fillStatus(const AgentStatus& s, pb::StatusReply* r) {
+  r->set_ready(s.ready);
+  r->set_node(s.node);
+  r->set_access_mode(s.access_mode);
+  r->set_attach_mode(s.attach_mode);
+  r->set_rejected_objects_total(s.rejected_objects_total);
+  r->set_applies_total(s.applies_total);
+  r->set_apply_errors_total(s.apply_errors_total);
+  r->set_last_apply_ms(s.last_apply_ms);
+  r->set_policy_generation(s.policy_generation);
+  r->set_policy_entries(s.policy_entries);
+  r->set_identities(s.identities);
+  r->set_ip_entries(s.ip_entries);
+  r->set_services(s.services);
+  r->set_socket_programs(s.socket_programs);
+  auto sock = [&](size_t i) { return i < s.sock_stats.size() ? s.sock_stats[i] : 0; };
+  auto* c = r->mutable_connect();
+  c->set_translated(sock(SMIK_SOCK_TRANSLATED));
+  c->set_no_backend(sock(SMIK_SOCK_NO_BACKEND));
+  c->set_reversed(sock(SMIK_SOCK_REVERSED));
+  c->set_stale(sock(SMIK_SOCK_STALE));
+  for (const auto& e : s.endpoints) r->add_endpoints(e);
+  for (const auto& e : s.rejected) r->add_rejected(e);
+  for (const auto& e : s.diagnostics) r->add_diagnostics(e);
+  for (const auto& e : s.errors) r->add_errors(e);
+  for (size_t i = 0; i < s.reasons.size() && i < std::size(kReasonNames); i++) {
+    auto* v = r->add_verdicts();
+    v->set_reason(kReasonNames[i]);
+    v->set_packets(s.reasons[i].packets);
+    v->set_bytes(s.reasons[i].bytes);
+  }
+  for (const auto& e : s.edges) {
+    auto* pe = r->add_edges();
+    pe->set_source(e.source);
+    pe->set_destination(e.destination);
+    pe->set_proto(e.proto);
+    pe->set_port(e.port);
+    pe->set_flows_allowed(e.flows_allowed);
+    pe->set_packets_denied(e.packets_denied);
+  }
+}
+
+bool parseProto(const std::string& s, model::Proto* out) {
+  std::string l = s;
+  std::transform(l.begin(), l.end(), l.begin(), [](unsigned char ch) { return std::tolower(ch); });
+  if (l.empty() || l == "tcp") return (*out = model::Proto::kTcp), true;
+  if (l == "udp") return (*out = model::Proto::kUdp), true;
+  return false;
+}
+
+// "pod", "pods", "Pod"... -> the MetricsView kind; empty if not one with edges.
+std::string metricsKind(std::string k) {
+  std::transform(k.begin(), k.end(), k.begin(), [](unsigned char ch) { return std::tolower(ch); });
+  if (k.empty() || k == "pod" || k == "pods" || k == "po") return "Pod";
+  if (k == "deployment" || k == "deployments" || k == "deploy") return "Deployment";
+  if (k == "daemonset" || k == "daemonsets" || k == "ds") return "DaemonSet";
+  if (k == "statefulset" || k == "statefulsets" || k == "sts") return "StatefulSet";
+  if (k == "namespace" || k == "namespaces" || k == "ns") return "Namespace";
+  return "";
+}
+
+void fillResource(const telemetry::ResourceRef& r, pb::Resource* out) {
+  out->set_kind(r.kind);
+  out->set_namespace_(r.ns);
+  out->set_name(r.name);
+}
+
+// The HTTP API's numbers exactly: latencySource() and latencyQuantity() in
+// smi_metrics.cpp (handshakes, else srtt; whole µs).
+void fillCounts(const telemetry::Counts& c, pb::Counts* out) {
+  out->set_success(c.success);
+  out->set_failure(c.failure());
+  out->set_refused(c.refused);
+  out->set_timeout(c.timeout);
+  out->set_policy(c.policy);
+  out->set_reset(c.reset);
+  const telemetry::Histogram& h = c.handshake_us.count() > 0 ? c.handshake_us : c.srtt_us;
+  auto ms = [&](double q) { return std::floor(h.quantile(q)) / 1000.0; };
+  out->set_p50_ms(ms(0.50));
+  out->set_p90_ms(ms(0.90));
+  out->set_p99_ms(ms(0.99));
+}
+
+}  // namespace
+
+class AgentService final : public pb::Agent::Service {
+ public:
+  explicit AgentService(Agent* agent) : agent_(agent) {}
+  void stopping() { stopping_ = true; }
+
+  grpc::Status Status(ServerContext*, const pb::StatusRequest*, pb::StatusReply* out) override {
+    fillStatus(agent_->status(), out);
+    return grpc::Status::OK;
+  }
+
+  grpc::Status Explain(ServerContext*, const pb::ExplainRequest* req,
+                       pb::ExplainReply* out) override {
+    model::Proto proto;
+    if (!parseProto(req->proto(), &proto))
+      return {StatusCode::INVALID_ARGUMENT, "proto must be tcp or udp, not " + req->proto()};
+    const std::string& to = req->to();
+    model::ClusterState state = agent_->state();
+    compile::NodeConfig node = nodeConfig();
+    std::string err;
+    if (auto colon = to.rfind(':'); colon != std::string::npos) {
+      int port = std::atoi(to.substr(colon + 1).c_str());
+      if (port < 1 || port > 65535)
+        return {StatusCode::INVALID_ARGUMENT, "to NS/SERVICE:PORT wants a port"};
+      std::vector<compile::ServiceExplanation> tables;
+      std::vector<std::string> notes;
+      if (!compile::explainService(state, node, to.substr(0, colon), port, proto, &tables, &notes,
+                                   &err))
+        return {StatusCode::NOT_FOUND, err};
+      for (const auto& t : tables) {
+        auto* st = out->add_services();
+        st->set_cluster_ip(t.vip);
+        st->set_traffic_split(t.split);
+        for (const auto& g : t.groups) {
+          auto* pg = st->add_groups();
+          pg->set_service(g.service);
+          pg->set_weight(g.weight);
+          pg->set_share(g.share);
+          for (const auto& ep : g.endpoints) {
+            auto* pe = pg->add_endpoints();
+            pe->set_pod(ep.pod);
+            pe->set_address(ep.address);
+            pe->set_probability(ep.probability);
+          }
+        }
+      }
+      for (const auto& n : notes) out->add_notes(n);
+      return grpc::Status::OK;
+    }
+    if (req->from().empty() || req->port() < 1 || req->port() > 65535)
+      return {StatusCode::INVALID_ARGUMENT, "to NS/POD needs from NS/POD and a port"};
+    compile::Explanation e;
+    if (!compile::explain(state, node, req->from(), to, static_cast<uint16_t>(req->port()), proto,
+                          &e, &err))
+      return {StatusCode::NOT_FOUND, err};
+    out->set_allowed(e.allowed);
+    out->set_summary(e.summary);
+    out->set_traffic_target(e.traffic_target);
+    out->set_rule(e.rule);
+    for (const auto& d : e.details) out->add_details(d);
+    return grpc::Status::OK;
+  }
+
+  grpc::Status GetPolicy(ServerContext*, const pb::GetPolicyRequest*,
+                         pb::GetPolicyReply* out) override {
+    compile::NodeConfig node = nodeConfig();
+    compile::Plan plan = compile::compile(agent_->state(), node);
+    out->set_node(node.node_name);
+    out->set_access_mode(compile::accessModeName(node.access_mode));
+    for (const auto& [k, v] : plan.policy) {
+      auto* e = out->add_entries();
+      e->set_destination(plan.identityName(k.dst_id));
+      if (k.src_id == SMIK_ID_META) {
+        e->set_enforced((v.flags & SMIK_POL_F_ENFORCED) != 0);
+        continue;
+      }
+      e->set_source(plan.identityName(k.src_id));
+      e->set_proto(protoText(k.proto));
+      e->set_port(k.dport);
+      if (v.rule_id >= 1 && v.rule_id <= plan.rules.size()) {
+        e->set_traffic_target(plan.rules[v.rule_id - 1].traffic_target);
+        e->set_rule(plan.rules[v.rule_id - 1].rule);
+      }
+    }
+    for (const auto& [name, id] : plan.identities) (*out->mutable_identities())[name] = id;
+    for (const auto& d : plan.diagnostics) out->add_diagnostics(d.str());
+    out->set_meshed_pods(plan.endpoints.size());
+    return grpc::Status::OK;
+  }
+
+  grpc::Status ListEdges(ServerContext*, const pb::ListEdgesRequest* req,
+                         pb::ListEdgesReply* out) override {
+    const std::string kind = metricsKind(req->kind());
+    if (kind.empty())
+      return {
+          StatusCode::INVALID_ARGUMENT,
+          "kind must be pod, deployment, daemonset, statefulset or namespace, not " + req->kind()};
+    const telemetry::MetricsView& view = agent_->metrics();
+    const int window = std::clamp<int>(req->window_seconds() == 0
+                                           ? kDefaultWindowS
+                                           : std::min<uint32_t>(req->window_seconds(), 1 << 30),
+                                       1, std::max(1, view.maxWindow()));
+    std::vector<telemetry::ResourceRef> refs;
+    std::string name = req->name();
+    const bool is_ns = kind == "Namespace";
+    // A namespace's metrics are asked with -n NS as often as by name.
+    if (is_ns && name.empty()) name = req->namespace_();
+    if (!name.empty()) {
+      telemetry::ResourceRef r{kind, is_ns ? "" : req->namespace_(), name};
+      if (!view.exists(r))
+        return {StatusCode::NOT_FOUND,
+                kind + " " + (r.ns.empty() ? "" : r.ns + "/") + name + " not found"};
+      refs.push_back(r);
+    } else {
+      refs = view.list(kind, req->namespace_());
+    }
+    out->set_window_seconds(window);
+    out->set_timestamp_unix_ms(
+        std::chrono::duration_cast<std::chrono::milliseconds>(view.now().time_since_epoch())
+            .count());
+    for (const auto& r : refs) {
+      auto* rm = out->add_resources();
+      fillResource(r, rm->mutable_resource());
+      fillCounts(view.inbound(r, window), rm->mutable_inbound());
+      for (const auto& e : view.edges(r, window)) {
+        auto* pe = rm->add_edges();
+        fillResource(e.peer, pe->mutable_peer());
+        const bool client = e.side == telemetry::Side::kClient;
+        pe->set_direction(client ? "to" : "from");
+        pe->set_side(client ? "client" : "server");
+        fillCounts(e.counts, pe->mutable_counts());
+      }
+    }
+    return grpc::Status::OK;
+  }
+
+  grpc::Status WatchEvents(ServerContext* ctx, const pb::WatchRequest* req,
+                           grpc::ServerWriter<pb::Event>* w) override {
+    telemetry::EventHub& hub = agent_->events();
+    const int id = hub.subscribe();
+    // Tells the client it is subscribed: it misses nothing published from now.
+    w->SendInitialMetadata();
+    const std::set<std::string> kinds(req->kinds().begin(), req->kinds().end());
+    telemetry::Event e;
+    bool client_gone = false;
+    // next() times out so a cancelled client or a stopping agent is noticed
+    // even when no event comes.
+    while (!stopping_ && !ctx->IsCancelled()) {
+      if (!hub.next(id, &e, 200)) continue;
+      if (!kinds.empty() && !kinds.count(e.kind)) continue;
+      pb::Event pe;
+      pe.set_time_unix_ns(
+          std::chrono::duration_cast<std::chrono::nanoseconds>(e.time.time_since_epoch()).count());
+      pe.set_kind(e.kind);
+      pe.set_reason(e.reason);
+      pe.set_client(e.client);
+      pe.set_server(e.server);
+      pe.set_port(e.port);
+      pe.set_proto(e.proto);
+      pe.set_suppressed(e.suppressed);
+      if (!w->Write(pe)) {
+        client_gone = true;
+        break;
+      }
+    }
+    hub.unsubscribe(id);
+    if (stopping_ && !client_gone) return {StatusCode::UNAVAILABLE, "the agent is stopping"};
+    return grpc::Status::OK;
+  }
+
+  grpc::Status DumpMap(ServerContext*, const pb::DumpMapRequest* req,
+                       pb::DumpMapReply* out) override {
+    const std::string& name = req->name();
+    maps::Backend& m = agent_->maps();
+    // Kernel ids named through the plan of the current state; ids it does not
+    // know (a previous agent's, mid-change) stay bare numbers.
+    compile::Plan plan = compile::compile(agent_->state(), nodeConfig());
+    auto id = [&](uint32_t i) {
+      std::string n = plan.identityName(i);
+      return n == std::to_string(i) ? n : n + " (" + std::to_string(i) + ")";
+    };
+    auto add = [&](std::string k, std::string v) {
+      auto* e = out->add_entries();
+      e->set_key(std::move(k));
+      e->set_value(std::move(v));
+    };
+    if (name == "policy") {
+      out->set_name(maps::kPolicyMap);
+      maps::KernelState s = m.read();
+      for (const auto& [k, v] : s.policy) {
+        if (k.src_id == SMIK_ID_META) {
+          add("* -> " + id(k.dst_id),
+              (v.flags & SMIK_POL_F_ENFORCED) ? "enforced (default deny)" : "not enforced");
+          continue;
+        }
+        std::string rule = "rule " + std::to_string(v.rule_id);
+        if (v.rule_id >= 1 && v.rule_id <= plan.rules.size())
+          rule += " (" + plan.rules[v.rule_id - 1].traffic_target + ", " +
+                  plan.rules[v.rule_id - 1].rule + ")";
+        add(id(k.src_id) + " -> " + id(k.dst_id) + " " + protoText(k.proto) + "/" +
+                (k.dport == 0 ? "*" : std::to_string(k.dport)),
+            "allow " + rule);
+      }
+    } else if (name == "ipcache") {
+      out->set_name(maps::kIpcacheMap);
+      for (const auto& [a, v] : m.read().ips)
+        add(a.str(), "identity " + id(v.identity) + ((v.flags & SMIK_IP_F_LOCAL) ? " local" : ""));
+    } else if (name == "endpoints") {
+      out->set_name(maps::kEndpointsMap);
+      for (const auto& [ifindex, ep] : m.read().endpoints) {
+        std::string v = "identity " + id(ep.identity) + ", addrs";
+        for (int i = 0; i < ep.naddrs && i < SMIK_ENDPOINT_ADDRS; i++)
+          v += " " + addrFrom(ep.families[i], ep.addrs[i]).str();
+        v += ep.attach == SMIK_EP_ATTACH_TCX      ? ", tcx"
+             : ep.attach == SMIK_EP_ATTACH_CLSACT ? ", clsact"
+                                                  : "";
+        add("ifindex " + std::to_string(ifindex), v);
+      }
+    } else if (name == "services") {
+      out->set_name(maps::kServicesMap);
+      for (const auto& [k, t] : m.read().services) {
+        std::string v = "svc " + std::to_string(t.svc_id);
+        if (t.groups.empty()) v += ", no backend";
+        for (const auto& g : t.groups) {
+          v += "; weight " + std::to_string(g.weight) + ":";
+          for (const auto& b : g.endpoints)
+            v += " " + addrFrom(b.family, b.addr).str() + ":" + std::to_string(b.port);
+        }
+        add(addrFrom(k.family, k.addr).str() + ":" + std::to_string(k.port) + "/" +
+                protoText(k.proto),
+            v);
+      }
+    } else if (name == "edges") {
+      out->set_name(maps::kEdgesMap);
+      for (const auto& e : m.edges())
+        add(id(e.key.src_id) + " -> " + id(e.key.dst_id) + " " + protoText(e.key.proto) + "/" +
+                std::to_string(e.key.dport),
+            "flows_allowed " + std::to_string(e.value.flows_allowed) + ", packets_denied " +
+                std::to_string(e.value.packets_denied) + ", bytes_denied " +
+                std::to_string(e.value.bytes_denied));
+    } else if (name == "conn") {
+      out->set_name(maps::kConnMap);
+      for (const auto& e : m.connEdges()) {
+        const auto& k = e.key;
+        const auto& s = e.stats;
+        std::string key = addrFrom(k.family, k.client).str() + " -> " +
+                          addrFrom(k.family, k.server).str() + " " + std::to_string(k.port) + "/" +
+                          protoText(k.proto);
+        if (k.svc_id) key += " via svc " + std::to_string(k.svc_id);
+        add(key, "client success " + std::to_string(s.client_success) + " refused " +
+                     std::to_string(s.client_refused) + " timeout " +
+                     std::to_string(s.client_timeout) + " policy " +
+                     std::to_string(s.client_policy) + " reset " + std::to_string(s.client_reset) +
+                     "; server success " + std::to_string(s.server_success) + " policy " +
+                     std::to_string(s.server_policy));
+      }
+    } else {
+      return {StatusCode::INVALID_ARGUMENT,
+              "no map " + name + ": policy, ipcache, endpoints, services, edges or conn"};
+    }
+    return grpc::Status::OK;
+  }
+
+ private:
+  // The node configuration the agent compiles with, host addresses included
+  // (reconcile adds them the same way).
+  compile::NodeConfig nodeConfig() const {
+    compile::NodeConfig node = agent_->nodeConfig();
+    node.host_addrs = datapath::hostAddresses();
+    return node;
+  }
+
+  Agent* agent_;
+  std::atomic<bool> stopping_{false};
+};
+
+namespace {
+
+// True if a process accepts connections on the unix socket at path.
+bool socketAnswers(const std::string& path) {
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  sockaddr_un sa{};
+  sa.sun_family = AF_UNIX;
+  std::strncpy(sa.sun_path, path.c_str(), sizeof sa.sun_path - 1);
+  bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0;
+  ::close(fd);
+  return ok;
+}
+
+}  // namespace
+
+GrpcServer::GrpcServer() = default;
+GrpcServer::~GrpcServer() { stop(); }
+
+bool GrpcServer::start(const std::string& socket_path, Agent* agent, std::string* err) {
+  in_use_ = false;
+  if (socket_path.empty() || socket_path.size() >= sizeof(sockaddr_un{}.sun_path))
+    return (*err = "--grpc: a socket path of 1 to 107 characters, got '" + socket_path + "'"),
+           false;
+  std::error_code ec;
+  auto parent = std::filesystem::path(socket_path).parent_path();
+  if (!parent.empty() && !std::filesystem::create_directories(parent, ec) && ec)
+    return (*err = "cannot create " + parent.string() + ": " + ec.message()), false;
+  struct stat st {};
+  if (::lstat(socket_path.c_str(), &st) == 0) {
+    if (!S_ISSOCK(st.st_mode))
+      return (*err = socket_path + " exists and is not a socket: not replacing it"), false;
+    if (socketAnswers(socket_path)) {
+      in_use_ = true;
+      return (*err = "another process serves " + socket_path), false;
+    }
+    ::unlink(socket_path.c_str());  // left by an agent that did not exit cleanly
+  }
+
+  service_ = std::make_unique<AgentService>(agent);
+  grpc::ServerBuilder b;
+  b.AddListeningPort("unix:" + socket_path, grpc::InsecureServerCredentials());
+  b.RegisterService(service_.get());
+  // The socket is born 0600: no other user can connect between bind and chmod.
+  mode_t old_mask = ::umask(0177);
+  server_ = b.BuildAndStart();
+  ::umask(old_mask);
+  if (!server_ || ::lstat(socket_path.c_str(), &st) != 0) {
+    server_.reset();
+    service_.reset();
+    return (*err = "cannot listen on unix:" + socket_path), false;
+  }
+  path_ = socket_path;
+  inode_ = st.st_ino;
+  if (::chmod(socket_path.c_str(), 0600) != 0) {
+    *err = "chmod 0600 " + socket_path + ": " + std::strerror(errno);
+    stop();
+    return false;
+  }
+  return true;
+}
+
+void GrpcServer::stop() {
+  if (!server_) return;
+  service_->stopping();
+  // Event streams notice `stopping` within 200 ms; the deadline only bounds
+  // a handler stuck in a write to a client that stopped reading.
+  server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  server_.reset();
+  service_.reset();
+  struct stat st {};
+  // Only our own socket: a later agent may already have replaced it.
+  if (!path_.empty() && ::lstat(path_.c_str(), &st) == 0 && st.st_ino == inode_)
+    ::unlink(path_.c_str());
+  path_.clear();
+}
+
+}  // namespace smik::api

@@ -1,0 +1,137 @@
+// The telemetry store: cumulative kernel reads become per-interval deltas,
+// attributed to pods and their owners, summed over windows.
+#include <gtest/gtest.h>
+
+#include <cstring>
+
+#include "agent/model/parse.h"
+#include "agent/telemetry/store.h"
+
+namespace smik::telemetry {
+namespace {
+
+using Clock = std::chrono::system_clock;
+
+model::ClusterState parse(const std::string& yaml) {
+  auto r = model::parseManifests(yaml, "test.yaml");
+  EXPECT_TRUE(r.errors.empty()) << (r.errors.empty() ? "" : r.errors[0].str());
+  model::ClusterState s;
+  for (const auto& o : r.objects) s.add(o);
+  return s;
+}
+
+const char* kTopology = R"(
+apiVersion: apps/v1
+kind: ReplicaSet
+metadata: {name: web-1a, namespace: shop, ownerReferences: [{kind: Deployment, name: web, controller: true}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web-1a-x, namespace: shop, ownerReferences: [{kind: ReplicaSet, name: web-1a, controller: true}]}
+status: {phase: Running, podIP: 10.0.0.1}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: db-0, namespace: data, ownerReferences: [{kind: StatefulSet, name: db, controller: true}]}
+status: {phase: Running, podIP: 10.0.0.2}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: cache-2b-y, namespace: shop, labels: {pod-template-hash: 2b}, ownerReferences: [{kind: ReplicaSet, name: cache-2b, controller: true}]}
+status: {phase: Running, podIP: 10.0.0.3}
+)";
+
+maps::ConnEdge edge(const char* client, const char* server, uint64_t ok, uint64_t refused,
+                    uint64_t server_ok) {
+  maps::ConnEdge e;
+  e.key.family = SMIK_AF_INET;
+  e.key.proto = SMIK_PROTO_TCP;
+  e.key.port = 5432;
+  compile::Addr a;
+  compile::parseAddr(client, &a);
+  std::memcpy(e.key.client, a.bytes.data(), 16);
+  compile::parseAddr(server, &a);
+  std::memcpy(e.key.server, a.bytes.data(), 16);
+  e.stats.client_success = ok;
+  e.stats.client_refused = refused;
+  e.stats.server_success = server_ok;
+  e.stats.handshake_us[smik_hist_bucket(200)] = ok;
+  return e;
+}
+
+class StoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override { store.setTopology(parse(kTopology), compile::Plan{}); }
+  void at(int second, std::vector<maps::ConnEdge> read) {
+    store.sample(read, t0 + std::chrono::seconds(second));
+  }
+  Store store{600};
+  Clock::time_point t0 = Clock::now();
+};
+
+TEST_F(StoreTest, CumulativeReadsBecomeWindowedDeltas) {
+  at(0, {edge("10.0.0.1", "10.0.0.2", 10, 1, 10)});  // history before the window
+  at(10, {edge("10.0.0.1", "10.0.0.2", 15, 1, 15)});
+  at(20, {edge("10.0.0.1", "10.0.0.2", 22, 3, 22)});
+  ResourceRef web{"Pod", "shop", "web-1a-x"};
+  // An interval counts when it ends inside the window (reads are 1 s apart
+  // in the agent; 10 s here to make the arithmetic plain).
+  auto e = store.edges(web, 5);
+  ASSERT_EQ(e.size(), 1u);
+  EXPECT_EQ(e[0].peer, (ResourceRef{"Pod", "data", "db-0"}));
+  EXPECT_EQ(e[0].side, Side::kClient);
+  EXPECT_EQ(e[0].counts.success, 7u) << "only the interval ending at 20 s";
+  EXPECT_EQ(e[0].counts.refused, 2u);
+  EXPECT_EQ(store.edges(web, 15)[0].counts.success, 12u);
+  EXPECT_EQ(store.edges(web, 60)[0].counts.success, 22u) << "the first read counts from zero";
+  EXPECT_NEAR(e[0].counts.handshake_us.quantile(0.5), 200, 200 * 0.05);
+}
+
+TEST_F(StoreTest, ServerSideAndResourceTotals) {
+  at(1, {edge("10.0.0.1", "10.0.0.2", 4, 2, 4)});
+  ResourceRef db{"Pod", "data", "db-0"};
+  auto e = store.edges(db, 30);
+  ASSERT_EQ(e.size(), 1u);
+  EXPECT_EQ(e[0].side, Side::kServer);
+  EXPECT_EQ(e[0].peer.name, "web-1a-x");
+  EXPECT_EQ(e[0].counts.success, 4u);
+  EXPECT_EQ(e[0].counts.refused, 2u) << "a refusal is the server's answer";
+  EXPECT_EQ(store.inbound(db, 30).success, 4u);
+  EXPECT_EQ(store.inbound({"Pod", "shop", "web-1a-x"}, 30).success, 0u);
+}
+
+TEST_F(StoreTest, OwnersAndNamespaces) {
+  at(1, {edge("10.0.0.1", "10.0.0.2", 3, 0, 3), edge("10.0.0.3", "10.0.0.2", 5, 0, 5)});
+  EXPECT_EQ(store.ownerOf("shop/web-1a-x", "Deployment"), (ResourceRef{"Deployment", "shop", "web"}));
+  EXPECT_EQ(store.ownerOf("shop/cache-2b-y", "Deployment"), (ResourceRef{"Deployment", "shop", "cache"}))
+      << "no ReplicaSet object: its name minus the pod-template-hash";
+  EXPECT_EQ(store.ownerOf("data/db-0", "StatefulSet"), (ResourceRef{"StatefulSet", "data", "db"}));
+  EXPECT_TRUE(store.ownerOf("data/db-0", "Deployment").name.empty());
+  auto deployments = store.list("Deployment", "shop");
+  EXPECT_EQ(deployments.size(), 2u);
+  EXPECT_EQ(store.inbound({"StatefulSet", "data", "db"}, 30).success, 8u);
+  auto ns = store.edges({"Namespace", "", "shop"}, 30);
+  ASSERT_EQ(ns.size(), 1u);
+  EXPECT_EQ(ns[0].peer, (ResourceRef{"Namespace", "", "data"}));
+  EXPECT_EQ(ns[0].counts.success, 8u);
+  EXPECT_TRUE(store.edges({"Deployment", "shop", "web"}, 30).empty())
+      << "a Deployment's peers are Deployments; db-0 has none";
+}
+
+TEST_F(StoreTest, AnIpReusedLaterNeverInheritsHistory) {
+  at(1, {edge("10.0.0.1", "10.0.0.2", 3, 0, 3)});
+  // 10.0.0.1 now belongs to another pod: later deltas are its, earlier ones not.
+  store.setTopology(parse(R"(
+apiVersion: v1
+kind: Pod
+metadata: {name: newcomer, namespace: shop}
+status: {phase: Running, podIP: 10.0.0.1}
+)"), compile::Plan{});
+  at(2, {edge("10.0.0.1", "10.0.0.2", 4, 0, 4)});
+  EXPECT_EQ(store.inbound({"Pod", "shop", "newcomer"}, 30).success, 0u);
+  auto e = store.edges({"Pod", "shop", "newcomer"}, 30);
+  ASSERT_EQ(e.size(), 0u) << "its peer db-0 is no longer known in this topology";
+}
+
+}  // namespace
+}  // namespace smik::telemetry
