@@ -14,7 +14,6 @@
 #include <bpf/bpf_helpers.h>
 
 #include "smik_abi.h"
-#include "telemetry.bpf.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -159,11 +158,6 @@ static __always_inline int translate(struct bpf_sock_addr *ctx, __u8 family) {
   __builtin_memcpy(rv.addr, key.addr, 16);
   bpf_map_update_elem(&smik_revnat, &rk, &rv, BPF_ANY);
 
-  if (key.proto == IPPROTO_TCP) {
-    __u32 *dialled = bpf_sk_storage_get(&smik_sk_svc, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-    if (dialled)
-      *dialled = svc->svc_id;
-  }
   set_ctx_addr(ctx, family, be->addr, be->port);
   bump(SMIK_SOCK_TRANSLATED);
   return 1;

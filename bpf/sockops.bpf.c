@@ -22,21 +22,15 @@ char LICENSE[] SEC("license") = "GPL";
 #define TCP_CLOSE_ 7
 #define ECONNREFUSED_ 111
 
-/* Per socket: when connect() started and how it is going. */
-struct sk_tel {
-  __u64 t_connect;
-  __u32 rto;
-  __u8 active;
-  __u8 established;
-  __u8 pad[2];
-};
-
+/* The reverse translation sock_lb wrote at connect(): which service this
+ * socket dialled. Pinned by sock_lb; declared here to read it. */
 struct {
-  __uint(type, BPF_MAP_TYPE_SK_STORAGE);
-  __uint(map_flags, BPF_F_NO_PREALLOC);
-  __type(key, int);
-  __type(value, struct sk_tel);
-} smik_sk_tel SEC(".maps");
+  __uint(type, BPF_MAP_TYPE_LRU_HASH);
+  __uint(max_entries, SMIK_MAX_REVNAT);
+  __type(key, struct smik_revnat_key);
+  __type(value, struct smik_revnat_value);
+  __uint(pinning, LIBBPF_PIN_BY_NAME);
+} smik_revnat SEC(".maps");
 
 /* The edge of this socket: the active side is the client. */
 static __always_inline int edge_of(struct bpf_sock_ops *skops, int active,
@@ -65,13 +59,12 @@ static __always_inline int edge_of(struct bpf_sock_ops *skops, int active,
   /* remote_port: be16 in the upper half; local_port: host order (E12) */
   k->port = active ? bpf_ntohl(skops->remote_port) : skops->local_port;
   if (active) {
-    /* the verifier wants the pointer it saw checked, not a fresh load */
-    struct bpf_sock *sk = skops->sk;
-    if (sk) {
-      __u32 *dialled = bpf_sk_storage_get(&smik_sk_svc, sk, 0, 0);
-      if (dialled)
-        k->svc_id = *dialled;
-    }
+    struct smik_revnat_key rk = {.cookie = bpf_get_socket_cookie(skops), .port = k->port,
+                                 .family = k->family};
+    __builtin_memcpy(rk.addr, k->server, 16);
+    struct smik_revnat_value *rv = bpf_map_lookup_elem(&smik_revnat, &rk);
+    if (rv)
+      k->svc_id = rv->svc_id;
   }
   return 1;
 }
@@ -97,7 +90,7 @@ static __always_inline int refused(struct bpf_sock_ops *skops) {
   return BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.sk_err) == ECONNREFUSED_;
 }
 
-static __always_inline void on_failed_connect(struct bpf_sock_ops *skops, struct sk_tel *t) {
+static __always_inline void on_failed_connect(struct bpf_sock_ops *skops) {
   struct smik_conn_key k = {};
   if (!edge_of(skops, 1, &k))
     return;
@@ -118,12 +111,22 @@ static __always_inline void on_failed_connect(struct bpf_sock_ops *skops, struct
     s->client_timeout++; /* SYNs unanswered, or the client gave up waiting */
     reason = SMIK_FAIL_TIMEOUT;
   }
-  (void)t;
   emit_event(&k, SMIK_EV_CONN_FAILED, reason);
 }
 
-static __always_inline void on_established(struct bpf_sock_ops *skops, int active,
-                                           struct sk_tel *t) {
+/* connect() -> ESTABLISHED without any per-socket state (socket storage or a
+ * map entry per connect() cost 3-5% of the connection rate, bench/README.md):
+ * the SYN's RTT sample is the handshake; a retransmitted SYN gives no sample
+ * (Karn), and then the initial RTO (1 s, doubling) is what the client waited. */
+static __always_inline __u64 handshake_us(struct bpf_sock_ops *skops) {
+  __u64 us = skops->srtt_us >> 3;
+  __u32 retries = skops->total_retrans;
+  if (retries)
+    us += ((1ULL << (retries > 6 ? 6 : retries)) - 1) * 1000000ULL;
+  return us;
+}
+
+static __always_inline void on_established(struct bpf_sock_ops *skops, int active) {
   struct smik_conn_key k = {};
   if (!edge_of(skops, active, &k))
     return;
@@ -132,8 +135,7 @@ static __always_inline void on_established(struct bpf_sock_ops *skops, int activ
     return;
   if (active) {
     s->client_success++;
-    if (t && t->t_connect)
-      hist_add(s->handshake_us, (bpf_ktime_get_ns() - t->t_connect) / 1000);
+    hist_add(s->handshake_us, handshake_us(skops));
   } else {
     s->server_success++;
   }
@@ -150,40 +152,22 @@ int smik_sockops(struct bpf_sock_ops *skops) {
   if (!sk)
     return 1;
   switch (skops->op) {
-    case BPF_SOCK_OPS_TCP_CONNECT_CB: {
-      struct sk_tel *t = bpf_sk_storage_get(&smik_sk_tel, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-      if (t) {
-        t->t_connect = bpf_ktime_get_ns();
-        t->active = 1;
-      }
-      /* state and RTO callbacks for this socket only: no per-packet cost */
-      bpf_sock_ops_cb_flags_set(skops, BPF_SOCK_OPS_STATE_CB_FLAG | BPF_SOCK_OPS_RTO_CB_FLAG);
+    case BPF_SOCK_OPS_TCP_CONNECT_CB:
+      /* state callbacks for this socket only: no per-packet cost */
+      bpf_sock_ops_cb_flags_set(skops, BPF_SOCK_OPS_STATE_CB_FLAG);
       break;
-    }
-    case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB: {
-      struct sk_tel *t = bpf_sk_storage_get(&smik_sk_tel, sk, 0, 0);
-      if (t)
-        t->established = 1;
-      on_established(skops, 1, t);
+    case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
+      on_established(skops, 1);
       break;
-    }
     case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
-      on_established(skops, 0, 0);
+      on_established(skops, 0);
       break;
-    case BPF_SOCK_OPS_RTO_CB: {
-      struct sk_tel *t = bpf_sk_storage_get(&smik_sk_tel, sk, 0, 0);
-      if (t)
-        t->rto++;
-      break;
-    }
     case BPF_SOCK_OPS_STATE_CB: {
+      /* only client sockets asked for state callbacks (at connect) */
       if (skops->args[1] != TCP_CLOSE_)
         break;
-      struct sk_tel *t = bpf_sk_storage_get(&smik_sk_tel, sk, 0, 0);
-      if (!t || !t->active)
-        break;
-      if (skops->args[0] == TCP_SYN_SENT_ && !t->established) {
-        on_failed_connect(skops, t);
+      if (skops->args[0] == TCP_SYN_SENT_) {
+        on_failed_connect(skops);
       } else if (skops->args[0] == TCP_ESTABLISHED_) {
         /* straight from ESTABLISHED to CLOSE: reset, not a graceful close */
         struct smik_conn_key k = {};
@@ -193,7 +177,6 @@ int smik_sockops(struct bpf_sock_ops *skops) {
             s->client_reset++;
         }
       }
-      t->active = 0; /* count once */
       break;
     }
   }

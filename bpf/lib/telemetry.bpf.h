@@ -60,16 +60,6 @@ struct {
   __uint(pinning, LIBBPF_PIN_BY_NAME);
 } smik_ev_limits SEC(".maps");
 
-/* Per socket, written at connect(): the service table it was translated by,
- * so its telemetry edge can say which TrafficSplit backend it went to. */
-struct {
-  __uint(type, BPF_MAP_TYPE_SK_STORAGE);
-  __uint(map_flags, BPF_F_NO_PREALLOC);
-  __type(key, int);
-  __type(value, __u32);
-  __uint(pinning, LIBBPF_PIN_BY_NAME);
-} smik_sk_svc SEC(".maps");
-
 static __always_inline struct smik_conn_stats *conn_stats(const struct smik_conn_key *k) {
   struct smik_conn_stats *s = bpf_map_lookup_elem(&smik_conn, k);
   if (s)
