@@ -14,6 +14,7 @@
 #include <bpf/bpf_helpers.h>
 
 #include "smik_abi.h"
+#include "revnat.bpf.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -36,15 +37,6 @@ struct {
   __type(value, struct smik_backend);
   __uint(pinning, LIBBPF_PIN_BY_NAME);
 } smik_backends SEC(".maps");
-
-/* {socket, backend} -> the service address it dialled. */
-struct {
-  __uint(type, BPF_MAP_TYPE_LRU_HASH);
-  __uint(max_entries, SMIK_MAX_REVNAT);
-  __type(key, struct smik_revnat_key);
-  __type(value, struct smik_revnat_value);
-  __uint(pinning, LIBBPF_PIN_BY_NAME);
-} smik_revnat SEC(".maps");
 
 struct {
   __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

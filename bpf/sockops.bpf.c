@@ -11,6 +11,7 @@
 #include <bpf/bpf_helpers.h>
 
 #include "smik_abi.h"
+#include "revnat.bpf.h"
 #include "telemetry.bpf.h"
 
 char LICENSE[] SEC("license") = "GPL";
@@ -21,16 +22,6 @@ char LICENSE[] SEC("license") = "GPL";
 #define TCP_SYN_SENT_ 2
 #define TCP_CLOSE_ 7
 #define ECONNREFUSED_ 111
-
-/* The reverse translation sock_lb wrote at connect(): which service this
- * socket dialled. Pinned by sock_lb; declared here to read it. */
-struct {
-  __uint(type, BPF_MAP_TYPE_LRU_HASH);
-  __uint(max_entries, SMIK_MAX_REVNAT);
-  __type(key, struct smik_revnat_key);
-  __type(value, struct smik_revnat_value);
-  __uint(pinning, LIBBPF_PIN_BY_NAME);
-} smik_revnat SEC(".maps");
 
 /* The edge of this socket: the active side is the client. */
 static __always_inline int edge_of(struct bpf_sock_ops *skops, int active,
