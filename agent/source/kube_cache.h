@@ -1,0 +1,52 @@
+// The reflectors' stores combined into the model the compiler reads. Every
+// object is parsed by the same code as manifest files, so a cluster and a
+// directory of manifests mean exactly the same thing to smik.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "agent/model/objects.h"
+#include "agent/model/parse.h"
+#include "agent/source/kube_reflector.h"
+
+namespace smik::kube {
+
+// The collections smik reads, at the versions it understands best.
+std::vector<Resource> smikResources();
+
+class KubeCache {
+ public:
+  // Feed from Reflector::OnEvent; thread-safe (one reflector thread each).
+  void apply(Reflector::Event event, const std::string& key, const nlohmann::json& object);
+  Reflector::OnEvent sink() {
+    return [this](Reflector::Event e, const std::string& key, const nlohmann::json& o) {
+      apply(e, key, o);
+    };
+  }
+
+  model::ClusterState state() const;
+  // Objects the cluster has but smik rejects now, with ns/name and reason.
+  std::vector<model::ParseError> errors() const;
+  // Changes on every applied event that changed something.
+  uint64_t generation() const;
+  // Newly rejected objects since start (a rejected object counts once per change).
+  uint64_t rejectedTotal() const;
+
+ private:
+  struct Entry {
+    std::optional<model::Object> object;  // nullopt: rejected or ignored kind
+    std::optional<model::ParseError> error;
+  };
+  mutable std::mutex mu_;
+  std::map<std::string, Entry> entries_;  // "apiVersion Kind ns/name"
+  uint64_t generation_ = 0;
+  uint64_t rejected_total_ = 0;
+};
+
+}  // namespace smik::kube

@@ -1,0 +1,81 @@
+// GET against the Kubernetes API over libcurl: JSON only, bearer token or
+// client certificate, CA verification on unless the config says otherwise,
+// bodies streamed to a callback in whatever pieces the network delivers.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "agent/source/kube_config.h"
+
+namespace smik::kube {
+
+// Aborts the requests it is passed to, now and later: for clean shutdown of
+// a watch that may otherwise wait minutes for its next byte.
+class Cancel {
+ public:
+  void cancel();
+  bool cancelled() const { return cancelled_.load(); }
+
+ private:
+  friend class HttpClient;
+  void attach(void* multi);
+  void detach(void* multi);
+  std::atomic<bool> cancelled_{false};
+  std::mutex mu_;
+  std::vector<void*> active_;  // CURLM* being polled; woken on cancel
+};
+
+struct HttpTimeouts {
+  // Generous on purpose: an API server under load answers slowly, and a
+  // tight deadline turns slowness into a retry storm.
+  std::chrono::milliseconds connect{10'000};
+  std::chrono::milliseconds request{30'000};  // a whole non-watch request
+};
+
+struct HttpResponse {
+  long status = 0;  // 0: no HTTP response arrived
+  // Non-empty: the request failed, even if a status arrived first (a watch
+  // whose connection broke mid-body).
+  std::string error;
+  bool cancelled = false;
+  bool stopped = false;                        // the body callback asked to stop reading
+  std::map<std::string, std::string> headers;  // names lower-cased
+  std::string body;                            // non-2xx bodies only (a Status), capped at 64 KiB
+};
+
+class HttpClient {
+ public:
+  HttpClient(KubeConfig config, HttpTimeouts timeouts = {});
+  ~HttpClient();
+  HttpClient(const HttpClient&) = delete;
+  HttpClient& operator=(const HttpClient&) = delete;
+
+  // Receives the 2xx body in arbitrary pieces; false stops the transfer.
+  using OnData = std::function<bool(std::string_view)>;
+
+  // `path` starts with '/' and carries its query. `timeout` bounds the whole
+  // request (a watch passes its timeoutSeconds plus slack); zero: the
+  // configured request timeout. A 401 with a file token re-reads the token
+  // and retries once (bound tokens rotate under a long-running agent).
+  HttpResponse get(const std::string& path, const OnData& on_data, Cancel& cancel,
+                   std::chrono::milliseconds timeout = std::chrono::milliseconds(0));
+
+  const KubeConfig& config() const { return config_; }
+
+ private:
+  HttpResponse getOnce(const std::string& path, const OnData& on_data, Cancel& cancel,
+                       std::chrono::milliseconds timeout);
+  KubeConfig config_;
+  HttpTimeouts timeouts_;
+  TokenSource tokens_;
+};
+
+}  // namespace smik::kube

@@ -1,0 +1,156 @@
+// One Kubernetes collection mirrored in memory, the way client-go's Reflector
+// does it: LIST (paged), then WATCH from the list's resourceVersion, re-watch
+// from the last seen version when a watch ends, relist only when the server
+// says that version is gone (410), back off on everything else.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <random>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "agent/source/kube_http.h"
+
+namespace smik::kube {
+
+// A collection to mirror. Built-in kinds' list items carry no kind and
+// apiVersion; the reflector fills them in from here.
+struct Resource {
+  std::string api_version;     // "v1", "discovery.k8s.io/v1", "split.smi-spec.io/v1alpha4"
+  std::string kind;            // "Pod"
+  std::string plural;          // "pods"
+  std::string field_selector;  // optional, e.g. "spec.nodeName=node-1"
+
+  // "/api/v1/pods", "/apis/discovery.k8s.io/v1/endpointslices": every namespace.
+  std::string path() const;
+  std::string str() const { return kind + "." + api_version; }
+};
+
+// Splits a watch body into events: one JSON document per line, whatever the
+// chunk boundaries. The tail of an incomplete line waits for the next piece.
+class LineFramer {
+ public:
+  // Calls on_line for every complete, non-blank line; stops early (and
+  // returns false) when on_line returns false.
+  bool feed(std::string_view chunk, const std::function<bool(std::string_view)>& on_line);
+  size_t pending() const { return buf_.size(); }
+
+ private:
+  std::string buf_;
+};
+
+struct ReflectorConfig {
+  int page_size = 500;  // client-go's pager default
+  // Watch lifetime asked of the server, random in [min, max] so that many
+  // agents do not reconnect in step (client-go: 5..10 minutes).
+  std::chrono::seconds watch_timeout_min{300};
+  std::chrono::seconds watch_timeout_max{600};
+  // Client-side deadline beyond timeoutSeconds: the server's own close is
+  // the normal end; ours only catches a server that never closes.
+  std::chrono::seconds watch_slack{30};
+  // Retry delays after failures: doubling from initial to max, each
+  // stretched by up to `jitter` of itself.
+  std::chrono::milliseconds backoff_initial{800};
+  std::chrono::milliseconds backoff_max{30'000};
+  double jitter = 1.0;
+  // A server's Retry-After is honoured up to this much.
+  std::chrono::milliseconds retry_after_max{60'000};
+  // A collection the server does not serve (CRD not installed): check again
+  // this often. Slow: it is not an error to fix by hammering.
+  std::chrono::milliseconds not_served_retry{60'000};
+  // A watch that ends sooner than this without delivering anything counts
+  // as a failure; otherwise a server that closes at once is a hot loop.
+  std::chrono::milliseconds min_watch_duration{1'000};
+  uint64_t seed = 0;  // 0: random
+};
+
+// What the reflector is doing, for status pages and tests.
+struct ReflectorStatus {
+  bool synced = false;           // one complete list has been applied
+  bool not_served = false;       // last attempt got 404
+  std::string last_error;        // empty after a success
+  std::string resource_version;  // last one seen (list, event or bookmark)
+  uint64_t lists = 0;            // complete lists applied
+  uint64_t watches = 0;          // watch requests started
+  uint64_t failures = 0;         // requests that ended in backoff
+};
+
+class Reflector {
+ public:
+  enum class Event { kUpsert, kDelete };
+  // key is "ns/name" ("name" for cluster-scoped objects); `object` carries
+  // kind and apiVersion. Called from the reflector's thread (run()).
+  using OnEvent = std::function<void(Event, const std::string& key, const nlohmann::json& object)>;
+  // Called after each complete list has been applied (synthetic deletes
+  // included): the store now matches the server at some version.
+  using OnSynced = std::function<void()>;
+
+  Reflector(HttpClient& http, Resource resource, ReflectorConfig config, OnEvent on_event,
+            OnSynced on_synced = nullptr);
+
+  // Runs until stop(); blocking. Never throws for server or network trouble.
+  void run();
+  // From any thread: aborts the request in flight and makes run() return.
+  void stop();
+
+  ReflectorStatus status() const;
+  // The current objects by key.
+  std::map<std::string, nlohmann::json> snapshot() const;
+  const Resource& resource() const { return resource_; }
+
+  static std::string keyOf(const nlohmann::json& object);
+
+ private:
+  enum class Outcome { kOk, kRelist, kFailed, kNotServed, kStopped };
+  struct Failure {
+    Outcome outcome = Outcome::kOk;
+    std::string error;
+    std::optional<std::chrono::milliseconds> retry_after;
+  };
+
+  Failure list();
+  Failure watch();
+  Failure classify(const HttpResponse& r, const char* what);
+  // One watch event; sets *out to stop reading the stream.
+  bool handleEvent(std::string_view line, Failure* out, bool* saw_event);
+  void applyList(std::map<std::string, nlohmann::json> items, const std::string& rv);
+  void upsert(const std::string& key, nlohmann::json object);
+  void remove(const std::string& key, const nlohmann::json& last);
+  void normalise(nlohmann::json* object) const;
+  std::chrono::milliseconds nextBackoff();
+  // Sleeps unless stopped first; false if stopped.
+  bool sleepFor(std::chrono::milliseconds d);
+  void setError(const std::string& e);
+  void recordFailure(const std::string& error, bool not_served);
+  bool stopping() const;
+
+  HttpClient& http_;
+  const Resource resource_;
+  const ReflectorConfig config_;
+  OnEvent on_event_;
+  OnSynced on_synced_;
+  Cancel cancel_;
+
+  mutable std::mutex mu_;
+  std::condition_variable stop_cv_;
+  bool stopping_ = false;
+  std::map<std::string, nlohmann::json> store_;
+  ReflectorStatus status_;
+
+  // run()'s thread only.
+  std::string rv_;                  // last synced resourceVersion: where the next watch starts
+  bool progressed_ = false;         // the last watch delivered at least one event
+  bool consistent_relist_ = false;  // after a 410: list at "latest", not from cache
+  std::chrono::milliseconds backoff_{0};
+  std::mt19937_64 rng_;
+};
+
+}  // namespace smik::kube

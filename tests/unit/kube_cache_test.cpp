@@ -1,0 +1,101 @@
+// KubeCache: reflector events to the model the compiler reads, rejected
+// objects reported by ns/name like the manifest source does.
+#include "agent/source/kube_cache.h"
+
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+#include <set>
+#include <string>
+
+namespace smik::kube {
+namespace {
+
+using json = nlohmann::json;
+using Event = Reflector::Event;
+
+json object(const std::string& api_version, const std::string& kind, const std::string& name,
+            json extra = json::object()) {
+  json o = {{"apiVersion", api_version},
+            {"kind", kind},
+            {"metadata", {{"name", name}, {"namespace", "prod"}, {"resourceVersion", "7"}}}};
+  o.update(extra);
+  return o;
+}
+
+json pod(const std::string& name, const std::string& ip) {
+  return object("v1", "Pod", name,
+                {{"spec", {{"serviceAccountName", "web"}}}, {"status", {{"podIP", ip}}}});
+}
+
+TEST(KubeCache, UpsertsBecomeModelObjects) {
+  KubeCache cache;
+  cache.apply(Event::kUpsert, "prod/a", pod("a", "10.0.0.1"));
+  cache.apply(Event::kUpsert, "prod/a",
+              object("v1", "Service", "a", {{"spec", {{"clusterIP", "10.96.0.10"}}}}));
+  cache.apply(Event::kUpsert, "prod/web", object("apps/v1", "Deployment", "web"));
+  const auto s = cache.state();
+  ASSERT_EQ(s.pods.count("prod/a"), 1u);  // same ns/name, different kinds: both kept
+  EXPECT_EQ(s.pods.at("prod/a").service_account, "web");
+  EXPECT_EQ(s.pods.at("prod/a").ips, std::vector<std::string>{"10.0.0.1"});
+  ASSERT_EQ(s.services.count("prod/a"), 1u);
+  EXPECT_EQ(s.services.at("prod/a").cluster_ips, std::vector<std::string>{"10.96.0.10"});
+  EXPECT_EQ(s.workloads.count("Deployment/prod/web"), 1u);
+  EXPECT_TRUE(cache.errors().empty());
+}
+
+TEST(KubeCache, RejectedObjectsAreReportedAndReplacedByAGoodVersion) {
+  KubeCache cache;
+  cache.apply(Event::kUpsert, "prod/bad", pod("bad", "10.0.0.256"));
+  EXPECT_TRUE(cache.state().pods.empty());
+  auto errors = cache.errors();
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_EQ(errors[0].object.kind, "Pod");
+  EXPECT_EQ(errors[0].object.ns, "prod");
+  EXPECT_EQ(errors[0].object.name, "bad");
+  EXPECT_FALSE(errors[0].reason.empty());
+  EXPECT_EQ(cache.rejectedTotal(), 1u);
+
+  cache.apply(Event::kUpsert, "prod/bad", pod("bad", "10.0.0.2"));
+  EXPECT_TRUE(cache.errors().empty());
+  EXPECT_EQ(cache.state().pods.count("prod/bad"), 1u);
+}
+
+TEST(KubeCache, DeletesRemoveObjectsAndErrors) {
+  KubeCache cache;
+  cache.apply(Event::kUpsert, "prod/a", pod("a", "10.0.0.1"));
+  cache.apply(Event::kUpsert, "prod/bad", pod("bad", "bogus"));
+  const uint64_t g = cache.generation();
+  cache.apply(Event::kDelete, "prod/a", pod("a", "10.0.0.1"));
+  cache.apply(Event::kDelete, "prod/bad", pod("bad", "bogus"));
+  EXPECT_TRUE(cache.state().pods.empty());
+  EXPECT_TRUE(cache.errors().empty());
+  EXPECT_EQ(cache.generation(), g + 2);
+  cache.apply(Event::kDelete, "prod/never", pod("never", "10.0.0.1"));
+  EXPECT_EQ(cache.generation(), g + 2);  // nothing changed
+}
+
+TEST(KubeCache, SmiObjectsParseThroughTheManifestParser) {
+  KubeCache cache;
+  cache.apply(Event::kUpsert, "prod/split",
+              object("split.smi-spec.io/v1alpha4", "TrafficSplit", "split", json::parse(R"({
+                "spec": {"service": "web", "backends": [
+                  {"service": "web-v1", "weight": 90}, {"service": "web-v2", "weight": 10}]}})")));
+  cache.apply(Event::kUpsert, "prod/cfg", object("v1", "ConfigMap", "cfg"));  // known, unused
+  const auto s = cache.state();
+  ASSERT_EQ(s.traffic_splits.count("prod/split"), 1u);
+  EXPECT_EQ(s.traffic_splits.at("prod/split").backends.size(), 2u);
+  EXPECT_TRUE(cache.errors().empty());
+}
+
+TEST(KubeCache, SmikResourcesCoverEveryModelKind) {
+  std::set<std::string> kinds;
+  for (const auto& r : smikResources()) kinds.insert(r.kind);
+  for (const char* k : {"Namespace", "ServiceAccount", "Pod", "Service", "EndpointSlice",
+                        "TrafficTarget", "HTTPRouteGroup", "TCPRoute", "UDPRoute", "TrafficSplit",
+                        "Deployment", "ReplicaSet", "DaemonSet", "StatefulSet"})
+    EXPECT_EQ(kinds.count(k), 1u) << k;
+}
+
+}  // namespace
+}  // namespace smik::kube
