@@ -21,6 +21,7 @@
 #include <string>
 
 #include "agent/datapath/datapath.h"
+#include "bench/result.h"
 #include "tests/testbed/testbed.h"
 
 using namespace smik;
@@ -249,14 +250,22 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "smik_bench_connect needs root (pods, BPF)\n");
     return 1;
   }
+  bool quick = false;
+  std::vector<char*> args;
+  for (int i = 0; i < argc; i++) {
+    if (std::string(argv[i]) == "--quick") quick = true;
+    else args.push_back(argv[i]);
+  }
+  argc = int(args.size());
+  argv = args.data();
   benchmark::Initialize(&argc, argv);
   // Interleaved: A B C A B C ... so drift on a shared VM hits all alike.
-  for (int rep = 0; rep < 5; rep++) {
+  for (int rep = 0; rep < (quick ? 3 : 5); rep++) {
     benchmark::RegisterBenchmark("connect/direct_no_programs", BM_DirectNoPrograms)->UseManualTime()->Iterations(1)->Unit(benchmark::kMicrosecond);
     benchmark::RegisterBenchmark("connect/service_vip_smik", BM_ServiceVip)->UseManualTime()->Iterations(1)->Unit(benchmark::kMicrosecond);
     benchmark::RegisterBenchmark("connect/direct_smik_attached", BM_DirectWithPrograms)->UseManualTime()->Iterations(1)->Unit(benchmark::kMicrosecond);
   }
-  for (int rep = 0; rep < 3; rep++) {
+  for (int rep = 0; rep < (quick ? 2 : 3); rep++) {
     benchmark::RegisterBenchmark("rtt/no_programs", BM_RttNoPrograms)->UseManualTime()->Iterations(1)->Unit(benchmark::kMicrosecond);
     benchmark::RegisterBenchmark("rtt/smik_attached", BM_RttSmik)->UseManualTime()->Iterations(1)->Unit(benchmark::kMicrosecond);
   }
@@ -279,6 +288,22 @@ int main(int argc, char** argv) {
     double m50 = median(p50s), m99 = median(p99s);
     if (base50 == 0) base50 = m50, base99 = m99;
     std::printf("%-24s %10.1f %10.1f   ratio %.3f / %.3f\n", name, m50, m99, m50 / base50, m99 / base99);
+  }
+  // Machine-readable (bench/run).
+  const std::map<std::string, std::string> slug = {
+      {"direct, no programs", "direct_no_programs"}, {"service VIP, smik", "service_vip_smik"},
+      {"direct, smik attached", "direct_smik_attached"}, {"no programs", "no_programs"},
+      {"smik attached", "smik_attached"}};
+  for (const char* name : {"direct, no programs", "service VIP, smik", "direct, smik attached"})
+    smik::bench::result(std::string("connect/") + slug.at(name), g_rates[name], "conn/s",
+                        std::string(name) == "direct, no programs" ? 0 : base);
+  double b50 = 0, b99 = 0;
+  for (const char* name : {"no programs", "smik attached"}) {
+    std::vector<double> p50s, p99s;
+    for (auto [a, b] : g_rtt[name]) p50s.push_back(a), p99s.push_back(b);
+    double m50 = smik::bench::result(std::string("telemetry_rtt/") + slug.at(name) + "/p50", p50s, "us", b50);
+    double m99 = smik::bench::result(std::string("telemetry_rtt/") + slug.at(name) + "/p99", p99s, "us", b99);
+    if (b50 == 0) b50 = m50, b99 = m99;
   }
   benchmark::Shutdown();
   return 0;

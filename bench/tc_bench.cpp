@@ -20,6 +20,7 @@
 #include <string>
 
 #include "agent/datapath/datapath.h"
+#include "bench/result.h"
 #include "tests/kernel/packet.h"
 
 using namespace smik;
@@ -29,6 +30,7 @@ namespace {
 constexpr uint32_t kLo = 1;
 constexpr uint32_t kRepeat = 200000;
 std::map<std::string, double> g_ns;  // "case/size" -> ns per packet (last repetition)
+std::map<std::string, std::vector<double>> g_all;  // every repetition, for RESULT lines
 
 int emptyProg() {
   static int fd = [] {
@@ -99,6 +101,7 @@ pkt::PacketSpec allowed() { return {.src = "10.0.0.0", .dst = "10.0.0.1", .dport
 void record(benchmark::State& st, const std::string& name, double ns) {
   st.SetIterationTime(ns * 1e-9);
   g_ns[name] = ns;
+  g_all[name].push_back(ns);
 }
 
 void BM_Empty(benchmark::State& st) {
@@ -182,10 +185,10 @@ void BM_NewFlow(benchmark::State& st) {
 
 BENCHMARK(BM_Empty)->UseManualTime()->Iterations(5)->Unit(benchmark::kNanosecond);
 BENCHMARK(BM_EmptySingle)->UseManualTime()->Iterations(5)->Unit(benchmark::kNanosecond);
-BENCHMARK(BM_NewFlow)->Arg(10)->Arg(10000)->Arg(100000)->UseManualTime()->Iterations(5)->Unit(benchmark::kNanosecond);
-BENCHMARK(BM_Established)->Arg(10)->Arg(10000)->Arg(100000)->UseManualTime()->Iterations(5)->Unit(benchmark::kNanosecond);
-BENCHMARK(BM_DeniedSingle)->Arg(10)->Arg(10000)->Arg(100000)->UseManualTime()->Iterations(5)->Unit(benchmark::kNanosecond);
-BENCHMARK(BM_Denied)->Arg(10)->Arg(10000)->Arg(100000)->UseManualTime()->Iterations(5)->Unit(benchmark::kNanosecond);
+BENCHMARK(BM_NewFlow)->Arg(10)->Arg(1000)->Arg(10000)->Arg(100000)->UseManualTime()->Iterations(5)->Unit(benchmark::kNanosecond);
+BENCHMARK(BM_Established)->Arg(10)->Arg(1000)->Arg(10000)->Arg(100000)->UseManualTime()->Iterations(5)->Unit(benchmark::kNanosecond);
+BENCHMARK(BM_DeniedSingle)->Arg(10)->Arg(1000)->Arg(10000)->Arg(100000)->UseManualTime()->Iterations(5)->Unit(benchmark::kNanosecond);
+BENCHMARK(BM_Denied)->Arg(10)->Arg(1000)->Arg(10000)->Arg(100000)->UseManualTime()->Iterations(5)->Unit(benchmark::kNanosecond);
 
 }  // namespace
 
@@ -196,17 +199,26 @@ int main(int argc, char** argv) {
   }
   benchmark::Initialize(&argc, argv);
   benchmark::RunSpecifiedBenchmarks();
-  std::printf("\n%-14s %10s %10s %10s   %s\n", "case", "10", "10k", "100k", "100k/10  vs empty@10");
+  std::printf("\n%-14s %10s %10s %10s %10s   %s\n", "case", "10", "1k", "10k", "100k", "100k/10  vs empty@10");
   for (const char* c : {"new-flow", "denied-single", "established", "denied"}) {
-    double a = g_ns[std::string(c) + "/10"], b = g_ns[std::string(c) + "/10000"],
+    double a = g_ns[std::string(c) + "/10"], k1 = g_ns[std::string(c) + "/1000"], b = g_ns[std::string(c) + "/10000"],
            d = g_ns[std::string(c) + "/100000"];
     bool single = std::string(c) == "new-flow" || std::string(c) == "denied-single";
     double base = single ? g_ns["empty-single"] : g_ns["empty"];
-    std::printf("%-14s %8.1fns %8.1fns %8.1fns   %.2fx    %.2fx\n", c, a, b, d, a > 0 ? d / a : 0,
+    std::printf("%-14s %8.1fns %8.1fns %8.1fns %8.1fns   %.2fx    %.2fx\n", c, a, k1, b, d, a > 0 ? d / a : 0,
                 base > 0 ? a / base : 0);
   }
   std::printf("%-14s %8.1fns (repeat=%u)  %8.1fns (repeat=1)\n", "empty tc prog", g_ns["empty"],
               kRepeat, g_ns["empty-single"]);
+  // Machine-readable (bench/run): median of the repetitions; baseline = the
+  // empty program in the same run mode.
+  for (auto& [name, v] : g_all) {
+    if (name.rfind("empty", 0) == 0) continue;
+    bool single = name.rfind("new-flow", 0) == 0 || name.rfind("denied-single", 0) == 0;
+    smik::bench::result("tc/" + name, v, "ns", smik::bench::median(g_all[single ? "empty-single" : "empty"]));
+  }
+  smik::bench::result("tc/empty", g_all["empty"], "ns");
+  smik::bench::result("tc/empty-single", g_all["empty-single"], "ns");
   benchmark::Shutdown();
   // Datapaths are unpinned by their destructors at exit.
   return 0;
