@@ -1,6 +1,7 @@
 #include "agent/agent.h"
 
 #include <bpf/bpf.h>
+#include <malloc.h>
 #include <bpf/libbpf.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
@@ -132,13 +133,16 @@ void Agent::reconcile(bool source_changed) {
     compile::NodeConfig node = cfg_.node;
     node.host_addrs = addrs;
     host_addrs_ = addrs;
-    model::ClusterState state = source_.state();
-    plan_ = compile::compile(state, node);
+    auto state = std::make_shared<const model::ClusterState>(source_.state());
+    plan_ = compile::compile(*state, node);
     store_.setTopology(state, plan_);
     {
       std::lock_guard<std::mutex> l(mu_);
       state_ = std::move(state);
     }
+    // A recompile frees the previous state's many small objects; hand the
+    // heap back to the system so RSS follows the cluster's size.
+    malloc_trim(0);
     have_plan_ = true;
   }
   auto wanted = dp_->resolveInterfaces(plan_);

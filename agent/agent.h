@@ -70,7 +70,7 @@ class Agent {
   // thread keeps reading the directory).
   model::ClusterState state() const {
     std::lock_guard<std::mutex> l(mu_);
-    return state_;
+    return *state_;
   }
   const compile::NodeConfig& nodeConfig() const { return cfg_.node; }
   maps::Backend& maps() { return dp_->maps(); }
@@ -96,7 +96,8 @@ class Agent {
 
   mutable std::mutex mu_;
   AgentStatus status_;
-  model::ClusterState state_;  // guarded by mu_
+  // guarded by mu_; shared with the metrics store
+  std::shared_ptr<const model::ClusterState> state_ = std::make_shared<const model::ClusterState>();
   std::map<uint32_t, std::string> identity_names_;  // names edges for status()
 };
 

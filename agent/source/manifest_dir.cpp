@@ -47,7 +47,7 @@ void ManifestDir::waitForChange(int timeout_ms) {
   }
   pollfd p{inotify_fd_, POLLIN, 0};
   if (poll(&p, 1, timeout_ms) <= 0) return;
-  usleep(20 * 1000);  // let a burst of writes settle into one refresh
+  usleep(5 * 1000);  // let a burst of writes settle into one refresh
   char buf[4096];
   while (true) {
     ssize_t n = read(inotify_fd_, buf, sizeof buf);

@@ -40,7 +40,8 @@ bool Store::SideDelta::empty() const {
          handshake.empty() && srtt.empty();
 }
 
-void Store::setTopology(const model::ClusterState& state, const compile::Plan& plan) {
+void Store::setTopology(std::shared_ptr<const model::ClusterState> shared, const compile::Plan& plan) {
+  const model::ClusterState& state = *shared;
   std::lock_guard<std::mutex> l(mu_);
   routes_.clear();
   for (const auto& [k, t] : plan.services) {
@@ -50,9 +51,7 @@ void Store::setTopology(const model::ClusterState& state, const compile::Plan& p
       for (const auto& e : g.endpoints) r.group_of[{e.addr, e.port}] = g.service;
   }
   pod_by_ip_.clear();
-  pods_ = state.pods;
-  workloads_ = state.workloads;
-  splits_ = state.traffic_splits;
+  state_ = std::move(shared);
   namespaces_.clear();
   for (const auto& [name, ns] : state.namespaces) namespaces_[name] = name;
   for (const auto& [key, pod] : state.pods) {
@@ -139,14 +138,14 @@ ResourceRef Store::ownerOf(const std::string& pod, const std::string& kind) cons
   std::string ns = nsOf(pod), name = podName(pod);
   if (kind == "Pod") return {"Pod", ns, name};
   if (kind == "Namespace") return {"Namespace", "", ns};
-  auto p = pods_.find(pod);
-  if (p == pods_.end()) return {};
+  auto p = state_->pods.find(pod);
+  if (p == state_->pods.end()) return {};
   const auto& meta = p->second.meta;
   if (kind == "DaemonSet" || kind == "StatefulSet")
     return meta.owner_kind == kind ? ResourceRef{kind, ns, meta.owner_name} : ResourceRef{};
   if (kind != "Deployment" || meta.owner_kind != "ReplicaSet") return {};
-  auto rs = workloads_.find("ReplicaSet/" + ns + "/" + meta.owner_name);
-  if (rs != workloads_.end())
+  auto rs = state_->workloads.find("ReplicaSet/" + ns + "/" + meta.owner_name);
+  if (rs != state_->workloads.end())
     return rs->second.meta.owner_kind == "Deployment"
                ? ResourceRef{"Deployment", ns, rs->second.meta.owner_name}
                : ResourceRef{};
@@ -214,10 +213,10 @@ std::vector<ResourceRef> Store::list(const std::string& kind, const std::string&
   if (kind == "Namespace") {
     for (const auto& [name, n] : namespaces_) out.insert({"Namespace", "", name});
   } else if (kind == "TrafficSplit") {
-    for (const auto& [key, ts] : splits_)
+    for (const auto& [key, ts] : state_->traffic_splits)
       if (ns.empty() || ts.meta.ns == ns) out.insert({"TrafficSplit", ts.meta.ns, ts.meta.name});
   } else {
-    for (const auto& [key, pod] : pods_) {
+    for (const auto& [key, pod] : state_->pods) {
       if (!ns.empty() && pod.meta.ns != ns) continue;
       ResourceRef r = ownerOf(key, kind);
       if (!r.name.empty()) out.insert(r);
@@ -235,7 +234,7 @@ bool Store::exists(const ResourceRef& r) const {
 std::vector<std::string> Store::podsOf(const ResourceRef& r) const {
   if (r.kind == "Pod") return {r.ns + "/" + r.name};
   std::vector<std::string> out;
-  for (const auto& [key, pod] : pods_)
+  for (const auto& [key, pod] : state_->pods)
     if (ownerOf(key, r.kind) == r) out.push_back(key);
   return out;
 }
@@ -290,8 +289,8 @@ std::vector<EdgeMetrics> Store::edges(const ResourceRef& r, int window_s) const 
 std::vector<SplitBackendMetrics> Store::split(const ResourceRef& r, int window_s) const {
   std::lock_guard<std::mutex> l(mu_);
   std::vector<SplitBackendMetrics> out;
-  auto ts = splits_.find(r.ns + "/" + r.name);
-  if (ts == splits_.end()) return out;
+  auto ts = state_->traffic_splits.find(r.ns + "/" + r.name);
+  if (ts == state_->traffic_splits.end()) return out;
   const std::string apex = r.ns + "/" + ts->second.service;
   for (const auto& b : ts->second.backends) {
     SplitBackendMetrics m{ts->second.service, b.service, static_cast<uint32_t>(b.weight), {}};

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <deque>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <unordered_map>
@@ -26,7 +27,12 @@ class Store : public MetricsView {
 
   // Who is who: pod IPs, pods' owners, namespaces, splits. Called on every
   // recompile; samples taken later are attributed with it.
-  void setTopology(const model::ClusterState& state, const compile::Plan& plan);
+  // Shares the agent's copy of the state rather than copying its pods: at 50k
+  // pods every copy is tens of MiB.
+  void setTopology(std::shared_ptr<const model::ClusterState> state, const compile::Plan& plan);
+  void setTopology(const model::ClusterState& state, const compile::Plan& plan) {
+    setTopology(std::make_shared<const model::ClusterState>(state), plan);
+  }
   // One reading of the kernel's cumulative counters.
   void sample(const std::vector<maps::ConnEdge>& edges, Clock::time_point now);
 
@@ -84,10 +90,8 @@ class Store : public MetricsView {
   int max_window_s_;
   mutable std::mutex mu_;
   std::map<compile::Addr, std::string> pod_by_ip_;
-  std::map<std::string, model::Pod> pods_;
-  std::map<std::string, model::Workload> workloads_;
+  std::shared_ptr<const model::ClusterState> state_ = std::make_shared<const model::ClusterState>();
   std::map<std::string, std::string> namespaces_;
-  std::map<std::string, model::TrafficSplit> splits_;
   struct ServiceRoute {
     std::string service;                                          // ns/name
     std::map<std::pair<compile::Addr, uint16_t>, std::string> group_of;  // endpoint -> backend
