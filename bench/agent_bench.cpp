@@ -165,7 +165,7 @@ int main(int argc, char** argv) {
   std::signal(SIGINT, [](int) { stop = 1; });
   std::signal(SIGTERM, [](int) { stop = 1; });
   try {
-    Run run(20000 + (getpid() * 13) % 20000);
+    Run run(20000 + (getpid() * 13) % 10000);  // below the ephemeral port range
     const int sas = 1000, tts = 100, changes = 100;
     std::printf("agent: %d namespaces, %d service accounts, %d TrafficTargets, %d pods on node %s\n",
                 kNamespaces, sas, tts, kLocalPods, kNode);

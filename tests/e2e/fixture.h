@@ -67,6 +67,22 @@ inline double quantity(const std::string& q) {
   }
 }
 
+// A loopback port nobody holds now: a fixed formula can land on a port some
+// connection of this machine holds as its ephemeral port.
+inline int freePort() {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in sin{};
+  sin.sin_family = AF_INET;
+  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof sin;
+  int port = 0;
+  if (bind(fd, reinterpret_cast<sockaddr*>(&sin), sizeof sin) == 0 &&
+      getsockname(fd, reinterpret_cast<sockaddr*>(&sin), &len) == 0)
+    port = ntohs(sin.sin_port);
+  close(fd);
+  return port;
+}
+
 inline bool eventually(const std::function<bool()>& cond, int timeout_ms) {
   auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
   while (std::chrono::steady_clock::now() < deadline) {
@@ -118,7 +134,7 @@ class E2E : public ::testing::Test {
     dir_ = "/tmp/" + bed_->prefix() + "-manifests";
     fs::create_directories(dir_);
     pin_ = "/sys/fs/bpf/" + bed_->prefix() + "-e2e";
-    http_port_ = 20000 + (getpid() * 7 + counter_++) % 20000;
+    http_port_ = freePort();
   }
 
   void TearDown() override {
@@ -242,7 +258,6 @@ class E2E : public ::testing::Test {
     return {&client, &server};
   }
 
-  static inline int counter_ = 0;
   std::unique_ptr<TestBed> bed_;
   std::string dir_, pin_;
   int http_port_ = 0;
