@@ -22,6 +22,7 @@
 
 #include "agent/datapath/datapath.h"
 #include "bench/result.h"
+#include "bench/sockets.h"
 #include "tests/testbed/testbed.h"
 
 using namespace smik;
@@ -54,75 +55,12 @@ int clientMain(const char* ip, int port, int n) {
   return 0;
 }
 
-// Inside the client pod: one connection, n round trips of 64 bytes; prints
-// the p50 and p99 round-trip time in µs.
-int pingpongMain(const char* ip, int port, int n) {
-  sockaddr_in sin{};
-  sin.sin_family = AF_INET;
-  sin.sin_port = htons(port);
-  inet_pton(AF_INET, ip, &sin.sin_addr);
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  int one = 1;
-  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&sin), sizeof sin) != 0) {
-    std::perror("connect");
-    return 1;
-  }
-  char buf[64] = {};
-  std::vector<double> rtt;
-  rtt.reserve(n);
-  for (int i = 0; i < n; i++) {
-    auto t0 = std::chrono::steady_clock::now();
-    if (send(fd, buf, sizeof buf, 0) != sizeof buf) return 1;
-    size_t got = 0;
-    while (got < sizeof buf) {
-      ssize_t r = recv(fd, buf + got, sizeof buf - got, 0);
-      if (r <= 0) return 1;
-      got += r;
-    }
-    rtt.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count());
-  }
-  std::sort(rtt.begin(), rtt.end());
-  std::printf("%.3f %.3f\n", rtt[n / 2], rtt[n * 99 / 100]);
-  return 0;
-}
 
-// Inside the server pod: echo 64-byte messages on one connection at a time.
-int echoMain(int port) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  int one = 1;
-  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  sockaddr_in sin{};
-  sin.sin_family = AF_INET;
-  sin.sin_port = htons(port);
-  if (bind(fd, reinterpret_cast<sockaddr*>(&sin), sizeof sin) != 0 || listen(fd, 16) != 0) return 1;
-  std::printf("ready\n");
-  std::fflush(stdout);
-  while (true) {
-    int c = accept(fd, nullptr, nullptr);
-    if (c < 0) continue;
-    setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    char buf[64];
-    ssize_t r;
-    while ((r = recv(c, buf, sizeof buf, 0)) > 0) send(c, buf, r, 0);
-    close(c);
-  }
-}
 
 // Inside the server pod: accept and close, forever.
 int serverMain(int port) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  int one = 1;
-  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  sockaddr_in sin{};
-  sin.sin_family = AF_INET;
-  sin.sin_port = htons(port);
-  if (bind(fd, reinterpret_cast<sockaddr*>(&sin), sizeof sin) != 0 || listen(fd, 4096) != 0) {
-    std::perror("listen");
-    return 1;
-  }
-  std::printf("ready\n");
-  std::fflush(stdout);
+  int fd = bench::listenTcp(port, 4096);
+  if (fd < 0) return 1;
   while (true) {
     int c = accept(fd, nullptr, nullptr);
     if (c >= 0) close(c);
@@ -243,9 +181,9 @@ int main(int argc, char** argv) {
   g_self = argv[0][0] == '/' ? argv[0] : std::string(get_current_dir_name()) + "/" + argv[0];
   if (argc >= 2 && std::string(argv[1]) == "--client") return clientMain(argv[2], std::atoi(argv[3]), std::atoi(argv[4]));
   if (argc >= 2 && std::string(argv[1]) == "--server") return serverMain(std::atoi(argv[2]));
-  if (argc >= 2 && std::string(argv[1]) == "--echo") return echoMain(std::atoi(argv[2]));
+  if (argc >= 2 && std::string(argv[1]) == "--echo") return bench::echoServer(std::atoi(argv[2]));
   if (argc >= 2 && std::string(argv[1]) == "--pingpong")
-    return pingpongMain(argv[2], std::atoi(argv[3]), std::atoi(argv[4]));
+    return bench::pingpongClient(argv[2], std::atoi(argv[3]), std::atoi(argv[4]));
   if (geteuid() != 0) {
     std::fprintf(stderr, "smik_bench_connect needs root (pods, BPF)\n");
     return 1;

@@ -36,6 +36,7 @@
 
 #include "agent/datapath/datapath.h"
 #include "bench/result.h"
+#include "bench/sockets.h"
 #include "tests/testbed/testbed.h"
 
 using namespace smik;
@@ -63,57 +64,15 @@ void pinTo(int cpu) {
 
 int pingpongMain(const char* ip, int port, int n) {
   pinTo(0);
-  sockaddr_in sin{};
-  sin.sin_family = AF_INET;
-  sin.sin_port = htons(port);
-  inet_pton(AF_INET, ip, &sin.sin_addr);
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  int one = 1;
-  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&sin), sizeof sin) != 0) {
-    std::perror("connect");
-    return 1;
-  }
-  char buf[64] = {};
-  std::vector<double> rtt;
-  rtt.reserve(n);
-  for (int i = 0; i < n; i++) {
-    auto t0 = std::chrono::steady_clock::now();
-    if (send(fd, buf, sizeof buf, 0) != sizeof buf) return 1;
-    size_t got = 0;
-    while (got < sizeof buf) {
-      ssize_t r = recv(fd, buf + got, sizeof buf - got, 0);
-      if (r <= 0) return 1;
-      got += r;
-    }
-    rtt.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count());
-  }
-  std::sort(rtt.begin(), rtt.end());
-  std::printf("%.3f %.3f\n", rtt[n / 2], rtt[n * 99 / 100]);
-  return 0;
+  return bench::pingpongClient(ip, port, n);
 }
+
 
 int echoMain(int port) {
   pinTo(1);
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  int one = 1;
-  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  sockaddr_in sin{};
-  sin.sin_family = AF_INET;
-  sin.sin_port = htons(port);
-  if (bind(fd, reinterpret_cast<sockaddr*>(&sin), sizeof sin) != 0 || listen(fd, 16) != 0) return 1;
-  std::printf("ready\n");
-  std::fflush(stdout);
-  while (true) {
-    int c = accept(fd, nullptr, nullptr);
-    if (c < 0) continue;
-    setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    char buf[64];
-    ssize_t r;
-    while ((r = recv(c, buf, sizeof buf, 0)) > 0) send(c, buf, r, 0);
-    close(c);
-  }
+  return bench::echoServer(port);
 }
+
 
 compile::Addr addr(const std::string& s) {
   compile::Addr a;
