@@ -63,7 +63,11 @@ class Agent {
   static std::unique_ptr<Agent> create(const AgentConfig& cfg, std::string* err);
   // Runs until *stop becomes true. Leaves programs and pins in place.
   void run(const std::atomic<bool>& stop);
-  AgentStatus status();
+  AgentStatus status();  // reads the kernel's counters: not for probes
+  bool ready() const {
+    std::lock_guard<std::mutex> l(mu_);
+    return status_.ready;
+  }
   const telemetry::Store& metrics() const { return store_; }
   telemetry::EventHub& events() { return events_; }
   // The objects the policy in force was compiled from (a copy: the agent

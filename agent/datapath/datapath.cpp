@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 
 #include "agent/datapath/system.h"
 #include "smik_sock.skel.h"
@@ -154,6 +155,26 @@ void Datapath::detachGone(const std::map<std::string, uint32_t>& wanted) {
   }
 }
 
+int Datapath::takeOver(const std::string& pin, int prog_fd, const std::function<bool(int)>& fits) {
+  auto old = adopted_.find(pin);
+  if (old == adopted_.end()) return -1;
+  int fd = old->second;
+  adopted_.erase(old);
+  // A previous agent's link: swap the program in place, no gap.
+  if ((!fits || fits(fd)) && bpf_link_update(fd, prog_fd, nullptr) == 0) return fd;
+  close(fd);
+  ::unlink(pin.c_str());
+  return -1;
+}
+
+bool Datapath::pinLink(int fd, const std::string& pin, std::string* err) {
+  ::unlink(pin.c_str());  // a stale pin of a link that is gone
+  if (bpf_obj_pin(fd, pin.c_str()) == 0) return true;
+  *err = errnoText("pin " + pin);
+  close(fd);
+  return false;
+}
+
 bool Datapath::attach(const std::string& pod, uint32_t ifindex, std::string* err) {
   char name[IF_NAMESIZE] = {};
   if (!if_indextoname(ifindex, name)) return (*err = errnoText("interface name")), false;
@@ -168,25 +189,11 @@ bool Datapath::attach(const std::string& pod, uint32_t ifindex, std::string* err
                {"from", fromPodProgFd(), kTcxIngress, BPF_TC_INGRESS, &a.from_pod_link}};
   for (auto& h : hooks) {
     std::string pin = linkPin(opts_.pin_dir, a.ifname, ifindex, h.dir);
-    if (auto old = adopted_.find(pin); old != adopted_.end()) {
-      // A previous agent's link: swap the program in place, no gap.
-      int fd = old->second;
-      adopted_.erase(old);
-      if (bpf_link_update(fd, h.prog_fd, nullptr) == 0) {
-        *h.link = fd;
-        continue;
-      }
-      close(fd);
-      ::unlink(pin.c_str());
-    }
+    if ((*h.link = takeOver(pin, h.prog_fd)) >= 0) continue;
     if (tcx_) {
       int fd = bpf_link_create(h.prog_fd, ifindex, static_cast<bpf_attach_type>(h.tcx_type), nullptr);
       if (fd >= 0) {
-        ::unlink(pin.c_str());
-        if (bpf_obj_pin(fd, pin.c_str()) != 0) {
-          close(fd);
-          return (*err = errnoText("pin " + pin)), false;
-        }
+        if (!pinLink(fd, pin, err)) return false;
         *h.link = fd;
         continue;
       }
@@ -237,30 +244,24 @@ bool Datapath::attachSocketPrograms(std::string* err) {
   for (bpf_program* prog : cgroupPrograms()) {
     std::string pin = opts_.pin_dir + "/links/cgroup_" + bpf_program__name(prog);
     int prog_fd = bpf_program__fd(prog);
-    if (auto old = adopted_.find(pin); old != adopted_.end()) {
-      int fd = old->second;
-      adopted_.erase(old);
+    // A link on another cgroup (--cgroup changed) is not ours to keep.
+    int fd = takeOver(pin, prog_fd, [&](int link) {
       bpf_link_info info{};
       __u32 len = sizeof info;
-      // Same cgroup: swap the program in place. Elsewhere: that is not ours now.
-      if (bpf_obj_get_info_by_fd(fd, &info, &len) == 0 && info.cgroup.cgroup_id == cg_stat.st_ino &&
-          bpf_link_update(fd, prog_fd, nullptr) == 0) {
-        sock_links_.push_back(fd);
-        continue;
-      }
-      close(fd);
-      ::unlink(pin.c_str());
+      return bpf_obj_get_info_by_fd(link, &info, &len) == 0 &&
+             info.cgroup.cgroup_id == cg_stat.st_ino;
+    });
+    if (fd >= 0) {
+      sock_links_.push_back(fd);
+      continue;
     }
-    int fd = bpf_link_create(prog_fd, cg, bpf_program__expected_attach_type(prog), nullptr);
+    fd = bpf_link_create(prog_fd, cg, bpf_program__expected_attach_type(prog), nullptr);
     if (fd < 0) {
       *err = errnoText(std::string("attach ") + bpf_program__name(prog) + " to " + opts_.cgroup);
       ok = false;
       break;
     }
-    ::unlink(pin.c_str());
-    if (bpf_obj_pin(fd, pin.c_str()) != 0) {
-      *err = errnoText("pin " + pin);
-      close(fd);
+    if (!pinLink(fd, pin, err)) {
       ok = false;
       break;
     }

@@ -2,6 +2,7 @@
 // local pods' host-side veths, and adopts what a previous agent left pinned.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -68,6 +69,12 @@ class Datapath {
   void detach(Attachment& a);
   std::vector<::bpf_program*> cgroupPrograms() const;  // sock_lb + sockops
   void adoptPinnedLinks();
+  // The link a previous agent pinned at `pin`, switched to prog_fd in place
+  // (no gap) if `fits` accepts it; -1 if there is none or it cannot be (its
+  // pin is then removed).
+  int takeOver(const std::string& pin, int prog_fd, const std::function<bool(int)>& fits = {});
+  // Pins a new link (replacing a stale pin); on failure closes it, sets err.
+  static bool pinLink(int fd, const std::string& pin, std::string* err);
 
   Options opts_;
   smik_tc* skel_ = nullptr;

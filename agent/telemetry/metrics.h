@@ -36,6 +36,10 @@ struct Counts {
   Histogram handshake_us;  // client side: connect() -> ESTABLISHED
   Histogram srtt_us;       // smoothed RTT at ESTABLISHED
   uint64_t failure() const { return refused + timeout + policy; }
+  // What the latency percentiles are read from, in every API: handshakes,
+  // else (server side, clients on other nodes) the smoothed RTT; never a
+  // blend of the two (README "What the numbers mean at L4").
+  const Histogram& latency() const { return handshake_us.count() > 0 ? handshake_us : srtt_us; }
   bool empty() const { return success == 0 && failure() == 0 && reset == 0; }
   void add(const Counts& o);
   void subtract(const Counts& o);

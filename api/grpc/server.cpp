@@ -109,8 +109,8 @@ void fillResource(const telemetry::ResourceRef& r, pb::Resource* out) {
   out->set_name(r.name);
 }
 
-// The HTTP API's numbers exactly: latencySource() and latencyQuantity() in
-// smi_metrics.cpp (handshakes, else srtt; whole µs).
+// The HTTP API's numbers exactly: Counts::latency(), whole µs as
+// latencyQuantity() in smi_metrics.cpp.
 void fillCounts(const telemetry::Counts& c, pb::Counts* out) {
   out->set_success(c.success);
   out->set_failure(c.failure());
@@ -118,7 +118,7 @@ void fillCounts(const telemetry::Counts& c, pb::Counts* out) {
   out->set_timeout(c.timeout);
   out->set_policy(c.policy);
   out->set_reset(c.reset);
-  const telemetry::Histogram& h = c.handshake_us.count() > 0 ? c.handshake_us : c.srtt_us;
+  const telemetry::Histogram& h = c.latency();
   auto ms = [&](double q) { return std::floor(h.quantile(q)) / 1000.0; };
   out->set_p50_ms(ms(0.50));
   out->set_p90_ms(ms(0.90));

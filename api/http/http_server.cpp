@@ -166,7 +166,7 @@ bool HttpServer::start(const std::string& addr, Agent* agent, std::string* err) 
     r.set_content("ok\n", "text/plain");
   });
   server_->Get("/readyz", [agent](const httplib::Request&, httplib::Response& r) {
-    bool ready = agent->status().ready;
+    bool ready = agent->ready();  // a probe: no map reads
     r.status = ready ? 200 : 503;
     r.set_content(ready ? "ready\n" : "not ready: no complete policy in the kernel yet\n",
                   "text/plain");

@@ -141,14 +141,8 @@ std::string countQuantity(uint64_t n) {
   return quantityFromMilli(static_cast<int64_t>(std::min(n, kMax)) * 1000);
 }
 
-// Server-side data has handshake samples only for clients on this node; see
-// the comment at the top for why srtt is the fallback and not a blend.
-const Histogram& latencySource(const Counts& c) {
-  return c.handshake_us.count() > 0 ? c.handshake_us : c.srtt_us;
-}
-
 json metricsOf(const Counts& c) {
-  const Histogram& lat = latencySource(c);
+  const Histogram& lat = c.latency();  // see the comment at the top
   return json::array({
       {{"name", "p99_response_latency"}, {"unit", "ms"}, {"value", latencyQuantity(lat, 0.99)}},
       {{"name", "p90_response_latency"}, {"unit", "ms"}, {"value", latencyQuantity(lat, 0.90)}},
