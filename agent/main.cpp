@@ -11,6 +11,7 @@
 #include "agent/datapath/system.h"
 #include "api/grpc/server.h"
 #include "api/http/http_server.h"
+#include "api/peer/peer_api.h"
 
 namespace {
 std::atomic<bool> g_stop{false};
@@ -55,6 +56,8 @@ int main(int argc, char** argv) {
                  "longest TrafficMetrics window (?t=) kept, seconds")
       ->capture_default_str()
       ->check(CLI::Range(30, 3600));
+  smik::peer::PeerConfig peer_cfg;  // cluster-wide TrafficMetrics: --peer-* and --peers
+  smik::peer::addPeerOptions(app, peer_cfg);
   CLI11_PARSE(app, argc, argv);
   spdlog::set_level(spdlog::level::from_str(log_level));
 
@@ -92,7 +95,13 @@ int main(int argc, char** argv) {
     spdlog::error("{}", err);
     return 1;
   }
+  // Cluster-wide metrics are an answer, not enforcement: a part that cannot
+  // start is logged and left off. Declared before http, which uses it.
+  smik::peer::PeerApi peers;
+  for (const auto& e : peers.start(peer_cfg, agent->metrics(), cfg.node.node_name))
+    spdlog::error("{}", e);
   smik::api::HttpServer http;
+  http.setPeers(peers.fanout());
   if (!http.start(cfg.http, agent.get(), &err)) {
     spdlog::error("{}", err);
     return 1;

@@ -90,6 +90,10 @@ class MetricsView {
   // Longest window the store keeps, in seconds.
   virtual int maxWindow() const = 0;
   virtual std::chrono::system_clock::time_point now() const = 0;
+  // Nodes whose numbers should be in the answers but are not (a view that
+  // merges several nodes' stores and could not reach some): the API marks
+  // its answer partial. Empty for a single store.
+  virtual std::vector<std::string> missingNodes() const { return {}; }
 };
 
 }  // namespace smik::telemetry

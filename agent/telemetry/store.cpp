@@ -259,6 +259,15 @@ Counts Store::inbound(const ResourceRef& r, int window_s) const {
 }
 
 std::vector<EdgeMetrics> Store::edges(const ResourceRef& r, int window_s) const {
+  return edgesOf(r, window_s, false);
+}
+
+std::vector<EdgeMetrics> Store::edgeSamples(const ResourceRef& r, int window_s) const {
+  return edgesOf(r, window_s, true);
+}
+
+std::vector<EdgeMetrics> Store::edgesOf(const ResourceRef& r, int window_s,
+                                        bool samples_only_too) const {
   std::lock_guard<std::mutex> l(mu_);
   std::map<std::pair<ResourceRef, Side>, Counts> by_peer;
   auto pods = podsOf(r);
@@ -282,7 +291,8 @@ std::vector<EdgeMetrics> Store::edges(const ResourceRef& r, int window_s) const 
   }
   std::vector<EdgeMetrics> out;
   for (auto& [k, c] : by_peer)
-    if (!c.empty()) out.push_back({k.first, k.second, std::move(c)});
+    if (!c.empty() || (samples_only_too && (c.handshake_us.count() || c.srtt_us.count())))
+      out.push_back({k.first, k.second, std::move(c)});
   return out;
 }
 

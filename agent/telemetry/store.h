@@ -40,9 +40,19 @@ class Store : public MetricsView {
   bool exists(const ResourceRef& r) const override;
   Counts inbound(const ResourceRef& r, int window_s) const override;
   std::vector<EdgeMetrics> edges(const ResourceRef& r, int window_s) const override;
+  // edges(), plus edges that carry latency samples but no count: the half of
+  // a connection this node saw when the other end is on another node (the
+  // client's handshake of a connection this node's server did not accept
+  // here). Another node's answer completes them; alone they say nothing.
+  std::vector<EdgeMetrics> edgeSamples(const ResourceRef& r, int window_s) const;
   std::vector<SplitBackendMetrics> split(const ResourceRef& r, int window_s) const override;
   int maxWindow() const override { return max_window_s_; }
   Clock::time_point now() const override;
+  // The cluster state the store names things with (the agent's, shared).
+  std::shared_ptr<const model::ClusterState> topology() const {
+    std::lock_guard<std::mutex> l(mu_);
+    return state_;
+  }
 
   // Owner of a pod as the metrics API names it, for kind (Pod, Deployment,
   // DaemonSet, StatefulSet, Namespace); empty name if it has none of that kind.
@@ -83,6 +93,7 @@ class Store : public MetricsView {
     std::unordered_map<std::string, std::vector<uint32_t>> by_client, by_server;
   };
   std::vector<std::string> podsOf(const ResourceRef& r) const;  // caller holds mu_
+  std::vector<EdgeMetrics> edgesOf(const ResourceRef& r, int window_s, bool samples_only_too) const;
 
   static void addTo(Counts* c, const SideDelta& d);
   std::vector<const Interval*> window(int window_s) const;  // caller holds mu_

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "api/http/smi_metrics.h"
+#include "api/peer/merged_view.h"
 
 namespace smik::api {
 
@@ -174,11 +175,19 @@ bool HttpServer::start(const std::string& addr, Agent* agent, std::string* err) 
   server_->Get("/status", [agent](const httplib::Request&, httplib::Response& r) {
     r.set_content(statusJson(agent->status()), "application/json");
   });
-  server_->Get("/metrics", [agent](const httplib::Request&, httplib::Response& r) {
-    r.set_content(prometheusText(agent->status()) + prometheusTelemetry(agent->metrics()),
+  server_->Get("/metrics", [agent, fanout = fanout_](const httplib::Request&, httplib::Response& r) {
+    r.set_content(prometheusText(agent->status()) + prometheusTelemetry(agent->metrics()) +
+                      (fanout ? fanout->prometheusText() : ""),
                   "text/plain; version=0.0.4");
   });
-  mountSmiMetrics(*server_, agent->metrics());
+  if (fanout_) {
+    mountSmiMetrics(*server_, agent->metrics(), [agent, fanout = fanout_](int window_s) {
+      return std::make_unique<peer::MergedView>(agent->metrics(), agent->nodeConfig().node_name,
+                                                *fanout, window_s);
+    });
+  } else {
+    mountSmiMetrics(*server_, agent->metrics());
+  }
   if (!server_->bind_to_port(host.c_str(), port)) {
     *err = "cannot listen on " + addr;
     return false;

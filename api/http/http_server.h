@@ -11,10 +11,18 @@ namespace httplib {
 class Server;
 }
 
+namespace smik::peer {
+class PeerFanout;
+}
+
 namespace smik::api {
 
 class HttpServer {
  public:
+  // Before start(): the SMI TrafficMetrics API merges every peer's answers
+  // (?local=true: this node's alone) and /metrics adds the fan-out's
+  // counters. fanout outlives the server; nullptr: this node answers alone.
+  void setPeers(peer::PeerFanout* fanout) { fanout_ = fanout; }
   // addr is "host:port". Starts serving on a thread; false + err if it cannot bind.
   bool start(const std::string& addr, Agent* agent, std::string* err);
   void stop();
@@ -24,6 +32,7 @@ class HttpServer {
  private:
   std::unique_ptr<httplib::Server> server_;
   std::thread thread_;
+  peer::PeerFanout* fanout_ = nullptr;
 };
 
 std::string statusJson(const AgentStatus& s);

@@ -38,6 +38,7 @@
 #include <cstdlib>
 #include <ctime>
 #include <limits>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string_view>
@@ -206,34 +207,41 @@ json metricsList(const std::string& self_link, json resource, json items) {
 
 // ---- responses ---------------------------------------------------------------------
 
-SmiResponse ok(const json& j) { return {200, j.dump(2) + "\n"}; }
+// Kept as JSON until handleSmiMetrics returns: whether the answer is partial
+// is known only once every view call has been made.
+struct Reply {
+  int status = 200;
+  json body;
+};
+
+Reply ok(json j) { return {200, std::move(j)}; }
 
 // A Kubernetes Status, what kubectl and client-go expect from an API error.
-SmiResponse statusError(int code, std::string_view reason, const std::string& message,
-                        json details = nullptr) {
+Reply statusError(int code, std::string_view reason, const std::string& message,
+                  json details = nullptr) {
   json j = {{"kind", "Status"},    {"apiVersion", "v1"}, {"metadata", json::object()},
             {"status", "Failure"}, {"message", message}, {"reason", reason}};
   if (!details.is_null()) j["details"] = std::move(details);
   j["code"] = code;
-  return {code, j.dump(2) + "\n"};
+  return {code, std::move(j)};
 }
 
-SmiResponse pathNotFound() {
+Reply pathNotFound() {
   return statusError(404, "NotFound", "the server could not find the requested resource");
 }
 
-SmiResponse unsupportedResource(std::string_view plural) {
+Reply unsupportedResource(std::string_view plural) {
   return statusError(404, "NotFound", "Unsupported resource: " + std::string(plural));
 }
 
-SmiResponse objectNotFound(const KindInfo& k, const std::string& name) {
+Reply objectNotFound(const KindInfo& k, const std::string& name) {
   return statusError(404, "NotFound", std::string(k.plural) + " \"" + name + "\" not found",
                      {{"name", name}, {"kind", k.plural}});
 }
 
 // ---- endpoints ---------------------------------------------------------------------
 
-SmiResponse discovery() {
+Reply discovery() {
   json resources = json::array();
   for (const auto& k : kKinds)
     resources.push_back({{"name", k.plural},
@@ -248,7 +256,7 @@ SmiResponse discovery() {
 
 // ns empty: every namespace. A list of splits has one item per backend, as a
 // single split does, so the item shape does not depend on how it was asked.
-SmiResponse listKind(const Ctx& ctx, const KindInfo& k, const std::string& ns) {
+Reply listKind(const Ctx& ctx, const KindInfo& k, const std::string& ns) {
   std::string link = kSmiMetricsBase;
   json resource = {{"kind", k.kind}};
   if (!ns.empty()) {
@@ -267,13 +275,13 @@ SmiResponse listKind(const Ctx& ctx, const KindInfo& k, const std::string& ns) {
   return ok(metricsList(link, std::move(resource), std::move(items)));
 }
 
-SmiResponse getObject(const Ctx& ctx, const KindInfo& k, const ResourceRef& r) {
+Reply getObject(const Ctx& ctx, const KindInfo& k, const ResourceRef& r) {
   if (!ctx.view.exists(r)) return objectNotFound(k, r.name);
   if (isSplit(k)) return ok(metricsList(selfLink(r), objectRef(r), splitItems(ctx, r)));
   return ok(resourceItem(ctx, r));
 }
 
-SmiResponse getEdges(const Ctx& ctx, const KindInfo& k, const ResourceRef& r) {
+Reply getEdges(const Ctx& ctx, const KindInfo& k, const ResourceRef& r) {
   if (isSplit(k))
     return statusError(404, "NotFound", "trafficsplits have no edges: query the split itself");
   if (!ctx.view.exists(r)) return objectNotFound(k, r.name);
@@ -309,20 +317,20 @@ std::optional<std::vector<std::string>> segmentsUnderBase(std::string path) {
 using Segments = std::vector<std::string>;
 
 // /{resource}
-SmiResponse routeKindList(const Ctx& ctx, const std::string& plural) {
+Reply routeKindList(const Ctx& ctx, const std::string& plural) {
   const KindInfo* k = kindByPlural(plural);
   return k ? listKind(ctx, *k, "") : unsupportedResource(plural);
 }
 
 // /namespaces/{name} and /namespaces/{name}/edges
-SmiResponse routeNamespace(const Ctx& ctx, const std::string& name, bool edges) {
+Reply routeNamespace(const Ctx& ctx, const std::string& name, bool edges) {
   const KindInfo& ns_kind = *kindByPlural("namespaces");
   const ResourceRef r = refOf(ns_kind, "", name);
   return edges ? getEdges(ctx, ns_kind, r) : getObject(ctx, ns_kind, r);
 }
 
 // /namespaces/{ns}/{resource}[/{name}[/edges]]
-SmiResponse routeNamespaced(const Ctx& ctx, const Segments& s) {
+Reply routeNamespaced(const Ctx& ctx, const Segments& s) {
   const std::string& ns = s[1];
   const KindInfo* k = kindByPlural(s[2]);
   if (!k) return unsupportedResource(s[2]);
@@ -332,7 +340,7 @@ SmiResponse routeNamespaced(const Ctx& ctx, const Segments& s) {
   return s.size() == 4 ? getObject(ctx, *k, r) : getEdges(ctx, *k, r);
 }
 
-SmiResponse route(const Ctx& ctx, const Segments& s) {
+Reply route(const Ctx& ctx, const Segments& s) {
   if (std::any_of(s.begin(), s.end(), [](const std::string& x) { return x.empty(); }))
     return pathNotFound();
   if (s.empty()) return discovery();
@@ -461,23 +469,84 @@ std::string goDuration(int seconds) {
   return out + std::to_string(s) + "s";
 }
 
+namespace {
+
+// An answer some nodes' numbers are missing from is still served, marked the
+// way Kubernetes users read objects: annotations on every TrafficMetrics
+// (a list's ListMeta has no annotations), and a Warning header, which
+// kubectl prints, for the response as a whole (also an empty list).
+void markPartial(json& body, const std::string& missing) {
+  auto mark = [&](json& item) {
+    json& annotations = item["metadata"]["annotations"];
+    annotations[kPartialAnnotation] = "true";
+    annotations[kMissingNodesAnnotation] = missing;
+  };
+  if (body.value("kind", "") == "TrafficMetrics") mark(body);
+  if (body.value("kind", "") == "TrafficMetricsList")
+    for (auto& item : body["items"]) mark(item);
+}
+
+}  // namespace
+
 SmiResponse handleSmiMetrics(const telemetry::MetricsView& view, const std::string& path,
                              const std::string& query_t) {
   const auto segs = segmentsUnderBase(path);
-  if (!segs) return pathNotFound();
-  const int window_s = windowSeconds(query_t, view.maxWindow());
-  const Ctx ctx{view, window_s, rfc3339(view.now()), goDuration(window_s)};
-  return route(ctx, *segs);
+  Reply r = pathNotFound();
+  if (segs) {
+    const int window_s = windowSeconds(query_t, view.maxWindow());
+    const Ctx ctx{view, window_s, rfc3339(view.now()), goDuration(window_s)};
+    r = route(ctx, *segs);
+  }
+  SmiResponse out;
+  out.missing_nodes = view.missingNodes();
+  if (!out.missing_nodes.empty()) {
+    std::sort(out.missing_nodes.begin(), out.missing_nodes.end());
+    std::string missing;
+    for (const auto& n : out.missing_nodes) missing += (missing.empty() ? "" : ",") + n;
+    markPartial(r.body, missing);
+  }
+  out.status = r.status;
+  out.body = r.body.dump(2) + "\n";
+  return out;
 }
+
+namespace {
+
+void serve(const telemetry::MetricsView& view, const httplib::Request& req,
+           httplib::Response& res) {
+  const SmiResponse r = handleSmiMetrics(view, req.path, req.get_param_value("t"));
+  res.status = r.status;
+  if (!r.missing_nodes.empty()) {
+    std::string nodes;
+    for (const auto& n : r.missing_nodes) nodes += (nodes.empty() ? "" : ", ") + n;
+    // RFC 7234 warn-code 299 (miscellaneous persistent warning), as the
+    // Kubernetes API server sends its warnings.
+    res.set_header("Warning", "299 - \"partial TrafficMetrics: no answer from node(s) " + nodes +
+                                  "\"");
+  }
+  res.set_content(r.body, "application/json");
+}
+
+constexpr const char* kPathPattern = R"(/apis/metrics\.smi-spec\.io/v1alpha1(/.*)?)";
+
+}  // namespace
 
 void mountSmiMetrics(httplib::Server& server, const telemetry::MetricsView& view) {
   // cpp-httplib sends HEAD to GET handlers and drops the body itself.
-  server.Get(R"(/apis/metrics\.smi-spec\.io/v1alpha1(/.*)?)",
-             [&view](const httplib::Request& req, httplib::Response& res) {
-               const SmiResponse r = handleSmiMetrics(view, req.path, req.get_param_value("t"));
-               res.status = r.status;
-               res.set_content(r.body, "application/json");
-             });
+  server.Get(kPathPattern, [&view](const httplib::Request& req, httplib::Response& res) {
+    serve(view, req, res);
+  });
+}
+
+void mountSmiMetrics(httplib::Server& server, const telemetry::MetricsView& local,
+                     ViewForRequest per_request) {
+  server.Get(kPathPattern, [&local, per_request = std::move(per_request)](
+                               const httplib::Request& req, httplib::Response& res) {
+    if (req.get_param_value("local") == "true") return serve(local, req, res);
+    const int window_s = windowSeconds(req.get_param_value("t"), local.maxWindow());
+    const std::unique_ptr<telemetry::MetricsView> view = per_request(window_s);
+    serve(*view, req, res);
+  });
 }
 
 }  // namespace smik::api

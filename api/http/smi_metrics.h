@@ -4,7 +4,10 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "agent/telemetry/metrics.h"
 
@@ -16,9 +19,18 @@ namespace smik::api {
 
 inline constexpr const char* kSmiMetricsBase = "/apis/metrics.smi-spec.io/v1alpha1";
 
+// Marks on every TrafficMetrics item of an answer some nodes' numbers are
+// missing from (a peer failed or timed out): "true", and the nodes, sorted,
+// comma-separated.
+inline constexpr const char* kPartialAnnotation = "metrics.smik.io/partial";
+inline constexpr const char* kMissingNodesAnnotation = "metrics.smik.io/missing-nodes";
+
 struct SmiResponse {
   int status = 200;
   std::string body;  // JSON: a TrafficMetrics, a list, discovery or a Status
+  // Nodes whose numbers are not in body (view.missingNodes(), sorted); the
+  // items carry the annotations above and the HTTP answer a Warning header.
+  std::vector<std::string> missing_nodes;
 };
 
 // Answers one GET of `path` (the full request path, query excluded); query_t
@@ -29,6 +41,15 @@ SmiResponse handleSmiMetrics(const telemetry::MetricsView& view, const std::stri
 // Routes GET and HEAD of every path under kSmiMetricsBase to handleSmiMetrics.
 // view must outlive the server.
 void mountSmiMetrics(httplib::Server& server, const telemetry::MetricsView& view);
+
+// The view one request is answered from, given its window (?t=, clamped to
+// local's longest): e.g. a peer::MergedView that asks the other nodes once
+// for this request.
+using ViewForRequest = std::function<std::unique_ptr<telemetry::MetricsView>(int window_s)>;
+// Every request answered from per_request's view, except those with
+// ?local=true: from local alone (this node's kernel only, no peers asked).
+void mountSmiMetrics(httplib::Server& server, const telemetry::MetricsView& local,
+                     ViewForRequest per_request);
 
 // Exposed for tests and other exporters.
 

@@ -491,6 +491,7 @@ TestBed::~TestBed() {
     killProcs(nullptr);
     for (const auto& p : pods_) cleanupPod(*p);
     pods_.clear();
+    for (const auto& g : groups_) removeCgroup(g);
     removeCgroup(cgroupRoot_);
     tryCommand(ipCmd({"route", "del", "blackhole", subnetCidr()}));
   } catch (...) {
@@ -511,8 +512,14 @@ std::string TestBed::nextIp() {
 }
 
 Pod& TestBed::addPod(const std::string& name, const std::string& ip) {
+  return addPod(name, ip, "");
+}
+
+Pod& TestBed::addPod(const std::string& name, const std::string& ip, const std::string& group) {
   if (name.empty() || name.find('/') != std::string::npos)
     throw std::invalid_argument("addPod: bad pod name '" + name + "'");
+  if (group.find('/') != std::string::npos || group == "." || group == "..")
+    throw std::invalid_argument("addPod: bad group name '" + group + "'");
   for (const auto& p : pods_)
     if (p->name_ == name) throw std::invalid_argument("addPod: pod '" + name + "' exists");
 
@@ -521,13 +528,15 @@ Pod& TestBed::addPod(const std::string& name, const std::string& ip) {
   pod->netns_ = prefix_ + "-" + name;
   pod->ip_ = ip;
   pod->hostIf_ = prefix_ + std::to_string(++nextIf_);
-  pod->cgroupPath_ = cgroupRoot_ + "/" + name;
+  const std::string parent = group.empty() ? cgroupRoot_ : groupCgroup(group);
+  pod->cgroupPath_ = parent + "/" + name;
   if (pod->hostIf_.size() >= IFNAMSIZ)
     throw std::runtime_error("interface name too long: " + pod->hostIf_);
 
   try {
     // cgroup first: a test may attach to it before anything runs there.
     ::mkdir(cgroupRoot_.c_str(), 0755);  // may exist already
+    if (!group.empty() && ::mkdir(parent.c_str(), 0755) == 0) groups_.push_back(parent);
     if (::mkdir(pod->cgroupPath_.c_str(), 0755) != 0)
       throw std::runtime_error(errnoText("mkdir " + pod->cgroupPath_));
 
@@ -559,7 +568,11 @@ Pod& TestBed::addPod(const std::string& name, const std::string& ip) {
     if (pod->hostIfIndex_ == 0) throw std::runtime_error(errnoText("if_nametoindex " + host));
   } catch (...) {
     cleanupPod(*pod);
-    if (pods_.empty()) removeCgroup(cgroupRoot_);
+    if (pods_.empty()) {
+      for (const auto& g : groups_) removeCgroup(g);
+      groups_.clear();
+      removeCgroup(cgroupRoot_);
+    }
     throw;
   }
   pods_.push_back(std::move(pod));

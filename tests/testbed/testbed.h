@@ -107,6 +107,12 @@ class TestBed {
   // Creates the pod (netns, veth, addresses, routes, cgroup). On failure the
   // half-made pod is removed again before the exception propagates.
   Pod& addPod(const std::string& name, const std::string& ip);
+  // Same, with the pod's cgroup under groupCgroup(group) instead of directly
+  // under cgroupRoot(): several "nodes" on one machine, each agent's socket
+  // programs attached to its node's group, see only that node's pods.
+  Pod& addPod(const std::string& name, const std::string& ip, const std::string& group);
+  // "<cgroupRoot()>/<group>": exists once a pod of the group does.
+  std::string groupCgroup(const std::string& group) const { return cgroupRoot_ + "/" + group; }
   Pod& pod(const std::string& name);
   // Kills the pod's processes and removes its netns, veth and cgroup.
   void removePod(const std::string& name);
@@ -129,6 +135,7 @@ class TestBed {
   int nextHost_ = 0;
   int nextIf_ = 0;
   std::vector<std::unique_ptr<Pod>> pods_;
+  std::vector<std::string> groups_;  // cgroup directories made by addPod(..., group)
   std::vector<std::shared_ptr<Proc::State>> procs_;
 };
 

@@ -1,0 +1,148 @@
+#include "api/peer/discovery.h"
+
+#include <algorithm>
+#include <cctype>
+#include <set>
+
+namespace smik::peer {
+
+namespace {
+
+std::string trim(const std::string& s) {
+  const auto b = s.find_first_not_of(" \t");
+  if (b == std::string::npos) return "";
+  return s.substr(b, s.find_last_not_of(" \t") - b + 1);
+}
+
+std::vector<std::string> splitCommas(const std::string& s) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (start <= s.size()) {
+    size_t end = std::min(s.find(',', start), s.size());
+    out.push_back(trim(s.substr(start, end - start)));
+    start = end + 1;
+  }
+  return out;
+}
+
+bool validKey(const std::string& k) {
+  return !k.empty() && std::all_of(k.begin(), k.end(), [](unsigned char c) {
+    return std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '/';
+  });
+}
+
+std::string joinHostPort(const std::string& ip, int port) {
+  return (ip.find(':') != std::string::npos ? "[" + ip + "]" : ip) + ":" + std::to_string(port);
+}
+
+}  // namespace
+
+bool LabelSelector::parse(const std::string& text, LabelSelector* out, std::string* err) {
+  out->terms_.clear();
+  if (trim(text).empty()) return true;  // selects everything, as in Kubernetes
+  for (const auto& term : splitCommas(text)) {
+    std::string key, value;
+    Op op;
+    if (term.find('(') != std::string::npos || term.find(' ') != std::string::npos) {
+      *err = "set-based selector term '" + term + "' is not supported (use k=v, k!=v, k, !k)";
+      return false;
+    }
+    if (auto p = term.find("!="); p != std::string::npos) {
+      op = Op::kNotEquals, key = term.substr(0, p), value = term.substr(p + 2);
+    } else if (auto p = term.find("=="); p != std::string::npos) {
+      op = Op::kEquals, key = term.substr(0, p), value = term.substr(p + 2);
+    } else if (auto p = term.find('='); p != std::string::npos) {
+      op = Op::kEquals, key = term.substr(0, p), value = term.substr(p + 1);
+    } else if (!term.empty() && term[0] == '!') {
+      op = Op::kNotExists, key = term.substr(1);
+    } else {
+      op = Op::kExists, key = term;
+    }
+    key = trim(key);
+    value = trim(value);
+    if (!validKey(key)) {
+      *err = "bad label selector term '" + term + "'";
+      return false;
+    }
+    out->terms_.emplace_back(key, op, value);
+  }
+  return true;
+}
+
+bool LabelSelector::matches(const std::map<std::string, std::string>& labels) const {
+  for (const auto& [key, op, value] : terms_) {
+    auto it = labels.find(key);
+    const bool has = it != labels.end();
+    switch (op) {
+      case Op::kEquals:
+        if (!has || it->second != value) return false;
+        break;
+      case Op::kNotEquals:
+        if (has && it->second == value) return false;
+        break;
+      case Op::kExists:
+        if (!has) return false;
+        break;
+      case Op::kNotExists:
+        if (has) return false;
+        break;
+    }
+  }
+  return true;
+}
+
+std::vector<PeerAddr> discoverPeers(const model::ClusterState& state, const DiscoveryConfig& cfg) {
+  std::set<PeerAddr> out;
+  for (const auto& [key, pod] : state.pods) {
+    if (pod.meta.ns != cfg.ns || !cfg.selector.matches(pod.meta.labels)) continue;
+    if (pod.node_name == cfg.self_node || pod.ips.empty()) continue;
+    if (pod.phase == "Succeeded" || pod.phase == "Failed") continue;
+    // A hostNetwork pod's status.podIP is its node's address, as we want it.
+    out.insert({pod.node_name.empty() ? pod.meta.name : pod.node_name,
+                joinHostPort(pod.ips.front(), cfg.port)});
+  }
+  return {out.begin(), out.end()};
+}
+
+bool splitHostPort(const std::string& addr, std::string* host, int* port) {
+  const auto colon = addr.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == addr.size()) return false;
+  std::string h = addr.substr(0, colon), p = addr.substr(colon + 1);
+  if (h.front() == '[') {
+    if (h.back() != ']' || h.size() < 3) return false;
+    h = h.substr(1, h.size() - 2);
+  } else if (h.find(':') != std::string::npos) {
+    return false;  // a bare IPv6 address: the port is ambiguous
+  }
+  if (!std::all_of(p.begin(), p.end(), [](unsigned char c) { return std::isdigit(c); }) ||
+      p.size() > 5)
+    return false;
+  const int n = std::stoi(p);
+  if (n < 1 || n > 65535) return false;
+  *host = h;
+  *port = n;
+  return true;
+}
+
+bool parsePeerList(const std::string& text, std::vector<PeerAddr>* out, std::string* err) {
+  out->clear();
+  if (trim(text).empty()) return true;
+  for (const auto& item : splitCommas(text)) {
+    PeerAddr p;
+    std::string addr = item;
+    if (auto eq = item.find('='); eq != std::string::npos) {
+      p.node = trim(item.substr(0, eq));
+      addr = trim(item.substr(eq + 1));
+      if (p.node.empty()) return (*err = "--peers: empty node name in '" + item + "'"), false;
+    }
+    std::string host;
+    int port = 0;
+    if (!splitHostPort(addr, &host, &port))
+      return (*err = "--peers: '" + item + "' is not [NODE=]HOST:PORT"), false;
+    p.address = addr;
+    out->push_back(std::move(p));
+  }
+  return true;
+}
+
+}  // namespace smik::peer
