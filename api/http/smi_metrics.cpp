@@ -18,7 +18,9 @@
  *   accepted. smik sees both ends of a connection whose client runs on the
  *   same node, and reports the same client-measured handshake distribution;
  *   for a client on another node the server has no connect() time, and the
- *   value is the kernel's smoothed RTT (srtt) at establishment instead. If the
+ *   value is the kernel's smoothed RTT (srtt) at establishment instead (a
+ *   cluster-wide answer, api/peer/merged_view.h, has the client's node's
+ *   handshakes: srtt only when that node did not answer). If the
  *   window holds any handshake sample the quantiles come from handshakes
  *   alone; only when it holds none do they come from srtt.
  *   Either way it is a network round trip, plus any SYN retransmission (lost

@@ -114,7 +114,9 @@ bool PeerServer::start(const std::string& addr, const Tls& tls, const telemetry:
     server_.reset();
     service_.reset();
     port_ = 0;
-    return (*err = "--peer-listen: cannot listen on " + addr), false;
+    return (*err = "--peer-listen: cannot listen on " + addr +
+                   " (address in use, or --peer-tls-key does not match --peer-tls-cert)"),
+           false;
   }
   return true;
 }

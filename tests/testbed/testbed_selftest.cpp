@@ -168,6 +168,38 @@ TEST_F(TestBedTest, FailedAddPodLeavesNothing) {
   EXPECT_THROW(bed->addPod("a", bed->nextIp()), std::invalid_argument);
 }
 
+// Two "nodes" on one machine: each group's pods share a parent cgroup (what
+// one agent's socket programs attach to), and the bed removes the groups too.
+TEST(TestBedGroups, PodsOfAGroupShareAParentCgroup) {
+  REQUIRE_ROOT();
+  std::string prefix, group_a;
+  {
+    TestBed bed;
+    prefix = bed.prefix();
+    Pod& x = bed.addPod("x", bed.nextIp(), "node-a");
+    Pod& y = bed.addPod("y", bed.nextIp(), "node-a");
+    Pod& z = bed.addPod("z", bed.nextIp(), "node-b");
+    group_a = bed.groupCgroup("node-a");
+    EXPECT_EQ(group_a, bed.cgroupRoot() + "/node-a");
+    EXPECT_EQ(x.cgroupPath(), group_a + "/x");
+    EXPECT_EQ(y.cgroupPath(), group_a + "/y");
+    EXPECT_EQ(z.cgroupPath(), bed.groupCgroup("node-b") + "/z");
+    Proc server = bed.spawn(z, {kPeer, "serve", "--tcp", "8080", "--id", "z"});
+    ASSERT_TRUE(server.waitFor("ready\n", 2000));
+    EXPECT_NE(slurp(z.cgroupPath() + "/cgroup.procs").find(std::to_string(server.pid())),
+              std::string::npos);
+    RunResult t = bed.run(x, {kPeer, "tcp", z.ip(), "8080"}, 3000);
+    EXPECT_EQ(t.output, "ok z\n");
+    EXPECT_THROW(bed.addPod("w", bed.nextIp(), "../escape"), std::invalid_argument);
+    // A failed pod keeps its group while the group has other pods.
+    EXPECT_THROW(bed.addPod("dup", x.ip(), "node-a"), std::runtime_error);
+    EXPECT_TRUE(fs::is_directory(group_a));
+    EXPECT_TRUE(fs::is_directory(x.cgroupPath()));
+  }
+  EXPECT_FALSE(fs::exists(group_a));
+  EXPECT_EQ(leftovers(prefix), "");
+}
+
 TEST(TestBedCleanup, DestroyedBedLeavesNothing) {
   REQUIRE_ROOT();
   // ip_forward is restored by the last bed on the machine; only check it
