@@ -15,6 +15,9 @@ const char* kReasonNames[] = {"forwarded", "policy", "spoofed", "malformed", "un
 std::string statusJson(const AgentStatus& s) {
   nlohmann::json j;
   j["ready"] = s.ready;
+  j["source"] = s.source;
+  if (!s.not_ready.empty()) j["notReady"] = s.not_ready;
+  if (!s.degraded.empty()) j["degraded"] = s.degraded;
   j["node"] = s.node;
   j["accessMode"] = s.access_mode;
   j["attachMode"] = s.attach_mode;
@@ -168,7 +171,7 @@ bool HttpServer::start(const std::string& addr, Agent* agent, std::string* err) 
   server_->Get("/readyz", [agent](const httplib::Request&, httplib::Response& r) {
     bool ready = agent->ready();  // a probe: no map reads
     r.status = ready ? 200 : 503;
-    r.set_content(ready ? "ready\n" : "not ready: no complete policy in the kernel yet\n",
+    r.set_content(ready ? "ready\n" : "not ready: " + agent->notReadyReason() + "\n",
                   "text/plain");
   });
   server_->Get("/status", [agent](const httplib::Request&, httplib::Response& r) {
