@@ -13,6 +13,8 @@
 #include "agent/source/manifest_dir.h"
 #include "api/grpc/server.h"
 #include "api/http/http_server.h"
+#include "api/http/secure_api.h"
+#include "api/http/smi_metrics.h"
 
 namespace {
 std::atomic<bool> g_stop{false};
@@ -30,6 +32,7 @@ int main(int argc, char** argv) {
   std::string manifests, kubeconfig, kube_context;
   std::vector<std::string> mesh_namespaces;
   bool record_events = true;
+  smik::api::AggregatedApi::Options aggregated;
   std::string mode = "strict", http_rules = "deny", log_level = "info";
   std::string grpc_socket = "/run/smik/agent.sock";
   bool uninstall = false, mesh_all = false;
@@ -52,6 +55,20 @@ int main(int argc, char** argv) {
                  "write Kubernetes Events on SMI objects smik rejects or cannot apply")
       ->envname("SMIK_EVENTS")
       ->capture_default_str();
+  app.add_option("--secure-listen", aggregated.server.listen,
+                 "HTTPS address of the TrafficMetrics API for the APIService (empty: none)")
+      ->envname("SMIK_SECURE_LISTEN");
+  app.add_option("--tls-cert-file", aggregated.server.cert_file,
+                 "serving certificate of --secure-listen (missing: self-signed)")
+      ->envname("SMIK_TLS_CERT_FILE");
+  app.add_option("--tls-private-key-file", aggregated.server.key_file, "its private key")
+      ->envname("SMIK_TLS_PRIVATE_KEY_FILE");
+  app.add_option("--requestheader-client-ca-file", aggregated.requestheader_ca_file,
+                 "CA of the aggregator's client certificate (default: kube-system/"
+                 "extension-apiserver-authentication)");
+  app.add_option("--requestheader-allowed-names", aggregated.allowed_names,
+                 "client certificate CNs allowed (default: the ConfigMap's)")
+      ->delimiter(',');
   app.add_option("--node", cfg.node.node_name, "this node's name (pods with spec.nodeName == NODE are local)")
       ->envname("SMIK_NODE_NAME")
       ->capture_default_str();
@@ -110,7 +127,9 @@ int main(int argc, char** argv) {
     return 2;
   }
   cfg.node.mesh_all = mesh_all;
-  cfg.node.mesh_namespaces = mesh_namespaces;
+  // From an env var, an empty list arrives as one empty name.
+  for (auto& n : mesh_namespaces)
+    if (!n.empty()) cfg.node.mesh_namespaces.push_back(n);
   if (cfg.cgroup.empty()) cfg.cgroup = smik::datapath::cgroup2Mount();
   spdlog::info("node {}, access mode {}, pin dir {}, cgroup2 {}", cfg.node.node_name, mode,
                cfg.pin_dir, cfg.cgroup.empty() ? "(not mounted)" : cfg.cgroup);
@@ -118,6 +137,7 @@ int main(int argc, char** argv) {
   std::string err;
   std::unique_ptr<smik::source::Source> source;
   smik::kube::KubeSource* kube = nullptr;
+  std::optional<smik::kube::KubeConfig> kube_config;
   if (!manifests.empty()) {
     source = std::make_unique<smik::source::ManifestDir>(manifests);
   } else {
@@ -128,6 +148,7 @@ int main(int argc, char** argv) {
                     kubeconfig.empty() ? " (outside a cluster, pass --kubeconfig or --manifests)" : "");
       return 2;
     }
+    kube_config = loaded.config;
     smik::kube::KubeSourceOptions ko;
     ko.record_events = record_events;
     ko.events.host = cfg.node.node_name;
@@ -136,6 +157,18 @@ int main(int argc, char** argv) {
     source = std::move(k);
   }
   spdlog::info("objects from {}", source->describe());
+  if (!aggregated.server.listen.empty() && !kube_config) {
+    spdlog::error("--secure-listen authorizes through the Kubernetes API: not with --manifests");
+    return 2;
+  }
+  if (!aggregated.server.cert_file.empty() && (access(aggregated.server.cert_file.c_str(), R_OK) != 0 ||
+                                               access(aggregated.server.key_file.c_str(), R_OK) != 0)) {
+    // The DaemonSet mounts the Secret as optional: serve rather than refuse.
+    spdlog::warn("{} or {} unreadable: serving a self-signed certificate",
+                 aggregated.server.cert_file, aggregated.server.key_file);
+    aggregated.server.cert_file.clear();
+    aggregated.server.key_file.clear();
+  }
   auto agent = smik::Agent::create(cfg, std::move(source), &err);
   if (!agent) {
     spdlog::error("{}", err);
@@ -160,8 +193,18 @@ int main(int argc, char** argv) {
   sa.sa_handler = onSignal;
   sigaction(SIGTERM, &sa, nullptr);
   sigaction(SIGINT, &sa, nullptr);
+  std::unique_ptr<smik::api::AggregatedApi> aggregated_api;
+  if (!aggregated.server.listen.empty()) {
+    smik::Agent* a = agent.get();
+    aggregated_api = std::make_unique<smik::api::AggregatedApi>(
+        *kube_config, aggregated, [a](const std::string& path, const std::string& t) {
+          return smik::api::handleSmiMetrics(a->metrics(), path, t);
+        });
+    aggregated_api->start();
+  }
   if (kube) kube->start();
   agent->run(g_stop);
+  if (aggregated_api) aggregated_api->stop();
   grpc.stop();
   http.stop();
   spdlog::info("stopping: programs and maps stay pinned under {} and keep enforcing", cfg.pin_dir);

@@ -4,6 +4,8 @@
 // with the API server away at start the pinned policy keeps enforcing, the
 // agent says it is not ready and why, and the resync after it comes back
 // neither drops an allowed connection nor admits a denied one.
+#include <httplib.h>
+
 #include <atomic>
 
 #include "tests/e2e/fixture.h"
@@ -182,6 +184,71 @@ TEST_F(Kube, UnreachableAtStartKeepsThePinnedPolicyAndResyncsCleanly) {
   probe.join();
   EXPECT_GE(rounds.load(), 6);
   EXPECT_EQ(wrong.load(), 0) << "first wrong outcome: " << first_wrong;
+}
+
+// The APIService path: TLS with the requestheader CA read from the cluster,
+// the user from X-Remote-User, authorization by SubjectAccessReview, and the
+// node's real connection counts in the answer.
+TEST_F(Kube, AggregatedApiServesAuthorizedUsersOnly) {
+  Pod& client = bed_->addPod("client", bed_->nextIp());
+  Pod& server = bed_->addPod("server", bed_->nextIp());
+  startCluster();
+  applyCluster(client, server);
+  std::ifstream ca(SMIK_KUBE_FIXTURES_DIR "/tls/ca.crt");
+  std::stringstream pem;
+  pem << ca.rdbuf();
+  cluster_->apply({{"apiVersion", "v1"},
+                   {"kind", "ConfigMap"},
+                   {"metadata",
+                    {{"name", "extension-apiserver-authentication"}, {"namespace", "kube-system"}}},
+                   {"data",
+                    {{"requestheader-client-ca-file", pem.str()},
+                     {"requestheader-allowed-names", "[\"smik-agent\"]"}}}});
+  cluster_->setAuthorizer([](const nlohmann::json& spec) {
+    return spec["user"] == "alice" && spec["resourceAttributes"]["namespace"] == "app";
+  });
+  const int secure_port = freePort();
+  auto args = kubeArgs();
+  args.insert(args.end(), {"--secure-listen", "127.0.0.1:" + std::to_string(secure_port)});
+  agent_ = std::make_unique<Proc>(bed_->spawn(args));
+  ASSERT_TRUE(eventually([&] { return httpGet(http_port_, "/readyz").first == 200; }, 10000))
+      << agent_->output();
+  waitAttached(2);
+  Proc srv = serve(server, "8080");
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(tcp(client, server, 8080), "ok");
+
+  httplib::SSLClient c("127.0.0.1", secure_port, SMIK_KUBE_FIXTURES_DIR "/tls/client.crt",
+                       SMIK_KUBE_FIXTURES_DIR "/tls/client.key");
+  c.enable_server_certificate_verification(false);  // self-signed, as the plain install
+  const std::string path = "/apis/metrics.smi-spec.io/v1alpha1/namespaces/app/pods/server";
+  // Counters are read once a second: wait for the three connections.
+  nlohmann::json m;
+  double success = 0;
+  std::string last;
+  ASSERT_TRUE(eventually(
+      [&] {
+        auto r = c.Get(path, {{"X-Remote-User", "alice"}});
+        if (!r) return (last = httplib::to_string(r.error())), false;
+        last = r->body;
+        if (r->status != 200) return false;
+        m = nlohmann::json::parse(r->body);
+        for (const auto& metric : m["metrics"])
+          if (metric["name"] == "success_count") success = quantity(metric["value"].get<std::string>());
+        return success >= 3;
+      },
+      5000))
+      << last << agent_->output();
+  EXPECT_EQ(m["kind"], "TrafficMetrics");
+  EXPECT_EQ(m["resource"]["name"], "server");
+  EXPECT_EQ(success, 3);
+
+  auto denied = c.Get(path, {{"X-Remote-User", "mallory"}});
+  ASSERT_TRUE(denied);
+  EXPECT_EQ(denied->status, 403);
+  auto other_ns = c.Get("/apis/metrics.smi-spec.io/v1alpha1/namespaces/kube-system/pods",
+                        {{"X-Remote-User", "alice"}});
+  ASSERT_TRUE(other_ns);
+  EXPECT_EQ(other_ns->status, 403);
 }
 
 }  // namespace

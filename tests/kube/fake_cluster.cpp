@@ -207,6 +207,16 @@ void FakeCluster::expireWatches() {
   changed_.notify_all();
 }
 
+void FakeCluster::setAuthorizer(std::function<bool(const json& spec)> allow) {
+  std::lock_guard lock(mu_);
+  authorizer_ = std::move(allow);
+}
+
+std::vector<json> FakeCluster::reviews() const {
+  std::lock_guard lock(mu_);
+  return reviews_;
+}
+
 void FakeCluster::serveVersions(const std::string& group, std::vector<std::string> versions) {
   std::lock_guard lock(mu_);
   options_.smi_versions[group] = std::move(versions);
@@ -277,7 +287,30 @@ void FakeCluster::route(const httplib::Request& req, httplib::Response& res) {
   static const std::regex kCore("/api/v1/([a-z]+)");
   static const std::regex kGroupList("/apis/([^/]+)/([^/]+)/([a-z]+)");
   std::smatch m;
+  static const std::regex kObject("/api/v1/namespaces/([^/]+)/([a-z]+)/([^/]+)");
   if (std::regex_match(req.path, m, kEvents)) return serveEvents(req, res, m[1], m[3]);
+  if (req.method == "POST" && req.path == "/apis/authorization.k8s.io/v1/subjectaccessreviews") {
+    json review = json::parse(req.body, nullptr, false);
+    if (!review.is_object()) return status(res, 400, "BadRequest", "not JSON");
+    bool allowed = false;
+    {
+      std::lock_guard lock(mu_);
+      reviews_.push_back(review["spec"]);
+      allowed = authorizer_ && authorizer_(review["spec"]);
+    }
+    review["status"] = {{"allowed", allowed}};
+    if (!allowed) review["status"]["reason"] = "denied by the fake authorizer";
+    res.status = 201;
+    res.set_content(review.dump(), "application/json");
+    return;
+  }
+  if (req.method == "GET" && std::regex_match(req.path, m, kObject)) {
+    std::lock_guard lock(mu_);
+    auto it = objects_.find("v1/" + m[2].str() + " " + m[1].str() + "/" + m[3].str());
+    if (it == objects_.end()) return status(res, 404, "NotFound", m[3].str() + " not found");
+    res.set_content(it->second.object.dump(), "application/json");
+    return;
+  }
   if (req.method != "GET") return status(res, 405, "MethodNotAllowed", req.method);
   if (std::regex_match(req.path, m, kCore))
     return serveCollection(req, res, "v1/" + m[1].str(), "v1", "");

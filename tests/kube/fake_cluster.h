@@ -12,6 +12,7 @@
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <functional>
 #include <set>
 #include <string>
 #include <thread>
@@ -71,6 +72,10 @@ class FakeCluster {
   // Events: POSTs and PATCHes to /api/v1/namespaces/*/events.
   std::vector<nlohmann::json> events() const;
   void forbidEvents(bool forbidden) { events_forbidden_ = forbidden; }
+  // SubjectAccessReviews: the answer for each review's spec (default: deny),
+  // and the specs asked so far.
+  void setAuthorizer(std::function<bool(const nlohmann::json& spec)> allow);
+  std::vector<nlohmann::json> reviews() const;
   // An SMI CRD upgraded in place: the group now serves these versions.
   void serveVersions(const std::string& group, std::vector<std::string> versions);
   // Requests seen, "GET /api/v1/pods?watch=1" style, for assertions.
@@ -114,6 +119,8 @@ class FakeCluster {
   std::vector<Change> log_;
   std::map<std::string, nlohmann::json> events_;  // "ns/name"
   std::vector<std::string> requests_;
+  std::function<bool(const nlohmann::json&)> authorizer_;
+  std::vector<nlohmann::json> reviews_;
 };
 
 }  // namespace smik::testing
