@@ -15,7 +15,6 @@
 #include <fstream>
 #include <map>
 #include <memory>
-#include <optional>
 #include <regex>
 #include <set>
 #include <sstream>
@@ -59,13 +58,29 @@ const std::set<std::pair<std::string, std::string>> kRealKinds = {
 
 // The agent's flags and their env names as planned (issue 5). The manifests
 // may only use these; AgentHasEveryFlagTheManifestsPass checks the real agent.
-const std::set<std::string> kPlannedFlags = {
-    "--kubeconfig",     "--node",          "--access-mode",   "--http-rules",
-    "--mesh-all",       "--mesh-namespaces", "--log-level",   "--metrics-window",
-    "--http",           "--pin-dir",       "--cgroup",        "--grpc",
-    "--peer-listen",    "--peer-tls-cert", "--peer-tls-key",  "--peer-tls-ca",
-    "--secure-listen",  "--tls-cert-file", "--tls-private-key-file",
-    "--uninstall",      "--manifests",     "--metrics-interval-ms", "--force-clsact"};
+const std::set<std::string> kPlannedFlags = {"--kubeconfig",
+                                             "--node",
+                                             "--access-mode",
+                                             "--http-rules",
+                                             "--mesh-all",
+                                             "--mesh-namespaces",
+                                             "--log-level",
+                                             "--metrics-window",
+                                             "--http",
+                                             "--pin-dir",
+                                             "--cgroup",
+                                             "--grpc",
+                                             "--peer-listen",
+                                             "--peer-tls-cert",
+                                             "--peer-tls-key",
+                                             "--peer-tls-ca",
+                                             "--secure-listen",
+                                             "--tls-cert-file",
+                                             "--tls-private-key-file",
+                                             "--uninstall",
+                                             "--manifests",
+                                             "--metrics-interval-ms",
+                                             "--force-clsact"};
 const std::set<std::string> kPlannedEnv = {
     "SMIK_NODE_NAME",       "SMIK_ACCESS_MODE", "SMIK_HTTP_RULES",    "SMIK_MESH_ALL",
     "SMIK_MESH_NAMESPACES", "SMIK_LOG_LEVEL",   "SMIK_METRICS_WINDOW"};
@@ -202,7 +217,8 @@ int portOf(const std::string& hostport) {
 }
 
 bool under(const std::string& path, const std::string& dir) {
-  return path.size() > dir.size() && path.compare(0, dir.size(), dir) == 0 && path[dir.size()] == '/';
+  return path.size() > dir.size() && path.compare(0, dir.size(), dir) == 0 &&
+         path[dir.size()] == '/';
 }
 
 // A probe's or Service's port: a number, or the name of one of the container's ports.
@@ -218,7 +234,8 @@ std::set<std::string> agentHttpRoutes() {
   std::set<std::string> out;
   std::string src = readFile(kRepo / "api" / "http" / "http_server.cpp");
   std::regex re(R"re(->Get\("([^"]+)")re");
-  for (auto it = std::sregex_iterator(src.begin(), src.end(), re); it != std::sregex_iterator(); ++it)
+  for (auto it = std::sregex_iterator(src.begin(), src.end(), re); it != std::sregex_iterator();
+       ++it)
     out.insert((*it)[1]);
   return out;
 }
@@ -317,7 +334,8 @@ std::vector<std::string> rbacProblems(const Y& role) {
   for (const auto& res : smik::kube::smikResources())
     for (const char* verb : {"get", "list", "watch"})
       if (!allows(role, apiGroupOf(res.api_version), res.plural, verb))
-        out.push_back("no " + std::string(verb) + " on " + res.plural + " (" + res.api_version + ")");
+        out.push_back("no " + std::string(verb) + " on " + res.plural + " (" + res.api_version +
+                      ")");
   for (const char* group : {"", "events.k8s.io"})
     for (const char* verb : {"create", "patch"})
       if (!allows(role, group, "events", verb))
@@ -349,8 +367,8 @@ void expectBinding(const Docs& docs, const std::string& kind, const std::string&
           str(s["namespace"]) == ns)
         return;
   }
-  ADD_FAILURE() << "no " << kind << " of " << roleKind << " " << roleName
-                << " to ServiceAccount " << ns << "/smik-agent";
+  ADD_FAILURE() << "no " << kind << " of " << roleKind << " " << roleName << " to ServiceAccount "
+                << ns << "/smik-agent";
 }
 
 void checkRbac(const Docs& docs, const std::string& ns) {
@@ -437,8 +455,8 @@ void checkAgentDaemonSet(const Docs& docs, const std::string& ns) {
   for (const char* c : {"BPF", "NET_ADMIN", "SYS_ADMIN", "PERFMON", "SYS_RESOURCE"})
     EXPECT_TRUE(caps.count(c)) << "capability " << c << " not added";
   bool unconfined =
-      str(tmpl["metadata"]["annotations"]["container.apparmor.security.beta.kubernetes.io/agent"]) ==
-          "unconfined" ||
+      str(tmpl["metadata"]["annotations"]
+              ["container.apparmor.security.beta.kubernetes.io/agent"]) == "unconfined" ||
       str(agent["securityContext"]["appArmorProfile"]["type"]) == "Unconfined";
   EXPECT_TRUE(unconfined) << "runtime-default AppArmor forbids pinning under /sys/fs/bpf";
 
@@ -461,10 +479,10 @@ void checkAgentDaemonSet(const Docs& docs, const std::string& ns) {
   Y cm = find(docs, "ConfigMap", "smik-config");
   ASSERT_TRUE(cm) << "no ConfigMap smik-config";
   EXPECT_EQ(str(cm["metadata"]["namespace"]), ns);
-  for (const auto& [key, value] : cm["data"].entries())
-    EXPECT_TRUE(kPlannedEnv.count(key)) << key;
+  for (const auto& [key, value] : cm["data"].entries()) EXPECT_TRUE(kPlannedEnv.count(key)) << key;
   const std::set<std::string> modes = {"strict", "permissive", "per-destination"};
-  EXPECT_TRUE(modes.count(str(cm["data"]["SMIK_ACCESS_MODE"]))) << str(cm["data"]["SMIK_ACCESS_MODE"]);
+  EXPECT_TRUE(modes.count(str(cm["data"]["SMIK_ACCESS_MODE"])))
+      << str(cm["data"]["SMIK_ACCESS_MODE"]);
   const std::set<std::string> rules = {"deny", "allow-tcp"};
   EXPECT_TRUE(rules.count(str(cm["data"]["SMIK_HTTP_RULES"])));
   const std::set<std::string> bools = {"true", "false"};
@@ -534,12 +552,15 @@ void checkAgentDaemonSet(const Docs& docs, const std::string& ns) {
 
   // Probes on the agent's HTTP port, on paths the agent serves.
   const auto routes = agentHttpRoutes();
-  for (const auto& [probe, path] : std::vector<std::pair<std::string, std::string>>{
-           {"startupProbe", "/healthz"}, {"livenessProbe", "/healthz"}, {"readinessProbe", "/readyz"}}) {
+  for (const auto& [probe, path] :
+       std::vector<std::pair<std::string, std::string>>{{"startupProbe", "/healthz"},
+                                                        {"livenessProbe", "/healthz"},
+                                                        {"readinessProbe", "/readyz"}}) {
     Y get = agent[probe]["httpGet"];
     ASSERT_TRUE(get) << probe << " is not httpGet";
     EXPECT_EQ(str(get["path"]), path) << probe;
-    EXPECT_TRUE(routes.count(str(get["path"]))) << probe << ": the agent serves no " << str(get["path"]);
+    EXPECT_TRUE(routes.count(str(get["path"])))
+        << probe << ": the agent serves no " << str(get["path"]);
     EXPECT_EQ(resolvePort(get["port"], agent), portOf(args["--http"])) << probe;
   }
   Y startup = agent["startupProbe"];
@@ -602,7 +623,8 @@ bool valuesHave(const Y& values, const std::string& dotted) {
 }
 
 Ran helmTemplate(const std::string& extra) {
-  return run("helm template smik " + quote(kChart.string()) + " -n " + kNs + " --include-crds " + extra);
+  return run("helm template smik " + quote(kChart.string()) + " -n " + kNs + " --include-crds " +
+             extra);
 }
 
 }  // namespace
@@ -625,7 +647,8 @@ TEST(Daemonset, EveryYamlParsesAndNamesARealKind) {
     if (f == kChart / "Chart.yaml" || f == kChart / "values.yaml") continue;
     for (const auto& d : docs) {
       std::string av = str(d["apiVersion"]), kind = str(d["kind"]);
-      EXPECT_TRUE(kRealKinds.count({av, kind})) << av << " " << kind << " is not a kind the install uses";
+      EXPECT_TRUE(kRealKinds.count({av, kind}))
+          << av << " " << kind << " is not a kind the install uses";
       if (kind != "Kustomization") {
         EXPECT_FALSE(str(d["metadata"]["name"]).empty());
       }
@@ -685,7 +708,8 @@ TEST(Daemonset, ApiService) {
   Docs docs = plainInstall();
   checkApiService(docs, kNs);
   // Plain manifests cannot know the CA gen-certs.sh makes.
-  EXPECT_EQ(str(find(docs, "APIService", "v1alpha1.metrics.smi-spec.io")["spec"]["insecureSkipTLSVerify"]),
+  EXPECT_EQ(str(find(docs, "APIService",
+                     "v1alpha1.metrics.smi-spec.io")["spec"]["insecureSkipTLSVerify"]),
             "true");
 }
 
@@ -696,9 +720,11 @@ TEST(Daemonset, UninstallRemovesTheAgentsPins) {
   Y pod = ds["spec"]["template"]["spec"];
   EXPECT_EQ(str(pod["hostNetwork"]), "true") << "tc hooks are in the node's netns";
   // Not an agent: no peer, no Service endpoint.
-  EXPECT_NE(str(ds["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"]), "smik-agent");
+  EXPECT_NE(str(ds["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"]),
+            "smik-agent");
   bool everyTaint = false;
-  for (const auto& t : pod["tolerations"].items()) everyTaint |= str(t["operator"]) == "Exists" && !t["key"];
+  for (const auto& t : pod["tolerations"].items())
+    everyTaint |= str(t["operator"]) == "Exists" && !t["key"];
   EXPECT_TRUE(everyTaint);
   Y agentDs = find(plainInstall(), "DaemonSet", "smik-agent");
   auto agentArgs =
@@ -725,11 +751,13 @@ TEST(Daemonset, CrdsAreTheSharedOnes) {
     SCOPED_TRACE(dir.string());
     std::set<std::string> ours, shared;
     for (const auto& e : fs::directory_iterator(dir)) ours.insert(e.path().filename().string());
-    for (const auto& e : fs::directory_iterator(kSharedCrds)) shared.insert(e.path().filename().string());
+    for (const auto& e : fs::directory_iterator(kSharedCrds))
+      shared.insert(e.path().filename().string());
     ASSERT_FALSE(shared.empty()) << kSharedCrds;
     EXPECT_EQ(ours, shared);
     for (const auto& f : shared)
-      EXPECT_EQ(readFile(dir / f), readFile(kSharedCrds / f)) << f << " differs from " << kSharedCrds;
+      EXPECT_EQ(readFile(dir / f), readFile(kSharedCrds / f))
+          << f << " differs from " << kSharedCrds;
   }
 }
 
@@ -741,19 +769,22 @@ TEST(Daemonset, AgentHasEveryFlagTheManifestsPass) {
   for (const auto& e : fs::recursive_directory_iterator(kRepo / "agent")) {
     if (e.path().extension() != ".cpp") continue;
     std::string src = readFile(e.path());
-    for (auto it = std::sregex_iterator(src.begin(), src.end(), opt); it != std::sregex_iterator(); ++it) {
+    for (auto it = std::sregex_iterator(src.begin(), src.end(), opt); it != std::sregex_iterator();
+         ++it) {
       std::stringstream names((*it)[1].str());
       std::string n;
       while (std::getline(names, n, ',')) flags.insert(n);
     }
-    for (auto it = std::sregex_iterator(src.begin(), src.end(), env); it != std::sregex_iterator(); ++it)
+    for (auto it = std::sregex_iterator(src.begin(), src.end(), env); it != std::sregex_iterator();
+         ++it)
       envs.insert((*it)[1]);
   }
   ASSERT_TRUE(flags.count("--pin-dir")) << "no CLI11 options found under agent/";
   Docs docs = plainInstall();
   Y ds = find(docs, "DaemonSet", "smik-agent");
   std::vector<std::string> missing;
-  for (const auto& [flag, v] : parseArgs(byName(ds["spec"]["template"]["spec"]["containers"], "agent")["args"]))
+  for (const auto& [flag, v] :
+       parseArgs(byName(ds["spec"]["template"]["spec"]["containers"], "agent")["args"]))
     if (!flags.count(flag)) missing.push_back(flag);
   for (const auto& [key, value] : find(docs, "ConfigMap", "smik-config")["data"].entries())
     if (!envs.count(key)) missing.push_back(key);
@@ -796,7 +827,8 @@ TEST(Daemonset, GenCertsMakesBothSecrets) {
                  quote((tmp.path / "peer" / "tls.crt").string()));
   EXPECT_NE(peer.out.find("DNS:smik-peer.smik-system"), std::string::npos) << peer.out;
   EXPECT_EQ(peer.out.find("IP Address"), std::string::npos) << "peers are dialled by name, not IP";
-  EXPECT_NE(peer.out.find("Client Authentication"), std::string::npos) << "peers are mTLS clients too";
+  EXPECT_NE(peer.out.find("Client Authentication"), std::string::npos)
+      << "peers are mTLS clients too";
   // Separate CAs: the API's serving key cannot join the peer mesh.
   EXPECT_NE(run("openssl verify -CAfile " + quote((tmp.path / "peer" / "ca.crt").string()) + " " +
                 quote((tmp.path / "api" / "tls.crt").string()))
@@ -810,7 +842,8 @@ TEST(Daemonset, DockerfileShipsBothBinariesOnDebian12) {
   EXPECT_NE(df.find("FROM debian:12-slim"), std::string::npos);
   EXPECT_NE(df.find(".ci/deps"), std::string::npos) << "build packages must come from .ci/deps";
   EXPECT_NE(df.find("--target smik-agent smik"), std::string::npos);
-  EXPECT_NE(df.find("COPY --from=build /build/smik-agent /build/smik /usr/local/bin/"), std::string::npos);
+  EXPECT_NE(df.find("COPY --from=build /build/smik-agent /build/smik /usr/local/bin/"),
+            std::string::npos);
   EXPECT_NE(df.find("ENTRYPOINT [\"/usr/local/bin/smik-agent\"]"), std::string::npos);
   std::string ignore = readFile(kRepo / ".dockerignore");
   EXPECT_NE(ignore.find("build/"), std::string::npos);
@@ -825,17 +858,18 @@ TEST(Daemonset, HelmChartValuesCoverTheTemplates) {
   EXPECT_EQ(str(chart["name"]), "smik");
   EXPECT_FALSE(str(chart["version"]).empty());
   Y values(YAML::LoadFile((kChart / "values.yaml").string()));
-  for (const char* v : {"image.repository", "image.tag", "image.pullPolicy", "accessMode",
-                        "meshNamespaces", "meshAll", "httpRules", "logLevel", "privileged",
-                        "resources", "tolerations", "tls.api.existingSecret",
-                        "tls.peer.existingSecret"})
+  for (const char* v :
+       {"image.repository", "image.tag", "image.pullPolicy", "accessMode", "meshNamespaces",
+        "meshAll", "httpRules", "logLevel", "privileged", "resources", "tolerations",
+        "tls.api.existingSecret", "tls.peer.existingSecret"})
     EXPECT_TRUE(valuesHave(values, v)) << "values.yaml lacks " << v;
 
   std::regex ref(R"re(\.Values((?:\.[A-Za-z_][A-Za-z0-9_]*)+))re");
   size_t refs = 0;
   for (const auto& e : fs::directory_iterator(kChart / "templates")) {
     std::string src = readFile(e.path());
-    for (auto it = std::sregex_iterator(src.begin(), src.end(), ref); it != std::sregex_iterator(); ++it) {
+    for (auto it = std::sregex_iterator(src.begin(), src.end(), ref); it != std::sregex_iterator();
+         ++it) {
       ++refs;
       std::string dotted = (*it)[1].str().substr(1);
       EXPECT_TRUE(valuesHave(values, dotted))
@@ -882,7 +916,8 @@ TEST(Daemonset, PrivilegedPatchMakesOnlyTheAgentPrivileged) {
   Y ds = find(rendered, "DaemonSet", "smik-agent");
   ASSERT_TRUE(ds);
   Y containers = ds["spec"]["template"]["spec"]["containers"];
-  ASSERT_EQ(containers.items().size(), 1u) << "the patch added a container instead of changing the agent";
+  ASSERT_EQ(containers.items().size(), 1u)
+      << "the patch added a container instead of changing the agent";
   EXPECT_TRUE(privileged(byName(containers, "agent")));
   EXPECT_EQ(kindNames(rendered), kindNames(plainInstall()));
 }
