@@ -175,7 +175,13 @@ int main(int argc, char** argv) {
     return 1;
   }
   smik::api::HttpServer http;
-  if (!http.start(cfg.http, agent.get(), &err)) {
+  // Once the authorized API is served, the plain one stays on loopback only:
+  // a node address would hand every pod's metrics to anyone on the network.
+  const bool http_loopback = cfg.http.rfind("127.", 0) == 0 || cfg.http.rfind("[::1]", 0) == 0 ||
+                             cfg.http.rfind("localhost:", 0) == 0;
+  const bool plain_smi = aggregated.server.listen.empty() || http_loopback;
+  if (!plain_smi) spdlog::info("TrafficMetrics API only on --secure-listen (--http is not loopback)");
+  if (!http.start(cfg.http, agent.get(), &err, plain_smi)) {
     spdlog::error("{}", err);
     return 1;
   }

@@ -159,7 +159,7 @@ std::string prometheusTelemetry(const telemetry::Store& store) {
   return conns + hist;
 }
 
-bool HttpServer::start(const std::string& addr, Agent* agent, std::string* err) {
+bool HttpServer::start(const std::string& addr, Agent* agent, std::string* err, bool serve_smi) {
   auto colon = addr.rfind(':');
   if (colon == std::string::npos) return (*err = "--http wants host:port, got " + addr), false;
   std::string host = addr.substr(0, colon);
@@ -181,7 +181,7 @@ bool HttpServer::start(const std::string& addr, Agent* agent, std::string* err) 
     r.set_content(prometheusText(agent->status()) + prometheusTelemetry(agent->metrics()),
                   "text/plain; version=0.0.4");
   });
-  mountSmiMetrics(*server_, agent->metrics());
+  if (serve_smi) mountSmiMetrics(*server_, agent->metrics());
   if (!server_->bind_to_port(host.c_str(), port)) {
     *err = "cannot listen on " + addr;
     return false;

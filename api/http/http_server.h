@@ -16,7 +16,9 @@ namespace smik::api {
 class HttpServer {
  public:
   // addr is "host:port". Starts serving on a thread; false + err if it cannot bind.
-  bool start(const std::string& addr, Agent* agent, std::string* err);
+  // serve_smi: also the TrafficMetrics API, unauthenticated (loopback use,
+  // `kubectl get --raw` through a local kubeconfig, tests).
+  bool start(const std::string& addr, Agent* agent, std::string* err, bool serve_smi = true);
   void stop();
   HttpServer();
   ~HttpServer();
