@@ -155,7 +155,25 @@ HttpResponse HttpClient::performOnce(const Request& req, const OnData& on_data, 
   CURLM* multi = curl_multi_init();
   Transfer t{easy, &on_data, &r};
   char errbuf[CURL_ERROR_SIZE] = {0};
-  const std::string url = config_.server + path;
+  // tls-server-name: the certificate (and SNI) is checked against that name
+  // while the connection still goes to the configured server, as Go's
+  // tls.Config.ServerName does. curl has no such option; connect-to does it:
+  // the URL names the certificate's host and connect-to maps it back.
+  std::string url = config_.server + path;
+  curl_slist* connect_to = nullptr;
+  if (!config_.tls_server_name.empty()) {
+    const auto scheme_end = config_.server.find("://");
+    const auto host_start = scheme_end == std::string::npos ? 0 : scheme_end + 3;
+    const std::string authority = config_.server.substr(host_start);
+    const auto colon = authority.rfind(':');
+    const bool has_port = colon != std::string::npos && authority.find(']', colon) == std::string::npos;
+    const std::string host = has_port ? authority.substr(0, colon) : authority;
+    const std::string port = has_port ? authority.substr(colon + 1) : "443";
+    url = config_.server.substr(0, host_start) + config_.tls_server_name + ":" + port + path;
+    const std::string rule = config_.tls_server_name + ":" + port + ":" + host + ":" + port;
+    connect_to = curl_slist_append(nullptr, rule.c_str());
+    curl_easy_setopt(easy, CURLOPT_CONNECT_TO, connect_to);
+  }
   curl_easy_setopt(easy, CURLOPT_URL, url.c_str());
   if (req.method == "GET") {
     curl_easy_setopt(easy, CURLOPT_HTTPGET, 1L);
@@ -245,6 +263,7 @@ HttpResponse HttpClient::performOnce(const Request& req, const OnData& on_data, 
   curl_easy_cleanup(easy);
   curl_multi_cleanup(multi);
   curl_slist_free_all(headers);
+  curl_slist_free_all(connect_to);
   return r;
 }
 

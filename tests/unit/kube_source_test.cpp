@@ -406,3 +406,29 @@ TEST(EventRecorder, RepeatsBumpTheCountAndTheBucketLimitsBursts) {
 
 }  // namespace
 }  // namespace smik::kube
+
+namespace smik::kube {
+namespace {
+
+// tls-server-name: the certificate is checked against that name while the
+// connection goes to the configured server. The fixture's certificate names
+// only 127.0.0.1, so "localhost" fails unless the server name says 127.0.0.1.
+TEST(HttpClientTls, TlsServerNameIsWhatTheCertificateIsCheckedAgainst) {
+  FakeCluster cluster(tlsOptions());
+  KubeConfig k = configFor(cluster);
+  k.server = "https://localhost:" + std::to_string(cluster.port());
+  Cancel cancel;
+  auto get = [&](const KubeConfig& c) {
+    HttpClient http(c);
+    return http.get("/api/v1/pods", [](std::string_view) { return true; }, cancel);
+  };
+  HttpResponse plain = get(k);
+  EXPECT_NE(plain.status, 200);
+  EXPECT_FALSE(plain.error.empty());
+  k.tls_server_name = "127.0.0.1";
+  HttpResponse named = get(k);
+  EXPECT_EQ(named.status, 200) << named.error;
+}
+
+}  // namespace
+}  // namespace smik::kube
