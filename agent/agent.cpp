@@ -13,8 +13,9 @@
 
 namespace smik {
 
-std::unique_ptr<Agent> Agent::create(const AgentConfig& cfg, std::string* err) {
-  std::unique_ptr<Agent> a(new Agent(cfg));
+std::unique_ptr<Agent> Agent::create(const AgentConfig& cfg,
+                                     std::unique_ptr<source::Source> source, std::string* err) {
+  std::unique_ptr<Agent> a(new Agent(cfg, std::move(source)));
   datapath::Options o;
   o.pin_dir = cfg.pin_dir;
   o.force_clsact = cfg.force_clsact;
@@ -26,6 +27,8 @@ std::unique_ptr<Agent> Agent::create(const AgentConfig& cfg, std::string* err) {
   a->current_ = a->dp_->maps().read();
   a->status_.node = cfg.node.node_name;
   a->status_.access_mode = compile::accessModeName(cfg.node.access_mode);
+  a->status_.source = a->source_->describe();
+  a->status_.not_ready = "no policy applied yet";
   return a;
 }
 
@@ -36,17 +39,21 @@ void Agent::run(const std::atomic<bool>& stop) {
     // Whatever goes wrong in one round, the kernel keeps the last good policy
     // and the next round starts over from what the kernel holds.
     try {
-      bool changed = source_.refresh();
-      reconcile(changed || first);
-      first = false;
-      sampleMetrics();
+      bool changed = source_->refresh();
+      if (!source_->synced()) {
+        waitForSource();
+      } else {
+        reconcile(changed || first);
+        first = false;
+        sampleMetrics();
+      }
     } catch (const std::exception& e) {
       spdlog::error("reconcile failed, last good policy stays enforced: {}", e.what());
       current_ = dp_->maps().read();
       first = true;
     }
     int wait_ms = std::min<int>(250, cfg_.metrics_interval_ms);
-    source_.waitForChange(wait_ms);
+    source_->waitForChange(wait_ms);
   }
   events.join();
 }
@@ -119,6 +126,16 @@ void Agent::readEvents(const std::atomic<bool>& stop) {
   close(fd);
 }
 
+void Agent::waitForSource() {
+  std::string why = source_->problem();
+  std::lock_guard<std::mutex> l(mu_);
+  // Once a policy is in force a source that loses its view (it never does
+  // today: reflectors keep their last list) would not unready the node.
+  if (status_.ready) return;
+  if (why != status_.not_ready) spdlog::warn("not ready: {}", why);
+  status_.not_ready = why;
+}
+
 void Agent::sampleMetrics() {
   auto now = std::chrono::steady_clock::now();
   if (now < next_sample_) return;
@@ -133,8 +150,9 @@ void Agent::reconcile(bool source_changed) {
     compile::NodeConfig node = cfg_.node;
     node.host_addrs = addrs;
     host_addrs_ = addrs;
-    auto state = std::make_shared<const model::ClusterState>(source_.state());
+    auto state = std::make_shared<const model::ClusterState>(source_->state());
     plan_ = compile::compile(*state, node);
+    source_->reportPlan(plan_);
     store_.setTopology(state, plan_);
     {
       std::lock_guard<std::mutex> l(mu_);
@@ -186,13 +204,15 @@ void Agent::reconcile(bool source_changed) {
   std::lock_guard<std::mutex> l(mu_);
   if (applied && !status_.ready) {
     status_.ready = true;
+    status_.not_ready.clear();
     spdlog::info("ready: policy enforced ({} entries, {} local endpoints)", current_.policy.size(),
                  current_.endpoints.size());
   }
   status_.attach_mode = dp_->tcxAvailable() ? "tcx" : "clsact";
-  status_.rejected_objects_total = source_.rejectedTotal();
+  status_.rejected_objects_total = source_->rejectedTotal();
   status_.rejected.clear();
-  for (const auto& e : source_.errors()) status_.rejected.push_back(e.str());
+  for (const auto& e : source_->errors()) status_.rejected.push_back(e.str());
+  status_.degraded = source_->problem();
   if (recompile) {
     status_.diagnostics.clear();
     for (const auto& d : plan_.diagnostics) status_.diagnostics.push_back(d.str());

@@ -11,14 +11,13 @@
 
 #include "agent/compile/compile.h"
 #include "agent/datapath/datapath.h"
-#include "agent/source/manifest_dir.h"
+#include "agent/source/source.h"
 #include "agent/telemetry/events.h"
 #include "agent/telemetry/store.h"
 
 namespace smik {
 
 struct AgentConfig {
-  std::string manifests;
   compile::NodeConfig node;
   std::string http = "127.0.0.1:9464";
   std::string pin_dir = "/sys/fs/bpf/smik";
@@ -31,6 +30,9 @@ struct AgentConfig {
 // What /status, /readyz and `smik status` report. Copied out under a lock.
 struct AgentStatus {
   bool ready = false;
+  std::string source;      // where objects come from
+  std::string not_ready;   // why not ready (empty when ready)
+  std::string degraded;    // ready, but the source cannot refresh its view
   std::string node;
   std::string access_mode;
   std::string attach_mode;
@@ -60,13 +62,19 @@ struct AgentStatus {
 
 class Agent {
  public:
-  static std::unique_ptr<Agent> create(const AgentConfig& cfg, std::string* err);
+  static std::unique_ptr<Agent> create(const AgentConfig& cfg,
+                                       std::unique_ptr<source::Source> source, std::string* err);
   // Runs until *stop becomes true. Leaves programs and pins in place.
   void run(const std::atomic<bool>& stop);
   AgentStatus status();  // reads the kernel's counters: not for probes
   bool ready() const {
     std::lock_guard<std::mutex> l(mu_);
     return status_.ready;
+  }
+  // Why the agent is not ready; empty when it is.
+  std::string notReadyReason() const {
+    std::lock_guard<std::mutex> l(mu_);
+    return status_.not_ready;
   }
   const telemetry::Store& metrics() const { return store_; }
   telemetry::EventHub& events() { return events_; }
@@ -80,14 +88,17 @@ class Agent {
   maps::Backend& maps() { return dp_->maps(); }
 
  private:
-  Agent(const AgentConfig& cfg)
-      : cfg_(cfg), source_(cfg.manifests), store_(cfg.metrics_window_s) {}
+  Agent(const AgentConfig& cfg, std::unique_ptr<source::Source> source)
+      : cfg_(cfg), source_(std::move(source)), store_(cfg.metrics_window_s) {}
+  // Until the source has a complete view nothing is compiled: the kernel
+  // keeps enforcing whatever it holds (a previous agent's policy, or none).
+  void waitForSource();
   void reconcile(bool source_changed);
   void sampleMetrics();
   void readEvents(const std::atomic<bool>& stop);  // ring buffer -> events_
 
   AgentConfig cfg_;
-  source::ManifestDir source_;
+  std::unique_ptr<source::Source> source_;
   std::unique_ptr<datapath::Datapath> dp_;
   compile::Plan plan_;
   bool have_plan_ = false;

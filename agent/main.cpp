@@ -9,8 +9,12 @@
 #include "agent/agent.h"
 #include "agent/datapath/datapath.h"
 #include "agent/datapath/system.h"
+#include "agent/source/kube_source.h"
+#include "agent/source/manifest_dir.h"
 #include "api/grpc/server.h"
 #include "api/http/http_server.h"
+#include "api/http/secure_api.h"
+#include "api/http/smi_metrics.h"
 #include "api/peer/peer_api.h"
 
 namespace {
@@ -26,34 +30,79 @@ std::string hostName() {
 
 int main(int argc, char** argv) {
   smik::AgentConfig cfg;
+  std::string manifests, kubeconfig, kube_context;
+  std::vector<std::string> mesh_namespaces;
+  bool record_events = true;
+  smik::api::AggregatedApi::Options aggregated;
   std::string mode = "strict", http_rules = "deny", log_level = "info";
   std::string grpc_socket = "/run/smik/agent.sock";
   bool uninstall = false, mesh_all = false;
   cfg.node.node_name = hostName();
 
   CLI::App app{"smik-agent: SMI access control enforced in the kernel with eBPF"};
-  app.add_option("--manifests", cfg.manifests, "directory of SMI/Kubernetes manifests (YAML/JSON)");
-  app.add_option("--node", cfg.node.node_name, "this node's name (pods with spec.nodeName == NODE are local)")
+  // Every setting can also come from the environment (SMIK_*): the
+  // DaemonSet's ConfigMap is mounted with envFrom.
+  auto* manifests_opt =
+      app.add_option("--manifests", manifests,
+                     "directory of SMI/Kubernetes manifests (YAML/JSON) instead of the API server")
+          ->envname("SMIK_MANIFESTS");
+  app.add_option("--kubeconfig", kubeconfig,
+                 "kubeconfig file(s), ':'-separated; neither this nor --manifests: in-cluster config")
+      ->envname("SMIK_KUBECONFIG")
+      ->excludes(manifests_opt);
+  app.add_option("--context", kube_context, "kubeconfig context (default: current-context)")
+      ->envname("SMIK_KUBE_CONTEXT");
+  app.add_option("--events", record_events,
+                 "write Kubernetes Events on SMI objects smik rejects or cannot apply")
+      ->envname("SMIK_EVENTS")
       ->capture_default_str();
+  app.add_option("--secure-listen", aggregated.server.listen,
+                 "HTTPS address of the TrafficMetrics API for the APIService (empty: none)")
+      ->envname("SMIK_SECURE_LISTEN");
+  app.add_option("--tls-cert-file", aggregated.server.cert_file,
+                 "serving certificate of --secure-listen (missing: self-signed)")
+      ->envname("SMIK_TLS_CERT_FILE");
+  app.add_option("--tls-private-key-file", aggregated.server.key_file, "its private key")
+      ->envname("SMIK_TLS_PRIVATE_KEY_FILE");
+  app.add_option("--requestheader-client-ca-file", aggregated.requestheader_ca_file,
+                 "CA of the aggregator's client certificate (default: kube-system/"
+                 "extension-apiserver-authentication)");
+  app.add_option("--requestheader-allowed-names", aggregated.allowed_names,
+                 "client certificate CNs allowed (default: the ConfigMap's)")
+      ->delimiter(',');
+  app.add_option("--node", cfg.node.node_name, "this node's name (pods with spec.nodeName == NODE are local)")
+      ->envname("SMIK_NODE_NAME")
+      ->capture_default_str();
+  app.add_option("--mesh-namespaces", mesh_namespaces,
+                 "namespaces whose pods are meshed besides those labelled smik.io/mesh=enabled")
+      ->envname("SMIK_MESH_NAMESPACES")
+      ->delimiter(',');
   app.add_option("--http", cfg.http, "health/status/metrics listen address")->capture_default_str();
   app.add_option("--grpc", grpc_socket, "unix socket of the gRPC API (smik CLI); empty: none")
       ->capture_default_str();
   app.add_option("--pin-dir", cfg.pin_dir, "bpffs directory for maps and links")->capture_default_str();
   app.add_option("--cgroup", cfg.cgroup, "cgroup2 directory for socket programs (default: cgroup2 root)");
-  app.add_option("--access-mode", mode, "strict | permissive | per-destination")->capture_default_str();
+  app.add_option("--access-mode", mode, "strict | permissive | per-destination")
+      ->envname("SMIK_ACCESS_MODE")
+      ->capture_default_str();
   app.add_option("--http-rules", http_rules,
                  "HTTPRouteGroup-only rules at L4: deny (grant nothing) | allow-tcp (all TCP ports)")
+      ->envname("SMIK_HTTP_RULES")
       ->capture_default_str();
-  app.add_flag("--mesh-all", mesh_all, "mesh every pod, whatever its namespace's smik.io/mesh label");
+  app.add_flag("--mesh-all", mesh_all, "mesh every pod, whatever its namespace's smik.io/mesh label")
+      ->envname("SMIK_MESH_ALL");
   app.add_flag("--force-clsact", cfg.force_clsact, "attach with clsact even where tcx exists");
   app.add_flag("--uninstall", uninstall, "remove every program, link, tc hook and pin, then exit");
-  app.add_option("--log-level", log_level, "trace|debug|info|warn|error")->capture_default_str();
+  app.add_option("--log-level", log_level, "trace|debug|info|warn|error")
+      ->envname("SMIK_LOG_LEVEL")
+      ->capture_default_str();
   app.add_option("--metrics-interval-ms", cfg.metrics_interval_ms,
                  "how often the kernel's connection counters are read")
       ->capture_default_str()
       ->check(CLI::Range(100, 60000));
   app.add_option("--metrics-window", cfg.metrics_window_s,
                  "longest TrafficMetrics window (?t=) kept, seconds")
+      ->envname("SMIK_METRICS_WINDOW")
       ->capture_default_str()
       ->check(CLI::Range(30, 3600));
   smik::peer::PeerConfig peer_cfg;  // cluster-wide TrafficMetrics: --peer-* and --peers
@@ -70,10 +119,6 @@ int main(int argc, char** argv) {
     spdlog::info("uninstalled: {} and every hook it held are gone", cfg.pin_dir);
     return 0;
   }
-  if (cfg.manifests.empty()) {
-    spdlog::error("--manifests DIR is required (the Kubernetes source is not built yet)");
-    return 2;
-  }
   if (!smik::compile::parseAccessMode(mode, &cfg.node.access_mode)) {
     spdlog::error("--access-mode: {} is not strict, permissive or per-destination", mode);
     return 2;
@@ -85,12 +130,49 @@ int main(int argc, char** argv) {
     return 2;
   }
   cfg.node.mesh_all = mesh_all;
+  // From an env var, an empty list arrives as one empty name.
+  for (auto& n : mesh_namespaces)
+    if (!n.empty()) cfg.node.mesh_namespaces.push_back(n);
   if (cfg.cgroup.empty()) cfg.cgroup = smik::datapath::cgroup2Mount();
   spdlog::info("node {}, access mode {}, pin dir {}, cgroup2 {}", cfg.node.node_name, mode,
                cfg.pin_dir, cfg.cgroup.empty() ? "(not mounted)" : cfg.cgroup);
 
   std::string err;
-  auto agent = smik::Agent::create(cfg, &err);
+  std::unique_ptr<smik::source::Source> source;
+  smik::kube::KubeSource* kube = nullptr;
+  std::optional<smik::kube::KubeConfig> kube_config;
+  if (!manifests.empty()) {
+    source = std::make_unique<smik::source::ManifestDir>(manifests);
+  } else {
+    auto loaded = kubeconfig.empty() ? smik::kube::loadInCluster(std::getenv)
+                                     : smik::kube::loadKubeconfig(kubeconfig, kube_context);
+    if (!loaded.config) {
+      spdlog::error("{}{}", loaded.error,
+                    kubeconfig.empty() ? " (outside a cluster, pass --kubeconfig or --manifests)" : "");
+      return 2;
+    }
+    kube_config = loaded.config;
+    smik::kube::KubeSourceOptions ko;
+    ko.record_events = record_events;
+    ko.events.host = cfg.node.node_name;
+    auto k = std::make_unique<smik::kube::KubeSource>(*loaded.config, ko);
+    kube = k.get();
+    source = std::move(k);
+  }
+  spdlog::info("objects from {}", source->describe());
+  if (!aggregated.server.listen.empty() && !kube_config) {
+    spdlog::error("--secure-listen authorizes through the Kubernetes API: not with --manifests");
+    return 2;
+  }
+  if (!aggregated.server.cert_file.empty() && (access(aggregated.server.cert_file.c_str(), R_OK) != 0 ||
+                                               access(aggregated.server.key_file.c_str(), R_OK) != 0)) {
+    // The DaemonSet mounts the Secret as optional: serve rather than refuse.
+    spdlog::warn("{} or {} unreadable: serving a self-signed certificate",
+                 aggregated.server.cert_file, aggregated.server.key_file);
+    aggregated.server.cert_file.clear();
+    aggregated.server.key_file.clear();
+  }
+  auto agent = smik::Agent::create(cfg, std::move(source), &err);
   if (!agent) {
     spdlog::error("{}", err);
     return 1;
@@ -102,7 +184,13 @@ int main(int argc, char** argv) {
     spdlog::error("{}", e);
   smik::api::HttpServer http;
   http.setPeers(peers.fanout());
-  if (!http.start(cfg.http, agent.get(), &err)) {
+  // Once the authorized API is served, the plain one stays on loopback only:
+  // a node address would hand every pod's metrics to anyone on the network.
+  const bool http_loopback = cfg.http.rfind("127.", 0) == 0 || cfg.http.rfind("[::1]", 0) == 0 ||
+                             cfg.http.rfind("localhost:", 0) == 0;
+  const bool plain_smi = aggregated.server.listen.empty() || http_loopback;
+  if (!plain_smi) spdlog::info("TrafficMetrics API only on --secure-listen (--http is not loopback)");
+  if (!http.start(cfg.http, agent.get(), &err, plain_smi)) {
     spdlog::error("{}", err);
     return 1;
   }
@@ -120,7 +208,22 @@ int main(int argc, char** argv) {
   sa.sa_handler = onSignal;
   sigaction(SIGTERM, &sa, nullptr);
   sigaction(SIGINT, &sa, nullptr);
+  std::unique_ptr<smik::api::AggregatedApi> aggregated_api;
+  if (!aggregated.server.listen.empty()) {
+    smik::Agent* a = agent.get();
+    smik::api::ViewForRequest merged;  // the APIService's requests fan out too
+    if (peers.fanout())
+      merged = smik::peer::mergedViews(*peers.fanout(), a->metrics(), cfg.node.node_name);
+    aggregated_api = std::make_unique<smik::api::AggregatedApi>(
+        *kube_config, aggregated,
+        [a, merged](const std::string& path, const std::string& t, bool local_only) {
+          return smik::api::answerSmiRequest(a->metrics(), merged, path, t, local_only);
+        });
+    aggregated_api->start();
+  }
+  if (kube) kube->start();
   agent->run(g_stop);
+  if (aggregated_api) aggregated_api->stop();
   grpc.stop();
   http.stop();
   spdlog::info("stopping: programs and maps stay pinned under {} and keep enforcing", cfg.pin_dir);

@@ -86,6 +86,8 @@ std::map<std::string, uint32_t> assignIdentities(const std::set<std::string>& ac
 
 bool isMeshed(const ClusterState& state, const Pod& pod, const NodeConfig& node) {
   if (node.mesh_all) return true;
+  for (const auto& m : node.mesh_namespaces)
+    if (m == pod.meta.ns) return true;
   auto ns = state.namespaces.find(pod.meta.ns);
   if (ns == state.namespaces.end()) return false;
   auto label = ns->second.meta.labels.find(kMeshLabel);

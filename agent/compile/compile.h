@@ -27,6 +27,8 @@ struct NodeConfig {
   std::string node_name;
   AccessMode access_mode = AccessMode::kStrict;
   bool mesh_all = false;  // every pod is meshed, whatever its namespace says
+  // Namespaces meshed by the installer's choice, besides labelled ones.
+  std::vector<std::string> mesh_namespaces;
   HttpRulesAtL4 http_rules = HttpRulesAtL4::kGrantNothing;
   std::vector<std::string> host_addrs;  // this node's own addresses: identity HOST
 };

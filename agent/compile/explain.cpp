@@ -57,7 +57,8 @@ bool explain(const model::ClusterState& state, NodeConfig node, const std::strin
   if (!isMeshed(state, dst, node)) {
     e.allowed = true;
     e.summary = "ALLOW " + flow + ": destination is not in the mesh (namespace " +
-                dst.meta.ns + " lacks label " + kMeshLabel + "=" + kMeshLabelValue + ")";
+                dst.meta.ns + " lacks label " + kMeshLabel + "=" + kMeshLabelValue +
+                " and is not in --mesh-namespaces)";
     *out = e;
     return true;
   }

@@ -13,6 +13,7 @@
 
 #include "agent/model/objects.h"
 #include "agent/model/parse.h"
+#include "agent/source/kube_events.h"
 #include "agent/source/kube_reflector.h"
 
 namespace smik::kube {
@@ -33,6 +34,13 @@ class KubeCache {
   model::ClusterState state() const;
   // Objects the cluster has but smik rejects now, with ns/name and reason.
   std::vector<model::ParseError> errors() const;
+  // Rejected objects with what an Event about them needs.
+  std::vector<std::pair<InvolvedObject, model::ParseError>> rejected() const;
+  // The object (of an SMI kind) a compiler diagnostic names.
+  std::optional<InvolvedObject> find(const model::ObjectRef& ref) const;
+  // Forgets every object of one collection (its reflector was replaced by
+  // one at another version).
+  void dropResource(const Resource& resource);
   // Changes on every applied event that changed something.
   uint64_t generation() const;
   // Newly rejected objects since start (a rejected object counts once per change).
@@ -42,9 +50,12 @@ class KubeCache {
   struct Entry {
     std::optional<model::Object> object;  // nullopt: rejected or ignored kind
     std::optional<model::ParseError> error;
+    InvolvedObject involved;  // SMI kinds and rejected objects only
   };
   mutable std::mutex mu_;
+  void unindex(const Entry& e);  // mu_ held
   std::map<std::string, Entry> entries_;  // "apiVersion Kind ns/name"
+  std::map<model::ObjectRef, InvolvedObject> smi_index_;  // SMI and rejected objects
   uint64_t generation_ = 0;
   uint64_t rejected_total_ = 0;
 };

@@ -19,7 +19,7 @@ struct KubeConfig {
   std::string ca_file;
   std::string ca_data;
   bool insecure_skip_tls_verify = false;
-  std::string tls_server_name;  // parsed; not yet applied by HttpClient
+  std::string tls_server_name;  // the name the server's certificate is checked against
   // kubeconfig proxy-url. Empty: the *_proxy environment, as client-go does.
   std::string proxy_url;
   // Bearer token: a literal, or a file re-read by TokenSource (bound

@@ -10,6 +10,8 @@ namespace smik::kube {
 namespace {
 
 constexpr size_t kMaxErrorBody = 64 * 1024;
+// Replies to writes (an Event, a SubjectAccessReview) are small objects.
+constexpr size_t kMaxSendReply = 1024 * 1024;
 
 struct Transfer {
   CURL* easy = nullptr;
@@ -112,16 +114,37 @@ HttpClient::~HttpClient() = default;
 
 HttpResponse HttpClient::get(const std::string& path, const OnData& on_data, Cancel& cancel,
                              std::chrono::milliseconds timeout) {
-  HttpResponse r = getOnce(path, on_data, cancel, timeout);
+  return perform({"GET", path, "", ""}, on_data, cancel, timeout);
+}
+
+HttpResponse HttpClient::send(const std::string& method, const std::string& path,
+                              const std::string& body, const std::string& content_type,
+                              Cancel& cancel) {
+  std::string out;
+  OnData collect = [&out](std::string_view piece) {
+    if (out.size() + piece.size() > kMaxSendReply) return false;
+    out.append(piece);
+    return true;
+  };
+  HttpResponse r = perform({method, path, body, content_type}, collect, cancel,
+                           std::chrono::milliseconds(0));
+  if (r.status >= 200 && r.status <= 299) r.body = std::move(out);
+  return r;
+}
+
+HttpResponse HttpClient::perform(const Request& req, const OnData& on_data, Cancel& cancel,
+                                 std::chrono::milliseconds timeout) {
+  HttpResponse r = performOnce(req, on_data, cancel, timeout);
   if (r.status == 401 && tokens_.refreshable()) {
     tokens_.invalidate();
-    r = getOnce(path, on_data, cancel, timeout);
+    r = performOnce(req, on_data, cancel, timeout);
   }
   return r;
 }
 
-HttpResponse HttpClient::getOnce(const std::string& path, const OnData& on_data, Cancel& cancel,
-                                 std::chrono::milliseconds timeout) {
+HttpResponse HttpClient::performOnce(const Request& req, const OnData& on_data, Cancel& cancel,
+                                     std::chrono::milliseconds timeout) {
+  const std::string& path = req.path;
   HttpResponse r;
   if (cancel.cancelled()) {
     r.cancelled = true;
@@ -132,9 +155,33 @@ HttpResponse HttpClient::getOnce(const std::string& path, const OnData& on_data,
   CURLM* multi = curl_multi_init();
   Transfer t{easy, &on_data, &r};
   char errbuf[CURL_ERROR_SIZE] = {0};
-  const std::string url = config_.server + path;
+  // tls-server-name: the certificate (and SNI) is checked against that name
+  // while the connection still goes to the configured server, as Go's
+  // tls.Config.ServerName does. curl has no such option; connect-to does it:
+  // the URL names the certificate's host and connect-to maps it back.
+  std::string url = config_.server + path;
+  curl_slist* connect_to = nullptr;
+  if (!config_.tls_server_name.empty()) {
+    const auto scheme_end = config_.server.find("://");
+    const auto host_start = scheme_end == std::string::npos ? 0 : scheme_end + 3;
+    const std::string authority = config_.server.substr(host_start);
+    const auto colon = authority.rfind(':');
+    const bool has_port = colon != std::string::npos && authority.find(']', colon) == std::string::npos;
+    const std::string host = has_port ? authority.substr(0, colon) : authority;
+    const std::string port = has_port ? authority.substr(colon + 1) : "443";
+    url = config_.server.substr(0, host_start) + config_.tls_server_name + ":" + port + path;
+    const std::string rule = config_.tls_server_name + ":" + port + ":" + host + ":" + port;
+    connect_to = curl_slist_append(nullptr, rule.c_str());
+    curl_easy_setopt(easy, CURLOPT_CONNECT_TO, connect_to);
+  }
   curl_easy_setopt(easy, CURLOPT_URL, url.c_str());
-  curl_easy_setopt(easy, CURLOPT_HTTPGET, 1L);
+  if (req.method == "GET") {
+    curl_easy_setopt(easy, CURLOPT_HTTPGET, 1L);
+  } else {
+    curl_easy_setopt(easy, CURLOPT_CUSTOMREQUEST, req.method.c_str());
+    curl_easy_setopt(easy, CURLOPT_POSTFIELDS, req.body.data());
+    curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(req.body.size()));
+  }
   curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);  // threads: no SIGALRM for DNS timeouts
   curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, errbuf);
   curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, onHeader);
@@ -180,6 +227,10 @@ HttpResponse HttpClient::getOnce(const std::string& path, const OnData& on_data,
   const std::string token = tokens_.token();
   const std::string auth = "Authorization: Bearer " + token;
   if (!token.empty()) headers = curl_slist_append(headers, auth.c_str());
+  const std::string content_type = "Content-Type: " + req.content_type;
+  if (!req.content_type.empty()) headers = curl_slist_append(headers, content_type.c_str());
+  // curl would send "Expect: 100-continue" for larger bodies and wait a second.
+  if (req.method != "GET") headers = curl_slist_append(headers, "Expect:");
   curl_easy_setopt(easy, CURLOPT_HTTPHEADER, headers);
 
   curl_multi_add_handle(multi, easy);
@@ -212,6 +263,7 @@ HttpResponse HttpClient::getOnce(const std::string& path, const OnData& on_data,
   curl_easy_cleanup(easy);
   curl_multi_cleanup(multi);
   curl_slist_free_all(headers);
+  curl_slist_free_all(connect_to);
   return r;
 }
 

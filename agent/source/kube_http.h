@@ -48,7 +48,8 @@ struct HttpResponse {
   bool cancelled = false;
   bool stopped = false;                        // the body callback asked to stop reading
   std::map<std::string, std::string> headers;  // names lower-cased
-  std::string body;                            // non-2xx bodies only (a Status), capped at 64 KiB
+  // get(): non-2xx bodies only (a Status), capped at 64 KiB; send(): any reply.
+  std::string body;
 };
 
 class HttpClient {
@@ -68,11 +69,21 @@ class HttpClient {
   HttpResponse get(const std::string& path, const OnData& on_data, Cancel& cancel,
                    std::chrono::milliseconds timeout = std::chrono::milliseconds(0));
 
+  // A write (POST, PATCH, PUT, DELETE) with a JSON body; the reply body is
+  // returned whole in HttpResponse::body, whatever the status.
+  HttpResponse send(const std::string& method, const std::string& path, const std::string& body,
+                    const std::string& content_type, Cancel& cancel);
+
   const KubeConfig& config() const { return config_; }
 
  private:
-  HttpResponse getOnce(const std::string& path, const OnData& on_data, Cancel& cancel,
+  struct Request {
+    std::string method, path, body, content_type;
+  };
+  HttpResponse perform(const Request& req, const OnData& on_data, Cancel& cancel,
                        std::chrono::milliseconds timeout);
+  HttpResponse performOnce(const Request& req, const OnData& on_data, Cancel& cancel,
+                           std::chrono::milliseconds timeout);
   KubeConfig config_;
   HttpTimeouts timeouts_;
   TokenSource tokens_;

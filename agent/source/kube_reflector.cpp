@@ -178,9 +178,28 @@ ReflectorStatus Reflector::status() const {
   return status_;
 }
 
-std::map<std::string, json> Reflector::snapshot() const {
+std::map<std::string, std::string> Reflector::snapshot() const {
   std::lock_guard lock(mu_);
   return store_;
+}
+
+std::string Reflector::fingerprint(const json& object) {
+  // resourceVersion changes with every write; a server that omits it still
+  // gets change detection, at the price of a hash.
+  std::string rv = stringAt(object, "metadata", "resourceVersion");
+  if (!rv.empty()) return rv;
+  return "#" + std::to_string(std::hash<std::string>{}(object.dump()));
+}
+
+json Reflector::stubFor(const std::string& key) const {
+  json stub = {{"kind", resource_.kind}, {"apiVersion", resource_.api_version}};
+  const auto slash = key.find('/');
+  if (slash == std::string::npos) {
+    stub["metadata"] = {{"name", key}};
+  } else {
+    stub["metadata"] = {{"namespace", key.substr(0, slash)}, {"name", key.substr(slash + 1)}};
+  }
+  return stub;
 }
 
 Reflector::Failure Reflector::list() {
@@ -234,13 +253,16 @@ void Reflector::applyList(std::map<std::string, json> items, const std::string& 
   std::vector<std::pair<std::string, json>> changed;
   {
     std::lock_guard lock(mu_);
+    std::map<std::string, std::string> next;
     for (const auto& [key, old] : store_)
-      if (!items.count(key)) deleted.emplace_back(key, old);
-    for (const auto& [key, item] : items) {
+      if (!items.count(key)) deleted.emplace_back(key, stubFor(key));
+    for (auto& [key, item] : items) {
+      std::string fp = fingerprint(item);
       auto old = store_.find(key);
-      if (old == store_.end() || old->second != item) changed.emplace_back(key, item);
+      if (old == store_.end() || old->second != fp) changed.emplace_back(key, std::move(item));
+      next.emplace(key, std::move(fp));
     }
-    store_ = std::move(items);
+    store_ = std::move(next);
     status_.synced = true;
     status_.not_served = false;
     status_.last_error.clear();
@@ -345,7 +367,7 @@ bool Reflector::handleEvent(std::string_view line, Failure* out, bool* saw_event
 void Reflector::upsert(const std::string& key, json object) {
   {
     std::lock_guard lock(mu_);
-    store_[key] = object;
+    store_[key] = fingerprint(object);
   }
   on_event_(Event::kUpsert, key, object);
 }

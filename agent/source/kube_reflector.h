@@ -102,11 +102,14 @@ class Reflector {
   void stop();
 
   ReflectorStatus status() const;
-  // The current objects by key.
-  std::map<std::string, nlohmann::json> snapshot() const;
+  // The current objects' keys, each with its resourceVersion. Only that is
+  // kept: the objects themselves go to OnEvent (at 50k pods, full objects
+  // would cost the agent hundreds of MiB).
+  std::map<std::string, std::string> snapshot() const;
   const Resource& resource() const { return resource_; }
 
   static std::string keyOf(const nlohmann::json& object);
+  static std::string fingerprint(const nlohmann::json& object);
 
  private:
   enum class Outcome { kOk, kRelist, kFailed, kNotServed, kStopped };
@@ -125,6 +128,8 @@ class Reflector {
   void upsert(const std::string& key, nlohmann::json object);
   void remove(const std::string& key, const nlohmann::json& last);
   void normalise(nlohmann::json* object) const;
+  // What a delete found by relisting reports: kind, apiVersion and name.
+  nlohmann::json stubFor(const std::string& key) const;
   std::chrono::milliseconds nextBackoff();
   // Sleeps unless stopped first; false if stopped.
   bool sleepFor(std::chrono::milliseconds d);
@@ -142,7 +147,7 @@ class Reflector {
   mutable std::mutex mu_;
   std::condition_variable stop_cv_;
   bool stopping_ = false;
-  std::map<std::string, nlohmann::json> store_;
+  std::map<std::string, std::string> store_;  // key -> fingerprint
   ReflectorStatus status_;
 
   // run()'s thread only.

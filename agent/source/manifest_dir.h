@@ -9,26 +9,28 @@
 
 #include "agent/model/objects.h"
 #include "agent/model/parse.h"
+#include "agent/source/source.h"
 
 namespace smik::source {
 
-class ManifestDir {
+class ManifestDir : public Source {
  public:
   explicit ManifestDir(std::string dir);
-  ~ManifestDir();
+  ~ManifestDir() override;
   ManifestDir(const ManifestDir&) = delete;
   ManifestDir& operator=(const ManifestDir&) = delete;
 
   // Re-reads files that changed since the last call. True if the objects in
   // force changed. Newly rejected objects are added to rejectedTotal().
-  bool refresh();
+  bool refresh() override;
   // Blocks until the directory reports a change or timeout_ms passes.
-  void waitForChange(int timeout_ms);
+  void waitForChange(int timeout_ms) override;
 
-  model::ClusterState state() const;
+  model::ClusterState state() const override;
   // Problems now: rejected objects of every file, plus directory-level errors.
-  std::vector<model::ParseError> errors() const;
-  uint64_t rejectedTotal() const { return rejected_total_; }
+  std::vector<model::ParseError> errors() const override;
+  uint64_t rejectedTotal() const override { return rejected_total_; }
+  std::string describe() const override { return "manifests " + dir_; }
   const std::string& dir() const { return dir_; }
 
  private:

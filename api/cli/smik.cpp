@@ -355,6 +355,9 @@ nlohmann::json statusJson(const pb::StatusReply& s) {
   auto strings = [](const auto& rep) { return std::vector<std::string>(rep.begin(), rep.end()); };
   nlohmann::json j;
   j["ready"] = s.ready();
+  j["source"] = s.source();
+  if (!s.not_ready().empty()) j["notReady"] = s.not_ready();
+  if (!s.degraded().empty()) j["degraded"] = s.degraded();
   j["node"] = s.node();
   j["accessMode"] = s.access_mode();
   j["attachMode"] = s.attach_mode();
@@ -396,6 +399,9 @@ void printStatus(const nlohmann::json& j) {
             << "   node: " << j["node"].get<std::string>()
             << "   access mode: " << j["accessMode"].get<std::string>()
             << "   attach: " << j["attachMode"].get<std::string>() << "\n"
+            << "source: " << j.value("source", "") << "\n"
+            << (j.contains("notReady") ? "not ready: " + j["notReady"].get<std::string>() + "\n" : "")
+            << (j.contains("degraded") ? "degraded: " + j["degraded"].get<std::string>() + "\n" : "")
             << "policy generation " << j["policyGeneration"] << ", " << j["policyEntries"]
             << " entries, " << j["ipEntries"] << " IPs, " << j["identities"] << " identities\n";
   std::cout << "endpoints:\n";

@@ -44,6 +44,9 @@ compile::Addr addrFrom(uint8_t family, const uint8_t* bytes) {
 
 void fillStatus(const AgentStatus& s, pb::StatusReply* r) {
   r->set_ready(s.ready);
+  r->set_source(s.source);
+  r->set_not_ready(s.not_ready);
+  r->set_degraded(s.degraded);
   r->set_node(s.node);
   r->set_access_mode(s.access_mode);
   r->set_attach_mode(s.attach_mode);

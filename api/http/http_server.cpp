@@ -16,6 +16,9 @@ const char* kReasonNames[] = {"forwarded", "policy", "spoofed", "malformed", "un
 std::string statusJson(const AgentStatus& s) {
   nlohmann::json j;
   j["ready"] = s.ready;
+  j["source"] = s.source;
+  if (!s.not_ready.empty()) j["notReady"] = s.not_ready;
+  if (!s.degraded.empty()) j["degraded"] = s.degraded;
   j["node"] = s.node;
   j["accessMode"] = s.access_mode;
   j["attachMode"] = s.attach_mode;
@@ -157,7 +160,7 @@ std::string prometheusTelemetry(const telemetry::Store& store) {
   return conns + hist;
 }
 
-bool HttpServer::start(const std::string& addr, Agent* agent, std::string* err) {
+bool HttpServer::start(const std::string& addr, Agent* agent, std::string* err, bool serve_smi) {
   auto colon = addr.rfind(':');
   if (colon == std::string::npos) return (*err = "--http wants host:port, got " + addr), false;
   std::string host = addr.substr(0, colon);
@@ -169,7 +172,7 @@ bool HttpServer::start(const std::string& addr, Agent* agent, std::string* err) 
   server_->Get("/readyz", [agent](const httplib::Request&, httplib::Response& r) {
     bool ready = agent->ready();  // a probe: no map reads
     r.status = ready ? 200 : 503;
-    r.set_content(ready ? "ready\n" : "not ready: no complete policy in the kernel yet\n",
+    r.set_content(ready ? "ready\n" : "not ready: " + agent->notReadyReason() + "\n",
                   "text/plain");
   });
   server_->Get("/status", [agent](const httplib::Request&, httplib::Response& r) {
@@ -180,12 +183,10 @@ bool HttpServer::start(const std::string& addr, Agent* agent, std::string* err) 
                       (fanout ? fanout->prometheusText() : ""),
                   "text/plain; version=0.0.4");
   });
-  if (fanout_) {
-    mountSmiMetrics(*server_, agent->metrics(), [agent, fanout = fanout_](int window_s) {
-      return std::make_unique<peer::MergedView>(agent->metrics(), agent->nodeConfig().node_name,
-                                                *fanout, window_s);
-    });
-  } else {
+  if (serve_smi && fanout_) {
+    mountSmiMetrics(*server_, agent->metrics(),
+                    peer::mergedViews(*fanout_, agent->metrics(), agent->nodeConfig().node_name));
+  } else if (serve_smi) {
     mountSmiMetrics(*server_, agent->metrics());
   }
   if (!server_->bind_to_port(host.c_str(), port)) {

@@ -24,7 +24,9 @@ class HttpServer {
   // counters. fanout outlives the server; nullptr: this node answers alone.
   void setPeers(peer::PeerFanout* fanout) { fanout_ = fanout; }
   // addr is "host:port". Starts serving on a thread; false + err if it cannot bind.
-  bool start(const std::string& addr, Agent* agent, std::string* err);
+  // serve_smi: also the TrafficMetrics API, unauthenticated (loopback use,
+  // `kubectl get --raw` through a local kubeconfig, tests).
+  bool start(const std::string& addr, Agent* agent, std::string* err, bool serve_smi = true);
   void stop();
   HttpServer();
   ~HttpServer();

@@ -514,29 +514,30 @@ SmiResponse handleSmiMetrics(const telemetry::MetricsView& view, const std::stri
 
 namespace {
 
-void serve(const telemetry::MetricsView& view, const httplib::Request& req,
-           httplib::Response& res) {
-  const SmiResponse r = handleSmiMetrics(view, req.path, req.get_param_value("t"));
-  res.status = r.status;
-  if (!r.missing_nodes.empty()) {
-    std::string nodes;
-    for (const auto& n : r.missing_nodes) nodes += (nodes.empty() ? "" : ", ") + n;
-    // RFC 7234 warn-code 299 (miscellaneous persistent warning), as the
-    // Kubernetes API server sends its warnings.
-    res.set_header("Warning", "299 - \"partial TrafficMetrics: no answer from node(s) " + nodes +
-                                  "\"");
-  }
-  res.set_content(r.body, "application/json");
-}
-
 constexpr const char* kPathPattern = R"(/apis/metrics\.smi-spec\.io/v1alpha1(/.*)?)";
 
 }  // namespace
 
+SmiResponse answerSmiRequest(const telemetry::MetricsView& local, const ViewForRequest& per_request,
+                             const std::string& path, const std::string& query_t,
+                             bool local_only) {
+  if (local_only || !per_request) return handleSmiMetrics(local, path, query_t);
+  const std::unique_ptr<telemetry::MetricsView> view =
+      per_request(windowSeconds(query_t, local.maxWindow()));
+  return handleSmiMetrics(*view, path, query_t);
+}
+
+void writeSmiResponse(const SmiResponse& r, httplib::Response& res) {
+  res.status = r.status;
+  if (const std::string warning = partialWarning(r); !warning.empty())
+    res.set_header("Warning", warning);
+  res.set_content(r.body, "application/json");
+}
+
 void mountSmiMetrics(httplib::Server& server, const telemetry::MetricsView& view) {
   // cpp-httplib sends HEAD to GET handlers and drops the body itself.
   server.Get(kPathPattern, [&view](const httplib::Request& req, httplib::Response& res) {
-    serve(view, req, res);
+    writeSmiResponse(handleSmiMetrics(view, req.path, req.get_param_value("t")), res);
   });
 }
 
@@ -544,10 +545,9 @@ void mountSmiMetrics(httplib::Server& server, const telemetry::MetricsView& loca
                      ViewForRequest per_request) {
   server.Get(kPathPattern, [&local, per_request = std::move(per_request)](
                                const httplib::Request& req, httplib::Response& res) {
-    if (req.get_param_value("local") == "true") return serve(local, req, res);
-    const int window_s = windowSeconds(req.get_param_value("t"), local.maxWindow());
-    const std::unique_ptr<telemetry::MetricsView> view = per_request(window_s);
-    serve(*view, req, res);
+    writeSmiResponse(answerSmiRequest(local, per_request, req.path, req.get_param_value("t"),
+                                      req.get_param_value("local") == "true"),
+                     res);
   });
 }
 

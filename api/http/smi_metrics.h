@@ -13,6 +13,7 @@
 
 namespace httplib {
 class Server;
+struct Response;
 }
 
 namespace smik::api {
@@ -46,8 +47,24 @@ void mountSmiMetrics(httplib::Server& server, const telemetry::MetricsView& view
 // local's longest): e.g. a peer::MergedView that asks the other nodes once
 // for this request.
 using ViewForRequest = std::function<std::unique_ptr<telemetry::MetricsView>(int window_s)>;
-// Every request answered from per_request's view, except those with
-// ?local=true: from local alone (this node's kernel only, no peers asked).
+// One GET as every server of the API answers it: from per_request's view,
+// or from local alone (this node's kernel, no peer asked) when local_only
+// (?local=true) or per_request is empty.
+SmiResponse answerSmiRequest(const telemetry::MetricsView& local, const ViewForRequest& per_request,
+                             const std::string& path, const std::string& query_t,
+                             bool local_only);
+// The Warning header of a partial answer (empty when r is whole): RFC 7234
+// warn-code 299, as the Kubernetes API server sends its warnings and kubectl
+// prints them.
+inline std::string partialWarning(const SmiResponse& r) {
+  if (r.missing_nodes.empty()) return "";
+  std::string nodes;
+  for (const auto& n : r.missing_nodes) nodes += (nodes.empty() ? "" : ", ") + n;
+  return "299 - \"partial TrafficMetrics: no answer from node(s) " + nodes + "\"";
+}
+// Status, body, and for a partial answer the Warning header.
+void writeSmiResponse(const SmiResponse& r, httplib::Response& res);
+// Every request answered by answerSmiRequest.
 void mountSmiMetrics(httplib::Server& server, const telemetry::MetricsView& local,
                      ViewForRequest per_request);
 

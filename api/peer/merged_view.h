@@ -15,6 +15,7 @@
 
 #include "agent/telemetry/metrics.h"
 #include "agent/telemetry/store.h"
+#include "api/http/smi_metrics.h"
 
 namespace smik::peer {
 
@@ -114,5 +115,10 @@ class MergedView : public telemetry::MetricsView {
   mutable std::map<MetricsQuery, Answers> cache_;
   mutable std::set<std::string> missing_;
 };
+
+// For the SMI API servers (api::mountSmiMetrics, answerSmiRequest): a
+// MergedView of local and fanout per request. Both outlive what it returns.
+api::ViewForRequest mergedViews(PeerFanout& fanout, const telemetry::Store& local,
+                                std::string node);
 
 }  // namespace smik::peer

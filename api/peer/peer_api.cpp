@@ -11,30 +11,41 @@ void addPeerOptions(CLI::App& app, PeerConfig& cfg) {
   const char* group = "Cluster-wide metrics (peer agents)";
   app.add_option("--peer-listen", cfg.listen,
                  "HOST:PORT of the peer API (TCP, mutual TLS); empty: off")
+      ->envname("SMIK_PEER_LISTEN")
       ->group(group);
   app.add_option("--peer-tls-cert", cfg.tls_cert, "PEM certificate, as server and as client")
+      ->envname("SMIK_PEER_TLS_CERT")
       ->group(group);
-  app.add_option("--peer-tls-key", cfg.tls_key, "PEM private key of --peer-tls-cert")->group(group);
+  app.add_option("--peer-tls-key", cfg.tls_key, "PEM private key of --peer-tls-cert")
+      ->envname("SMIK_PEER_TLS_KEY")
+      ->group(group);
   app.add_option("--peer-tls-ca", cfg.tls_ca, "PEM CA that signs every peer's certificate")
+      ->envname("SMIK_PEER_TLS_CA")
       ->group(group);
   app.add_option("--peer-tls-server-name", cfg.tls_server_name,
-                 "DNS SAN every peer certificate carries (peers are dialled by IP)")
-      ->capture_default_str()
+                 "DNS SAN every peer certificate carries (peers are dialled by IP); "
+                 "default smik-peer.<--peer-namespace>")
+      ->envname("SMIK_PEER_TLS_SERVER_NAME")
       ->group(group);
   app.add_option("--peers", cfg.peers, "static peers: [NODE=]HOST:PORT,... (besides discovered ones)")
+      ->envname("SMIK_PEERS")
       ->group(group);
   app.add_option("--peer-namespace", cfg.ns, "namespace of the agent pods that are peers")
+      ->envname("SMIK_PEER_NAMESPACE")
       ->capture_default_str()
       ->group(group);
   app.add_option("--peer-selector", cfg.selector, "label selector of the agent pods that are peers")
+      ->envname("SMIK_PEER_SELECTOR")
       ->capture_default_str()
       ->group(group);
   app.add_option("--peer-port", cfg.port, "peer API port of discovered peers")
+      ->envname("SMIK_PEER_PORT")
       ->capture_default_str()
       ->check(CLI::Range(1, 65535))
       ->group(group);
   app.add_option("--peer-timeout-ms", cfg.timeout_ms,
                  "how long a TrafficMetrics request waits for each peer")
+      ->envname("SMIK_PEER_TIMEOUT_MS")
       ->capture_default_str()
       ->check(CLI::Range(50, 60000))
       ->group(group);
@@ -51,7 +62,10 @@ std::vector<std::string> PeerApi::start(const PeerConfig& cfg, const telemetry::
 
   Tls tls;
   std::string err;
-  if (!loadTls({cfg.tls_cert, cfg.tls_key, cfg.tls_ca, cfg.tls_server_name}, &tls, &err)) {
+  // The name the install's certificates carry: smik-peer.<namespace>.
+  const std::string server_name =
+      cfg.tls_server_name.empty() ? "smik-peer." + cfg.ns : cfg.tls_server_name;
+  if (!loadTls({cfg.tls_cert, cfg.tls_key, cfg.tls_ca, server_name}, &tls, &err)) {
     // Never plaintext across nodes: no TLS, no peer API at all.
     errors.push_back("cluster-wide metrics off (peer listener not started, peers not asked): " +
                      err);
@@ -77,7 +91,7 @@ std::vector<std::string> PeerApi::start(const PeerConfig& cfg, const telemetry::
     server_ = std::make_unique<PeerServer>();
     if (server_->start(cfg.listen, tls, store, node, &err)) {
       spdlog::info("peer API on {} (port {}, mutual TLS, {})", cfg.listen, server_->port(),
-                   cfg.tls_server_name);
+                   server_name);
     } else {
       errors.push_back(err);
       server_.reset();

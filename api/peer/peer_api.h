@@ -15,7 +15,7 @@ namespace smik::peer {
 struct PeerConfig {
   std::string listen;  // empty: no peer listener
   std::string tls_cert, tls_key, tls_ca;
-  std::string tls_server_name = "smik-peer.smik-system";
+  std::string tls_server_name;  // empty: "smik-peer." + ns
   std::string peers;  // static "[NODE=]HOST:PORT,..."
   std::string ns = "smik-system";
   std::string selector = "app.kubernetes.io/name=smik-agent";

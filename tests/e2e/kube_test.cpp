@@ -1,0 +1,311 @@
+// End to end with the Kubernetes source: the real agent reads a fake API
+// server (HTTPS, bearer token, chunked watches) and enforces on real pods.
+// Policy changes made through the API change enforcement within seconds;
+// with the API server away at start the pinned policy keeps enforcing, the
+// agent says it is not ready and why, and the resync after it comes back
+// neither drops an allowed connection nor admits a denied one.
+#include <httplib.h>
+
+#include <atomic>
+
+#include "tests/e2e/fixture.h"
+#include "tests/kube/fake_cluster.h"
+#include "tests/testbed/certs.h"
+
+namespace smik::e2e {
+namespace {
+
+using smik::testing::FakeCluster;
+
+class Kube : public E2E {
+ protected:
+  void SetUp() override {
+    E2E::SetUp();
+    if (IsSkipped()) return;
+    api_port_ = freePort();
+    kubeconfig_ = "/tmp/" + bed_->prefix() + "-kubeconfig";
+  }
+  void TearDown() override {
+    if (agent_) {
+      kill(agent_->pid(), SIGTERM);
+      agent_->wait(3000);
+      agent_.reset();
+    }
+    cluster_.reset();
+    std::error_code ec;
+    if (!kubeconfig_.empty()) fs::remove(kubeconfig_, ec);
+    E2E::TearDown();
+  }
+
+  void startCluster(uint64_t first_rv = 1000) {
+    FakeCluster::Options o;
+    o.tls = true;
+    o.tls_dir = SMIK_KUBE_FIXTURES_DIR "/tls";
+    o.port = api_port_;
+    o.first_rv = first_rv;
+    cluster_ = std::make_unique<FakeCluster>(o);
+    cluster_->writeKubeconfig(kubeconfig_);
+  }
+
+  std::vector<std::string> kubeArgs() {
+    std::vector<std::string> a = agentArgs({});
+    auto it = std::find(a.begin(), a.end(), "--manifests");
+    *it = "--kubeconfig";
+    *(it + 1) = kubeconfig_;
+    return a;
+  }
+
+  // Pods client and server in meshed namespace "app", servers on 8080 and
+  // 9090; client may reach 8080 only.
+  void applyCluster(Pod& client, Pod& server, bool with_target = true) {
+    cluster_->applyYaml(ns("app", true) + pod("app", "client", "client", client.ip()) +
+                        pod("app", "server", "server", server.ip()) +
+                        tcpRoute("app", "web", "[8080]"));
+    if (with_target) applyTarget();
+  }
+  void applyTarget() {
+    cluster_->applyYaml(trafficTarget("app", "client-to-server", "app", "server",
+                                      rule("TCPRoute", "web"), "app", "client"));
+  }
+
+  std::unique_ptr<FakeCluster> cluster_;
+  int api_port_ = 0;
+  std::string kubeconfig_;
+};
+
+TEST_F(Kube, PolicyChangesThroughTheApiServerChangeEnforcement) {
+  Pod& client = bed_->addPod("client", bed_->nextIp());
+  Pod& server = bed_->addPod("server", bed_->nextIp());
+  startCluster();
+  applyCluster(client, server);
+  agent_ = std::make_unique<Proc>(bed_->spawn(kubeArgs()));
+  ASSERT_TRUE(eventually([&] { return httpGet(http_port_, "/readyz").first == 200; }, 10000))
+      << agent_->output();
+  waitAttached(2);
+  Proc srv = serve(server, "8080,9090");
+  expectTcp(client, server, 8080, "ok");
+  expectTcp(client, server, 9090, "timeout");
+
+  // Revoked through the API: denied within seconds.
+  cluster_->remove("TrafficTarget", "app", "client-to-server");
+  expectTcp(client, server, 8080, "timeout", 3000);
+  // Granted again, now for both ports.
+  cluster_->applyYaml(tcpRoute("app", "web", "[8080, 9090]"));
+  applyTarget();
+  expectTcp(client, server, 8080, "ok", 3000);
+  expectTcp(client, server, 9090, "ok", 3000);
+
+  // A bad object is rejected by name, the rest stays enforced, and the
+  // object gets a Kubernetes Event saying why.
+  cluster_->applyYaml(tcpRoute("app", "broken", "[70000]"));
+  ASSERT_TRUE(eventually([&] { return status().find("app/broken") != std::string::npos; }, 3000))
+      << status();
+  expectTcp(client, server, 8080, "ok");
+  ASSERT_TRUE(eventually(
+      [&] {
+        for (const auto& e : cluster_->events())
+          if (e["involvedObject"]["name"] == "broken" && e["reason"] == "Rejected") return true;
+        return false;
+      },
+      3000));
+  // The agent lists once per collection and then only watches.
+  size_t pod_lists = 0;
+  for (const auto& r : cluster_->requests())
+    if (r.rfind("GET /api/v1/pods", 0) == 0 && r.find("watch=") == std::string::npos) pod_lists++;
+  EXPECT_EQ(pod_lists, 1u);
+}
+
+TEST_F(Kube, UnreachableAtStartKeepsThePinnedPolicyAndResyncsCleanly) {
+  Pod& client = bed_->addPod("client", bed_->nextIp());
+  Pod& server = bed_->addPod("server", bed_->nextIp());
+  startCluster();
+  applyCluster(client, server);
+  agent_ = std::make_unique<Proc>(bed_->spawn(kubeArgs()));
+  ASSERT_TRUE(eventually([&] { return httpGet(http_port_, "/readyz").first == 200; }, 10000))
+      << agent_->output();
+  waitAttached(2);
+  Proc srv = serve(server, "8080,9090");
+  expectTcp(client, server, 8080, "ok");
+  expectTcp(client, server, 9090, "timeout");
+
+  // Agent and API server both go away; the kernel keeps enforcing.
+  stopAgent();
+  cluster_.reset();
+
+  // Probes in the background for the rest of the test: any allowed
+  // connection refused or denied one admitted is a failure.
+  std::atomic<bool> stop{false};
+  std::atomic<int> rounds{0}, wrong{0};
+  std::string first_wrong;
+  std::mutex wrong_mu;
+  std::thread probe([&] {
+    while (!stop) {
+      std::string a = tcp(client, server, 8080), d = tcp(client, server, 9090);
+      if (a != "ok" || d != "timeout") {
+        std::lock_guard l(wrong_mu);
+        if (wrong++ == 0) first_wrong = "8080: " + a + ", 9090: " + d;
+      }
+      rounds++;
+    }
+  });
+  // Joined however the test ends (an ASSERT returns early).
+  struct Joiner {
+    std::atomic<bool>& stop;
+    std::thread& t;
+    ~Joiner() {
+      stop = true;
+      if (t.joinable()) t.join();
+    }
+  } joiner{stop, probe};
+
+  agent_ = std::make_unique<Proc>(bed_->spawn(kubeArgs()));
+  std::pair<int, std::string> ready;
+  ASSERT_TRUE(eventually(
+      [&] {
+        ready = httpGet(http_port_, "/readyz");
+        return ready.first == 503;
+      },
+      5000))
+      << agent_->output();
+  EXPECT_NE(ready.second.find("waiting for the Kubernetes API"), std::string::npos) << ready.second;
+  EXPECT_NE(status().find("\"notReady\""), std::string::npos) << status();
+  // Stays not ready, retrying, for a while: enforcement unchanged meanwhile.
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  EXPECT_EQ(httpGet(http_port_, "/readyz").first, 503);
+
+  // The API server is back, its history moved on (watches from the old
+  // version would get 410): the agent lists, compiles, becomes ready.
+  startCluster(50'000);
+  applyCluster(client, server);
+  ASSERT_TRUE(eventually([&] { return httpGet(http_port_, "/readyz").first == 200; }, 15000))
+      << agent_->output();
+  const int at_ready = rounds;
+  ASSERT_TRUE(eventually([&] { return rounds >= at_ready + 3; }, 10000));
+  stop = true;
+  probe.join();
+  EXPECT_GE(rounds.load(), 6);
+  EXPECT_EQ(wrong.load(), 0) << "first wrong outcome: " << first_wrong;
+}
+
+// The APIService path: TLS with the requestheader CA read from the cluster,
+// the user from X-Remote-User, authorization by SubjectAccessReview, and the
+// node's real connection counts in the answer.
+TEST_F(Kube, AggregatedApiServesAuthorizedUsersOnly) {
+  Pod& client = bed_->addPod("client", bed_->nextIp());
+  Pod& server = bed_->addPod("server", bed_->nextIp());
+  startCluster();
+  applyCluster(client, server);
+  std::ifstream ca(SMIK_KUBE_FIXTURES_DIR "/tls/ca.crt");
+  std::stringstream pem;
+  pem << ca.rdbuf();
+  cluster_->apply({{"apiVersion", "v1"},
+                   {"kind", "ConfigMap"},
+                   {"metadata",
+                    {{"name", "extension-apiserver-authentication"}, {"namespace", "kube-system"}}},
+                   {"data",
+                    {{"requestheader-client-ca-file", pem.str()},
+                     {"requestheader-allowed-names", "[\"smik-agent\"]"}}}});
+  cluster_->setAuthorizer([](const nlohmann::json& spec) {
+    return spec["user"] == "alice" && spec["resourceAttributes"]["namespace"] == "app";
+  });
+  const int secure_port = freePort();
+  auto args = kubeArgs();
+  args.insert(args.end(), {"--secure-listen", "127.0.0.1:" + std::to_string(secure_port)});
+  agent_ = std::make_unique<Proc>(bed_->spawn(args));
+  ASSERT_TRUE(eventually([&] { return httpGet(http_port_, "/readyz").first == 200; }, 10000))
+      << agent_->output();
+  waitAttached(2);
+  Proc srv = serve(server, "8080");
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(tcp(client, server, 8080), "ok");
+
+  httplib::SSLClient c("127.0.0.1", secure_port, SMIK_KUBE_FIXTURES_DIR "/tls/client.crt",
+                       SMIK_KUBE_FIXTURES_DIR "/tls/client.key");
+  c.enable_server_certificate_verification(false);  // self-signed, as the plain install
+  const std::string path = "/apis/metrics.smi-spec.io/v1alpha1/namespaces/app/pods/server";
+  // Counters are read once a second: wait for the three connections.
+  nlohmann::json m;
+  double success = 0;
+  std::string last;
+  ASSERT_TRUE(eventually(
+      [&] {
+        auto r = c.Get(path, {{"X-Remote-User", "alice"}});
+        if (!r) return (last = httplib::to_string(r.error())), false;
+        last = r->body;
+        if (r->status != 200) return false;
+        m = nlohmann::json::parse(r->body);
+        for (const auto& metric : m["metrics"])
+          if (metric["name"] == "success_count") success = quantity(metric["value"].get<std::string>());
+        return success >= 3;
+      },
+      5000))
+      << last << agent_->output();
+  EXPECT_EQ(m["kind"], "TrafficMetrics");
+  EXPECT_EQ(m["resource"]["name"], "server");
+  EXPECT_EQ(success, 3);
+
+  auto denied = c.Get(path, {{"X-Remote-User", "mallory"}});
+  ASSERT_TRUE(denied);
+  EXPECT_EQ(denied->status, 403);
+  auto other_ns = c.Get("/apis/metrics.smi-spec.io/v1alpha1/namespaces/kube-system/pods",
+                        {{"X-Remote-User", "alice"}});
+  ASSERT_TRUE(other_ns);
+  EXPECT_EQ(other_ns->status, 403);
+}
+
+// The APIService's requests fan out to the peers like --http's: with a peer
+// that does not answer, the aggregated API serves this node's numbers,
+// marked partial (annotations, and the Warning header kubectl prints).
+TEST_F(Kube, AggregatedApiAnswersForTheClusterAndSaysWhoIsMissing) {
+  Pod& client = bed_->addPod("client", bed_->nextIp());
+  Pod& server = bed_->addPod("server", bed_->nextIp());
+  startCluster();
+  applyCluster(client, server);
+  std::ifstream ca(SMIK_KUBE_FIXTURES_DIR "/tls/ca.crt");
+  std::stringstream pem;
+  pem << ca.rdbuf();
+  cluster_->apply({{"apiVersion", "v1"},
+                   {"kind", "ConfigMap"},
+                   {"metadata",
+                    {{"name", "extension-apiserver-authentication"}, {"namespace", "kube-system"}}},
+                   {"data",
+                    {{"requestheader-client-ca-file", pem.str()},
+                     {"requestheader-allowed-names", "[\"smik-agent\"]"}}}});
+  cluster_->setAuthorizer([](const nlohmann::json&) { return true; });
+  testbed::CertDir certs(bed_->prefix() + "-peer-tls");
+  certs.makeCa("ca");
+  certs.makeCert("node", "ca", "smik-peer.smik-system");
+  const int secure_port = freePort(), gone = freePort();  // nothing listens on `gone`
+  auto args = kubeArgs();
+  args.insert(args.end(), {"--secure-listen", "127.0.0.1:" + std::to_string(secure_port),
+                           "--peer-tls-cert", certs.crt("node"), "--peer-tls-key", certs.key("node"),
+                           "--peer-tls-ca", certs.crt("ca"), "--peers",
+                           "node-gone=127.0.0.1:" + std::to_string(gone)});
+  agent_ = std::make_unique<Proc>(bed_->spawn(args));
+  ASSERT_TRUE(eventually([&] { return httpGet(http_port_, "/readyz").first == 200; }, 10000))
+      << agent_->output();
+
+  httplib::SSLClient c("127.0.0.1", secure_port, SMIK_KUBE_FIXTURES_DIR "/tls/client.crt",
+                       SMIK_KUBE_FIXTURES_DIR "/tls/client.key");
+  c.enable_server_certificate_verification(false);
+  const std::string path = "/apis/metrics.smi-spec.io/v1alpha1/namespaces/app/pods/server";
+  httplib::Response r;
+  auto get = [&](const std::string& p) {
+    auto res = c.Get(p, {{"X-Remote-User", "alice"}});
+    if (res) r = *res;
+    return static_cast<bool>(res);
+  };
+  ASSERT_TRUE(eventually([&] { return get(path); }, 5000)) << agent_->output();
+  ASSERT_EQ(r.status, 200) << r.body;
+  auto m = nlohmann::json::parse(r.body);
+  EXPECT_EQ(m["metadata"]["annotations"]["metrics.smik.io/missing-nodes"], "node-gone") << r.body;
+  EXPECT_NE(r.get_header_value("Warning").find("node-gone"), std::string::npos);
+
+  // ?local=true: this node only, nobody is missing.
+  ASSERT_TRUE(get(path + "?local=true"));
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_FALSE(nlohmann::json::parse(r.body)["metadata"].contains("annotations")) << r.body;
+  EXPECT_FALSE(r.has_header("Warning"));
+}
+
+}  // namespace
+}  // namespace smik::e2e
