@@ -739,6 +739,16 @@ void parseDocument(const YAML::Node& node, bool in_list, const std::string& file
 
 }  // namespace
 
+ParseResult parseNode(const YAML::Node& document, const std::string& file) {
+  ParseResult out;
+  try {
+    parseDocument(document, false, file, out);
+  } catch (const std::exception& e) {
+    out.errors.push_back({file, {}, std::string("cannot parse: ") + e.what()});
+  }
+  return out;
+}
+
 ParseResult parseManifests(std::string_view text, const std::string& file) {
   ParseResult out;
   if (text.size() > kMaxManifestBytes) {

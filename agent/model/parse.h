@@ -33,3 +33,16 @@ inline constexpr size_t kMaxManifestBytes = 4 * 1024 * 1024;
 ParseResult parseManifests(std::string_view text, const std::string& file);
 
 }  // namespace smik::model
+
+namespace YAML {
+class Node;
+}
+
+namespace smik::model {
+
+// One document already in memory (the Kubernetes source builds it from the
+// API's JSON without printing and re-reading text). Scalars must carry the
+// tags a YAML reader gives them: "!" for quoted strings, "?" for plain ones.
+ParseResult parseNode(const YAML::Node& document, const std::string& file);
+
+}  // namespace smik::model

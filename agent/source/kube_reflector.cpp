@@ -203,7 +203,15 @@ json Reflector::stubFor(const std::string& key) const {
 }
 
 Reflector::Failure Reflector::list() {
-  std::map<std::string, json> items;
+  // Pages are handed on as they arrive and only keys and versions are kept:
+  // holding a 50k-pod list as JSON until its last page costs hundreds of MiB.
+  // The store is replaced, and vanished objects deleted, once the list is whole.
+  std::map<std::string, std::string> next;
+  std::map<std::string, std::string> old;
+  {
+    std::lock_guard lock(mu_);
+    old = store_;
+  }
   std::string cont;
   std::string list_rv;
   do {
@@ -228,6 +236,7 @@ Reflector::Failure Reflector::list() {
     if (r.cancelled) return {Outcome::kStopped, "", std::nullopt};
     if (r.status != 200 || !r.error.empty()) return classify(r, "list");
     json doc = json::parse(body, nullptr, false);
+    body = std::string();
     if (doc.is_discarded() || !doc.is_object())
       return {Outcome::kFailed, "list " + resource_.path() + ": response is not a JSON object",
               std::nullopt};
@@ -239,29 +248,26 @@ Reflector::Failure Reflector::list() {
       for (auto& item : doc["items"]) {
         normalise(&item);
         std::string key = keyOf(item);
-        items[std::move(key)] = std::move(item);
+        std::string fp = fingerprint(item);
+        auto was = old.find(key);
+        if (was == old.end() || was->second != fp) on_event_(Event::kUpsert, key, item);
+        next[std::move(key)] = std::move(fp);
       }
     }
   } while (!cont.empty());
-  applyList(std::move(items), list_rv);
+  applyList(std::move(next), old, list_rv);
   consistent_relist_ = false;
   return {};
 }
 
-void Reflector::applyList(std::map<std::string, json> items, const std::string& rv) {
-  std::vector<std::pair<std::string, json>> deleted;
-  std::vector<std::pair<std::string, json>> changed;
+void Reflector::applyList(std::map<std::string, std::string> next,
+                          const std::map<std::string, std::string>& old, const std::string& rv) {
+  // Objects deleted while we were not watching have no DELETED event: the
+  // diff against the old store is the only way to learn of them.
+  for (const auto& [key, fp] : old)
+    if (!next.count(key)) on_event_(Event::kDelete, key, stubFor(key));
   {
     std::lock_guard lock(mu_);
-    std::map<std::string, std::string> next;
-    for (const auto& [key, old] : store_)
-      if (!items.count(key)) deleted.emplace_back(key, stubFor(key));
-    for (auto& [key, item] : items) {
-      std::string fp = fingerprint(item);
-      auto old = store_.find(key);
-      if (old == store_.end() || old->second != fp) changed.emplace_back(key, std::move(item));
-      next.emplace(key, std::move(fp));
-    }
     store_ = std::move(next);
     status_.synced = true;
     status_.not_served = false;
@@ -270,10 +276,6 @@ void Reflector::applyList(std::map<std::string, json> items, const std::string& 
     ++status_.lists;
   }
   rv_ = rv;
-  // Objects deleted while we were not watching have no DELETED event: the
-  // diff against the old store is the only way to learn of them.
-  for (const auto& [key, last] : deleted) on_event_(Event::kDelete, key, last);
-  for (const auto& [key, item] : changed) on_event_(Event::kUpsert, key, item);
   if (on_synced_) on_synced_();
 }
 

@@ -124,7 +124,8 @@ class Reflector {
   Failure classify(const HttpResponse& r, const char* what);
   // One watch event; sets *out to stop reading the stream.
   bool handleEvent(std::string_view line, Failure* out, bool* saw_event);
-  void applyList(std::map<std::string, nlohmann::json> items, const std::string& rv);
+  void applyList(std::map<std::string, std::string> next,
+                 const std::map<std::string, std::string>& old, const std::string& rv);
   void upsert(const std::string& key, nlohmann::json object);
   void remove(const std::string& key, const nlohmann::json& last);
   void normalise(nlohmann::json* object) const;

@@ -1,5 +1,7 @@
 #include "api/http/http_server.h"
 
+#include "api/http/listen.h"
+
 #include <httplib.h>
 
 #include <nlohmann/json.hpp>
@@ -166,6 +168,9 @@ bool HttpServer::start(const std::string& addr, Agent* agent, std::string* err, 
   std::string host = addr.substr(0, colon);
   int port = std::atoi(addr.substr(colon + 1).c_str());
   server_ = std::make_unique<httplib::Server>();
+  // Headers and body go out in two writes: without NODELAY, Nagle holds the
+  // body until the client's delayed ACK (40 ms per request).
+  server_->set_tcp_nodelay(true);
   server_->Get("/healthz", [](const httplib::Request&, httplib::Response& r) {
     r.set_content("ok\n", "text/plain");
   });
@@ -189,10 +194,13 @@ bool HttpServer::start(const std::string& addr, Agent* agent, std::string* err, 
   } else if (serve_smi) {
     mountSmiMetrics(*server_, agent->metrics());
   }
+  int listen_fd = -1;
+  rememberListenSocket(*server_, &listen_fd);
   if (!server_->bind_to_port(host.c_str(), port)) {
     *err = "cannot listen on " + addr;
     return false;
   }
+  listenWide(listen_fd);
   thread_ = std::thread([this] { server_->listen_after_bind(); });
   return true;
 }

@@ -1,5 +1,7 @@
 #include "api/http/secure_api.h"
 
+#include "api/http/listen.h"
+
 #include <httplib.h>
 #include <openssl/ec.h>
 #include <openssl/pem.h>
@@ -251,6 +253,7 @@ bool SecureApiServer::start(const SecureApiConfig& config, SmiHandler handler,
     *err = "secure API: " + (setup_error.empty() ? "TLS setup failed" : setup_error);
     return false;
   }
+  server->set_tcp_nodelay(true);  // see http_server.cpp
   const RequestHeaderConfig rh = config.requestheader;
   server->Get(R"(/apis/metrics\.smi-spec\.io(/.*)?)", [rh, handler, authorizer](
                                                            const httplib::Request& req,
@@ -292,7 +295,10 @@ bool SecureApiServer::start(const SecureApiConfig& config, SmiHandler handler,
   server->Get("/healthz", [](const httplib::Request&, httplib::Response& res) {
     res.set_content("ok\n", "text/plain");
   });
+  int listen_fd = -1;
+  rememberListenSocket(*server, &listen_fd);
   port_ = port == 0 ? server->bind_to_any_port(host) : (server->bind_to_port(host, port) ? port : -1);
+  listenWide(listen_fd);
   if (port_ <= 0) {
     *err = "secure API: cannot listen on " + config.listen;
     return false;

@@ -1,6 +1,8 @@
 #include "tests/kube/fake_cluster.h"
 
 #include <httplib.h>
+
+#include "api/http/listen.h"
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -114,18 +116,26 @@ FakeCluster::FakeCluster(Options options) : options_(std::move(options)) {
   } else {
     server_ = std::make_unique<httplib::Server>();
   }
+  server_->set_tcp_nodelay(true);  // as Go's net/http: no 40 ms Nagle stalls
   // Every watch holds a worker for minutes; an agent opens one per collection.
   server_->new_task_queue = [] { return new httplib::ThreadPool(64); };
   auto handler = [this](const httplib::Request& req, httplib::Response& res) { route(req, res); };
   server_->Get(".*", handler);
   server_->Post(".*", handler);
   server_->Patch(".*", handler);
+  // cpp-httplib listens with a backlog of 5: an agent starting 14
+  // reflectors at once overflows it and a dropped SYN costs a 1 s
+  // retransmit. Real API servers listen with a large backlog; so do we, by
+  // listening again on the socket httplib made (Linux updates the backlog).
+  int listen_fd = -1;
+  api::rememberListenSocket(*server_, &listen_fd);
   if (options_.port > 0) {
     if (!server_->bind_to_port("127.0.0.1", options_.port)) throw std::runtime_error("bind failed");
     port_ = options_.port;
   } else {
     port_ = server_->bind_to_any_port("127.0.0.1");
   }
+  api::listenWide(listen_fd);
   thread_ = std::thread([this] { server_->listen_after_bind(); });
   while (!server_->is_running()) std::this_thread::sleep_for(1ms);
 }
