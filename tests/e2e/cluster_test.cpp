@@ -25,39 +25,6 @@ using nlohmann::json;
 constexpr const char* kPeerName = "smik-peer.smik-system";
 constexpr int kPeerTimeoutMs = 1000;
 
-struct HttpReply {
-  int status = 0;
-  std::string headers, body;
-};
-
-// As httpGet, keeping the headers (the partial answer's Warning).
-HttpReply httpGetFull(int port, const std::string& path) {
-  HttpReply r;
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in sin{};
-  sin.sin_family = AF_INET;
-  sin.sin_port = htons(port);
-  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  timeval tv{10, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&sin), sizeof sin) != 0) {
-    close(fd);
-    return r;
-  }
-  std::string req = "GET " + path + " HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
-  send(fd, req.data(), req.size(), 0);
-  std::string resp;
-  char buf[4096];
-  ssize_t n;
-  while ((n = recv(fd, buf, sizeof buf, 0)) > 0) resp.append(buf, n);
-  close(fd);
-  if (resp.size() > 12) r.status = std::atoi(resp.substr(9, 3).c_str());
-  auto end = resp.find("\r\n\r\n");
-  r.headers = resp.substr(0, end);
-  r.body = end == std::string::npos ? "" : resp.substr(end + 4);
-  return r;
-}
-
 int occurrences(const std::string& text, const std::string& what) {
   int n = 0;
   for (auto p = text.find(what); p != std::string::npos; p = text.find(what, p + 1)) n++;
@@ -284,7 +251,7 @@ TEST_F(Cluster, OneRequestAnswersForTheWholeCluster) {
   EXPECT_EQ(agent_b_->wait(5000), 0) << agent_b_->output();
   const auto t0 = std::chrono::steady_clock::now();
   HttpReply partial =
-      httpGetFull(http_port_, "/apis/metrics.smi-spec.io/v1alpha1/namespaces/app/pods/web-b");
+      httpGetFull(http_port_, "/apis/metrics.smi-spec.io/v1alpha1/namespaces/app/pods/web-b", 10);
   // Not a performance bound: without a per-peer timeout this would hang.
   EXPECT_LT(std::chrono::steady_clock::now() - t0,
             std::chrono::milliseconds(kPeerTimeoutMs + 2000));

@@ -30,18 +30,24 @@ namespace smik::e2e {
 
 constexpr const char* kNode = "e2e-node";
 
-// GET http://127.0.0.1:port/path -> (status, body); status 0 if unreachable.
-inline std::pair<int, std::string> httpGet(int port, const std::string& path) {
+struct HttpReply {
+  int status = 0;  // 0: unreachable
+  std::string headers, body;
+};
+
+// GET http://127.0.0.1:port/path, headers kept (a partial answer's Warning).
+inline HttpReply httpGetFull(int port, const std::string& path, int timeout_s = 2) {
+  HttpReply r;
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   sockaddr_in sin{};
   sin.sin_family = AF_INET;
   sin.sin_port = htons(port);
   sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  timeval tv{2, 0};
+  timeval tv{timeout_s, 0};
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   if (connect(fd, reinterpret_cast<sockaddr*>(&sin), sizeof sin) != 0) {
     close(fd);
-    return {0, ""};
+    return r;
   }
   std::string req = "GET " + path + " HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
   send(fd, req.data(), req.size(), 0);
@@ -50,10 +56,17 @@ inline std::pair<int, std::string> httpGet(int port, const std::string& path) {
   ssize_t n;
   while ((n = recv(fd, buf, sizeof buf, 0)) > 0) resp.append(buf, n);
   close(fd);
-  int status = 0;
-  if (resp.size() > 12) status = std::atoi(resp.substr(9, 3).c_str());
-  auto body = resp.find("\r\n\r\n");
-  return {status, body == std::string::npos ? "" : resp.substr(body + 4)};
+  if (resp.size() > 12) r.status = std::atoi(resp.substr(9, 3).c_str());
+  auto end = resp.find("\r\n\r\n");
+  r.headers = resp.substr(0, end);
+  r.body = end == std::string::npos ? "" : resp.substr(end + 4);
+  return r;
+}
+
+// GET http://127.0.0.1:port/path -> (status, body); status 0 if unreachable.
+inline std::pair<int, std::string> httpGet(int port, const std::string& path) {
+  HttpReply r = httpGetFull(port, path);
+  return {r.status, std::move(r.body)};
 }
 
 // Kubernetes Quantity string -> number ("150", "296875m", "1k", "2M").

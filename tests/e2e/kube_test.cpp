@@ -68,6 +68,21 @@ class Kube : public E2E {
                                       rule("TCPRoute", "web"), "app", "client"));
   }
 
+  // What the aggregator's client certificate is checked against: the test
+  // PKI's CA (it signed client.crt, CN smik-agent).
+  void applyRequestHeaderConfig() {
+    std::ifstream ca(SMIK_KUBE_FIXTURES_DIR "/tls/ca.crt");
+    std::stringstream pem;
+    pem << ca.rdbuf();
+    cluster_->apply({{"apiVersion", "v1"},
+                     {"kind", "ConfigMap"},
+                     {"metadata",
+                      {{"name", "extension-apiserver-authentication"}, {"namespace", "kube-system"}}},
+                     {"data",
+                      {{"requestheader-client-ca-file", pem.str()},
+                       {"requestheader-allowed-names", "[\"smik-agent\"]"}}}});
+  }
+
   std::unique_ptr<FakeCluster> cluster_;
   int api_port_ = 0;
   std::string kubeconfig_;
@@ -195,16 +210,7 @@ TEST_F(Kube, AggregatedApiServesAuthorizedUsersOnly) {
   Pod& server = bed_->addPod("server", bed_->nextIp());
   startCluster();
   applyCluster(client, server);
-  std::ifstream ca(SMIK_KUBE_FIXTURES_DIR "/tls/ca.crt");
-  std::stringstream pem;
-  pem << ca.rdbuf();
-  cluster_->apply({{"apiVersion", "v1"},
-                   {"kind", "ConfigMap"},
-                   {"metadata",
-                    {{"name", "extension-apiserver-authentication"}, {"namespace", "kube-system"}}},
-                   {"data",
-                    {{"requestheader-client-ca-file", pem.str()},
-                     {"requestheader-allowed-names", "[\"smik-agent\"]"}}}});
+  applyRequestHeaderConfig();
   cluster_->setAuthorizer([](const nlohmann::json& spec) {
     return spec["user"] == "alice" && spec["resourceAttributes"]["namespace"] == "app";
   });
@@ -260,16 +266,7 @@ TEST_F(Kube, AggregatedApiAnswersForTheClusterAndSaysWhoIsMissing) {
   Pod& server = bed_->addPod("server", bed_->nextIp());
   startCluster();
   applyCluster(client, server);
-  std::ifstream ca(SMIK_KUBE_FIXTURES_DIR "/tls/ca.crt");
-  std::stringstream pem;
-  pem << ca.rdbuf();
-  cluster_->apply({{"apiVersion", "v1"},
-                   {"kind", "ConfigMap"},
-                   {"metadata",
-                    {{"name", "extension-apiserver-authentication"}, {"namespace", "kube-system"}}},
-                   {"data",
-                    {{"requestheader-client-ca-file", pem.str()},
-                     {"requestheader-allowed-names", "[\"smik-agent\"]"}}}});
+  applyRequestHeaderConfig();
   cluster_->setAuthorizer([](const nlohmann::json&) { return true; });
   testbed::CertDir certs(bed_->prefix() + "-peer-tls");
   certs.makeCa("ca");
