@@ -26,6 +26,78 @@ std::string hostName() {
   gethostname(buf, sizeof buf - 1);
   return buf;
 }
+
+// Access mode, HTTP-rule handling and meshed namespaces into `node`; false
+// (logged) on a value that is none of the choices.
+bool applyPolicySettings(const std::string& mode, const std::string& http_rules, bool mesh_all,
+                         const std::vector<std::string>& mesh_namespaces,
+                         smik::compile::NodeConfig* node) {
+  if (!smik::compile::parseAccessMode(mode, &node->access_mode)) {
+    spdlog::error("--access-mode: {} is not strict, permissive or per-destination", mode);
+    return false;
+  }
+  if (http_rules == "allow-tcp") {
+    node->http_rules = smik::compile::HttpRulesAtL4::kGrantAllTcp;
+  } else if (http_rules != "deny") {
+    spdlog::error("--http-rules: {} is not deny or allow-tcp", http_rules);
+    return false;
+  }
+  node->mesh_all = mesh_all;
+  // From an env var, an empty list arrives as one empty name.
+  for (const auto& n : mesh_namespaces)
+    if (!n.empty()) node->mesh_namespaces.push_back(n);
+  return true;
+}
+
+// The manifest directory, or the Kubernetes API (kubeconfig, else the pod's
+// service account). nullptr (logged) when no API configuration loads.
+std::unique_ptr<smik::source::Source> makeSource(
+    const std::string& manifests, const std::string& kubeconfig, const std::string& context,
+    bool record_events, const std::string& node, std::optional<smik::kube::KubeConfig>* kube_config,
+    smik::kube::KubeSource** kube) {
+  if (!manifests.empty()) return std::make_unique<smik::source::ManifestDir>(manifests);
+  auto loaded = kubeconfig.empty() ? smik::kube::loadInCluster(std::getenv)
+                                   : smik::kube::loadKubeconfig(kubeconfig, context);
+  if (!loaded.config) {
+    spdlog::error("{}{}", loaded.error,
+                  kubeconfig.empty() ? " (outside a cluster, pass --kubeconfig or --manifests)" : "");
+    return nullptr;
+  }
+  *kube_config = loaded.config;
+  smik::kube::KubeSourceOptions options;
+  options.record_events = record_events;
+  options.events.host = node;
+  auto source = std::make_unique<smik::kube::KubeSource>(*loaded.config, options);
+  *kube = source.get();
+  return source;
+}
+
+// The DaemonSet mounts the serving Secret as optional: without it, serve a
+// self-signed certificate (the plain APIService skips verification) rather
+// than no API.
+void fallBackToSelfSigned(smik::api::SecureApiConfig* server) {
+  if (server->cert_file.empty()) return;
+  if (access(server->cert_file.c_str(), R_OK) == 0 && access(server->key_file.c_str(), R_OK) == 0)
+    return;
+  spdlog::warn("{} or {} unreadable: serving a self-signed certificate", server->cert_file,
+               server->key_file);
+  server->cert_file.clear();
+  server->key_file.clear();
+}
+
+// The APIService's endpoint; its requests fan out to the peers like --http's.
+std::unique_ptr<smik::api::AggregatedApi> startAggregatedApi(
+    const smik::kube::KubeConfig& kube, const smik::api::AggregatedApi::Options& options,
+    smik::Agent* agent, smik::peer::PeerApi& peers, const std::string& node) {
+  smik::api::ViewForRequest merged;
+  if (peers.fanout()) merged = smik::peer::mergedViews(*peers.fanout(), agent->metrics(), node);
+  auto api = std::make_unique<smik::api::AggregatedApi>(
+      kube, options, [agent, merged](const std::string& path, const std::string& t, bool local_only) {
+        return smik::api::answerSmiRequest(agent->metrics(), merged, path, t, local_only);
+      });
+  api->start();
+  return api;
+}
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -119,59 +191,23 @@ int main(int argc, char** argv) {
     spdlog::info("uninstalled: {} and every hook it held are gone", cfg.pin_dir);
     return 0;
   }
-  if (!smik::compile::parseAccessMode(mode, &cfg.node.access_mode)) {
-    spdlog::error("--access-mode: {} is not strict, permissive or per-destination", mode);
-    return 2;
-  }
-  if (http_rules == "allow-tcp") {
-    cfg.node.http_rules = smik::compile::HttpRulesAtL4::kGrantAllTcp;
-  } else if (http_rules != "deny") {
-    spdlog::error("--http-rules: {} is not deny or allow-tcp", http_rules);
-    return 2;
-  }
-  cfg.node.mesh_all = mesh_all;
-  // From an env var, an empty list arrives as one empty name.
-  for (auto& n : mesh_namespaces)
-    if (!n.empty()) cfg.node.mesh_namespaces.push_back(n);
+  if (!applyPolicySettings(mode, http_rules, mesh_all, mesh_namespaces, &cfg.node)) return 2;
   if (cfg.cgroup.empty()) cfg.cgroup = smik::datapath::cgroup2Mount();
   spdlog::info("node {}, access mode {}, pin dir {}, cgroup2 {}", cfg.node.node_name, mode,
                cfg.pin_dir, cfg.cgroup.empty() ? "(not mounted)" : cfg.cgroup);
 
   std::string err;
-  std::unique_ptr<smik::source::Source> source;
-  smik::kube::KubeSource* kube = nullptr;
   std::optional<smik::kube::KubeConfig> kube_config;
-  if (!manifests.empty()) {
-    source = std::make_unique<smik::source::ManifestDir>(manifests);
-  } else {
-    auto loaded = kubeconfig.empty() ? smik::kube::loadInCluster(std::getenv)
-                                     : smik::kube::loadKubeconfig(kubeconfig, kube_context);
-    if (!loaded.config) {
-      spdlog::error("{}{}", loaded.error,
-                    kubeconfig.empty() ? " (outside a cluster, pass --kubeconfig or --manifests)" : "");
-      return 2;
-    }
-    kube_config = loaded.config;
-    smik::kube::KubeSourceOptions ko;
-    ko.record_events = record_events;
-    ko.events.host = cfg.node.node_name;
-    auto k = std::make_unique<smik::kube::KubeSource>(*loaded.config, ko);
-    kube = k.get();
-    source = std::move(k);
-  }
+  smik::kube::KubeSource* kube = nullptr;
+  std::unique_ptr<smik::source::Source> source = makeSource(
+      manifests, kubeconfig, kube_context, record_events, cfg.node.node_name, &kube_config, &kube);
+  if (!source) return 2;
   spdlog::info("objects from {}", source->describe());
   if (!aggregated.server.listen.empty() && !kube_config) {
     spdlog::error("--secure-listen authorizes through the Kubernetes API: not with --manifests");
     return 2;
   }
-  if (!aggregated.server.cert_file.empty() && (access(aggregated.server.cert_file.c_str(), R_OK) != 0 ||
-                                               access(aggregated.server.key_file.c_str(), R_OK) != 0)) {
-    // The DaemonSet mounts the Secret as optional: serve rather than refuse.
-    spdlog::warn("{} or {} unreadable: serving a self-signed certificate",
-                 aggregated.server.cert_file, aggregated.server.key_file);
-    aggregated.server.cert_file.clear();
-    aggregated.server.key_file.clear();
-  }
+  fallBackToSelfSigned(&aggregated.server);
   auto agent = smik::Agent::create(cfg, std::move(source), &err);
   if (!agent) {
     spdlog::error("{}", err);
@@ -209,18 +245,9 @@ int main(int argc, char** argv) {
   sigaction(SIGTERM, &sa, nullptr);
   sigaction(SIGINT, &sa, nullptr);
   std::unique_ptr<smik::api::AggregatedApi> aggregated_api;
-  if (!aggregated.server.listen.empty()) {
-    smik::Agent* a = agent.get();
-    smik::api::ViewForRequest merged;  // the APIService's requests fan out too
-    if (peers.fanout())
-      merged = smik::peer::mergedViews(*peers.fanout(), a->metrics(), cfg.node.node_name);
-    aggregated_api = std::make_unique<smik::api::AggregatedApi>(
-        *kube_config, aggregated,
-        [a, merged](const std::string& path, const std::string& t, bool local_only) {
-          return smik::api::answerSmiRequest(a->metrics(), merged, path, t, local_only);
-        });
-    aggregated_api->start();
-  }
+  if (!aggregated.server.listen.empty())
+    aggregated_api = startAggregatedApi(*kube_config, aggregated, agent.get(), peers,
+                                        cfg.node.node_name);
   if (kube) kube->start();
   agent->run(g_stop);
   if (aggregated_api) aggregated_api->stop();

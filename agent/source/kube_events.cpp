@@ -86,9 +86,19 @@ void EventRecorder::record(const InvolvedObject& object, const std::string& type
       ++stats_.dropped;
       return;
     }
+    forgetOld();
     queue_.push_back(std::move(p));
   }
   cv_.notify_all();
+}
+
+void EventRecorder::forgetOld() {
+  // Problems come and go with objects' versions; what was written longer
+  // ago than repeat_after no longer suppresses anything.
+  if (sent_.size() < options_.queue_max) return;
+  const auto now = Clock::now();
+  for (auto it = sent_.begin(); it != sent_.end();)
+    it = now - it->second.at >= options_.repeat_after ? sent_.erase(it) : std::next(it);
 }
 
 EventRecorderStats EventRecorder::stats() const {

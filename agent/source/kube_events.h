@@ -77,6 +77,7 @@ class EventRecorder {
   void loop();
   void write(const Pending& p);
   bool takeToken();
+  void forgetOld();  // mu_ held
 
   HttpClient& http_;
   const EventRecorderOptions options_;
