@@ -128,25 +128,28 @@ void KubeCache::apply(Reflector::Event event, const std::string& key,
     }
     return;
   }
-  // JSON is YAML: the manifest parser reads it as is, errors and all.
+  // The manifest parser reads it, errors and all: the same meaning as a file.
   model::ParseResult parsed = model::parseNode(toYaml(forParse(object)), "kubernetes");
   Entry entry;
   if (!parsed.objects.empty()) entry.object = std::move(parsed.objects.front());
-  if (!parsed.errors.empty()) entry.error = std::move(parsed.errors.front());
   const std::string api_version = object.value("apiVersion", "");
-  if (entry.error || isSmiGroup(api_version)) {
+  if (!parsed.errors.empty() || isSmiGroup(api_version)) {
+    entry.extra = std::make_unique<Extra>();
+    if (!parsed.errors.empty()) entry.extra->error = std::move(parsed.errors.front());
     const auto& meta = object.value("metadata", nlohmann::json::object());
-    entry.involved = {api_version,
-                      object.value("kind", ""),
-                      meta.value("namespace", ""),
-                      meta.value("name", ""),
-                      meta.value("uid", ""),
-                      meta.value("resourceVersion", "")};
+    entry.extra->involved = {api_version,
+                             object.value("kind", ""),
+                             meta.value("namespace", ""),
+                             meta.value("name", ""),
+                             meta.value("uid", ""),
+                             meta.value("resourceVersion", "")};
   }
   std::lock_guard lock(mu_);
-  if (entry.error) ++rejected_total_;
-  if (!entry.involved.kind.empty())
-    smi_index_[{entry.involved.kind, entry.involved.ns, entry.involved.name}] = entry.involved;
+  if (entry.extra) {
+    if (entry.extra->error) ++rejected_total_;
+    const InvolvedObject& in = entry.extra->involved;
+    smi_index_[{in.kind, in.ns, in.name}] = in;
+  }
   entries_[id] = std::move(entry);
   ++generation_;
 }
@@ -163,19 +166,21 @@ std::vector<model::ParseError> KubeCache::errors() const {
   std::lock_guard lock(mu_);
   std::vector<model::ParseError> out;
   for (const auto& [id, e] : entries_)
-    if (e.error) out.push_back(*e.error);
+    if (e.extra && e.extra->error) out.push_back(*e.extra->error);
   return out;
 }
 
 void KubeCache::unindex(const Entry& e) {
-  if (!e.involved.kind.empty()) smi_index_.erase({e.involved.kind, e.involved.ns, e.involved.name});
+  if (!e.extra) return;
+  const InvolvedObject& in = e.extra->involved;
+  smi_index_.erase({in.kind, in.ns, in.name});
 }
 
 std::vector<std::pair<InvolvedObject, model::ParseError>> KubeCache::rejected() const {
   std::lock_guard lock(mu_);
   std::vector<std::pair<InvolvedObject, model::ParseError>> out;
   for (const auto& [id, e] : entries_)
-    if (e.error) out.emplace_back(e.involved, *e.error);
+    if (e.extra && e.extra->error) out.emplace_back(e.extra->involved, *e.extra->error);
   return out;
 }
 
