@@ -231,6 +231,8 @@ int main(int argc, char** argv) {
     return 1;
   }
   smik::api::GrpcServer grpc;
+  if (peers.fanout())  // `smik metrics` answers for the cluster, as the API does
+    grpc.setClusterView(smik::peer::mergedViews(*peers.fanout(), agent->metrics(), cfg.node.node_name));
   if (!grpc_socket.empty() && !grpc.start(grpc_socket, agent.get(), &err)) {
     // Enforcement matters more than the local API: a second agent on the
     // same socket path (tests, a misconfigured node) gets no API, not an exit.

@@ -535,7 +535,7 @@ void printTable(const std::vector<std::vector<std::string>>& rows) {
 }
 
 int metricsCmd(const Conn& c, const std::string& kind, const std::string& ns,
-               const std::string& name, const std::string& window) {
+               const std::string& name, const std::string& window, bool local) {
   int window_s = parseWindow(window);
   if (window_s < 0) return std::cerr << "--window wants a duration like 30s, 5m or 1h\n", 2;
   pb::ListEdgesRequest req;
@@ -543,6 +543,7 @@ int metricsCmd(const Conn& c, const std::string& kind, const std::string& ns,
   req.set_namespace_(ns);
   req.set_name(name);
   req.set_window_seconds(window_s);
+  req.set_local(local);
   pb::ListEdgesReply r;
   grpc::ClientContext ctx;
   withDeadline(&ctx, 10);
@@ -564,6 +565,8 @@ int metricsCmd(const Conn& c, const std::string& kind, const std::string& ns,
     }
     std::cout << nlohmann::json{{"windowSeconds", r.window_seconds()},
                                 {"timestampUnixMs", r.timestamp_unix_ms()},
+                                {"missingNodes", std::vector<std::string>(r.missing_nodes().begin(),
+                                                                          r.missing_nodes().end())},
                                 {"resources", items}}
                      .dump(2)
               << "\n";
@@ -602,6 +605,11 @@ int metricsCmd(const Conn& c, const std::string& kind, const std::string& ns,
       rows.push_back(row(res, resourceName(e.peer()), e.direction(), e.counts()));
   }
   std::cout << "window " << r.window_seconds() << "s; latency: TCP handshake, ms\n";
+  if (r.missing_nodes_size() > 0) {
+    std::cout << "PARTIAL: no answer from node(s)";
+    for (const auto& n : r.missing_nodes()) std::cout << " " << n;
+    std::cout << "; their share is missing\n";
+  }
   printTable(rows);
   return 0;
 }
@@ -735,6 +743,9 @@ int main(int argc, char** argv) {
   metrics->add_option("-n,--namespace", mns, "only this namespace (default: all)");
   metrics->add_option("name", mname, "only this resource");
   metrics->add_option("--window", window, "how far back: 30s, 5m, 1h...")->capture_default_str();
+  bool local = false;
+  metrics->add_flag("--local", local,
+                    "this node's counts only (default: every node's, through the agent's peers)");
 
   Conn evc;
   int count = 0;
@@ -759,7 +770,7 @@ int main(int argc, char** argv) {
   if (explain->parsed()) return explainCmd(ec, from, to, port, proto);
   if (policy->parsed())
     return pc.manifests.empty() ? policyOnline(pc, node_opt) : policyOffline(pc, node);
-  if (metrics->parsed()) return metricsCmd(mc, kind, mns, mname, window);
+  if (metrics->parsed()) return metricsCmd(mc, kind, mns, mname, window, local);
   if (events->parsed()) return eventsCmd(evc, count, kinds);
   if (dump->parsed()) return mapDumpCmd(dc, map_name);
   if (http_opt->count() > 0) return statusHttp(http, sc.output, check);

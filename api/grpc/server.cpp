@@ -132,7 +132,8 @@ void fillCounts(const telemetry::Counts& c, pb::Counts* out) {
 
 class AgentService final : public pb::Agent::Service {
  public:
-  explicit AgentService(Agent* agent) : agent_(agent) {}
+  AgentService(Agent* agent, ViewForRequest cluster_view)
+      : agent_(agent), cluster_view_(std::move(cluster_view)) {}
   void stopping() { stopping_ = true; }
 
   grpc::Status Status(ServerContext*, const pb::StatusRequest*, pb::StatusReply* out) override {
@@ -226,11 +227,16 @@ class AgentService final : public pb::Agent::Service {
       return {
           StatusCode::INVALID_ARGUMENT,
           "kind must be pod, deployment, daemonset, statefulset or namespace, not " + req->kind()};
-    const telemetry::MetricsView& view = agent_->metrics();
+    const telemetry::MetricsView& local = agent_->metrics();
     const int window = std::clamp<int>(req->window_seconds() == 0
                                            ? kDefaultWindowS
                                            : std::min<uint32_t>(req->window_seconds(), 1 << 30),
-                                       1, std::max(1, view.maxWindow()));
+                                       1, std::max(1, local.maxWindow()));
+    // Every node's numbers, as the TrafficMetrics API gives them, unless
+    // asked for this node's alone.
+    std::unique_ptr<telemetry::MetricsView> cluster;
+    if (!req->local() && cluster_view_) cluster = cluster_view_(window);
+    const telemetry::MetricsView& view = cluster ? *cluster : local;
     std::vector<telemetry::ResourceRef> refs;
     std::string name = req->name();
     const bool is_ns = kind == "Namespace";
@@ -262,6 +268,8 @@ class AgentService final : public pb::Agent::Service {
         fillCounts(e.counts, pe->mutable_counts());
       }
     }
+    // Known once the peers have been asked, by the queries above.
+    for (const auto& node : view.missingNodes()) out->add_missing_nodes(node);
     return grpc::Status::OK;
   }
 
@@ -402,6 +410,7 @@ class AgentService final : public pb::Agent::Service {
   }
 
   Agent* agent_;
+  const ViewForRequest cluster_view_;
   std::atomic<bool> stopping_{false};
 };
 
@@ -444,7 +453,7 @@ bool GrpcServer::start(const std::string& socket_path, Agent* agent, std::string
     ::unlink(socket_path.c_str());  // left by an agent that did not exit cleanly
   }
 
-  service_ = std::make_unique<AgentService>(agent);
+  service_ = std::make_unique<AgentService>(agent, cluster_view_);
   grpc::ServerBuilder b;
   b.AddListeningPort("unix:" + socket_path, grpc::InsecureServerCredentials());
   b.RegisterService(service_.get());

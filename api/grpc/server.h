@@ -9,6 +9,8 @@
 #include <memory>
 #include <string>
 
+#include "api/http/smi_metrics.h"
+
 namespace grpc {
 class Server;
 }
@@ -32,11 +34,15 @@ class GrpcServer {
   // a stale socket file. Fails, with socketInUse() true, when a live process
   // answers on the path: another agent's API is never taken over.
   bool start(const std::string& socket_path, Agent* agent, std::string* err);
+  // ListEdges answers for every node through this (the peer fan-out), unless
+  // the request asks for this node alone. Before start().
+  void setClusterView(ViewForRequest per_request) { cluster_view_ = std::move(per_request); }
   bool socketInUse() const { return in_use_; }
   // Ends open event streams, stops serving and removes the socket file.
   void stop();
 
  private:
+  ViewForRequest cluster_view_;
   std::unique_ptr<AgentService> service_;
   std::unique_ptr<grpc::Server> server_;
   std::string path_;

@@ -245,6 +245,24 @@ TEST_F(Cluster, OneRequestAnswersForTheWholeCluster) {
   EXPECT_EQ(metric(web, "success_count"), "6") << web.dump(1);
   EXPECT_EQ(metric(web, "failure_count"), "5");
 
+  // `smik metrics` asks node-a's agent and gets the same cluster-wide
+  // numbers; --local gives node-a's own.
+  auto cli = [&](std::vector<std::string> extra) {
+    std::vector<std::string> argv = {SMIK_CLI, "metrics", "-n", "app", "web-b", "-o", "json",
+                                     "--grpc", sockets_[0]};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    auto r = bed_->run(argv, 10000);
+    EXPECT_TRUE(r.ok()) << r.output;
+    return r.ok() ? json::parse(r.output) : json();
+  };
+  json cluster_cli = cli({});
+  ASSERT_EQ(cluster_cli["resources"].size(), 1u) << cluster_cli.dump(1);
+  EXPECT_EQ(cluster_cli["resources"][0]["inbound"]["success"], 4) << cluster_cli.dump(1);
+  EXPECT_EQ(cluster_cli["resources"][0]["inbound"]["failure"], 5);
+  EXPECT_TRUE(cluster_cli["missingNodes"].empty());
+  json local_cli = cli({"--local"});
+  EXPECT_EQ(local_cli["resources"][0]["inbound"]["success"], 0) << local_cli.dump(1);
+
   // Node-b's agent goes away: node-a answers with what it has, in time,
   // and says whose numbers are missing.
   kill(agent_b_->pid(), SIGTERM);
@@ -256,6 +274,7 @@ TEST_F(Cluster, OneRequestAnswersForTheWholeCluster) {
   EXPECT_LT(std::chrono::steady_clock::now() - t0,
             std::chrono::milliseconds(kPeerTimeoutMs + 2000));
   ASSERT_EQ(partial.status, 200) << partial.body;
+  EXPECT_EQ(cli({})["missingNodes"], json({"node-b"}));
   json p = json::parse(partial.body);
   EXPECT_EQ(p["metadata"]["annotations"]["metrics.smik.io/partial"], "true") << p.dump(1);
   EXPECT_EQ(p["metadata"]["annotations"]["metrics.smik.io/missing-nodes"], "node-b");
