@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "bench/result.h"
+#include "tests/kube/fake_cluster.h"
 #include "tests/testbed/testbed.h"
 
 using namespace smik;
@@ -125,11 +126,14 @@ struct Run {
     fs::remove(cgroup, ec);
     fs::remove_all(dir, ec);
   }
-  void start() {
-    agent = std::make_unique<testbed::Proc>(bed.spawn(
-        {SMIK_AGENT, "--manifests", dir.string(), "--node", kNode, "--http",
-         "127.0.0.1:" + std::to_string(port), "--grpc", "", "--pin-dir", pin, "--cgroup", cgroup,
-         "--log-level", "warn"}));
+  // source: {"--manifests", dir} or {"--kubeconfig", file}.
+  void start(const std::vector<std::string>& source) {
+    std::vector<std::string> argv = {SMIK_AGENT, "--node", kNode, "--http",
+                                     "127.0.0.1:" + std::to_string(port), "--grpc", "",
+                                     "--pin-dir", pin, "--cgroup", cgroup, "--log-level", "warn",
+                                     "--events", "false"};
+    argv.insert(argv.begin() + 1, source.begin(), source.end());
+    agent = std::make_unique<testbed::Proc>(bed.spawn(argv));
   }
   nlohmann::json status() {
     auto r = http.Get("/status");
@@ -150,96 +154,136 @@ struct Run {
   }
 };
 
+// SIGINT/SIGTERM: unwind through the destructors (they clean up).
+volatile sig_atomic_t stop = 0;
+
+// One source end to end: start the agent, 10k pods, 100 policy changes, 50k pods.
+void benchSource(bool quick, bool kube) {
+  // Row names: the manifest source's as before, the Kubernetes source's marked.
+  const std::string tag = kube ? "_kube" : "";
+  Run run(20000 + (getpid() * 13) % 10000);  // below the ephemeral port range
+  // Objects go into a manifest file (written aside, renamed into place) or
+  // to the fake API server (HTTPS, watched by the agent).
+  std::unique_ptr<smik::testing::FakeCluster> cluster;
+  // In the run's directory: removed with it (the agent reads no manifests then).
+  const std::string kubeconfig = (run.dir / "kubeconfig").string();
+  if (kube) {
+    smik::testing::FakeCluster::Options o;
+    o.tls = true;
+    o.tls_dir = SMIK_KUBE_FIXTURES_DIR "/tls";
+    cluster = std::make_unique<smik::testing::FakeCluster>(o);
+    cluster->writeKubeconfig(kubeconfig);
+  }
+  auto put = [&](const std::string& name, const std::string& text) {
+    if (cluster)
+      cluster->applyYaml(text);
+    else
+      writeFile(run.dir, name, text);
+  };
+  const int sas = 1000, tts = 100, changes = 100;
+  std::printf("agent: %d namespaces, %d service accounts, %d TrafficTargets, %d pods on node %s\n",
+              kNamespaces, sas, tts, kLocalPods, kNode);
+  put("base.yaml", baseManifests(sas));
+  {
+    std::ostringstream o;
+    for (int i = 0; i < tts; i++) o << trafficTarget(i, i % sas, (i + 1) % sas);
+    put("tts.yaml", o.str());
+  }
+  put("changing.yaml", trafficTarget(tts, 0, 500));
+  int pods = 0;
+  auto addPods = [&](int upto) {
+    for (; pods < upto; pods += kPodsPerFile)
+      put("pods" + std::to_string(pods / kPodsPerFile) + ".yaml",
+          podsFile(pods, std::min(upto, pods + kPodsPerFile), sas));
+    pods = upto;
+  };
+  if (cluster)
+    run.start({"--kubeconfig", kubeconfig});
+  else
+    run.start({"--manifests", run.dir.string()});
+  run.waitUntil([&](auto& j) { return j["ready"] == true; }, 30000, "the agent to be ready");
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  long rss0 = vmRssKiB(run.agent->pid());
+  auto t0 = Clock::now();
+  addPods(10000);
+  auto s = run.waitUntil([&](auto& j) { return j["ipEntries"] >= 10000; }, 60000,
+                         "the agent to apply 10k pods");
+  double load10k = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  long rss10k = vmRssKiB(run.agent->pid());
+  std::printf("10k pods written to applied: %.0f ms; policy entries %d\n", load10k,
+              int(s["policyEntries"]));
+
+  // Propagation: 100 changes of one TrafficTarget's source.
+  std::vector<double> ms, apply_ms;
+  uint32_t gen = s["policyGeneration"];
+  for (int i = 0; i < changes && !stop; i++) {
+    std::string text = trafficTarget(tts, 0, 501 + i % 400);
+    fs::path tmp = run.dir / ".changing.yaml.tmp";
+    if (!cluster) std::ofstream(tmp) << text;
+    auto c0 = Clock::now();
+    if (cluster)
+      cluster->applyYaml(text);
+    else
+      fs::rename(tmp, run.dir / "changing.yaml");
+    auto j = run.waitUntil([&](auto& j) { return uint32_t(j["policyGeneration"]) != gen; }, 10000,
+                           "a policy swap");
+    ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - c0).count());
+    gen = j["policyGeneration"];
+    if (j.contains("lastApplyMs") && j["lastApplyMs"].is_number()) apply_ms.push_back(j["lastApplyMs"]);
+    std::this_thread::sleep_for(std::chrono::milliseconds(quick ? 20 : 50));
+  }
+  if (stop) throw std::runtime_error("interrupted");
+  std::sort(ms.begin(), ms.end());
+  double p50 = ms[ms.size() / 2], p99 = ms[ms.size() * 99 / 100];
+
+  addPods(50000);
+  s = run.waitUntil([&](auto& j) { return j["ipEntries"] >= 50000; }, 120000,
+                    "the agent to apply 50k pods");
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  long rss50k = vmRssKiB(run.agent->pid());
+
+  std::printf("\n%-34s %10s %10s %10s\n", "control plane", "value", "min", "max");
+  std::printf("%-34s %8.1fms %8.1fms %8.1fms   (%zu changes, 10k pods)\n", "propagation p50", p50,
+              ms.front(), ms.back(), ms.size());
+  std::printf("%-34s %8.1fms\n", "propagation p99", p99);
+  if (!apply_ms.empty())
+    std::printf("%-34s %8.1fms   (the agent's own lastApplyMs, median)\n", "  of which apply", bench::median(apply_ms));
+  std::printf("%-34s %7.1fMiB\n", "agent RSS, no pods", rss0 / 1024.0);
+  std::printf("%-34s %7.1fMiB\n", "agent RSS, 10k pods", rss10k / 1024.0);
+  std::printf("%-34s %7.1fMiB\n", "agent RSS, 50k pods", rss50k / 1024.0);
+  // RESULT lines: the propagation figures are percentiles over the changes
+  // (reps = changes, min/max = fastest/slowest change).
+  std::printf("RESULT propagation%s/p50 %.4g ms - - %zu %.4g %.4g\n", tag.c_str(), p50, ms.size(),
+              ms.front(), ms.back());
+  std::printf("RESULT propagation%s/p99 %.4g ms - - %zu %.4g %.4g\n", tag.c_str(), p99, ms.size(),
+              ms.front(), ms.back());
+  if (!apply_ms.empty()) bench::result("propagation" + tag + "/agent_last_apply", apply_ms, "ms");
+  bench::result("agent_rss" + tag + "/pods=0", {rss0 / 1024.0}, "MiB");
+  bench::result("agent_rss" + tag + "/pods=10000", {rss10k / 1024.0}, "MiB");
+  bench::result("agent_rss" + tag + "/pods=50000", {rss50k / 1024.0}, "MiB");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool quick = false;
-  for (int i = 1; i < argc; i++)
-    if (std::string(argv[i]) == "--quick") quick = true;
+  bool quick = false, only_dir = false, only_kube = false;
+  for (int i = 1; i < argc; i++) {
+    const std::string a = argv[i];
+    if (a == "--quick") quick = true;
+    if (a == "--manifests") only_dir = true;  // only the manifest-directory source
+    if (a == "--kube") only_kube = true;      // only the Kubernetes source (fake API server)
+  }
   if (geteuid() != 0) {
     std::fprintf(stderr, "smik_bench_agent needs root (BPF, cgroup)\n");
     return 1;
   }
   // SIGINT/SIGTERM: unwind through the destructors (they clean up).
-  static volatile sig_atomic_t stop = 0;
   std::signal(SIGINT, [](int) { stop = 1; });
   std::signal(SIGTERM, [](int) { stop = 1; });
   try {
-    Run run(20000 + (getpid() * 13) % 10000);  // below the ephemeral port range
-    const int sas = 1000, tts = 100, changes = 100;
-    std::printf("agent: %d namespaces, %d service accounts, %d TrafficTargets, %d pods on node %s\n",
-                kNamespaces, sas, tts, kLocalPods, kNode);
-    writeFile(run.dir, "base.yaml", baseManifests(sas));
-    {
-      std::ostringstream o;
-      for (int i = 0; i < tts; i++) o << trafficTarget(i, i % sas, (i + 1) % sas);
-      writeFile(run.dir, "tts.yaml", o.str());
-    }
-    writeFile(run.dir, "changing.yaml", trafficTarget(tts, 0, 500));
-    int pods = 0;
-    auto addPods = [&](int upto) {
-      for (; pods < upto; pods += kPodsPerFile)
-        writeFile(run.dir, "pods" + std::to_string(pods / kPodsPerFile) + ".yaml",
-                  podsFile(pods, std::min(upto, pods + kPodsPerFile), sas));
-      pods = upto;
-    };
-    run.start();
-    run.waitUntil([&](auto& j) { return j["ready"] == true; }, 30000, "the agent to be ready");
-    std::this_thread::sleep_for(std::chrono::milliseconds(300));
-    long rss0 = vmRssKiB(run.agent->pid());
-    auto t0 = Clock::now();
-    addPods(10000);
-    auto s = run.waitUntil([&](auto& j) { return j["ipEntries"] >= 10000; }, 60000,
-                           "the agent to apply 10k pods");
-    double load10k = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-    std::this_thread::sleep_for(std::chrono::milliseconds(300));
-    long rss10k = vmRssKiB(run.agent->pid());
-    std::printf("10k pods written to applied: %.0f ms; policy entries %d\n", load10k,
-                int(s["policyEntries"]));
-
-    // Propagation: 100 changes of one TrafficTarget's source.
-    std::vector<double> ms, apply_ms;
-    uint32_t gen = s["policyGeneration"];
-    for (int i = 0; i < changes && !stop; i++) {
-      std::string text = trafficTarget(tts, 0, 501 + i % 400);
-      fs::path tmp = run.dir / ".changing.yaml.tmp";
-      { std::ofstream(tmp) << text; }
-      auto c0 = Clock::now();
-      fs::rename(tmp, run.dir / "changing.yaml");
-      auto j = run.waitUntil([&](auto& j) { return uint32_t(j["policyGeneration"]) != gen; }, 10000,
-                             "a policy swap");
-      ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - c0).count());
-      gen = j["policyGeneration"];
-      if (j.contains("lastApplyMs") && j["lastApplyMs"].is_number()) apply_ms.push_back(j["lastApplyMs"]);
-      std::this_thread::sleep_for(std::chrono::milliseconds(quick ? 20 : 50));
-    }
-    if (stop) throw std::runtime_error("interrupted");
-    std::sort(ms.begin(), ms.end());
-    double p50 = ms[ms.size() / 2], p99 = ms[ms.size() * 99 / 100];
-
-    addPods(50000);
-    s = run.waitUntil([&](auto& j) { return j["ipEntries"] >= 50000; }, 120000,
-                      "the agent to apply 50k pods");
-    std::this_thread::sleep_for(std::chrono::milliseconds(500));
-    long rss50k = vmRssKiB(run.agent->pid());
-
-    std::printf("\n%-34s %10s %10s %10s\n", "control plane", "value", "min", "max");
-    std::printf("%-34s %8.1fms %8.1fms %8.1fms   (%zu changes, 10k pods)\n", "propagation p50", p50,
-                ms.front(), ms.back(), ms.size());
-    std::printf("%-34s %8.1fms\n", "propagation p99", p99);
-    if (!apply_ms.empty())
-      std::printf("%-34s %8.1fms   (the agent's own lastApplyMs, median)\n", "  of which apply", bench::median(apply_ms));
-    std::printf("%-34s %7.1fMiB\n", "agent RSS, no pods", rss0 / 1024.0);
-    std::printf("%-34s %7.1fMiB\n", "agent RSS, 10k pods", rss10k / 1024.0);
-    std::printf("%-34s %7.1fMiB\n", "agent RSS, 50k pods", rss50k / 1024.0);
-    // RESULT lines: the propagation figures are percentiles over the changes
-    // (reps = changes, min/max = fastest/slowest change).
-    std::printf("RESULT propagation/p50 %.4g ms - - %zu %.4g %.4g\n", p50, ms.size(), ms.front(), ms.back());
-    std::printf("RESULT propagation/p99 %.4g ms - - %zu %.4g %.4g\n", p99, ms.size(), ms.front(), ms.back());
-    if (!apply_ms.empty()) bench::result("propagation/agent_last_apply", apply_ms, "ms");
-    bench::result("agent_rss/pods=0", {rss0 / 1024.0}, "MiB");
-    bench::result("agent_rss/pods=10000", {rss10k / 1024.0}, "MiB");
-    bench::result("agent_rss/pods=50000", {rss50k / 1024.0}, "MiB");
+    if (!only_kube) benchSource(quick, false);
+    if (!only_dir && !stop) benchSource(quick, true);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "smik_bench_agent: %s\n", e.what());
     return 1;
