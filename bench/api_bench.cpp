@@ -35,7 +35,7 @@ model::ClusterState topology() {
     p.meta.labels["pod-template-hash"] = "abc";
     p.ips = {podAddr(i).str()};
     p.phase = "Running";
-    s.pods[p.meta.ns + "/" + p.meta.name] = p;
+    s.addPod(std::make_shared<const model::Pod>(p));
   }
   return s;
 }

@@ -152,7 +152,9 @@ void run(int pods, int reps) {
     sync_ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
     sync_cpu_ms.push_back(cpuMs() - cpu0);
     malloc_trim(0);
-    rss.push_back(rssMiB() - before);
+    // The first repetition only: later ones reuse the heap the earlier
+    // source freed, and their RSS growth says nothing.
+    if (r == 0) rss.push_back(rssMiB() - before);
     if (r == 0) {
       // One pod at a time relabelled: from the API write to the source's
       // refresh() seeing it (watch delivery, JSON parse, model update).

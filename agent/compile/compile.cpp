@@ -139,7 +139,7 @@ class Compiler {
   void assignAll() {
     std::set<std::string> accounts;
     for (const auto& [k, sa] : state_.service_accounts) accounts.insert(k);
-    for (const auto& [k, pod] : state_.pods) accounts.insert(key(pod.meta.ns, pod.service_account));
+    for (const auto& [k, pod] : state_.pods) accounts.insert(key(pod->meta.ns, pod->service_account));
     for (const auto& [k, tt] : state_.traffic_targets) {
       accounts.insert(key(tt.destination.ns, tt.destination.name));
       for (const auto& s : tt.sources) accounts.insert(key(s.ns, s.name));
@@ -152,7 +152,8 @@ class Compiler {
   }
 
   void mapAddresses() {
-    for (const auto& [k, pod] : state_.pods) {
+    for (const auto& [k, pod_ptr] : state_.pods) {
+      const auto& pod = *pod_ptr;
       if (!podHoldsIp(pod)) continue;
       for (const auto& ip : pod.ips) {
         Addr a;
@@ -173,7 +174,8 @@ class Compiler {
   }
 
   void collectEndpoints() {
-    for (const auto& [k, pod] : state_.pods) {
+    for (const auto& [k, pod_ptr] : state_.pods) {
+      const auto& pod = *pod_ptr;
       if (!isLocal(pod, node_) || !podHoldsIp(pod) || !isMeshed(state_, pod, node_)) continue;
       LocalEndpoint ep{k, idOf(pod.meta.ns, pod.service_account), {}};
       for (const auto& ip : pod.ips) {

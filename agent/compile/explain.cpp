@@ -44,8 +44,8 @@ bool explain(const model::ClusterState& state, NodeConfig node, const std::strin
   auto dst_pod = state.pods.find(to);
   if (src_pod == state.pods.end()) return (*err = "no pod " + from), false;
   if (dst_pod == state.pods.end()) return (*err = "no pod " + to), false;
-  const auto& dst = dst_pod->second;
-  const auto& src = src_pod->second;
+  const auto& dst = *dst_pod->second;
+  const auto& src = *src_pod->second;
 
   node.node_name = dst.node_name;  // judge where the destination's tc program runs
   Plan plan = compile(state, node);

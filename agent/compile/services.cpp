@@ -217,7 +217,8 @@ class ServiceCompiler {
       }
     }
     if (!have_slices && svc.has_selector) {
-      for (const auto& [k, pod] : state_.pods) {
+      for (const auto& [k, pod_ptr] : state_.pods) {
+        const auto& pod = *pod_ptr;
         if (pod.meta.ns != svc.meta.ns || pod.host_network || pod.phase != "Running" ||
             !matchesSelector(pod, svc.selector))
           continue;

@@ -48,6 +48,11 @@ ObjectRef refOf(const Object& o) {
   return ObjectRef{kindOf(o), m.ns, m.name};
 }
 
+void ClusterState::addPod(std::shared_ptr<const Pod> pod) {
+  const std::string key = pod->meta.ns + "/" + pod->meta.name;
+  pods[key] = std::move(pod);
+}
+
 void ClusterState::add(const Object& o) {
   std::visit(
       [this](const auto& v) {
@@ -58,7 +63,7 @@ void ClusterState::add(const Object& o) {
         else if constexpr (std::is_same_v<T, ServiceAccount>)
           service_accounts[key] = v;
         else if constexpr (std::is_same_v<T, Pod>)
-          pods[key] = v;
+          pods[key] = std::make_shared<const Pod>(v);
         else if constexpr (std::is_same_v<T, TrafficTarget>)
           traffic_targets[key] = v;
         else if constexpr (std::is_same_v<T, L4Route>)

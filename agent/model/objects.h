@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <variant>
@@ -191,7 +192,9 @@ ObjectRef refOf(const Object& o);
 struct ClusterState {
   std::map<std::string, Namespace> namespaces;
   std::map<std::string, ServiceAccount> service_accounts;
-  std::map<std::string, Pod> pods;
+  // Shared and immutable: a snapshot for the compiler copies pointers, not
+  // pods (at 50k pods each copy of the pods themselves costs tens of MiB).
+  std::map<std::string, std::shared_ptr<const Pod>> pods;
   std::map<std::string, TrafficTarget> traffic_targets;
   std::map<std::string, L4Route> tcp_routes;
   std::map<std::string, L4Route> udp_routes;
@@ -202,6 +205,7 @@ struct ClusterState {
   std::map<std::string, Workload> workloads;  // keyed "Kind/ns/name"
 
   void add(const Object& o);  // upsert
+  void addPod(std::shared_ptr<const Pod> pod);  // upsert, sharing the pod
 };
 
 }  // namespace smik::model

@@ -131,7 +131,12 @@ void KubeCache::apply(Reflector::Event event, const std::string& key,
   // The manifest parser reads it, errors and all: the same meaning as a file.
   model::ParseResult parsed = model::parseNode(toYaml(forParse(object)), "kubernetes");
   Entry entry;
-  if (!parsed.objects.empty()) entry.object = std::move(parsed.objects.front());
+  if (!parsed.objects.empty()) {
+    if (auto* pod = std::get_if<model::Pod>(&parsed.objects.front()))
+      entry.pod = std::make_shared<const model::Pod>(std::move(*pod));
+    else
+      entry.object = std::make_unique<model::Object>(std::move(parsed.objects.front()));
+  }
   const std::string api_version = object.value("apiVersion", "");
   if (!parsed.errors.empty() || isSmiGroup(api_version)) {
     entry.extra = std::make_unique<Extra>();
@@ -157,8 +162,12 @@ void KubeCache::apply(Reflector::Event event, const std::string& key,
 model::ClusterState KubeCache::state() const {
   std::lock_guard lock(mu_);
   model::ClusterState s;
-  for (const auto& [id, e] : entries_)
-    if (e.object) s.add(*e.object);
+  for (const auto& [id, e] : entries_) {
+    if (e.pod)
+      s.addPod(e.pod);
+    else if (e.object)
+      s.add(*e.object);
+  }
   return s;
 }
 

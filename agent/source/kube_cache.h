@@ -53,7 +53,10 @@ class KubeCache {
     InvolvedObject involved;
   };
   struct Entry {
-    std::optional<model::Object> object;  // nullopt: rejected or ignored kind
+    // On the heap: a model::Object is as big as its largest kind (400 bytes),
+    // and 50k pod entries would each carry one unused.
+    std::unique_ptr<model::Object> object;  // null: rejected, ignored, or a pod
+    std::shared_ptr<const model::Pod> pod;  // shared with every state() snapshot
     // SMI kinds and rejected objects only: pods, most of a cluster, carry
     // neither, and 350 bytes each of empty fields add up at 50k.
     std::unique_ptr<Extra> extra;

@@ -86,9 +86,18 @@ bool ManifestDir::readFile(const std::string& path, FileState* st) {
   model::ParseResult r = model::parseManifests(text, name);
   if (!r.errors.empty()) return reject(std::move(r.errors));
   st->errors.clear();
-  st->good = std::move(r.objects);
+  st->good.clear();
+  st->good_pods.clear();
+  // Pods, most of a cluster, are kept shared: every snapshot for the
+  // compiler points at these rather than copying them.
+  for (auto& o : r.objects) {
+    if (auto* pod = std::get_if<model::Pod>(&o))
+      st->good_pods.push_back(std::make_shared<const model::Pod>(std::move(*pod)));
+    else
+      st->good.push_back(std::move(o));
+  }
   st->has_good = true;
-  spdlog::info("manifests: {} applied ({} objects)", name, st->good.size());
+  spdlog::info("manifests: {} applied ({} objects)", name, st->good.size() + st->good_pods.size());
   return true;
 }
 
@@ -143,8 +152,10 @@ bool ManifestDir::refresh() {
 
 model::ClusterState ManifestDir::state() const {
   model::ClusterState s;
-  for (const auto& [name, st] : files_)
+  for (const auto& [name, st] : files_) {
     for (const auto& o : st.good) s.add(o);
+    for (const auto& p : st.good_pods) s.addPod(p);
+  }
   return s;
 }
 

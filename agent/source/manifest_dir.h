@@ -4,6 +4,7 @@
 #pragma once
 
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -43,7 +44,9 @@ class ManifestDir : public Source {
     bool racy = false;
     size_t content_hash = 0;
     bool has_good = false;
-    std::vector<model::Object> good;  // last version that parsed cleanly
+    // The last version that parsed cleanly: pods apart, shared with snapshots.
+    std::vector<model::Object> good;
+    std::vector<std::shared_ptr<const model::Pod>> good_pods;
     std::vector<model::ParseError> errors;
   };
   // Re-reads one file; true if the objects it contributes changed.

@@ -54,7 +54,8 @@ void Store::setTopology(std::shared_ptr<const model::ClusterState> shared, const
   state_ = std::move(shared);
   namespaces_.clear();
   for (const auto& [name, ns] : state.namespaces) namespaces_[name] = name;
-  for (const auto& [key, pod] : state.pods) {
+  for (const auto& [key, pod_ptr] : state.pods) {
+    const auto& pod = *pod_ptr;
     namespaces_[pod.meta.ns] = pod.meta.ns;
     if (pod.host_network) continue;  // the node's address is nobody's pod
     for (const auto& ip : pod.ips) {
@@ -140,7 +141,7 @@ ResourceRef Store::ownerOf(const std::string& pod, const std::string& kind) cons
   if (kind == "Namespace") return {"Namespace", "", ns};
   auto p = state_->pods.find(pod);
   if (p == state_->pods.end()) return {};
-  const auto& meta = p->second.meta;
+  const auto& meta = p->second->meta;
   if (kind == "DaemonSet" || kind == "StatefulSet")
     return meta.owner_kind == kind ? ResourceRef{kind, ns, meta.owner_name} : ResourceRef{};
   if (kind != "Deployment" || meta.owner_kind != "ReplicaSet") return {};
@@ -216,7 +217,8 @@ std::vector<ResourceRef> Store::list(const std::string& kind, const std::string&
     for (const auto& [key, ts] : state_->traffic_splits)
       if (ns.empty() || ts.meta.ns == ns) out.insert({"TrafficSplit", ts.meta.ns, ts.meta.name});
   } else {
-    for (const auto& [key, pod] : state_->pods) {
+    for (const auto& [key, pod_ptr] : state_->pods) {
+      const auto& pod = *pod_ptr;
       if (!ns.empty() && pod.meta.ns != ns) continue;
       ResourceRef r = ownerOf(key, kind);
       if (!r.name.empty()) out.insert(r);

@@ -93,7 +93,8 @@ bool LabelSelector::matches(const std::map<std::string, std::string>& labels) co
 
 std::vector<PeerAddr> discoverPeers(const model::ClusterState& state, const DiscoveryConfig& cfg) {
   std::set<PeerAddr> out;
-  for (const auto& [key, pod] : state.pods) {
+  for (const auto& [key, pod_ptr] : state.pods) {
+    const auto& pod = *pod_ptr;
     if (pod.meta.ns != cfg.ns || !cfg.selector.matches(pod.meta.labels)) continue;
     if (pod.node_name == cfg.self_node || pod.ips.empty()) continue;
     if (pod.phase == "Succeeded" || pod.phase == "Failed") continue;

@@ -944,7 +944,7 @@ TEST(CompileSpecExample, AccessV1alpha3_04ProtocolSpecific) {
                                        pod("default", "client-0", "client", "n2", "10.1.0.20"));
   for (const auto& [k, v] : cluster.namespaces) s.add(v);
   for (const auto& [k, v] : cluster.service_accounts) s.add(v);
-  for (const auto& [k, v] : cluster.pods) s.add(v);
+  for (const auto& [k, v] : cluster.pods) s.addPod(v);
 
   struct Case {
     Proto proto;

@@ -36,8 +36,8 @@ TEST(KubeCache, UpsertsBecomeModelObjects) {
   cache.apply(Event::kUpsert, "prod/web", object("apps/v1", "Deployment", "web"));
   const auto s = cache.state();
   ASSERT_EQ(s.pods.count("prod/a"), 1u);  // same ns/name, different kinds: both kept
-  EXPECT_EQ(s.pods.at("prod/a").service_account, "web");
-  EXPECT_EQ(s.pods.at("prod/a").ips, std::vector<std::string>{"10.0.0.1"});
+  EXPECT_EQ(s.pods.at("prod/a")->service_account, "web");
+  EXPECT_EQ(s.pods.at("prod/a")->ips, std::vector<std::string>{"10.0.0.1"});
   ASSERT_EQ(s.services.count("prod/a"), 1u);
   EXPECT_EQ(s.services.at("prod/a").cluster_ips, std::vector<std::string>{"10.96.0.10"});
   EXPECT_EQ(s.workloads.count("Deployment/prod/web"), 1u);

@@ -756,7 +756,7 @@ TEST(Reflector, FeedsTheClusterStateThroughKubeCache) {
   const auto pods = cache.state().pods;
   EXPECT_EQ(pods.size(), 2u);
   EXPECT_EQ(pods.count("prod/c"), 1u);
-  EXPECT_EQ(pods.at("prod/d").ips, std::vector<std::string>{"10.0.0.4"});
+  EXPECT_EQ(pods.at("prod/d")->ips, std::vector<std::string>{"10.0.0.4"});
   const auto errors = cache.errors();
   ASSERT_EQ(errors.size(), 1u);
   EXPECT_EQ(errors[0].object.str(), "Pod prod/bad");
