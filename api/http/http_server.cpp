@@ -1,11 +1,10 @@
 #include "api/http/http_server.h"
 
-#include "api/http/listen.h"
-
 #include <httplib.h>
 
 #include <nlohmann/json.hpp>
 
+#include "api/http/listen.h"
 #include "api/http/smi_metrics.h"
 #include "api/peer/merged_view.h"
 

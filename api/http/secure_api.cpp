@@ -1,7 +1,5 @@
 #include "api/http/secure_api.h"
 
-#include "api/http/listen.h"
-
 #include <httplib.h>
 #include <openssl/ec.h>
 #include <openssl/pem.h>
@@ -10,9 +8,11 @@
 
 #include <algorithm>
 #include <fstream>
-#include <sstream>
 #include <nlohmann/json.hpp>
 #include <regex>
+#include <sstream>
+
+#include "api/http/listen.h"
 
 namespace smik::api {
 namespace {

@@ -1,14 +1,14 @@
 #include "tests/kube/fake_cluster.h"
 
 #include <httplib.h>
-
-#include "api/http/listen.h"
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
 #include <chrono>
 #include <fstream>
 #include <regex>
+
+#include "api/http/listen.h"
 
 namespace smik::testing {
 namespace {
