@@ -294,14 +294,22 @@ Reflector::Failure Reflector::watch() {
   }
   LineFramer framer;
   Failure stream_failure;
-  bool saw_event = false;
+  bool saw_event = false, healed = false;
   const auto started = std::chrono::steady_clock::now();
   const HttpResponse r = http_.get(
       resource_.path() + query,
       [&](std::string_view chunk) {
-        return framer.feed(chunk, [&](std::string_view line) {
+        const bool more = framer.feed(chunk, [&](std::string_view line) {
           return handleEvent(line, &stream_failure, &saw_event);
         });
+        // The stream works again (an event or a bookmark arrived): the last
+        // failure is over now, not when this watch ends minutes later.
+        if (saw_event && !healed && stream_failure.outcome == Outcome::kOk) {
+          healed = true;
+          std::lock_guard lock(mu_);
+          status_.last_error.clear();
+        }
+        return more;
       },
       cancel_, timeout + config_.watch_slack);
   // Progress resets the backoff: a watch that delivered events and then

@@ -628,6 +628,22 @@ TEST(Reflector, DisconnectRewatchesFromLastVersionWithoutRelist) {
   EXPECT_FALSE(h.reflector->status().last_error.empty());
 }
 
+// The failure is reported while it lasts: once the new watch delivers
+// (here a bookmark), the error is gone, although that watch is still open.
+TEST(Reflector, ErrorClearsWhenTheNextWatchDeliversNotWhenItEnds) {
+  std::atomic<int> watches{0};
+  Harness h([&](const httplib::Request& req, httplib::Response& res) {
+    if (!req.has_param("watch")) return serveList(req, res, {}, "10");
+    if (++watches == 1) return stream(res, event("ADDED", pod("a", "11")), 11, End::kDrop,
+                                      h.server.stopping());
+    stream(res, bookmark("20"), 7, End::kHang, h.server.stopping());
+  });
+  ASSERT_TRUE(eventually([&] { return h.reflector->status().resource_version == "20"; }));
+  EXPECT_EQ(h.reflector->status().failures, 1u);
+  EXPECT_EQ(h.reflector->status().last_error, "");
+  EXPECT_EQ(h.server.watches().size(), 2u);  // the second one still open
+}
+
 TEST(Reflector, HonoursRetryAfterOn429) {
   std::atomic<int> lists{0};
   Harness h([&](const httplib::Request& req, httplib::Response& res) {
