@@ -134,6 +134,7 @@ void Agent::waitForSource() {
   if (status_.ready) return;
   if (why != status_.not_ready) spdlog::warn("not ready: {}", why);
   status_.not_ready = why;
+  status_.collections = source_->collections();
 }
 
 void Agent::sampleMetrics() {
@@ -213,6 +214,7 @@ void Agent::reconcile(bool source_changed) {
   status_.rejected.clear();
   for (const auto& e : source_->errors()) status_.rejected.push_back(e.str());
   status_.degraded = source_->problem();
+  status_.collections = source_->collections();
   if (recompile) {
     status_.diagnostics.clear();
     for (const auto& d : plan_.diagnostics) status_.diagnostics.push_back(d.str());

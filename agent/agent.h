@@ -33,6 +33,7 @@ struct AgentStatus {
   std::string source;      // where objects come from
   std::string not_ready;   // why not ready (empty when ready)
   std::string degraded;    // ready, but the source cannot refresh its view
+  std::vector<std::string> collections;  // the source's, one line each
   std::string node;
   std::string access_mode;
   std::string attach_mode;

@@ -253,6 +253,25 @@ std::string KubeSource::problem() const {
   return "";
 }
 
+std::vector<std::string> KubeSource::collections() const {
+  std::vector<std::string> out;
+  for (const auto& [r, st] : reflectors()) {
+    std::string line = r.plural + " (" + r.api_version + "): ";
+    if (st.synced)
+      line += "synced, resourceVersion " + st.resource_version;
+    else if (st.not_served)
+      line += "not served (CRD not installed?)";
+    else
+      line += "listing";
+    line += ", " + std::to_string(st.lists) + (st.lists == 1 ? " list, " : " lists, ") +
+            std::to_string(st.watches) + (st.watches == 1 ? " watch" : " watches");
+    if (st.failures) line += ", " + std::to_string(st.failures) + " failed";
+    if (!st.last_error.empty()) line += "; " + st.last_error;
+    out.push_back(std::move(line));
+  }
+  return out;
+}
+
 std::vector<std::pair<Resource, ReflectorStatus>> KubeSource::reflectors() const {
   std::lock_guard lock(mu_);
   std::vector<std::pair<Resource, ReflectorStatus>> out;

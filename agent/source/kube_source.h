@@ -72,6 +72,7 @@ class KubeSource : public source::Source {
   std::string problem() const override;
   std::string describe() const override { return "kubernetes " + http_.config().server; }
   void reportPlan(const compile::Plan& plan) override;
+  std::vector<std::string> collections() const override;
 
   // For status pages and tests.
   std::vector<std::pair<Resource, ReflectorStatus>> reflectors() const;

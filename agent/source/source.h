@@ -40,6 +40,9 @@ class Source {
   virtual std::string problem() const { return ""; }
   // "manifests /etc/smik", "kubernetes https://10.0.0.1:443".
   virtual std::string describe() const = 0;
+  // One line per collection it mirrors, for status pages: "pods (v1):
+  // synced, resourceVersion 4711, 1 list, 3 watches". Empty: nothing to say.
+  virtual std::vector<std::string> collections() const { return {}; }
   // The compiler's verdict on the objects (diagnostics naming them), for
   // sources that can tell the objects' owners (Kubernetes Events).
   virtual void reportPlan(const compile::Plan&) {}

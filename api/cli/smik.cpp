@@ -358,6 +358,8 @@ nlohmann::json statusJson(const pb::StatusReply& s) {
   j["source"] = s.source();
   if (!s.not_ready().empty()) j["notReady"] = s.not_ready();
   if (!s.degraded().empty()) j["degraded"] = s.degraded();
+  if (s.collections_size() > 0)
+    j["collections"] = std::vector<std::string>(s.collections().begin(), s.collections().end());
   j["node"] = s.node();
   j["accessMode"] = s.access_mode();
   j["attachMode"] = s.attach_mode();
@@ -404,6 +406,10 @@ void printStatus(const nlohmann::json& j) {
             << (j.contains("degraded") ? "degraded: " + j["degraded"].get<std::string>() + "\n" : "")
             << "policy generation " << j["policyGeneration"] << ", " << j["policyEntries"]
             << " entries, " << j["ipEntries"] << " IPs, " << j["identities"] << " identities\n";
+  if (j.contains("collections")) {
+    std::cout << "collections:\n";
+    for (const auto& c : j["collections"]) std::cout << "  " << c.get<std::string>() << "\n";
+  }
   std::cout << "endpoints:\n";
   for (const auto& e : j["endpoints"]) std::cout << "  " << e.get<std::string>() << "\n";
   std::cout << "rejected objects (" << j["rejectedObjectsTotal"] << " since start):\n";

@@ -47,6 +47,7 @@ void fillStatus(const AgentStatus& s, pb::StatusReply* r) {
   r->set_source(s.source);
   r->set_not_ready(s.not_ready);
   r->set_degraded(s.degraded);
+  for (const auto& c : s.collections) r->add_collections(c);
   r->set_node(s.node);
   r->set_access_mode(s.access_mode);
   r->set_attach_mode(s.attach_mode);

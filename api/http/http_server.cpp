@@ -20,6 +20,7 @@ std::string statusJson(const AgentStatus& s) {
   j["source"] = s.source;
   if (!s.not_ready.empty()) j["notReady"] = s.not_ready;
   if (!s.degraded.empty()) j["degraded"] = s.degraded;
+  if (!s.collections.empty()) j["collections"] = s.collections;
   j["node"] = s.node;
   j["accessMode"] = s.access_mode;
   j["attachMode"] = s.attach_mode;

@@ -137,6 +137,14 @@ TEST_F(Kube, PolicyChangesThroughTheApiServerChangeEnforcement) {
         return false;
       },
       3000));
+  // `smik status` says what the source mirrors.
+  auto st = bed_->run({SMIK_CLI, "status", "--grpc", "/tmp/" + bed_->prefix() + "-default-agent.sock"},
+                      10000);
+  EXPECT_NE(st.output.find("source: kubernetes https://127.0.0.1:"), std::string::npos) << st.output;
+  EXPECT_NE(st.output.find("pods (v1): synced, resourceVersion "), std::string::npos) << st.output;
+  EXPECT_NE(st.output.find("traffictargets (access.smi-spec.io/v1alpha3): synced"),
+            std::string::npos)
+      << st.output;
   // The agent lists once per collection and then only watches.
   size_t pod_lists = 0;
   for (const auto& r : cluster_->requests())
