@@ -13,6 +13,7 @@
 
 #include "agent/compile/explain.h"
 #include "agent/model/parse.h"
+#include "tests/unit/state_of.h"
 
 #ifndef SMIK_SHARED_DIR
 #define SMIK_SHARED_DIR "/work/shared"
@@ -32,23 +33,8 @@ using model::Proto;
 
 // ---- manifests ----------------------------------------------------------------
 
-std::string errorsOf(const model::ParseResult& r) {
-  std::string s;
-  for (const auto& e : r.errors) s += e.str() + "\n";
-  return s;
-}
-
-ClusterState stateFrom(const model::ParseResult& r) {
-  EXPECT_TRUE(r.errors.empty()) << errorsOf(r);
-  ClusterState s;
-  for (const auto& o : r.objects) s.add(o);
-  return s;
-}
-
-// Parses `yaml` (any number of documents); a parse error fails the test.
-ClusterState stateOf(const std::string& yaml) {
-  return stateFrom(model::parseManifests(yaml, "test.yaml"));
-}
+using smik::testing::stateFrom;
+using smik::testing::stateOf;
 
 std::string meshedNs(const std::string& name) {
   return "---\napiVersion: v1\nkind: Namespace\nmetadata: {name: " + name +

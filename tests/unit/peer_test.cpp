@@ -21,6 +21,7 @@
 #include "api/peer/peer_grpc.h"
 #include "smik/v1/smik.grpc.pb.h"
 #include "tests/testbed/certs.h"
+#include "tests/unit/state_of.h"
 
 namespace smik::peer {
 namespace {
@@ -34,13 +35,7 @@ using telemetry::Store;
 
 const std::string kBase = api::kSmiMetricsBase;
 
-model::ClusterState parse(const std::string& yaml) {
-  auto r = model::parseManifests(yaml, "test.yaml");
-  EXPECT_TRUE(r.errors.empty()) << (r.errors.empty() ? "" : r.errors[0].str());
-  model::ClusterState s;
-  for (const auto& o : r.objects) s.add(o);
-  return s;
-}
+using smik::testing::stateOf;
 
 std::string podYaml(const std::string& name, const std::string& rs, const std::string& node,
                     const std::string& ip) {
@@ -163,8 +158,8 @@ class FakeFanout : public PeerFanout {
 class Merge : public ::testing::Test {
  protected:
   void SetUp() override {
-    a.setTopology(parse(kCluster), compile::Plan{});
-    b.setTopology(parse(kClusterAtB), compile::Plan{});
+    a.setTopology(stateOf(kCluster), compile::Plan{});
+    b.setTopology(stateOf(kClusterAtB), compile::Plan{});
     const auto now = std::chrono::system_clock::now();
     a.sample(nodeAKernel(), now);
     b.sample(nodeBKernel(), now);
@@ -618,7 +613,7 @@ TEST(PeerApiConfig, StartsWithTls) {
 }
 
 TEST(Discovery, OtherNodesAgentPods) {
-  auto state = parse(R"(
+  auto state = stateOf(R"(
 apiVersion: v1
 kind: Pod
 metadata: {name: agent-a, namespace: smik-system, labels: {app.kubernetes.io/name: smik-agent}}

@@ -17,6 +17,7 @@
 #include "agent/compile/explain.h"
 #include "agent/model/parse.h"
 #include "maps/maps.h"
+#include "tests/unit/state_of.h"
 
 namespace smik::compile {
 namespace {
@@ -33,15 +34,7 @@ using model::Proto;
 
 // ---- manifests ----------------------------------------------------------------
 
-ClusterState stateOf(const std::string& yaml) {
-  const model::ParseResult r = model::parseManifests(yaml, "test.yaml");
-  std::string errors;
-  for (const auto& e : r.errors) errors += e.str() + "\n";
-  EXPECT_TRUE(r.errors.empty()) << errors;
-  ClusterState s;
-  for (const auto& o : r.objects) s.add(o);
-  return s;
-}
+using smik::testing::stateOf;
 
 // A Service in `ns`. `ip` is a clusterIP ("None" = headless) or, when it
 // starts with '[', a clusterIPs list. `selector` is a YAML map; "" leaves the

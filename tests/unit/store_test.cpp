@@ -6,19 +6,14 @@
 
 #include "agent/model/parse.h"
 #include "agent/telemetry/store.h"
+#include "tests/unit/state_of.h"
 
 namespace smik::telemetry {
 namespace {
 
 using Clock = std::chrono::system_clock;
 
-model::ClusterState parse(const std::string& yaml) {
-  auto r = model::parseManifests(yaml, "test.yaml");
-  EXPECT_TRUE(r.errors.empty()) << (r.errors.empty() ? "" : r.errors[0].str());
-  model::ClusterState s;
-  for (const auto& o : r.objects) s.add(o);
-  return s;
-}
+using smik::testing::stateOf;
 
 const char* kTopology = R"(
 apiVersion: apps/v1
@@ -61,7 +56,7 @@ maps::ConnEdge edge(const char* client, const char* server, uint64_t ok, uint64_
 
 class StoreTest : public ::testing::Test {
  protected:
-  void SetUp() override { store.setTopology(parse(kTopology), compile::Plan{}); }
+  void SetUp() override { store.setTopology(stateOf(kTopology), compile::Plan{}); }
   void at(int second, std::vector<maps::ConnEdge> read) {
     store.sample(read, t0 + std::chrono::seconds(second));
   }
@@ -121,7 +116,7 @@ TEST_F(StoreTest, OwnersAndNamespaces) {
 TEST_F(StoreTest, AnIpReusedLaterNeverInheritsHistory) {
   at(1, {edge("10.0.0.1", "10.0.0.2", 3, 0, 3)});
   // 10.0.0.1 now belongs to another pod: later deltas are its, earlier ones not.
-  store.setTopology(parse(R"(
+  store.setTopology(stateOf(R"(
 apiVersion: v1
 kind: Pod
 metadata: {name: newcomer, namespace: shop}
