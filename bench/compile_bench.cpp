@@ -101,14 +101,8 @@ void BM_Compile(benchmark::State& st) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool quick = false;
-  std::vector<char*> args;
-  for (int i = 0; i < argc; i++) {
-    if (std::strcmp(argv[i], "--quick") == 0) quick = true;
-    else args.push_back(argv[i]);
-  }
-  int n = int(args.size());
-  benchmark::Initialize(&n, args.data());
+  const bool quick = bench::takeQuick(&argc, argv);
+  benchmark::Initialize(&argc, argv);
   const std::vector<int> pods = {1000, 10000, 50000}, tts = {100, 1000, 10000};
   int reps = quick ? 3 : 9;  // the whole grid takes ~1 s a repetition
   for (int r = 0; r < reps; r++)

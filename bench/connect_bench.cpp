@@ -188,14 +188,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "smik_bench_connect needs root (pods, BPF)\n");
     return 1;
   }
-  bool quick = false;
-  std::vector<char*> args;
-  for (int i = 0; i < argc; i++) {
-    if (std::string(argv[i]) == "--quick") quick = true;
-    else args.push_back(argv[i]);
-  }
-  argc = int(args.size());
-  argv = args.data();
+  const bool quick = bench::takeQuick(&argc, argv);
   benchmark::Initialize(&argc, argv);
   // Interleaved: A B C A B C ... so drift on a shared VM hits all alike.
   for (int rep = 0; rep < (quick ? 3 : 5); rep++) {

@@ -284,14 +284,7 @@ int main(int argc, char** argv) {
   if (argc >= 2 && std::string(argv[1]) == "--echo") return echoMain(std::atoi(argv[2]));
   if (argc >= 2 && std::string(argv[1]) == "--pingpong")
     return pingpongMain(argv[2], std::atoi(argv[3]), std::atoi(argv[4]));
-  bool quick = false;
-  std::vector<char*> args;
-  for (int i = 0; i < argc; i++) {
-    if (std::string(argv[i]) == "--quick") quick = true;
-    else args.push_back(argv[i]);
-  }
-  argc = int(args.size());
-  argv = args.data();
+  const bool quick = bench::takeQuick(&argc, argv);
   if (geteuid() != 0) {
     std::fprintf(stderr, "smik_bench_datapath needs root (pods, BPF, iptables)\n");
     return 1;

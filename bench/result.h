@@ -11,6 +11,21 @@
 
 namespace smik::bench {
 
+// Removes --quick from argv (Google Benchmark rejects flags it does not
+// know) and says whether it was there.
+inline bool takeQuick(int* argc, char** argv) {
+  bool quick = false;
+  int kept = 0;
+  for (int i = 0; i < *argc; i++) {
+    if (std::string(argv[i]) == "--quick")
+      quick = true;
+    else
+      argv[kept++] = argv[i];
+  }
+  *argc = kept;
+  return quick;
+}
+
 inline double median(std::vector<double> v) {
   if (v.empty()) return 0;
   std::sort(v.begin(), v.end());
