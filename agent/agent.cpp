@@ -88,12 +88,7 @@ int onRingEvent(void* ctx, void* data, size_t size) {
   smik_event ev;
   std::memcpy(&ev, data, sizeof ev);
   auto* sink = static_cast<EventSink*>(ctx);
-  auto addr = [&](const uint8_t* bytes) {
-    compile::Addr a;
-    a.family = ev.edge.family;
-    std::memcpy(a.bytes.data(), bytes, 16);
-    return a;
-  };
+  auto addr = [&](const uint8_t* bytes) { return compile::kernelAddr(ev.edge.family, bytes); };
   telemetry::Event e;
   e.time = std::chrono::system_clock::now();
   e.kind = eventKind(ev.kind);
@@ -101,9 +96,7 @@ int onRingEvent(void* ctx, void* data, size_t size) {
   e.client = sink->store->nameOf(addr(ev.edge.client));
   e.server = sink->store->nameOf(addr(ev.edge.server));
   e.port = ev.edge.port;
-  e.proto = ev.edge.proto == SMIK_PROTO_TCP   ? "TCP"
-            : ev.edge.proto == SMIK_PROTO_UDP ? "UDP"
-                                              : std::to_string(ev.edge.proto);
+  e.proto = compile::kernelProtoName(ev.edge.proto);
   e.suppressed = ev.suppressed;
   sink->hub->publish(std::move(e));
   return 0;
@@ -247,10 +240,8 @@ AgentStatus Agent::status() {
   };
   for (const auto& e : edges) {
     status_.edges.push_back({name(e.key.src_id), name(e.key.dst_id),
-                             e.key.proto == SMIK_PROTO_TCP   ? "TCP"
-                             : e.key.proto == SMIK_PROTO_UDP ? "UDP"
-                                                             : std::to_string(e.key.proto),
-                             e.key.dport, e.value.flows_allowed, e.value.packets_denied});
+                             compile::kernelProtoName(e.key.proto), e.key.dport,
+                             e.value.flows_allowed, e.value.packets_denied});
   }
   return status_;
 }

@@ -47,6 +47,17 @@ bool parseAddr(const std::string& text, Addr* out) {
   return true;
 }
 
+Addr kernelAddr(uint8_t family, const uint8_t* bytes) {
+  Addr a;
+  a.family = family;
+  std::memcpy(a.bytes.data(), bytes, a.bytes.size());
+  return a;
+}
+
+std::string kernelProtoName(uint8_t proto) {
+  return proto == SMIK_PROTO_TCP ? "TCP" : proto == SMIK_PROTO_UDP ? "UDP" : std::to_string(proto);
+}
+
 std::string Addr::str() const {
   char buf[INET6_ADDRSTRLEN] = {};
   inet_ntop(family == SMIK_AF_INET ? AF_INET : AF_INET6, bytes.data(), buf, sizeof buf);

@@ -45,6 +45,10 @@ struct Addr {
   std::string str() const;
 };
 bool parseAddr(const std::string& text, Addr* out);
+// An address as the kernel's maps and events carry it: family + 16 bytes.
+Addr kernelAddr(uint8_t family, const uint8_t* bytes);
+// A kernel protocol number as smik prints it: "TCP", "UDP", else the number.
+std::string kernelProtoName(uint8_t proto);
 
 struct Diagnostic {
   enum class Level { kInfo, kWarning };

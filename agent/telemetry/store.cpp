@@ -13,13 +13,6 @@ std::vector<uint8_t> rawKey(const smik_conn_key& k) {
   return {p, p + sizeof k};
 }
 
-compile::Addr addrOf(const uint8_t* bytes, uint8_t family) {
-  compile::Addr a;
-  a.family = family;
-  std::memcpy(a.bytes.data(), bytes, 16);
-  return a;
-}
-
 // cur - prev, or cur when the kernel's entry restarted from zero.
 uint64_t diff(uint64_t cur, uint64_t prev) { return cur >= prev ? cur - prev : cur; }
 
@@ -74,13 +67,13 @@ void Store::sample(const std::vector<maps::ConnEdge>& edges, Clock::time_point n
     const smik_conn_stats& prev = last_.count(key) ? last_[key] : kZero;
     const smik_conn_stats& cur = e.stats;
     EdgeDelta d;
-    auto client = pod_by_ip_.find(addrOf(e.key.client, e.key.family));
-    auto server = pod_by_ip_.find(addrOf(e.key.server, e.key.family));
+    auto client = pod_by_ip_.find(compile::kernelAddr(e.key.family, e.key.client));
+    auto server = pod_by_ip_.find(compile::kernelAddr(e.key.family, e.key.server));
     if (client != pod_by_ip_.end()) d.client_pod = client->second;
     if (server != pod_by_ip_.end()) d.server_pod = server->second;
     if (auto via = routes_.find(e.key.svc_id); e.key.svc_id && via != routes_.end()) {
       d.via_service = via->second.service;
-      auto g = via->second.group_of.find({addrOf(e.key.server, e.key.family), e.key.port});
+      auto g = via->second.group_of.find({compile::kernelAddr(e.key.family, e.key.server), e.key.port});
       if (g != via->second.group_of.end()) d.via_backend = g->second;
     }
     d.client.success = diff(cur.client_success, prev.client_success);
@@ -181,8 +174,8 @@ std::vector<Store::WorkloadEdge> Store::totals() const {
   for (const auto& [raw, s] : last_) {
     smik_conn_key k;
     std::memcpy(&k, raw.data(), sizeof k);
-    auto client = pod_by_ip_.find(addrOf(k.client, k.family));
-    auto server = pod_by_ip_.find(addrOf(k.server, k.family));
+    auto client = pod_by_ip_.find(compile::kernelAddr(k.family, k.client));
+    auto server = pod_by_ip_.find(compile::kernelAddr(k.family, k.server));
     auto [cns, cw] = workload(client == pod_by_ip_.end() ? "" : client->second);
     auto [sns, sw] = workload(server == pod_by_ip_.end() ? "" : server->second);
     Counts c, srv;

@@ -31,16 +31,7 @@ namespace {
 const char* const kReasonNames[] = {"forwarded", "policy", "spoofed", "malformed", "unsupported"};
 constexpr int kDefaultWindowS = 30;  // the SMI API's default ?t=
 
-std::string protoText(uint8_t p) {
-  return p == SMIK_PROTO_TCP ? "TCP" : p == SMIK_PROTO_UDP ? "UDP" : std::to_string(p);
-}
-
-compile::Addr addrFrom(uint8_t family, const uint8_t* bytes) {
-  compile::Addr a;
-  a.family = family;
-  std::memcpy(a.bytes.data(), bytes, 16);
-  return a;
-}
+using compile::kernelProtoName;
 
 void fillStatus(const AgentStatus& s, pb::StatusReply* r) {
   r->set_ready(s.ready);
@@ -208,7 +199,7 @@ class AgentService final : public pb::Agent::Service {
         continue;
       }
       e->set_source(plan.identityName(k.src_id));
-      e->set_proto(protoText(k.proto));
+      e->set_proto(kernelProtoName(k.proto));
       e->set_port(k.dport);
       if (v.rule_id >= 1 && v.rule_id <= plan.rules.size()) {
         e->set_traffic_target(plan.rules[v.rule_id - 1].traffic_target);
@@ -337,7 +328,7 @@ class AgentService final : public pb::Agent::Service {
         if (v.rule_id >= 1 && v.rule_id <= plan.rules.size())
           rule += " (" + plan.rules[v.rule_id - 1].traffic_target + ", " +
                   plan.rules[v.rule_id - 1].rule + ")";
-        add(id(k.src_id) + " -> " + id(k.dst_id) + " " + protoText(k.proto) + "/" +
+        add(id(k.src_id) + " -> " + id(k.dst_id) + " " + kernelProtoName(k.proto) + "/" +
                 (k.dport == 0 ? "*" : std::to_string(k.dport)),
             "allow " + rule);
       }
@@ -350,7 +341,7 @@ class AgentService final : public pb::Agent::Service {
       for (const auto& [ifindex, ep] : m.read().endpoints) {
         std::string v = "identity " + id(ep.identity) + ", addrs";
         for (int i = 0; i < ep.naddrs && i < SMIK_ENDPOINT_ADDRS; i++)
-          v += " " + addrFrom(ep.families[i], ep.addrs[i]).str();
+          v += " " + compile::kernelAddr(ep.families[i], ep.addrs[i]).str();
         v += ep.attach == SMIK_EP_ATTACH_TCX      ? ", tcx"
              : ep.attach == SMIK_EP_ATTACH_CLSACT ? ", clsact"
                                                   : "";
@@ -364,16 +355,16 @@ class AgentService final : public pb::Agent::Service {
         for (const auto& g : t.groups) {
           v += "; weight " + std::to_string(g.weight) + ":";
           for (const auto& b : g.endpoints)
-            v += " " + addrFrom(b.family, b.addr).str() + ":" + std::to_string(b.port);
+            v += " " + compile::kernelAddr(b.family, b.addr).str() + ":" + std::to_string(b.port);
         }
-        add(addrFrom(k.family, k.addr).str() + ":" + std::to_string(k.port) + "/" +
-                protoText(k.proto),
+        add(compile::kernelAddr(k.family, k.addr).str() + ":" + std::to_string(k.port) + "/" +
+                kernelProtoName(k.proto),
             v);
       }
     } else if (name == "edges") {
       out->set_name(maps::kEdgesMap);
       for (const auto& e : m.edges())
-        add(id(e.key.src_id) + " -> " + id(e.key.dst_id) + " " + protoText(e.key.proto) + "/" +
+        add(id(e.key.src_id) + " -> " + id(e.key.dst_id) + " " + kernelProtoName(e.key.proto) + "/" +
                 std::to_string(e.key.dport),
             "flows_allowed " + std::to_string(e.value.flows_allowed) + ", packets_denied " +
                 std::to_string(e.value.packets_denied) + ", bytes_denied " +
@@ -383,9 +374,9 @@ class AgentService final : public pb::Agent::Service {
       for (const auto& e : m.connEdges()) {
         const auto& k = e.key;
         const auto& s = e.stats;
-        std::string key = addrFrom(k.family, k.client).str() + " -> " +
-                          addrFrom(k.family, k.server).str() + " " + std::to_string(k.port) + "/" +
-                          protoText(k.proto);
+        std::string key = compile::kernelAddr(k.family, k.client).str() + " -> " +
+                          compile::kernelAddr(k.family, k.server).str() + " " + std::to_string(k.port) + "/" +
+                          kernelProtoName(k.proto);
         if (k.svc_id) key += " via svc " + std::to_string(k.svc_id);
         add(key, "client success " + std::to_string(s.client_success) + " refused " +
                      std::to_string(s.client_refused) + " timeout " +
