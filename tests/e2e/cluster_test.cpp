@@ -31,12 +31,6 @@ int occurrences(const std::string& text, const std::string& what) {
   return n;
 }
 
-std::string metric(const json& item, const std::string& name) {
-  for (const auto& m : item["metrics"])
-    if (m["name"] == name) return m["value"].get<std::string>();
-  return "<missing>";
-}
-
 // The item of an edges list for (direction, peer name); null if none.
 json edgeTo(const json& list, const std::string& direction, const std::string& peer) {
   for (const auto& i : list["items"])

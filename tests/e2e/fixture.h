@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <regex>
 #include <sstream>
 #include <thread>
@@ -67,6 +68,13 @@ inline HttpReply httpGetFull(int port, const std::string& path, int timeout_s = 
 inline std::pair<int, std::string> httpGet(int port, const std::string& path) {
   HttpReply r = httpGetFull(port, path);
   return {r.status, std::move(r.body)};
+}
+
+// Value of metric `name` in a TrafficMetrics item, as the Quantity string.
+inline std::string metric(const nlohmann::json& item, const std::string& name) {
+  for (const auto& m : item["metrics"])
+    if (m["name"] == name) return m["value"].get<std::string>();
+  return "<missing>";
 }
 
 // Kubernetes Quantity string -> number ("150", "296875m", "1k", "2M").

@@ -15,12 +15,6 @@ namespace {
 using nlohmann::json;
 namespace pb = smik::v1;
 
-std::string metric(const json& item, const std::string& name) {
-  for (const auto& m : item["metrics"])
-    if (m["name"] == name) return m["value"].get<std::string>();
-  return "<missing>";
-}
-
 class Grpc : public E2E {
  protected:
   void SetUp() override {

@@ -18,13 +18,6 @@ std::string podWithOwner(const std::string& namesp, const std::string& name, con
          "\nstatus:\n  phase: Running\n  podIP: " + ip + "\n---\n";
 }
 
-// Value of metric `name` in a TrafficMetrics item, as the Quantity string.
-std::string metric(const json& item, const std::string& name) {
-  for (const auto& m : item["metrics"])
-    if (m["name"] == name) return m["value"].get<std::string>();
-  return "<missing>";
-}
-
 class Metrics : public E2E {
  protected:
   json get(const std::string& path) {
