@@ -280,6 +280,8 @@ std::vector<std::pair<Resource, ReflectorStatus>> KubeSource::reflectors() const
 }
 
 bool KubeSource::refresh() {
+  // Taken before reading the cache: an event after this point wakes the
+  // next waitForChange() even if this call already saw it.
   {
     std::lock_guard lock(change_mu_);
     waited_ = notified_;
@@ -292,10 +294,6 @@ bool KubeSource::refresh() {
   const bool changed = !was_synced_ || gen != seen_generation_;
   was_synced_ = true;
   seen_generation_ = gen;
-  {
-    std::lock_guard lock(change_mu_);
-    waited_ = notified_;
-  }
   if (changed && events_) reportRejected();
   return changed;
 }
