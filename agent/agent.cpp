@@ -46,6 +46,7 @@ void Agent::run(const std::atomic<bool>& stop) {
         reconcile(changed || first);
         first = false;
         sampleMetrics();
+        sweepConntrack();
       }
     } catch (const std::exception& e) {
       spdlog::error("reconcile failed, last good policy stays enforced: {}", e.what());
@@ -135,6 +136,24 @@ void Agent::sampleMetrics() {
   if (now < next_sample_) return;
   next_sample_ = now + std::chrono::milliseconds(cfg_.metrics_interval_ms);
   store_.sample(dp_->maps().connEdges(), std::chrono::system_clock::now());
+}
+
+// Expired flows are already absent to the programs; deleting them keeps the
+// table (a hash: nothing else evicts) free for new flows.
+void Agent::sweepConntrack() {
+  auto now = std::chrono::steady_clock::now();
+  if (now < next_sweep_) return;
+  next_sweep_ = now + std::chrono::seconds(10);
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  std::string err;
+  long n = dp_->maps().sweepConntrack(uint64_t(ts.tv_sec) * 1000000000ull + ts.tv_nsec, &err);
+  if (n < 0) {
+    spdlog::warn("conntrack sweep: {}", err);
+    return;
+  }
+  std::lock_guard<std::mutex> l(mu_);
+  status_.ct_swept_total += n;
 }
 
 void Agent::reconcile(bool source_changed) {
@@ -231,6 +250,7 @@ AgentStatus Agent::status() {
   std::lock_guard<std::mutex> l(mu_);
   status_.reasons = reasons;
   status_.sock_stats = dp_->maps().sockStats();
+  status_.ct_stats = dp_->maps().ctStats();
   status_.policy_generation = gen;
   status_.edges.clear();
   auto name = [&](uint32_t id) {

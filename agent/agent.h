@@ -53,6 +53,8 @@ struct AgentStatus {
   std::vector<std::string> diagnostics;
   std::vector<std::string> errors;     // apply/attach errors of the last round
   std::vector<smik_counter> reasons;
+  std::vector<uint64_t> ct_stats;  // index = SMIK_CT_*
+  uint64_t ct_swept_total = 0;     // expired conntrack entries the agent deleted
   struct Edge {
     std::string source, destination, proto;
     uint16_t port = 0;
@@ -96,6 +98,7 @@ class Agent {
   void waitForSource();
   void reconcile(bool source_changed);
   void sampleMetrics();
+  void sweepConntrack();
   void readEvents(const std::atomic<bool>& stop);  // ring buffer -> events_
 
   AgentConfig cfg_;
@@ -109,6 +112,7 @@ class Agent {
   telemetry::Store store_;
   telemetry::EventHub events_;
   std::chrono::steady_clock::time_point next_sample_{};
+  std::chrono::steady_clock::time_point next_sweep_{};
 
   mutable std::mutex mu_;
   AgentStatus status_;

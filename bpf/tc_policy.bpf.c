@@ -70,16 +70,36 @@ struct {
   __uint(pinning, LIBBPF_PIN_BY_NAME);
 } smik_state SEC(".maps");
 
-/* Flows that pass without a policy lookup (see smik_ct_key). Per-CPU LRU
- * lists: inserting a new flow takes no lock shared with other CPUs. */
+/* Flows that pass without a policy lookup (see smik_ct_key). A plain hash,
+ * not an LRU: one pod opening flows by the hundred thousand must not evict
+ * another pod's established ones. When it is full a new flow is judged packet
+ * by packet (counted as SMIK_CT_INSERT_FAILED); closed and idle entries
+ * expire (smik_ct_lifetime) and the agent sweeps them out. */
 struct {
-  __uint(type, BPF_MAP_TYPE_LRU_HASH);
+  __uint(type, BPF_MAP_TYPE_HASH);
   __uint(max_entries, SMIK_MAX_CT);
-  __uint(map_flags, BPF_F_NO_COMMON_LRU);
+  __uint(map_flags, BPF_F_NO_PREALLOC);
   __type(key, struct smik_ct_key);
   __type(value, struct smik_ct_value);
   __uint(pinning, LIBBPF_PIN_BY_NAME);
 } smik_ct SEC(".maps");
+
+/* Verdicts of first fragments, for the later fragments of their datagram. */
+struct {
+  __uint(type, BPF_MAP_TYPE_LRU_HASH);
+  __uint(max_entries, SMIK_MAX_FRAGS);
+  __type(key, struct smik_frag_key);
+  __type(value, struct smik_frag_value);
+  __uint(pinning, LIBBPF_PIN_BY_NAME);
+} smik_frags SEC(".maps");
+
+struct {
+  __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+  __uint(max_entries, SMIK_CT_COUNTER_MAX);
+  __type(key, __u32);
+  __type(value, __u64);
+  __uint(pinning, LIBBPF_PIN_BY_NAME);
+} smik_ct_stats SEC(".maps");
 
 /* Verdict counters by reason. */
 struct {
@@ -127,16 +147,33 @@ static __always_inline void count_edge(struct __sk_buff *skb, __u32 src, __u32 d
   }
 }
 
-static __always_inline __u32 identity_of(const struct pkt *p) {
-  struct smik_ip_key k = {.family = p->family};
-  copy16(k.addr, p->saddr);
+static __always_inline void ct_count(__u32 idx) {
+  __u64 *c = bpf_map_lookup_elem(&smik_ct_stats, &idx);
+  if (c)
+    (*c)++;
+}
+
+static __always_inline __u32 identity_of(__u8 family, const __u8 *addr) {
+  struct smik_ip_key k = {.family = family};
+  copy16(k.addr, addr);
   struct smik_ip_info *info = bpf_map_lookup_elem(&smik_ipcache, &k);
   return info ? info->identity : SMIK_ID_WORLD;
 }
 
-/* The allow-list: exact port, then every port of the protocol, then the
- * destination's meta entry says whether an unmatched flow is denied. */
-static __always_inline int policy_allows(__u32 src, __u32 dst, __u16 dport, __u8 proto) {
+static __always_inline __u32 current_gen(void) {
+  __u32 zero = 0;
+  struct smik_state *st = bpf_map_lookup_elem(&smik_state, &zero);
+  return st ? st->policy_gen : 0;
+}
+
+/* The allow-list, in the order the C++ reference (compile::judgePolicy)
+ * states: the host, an exact port, every port of the protocol, then the
+ * destination's meta entry says whether an unmatched flow is denied.
+ * explicit_only: only a grant counts (a flow's direction is being guessed). */
+static __always_inline int policy_allows(__u32 src, __u32 dst, __u16 dport, __u8 proto,
+                                         int explicit_only) {
+  if (src == SMIK_ID_HOST)
+    return 1;
   __u32 zero = 0;
   void *policy = bpf_map_lookup_elem(&smik_policy, &zero);
   if (!policy)
@@ -147,6 +184,8 @@ static __always_inline int policy_allows(__u32 src, __u32 dst, __u16 dport, __u8
   k.dport = 0;
   if (bpf_map_lookup_elem(policy, &k))
     return 1;
+  if (explicit_only)
+    return 0;
   struct smik_policy_key meta = {.src_id = SMIK_ID_META, .dst_id = dst};
   struct smik_policy_value *m = bpf_map_lookup_elem(policy, &meta);
   return !(m && (m->flags & SMIK_POL_F_ENFORCED));
@@ -184,6 +223,100 @@ static __always_inline void ct_key_of(struct smik_ct_key *k, const struct pkt *p
   }
 }
 
+/* Protocols whose flows a reply can be matched to. */
+static __always_inline int keyable(const struct pkt *p) {
+  return p->proto == IPPROTO_TCP || p->proto == IPPROTO_UDP || p->icmp == ICMP_ECHO_REQUEST ||
+         p->icmp == ICMP_ECHO_REPLY;
+}
+
+/* A port as policy names it (host order); protocols without ports have 0. */
+static __always_inline __u16 policy_port(__u8 proto, __u16 port_be) {
+  return (proto == IPPROTO_TCP || proto == IPPROTO_UDP) ? bpf_ntohs(port_be) : 0;
+}
+
+enum rejudged { RJ_KEEP = 0, RJ_REVOKE = 1, RJ_IDENTITY = 2 };
+
+/* An entry judged again under a new generation: the identities it was made
+ * with must still hold, and the policy must still allow it in its direction
+ * (an inbound flow: peer -> pod; the pod's own flow: pod -> peer, which only
+ * a destination enforced on this node can refuse). */
+static __always_inline int rejudge(const struct smik_ct_key *k, const struct smik_ct_value *ct,
+                                   __u32 peer, __u32 pod) {
+  if (peer != ct->src_id || pod != ct->dst_id)
+    return RJ_IDENTITY;
+  int ok = (ct->flags & SMIK_CT_F_INBOUND)
+               ? policy_allows(peer, pod, policy_port(k->proto, k->dport), k->proto, 0)
+               : policy_allows(pod, peer, policy_port(k->proto, k->sport), k->proto, 0);
+  return ok ? RJ_KEEP : RJ_REVOKE;
+}
+
+/* Brings a found entry up to generation gen. Returns the entry, or NULL when
+ * it belonged to another workload (then it is gone). */
+static __always_inline struct smik_ct_value *ct_validate(const struct smik_ct_key *k,
+                                                         struct smik_ct_value *ct, __u32 gen,
+                                                         __u32 peer, __u32 pod, __u64 now) {
+  int r = rejudge(k, ct, peer, pod);
+  if (r == RJ_IDENTITY) {
+    bpf_map_delete_elem(&smik_ct, k);
+    ct_count(SMIK_CT_IDENTITY_CHANGED);
+    return 0;
+  }
+  if (r == RJ_REVOKE) {
+    if (!(ct->flags & SMIK_CT_F_REVOKED))
+      ct_count(SMIK_CT_REVOKED);
+    ct->flags |= SMIK_CT_F_REVOKED;
+    ct->last_seen_ns = now;
+  } else {
+    ct->flags &= ~SMIK_CT_F_REVOKED;
+  }
+  ct->policy_gen = gen;
+  return ct;
+}
+
+/* A live entry of the flow (expired ones count as absent; a new SYN on a
+ * closed TCP entry starts a new flow). */
+static __always_inline struct smik_ct_value *ct_find(const struct smik_ct_key *k,
+                                                     const struct pkt *p, __u64 now) {
+  struct smik_ct_value *ct = bpf_map_lookup_elem(&smik_ct, k);
+  if (!ct || smik_ct_expired(k, ct, now))
+    return 0;
+  if (p->proto == IPPROTO_TCP && (p->tcp_flags & (TCP_SYN_ | TCP_ACK_)) == TCP_SYN_ &&
+      (ct->state & SMIK_CT_S_CLOSED))
+    return 0;
+  return ct;
+}
+
+/* Keeps an entry alive and follows TCP to its close. */
+static __always_inline void ct_touch(struct smik_ct_value *ct, const struct pkt *p, __u64 now,
+                                     __u8 fin_bit) {
+  if (now - ct->last_seen_ns > SMIK_CT_REFRESH_NS)
+    ct->last_seen_ns = now;
+  if (p->proto != IPPROTO_TCP || !(p->tcp_flags & (TCP_FIN_ | TCP_RST_)))
+    return;
+  __u8 st = ct->state;
+  if (p->tcp_flags & TCP_RST_)
+    st |= SMIK_CT_S_CLOSED;
+  else
+    st |= fin_bit;
+  if ((st & (SMIK_CT_S_FIN_IN | SMIK_CT_S_FIN_OUT)) == (SMIK_CT_S_FIN_IN | SMIK_CT_S_FIN_OUT))
+    st |= SMIK_CT_S_CLOSED;
+  if ((st & SMIK_CT_S_CLOSED) && !(ct->state & SMIK_CT_S_CLOSED)) {
+    ct_count(SMIK_CT_CLOSED);
+    ct->last_seen_ns = now; /* the short lifetime runs from the close */
+  }
+  ct->state = st;
+}
+
+static __always_inline void ct_insert(const struct smik_ct_key *k, __u8 flags, __u32 peer,
+                                      __u32 pod, __u32 gen, __u64 now) {
+  struct smik_ct_value v = {
+      .last_seen_ns = now, .policy_gen = gen, .src_id = peer, .dst_id = pod, .flags = flags};
+  if (bpf_map_update_elem(&smik_ct, k, &v, BPF_ANY) == 0)
+    ct_count(SMIK_CT_CREATED);
+  else
+    ct_count(SMIK_CT_INSERT_FAILED);
+}
+
 /* Neighbour discovery, DAD and MLD (behind a hop-by-hop header) run before
  * and beside the pod's own address, from link-local (fe80::/10) or the
  * unspecified address. Such packets never leave the link: no spoofing risk. */
@@ -196,6 +329,87 @@ static __always_inline int is_ipv6_link_setup(const struct pkt *p) {
   return equal16(p->saddr, unspecified);
 }
 
+static __always_inline void frag_key_of(struct smik_frag_key *k, const struct pkt *p) {
+  copy16(k->saddr, p->saddr);
+  copy16(k->daddr, p->daddr);
+  k->id = p->frag_id;
+  k->proto = p->frag_proto;
+  k->family = p->family;
+}
+
+/* A later fragment has no ports: it follows its first fragment's verdict. */
+static __always_inline __u32 later_fragment(const struct pkt *p) {
+  struct smik_frag_key k = {};
+  frag_key_of(&k, p);
+  struct smik_frag_value *v = bpf_map_lookup_elem(&smik_frags, &k);
+  if (!v)
+    return SMIK_REASON_FRAGMENT;
+  return v->allowed ? SMIK_REASON_FORWARDED : SMIK_REASON_POLICY;
+}
+
+static __always_inline void first_fragment(const struct pkt *p, __u32 reason) {
+  struct smik_frag_key k = {};
+  frag_key_of(&k, p);
+  struct smik_frag_value v = {.allowed = reason == SMIK_REASON_FORWARDED};
+  bpf_map_update_elem(&smik_frags, &k, &v, BPF_ANY);
+  ct_count(SMIK_CT_FRAG_TRACKED);
+}
+
+/* A packet into the pod: its flow's entry, or the policy. */
+static __always_inline __u32 judge_to_pod(struct __sk_buff *skb, const struct pkt *p) {
+  /* On a veth, link-local traffic can only come from the host itself. */
+  if (p->icmp == ICMP_INFRA || is_ipv6_link_setup(p))
+    return SMIK_REASON_FORWARDED;
+  __u32 gen = current_gen();
+  __u64 now = bpf_ktime_get_coarse_ns();
+  struct smik_ct_key ck = {};
+  ct_key_of(&ck, p, 0);
+  /* Established flows first: one lookup decides most packets. */
+  struct smik_ct_value *ct = keyable(p) ? ct_find(&ck, p, now) : 0;
+  if (ct && ct->policy_gen == gen) {
+    if (ct->flags & SMIK_CT_F_REVOKED) {
+      ct->last_seen_ns = now; /* stays revoked while the peer keeps trying */
+      return SMIK_REASON_POLICY;
+    }
+    ct_touch(ct, p, now, SMIK_CT_S_FIN_IN);
+    return SMIK_REASON_FORWARDED;
+  }
+
+  __u32 ifindex = skb->ifindex;
+  struct smik_endpoint *ep = bpf_map_lookup_elem(&smik_endpoints, &ifindex);
+  if (!ep)
+    return SMIK_REASON_FORWARDED; /* not (or no longer) ours */
+  __u32 pod = ep->identity;
+  __u32 peer = identity_of(p->family, p->saddr);
+  if (ct) {
+    ct = ct_validate(&ck, ct, gen, peer, pod, now);
+    if (ct) {
+      if (ct->flags & SMIK_CT_F_REVOKED)
+        return SMIK_REASON_POLICY;
+      ct_touch(ct, p, now, SMIK_CT_S_FIN_IN);
+      return SMIK_REASON_FORWARDED;
+    }
+  }
+
+  __u16 dport = policy_port(p->proto, p->dport);
+  if (!policy_allows(peer, pod, dport, p->proto, 0)) {
+    count_edge(skb, peer, pod, dport, p->proto, 0);
+    record_denial(&ck, p, dport);
+    /* SMI routes name TCP and UDP only: anything else can never be granted */
+    int l4 = p->proto == IPPROTO_TCP || p->proto == IPPROTO_UDP;
+    return l4 ? SMIK_REASON_POLICY : SMIK_REASON_UNSUPPORTED;
+  }
+  /* An allowed packet opens (or, mid-flow, rebuilds) the peer's flow; a
+   * stray RST, FIN or echo reply opens nothing. */
+  int opens = p->proto == IPPROTO_UDP || p->icmp == ICMP_ECHO_REQUEST ||
+              (p->proto == IPPROTO_TCP && !(p->tcp_flags & (TCP_RST_ | TCP_FIN_)));
+  if (opens) {
+    ct_insert(&ck, SMIK_CT_F_INBOUND, peer, pod, gen, now);
+    count_edge(skb, peer, pod, dport, p->proto, 1);
+  }
+  return SMIK_REASON_FORWARDED;
+}
+
 SEC("tc")
 int smik_to_pod(struct __sk_buff *skb) {
   struct pkt p = {};
@@ -204,47 +418,12 @@ int smik_to_pod(struct __sk_buff *skb) {
     return count(skb, SMIK_REASON_FORWARDED);
   if (r == PARSE_MALFORMED)
     return count(skb, SMIK_REASON_MALFORMED);
-  /* On a veth, link-local traffic can only come from the host itself. */
-  if (p.icmp == ICMP_INFRA || is_ipv6_link_setup(&p))
-    return count(skb, SMIK_REASON_FORWARDED);
-
-  __u32 zero = 0;
-  struct smik_state *st = bpf_map_lookup_elem(&smik_state, &zero);
-  __u32 gen = st ? st->policy_gen : 0;
-
-  /* Established flows first: one lookup decides most packets. */
-  struct smik_ct_key ck = {};
-  ct_key_of(&ck, &p, 0);
-  struct smik_ct_value *ct = bpf_map_lookup_elem(&smik_ct, &ck);
-  if (ct && ((ct->flags & SMIK_CT_F_REPLY) || ct->policy_gen == gen))
-    return count(skb, SMIK_REASON_FORWARDED);
-
-  __u32 ifindex = skb->ifindex;
-  struct smik_endpoint *ep = bpf_map_lookup_elem(&smik_endpoints, &ifindex);
-  if (!ep)
-    return count(skb, SMIK_REASON_FORWARDED); /* not (or no longer) ours */
-
-  __u32 src = identity_of(&p);
-  __u32 dst = ep->identity;
-  __u16 dport = bpf_ntohs(p.dport);
-  if (src != SMIK_ID_HOST && !policy_allows(src, dst, dport, p.proto)) {
-    if (ct)
-      bpf_map_delete_elem(&smik_ct, &ck); /* revoked */
-    count_edge(skb, src, dst, dport, p.proto, 0);
-    record_denial(&ck, &p, dport);
-    /* SMI routes name TCP and UDP only: anything else can never be granted */
-    int l4 = p.proto == IPPROTO_TCP || p.proto == IPPROTO_UDP;
-    return count(skb, l4 ? SMIK_REASON_POLICY : SMIK_REASON_UNSUPPORTED);
-  }
-  if (ct) {
-    ct->policy_gen = gen; /* still allowed under the new generation */
-  } else {
-    struct smik_ct_value v = {
-        .policy_gen = gen, .flags = SMIK_CT_F_INBOUND, .src_id = src, .dst_id = dst};
-    bpf_map_update_elem(&smik_ct, &ck, &v, BPF_ANY);
-    count_edge(skb, src, dst, dport, p.proto, 1);
-  }
-  return count(skb, SMIK_REASON_FORWARDED);
+  if (p.frag == FRAG_LATER)
+    return count(skb, later_fragment(&p));
+  __u32 reason = judge_to_pod(skb, &p);
+  if (p.frag == FRAG_FIRST)
+    first_fragment(&p, reason);
+  return count(skb, reason);
 }
 
 static __always_inline int is_own_addr(const struct smik_endpoint *ep, const struct pkt *p) {
@@ -255,6 +434,59 @@ static __always_inline int is_own_addr(const struct smik_endpoint *ep, const str
       return 1;
   }
   return 0;
+}
+
+/* A packet from the pod: its flow's entry is kept (or made) so the replies
+ * pass; a revoked flow is cut in this direction too. */
+static __always_inline __u32 judge_from_pod(const struct pkt *p, const struct smik_endpoint *ep) {
+  __u32 gen = current_gen();
+  __u64 now = bpf_ktime_get_coarse_ns();
+  __u32 pod = ep->identity;
+  __u32 peer = 0;
+  int have_peer = 0;
+  struct smik_ct_key ck = {};
+  ct_key_of(&ck, p, 1);
+  struct smik_ct_value *ct = ct_find(&ck, p, now);
+  if (ct && ct->policy_gen != gen) {
+    peer = identity_of(p->family, p->daddr);
+    have_peer = 1;
+    ct = ct_validate(&ck, ct, gen, peer, pod, now);
+  }
+  if (ct) {
+    if (ct->flags & SMIK_CT_F_REVOKED) {
+      ct->last_seen_ns = now;
+      return SMIK_REASON_POLICY;
+    }
+    ct_touch(ct, p, now, SMIK_CT_S_FIN_OUT);
+    return SMIK_REASON_FORWARDED;
+  }
+
+  __u8 flags = p->tcp_flags;
+  int rebuilt = 0;
+  if (p->proto == IPPROTO_TCP) {
+    /* A SYN|ACK answers a SYN this program never admitted (or could not
+     * record): it opens nothing, so a server answering a revoked or denied
+     * client cannot reopen the flow for it. A RST opens nothing. */
+    if ((flags & TCP_RST_) || (flags & (TCP_SYN_ | TCP_ACK_)) == (TCP_SYN_ | TCP_ACK_))
+      return SMIK_REASON_FORWARDED;
+    rebuilt = !(flags & TCP_SYN_); /* mid-flow: the entry expired or never fit */
+  } else if (p->icmp == ICMP_ECHO_REPLY) {
+    return SMIK_REASON_FORWARDED;
+  }
+  if (!have_peer)
+    peer = identity_of(p->family, p->daddr);
+  /* Which side started it? A SYN or an echo request says; otherwise a flow
+   * the policy grants inbound is taken as the peer's (so revoking that grant
+   * reaches it) and any other as the pod's own. */
+  __u8 dir = SMIK_CT_F_REPLY;
+  if (p->proto == IPPROTO_UDP || rebuilt) {
+    if (policy_allows(peer, pod, policy_port(p->proto, p->sport), p->proto, 1))
+      dir = SMIK_CT_F_INBOUND;
+  }
+  ct_insert(&ck, dir, peer, pod, gen, now);
+  if (rebuilt)
+    ct_count(SMIK_CT_REBUILT);
+  return SMIK_REASON_FORWARDED;
 }
 
 SEC("tc")
@@ -272,19 +504,9 @@ int smik_from_pod(struct __sk_buff *skb) {
     return count(skb, SMIK_REASON_FORWARDED);
   if (!is_own_addr(ep, &p) && !is_ipv6_link_setup(&p))
     return count(skb, SMIK_REASON_SPOOFED);
-  if (p.icmp == ICMP_INFRA)
+  /* Later fragments carry no ports: the datagram's first fragment was
+   * judged; infrastructure ICMP and protocols without flows open nothing. */
+  if (p.frag == FRAG_LATER || p.icmp == ICMP_INFRA || !keyable(&p))
     return count(skb, SMIK_REASON_FORWARDED);
-
-  /* A TCP flow is the pod's own only if the pod sent its SYN: a server
-   * answering a revoked client must not reopen the flow for it. */
-  if (p.proto == IPPROTO_TCP && (p.tcp_flags & (TCP_SYN_ | TCP_ACK_)) != TCP_SYN_)
-    return count(skb, SMIK_REASON_FORWARDED);
-
-  struct smik_ct_key ck = {};
-  ct_key_of(&ck, &p, 1);
-  if (!bpf_map_lookup_elem(&smik_ct, &ck)) {
-    struct smik_ct_value v = {.flags = SMIK_CT_F_REPLY, .src_id = ep->identity};
-    bpf_map_update_elem(&smik_ct, &ck, &v, BPF_NOEXIST);
-  }
-  return count(skb, SMIK_REASON_FORWARDED);
+  return count(skb, judge_from_pod(&p, ep));
 }

@@ -45,6 +45,12 @@ bool FakeBackend::swapPolicy(const PolicyEntries& entries, std::string* err) {
   return true;
 }
 
+bool FakeBackend::bumpGeneration(std::string* err) {
+  if (!countWrite(err)) return false;
+  generation_++;
+  return true;
+}
+
 bool FakeBackend::applyServices(const std::map<smik_svc_key, SvcTable>& upserts,
                                 const std::vector<smik_svc_key>& deletes, std::string* err) {
   if (!countWrite(err)) return false;

@@ -76,7 +76,8 @@ std::unique_ptr<LibbpfBackend> LibbpfBackend::open(const std::string& pin_dir,
               {&b->policy_, kPolicyMap},   {&b->state_, kStateMap},
               {&b->reasons_, kReasonsMap}, {&b->edges_, kEdgesMap},
               {&b->services_, kServicesMap}, {&b->backends_, kBackendsMap},
-              {&b->sock_stats_, kSockStatsMap}, {&b->conn_, kConnMap}};
+              {&b->sock_stats_, kSockStatsMap}, {&b->conn_, kConnMap},
+              {&b->ct_, kCtMap}, {&b->ct_stats_, kCtStatsMap}};
   for (auto& m : maps) {
     *m.fd = openPin(pin_dir, m.name, err);
     if (*m.fd < 0) return nullptr;
@@ -85,7 +86,8 @@ std::unique_ptr<LibbpfBackend> LibbpfBackend::open(const std::string& pin_dir,
 }
 
 LibbpfBackend::~LibbpfBackend() {
-  for (int fd : {ipcache_, endpoints_, policy_, state_, reasons_, edges_, services_, backends_, sock_stats_, conn_})
+  for (int fd : {ipcache_, endpoints_, policy_, state_, reasons_, edges_, services_, backends_,
+                 sock_stats_, conn_, ct_, ct_stats_})
     if (fd >= 0) close(fd);
 }
 
@@ -205,6 +207,37 @@ uint32_t LibbpfBackend::policyGeneration() {
   return st.policy_gen;
 }
 
+bool LibbpfBackend::bumpGeneration(std::string* err) {
+  __u32 zero = 0;
+  smik_state st{};
+  bpf_map_lookup_elem(state_, &zero, &st);
+  st.policy_gen++;
+  return bpf_map_update_elem(state_, &zero, &st, BPF_ANY) == 0 || fail(err, "bump generation");
+}
+
+long LibbpfBackend::sweepConntrack(uint64_t now_ns, std::string* err) {
+  // Collect first: deleting while walking restarts get_next_key's bucket.
+  std::vector<smik_ct_key> expired;
+  forEachKey<smik_ct_key>(ct_, [&](const smik_ct_key& k) {
+    smik_ct_value v{};
+    if (bpf_map_lookup_elem(ct_, &k, &v) == 0 && smik_ct_expired(&k, &v, now_ns))
+      expired.push_back(k);
+  });
+  long n = 0;
+  for (const auto& k : expired) {
+    // Checked again: a packet may have refreshed it since.
+    smik_ct_value v{};
+    if (bpf_map_lookup_elem(ct_, &k, &v) != 0 || !smik_ct_expired(&k, &v, now_ns)) continue;
+    if (bpf_map_delete_elem(ct_, &k) == 0) {
+      n++;
+    } else if (errno != ENOENT) {
+      fail(err, "conntrack delete");
+      return -1;
+    }
+  }
+  return n;
+}
+
 KernelState LibbpfBackend::read() {
   KernelState s;
   forEachKey<smik_ip_key>(ipcache_, [&](const smik_ip_key& k) {
@@ -264,6 +297,13 @@ std::vector<uint64_t> LibbpfBackend::sockStats() {
   std::vector<uint64_t> out(SMIK_SOCK_MAX);
   for (__u32 i = 0; i < SMIK_SOCK_MAX; i++)
     for (uint64_t c : perCpu<uint64_t>(sock_stats_, &i, possibleCpus())) out[i] += c;
+  return out;
+}
+
+std::vector<uint64_t> LibbpfBackend::ctStats() {
+  std::vector<uint64_t> out(SMIK_CT_COUNTER_MAX);
+  for (__u32 i = 0; i < SMIK_CT_COUNTER_MAX; i++)
+    for (uint64_t c : perCpu<uint64_t>(ct_stats_, &i, possibleCpus())) out[i] += c;
   return out;
 }
 

@@ -101,17 +101,30 @@ bool apply(Backend& backend, const KernelState& next, const KernelState& current
            ApplyStats* stats, std::string* err) {
   ApplyStats local;
   ApplyStats& st = stats ? *stats : local;
+  // An address or endpoint whose identity changes or goes (a pod IP reused
+  // by another ServiceAccount, an ifindex reused) must not keep the flows it
+  // had: once the change is written, the generation moves and each flow's
+  // identities are compared at its next packet.
+  bool identity_moved = false;
   for (const auto& [addr, info] : next.ips) {
     auto it = current.ips.find(addr);
     if (it != current.ips.end() && it->second == info) continue;
+    if (it != current.ips.end() && it->second.identity != info.identity) identity_moved = true;
     if (!backend.putIp(addr, info, err)) return false;
     st.ip_writes++;
   }
   for (const auto& [ifindex, ep] : next.endpoints) {
     auto it = current.endpoints.find(ifindex);
     if (it != current.endpoints.end() && sameEndpoint(it->second, ep)) continue;
+    if (it != current.endpoints.end() && it->second.identity != ep.identity) identity_moved = true;
     if (!backend.putEndpoint(ifindex, ep, err)) return false;
     st.endpoint_writes++;
+  }
+  // Now, not at the end: a later failure must not leave the change unjudged.
+  if (identity_moved) {
+    if (!backend.bumpGeneration(err)) return false;
+    st.generation_bumped = true;
+    identity_moved = false;
   }
   if (next.policy != current.policy || !current.policy_installed) {
     if (!backend.swapPolicy(next.policy, err)) return false;
@@ -134,11 +147,17 @@ bool apply(Backend& backend, const KernelState& next, const KernelState& current
     if (next.endpoints.count(ifindex)) continue;
     if (!backend.deleteEndpoint(ifindex, err)) return false;
     st.endpoint_deletes++;
+    identity_moved = true;
   }
   for (const auto& [addr, info] : current.ips) {
     if (next.ips.count(addr)) continue;
     if (!backend.deleteIp(addr, err)) return false;
     st.ip_deletes++;
+    identity_moved = true;
+  }
+  if (identity_moved) {
+    if (!backend.bumpGeneration(err)) return false;
+    st.generation_bumped = true;
   }
   return true;
 }

@@ -27,6 +27,8 @@ inline constexpr const char* kRevnatMap = "smik_revnat";
 inline constexpr const char* kSockStatsMap = "smik_sock_stats";
 inline constexpr const char* kConnMap = "smik_conn";
 inline constexpr const char* kEventsMap = "smik_events";
+inline constexpr const char* kCtStatsMap = "smik_ct_stats";
+inline constexpr const char* kFragsMap = "smik_frags";
 
 using PolicyEntries = std::map<smik_policy_key, smik_policy_value>;
 
@@ -73,6 +75,13 @@ class Backend {
   // update of the outer map slot, then moves the generation counter.
   virtual bool swapPolicy(const PolicyEntries& entries, std::string* err) = 0;
   virtual uint32_t policyGeneration() = 0;
+  // Moves the generation without a new policy: every conntrack entry is
+  // judged again (its identities compared) at its next packet. For an
+  // address or endpoint that changed or lost its identity.
+  virtual bool bumpGeneration(std::string* err) = 0;
+  // Deletes conntrack entries past their lifetime (smik_ct_lifetime) at
+  // CLOCK_MONOTONIC now_ns; returns how many, or -1 (err) on failure.
+  virtual long sweepConntrack(uint64_t now_ns, std::string* err) = 0;
   // Replaces each upserted table in one update as seen by connect(), and
   // frees the endpoints of replaced and deleted tables once no reader can
   // still hold them.
@@ -82,6 +91,7 @@ class Backend {
   virtual std::vector<smik_counter> reasons() = 0;  // summed, index = SMIK_REASON_*
   virtual std::vector<EdgeCounters> edges() = 0;
   virtual std::vector<uint64_t> sockStats() = 0;  // summed, index = SMIK_SOCK_*
+  virtual std::vector<uint64_t> ctStats() = 0;    // summed, index = SMIK_CT_*
   virtual std::vector<ConnEdge> connEdges() = 0;
 };
 
@@ -94,12 +104,15 @@ class FakeBackend : public Backend {
   bool deleteEndpoint(uint32_t ifindex, std::string* err) override;
   bool swapPolicy(const PolicyEntries& entries, std::string* err) override;
   uint32_t policyGeneration() override { return generation_; }
+  bool bumpGeneration(std::string* err) override;
+  long sweepConntrack(uint64_t, std::string*) override { return 0; }
   bool applyServices(const std::map<smik_svc_key, SvcTable>& upserts,
                      const std::vector<smik_svc_key>& deletes, std::string* err) override;
   KernelState read() override { return state_; }
   std::vector<smik_counter> reasons() override { return {}; }
   std::vector<EdgeCounters> edges() override { return {}; }
   std::vector<uint64_t> sockStats() override { return {}; }
+  std::vector<uint64_t> ctStats() override { return {}; }
   std::vector<ConnEdge> connEdges() override { return conn_edges; }
   std::vector<ConnEdge> conn_edges;  // what connEdges() reports, set by tests
 
@@ -126,18 +139,21 @@ class LibbpfBackend : public Backend {
   bool deleteEndpoint(uint32_t ifindex, std::string* err) override;
   bool swapPolicy(const PolicyEntries& entries, std::string* err) override;
   uint32_t policyGeneration() override;
+  bool bumpGeneration(std::string* err) override;
+  long sweepConntrack(uint64_t now_ns, std::string* err) override;
   bool applyServices(const std::map<smik_svc_key, SvcTable>& upserts,
                      const std::vector<smik_svc_key>& deletes, std::string* err) override;
   KernelState read() override;
   std::vector<smik_counter> reasons() override;
   std::vector<EdgeCounters> edges() override;
   std::vector<uint64_t> sockStats() override;
+  std::vector<uint64_t> ctStats() override;
   std::vector<ConnEdge> connEdges() override;
 
  private:
   LibbpfBackend() = default;
   int ipcache_ = -1, endpoints_ = -1, policy_ = -1, state_ = -1, reasons_ = -1, edges_ = -1;
-  int services_ = -1, backends_ = -1, sock_stats_ = -1, conn_ = -1;
+  int services_ = -1, backends_ = -1, sock_stats_ = -1, conn_ = -1, ct_ = -1, ct_stats_ = -1;
 };
 
 smik_ip_key ipKey(const compile::Addr& a);
@@ -155,6 +171,7 @@ struct ApplyStats {
   int ip_writes = 0, ip_deletes = 0, endpoint_writes = 0, endpoint_deletes = 0;
   int service_writes = 0, service_deletes = 0;
   bool policy_swapped = false;
+  bool generation_bumped = false;  // an identity moved: established flows judged again
 };
 
 // Writes only the difference between `current` and `next`, in an order that

@@ -1,5 +1,7 @@
 #include "agent/compile/explain.h"
 
+#include "agent/compile/verdict.h"
+
 #include <algorithm>
 #include <set>
 
@@ -71,20 +73,19 @@ bool explain(const model::ClusterState& state, NodeConfig node, const std::strin
   }
   uint32_t sid = plan.identities.at(src_sa);
   uint32_t did = plan.identities.at(dst_sa);
-  for (uint16_t p : {port, uint16_t{0}}) {
-    auto it = plan.policy.find(smik_policy_key{sid, did, p, static_cast<uint8_t>(proto), 0});
-    if (it == plan.policy.end()) continue;
-    const RuleOrigin& origin = plan.rules.at(it->second.rule_id - 1);
+  // The kernel's lookup order, from the one place that states it.
+  PolicyVerdict v = judgePolicy(&plan.policy, sid, did, port, static_cast<uint8_t>(proto));
+  if (v.match == PolicyMatch::kExactPort || v.match == PolicyMatch::kAllPorts) {
+    const RuleOrigin& origin = plan.rules.at(v.rule_id - 1);
     e.allowed = true;
     e.traffic_target = origin.traffic_target;
     e.rule = origin.rule;
     e.summary = "ALLOW " + flow + ": TrafficTarget " + origin.traffic_target + " rule " +
-                origin.rule + (p == 0 ? " (all ports)" : "");
+                origin.rule + (v.match == PolicyMatch::kAllPorts ? " (all ports)" : "");
     *out = e;
     return true;
   }
-  auto meta = plan.policy.find(smik_policy_key{SMIK_ID_META, did, 0, 0, 0});
-  if (meta == plan.policy.end()) {
+  if (v.allowed) {
     e.allowed = true;
     e.summary = "ALLOW " + flow + ": access mode " + accessModeName(node.access_mode) +
                 " does not enforce " + dst_sa +

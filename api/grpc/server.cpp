@@ -28,7 +28,8 @@ using grpc::StatusCode;
 namespace {
 
 // Same order and names as /status (SMIK_REASON_*).
-const char* const kReasonNames[] = {"forwarded", "policy", "spoofed", "malformed", "unsupported"};
+const char* const kReasonNames[] = {"forwarded", "policy", "spoofed", "malformed", "unsupported",
+                                    "fragment"};
 constexpr int kDefaultWindowS = 30;  // the SMI API's default ?t=
 
 using compile::kernelProtoName;

@@ -11,7 +11,13 @@
 namespace smik::api {
 
 namespace {
-const char* kReasonNames[] = {"forwarded", "policy", "spoofed", "malformed", "unsupported"};
+const char* kReasonNames[] = {"forwarded", "policy", "spoofed", "malformed", "unsupported",
+                              "fragment"};
+// index = SMIK_CT_*
+const char* kCtNames[] = {"created", "insertFailed", "rebuilt", "revoked", "identityChanged",
+                          "closed", "fragmentsTracked"};
+const char* kCtMetric[] = {"created", "insert_failed", "rebuilt", "revoked", "identity_changed",
+                           "closed", "fragments_tracked"};
 }
 
 std::string statusJson(const AgentStatus& s) {
@@ -46,6 +52,10 @@ std::string statusJson(const AgentStatus& s) {
   for (size_t i = 0; i < s.sock_stats.size() && i < std::size(sock_names); i++)
     sock[sock_names[i]] = s.sock_stats[i];
   j["connect"] = sock;
+  nlohmann::json ct = nlohmann::json::object();
+  for (size_t i = 0; i < s.ct_stats.size() && i < std::size(kCtNames); i++) ct[kCtNames[i]] = s.ct_stats[i];
+  ct["swept"] = s.ct_swept_total;
+  j["conntrack"] = ct;
   nlohmann::json edges = nlohmann::json::array();
   for (const auto& e : s.edges)
     edges.push_back({{"source", e.source}, {"destination", e.destination}, {"proto", e.proto},
@@ -89,6 +99,15 @@ std::string prometheusText(const AgentStatus& s) {
   }
   metric("smik_packets_total", "Packets seen by the tc programs, by verdict.", "counter", pk);
   metric("smik_bytes_total", "Bytes seen by the tc programs, by verdict.", "counter", by);
+  std::string ct;
+  for (size_t i = 0; i < s.ct_stats.size() && i < std::size(kCtMetric); i++)
+    ct += std::string("smik_conntrack_events_total{event=\"") + kCtMetric[i] + "\"} " +
+          std::to_string(s.ct_stats[i]) + "\n";
+  ct += "smik_conntrack_events_total{event=\"swept\"} " + std::to_string(s.ct_swept_total) + "\n";
+  metric("smik_conntrack_events_total",
+         "Conntrack entries created, not inserted (table full), rebuilt, revoked, dropped for "
+         "a changed identity, closed, swept when expired; first fragments tracked.",
+         "counter", ct);
   return out;
 }
 

@@ -104,8 +104,17 @@ SMIK_STATIC_ASSERT(sizeof(struct smik_state) == 8, "smik_state layout");
 
 /* conntrack, keyed by the tuple as seen travelling *into* the pod. A pod's
  * own outgoing flow is stored reversed (so its replies match); an allowed
- * inbound flow is stored as is and re-checked when the policy generation
- * moves (revocation reaches established flows). Ports in network order. */
+ * inbound flow is stored as is. Ports in network order; ICMP echo is keyed by
+ * its id (request: sport = id, dport = 0; reply: sport = 0, dport = id), so a
+ * reply matches the reversed key of its request. Only TCP, UDP and ICMP echo
+ * get entries: other protocols have no flow a reply could be matched to.
+ *
+ * Every entry carries the identities it was judged with and the generation it
+ * was last judged under; when the generation moves (a policy swap, or an
+ * address or endpoint changing identity) the next packet re-judges it. A
+ * denied re-judgement leaves the entry REVOKED (not deleted): packets of the
+ * flow in either direction are dropped, and the pod's next packet cannot
+ * re-create it as a flow of its own. */
 struct smik_ct_key {
   __u8 saddr[16];
   __u8 daddr[16];
@@ -117,16 +126,84 @@ struct smik_ct_key {
 };
 SMIK_STATIC_ASSERT(sizeof(struct smik_ct_key) == 40, "smik_ct_key layout");
 
-#define SMIK_CT_F_REPLY 1   /* created by the pod's own outgoing packet */
-#define SMIK_CT_F_INBOUND 2 /* created by an allowed inbound flow */
+#define SMIK_CT_F_REPLY 1   /* the pod started it: judged as "pod -> peer" */
+#define SMIK_CT_F_INBOUND 2 /* the peer started it: judged as "peer -> pod" */
+#define SMIK_CT_F_REVOKED 4 /* judged again and denied: dropped both ways */
+
+#define SMIK_CT_S_FIN_IN 1  /* TCP: FIN seen into the pod */
+#define SMIK_CT_S_FIN_OUT 2 /* TCP: FIN seen from the pod */
+#define SMIK_CT_S_CLOSED 4  /* TCP: RST, or FIN both ways: short lifetime */
 
 struct smik_ct_value {
-  __u32 policy_gen;
-  __u32 flags;
-  __u32 src_id;
-  __u32 dst_id;
+  __u64 last_seen_ns; /* CLOCK_MONOTONIC (coarse), refreshed at most once a second */
+  __u32 policy_gen;   /* generation this entry was last judged under */
+  __u32 src_id;       /* identity of the packets' source into the pod (the peer) */
+  __u32 dst_id;       /* identity of the pod */
+  __u8 flags;         /* SMIK_CT_F_* */
+  __u8 state;         /* SMIK_CT_S_* */
+  __u8 pad[2];
 };
-SMIK_STATIC_ASSERT(sizeof(struct smik_ct_value) == 16, "smik_ct_value layout");
+SMIK_STATIC_ASSERT(sizeof(struct smik_ct_value) == 24, "smik_ct_value layout");
+
+/* Lifetimes after the last packet (shared by the programs, which treat an
+ * expired entry as absent, and the agent's sweep, which deletes it). */
+#define SMIK_SEC 1000000000ull
+#define SMIK_CT_TCP_LIFETIME (6 * 3600 * SMIK_SEC)
+#define SMIK_CT_TCP_CLOSED_LIFETIME (10 * SMIK_SEC)
+#define SMIK_CT_UDP_LIFETIME (120 * SMIK_SEC)
+#define SMIK_CT_ICMP_LIFETIME (30 * SMIK_SEC)
+/* A revoked flow stays revoked while its peers keep trying, and this long after. */
+#define SMIK_CT_REVOKED_LIFETIME (600 * SMIK_SEC)
+#define SMIK_CT_REFRESH_NS SMIK_SEC
+
+static inline __u64 smik_ct_lifetime(const struct smik_ct_key *k, const struct smik_ct_value *v) {
+  if (v->flags & SMIK_CT_F_REVOKED)
+    return SMIK_CT_REVOKED_LIFETIME;
+  if (k->proto == SMIK_PROTO_TCP)
+    return (v->state & SMIK_CT_S_CLOSED) ? SMIK_CT_TCP_CLOSED_LIFETIME : SMIK_CT_TCP_LIFETIME;
+  if (k->proto == SMIK_PROTO_UDP)
+    return SMIK_CT_UDP_LIFETIME;
+  return SMIK_CT_ICMP_LIFETIME;
+}
+
+static inline int smik_ct_expired(const struct smik_ct_key *k, const struct smik_ct_value *v,
+                                  __u64 now_ns) {
+  return now_ns > v->last_seen_ns && now_ns - v->last_seen_ns > smik_ct_lifetime(k, v);
+}
+
+/* Per-CPU conntrack counters (index = SMIK_CT_*). */
+enum smik_ct_counter {
+  SMIK_CT_CREATED = 0,       /* entries inserted */
+  SMIK_CT_INSERT_FAILED = 1, /* table full: the flow is judged packet by packet */
+  SMIK_CT_REBUILT = 2,       /* a mid-flow TCP packet of the pod re-created its entry */
+  SMIK_CT_REVOKED = 3,       /* entries revoked by a re-judgement */
+  SMIK_CT_IDENTITY_CHANGED = 4, /* entries dropped: an address or endpoint changed identity */
+  SMIK_CT_CLOSED = 5,        /* TCP entries closed by RST or FIN both ways */
+  SMIK_CT_FRAG_TRACKED = 6,  /* first fragments whose verdict later fragments follow */
+  SMIK_CT_COUNTER_MAX = 8,
+};
+
+/* Fragments: the first fragment carries the ports and is judged; later
+ * fragments of the same datagram follow its verdict. */
+struct smik_frag_key {
+  __u8 saddr[16];
+  __u8 daddr[16];
+  __u32 id; /* IPv4 identification (16 bits) or IPv6 fragment identification */
+  __u8 proto;
+  __u8 family;
+  __u8 pad[2];
+};
+SMIK_STATIC_ASSERT(sizeof(struct smik_frag_key) == 40, "smik_frag_key layout");
+
+struct smik_frag_value {
+  __u8 allowed;
+  __u8 pad[7];
+};
+SMIK_STATIC_ASSERT(sizeof(struct smik_frag_value) == 8, "smik_frag_value layout");
+
+#define SMIK_MAX_FRAGS 8192
+/* IPv6 extension headers walked before the packet counts as malformed. */
+#define SMIK_IPV6_MAX_EXT 8
 
 /* Per-CPU counters of verdicts by reason (index = SMIK_REASON_*). */
 enum smik_reason {
@@ -135,6 +212,7 @@ enum smik_reason {
   SMIK_REASON_SPOOFED = 2,    /* dropped: pod sent from an address not its own */
   SMIK_REASON_MALFORMED = 3,  /* dropped: truncated IP/L4 header */
   SMIK_REASON_UNSUPPORTED = 4, /* dropped: not TCP/UDP (no SMI rule can name it), enforced dst */
+  SMIK_REASON_FRAGMENT = 5,   /* dropped: a later fragment whose first fragment was not seen */
   SMIK_REASON_MAX = 8,
 };
 

@@ -1,5 +1,8 @@
-/* Packet parsing for the tc programs: Ethernet + IPv4/IPv6 + the first 4 bytes
- * of TCP/UDP, into one family-neutral summary. Direct packet access only. */
+/* Packet parsing for the tc programs: Ethernet + IPv4/IPv6 (options, the
+ * IPv6 extension-header chain, fragments) + the L4 header, into one
+ * family-neutral summary. The C++ reference (agent/compile/verdict.cpp,
+ * parsePacket) states the same rules; the differential kernel test holds the
+ * two to each other. */
 #ifndef SMIK_PARSE_BPF_H
 #define SMIK_PARSE_BPF_H
 
@@ -12,8 +15,16 @@
 #define IPPROTO_ICMPV6_ 58
 #define IP_MF_ 0x2000
 #define IP_OFFSET_ 0x1FFF
+#define TCP_FIN_ 0x01
 #define TCP_SYN_ 0x02
+#define TCP_RST_ 0x04
 #define TCP_ACK_ 0x10
+
+#define NEXTHDR_HOP_ 0
+#define NEXTHDR_ROUTING_ 43
+#define NEXTHDR_FRAGMENT_ 44
+#define NEXTHDR_AUTH_ 51
+#define NEXTHDR_DEST_ 60
 
 enum parse_result {
   PARSE_OK = 0,
@@ -22,18 +33,33 @@ enum parse_result {
 };
 
 /* ICMP classes: errors and neighbour discovery are infrastructure, passed
- * like replies; echo and the rest are judged like any other protocol. */
-enum icmp_class { ICMP_NONE = 0, ICMP_INFRA = 1, ICMP_OTHER = 2 };
+ * like replies; echo is tracked by its id; the rest is judged like any other
+ * protocol (and no SMI rule can grant it). */
+enum icmp_class {
+  ICMP_NONE = 0,
+  ICMP_INFRA = 1,
+  ICMP_OTHER = 2,
+  ICMP_ECHO_REQUEST = 3,
+  ICMP_ECHO_REPLY = 4,
+};
+
+enum frag_kind {
+  FRAG_NONE = 0,  /* a whole datagram (an IPv6 atomic fragment counts as whole) */
+  FRAG_FIRST = 1, /* offset 0, more to come: carries the L4 header, judged */
+  FRAG_LATER = 2, /* offset > 0: no L4 header, follows the first's verdict */
+};
 
 struct pkt {
   __u8 family; /* SMIK_AF_* */
-  __u8 proto;
+  __u8 proto;  /* the real L4 protocol, after any extension headers */
   __u8 icmp;   /* enum icmp_class */
-  __u8 later_fragment; /* no L4 header: ports unknown (0) */
+  __u8 frag;   /* enum frag_kind */
   __u8 tcp_flags;
-  __u8 pad[3];
-  __u16 sport; /* network order; 0 when the protocol has no ports */
+  __u8 frag_proto; /* protocol field the fragments share (IPv6: the fragment header's) */
+  __u8 pad[2];
+  __u16 sport; /* network order; ICMP echo: the id (request: sport, reply: dport) */
   __u16 dport;
+  __u32 frag_id;
   __u8 saddr[16];
   __u8 daddr[16];
 };
@@ -42,36 +68,120 @@ static __always_inline void copy16(__u8 *dst, const void *src) {
   __builtin_memcpy(dst, src, 16);
 }
 
-static __always_inline int parse_l4(void *l4, void *data_end, struct pkt *p) {
-  if (p->later_fragment)
-    return PARSE_OK;
+/* The L4 header at `off`: the whole header must be there (a first fragment
+ * that splits it is malformed: RFC 7112 for IPv6, the tiny-fragment attack
+ * of RFC 1858 for IPv4). */
+static __always_inline int parse_l4(struct __sk_buff *skb, __u32 off, struct pkt *p) {
+  __u8 h[20];
   if (p->proto == IPPROTO_TCP) {
-    struct tcphdr *th = l4;
-    if ((void *)(th + 1) > data_end)
+    if (bpf_skb_load_bytes(skb, off, h, 20) != 0)
       return PARSE_MALFORMED;
-    p->sport = th->source;
-    p->dport = th->dest;
-    p->tcp_flags = ((__u8 *)th)[13];
+    if ((h[12] >> 4) < 5)
+      return PARSE_MALFORMED; /* data offset below the header's own size */
+    __builtin_memcpy(&p->sport, h, 2);
+    __builtin_memcpy(&p->dport, h + 2, 2);
+    p->tcp_flags = h[13];
   } else if (p->proto == IPPROTO_UDP) {
-    struct udphdr *uh = l4;
-    if ((void *)(uh + 1) > data_end)
+    if (bpf_skb_load_bytes(skb, off, h, 8) != 0)
       return PARSE_MALFORMED;
-    p->sport = uh->source;
-    p->dport = uh->dest;
-  } else if (p->proto == IPPROTO_ICMP_) {
-    __u8 *type = l4;
-    if ((void *)(type + 1) > data_end)
+    __builtin_memcpy(&p->sport, h, 2);
+    __builtin_memcpy(&p->dport, h + 2, 2);
+  } else if (p->proto == IPPROTO_ICMP_ || p->proto == IPPROTO_ICMPV6_) {
+    if (bpf_skb_load_bytes(skb, off, h, 8) != 0)
       return PARSE_MALFORMED;
-    /* 3 unreachable, 11 time exceeded, 12 parameter problem */
-    p->icmp = (*type == 3 || *type == 11 || *type == 12) ? ICMP_INFRA : ICMP_OTHER;
-  } else if (p->proto == IPPROTO_ICMPV6_) {
-    __u8 *type = l4;
-    if ((void *)(type + 1) > data_end)
-      return PARSE_MALFORMED;
-    /* 1-4 errors, 133-137 neighbour/router discovery */
-    p->icmp = (*type <= 4 || (*type >= 133 && *type <= 137)) ? ICMP_INFRA : ICMP_OTHER;
+    __u8 type = h[0];
+    int v6 = p->proto == IPPROTO_ICMPV6_;
+    __u8 request = v6 ? 128 : 8, reply = v6 ? 129 : 0;
+    if (type == request) {
+      p->icmp = ICMP_ECHO_REQUEST;
+      __builtin_memcpy(&p->sport, h + 4, 2);
+    } else if (type == reply) {
+      p->icmp = ICMP_ECHO_REPLY;
+      __builtin_memcpy(&p->dport, h + 4, 2);
+    } else if (v6) {
+      /* 1-4 errors, 133-137 neighbour/router discovery */
+      p->icmp = (type <= 4 || (type >= 133 && type <= 137)) ? ICMP_INFRA : ICMP_OTHER;
+    } else {
+      /* 3 unreachable, 11 time exceeded, 12 parameter problem */
+      p->icmp = (type == 3 || type == 11 || type == 12) ? ICMP_INFRA : ICMP_OTHER;
+    }
   }
   return PARSE_OK;
+}
+
+static __always_inline int parse_ipv4(struct __sk_buff *skb, void *data, void *data_end,
+                                      struct pkt *p) {
+  struct iphdr *ip = data + sizeof(struct ethhdr);
+  if ((void *)(ip + 1) > data_end)
+    return PARSE_MALFORMED;
+  __u32 ihl = ip->ihl * 4;
+  if (ihl < sizeof(*ip))
+    return PARSE_MALFORMED;
+  p->family = SMIK_AF_INET;
+  p->proto = ip->protocol;
+  p->frag_proto = ip->protocol;
+  __builtin_memcpy(p->saddr, &ip->saddr, 4);
+  __builtin_memcpy(p->daddr, &ip->daddr, 4);
+  __u16 frag = bpf_ntohs(ip->frag_off);
+  p->frag_id = bpf_ntohs(ip->id);
+  if (frag & IP_OFFSET_) {
+    /* A TCP fragment at offset 8 can rewrite the flags of the header the
+     * first fragment was judged by (RFC 1858): no host sends one. */
+    if (ip->protocol == IPPROTO_TCP && (frag & IP_OFFSET_) == 1)
+      return PARSE_MALFORMED;
+    p->frag = FRAG_LATER;
+    return PARSE_OK;
+  }
+  if (frag & IP_MF_)
+    p->frag = FRAG_FIRST;
+  return parse_l4(skb, sizeof(struct ethhdr) + ihl, p);
+}
+
+/* Walks at most SMIK_IPV6_MAX_EXT extension headers to the real L4 protocol;
+ * a longer chain is malformed. */
+static __always_inline int parse_ipv6(struct __sk_buff *skb, void *data, void *data_end,
+                                      struct pkt *p) {
+  struct ipv6hdr *ip6 = data + sizeof(struct ethhdr);
+  if ((void *)(ip6 + 1) > data_end)
+    return PARSE_MALFORMED;
+  p->family = SMIK_AF_INET6;
+  copy16(p->saddr, &ip6->saddr);
+  copy16(p->daddr, &ip6->daddr);
+  __u8 next = ip6->nexthdr;
+  __u32 off = sizeof(struct ethhdr) + sizeof(struct ipv6hdr);
+  for (int i = 0; i < SMIK_IPV6_MAX_EXT; i++) {
+    __u8 h[8];
+    if (next == NEXTHDR_HOP_ || next == NEXTHDR_ROUTING_ || next == NEXTHDR_DEST_) {
+      if (bpf_skb_load_bytes(skb, off, h, 2) != 0)
+        return PARSE_MALFORMED;
+      next = h[0];
+      off += ((__u32)h[1] + 1) * 8;
+    } else if (next == NEXTHDR_AUTH_) {
+      if (bpf_skb_load_bytes(skb, off, h, 2) != 0)
+        return PARSE_MALFORMED;
+      next = h[0];
+      off += ((__u32)h[1] + 2) * 4;
+    } else if (next == NEXTHDR_FRAGMENT_) {
+      if (bpf_skb_load_bytes(skb, off, h, 8) != 0)
+        return PARSE_MALFORMED;
+      __u16 fo = ((__u16)h[2] << 8) | h[3];
+      p->frag_proto = h[0];
+      p->frag_id = ((__u32)h[4] << 24) | ((__u32)h[5] << 16) | ((__u32)h[6] << 8) | h[7];
+      if (fo & 0xFFF8) {
+        p->proto = h[0];
+        p->frag = FRAG_LATER;
+        return PARSE_OK;
+      }
+      if (fo & 1)
+        p->frag = FRAG_FIRST;
+      next = h[0];
+      off += 8;
+    } else {
+      p->proto = next;
+      return parse_l4(skb, off, p);
+    }
+  }
+  return PARSE_MALFORMED;
 }
 
 static __always_inline int parse_packet(struct __sk_buff *skb, struct pkt *p) {
@@ -81,30 +191,10 @@ static __always_inline int parse_packet(struct __sk_buff *skb, struct pkt *p) {
 
   if ((void *)(eth + 1) > data_end)
     return PARSE_NOT_IP;
-  if (eth->h_proto == bpf_htons(ETH_P_IP)) {
-    struct iphdr *ip = (void *)(eth + 1);
-    if ((void *)(ip + 1) > data_end)
-      return PARSE_MALFORMED;
-    __u32 ihl = ip->ihl * 4;
-    if (ihl < sizeof(*ip))
-      return PARSE_MALFORMED;
-    p->family = SMIK_AF_INET;
-    p->proto = ip->protocol;
-    __builtin_memcpy(p->saddr, &ip->saddr, 4);
-    __builtin_memcpy(p->daddr, &ip->daddr, 4);
-    p->later_fragment = (bpf_ntohs(ip->frag_off) & IP_OFFSET_) != 0;
-    return parse_l4((void *)ip + ihl, data_end, p);
-  }
-  if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
-    struct ipv6hdr *ip6 = (void *)(eth + 1);
-    if ((void *)(ip6 + 1) > data_end)
-      return PARSE_MALFORMED;
-    p->family = SMIK_AF_INET6;
-    p->proto = ip6->nexthdr; /* extension headers: judged with ports 0 */
-    copy16(p->saddr, &ip6->saddr);
-    copy16(p->daddr, &ip6->daddr);
-    return parse_l4(ip6 + 1, data_end, p);
-  }
+  if (eth->h_proto == bpf_htons(ETH_P_IP))
+    return parse_ipv4(skb, data, data_end, p);
+  if (eth->h_proto == bpf_htons(ETH_P_IPV6))
+    return parse_ipv6(skb, data, data_end, p);
   return PARSE_NOT_IP;
 }
 

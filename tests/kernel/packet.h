@@ -8,7 +8,8 @@
 
 namespace smik::pkt {
 
-inline constexpr uint8_t kSyn = 0x02, kAck = 0x10;
+inline constexpr uint8_t kFin = 0x01, kSyn = 0x02, kRst = 0x04, kAck = 0x10;
+inline constexpr uint8_t kWhole = 0, kFirst = 1, kLater = 2;
 
 struct PacketSpec {
   std::string src = "10.1.0.1";
@@ -18,9 +19,17 @@ struct PacketSpec {
   uint8_t proto = 6;  // 6 TCP, 17 UDP, 1 ICMP
   uint8_t tcp_flags = kSyn;
   uint8_t icmp_type = 8;
+  uint16_t icmp_id = 0;  // echo identifier
+  // IPv6 extension headers before the L4 header, in order: 0 hop-by-hop,
+  // 43 routing, 60 destination options, 51 AH, 44 fragment.
+  std::vector<uint8_t> v6_ext = {};
+  uint8_t frag = kWhole;  // kFirst: offset 0 with more to come; kLater: offset > 0
+  uint32_t frag_id = 1;
+  uint16_t frag_offset = 3;  // of a later fragment, in 8-byte units
 };
 
-// Ethernet frame; IPv6 when src contains ':'.
+// Ethernet frame; IPv6 when src contains ':'. A later fragment has no L4
+// header; an IPv6 fragment gets a fragment header after v6_ext.
 std::vector<uint8_t> buildPacket(const PacketSpec& p);
 std::vector<uint8_t> buildArp();
 
