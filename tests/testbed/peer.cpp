@@ -4,7 +4,8 @@
 //   smik-testpeer serve --tcp PORT[,PORT...] --udp PORT[,PORT...] [--id NAME]
 //   smik-testpeer tcp IP PORT [--timeout-ms N] [--count N]
 //   smik-testpeer udp IP PORT [--timeout-ms N] [--count N]
-//   smik-testpeer hold IP PORT --seconds S
+//   smik-testpeer hold IP PORT --seconds S [--interval-ms N]
+//   smik-testpeer spray IP --count N [--cpu C]
 //
 // serve: TCP and UDP servers on 0.0.0.0; each TCP line and each datagram is
 //   answered with "NAME\n" (with --id; lets a test see which backend
@@ -18,6 +19,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -43,7 +45,9 @@ using Clock = std::chrono::steady_clock;
                "usage: smik-testpeer serve --tcp P[,P..] --udp P[,P..] [--id NAME]\n"
                "       smik-testpeer tcp|udp IP PORT [--timeout-ms N] [--count N] [--src IP]\n"
                "                 [--show-peer 1] [--unconnected 1] [--one-socket 1] (udp)\n"
-               "       smik-testpeer hold IP PORT --seconds S\n",
+               "       smik-testpeer hold IP PORT --seconds S\n"
+               "       smik-testpeer spray IP --count N [--cpu C]\n"
+               "       (udp: --size N sends N bytes; serve: --echo 1 answers with the datagram)\n",
                why.c_str());
   std::exit(2);
 }
@@ -87,6 +91,10 @@ int listenOn(int type, int port) {
   return fd;
 }
 
+// --echo 1: a UDP server answers with the datagram itself (large ones come
+// back fragmented), not with its id.
+bool g_echo = false;
+
 int serve(const std::vector<int>& tcp, const std::vector<int>& udp, const std::string& id) {
   enum Kind { kListen, kUdp, kConn };
   std::vector<pollfd> fds;
@@ -117,7 +125,8 @@ int serve(const std::vector<int>& tcp, const std::vector<int>& udp, const std::s
         socklen_t len = sizeof from;
         ssize_t r = ::recvfrom(fd, buf, sizeof buf, 0, reinterpret_cast<sockaddr*>(&from), &len);
         if (r >= 0) {
-          std::string reply = answer(std::string(buf, static_cast<size_t>(r)));
+          std::string msg(buf, static_cast<size_t>(r));
+          std::string reply = g_echo ? msg : answer(msg);
           ::sendto(fd, reply.data(), reply.size(), 0, reinterpret_cast<sockaddr*>(&from), len);
         }
       } else {
@@ -307,9 +316,15 @@ int tcpClient(const Addr& a, int timeout_ms, int count) {
 }
 
 // One datagram out, one back: "" and the reply (and its source) on success.
+// --size: bytes per datagram (past the MTU, the kernel sends fragments).
+size_t g_size = 3;
+
 std::string udpExchange(int fd, const Addr& a, int timeout_ms, std::string& reply,
                         std::string& peer) {
-  ssize_t sent = g_unconnected ? ::sendto(fd, "hi\n", 3, 0, a.sa(), a.len) : ::send(fd, "hi\n", 3, 0);
+  std::string msg(g_size > 1 ? g_size - 1 : 0, 'x');
+  msg = (g_size >= 3 ? "hi" + msg.substr(2) : msg) + "\n";
+  ssize_t sent = g_unconnected ? ::sendto(fd, msg.data(), msg.size(), 0, a.sa(), a.len)
+                               : ::send(fd, msg.data(), msg.size(), 0);
   if (sent < 0) return errnoLine(errno);
   pollfd p{fd, POLLIN, 0};
   int r;
@@ -322,6 +337,8 @@ std::string udpExchange(int fd, const Addr& a, int timeout_ms, std::string& repl
   if (n < 0) return errnoLine(errno);
   reply.assign(buf, static_cast<size_t>(n));
   while (!reply.empty() && reply.back() == '\n') reply.pop_back();
+  if (g_echo && reply.size() + 1 != msg.size()) return "error short echo " + std::to_string(n);
+  if (g_echo) reply = std::to_string(n) + "B";
   if (g_show_peer) peer = " peer=" + (g_unconnected ? addrText(from) : peerOf(fd));
   return "";
 }
@@ -349,6 +366,33 @@ int udpClient(const Addr& a, int timeout_ms, int count) {
   return allOk ? 0 : 1;
 }
 
+// Datagrams to count distinct (source port, destination port) pairs: each
+// opens a flow of its own. 60000 destination ports per socket.
+int spray(const std::string& ip, long count, int cpu) {
+  if (cpu >= 0) {  // per-CPU tables fill per CPU: spray from the one asked for
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    if (::sched_setaffinity(0, sizeof set, &set) != 0) die("sched_setaffinity");
+  }
+  long sent = 0;
+  while (sent < count) {
+    Addr a = parseAddr(ip, "1");
+    int fd = ::socket(a.family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) die("socket");
+    for (int port = 1; port <= 60000 && sent < count; port++, sent++) {
+      Addr to = parseAddr(ip, std::to_string(port));
+      ::sendto(fd, "x", 1, 0, to.sa(), to.len);  // a full queue drops it: counted anyway
+    }
+    ::close(fd);
+  }
+  std::printf("sent %ld\n", sent);
+  return 0;
+}
+
+// --interval-ms: pause between round trips (an idle connection in between).
+int g_interval_ms = 50;
+
 int hold(const Addr& a, double seconds) {
   constexpr int kLimitMs = 500;
   auto end = Clock::now() + std::chrono::milliseconds(static_cast<long>(seconds * 1000));
@@ -361,7 +405,7 @@ int hold(const Addr& a, double seconds) {
     if (res.empty()) res = readLine(fd, kLimitMs, line);
     if (res.empty()) {
       ++n;
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      std::this_thread::sleep_for(std::chrono::milliseconds(g_interval_ms));
     }
   }
   if (fd >= 0) ::close(fd);
@@ -402,7 +446,12 @@ int main(int argc, char** argv) {
     if (opt.count("--tcp")) tcp = parsePorts(opt["--tcp"]);
     if (opt.count("--udp")) udp = parsePorts(opt["--udp"]);
     if (tcp.empty() && udp.empty()) usage("serve needs --tcp and/or --udp");
+    g_echo = get("--echo", "0") == "1";
     return serve(tcp, udp, get("--id", ""));
+  }
+  if (mode == "spray") {
+    if (pos.size() != 1 || !opt.count("--count")) usage("spray needs IP --count N");
+    return spray(pos[0], std::atol(opt["--count"].c_str()), std::atoi(get("--cpu", "-1").c_str()));
   }
   if (mode != "tcp" && mode != "udp" && mode != "hold") usage("unknown mode " + mode);
   if (pos.size() != 2) usage(mode + " needs IP PORT");
@@ -411,9 +460,13 @@ int main(int argc, char** argv) {
   g_show_peer = opt.count("--show-peer") && opt["--show-peer"] == "1";
   g_unconnected = opt.count("--unconnected") && opt["--unconnected"] == "1";
   g_one_socket = opt.count("--one-socket") && opt["--one-socket"] == "1";
+  g_echo = get("--echo", "0") == "1";
+  g_size = static_cast<size_t>(std::atol(get("--size", "3").c_str()));
+  if (g_size < 1 || g_size > 65000) usage("bad --size");
   int rc;
   if (mode == "hold") {
     if (!opt.count("--seconds")) usage("hold needs --seconds");
+    g_interval_ms = std::atoi(get("--interval-ms", "50").c_str());
     rc = hold(a, std::atof(opt["--seconds"].c_str()));
   } else {
     int timeout = std::atoi(get("--timeout-ms", "300").c_str());
