@@ -74,11 +74,12 @@ struct {
  * not an LRU: one pod opening flows by the hundred thousand must not evict
  * another pod's established ones. When it is full a new flow is judged packet
  * by packet (counted as SMIK_CT_INSERT_FAILED); closed and idle entries
- * expire (smik_ct_lifetime) and the agent sweeps them out. */
+ * expire (smik_ct_lifetime) and the agent sweeps them out. Preallocated:
+ * inserting takes an element from a per-CPU free list (no allocation on
+ * the new-flow path; a new flow costs what it did with the LRU). */
 struct {
   __uint(type, BPF_MAP_TYPE_HASH);
   __uint(max_entries, SMIK_MAX_CT);
-  __uint(map_flags, BPF_F_NO_PREALLOC);
   __type(key, struct smik_ct_key);
   __type(value, struct smik_ct_value);
   __uint(pinning, LIBBPF_PIN_BY_NAME);

@@ -72,23 +72,34 @@ static __always_inline void copy16(__u8 *dst, const void *src) {
  * that splits it is malformed: RFC 7112 for IPv6, the tiny-fragment attack
  * of RFC 1858 for IPv4). */
 static __always_inline int parse_l4(struct __sk_buff *skb, __u32 off, struct pkt *p) {
-  __u8 h[20];
-  if (p->proto == IPPROTO_TCP) {
-    if (bpf_skb_load_bytes(skb, off, h, 20) != 0)
+  __u32 need = p->proto == IPPROTO_TCP ? 20 : 8;
+  if (p->proto != IPPROTO_TCP && p->proto != IPPROTO_UDP && p->proto != IPPROTO_ICMP_ &&
+      p->proto != IPPROTO_ICMPV6_)
+    return PARSE_OK;
+  /* Read in place when the header is in the linear data (nearly always),
+   * else copy it out: same bytes, a helper call less on the common path. */
+  __u8 buf[20];
+  const __u8 *h = buf;
+  void *data = (void *)(long)skb->data;
+  void *data_end = (void *)(long)skb->data_end;
+  if (off <= 256 && data + off + 20 <= data_end) {
+    h = data + off;
+  } else if (need == 20) {
+    if (bpf_skb_load_bytes(skb, off, buf, 20) != 0)
       return PARSE_MALFORMED;
+  } else if (bpf_skb_load_bytes(skb, off, buf, 8) != 0) {
+    return PARSE_MALFORMED;
+  }
+  if (p->proto == IPPROTO_TCP) {
     if ((h[12] >> 4) < 5)
       return PARSE_MALFORMED; /* data offset below the header's own size */
     __builtin_memcpy(&p->sport, h, 2);
     __builtin_memcpy(&p->dport, h + 2, 2);
     p->tcp_flags = h[13];
   } else if (p->proto == IPPROTO_UDP) {
-    if (bpf_skb_load_bytes(skb, off, h, 8) != 0)
-      return PARSE_MALFORMED;
     __builtin_memcpy(&p->sport, h, 2);
     __builtin_memcpy(&p->dport, h + 2, 2);
-  } else if (p->proto == IPPROTO_ICMP_ || p->proto == IPPROTO_ICMPV6_) {
-    if (bpf_skb_load_bytes(skb, off, h, 8) != 0)
-      return PARSE_MALFORMED;
+  } else {
     __u8 type = h[0];
     int v6 = p->proto == IPPROTO_ICMPV6_;
     __u8 request = v6 ? 128 : 8, reply = v6 ? 129 : 0;
