@@ -356,6 +356,60 @@ static __always_inline void first_fragment(const struct pkt *p, __u32 reason) {
   ct_count(SMIK_CT_FRAG_TRACKED);
 }
 
+/* Is the ICMP error about a live flow of the pod? It quotes the packet the
+ * pod sent: that packet's tuple, reversed, is the flow's key. */
+static __always_inline int icmp_error_related(struct __sk_buff *skb, const struct pkt *p,
+                                              __u64 now) {
+  if (!p->l4_off)
+    return 0;
+  struct smik_ct_key k = {.family = p->family};
+  __u32 off = (__u32)p->l4_off + 8;
+  __u8 proto;
+  if (p->family == SMIK_AF_INET) {
+    __u8 ip[20];
+    if (bpf_skb_load_bytes(skb, off, ip, 20) != 0)
+      return 0;
+    __u32 ihl = (ip[0] & 0xf) * 4;
+    if (ihl < 20)
+      return 0;
+    proto = ip[9];
+    __builtin_memcpy(k.saddr, ip + 16, 4);
+    __builtin_memcpy(k.daddr, ip + 12, 4);
+    off += ihl;
+  } else {
+    __u8 ip[40];
+    if (bpf_skb_load_bytes(skb, off, ip, 40) != 0)
+      return 0;
+    proto = ip[6];
+    copy16(k.saddr, ip + 24);
+    copy16(k.daddr, ip + 8);
+    off += 40;
+  }
+  __u8 l4[8];
+  if (bpf_skb_load_bytes(skb, off, l4, 8) != 0)
+    return 0;
+  if (proto == IPPROTO_TCP || proto == IPPROTO_UDP) {
+    __builtin_memcpy(&k.sport, l4 + 2, 2);
+    __builtin_memcpy(&k.dport, l4, 2);
+  } else if (proto == (p->family == SMIK_AF_INET ? IPPROTO_ICMP_ : IPPROTO_ICMPV6_)) {
+    __u8 request = p->family == SMIK_AF_INET ? 8 : 128;
+    __u8 reply = p->family == SMIK_AF_INET ? 0 : 129;
+    if (l4[0] == request)
+      __builtin_memcpy(&k.dport, l4 + 4, 2);
+    else if (l4[0] == reply)
+      __builtin_memcpy(&k.sport, l4 + 4, 2);
+    else
+      return 0;
+  } else {
+    return 0;
+  }
+  k.proto = proto;
+  if (!equal16(k.daddr, p->daddr))
+    return 0; /* about another host's packet */
+  struct smik_ct_value *ct = bpf_map_lookup_elem(&smik_ct, &k);
+  return ct && !smik_ct_expired(&k, ct, now) && !(ct->flags & SMIK_CT_F_REVOKED);
+}
+
 /* A packet into the pod: its flow's entry, or the policy. */
 static __always_inline __u32 judge_to_pod(struct __sk_buff *skb, const struct pkt *p) {
   /* On a veth, link-local traffic can only come from the host itself. */
@@ -363,6 +417,10 @@ static __always_inline __u32 judge_to_pod(struct __sk_buff *skb, const struct pk
     return SMIK_REASON_FORWARDED;
   __u32 gen = current_gen();
   __u64 now = bpf_ktime_get_coarse_ns();
+  /* An error about one of the pod's flows passes with it; any other is
+   * judged below like any packet. */
+  if (p->icmp == ICMP_ERROR && icmp_error_related(skb, p, now))
+    return SMIK_REASON_FORWARDED;
   struct smik_ct_key ck = {};
   ct_key_of(&ck, p, 0);
   /* Established flows first: one lookup decides most packets. */
@@ -506,8 +564,8 @@ int smik_from_pod(struct __sk_buff *skb) {
   if (!is_own_addr(ep, &p) && !is_ipv6_link_setup(&p))
     return count(skb, SMIK_REASON_SPOOFED);
   /* Later fragments carry no ports: the datagram's first fragment was
-   * judged; infrastructure ICMP and protocols without flows open nothing. */
-  if (p.frag == FRAG_LATER || p.icmp == ICMP_INFRA || !keyable(&p))
+   * judged; ICMP errors, discovery and protocols without flows open nothing. */
+  if (p.frag == FRAG_LATER || p.icmp == ICMP_INFRA || p.icmp == ICMP_ERROR || !keyable(&p))
     return count(skb, SMIK_REASON_FORWARDED);
   return count(skb, judge_from_pod(&p, ep));
 }

@@ -75,10 +75,13 @@ void parseL4(const Bytes& b, size_t off, ParsedPacket* p) {
       p->icmp = IcmpClass::kEchoReply;
       std::memcpy(&p->dport, b.d + off + 4, 2);
     } else if (v6) {
-      p->icmp = (type <= 4 || (type >= 133 && type <= 137)) ? IcmpClass::kInfra : IcmpClass::kOther;
+      p->icmp = (type >= 1 && type <= 4)       ? IcmpClass::kError
+                : (type >= 133 && type <= 137) ? IcmpClass::kInfra
+                                               : IcmpClass::kOther;
     } else {
-      p->icmp = (type == 3 || type == 11 || type == 12) ? IcmpClass::kInfra : IcmpClass::kOther;
+      p->icmp = (type == 3 || type == 11 || type == 12) ? IcmpClass::kError : IcmpClass::kOther;
     }
+    p->l4_off = off <= 255 ? uint8_t(off) : 0;
   }
   p->result = Result::kOk;
 }
@@ -290,8 +293,53 @@ void ReferenceDatapath::insert(const smik_ct_key& k, uint8_t flags, uint32_t pee
   ct[key] = v;
 }
 
-uint32_t ReferenceDatapath::judgeToPod(const ParsedPacket& p, uint32_t ifindex, uint64_t now) {
+bool ReferenceDatapath::icmpErrorRelated(const ParsedPacket& p, const std::vector<uint8_t>& frame,
+                                         uint64_t now) {
+  if (!p.l4_off) return false;
+  Bytes b{frame.data(), frame.size()};
+  smik_ct_key k{};
+  k.family = p.family;
+  size_t off = size_t(p.l4_off) + 8;
+  uint8_t proto;
+  if (p.family == SMIK_AF_INET) {
+    if (!b.has(off, 20)) return false;
+    size_t ihl = (b.d[off] & 0x0f) * 4;
+    if (ihl < 20) return false;
+    proto = b.d[off + 9];
+    std::memcpy(k.saddr, b.d + off + 16, 4);
+    std::memcpy(k.daddr, b.d + off + 12, 4);
+    off += ihl;
+  } else {
+    if (!b.has(off, 40)) return false;
+    proto = b.d[off + 6];
+    std::memcpy(k.saddr, b.d + off + 24, 16);
+    std::memcpy(k.daddr, b.d + off + 8, 16);
+    off += 40;
+  }
+  if (!b.has(off, 8)) return false;
+  const uint8_t* l4 = b.d + off;
+  if (proto == kTcp || proto == kUdp) {
+    std::memcpy(&k.sport, l4 + 2, 2);
+    std::memcpy(&k.dport, l4, 2);
+  } else if (proto == (p.family == SMIK_AF_INET ? kIcmp : kIcmp6)) {
+    bool v4 = p.family == SMIK_AF_INET;
+    if (l4[0] == (v4 ? 8 : 128)) std::memcpy(&k.dport, l4 + 4, 2);
+    else if (l4[0] == (v4 ? 0 : 129)) std::memcpy(&k.sport, l4 + 4, 2);
+    else return false;
+  } else {
+    return false;
+  }
+  k.proto = proto;
+  if (std::memcmp(k.daddr, p.daddr.data(), 16) != 0) return false;
+  auto it = ct.find(keyBytes(k));
+  return it != ct.end() && !smik_ct_expired(&k, &it->second, now) &&
+         !(it->second.flags & SMIK_CT_F_REVOKED);
+}
+
+uint32_t ReferenceDatapath::judgeToPod(const ParsedPacket& p, const std::vector<uint8_t>& frame,
+                                       uint32_t ifindex, uint64_t now) {
   if (p.icmp == IcmpClass::kInfra || isLinkSetup(p)) return SMIK_REASON_FORWARDED;
+  if (p.icmp == IcmpClass::kError && icmpErrorRelated(p, frame, now)) return SMIK_REASON_FORWARDED;
   smik_ct_key k = ctKey(p, false);
   smik_ct_value* v = keyable(p) ? find(k, p, now) : nullptr;
   if (v && v->policy_gen == generation) {
@@ -330,7 +378,7 @@ uint32_t ReferenceDatapath::toPod(const std::vector<uint8_t>& frame, uint32_t if
     if (it == frags.end()) return SMIK_REASON_FRAGMENT;
     return it->second.allowed ? SMIK_REASON_FORWARDED : SMIK_REASON_POLICY;
   }
-  uint32_t reason = judgeToPod(p, ifindex, now);
+  uint32_t reason = judgeToPod(p, frame, ifindex, now);
   if (p.frag == Fragment::kFirst) {
     smik_frag_value fv{};
     fv.allowed = reason == SMIK_REASON_FORWARDED;
@@ -381,7 +429,8 @@ uint32_t ReferenceDatapath::fromPod(const std::vector<uint8_t>& frame, uint32_t 
   auto ep = endpoints.find(ifindex);
   if (ep == endpoints.end()) return SMIK_REASON_FORWARDED;
   if (!isOwnAddr(ep->second, p) && !isLinkSetup(p)) return SMIK_REASON_SPOOFED;
-  if (p.frag == Fragment::kLater || p.icmp == IcmpClass::kInfra || !keyable(p))
+  if (p.frag == Fragment::kLater || p.icmp == IcmpClass::kInfra || p.icmp == IcmpClass::kError ||
+      !keyable(p))
     return SMIK_REASON_FORWARDED;
   return judgeFromPod(p, ep->second, now);
 }

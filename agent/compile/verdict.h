@@ -40,7 +40,14 @@ PolicyVerdict judgePolicy(const PolicyEntries* policy, uint32_t src, uint32_t ds
 
 // ---- packets ----------------------------------------------------------------
 
-enum class IcmpClass : uint8_t { kNone = 0, kInfra = 1, kOther = 2, kEchoRequest = 3, kEchoReply = 4 };
+enum class IcmpClass : uint8_t {
+  kNone = 0,
+  kInfra = 1,  // neighbour and router discovery
+  kOther = 2,
+  kEchoRequest = 3,
+  kEchoReply = 4,
+  kError = 5,  // passes when the packet it quotes is one of the pod's flows
+};
 enum class Fragment : uint8_t { kNone = 0, kFirst = 1, kLater = 2 };
 
 struct ParsedPacket {
@@ -53,6 +60,7 @@ struct ParsedPacket {
   uint8_t frag_proto = 0;
   uint16_t sport = 0, dport = 0;  // network order, as the conntrack key holds them
   uint32_t frag_id = 0;
+  uint8_t l4_off = 0;  // of an ICMP error: where its header starts (0 = beyond 255)
   std::array<uint8_t, 16> saddr{}, daddr{};
 };
 
@@ -86,7 +94,9 @@ class ReferenceDatapath {
   smik_ct_value* validate(const smik_ct_key& k, smik_ct_value* ct, uint32_t peer, uint32_t pod,
                           uint64_t now);
   void insert(const smik_ct_key& k, uint8_t flags, uint32_t peer, uint32_t pod, uint64_t now);
-  uint32_t judgeToPod(const ParsedPacket& p, uint32_t ifindex, uint64_t now);
+  uint32_t judgeToPod(const ParsedPacket& p, const std::vector<uint8_t>& frame, uint32_t ifindex,
+                      uint64_t now);
+  bool icmpErrorRelated(const ParsedPacket& p, const std::vector<uint8_t>& frame, uint64_t now);
   uint32_t judgeFromPod(const ParsedPacket& p, const smik_endpoint& ep, uint64_t now);
 };
 

@@ -32,15 +32,16 @@ enum parse_result {
   PARSE_MALFORMED = 2,
 };
 
-/* ICMP classes: errors and neighbour discovery are infrastructure, passed
- * like replies; echo is tracked by its id; the rest is judged like any other
- * protocol (and no SMI rule can grant it). */
+/* ICMP classes: neighbour discovery is infrastructure; an error passes when
+ * the packet it quotes belongs to a flow of the pod; echo is tracked by its
+ * id; the rest is judged like any other protocol (no SMI rule can grant it). */
 enum icmp_class {
   ICMP_NONE = 0,
-  ICMP_INFRA = 1,
+  ICMP_INFRA = 1, /* neighbour and router discovery */
   ICMP_OTHER = 2,
   ICMP_ECHO_REQUEST = 3,
   ICMP_ECHO_REPLY = 4,
+  ICMP_ERROR = 5, /* unreachable, time exceeded, parameter problem (v6: too big) */
 };
 
 enum frag_kind {
@@ -56,7 +57,8 @@ struct pkt {
   __u8 frag;   /* enum frag_kind */
   __u8 tcp_flags;
   __u8 frag_proto; /* protocol field the fragments share (IPv6: the fragment header's) */
-  __u8 pad[2];
+  __u8 pad;
+  __u8 l4_off; /* where the L4 header starts (for an ICMP error's quote); 0 = beyond 255 */
   __u16 sport; /* network order; ICMP echo: the id (request: sport, reply: dport) */
   __u16 dport;
   __u32 frag_id;
@@ -111,11 +113,13 @@ static __always_inline int parse_l4(struct __sk_buff *skb, __u32 off, struct pkt
       __builtin_memcpy(&p->dport, h + 4, 2);
     } else if (v6) {
       /* 1-4 errors, 133-137 neighbour/router discovery */
-      p->icmp = (type <= 4 || (type >= 133 && type <= 137)) ? ICMP_INFRA : ICMP_OTHER;
+      p->icmp = (type >= 1 && type <= 4) ? ICMP_ERROR
+                : (type >= 133 && type <= 137) ? ICMP_INFRA : ICMP_OTHER;
     } else {
       /* 3 unreachable, 11 time exceeded, 12 parameter problem */
-      p->icmp = (type == 3 || type == 11 || type == 12) ? ICMP_INFRA : ICMP_OTHER;
+      p->icmp = (type == 3 || type == 11 || type == 12) ? ICMP_ERROR : ICMP_OTHER;
     }
+    p->l4_off = off <= 255 ? off : 0;
   }
   return PARSE_OK;
 }

@@ -250,10 +250,28 @@ TEST_F(DatapathTest, NonIpPassesMalformedDropped) {
 
 TEST_F(DatapathTest, IcmpErrorsPassEchoIsJudged) {
   apply();
-  EXPECT_EQ(toPod({.src = "10.1.0.3", .proto = 1, .icmp_type = 3}), kPass);
+  // The pod's own flow to 10.1.0.3:80; an error quoting it passes, one
+  // quoting anything else is judged like any packet (and no rule grants ICMP).
+  EXPECT_EQ(fromPod({.src = "10.1.0.2", .dst = "10.1.0.3", .sport = 6000, .dport = 80}), kPass);
+  auto quote = [](uint16_t sport, uint16_t dport) {
+    return pkt::ipPacket({.src = "10.1.0.2", .dst = "10.1.0.3", .sport = sport, .dport = dport});
+  };
+  EXPECT_EQ(toPod({.src = "10.1.0.3", .proto = 1, .icmp_type = 3, .icmp_quote = quote(6000, 80)}), kPass);
+  EXPECT_EQ(toPod({.src = "10.9.9.9", .proto = 1, .icmp_type = 11, .icmp_quote = quote(6000, 80)}), kPass)
+      << "a router on the way";
+  EXPECT_EQ(toPod({.src = "10.1.0.3", .proto = 1, .icmp_type = 3, .icmp_quote = quote(6001, 80)}), kDrop)
+      << "no such flow: an unreachable that could abort the pod's other connections";
+  EXPECT_EQ(toPod({.src = "10.1.0.3", .proto = 1, .icmp_type = 3}), kDrop) << "quoting nothing";
+  EXPECT_EQ(toPod({.src = "192.168.77.1", .proto = 1, .icmp_type = 3}), kPass) << "the host may";
   EXPECT_EQ(toPod({.src = "10.1.0.3", .proto = 1, .icmp_type = 8}), kDrop);
-  EXPECT_EQ(reason(SMIK_REASON_UNSUPPORTED), 1u) << "no SMI route can name ICMP";
+  EXPECT_EQ(reason(SMIK_REASON_UNSUPPORTED), 3u) << "no SMI route can name ICMP";
   EXPECT_EQ(reason(SMIK_REASON_POLICY), 0u);
+  // IPv6: packet too big about the pod's own flow.
+  EXPECT_EQ(fromPod({.src = "fd00::2", .dst = "fd00::1", .sport = 6000, .dport = 443}), kPass);
+  auto quote6 = pkt::ipPacket({.src = "fd00::2", .dst = "fd00::1", .sport = 6000, .dport = 443});
+  EXPECT_EQ(toPod({.src = "fd00::1", .dst = "fd00::2", .proto = 1, .icmp_type = 2, .icmp_quote = quote6}), kPass);
+  auto other6 = pkt::ipPacket({.src = "fd00::2", .dst = "fd00::1", .sport = 6000, .dport = 444});
+  EXPECT_EQ(toPod({.src = "fd00::1", .dst = "fd00::2", .proto = 1, .icmp_type = 1, .icmp_quote = other6}), kDrop);
 }
 
 TEST_F(DatapathTest, PacketsOfOtherInterfacesAreNotOurs) {

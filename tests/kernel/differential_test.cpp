@@ -99,6 +99,22 @@ struct Generator {
     const uint8_t v6icmp[] = {128, 129, 1, 135, 143, 2};
     p.icmp_type = six ? pick(v6icmp) : pick(v4icmp);
     p.icmp_id = 1 + below(3);
+    bool error = (!six && (p.icmp_type == 3 || p.icmp_type == 11)) ||
+                 (six && (p.icmp_type == 1 || p.icmp_type == 2));
+    if (p.proto == 1 && error && chance(70)) {
+      // Quote a packet of one of the pod's possible flows (sometimes of
+      // another host, sometimes an echo).
+      pkt::PacketSpec q;
+      q.src = chance(90) ? (six ? v6(0) : v4(0)) : (six ? v6(3) : v4(3));
+      q.dst = six ? v6(peer) : v4(peer);
+      q.proto = chance(80) ? (chance(50) ? 6 : 17) : 1;
+      q.sport = pick(kPorts);
+      q.dport = pick(kPorts);
+      q.icmp_type = six ? (chance(50) ? 128 : 129) : (chance(50) ? 8 : 0);
+      q.icmp_id = 1 + below(3);
+      p.icmp_quote = pkt::ipPacket(q);
+      if (chance(10)) p.icmp_quote.resize(below(p.icmp_quote.size()));
+    }
     if (six && chance(20)) {
       const uint8_t ext[] = {0, 43, 60, 51};
       int n = chance(10) ? 9 : 1 + below(3);

@@ -51,7 +51,10 @@ std::vector<uint8_t> buildPacket(const PacketSpec& p) {
       }
     }
   }
-  l4.resize(l4.size() + 16, 0xab);
+  if (p.proto == 1 && !p.icmp_quote.empty() && p.frag != kLater)
+    l4.insert(l4.end(), p.icmp_quote.begin(), p.icmp_quote.end());
+  else
+    l4.resize(l4.size() + 16, 0xab);
 
   std::vector<uint8_t> l3;
   if (v6) {
@@ -104,6 +107,11 @@ std::vector<uint8_t> buildPacket(const PacketSpec& p) {
   b.insert(b.end(), l3.begin(), l3.end());
   b.insert(b.end(), l4.begin(), l4.end());
   return b;
+}
+
+std::vector<uint8_t> ipPacket(const PacketSpec& p) {
+  auto b = buildPacket(p);
+  return {b.begin() + 14, b.end()};
 }
 
 std::vector<uint8_t> buildArp() {

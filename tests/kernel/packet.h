@@ -20,6 +20,9 @@ struct PacketSpec {
   uint8_t tcp_flags = kSyn;
   uint8_t icmp_type = 8;
   uint16_t icmp_id = 0;  // echo identifier
+  // An ICMP error's quoted packet (an IP packet, no Ethernet header); empty:
+  // filler bytes.
+  std::vector<uint8_t> icmp_quote = {};
   // IPv6 extension headers before the L4 header, in order: 0 hop-by-hop,
   // 43 routing, 60 destination options, 51 AH, 44 fragment.
   std::vector<uint8_t> v6_ext = {};
@@ -32,6 +35,9 @@ struct PacketSpec {
 // header; an IPv6 fragment gets a fragment header after v6_ext.
 std::vector<uint8_t> buildPacket(const PacketSpec& p);
 std::vector<uint8_t> buildArp();
+// The IP packet of buildPacket(p), without its Ethernet header: what an ICMP
+// error quotes.
+std::vector<uint8_t> ipPacket(const PacketSpec& p);
 
 // Runs prog_fd on pkt as if it crossed interface ifindex; returns the tc
 // verdict (0 pass, 2 drop) or -errno. repeat > 1 reports mean ns per run.
