@@ -4,13 +4,17 @@
 namespace smik::e2e {
 namespace {
 
+using Access = OverFamilies<E2E>;
+SMIK_E2E_FAMILIES(Access);
+
 // The SMI conformance access scenario: default deny, a TCPRoute with
-// `ports: []` allows every TCP port, deleting the TrafficTarget revokes.
-TEST_F(E2E, ConformanceAccessScenario) {
+// `ports: []` allows every TCP port, deleting the TrafficTarget revokes; over
+// IPv4 and over IPv6 between dual-stack pods.
+TEST_P(Access, ConformanceAccessScenario) {
   Pod& client = bed_->addPod("client", bed_->nextIp());
   Pod& server = bed_->addPod("server", bed_->nextIp());
-  write("base.yaml", ns("app", true) + pod("app", "client", "client", client.ip()) +
-                         pod("app", "server", "server", server.ip()));
+  write("base.yaml", ns("app", true) + pod("app", "client", "client", ips(client)) +
+                         pod("app", "server", "server", ips(server)));
   startAgent();
   waitAttached(2);
   Proc srv = serve(server, "8080,9090", "8080");
