@@ -38,6 +38,22 @@ struct {
   __uint(pinning, LIBBPF_PIN_BY_NAME);
 } smik_backends SEC(".maps");
 
+/* The agent's own Kubernetes API sockets (cookie -> 1), registered before
+ * they connect: never translated. On a fresh node the agent lists before any
+ * table exists, so it reaches the API server's ClusterIP the node's own way
+ * (kube-proxy, or a kubeconfig naming real addresses); a restarted agent must
+ * not depend instead on a table a previous run left, which may point at API
+ * servers that are gone: then it could never list again to fix it. Cookies
+ * are never reused and only connect() reads this, so LRU eviction of long
+ * connected sockets is harmless. */
+struct {
+  __uint(type, BPF_MAP_TYPE_LRU_HASH);
+  __uint(max_entries, 1024);
+  __type(key, __u64);
+  __type(value, __u8);
+  __uint(pinning, LIBBPF_PIN_BY_NAME);
+} smik_own_sockets SEC(".maps");
+
 struct {
   __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
   __uint(max_entries, SMIK_SOCK_MAX);
@@ -136,6 +152,8 @@ static __always_inline int translate(struct bpf_sock_addr *ctx, __u8 family) {
   }
 
   __u64 cookie = bpf_get_socket_cookie(ctx);
+  if (bpf_map_lookup_elem(&smik_own_sockets, &cookie))
+    return 1;
   __u32 r1, r2;
   if (key.proto == IPPROTO_UDP) {
     r1 = mix32(cookie ^ svc->svc_id);
