@@ -135,12 +135,14 @@ static __always_inline __u32 identity_of(const struct pkt *p) {
 }
 
 /* The allow-list: exact port, then every port of the protocol, then the
- * destination's meta entry says whether an unmatched flow is denied. */
+ * destination's meta entry says whether an unmatched flow is denied, and
+ * whether the node's own traffic (SMIK_ID_HOST: kubelet probes) is judged at
+ * all: one inner map decides both, so a swap changes them together. */
 static __always_inline int policy_allows(__u32 src, __u32 dst, __u16 dport, __u8 proto) {
   __u32 zero = 0;
   void *policy = bpf_map_lookup_elem(&smik_policy, &zero);
   if (!policy)
-    return 0; /* no policy installed yet: fail closed */
+    return src == SMIK_ID_HOST; /* no policy installed yet: fail closed, but the node */
   struct smik_policy_key k = {.src_id = src, .dst_id = dst, .dport = dport, .proto = proto};
   if (dport && bpf_map_lookup_elem(policy, &k))
     return 1;
@@ -149,7 +151,10 @@ static __always_inline int policy_allows(__u32 src, __u32 dst, __u16 dport, __u8
     return 1;
   struct smik_policy_key meta = {.src_id = SMIK_ID_META, .dst_id = dst};
   struct smik_policy_value *m = bpf_map_lookup_elem(policy, &meta);
-  return !(m && (m->flags & SMIK_POL_F_ENFORCED));
+  __u32 flags = m ? m->flags : 0;
+  if (src == SMIK_ID_HOST && !(flags & SMIK_POL_F_HOST_JUDGED))
+    return 1;
+  return !(flags & SMIK_POL_F_ENFORCED);
 }
 
 /* Telemetry: a denied attempt counts once at the server's edge (however often
@@ -227,7 +232,7 @@ int smik_to_pod(struct __sk_buff *skb) {
   __u32 src = identity_of(&p);
   __u32 dst = ep->identity;
   __u16 dport = bpf_ntohs(p.dport);
-  if (src != SMIK_ID_HOST && !policy_allows(src, dst, dport, p.proto)) {
+  if (!policy_allows(src, dst, dport, p.proto)) {
     if (ct)
       bpf_map_delete_elem(&smik_ct, &ck); /* revoked */
     count_edge(skb, src, dst, dport, p.proto, 0);
