@@ -27,6 +27,7 @@ std::unique_ptr<Agent> Agent::create(const AgentConfig& cfg,
   a->current_ = a->dp_->maps().read();
   a->status_.node = cfg.node.node_name;
   a->status_.access_mode = compile::accessModeName(cfg.node.access_mode);
+  a->status_.host_traffic = compile::hostTrafficName(cfg.node.host_traffic);
   a->status_.source = a->source_->describe();
   a->status_.not_ready = "no policy applied yet";
   return a;

@@ -36,6 +36,7 @@ struct AgentStatus {
   std::vector<std::string> collections;  // the source's, one line each
   std::string node;
   std::string access_mode;
+  std::string host_traffic;  // allow | policy
   std::string attach_mode;
   uint64_t rejected_objects_total = 0;
   uint64_t applies_total = 0;

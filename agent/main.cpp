@@ -27,13 +27,18 @@ std::string hostName() {
   return buf;
 }
 
-// Access mode, HTTP-rule handling and meshed namespaces into `node`; false
-// (logged) on a value that is none of the choices.
-bool applyPolicySettings(const std::string& mode, const std::string& http_rules, bool mesh_all,
+// Access mode, HTTP-rule handling, host traffic and meshed namespaces into
+// `node`; false (logged) on a value that is none of the choices.
+bool applyPolicySettings(const std::string& mode, const std::string& http_rules,
+                         const std::string& host_traffic, bool mesh_all,
                          const std::vector<std::string>& mesh_namespaces,
                          smik::compile::NodeConfig* node) {
   if (!smik::compile::parseAccessMode(mode, &node->access_mode)) {
     spdlog::error("--access-mode: {} is not strict, permissive or per-destination", mode);
+    return false;
+  }
+  if (!smik::compile::parseHostTraffic(host_traffic, &node->host_traffic)) {
+    spdlog::error("--host-traffic: {} is not allow or policy", host_traffic);
     return false;
   }
   if (http_rules == "allow-tcp") {
@@ -106,7 +111,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> mesh_namespaces;
   bool record_events = true;
   smik::api::AggregatedApi::Options aggregated;
-  std::string mode = "strict", http_rules = "deny", log_level = "info";
+  std::string mode = "strict", http_rules = "deny", host_traffic = "allow", log_level = "info";
   std::string grpc_socket = "/run/smik/agent.sock";
   bool uninstall = false, mesh_all = false;
   cfg.node.node_name = hostName();
@@ -161,6 +166,11 @@ int main(int argc, char** argv) {
                  "HTTPRouteGroup-only rules at L4: deny (grant nothing) | allow-tcp (all TCP ports)")
       ->envname("SMIK_HTTP_RULES")
       ->capture_default_str();
+  app.add_option("--host-traffic", host_traffic,
+                 "traffic from this node's own addresses (kubelet probes): allow (unjudged) | "
+                 "policy (needs a TrafficTarget source kind Host, name local)")
+      ->envname("SMIK_HOST_TRAFFIC")
+      ->capture_default_str();
   app.add_flag("--mesh-all", mesh_all, "mesh every pod, whatever its namespace's smik.io/mesh label")
       ->envname("SMIK_MESH_ALL");
   app.add_flag("--force-clsact", cfg.force_clsact, "attach with clsact even where tcx exists");
@@ -191,10 +201,12 @@ int main(int argc, char** argv) {
     spdlog::info("uninstalled: {} and every hook it held are gone", cfg.pin_dir);
     return 0;
   }
-  if (!applyPolicySettings(mode, http_rules, mesh_all, mesh_namespaces, &cfg.node)) return 2;
+  if (!applyPolicySettings(mode, http_rules, host_traffic, mesh_all, mesh_namespaces, &cfg.node))
+    return 2;
   if (cfg.cgroup.empty()) cfg.cgroup = smik::datapath::cgroup2Mount();
-  spdlog::info("node {}, access mode {}, pin dir {}, cgroup2 {}", cfg.node.node_name, mode,
-               cfg.pin_dir, cfg.cgroup.empty() ? "(not mounted)" : cfg.cgroup);
+  spdlog::info("node {}, access mode {}, host traffic {}, pin dir {}, cgroup2 {}",
+               cfg.node.node_name, mode, host_traffic, cfg.pin_dir,
+               cfg.cgroup.empty() ? "(not mounted)" : cfg.cgroup);
 
   std::string err;
   std::optional<smik::kube::KubeConfig> kube_config;
@@ -212,6 +224,14 @@ int main(int argc, char** argv) {
   if (!agent) {
     spdlog::error("{}", err);
     return 1;
+  }
+  // The agent's API connections bypass its own socket programs (why: at
+  // smik_own_sockets in bpf/sock_lb.bpf.c). The programs' map exists now.
+  if (kube_config) {
+    if (auto own = smik::datapath::ownSocketRegistrar(cfg.pin_dir, &err))
+      smik::kube::setSocketHook(std::move(own));
+    else
+      spdlog::error("{}: the agent's API connections may be translated", err);
   }
   // Cluster-wide metrics are an answer, not enforcement: a part that cannot
   // start is logged and left off. Declared before http, which uses it.

@@ -38,6 +38,22 @@ struct {
   __uint(pinning, LIBBPF_PIN_BY_NAME);
 } smik_backends SEC(".maps");
 
+/* The agent's own Kubernetes API sockets (cookie -> 1), registered before
+ * they connect: never translated. On a fresh node the agent lists before any
+ * table exists, so it reaches the API server's ClusterIP the node's own way
+ * (kube-proxy, or a kubeconfig naming real addresses); a restarted agent must
+ * not depend instead on a table a previous run left, which may point at API
+ * servers that are gone: then it could never list again to fix it. Cookies
+ * are never reused and only connect() reads this, so LRU eviction of long
+ * connected sockets is harmless. */
+struct {
+  __uint(type, BPF_MAP_TYPE_LRU_HASH);
+  __uint(max_entries, 1024);
+  __type(key, __u64);
+  __type(value, __u8);
+  __uint(pinning, LIBBPF_PIN_BY_NAME);
+} smik_own_sockets SEC(".maps");
+
 struct {
   __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
   __uint(max_entries, SMIK_SOCK_MAX);
@@ -76,11 +92,17 @@ static __always_inline void ctx_addr(struct bpf_sock_addr *ctx, __u8 family, __u
   }
 }
 
+/* mapped: addr is IPv4, written as ::ffff:addr into an IPv6 ctx (unmap_v4). */
 static __always_inline void set_ctx_addr(struct bpf_sock_addr *ctx, __u8 family, const __u8 *addr,
-                                         __u16 port) {
+                                         __u16 port, int mapped) {
   const __u32 *w = (const __u32 *)addr;
   if (family == SMIK_AF_INET) {
     ctx->user_ip4 = w[0];
+  } else if (mapped) {
+    ctx->user_ip6[0] = 0;
+    ctx->user_ip6[1] = 0;
+    ctx->user_ip6[2] = bpf_htonl(0xffff);
+    ctx->user_ip6[3] = w[0];
   } else {
     ctx->user_ip6[0] = w[0];
     ctx->user_ip6[1] = w[1];
@@ -119,6 +141,7 @@ static __always_inline int pick(const struct smik_svc_value *svc, __u32 r1, __u3
 static __always_inline int translate(struct bpf_sock_addr *ctx, __u8 family) {
   struct smik_svc_key key = {.family = family, .proto = (__u8)ctx->protocol};
   ctx_addr(ctx, family, key.addr);
+  int mapped = unmap_v4(&key.family, key.addr);
   key.port = ctx_port(ctx);
   struct smik_svc_value *svc = bpf_map_lookup_elem(&smik_services, &key);
   if (!svc)
@@ -129,6 +152,8 @@ static __always_inline int translate(struct bpf_sock_addr *ctx, __u8 family) {
   }
 
   __u64 cookie = bpf_get_socket_cookie(ctx);
+  if (bpf_map_lookup_elem(&smik_own_sockets, &cookie))
+    return 1;
   __u32 r1, r2;
   if (key.proto == IPPROTO_UDP) {
     r1 = mix32(cookie ^ svc->svc_id);
@@ -143,14 +168,16 @@ static __always_inline int translate(struct bpf_sock_addr *ctx, __u8 family) {
   struct smik_backend *be = bpf_map_lookup_elem(&smik_backends, &bk);
   if (!be)
     return 1; /* table mid-replacement by a crashed agent: leave it be */
+  if (be->family != key.family)
+    return 1; /* a v4-mapped socket can only reach IPv4 */
 
-  struct smik_revnat_key rk = {.cookie = cookie, .port = be->port, .family = family};
+  struct smik_revnat_key rk = {.cookie = cookie, .port = be->port, .family = key.family};
   __builtin_memcpy(rk.addr, be->addr, 16);
-  struct smik_revnat_value rv = {.port = key.port, .family = family, .svc_id = svc->svc_id};
+  struct smik_revnat_value rv = {.port = key.port, .family = key.family, .svc_id = svc->svc_id};
   __builtin_memcpy(rv.addr, key.addr, 16);
   bpf_map_update_elem(&smik_revnat, &rk, &rv, BPF_ANY);
 
-  set_ctx_addr(ctx, family, be->addr, be->port);
+  set_ctx_addr(ctx, family, be->addr, be->port, mapped);
   bump(SMIK_SOCK_TRANSLATED);
   return 1;
 }
@@ -160,11 +187,12 @@ static __always_inline int translate(struct bpf_sock_addr *ctx, __u8 family) {
 static __always_inline int reverse(struct bpf_sock_addr *ctx, __u8 family) {
   struct smik_revnat_key rk = {.cookie = bpf_get_socket_cookie(ctx), .family = family};
   ctx_addr(ctx, family, rk.addr);
+  int mapped = unmap_v4(&rk.family, rk.addr);
   rk.port = ctx_port(ctx);
   struct smik_revnat_value *rv = bpf_map_lookup_elem(&smik_revnat, &rk);
   if (!rv)
     return 1;
-  struct smik_svc_key key = {.port = rv->port, .family = family, .proto = (__u8)ctx->protocol};
+  struct smik_svc_key key = {.port = rv->port, .family = rk.family, .proto = (__u8)ctx->protocol};
   __builtin_memcpy(key.addr, rv->addr, 16);
   struct smik_svc_value *svc = bpf_map_lookup_elem(&smik_services, &key);
   if (!svc || svc->svc_id != rv->svc_id) {
@@ -172,7 +200,7 @@ static __always_inline int reverse(struct bpf_sock_addr *ctx, __u8 family) {
     bump(SMIK_SOCK_STALE);
     return 1;
   }
-  set_ctx_addr(ctx, family, rv->addr, rv->port);
+  set_ctx_addr(ctx, family, rv->addr, rv->port, mapped);
   bump(SMIK_SOCK_REVERSED);
   return 1;
 }

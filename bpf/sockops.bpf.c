@@ -46,6 +46,10 @@ static __always_inline int edge_of(struct bpf_sock_ops *skops, int active,
   } else {
     return 0;
   }
+  /* a dual-stack socket's IPv4 connection: the edge of the IPv4 addresses */
+  __u8 client_family = k->family;
+  if (unmap_v4(&k->family, k->server))
+    unmap_v4(&client_family, k->client);
   k->proto = SMIK_PROTO_TCP;
   /* remote_port: be16 in the upper half; local_port: host order (E12) */
   k->port = active ? bpf_ntohl(skops->remote_port) : skops->local_port;

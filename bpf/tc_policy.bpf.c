@@ -168,28 +168,31 @@ static __always_inline __u32 current_gen(void) {
 }
 
 /* The allow-list, in the order the C++ reference (compile::judgePolicy)
- * states: the host, an exact port, every port of the protocol, then the
- * destination's meta entry says whether an unmatched flow is denied.
+ * states: an exact port, every port of the protocol, then the destination's
+ * meta entry says whether the node's own traffic (SMIK_ID_HOST: kubelet
+ * probes) is judged at all and whether an unmatched flow is denied: one inner
+ * map decides all of it, so a swap changes it together.
  * explicit_only: only a grant counts (a flow's direction is being guessed). */
 static __always_inline int policy_allows(__u32 src, __u32 dst, __u16 dport, __u8 proto,
                                          int explicit_only) {
-  if (src == SMIK_ID_HOST)
-    return 1;
   __u32 zero = 0;
   void *policy = bpf_map_lookup_elem(&smik_policy, &zero);
   if (!policy)
-    return 0; /* no policy installed yet: fail closed */
+    return src == SMIK_ID_HOST; /* no policy installed yet: fail closed, but the node */
   struct smik_policy_key k = {.src_id = src, .dst_id = dst, .dport = dport, .proto = proto};
   if (dport && bpf_map_lookup_elem(policy, &k))
     return 1;
   k.dport = 0;
   if (bpf_map_lookup_elem(policy, &k))
     return 1;
-  if (explicit_only)
-    return 0;
   struct smik_policy_key meta = {.src_id = SMIK_ID_META, .dst_id = dst};
   struct smik_policy_value *m = bpf_map_lookup_elem(policy, &meta);
-  return !(m && (m->flags & SMIK_POL_F_ENFORCED));
+  __u32 flags = m ? m->flags : 0;
+  if (src == SMIK_ID_HOST && !(flags & SMIK_POL_F_HOST_JUDGED))
+    return 1;
+  if (explicit_only)
+    return 0;
+  return !(flags & SMIK_POL_F_ENFORCED);
 }
 
 /* Telemetry: a denied attempt counts once at the server's edge (however often

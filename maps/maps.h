@@ -24,6 +24,7 @@ inline constexpr const char* kEdgesMap = "smik_edges";
 inline constexpr const char* kServicesMap = "smik_services";
 inline constexpr const char* kBackendsMap = "smik_backends";
 inline constexpr const char* kRevnatMap = "smik_revnat";
+inline constexpr const char* kOwnSocketsMap = "smik_own_sockets";
 inline constexpr const char* kSockStatsMap = "smik_sock_stats";
 inline constexpr const char* kConnMap = "smik_conn";
 inline constexpr const char* kEventsMap = "smik_events";

@@ -4,6 +4,7 @@
 
 #include <arpa/inet.h>
 
+#include <algorithm>
 #include <cstring>
 #include <tuple>
 
@@ -28,6 +29,18 @@ bool parseAccessMode(const std::string& s, AccessMode* out) {
   for (auto m : {AccessMode::kStrict, AccessMode::kPermissive, AccessMode::kPerDestination}) {
     if (s == accessModeName(m)) {
       *out = m;
+      return true;
+    }
+  }
+  return false;
+}
+
+const char* hostTrafficName(HostTraffic h) { return h == HostTraffic::kPolicy ? "policy" : "allow"; }
+
+bool parseHostTraffic(const std::string& s, HostTraffic* out) {
+  for (auto h : {HostTraffic::kAllow, HostTraffic::kPolicy}) {
+    if (s == hostTrafficName(h)) {
+      *out = h;
       return true;
     }
   }
@@ -153,7 +166,8 @@ class Compiler {
     for (const auto& [k, pod] : state_.pods) accounts.insert(key(pod->meta.ns, pod->service_account));
     for (const auto& [k, tt] : state_.traffic_targets) {
       accounts.insert(key(tt.destination.ns, tt.destination.name));
-      for (const auto& s : tt.sources) accounts.insert(key(s.ns, s.name));
+      for (const auto& s : tt.sources)
+        if (!s.isHost()) accounts.insert(key(s.ns, s.name));
     }
     plan_.identities = assignIdentities(accounts);
   }
@@ -161,6 +175,7 @@ class Compiler {
   uint32_t idOf(const std::string& ns, const std::string& name) const {
     return plan_.identities.at(key(ns, name));
   }
+  uint32_t idOf(const model::Subject& s) const { return s.isHost() ? SMIK_ID_HOST : idOf(s.ns, s.name); }
 
   void mapAddresses() {
     for (const auto& [k, pod_ptr] : state_.pods) {
@@ -235,6 +250,11 @@ class Compiler {
 
   void grantTarget(const TrafficTarget& tt) {
     if (!valid(tt)) return;
+    bool names_host = std::any_of(tt.sources.begin(), tt.sources.end(),
+                                  [](const auto& s) { return s.isHost(); });
+    if (names_host && node_.host_traffic == HostTraffic::kAllow)
+      diag(ttRef(tt), "source Host: host traffic passes anyway (--host-traffic=allow)",
+           Diagnostic::Level::kInfo);
     uint32_t dst = idOf(tt.destination.ns, tt.destination.name);
     enforced_by_target_.insert(dst);
     if (!local_identities_.count(dst)) return;  // no pod of it here
@@ -262,7 +282,7 @@ class Compiler {
       plan_.rules.push_back({key(tt.meta.ns, tt.meta.name), label});
       uint32_t rule_id = plan_.rules.size();
       for (const auto& src : tt.sources) {
-        uint32_t sid = idOf(src.ns, src.name);
+        uint32_t sid = idOf(src);
         for (const auto& g : grants) {
           smik_policy_key k{sid, dst, g.port, static_cast<uint8_t>(g.proto), 0};
           plan_.policy.emplace(k, smik_policy_value{rule_id, 0});  // first rule keeps it
@@ -307,7 +327,10 @@ class Compiler {
                        enforced_by_target_.count(id));
       if (!enforced) continue;
       smik_policy_key meta{SMIK_ID_META, id, 0, 0, 0};
-      plan_.policy[meta] = smik_policy_value{0, SMIK_POL_F_ENFORCED};
+      // In the policy itself, not a separate switch: a swap changes both at once.
+      uint32_t flags = SMIK_POL_F_ENFORCED;
+      if (node_.host_traffic == HostTraffic::kPolicy) flags |= SMIK_POL_F_HOST_JUDGED;
+      plan_.policy[meta] = smik_policy_value{0, flags};
     }
   }
 

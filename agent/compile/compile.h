@@ -23,6 +23,15 @@ bool parseAccessMode(const std::string& s, AccessMode* out);
 // invisible (spec.md §2.5). Default: nothing.
 enum class HttpRulesAtL4 { kGrantNothing, kGrantAllTcp };
 
+// Traffic from this node's own addresses (kubelet probes, host-network
+// pods, and whatever is source-NATed to the node's address on its way to a
+// local pod). kAllow: it passes before any policy (SMI is silent; Cilium's
+// allow-localhost). kPolicy: judged like any source; a TrafficTarget grants
+// it with the source {kind: Host, name: local}.
+enum class HostTraffic { kAllow, kPolicy };
+const char* hostTrafficName(HostTraffic h);
+bool parseHostTraffic(const std::string& s, HostTraffic* out);
+
 struct NodeConfig {
   std::string node_name;
   AccessMode access_mode = AccessMode::kStrict;
@@ -31,6 +40,7 @@ struct NodeConfig {
   std::vector<std::string> mesh_namespaces;
   HttpRulesAtL4 http_rules = HttpRulesAtL4::kGrantNothing;
   std::vector<std::string> host_addrs;  // this node's own addresses: identity HOST
+  HostTraffic host_traffic = HostTraffic::kAllow;
 };
 
 // Namespace label that puts a namespace's pods into the mesh.

@@ -31,14 +31,18 @@ const char* policyMatchName(PolicyMatch m) {
 
 PolicyVerdict judgePolicy(const PolicyEntries* policy, uint32_t src, uint32_t dst, uint16_t dport,
                           uint8_t proto) {
-  if (src == SMIK_ID_HOST) return {true, PolicyMatch::kHost, 0};
-  if (!policy) return {false, PolicyMatch::kNoPolicy, 0};
+  bool host = src == SMIK_ID_HOST;
+  if (!policy) return host ? PolicyVerdict{true, PolicyMatch::kHost, 0} : PolicyVerdict{};
   if (dport) {
     if (auto* v = find(*policy, src, dst, dport, proto)) return {true, PolicyMatch::kExactPort, v->rule_id};
   }
   if (auto* v = find(*policy, src, dst, 0, proto)) return {true, PolicyMatch::kAllPorts, v->rule_id};
   auto* meta = find(*policy, SMIK_ID_META, dst, 0, 0);
-  if (meta && (meta->flags & SMIK_POL_F_ENFORCED)) return {false, PolicyMatch::kDefaultDeny, 0};
+  uint32_t flags = meta ? meta->flags : 0;
+  // --host-traffic=policy marks the destination's meta entry: the node is
+  // then judged like any source; otherwise it is always allowed.
+  if (host && !(flags & SMIK_POL_F_HOST_JUDGED)) return {true, PolicyMatch::kHost, 0};
+  if (flags & SMIK_POL_F_ENFORCED) return {false, PolicyMatch::kDefaultDeny, 0};
   return {true, PolicyMatch::kNotEnforced, 0};
 }
 

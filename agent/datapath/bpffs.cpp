@@ -1,4 +1,5 @@
 #include <ifaddrs.h>
+#include <net/if.h>
 #include <linux/magic.h>
 #include <netdb.h>
 #include <sys/mount.h>
@@ -9,6 +10,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 
 #include "agent/datapath/system.h"
@@ -56,22 +58,43 @@ std::string cgroup2Mount() {
   return "";
 }
 
+namespace {
+
+bool isLinkLocal(const compile::Addr& a) {
+  if (a.family == SMIK_AF_INET) return a.bytes[0] == 169 && a.bytes[1] == 254;
+  return a.bytes[0] == 0xfe && (a.bytes[1] & 0xc0) == 0x80;
+}
+
+}  // namespace
+
+bool isNodeAddress(const std::string& addr, const std::string& driver, bool loopback) {
+  compile::Addr a;
+  if (loopback || !compile::parseAddr(addr, &a) || isLinkLocal(a)) return false;
+  return driver != "veth" && driver != "netkit" && driver != "dummy";
+}
+
 std::vector<std::string> hostAddresses() {
   std::vector<std::string> out;
   ifaddrs* list = nullptr;
   if (getifaddrs(&list) != 0) return out;
+  std::map<std::string, std::string> drivers;  // one ioctl per interface, not per address
   for (ifaddrs* i = list; i; i = i->ifa_next) {
     if (!i->ifa_addr) continue;
     int fam = i->ifa_addr->sa_family;
     if (fam != AF_INET && fam != AF_INET6) continue;
     char buf[NI_MAXHOST];
     socklen_t len = fam == AF_INET ? sizeof(sockaddr_in) : sizeof(sockaddr_in6);
-    if (getnameinfo(i->ifa_addr, len, buf, sizeof buf, nullptr, 0, NI_NUMERICHOST) == 0) {
-      std::string a = buf;
-      auto pct = a.find('%');  // fe80::1%eth0
-      if (pct != std::string::npos) a.resize(pct);
-      out.push_back(a);
-    }
+    if (getnameinfo(i->ifa_addr, len, buf, sizeof buf, nullptr, 0, NI_NUMERICHOST) != 0) continue;
+    std::string a = buf;
+    auto pct = a.find('%');  // fe80::1%eth0
+    if (pct != std::string::npos) a.resize(pct);
+    bool loopback = i->ifa_flags & IFF_LOOPBACK;
+    compile::Addr parsed;
+    // Cheap checks first: a node's many veths hold link-local addresses only.
+    if (loopback || !compile::parseAddr(a, &parsed) || isLinkLocal(parsed)) continue;
+    auto d = drivers.find(i->ifa_name);
+    if (d == drivers.end()) d = drivers.emplace(i->ifa_name, interfaceDriver(i->ifa_name)).first;
+    if (isNodeAddress(a, d->second, loopback)) out.push_back(a);
   }
   freeifaddrs(list);
   return out;

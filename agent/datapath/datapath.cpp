@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <fcntl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 
 #include <cerrno>
@@ -58,6 +59,24 @@ void tcDetachClsact(uint32_t ifindex, bpf_tc_attach_point where) {
 }
 
 }  // namespace
+
+std::function<void(int fd)> ownSocketRegistrar(const std::string& pin_dir, std::string* err) {
+  std::string pin = pin_dir + "/" + maps::kOwnSocketsMap;
+  int map = bpf_obj_get(pin.c_str());
+  if (map < 0) return (*err = errnoText("open " + pin)), nullptr;
+  auto fd = std::shared_ptr<int>(new int(map), [](int* f) {
+    close(*f);
+    delete f;
+  });
+  return [fd](int sock) {
+    uint64_t cookie = 0;
+    socklen_t len = sizeof cookie;
+    uint8_t one = 1;
+    if (getsockopt(sock, SOL_SOCKET, SO_COOKIE, &cookie, &len) != 0 ||
+        bpf_map_update_elem(*fd, &cookie, &one, BPF_ANY) != 0)
+      spdlog::warn("socket {} stays subject to smik's socket programs: {}", sock, strerror(errno));
+  };
+}
 
 std::unique_ptr<Datapath> Datapath::open(const Options& opts, std::string* err) {
   if (!ensurePinDir(opts.pin_dir, err)) return nullptr;

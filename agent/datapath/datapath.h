@@ -33,6 +33,12 @@ struct Attachment {
   int to_pod_link = -1, from_pod_link = -1;
 };
 
+// Registers a socket, before it connects, as one of the agent's own: the
+// socket programs never translate it (smik_own_sockets in bpf/sock_lb.bpf.c
+// says why). Opens the pinned map under pin_dir (which Datapath::open
+// creates); an empty function and *err when it cannot.
+std::function<void(int fd)> ownSocketRegistrar(const std::string& pin_dir, std::string* err);
+
 class Datapath {
  public:
   static std::unique_ptr<Datapath> open(const Options& opts, std::string* err);

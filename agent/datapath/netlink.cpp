@@ -57,22 +57,27 @@ uint32_t routeIfindex(const compile::Addr& addr) {
 
 namespace smik::datapath {
 
+std::string interfaceDriver(const std::string& ifname) {
+  if (ifname.size() >= IF_NAMESIZE) return "";
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return "";
+  ethtool_drvinfo info{};
+  info.cmd = ETHTOOL_GDRVINFO;
+  ifreq ifr{};
+  std::memcpy(ifr.ifr_name, ifname.c_str(), ifname.size() + 1);
+  ifr.ifr_data = reinterpret_cast<char*>(&info);
+  bool ok = ioctl(fd, SIOCETHTOOL, &ifr) == 0;
+  close(fd);
+  return ok ? std::string(info.driver, strnlen(info.driver, sizeof info.driver)) : "";
+}
+
 // A pod's host side is a veth (or netkit); a route that resolves to anything
 // else (the default route, before the CNI made the pod's) is not a pod.
 bool isPodInterface(uint32_t ifindex) {
   char name[IF_NAMESIZE] = {};
   if (!if_indextoname(ifindex, name)) return false;
-  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return false;
-  ethtool_drvinfo info{};
-  info.cmd = ETHTOOL_GDRVINFO;
-  ifreq ifr{};
-  std::memcpy(ifr.ifr_name, name, IF_NAMESIZE);  // both IF_NAMESIZE, NUL-terminated
-  ifr.ifr_data = reinterpret_cast<char*>(&info);
-  bool ok = ioctl(fd, SIOCETHTOOL, &ifr) == 0 &&
-            (std::strcmp(info.driver, "veth") == 0 || std::strcmp(info.driver, "netkit") == 0);
-  close(fd);
-  return ok;
+  std::string driver = interfaceDriver(name);
+  return driver == "veth" || driver == "netkit";
 }
 
 }  // namespace smik::datapath

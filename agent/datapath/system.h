@@ -23,7 +23,21 @@ uint32_t routeIfindex(const compile::Addr& addr);
 // True if ifindex is a veth/netkit device: only those are pods' host sides.
 bool isPodInterface(uint32_t ifindex);
 
-// Every address configured on this host (the HOST identity).
+// The ethtool driver name of an interface ("veth", "dummy", "virtio_net"),
+// empty if it reports none.
+std::string interfaceDriver(const std::string& ifname);
+
+// Whether an address configured on this host is one of the node's own, the
+// addresses the HOST identity stands for: the global addresses of its real
+// interfaces (uplinks, bonds, VLANs, bridges, tunnels; where the node's
+// InternalIP lives). Not loopback, not link-local (169.254/16, fe80::/10:
+// they never reach a pod from another link), not on veth/netkit (pods' host
+// sides) nor on dummy devices (kube-ipvs0 holds every ClusterIP, nodelocaldns
+// its VIP: addresses that stand for services, not for the node).
+// `driver` as interfaceDriver() reports it.
+bool isNodeAddress(const std::string& addr, const std::string& driver, bool loopback);
+
+// This node's own addresses (isNodeAddress): the HOST identity.
 std::vector<std::string> hostAddresses();
 
 }  // namespace smik::datapath

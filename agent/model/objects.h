@@ -129,11 +129,19 @@ struct TrafficSplit {
   std::vector<std::string> match_names;
 };
 
-// A TrafficTarget destination or source (only kind ServiceAccount is defined).
+// A TrafficTarget destination or source. SMI defines kind ServiceAccount
+// only; smik adds one source kind, Host with name "local": the node the
+// destination pod runs on (kubelet probes, host-network pods, traffic
+// source-NATed to the node), which SMI cannot name. It matters only with
+// --host-traffic=policy (host traffic passes unjudged otherwise).
+inline constexpr const char* kHostSubjectKind = "Host";
+inline constexpr const char* kHostSubjectName = "local";
+
 struct Subject {
   std::string kind;
   std::string name;
-  std::string ns;  // defaulted on parse: destination and sources to the TT's namespace
+  std::string ns;  // defaulted on parse: destination and sources to the TT's namespace; empty for Host
+  bool isHost() const { return kind == kHostSubjectKind; }
 };
 
 struct TrafficRule {

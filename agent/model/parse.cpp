@@ -498,12 +498,21 @@ TrafficSplit parseTrafficSplit(const Field& doc, ObjectMeta meta, const std::str
   return ts;
 }
 
-Subject parseSubject(const Field& f, const std::string& tt_namespace) {
+// `source`: a source may also be smik's Host subject (objects.h).
+Subject parseSubject(const Field& f, const std::string& tt_namespace, bool source) {
   Subject s;
   s.kind = f["kind"].name();
+  if (source && s.isHost()) {
+    s.name = f["name"].name();
+    if (s.name != kHostSubjectName)
+      fail(f["name"].path() + ": a Host source is named " + quote(kHostSubjectName) +
+           " (the destination's own node), not " + quote(s.name));
+    if (f["namespace"].present()) fail(f["namespace"].path() + ": a Host source has no namespace");
+    return s;
+  }
   if (s.kind != "ServiceAccount")
     fail(f["kind"].path() + ": unsupported subject kind " + quote(s.kind) +
-         " (only ServiceAccount)");
+         (source ? " (ServiceAccount, or Host for the node itself)" : " (only ServiceAccount)"));
   s.name = f["name"].name();
   s.ns = f["namespace"].str().value_or("");
   if (s.ns.empty()) s.ns = tt_namespace;
@@ -533,7 +542,7 @@ TrafficTarget parseTrafficTarget(const Field& doc, ObjectMeta meta, const std::s
   const Field body = v1 ? doc : doc["spec"].required();
 
   const Field dest = body["destination"].required();
-  tt.destination = parseSubject(dest, tt.meta.ns);
+  tt.destination = parseSubject(dest, tt.meta.ns, false);
   if (!v3 && dest["port"].present()) tt.legacy_port = parsePort(dest["port"], true);
 
   const Field rules = body[v1 ? "specs" : "rules"];
@@ -543,7 +552,7 @@ TrafficTarget parseTrafficTarget(const Field& doc, ObjectMeta meta, const std::s
     sources.required();
   }
   for (const Field& r : rules.items()) tt.rules.push_back(parseRule(r, v3));
-  for (const Field& s : sources.items()) tt.sources.push_back(parseSubject(s, tt.meta.ns));
+  for (const Field& s : sources.items()) tt.sources.push_back(parseSubject(s, tt.meta.ns, true));
   return tt;
 }
 

@@ -79,6 +79,17 @@ std::string noProxyList() {
   return list + "localhost,127.0.0.1,::1";
 }
 
+// setSocketHook's hook: set before the first request, read-only after.
+std::function<void(int)>& socketHook() {
+  static std::function<void(int)> hook;
+  return hook;
+}
+
+int onSocket(void*, curl_socket_t fd, curlsocktype purpose) {
+  if (purpose == CURLSOCKTYPE_IPCXN) socketHook()(fd);
+  return CURL_SOCKOPT_OK;
+}
+
 void initCurlOnce() {
   static const bool done = [] {
     curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -88,6 +99,8 @@ void initCurlOnce() {
 }
 
 }  // namespace
+
+void setSocketHook(std::function<void(int fd)> hook) { socketHook() = std::move(hook); }
 
 void Cancel::cancel() {
   cancelled_.store(true);
@@ -198,6 +211,7 @@ HttpResponse HttpClient::performOnce(const Request& req, const OnData& on_data, 
   curl_easy_setopt(easy, CURLOPT_TCP_KEEPINTVL, 15L);
   curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
   curl_easy_setopt(easy, CURLOPT_USERAGENT, "smik-agent");
+  if (socketHook()) curl_easy_setopt(easy, CURLOPT_SOCKOPTFUNCTION, onSocket);
   const std::string no_proxy = noProxyList();
   curl_easy_setopt(easy, CURLOPT_NOPROXY, no_proxy.c_str());
   if (!config_.proxy_url.empty()) curl_easy_setopt(easy, CURLOPT_PROXY, config_.proxy_url.c_str());

@@ -52,6 +52,11 @@ struct HttpResponse {
   std::string body;
 };
 
+// Every socket any HttpClient of this process opens is handed to `hook`
+// before it connects: the agent keeps its own API connections out of its own
+// socket programs (see agent/main.cpp). Set it before the first request.
+void setSocketHook(std::function<void(int fd)> hook);
+
 class HttpClient {
  public:
   HttpClient(KubeConfig config, HttpTimeouts timeouts = {});

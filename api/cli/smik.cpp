@@ -73,6 +73,7 @@ struct Common {
   std::string manifests;
   std::string mode = "strict";
   std::string http_rules = "deny";
+  std::string host_traffic = "allow";
   bool mesh_all = false;
   std::vector<CLI::Option*> offline_only;  // meaningless when the agent answers
 };
@@ -86,6 +87,9 @@ void addCommon(CLI::App* cmd, Common& c) {
           ->capture_default_str());
   c.offline_only.push_back(
       cmd->add_option("--http-rules", c.http_rules, "with --manifests: deny | allow-tcp")
+          ->capture_default_str());
+  c.offline_only.push_back(
+      cmd->add_option("--host-traffic", c.host_traffic, "with --manifests: allow | policy")
           ->capture_default_str());
   c.offline_only.push_back(
       cmd->add_flag("--mesh-all", c.mesh_all, "with --manifests: mesh every pod"));
@@ -107,6 +111,10 @@ bool load(const Common& c, model::ClusterState* state, compile::NodeConfig* node
   for (const auto& e : dir.errors()) std::cerr << "rejected: " << e.str() << "\n";
   if (!compile::parseAccessMode(c.mode, &node->access_mode)) {
     std::cerr << "unknown access mode " << c.mode << "\n";
+    return false;
+  }
+  if (!compile::parseHostTraffic(c.host_traffic, &node->host_traffic)) {
+    std::cerr << "unknown host traffic setting " << c.host_traffic << " (allow or policy)\n";
     return false;
   }
   node->mesh_all = c.mesh_all;

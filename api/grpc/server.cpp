@@ -322,7 +322,8 @@ class AgentService final : public pb::Agent::Service {
       for (const auto& [k, v] : s.policy) {
         if (k.src_id == SMIK_ID_META) {
           add("* -> " + id(k.dst_id),
-              (v.flags & SMIK_POL_F_ENFORCED) ? "enforced (default deny)" : "not enforced");
+              std::string((v.flags & SMIK_POL_F_ENFORCED) ? "enforced (default deny)" : "not enforced") +
+                  ((v.flags & SMIK_POL_F_HOST_JUDGED) ? ", host sources judged" : ""));
           continue;
         }
         std::string rule = "rule " + std::to_string(v.rule_id);

@@ -29,6 +29,7 @@ std::string statusJson(const AgentStatus& s) {
   if (!s.collections.empty()) j["collections"] = s.collections;
   j["node"] = s.node;
   j["accessMode"] = s.access_mode;
+  j["hostTraffic"] = s.host_traffic;
   j["attachMode"] = s.attach_mode;
   j["policyGeneration"] = s.policy_generation;
   j["policyEntries"] = s.policy_entries;

@@ -21,7 +21,7 @@
 /* Reserved identities. Dynamic (ServiceAccount) identities start at
  * SMIK_ID_FIRST_DYNAMIC. */
 #define SMIK_ID_UNKNOWN 0       /* no entry: a source we know nothing about */
-#define SMIK_ID_HOST 1          /* this node (kubelet probes): always allowed */
+#define SMIK_ID_HOST 1          /* this node (kubelet probes): allowed unless SMIK_POL_F_HOST_JUDGED */
 #define SMIK_ID_WORLD 2         /* outside the cluster */
 #define SMIK_ID_FIRST_DYNAMIC 256
 /* Policy key src_id of a destination's meta entry (see smik_policy_value). */
@@ -88,6 +88,7 @@ struct smik_policy_key {
 SMIK_STATIC_ASSERT(sizeof(struct smik_policy_key) == 12, "smik_policy_key layout");
 
 #define SMIK_POL_F_ENFORCED 1 /* meta entry: default deny for this dst */
+#define SMIK_POL_F_HOST_JUDGED 2 /* meta entry: SMIK_ID_HOST sources need a grant too */
 
 struct smik_policy_value {
   __u32 rule_id; /* 1-based index into the agent's rule table; 0 = meta entry */

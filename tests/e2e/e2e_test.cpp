@@ -4,13 +4,17 @@
 namespace smik::e2e {
 namespace {
 
+using Access = OverFamilies<E2E>;
+SMIK_E2E_FAMILIES(Access);
+
 // The SMI conformance access scenario: default deny, a TCPRoute with
-// `ports: []` allows every TCP port, deleting the TrafficTarget revokes.
-TEST_F(E2E, ConformanceAccessScenario) {
+// `ports: []` allows every TCP port, deleting the TrafficTarget revokes; over
+// IPv4 and over IPv6 between dual-stack pods.
+TEST_P(Access, ConformanceAccessScenario) {
   Pod& client = bed_->addPod("client", bed_->nextIp());
   Pod& server = bed_->addPod("server", bed_->nextIp());
-  write("base.yaml", ns("app", true) + pod("app", "client", "client", client.ip()) +
-                         pod("app", "server", "server", server.ip()));
+  write("base.yaml", ns("app", true) + pod("app", "client", "client", ips(client)) +
+                         pod("app", "server", "server", ips(server)));
   startAgent();
   waitAttached(2);
   Proc srv = serve(server, "8080,9090", "8080");
@@ -98,6 +102,64 @@ TEST_F(E2E, HostToPodAllowedUnderDefaultDeny) {
   expectTcp(client, server, 8080, "timeout");
   std::string got;
   EXPECT_TRUE(eventually([&] { return (got = hostTcp(server, 8080)) == "ok"; }, 1500)) << got;
+}
+
+// --host-traffic=policy: the node's own traffic (kubelet probes) is judged
+// like any source: denied until a TrafficTarget names the source
+// {kind: Host, name: local}, then allowed on the granted port only, and
+// revoked with the TrafficTarget; over IPv4 and IPv6.
+TEST_P(Access, HostTrafficUnderPolicyNeedsAGrant) {
+  Pod& client = bed_->addPod("client", bed_->nextIp());
+  Pod& server = bed_->addPod("server", bed_->nextIp());
+  write("pods.yaml", ns("app", true) + pod("app", "client", "client", ips(client)) +
+                         pod("app", "server", "server", ips(server)));
+  startAgent({"--host-traffic", "policy"});
+  waitAttached(2);
+  EXPECT_NE(status().find("\"hostTraffic\": \"policy\""), std::string::npos) << status();
+  Proc srv = serve(server, "8080,9090");
+  std::string got;
+  auto expectHost = [&](int port, const std::string& want) {
+    EXPECT_TRUE(eventually([&] { return (got = hostTcp(server, port)) == want; }, 1500))
+        << "host -> server:" << port << ": want " << want << ", got " << got;
+  };
+  expectHost(8080, "timeout");
+
+  write("probes.yaml",
+        tcpRoute("app", "probes", "[8080]") +
+            "apiVersion: access.smi-spec.io/v1alpha3\nkind: TrafficTarget\nmetadata:\n"
+            "  name: kubelet\n  namespace: app\nspec:\n  destination:\n"
+            "    kind: ServiceAccount\n    name: server\n    namespace: app\n  rules:\n" +
+            rule("TCPRoute", "probes") + "  sources:\n  - kind: Host\n    name: local\n---\n");
+  expectHost(8080, "ok");
+  expectHost(9090, "timeout");
+  expectTcp(client, server, 8080, "timeout");  // the host's grant is the host's alone
+
+  remove("probes.yaml");
+  expectHost(8080, "timeout");
+}
+
+// The host identity is the node's real addresses only: a source on a
+// virtual interface (here a veth; ClusterIPs sit on kube-ipvs0, a dummy) is
+// not the node and is judged like any unknown source, while the node's
+// uplink address still passes (--host-traffic=allow, the default).
+TEST_F(E2E, HostIdentityIsTheNodesRealAddressesOnly) {
+  auto [c, s] = clientAndServer();
+  Pod& server = *s;
+  std::string vip = bed_->nextIp();
+  bed_->addHostVeth(vip + "/32");
+  startAgent();
+  waitAttached(2);
+  Proc srv = serve(server, "8080");
+  std::string got;
+  EXPECT_TRUE(eventually([&] { return (got = hostTcp(server, 8080)) == "ok"; }, 1500)) << got;
+  auto fromVeth = [&] {
+    auto r = bed_->run({SMIK_TESTPEER, "tcp", server.ip(), "8080", "--timeout-ms", "300", "--src",
+                        vip}, 5000);
+    return r.output.substr(0, r.output.find_first_of(" \n"));
+  };
+  EXPECT_EQ(fromVeth(), "timeout") << "an address on a veth passed as the node";
+  std::string edges = status();
+  EXPECT_NE(edges.find("\"world\""), std::string::npos) << edges;
 }
 
 TEST_F(E2E, SpoofedSourceDropped) {

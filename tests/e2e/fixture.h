@@ -118,11 +118,24 @@ inline std::string ns(const std::string& name, bool meshed) {
          (meshed ? "  labels:\n    smik.io/mesh: enabled\n" : "") + "---\n";
 }
 
+// "a" -> "[a]", "a,b" -> "[a, b]": a YAML flow list of comma-separated values.
+inline std::string flowList(const std::string& csv) {
+  std::string out = "[";
+  std::istringstream in(csv);
+  for (std::string v; std::getline(in, v, ',');) out += (out.size() > 1 ? ", " : "") + v;
+  return out + "]";
+}
+
+// `ips`: one address, or a dual-stack pod's "v4,v6" (podIP is the first).
 inline std::string pod(const std::string& namesp, const std::string& name, const std::string& sa,
-                const std::string& ip, const std::string& node = kNode) {
+                const std::string& ips, const std::string& node = kNode) {
+  std::string list;
+  std::istringstream in(ips);
+  for (std::string ip; std::getline(in, ip, ',');) list += "\n  - ip: " + ip;
   return "apiVersion: v1\nkind: Pod\nmetadata:\n  name: " + name + "\n  namespace: " + namesp +
          "\nspec:\n  serviceAccountName: " + sa + "\n  nodeName: " + node +
-         "\nstatus:\n  phase: Running\n  podIP: " + ip + "\n---\n";
+         "\nstatus:\n  phase: Running\n  podIP: " + ips.substr(0, ips.find(',')) +
+         "\n  podIPs:" + list + "\n---\n";
 }
 
 inline std::string tcpRoute(const std::string& namesp, const std::string& name,
@@ -234,21 +247,30 @@ class E2E : public ::testing::Test {
     return proc;
   }
 
+  // The address of `p` that tests of family_ dial.
+  const std::string& addr(const Pod& p) const { return family_ == 6 ? p.ip6() : p.ip(); }
+  // Every address of `p`, for its manifest: "v4,v6" (dual stack) or "v4".
+  static std::string ips(const Pod& p) { return p.ip6().empty() ? p.ip() : p.ip() + "," + p.ip6(); }
+  // family_ 6: IPv6 tests skip where the test bed has no IPv6.
+  bool skipWithoutFamily() {
+    return family_ == 6 && bed_->subnet6Cidr().empty();
+  }
+
   // "ok", "timeout", "refused"... of one attempt from `from` to to:port.
   std::string tcp(Pod& from, Pod& to, int port, const std::vector<std::string>& extra = {}) {
-    std::vector<std::string> argv = {SMIK_TESTPEER, "tcp", to.ip(), std::to_string(port),
+    std::vector<std::string> argv = {SMIK_TESTPEER, "tcp", addr(to), std::to_string(port),
                                      "--timeout-ms", "300"};
     argv.insert(argv.end(), extra.begin(), extra.end());
     auto r = bed_->run(from, argv, 5000);
     return r.output.substr(0, r.output.find_first_of(" \n"));
   }
   std::string udp(Pod& from, Pod& to, int port) {
-    auto r = bed_->run(from, {SMIK_TESTPEER, "udp", to.ip(), std::to_string(port),
+    auto r = bed_->run(from, {SMIK_TESTPEER, "udp", addr(to), std::to_string(port),
                               "--timeout-ms", "300"}, 5000);
     return r.output.substr(0, r.output.find_first_of(" \n"));
   }
   std::string hostTcp(Pod& to, int port) {
-    auto r = bed_->run({SMIK_TESTPEER, "tcp", to.ip(), std::to_string(port), "--timeout-ms", "300"},
+    auto r = bed_->run({SMIK_TESTPEER, "tcp", addr(to), std::to_string(port), "--timeout-ms", "300"},
                        5000);
     return r.output.substr(0, r.output.find_first_of(" \n"));
   }
@@ -282,7 +304,29 @@ class E2E : public ::testing::Test {
   std::unique_ptr<TestBed> bed_;
   std::string dir_, pin_;
   int http_port_ = 0;
+  int family_ = 4;  // which of a dual-stack pod's addresses tests dial
   std::unique_ptr<Proc> agent_;
 };
+
+// A fixture whose tests run once per address family, IPv4 and IPv6, between
+// the same dual-stack pods (family_ says which address is dialled). Tests are
+// TEST_P(Fixture, ...), instantiated with SMIK_E2E_FAMILIES(Fixture).
+template <class Base>
+class OverFamilies : public Base, public ::testing::WithParamInterface<int> {
+ protected:
+  void SetUp() override {
+    this->family_ = this->GetParam();
+    Base::SetUp();
+    if (!::testing::Test::IsSkipped() && this->skipWithoutFamily())
+      GTEST_SKIP() << "no IPv6 on this machine (the test bed could not claim an IPv6 block)";
+  }
+};
+
+inline std::string familyName(const ::testing::TestParamInfo<int>& info) {
+  return "IPv" + std::to_string(info.param);
+}
+
+#define SMIK_E2E_FAMILIES(Fixture) \
+  INSTANTIATE_TEST_SUITE_P(, Fixture, ::testing::Values(4, 6), ::smik::e2e::familyName)
 
 }  // namespace smik::e2e

@@ -4,7 +4,9 @@
 // with the API server away at start the pinned policy keeps enforcing, the
 // agent says it is not ready and why, and the resync after it comes back
 // neither drops an allowed connection nor admits a denied one.
+#include <fcntl.h>
 #include <httplib.h>
+#include <sched.h>
 
 #include <atomic>
 
@@ -224,6 +226,78 @@ TEST_F(Kube, UnreachableAtStartKeepsThePinnedPolicyAndResyncsCleanly) {
   probe.join();
   EXPECT_GE(rounds.load(), 6);
   EXPECT_EQ(wrong.load(), 0) << "first wrong outcome: " << first_wrong;
+}
+
+// Runs f with this thread in `pod`'s network namespace, then returns: a
+// socket made meanwhile stays there (a listener "in" the pod).
+void inNetns(const Pod& pod, const std::function<void()>& f) {
+  int self = ::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+  int target = ::open(("/var/run/netns/" + pod.netns()).c_str(), O_RDONLY | O_CLOEXEC);
+  struct Back {
+    int self, target;
+    ~Back() {
+      if (self >= 0 && ::setns(self, CLONE_NEWNET) != 0) std::abort();  // never stay elsewhere
+      if (self >= 0) ::close(self);
+      if (target >= 0) ::close(target);
+    }
+  } back{self, target};
+  if (self < 0 || target < 0 || ::setns(target, CLONE_NEWNET) != 0)
+    throw std::runtime_error("cannot enter the netns of " + pod.name());
+  f();
+}
+
+// The agent's own API connections are never translated by its own socket
+// programs. It dials the `kubernetes` Service's ClusterIP, which the node
+// reaches without smik (kube-proxy's part; here the API server holds that
+// address itself), as on any first start, when no table exists yet. A first
+// agent pins the Service's table while its endpoint is an address that then
+// goes away; restarted inside the cgroup its programs watch (as a node's
+// agent is, under the cgroup2 root), the agent still lists, and fixes the
+// table.
+TEST_F(Kube, OwnApiConnectionsPassAStaleTableForTheApiServersClusterIp) {
+  const std::string vip = bed_->nextIp(), gone = bed_->nextIp();  // gone: blackholed
+  Pod& apiserver = bed_->addPod("apiserver", vip);
+  FakeCluster::Options o;
+  o.tls = true;
+  o.tls_dir = SMIK_KUBE_FIXTURES_DIR "/tls";
+  o.address = vip;
+  o.port = 443;
+  inNetns(apiserver, [&] { cluster_ = std::make_unique<FakeCluster>(o); });
+  cluster_->writeKubeconfig(kubeconfig_);
+  auto kubernetesService = [&](const std::string& endpoint) {
+    cluster_->applyYaml(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: kubernetes, namespace: default}\n"
+        "spec:\n  clusterIP: " + vip + "\n  ports:\n"
+        "  - {name: https, port: 443, targetPort: 443, protocol: TCP}\n---\n"
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: kubernetes\n"
+        "  namespace: default\n  labels: {kubernetes.io/service-name: kubernetes}\n"
+        "addressType: IPv4\nendpoints:\n- addresses: [" + endpoint + "]\n"
+        "ports:\n- {name: https, port: 443, protocol: TCP}\n");
+  };
+  // The kernel's table for the ClusterIP, as `smik map dump services` shows it.
+  auto table = [&] {
+    return bed_->run({SMIK_CLI, "map", "dump", "services", "--grpc",
+                      "/tmp/" + bed_->prefix() + "-default-agent.sock"}, 5000).output;
+  };
+  auto startInGroup = [&] {
+    agent_ = std::make_unique<Proc>(bed_->spawnInGroup("node", kubeArgs()));
+    return eventually([&] { return httpGet(http_port_, "/readyz").first == 200; }, 15000);
+  };
+
+  kubernetesService(gone);
+  ASSERT_TRUE(startInGroup()) << agent_->output();
+  std::string t;
+  ASSERT_TRUE(eventually([&] { return (t = table()).find(": " + gone + ":443") != std::string::npos; },
+                         3000))
+      << "the ClusterIP's table does not point at " << gone << ":\n" << t;
+  stopAgent();  // the table stays pinned
+
+  kubernetesService(vip);  // the API server moved while no agent ran
+  ASSERT_TRUE(startInGroup()) << "the agent could not reach the API server past the stale table:\n"
+                              << agent_->output();
+  EXPECT_TRUE(eventually([&] { return (t = table()).find(": " + vip + ":443") != std::string::npos; },
+                         3000))
+      << "the table still points at the old endpoint:\n" << t;
 }
 
 // The APIService path: TLS with the requestheader CA read from the cluster,

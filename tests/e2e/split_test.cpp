@@ -9,21 +9,23 @@
 namespace smik::e2e {
 namespace {
 
-std::string service(const std::string& namesp, const std::string& name, const std::string& vip,
+// `vips`: the ClusterIP, or a dual-stack Service's "v4,v6".
+std::string service(const std::string& namesp, const std::string& name, const std::string& vips,
                     const std::string& selector, int port = 80, int target = 8080) {
   return "apiVersion: v1\nkind: Service\nmetadata:\n  name: " + name + "\n  namespace: " + namesp +
-         "\nspec:\n  clusterIP: " + vip + "\n  selector: " + selector + "\n  ports:\n" +
+         "\nspec:\n  clusterIP: " + vips.substr(0, vips.find(',')) + "\n  clusterIPs: " +
+         flowList(vips) + "\n  selector: " + selector + "\n  ports:\n" +
          "  - {name: web, port: " + std::to_string(port) + ", targetPort: " +
          std::to_string(target) + ", protocol: TCP}\n" + "  - {name: dns, port: " +
          std::to_string(port) + ", targetPort: " + std::to_string(target) +
          ", protocol: UDP}\n---\n";
 }
 
+// pod() with labels.
 std::string labelledPod(const std::string& namesp, const std::string& name, const std::string& sa,
-                        const std::string& ip, const std::string& labels) {
-  return "apiVersion: v1\nkind: Pod\nmetadata:\n  name: " + name + "\n  namespace: " + namesp +
-         "\n  labels: " + labels + "\nspec:\n  serviceAccountName: " + sa + "\n  nodeName: " +
-         kNode + "\nstatus:\n  phase: Running\n  podIP: " + ip + "\n---\n";
+                        const std::string& ips, const std::string& labels) {
+  std::string p = pod(namesp, name, sa, ips);
+  return p.insert(p.find("\nspec:"), "\n  labels: " + labels);
 }
 
 std::string split(const std::string& namesp, const std::string& root,
@@ -73,24 +75,33 @@ class Split : public E2E {
   // Namespace "shop" (not meshed unless asked), a client, root Service "web"
   // over four pods, web-v1 over v1a/v1b, web-v2 over v2a/v2b; every backend
   // pod answers TCP and UDP 8080 with its name.
+  // Pods and Services are dual stack (IPv6 twins of the IPv4 addresses)
+  // where the test bed has IPv6.
   void build(bool meshed = false, const std::string& extra = "") {
     client_ = &bed_->addPod("client", bed_->nextIp());
-    std::string pods = ns("shop", meshed) + pod("shop", "client", "client", client_->ip());
+    std::string pods = ns("shop", meshed) + pod("shop", "client", "client", ips(*client_));
     for (const char* name : {"v1a", "v1b", "v2a", "v2b"}) {
       Pod& p = bed_->addPod(name, bed_->nextIp());
       std::string version = std::string(name).substr(0, 2);
-      pods += labelledPod("shop", name, version, p.ip(), "{app: web, version: " + version + "}");
+      pods += labelledPod("shop", name, version, ips(p), "{app: web, version: " + version + "}");
       backends_.push_back(&p);
     }
     vip_ = bed_->nextIp();
     vip1_ = bed_->nextIp();
     vip2_ = bed_->nextIp();
     write("pods.yaml", pods + extra);
-    write("services.yaml", service("shop", "web", vip_, "{app: web}") +
-                               service("shop", "web-v1", vip1_, "{app: web, version: v1}") +
-                               service("shop", "web-v2", vip2_, "{app: web, version: v2}"));
+    write("services.yaml", service("shop", "web", vips(vip_), "{app: web}") +
+                               service("shop", "web-v1", vips(vip1_), "{app: web, version: v1}") +
+                               service("shop", "web-v2", vips(vip2_), "{app: web, version: v2}"));
     for (Pod* p : backends_) servers_.push_back(serve(*p, "8080", "8080"));
   }
+
+  std::string vips(const std::string& vip) const {
+    std::string v6 = bed_->ip6Of(vip);
+    return v6.empty() ? vip : vip + "," + v6;
+  }
+  // The ClusterIP of family_ for an IPv4 one.
+  std::string dial(const std::string& vip) const { return family_ == 6 ? bed_->ip6Of(vip) : vip; }
 
   Tally connectMany(const std::string& vip, int n, const std::string& proto = "tcp",
                     std::vector<std::string> extra = {}) {
@@ -112,15 +123,18 @@ class Split : public E2E {
   std::string vip_, vip1_, vip2_;
 };
 
+using SplitFamilies = OverFamilies<Split>;
+SMIK_E2E_FAMILIES(SplitFamilies);
+
 // An 80/20 split over 1000 TCP connections lands within a few points of its
 // weights, spreads over every endpoint of each backend, and every socket
-// reports the Service address as its peer.
-TEST_F(Split, TcpFollowsWeightsOverEveryEndpoint) {
+// reports the Service address as its peer; over IPv4 and IPv6.
+TEST_P(SplitFamilies, TcpFollowsWeightsOverEveryEndpoint) {
   build();
   write("split.yaml", split("shop", "web", {{"web-v1", 80}, {"web-v2", 20}}));
   startAgent();
-  ASSERT_TRUE(eventuallyShare(vip_, [](const Tally& t) { return t.ok == 20; }));
-  Tally t = connectMany(vip_, 1000);
+  ASSERT_TRUE(eventuallyShare(dial(vip_), [](const Tally& t) { return t.ok == 20; }));
+  Tally t = connectMany(dial(vip_), 1000);
   EXPECT_EQ(t.ok, 1000) << t.failed << " failed";
   EXPECT_EQ(t.wrong_peer, 0) << "getpeername() must return the Service address";
   EXPECT_NEAR(t.v1() / 1000.0, 0.80, 0.04) << "v1 " << t.v1() << " v2 " << t.v2();
@@ -150,19 +164,20 @@ TEST_F(Split, TcpFollowsWeightsOverEveryEndpoint) {
 }
 
 // UDP: each socket picks by weight; one socket keeps one backend; replies come
-// from the Service address (recvmsg), for connected and unconnected sockets.
-TEST_F(Split, UdpFollowsWeightsPerSocket) {
+// from the Service address (recvmsg), for connected and unconnected sockets;
+// over IPv4 and IPv6.
+TEST_P(SplitFamilies, UdpFollowsWeightsPerSocket) {
   build();
   write("split.yaml", split("shop", "web", {{"web-v1", 80}, {"web-v2", 20}}));
   startAgent();
-  ASSERT_TRUE(eventuallyShare(vip_, [](const Tally& t) { return t.ok == 20; }));
+  ASSERT_TRUE(eventuallyShare(dial(vip_), [](const Tally& t) { return t.ok == 20; }));
   for (const char* mode : {"0", "1"}) {
     SCOPED_TRACE(std::string("unconnected ") + mode);
-    Tally t = connectMany(vip_, 400, "udp", {"--unconnected", mode});
+    Tally t = connectMany(dial(vip_), 400, "udp", {"--unconnected", mode});
     EXPECT_EQ(t.ok, 400) << t.failed << " failed";
     EXPECT_EQ(t.wrong_peer, 0) << "replies must come from the Service address";
     EXPECT_NEAR(t.v1() / 400.0, 0.80, 0.07) << "v1 " << t.v1() << " v2 " << t.v2();
-    Tally one = connectMany(vip_, 30, "udp", {"--unconnected", mode, "--one-socket", "1"});
+    Tally one = connectMany(dial(vip_), 30, "udp", {"--unconnected", mode, "--one-socket", "1"});
     EXPECT_EQ(one.ok, 30);
     EXPECT_EQ(one.by_backend.size(), 1u) << "one socket, one backend";
   }
@@ -222,8 +237,9 @@ TEST_F(Split, PlainServicesAllZeroFallbackAndDeletion) {
 }
 
 // Access control still applies behind a split: a client allowed only to v1's
-// ServiceAccount is denied on v2 exactly as with a direct connection.
-TEST_F(Split, AccessControlStillAppliesToSplitBackends) {
+// ServiceAccount is denied on v2 exactly as with a direct connection; over
+// IPv4 and IPv6.
+TEST_P(SplitFamilies, AccessControlStillAppliesToSplitBackends) {
   build(/*meshed=*/true);
   write("policy.yaml", tcpRoute("shop", "web", "[8080]") +
                            trafficTarget("shop", "client-to-v1", "shop", "v1",
@@ -232,10 +248,75 @@ TEST_F(Split, AccessControlStillAppliesToSplitBackends) {
   startAgent();
   waitAttached(5);
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
-  Tally t = connectMany(vip_, 60);  // denied ones wait out their timeout
+  Tally t = connectMany(dial(vip_), 60);  // denied ones wait out their timeout
   EXPECT_GT(t.ok, 12);
   EXPECT_GT(t.failed, 12) << "connections sent to v2 must be denied";
   EXPECT_EQ(t.v2(), 0) << "v2 answered a client it does not allow";
+}
+
+// Connections the split's TrafficMetrics counted (success_count over its
+// backends, 5 minutes).
+double splitSuccesses(int http_port) {
+  auto [code, body] = httpGet(
+      http_port, "/apis/metrics.smi-spec.io/v1alpha1/namespaces/shop/trafficsplits/web-split?t=5m");
+  if (code != 200) return -1;
+  double sum = 0;
+  const auto list = nlohmann::json::parse(body);
+  for (const auto& item : list["items"]) sum += quantity(metric(item, "success_count"));
+  return sum;
+}
+
+// A dual-stack AF_INET6 socket (Java's default) dials an IPv4 ClusterIP as
+// ::ffff:a.b.c.d: it is translated like an IPv4 socket to a backend's
+// ::ffff:IPv4 (all such a socket can reach), getpeername (TCP) and recvfrom
+// (UDP, connected and not) answer with the ::ffff: ClusterIP it dialled, and
+// the connections count for the split.
+TEST_F(Split, V4MappedClusterIpFromDualStackSockets) {
+  build();
+  write("split.yaml", split("shop", "web", {{"web-v1", 50}, {"web-v2", 50}}));
+  startAgent();
+  ASSERT_TRUE(eventuallyShare(vip_, [](const Tally& t) { return t.ok == 20; }));
+  double before = 0;
+  ASSERT_TRUE(eventually([&] { return (before = splitSuccesses(http_port_)) >= 20; }, 3000)) << before;
+
+  const std::string mapped = "::ffff:" + vip_;
+  Tally t = connectMany(mapped, 100);
+  EXPECT_EQ(t.ok, 100) << t.failed << " failed";
+  EXPECT_EQ(t.wrong_peer, 0) << "getpeername() must return ::ffff:<ClusterIP>";
+  EXPECT_GT(t.v1(), 15);
+  EXPECT_GT(t.v2(), 15);
+  for (const char* mode : {"0", "1"}) {
+    SCOPED_TRACE(std::string("udp, unconnected ") + mode);
+    Tally u = connectMany(mapped, 40, "udp", {"--unconnected", mode});
+    EXPECT_EQ(u.ok, 40) << u.failed << " failed";
+    EXPECT_EQ(u.wrong_peer, 0) << "replies must come from ::ffff:<ClusterIP>";
+  }
+  double after = 0;
+  EXPECT_TRUE(eventually([&] { return (after = splitSuccesses(http_port_)) == before + 100; }, 3000))
+      << "the split counted " << after - before << " of the 100 v4-mapped connections";
+}
+
+// The policy still judges what a v4-mapped socket sends (IPv4 on the wire):
+// a client allowed to v1 only reaches v1 through ::ffff:<ClusterIP>, and the
+// connections sent to v2 are dropped by policy, not lost untranslated.
+TEST_F(Split, V4MappedClusterIpIsStillJudgedByPolicy) {
+  build(/*meshed=*/true);
+  write("policy.yaml", tcpRoute("shop", "web", "[8080]") +
+                           trafficTarget("shop", "client-to-v1", "shop", "v1",
+                                         rule("TCPRoute", "web"), "shop", "client"));
+  write("split.yaml", split("shop", "web", {{"web-v1", 50}, {"web-v2", 50}}));
+  startAgent();
+  waitAttached(5);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  Tally t = connectMany("::ffff:" + vip_, 40);
+  EXPECT_GT(t.ok, 5);
+  EXPECT_EQ(t.v1(), t.ok);
+  EXPECT_GT(t.failed, 5) << "connections sent to v2 must be denied";
+  std::smatch m;
+  std::string st = status();
+  ASSERT_TRUE(std::regex_search(st, m, std::regex("\"policy\":\\s*\\{[^}]*\"packets\":\\s*(\\d+)")))
+      << st;
+  EXPECT_GE(std::stoull(m[1]), static_cast<unsigned long long>(t.failed)) << "denied by policy";
 }
 
 }  // namespace

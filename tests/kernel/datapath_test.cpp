@@ -150,6 +150,24 @@ TEST_F(DatapathTest, HostIsAlwaysAllowed) {
   EXPECT_EQ(toPod({.src = "192.168.77.1", .dport = 8080}), kPass);
 }
 
+// --host-traffic=policy: the destination's meta entry says host sources are
+// judged, so the node needs a grant like any source; a policy without the
+// flag (--host-traffic=allow) lets it pass again, by the same one swap.
+TEST_F(DatapathTest, HostIsJudgedWhenThePolicySaysSo) {
+  state_.policy[{SMIK_ID_META, kServer, 0, 0, 0}] = {0, SMIK_POL_F_ENFORCED | SMIK_POL_F_HOST_JUDGED};
+  allow(SMIK_ID_HOST, kServer, 8080, SMIK_PROTO_TCP);
+  apply();
+  EXPECT_EQ(toPod({.src = "192.168.77.1", .dport = 8080}), kPass) << "granted";
+  EXPECT_EQ(toPod({.src = "192.168.77.1", .dport = 8081}), kDrop) << "not granted";
+  EXPECT_EQ(toPod({.src = "192.168.77.1", .dport = 8081, .proto = 1}), kDrop) << "ICMP echo";
+  EXPECT_EQ(edge(SMIK_ID_HOST, kServer, 8081, 6).packets_denied, 1u);
+  EXPECT_EQ(toPod({.src = "10.1.0.1", .dport = 8080}), kDrop) << "the host's grant is the host's";
+
+  enforce(kServer);  // the flag gone
+  apply();
+  EXPECT_EQ(toPod({.src = "192.168.77.1", .dport = 8081}), kPass);
+}
+
 TEST_F(DatapathTest, UnenforcedDestinationAllowsAll) {
   state_.policy.clear();  // permissive: no meta entry
   apply();

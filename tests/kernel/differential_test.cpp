@@ -67,11 +67,13 @@ struct Generator {
   void policy(maps::KernelState* s) {
     s->policy.clear();
     for (uint32_t dst : {300u, 301u}) {
-      if (chance(75)) s->policy[{SMIK_ID_META, dst, 0, 0, 0}] = {0, SMIK_POL_F_ENFORCED};
+      if (chance(75)) {
+        uint32_t flags = SMIK_POL_F_ENFORCED | (chance(30) ? SMIK_POL_F_HOST_JUDGED : 0);
+        s->policy[{SMIK_ID_META, dst, 0, 0, 0}] = {0, flags};
+      }
       int grants = below(6);
       for (int g = 0; g < grants; g++) {
         uint32_t src = pick(kIds);
-        if (src == SMIK_ID_HOST) src = 302;
         uint16_t port = chance(20) ? 0 : pick(kPorts);
         uint8_t proto = chance(50) ? 6 : 17;
         s->policy[{src, dst, port, proto, 0}] = {uint32_t(g + 1), 0};

@@ -130,10 +130,10 @@ FakeCluster::FakeCluster(Options options) : options_(std::move(options)) {
   int listen_fd = -1;
   api::rememberListenSocket(*server_, &listen_fd);
   if (options_.port > 0) {
-    if (!server_->bind_to_port("127.0.0.1", options_.port)) throw std::runtime_error("bind failed");
+    if (!server_->bind_to_port(options_.address, options_.port)) throw std::runtime_error("bind failed");
     port_ = options_.port;
   } else {
-    port_ = server_->bind_to_any_port("127.0.0.1");
+    port_ = server_->bind_to_any_port(options_.address);
   }
   api::listenWide(listen_fd);
   thread_ = std::thread([this] { server_->listen_after_bind(); });
@@ -148,7 +148,8 @@ FakeCluster::~FakeCluster() {
 }
 
 std::string FakeCluster::url() const {
-  return std::string(options_.tls ? "https" : "http") + "://127.0.0.1:" + std::to_string(port_);
+  return std::string(options_.tls ? "https" : "http") + "://" + options_.address + ":" +
+         std::to_string(port_);
 }
 
 void FakeCluster::writeKubeconfig(const std::string& path) const {
@@ -156,6 +157,7 @@ void FakeCluster::writeKubeconfig(const std::string& path) const {
   f << "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: " << url()
     << "\n";
   if (options_.tls) f << "    certificate-authority: " << options_.tls_dir << "/ca.crt\n";
+  if (options_.tls && options_.address != "127.0.0.1") f << "    tls-server-name: 127.0.0.1\n";
   f << "users:\n- name: agent\n  user:\n    token: " << options_.token << "\n"
     << "contexts:\n- name: fake\n  context: {cluster: fake, user: agent}\n"
     << "current-context: fake\n";

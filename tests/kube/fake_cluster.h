@@ -37,6 +37,9 @@ class FakeCluster {
     std::string tls_dir;  // where server.crt/server.key/ca.crt are
     std::string token = "smik-test-token";
     int port = 0;  // 0: any free port
+    // Where to listen. Another address (a pod's, with the constructor run in
+    // its netns): the kubeconfig checks the certificate as 127.0.0.1's.
+    std::string address = "127.0.0.1";
     // Served versions of each SMI group (discovery and list/watch).
     std::map<std::string, std::vector<std::string>> smi_versions = {
         {"access.smi-spec.io", {"v1alpha3", "v1alpha2"}},

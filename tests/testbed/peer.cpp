@@ -7,7 +7,7 @@
 //   smik-testpeer hold IP PORT --seconds S [--interval-ms N]
 //   smik-testpeer spray IP --count N [--cpu C]
 //
-// serve: TCP and UDP servers on 0.0.0.0; each TCP line and each datagram is
+// serve: TCP and UDP servers on 0.0.0.0 and [::]; each TCP line and each datagram is
 //   answered with "NAME\n" (with --id; lets a test see which backend
 //   answered) or echoed. Prints "ready" once every socket listens.
 // tcp:   per attempt "ok <reply>" | "refused" | "timeout" | "error <text>".
@@ -91,6 +91,27 @@ int listenOn(int type, int port) {
   return fd;
 }
 
+// The same port on IPv6 (::, IPv6 only: IPv4 clients keep meeting a plain
+// AF_INET socket); -1 where the netns has no IPv6.
+int listenOn6(int type, int port) {
+  int fd = ::socket(AF_INET6, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  int one = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  ::setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+  sockaddr_in6 a{};
+  a.sin6_family = AF_INET6;
+  a.sin6_port = htons(static_cast<uint16_t>(port));
+  a.sin6_addr = in6addr_any;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    if (errno != EADDRNOTAVAIL && errno != EAFNOSUPPORT) die("bind [::] port " + std::to_string(port));
+    ::close(fd);
+    return -1;
+  }
+  if (type == SOCK_STREAM && ::listen(fd, 128) != 0) die("listen");
+  return fd;
+}
+
 // --echo 1: a UDP server answers with the datagram itself (large ones come
 // back fragmented), not with its id.
 bool g_echo = false;
@@ -100,8 +121,13 @@ int serve(const std::vector<int>& tcp, const std::vector<int>& udp, const std::s
   std::vector<pollfd> fds;
   std::vector<Kind> kinds;
   std::map<int, std::string> bufs;  // per TCP connection: unfinished line
-  for (int p : tcp) { fds.push_back({listenOn(SOCK_STREAM, p), POLLIN, 0}); kinds.push_back(kListen); }
-  for (int p : udp) { fds.push_back({listenOn(SOCK_DGRAM, p), POLLIN, 0}); kinds.push_back(kUdp); }
+  auto add = [&](int fd, Kind kind) {
+    if (fd < 0) return;
+    fds.push_back({fd, POLLIN, 0});
+    kinds.push_back(kind);
+  };
+  for (int p : tcp) { add(listenOn(SOCK_STREAM, p), kListen); add(listenOn6(SOCK_STREAM, p), kListen); }
+  for (int p : udp) { add(listenOn(SOCK_DGRAM, p), kUdp); add(listenOn6(SOCK_DGRAM, p), kUdp); }
   std::printf("ready\n");
   std::fflush(stdout);
 

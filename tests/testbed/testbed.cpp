@@ -32,6 +32,8 @@ namespace smik::testbed {
 namespace {
 
 constexpr const char* kGateway = "169.254.1.1";  // link-local pod gateway
+constexpr const char* kGateway6 = "fe80::1";      // the same for IPv6
+constexpr const char* kBlock6 = "fd73:6d6b:240:";  // + X + "::n": IPv6 twins of 10.240.X.n
 constexpr int kCommandTimeoutMs = 10000;           // `ip` must never hang a test
 
 std::string joinArgv(const std::vector<std::string>& argv) {
@@ -145,6 +147,28 @@ bool nameInUse(const std::string& prefix) {
 // flock; markers of dead processes (crashed runs) are dropped.
 constexpr const char* kStateDir = "/run/smik-testbed";
 constexpr const char* kIpForward = "/proc/sys/net/ipv4/ip_forward";
+// IPv6 forwarding: per interface where the kernel has force_forwarding
+// (6.17+), so nothing machine-wide changes; else the machine-wide switch,
+// shared and restored like ip_forward.
+constexpr const char* kIp6Forward = "/proc/sys/net/ipv6/conf/all/forwarding";
+constexpr const char* kForceForwarding = "/proc/sys/net/ipv6/conf/all/force_forwarding";
+
+bool ipv6Available() { return ::access(kIp6Forward, F_OK) == 0; }
+bool perInterfaceForwarding() { return ::access(kForceForwarding, F_OK) == 0; }
+
+// The machine-wide switches this bed turns on.
+std::vector<std::string> forwardingSwitches() {
+  std::vector<std::string> v{kIpForward};
+  if (ipv6Available() && !perInterfaceForwarding()) v.push_back(kIp6Forward);
+  return v;
+}
+
+// ".../ipv6/conf/all/forwarding" -> "<kStateDir>/ipv6.conf.all.forwarding.orig"
+std::string origFile(const std::string& sysctl) {
+  std::string name = sysctl.substr(std::string("/proc/sys/net/").size());
+  std::replace(name.begin(), name.end(), '/', '.');
+  return std::string(kStateDir) + "/" + (sysctl == kIpForward ? "ip_forward" : name) + ".orig";
+}
 
 // Start time of a process (field 22 of /proc/PID/stat): tells a live owner
 // from a reused PID. Empty if the process is gone.
@@ -202,13 +226,16 @@ std::string userMarker(const std::string& prefix) {
 
 void acquireForwarding(const std::string& prefix) {
   StateLock lock;
-  std::string orig = std::string(kStateDir) + "/ip_forward.orig";
-  // An orig file without live users was left by a crashed run: it still
-  // holds the value from before that run, so keep it.
-  if (pruneUsers() == 0 && !fs::exists(orig)) std::ofstream(orig) << trim(readFile(kIpForward));
+  bool first = pruneUsers() == 0;
+  for (const auto& sw : forwardingSwitches()) {
+    std::string orig = origFile(sw);
+    // An orig file without live users was left by a crashed run: it still
+    // holds the value from before that run, so keep it.
+    if (first && !fs::exists(orig)) std::ofstream(orig) << trim(readFile(sw));
+  }
   std::ofstream(userMarker(prefix)).flush();
   // Pods reach each other through the host's routing (as with Calico).
-  writeFile(kIpForward, "1");
+  for (const auto& sw : forwardingSwitches()) writeFile(sw, "1");
 }
 
 void releaseForwarding(const std::string& prefix) {
@@ -216,11 +243,13 @@ void releaseForwarding(const std::string& prefix) {
   std::error_code ec;
   fs::remove(userMarker(prefix), ec);
   if (pruneUsers() != 0) return;
-  std::string orig = std::string(kStateDir) + "/ip_forward.orig";
-  if (fs::exists(orig)) {
-    std::string v = trim(readFile(orig));
-    if (!v.empty()) writeFile(kIpForward, v);
-    fs::remove(orig, ec);
+  for (const auto& sw : forwardingSwitches()) {
+    std::string orig = origFile(sw);
+    if (fs::exists(orig)) {
+      std::string v = trim(readFile(orig));
+      if (!v.empty()) writeFile(sw, v);
+      fs::remove(orig, ec);
+    }
   }
 }
 
@@ -483,6 +512,15 @@ TestBed::TestBed() {
     try { releaseForwarding(prefix_); } catch (...) {}
     throw std::runtime_error("TestBed: no free 10.240.X.0/24 block");
   }
+  // The block's IPv6 twin, claimed the same way; no IPv6 (disabled, or the
+  // /64 taken): v4-only pods, and IPv6 tests skip.
+  forceForwarding_ = perInterfaceForwarding();
+  ipv6_ = ipv6Available() && trim(command(ipCmd({"-6", "route", "show", "root", subnet6Of()}))).empty() &&
+          tryCommand(ipCmd({"-6", "route", "add", "blackhole", subnet6Of()}));
+}
+
+std::string TestBed::subnet6Of() const {
+  return kBlock6 + std::to_string(subnet_) + "::/64";
 }
 
 TestBed::~TestBed() {
@@ -493,7 +531,9 @@ TestBed::~TestBed() {
     pods_.clear();
     for (const auto& g : groups_) removeCgroup(g);
     removeCgroup(cgroupRoot_);
+    for (const auto& v : hostVeths_) tryCommand(ipCmd({"link", "del", v}));  // both ends
     tryCommand(ipCmd({"route", "del", "blackhole", subnetCidr()}));
+    if (ipv6_) tryCommand(ipCmd({"-6", "route", "del", "blackhole", subnet6Of()}));
   } catch (...) {
   }
   try {
@@ -504,6 +544,14 @@ TestBed::~TestBed() {
 
 std::string TestBed::subnetCidr() const {
   return "10.240." + std::to_string(subnet_) + ".0/24";
+}
+
+std::string TestBed::subnet6Cidr() const { return ipv6_ ? subnet6Of() : ""; }
+
+std::string TestBed::ip6Of(const std::string& ip) const {
+  std::string block = "10.240." + std::to_string(subnet_) + ".";
+  if (!ipv6_ || ip.rfind(block, 0) != 0) return "";
+  return kBlock6 + std::to_string(subnet_) + "::" + ip.substr(block.size());
 }
 
 std::string TestBed::nextIp() {
@@ -527,6 +575,7 @@ Pod& TestBed::addPod(const std::string& name, const std::string& ip, const std::
   pod->name_ = name;
   pod->netns_ = prefix_ + "-" + name;
   pod->ip_ = ip;
+  pod->ip6_ = ip6Of(ip);
   pod->hostIf_ = prefix_ + std::to_string(++nextIf_);
   const std::string parent = group.empty() ? cgroupRoot_ : groupCgroup(group);
   pod->cgroupPath_ = parent + "/" + name;
@@ -564,6 +613,8 @@ Pod& TestBed::addPod(const std::string& name, const std::string& ip, const std::
     command(ipCmd({"-n", ns, "neigh", "replace", kGateway, "lladdr", mac, "dev", "eth0",
                    "nud", "permanent"}));
 
+    if (!pod->ip6_.empty()) addIpv6(*pod, mac);
+
     pod->hostIfIndex_ = static_cast<int>(if_nametoindex(host.c_str()));
     if (pod->hostIfIndex_ == 0) throw std::runtime_error(errnoText("if_nametoindex " + host));
   } catch (...) {
@@ -577,6 +628,54 @@ Pod& TestBed::addPod(const std::string& name, const std::string& ip, const std::
   }
   pods_.push_back(std::move(pod));
   return *pods_.back();
+}
+
+// The /128 beside the /32. No DAD (the address is usable at once) and
+// permanent neighbours both ways: no neighbour discovery to wait for, as the
+// permanent ARP entry does for IPv4. The host forwards IPv6 arriving on the
+// pod's veth (per interface where the kernel can).
+void TestBed::addIpv6(const Pod& pod, const std::string& hostMac) {
+  const std::string& ns = pod.netns_;
+  const std::string& host = pod.hostIf_;
+  command(ipCmd({"-n", ns, "addr", "add", pod.ip6_ + "/128", "dev", "eth0", "nodad"}));
+  command(ipCmd({"-n", ns, "-6", "route", "add", "default", "via", kGateway6, "dev", "eth0"}));
+  command(ipCmd({"-n", ns, "-6", "neigh", "replace", kGateway6, "lladdr", hostMac, "dev", "eth0",
+                 "nud", "permanent"}));
+  if (forceForwarding_) writeFile("/proc/sys/net/ipv6/conf/" + host + "/force_forwarding", "1");
+  std::string link = command(ipCmd({"-n", ns, "-o", "link", "show", "dev", "eth0"}));
+  auto at = link.find("link/ether ");
+  if (at == std::string::npos) throw std::runtime_error("no MAC address on eth0 of " + ns);
+  std::string podMac = link.substr(at + 11, 17);
+  command(ipCmd({"-6", "route", "add", pod.ip6_ + "/128", "dev", host}));
+  command(ipCmd({"-6", "neigh", "replace", pod.ip6_, "lladdr", podMac, "dev", host, "nud",
+                 "permanent"}));
+}
+
+std::string TestBed::makeGroup(const std::string& group) {
+  if (group.empty() || group.find('/') != std::string::npos || group == "." || group == "..")
+    throw std::invalid_argument("bad group name '" + group + "'");
+  std::string path = groupCgroup(group);
+  ::mkdir(cgroupRoot_.c_str(), 0755);  // may exist already
+  if (::mkdir(path.c_str(), 0755) == 0) {
+    groups_.push_back(path);
+  } else if (errno != EEXIST) {
+    throw std::runtime_error(errnoText("mkdir " + path));
+  }
+  return path;
+}
+
+std::string TestBed::addHostVeth(const std::string& cidr) {
+  std::string n = std::to_string(hostVeths_.size() + 1);
+  std::string name = prefix_ + "v" + n, peer = prefix_ + "w" + n;
+  if (peer.size() >= IFNAMSIZ) throw std::runtime_error("interface name too long: " + peer);
+  hostVeths_.push_back(name);  // before creating it: removed even if a later step fails
+  command(ipCmd({"link", "add", name, "type", "veth", "peer", "name", peer}));
+  std::vector<std::string> add = ipCmd({"addr", "add", cidr, "dev", name});
+  if (cidr.find(':') != std::string::npos) add.push_back("nodad");  // usable at once
+  command(add);
+  command(ipCmd({"link", "set", name, "up"}));
+  command(ipCmd({"link", "set", peer, "up"}));
+  return name;
 }
 
 Pod& TestBed::pod(const std::string& name) {
@@ -611,7 +710,7 @@ void TestBed::killProcs(const Pod* pod) {
   std::erase_if(procs_, [](const auto& s) { return s->reaped; });
 }
 
-Proc TestBed::start(Pod* pod, const std::vector<std::string>& argv) {
+Proc TestBed::start(Pod* pod, const std::string& cgroup, const std::vector<std::string>& argv) {
   if (argv.empty()) throw std::invalid_argument("spawn: empty argv");
   // Everything the child needs is prepared before fork(): after fork only
   // async-signal-safe calls.
@@ -626,7 +725,9 @@ Proc TestBed::start(Pod* pod, const std::vector<std::string>& argv) {
     std::string nsPath = "/var/run/netns/" + pod->netns_;
     f.ns = ::open(nsPath.c_str(), O_RDONLY | O_CLOEXEC);
     if (f.ns < 0) throw std::runtime_error(errnoText("open " + nsPath));
-    std::string procs = pod->cgroupPath_ + "/cgroup.procs";
+  }
+  if (!cgroup.empty()) {
+    std::string procs = cgroup + "/cgroup.procs";
     f.cg = ::open(procs.c_str(), O_WRONLY | O_CLOEXEC);
     if (f.cg < 0) throw std::runtime_error(errnoText("open " + procs));
   }
@@ -691,8 +792,13 @@ Proc TestBed::start(Pod* pod, const std::vector<std::string>& argv) {
   return Proc(s);
 }
 
-Proc TestBed::spawn(Pod& pod, const std::vector<std::string>& argv) { return start(&pod, argv); }
-Proc TestBed::spawn(const std::vector<std::string>& argv) { return start(nullptr, argv); }
+Proc TestBed::spawn(Pod& pod, const std::vector<std::string>& argv) {
+  return start(&pod, pod.cgroupPath_, argv);
+}
+Proc TestBed::spawn(const std::vector<std::string>& argv) { return start(nullptr, "", argv); }
+Proc TestBed::spawnInGroup(const std::string& group, const std::vector<std::string>& argv) {
+  return start(nullptr, makeGroup(group), argv);
+}
 
 RunResult TestBed::run(Pod& pod, const std::vector<std::string>& argv, int timeout_ms) {
   Proc p = spawn(pod, argv);

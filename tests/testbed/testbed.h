@@ -73,13 +73,16 @@ class Pod {
   const std::string& name() const { return name_; }
   const std::string& netns() const { return netns_; }    // "<prefix>-<name>"
   const std::string& ip() const { return ip_; }
+  // The pod's IPv6 address beside ip() (dual stack), empty when ip() is not
+  // from its bed's block or the machine has no IPv6.
+  const std::string& ip6() const { return ip6_; }
   const std::string& hostIf() const { return hostIf_; }  // "<prefix><n>"
   int hostIfIndex() const { return hostIfIndex_; }
   const std::string& cgroupPath() const { return cgroupPath_; }
 
  private:
   friend class TestBed;
-  std::string name_, netns_, ip_, hostIf_, cgroupPath_;
+  std::string name_, netns_, ip_, ip6_, hostIf_, cgroupPath_;
   int hostIfIndex_ = 0;
 };
 
@@ -100,12 +103,20 @@ class TestBed {
   // share addresses and traffic to absent pods never leaves the machine.
   std::string nextIp();
   std::string subnetCidr() const;  // "10.240.X.0/24"
+  // The IPv6 twin of an address of this bed's block: 10.240.X.n ->
+  // fd73:6d6b:240:X::n, in a /64 claimed (blackholed) the same way. Empty for
+  // any other address, or when the machine has no IPv6.
+  std::string ip6Of(const std::string& ip) const;
+  std::string subnet6Cidr() const;  // "fd73:6d6b:240:X::/64", empty without IPv6
   // "<cgroup2 mount>/<prefix>": the parent of every pod's cgroup (exists once
   // a pod does). Socket programs attached here see exactly this bed's pods.
   const std::string& cgroupRoot() const { return cgroupRoot_; }
 
-  // Creates the pod (netns, veth, addresses, routes, cgroup). On failure the
-  // half-made pod is removed again before the exception propagates.
+  // Creates the pod (netns, veth, addresses, routes, cgroup). A pod whose ip
+  // is from this bed's block is dual stack: ip6Of(ip) as a /128 beside the
+  // /32 (no DAD, static neighbours both ways, so it is usable at once). On
+  // failure the half-made pod is removed again before the exception
+  // propagates.
   Pod& addPod(const std::string& name, const std::string& ip);
   // Same, with the pod's cgroup under groupCgroup(group) instead of directly
   // under cgroupRoot(): several "nodes" on one machine, each agent's socket
@@ -121,11 +132,24 @@ class TestBed {
   Proc spawn(Pod& pod, const std::vector<std::string>& argv);
   // Starts argv in the host (root) netns.
   Proc spawn(const std::vector<std::string>& argv);
+  // Starts argv in the host netns inside groupCgroup(group) (made if
+  // missing): a host process that socket programs attached at cgroupRoot()
+  // see, as they see a node agent under the cgroup2 root.
+  Proc spawnInGroup(const std::string& group, const std::vector<std::string>& argv);
+
+  // A veth pair "<prefix>v<n>" / "<prefix>w<n>" in the host netns, the first
+  // holding `cidr` and up: an address of the node that is not on a real
+  // interface (as a pod's host side or kube-ipvs0 may hold one; not every
+  // kernel has dummy devices). Removed with the bed. Returns its name.
+  std::string addHostVeth(const std::string& cidr);
   RunResult run(Pod& pod, const std::vector<std::string>& argv, int timeout_ms);
   RunResult run(const std::vector<std::string>& argv, int timeout_ms);
 
  private:
-  Proc start(Pod* pod, const std::vector<std::string>& argv);
+  Proc start(Pod* pod, const std::string& cgroup, const std::vector<std::string>& argv);
+  std::string makeGroup(const std::string& group);  // groupCgroup(group), created
+  std::string subnet6Of() const;
+  void addIpv6(const Pod& pod, const std::string& hostMac);
   void cleanupPod(const Pod& pod);  // best effort, ignores "already gone"
   void killProcs(const Pod* pod);   // nullptr = all
 
@@ -134,6 +158,9 @@ class TestBed {
   int subnet_ = 0;
   int nextHost_ = 0;
   int nextIf_ = 0;
+  bool ipv6_ = false;                  // the /64 twin of the block is claimed
+  bool forceForwarding_ = false;       // per-interface IPv6 forwarding (Linux 6.17+)
+  std::vector<std::string> hostVeths_;
   std::vector<std::unique_ptr<Pod>> pods_;
   std::vector<std::string> groups_;  // cgroup directories made by addPod(..., group)
   std::vector<std::shared_ptr<Proc::State>> procs_;

@@ -90,6 +90,37 @@ TEST_F(TestBedTest, PodShape) {
   EXPECT_NE(r.output.find(a->ip() + "/32"), std::string::npos) << r.output;
 }
 
+// Dual stack: the /128 twin of the /32 works at once (no DAD, no neighbour
+// discovery to wait for), pod to pod and host to pod, TCP and UDP.
+TEST_F(TestBedTest, DualStackPods) {
+  if (bed->subnet6Cidr().empty()) GTEST_SKIP() << "no IPv6 on this machine";
+  ASSERT_FALSE(a->ip6().empty());
+  EXPECT_EQ(a->ip6(), bed->ip6Of(a->ip()));
+  EXPECT_NE(a->ip6(), b->ip6());
+  EXPECT_EQ(bed->ip6Of("192.0.2.1"), "") << "only the bed's own block has twins";
+  RunResult r = bed->run(*a, {ipTool(), "-6", "-o", "addr", "show", "dev", "eth0"}, 2000);
+  auto at = r.output.find(a->ip6() + "/128");
+  ASSERT_NE(at, std::string::npos) << r.output;
+  std::string line = r.output.substr(at, r.output.find('\n', at) - at);
+  EXPECT_EQ(line.find("tentative"), std::string::npos) << line;
+  RunResult t = bed->run(*a, {kPeer, "tcp", b->ip6(), "8080", "--count", "2"}, 3000);
+  EXPECT_EQ(t.output, "ok b\nok b\n");
+  RunResult u = bed->run(*a, {kPeer, "udp", b->ip6(), "8081"}, 3000);
+  EXPECT_EQ(u.output, "ok b\n");
+  RunResult h = bed->run({kPeer, "tcp", b->ip6(), "8080"}, 3000);
+  EXPECT_EQ(h.output, "ok b\n");
+}
+
+// A host process in a group cgroup: host netns, but under cgroupRoot().
+TEST_F(TestBedTest, SpawnInGroupRunsOnTheHostInThatCgroup) {
+  Proc p = bed->spawnInGroup("agent", {"sleep", "5"});
+  EXPECT_NE(slurp(bed->groupCgroup("agent") + "/cgroup.procs").find(std::to_string(p.pid())),
+            std::string::npos);
+  RunResult t = bed->run({kPeer, "tcp", b->ip(), "8080"}, 3000);
+  EXPECT_EQ(t.output, "ok b\n");
+  EXPECT_THROW(bed->spawnInGroup("../x", {"true"}), std::invalid_argument);
+}
+
 TEST_F(TestBedTest, ProcessesRunInPodCgroup) {
   std::string procs = slurp(b->cgroupPath() + "/cgroup.procs");
   EXPECT_NE(procs.find(std::to_string(server->pid()) + "\n"), std::string::npos) << procs;
@@ -209,12 +240,15 @@ TEST(TestBedCleanup, DestroyedBedLeavesNothing) {
   std::string prefix;
   pid_t pid;
   std::optional<Proc> outlives;  // a Proc the test forgot to stop in time
-  std::string subnet;
+  std::string subnet, subnet6;
   {
     TestBed bed;
     prefix = bed.prefix();
     subnet = bed.subnetCidr();
+    subnet6 = bed.subnet6Cidr();
     Pod& p = bed.addPod("x", bed.nextIp());
+    EXPECT_EQ(bed.addHostVeth(bed.nextIp() + "/32"), prefix + "v1");
+    bed.spawnInGroup("host", {"sleep", "30"});
     bed.addPod("y", bed.nextIp());
     Proc server = bed.spawn(p, {kPeer, "serve", "--tcp", "8080"});
     ASSERT_TRUE(server.waitFor("ready\n", 2000));
@@ -226,6 +260,9 @@ TEST(TestBedCleanup, DestroyedBedLeavesNothing) {
   EXPECT_NE(::kill(outlives->pid(), 0), 0);
   EXPECT_EQ(outlives->wait(0), 128 + SIGKILL);
   EXPECT_EQ(command({ipTool(), "-4", "route", "show", "root", subnet}), "");
+  if (!subnet6.empty()) {
+    EXPECT_EQ(command({ipTool(), "-6", "route", "show", "root", subnet6}), "");
+  }
   EXPECT_EQ(leftovers(prefix), "");
   EXPECT_EQ(leftovers(runPrefix()), "");
   EXPECT_NE(::kill(pid, 0), 0);

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "agent/compile/explain.h"
+#include "agent/datapath/system.h"
 #include "agent/model/parse.h"
 #include "tests/unit/state_of.h"
 
@@ -538,6 +539,102 @@ TEST(CompileMesh, HostAddressesMapToHostIdentity) {
   EXPECT_EQ(p.ip_identity.at(addr("192.168.1.5")), (smik_ip_info{SMIK_ID_HOST, 0}));
   EXPECT_EQ(p.ip_identity.at(addr("fd00::1:5")), (smik_ip_info{SMIK_ID_HOST, 0}));
   EXPECT_EQ(p.identityName(SMIK_ID_HOST), "host");
+}
+
+// What the HOST identity stands for: the node's real addresses only. An
+// address that stands for a service (a ClusterIP on kube-ipvs0, a VIP on a
+// dummy), a pod's host-side veth, loopback and link-local ones are not the
+// node, so traffic from them is judged like any unknown source.
+TEST(CompileMesh, OnlyRealInterfacesHoldNodeAddresses) {
+  using datapath::isNodeAddress;
+  EXPECT_TRUE(isNodeAddress("192.0.2.2", "virtio_net", false));
+  EXPECT_TRUE(isNodeAddress("fd00::2", "e1000e", false));
+  EXPECT_TRUE(isNodeAddress("10.0.0.5", "bonding", false));
+  EXPECT_TRUE(isNodeAddress("10.0.0.5", "bridge", false));
+  EXPECT_TRUE(isNodeAddress("10.0.0.5", "", false)) << "a driver that does not say: a real one";
+  EXPECT_FALSE(isNodeAddress("10.96.0.1", "dummy", false)) << "kube-ipvs0";
+  EXPECT_FALSE(isNodeAddress("169.254.20.10", "dummy", false)) << "nodelocaldns";
+  EXPECT_FALSE(isNodeAddress("10.244.0.1", "veth", false));
+  EXPECT_FALSE(isNodeAddress("10.244.0.1", "netkit", false));
+  EXPECT_FALSE(isNodeAddress("127.0.0.1", "", true));
+  EXPECT_FALSE(isNodeAddress("10.1.2.3", "", true)) << "a VIP bound to lo";
+  EXPECT_FALSE(isNodeAddress("169.254.1.1", "virtio_net", false));
+  EXPECT_FALSE(isNodeAddress("fe80::1", "virtio_net", false));
+  EXPECT_FALSE(isNodeAddress("not-an-ip", "virtio_net", false));
+}
+
+// --host-traffic: allow leaves host sources unjudged (no flag); policy marks
+// every enforced destination's meta entry, so the kernel judges host sources
+// there by the same swap that installs the grants.
+TEST(CompileHostTraffic, PolicyMarksEveryEnforcedDestination) {
+  const std::string yaml = base() + clientToServerTcp("[8080]");
+  NodeConfig n = node();
+  const Plan allow = compile(stateOf(yaml), n);
+  EXPECT_EQ(enforced(allow), (std::set<std::string>{"prod/server", "prod/client"}));
+
+  n.host_traffic = HostTraffic::kPolicy;
+  const Plan policy = compile(stateOf(yaml), n);
+  std::set<std::string> judged;
+  for (const auto& [k, v] : policy.policy) {
+    if (k.src_id != SMIK_ID_META) continue;
+    EXPECT_EQ(v.flags, uint32_t{SMIK_POL_F_ENFORCED | SMIK_POL_F_HOST_JUDGED});
+    judged.insert(policy.identityName(k.dst_id));
+  }
+  EXPECT_EQ(judged, (std::set<std::string>{"prod/server", "prod/client"}));
+  EXPECT_EQ(grants(policy), grants(allow)) << "the grants themselves do not change";
+
+  // Permissive: nothing is enforced, host included.
+  n.access_mode = AccessMode::kPermissive;
+  EXPECT_TRUE(compile(stateOf(yaml), n).policy.empty());
+}
+
+// A TrafficTarget source {kind: Host, name: local} grants the node itself.
+TEST(CompileHostTraffic, HostSourceGrantsTheNode) {
+  const std::string yaml =
+      base() + tcpRoute("prod", "probes", "[8080]") +
+      trafficTarget("prod", "kubelet", "server", "[" + rule("TCPRoute", "probes") + "]",
+                    "[{kind: Host, name: local}, " + source("client") + "]");
+  NodeConfig n = node();
+  n.host_traffic = HostTraffic::kPolicy;
+  const Plan p = compile(stateOf(yaml), n);
+  EXPECT_EQ(grants(p), (std::set<std::string>{"host -> prod/server TCP/8080",
+                                              "prod/client -> prod/server TCP/8080"}));
+  EXPECT_EQ(p.identities.count("/local"), 0u) << "the host is no ServiceAccount";
+  EXPECT_TRUE(diagnosticsFor(p, ttRef("prod", "kubelet")).empty());
+
+  // With allow the grant is compiled but changes nothing: say so.
+  const Plan allow = compile(stateOf(yaml), node());
+  EXPECT_EQ(grants(allow), grants(p));
+  EXPECT_EQ(joined(diagnosticsFor(allow, ttRef("prod", "kubelet"))),
+            "info: source Host: host traffic passes anyway (--host-traffic=allow)\n");
+}
+
+TEST(CompileHostTraffic, HostSubjectIsASourceNamedLocalOnly) {
+  auto errors = [](const std::string& tt_yaml) {
+    std::string s;
+    for (const auto& e : model::parseManifests(tt_yaml, "t.yaml").errors) s += e.str() + "\n";
+    return s;
+  };
+  const std::string r = "[" + rule("TCPRoute", "web") + "]";
+  EXPECT_EQ(errors(trafficTarget("prod", "ok", "server", r, "[{kind: Host, name: local}]")), "");
+  EXPECT_CONTAINS(errors(trafficTarget("prod", "n", "server", r, "[{kind: Host, name: node-1}]")),
+                  "a Host source is named \"local\"");
+  EXPECT_CONTAINS(
+      errors(trafficTarget("prod", "ns", "server", r, "[{kind: Host, name: local, namespace: prod}]")),
+      "a Host source has no namespace");
+  EXPECT_CONTAINS(errors("---\napiVersion: access.smi-spec.io/v1alpha3\nkind: TrafficTarget\n"
+                         "metadata: {name: d, namespace: prod}\nspec:\n"
+                         "  destination: {kind: Host, name: local}\n  rules: " + r +
+                         "\n  sources: [" + source("client") + "]\n"),
+                  "unsupported subject kind \"Host\" (only ServiceAccount)");
+
+  HostTraffic h = HostTraffic::kAllow;
+  EXPECT_TRUE(parseHostTraffic("policy", &h));
+  EXPECT_EQ(h, HostTraffic::kPolicy);
+  EXPECT_TRUE(parseHostTraffic("allow", &h));
+  EXPECT_EQ(h, HostTraffic::kAllow);
+  EXPECT_FALSE(parseHostTraffic("deny", &h));
+  EXPECT_STREQ(hostTrafficName(HostTraffic::kPolicy), "policy");
 }
 
 TEST(CompileMesh, PodWithoutServiceAccountUsesDefault) {

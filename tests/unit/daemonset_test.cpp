@@ -62,6 +62,7 @@ const std::set<std::string> kPlannedFlags = {"--kubeconfig",
                                              "--node",
                                              "--access-mode",
                                              "--http-rules",
+                                             "--host-traffic",
                                              "--mesh-all",
                                              "--mesh-namespaces",
                                              "--log-level",
@@ -84,7 +85,7 @@ const std::set<std::string> kPlannedFlags = {"--kubeconfig",
                                              "--force-clsact"};
 const std::set<std::string> kPlannedEnv = {
     "SMIK_NODE_NAME",       "SMIK_ACCESS_MODE", "SMIK_HTTP_RULES",    "SMIK_MESH_ALL",
-    "SMIK_MESH_NAMESPACES", "SMIK_LOG_LEVEL",   "SMIK_METRICS_WINDOW"};
+    "SMIK_MESH_NAMESPACES", "SMIK_LOG_LEVEL",   "SMIK_METRICS_WINDOW", "SMIK_HOST_TRAFFIC"};
 
 // Read-only view of a YAML node: a missing key gives an empty view instead of
 // yaml-cpp's throwing (const) or inserting (non-const) operator[], and
@@ -486,6 +487,7 @@ void checkAgentDaemonSet(const Docs& docs, const std::string& ns) {
       << str(cm["data"]["SMIK_ACCESS_MODE"]);
   const std::set<std::string> rules = {"deny", "allow-tcp"};
   EXPECT_TRUE(rules.count(str(cm["data"]["SMIK_HTTP_RULES"])));
+  EXPECT_EQ(str(cm["data"]["SMIK_HOST_TRAFFIC"]), "allow") << "the default: probes pass";
   const std::set<std::string> bools = {"true", "false"};
   EXPECT_TRUE(bools.count(str(cm["data"]["SMIK_MESH_ALL"])));
 
@@ -887,6 +889,7 @@ TEST(Daemonset, HelmChartValuesCoverTheTemplates) {
   Y cm = find(plainInstall(), "ConfigMap", "smik-config")["data"];
   EXPECT_EQ(str(values["accessMode"]), str(cm["SMIK_ACCESS_MODE"]));
   EXPECT_EQ(str(values["httpRules"]), str(cm["SMIK_HTTP_RULES"]));
+  EXPECT_EQ(str(values["hostTraffic"]), str(cm["SMIK_HOST_TRAFFIC"]));
   EXPECT_EQ(str(values["meshAll"]), str(cm["SMIK_MESH_ALL"]));
   EXPECT_EQ(str(values["logLevel"]), str(cm["SMIK_LOG_LEVEL"]));
   EXPECT_EQ(str(values["metricsWindow"]), str(cm["SMIK_METRICS_WINDOW"]));

@@ -302,7 +302,7 @@ TEST(TrafficTarget, SubjectAndRuleKinds) {
   EXPECT_EQ(error(v1alpha3Spec("  destination: {kind: ServiceAccount, name: s}\n  rules: []\n"
                                "  sources: [{kind: Group, name: admins}]\n")),
             "t.yaml: TrafficTarget default/tt: spec.sources[0].kind: unsupported subject kind "
-            "\"Group\" (only ServiceAccount)");
+            "\"Group\" (ServiceAccount, or Host for the node itself)");
   EXPECT_CONTAINS(error(v1alpha3Spec("  destination: {kind: IdentityBinding, name: s}\n"
                                      "  rules: []\n  sources: []\n")),
                   "spec.destination.kind: unsupported subject kind \"IdentityBinding\"");
