@@ -1,5 +1,4 @@
 #include <ifaddrs.h>
-#include <net/if.h>
 #include <linux/magic.h>
 #include <netdb.h>
 #include <sys/mount.h>
@@ -7,6 +6,7 @@
 #include <sys/statfs.h>
 
 #include <cerrno>
+#include <array>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -60,16 +60,19 @@ std::string cgroup2Mount() {
 
 namespace {
 
-bool isLinkLocal(const compile::Addr& a) {
-  if (a.family == SMIK_AF_INET) return a.bytes[0] == 169 && a.bytes[1] == 254;
-  return a.bytes[0] == 0xfe && (a.bytes[1] & 0xc0) == 0x80;
+// Loopback (127/8, ::1) and link-local (169.254/16, fe80::/10) addresses:
+// never the source of a packet that reaches a pod's veth from the node.
+bool isHostOrLinkScope(const compile::Addr& a) {
+  static const std::array<uint8_t, 16> kLoopback6 = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+  if (a.family == SMIK_AF_INET) return a.bytes[0] == 127 || (a.bytes[0] == 169 && a.bytes[1] == 254);
+  return a.bytes == kLoopback6 || (a.bytes[0] == 0xfe && (a.bytes[1] & 0xc0) == 0x80);
 }
 
 }  // namespace
 
-bool isNodeAddress(const std::string& addr, const std::string& driver, bool loopback) {
+bool isNodeAddress(const std::string& addr, const std::string& driver) {
   compile::Addr a;
-  if (loopback || !compile::parseAddr(addr, &a) || isLinkLocal(a)) return false;
+  if (!compile::parseAddr(addr, &a) || isHostOrLinkScope(a)) return false;
   return driver != "veth" && driver != "netkit" && driver != "dummy";
 }
 
@@ -88,13 +91,12 @@ std::vector<std::string> hostAddresses() {
     std::string a = buf;
     auto pct = a.find('%');  // fe80::1%eth0
     if (pct != std::string::npos) a.resize(pct);
-    bool loopback = i->ifa_flags & IFF_LOOPBACK;
     compile::Addr parsed;
-    // Cheap checks first: a node's many veths hold link-local addresses only.
-    if (loopback || !compile::parseAddr(a, &parsed) || isLinkLocal(parsed)) continue;
+    // Before the ioctl: a node's many veths hold link-local addresses only.
+    if (!compile::parseAddr(a, &parsed) || isHostOrLinkScope(parsed)) continue;
     auto d = drivers.find(i->ifa_name);
     if (d == drivers.end()) d = drivers.emplace(i->ifa_name, interfaceDriver(i->ifa_name)).first;
-    if (isNodeAddress(a, d->second, loopback)) out.push_back(a);
+    if (isNodeAddress(a, d->second)) out.push_back(a);
   }
   freeifaddrs(list);
   return out;

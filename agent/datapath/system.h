@@ -28,14 +28,14 @@ bool isPodInterface(uint32_t ifindex);
 std::string interfaceDriver(const std::string& ifname);
 
 // Whether an address configured on this host is one of the node's own, the
-// addresses the HOST identity stands for: the global addresses of its real
-// interfaces (uplinks, bonds, VLANs, bridges, tunnels; where the node's
-// InternalIP lives). Not loopback, not link-local (169.254/16, fe80::/10:
-// they never reach a pod from another link), not on veth/netkit (pods' host
-// sides) nor on dummy devices (kube-ipvs0 holds every ClusterIP, nodelocaldns
-// its VIP: addresses that stand for services, not for the node).
-// `driver` as interfaceDriver() reports it.
-bool isNodeAddress(const std::string& addr, const std::string& driver, bool loopback);
+// addresses the HOST identity stands for: those of its real interfaces
+// (uplinks, bonds, VLANs, bridges, tunnels, and lo where a routed node keeps
+// its InternalIP there). Not 127/8 or ::1, not link-local (169.254/16,
+// fe80::/10): neither is ever the source of what reaches a pod. Not on
+// veth/netkit (pods' host sides) nor on dummy devices (kube-ipvs0 holds every
+// ClusterIP, nodelocaldns its VIP: addresses that stand for services, not for
+// the node). `driver` as interfaceDriver() reports it.
+bool isNodeAddress(const std::string& addr, const std::string& driver);
 
 // This node's own addresses (isNodeAddress): the HOST identity.
 std::vector<std::string> hostAddresses();

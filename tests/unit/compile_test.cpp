@@ -547,20 +547,21 @@ TEST(CompileMesh, HostAddressesMapToHostIdentity) {
 // node, so traffic from them is judged like any unknown source.
 TEST(CompileMesh, OnlyRealInterfacesHoldNodeAddresses) {
   using datapath::isNodeAddress;
-  EXPECT_TRUE(isNodeAddress("192.0.2.2", "virtio_net", false));
-  EXPECT_TRUE(isNodeAddress("fd00::2", "e1000e", false));
-  EXPECT_TRUE(isNodeAddress("10.0.0.5", "bonding", false));
-  EXPECT_TRUE(isNodeAddress("10.0.0.5", "bridge", false));
-  EXPECT_TRUE(isNodeAddress("10.0.0.5", "", false)) << "a driver that does not say: a real one";
-  EXPECT_FALSE(isNodeAddress("10.96.0.1", "dummy", false)) << "kube-ipvs0";
-  EXPECT_FALSE(isNodeAddress("169.254.20.10", "dummy", false)) << "nodelocaldns";
-  EXPECT_FALSE(isNodeAddress("10.244.0.1", "veth", false));
-  EXPECT_FALSE(isNodeAddress("10.244.0.1", "netkit", false));
-  EXPECT_FALSE(isNodeAddress("127.0.0.1", "", true));
-  EXPECT_FALSE(isNodeAddress("10.1.2.3", "", true)) << "a VIP bound to lo";
-  EXPECT_FALSE(isNodeAddress("169.254.1.1", "virtio_net", false));
-  EXPECT_FALSE(isNodeAddress("fe80::1", "virtio_net", false));
-  EXPECT_FALSE(isNodeAddress("not-an-ip", "virtio_net", false));
+  EXPECT_TRUE(isNodeAddress("192.0.2.2", "virtio_net"));
+  EXPECT_TRUE(isNodeAddress("fd00::2", "e1000e"));
+  EXPECT_TRUE(isNodeAddress("10.0.0.5", "bonding"));
+  EXPECT_TRUE(isNodeAddress("10.0.0.5", "bridge"));
+  EXPECT_TRUE(isNodeAddress("10.0.0.5", "")) << "lo, or a driver that does not say";
+  EXPECT_FALSE(isNodeAddress("10.96.0.1", "dummy")) << "kube-ipvs0";
+  EXPECT_FALSE(isNodeAddress("169.254.20.10", "dummy")) << "nodelocaldns";
+  EXPECT_FALSE(isNodeAddress("10.244.0.1", "veth"));
+  EXPECT_FALSE(isNodeAddress("10.244.0.1", "netkit"));
+  EXPECT_FALSE(isNodeAddress("127.0.0.1", ""));
+  EXPECT_FALSE(isNodeAddress("127.0.1.1", ""));
+  EXPECT_FALSE(isNodeAddress("::1", ""));
+  EXPECT_FALSE(isNodeAddress("169.254.1.1", "virtio_net"));
+  EXPECT_FALSE(isNodeAddress("fe80::1", "virtio_net"));
+  EXPECT_FALSE(isNodeAddress("not-an-ip", "virtio_net"));
 }
 
 // --host-traffic: allow leaves host sources unjudged (no flag); policy marks
