@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <thread>
 
@@ -15,13 +16,21 @@ namespace smik {
 
 std::unique_ptr<Agent> Agent::create(const AgentConfig& cfg,
                                      std::unique_ptr<source::Source> source, std::string* err) {
-  std::unique_ptr<Agent> a(new Agent(cfg, std::move(source)));
   datapath::Options o;
   o.pin_dir = cfg.pin_dir;
   o.force_clsact = cfg.force_clsact;
   o.cgroup = cfg.cgroup;
-  a->dp_ = datapath::Datapath::open(o, err);
-  if (!a->dp_) return nullptr;
+  o.ct_max = cfg.ct_max;
+  auto dp = datapath::Datapath::open(o, err);
+  if (!dp) return nullptr;
+  return create(cfg, std::move(source), std::move(dp));
+}
+
+std::unique_ptr<Agent> Agent::create(const AgentConfig& cfg,
+                                     std::unique_ptr<source::Source> source,
+                                     std::unique_ptr<datapath::Dataplane> dataplane) {
+  std::unique_ptr<Agent> a(new Agent(cfg, std::move(source)));
+  a->dp_ = std::move(dataplane);
   // Diff against what the kernel really holds: after a restart that is the
   // previous agent's policy, still enforcing.
   a->current_ = a->dp_->maps().read();
@@ -35,29 +44,32 @@ std::unique_ptr<Agent> Agent::create(const AgentConfig& cfg,
 
 void Agent::run(const std::atomic<bool>& stop) {
   std::thread events([&] { readEvents(stop); });
-  bool first = true;
   while (!stop) {
-    // Whatever goes wrong in one round, the kernel keeps the last good policy
-    // and the next round starts over from what the kernel holds.
-    try {
-      bool changed = source_->refresh();
-      if (!source_->synced()) {
-        waitForSource();
-      } else {
-        reconcile(changed || first);
-        first = false;
-        sampleMetrics();
-        sweepConntrack();
-      }
-    } catch (const std::exception& e) {
-      spdlog::error("reconcile failed, last good policy stays enforced: {}", e.what());
-      current_ = dp_->maps().read();
-      first = true;
-    }
+    runOnce();
     int wait_ms = std::min<int>(250, cfg_.metrics_interval_ms);
     source_->waitForChange(wait_ms);
   }
   events.join();
+}
+
+void Agent::runOnce() {
+  // Whatever goes wrong in one round, the kernel keeps the last good policy
+  // and the next round starts over from what the kernel holds.
+  try {
+    bool changed = source_->refresh();
+    if (!source_->synced()) {
+      waitForSource();
+    } else {
+      reconcile(changed || first_round_);
+      first_round_ = false;
+      sampleMetrics();
+      sweepConntrack();
+    }
+  } catch (const std::exception& e) {
+    spdlog::error("reconcile failed, last good policy stays enforced: {}", e.what());
+    current_ = dp_->maps().read();
+    first_round_ = true;
+  }
 }
 
 namespace {
@@ -107,6 +119,7 @@ int onRingEvent(void* ctx, void* data, size_t size) {
 }  // namespace
 
 void Agent::readEvents(const std::atomic<bool>& stop) {
+  if (cfg_.pin_dir.empty()) return;  // an in-memory dataplane: no ring buffer
   int fd = bpf_obj_get((cfg_.pin_dir + "/" + maps::kEventsMap).c_str());
   EventSink sink{&events_, &store_};
   ring_buffer* rb = fd >= 0 ? ring_buffer__new(fd, onRingEvent, &sink, nullptr) : nullptr;
@@ -178,29 +191,25 @@ void Agent::reconcile(bool source_changed) {
     have_plan_ = true;
   }
   auto wanted = dp_->resolveInterfaces(plan_);
-  std::vector<std::string> errors;
-  bool applied = true;
-  if (recompile || wanted != wanted_ || dp_->attachments().size() != wanted.size() ||
-      !dp_->socketProgramsAttached()) {
-    auto t0 = std::chrono::steady_clock::now();
+  auto now = std::chrono::steady_clock::now();
+  if (recompile || wanted != wanted_ || (!in_force_ && now >= retry_at_)) {
+    auto t0 = now;
     std::map<std::string, uint8_t> modes;
     for (const auto& [pod, ifindex] : wanted) modes[pod] = dp_->attachMode();
     maps::KernelState next = maps::desiredState(plan_, wanted, modes);
     dp_->detachGone(wanted);
-    std::string err;
+    std::vector<std::string> errors;
     maps::ApplyStats st;
-    applied = maps::apply(dp_->maps(), next, current_, &st, &err);
-    if (applied) {
-      current_ = std::move(next);
-      dp_->attachNew(wanted, &errors);
-      wanted_ = wanted;
-      // Services are in the maps now: only then may connect() be translated.
-      if (!dp_->socketProgramsAttached() && !dp_->attachSocketPrograms(&err))
-        errors.push_back("socket programs: " + err);
+    bool in_force = enforce(next, wanted, &st, &errors);
+    if (in_force) {
+      retry_delay_ = std::chrono::milliseconds(0);
     } else {
-      errors.push_back("apply: " + err);
-      current_ = dp_->maps().read();  // retry from what the kernel really holds
+      // A write that failed once tends to fail again at once: back off.
+      retry_delay_ = std::clamp(retry_delay_ * 2, std::chrono::milliseconds(250),
+                                std::chrono::milliseconds(8000));
+      retry_at_ = std::chrono::steady_clock::now() + retry_delay_;
     }
+    in_force_ = in_force;
     double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     spdlog::info("applied: {} ip writes, {} ip deletes, {} endpoints (+{} -{}), policy {}, "
                  "services +{} -{} in {:.1f} ms",
@@ -213,15 +222,10 @@ void Agent::reconcile(bool source_changed) {
     status_.last_apply_ms = ms;
     if (!errors.empty()) status_.apply_errors_total++;
     status_.errors = errors;
+    updateReadiness(errors);
   }
 
   std::lock_guard<std::mutex> l(mu_);
-  if (applied && !status_.ready) {
-    status_.ready = true;
-    status_.not_ready.clear();
-    spdlog::info("ready: policy enforced ({} entries, {} local endpoints)", current_.policy.size(),
-                 current_.endpoints.size());
-  }
   status_.attach_mode = dp_->tcxAvailable() ? "tcx" : "clsact";
   status_.rejected_objects_total = source_->rejectedTotal();
   status_.rejected.clear();
@@ -242,13 +246,114 @@ void Agent::reconcile(bool source_changed) {
   status_.endpoints.clear();
   for (const auto& [ifindex, a] : dp_->attachments())
     status_.endpoints.push_back(a.pod + " " + a.ifname + "(" + std::to_string(ifindex) + ")");
+  status_.not_enforced.clear();
+  for (const auto* m : {&not_enforced_, &pending_})
+    for (const auto& [pod, why] : *m) status_.not_enforced.push_back(pod + ": " + why);
+}
+
+bool Agent::enforce(const maps::KernelState& next, const std::map<std::string, uint32_t>& wanted,
+                    maps::ApplyStats* st, std::vector<std::string>* errors) {
+  maps::Backend& backend = dp_->maps();
+  wanted_ = wanted;
+  std::string err;
+  // 1. Hook: each new pod's endpoint entry and its identity's policy (deny
+  // by default), then its tc programs. No other write can fail first.
+  std::map<uint32_t, std::string> unwritten;
+  if (!maps::hook(backend, next, &current_, &unwritten, st, &err)) {
+    errors->push_back("hook: " + err);
+    current_ = backend.read();
+  }
+  // A pod whose entry names its identity is enforced as itself, even if
+  // the entry could not be updated (its addresses, say): keep it hooked.
+  std::map<std::string, uint32_t> hookable;
+  for (const auto& [pod, ifindex] : wanted) {
+    auto held = current_.endpoints.find(ifindex);
+    if (held != current_.endpoints.end() &&
+        held->second.identity == next.endpoints.at(ifindex).identity)
+      hookable[pod] = ifindex;
+  }
+  dp_->attachNew(hookable, errors);
+  // 2. Fill: identities, everyone's policy, services, removals.
+  bool filled = maps::apply(backend, next, current_, st, &err);
+  if (filled) {
+    current_ = next;
+    // Services are in the maps now: only then may connect() be translated.
+    if (!dp_->socketProgramsAttached() && !dp_->attachSocketPrograms(&err))
+      errors->push_back("socket programs: " + err);
+  } else {
+    errors->push_back("apply: " + err);
+    current_ = backend.read();  // retry from what the kernel really holds
+  }
+  // Which local meshed pods run without their programs, and why.
+  not_enforced_.clear();
+  pending_.clear();
+  std::map<std::string, uint32_t> attached;
+  for (const auto& [ifindex, a] : dp_->attachments()) attached[a.pod] = ifindex;
+  for (const auto& [pod, ep] : plan_.endpoints) {
+    auto w = wanted.find(pod);
+    if (w == wanted.end()) {
+      pending_[pod] = "no host-side interface for its address yet";
+    } else if (auto a = attached.find(pod); a == attached.end() || a->second != w->second) {
+      auto u = unwritten.find(w->second);
+      not_enforced_[pod] = u != unwritten.end() ? "endpoint entry not written: " + u->second
+                                                : "tc programs not attached (see errors)";
+    }
+  }
+  bool in_force = filled && not_enforced_.empty() && dp_->socketProgramsAttached();
+  // Pods the endpoints map cannot hold: no retry helps, only fewer pods.
+  for (const auto& r : plan_.over_capacity)
+    if (r.map == "smik_endpoints")
+      not_enforced_[r.object.ns + "/" + r.object.name] = r.message;
+  return in_force;
+}
+
+// Ready once everything compiled is in force. A failed write, or a local
+// pod left without its programs, makes the node unready until a retry (or
+// a change of the objects) fixes it. A socket hook that failed does not:
+// it is Service translation, not policy, and is retried all the same.
+// Called with mu_ held.
+void Agent::updateReadiness(const std::vector<std::string>& errors) {
+  std::string why;
+  for (const auto& e : errors)
+    if (why.empty() && e.rfind("socket programs: ", 0) != 0) why = e + " (retrying)";
+  if (why.empty() && !not_enforced_.empty()) {
+    const auto& [pod, reason] = *not_enforced_.begin();
+    why = std::to_string(not_enforced_.size()) + " local meshed pod(s) not enforced: " + pod +
+          " (" + reason + ")" + (not_enforced_.size() > 1 ? ", ..." : "");
+  }
+  if (why.empty()) {
+    if (!status_.ready)
+      spdlog::info("ready: policy enforced ({} entries, {} local endpoints)",
+                   current_.policy.size(), current_.endpoints.size());
+    status_.ready = true;
+    status_.not_ready.clear();
+    return;
+  }
+  if (status_.ready || status_.not_ready != why) spdlog::warn("not ready: {}", why);
+  status_.ready = false;
+  status_.not_ready = why;
+}
+
+std::vector<maps::MapUsage> Agent::mapUsage() {
+  // Status pages are polled (tests: every few ms) while counting walks
+  // every map: a count a few seconds old is as good.
+  std::lock_guard<std::mutex> l(usage_mu_);
+  auto now = std::chrono::steady_clock::now();
+  if (usage_at_ == std::chrono::steady_clock::time_point{} || now - usage_at_ > std::chrono::seconds(5)) {
+    usage_ = dp_->mapUsage();
+    usage_at_ = now;
+  }
+  return usage_;
 }
 
 AgentStatus Agent::status() {
   auto reasons = dp_->maps().reasons();
   auto edges = dp_->maps().edges();
   uint32_t gen = dp_->maps().policyGeneration();
+  auto usage = mapUsage();
   std::lock_guard<std::mutex> l(mu_);
+  status_.maps = std::move(usage);
+  status_.possible_cpus = libbpf_num_possible_cpus();
   status_.reasons = reasons;
   status_.sock_stats = dp_->maps().sockStats();
   status_.ct_stats = dp_->maps().ctStats();

@@ -25,6 +25,7 @@ struct AgentConfig {
   bool force_clsact = false;
   int metrics_interval_ms = 1000;  // how often the kernel counters are read
   int metrics_window_s = 600;      // the longest ?t= window kept
+  uint32_t ct_max = SMIK_MAX_CT;   // entries of a new conntrack map (--ct-max)
 };
 
 // What /status, /readyz and `smik status` report. Copied out under a lock.
@@ -53,6 +54,11 @@ struct AgentStatus {
   std::vector<std::string> rejected;   // current rejected objects
   std::vector<std::string> diagnostics;
   std::vector<std::string> errors;     // apply/attach errors of the last round
+  // Local meshed pods without enforcement, "ns/pod: why" (no interface yet,
+  // a failed write, a full endpoints map).
+  std::vector<std::string> not_enforced;
+  std::vector<maps::MapUsage> maps;  // every BPF map: entries, capacity, kernel memory
+  uint32_t possible_cpus = 0;        // what the maps' per-CPU bytes are counted for
   std::vector<smik_counter> reasons;
   std::vector<uint64_t> ct_stats;  // index = SMIK_CT_*
   uint64_t ct_swept_total = 0;     // expired conntrack entries the agent deleted
@@ -68,8 +74,14 @@ class Agent {
  public:
   static std::unique_ptr<Agent> create(const AgentConfig& cfg,
                                        std::unique_ptr<source::Source> source, std::string* err);
+  // On a given dataplane (tests: an in-memory one).
+  static std::unique_ptr<Agent> create(const AgentConfig& cfg,
+                                       std::unique_ptr<source::Source> source,
+                                       std::unique_ptr<datapath::Dataplane> dataplane);
   // Runs until *stop becomes true. Leaves programs and pins in place.
   void run(const std::atomic<bool>& stop);
+  // One round of run(): take in the source, compile, write, hook.
+  void runOnce();
   AgentStatus status();  // reads the kernel's counters: not for probes
   bool ready() const {
     std::lock_guard<std::mutex> l(mu_);
@@ -98,15 +110,28 @@ class Agent {
   // keeps enforcing whatever it holds (a previous agent's policy, or none).
   void waitForSource();
   void reconcile(bool source_changed);
+  // Hooks new pods, then writes the rest of `next`; what is not in force
+  // goes to *errors and not_enforced_. True if a retry has nothing to fix.
+  bool enforce(const maps::KernelState& next, const std::map<std::string, uint32_t>& wanted,
+               maps::ApplyStats* stats, std::vector<std::string>* errors);
+  void updateReadiness(const std::vector<std::string>& errors);
+  std::vector<maps::MapUsage> mapUsage();  // cached: counting entries walks the maps
   void sampleMetrics();
   void sweepConntrack();
   void readEvents(const std::atomic<bool>& stop);  // ring buffer -> events_
 
   AgentConfig cfg_;
   std::unique_ptr<source::Source> source_;
-  std::unique_ptr<datapath::Datapath> dp_;
+  std::unique_ptr<datapath::Dataplane> dp_;
   compile::Plan plan_;
   bool have_plan_ = false;
+  bool first_round_ = true;
+  // Whether the last round put everything in force; if not, when to retry.
+  bool in_force_ = false;
+  std::chrono::steady_clock::time_point retry_at_{};
+  std::chrono::milliseconds retry_delay_{0};
+  std::map<std::string, std::string> not_enforced_;  // pod -> why: failures, over capacity
+  std::map<std::string, std::string> pending_;       // pod -> why: its veth is not there yet
   std::vector<std::string> host_addrs_;
   std::map<std::string, uint32_t> wanted_;
   maps::KernelState current_;
@@ -120,6 +145,10 @@ class Agent {
   // guarded by mu_; shared with the metrics store
   std::shared_ptr<const model::ClusterState> state_ = std::make_shared<const model::ClusterState>();
   std::map<uint32_t, std::string> identity_names_;  // names edges for status()
+
+  std::mutex usage_mu_;
+  std::vector<maps::MapUsage> usage_;
+  std::chrono::steady_clock::time_point usage_at_{};
 };
 
 }  // namespace smik

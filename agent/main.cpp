@@ -182,6 +182,12 @@ int main(int argc, char** argv) {
                  "how often the kernel's connection counters are read")
       ->capture_default_str()
       ->check(CLI::Range(100, 60000));
+  app.add_option("--ct-max", cfg.ct_max,
+                 "conntrack entries (flows in progress) of a new smik_ct; a pinned one keeps its "
+                 "size until --uninstall")
+      ->envname("SMIK_CT_MAX")
+      ->capture_default_str()
+      ->check(CLI::Range(1024, 1 << 24));
   app.add_option("--metrics-window", cfg.metrics_window_s,
                  "longest TrafficMetrics window (?t=) kept, seconds")
       ->envname("SMIK_METRICS_WINDOW")

@@ -97,13 +97,13 @@ static __always_inline void on_failed_connect(struct bpf_sock_ops *skops) {
   __u8 reason;
   if (bpf_map_lookup_elem(&smik_denied, &dk)) {
     bpf_map_delete_elem(&smik_denied, &dk);
-    s->client_policy++;
+    conn_inc(s->client_policy);
     reason = SMIK_FAIL_POLICY;
   } else if (refused(skops)) {
-    s->client_refused++;
+    conn_inc(s->client_refused);
     reason = SMIK_FAIL_REFUSED;
   } else {
-    s->client_timeout++; /* SYNs unanswered, or the client gave up waiting */
+    conn_inc(s->client_timeout); /* SYNs unanswered, or the client gave up waiting */
     reason = SMIK_FAIL_TIMEOUT;
   }
   emit_event(&k, SMIK_EV_CONN_FAILED, reason);
@@ -129,12 +129,14 @@ static __always_inline void on_established(struct bpf_sock_ops *skops, int activ
   if (!s)
     return;
   if (active) {
-    s->client_success++;
+    conn_inc(s->client_success);
     hist_add(s->handshake_us, handshake_us(skops));
   } else {
-    s->server_success++;
+    conn_inc(s->server_success);
   }
   hist_add(s->srtt_us, skops->srtt_us >> 3);
+  /* Read after the adds, not their result (fetching adds need -mcpu=v3):
+   * two first connections racing on two CPUs may announce nothing. */
   if (s->client_success + s->server_success == 1)
     emit_event(&k, SMIK_EV_NEW_EDGE, 0);
 }
@@ -169,7 +171,7 @@ int smik_sockops(struct bpf_sock_ops *skops) {
         if (edge_of(skops, 1, &k)) {
           struct smik_conn_stats *s = conn_stats(&k);
           if (s)
-            s->client_reset++;
+            conn_inc(s->client_reset);
         }
       }
       break;

@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <map>
 #include <thread>
 
 #include "maps/maps.h"
@@ -83,6 +84,24 @@ std::unique_ptr<LibbpfBackend> LibbpfBackend::open(const std::string& pin_dir,
     if (*m.fd < 0) return nullptr;
   }
   return b;
+}
+
+size_t LibbpfBackend::removeOrphanBackends() {
+  // Each table owns indices [0, count) of its generation; anything else was
+  // written for a table that never went live, or retired and not freed.
+  std::map<std::pair<uint32_t, uint8_t>, int> live;
+  forEachKey<smik_svc_key>(services_, [&](const smik_svc_key& k) {
+    smik_svc_value v{};
+    if (bpf_map_lookup_elem(services_, &k, &v) == 0) live[{v.svc_id, v.gen}] = endpointCount(v);
+  });
+  std::vector<smik_backend_key> orphans;
+  forEachKey<smik_backend_key>(backends_, [&](const smik_backend_key& k) {
+    auto it = live.find({k.svc_id, k.gen});
+    if (it == live.end() || k.index >= it->second) orphans.push_back(k);
+  });
+  size_t removed = 0;
+  for (const auto& k : orphans) removed += bpf_map_delete_elem(backends_, &k) == 0;
+  return removed;
 }
 
 LibbpfBackend::~LibbpfBackend() {
@@ -165,6 +184,14 @@ bool LibbpfBackend::applyServices(const std::map<smik_svc_key, SvcTable>& upsert
     int count;
   };
   std::vector<Retired> retired;
+  // Deletions first: they make room for new tables in a full map.
+  for (const auto& k : deletes) {
+    smik_svc_value old{};
+    if (bpf_map_lookup_elem(services_, &k, &old) != 0) continue;
+    if (bpf_map_delete_elem(services_, &k) != 0 && errno != ENOENT)
+      return fail(err, "delete service");
+    retired.push_back({old.svc_id, old.gen, endpointCount(old)});
+  }
   for (const auto& [k, t] : upserts) {
     smik_svc_value old{};
     bool had = bpf_map_lookup_elem(services_, &k, &old) == 0;
@@ -181,13 +208,6 @@ bool LibbpfBackend::applyServices(const std::map<smik_svc_key, SvcTable>& upsert
     smik_svc_value v = svcValue(t, gen);
     if (bpf_map_update_elem(services_, &k, &v, BPF_ANY) != 0) return fail(err, "write service");
     if (had) retired.push_back({old.svc_id, old.gen, endpointCount(old)});
-  }
-  for (const auto& k : deletes) {
-    smik_svc_value old{};
-    if (bpf_map_lookup_elem(services_, &k, &old) != 0) continue;
-    if (bpf_map_delete_elem(services_, &k) != 0 && errno != ENOENT)
-      return fail(err, "delete service");
-    retired.push_back({old.svc_id, old.gen, endpointCount(old)});
   }
   if (retired.empty()) return true;
   waitForReaders();
@@ -307,26 +327,14 @@ std::vector<uint64_t> LibbpfBackend::ctStats() {
   return out;
 }
 
+// One value for all CPUs (the programs add atomically); an edge evicted
+// between finding its key and reading it is skipped.
 std::vector<ConnEdge> LibbpfBackend::connEdges() {
   std::vector<ConnEdge> out;
   forEachKey<smik_conn_key>(conn_, [&](const smik_conn_key& k) {
     ConnEdge e;
     e.key = k;
-    for (const auto& v : perCpu<smik_conn_stats>(conn_, &k, possibleCpus())) {
-      auto& s = e.stats;
-      s.client_success += v.client_success;
-      s.client_refused += v.client_refused;
-      s.client_timeout += v.client_timeout;
-      s.client_policy += v.client_policy;
-      s.client_reset += v.client_reset;
-      s.server_success += v.server_success;
-      s.server_policy += v.server_policy;
-      for (int b = 0; b < SMIK_HIST_BUCKETS; b++) {
-        s.handshake_us[b] += v.handshake_us[b];
-        s.srtt_us[b] += v.srtt_us[b];
-      }
-    }
-    out.push_back(e);
+    if (bpf_map_lookup_elem(conn_, &k, &e.stats) == 0) out.push_back(e);
   });
   return out;
 }
@@ -336,12 +344,7 @@ std::vector<EdgeCounters> LibbpfBackend::edges() {
   forEachKey<smik_edge_key>(edges_, [&](const smik_edge_key& k) {
     EdgeCounters e;
     e.key = k;
-    for (const auto& v : perCpu<smik_edge_value>(edges_, &k, possibleCpus())) {
-      e.value.flows_allowed += v.flows_allowed;
-      e.value.packets_denied += v.packets_denied;
-      e.value.bytes_denied += v.bytes_denied;
-    }
-    out.push_back(e);
+    if (bpf_map_lookup_elem(edges_, &k, &e.value) == 0) out.push_back(e);
   });
   return out;
 }

@@ -1,6 +1,7 @@
 #include "maps/maps.h"
 
 #include <cstring>
+#include <set>
 
 namespace smik::maps {
 
@@ -95,7 +96,51 @@ namespace {
 bool sameEndpoint(const smik_endpoint& a, const smik_endpoint& b) {
   return std::memcmp(&a, &b, sizeof a) == 0;
 }
+
+bool isNewEndpoint(const KernelState& current, uint32_t ifindex, const smik_endpoint& ep) {
+  auto it = current.endpoints.find(ifindex);
+  return it == current.endpoints.end() || !sameEndpoint(it->second, ep);
+}
 }  // namespace
+
+PolicyEntries hookPolicy(const KernelState& next, const KernelState& current) {
+  std::set<uint32_t> ids;
+  for (const auto& [ifindex, ep] : next.endpoints)
+    if (isNewEndpoint(current, ifindex, ep)) ids.insert(ep.identity);
+  PolicyEntries out = current.policy_installed ? current.policy : PolicyEntries{};
+  std::erase_if(out, [&](const auto& e) { return ids.count(e.first.dst_id) > 0; });
+  for (const auto& [k, v] : next.policy)
+    if (ids.count(k.dst_id)) out.emplace(k, v);
+  return out;
+}
+
+bool hook(Backend& backend, const KernelState& next, KernelState* current,
+          std::map<uint32_t, std::string>* failed, ApplyStats* stats, std::string* err) {
+  ApplyStats local;
+  ApplyStats& st = stats ? *stats : local;
+  PolicyEntries policy = hookPolicy(next, *current);
+  if (policy != current->policy || !current->policy_installed) {
+    if (!backend.swapPolicy(policy, err)) {
+      for (const auto& [ifindex, ep] : next.endpoints)
+        if (isNewEndpoint(*current, ifindex, ep)) (*failed)[ifindex] = "policy swap: " + *err;
+      return false;
+    }
+    current->policy = std::move(policy);
+    current->policy_installed = true;
+    st.policy_swapped = true;
+  }
+  for (const auto& [ifindex, ep] : next.endpoints) {
+    if (!isNewEndpoint(*current, ifindex, ep)) continue;
+    std::string why;
+    if (backend.putEndpoint(ifindex, ep, &why)) {
+      current->endpoints[ifindex] = ep;
+      st.endpoint_writes++;
+    } else {
+      (*failed)[ifindex] = why;
+    }
+  }
+  return true;
+}
 
 bool apply(Backend& backend, const KernelState& next, const KernelState& current,
            ApplyStats* stats, std::string* err) {

@@ -54,7 +54,7 @@ struct KernelState {
   std::map<smik_svc_key, SvcTable> services;
 };
 
-// Connection telemetry of one edge, summed over CPUs.
+// Connection telemetry of one edge.
 struct ConnEdge {
   smik_conn_key key{};
   smik_conn_stats stats{};
@@ -62,7 +62,7 @@ struct ConnEdge {
 
 struct EdgeCounters {
   smik_edge_key key{};
-  smik_edge_value value{};  // summed over CPUs
+  smik_edge_value value{};
 };
 
 class Backend {
@@ -150,6 +150,9 @@ class LibbpfBackend : public Backend {
   std::vector<uint64_t> sockStats() override;
   std::vector<uint64_t> ctStats() override;
   std::vector<ConnEdge> connEdges() override;
+  // Deletes smik_backends entries no smik_services value points at: an agent
+  // that died while replacing tables leaves some. Returns how many.
+  size_t removeOrphanBackends();
 
  private:
   LibbpfBackend() = default;
@@ -174,6 +177,20 @@ struct ApplyStats {
   bool policy_swapped = false;
   bool generation_bumped = false;  // an identity moved: established flows judged again
 };
+
+// Hooks first: puts the new local endpoints of `next` (those `current`
+// lacks or holds otherwise) under enforcement before anything else is
+// written. Their identities' policy from `next` (the meta entry that denies
+// by default, and their grants) goes in force with one swap, then their
+// endpoint entries are written, each on its own: their tc programs can be
+// attached whatever the rest of the change does. `current` becomes what the
+// kernel holds afterwards; endpoints not written are in `failed` (ifindex ->
+// why). False, writing no endpoint, if the swap failed.
+bool hook(Backend& backend, const KernelState& next, KernelState* current,
+          std::map<uint32_t, std::string>* failed, ApplyStats* stats, std::string* err);
+// The policy hook() puts in force: `current`'s, with the policy of each new
+// endpoint's identity taken from `next`.
+PolicyEntries hookPolicy(const KernelState& next, const KernelState& current);
 
 // Writes only the difference between `current` and `next`, in an order that
 // never judges a packet with half the change: new identities and endpoints

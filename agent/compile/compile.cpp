@@ -1,5 +1,6 @@
 #include "agent/compile/compile.h"
 
+#include "agent/compile/capacity.h"
 #include "agent/compile/services.h"
 
 #include <arpa/inet.h>
@@ -150,7 +151,12 @@ class Compiler {
       for (const auto& [name, tt] : state_.traffic_targets) grantTarget(tt);
     }
     markEnforced();
+    fillPolicy(std::move(grants_), node_.capacity, &plan_);
     compileServices(state_, &plan_);
+    // The rest of the capacity check: nothing reaches a map it does not fit.
+    fitEndpoints(state_, node_.capacity, &plan_);
+    fitAddresses(state_, node_, &plan_);
+    fitServices(state_, node_.capacity, &plan_);
     return std::move(plan_);
   }
 
@@ -261,6 +267,7 @@ class Compiler {
 
     bool has_l4_rule = false;
     for (const auto& r : tt.rules) has_l4_rule |= r.kind != "HTTPRouteGroup";
+    TargetGrants out{ttRef(tt), tt.meta.creation_timestamp, {}};
 
     for (const auto& rule : tt.rules) {
       std::string label = rule.kind + " " + rule.name;
@@ -285,10 +292,11 @@ class Compiler {
         uint32_t sid = idOf(src);
         for (const auto& g : grants) {
           smik_policy_key k{sid, dst, g.port, static_cast<uint8_t>(g.proto), 0};
-          plan_.policy.emplace(k, smik_policy_value{rule_id, 0});  // first rule keeps it
+          out.entries.emplace_back(k, smik_policy_value{rule_id, 0});  // first rule keeps it
         }
       }
     }
+    if (!out.entries.empty()) grants_.push_back(std::move(out));
   }
 
   // HTTPRouteGroup at L4 (spec.md §2.5): paths and methods are invisible here.
@@ -339,6 +347,7 @@ class Compiler {
   Plan plan_;
   std::set<uint32_t> local_identities_;
   std::set<uint32_t> enforced_by_target_;
+  std::vector<TargetGrants> grants_;  // into plan_.policy once all are known (capacity)
 };
 
 }  // namespace

@@ -31,6 +31,18 @@ enum class HttpRulesAtL4 { kGrantNothing, kGrantAllTcp };
 enum class HostTraffic { kAllow, kPolicy };
 const char* hostTrafficName(HostTraffic h);
 bool parseHostTraffic(const std::string& s, HostTraffic* out);
+// How many entries each map the compiler fills holds (smik_abi.h). An object
+// that would not fit is rejected whole, with a diagnostic, largest first
+// until the rest fits: a map write never fails for want of room.
+struct Capacity {
+  size_t ips = SMIK_MAX_IPS;
+  size_t endpoints = SMIK_MAX_ENDPOINTS;
+  size_t policy = SMIK_MAX_POLICY;
+  size_t services = SMIK_MAX_SERVICES;
+  // While a table is replaced both generations of its endpoints are in the
+  // map (and the agent may replace every table at once): half of it.
+  size_t backends = SMIK_MAX_BACKENDS / 2;
+};
 
 struct NodeConfig {
   std::string node_name;
@@ -41,6 +53,7 @@ struct NodeConfig {
   HttpRulesAtL4 http_rules = HttpRulesAtL4::kGrantNothing;
   std::vector<std::string> host_addrs;  // this node's own addresses: identity HOST
   HostTraffic host_traffic = HostTraffic::kAllow;
+  Capacity capacity;
 };
 
 // Namespace label that puts a namespace's pods into the mesh.
@@ -66,6 +79,15 @@ struct Diagnostic {
   model::ObjectRef object;
   std::string message;
   std::string str() const;
+};
+
+// An object left out of the plan because a map could not hold it.
+struct CapacityRejection {
+  model::ObjectRef object;
+  std::string map;     // "smik_policy", as the kernel names the map
+  size_t entries = 0;  // what the object needs in it
+  size_t limit = 0;    // what the map holds
+  std::string message;  // its diagnostic's
 };
 
 // Which TrafficTarget rule produced a policy entry (policy value rule_id - 1).
@@ -117,6 +139,9 @@ struct Plan {
   std::vector<RuleOrigin> rules;  // index = rule_id - 1
   std::map<smik_svc_key, ServiceTable> services;  // every ClusterIP service port
   std::vector<Diagnostic> diagnostics;
+  // Objects rejected for capacity (each also has a diagnostic). A local pod
+  // in it (map smik_endpoints) is not enforced: the agent reports it.
+  std::vector<CapacityRejection> over_capacity;
 
   // Name of an identity id, "ns/sa" or a reserved name ("host", "world").
   std::string identityName(uint32_t id) const;

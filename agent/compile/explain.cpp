@@ -3,6 +3,7 @@
 #include "agent/compile/verdict.h"
 
 #include <algorithm>
+#include <optional>
 #include <set>
 
 namespace smik::compile {
@@ -37,6 +38,13 @@ std::string whyNot(const model::ClusterState& state, const model::TrafficTarget&
   return name + "no " + want + " of it lists port " + std::to_string(port);
 }
 
+// The diagnostic of an object the capacity check left out, if it was.
+std::optional<std::string> overCapacity(const Plan& plan, const model::ObjectRef& ref) {
+  for (const auto& r : plan.over_capacity)
+    if (r.object == ref) return r.message;
+  return std::nullopt;
+}
+
 }  // namespace
 
 bool explain(const model::ClusterState& state, NodeConfig node, const std::string& from,
@@ -61,6 +69,12 @@ bool explain(const model::ClusterState& state, NodeConfig node, const std::strin
     e.summary = "ALLOW " + flow + ": destination is not in the mesh (namespace " +
                 dst.meta.ns + " lacks label " + kMeshLabel + "=" + kMeshLabelValue +
                 " and is not in --mesh-namespaces)";
+    *out = e;
+    return true;
+  }
+  if (auto r = overCapacity(plan, {"Pod", dst.meta.ns, dst.meta.name}); r && !plan.endpoints.count(to)) {
+    e.allowed = true;
+    e.summary = "ALLOW " + flow + ": the destination pod is not enforced: " + *r;
     *out = e;
     return true;
   }
@@ -129,13 +143,15 @@ bool explainService(const model::ClusterState& state, const NodeConfig& node,
     }
     out->push_back(std::move(e));
   }
-  if (out->empty()) {
-    *err = "Service " + service + " has no ClusterIP port " + std::to_string(port) + "/" +
-           protoName(proto);
-    return false;
-  }
   std::string ns = service.substr(0, service.find('/'));
   std::string name = service.substr(service.find('/') + 1);
+  if (out->empty()) {
+    auto r = overCapacity(plan, {"Service", ns, name});
+    *err = "Service " + service + (r ? ": " + *r
+                                     : " has no ClusterIP port " + std::to_string(port) + "/" +
+                                           protoName(proto));
+    return false;
+  }
   std::set<std::string> splits;  // those whose root is this Service
   for (const auto& [k, ts] : state.traffic_splits)
     if (ts.meta.ns == ns && ts.service == name) splits.insert(ts.meta.name);

@@ -14,6 +14,8 @@
 #include <cstring>
 #include <filesystem>
 #include <functional>
+#include <optional>
+#include <set>
 
 #include "agent/datapath/system.h"
 #include "smik_sock.skel.h"
@@ -58,6 +60,67 @@ void tcDetachClsact(uint32_t ifindex, bpf_tc_attach_point where) {
   bpf_tc_detach(&hook, &o);
 }
 
+// Maps that only count: a pin of another definition (left by another smik
+// version) is replaced, and its counts restart, rather than refused. Maps
+// that enforce are never replaced: their pins hold the policy in force.
+bool countsOnly(const std::string& name) {
+  for (const char* m : {maps::kConnMap, maps::kEdgesMap, maps::kReasonsMap, maps::kSockStatsMap,
+                        maps::kEventsMap, "smik_denied", "smik_ev_limits"})
+    if (name == m) return true;
+  return false;
+}
+
+maps::MapDef defOf(const bpf_map* m) {
+  return {bpf_map__name(m), bpf_map__type(m), bpf_map__key_size(m), bpf_map__value_size(m),
+          bpf_map__max_entries(m), bpf_map__map_flags(m)};
+}
+
+bool sameShape(const maps::MapDef& a, const maps::MapDef& b) {
+  return a.type == b.type && a.key_size == b.key_size && a.value_size == b.value_size &&
+         a.max_entries == b.max_entries && a.flags == b.flags;
+}
+
+// The definition of the map pinned at path, if any.
+std::optional<maps::MapDef> pinnedDef(const std::string& path) {
+  int fd = bpf_obj_get(path.c_str());
+  if (fd < 0) return std::nullopt;
+  maps::MapDef def;
+  bool ok = maps::mapDefOf(fd, &def);
+  close(fd);
+  return ok ? std::optional(def) : std::nullopt;
+}
+
+void replaceStaleCounterPins(bpf_object* obj) {
+  bpf_map* m;
+  bpf_object__for_each_map(m, obj) {
+    const char* pin = bpf_map__pin_path(m);
+    if (!pin || !countsOnly(bpf_map__name(m))) continue;
+    auto pinned = pinnedDef(pin);
+    if (!pinned || sameShape(*pinned, defOf(m))) continue;
+    spdlog::warn("{} is pinned as a {} of {}-byte values, this smik wants a {} of {}: replaced, "
+                 "its counts restart",
+                 bpf_map__name(m), maps::mapTypeName(pinned->type), pinned->value_size,
+                 maps::mapTypeName(bpf_map__type(m)), bpf_map__value_size(m));
+    ::unlink(pin);
+  }
+}
+
+// A pinned conntrack keeps its size whatever --ct-max says: a new map would
+// forget every flow in progress, and the replies to pods' own connections
+// would be judged as new inbound flows and dropped. Its size as the kernel
+// reports it is also the one libbpf must ask for to reuse it (the kernel
+// rounds a per-CPU LRU up to a multiple of the CPU count).
+uint32_t conntrackEntries(const Options& opts) {
+  auto pinned = pinnedDef(opts.pin_dir + "/" + maps::kCtMap);
+  if (!pinned) return opts.ct_max;
+  if (pinned->max_entries < opts.ct_max ||
+      pinned->max_entries >= opts.ct_max + libbpf_num_possible_cpus())
+    spdlog::warn("{} is pinned with {} entries and stays so (replacing it would drop the flows in "
+                 "progress); --ct-max {} applies after smik-agent --uninstall",
+                 maps::kCtMap, pinned->max_entries, opts.ct_max);
+  return pinned->max_entries;
+}
+
 }  // namespace
 
 std::function<void(int fd)> ownSocketRegistrar(const std::string& pin_dir, std::string* err) {
@@ -90,6 +153,8 @@ std::unique_ptr<Datapath> Datapath::open(const Options& opts, std::string* err) 
   LIBBPF_OPTS(bpf_object_open_opts, oo, .pin_root_path = opts.pin_dir.c_str());
   d->skel_ = smik_tc__open_opts(&oo);
   if (!d->skel_) return (*err = errnoText("open BPF object")), nullptr;
+  bpf_map__set_max_entries(d->skel_->maps.smik_ct, conntrackEntries(opts));
+  replaceStaleCounterPins(d->skel_->obj);
   if (int r = smik_tc__load(d->skel_); r != 0) {
     *err = "load BPF programs (are the pinned maps from an incompatible smik? run "
            "smik-agent --uninstall): " + std::string(strerror(-r));
@@ -97,18 +162,23 @@ std::unique_ptr<Datapath> Datapath::open(const Options& opts, std::string* err) 
   }
   d->sock_ = smik_sock__open_opts(&oo);
   if (!d->sock_) return (*err = errnoText("open BPF socket object")), nullptr;
+  replaceStaleCounterPins(d->sock_->obj);
   if (int r = smik_sock__load(d->sock_); r != 0) {
     *err = "load BPF socket programs: " + std::string(strerror(-r));
     return nullptr;
   }
   d->tel_ = smik_tel__open_opts(&oo);
   if (!d->tel_) return (*err = errnoText("open BPF telemetry object")), nullptr;
+  replaceStaleCounterPins(d->tel_->obj);
   if (int r = smik_tel__load(d->tel_); r != 0) {
     *err = "load BPF telemetry (sockops): " + std::string(strerror(-r));
     return nullptr;
   }
   d->maps_ = maps::LibbpfBackend::open(opts.pin_dir, err);
   if (!d->maps_) return nullptr;
+  if (size_t n = d->maps_->removeOrphanBackends())
+    spdlog::warn("removed {} {} entries no service table points at (an agent stopped in the "
+                 "middle of replacing tables)", n, maps::kBackendsMap);
   d->tcx_ = !opts.force_clsact;
   d->adoptPinnedLinks();
   return d;
@@ -307,6 +377,85 @@ void Datapath::detachSocketPrograms() {
   for (int fd : sock_links_) close(fd);
   sock_links_.clear();
   sock_attached_ = false;
+}
+
+namespace {
+
+// The name a map is reported under: a pinned map is one map whichever
+// object opened it; an unpinned one exists once per object.
+std::string reportName(const bpf_map* m, const char* object) {
+  if (bpf_map__pin_path(m)) return bpf_map__name(m);
+  return std::string(bpf_map__name(m)) + " (" + object + ")";
+}
+
+struct Objects {
+  bpf_object* objs[3];
+  const char* names[3] = {"smik_tc", "smik_sock", "smik_tel"};
+};
+
+// Every map of the three objects, each once.
+template <typename Fn>
+void forEachMap(const Objects& o, Fn fn) {
+  std::set<std::string> seen;
+  for (int i = 0; i < 3; i++) {
+    bpf_map* m;
+    bpf_object__for_each_map(m, o.objs[i]) {
+      std::string name = reportName(m, o.names[i]);
+      if (seen.insert(name).second) fn(m, name);
+    }
+  }
+}
+
+constexpr const char* kPolicyGeneration = "smik_pol_gen";  // what swapPolicy names them
+
+}  // namespace
+
+std::vector<maps::MapDef> mapDefs(const Options& opts, std::string* err) {
+  LIBBPF_OPTS(bpf_object_open_opts, oo, .pin_root_path = opts.pin_dir.c_str());
+  smik_tc* tc = smik_tc__open_opts(&oo);
+  smik_sock* sock = smik_sock__open_opts(&oo);
+  smik_tel* tel = smik_tel__open_opts(&oo);
+  std::vector<maps::MapDef> out;
+  if (!tc || !sock || !tel) {
+    *err = errnoText("open BPF objects");
+  } else {
+    bpf_map__set_max_entries(tc->maps.smik_ct, opts.ct_max);
+    forEachMap(Objects{{tc->obj, sock->obj, tel->obj}}, [&](bpf_map* m, const std::string& name) {
+      out.push_back(defOf(m));
+      out.back().name = name;
+    });
+    out.push_back(defOf(bpf_map__inner_map(tc->maps.smik_policy)));
+    out.back().name = kPolicyGeneration;
+  }
+  smik_tc__destroy(tc);
+  smik_sock__destroy(sock);
+  smik_tel__destroy(tel);
+  return out;
+}
+
+std::vector<maps::MapUsage> Datapath::mapUsage() {
+  static const uint32_t cpus = libbpf_num_possible_cpus();
+  std::vector<maps::MapUsage> out;
+  auto add = [&](int fd, const std::string& name) {
+    maps::MapUsage u;
+    if (!maps::mapDefOf(fd, &u.def)) return;
+    u.def.name = name;
+    u.entries = maps::countEntries(fd, u.def);
+    u.bytes = maps::mapBytesFull(u.def, cpus);
+    out.push_back(std::move(u));
+  };
+  forEachMap(Objects{{skel_->obj, sock_->obj, tel_->obj}},
+             [&](bpf_map* m, const std::string& name) { add(bpf_map__fd(m), name); });
+  // The generation in force; while the agent swaps, a second one exists.
+  __u32 zero = 0, id = 0;
+  if (bpf_map_lookup_elem(bpf_map__fd(skel_->maps.smik_policy), &zero, &id) == 0) {
+    int fd = bpf_map_get_fd_by_id(id);
+    if (fd >= 0) {
+      add(fd, kPolicyGeneration);
+      close(fd);
+    }
+  }
+  return out;
 }
 
 bool Datapath::uninstall(const std::string& pin_dir, std::string* err) {

@@ -10,6 +10,7 @@
 
 #include "agent/compile/compile.h"
 #include "maps/maps.h"
+#include "maps/memory.h"
 
 struct smik_tc;
 struct smik_sock;
@@ -22,6 +23,9 @@ struct Options {
   std::string pin_dir = "/sys/fs/bpf/smik";
   bool force_clsact = false;  // skip tcx (tests of the fallback)
   std::string cgroup;         // cgroup2 directory for the socket programs
+  // Entries of a new smik_ct (--ct-max). A pinned one keeps its size: it
+  // holds the flows in progress (see open()).
+  uint32_t ct_max = SMIK_MAX_CT;
 };
 
 // One pod's hook, as the agent holds it.
@@ -39,32 +43,59 @@ struct Attachment {
 // creates); an empty function and *err when it cannot.
 std::function<void(int fd)> ownSocketRegistrar(const std::string& pin_dir, std::string* err);
 
-class Datapath {
+// What the agent drives on a node: the maps and the pods' hooks. Datapath
+// is the kernel's; agent tests put an in-memory one in its place.
+class Dataplane {
  public:
-  static std::unique_ptr<Datapath> open(const Options& opts, std::string* err);
-  ~Datapath();
-  Datapath(const Datapath&) = delete;
-  Datapath& operator=(const Datapath&) = delete;
-
-  maps::Backend& maps() { return *maps_; }
-  bool tcxAvailable() const { return tcx_; }
-  int toPodProgFd() const;
-  int fromPodProgFd() const;
-
+  virtual ~Dataplane() = default;
+  virtual maps::Backend& maps() = 0;
+  virtual bool tcxAvailable() const = 0;
+  virtual uint8_t attachMode() const = 0;
   // Resolves each local endpoint's host-side interface (0 = not there yet).
-  std::map<std::string, uint32_t> resolveInterfaces(const compile::Plan& plan) const;
+  virtual std::map<std::string, uint32_t> resolveInterfaces(const compile::Plan& plan) const = 0;
   // Hooks every pod in `wanted` (pod -> ifindex) and unhooks every other one.
   // Unhooking happens in detachGone (before the maps drop the endpoint),
   // hooking in attachNew (after the maps hold it).
-  void detachGone(const std::map<std::string, uint32_t>& wanted);
-  void attachNew(const std::map<std::string, uint32_t>& wanted, std::vector<std::string>* errors);
-  const std::map<uint32_t, Attachment>& attachments() const { return attached_; }
+  virtual void detachGone(const std::map<std::string, uint32_t>& wanted) = 0;
+  virtual void attachNew(const std::map<std::string, uint32_t>& wanted,
+                         std::vector<std::string>* errors) = 0;
+  virtual const std::map<uint32_t, Attachment>& attachments() const = 0;
   // Hooks connect/sendmsg/recvmsg/getpeername (v4 and v6) at opts.cgroup,
   // taking over links a previous agent pinned. Idempotent.
-  bool attachSocketPrograms(std::string* err);
-  bool socketProgramsAttached() const { return sock_attached_; }
+  virtual bool attachSocketPrograms(std::string* err) = 0;
+  virtual bool socketProgramsAttached() const = 0;
+  // Every map: its definition, entries now, and bytes at full size here.
+  virtual std::vector<maps::MapUsage> mapUsage() = 0;
+};
+
+// The maps of the BPF objects as built, before anything is loaded (no
+// root needed), with the sizes open() would give them: what the memory
+// table of README.md is computed from. Unpinned maps are per object
+// ("smik_conn_zero (smik_tc)"); the policy generation is "smik_pol_gen".
+std::vector<maps::MapDef> mapDefs(const Options& opts, std::string* err);
+
+class Datapath : public Dataplane {
+ public:
+  static std::unique_ptr<Datapath> open(const Options& opts, std::string* err);
+  ~Datapath() override;
+  Datapath(const Datapath&) = delete;
+  Datapath& operator=(const Datapath&) = delete;
+
+  maps::Backend& maps() override { return *maps_; }
+  bool tcxAvailable() const override { return tcx_; }
+  int toPodProgFd() const;
+  int fromPodProgFd() const;
+
+  std::map<std::string, uint32_t> resolveInterfaces(const compile::Plan& plan) const override;
+  void detachGone(const std::map<std::string, uint32_t>& wanted) override;
+  void attachNew(const std::map<std::string, uint32_t>& wanted,
+                 std::vector<std::string>* errors) override;
+  const std::map<uint32_t, Attachment>& attachments() const override { return attached_; }
+  bool attachSocketPrograms(std::string* err) override;
+  bool socketProgramsAttached() const override { return sock_attached_; }
   void detachSocketPrograms();  // unpin and close: benchmarks' baseline runs
-  uint8_t attachMode() const;
+  uint8_t attachMode() const override;
+  std::vector<maps::MapUsage> mapUsage() override;
 
   // Removes every program, link, tc hook and pin under pin_dir.
   static bool uninstall(const std::string& pin_dir, std::string* err);

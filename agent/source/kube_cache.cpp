@@ -138,7 +138,9 @@ void KubeCache::apply(Reflector::Event event, const std::string& key,
       entry.object = std::make_unique<model::Object>(std::move(parsed.objects.front()));
   }
   const std::string api_version = object.value("apiVersion", "");
-  if (!parsed.errors.empty() || isSmiGroup(api_version)) {
+  // Services too: the compiler may reject one for capacity, and says so in
+  // an Event. There are few of them, unlike pods.
+  if (!parsed.errors.empty() || isSmiGroup(api_version) || object.value("kind", "") == "Service") {
     entry.extra = std::make_unique<Extra>();
     if (!parsed.errors.empty()) entry.extra->error = std::move(parsed.errors.front());
     const auto& meta = object.value("metadata", nlohmann::json::object());

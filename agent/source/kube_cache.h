@@ -37,7 +37,7 @@ class KubeCache {
   std::vector<model::ParseError> errors() const;
   // Rejected objects with what an Event about them needs.
   std::vector<std::pair<InvolvedObject, model::ParseError>> rejected() const;
-  // The object (of an SMI kind) a compiler diagnostic names.
+  // The object (of an SMI kind, or a Service) a compiler diagnostic names.
   std::optional<InvolvedObject> find(const model::ObjectRef& ref) const;
   // Forgets every object of one collection (its reflector was replaced by
   // one at another version).
@@ -57,14 +57,14 @@ class KubeCache {
     // and 50k pod entries would each carry one unused.
     std::unique_ptr<model::Object> object;  // null: rejected, ignored, or a pod
     std::shared_ptr<const model::Pod> pod;  // shared with every state() snapshot
-    // SMI kinds and rejected objects only: pods, most of a cluster, carry
+    // SMI kinds, Services and rejected objects only: pods, most of a cluster, carry
     // neither, and 350 bytes each of empty fields add up at 50k.
     std::unique_ptr<Extra> extra;
   };
   mutable std::mutex mu_;
   void unindex(const Entry& e);  // mu_ held
   std::map<std::string, Entry> entries_;  // "apiVersion Kind ns/name"
-  std::map<model::ObjectRef, InvolvedObject> smi_index_;  // SMI and rejected objects
+  std::map<model::ObjectRef, InvolvedObject> smi_index_;  // SMI, Services, rejected objects
   uint64_t generation_ = 0;
   uint64_t rejected_total_ = 0;
 };

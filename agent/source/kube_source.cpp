@@ -316,7 +316,7 @@ void KubeSource::reportPlan(const compile::Plan& plan) {
   for (const auto& d : plan.diagnostics) {
     if (d.level != compile::Diagnostic::Level::kWarning) continue;
     std::optional<InvolvedObject> involved = cache_.find(d.object);
-    if (involved && isSmi(involved->api_version))
+    if (involved && (isSmi(involved->api_version) || involved->kind == "Service"))
       events_->record(*involved, "Warning", "NotApplied", d.message);
   }
 }

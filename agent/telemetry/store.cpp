@@ -62,6 +62,9 @@ void Store::sample(const std::vector<maps::ConnEdge>& edges, Clock::time_point n
   std::lock_guard<std::mutex> l(mu_);
   Interval iv{now, {}};
   static const smik_conn_stats kZero{};
+  // An edge missing from this reading was evicted from the kernel's LRU map:
+  // if it comes back, it counts from zero again.
+  std::map<std::vector<uint8_t>, smik_conn_stats> seen;
   for (const auto& e : edges) {
     auto key = rawKey(e.key);
     const smik_conn_stats& prev = last_.count(key) ? last_[key] : kZero;
@@ -90,13 +93,18 @@ void Store::sample(const std::vector<maps::ConnEdge>& edges, Clock::time_point n
     sparseDiff(cur.srtt_us, prev.srtt_us, &d.client.srtt);
     d.server.handshake = d.client.handshake;
     d.server.srtt = d.client.srtt;
-    last_[key] = cur;
+    seen[key] = cur;
     if (d.client.empty() && d.server.empty()) continue;
     uint32_t index = iv.edges.size();
     if (!d.client_pod.empty()) iv.by_client[d.client_pod].push_back(index);
     if (!d.server_pod.empty()) iv.by_server[d.server_pod].push_back(index);
     iv.edges.push_back(std::move(d));
   }
+  // Prometheus counters must not fall when the kernel evicts an edge: what
+  // it had counted stays in the totals of its workloads.
+  for (const auto& [raw, s] : last_)
+    if (!seen.count(raw)) addTotals(raw, s, &evicted_);
+  last_ = std::move(seen);
   intervals_.push_back(std::move(iv));
   last_sample_ = now;
   while (!intervals_.empty() &&
@@ -160,8 +168,8 @@ std::string Store::nameOf(const compile::Addr& a) const {
   return it == pod_by_ip_.end() ? a.str() : it->second;
 }
 
-std::vector<Store::WorkloadEdge> Store::totals() const {
-  std::lock_guard<std::mutex> l(mu_);
+void Store::addTotals(const std::vector<uint8_t>& raw, const smik_conn_stats& s,
+                      std::map<WorkloadKey, Counts>* agg) const {
   auto workload = [&](const std::string& pod) -> std::pair<std::string, std::string> {
     if (pod.empty()) return {"", ""};
     for (const char* kind : {"Deployment", "DaemonSet", "StatefulSet"}) {
@@ -170,30 +178,33 @@ std::vector<Store::WorkloadEdge> Store::totals() const {
     }
     return {nsOf(pod), podName(pod)};
   };
-  std::map<std::tuple<std::string, std::string, std::string, std::string, Side>, Counts> agg;
-  for (const auto& [raw, s] : last_) {
-    smik_conn_key k;
-    std::memcpy(&k, raw.data(), sizeof k);
-    auto client = pod_by_ip_.find(compile::kernelAddr(k.family, k.client));
-    auto server = pod_by_ip_.find(compile::kernelAddr(k.family, k.server));
-    auto [cns, cw] = workload(client == pod_by_ip_.end() ? "" : client->second);
-    auto [sns, sw] = workload(server == pod_by_ip_.end() ? "" : server->second);
-    Counts c, srv;
-    c.success = s.client_success;
-    c.refused = s.client_refused;
-    c.timeout = s.client_timeout;
-    c.policy = s.client_policy;
-    c.reset = s.client_reset;
-    srv.success = s.server_success;
-    srv.policy = s.server_policy;
-    srv.refused = s.client_refused;
-    for (int b = 0; b < SMIK_HIST_BUCKETS; b++) {
-      c.handshake_us.buckets[b] = srv.handshake_us.buckets[b] = s.handshake_us[b];
-      c.srtt_us.buckets[b] = srv.srtt_us.buckets[b] = s.srtt_us[b];
-    }
-    if (!cw.empty() && !c.empty()) agg[{cns, cw, sns, sw, Side::kClient}].add(c);
-    if (!sw.empty() && !srv.empty()) agg[{sns, sw, cns, cw, Side::kServer}].add(srv);
+  smik_conn_key k;
+  std::memcpy(&k, raw.data(), sizeof k);
+  auto client = pod_by_ip_.find(compile::kernelAddr(k.family, k.client));
+  auto server = pod_by_ip_.find(compile::kernelAddr(k.family, k.server));
+  auto [cns, cw] = workload(client == pod_by_ip_.end() ? "" : client->second);
+  auto [sns, sw] = workload(server == pod_by_ip_.end() ? "" : server->second);
+  Counts c, srv;
+  c.success = s.client_success;
+  c.refused = s.client_refused;
+  c.timeout = s.client_timeout;
+  c.policy = s.client_policy;
+  c.reset = s.client_reset;
+  srv.success = s.server_success;
+  srv.policy = s.server_policy;
+  srv.refused = s.client_refused;
+  for (int b = 0; b < SMIK_HIST_BUCKETS; b++) {
+    c.handshake_us.buckets[b] = srv.handshake_us.buckets[b] = s.handshake_us[b];
+    c.srtt_us.buckets[b] = srv.srtt_us.buckets[b] = s.srtt_us[b];
   }
+  if (!cw.empty() && !c.empty()) (*agg)[{cns, cw, sns, sw, Side::kClient}].add(c);
+  if (!sw.empty() && !srv.empty()) (*agg)[{sns, sw, cns, cw, Side::kServer}].add(srv);
+}
+
+std::vector<Store::WorkloadEdge> Store::totals() const {
+  std::lock_guard<std::mutex> l(mu_);
+  std::map<WorkloadKey, Counts> agg = evicted_;
+  for (const auto& [raw, s] : last_) addTotals(raw, s, &agg);
   std::vector<WorkloadEdge> out;
   for (auto& [k, c] : agg)
     out.push_back({std::get<0>(k), std::get<1>(k), std::get<2>(k), std::get<3>(k), std::get<4>(k),

@@ -10,6 +10,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <tuple>
 #include <unordered_map>
 #include <vector>
 
@@ -96,6 +97,10 @@ class Store : public MetricsView {
   std::vector<EdgeMetrics> edgesOf(const ResourceRef& r, int window_s, bool samples_only_too) const;
 
   static void addTo(Counts* c, const SideDelta& d);
+  // One kernel edge's cumulative counts into workload totals (caller holds mu_).
+  using WorkloadKey = std::tuple<std::string, std::string, std::string, std::string, Side>;
+  void addTotals(const std::vector<uint8_t>& raw, const smik_conn_stats& s,
+                 std::map<WorkloadKey, Counts>* agg) const;
   std::vector<const Interval*> window(int window_s) const;  // caller holds mu_
 
   int max_window_s_;
@@ -109,6 +114,7 @@ class Store : public MetricsView {
   };
   std::map<uint32_t, ServiceRoute> routes_;  // by svc_id
   std::map<std::vector<uint8_t>, smik_conn_stats> last_;  // cumulative, by raw key
+  std::map<WorkloadKey, Counts> evicted_;  // what edges the kernel dropped had counted
   std::deque<Interval> intervals_;
   Clock::time_point last_sample_{};
 };

@@ -401,7 +401,36 @@ nlohmann::json statusJson(const pb::StatusReply& s) {
                      {"flowsAllowed", e.flows_allowed()},
                      {"packetsDenied", e.packets_denied()}});
   j["edges"] = edges;
+  j["notEnforced"] = strings(s.not_enforced());
+  nlohmann::json maps = nlohmann::json::array();
+  for (const auto& m : s.maps())
+    maps.push_back({{"name", m.name()},
+                    {"type", m.type()},
+                    {"entries", m.entries()},
+                    {"maxEntries", m.max_entries()},
+                    {"bytes", m.bytes()}});
+  j["maps"] = maps;
+  j["possibleCpus"] = s.possible_cpus();
   return j;
+}
+
+// One line per map, and the total: what the node's kernel holds for smik.
+void printMaps(const nlohmann::json& j) {
+  if (!j.contains("maps") || j["maps"].empty()) return;
+  std::cout << "maps (kernel memory when full, " << j.value("possibleCpus", 0) << " CPUs):\n";
+  uint64_t total = 0;
+  char line[160];
+  for (const auto& m : j["maps"]) {
+    uint64_t bytes = m["bytes"].get<uint64_t>();
+    total += bytes;
+    std::snprintf(line, sizeof line, "  %-28s %-16s %9llu / %-9u %9.1f MiB\n",
+                  m["name"].get<std::string>().c_str(), m["type"].get<std::string>().c_str(),
+                  static_cast<unsigned long long>(m["entries"].get<uint64_t>()),
+                  m["maxEntries"].get<unsigned>(), bytes / 1048576.0);
+    std::cout << line;
+  }
+  std::snprintf(line, sizeof line, "  %-56s %9.1f MiB\n", "total", total / 1048576.0);
+  std::cout << line;
 }
 
 void printStatus(const nlohmann::json& j) {
@@ -420,6 +449,10 @@ void printStatus(const nlohmann::json& j) {
   }
   std::cout << "endpoints:\n";
   for (const auto& e : j["endpoints"]) std::cout << "  " << e.get<std::string>() << "\n";
+  if (j.contains("notEnforced") && !j["notEnforced"].empty()) {
+    std::cout << "NOT ENFORCED (local meshed pods without their tc programs):\n";
+    for (const auto& e : j["notEnforced"]) std::cout << "  " << e.get<std::string>() << "\n";
+  }
   std::cout << "rejected objects (" << j["rejectedObjectsTotal"] << " since start):\n";
   for (const auto& e : j["rejected"]) std::cout << "  " << e.get<std::string>() << "\n";
   std::cout << "verdicts:\n";
@@ -431,8 +464,11 @@ void printStatus(const nlohmann::json& j) {
               << e["destination"].get<std::string>() << " " << e["proto"].get<std::string>() << "/"
               << e["port"] << ": " << e["flowsAllowed"] << " flows allowed, " << e["packetsDenied"]
               << " packets denied\n";
+  printMaps(j);
   if (!j["diagnostics"].empty()) std::cout << "diagnostics:\n";
   for (const auto& e : j["diagnostics"]) std::cout << "  " << e.get<std::string>() << "\n";
+  if (!j["errors"].empty()) std::cout << "errors of the last apply:\n";
+  for (const auto& e : j["errors"]) std::cout << "  " << e.get<std::string>() << "\n";
 }
 
 // The HTTP path, kept for `--http ADDR` (scripts and agents from before the

@@ -69,6 +69,16 @@ void fillStatus(const AgentStatus& s, pb::StatusReply* r) {
     v->set_packets(s.reasons[i].packets);
     v->set_bytes(s.reasons[i].bytes);
   }
+  for (const auto& p : s.not_enforced) r->add_not_enforced(p);
+  for (const auto& u : s.maps) {
+    auto* m = r->add_maps();
+    m->set_name(u.def.name);
+    m->set_type(maps::mapTypeName(u.def.type));
+    m->set_entries(u.entries);
+    m->set_max_entries(u.def.max_entries);
+    m->set_bytes(u.bytes);
+  }
+  r->set_possible_cpus(s.possible_cpus);
   for (const auto& e : s.edges) {
     auto* pe = r->add_edges();
     pe->set_source(e.source);

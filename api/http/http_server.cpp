@@ -18,6 +18,17 @@ const char* kCtNames[] = {"created", "insertFailed", "rebuilt", "revoked", "iden
                           "closed", "fragmentsTracked"};
 const char* kCtMetric[] = {"created", "insert_failed", "rebuilt", "revoked", "identity_changed",
                            "closed", "fragments_tracked"};
+
+nlohmann::json mapsJson(const std::vector<maps::MapUsage>& usage) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& u : usage)
+    out.push_back({{"name", u.def.name},
+                   {"type", maps::mapTypeName(u.def.type)},
+                   {"entries", u.entries},
+                   {"maxEntries", u.def.max_entries},
+                   {"bytes", u.bytes}});
+  return out;
+}
 }
 
 std::string statusJson(const AgentStatus& s) {
@@ -63,6 +74,9 @@ std::string statusJson(const AgentStatus& s) {
                      {"port", e.port}, {"flowsAllowed", e.flows_allowed},
                      {"packetsDenied", e.packets_denied}});
   j["edges"] = edges;
+  j["notEnforced"] = s.not_enforced;
+  j["maps"] = mapsJson(s.maps);
+  j["possibleCpus"] = s.possible_cpus;
   return j.dump(2) + "\n";
 }
 
@@ -109,6 +123,23 @@ std::string prometheusText(const AgentStatus& s) {
          "Conntrack entries created, not inserted (table full), rebuilt, revoked, dropped for "
          "a changed identity, closed, swept when expired; first fragments tracked.",
          "counter", ct);
+  metric("smik_pods_not_enforced",
+         "Local meshed pods without their tc programs (no interface yet, a failed write, a full "
+         "endpoints map).",
+         "gauge", "smik_pods_not_enforced " + std::to_string(s.not_enforced.size()) + "\n");
+  std::string entries, max, bytes;
+  for (const auto& u : s.maps) {
+    std::string label = "{map=\"" + u.def.name + "\"} ";
+    entries += "smik_map_entries" + label + std::to_string(u.entries) + "\n";
+    max += "smik_map_max_entries" + label + std::to_string(u.def.max_entries) + "\n";
+    bytes += "smik_map_bytes" + label + std::to_string(u.bytes) + "\n";
+  }
+  metric("smik_map_entries", "Entries in each BPF map (arrays: their size).", "gauge", entries);
+  metric("smik_map_max_entries", "Capacity of each BPF map.", "gauge", max);
+  metric("smik_map_bytes",
+         "Kernel memory of each BPF map when full, at this node's possible CPUs (README.md: "
+         "Capacity and kernel memory).",
+         "gauge", bytes);
   return out;
 }
 

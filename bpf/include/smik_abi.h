@@ -33,12 +33,23 @@
 #define SMIK_PROTO_TCP 6
 #define SMIK_PROTO_UDP 17
 
-/* Map sizes: also the inner-map template, so fixed for the life of the pins. */
-#define SMIK_MAX_IPS (1 << 18)
-#define SMIK_MAX_ENDPOINTS 4096
-#define SMIK_MAX_POLICY (1 << 18)
-#define SMIK_MAX_CT (1 << 18)
-#define SMIK_MAX_EDGES (1 << 16)
+/* Map capacities, every map's in one place (README: "Capacity and kernel
+ * memory"). The agent's compiler admits only what fits the maps it fills
+ * (ipcache, endpoints, policy, services, backends) and rejects the largest
+ * objects otherwise; the kernel-written maps are LRU and evict. Fixed for
+ * the life of the pins, except conntrack: --ct-max sizes a new smik_ct. */
+#define SMIK_MAX_IPS (1 << 18)          /* smik_ipcache: pod and node addresses */
+#define SMIK_MAX_ENDPOINTS 4096         /* smik_endpoints: local meshed pods */
+#define SMIK_MAX_POLICY (1 << 18)       /* a policy generation (inner map) */
+#define SMIK_MAX_CT (1 << 18)           /* smik_ct: the default of --ct-max */
+#define SMIK_MAX_EDGES (1 << 16)        /* smik_edges (LRU) */
+#define SMIK_MAX_SERVICES (1 << 16)     /* smik_services: ClusterIP x port tables */
+#define SMIK_MAX_BACKENDS (1 << 18)     /* smik_backends: both generations of every table */
+#define SMIK_MAX_REVNAT (1 << 18)       /* smik_revnat (LRU) */
+#define SMIK_MAX_CONN_EDGES (1 << 14)   /* smik_conn (LRU) */
+#define SMIK_MAX_DENIED (1 << 16)       /* smik_denied (LRU) */
+#define SMIK_MAX_EV_LIMITS (1 << 14)    /* smik_ev_limits (LRU) */
+#define SMIK_EVENTS_BYTES (256 * 1024)  /* smik_events ring buffer */
 #define SMIK_ENDPOINT_ADDRS 4
 
 /* ipcache: exact pod (and node) addresses in a hash: one O(1) lookup per new
@@ -223,7 +234,7 @@ struct smik_counter {
 };
 SMIK_STATIC_ASSERT(sizeof(struct smik_counter) == 16, "smik_counter layout");
 
-/* Per-CPU per-edge verdicts for new flows. */
+/* Per-edge verdicts for new flows (one copy for all CPUs, added atomically). */
 struct smik_edge_key {
   __u32 src_id;
   __u32 dst_id;
@@ -251,9 +262,6 @@ SMIK_STATIC_ASSERT(sizeof(struct smik_edge_value) == 24, "smik_edge_value layout
  * a connection sees the old or the new table), then waits out readers before
  * that generation is reused. */
 #define SMIK_MAX_GROUPS 16
-#define SMIK_MAX_SERVICES (1 << 16)
-#define SMIK_MAX_BACKENDS (1 << 18)
-#define SMIK_MAX_REVNAT (1 << 18)
 
 struct smik_svc_key {
   __u8 addr[16];
@@ -322,14 +330,15 @@ enum smik_sock_counter {
 
 /* ---- Connection telemetry (sockops, tc denials) ----
  *
- * Per-CPU counters per edge {client address, server address, server port,
- * proto}: each side counts what it observes. Latencies go to log-linear
+ * Counters per edge {client address, server address, server port, proto}:
+ * each side counts what it observes. One copy for all CPUs, added to
+ * atomically: a per-CPU copy of this 3 KiB value would be 3 KiB per CPU per
+ * edge (3.4 GiB at 64 CPUs, full). Latencies go to log-linear
  * histograms: values below 16 have a bucket each, then 16 buckets per power
  * of two (a bucket's midpoint is within 3.2% of any value in it). */
 #define SMIK_HIST_SUB 16
 #define SMIK_HIST_MAX_LOG2 28 /* values >= 2^28 (µs: ~4.5 min) land in the last bucket */
 #define SMIK_HIST_BUCKETS ((SMIK_HIST_MAX_LOG2 - 3) * SMIK_HIST_SUB)
-#define SMIK_MAX_CONN_EDGES (1 << 14)
 
 struct smik_conn_key {
   __u8 client[16];

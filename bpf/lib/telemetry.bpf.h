@@ -6,11 +6,12 @@
 
 #include <bpf/bpf_helpers.h>
 
-/* Per-edge connection outcomes and latency histograms (see smik_conn_stats). */
+/* Per-edge connection outcomes and latency histograms (see smik_conn_stats).
+ * LRU: when full, a new edge takes the place of the one idle longest (the
+ * agent has read its counts within a second) instead of going uncounted. */
 struct {
-  __uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+  __uint(type, BPF_MAP_TYPE_LRU_HASH);
   __uint(max_entries, SMIK_MAX_CONN_EDGES);
-  __uint(map_flags, BPF_F_NO_PREALLOC);
   __type(key, struct smik_conn_key);
   __type(value, struct smik_conn_stats);
   __uint(pinning, LIBBPF_PIN_BY_NAME);
@@ -18,7 +19,7 @@ struct {
 
 /* A zeroed smik_conn_stats to create entries from: too big for the stack. */
 struct {
-  __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+  __uint(type, BPF_MAP_TYPE_ARRAY);
   __uint(max_entries, 1);
   __type(key, __u32);
   __type(value, struct smik_conn_stats);
@@ -29,7 +30,7 @@ struct {
  * sockops name "policy" as the reason its connect() failed. */
 struct {
   __uint(type, BPF_MAP_TYPE_LRU_HASH);
-  __uint(max_entries, 1 << 16);
+  __uint(max_entries, SMIK_MAX_DENIED);
   __type(key, struct smik_ct_key);
   __type(value, __u8);
   __uint(pinning, LIBBPF_PIN_BY_NAME);
@@ -37,7 +38,7 @@ struct {
 
 struct {
   __uint(type, BPF_MAP_TYPE_RINGBUF);
-  __uint(max_entries, 256 * 1024);
+  __uint(max_entries, SMIK_EVENTS_BYTES);
   __uint(pinning, LIBBPF_PIN_BY_NAME);
 } smik_events SEC(".maps");
 
@@ -54,7 +55,7 @@ struct smik_ev_limit {
 /* Last event time per edge and kind: at most one event a second each. */
 struct {
   __uint(type, BPF_MAP_TYPE_LRU_HASH);
-  __uint(max_entries, 1 << 14);
+  __uint(max_entries, SMIK_MAX_EV_LIMITS);
   __type(key, struct smik_ev_limit_key);
   __type(value, struct smik_ev_limit);
   __uint(pinning, LIBBPF_PIN_BY_NAME);
@@ -72,12 +73,15 @@ static __always_inline struct smik_conn_stats *conn_stats(const struct smik_conn
   return bpf_map_lookup_elem(&smik_conn, k);
 }
 
+/* smik_conn values are shared by every CPU. */
+#define conn_inc(field) __sync_fetch_and_add(&(field), 1)
+
 static __always_inline void hist_add(__u32 *hist, __u64 v) {
   __u32 b = smik_hist_bucket(v);
   /* clang proves b < SMIK_HIST_BUCKETS and drops the check the verifier needs */
   asm volatile("" : "+r"(b));
   if (b < SMIK_HIST_BUCKETS)
-    hist[b]++;
+    conn_inc(hist[b]);
 }
 
 static __always_inline void emit_event(const struct smik_conn_key *edge, __u8 kind, __u8 reason) {

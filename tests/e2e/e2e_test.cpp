@@ -357,5 +357,67 @@ TEST_F(E2E, PodsComingAndGoingAreHookedAndUnhooked) {
   }, 1500));
 }
 
+
+// A TrafficTarget too large for the policy map (5 sources x 60000 ports:
+// 300000 entries, the map holds 262144) arrives with a new local pod. The
+// compiler rejects the TrafficTarget alone, by name and limit; the new pod
+// is hooked and enforced (deny by default, its own grant), not left open.
+TEST_F(E2E, TooLargeTrafficTargetDoesNotLeaveANewPodUnenforced) {
+  auto [c, s] = clientAndServer();
+  Pod& client = *c;
+  Pod& late = bed_->addPod("late", bed_->nextIp());
+  startAgent();
+  waitAttached(2);
+
+  std::string ports = "[";
+  for (int p = 1; p <= 60000; p++) ports += (p > 1 ? "," : "") + std::to_string(p);
+  // trafficTarget() names one source; four more after it (before its "---").
+  std::string flood = trafficTarget("app", "flood", "app", "server", rule("TCPRoute", "huge"),
+                                    "app", "s1");
+  flood.resize(flood.size() - 4);
+  for (const char* src : {"s2", "s3", "s4", "s5"})
+    flood += std::string("  - kind: ServiceAccount\n    name: ") + src + "\n    namespace: app\n";
+  write("late.yaml", pod("app", "late", "late", late.ip()) + tcpRoute("app", "huge", ports + "]") +
+                         flood + "---\n" + tcpRoute("app", "web", "[9090]") +
+                         trafficTarget("app", "to-late", "app", "late", rule("TCPRoute", "web"),
+                                       "app", "client"));
+  waitAttached(3);
+  Proc srv = serve(late, "9090,9091");
+  expectTcp(client, late, 9090, "ok", 5000);
+  expectTcp(client, late, 9091, "timeout");  // enforced: denied by default
+  const auto st = nlohmann::json::parse(status());
+  EXPECT_EQ(st["ready"], true) << st.dump(1);
+  EXPECT_TRUE(st["errors"].empty()) << st.dump(1);
+  EXPECT_TRUE(st.contains("notEnforced") && st["notEnforced"].empty()) << st.dump(1);
+  EXPECT_NE(st["diagnostics"].dump().find(
+                "TrafficTarget app/flood: rejected: the policy map holds 262144 entries"),
+            std::string::npos)
+      << st["diagnostics"].dump(1);
+}
+
+// Every map is reported with its entries, capacity and kernel memory; the
+// conntrack size comes from --ct-max.
+TEST_F(E2E, MapsAreReportedWithTheirSizeAndMemory) {
+  clientAndServer();
+  startAgent({"--ct-max", "8192"});
+  waitAttached(2);
+  const auto st = nlohmann::json::parse(status());
+  std::map<std::string, nlohmann::json> maps;
+  for (const auto& m : st["maps"]) maps[m["name"]] = m;
+  for (const char* name : {"smik_ipcache", "smik_endpoints", "smik_policy", "smik_pol_gen",
+                           "smik_ct", "smik_edges", "smik_conn", "smik_denied", "smik_events",
+                           "smik_revnat", "smik_services", "smik_backends"}) {
+    ASSERT_TRUE(maps.count(name)) << name << " missing: " << st["maps"].dump(1);
+    EXPECT_GT(maps[name]["bytes"].get<uint64_t>(), 0u) << name;
+  }
+  EXPECT_EQ(maps["smik_ct"]["maxEntries"], 8192);
+  EXPECT_EQ(maps["smik_endpoints"]["entries"], 2);
+  EXPECT_EQ(maps["smik_conn"]["type"], "lru_hash");
+  const std::string prom = httpGet(http_port_, "/metrics").second;
+  EXPECT_NE(prom.find("smik_map_max_entries{map=\"smik_ct\"} 8192\n"), std::string::npos) << prom;
+  EXPECT_NE(prom.find("smik_map_bytes{map=\"smik_conn\"} "), std::string::npos);
+  EXPECT_NE(prom.find("smik_pods_not_enforced 0\n"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace smik::e2e

@@ -255,9 +255,21 @@ TEST_F(Grpc, StatusExplainPolicyAndMapsFromTheAgent) {
   EXPECT_EQ(s["node"], kNode);
   EXPECT_EQ(s["endpoints"], http["endpoints"]);
   EXPECT_EQ(s["identities"], http["identities"]);
+  EXPECT_EQ(s["notEnforced"], http["notEnforced"]);
+  EXPECT_EQ(s["possibleCpus"], http["possibleCpus"]);
+  // Every map, with its capacity and kernel memory (entries move: not compared).
+  ASSERT_EQ(s["maps"].size(), http["maps"].size()) << s["maps"].dump(1);
+  for (size_t i = 0; i < s["maps"].size(); i++) {
+    EXPECT_EQ(s["maps"][i]["name"], http["maps"][i]["name"]);
+    EXPECT_EQ(s["maps"][i]["maxEntries"], http["maps"][i]["maxEntries"]);
+    EXPECT_EQ(s["maps"][i]["bytes"], http["maps"][i]["bytes"]);
+    EXPECT_GT(s["maps"][i]["bytes"].get<uint64_t>(), 0u);
+  }
   EXPECT_EQ(cli({"status", "--check"}).status, 0);
   auto text = cli({"status"});
   EXPECT_NE(text.output.find("ready: yes"), std::string::npos) << text.output;
+  EXPECT_TRUE(std::regex_search(text.output, std::regex(R"(\n  smik_conn +lru_hash +\d+ / 16384 +[0-9.]+ MiB\n)")))
+      << text.output;
 
   // explain without --manifests: the agent's state decides.
   json allow = cliJson(

@@ -1,18 +1,21 @@
 // The tc programs on crafted packets (BPF_PROG_TEST_RUN), with maps seeded
 // through the same maps/ API the agent uses. Each test loads a fresh object
 // under its own pin dir: test runs change real maps.
-#include <gtest/gtest.h>
-#include <unistd.h>
-
-#include <bpf/bpf.h>
 #include <arpa/inet.h>
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <gtest/gtest.h>
+#include <linux/bpf.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cstring>
+#include <filesystem>
 #include <thread>
 
 #include "agent/datapath/datapath.h"
+#include "agent/datapath/system.h"
 #include "tests/kernel/packet.h"
 
 using namespace smik;
@@ -43,10 +46,9 @@ class DatapathTest : public ::testing::Test {
     if (geteuid() != 0) GTEST_SKIP() << "KERNEL TEST SKIPPED: needs root for BPF";
     static int n = 0;
     pin_ = "/sys/fs/bpf/smik-dpt-" + std::to_string(getpid()) + "-" + std::to_string(n++);
-    datapath::Options o;
-    o.pin_dir = pin_;
+    options_.pin_dir = pin_;
     std::string err;
-    dp_ = datapath::Datapath::open(o, &err);
+    dp_ = datapath::Datapath::open(options_, &err);
     ASSERT_TRUE(dp_) << err;
     // server pod 10.1.0.2 on "lo", client pod 10.1.0.1 elsewhere
     state_.ips[addr("10.1.0.1")] = {kClient, 0};
@@ -113,8 +115,32 @@ class DatapathTest : public ::testing::Test {
     return {};
   }
 
+  // What the next agent does: open the pins the last one left.
+  void reopen() {
+    dp_.reset();
+    std::string err;
+    dp_ = datapath::Datapath::open(options_, &err);
+    ASSERT_TRUE(dp_) << err;
+  }
+  // From scratch: no pins, as after --uninstall.
+  void reinstall() {
+    dp_.reset();
+    std::string err;
+    ASSERT_TRUE(datapath::Datapath::uninstall(pin_, &err)) << err;
+    reopen();
+  }
+  maps::MapDef pinnedDef(const std::string& name) {
+    maps::MapDef def;
+    int fd = bpf_obj_get((pin_ + "/" + name).c_str());
+    EXPECT_GE(fd, 0) << name;
+    EXPECT_TRUE(maps::mapDefOf(fd, &def)) << name;
+    close(fd);
+    return def;
+  }
+
   std::string pin_;
   int ct_fd_ = -1;
+  datapath::Options options_;
   std::unique_ptr<datapath::Datapath> dp_;
   maps::KernelState state_;
 };
@@ -355,6 +381,164 @@ TEST_F(DatapathTest, ApplyWritesOnlyTheDifference) {
   auto back = dp_->maps().read();
   EXPECT_EQ(back.policy, state_.policy);
   EXPECT_EQ(back.ips, state_.ips);
+}
+
+
+// ---- maps: bounded, reported, and cleaned up on adoption -----------------------
+
+// The connection telemetry map is LRU: once full, a new edge takes the place
+// of the idlest instead of going uncounted.
+TEST_F(DatapathTest, ConnectionTelemetryKeepsCountingWhenItsMapIsFull) {
+  apply();  // the server denies everything: each attempt counts on its edge
+  const int n = SMIK_MAX_CONN_EDGES + 64;
+  std::string last;
+  for (int i = 0; i < n; i++) {
+    last = "10.2." + std::to_string(i / 250) + "." + std::to_string(i % 250 + 1);
+    ASSERT_EQ(toPod({.src = last, .dport = 8080}), kDrop);
+  }
+  auto edges = dp_->maps().connEdges();
+  EXPECT_LE(edges.size(), size_t{SMIK_MAX_CONN_EDGES});
+  EXPECT_GT(edges.size(), size_t{SMIK_MAX_CONN_EDGES} * 9 / 10);
+  const compile::Addr client = addr(last);
+  bool counted = false;
+  for (const auto& e : edges)
+    counted |= std::memcmp(e.key.client, client.bytes.data(), 16) == 0 && e.stats.server_policy == 1;
+  EXPECT_TRUE(counted) << "the newest edge, " << last << ", was not counted";
+}
+
+// An agent killed between writing a table's new generation and switching to
+// it (or before freeing the old one) leaves smik_backends entries no table
+// points at; the next agent removes them when it adopts the pins.
+TEST_F(DatapathTest, OrphanedServiceBackendsAreRemovedOnAdoption) {
+  smik_svc_key vip{};
+  std::memcpy(vip.addr, addr("10.96.0.1").bytes.data(), 16);
+  vip.port = 80;
+  vip.proto = SMIK_PROTO_TCP;
+  vip.family = SMIK_AF_INET;
+  maps::SvcTable table{77, {{1, {}}}};
+  for (const char* ip : {"10.1.0.2", "10.1.0.3"}) {
+    smik_backend b{};
+    std::memcpy(b.addr, addr(ip).bytes.data(), 16);
+    b.port = 8080;
+    b.family = SMIK_AF_INET;
+    table.groups[0].endpoints.push_back(b);
+  }
+  state_.services[vip] = table;
+  apply();
+
+  int services = bpf_obj_get((pin_ + "/" + maps::kServicesMap).c_str());
+  int backends = bpf_obj_get((pin_ + "/" + maps::kBackendsMap).c_str());
+  ASSERT_GE(services, 0);
+  ASSERT_GE(backends, 0);
+  smik_svc_value live{};
+  ASSERT_EQ(bpf_map_lookup_elem(services, &vip, &live), 0);
+  smik_backend junk = table.groups[0].endpoints[0];
+  const uint8_t other = live.gen ^ 1;
+  for (smik_backend_key k : {smik_backend_key{77, 0, other, 0}, smik_backend_key{77, 1, other, 0},
+                             smik_backend_key{77, 2, live.gen, 0}, smik_backend_key{99, 0, 0, 0}})
+    ASSERT_EQ(bpf_map_update_elem(backends, &k, &junk, BPF_ANY), 0);
+  auto keys = [&] {
+    std::vector<smik_backend_key> out;
+    smik_backend_key k{}, next{};
+    for (const smik_backend_key* prev = nullptr; bpf_map_get_next_key(backends, prev, &next) == 0;
+         prev = &k) {
+      out.push_back(next);
+      k = next;
+    }
+    return out;
+  };
+  ASSERT_EQ(keys().size(), 6u);
+
+  reopen();
+  auto left = keys();
+  EXPECT_EQ(left.size(), 2u);
+  for (const auto& k : left) {
+    EXPECT_EQ(k.svc_id, 77u);
+    EXPECT_EQ(k.gen, live.gen);
+    EXPECT_LT(k.index, 2);
+  }
+  EXPECT_TRUE(dp_->maps().read().services.at(vip) == table) << "the live table is untouched";
+  close(services);
+  close(backends);
+}
+
+TEST_F(DatapathTest, ConntrackSizeComesFromTheOptionsAndAPinnedOneKeepsIt) {
+  EXPECT_EQ(pinnedDef(maps::kCtMap).max_entries, uint32_t{SMIK_MAX_CT});
+  options_.ct_max = 4096;
+  reinstall();
+  EXPECT_EQ(pinnedDef(maps::kCtMap).max_entries, 4096u);
+  // Another --ct-max later: the pinned map, and the flows in it, stay.
+  allow(kClient, kServer, 8080, SMIK_PROTO_TCP);
+  apply();
+  EXPECT_EQ(toPod({.dport = 8080, .tcp_flags = kSyn}), kPass);
+  options_.ct_max = 8192;
+  reopen();
+  EXPECT_EQ(pinnedDef(maps::kCtMap).max_entries, 4096u);
+  state_.policy.erase({kClient, kServer, 8080, SMIK_PROTO_TCP, 0});
+  allow(kClient, kServer, 8080, SMIK_PROTO_TCP, 2);  // a new generation that still allows it
+  apply();
+  EXPECT_EQ(toPod({.dport = 8080, .tcp_flags = kAck}), kPass);
+  bool reported = false;
+  for (const auto& u : dp_->mapUsage())
+    reported |= u.def.name == maps::kCtMap && u.def.max_entries == 4096;
+  EXPECT_TRUE(reported);
+}
+
+TEST_F(DatapathTest, CounterMapsPinnedByAnotherVersionAreReplaced) {
+  dp_.reset();
+  std::string err;
+  ASSERT_TRUE(datapath::Datapath::uninstall(pin_, &err)) << err;
+  ASSERT_TRUE(datapath::ensurePinDir(pin_, &err)) << err;
+  // An older smik's smik_conn: per-CPU, another value size.
+  int old = bpf_map_create(BPF_MAP_TYPE_PERCPU_HASH, "smik_conn", sizeof(smik_conn_key), 64, 16,
+                           nullptr);
+  ASSERT_GE(old, 0);
+  ASSERT_EQ(bpf_obj_pin(old, (pin_ + "/" + maps::kConnMap).c_str()), 0);
+  close(old);
+  dp_ = datapath::Datapath::open(options_, &err);
+  ASSERT_TRUE(dp_) << err;
+  const maps::MapDef conn = pinnedDef(maps::kConnMap);
+  EXPECT_EQ(conn.type, uint32_t{BPF_MAP_TYPE_LRU_HASH});
+  EXPECT_EQ(conn.value_size, sizeof(smik_conn_stats));
+}
+
+// The memory each map reports is what the kernel charges for it (fdinfo's
+// memlock), computed from the map's definition and entries.
+TEST_F(DatapathTest, MemoryFormulaMatchesTheKernelForEveryMap) {
+  allow(kClient, kServer, 8080, SMIK_PROTO_TCP);
+  apply();
+  EXPECT_EQ(toPod({.dport = 8080}), kPass);
+  EXPECT_EQ(toPod({.src = "10.1.0.3", .dport = 8080}), kDrop);  // conn, denied, edges entries
+  const uint32_t cpus = libbpf_num_possible_cpus();
+  std::set<std::string> reported;
+  for (const auto& u : dp_->mapUsage()) reported.insert(u.def.name);
+  int checked = 0;
+  auto check = [&](int fd, const std::string& name) {
+    maps::MapDef def;
+    ASSERT_TRUE(maps::mapDefOf(fd, &def)) << name;
+    const uint64_t entries = maps::countEntries(fd, def);
+    const int64_t ours = maps::mapBytes(def, cpus, maps::isHash(def) ? entries : def.max_entries);
+    const int64_t kernel = maps::kernelMemlock(fd);
+    EXPECT_GT(kernel, 0) << name;
+    EXPECT_LE(std::abs(ours - kernel), 4096) << name << ": ours " << ours << ", kernel's " << kernel;
+    EXPECT_TRUE(reported.count(name)) << name << " missing from mapUsage()";
+    checked++;
+  };
+  for (const auto& e : std::filesystem::directory_iterator(pin_)) {
+    if (e.is_directory()) continue;  // links/
+    int fd = bpf_obj_get(e.path().c_str());
+    ASSERT_GE(fd, 0) << e.path();
+    check(fd, e.path().filename());
+    close(fd);
+  }
+  __u32 zero = 0, id = 0;
+  int outer = bpf_obj_get((pin_ + "/" + maps::kPolicyMap).c_str());
+  ASSERT_EQ(bpf_map_lookup_elem(outer, &zero, &id), 0);
+  int inner = bpf_map_get_fd_by_id(id);
+  check(inner, "smik_pol_gen");
+  close(inner);
+  close(outer);
+  EXPECT_GE(checked, 14);
 }
 
 }  // namespace

@@ -1066,4 +1066,150 @@ TEST(CompileSpecExample, AccessV1alpha3_04ProtocolSpecific) {
       explainOk(s, node(), "default/server-0", "default/client-0", 8301, Proto::kTcp).allowed);
 }
 
+
+// ---- capacity: objects that would overflow a map are rejected whole -------------
+
+// A route with ports first..first+n-1.
+std::string portRange(int first, int n) {
+  std::string ports = "[";
+  for (int p = first; p < first + n; p++) ports += (p > first ? ", " : "") + std::to_string(p);
+  return ports + "]";
+}
+
+// A TrafficTarget to prod/server granting `sources` (a YAML list) every
+// port of TCPRoute `route`, created at `created`.
+std::string targetOn(const std::string& name, const std::string& route, const std::string& sources,
+                     const std::string& created = "2024-01-01T00:00:00Z") {
+  std::string tt = trafficTarget("prod", name, "server", "[" + rule("TCPRoute", route) + "]", sources);
+  return tt.replace(tt.find("namespace: prod}"), 16,
+                    "namespace: prod, creationTimestamp: \"" + created + "\"}");
+}
+
+std::vector<std::string> rejectedFrom(const Plan& p, const std::string& map) {
+  std::vector<std::string> out;
+  for (const auto& r : p.over_capacity)
+    if (r.map == map) out.push_back(r.object.str());
+  return out;
+}
+
+NodeConfig withCapacity(void (*set)(Capacity*)) {
+  NodeConfig n = node();
+  set(&n.capacity);
+  return n;
+}
+
+TEST(Capacity, OversizedTrafficTargetIsRejectedWholeTheRestApplies) {
+  // 300000 entries (5 sources x 60000 ports): more than the default policy
+  // map holds. The small TrafficTarget beside it applies; the big one grants
+  // nothing, and its diagnostic names it and the limit.
+  const ClusterState s =
+      stateOf(base() + clientToServerTcp("[8080]") + tcpRoute("prod", "huge", portRange(1, 60000)) +
+              targetOn("flood", "huge",
+                       "[" + source("a") + ", " + source("b") + ", " + source("c") + ", " +
+                           source("d") + ", " + source("e") + "]"));
+  const Plan p = compile(s, node());
+  EXPECT_EQ(grants(p), (std::set<std::string>{"prod/client -> prod/server TCP/8080"}));
+  EXPECT_EQ(enforced(p), (std::set<std::string>{"prod/client", "prod/server"}));
+  EXPECT_EQ(rejectedFrom(p, "smik_policy"), (std::vector<std::string>{"TrafficTarget prod/flood"}));
+  ASSERT_EQ(p.over_capacity.size(), 1u);
+  EXPECT_EQ(p.over_capacity[0].entries, 300000u);
+  EXPECT_EQ(p.over_capacity[0].limit, size_t{SMIK_MAX_POLICY});
+  const std::string d = joined(diagnosticsFor(p, ttRef("prod", "flood")));
+  EXPECT_CONTAINS(d, "warning: rejected: the policy map holds 262144 entries");
+  EXPECT_CONTAINS(d, "it grants nothing");
+  EXPECT_LE(p.policy.size(), size_t{SMIK_MAX_POLICY});
+}
+
+TEST(Capacity, LargestFirstThenNewestUntilTheRestFits) {
+  // Policy room for 2 meta entries + 7 grants. Grants: big 6, two of 2
+  // (older, newer), small 1 = 11: the big one goes (5 left), then the newer
+  // of the equal ones is not needed: 5 fit.
+  auto s = stateOf(base() + tcpRoute("prod", "six", portRange(1, 6)) +
+                   tcpRoute("prod", "two", portRange(100, 2)) + tcpRoute("prod", "one", "[200]") +
+                   targetOn("big", "six", "[" + source("client") + "]") +
+                   targetOn("older", "two", "[" + source("a") + "]", "2024-01-01T00:00:00Z") +
+                   targetOn("newer", "two", "[" + source("b") + "]", "2024-06-01T00:00:00Z") +
+                   targetOn("small", "one", "[" + source("c") + "]"));
+  Plan p = compile(s, withCapacity([](Capacity* c) { c->policy = 9; }));
+  EXPECT_EQ(rejectedFrom(p, "smik_policy"), (std::vector<std::string>{"TrafficTarget prod/big"}));
+  EXPECT_EQ(grants(p).size(), 5u);
+  EXPECT_EQ(p.policy.size(), 7u);
+
+  // Room for 2 + 4: after the big one, one of the equal pair must go too:
+  // the newer, whatever the names say.
+  p = compile(s, withCapacity([](Capacity* c) { c->policy = 6; }));
+  EXPECT_EQ(rejectedFrom(p, "smik_policy"),
+            (std::vector<std::string>{"TrafficTarget prod/big", "TrafficTarget prod/newer"}));
+  EXPECT_EQ(grants(p), (std::set<std::string>{"prod/a -> prod/server TCP/100",
+                                              "prod/a -> prod/server TCP/101",
+                                              "prod/c -> prod/server TCP/200"}));
+}
+
+TEST(Capacity, AnEntryTwoTargetsGrantStaysWithTheOneKept) {
+  // big grants client 1..4, small grants client 1: rejecting big keeps
+  // client -> server 1, now from small's rule.
+  auto s = stateOf(base() + tcpRoute("prod", "four", portRange(1, 4)) +
+                   tcpRoute("prod", "one", "[1]") +
+                   targetOn("big", "four", "[" + source("client") + "]") +
+                   targetOn("small", "one", "[" + source("client") + "]"));
+  const Plan p = compile(s, withCapacity([](Capacity* c) { c->policy = 3; }));
+  EXPECT_EQ(rejectedFrom(p, "smik_policy"), (std::vector<std::string>{"TrafficTarget prod/big"}));
+  EXPECT_EQ(grants(p), (std::set<std::string>{"prod/client -> prod/server TCP/1"}));
+  const auto entry = p.policy.find({p.identities.at("prod/client"), p.identities.at("prod/server"),
+                                    1, SMIK_PROTO_TCP, 0});
+  ASSERT_NE(entry, p.policy.end());
+  EXPECT_EQ(p.rules.at(entry->second.rule_id - 1).traffic_target, "prod/small");
+}
+
+TEST(Capacity, RejectedTargetExplainsTheDenial) {
+  auto s = stateOf(base() + tcpRoute("prod", "four", portRange(8080, 4)) +
+                   targetOn("big", "four", "[" + source("client") + "]"));
+  NodeConfig n = withCapacity([](Capacity* c) { c->policy = 3; });
+  const Explanation e = explainOk(s, n, "prod/client-0", "prod/server-0", 8080, Proto::kTcp);
+  EXPECT_FALSE(e.allowed);
+  EXPECT_CONTAINS(joined(e.details), "TrafficTarget prod/big: rejected: the policy map holds 3");
+}
+
+TEST(Capacity, LocalPodsBeyondTheEndpointsMapAreNamedNewestFirst) {
+  std::string yaml = meshedNs("prod");
+  for (int i = 0; i < 3; i++) {
+    std::string p = pod("prod", "web-" + std::to_string(i), "web", "n1", "10.0.0." + std::to_string(10 + i));
+    yaml += p.replace(p.find("namespace: prod}"), 16,
+                      "namespace: prod, creationTimestamp: \"2024-0" + std::to_string(i + 1) +
+                          "-01T00:00:00Z\"}");
+  }
+  const Plan p = compile(stateOf(yaml), withCapacity([](Capacity* c) { c->endpoints = 2; }));
+  EXPECT_EQ(endpointsOf(p), (std::set<std::string>{"prod/web-0", "prod/web-1"}));
+  EXPECT_EQ(rejectedFrom(p, "smik_endpoints"), (std::vector<std::string>{"Pod prod/web-2"}));
+  EXPECT_CONTAINS(joined(diagnosticsFor(p, {"Pod", "prod", "web-2"})),
+                  "warning: not enforced: the endpoints map holds 2 local meshed pods");
+  const Explanation e = explainOk(stateOf(yaml), withCapacity([](Capacity* c) { c->endpoints = 2; }),
+                                  "prod/web-0", "prod/web-2", 80, Proto::kTcp);
+  EXPECT_CONTAINS(e.summary, "not enforced: the endpoints map holds 2");
+}
+
+TEST(Capacity, AddressesBeyondTheIpcacheLeaveTheLargestRemotePodFirst) {
+  // 4 addresses (+ none for the host) in room for 3: the dual-stack remote
+  // pod goes, never the local endpoint, even though it is the newest.
+  const std::string dual =
+      pod("prod", "dual", "web", "n2", "", "",
+          "{phase: Running, podIP: 10.0.1.5, podIPs: [{ip: 10.0.1.5}, {ip: 'fd00::5'}]}");
+  const ClusterState s = stateOf(meshedNs("prod") + pod("prod", "local", "web", "n1", "10.0.0.9") +
+                                 pod("prod", "remote", "web", "n2", "10.0.1.6") + dual);
+  const Plan p = compile(s, withCapacity([](Capacity* c) { c->ips = 3; }));
+  EXPECT_EQ(rejectedFrom(p, "smik_ipcache"), (std::vector<std::string>{"Pod prod/dual"}));
+  EXPECT_EQ(p.ip_identity.size(), 2u);
+  EXPECT_TRUE(p.ip_identity.count(addr("10.0.0.9")));
+  EXPECT_TRUE(p.ip_identity.count(addr("10.0.1.6")));
+  EXPECT_CONTAINS(joined(diagnosticsFor(p, {"Pod", "prod", "dual"})),
+                  "the ipcache holds 3 addresses and the cluster has 4; this pod's 2");
+}
+
+TEST(Capacity, NothingRejectedWhenEverythingFits) {
+  const Plan p = compile(stateOf(base() + clientToServerTcp("[8080]")),
+                         withCapacity([](Capacity* c) { *c = {3, 2, 3, 0, 0}; }));
+  EXPECT_TRUE(p.over_capacity.empty());
+  EXPECT_EQ(grants(p).size(), 1u);
+}
+
 }  // namespace smik::compile

@@ -85,7 +85,8 @@ const std::set<std::string> kPlannedFlags = {"--kubeconfig",
                                              "--force-clsact"};
 const std::set<std::string> kPlannedEnv = {
     "SMIK_NODE_NAME",       "SMIK_ACCESS_MODE", "SMIK_HTTP_RULES",    "SMIK_MESH_ALL",
-    "SMIK_MESH_NAMESPACES", "SMIK_LOG_LEVEL",   "SMIK_METRICS_WINDOW", "SMIK_HOST_TRAFFIC"};
+    "SMIK_MESH_NAMESPACES", "SMIK_LOG_LEVEL",   "SMIK_METRICS_WINDOW", "SMIK_HOST_TRAFFIC",
+    "SMIK_CT_MAX"};
 
 // Read-only view of a YAML node: a missing key gives an empty view instead of
 // yaml-cpp's throwing (const) or inserting (non-const) operator[], and
@@ -893,6 +894,7 @@ TEST(Daemonset, HelmChartValuesCoverTheTemplates) {
   EXPECT_EQ(str(values["meshAll"]), str(cm["SMIK_MESH_ALL"]));
   EXPECT_EQ(str(values["logLevel"]), str(cm["SMIK_LOG_LEVEL"]));
   EXPECT_EQ(str(values["metricsWindow"]), str(cm["SMIK_METRICS_WINDOW"]));
+  EXPECT_EQ(str(values["ctMax"]), str(cm["SMIK_CT_MAX"]));
   EXPECT_TRUE(values["meshNamespaces"].items().empty());
   EXPECT_EQ(str(cm["SMIK_MESH_NAMESPACES"]), "");
   EXPECT_EQ(str(values["privileged"]), "false");

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -350,6 +351,38 @@ TEST(KubeSource, RecordsEventsOnRejectedAndPartlyAppliedObjects) {
   std::this_thread::sleep_for(200ms);
   EXPECT_EQ(kube.events()->stats().written, written);
   EXPECT_EQ(cluster.events().size(), 2u);
+  kube.stop();
+}
+
+TEST(KubeSource, RecordsEventsOnObjectsRejectedForCapacity) {
+  FakeCluster cluster(tlsOptions());
+  loadFixture(&cluster);
+  KubeSource kube(configFor(cluster), fastOptions());
+  kube.start();
+  ASSERT_TRUE(eventually([&] { return kube.synced(); })) << kube.problem();
+  ASSERT_TRUE(kube.refresh());
+  compile::NodeConfig node = node1();
+  node.capacity.policy = 1;    // room for little more than nothing
+  node.capacity.services = 1;
+  const compile::Plan plan = compile::compile(kube.state(), node);
+  std::set<std::string> kinds;
+  for (const auto& r : plan.over_capacity) kinds.insert(r.object.kind);
+  ASSERT_TRUE(kinds.count("TrafficTarget") && kinds.count("Service"));
+  kube.reportPlan(plan);
+  // Every object the compiler rejected for capacity that can carry an
+  // Event gets one, naming the map's limit.
+  for (const auto& r : plan.over_capacity) {
+    if (r.object.kind != "TrafficTarget" && r.object.kind != "Service") continue;
+    SCOPED_TRACE(r.object.str());
+    ASSERT_TRUE(eventually([&] {
+      for (const auto& e : cluster.events())
+        if (e["involvedObject"]["kind"] == r.object.kind && e["involvedObject"]["name"] == r.object.name &&
+            e["reason"] == "NotApplied" &&
+            e["message"].get<std::string>().find("holds 1 ") != std::string::npos)
+          return true;
+      return false;
+    })) << json(cluster.events()).dump(1);
+  }
   kube.stop();
 }
 

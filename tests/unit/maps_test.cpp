@@ -346,4 +346,113 @@ TEST(Apply, FailedSwapDeletesNothing) {
   EXPECT_EQ(fb.policyGeneration(), 1u);
 }
 
+
+// ---- hook: new pods under enforcement before anything else is written -----------
+
+// sampleState plus a new local pod (ifindex 13, identity 303, 10.0.0.30)
+// that client may reach on port 443, and a new remote address.
+KernelState withNewPod(KernelState s) {
+  s.ips[addr("10.0.0.30")] = {303, SMIK_IP_F_LOCAL};
+  s.ips[addr("10.0.2.1")] = {304, 0};
+  s.endpoints[13] = endpoint(303, "10.0.0.30");
+  s.policy[grant(301, 303, 443)] = {2, 0};
+  s.policy[grant(304, 300, 80)] = {1, 0};  // another destination's change
+  s.policy[{SMIK_ID_META, 303, 0, 0, 0}] = {0, SMIK_POL_F_ENFORCED};
+  return s;
+}
+
+TEST(Hook, NewPodsIdentityPolicyThenItsEndpointOnly) {
+  RecordingBackend rb;
+  const KernelState before = sampleState();
+  std::string err;
+  ASSERT_TRUE(apply(rb, before, rb.read(), nullptr, &err)) << err;
+  rb.calls.clear();
+  const KernelState next = withNewPod(before);
+  KernelState current = rb.read();
+  std::map<uint32_t, std::string> failed;
+  ASSERT_TRUE(hook(rb, next, &current, &failed, nullptr, &err)) << err;
+  EXPECT_TRUE(failed.empty());
+  EXPECT_EQ(rb.calls, (std::vector<std::string>{"swapPolicy", "putEndpoint 13"}));
+  // 303's whole policy (deny by default, its grant), nothing of 300's change
+  // and no address: those wait for the fill.
+  PolicyEntries want = before.policy;
+  want[grant(301, 303, 443)] = {2, 0};
+  want[{SMIK_ID_META, 303, 0, 0, 0}] = {0, SMIK_POL_F_ENFORCED};
+  EXPECT_EQ(rb.read().policy, want);
+  EXPECT_EQ(rb.read().ips, before.ips);
+  EXPECT_EQ(current.policy, want);
+  EXPECT_TRUE(sameEndpoint(current.endpoints.at(13), next.endpoints.at(13)));
+
+  // The fill then writes the rest, and only the rest.
+  rb.calls.clear();
+  ASSERT_TRUE(apply(rb, next, current, nullptr, &err)) << err;
+  std::sort(rb.calls.begin(), rb.calls.end());
+  EXPECT_EQ(rb.calls, (std::vector<std::string>{"putIp 10.0.0.30", "putIp 10.0.2.1", "swapPolicy"}));
+  expectHolds(rb, next);
+}
+
+TEST(Hook, AFailedFillLeavesTheNewPodDenyingByDefault) {
+  FakeBackend fb;
+  std::string err;
+  ASSERT_TRUE(apply(fb, sampleState(), fb.read(), nullptr, &err)) << err;
+  const KernelState next = withNewPod(sampleState());
+  KernelState current = fb.read();
+  std::map<uint32_t, std::string> failed;
+  ASSERT_TRUE(hook(fb, next, &current, &failed, nullptr, &err)) << err;
+  fb.fail_after_writes = fb.writes;  // the fill's first write (an address) fails
+  EXPECT_FALSE(apply(fb, next, current, nullptr, &err));
+  const KernelState held = fb.read();
+  ASSERT_EQ(held.endpoints.count(13), 1u);
+  EXPECT_EQ(held.policy.count({SMIK_ID_META, 303, 0, 0, 0}), 1u) << "enforced: deny by default";
+  EXPECT_EQ(held.ips.count(addr("10.0.0.30")), 0u);
+}
+
+TEST(Hook, AFailedSwapWritesNoEndpoint) {
+  FakeBackend fb;
+  std::string err;
+  ASSERT_TRUE(apply(fb, sampleState(), fb.read(), nullptr, &err)) << err;
+  KernelState current = fb.read();
+  std::map<uint32_t, std::string> failed;
+  fb.fail_after_writes = fb.writes;
+  EXPECT_FALSE(hook(fb, withNewPod(sampleState()), &current, &failed, nullptr, &err));
+  EXPECT_EQ(failed.size(), 1u);
+  EXPECT_EQ(failed.count(13), 1u);
+  EXPECT_EQ(fb.read().endpoints.count(13), 0u) << "never hooked without its deny by default";
+}
+
+TEST(Hook, AReplicaOfAnEnforcedIdentityNeedsNoSwap) {
+  FakeBackend fb;
+  std::string err;
+  const KernelState before = sampleState();
+  ASSERT_TRUE(apply(fb, before, fb.read(), nullptr, &err)) << err;
+  KernelState next = before;
+  next.endpoints[13] = endpoint(300, "10.0.0.11");  // another pod of identity 300
+  next.ips[addr("10.0.0.11")] = {300, SMIK_IP_F_LOCAL};
+  KernelState current = fb.read();
+  std::map<uint32_t, std::string> failed;
+  ApplyStats st;
+  ASSERT_TRUE(hook(fb, next, &current, &failed, &st, &err)) << err;
+  EXPECT_FALSE(st.policy_swapped);
+  EXPECT_EQ(fb.swaps, 1);
+  EXPECT_EQ(st.endpoint_writes, 1);
+
+  // Nothing new: nothing written.
+  const int writes = fb.writes;
+  ASSERT_TRUE(hook(fb, next, &current, &failed, nullptr, &err)) << err;
+  EXPECT_EQ(fb.writes, writes);
+}
+
+TEST(Hook, OnFreshPinsTheFirstHookInstallsAPolicy) {
+  FakeBackend fb;
+  KernelState current = fb.read();
+  std::map<uint32_t, std::string> failed;
+  std::string err;
+  const KernelState next = sampleState();
+  ASSERT_TRUE(hook(fb, next, &current, &failed, nullptr, &err)) << err;
+  EXPECT_TRUE(fb.read().policy_installed);
+  EXPECT_EQ(fb.read().policy, next.policy) << "every destination here is a new endpoint's";
+  ASSERT_TRUE(apply(fb, next, current, nullptr, &err)) << err;
+  EXPECT_EQ(fb.swaps, 1) << "the fill had no policy left to change";
+}
+
 }  // namespace smik::maps

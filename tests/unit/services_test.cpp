@@ -1012,5 +1012,53 @@ TEST(ServiceVersions, V1alpha1UnquotedQuantity) {
   EXPECT_DOUBLE_EQ(shares.at("prod/web-v2"), 0.6);
 }
 
+
+// ---- capacity -------------------------------------------------------------------
+
+std::vector<std::string> servicesOf(const Plan& p) {
+  std::set<std::string> out;
+  for (const auto& [k, t] : p.services) out.insert(t.service);
+  return {out.begin(), out.end()};
+}
+
+TEST(ServiceCapacity, TheServiceWithMostPortsGoesWhenTheServicesMapIsFull) {
+  const std::string yaml =
+      app("web", "10.96.0.10", {"10.0.0.1"}, "[{name: a, port: 80}, {name: b, port: 81}, {name: c, port: 82}]") +
+      app("db", "10.96.0.11", {"10.0.0.2"}) + app("cache", "10.96.0.12", {"10.0.0.3"});
+  NodeConfig n = node();
+  n.capacity.services = 3;
+  const Plan p = compile(stateOf(yaml), n);
+  EXPECT_EQ(servicesOf(p), (std::vector<std::string>{"prod/cache", "prod/db"}));
+  ASSERT_EQ(p.over_capacity.size(), 1u);
+  EXPECT_EQ(p.over_capacity[0].object, (ObjectRef{"Service", "prod", "web"}));
+  EXPECT_EQ(p.over_capacity[0].map, "smik_services");
+  EXPECT_EQ(p.over_capacity[0].entries, 3u);
+  EXPECT_CONTAINS(p.over_capacity[0].message,
+                  "rejected: the services map holds 3 service ports and the Services need 5");
+}
+
+TEST(ServiceCapacity, TheServiceWithMostEndpointsGoesWhenTheBackendsMapIsFull) {
+  const std::string yaml = app("web", "10.96.0.10", {"10.0.0.1", "10.0.0.2", "10.0.0.3"}) +
+                           app("db", "10.96.0.11", {"10.0.0.4", "10.0.0.5"});
+  NodeConfig n = node();
+  n.capacity.backends = 4;
+  const Plan p = compile(stateOf(yaml), n);
+  EXPECT_EQ(servicesOf(p), (std::vector<std::string>{"prod/db"}));
+  ASSERT_EQ(p.over_capacity.size(), 1u);
+  EXPECT_EQ(p.over_capacity[0].object, (ObjectRef{"Service", "prod", "web"}));
+  EXPECT_EQ(p.over_capacity[0].map, "smik_backends");
+  EXPECT_CONTAINS(p.over_capacity[0].message, "connect() to it is not translated");
+  std::vector<ServiceExplanation> tables;
+  std::vector<std::string> notes;
+  std::string err;
+  EXPECT_FALSE(explainService(stateOf(yaml), n, "prod/web", 80, Proto::kTcp, &tables, &notes, &err));
+  EXPECT_CONTAINS(err, "Service prod/web: rejected: the backends map takes 4 endpoints");
+}
+
+TEST(ServiceCapacity, DefaultBackendsLimitIsHalfTheMap) {
+  EXPECT_EQ(Capacity{}.backends * 2, size_t{SMIK_MAX_BACKENDS});
+  EXPECT_EQ(Capacity{}.services, size_t{SMIK_MAX_SERVICES});
+}
+
 }  // namespace
 }  // namespace smik::compile

@@ -128,5 +128,31 @@ status: {phase: Running, podIP: 10.0.0.1}
   ASSERT_EQ(e.size(), 0u) << "its peer db-0 is no longer known in this topology";
 }
 
+
+// The kernel's telemetry map is LRU: an idle edge may be evicted between two
+// reads. When it comes back it counts from zero, and Prometheus' totals
+// (cumulative) never go down.
+TEST_F(StoreTest, AnEvictedEdgeCountsFromZeroWhenItComesBack) {
+  auto totalSuccess = [&] {
+    uint64_t n = 0;
+    for (const auto& w : store.totals())
+      if (w.side == Side::kClient) n += w.counts.success;
+    return n;
+  };
+  at(0, {edge("10.0.0.1", "10.0.0.2", 10, 0, 10)});
+  EXPECT_EQ(totalSuccess(), 10u);
+  at(10, {});  // evicted
+  EXPECT_EQ(totalSuccess(), 10u);
+  // Back, from zero, with more than it had: all 12 are new.
+  at(20, {edge("10.0.0.1", "10.0.0.2", 12, 0, 12)});
+  ResourceRef web{"Pod", "shop", "web-1a-x"};
+  EXPECT_EQ(store.edges(web, 5)[0].counts.success, 12u);
+  EXPECT_EQ(store.edges(web, 60)[0].counts.success, 22u);
+  EXPECT_EQ(totalSuccess(), 22u);
+  at(30, {edge("10.0.0.1", "10.0.0.2", 15, 0, 15)});
+  EXPECT_EQ(store.edges(web, 5)[0].counts.success, 3u);
+  EXPECT_EQ(totalSuccess(), 25u);
+}
+
 }  // namespace
 }  // namespace smik::telemetry

@@ -1,0 +1,203 @@
+// The agent's rounds on an in-memory dataplane (no root): a new pod is hooked
+// (endpoint entry, deny by default, tc programs) before anything else is
+// written, so a write that fails later leaves it enforced; /readyz answers
+// 503 with the reason and `smik status` names pods without enforcement
+// until a retry puts everything in force.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "agent/agent.h"
+#include "agent/source/manifest_dir.h"
+#include "api/http/http_server.h"
+
+namespace smik {
+namespace {
+
+namespace fs = std::filesystem;
+
+// Pods' veths by name, hooks as a map: what the kernel would do, in memory.
+class FakeDataplane : public datapath::Dataplane {
+ public:
+  maps::FakeBackend backend;
+  std::map<std::string, uint32_t> interfaces;  // pod -> host-side ifindex
+
+  maps::Backend& maps() override { return backend; }
+  bool tcxAvailable() const override { return true; }
+  uint8_t attachMode() const override { return SMIK_EP_ATTACH_TCX; }
+  std::map<std::string, uint32_t> resolveInterfaces(const compile::Plan& plan) const override {
+    std::map<std::string, uint32_t> out;
+    for (const auto& [pod, ep] : plan.endpoints)
+      if (auto it = interfaces.find(pod); it != interfaces.end()) out[pod] = it->second;
+    return out;
+  }
+  void detachGone(const std::map<std::string, uint32_t>& wanted) override {
+    std::erase_if(attached_, [&](const auto& a) {
+      auto w = wanted.find(a.second.pod);
+      return w == wanted.end() || w->second != a.first;
+    });
+  }
+  void attachNew(const std::map<std::string, uint32_t>& wanted,
+                 std::vector<std::string>*) override {
+    for (const auto& [pod, ifindex] : wanted)
+      attached_[ifindex] = {pod, "veth" + std::to_string(ifindex), ifindex, SMIK_EP_ATTACH_TCX};
+  }
+  const std::map<uint32_t, datapath::Attachment>& attachments() const override { return attached_; }
+  bool attachSocketPrograms(std::string*) override { return sockets_ = true; }
+  bool socketProgramsAttached() const override { return sockets_; }
+  std::vector<maps::MapUsage> mapUsage() override { return {}; }
+
+ private:
+  std::map<uint32_t, datapath::Attachment> attached_;
+  bool sockets_ = false;
+};
+
+int freePort() {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in sin{};
+  sin.sin_family = AF_INET;
+  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof sin;
+  int port = 0;
+  if (bind(fd, reinterpret_cast<sockaddr*>(&sin), sizeof sin) == 0 &&
+      getsockname(fd, reinterpret_cast<sockaddr*>(&sin), &len) == 0)
+    port = ntohs(sin.sin_port);
+  close(fd);
+  return port;
+}
+
+std::string pod(const std::string& name, const std::string& ip) {
+  return "---\napiVersion: v1\nkind: Pod\nmetadata: {name: " + name +
+         ", namespace: app}\nspec: {serviceAccountName: " + name +
+         ", nodeName: n1}\nstatus: {phase: Running, podIP: " + ip + "}\n";
+}
+
+const char* kMeshedNamespace =
+    "---\napiVersion: v1\nkind: Namespace\nmetadata: {name: app, labels: {smik.io/mesh: enabled}}\n";
+
+class AgentTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/smik-agent-test-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    write("base.yaml", std::string(kMeshedNamespace) + pod("a", "10.0.0.10"));
+    auto dp = std::make_unique<FakeDataplane>();
+    dp_ = dp.get();
+    dp_->interfaces = {{"app/a", 11}, {"app/b", 12}};
+    AgentConfig cfg;
+    cfg.node.node_name = "n1";
+    cfg.pin_dir.clear();  // no ring buffer to read
+    agent_ = Agent::create(cfg, std::make_unique<source::ManifestDir>(dir_), std::move(dp));
+    port_ = freePort();
+    std::string err;
+    ASSERT_TRUE(http_.start("127.0.0.1:" + std::to_string(port_), agent_.get(), &err)) << err;
+    agent_->runOnce();
+    ASSERT_EQ(get("/readyz").first, 200);
+  }
+  void TearDown() override {
+    http_.stop();
+    agent_.reset();
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+  }
+
+  void write(const std::string& file, const std::string& text) {
+    std::ofstream(dir_ + "/." + file) << text;
+    fs::rename(dir_ + "/." + file, dir_ + "/" + file);
+  }
+  std::pair<int, std::string> get(const std::string& path) {
+    httplib::Client c("127.0.0.1", port_);
+    auto r = c.Get(path.c_str());
+    return r ? std::pair{r->status, r->body} : std::pair{0, std::string()};
+  }
+  uint32_t identityOf(const std::string& sa) {
+    return compile::assignIdentities({"app/a", "app/b"}).at(sa);
+  }
+  bool hooked(const std::string& pod, uint32_t ifindex) {
+    auto a = dp_->attachments().find(ifindex);
+    return a != dp_->attachments().end() && a->second.pod == pod &&
+           dp_->backend.read().endpoints.count(ifindex) == 1;
+  }
+  bool deniesByDefault(const std::string& sa) {
+    auto p = dp_->backend.read().policy;
+    auto meta = p.find({SMIK_ID_META, identityOf(sa), 0, 0, 0});
+    return meta != p.end() && (meta->second.flags & SMIK_POL_F_ENFORCED);
+  }
+  // After the back-off (250 ms after a first failure), the next round retries.
+  void retry() {
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    agent_->runOnce();
+  }
+
+  std::string dir_;
+  FakeDataplane* dp_ = nullptr;
+  std::unique_ptr<Agent> agent_;
+  api::HttpServer http_;
+  int port_ = 0;
+};
+
+TEST_F(AgentTest, AFailedWriteLeavesTheNewPodHookedAndTheNodeUnready) {
+  write("b.yaml", pod("b", "10.0.0.11"));
+  // The hook takes two writes (b's policy, b's endpoint); the fill's first
+  // (an address) fails.
+  dp_->backend.fail_after_writes = dp_->backend.writes + 2;
+  agent_->runOnce();
+  EXPECT_TRUE(hooked("app/b", 12));
+  EXPECT_TRUE(deniesByDefault("app/b"));
+  EXPECT_TRUE(hooked("app/a", 11));
+  auto [code, body] = get("/readyz");
+  EXPECT_EQ(code, 503);
+  EXPECT_EQ(body, "not ready: apply: injected failure (retrying)\n");
+  auto status = nlohmann::json::parse(get("/status").second);
+  EXPECT_EQ(status["ready"], false);
+  EXPECT_TRUE(status["notEnforced"].empty()) << status.dump(1);
+
+  retry();
+  EXPECT_EQ(get("/readyz").first, 200);
+  compile::Addr b;
+  ASSERT_TRUE(compile::parseAddr("10.0.0.11", &b));
+  EXPECT_EQ(dp_->backend.read().ips.count(b), 1u);
+}
+
+TEST_F(AgentTest, APodWhoseEndpointCannotBeWrittenIsNamedUntilARetryHooksIt) {
+  write("b.yaml", pod("b", "10.0.0.11"));
+  dp_->backend.fail_after_writes = dp_->backend.writes + 1;  // b's endpoint entry
+  agent_->runOnce();
+  EXPECT_FALSE(hooked("app/b", 12));
+  EXPECT_TRUE(hooked("app/a", 11)) << "an unrelated write failed: a keeps its programs";
+  auto [code, body] = get("/readyz");
+  EXPECT_EQ(code, 503);
+  EXPECT_EQ(body,
+            "not ready: 1 local meshed pod(s) not enforced: app/b (endpoint entry not written: "
+            "injected failure)\n");
+  auto status = nlohmann::json::parse(get("/status").second);
+  EXPECT_EQ(status["notEnforced"],
+            nlohmann::json::array({"app/b: endpoint entry not written: injected failure"}));
+
+  retry();
+  EXPECT_TRUE(hooked("app/b", 12));
+  EXPECT_EQ(get("/readyz").first, 200);
+  EXPECT_TRUE(nlohmann::json::parse(get("/status").second)["notEnforced"].empty());
+}
+
+TEST_F(AgentTest, APodWithoutItsVethIsListedButDoesNotUnreadyTheNode) {
+  write("c.yaml", pod("c", "10.0.0.12"));  // no interface for c
+  agent_->runOnce();
+  EXPECT_EQ(get("/readyz").first, 200);
+  auto status = nlohmann::json::parse(get("/status").second);
+  EXPECT_EQ(status["notEnforced"],
+            nlohmann::json::array({"app/c: no host-side interface for its address yet"}));
+}
+
+}  // namespace
+}  // namespace smik
