@@ -154,7 +154,10 @@ int main(int argc, char** argv) {
                  "namespaces whose pods are meshed besides those labelled smik.io/mesh=enabled")
       ->envname("SMIK_MESH_NAMESPACES")
       ->delimiter(',');
-  app.add_option("--http", cfg.http, "health/status/metrics listen address")->capture_default_str();
+  app.add_option("--http", cfg.http,
+                 "listen address of /healthz, /readyz, /metrics (and, to loopback clients, "
+                 "/status and the TrafficMetrics API)")
+      ->capture_default_str();
   app.add_option("--grpc", grpc_socket, "unix socket of the gRPC API (smik CLI); empty: none")
       ->capture_default_str();
   app.add_option("--pin-dir", cfg.pin_dir, "bpffs directory for maps and links")->capture_default_str();
@@ -244,15 +247,11 @@ int main(int argc, char** argv) {
   smik::peer::PeerApi peers;
   for (const auto& e : peers.start(peer_cfg, agent->metrics(), cfg.node.node_name))
     spdlog::error("{}", e);
+  // Remote clients of --http get probes and /metrics only: /status and the
+  // TrafficMetrics API answer loopback clients (and --secure-listen).
   smik::api::HttpServer http;
   http.setPeers(peers.fanout());
-  // Once the authorized API is served, the plain one stays on loopback only:
-  // a node address would hand every pod's metrics to anyone on the network.
-  const bool http_loopback = cfg.http.rfind("127.", 0) == 0 || cfg.http.rfind("[::1]", 0) == 0 ||
-                             cfg.http.rfind("localhost:", 0) == 0;
-  const bool plain_smi = aggregated.server.listen.empty() || http_loopback;
-  if (!plain_smi) spdlog::info("TrafficMetrics API only on --secure-listen (--http is not loopback)");
-  if (!http.start(cfg.http, agent.get(), &err, plain_smi)) {
+  if (!http.start(cfg.http, agent.get(), &err)) {
     spdlog::error("{}", err);
     return 1;
   }

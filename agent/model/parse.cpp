@@ -1,6 +1,7 @@
 #include "agent/model/parse.h"
 
 #include <arpa/inet.h>
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -11,8 +12,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <optional>
-#include <regex>
 #include <set>
+#include <sstream>
 #include <utility>
 
 namespace smik::model {
@@ -33,23 +34,74 @@ struct Invalid {
 
 std::string quote(const std::string& s) { return "\"" + s + "\""; }
 
-enum class ScalarType { kString, kInt, kFloat, kBool };
+bool isDecimal(char c) { return c >= '0' && c <= '9'; }
+bool isOctal(char c) { return c >= '0' && c <= '7'; }
+bool isHex(char c) { return isDecimal(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'); }
+
+// Non-empty and every character a digit of that kind.
+bool allDigits(std::string_view s, bool (*digit)(char)) {
+  return !s.empty() && std::all_of(s.begin(), s.end(), digit);
+}
+
+std::string_view withoutSign(std::string_view s) {
+  if (!s.empty() && (s[0] == '-' || s[0] == '+')) s.remove_prefix(1);
+  return s;
+}
+
+// The YAML 1.2 core schema, by hand: std::regex matches recursively, one
+// stack frame per character, and a long scalar (a megabyte of digits fits in
+// a manifest) overflows the stack.
+// int: [-+]?[0-9]+ | 0o[0-7]+ | 0x[0-9a-fA-F]+
+bool isCoreInt(std::string_view s) {
+  if (s.starts_with("0o")) return allDigits(s.substr(2), isOctal);
+  if (s.starts_with("0x")) return allDigits(s.substr(2), isHex);
+  return allDigits(withoutSign(s), isDecimal);
+}
+
+// float: [-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)? | [-+]?\.(inf|Inf|INF)
+//        | \.(nan|NaN|NAN)
+bool isCoreFloat(std::string_view s) {
+  if (s == ".nan" || s == ".NaN" || s == ".NAN") return true;
+  s = withoutSign(s);
+  if (s == ".inf" || s == ".Inf" || s == ".INF") return true;
+  size_t i = 0;
+  while (i < s.size() && isDecimal(s[i])) ++i;
+  const size_t whole = i;
+  size_t fraction = 0;
+  if (i < s.size() && s[i] == '.') {
+    for (++i; i < s.size() && isDecimal(s[i]); ++i) ++fraction;
+  }
+  if (whole == 0 && fraction == 0) return false;
+  if (i == s.size()) return true;
+  if (s[i] != 'e' && s[i] != 'E') return false;
+  return allDigits(withoutSign(s.substr(i + 1)), isDecimal);
+}
+
+bool isCoreBool(std::string_view s) {
+  for (const char* b : {"true", "True", "TRUE", "false", "False", "FALSE"})
+    if (s == b) return true;
+  return false;
+}
+
+}  // namespace
+
+ScalarType classifyPlainScalar(std::string_view s) {
+  if (isCoreInt(s)) return ScalarType::kInt;
+  if (isCoreFloat(s)) return ScalarType::kFloat;
+  if (isCoreBool(s)) return ScalarType::kBool;
+  return ScalarType::kString;
+}
+
+namespace {
 
 // Plain (unquoted) scalars resolve as in the YAML 1.2 core schema, so `name: 1`
 // is a number and `name: "1"` a string, as the API server would see them.
 ScalarType classify(const YAML::Node& n) {
   if (n.Tag() != "?") return ScalarType::kString;
-  static const std::regex kInt(R"([-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)");
-  static const std::regex kFloat(
-      R"([-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?|[-+]?\.(inf|Inf|INF)|\.(nan|NaN|NAN))");
-  static const std::regex kBool("true|True|TRUE|false|False|FALSE");
   const std::string& s = n.Scalar();
   // Fast path: most scalars are names, which cannot start a number or boolean.
   if (s.empty() || !std::strchr("0123456789+-.tTfF", s[0])) return ScalarType::kString;
-  if (std::regex_match(s, kInt)) return ScalarType::kInt;
-  if (std::regex_match(s, kFloat)) return ScalarType::kFloat;
-  if (std::regex_match(s, kBool)) return ScalarType::kBool;
-  return ScalarType::kString;
+  return classifyPlainScalar(s);
 }
 
 std::string describe(const YAML::Node& n) {
@@ -714,6 +766,95 @@ ObjectRef peekRef(const YAML::Node& doc) {
   return ref;
 }
 
+// The shape of a file, checked on the YAML reader's events before any node
+// is built: nesting depth, and what aliases would add if every one were
+// copied out. yaml-cpp itself shares an aliased node rather than copying it,
+// but every walk of the tree (ours, a List's items) visits it once per alias.
+class ShapeGuard : public YAML::EventHandler {
+ public:
+  struct Exceeded {
+    std::string reason;
+    YAML::Mark mark;
+  };
+
+  void OnDocumentStart(const YAML::Mark&) override {
+    frames_.clear();
+    anchors_.clear();  // anchors are per document
+  }
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark&, YAML::anchor_t anchor) override { add(1, anchor); }
+  void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t anchor,
+                const std::string&) override {
+    add(1, anchor);
+  }
+  void OnAlias(const YAML::Mark& mark, YAML::anchor_t anchor) override {
+    const auto it = anchors_.find(anchor);
+    // An anchor still open is one of this node's own parents: a cycle.
+    if (it == anchors_.end()) throw Exceeded{"an alias names a node that contains it", mark};
+    alias_nodes_ = saturatingAdd(alias_nodes_, it->second);
+    if (alias_nodes_ > kMaxAliasNodes)
+      throw Exceeded{"aliases expand to more than " + std::to_string(kMaxAliasNodes) + " nodes",
+                     mark};
+    add(it->second, YAML::NullAnchor);
+  }
+  void OnSequenceStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t anchor,
+                       YAML::EmitterStyle::value) override {
+    open(mark, anchor);
+  }
+  void OnSequenceEnd() override { close(); }
+  void OnMapStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t anchor,
+                  YAML::EmitterStyle::value) override {
+    open(mark, anchor);
+  }
+  void OnMapEnd() override { close(); }
+
+ private:
+  struct Frame {
+    YAML::anchor_t anchor;
+    uint64_t nodes;  // itself and everything under it, aliases copied out
+  };
+
+  static uint64_t saturatingAdd(uint64_t a, uint64_t b) {
+    return a > UINT64_MAX - b ? UINT64_MAX : a + b;
+  }
+  void open(const YAML::Mark& mark, YAML::anchor_t anchor) {
+    if (frames_.size() >= kMaxNestingDepth)
+      throw Exceeded{"nested deeper than " + std::to_string(kMaxNestingDepth) + " levels", mark};
+    frames_.push_back({anchor, 1});
+  }
+  void close() {
+    const Frame f = frames_.back();
+    frames_.pop_back();
+    add(f.nodes, f.anchor);
+  }
+  // A finished node of `nodes` nodes: counted into its parent, remembered
+  // under its anchor.
+  void add(uint64_t nodes, YAML::anchor_t anchor) {
+    if (anchor != YAML::NullAnchor) anchors_[anchor] = nodes;
+    if (!frames_.empty()) frames_.back().nodes = saturatingAdd(frames_.back().nodes, nodes);
+  }
+
+  std::vector<Frame> frames_;
+  std::map<YAML::anchor_t, uint64_t> anchors_;
+  uint64_t alias_nodes_ = 0;  // the whole file's
+};
+
+// "document at line 3: nested deeper than 100 levels", or empty when the
+// text's shape is within bounds. Syntax errors are left to the reader proper.
+std::string shapeError(const std::string& text) {
+  std::istringstream in(text);
+  YAML::Parser parser(in);
+  ShapeGuard guard;
+  try {
+    while (parser.HandleNextDocument(guard)) {
+    }
+  } catch (const ShapeGuard::Exceeded& e) {
+    return "line " + std::to_string(e.mark.line + 1) + ": " + e.reason;
+  } catch (const YAML::Exception&) {
+  }
+  return "";
+}
+
 void parseDocument(const YAML::Node& node, bool in_list, const std::string& file,
                    ParseResult& out) {
   if (!node.IsDefined() || node.IsNull()) return;
@@ -767,9 +908,13 @@ ParseResult parseManifests(std::string_view text, const std::string& file) {
                               std::to_string(kMaxManifestBytes) + ")"});
     return out;
   }
+  const std::string copy(text);
+  if (std::string shape = shapeError(copy); !shape.empty()) {
+    out.errors.push_back({file, {}, "rejected before parsing: " + shape});
+    return out;
+  }
   try {
-    for (const YAML::Node& doc : YAML::LoadAll(std::string(text)))
-      parseDocument(doc, false, file, out);
+    for (const YAML::Node& doc : YAML::LoadAll(copy)) parseDocument(doc, false, file, out);
   } catch (const YAML::Exception& e) {
     std::string reason = "YAML syntax error";
     if (!e.mark.is_null())

@@ -3,6 +3,7 @@
 // ParseError that names the file, the object and the reason.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -27,10 +28,23 @@ struct ParseResult {
 
 // Largest manifest file the agent reads; bigger files are rejected whole.
 inline constexpr size_t kMaxManifestBytes = 4 * 1024 * 1024;
+// Deepest nesting of maps and lists in one object (YAML or JSON); real
+// manifests stay under 30. Deeper documents are rejected, not parsed: the
+// YAML reader and every tree walk recurse once per level.
+inline constexpr size_t kMaxNestingDepth = 100;
+// Nodes that YAML aliases (*name) may add to one file, counting every alias
+// as a copy of the node it names. Aliases are allowed (kubectl accepts them),
+// but a few of them nested ("billion laughs") would make a small file expand
+// to more nodes than memory holds.
+inline constexpr uint64_t kMaxAliasNodes = 100'000;
 
 // Parses every document in `text`. `file` is only used to label errors.
 // Objects without metadata.namespace land in "default" (namespaced kinds).
 ParseResult parseManifests(std::string_view text, const std::string& file);
+
+// How a plain (unquoted) scalar resolves in the YAML 1.2 core schema.
+enum class ScalarType { kString, kInt, kFloat, kBool };
+ScalarType classifyPlainScalar(std::string_view s);
 
 }  // namespace smik::model
 

@@ -10,6 +10,36 @@ bool isSmiGroup(const std::string& api_version) {
 
 using json = nlohmann::json;
 
+// j[key] when j is an object and that member a string, else "": what an API
+// server sends is not trusted to have the types it should.
+std::string stringField(const json& j, const char* key) {
+  if (!j.is_object()) return "";
+  const auto it = j.find(key);
+  return it != j.end() && it->is_string() ? it->get<std::string>() : "";
+}
+
+const json& objectField(const json& j, const char* key) {
+  static const json kEmpty = json::object();
+  if (!j.is_object()) return kEmpty;
+  const auto it = j.find(key);
+  return it != j.end() && it->is_object() ? *it : kEmpty;
+}
+
+// More than `limit` objects and arrays deep. A loop, not a recursion: the
+// point is not to recurse on what arrived (the API server accepts 10000
+// levels; copying, printing or converting that many recurses as deep).
+bool nestedDeeperThan(const json& j, size_t limit) {
+  std::vector<std::pair<const json*, size_t>> todo = {{&j, 1}};
+  while (!todo.empty()) {
+    const auto [v, depth] = todo.back();
+    todo.pop_back();
+    if (!v->is_structured()) continue;
+    if (depth > limit) return true;
+    for (const json& child : *v) todo.emplace_back(&child, depth + 1);
+  }
+  return false;
+}
+
 void copyIf(const json& from, json* to, const char* key) {
   auto it = from.find(key);
   if (it != from.end()) (*to)[key] = *it;
@@ -21,13 +51,14 @@ void copyIf(const json& from, json* to, const char* key) {
 // keep exactly the fields parsePod() reads. Everything else loses only the
 // metadata no parser reads.
 json forParse(const json& object) {
+  if (!object.is_object()) return object;  // the parser names the error
   json meta = json::object();
   if (auto m = object.find("metadata"); m != object.end() && m->is_object()) {
     for (const char* k : {"name", "namespace", "labels", "creationTimestamp", "ownerReferences",
                           "uid", "resourceVersion"})
       copyIf(*m, &meta, k);
   }
-  if (object.value("kind", "") != "Pod" || object.value("apiVersion", "") != "v1") {
+  if (stringField(object, "kind") != "Pod" || stringField(object, "apiVersion") != "v1") {
     json out = object;
     out["metadata"] = std::move(meta);
     return out;
@@ -116,8 +147,10 @@ std::vector<Resource> smikResources() {
 void KubeCache::apply(Reflector::Event event, const std::string& key,
                       const nlohmann::json& object) {
   // Kind and version in the key: two kinds may share a namespace/name.
-  const std::string id =
-      object.value("apiVersion", "") + " " + object.value("kind", "") + " " + key;
+  const std::string api_version = stringField(object, "apiVersion");
+  const std::string kind = stringField(object, "kind");
+  const json& meta = objectField(object, "metadata");
+  const std::string id = api_version + " " + kind + " " + key;
   if (event == Reflector::Event::kDelete) {
     std::lock_guard lock(mu_);
     auto it = entries_.find(id);
@@ -129,7 +162,15 @@ void KubeCache::apply(Reflector::Event event, const std::string& key,
     return;
   }
   // The manifest parser reads it, errors and all: the same meaning as a file.
-  model::ParseResult parsed = model::parseNode(toYaml(forParse(object)), "kubernetes");
+  model::ParseResult parsed;
+  if (nestedDeeperThan(object, model::kMaxNestingDepth)) {
+    parsed.errors.push_back(
+        {"kubernetes",
+         {kind, stringField(meta, "namespace"), stringField(meta, "name")},
+         "nested deeper than " + std::to_string(model::kMaxNestingDepth) + " levels"});
+  } else {
+    parsed = model::parseNode(toYaml(forParse(object)), "kubernetes");
+  }
   Entry entry;
   if (!parsed.objects.empty()) {
     if (auto* pod = std::get_if<model::Pod>(&parsed.objects.front()))
@@ -137,19 +178,17 @@ void KubeCache::apply(Reflector::Event event, const std::string& key,
     else
       entry.object = std::make_unique<model::Object>(std::move(parsed.objects.front()));
   }
-  const std::string api_version = object.value("apiVersion", "");
   // Services too: the compiler may reject one for capacity, and says so in
   // an Event. There are few of them, unlike pods.
-  if (!parsed.errors.empty() || isSmiGroup(api_version) || object.value("kind", "") == "Service") {
+  if (!parsed.errors.empty() || isSmiGroup(api_version) || kind == "Service") {
     entry.extra = std::make_unique<Extra>();
     if (!parsed.errors.empty()) entry.extra->error = std::move(parsed.errors.front());
-    const auto& meta = object.value("metadata", nlohmann::json::object());
     entry.extra->involved = {api_version,
-                             object.value("kind", ""),
-                             meta.value("namespace", ""),
-                             meta.value("name", ""),
-                             meta.value("uid", ""),
-                             meta.value("resourceVersion", "")};
+                             kind,
+                             stringField(meta, "namespace"),
+                             stringField(meta, "name"),
+                             stringField(meta, "uid"),
+                             stringField(meta, "resourceVersion")};
   }
   std::lock_guard lock(mu_);
   if (entry.extra) {

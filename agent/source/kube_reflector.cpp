@@ -53,7 +53,9 @@ bool isTooLargeResourceVersion(const json& status) {
   auto causes = details->find("causes");
   if (causes == details->end() || !causes->is_array()) return false;
   return std::any_of(causes->begin(), causes->end(), [](const json& c) {
-    return c.is_object() && c.value("reason", "") == "ResourceVersionTooLarge";
+    if (!c.is_object()) return false;
+    const auto reason = c.find("reason");
+    return reason != c.end() && *reason == "ResourceVersionTooLarge";
   });
 }
 
@@ -66,7 +68,102 @@ std::optional<milliseconds> parseRetryAfter(const std::map<std::string, std::str
   return milliseconds(std::strtoll(it->second.c_str(), nullptr, 10) * 1000);
 }
 
+// Deeper than `limit` brackets, strings skipped: one pass over the text,
+// before anything is built from it.
+bool jsonNestedDeeperThan(std::string_view text, size_t limit) {
+  size_t depth = 0;
+  bool in_string = false, escaped = false;
+  for (const char c : text) {
+    if (in_string) {
+      if (escaped)
+        escaped = false;
+      else if (c == '\\')
+        escaped = true;
+      else if (c == '"')
+        in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > limit) return true;
+    } else if ((c == ']' || c == '}') && depth > 0) {
+      --depth;
+    }
+  }
+  return false;
+}
+
+// Built-in kinds' list items carry no kind and apiVersion.
+void normalise(json* object, const Resource& resource) {
+  if (!object->is_object()) return;
+  const auto missing = [&](const char* k) {
+    const auto it = object->find(k);
+    return it == object->end() || *it == "";
+  };
+  if (missing("kind")) (*object)["kind"] = resource.kind;
+  if (missing("apiVersion")) (*object)["apiVersion"] = resource.api_version;
+}
+
 }  // namespace
+
+json parseApiJson(std::string_view text, std::string* why) {
+  if (jsonNestedDeeperThan(text, kMaxApiJsonDepth)) {
+    *why = "nests deeper than " + std::to_string(kMaxApiJsonDepth) + " levels";
+    return json(json::value_t::discarded);
+  }
+  json j = json::parse(text, nullptr, false);
+  if (j.is_discarded()) *why = "is not JSON";
+  return j;
+}
+
+std::optional<ListPage> decodeListPage(std::string_view body, const Resource& resource,
+                                       std::string* err) {
+  std::string why = "is not a JSON object";
+  json doc = parseApiJson(body, &why);
+  if (doc.is_discarded() || !doc.is_object()) {
+    *err = "response " + why;
+    return std::nullopt;
+  }
+  ListPage page;
+  // The list's own version, never an item's: items come in key order,
+  // not version order, so an item's version can be older than the list.
+  page.resource_version = stringAt(doc, "metadata", "resourceVersion");
+  page.next = stringAt(doc, "metadata", "continue");
+  const auto items = doc.find("items");
+  if (items == doc.end() || !items->is_array()) return page;
+  for (json& item : *items) {
+    if (!item.is_object()) {
+      *err = "a list item is not a JSON object";
+      return std::nullopt;
+    }
+    normalise(&item, resource);
+    std::string key = Reflector::keyOf(item);
+    page.items.emplace_back(std::move(key), std::move(item));
+  }
+  return page;
+}
+
+std::optional<WatchEvent> decodeWatchEvent(std::string_view line, const Resource& resource,
+                                           std::string* err) {
+  std::string why = "is not a JSON object";
+  json ev = parseApiJson(line, &why);
+  if (ev.is_discarded() || !ev.is_object()) {
+    *err = "event " + why;
+    return std::nullopt;
+  }
+  const auto obj = ev.find("object");
+  if (obj == ev.end() || !obj->is_object()) {
+    *err = "event without object";
+    return std::nullopt;
+  }
+  const auto type = ev.find("type");
+  WatchEvent out;
+  out.type = type != ev.end() && type->is_string() ? type->get<std::string>() : "";
+  out.object = std::move(*obj);
+  // An ERROR's object is a Status, not one of the collection's.
+  if (out.type != "ERROR") normalise(&out.object, resource);
+  out.key = Reflector::keyOf(out.object);
+  return out;
+}
 
 std::string Resource::path() const {
   const bool core = api_version.find('/') == std::string::npos;
@@ -101,13 +198,6 @@ std::string Reflector::keyOf(const json& object) {
   const std::string ns = stringAt(object, "metadata", "namespace");
   const std::string name = stringAt(object, "metadata", "name");
   return ns.empty() ? name : ns + "/" + name;
-}
-
-void Reflector::normalise(json* object) const {
-  if (!object->is_object()) return;
-  if (!object->contains("kind") || (*object)["kind"] == "") (*object)["kind"] = resource_.kind;
-  if (!object->contains("apiVersion") || (*object)["apiVersion"] == "")
-    (*object)["apiVersion"] = resource_.api_version;
 }
 
 void Reflector::run() {
@@ -235,24 +325,17 @@ Reflector::Failure Reflector::list() {
         cancel_);
     if (r.cancelled) return {Outcome::kStopped, "", std::nullopt};
     if (r.status != 200 || !r.error.empty()) return classify(r, "list");
-    json doc = json::parse(body, nullptr, false);
+    std::string why;
+    std::optional<ListPage> page = decodeListPage(body, resource_, &why);
     body = std::string();
-    if (doc.is_discarded() || !doc.is_object())
-      return {Outcome::kFailed, "list " + resource_.path() + ": response is not a JSON object",
-              std::nullopt};
-    // The list's own version, never an item's: items come in key order,
-    // not version order, so an item's version can be older than the list.
-    list_rv = stringAt(doc, "metadata", "resourceVersion");
-    cont = stringAt(doc, "metadata", "continue");
-    if (doc.contains("items") && doc["items"].is_array()) {
-      for (auto& item : doc["items"]) {
-        normalise(&item);
-        std::string key = keyOf(item);
-        std::string fp = fingerprint(item);
-        auto was = old.find(key);
-        if (was == old.end() || was->second != fp) on_event_(Event::kUpsert, key, item);
-        next[std::move(key)] = std::move(fp);
-      }
+    if (!page) return {Outcome::kFailed, "list " + resource_.path() + ": " + why, std::nullopt};
+    list_rv = std::move(page->resource_version);
+    cont = std::move(page->next);
+    for (auto& [key, item] : page->items) {
+      std::string fp = fingerprint(item);
+      auto was = old.find(key);
+      if (was == old.end() || was->second != fp) on_event_(Event::kUpsert, key, item);
+      next[std::move(key)] = std::move(fp);
     }
   } while (!cont.empty());
   applyList(std::move(next), old, list_rv);
@@ -332,18 +415,20 @@ Reflector::Failure Reflector::watch() {
 }
 
 bool Reflector::handleEvent(std::string_view line, Failure* out, bool* saw_event) {
-  json ev = json::parse(line, nullptr, false);
   const auto fail = [&](std::string why) {
     *out = {Outcome::kFailed, "watch " + resource_.path() + ": " + why, std::nullopt};
     return false;
   };
-  if (ev.is_discarded() || !ev.is_object()) return fail("event is not JSON");
-  const std::string type = ev.value("type", "");
-  auto obj_it = ev.find("object");
-  if (obj_it == ev.end() || !obj_it->is_object()) return fail("event without object");
-  json& object = *obj_it;
+  std::string why;
+  std::optional<WatchEvent> ev = decodeWatchEvent(line, resource_, &why);
+  if (!ev) return fail(why);
+  const std::string& type = ev->type;
+  json& object = ev->object;
   if (type == "ERROR") {
-    const long code = object.value("code", 0L);
+    const auto code_it = object.find("code");
+    const long code = code_it != object.end() && code_it->is_number_integer()
+                          ? code_it->get<long>()
+                          : 0;
     const std::string why = describeStatus(code, object);
     // The 410 form that arrives after a 200: our version was compacted away.
     if (code == 410 || isTooLargeResourceVersion(object)) {
@@ -356,12 +441,9 @@ bool Reflector::handleEvent(std::string_view line, Failure* out, bool* saw_event
   if (type == "BOOKMARK") {
     // Not an object: only a newer version to resume from.
   } else if (type == "ADDED" || type == "MODIFIED") {
-    normalise(&object);
-    const std::string key = keyOf(object);
-    upsert(key, std::move(object));
+    upsert(ev->key, std::move(object));
   } else if (type == "DELETED") {
-    normalise(&object);
-    remove(keyOf(object), object);
+    remove(ev->key, object);
   } else {
     return fail("unknown event type \"" + type + "\"");
   }
@@ -395,7 +477,8 @@ Reflector::Failure Reflector::classify(const HttpResponse& r, const char* what) 
   if (r.status == 0 || (r.status >= 200 && r.status < 300))
     return {Outcome::kFailed, where + ": " + (r.error.empty() ? "no response" : r.error),
             std::nullopt};
-  const json status = json::parse(r.body, nullptr, false);
+  std::string ignored;
+  const json status = parseApiJson(r.body, &ignored);
   const std::string why = where + ": " + describeStatus(r.status, status);
   if (r.status == 404) return {Outcome::kNotServed, why, std::nullopt};
   // 410 on a list is an expired continue token; on a watch, a compacted

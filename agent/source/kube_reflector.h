@@ -47,6 +47,38 @@ class LineFramer {
   std::string buf_;
 };
 
+// Deepest JSON taken from an API server: its own decoder's limit, so no
+// object it stores is refused. nlohmann parses and frees without recursing,
+// but a copy or a print of what it parsed recurses once per level.
+inline constexpr size_t kMaxApiJsonDepth = 10'000;
+
+// An API server's reply, parsed; discarded (and *why) when it is not JSON
+// or nests deeper than kMaxApiJsonDepth.
+nlohmann::json parseApiJson(std::string_view text, std::string* why);
+
+// What the reflector reads of one page of a list: the list's version, the
+// continue token, and every item with its key, kind and apiVersion filled
+// in from `resource` where the server left them out. nullopt (and *err)
+// when the page is not a list.
+struct ListPage {
+  std::string resource_version;
+  std::string next;  // continue token; empty on the last page
+  std::vector<std::pair<std::string, nlohmann::json>> items;
+};
+std::optional<ListPage> decodeListPage(std::string_view body, const Resource& resource,
+                                       std::string* err);
+
+// One line of a watch stream: its type (ADDED, MODIFIED, DELETED,
+// BOOKMARK, ERROR) and object, normalised as a list item is. nullopt (and
+// *err) when the line is not an event.
+struct WatchEvent {
+  std::string type;
+  std::string key;
+  nlohmann::json object;
+};
+std::optional<WatchEvent> decodeWatchEvent(std::string_view line, const Resource& resource,
+                                           std::string* err);
+
 struct ReflectorConfig {
   int page_size = 500;  // client-go's pager default
   // Watch lifetime asked of the server, random in [min, max] so that many
@@ -128,7 +160,6 @@ class Reflector {
                  const std::map<std::string, std::string>& old, const std::string& rv);
   void upsert(const std::string& key, nlohmann::json object);
   void remove(const std::string& key, const nlohmann::json& last);
-  void normalise(nlohmann::json* object) const;
   // What a delete found by relisting reports: kind, apiVersion and name.
   nlohmann::json stubFor(const std::string& key) const;
   std::chrono::milliseconds nextBackoff();

@@ -30,10 +30,25 @@ JsonReply getJson(HttpClient& http, const std::string& path, Cancel& cancel) {
       cancel);
   JsonReply out{r.status, r.error, nullptr};
   if (r.error.empty() && r.status >= 200 && r.status <= 299) {
-    out.body = json::parse(body, nullptr, false);
-    if (out.body.is_discarded()) out.error = path + ": reply is not JSON";
+    std::string why;
+    out.body = parseApiJson(body, &why);
+    if (out.body.is_discarded()) out.error = path + ": reply " + why;
   }
   return out;
+}
+
+// Members of what an API server sent, of the type expected or empty.
+const json& arrayAt(const json& j, const char* key) {
+  static const json kEmpty = json::array();
+  if (!j.is_object()) return kEmpty;
+  const auto it = j.find(key);
+  return it != j.end() && it->is_array() ? *it : kEmpty;
+}
+
+std::string stringAt(const json& j, const char* key) {
+  if (!j.is_object()) return "";
+  const auto it = j.find(key);
+  return it != j.end() && it->is_string() ? it->get<std::string>() : "";
 }
 
 bool isSmi(const std::string& api_version) {
@@ -76,8 +91,9 @@ std::optional<Discovery> discover(HttpClient& http, Cancel& cancel, std::string*
       } else if (!r.error.empty() || r.status < 200 || r.status > 299) {
         return fail(path, r);
       } else {
-        for (const auto& v : r.body.value("versions", json::array()))
-          if (v.is_object()) versions.insert(v.value("version", ""));
+        for (const auto& v : arrayAt(r.body, "versions"))
+          if (const std::string version = stringAt(v, "version"); !version.empty())
+            versions.insert(version);
       }
     }
     std::string chosen;
@@ -90,8 +106,8 @@ std::optional<Discovery> discover(HttpClient& http, Cancel& cancel, std::string*
         auto& names = plurals[gv];
         if (r.status != 404) {
           if (!r.error.empty() || r.status < 200 || r.status > 299) return fail(path, r);
-          for (const auto& res : r.body.value("resources", json::array()))
-            if (res.is_object()) names.insert(res.value("name", ""));
+          for (const auto& res : arrayAt(r.body, "resources"))
+            if (const std::string name = stringAt(res, "name"); !name.empty()) names.insert(name);
         }
       }
       if (plurals[gv].count(k.plural)) {

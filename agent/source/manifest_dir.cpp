@@ -9,7 +9,6 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 
 namespace fs = std::filesystem;
 
@@ -77,9 +76,13 @@ bool ManifestDir::readFile(const std::string& path, FileState* st) {
   }
   std::ifstream in(path, std::ios::binary);
   if (!in) return reject({{name, {}, "cannot read file"}});
-  std::stringstream ss;
-  ss << in.rdbuf();
-  std::string text = ss.str();
+  // At most one byte over the limit: the file may have grown since stat().
+  std::string text;
+  char buf[1 << 16];
+  while (in && text.size() <= model::kMaxManifestBytes) {
+    in.read(buf, sizeof buf);
+    text.append(buf, static_cast<size_t>(in.gcount()));
+  }
   size_t hash = std::hash<std::string>{}(text);
   if (hash == st->content_hash && (st->has_good || !st->errors.empty())) return false;
   st->content_hash = hash;

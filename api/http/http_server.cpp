@@ -4,7 +4,6 @@
 
 #include <nlohmann/json.hpp>
 
-#include "api/http/listen.h"
 #include "api/http/smi_metrics.h"
 #include "api/peer/merged_view.h"
 
@@ -213,52 +212,56 @@ std::string prometheusTelemetry(const telemetry::Store& store) {
   return conns + hist;
 }
 
-bool HttpServer::start(const std::string& addr, Agent* agent, std::string* err, bool serve_smi) {
-  auto colon = addr.rfind(':');
-  if (colon == std::string::npos) return (*err = "--http wants host:port, got " + addr), false;
-  std::string host = addr.substr(0, colon);
-  int port = std::atoi(addr.substr(colon + 1).c_str());
-  server_ = std::make_unique<httplib::Server>();
-  // Headers and body go out in two writes: without NODELAY, Nagle holds the
-  // body until the client's delayed ACK (40 ms per request).
-  server_->set_tcp_nodelay(true);
-  server_->Get("/healthz", [](const httplib::Request&, httplib::Response& r) {
-    r.set_content("ok\n", "text/plain");
-  });
-  server_->Get("/readyz", [agent](const httplib::Request&, httplib::Response& r) {
-    bool ready = agent->ready();  // a probe: no map reads
-    r.status = ready ? 200 : 503;
-    r.set_content(ready ? "ready\n" : "not ready: " + agent->notReadyReason() + "\n",
-                  "text/plain");
-  });
-  server_->Get("/status", [agent](const httplib::Request&, httplib::Response& r) {
-    r.set_content(statusJson(agent->status()), "application/json");
-  });
-  server_->Get("/metrics", [agent, fanout = fanout_](const httplib::Request&, httplib::Response& r) {
-    r.set_content(prometheusText(agent->status()) + prometheusTelemetry(agent->metrics()) +
-                      (fanout ? fanout->prometheusText() : ""),
-                  "text/plain; version=0.0.4");
-  });
-  if (serve_smi && fanout_) {
-    mountSmiMetrics(*server_, agent->metrics(),
-                    peer::mergedViews(*fanout_, agent->metrics(), agent->nodeConfig().node_name));
-  } else if (serve_smi) {
-    mountSmiMetrics(*server_, agent->metrics());
-  }
-  int listen_fd = -1;
-  rememberListenSocket(*server_, &listen_fd);
-  if (!server_->bind_to_port(host.c_str(), port)) {
-    *err = "cannot listen on " + addr;
-    return false;
-  }
-  listenWide(listen_fd);
-  thread_ = std::thread([this] { server_->listen_after_bind(); });
-  return true;
+HttpSources sourcesOf(Agent& agent) {
+  return {[&agent] { return agent.ready(); }, [&agent] { return agent.notReadyReason(); },
+          [&agent] { return agent.status(); }, &agent.metrics(), agent.nodeConfig().node_name};
+}
+
+Router httpRoutes(const HttpSources& sources, peer::PeerFanout* fanout) {
+  Router router;
+  router.add({"/healthz",
+              [](const RoutedRequest&, httplib::Response& r) { r.set_content("ok\n", "text/plain"); },
+              /*prefix=*/false, /*local_only=*/false, /*probe=*/true});
+  router.add({"/readyz",
+              [sources](const RoutedRequest&, httplib::Response& r) {
+                const bool ready = sources.ready();
+                r.status = ready ? 200 : 503;
+                r.set_content(ready ? "ready\n" : "not ready: " + sources.not_ready_reason() + "\n",
+                              "text/plain");
+              },
+              false, false, /*probe=*/true});
+  router.add({"/metrics", [sources, fanout](const RoutedRequest&, httplib::Response& r) {
+                r.set_content(prometheusText(sources.status()) +
+                                  prometheusTelemetry(*sources.metrics) +
+                                  (fanout ? fanout->prometheusText() : ""),
+                              "text/plain; version=0.0.4");
+              }});
+  router.add({"/status",
+              [sources](const RoutedRequest&, httplib::Response& r) {
+                r.set_content(statusJson(sources.status()), "application/json");
+              },
+              false, /*local_only=*/true});
+  mountSmiMetrics(router, *sources.metrics,
+                  fanout ? peer::mergedViews(*fanout, *sources.metrics, sources.node) : nullptr,
+                  /*local_only=*/true);
+  return router;
+}
+
+bool HttpServer::start(const std::string& addr, Agent* agent, std::string* err) {
+  return start(addr, sourcesOf(*agent), err);
+}
+
+bool HttpServer::start(const std::string& addr, const HttpSources& sources, std::string* err,
+                       ListenLimits limits) {
+  listener_ = std::make_unique<Listener>(httpRoutes(sources, fanout_), limits);
+  if (listener_->start(addr, err)) return true;
+  *err = "--http: " + *err;
+  listener_.reset();
+  return false;
 }
 
 void HttpServer::stop() {
-  if (server_) server_->stop();
-  if (thread_.joinable()) thread_.join();
+  if (listener_) listener_->stop();
 }
 
 HttpServer::HttpServer() = default;

@@ -1,15 +1,13 @@
-// The agent's HTTP endpoint: health, readiness, status and Prometheus text.
+// The agent's HTTP endpoint (--http): health, readiness, Prometheus text,
+// and for loopback clients the status page and the TrafficMetrics API.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
-#include <thread>
 
 #include "agent/agent.h"
-
-namespace httplib {
-class Server;
-}
+#include "api/http/listen.h"
 
 namespace smik::peer {
 class PeerFanout;
@@ -17,23 +15,40 @@ class PeerFanout;
 
 namespace smik::api {
 
+// What the endpoint reads: the agent's in main(), the tests' own.
+struct HttpSources {
+  std::function<bool()> ready;  // a probe: no map reads
+  std::function<std::string()> not_ready_reason;
+  std::function<AgentStatus()> status;
+  const telemetry::Store* metrics = nullptr;  // outlives the server
+  std::string node;
+};
+HttpSources sourcesOf(Agent& agent);
+
+// /healthz, /readyz and /metrics for every client: what kubelet probes and
+// Prometheus scrapes. /status and the TrafficMetrics API (every pod, edge
+// and rejected object, unauthenticated) only for loopback clients, whatever
+// address the listener is bound to; --secure-listen serves the API to the
+// cluster, authorized. fanout: the API merges every peer's answers
+// (?local=true: this node's alone) and /metrics adds the fan-out's own
+// counters; nullptr: this node answers alone.
+Router httpRoutes(const HttpSources& sources, peer::PeerFanout* fanout);
+
 class HttpServer {
  public:
-  // Before start(): the SMI TrafficMetrics API merges every peer's answers
-  // (?local=true: this node's alone) and /metrics adds the fan-out's
-  // counters. fanout outlives the server; nullptr: this node answers alone.
+  // Before start(); fanout outlives the server.
   void setPeers(peer::PeerFanout* fanout) { fanout_ = fanout; }
-  // addr is "host:port". Starts serving on a thread; false + err if it cannot bind.
-  // serve_smi: also the TrafficMetrics API, unauthenticated (loopback use,
-  // `kubectl get --raw` through a local kubeconfig, tests).
-  bool start(const std::string& addr, Agent* agent, std::string* err, bool serve_smi = true);
+  // addr is "host:port". Serves on its own threads; false + err if it cannot bind.
+  bool start(const std::string& addr, Agent* agent, std::string* err);
+  bool start(const std::string& addr, const HttpSources& sources, std::string* err,
+             ListenLimits limits = {});
   void stop();
+  int port() const { return listener_ ? listener_->port() : 0; }
   HttpServer();
   ~HttpServer();
 
  private:
-  std::unique_ptr<httplib::Server> server_;
-  std::thread thread_;
+  std::unique_ptr<Listener> listener_;
   peer::PeerFanout* fanout_ = nullptr;
 };
 

@@ -6,13 +6,12 @@
 #include <openssl/x509v3.h>
 #include <spdlog/spdlog.h>
 
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <fstream>
 #include <nlohmann/json.hpp>
-#include <regex>
 #include <sstream>
-
-#include "api/http/listen.h"
 
 namespace smik::api {
 namespace {
@@ -73,7 +72,7 @@ bool addCaBundle(SSL_CTX* ctx, const std::string& pem) {
 
 // A self-signed serving certificate (P-256, one year): enough for an
 // APIService with insecureSkipTLSVerify, and for tests.
-bool useSelfSigned(SSL_CTX* ctx) {
+bool makeSelfSigned(std::shared_ptr<X509>* cert_out, std::shared_ptr<EVP_PKEY>* key_out) {
   EVP_PKEY* key = EVP_EC_gen("P-256");
   if (!key) return false;
   X509* cert = X509_new();
@@ -94,11 +93,26 @@ bool useSelfSigned(SSL_CTX* ctx) {
     X509_add_ext(cert, san, -1);
     X509_EXTENSION_free(san);
   }
-  const bool ok = X509_sign(cert, key, EVP_sha256()) > 0 &&
-                  SSL_CTX_use_certificate(ctx, cert) == 1 && SSL_CTX_use_PrivateKey(ctx, key) == 1;
-  X509_free(cert);
-  EVP_PKEY_free(key);
-  return ok;
+  cert_out->reset(cert, X509_free);
+  key_out->reset(key, EVP_PKEY_free);
+  return X509_sign(cert, key, EVP_sha256()) > 0;
+}
+
+std::string readWhole(const std::string& path) {
+  std::ifstream f(path);
+  std::stringstream s;
+  s << f.rdbuf();
+  return f ? s.str() : "";
+}
+
+// What changes when a file is replaced, also through the symlink swap a
+// Kubernetes Secret volume makes; "" for a file that is not there.
+std::string fileSignature(const std::string& path) {
+  struct stat st {};
+  if (path.empty() || ::stat(path.c_str(), &st) != 0) return "";
+  return std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino) + ":" +
+         std::to_string(st.st_size) + ":" + std::to_string(st.st_mtim.tv_sec) + "." +
+         std::to_string(st.st_mtim.tv_nsec);
 }
 
 std::vector<std::string> headerValues(const httplib::Request& req, const std::string& name) {
@@ -126,45 +140,38 @@ std::optional<RequestHeaderConfig> loadRequestHeaderConfig(kube::HttpClient& htt
     *err = path + ": " + (r.error.empty() ? "HTTP " + std::to_string(r.status) : r.error);
     return std::nullopt;
   }
-  json cm = json::parse(body, nullptr, false);
-  const json data = cm.is_object() ? cm.value("data", json::object()) : json::object();
+  const json cm = json::parse(body, nullptr, false);
+  const auto data_it = cm.is_object() ? cm.find("data") : cm.end();
+  const json data = data_it != cm.end() && data_it->is_object() ? *data_it : json::object();
+  const auto entry = [&](const char* key) {
+    const auto it = data.find(key);
+    return it != data.end() && it->is_string() ? it->get<std::string>() : std::string();
+  };
   RequestHeaderConfig c;
-  c.client_ca_pem = data.value("requestheader-client-ca-file", "");
+  c.client_ca_pem = entry("requestheader-client-ca-file");
   if (c.client_ca_pem.empty()) {
     *err = path + ": no requestheader-client-ca-file (is the aggregation layer enabled?)";
     return std::nullopt;
   }
-  c.allowed_names = jsonStrings(data.value("requestheader-allowed-names", "[]"));
-  if (auto h = jsonStrings(data.value("requestheader-username-headers", "[]")); !h.empty())
+  c.allowed_names = jsonStrings(entry("requestheader-allowed-names"));
+  if (auto h = jsonStrings(entry("requestheader-username-headers")); !h.empty())
     c.username_headers = h;
-  if (auto h = jsonStrings(data.value("requestheader-group-headers", "[]")); !h.empty())
-    c.group_headers = h;
-  if (auto h = jsonStrings(data.value("requestheader-extra-headers-prefix", "[]")); !h.empty())
+  if (auto h = jsonStrings(entry("requestheader-group-headers")); !h.empty()) c.group_headers = h;
+  if (auto h = jsonStrings(entry("requestheader-extra-headers-prefix")); !h.empty())
     c.extra_prefixes = h;
   return c;
 }
 
 std::optional<ResourceAttributes> smiAttributes(const std::string& path) {
-  // /apis/metrics.smi-spec.io/v1alpha1/[namespaces/NS/]RESOURCE[/NAME[/edges]]
-  static const std::regex kNamespaced(
-      R"(/apis/metrics\.smi-spec\.io/v1alpha1/namespaces/([^/]+)/([^/]+)(/([^/]+)(/([^/]+))?)?/?)");
-  static const std::regex kCluster(
-      R"(/apis/metrics\.smi-spec\.io/v1alpha1/([^/]+)(/([^/]+)(/([^/]+))?)?/?)");
-  std::smatch m;
+  const SmiTarget t = parseSmiPath(path);
+  using Kind = SmiTarget::Kind;
+  if (t.kind == Kind::kNotFound || t.kind == Kind::kDiscovery) return std::nullopt;
   ResourceAttributes a;
-  if (std::regex_match(path, m, kNamespaced)) {
-    a.ns = m[1];
-    a.resource = m[2];
-    a.name = m[4];
-    a.subresource = m[6];
-  } else if (std::regex_match(path, m, kCluster)) {
-    a.resource = m[1];
-    a.name = m[3];
-    a.subresource = m[5];
-  } else {
-    return std::nullopt;
-  }
-  a.verb = a.name.empty() ? "list" : "get";
+  a.verb = t.kind == Kind::kList ? "list" : "get";
+  a.resource = t.resource;
+  a.ns = t.ns;
+  a.name = t.name;
+  if (t.kind == Kind::kEdges) a.subresource = "edges";
   return a;
 }
 
@@ -222,97 +229,180 @@ bool SubjectAccessReviewer::allowed(const UserInfo& user, const ResourceAttribut
   return d.allowed;
 }
 
+std::optional<std::string> clientCertificateName(const httplib::Request& req) {
+  X509* cert = req.ssl ? SSL_get1_peer_certificate(req.ssl) : nullptr;
+  if (!cert) return std::nullopt;
+  std::string cn = commonName(cert);
+  X509_free(cert);
+  return cn;
+}
+
+Router secureApiRoutes(SecureRoutes s) {
+  Router router;
+  router.add({"/healthz",
+              [](const RoutedRequest&, httplib::Response& res) {
+                res.set_content("ok\n", "text/plain");
+              },
+              /*prefix=*/false, /*local_only=*/false, /*probe=*/true});
+  router.add({"/apis/metrics.smi-spec.io",
+              [s](const RoutedRequest& rr, httplib::Response& res) {
+                const httplib::Request& req = rr.http;
+                const std::shared_ptr<const RequestHeaderConfig> rh = s.requestheader();
+                const std::optional<std::string> cn = s.client_name(req);
+                if (!cn) return statusReply(res, 401, "Unauthorized", "no client certificate");
+                if (!rh->allowed_names.empty() &&
+                    std::find(rh->allowed_names.begin(), rh->allowed_names.end(), *cn) ==
+                        rh->allowed_names.end())
+                  return statusReply(
+                      res, 401, "Unauthorized",
+                      "client certificate " + *cn + " is not an allowed request-header client");
+                UserInfo user;
+                for (const auto& h : rh->username_headers)
+                  if (req.has_header(h)) {
+                    user.name = req.get_header_value(h);
+                    break;
+                  }
+                if (user.name.empty())
+                  return statusReply(res, 401, "Unauthorized", "no user in the request");
+                for (const auto& h : rh->group_headers)
+                  for (auto& g : headerValues(req, h)) user.groups.push_back(std::move(g));
+                for (const auto& [name, value] : req.headers)
+                  for (const auto& prefix : rh->extra_prefixes)
+                    if (lower(name).rfind(lower(prefix), 0) == 0)
+                      user.extra[lower(name.substr(prefix.size()))].push_back(value);
+
+                // The canonical path, authorized and then answered: one reading.
+                if (auto attrs = smiAttributes(rr.path)) {
+                  std::string reason;
+                  if (!s.authorizer || !s.authorizer->allowed(user, *attrs, &reason))
+                    return statusReply(res, 403, "Forbidden",
+                                       reason.empty() ? "forbidden" : reason);
+                }
+                writeSmiResponse(s.handler(rr.path, req.get_param_value("t"),
+                                           req.get_param_value("local") == "true"),
+                                 res);
+              },
+              /*prefix=*/true});
+  return router;
+}
+
 SecureApiServer::SecureApiServer() = default;
 SecureApiServer::~SecureApiServer() { stop(); }
 
-bool SecureApiServer::start(const SecureApiConfig& config, SmiHandler handler,
-                            Authorizer* authorizer, std::string* err) {
-  const auto colon = config.listen.rfind(':');
-  if (colon == std::string::npos) return (*err = "--secure-listen wants host:port"), false;
-  if (config.cert_file.empty() != config.key_file.empty())
-    return (*err = "--tls-cert-file and --tls-private-key-file go together"), false;
-  const std::string host = config.listen.substr(0, colon);
-  const int port = std::atoi(config.listen.substr(colon + 1).c_str());
-  std::string setup_error;
-  auto server = std::make_unique<httplib::SSLServer>([&](SSL_CTX& ctx) {
-    SSL_CTX_set_min_proto_version(&ctx, TLS1_2_VERSION);
-    if (config.cert_file.empty()) {
-      if (!useSelfSigned(&ctx)) return (setup_error = "cannot make a self-signed certificate"), false;
-    } else if (SSL_CTX_use_certificate_chain_file(&ctx, config.cert_file.c_str()) != 1 ||
-               SSL_CTX_use_PrivateKey_file(&ctx, config.key_file.c_str(), SSL_FILETYPE_PEM) != 1) {
-      return (setup_error = "cannot load " + config.cert_file + " / " + config.key_file), false;
-    }
-    // Only the aggregator (a client certificate from the requestheader CA)
-    // may talk to us: nothing else has authenticated the user.
-    if (!addCaBundle(&ctx, config.requestheader.client_ca_pem))
-      return (setup_error = "no certificate in the requestheader client CA"), false;
-    SSL_CTX_set_verify(&ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
-    return true;
-  });
-  if (!server->is_valid()) {
-    *err = "secure API: " + (setup_error.empty() ? "TLS setup failed" : setup_error);
-    return false;
-  }
-  server->set_tcp_nodelay(true);  // see http_server.cpp
-  const RequestHeaderConfig rh = config.requestheader;
-  server->Get(R"(/apis/metrics\.smi-spec\.io(/.*)?)", [rh, handler, authorizer](
-                                                           const httplib::Request& req,
-                                                           httplib::Response& res) {
-    X509* cert = req.ssl ? SSL_get1_peer_certificate(req.ssl) : nullptr;
-    if (!cert) return statusReply(res, 401, "Unauthorized", "no client certificate");
-    const std::string cn = commonName(cert);
-    X509_free(cert);
-    if (!rh.allowed_names.empty() &&
-        std::find(rh.allowed_names.begin(), rh.allowed_names.end(), cn) == rh.allowed_names.end())
-      return statusReply(res, 401, "Unauthorized",
-                         "client certificate " + cn + " is not an allowed request-header client");
-    UserInfo user;
-    for (const auto& h : rh.username_headers)
-      if (req.has_header(h)) {
-        user.name = req.get_header_value(h);
-        break;
-      }
-    if (user.name.empty()) return statusReply(res, 401, "Unauthorized", "no user in the request");
-    for (const auto& h : rh.group_headers)
-      for (auto& g : headerValues(req, h)) user.groups.push_back(std::move(g));
-    for (const auto& [name, value] : req.headers)
-      for (const auto& prefix : rh.extra_prefixes)
-        if (lower(name).rfind(lower(prefix), 0) == 0)
-          user.extra[lower(name.substr(prefix.size()))].push_back(value);
+std::shared_ptr<SSL_CTX> SecureApiServer::context() const {
+  std::lock_guard lock(mu_);
+  return context_;
+}
 
-    if (auto attrs = smiAttributes(req.path)) {
-      std::string reason;
-      if (!authorizer || !authorizer->allowed(user, *attrs, &reason))
-        return statusReply(res, 403, "Forbidden", reason.empty() ? "forbidden" : reason);
-    }
-    const SmiResponse r =
-        handler(req.path, req.get_param_value("t"), req.get_param_value("local") == "true");
-    res.status = r.status;
-    if (const std::string warning = partialWarning(r); !warning.empty())
-      res.set_header("Warning", warning);
-    res.set_content(r.body, "application/json");
-  });
-  server->Get("/healthz", [](const httplib::Request&, httplib::Response& res) {
-    res.set_content("ok\n", "text/plain");
-  });
-  int listen_fd = -1;
-  rememberListenSocket(*server, &listen_fd);
-  port_ = port == 0 ? server->bind_to_any_port(host) : (server->bind_to_port(host, port) ? port : -1);
-  listenWide(listen_fd);
-  if (port_ <= 0) {
-    *err = "secure API: cannot listen on " + config.listen;
-    return false;
+std::shared_ptr<const RequestHeaderConfig> SecureApiServer::requestHeader() const {
+  std::lock_guard lock(mu_);
+  return requestheader_;
+}
+
+bool SecureApiServer::reload(std::string* err) {
+  std::string ca_pem;
+  if (!config_.client_ca_file.empty()) {
+    ca_pem = readWhole(config_.client_ca_file);
+    if (ca_pem.empty()) return (*err = "cannot read " + config_.client_ca_file), false;
+  } else {
+    ca_pem = requestHeader()->client_ca_pem;
   }
-  server_ = std::move(server);
-  thread_ = std::thread([this] { server_->listen_after_bind(); });
-  while (!server_->is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  std::shared_ptr<SSL_CTX> ctx(SSL_CTX_new(TLS_server_method()), SSL_CTX_free);
+  if (!ctx) return (*err = "cannot make a TLS context"), false;
+  SSL_CTX_set_min_proto_version(ctx.get(), TLS1_2_VERSION);
+  SSL_CTX_set_options(ctx.get(), SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
+  if (config_.cert_file.empty()) {
+    if (SSL_CTX_use_certificate(ctx.get(), self_signed_cert_.get()) != 1 ||
+        SSL_CTX_use_PrivateKey(ctx.get(), self_signed_key_.get()) != 1)
+      return (*err = "cannot use the self-signed certificate"), false;
+  } else if (SSL_CTX_use_certificate_chain_file(ctx.get(), config_.cert_file.c_str()) != 1 ||
+             SSL_CTX_use_PrivateKey_file(ctx.get(), config_.key_file.c_str(), SSL_FILETYPE_PEM) !=
+                 1 ||
+             SSL_CTX_check_private_key(ctx.get()) != 1) {
+    ERR_clear_error();
+    return (*err = "cannot load " + config_.cert_file + " / " + config_.key_file), false;
+  }
+  // Only the aggregator (a client certificate from the requestheader CA)
+  // may talk to us: nothing else has authenticated the user.
+  if (!addCaBundle(ctx.get(), ca_pem))
+    return (*err = "no certificate in the requestheader client CA"), false;
+  SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
+  std::lock_guard lock(mu_);
+  context_ = std::move(ctx);
   return true;
 }
 
+bool SecureApiServer::start(const SecureApiConfig& config, SmiHandler handler,
+                            Authorizer* authorizer, std::string* err) {
+  if (config.listen.rfind(':') == std::string::npos)
+    return (*err = "--secure-listen wants host:port"), false;
+  if (config.cert_file.empty() != config.key_file.empty())
+    return (*err = "--tls-cert-file and --tls-private-key-file go together"), false;
+  config_ = config;
+  requestheader_ = std::make_shared<const RequestHeaderConfig>(config.requestheader);
+  if (config_.cert_file.empty() && !makeSelfSigned(&self_signed_cert_, &self_signed_key_))
+    return (*err = "secure API: cannot make a self-signed certificate"), false;
+  std::string why;
+  if (!reload(&why)) return (*err = "secure API: " + why), false;
+  listener_ = std::make_unique<Listener>(
+      secureApiRoutes({[this] { return requestHeader(); }, clientCertificateName,
+                       std::move(handler), authorizer}),
+      config_.limits);
+  if (!listener_->start(config_.listen, &why, [this] { return context(); })) {
+    listener_.reset();
+    return (*err = "secure API: " + why), false;
+  }
+  stopping_ = false;
+  watcher_ = std::thread([this] { watchFiles(); });
+  return true;
+}
+
+void SecureApiServer::watchFiles() {
+  const auto signature = [this] {
+    return fileSignature(config_.cert_file) + "|" + fileSignature(config_.key_file) + "|" +
+           fileSignature(config_.client_ca_file);
+  };
+  std::string applied = signature(), failed;
+  std::unique_lock lock(mu_);
+  while (!cv_.wait_for(lock, config_.reload_interval, [this] { return stopping_; })) {
+    lock.unlock();
+    const std::string now = signature();
+    if (now != applied && now != failed) {
+      std::string err;
+      if (reload(&err)) {
+        applied = now;
+        failed.clear();
+        spdlog::info("secure API: certificates reloaded ({})",
+                     config_.cert_file.empty() ? config_.client_ca_file : config_.cert_file);
+      } else {
+        failed = now;  // tried once per change: the next write may complete it
+        spdlog::warn("secure API: keeping the certificates in use: {}", err);
+      }
+    }
+    lock.lock();
+  }
+}
+
+void SecureApiServer::setRequestHeader(const RequestHeaderConfig& requestheader) {
+  const bool new_ca = requestHeader()->client_ca_pem != requestheader.client_ca_pem;
+  {
+    std::lock_guard lock(mu_);
+    requestheader_ = std::make_shared<const RequestHeaderConfig>(requestheader);
+  }
+  std::string err;
+  if (new_ca && config_.client_ca_file.empty() && !reload(&err))
+    spdlog::warn("secure API: keeping the requestheader CA in use: {}", err);
+}
+
 void SecureApiServer::stop() {
-  if (server_) server_->stop();
-  if (thread_.joinable()) thread_.join();
-  server_.reset();
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (watcher_.joinable()) watcher_.join();
+  if (listener_) listener_->stop();
+  listener_.reset();
 }
 
 AggregatedApi::AggregatedApi(kube::KubeConfig kube, Options options, SmiHandler handler)
@@ -339,37 +429,44 @@ void AggregatedApi::stop() {
 void AggregatedApi::run() {
   auto backoff = std::chrono::milliseconds(500);
   std::string last_error;
+  const bool from_configmap = options_.requestheader_ca_file.empty();
+  const auto wait = [this](std::chrono::milliseconds d) {
+    std::unique_lock lock(mu_);
+    return !cv_.wait_for(lock, d, [this] { return stopping_; });
+  };
+  // The ConfigMap's headers and names, or defaults with the CA file's CA
+  // (the server reads that file, and again when it changes).
+  const auto requestHeader = [&](std::string* err) -> std::optional<RequestHeaderConfig> {
+    std::optional<RequestHeaderConfig> rh =
+        from_configmap ? loadRequestHeaderConfig(http_, cancel_, err) : RequestHeaderConfig{};
+    if (rh && !options_.allowed_names.empty()) rh->allowed_names = options_.allowed_names;
+    return rh;
+  };
   while (true) {
     std::string err;
-    std::optional<RequestHeaderConfig> rh;
-    if (!options_.requestheader_ca_file.empty()) {
-      std::ifstream f(options_.requestheader_ca_file);
-      std::stringstream pem;
-      pem << f.rdbuf();
-      if (f && !pem.str().empty()) {
-        rh = RequestHeaderConfig{};
-        rh->client_ca_pem = pem.str();
-      } else {
-        err = "cannot read " + options_.requestheader_ca_file;
-      }
-    } else {
-      rh = loadRequestHeaderConfig(http_, cancel_, &err);
-    }
-    if (rh) {
-      if (!options_.allowed_names.empty()) rh->allowed_names = options_.allowed_names;
+    if (std::optional<RequestHeaderConfig> rh = requestHeader(&err)) {
       SecureApiConfig c = options_.server;
       c.requestheader = *rh;
+      c.client_ca_file = options_.requestheader_ca_file;
       if (server_.start(c, handler_, &reviewer_, &err)) {
         spdlog::info("TrafficMetrics API (APIService) on https://{} ({} certificate)", c.listen,
                      c.cert_file.empty() ? "self-signed" : c.cert_file);
-        return;
+        break;
       }
     }
     if (err != last_error) spdlog::warn("aggregated API not served yet, retrying: {}", err);
     last_error = err;
-    std::unique_lock lock(mu_);
-    if (cv_.wait_for(lock, backoff, [this] { return stopping_; })) return;
+    if (!wait(backoff)) return;
     backoff = std::min(backoff * 2, std::chrono::milliseconds(30'000));
+  }
+  // The cluster's front-proxy CA rotates: the ConfigMap is read again now
+  // and then, as the files are (SecureApiServer).
+  while (from_configmap && wait(std::chrono::minutes(1))) {
+    std::string err;
+    if (std::optional<RequestHeaderConfig> rh = requestHeader(&err))
+      server_.setRequestHeader(*rh);
+    else
+      spdlog::debug("requestheader ConfigMap not re-read: {}", err);
   }
 }
 

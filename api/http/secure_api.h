@@ -17,12 +17,12 @@
 #include <thread>
 #include <vector>
 
-#include "agent/source/kube_http.h"
-#include "api/http/smi_metrics.h"
+#include <openssl/ssl.h>
 
-namespace httplib {
-class Server;
-}
+#include "agent/source/kube_http.h"
+#include "api/http/listen.h"
+#include "api/http/router.h"
+#include "api/http/smi_metrics.h"
 
 namespace smik::api {
 
@@ -52,8 +52,10 @@ struct ResourceAttributes {
   std::string resource, subresource, ns, name;
 };
 
-// nullopt: a discovery path (the group or version), open to every
-// authenticated user as the API server's own discovery is.
+// What a canonical path (api/http/router.h) asks for, read as the SMI API
+// answers it (parseSmiPath). nullopt: discovery (the version), open to every
+// authenticated user as the API server's own discovery is, or a path that
+// is answered 404 and nothing else.
 std::optional<ResourceAttributes> smiAttributes(const std::string& path);
 
 class Authorizer {
@@ -90,11 +92,37 @@ struct SecureApiConfig {
   // (the plain manifests' APIService skips verification, as metrics-server's do).
   std::string cert_file, key_file;
   RequestHeaderConfig requestheader;
+  // Set: the requestheader client CA is read from this file instead of
+  // requestheader.client_ca_pem.
+  std::string client_ca_file;
+  // How often the certificate, key and CA files are checked for changes; a
+  // change applies to every new connection, without a restart (as
+  // metrics-server's dynamic certificates). A pair that does not load (a
+  // key written before its certificate) keeps the old one until it does.
+  std::chrono::milliseconds reload_interval{std::chrono::seconds(10)};
+  ListenLimits limits;
 };
 
-// Answers one SMI metrics GET (path without query, ?t= value, ?local=true).
+// Answers one SMI metrics GET (canonical path, ?t= value, ?local=true).
 using SmiHandler =
     std::function<SmiResponse(const std::string& path, const std::string& t, bool local_only)>;
+
+// The CN of the client certificate a request arrived with; nullopt without one.
+std::optional<std::string> clientCertificateName(const httplib::Request& req);
+
+// The aggregated API's routes: /healthz, and every path under
+// /apis/metrics.smi-spec.io authenticated (a client certificate, among
+// requestheader's allowed names when it has any, and a user in its
+// headers), then authorized (unless discovery) for the very path the
+// handler answers: the router's canonical one.
+struct SecureRoutes {
+  std::function<std::shared_ptr<const RequestHeaderConfig>()> requestheader;
+  std::function<std::optional<std::string>(const httplib::Request&)> client_name =
+      clientCertificateName;
+  SmiHandler handler;
+  Authorizer* authorizer = nullptr;
+};
+Router secureApiRoutes(SecureRoutes routes);
 
 class SecureApiServer {
  public:
@@ -103,12 +131,29 @@ class SecureApiServer {
   bool start(const SecureApiConfig& config, SmiHandler handler, Authorizer* authorizer,
              std::string* err);
   void stop();
-  int port() const { return port_; }
+  int port() const { return listener_ ? listener_->port() : 0; }
+  // The ConfigMap read again: its CA for new connections, its names and
+  // headers for new requests.
+  void setRequestHeader(const RequestHeaderConfig& requestheader);
 
  private:
-  std::unique_ptr<httplib::Server> server_;
-  std::thread thread_;
-  int port_ = 0;
+  std::shared_ptr<SSL_CTX> context() const;
+  std::shared_ptr<const RequestHeaderConfig> requestHeader() const;
+  // A context from the files as they are now; false (and *err) if they do
+  // not make one.
+  bool reload(std::string* err);
+  void watchFiles();
+
+  SecureApiConfig config_;
+  std::shared_ptr<X509> self_signed_cert_;
+  std::shared_ptr<EVP_PKEY> self_signed_key_;
+  mutable std::mutex mu_;
+  std::shared_ptr<SSL_CTX> context_;
+  std::shared_ptr<const RequestHeaderConfig> requestheader_;
+  std::unique_ptr<Listener> listener_;
+  std::thread watcher_;
+  std::condition_variable cv_;
+  bool stopping_ = false;
 };
 
 // The agent's aggregated API: reads the requestheader CA (from a file, or

@@ -46,6 +46,8 @@
 #include <string_view>
 #include <vector>
 
+#include "api/http/router.h"
+
 namespace smik::api {
 
 namespace {
@@ -316,8 +318,6 @@ std::optional<std::vector<std::string>> segmentsUnderBase(std::string path) {
   return segs;
 }
 
-using Segments = std::vector<std::string>;
-
 // /{resource}
 Reply routeKindList(const Ctx& ctx, const std::string& plural) {
   const KindInfo* k = kindByPlural(plural);
@@ -332,26 +332,29 @@ Reply routeNamespace(const Ctx& ctx, const std::string& name, bool edges) {
 }
 
 // /namespaces/{ns}/{resource}[/{name}[/edges]]
-Reply routeNamespaced(const Ctx& ctx, const Segments& s) {
-  const std::string& ns = s[1];
-  const KindInfo* k = kindByPlural(s[2]);
-  if (!k) return unsupportedResource(s[2]);
+Reply routeNamespaced(const Ctx& ctx, const SmiTarget& t) {
+  const KindInfo* k = kindByPlural(t.resource);
+  if (!k) return unsupportedResource(t.resource);
   if (!k->namespaced) return pathNotFound();
-  if (s.size() == 3) return listKind(ctx, *k, ns);
-  const ResourceRef r = refOf(*k, ns, s[3]);
-  return s.size() == 4 ? getObject(ctx, *k, r) : getEdges(ctx, *k, r);
+  if (t.kind == SmiTarget::Kind::kList) return listKind(ctx, *k, t.ns);
+  const ResourceRef r = refOf(*k, t.ns, t.name);
+  return t.kind == SmiTarget::Kind::kObject ? getObject(ctx, *k, r) : getEdges(ctx, *k, r);
 }
 
-Reply route(const Ctx& ctx, const Segments& s) {
-  if (std::any_of(s.begin(), s.end(), [](const std::string& x) { return x.empty(); }))
-    return pathNotFound();
-  if (s.empty()) return discovery();
-  if (s.size() == 1) return routeKindList(ctx, s[0]);
-  if (s[0] != "namespaces") return pathNotFound();
-  if (s.size() == 2) return routeNamespace(ctx, s[1], false);
-  if (s.size() == 3 && s[2] == "edges") return routeNamespace(ctx, s[1], true);
-  if (s.size() == 3 || s.size() == 4 || (s.size() == 5 && s[4] == "edges"))
-    return routeNamespaced(ctx, s);
+Reply route(const Ctx& ctx, const SmiTarget& t) {
+  using Kind = SmiTarget::Kind;
+  switch (t.kind) {
+    case Kind::kDiscovery:
+      return discovery();
+    case Kind::kNotFound:
+      return pathNotFound();
+    case Kind::kList:
+      return t.ns.empty() ? routeKindList(ctx, t.resource) : routeNamespaced(ctx, t);
+    case Kind::kObject:
+    case Kind::kEdges:
+      if (t.ns.empty()) return routeNamespace(ctx, t.name, t.kind == Kind::kEdges);
+      return routeNamespaced(ctx, t);
+  }
   return pathNotFound();
 }
 
@@ -490,14 +493,31 @@ void markPartial(json& body, const std::string& missing) {
 
 }  // namespace
 
+SmiTarget parseSmiPath(std::string_view path) {
+  using Kind = SmiTarget::Kind;
+  const auto segs = segmentsUnderBase(std::string(path));
+  if (!segs || std::any_of(segs->begin(), segs->end(), [](const auto& x) { return x.empty(); }))
+    return {};
+  const std::vector<std::string>& s = *segs;
+  if (s.empty()) return {Kind::kDiscovery};
+  if (s.size() == 1) return {Kind::kList, s[0]};
+  if (s[0] != "namespaces") return {};
+  if (s.size() == 2) return {Kind::kObject, "namespaces", "", s[1]};
+  if (s.size() == 3 && s[2] == "edges") return {Kind::kEdges, "namespaces", "", s[1]};
+  if (s.size() == 3) return {Kind::kList, s[2], s[1]};
+  if (s.size() == 4) return {Kind::kObject, s[2], s[1], s[3]};
+  if (s.size() == 5 && s[4] == "edges") return {Kind::kEdges, s[2], s[1], s[3]};
+  return {};
+}
+
 SmiResponse handleSmiMetrics(const telemetry::MetricsView& view, const std::string& path,
                              const std::string& query_t) {
-  const auto segs = segmentsUnderBase(path);
+  const SmiTarget target = parseSmiPath(path);
   Reply r = pathNotFound();
-  if (segs) {
+  if (target.kind != SmiTarget::Kind::kNotFound) {
     const int window_s = windowSeconds(query_t, view.maxWindow());
     const Ctx ctx{view, window_s, rfc3339(view.now()), goDuration(window_s)};
-    r = route(ctx, *segs);
+    r = route(ctx, target);
   }
   SmiResponse out;
   out.missing_nodes = view.missingNodes();
@@ -511,12 +531,6 @@ SmiResponse handleSmiMetrics(const telemetry::MetricsView& view, const std::stri
   out.body = r.body.dump(2) + "\n";
   return out;
 }
-
-namespace {
-
-constexpr const char* kPathPattern = R"(/apis/metrics\.smi-spec\.io/v1alpha1(/.*)?)";
-
-}  // namespace
 
 SmiResponse answerSmiRequest(const telemetry::MetricsView& local, const ViewForRequest& per_request,
                              const std::string& path, const std::string& query_t,
@@ -534,21 +548,17 @@ void writeSmiResponse(const SmiResponse& r, httplib::Response& res) {
   res.set_content(r.body, "application/json");
 }
 
-void mountSmiMetrics(httplib::Server& server, const telemetry::MetricsView& view) {
-  // cpp-httplib sends HEAD to GET handlers and drops the body itself.
-  server.Get(kPathPattern, [&view](const httplib::Request& req, httplib::Response& res) {
-    writeSmiResponse(handleSmiMetrics(view, req.path, req.get_param_value("t")), res);
-  });
-}
-
-void mountSmiMetrics(httplib::Server& server, const telemetry::MetricsView& local,
-                     ViewForRequest per_request) {
-  server.Get(kPathPattern, [&local, per_request = std::move(per_request)](
-                               const httplib::Request& req, httplib::Response& res) {
-    writeSmiResponse(answerSmiRequest(local, per_request, req.path, req.get_param_value("t"),
-                                      req.get_param_value("local") == "true"),
-                     res);
-  });
+void mountSmiMetrics(Router& router, const telemetry::MetricsView& local,
+                     ViewForRequest per_request, bool local_only) {
+  router.add({kSmiMetricsBase,
+              [&local, per_request = std::move(per_request)](const RoutedRequest& req,
+                                                             httplib::Response& res) {
+                writeSmiResponse(answerSmiRequest(local, per_request, req.path,
+                                                  req.http.get_param_value("t"),
+                                                  req.http.get_param_value("local") == "true"),
+                                 res);
+              },
+              /*prefix=*/true, local_only});
 }
 
 }  // namespace smik::api

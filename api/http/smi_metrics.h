@@ -7,12 +7,12 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "agent/telemetry/metrics.h"
 
 namespace httplib {
-class Server;
 struct Response;
 }
 
@@ -34,14 +34,22 @@ struct SmiResponse {
   std::vector<std::string> missing_nodes;
 };
 
+// What a path under kSmiMetricsBase asks for: the one reading of it that
+// authorization (the aggregated API's SubjectAccessReview) and the answer
+// both use.
+struct SmiTarget {
+  enum class Kind { kNotFound, kDiscovery, kList, kObject, kEdges };
+  Kind kind = Kind::kNotFound;
+  std::string resource;  // the plural, as written: "pods", "namespaces"
+  std::string ns;        // empty: every namespace (lists), or a Namespace itself
+  std::string name;      // empty for lists
+};
+SmiTarget parseSmiPath(std::string_view path);
+
 // Answers one GET of `path` (the full request path, query excluded); query_t
 // is the value of ?t= (a Go duration), empty when absent. No I/O beyond view.
 SmiResponse handleSmiMetrics(const telemetry::MetricsView& view, const std::string& path,
                              const std::string& query_t);
-
-// Routes GET and HEAD of every path under kSmiMetricsBase to handleSmiMetrics.
-// view must outlive the server.
-void mountSmiMetrics(httplib::Server& server, const telemetry::MetricsView& view);
 
 // The view one request is answered from, given its window (?t=, clamped to
 // local's longest): e.g. a peer::MergedView that asks the other nodes once
@@ -64,9 +72,12 @@ inline std::string partialWarning(const SmiResponse& r) {
 }
 // Status, body, and for a partial answer the Warning header.
 void writeSmiResponse(const SmiResponse& r, httplib::Response& res);
-// Every request answered by answerSmiRequest.
-void mountSmiMetrics(httplib::Server& server, const telemetry::MetricsView& local,
-                     ViewForRequest per_request);
+class Router;
+// Routes every path under kSmiMetricsBase (canonical: the router's) to
+// answerSmiRequest. local outlives the router; local_only: for loopback
+// clients only (the plain listener's, unauthenticated).
+void mountSmiMetrics(Router& router, const telemetry::MetricsView& local,
+                     ViewForRequest per_request = nullptr, bool local_only = false);
 
 // Exposed for tests and other exporters.
 

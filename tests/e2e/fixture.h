@@ -200,7 +200,7 @@ class E2E : public ::testing::Test {
   std::vector<std::string> agentArgs(const std::vector<std::string>& extra) {
     std::vector<std::string> a = {SMIK_AGENT,  "--manifests", dir_,
                                   "--node",    kNode,         "--http",
-                                  "127.0.0.1:" + std::to_string(http_port_), "--pin-dir", pin_,
+                                  http_host_ + ":" + std::to_string(http_port_), "--pin-dir", pin_,
                                   // warnings only: the test reads stdout only on failure
                                   "--log-level", "warn",
                                   // socket programs for this bed's pods only
@@ -303,6 +303,7 @@ class E2E : public ::testing::Test {
 
   std::unique_ptr<TestBed> bed_;
   std::string dir_, pin_;
+  std::string http_host_ = "127.0.0.1";  // --http's address; the tests read 127.0.0.1
   int http_port_ = 0;
   int family_ = 4;  // which of a dual-stack pod's addresses tests dial
   std::unique_ptr<Proc> agent_;

@@ -22,6 +22,8 @@
 #include <vector>
 
 #include "agent/source/kube_cache.h"
+#include "agent/telemetry/store.h"
+#include "api/http/http_server.h"
 
 namespace fs = std::filesystem;
 
@@ -232,15 +234,18 @@ int resolvePort(const Y& port, const Y& container) {
   return p ? p["containerPort"].num(-1) : -1;
 }
 
-// The routes api/http/http_server.cpp serves, read from its source.
-std::set<std::string> agentHttpRoutes() {
-  std::set<std::string> out;
-  std::string src = readFile(kRepo / "api" / "http" / "http_server.cpp");
-  std::regex re(R"re(->Get\("([^"]+)")re");
-  for (auto it = std::sregex_iterator(src.begin(), src.end(), re); it != std::sregex_iterator();
-       ++it)
-    out.insert((*it)[1]);
-  return out;
+// Whether the agent's --http listener answers `path` to a client on
+// another address: kubelet probes a hostNetwork pod at the node's address,
+// Prometheus scrapes from anywhere. /status and the TrafficMetrics API
+// answer loopback clients only.
+bool servedToRemoteClients(const std::string& path) {
+  static const smik::telemetry::Store store;
+  static const smik::api::Router routes = smik::api::httpRoutes(
+      {[] { return true; }, [] { return std::string(); }, [] { return smik::AgentStatus{}; },
+       &store, "node"},
+      nullptr);
+  const smik::api::Route* r = routes.find(path);
+  return r && !r->local_only;
 }
 
 std::string cliDefaultSocket() {
@@ -554,8 +559,7 @@ void checkAgentDaemonSet(const Docs& docs, const std::string& ns) {
     EXPECT_EQ(str(p["hostPort"]), str(p["containerPort"])) << name;
   }
 
-  // Probes on the agent's HTTP port, on paths the agent serves.
-  const auto routes = agentHttpRoutes();
+  // Probes on the agent's HTTP port, on paths the agent serves them.
   for (const auto& [probe, path] :
        std::vector<std::pair<std::string, std::string>>{{"startupProbe", "/healthz"},
                                                         {"livenessProbe", "/healthz"},
@@ -563,10 +567,18 @@ void checkAgentDaemonSet(const Docs& docs, const std::string& ns) {
     Y get = agent[probe]["httpGet"];
     ASSERT_TRUE(get) << probe << " is not httpGet";
     EXPECT_EQ(str(get["path"]), path) << probe;
-    EXPECT_TRUE(routes.count(str(get["path"])))
-        << probe << ": the agent serves no " << str(get["path"]);
+    EXPECT_TRUE(servedToRemoteClients(str(get["path"])))
+        << probe << ": the agent does not serve " << str(get["path"]) << " to kubelet";
     EXPECT_EQ(resolvePort(get["port"], agent), portOf(args["--http"])) << probe;
   }
+  // Prometheus scrapes the port of --http, at /metrics unless told otherwise.
+  Y scrape = tmpl["metadata"]["annotations"];
+  EXPECT_EQ(str(scrape["prometheus.io/scrape"]), "true");
+  EXPECT_EQ(scrape["prometheus.io/port"].num(-1), portOf(args["--http"]));
+  const std::string metrics_path =
+      scrape["prometheus.io/path"] ? str(scrape["prometheus.io/path"]) : "/metrics";
+  EXPECT_TRUE(servedToRemoteClients(metrics_path)) << metrics_path;
+
   Y startup = agent["startupProbe"];
   EXPECT_GE(startup["periodSeconds"].num(10) * startup["failureThreshold"].num(3), 120)
       << "startup probe gives up before a large cluster's first sync";

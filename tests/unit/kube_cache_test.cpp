@@ -97,5 +97,30 @@ TEST(KubeCache, SmikResourcesCoverEveryModelKind) {
     EXPECT_EQ(kinds.count(k), 1u) << k;
 }
 
+// An object too deep for the parser, or with fields of the wrong type, is a
+// rejected object named like any other: never a crash (the conversion to
+// the parser's tree recursed once per level, and json::value() throws on a
+// type it did not expect).
+TEST(KubeCache, DeepOrMistypedObjectsAreRejectedByName) {
+  KubeCache cache;
+  json tt = object("access.smi-spec.io/v1alpha3", "TrafficTarget", "tt");
+  json deep = json::array();
+  json* innermost = &deep;
+  for (int i = 0; i < 100'000; ++i) innermost = &innermost->emplace_back(json::array());
+  tt["spec"]["x"] = std::move(deep);  // moved, not copied: a copy would recurse
+  cache.apply(Event::kUpsert, "prod/tt", tt);
+  cache.apply(Event::kUpsert, "prod/typed",
+              {{"apiVersion", 1}, {"kind", json::array({"Pod"})}, {"metadata", {{"name", 2}}}});
+  cache.apply(Event::kUpsert, "prod/list", json::array({1, 2}));
+  cache.apply(Event::kUpsert, "prod/a", pod("a", "10.0.0.1"));
+  EXPECT_EQ(cache.state().pods.size(), 1u);
+  EXPECT_TRUE(cache.state().traffic_targets.empty());
+  std::set<std::string> errors;
+  for (const auto& e : cache.errors()) errors.insert(e.str());
+  EXPECT_EQ(errors.count("kubernetes: TrafficTarget prod/tt: nested deeper than 100 levels"), 1u);
+  EXPECT_EQ(errors.size(), 3u);
+  ASSERT_TRUE(cache.find({"TrafficTarget", "prod", "tt"}));
+}
+
 }  // namespace
 }  // namespace smik::kube

@@ -16,6 +16,7 @@
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -776,6 +777,84 @@ TEST(Reflector, FeedsTheClusterStateThroughKubeCache) {
   const auto errors = cache.errors();
   ASSERT_EQ(errors.size(), 1u);
   EXPECT_EQ(errors[0].object.str(), "Pod prod/bad");
+}
+
+// JSON nested `depth` arrays deep, as text: a json value that deep would
+// recurse when the fake server printed it.
+std::string nestedText(size_t depth) { return std::string(depth, '[') + std::string(depth, ']'); }
+
+std::string podText(const std::string& name, const std::string& rv, const std::string& x) {
+  return R"({"kind":"Pod","apiVersion":"v1","metadata":{"name":")" + name +
+         R"(","namespace":"prod","resourceVersion":")" + rv +
+         R"("},"status":{"podIP":"10.0.0.9"},"spec":{"x":)" + x + "}}";
+}
+
+// What an API server sends is not trusted to be sane: an object nested
+// deeper than the parser takes is rejected by name, one deeper than any API
+// server stores fails its watch (retried, like any bad event), fields of the
+// wrong type are an error; none of it stops the rest or the agent.
+TEST(Reflector, DeepAndMistypedObjectsAreRejectedNotACrash) {
+  KubeCache cache;
+  std::atomic<int> watches{0};
+  FakeApiServer server([&](const httplib::Request& req, httplib::Response& res) {
+    if (!req.has_param("watch")) {
+      res.set_content(R"({"kind":"PodList","metadata":{"resourceVersion":"10"},"items":[)" +
+                          podText("a", "1", "1") + "," + podText("deep", "2", nestedText(5000)) +
+                          R"(,{"apiVersion":1,"kind":["Pod"],"metadata":{"name":"typed",)"
+                          R"("namespace":"prod","resourceVersion":"3"}}]})",
+                      "application/json");
+      return;
+    }
+    if (++watches == 1)
+      return stream(res,
+                    R"({"type":"ADDED","object":)" + podText("deeper", "11", nestedText(100'000)) +
+                        "}\n",
+                    1 << 16, End::kHang, server.stopping());
+    stream(res, R"({"type":"ADDED","object":)" + podText("b", "12", "1") + "}\n", 4096,
+           End::kHang, server.stopping());
+  });
+  HttpClient http(Harness::configFor(server.url()));
+  Reflector reflector(http, kPods, fastConfig(), cache.sink());
+  std::thread t([&] { reflector.run(); });
+  const bool ok = eventually([&] { return cache.state().pods.count("prod/b") == 1; });
+  const ReflectorStatus st = reflector.status();
+  reflector.stop();
+  t.join();
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(cache.state().pods.size(), 2u);  // a and b
+  EXPECT_GE(st.failures, 1u) << "the 100000-deep event failed its watch";
+  std::set<std::string> errors;
+  for (const auto& e : cache.errors()) errors.insert(e.str());
+  EXPECT_EQ(errors.count("kubernetes: Pod prod/deep: nested deeper than 100 levels"), 1u);
+  EXPECT_EQ(errors.size(), 2u);  // and "typed": apiVersion is not a string
+}
+
+TEST(Reflector, DecodesOnlyBoundedJsonObjects) {
+  std::string err;
+  EXPECT_FALSE(decodeWatchEvent(R"({"type":"ADDED","object":)" + nestedText(10'001) + "}", kPods,
+                                &err));
+  EXPECT_EQ(err, "event nests deeper than 10000 levels");
+  EXPECT_FALSE(decodeWatchEvent(R"({"type":"ADDED","object":[]})", kPods, &err));
+  EXPECT_EQ(err, "event without object");
+  // Brackets inside strings are text, not nesting.
+  const auto ev = decodeWatchEvent(
+      R"({"type":"ADDED","object":{"metadata":{"name":")" + std::string(20'000, '[') + R"("}}})",
+      kPods, &err);
+  ASSERT_TRUE(ev) << err;
+  EXPECT_EQ(ev->object["kind"], "Pod");
+  EXPECT_FALSE(decodeListPage(R"({"items":[1]})", kPods, &err));
+  EXPECT_EQ(err, "a list item is not a JSON object");
+  EXPECT_FALSE(decodeListPage("[" + nestedText(10'000) + "]", kPods, &err));
+  EXPECT_EQ(err, "response nests deeper than 10000 levels");
+  const auto page = decodeListPage(
+      R"({"metadata":{"resourceVersion":"5","continue":"c"},"items":[{"metadata":{"name":"x"}}]})",
+      kPods, &err);
+  ASSERT_TRUE(page) << err;
+  EXPECT_EQ(page->resource_version, "5");
+  EXPECT_EQ(page->next, "c");
+  ASSERT_EQ(page->items.size(), 1u);
+  EXPECT_EQ(page->items[0].first, "x");
+  EXPECT_EQ(page->items[0].second["apiVersion"], "v1");
 }
 
 TEST(Reflector, ResourcePaths) {

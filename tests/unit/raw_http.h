@@ -1,0 +1,129 @@
+// HTTP from raw sockets, for tests that play a hostile or unusual client: a
+// chosen source address (a remote client, several clients on one machine),
+// requests sent byte by byte or never finished, heads no library would send.
+#pragma once
+
+#include <arpa/inet.h>
+#include <ifaddrs.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <optional>
+#include <string>
+
+namespace smik::testing {
+
+// A connected TCP socket from source (port chosen by the kernel) to
+// dest:port, or -1.
+inline int connectFrom(const std::string& source, const std::string& dest, int port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  inet_pton(AF_INET, source.c_str(), &a.sin_addr);
+  sockaddr_in b{};
+  b.sin_family = AF_INET;
+  b.sin_port = htons(static_cast<uint16_t>(port));
+  inet_pton(AF_INET, dest.c_str(), &b.sin_addr);
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+      ::connect(fd, reinterpret_cast<sockaddr*>(&b), sizeof b) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+inline bool sendAll(int fd, const std::string& data) {
+  size_t done = 0;
+  while (done < data.size()) {
+    const ssize_t n = ::send(fd, data.data() + done, data.size() - done, MSG_NOSIGNAL);
+    if (n <= 0) return false;
+    done += static_cast<size_t>(n);
+  }
+  return true;
+}
+
+// What the server sends until it closes the connection or `within` passes.
+inline std::string readUntilClosed(int fd, std::chrono::milliseconds within) {
+  const auto deadline = std::chrono::steady_clock::now() + within;
+  std::string out;
+  char buf[4096];
+  while (true) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          deadline - std::chrono::steady_clock::now())
+                          .count();
+    if (left <= 0) break;
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(left)) <= 0) break;
+    const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) break;
+    out.append(buf, static_cast<size_t>(n));
+  }
+  return out;
+}
+
+// Whether the server closes the connection (end of stream or reset) within
+// `within`, whatever it sends before.
+inline bool closedBy(int fd, std::chrono::milliseconds within) {
+  const auto deadline = std::chrono::steady_clock::now() + within;
+  char buf[4096];
+  while (true) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          deadline - std::chrono::steady_clock::now())
+                          .count();
+    if (left <= 0) return false;
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(left)) <= 0) return false;
+    if (::recv(fd, buf, sizeof buf, 0) <= 0) return true;
+  }
+}
+
+// The status code of a response's first line; 0 for none.
+inline int statusOf(const std::string& response) {
+  if (response.rfind("HTTP/1.", 0) != 0 || response.size() < 12) return 0;
+  return std::atoi(response.substr(9, 3).c_str());
+}
+
+// One request on a new connection (closed after); the whole response, or
+// what came of it within `within`.
+inline std::string exchange(const std::string& source, const std::string& dest, int port,
+                            const std::string& request,
+                            std::chrono::milliseconds within = std::chrono::seconds(5)) {
+  const int fd = connectFrom(source, dest, port);
+  if (fd < 0) return "";
+  std::string out;
+  if (sendAll(fd, request)) out = readUntilClosed(fd, within);
+  ::close(fd);
+  return out;
+}
+
+inline int getStatus(const std::string& source, const std::string& dest, int port,
+                     const std::string& path,
+                     std::chrono::milliseconds within = std::chrono::seconds(5)) {
+  return statusOf(exchange(source, dest, port,
+                           "GET " + path + " HTTP/1.1\r\nHost: smik\r\nConnection: close\r\n\r\n",
+                           within));
+}
+
+// An IPv4 address of this machine outside 127/8: a client connecting from
+// it is not a loopback client, though it never leaves the machine.
+inline std::optional<std::string> nonLoopbackIpv4() {
+  ifaddrs* all = nullptr;
+  if (getifaddrs(&all) != 0) return std::nullopt;
+  std::optional<std::string> found;
+  for (ifaddrs* i = all; i && !found; i = i->ifa_next) {
+    if (!i->ifa_addr || i->ifa_addr->sa_family != AF_INET) continue;
+    const auto* a = reinterpret_cast<const sockaddr_in*>(i->ifa_addr);
+    if ((ntohl(a->sin_addr.s_addr) >> 24) == 127) continue;
+    char buf[INET_ADDRSTRLEN];
+    inet_ntop(AF_INET, &a->sin_addr, buf, sizeof buf);
+    found = buf;
+  }
+  freeifaddrs(all);
+  return found;
+}
+
+}  // namespace smik::testing
