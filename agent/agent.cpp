@@ -37,7 +37,8 @@ std::unique_ptr<Agent> Agent::create(const AgentConfig& cfg,
   a->status_.node = cfg.node.node_name;
   a->status_.access_mode = compile::accessModeName(cfg.node.access_mode);
   a->status_.source = a->source_->describe();
-  a->status_.not_ready = "no policy applied yet";
+  // Until the first round, why not: the HTTP server answers probes before it.
+  a->status_.not_ready = a->source_->synced() ? "no policy applied yet" : a->source_->problem();
   return a;
 }
 
