@@ -38,7 +38,8 @@ std::unique_ptr<Agent> Agent::create(const AgentConfig& cfg,
   a->status_.access_mode = compile::accessModeName(cfg.node.access_mode);
   a->status_.host_traffic = compile::hostTrafficName(cfg.node.host_traffic);
   a->status_.source = a->source_->describe();
-  a->status_.not_ready = "no policy applied yet";
+  // Until the first round, why not: the HTTP server answers probes before it.
+  a->status_.not_ready = a->source_->synced() ? "no policy applied yet" : a->source_->problem();
   return a;
 }
 

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -390,7 +391,7 @@ struct Proc::State {
   std::string pod;  // empty: host netns
   int fd = -1;      // read end of the child's stdout, non-blocking
   std::string buf;
-  bool reaped = false;
+  std::atomic<bool> reaped{false};  // read by spawns on other threads (pruning procs_)
   int status = -1;
 
   bool tryReap(bool block) {
@@ -705,9 +706,10 @@ void TestBed::cleanupPod(const Pod& pod) {
 }
 
 void TestBed::killProcs(const Pod* pod) {
+  std::lock_guard l(procs_mu_);
   for (auto& s : procs_)
     if (!pod || s->pod == pod->name_) s->killAndReap();
-  std::erase_if(procs_, [](const auto& s) { return s->reaped; });
+  std::erase_if(procs_, [](const auto& s) { return s->reaped.load(); });
 }
 
 Proc TestBed::start(Pod* pod, const std::string& cgroup, const std::vector<std::string>& argv) {
@@ -787,7 +789,8 @@ Proc TestBed::start(Pod* pod, const std::string& cgroup, const std::vector<std::
   s->fd = f.out[0];
   f.out[0] = -1;
   ::fcntl(s->fd, F_SETFL, O_NONBLOCK);
-  std::erase_if(procs_, [](const auto& p) { return p->reaped; });
+  std::lock_guard l(procs_mu_);
+  std::erase_if(procs_, [](const auto& p) { return p->reaped.load(); });
   procs_.push_back(s);
   return Proc(s);
 }

@@ -9,6 +9,7 @@
 #include <sys/types.h>
 
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -163,6 +164,8 @@ class TestBed {
   std::vector<std::string> hostVeths_;
   std::vector<std::unique_ptr<Pod>> pods_;
   std::vector<std::string> groups_;  // cgroup directories made by addPod(..., group)
+  // Tests spawn from background threads too (probes while the agent restarts).
+  std::mutex procs_mu_;
   std::vector<std::shared_ptr<Proc::State>> procs_;
 };
 
