@@ -90,13 +90,28 @@ std::optional<maps::MapDef> pinnedDef(const std::string& path) {
   return ok ? std::optional(def) : std::nullopt;
 }
 
+// Flow state the programs rebuild as flows continue (conntrack, fragment
+// verdicts, their counters): a pin of another layout (an older smik's LRU
+// conntrack) is replaced too; one of the same layout is kept, whatever its
+// size (conntrackEntries).
+bool flowState(const std::string& name) {
+  return name == maps::kCtMap || name == maps::kFragsMap || name == maps::kCtStatsMap;
+}
+
+bool sameLayout(const maps::MapDef& a, const maps::MapDef& b) {
+  return a.type == b.type && a.key_size == b.key_size && a.value_size == b.value_size &&
+         a.flags == b.flags;
+}
+
 void replaceStaleCounterPins(bpf_object* obj) {
   bpf_map* m;
   bpf_object__for_each_map(m, obj) {
     const char* pin = bpf_map__pin_path(m);
-    if (!pin || !countsOnly(bpf_map__name(m))) continue;
+    if (!pin) continue;
+    bool flow = flowState(bpf_map__name(m));
+    if (!flow && !countsOnly(bpf_map__name(m))) continue;
     auto pinned = pinnedDef(pin);
-    if (!pinned || sameShape(*pinned, defOf(m))) continue;
+    if (!pinned || (flow ? sameLayout(*pinned, defOf(m)) : sameShape(*pinned, defOf(m)))) continue;
     spdlog::warn("{} is pinned as a {} of {}-byte values, this smik wants a {} of {}: replaced, "
                  "its counts restart",
                  bpf_map__name(m), maps::mapTypeName(pinned->type), pinned->value_size,

@@ -795,3 +795,25 @@ TEST_F(DatapathTest, FloodDoesNotEvictEstablishedFlows) {
   EXPECT_EQ(toPod({.sport = 40001, .dport = 8080, .tcp_flags = kSyn}), kPass)
       << "a new allowed flow still passes, judged packet by packet";
 }
+
+// An older smik pinned its conntrack as a per-CPU-list LRU of 16-byte values:
+// the next agent replaces it (its flows are re-created as they continue)
+// instead of failing to load.
+TEST_F(DatapathTest, ConntrackOfAnOlderLayoutIsReplaced) {
+  dp_.reset();
+  std::string err;
+  ASSERT_TRUE(datapath::Datapath::uninstall(pin_, &err)) << err;
+  ASSERT_TRUE(datapath::ensurePinDir(pin_, &err)) << err;
+  LIBBPF_OPTS(bpf_map_create_opts, o, .map_flags = BPF_F_NO_COMMON_LRU);
+  int old = bpf_map_create(BPF_MAP_TYPE_LRU_HASH, "smik_ct", sizeof(smik_ct_key), 16, 4096, &o);
+  ASSERT_GE(old, 0);
+  ASSERT_EQ(bpf_obj_pin(old, (pin_ + "/" + maps::kCtMap).c_str()), 0);
+  close(old);
+  dp_ = datapath::Datapath::open(options_, &err);
+  ASSERT_TRUE(dp_) << err;
+  EXPECT_EQ(pinnedDef(maps::kCtMap).type, uint32_t{BPF_MAP_TYPE_HASH});
+  EXPECT_EQ(pinnedDef(maps::kCtMap).value_size, uint32_t(sizeof(smik_ct_value)));
+  allow(kClient, kServer, 8080, SMIK_PROTO_TCP);
+  apply();
+  EXPECT_EQ(toPod({.dport = 8080, .tcp_flags = kSyn}), kPass);
+}
