@@ -777,7 +777,15 @@ class ShapeGuard : public YAML::EventHandler {
     YAML::Mark mark;
   };
 
-  void OnDocumentStart(const YAML::Mark&) override {
+  void OnDocumentStart(const YAML::Mark& mark) override {
+    // yaml-cpp 0.7 never consumes a ',' outside any collection ("{a: 1},"):
+    // it starts document after document at the same token, forever
+    // (upstream issue 1040; fixed in 0.8). A document that starts where the
+    // last one started is that loop.
+    if (documents_ > 0 && mark.pos <= last_document_pos_)
+      throw Exceeded{"a ',' outside any list or map", mark};
+    ++documents_;
+    last_document_pos_ = mark.pos;
     frames_.clear();
     anchors_.clear();  // anchors are per document
   }
@@ -837,6 +845,8 @@ class ShapeGuard : public YAML::EventHandler {
   std::vector<Frame> frames_;
   std::map<YAML::anchor_t, uint64_t> anchors_;
   uint64_t alias_nodes_ = 0;  // the whole file's
+  size_t documents_ = 0;
+  int last_document_pos_ = 0;
 };
 
 // "document at line 3: nested deeper than 100 levels", or empty when the
@@ -850,7 +860,8 @@ std::string shapeError(const std::string& text) {
     }
   } catch (const ShapeGuard::Exceeded& e) {
     return "line " + std::to_string(e.mark.line + 1) + ": " + e.reason;
-  } catch (const YAML::Exception&) {
+  } catch (const std::exception&) {
+    // A syntax error, reported as such by the reader proper.
   }
   return "";
 }

@@ -199,14 +199,17 @@ TEST_F(Kube, UnreachableAtStartKeepsThePinnedPolicyAndResyncsCleanly) {
 
   agent_ = std::make_unique<Proc>(bed_->spawn(kubeArgs()));
   std::pair<int, std::string> ready;
+  // /readyz answers from the agent's first moment: "no policy applied yet"
+  // until the source has tried the API server once.
   ASSERT_TRUE(eventually(
       [&] {
         ready = httpGet(http_port_, "/readyz");
-        return ready.first == 503;
+        return ready.first == 503 &&
+               ready.second.find("waiting for the Kubernetes API") != std::string::npos;
       },
       5000))
+      << ready.first << " " << ready.second << "\n"
       << agent_->output();
-  EXPECT_NE(ready.second.find("waiting for the Kubernetes API"), std::string::npos) << ready.second;
   EXPECT_NE(status().find("\"notReady\""), std::string::npos) << status();
   // Stays not ready, retrying, for a while: enforcement unchanged meanwhile.
   std::this_thread::sleep_for(std::chrono::seconds(2));

@@ -1898,6 +1898,22 @@ TEST(ParseHostile, AnAliasInsideItsOwnAnchorIsRefused) {
                   "an alias names a node that contains it");
 }
 
+// Found by fuzzing (tests/fuzz/corpus/manifest/timeout-yaml-cpp-comma-*):
+// yaml-cpp 0.7 loops forever on a ',' outside any collection, making
+// document after document of nothing; the agent's manifest thread hung.
+TEST(ParseHostile, ACommaOutsideAnyCollectionIsAnErrorNotAHang) {
+  for (const std::string text :
+       {",", "\"\",", "'x' ,", "{a: 1},", "[a],",
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: n}\n---\n[a],\n"}) {
+    const auto started = std::chrono::steady_clock::now();
+    const ParseResult r = parse(text);
+    EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(1)) << text;
+    EXPECT_TRUE(r.objects.empty()) << text;
+    ASSERT_EQ(r.errors.size(), 1u) << text << "\n" << errorsOf(r);
+    EXPECT_CONTAINS(r.errors[0].str(), "a ',' outside any list or map");
+  }
+}
+
 TEST(ParseHostile, NestingDepthIsBounded) {
   const int deep = 100'000;
   const std::string flow_lists = std::string(deep, '[') + std::string(deep, ']');
