@@ -312,6 +312,18 @@ static __always_inline void ct_touch(struct smik_ct_value *ct, const struct pkt 
   ct->state = st;
 }
 
+/* The verdict of a live entry: a revoked flow stays revoked while its peers
+ * keep trying; any other passes and is kept alive. */
+static __always_inline __u32 ct_verdict(struct smik_ct_value *ct, const struct pkt *p, __u64 now,
+                                        __u8 fin_bit) {
+  if (ct->flags & SMIK_CT_F_REVOKED) {
+    ct->last_seen_ns = now;
+    return SMIK_REASON_POLICY;
+  }
+  ct_touch(ct, p, now, fin_bit);
+  return SMIK_REASON_FORWARDED;
+}
+
 static __always_inline void ct_insert(const struct smik_ct_key *k, __u8 flags, __u32 peer,
                                       __u32 pod, __u32 gen, __u64 now) {
   struct smik_ct_value v = {
@@ -429,14 +441,8 @@ static __always_inline __u32 judge_to_pod(struct __sk_buff *skb, const struct pk
   ct_key_of(&ck, p, 0);
   /* Established flows first: one lookup decides most packets. */
   struct smik_ct_value *ct = keyable(p) ? ct_find(&ck, p, now) : 0;
-  if (ct && ct->policy_gen == gen) {
-    if (ct->flags & SMIK_CT_F_REVOKED) {
-      ct->last_seen_ns = now; /* stays revoked while the peer keeps trying */
-      return SMIK_REASON_POLICY;
-    }
-    ct_touch(ct, p, now, SMIK_CT_S_FIN_IN);
-    return SMIK_REASON_FORWARDED;
-  }
+  if (ct && ct->policy_gen == gen)
+    return ct_verdict(ct, p, now, SMIK_CT_S_FIN_IN);
 
   __u32 ifindex = skb->ifindex;
   struct smik_endpoint *ep = bpf_map_lookup_elem(&smik_endpoints, &ifindex);
@@ -444,15 +450,8 @@ static __always_inline __u32 judge_to_pod(struct __sk_buff *skb, const struct pk
     return SMIK_REASON_FORWARDED; /* not (or no longer) ours */
   __u32 pod = ep->identity;
   __u32 peer = identity_of(p->family, p->saddr);
-  if (ct) {
-    ct = ct_validate(&ck, ct, gen, peer, pod, now);
-    if (ct) {
-      if (ct->flags & SMIK_CT_F_REVOKED)
-        return SMIK_REASON_POLICY;
-      ct_touch(ct, p, now, SMIK_CT_S_FIN_IN);
-      return SMIK_REASON_FORWARDED;
-    }
-  }
+  if (ct && (ct = ct_validate(&ck, ct, gen, peer, pod, now)))
+    return ct_verdict(ct, p, now, SMIK_CT_S_FIN_IN);
 
   __u16 dport = policy_port(p->proto, p->dport);
   if (!policy_allows(peer, pod, dport, p->proto, 0)) {
@@ -515,14 +514,8 @@ static __always_inline __u32 judge_from_pod(const struct pkt *p, const struct sm
     have_peer = 1;
     ct = ct_validate(&ck, ct, gen, peer, pod, now);
   }
-  if (ct) {
-    if (ct->flags & SMIK_CT_F_REVOKED) {
-      ct->last_seen_ns = now;
-      return SMIK_REASON_POLICY;
-    }
-    ct_touch(ct, p, now, SMIK_CT_S_FIN_OUT);
-    return SMIK_REASON_FORWARDED;
-  }
+  if (ct)
+    return ct_verdict(ct, p, now, SMIK_CT_S_FIN_OUT);
 
   __u8 flags = p->tcp_flags;
   int rebuilt = 0;

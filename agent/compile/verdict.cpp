@@ -240,6 +240,16 @@ void touch(smik_ct_value* ct, const ParsedPacket& p, uint64_t now, uint8_t fin_b
   ct->state = st;
 }
 
+// A live entry's verdict (ct_verdict in bpf/tc_policy.bpf.c).
+uint32_t entryVerdict(smik_ct_value* ct, const ParsedPacket& p, uint64_t now, uint8_t fin_bit) {
+  if (ct->flags & SMIK_CT_F_REVOKED) {
+    ct->last_seen_ns = now;
+    return SMIK_REASON_POLICY;
+  }
+  touch(ct, p, now, fin_bit);
+  return SMIK_REASON_FORWARDED;
+}
+
 }  // namespace
 
 uint32_t ReferenceDatapath::identityOf(uint8_t family, const std::array<uint8_t, 16>& a) const {
@@ -346,23 +356,12 @@ uint32_t ReferenceDatapath::judgeToPod(const ParsedPacket& p, const std::vector<
   if (p.icmp == IcmpClass::kError && icmpErrorRelated(p, frame, now)) return SMIK_REASON_FORWARDED;
   smik_ct_key k = ctKey(p, false);
   smik_ct_value* v = keyable(p) ? find(k, p, now) : nullptr;
-  if (v && v->policy_gen == generation) {
-    if (v->flags & SMIK_CT_F_REVOKED) {
-      v->last_seen_ns = now;
-      return SMIK_REASON_POLICY;
-    }
-    touch(v, p, now, SMIK_CT_S_FIN_IN);
-    return SMIK_REASON_FORWARDED;
-  }
+  if (v && v->policy_gen == generation) return entryVerdict(v, p, now, SMIK_CT_S_FIN_IN);
   auto ep = endpoints.find(ifindex);
   if (ep == endpoints.end()) return SMIK_REASON_FORWARDED;
   uint32_t pod = ep->second.identity;
   uint32_t peer = identityOf(p.family, p.saddr);
-  if (v && (v = validate(k, v, peer, pod, now))) {
-    if (v->flags & SMIK_CT_F_REVOKED) return SMIK_REASON_POLICY;
-    touch(v, p, now, SMIK_CT_S_FIN_IN);
-    return SMIK_REASON_FORWARDED;
-  }
+  if (v && (v = validate(k, v, peer, pod, now))) return entryVerdict(v, p, now, SMIK_CT_S_FIN_IN);
   uint16_t dport = policyPort(p.proto, p.dport);
   if (!allows(peer, pod, dport, p.proto, false))
     return (p.proto == kTcp || p.proto == kUdp) ? SMIK_REASON_POLICY : SMIK_REASON_UNSUPPORTED;
@@ -401,14 +400,7 @@ uint32_t ReferenceDatapath::judgeFromPod(const ParsedPacket& p, const smik_endpo
     peer = identityOf(p.family, p.daddr);
     v = validate(k, v, *peer, pod, now);
   }
-  if (v) {
-    if (v->flags & SMIK_CT_F_REVOKED) {
-      v->last_seen_ns = now;
-      return SMIK_REASON_POLICY;
-    }
-    touch(v, p, now, SMIK_CT_S_FIN_OUT);
-    return SMIK_REASON_FORWARDED;
-  }
+  if (v) return entryVerdict(v, p, now, SMIK_CT_S_FIN_OUT);
   bool rebuilt = false;
   if (p.proto == kTcp) {
     if ((p.tcp_flags & kRst) || (p.tcp_flags & (kSyn | kAck)) == (kSyn | kAck))
