@@ -292,11 +292,13 @@ std::string servedIssuer(int port, const std::string& cert, const std::string& k
     const std::string get = "GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n";
     SSL_write(ssl.get(), get.data(), static_cast<int>(get.size()));
     char buf[64];
-    if (X509* peer = SSL_get1_peer_certificate(ssl.get()); peer && SSL_read(ssl.get(), buf, 64) > 0) {
+    std::unique_ptr<X509, decltype(&X509_free)> peer(SSL_get1_peer_certificate(ssl.get()),
+                                                     X509_free);
+    if (peer && SSL_read(ssl.get(), buf, 64) > 0) {
       char cn[256] = {};
-      X509_NAME_get_text_by_NID(X509_get_issuer_name(peer), NID_commonName, cn, sizeof cn - 1);
+      X509_NAME_get_text_by_NID(X509_get_issuer_name(peer.get()), NID_commonName, cn,
+                                sizeof cn - 1);
       issuer = cn;
-      X509_free(peer);
     }
   }
   ERR_clear_error();
