@@ -365,6 +365,12 @@ AgentStatus Agent::status() {
     if (it != identity_names_.end()) return it->second;
     return compile::Plan{}.identityName(id);  // reserved ("host", "world") or a bare id
   };
+  status_.edges_total = edges.size();
+  auto activity = [](const maps::EdgeCounters& e) { return e.value.flows_allowed + e.value.packets_denied; };
+  size_t shown = std::min(edges.size(), AgentStatus::kStatusEdges);
+  std::partial_sort(edges.begin(), edges.begin() + shown, edges.end(),
+                    [&](const auto& a, const auto& b) { return activity(a) > activity(b); });
+  edges.resize(shown);
   for (const auto& e : edges) {
     status_.edges.push_back({name(e.key.src_id), name(e.key.dst_id),
                              compile::kernelProtoName(e.key.proto), e.key.dport,

@@ -67,7 +67,12 @@ struct AgentStatus {
     uint16_t port = 0;
     uint64_t flows_allowed = 0, packets_denied = 0;
   };
-  std::vector<Edge> edges;  // new-flow verdicts by identity pair, port, proto
+  // New-flow verdicts by identity pair, port, proto: the kStatusEdges most
+  // active of edges_total (a flood of denied probes fills the map with
+  // 65536 edges; listing them all made /status take seconds).
+  std::vector<Edge> edges;
+  uint64_t edges_total = 0;
+  static constexpr size_t kStatusEdges = 256;
 };
 
 class Agent {

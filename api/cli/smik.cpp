@@ -401,6 +401,7 @@ nlohmann::json statusJson(const pb::StatusReply& s) {
                      {"flowsAllowed", e.flows_allowed()},
                      {"packetsDenied", e.packets_denied()}});
   j["edges"] = edges;
+  j["edgesTotal"] = s.edges_total();
   j["notEnforced"] = strings(s.not_enforced());
   nlohmann::json maps = nlohmann::json::array();
   for (const auto& m : s.maps())
@@ -458,7 +459,8 @@ void printStatus(const nlohmann::json& j) {
   std::cout << "verdicts:\n";
   for (const auto& [k, v] : j["verdicts"].items())
     std::cout << "  " << k << ": " << v["packets"] << " packets\n";
-  std::cout << "edges (new flows judged by the tc programs):\n";
+  std::cout << "edges (new flows judged by the tc programs; the " << j["edges"].size()
+            << " most active of " << j["edgesTotal"] << "):\n";
   for (const auto& e : j["edges"])
     std::cout << "  " << e["source"].get<std::string>() << " -> "
               << e["destination"].get<std::string>() << " " << e["proto"].get<std::string>() << "/"

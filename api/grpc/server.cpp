@@ -79,6 +79,7 @@ void fillStatus(const AgentStatus& s, pb::StatusReply* r) {
     m->set_bytes(u.bytes);
   }
   r->set_possible_cpus(s.possible_cpus);
+  r->set_edges_total(s.edges_total);
   for (const auto& e : s.edges) {
     auto* pe = r->add_edges();
     pe->set_source(e.source);

@@ -73,6 +73,7 @@ std::string statusJson(const AgentStatus& s) {
                      {"port", e.port}, {"flowsAllowed", e.flows_allowed},
                      {"packetsDenied", e.packets_denied}});
   j["edges"] = edges;
+  j["edgesTotal"] = s.edges_total;
   j["notEnforced"] = s.not_enforced;
   j["maps"] = mapsJson(s.maps);
   j["possibleCpus"] = s.possible_cpus;

@@ -48,6 +48,8 @@ SMIK_E2E_FAMILIES(Fragments);
 // One pod opening flows by the hundred thousand (more than the conntrack
 // table holds) does not break another pod's established connection, and the
 // node says the table filled up.
+constexpr size_t kStatusEdges = 256;  // AgentStatus::kStatusEdges
+
 TEST_F(E2E, FlowFloodDoesNotBreakEstablishedConnections) {
   Pod& client = bed_->addPod("client", bed_->nextIp());
   Pod& server = bed_->addPod("server", bed_->nextIp());
@@ -77,13 +79,16 @@ TEST_F(E2E, FlowFloodDoesNotBreakEstablishedConnections) {
   for (auto& s : sprays) ASSERT_EQ(s.wait(60000), 0) << s.output();
   EXPECT_EQ(held.wait(30000), 0) << held.output();
   EXPECT_EQ(held.output().rfind("ok ", 0), 0u) << held.output();
-  // (/metrics, not /status: the flood left tens of thousands of denied edges
-  // for /status to list.)
   std::string metrics = httpGetFull(http_port_, "/metrics", 30).body;
   std::string line = "smik_conntrack_events_total{event=\"insert_failed\"} ";
   auto at = metrics.find(line);
   ASSERT_NE(at, std::string::npos) << metrics;
   EXPECT_GT(std::stoull(metrics.substr(at + line.size())), 0u);
+  // The flood left thousands of denied edges: /status lists the most active
+  // and says how many there are.
+  auto status = nlohmann::json::parse(httpGetFull(http_port_, "/status", 30).body);
+  EXPECT_GT(status["edgesTotal"].get<uint64_t>(), kStatusEdges);
+  EXPECT_EQ(status["edges"].size(), kStatusEdges);
 }
 
 }  // namespace
