@@ -1,0 +1,88 @@
+// HTTPRouteGroup regexes compiled to DFAs the kernel can run: no backtracking,
+// one table lookup per byte, a bounded number of states.
+//
+// The subset (RE2 syntax, byte semantics as RE2 with Latin-1 encoding):
+//   literals and escaped punctuation (\. \/ \- \\ ...), \t \n \r \f \v \xHH
+//   .  (any byte but \n)   [a-z0-9_] [^/] with ranges and \d \w \s inside
+//   \d \D \w \W \s \S      (RE2's ASCII classes; \s = [\t\n\f\r ])
+//   groups ( ) (?: ) (?P<name> )   alternation |
+//   * + ? {n} {n,} {n,m} (n, m <= 100), lazy forms (*? ...: same language)
+//   ^ at the start (a no-op: every pattern is anchored at the start)
+//   $ anywhere (end of input)
+// Everything else (backreferences, lookaround, \b, flags like (?i), POSIX
+// classes, Unicode classes) is refused with the offset and a reason, never
+// approximated: a grant that matched more than its author wrote would be a
+// hole, one that matched less would break the application.
+//
+// Anchoring, as SMI implementations match them:
+//   kPrefix: the path regex is anchored at the start only (the SMI spec:
+//            "anchored at the start"; what RE2 does with ^(?:R) and a partial
+//            match). "/books" grants "/books/1".
+//   kFull:   header value regexes match the whole value (Envoy's safe_regex,
+//            what OSM generates), so ".*Android.*" means what it says.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+namespace smik::compile::http {
+
+enum class Anchor : uint8_t { kPrefix, kFull };
+
+struct Pattern {
+  std::string regex;
+  Anchor anchor = Anchor::kPrefix;
+};
+
+struct RegexLimits {
+  size_t max_pattern_bytes = 1024;
+  size_t max_nesting = 32;      // groups inside groups
+  size_t max_repeat = 100;      // m and n of {n,m}
+  size_t max_nfa_states = 4096;
+  size_t max_dfa_states = 4096;  // per DFA: the kernel table is states x classes
+  // Closure steps of the subset construction (~10 ns each): what bounds the
+  // agent's time on a pattern built to make it expensive.
+  size_t max_construction_steps = 20'000'000;
+};
+
+// Why a pattern (or a set of them) cannot be compiled. `pattern` is the index
+// in the input, or -1 when the set as a whole is over a budget.
+struct RegexError {
+  int pattern = -1;
+  size_t offset = 0;
+  std::string why;
+  std::string describe(const std::vector<Pattern>& patterns) const;
+};
+
+// A deterministic automaton over bytes. State 0 is dead (nothing can match
+// any more: the kernel stops reading there). Up to 64 patterns share one DFA;
+// a state's `accepts` says which of them match when the input ends in it
+// (`$` is an assertion checked there, not a symbol).
+struct Dfa {
+  static constexpr uint16_t kDead = 0;
+  std::array<uint16_t, 256> class_of{};  // byte -> equivalence class
+  uint16_t classes = 0;
+  uint16_t start = 0;
+  std::vector<uint16_t> next;     // next[state * classes + class]
+  std::vector<uint64_t> accepts;  // per state
+  size_t states() const { return accepts.size(); }
+  uint16_t step(uint16_t state, uint8_t byte) const { return next[state * classes + class_of[byte]]; }
+};
+
+using DfaResult = std::variant<Dfa, RegexError>;
+
+// Compiles up to 64 patterns into one DFA whose accept sets tell them apart.
+[[nodiscard]] DfaResult compileDfa(const std::vector<Pattern>& patterns, const RegexLimits& limits = {});
+
+// Checks one pattern against the subset (parse only, no DFA).
+[[nodiscard]] std::variant<std::monostate, RegexError> checkRegex(std::string_view regex,
+                                                                  const RegexLimits& limits = {});
+
+// Which patterns match `input`: the reference the kernel's walk must equal.
+uint64_t matchAll(const Dfa& dfa, std::string_view input);
+
+}  // namespace smik::compile::http
