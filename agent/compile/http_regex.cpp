@@ -464,8 +464,10 @@ std::optional<Dfa> subsetConstruction(const Nfa& nfa, int start, size_t budget, 
 // Moore's partition refinement: states that accept the same patterns and
 // step into the same blocks are one. The dead state stays 0 (the kernel stops
 // there) because it is the first state of its block, and blocks are numbered
-// in order of their first state.
-Dfa minimize(const Dfa& d) {
+// in order of their first state. Each round costs states x classes and a
+// chain of states takes as many rounds as it is long: past `max_work` the
+// unminimized DFA (as correct, only larger) is kept.
+Dfa minimize(const Dfa& d, size_t max_work) {
   size_t n = d.states();
   std::vector<uint32_t> block(n);
   {
@@ -473,8 +475,10 @@ Dfa minimize(const Dfa& d) {
     for (size_t s = 0; s < n; s++)
       block[s] = by_accepts.emplace(d.accepts[s], static_cast<uint32_t>(by_accepts.size())).first->second;
   }
-  size_t blocks = 0;
+  size_t blocks = 0, work = 0;
   while (true) {
+    work += n * (d.classes + 1);
+    if (work > max_work) return d;
     std::map<std::vector<uint32_t>, uint32_t> signature;
     std::vector<uint32_t> next_block(n);
     for (size_t s = 0; s < n; s++) {
@@ -550,7 +554,7 @@ DfaResult compileDfa(const std::vector<Pattern>& patterns, const RegexLimits& li
   std::string why;
   std::optional<Dfa> dfa = subsetConstruction(nfa, entry, std::min<size_t>(limits.max_dfa_states * 2, 65535),
                                               limits.max_construction_steps, &why);
-  if (dfa) *dfa = minimize(*dfa);
+  if (dfa) *dfa = minimize(*dfa, limits.max_minimize_cells);
   if (dfa && dfa->states() > limits.max_dfa_states)
     why = "the DFA needs over " + std::to_string(limits.max_dfa_states) + " states";
   if (!why.empty()) return RegexError{patterns.size() == 1 ? 0 : -1, 0, why};

@@ -47,6 +47,8 @@ struct RegexLimits {
   // Closure steps of the subset construction (~10 ns each): what bounds the
   // agent's time on a pattern built to make it expensive.
   size_t max_construction_steps = 20'000'000;
+  // Minimization rounds x states x classes; past it the DFA stays as built.
+  size_t max_minimize_cells = 2'000'000;
 };
 
 // Why a pattern (or a set of them) cannot be compiled. `pattern` is the index
