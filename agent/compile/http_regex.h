@@ -44,9 +44,10 @@ struct RegexLimits {
   size_t max_repeat = 100;      // m and n of {n,m}
   size_t max_nfa_states = 4096;
   size_t max_dfa_states = 4096;  // per DFA: the kernel table is states x classes
-  // Closure steps of the subset construction (~10 ns each): what bounds the
-  // agent's time on a pattern built to make it expensive.
-  size_t max_construction_steps = 20'000'000;
+  // Closure steps of the subset construction (~60 ns each with the sets they
+  // build, measured at -O2): what bounds the agent's time on a pattern built
+  // to make it expensive (about 250 ms).
+  size_t max_construction_steps = 4'000'000;
   // Minimization rounds x states x classes; past it the DFA stays as built.
   size_t max_minimize_cells = 2'000'000;
 };
