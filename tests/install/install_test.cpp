@@ -460,6 +460,14 @@ std::vector<json> kustomizeWithoutKubectl(const std::string& dir) {
   for (auto& d : out) {
     if (!d.contains("spec") || !d["spec"].contains("template")) continue;
     auto& spec = d["spec"]["template"]["spec"];
+    // kubectl reads YAML 1.1, where `defaultMode: 0400` is octal; the YAML
+    // 1.2 reading here made it decimal 400 (the manifests write modes so).
+    if (spec.contains("volumes"))
+      for (auto& v : spec["volumes"])
+        for (const char* src : {"secret", "configMap"})
+          if (v.contains(src) && v[src].contains("defaultMode"))
+            v[src]["defaultMode"] =
+                std::stoi(std::to_string(v[src]["defaultMode"].get<int>()), nullptr, 8);
     for (const char* list : {"initContainers", "containers"}) {
       if (!spec.contains(list)) continue;
       for (auto& c : spec[list])
@@ -527,14 +535,22 @@ class Install : public ::testing::TestWithParam<std::string> {
     if (geteuid() != 0) GTEST_SKIP() << "KERNEL TEST SKIPPED: the install test needs root";
     ASSERT_TRUE(setup_error_.empty()) << setup_error_;
     if (GetParam() == "helm" && !onPath("helm")) GTEST_SKIP() << "helm is not on PATH";
-    // The install's node paths and ports are fixed: one install per machine.
-    lock_fd_ = ::open("/run/smik-install-test.lock", O_CREAT | O_RDWR | O_CLOEXEC, 0600);
+    // The install's node paths and ports are fixed: one install per machine
+    // at a time (a lock on /run itself leaves no file behind).
+    lock_fd_ = ::open("/run", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     ASSERT_EQ(::flock(lock_fd_, LOCK_EX), 0);
 
     docs_ = render(GetParam());
     const json* ds = find(docs_, "DaemonSet", "smik-agent");
     ASSERT_NE(ds, nullptr) << "the install renders no DaemonSet smik-agent";
     ds_ = *ds;
+    if (GetParam() == "kustomize" && onPath("kubectl")) {
+      // What machines without kubectl run is what kubectl renders.
+      auto plain = kustomizeWithoutKubectl(SMIK_SOURCE_DIR "/daemonset");
+      const json* same = find(plain, "DaemonSet", "smik-agent");
+      ASSERT_NE(same, nullptr);
+      EXPECT_EQ((*same)["spec"]["template"], ds_["spec"]["template"]);
+    }
     const json tmpl = json::object({{"spec", ds_["spec"]["template"]["spec"]}});
     const json agent = container(tmpl, "agent");
     pin_dir_ = argValue(agent, "--pin-dir");
@@ -698,8 +714,10 @@ TEST_P(Install, PodTemplateEnforcesRestartsAndUninstalls) {
   // the aggregator's client CA; alice may read app's metrics.
   Pod& client = bed_->addPod("client", bed_->nextIp());
   Pod& server = bed_->addPod("server", bed_->nextIp());
+  Pod& intruder = bed_->addPod("intruder", bed_->nextIp());
   cluster_->applyYaml(ns("app", true) + pod("app", "client", "client", client.ip(), node_.name) +
                       pod("app", "server", "server", server.ip(), node_.name) +
+                      pod("app", "intruder", "intruder", intruder.ip(), node_.name) +
                       tcpRoute("app", "web", "[8080]") +
                       trafficTarget("app", "client-to-server", "app", "server",
                                     rule("TCPRoute", "web"), "app", "client"));
@@ -744,6 +762,7 @@ TEST_P(Install, PodTemplateEnforcesRestartsAndUninstalls) {
   // ---- enforcement from the SMI objects in the API
   expectTcp(client, server, 8080, "ok");
   expectTcp(client, server, 9090, "timeout");
+  expectTcp(intruder, server, 8080, "timeout");
   expectTcp(server, client, 8080, "timeout");
   // A policy change through the API.
   cluster_->applyYaml(tcpRoute("app", "web", "[8080, 9090]"));
@@ -777,10 +796,14 @@ TEST_P(Install, PodTemplateEnforcesRestartsAndUninstalls) {
   }
 
   // ---- podman kube down: the pinned programs keep enforcing, the pod comes back
-  const std::vector<std::string> devs = {client.hostIf(), server.hostIf()};
+  const std::vector<std::string> devs = {client.hostIf(), server.hostIf(), intruder.hostIf()};
   const std::string cgroup_root = smik::testbed::cgroup2Mount();
   const std::set<int> programs = programsOn(devs, cgroup_root);
-  EXPECT_GE(programs.size(), 3u) << "tc on both veths and the socket programs";
+  EXPECT_GE(programs.size(), 3u) << "tc on the veths and the socket programs";
+  // Across the restart: a connection held open, and an intruder retrying.
+  Proc hold = bed_->spawn(client, {SMIK_TESTPEER, "hold", server.ip(), "8080", "--seconds", "15"});
+  Proc denied = bed_->spawn(intruder, {SMIK_TESTPEER, "tcp", server.ip(), "8080", "--count", "60",
+                                       "--timeout-ms", "200"});
   ASSERT_NO_THROW(down(agent_pod));
   EXPECT_EQ(httpGet(portOf(agent, "http"), "/readyz").first, 0) << "the agent is still up";
   expectTcp(client, server, 8080, "ok", 500);
@@ -789,6 +812,10 @@ TEST_P(Install, PodTemplateEnforcesRestartsAndUninstalls) {
   ASSERT_NO_THROW(play(agent_pod));
   ASSERT_TRUE(eventually([&] { return probe(agent, "readinessProbe") == 200; }, 120000))
       << logs(agent_name_);
+  EXPECT_EQ(hold.wait(30000), 0) << "the held connection broke: " << hold.output();
+  denied.wait(30000);
+  EXPECT_EQ(denied.output().find("ok"), std::string::npos) << denied.output();
+  EXPECT_NE(denied.output().find("timeout"), std::string::npos) << denied.output();
   expectTcp(client, server, 8080, "ok");
   expectTcp(client, server, 9090, "timeout");
   ASSERT_NO_THROW(down(agent_pod));
