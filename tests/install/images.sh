@@ -39,7 +39,8 @@ base() {
     "$@" bookworm "$tar" \
     "deb http://deb.debian.org/debian bookworm main" \
     "deb http://deb.debian.org/debian bookworm-updates main" \
-    "deb http://deb.debian.org/debian-security bookworm-security main" >/dev/null
+    "deb http://deb.debian.org/debian-security bookworm-security main" >"$tar.log" 2>&1 ||
+    { cat "$tar.log" >&2; return 1; }
   podman import --quiet \
     --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
     --change 'CMD ["bash"]' "$tar" "docker.io/library/$name" >/dev/null

@@ -520,7 +520,10 @@ class Install : public ::testing::TestWithParam<std::string> {
     runtime_ = std::make_unique<Runtime>("/var/tmp/" + prefix_ + "-smik-install");
     const auto t0 = std::chrono::steady_clock::now();
     try {
-      std::cout << run({SMIK_SOURCE_DIR "/tests/install/images.sh", SMIK_SOURCE_DIR, kImage}, 3600);
+      // TMPDIR: buildah's and mmdebstrap's scratch go with the run's storage.
+      std::cout << run({"env", "TMPDIR=" + runtime_->dir() + "/tmp",
+                        SMIK_SOURCE_DIR "/tests/install/images.sh", SMIK_SOURCE_DIR, kImage},
+                       3600);
     } catch (const std::exception& e) {
       setup_error_ = std::string("building the image: ") + e.what();
       return;
