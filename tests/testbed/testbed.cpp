@@ -201,7 +201,69 @@ class StateLock {
   int fd_;
 };
 
-// Removes markers of dead processes; returns the number of live ones.
+// ---- reaping what a dead run left behind
+//
+// A run killed without its destructors (a CTest timeout, Ctrl-C, a crash)
+// leaves its prefixed names behind. Its marker survives too and names the
+// prefix; the marker's lines "route4 CIDR" / "route6 CIDR" name the blackhole
+// routes it claimed, which carry no prefix.
+
+bool startsWith(const std::string& s, const std::string& prefix) { return s.rfind(prefix, 0) == 0; }
+
+std::vector<std::string> entriesStartingWith(const std::string& dir, const std::string& prefix) {
+  std::vector<std::string> names;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec))
+    if (startsWith(e.path().filename().string(), prefix)) names.push_back(e.path().filename().string());
+  return names;
+}
+
+// Kills every process in the cgroup tree at dir (children first), so the
+// tree can be removed and no server of a dead run keeps answering.
+void killCgroupTree(const fs::path& dir) {
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec))
+    if (e.is_directory(ec)) killCgroupTree(e.path());
+  std::ifstream procs(dir / "cgroup.procs");
+  for (pid_t pid; procs >> pid;) ::kill(pid, SIGKILL);
+}
+
+void removeCgroupTree(const fs::path& dir) {
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec))
+    if (e.is_directory(ec)) removeCgroupTree(e.path());
+  removeCgroup(dir.string());
+}
+
+void reapPrefix(const std::string& prefix, const std::string& record) {
+  fs::path cgroup;
+  try {
+    cgroup = fs::path(cgroup2Mount()) / prefix;
+  } catch (const std::exception&) {
+  }
+  if (!cgroup.empty()) killCgroupTree(cgroup);
+  // Unpinning the last reference to a pinned cgroup link detaches it.
+  for (const auto& pin : entriesStartingWith("/sys/fs/bpf", prefix)) {
+    std::error_code ec;
+    fs::remove_all(fs::path("/sys/fs/bpf") / pin, ec);
+  }
+  for (const auto& ns : entriesStartingWith("/var/run/netns", prefix + "-"))
+    tryCommand(ipCmd({"netns", "del", ns}));
+  if (struct if_nameindex* ifs = if_nameindex()) {
+    std::vector<std::string> links;
+    for (auto* i = ifs; i->if_index != 0; ++i)
+      if (startsWith(i->if_name, prefix)) links.push_back(i->if_name);
+    if_freenameindex(ifs);
+    for (const auto& link : links) tryCommand(ipCmd({"link", "del", link}));
+  }
+  if (!cgroup.empty()) removeCgroupTree(cgroup);
+  std::istringstream lines(record);
+  for (std::string kind, cidr; lines >> kind >> cidr;)
+    tryCommand(ipCmd({kind == "route6" ? "-6" : "-4", "route", "del", "blackhole", cidr}));
+}
+
+// Removes markers of dead processes, and what their beds left behind;
+// returns the number of live ones.
 int pruneUsers() {
   int live = 0;
   std::error_code ec;
@@ -209,13 +271,19 @@ int pruneUsers() {
     std::string n = e.path().filename().string();
     if (n.rfind("user.", 0) != 0) continue;
     std::istringstream ss(n.substr(5));
-    std::string pid, start;
+    std::string pid, start, prefix;
     std::getline(ss, pid, '.');
     std::getline(ss, start, '.');
-    if (!pid.empty() && procStart(static_cast<pid_t>(std::atoi(pid.c_str()))) == start && !start.empty())
+    std::getline(ss, prefix);
+    if (!pid.empty() && procStart(static_cast<pid_t>(std::atoi(pid.c_str()))) == start && !start.empty()) {
       ++live;
-    else
-      fs::remove(e.path(), ec);
+      continue;
+    }
+    if (!prefix.empty()) {
+      std::ifstream record(e.path());
+      reapPrefix(prefix, std::string(std::istreambuf_iterator<char>(record), {}));
+    }
+    fs::remove(e.path(), ec);
   }
   return live;
 }
@@ -237,6 +305,11 @@ void acquireForwarding(const std::string& prefix) {
   std::ofstream(userMarker(prefix)).flush();
   // Pods reach each other through the host's routing (as with Calico).
   for (const auto& sw : forwardingSwitches()) writeFile(sw, "1");
+}
+
+// Adds a blackhole route this bed claimed to its marker, for reapPrefix().
+void recordRoute(const std::string& prefix, const std::string& kind, const std::string& cidr) {
+  std::ofstream(userMarker(prefix), std::ios::app) << kind << " " << cidr << "\n";
 }
 
 void releaseForwarding(const std::string& prefix) {
@@ -506,6 +579,7 @@ TestBed::TestBed() {
       if (!trim(command(ipCmd({"-4", "route", "show", "root", net}))).empty()) continue;
       command(ipCmd({"route", "add", "blackhole", net}));
       subnet_ = x;
+      recordRoute(prefix_, "route4", net);
     } catch (const std::exception&) {
     }
   }
@@ -518,6 +592,7 @@ TestBed::TestBed() {
   forceForwarding_ = perInterfaceForwarding();
   ipv6_ = ipv6Available() && trim(command(ipCmd({"-6", "route", "show", "root", subnet6Of()}))).empty() &&
           tryCommand(ipCmd({"-6", "route", "add", "blackhole", subnet6Of()}));
+  if (ipv6_) recordRoute(prefix_, "route6", subnet6Of());
 }
 
 std::string TestBed::subnet6Of() const {

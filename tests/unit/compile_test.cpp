@@ -1,5 +1,5 @@
-// The SMI semantics smik decided (spec.md §2.1-2.5, §2.7; architecture.md
-// "SMI semantics decided"), one small test per decision, each built from YAML
+// The SMI semantics smik decided (README: SMI semantics, where the spec is
+// silent), one small test per decision, each built from YAML
 // manifests through the real parser.
 #include "agent/compile/compile.h"
 
@@ -15,10 +15,6 @@
 #include "agent/datapath/system.h"
 #include "agent/model/parse.h"
 #include "tests/unit/state_of.h"
-
-#ifndef SMIK_SHARED_DIR
-#define SMIK_SHARED_DIR "/work/shared"
-#endif
 
 namespace smik::compile {
 namespace {
@@ -199,7 +195,7 @@ const std::set<std::string> kNone;
 
 }  // namespace
 
-// ---- access modes (spec.md §2.1) ----------------------------------------------
+// ---- access modes --------------------------------------------------------
 
 TEST(CompileAccessMode, StrictEnforcesEveryLocalMeshedIdentity) {
   const Plan p = compile(stateOf(base()), node(AccessMode::kStrict));
@@ -250,7 +246,7 @@ TEST(CompileAccessMode, ParseAndNames) {
   EXPECT_EQ(out, AccessMode::kPermissive);
 }
 
-// ---- rules, ports and protocols (spec.md §2.1, §2.3) --------------------------
+// ---- rules, ports and protocols -------------------------------------------
 
 TEST(CompileRules, TrafficTargetsAreAdditive) {
   const std::string yaml =
@@ -436,7 +432,7 @@ TEST(CompileRules, TcpRouteWithHttpRouteGroupGrantsOnlyTheTcpRoutePorts) {
   }
 }
 
-// ---- v1alpha1/v1alpha2 destination.port (spec.md §2.3) ------------------------
+// ---- v1alpha1/v1alpha2 destination.port -----------------------------------------
 
 TEST(CompileLegacyPort, PortInRouteNarrowsToThatPort) {
   const Plan p =
@@ -466,7 +462,7 @@ TEST(CompileLegacyPort, PortNotInRouteGrantsNothing) {
   EXPECT_CONTAINS(d[0], "TCPRoute web has no port 8080 (destination.port): grants nothing");
 }
 
-// ---- who is in the mesh, and where (spec.md §2.1 scope, §2.2) -----------------
+// ---- who is in the mesh, and where -----------------------------------------------
 
 TEST(CompileMesh, PodsInUnlabelledNamespacesAreNotEndpoints) {
   const std::string yaml = base() + plainNs("dev") + plainNs("lab", "{smik.io/mesh: disabled}") +
@@ -1004,7 +1000,7 @@ namespace {
 model::ParseResult loadAccessV1alpha3Example(const std::string& name) {
   YAML::Emitter out;
   for (YAML::Node doc :
-       YAML::LoadAllFromFile(std::string(SMIK_SHARED_DIR) + "/smi/examples/" + name)) {
+       YAML::LoadAllFromFile(std::string(SMIK_FIXTURES_DIR) + "/smi-examples/" + name)) {
     const YAML::Node& view = doc;
     if (doc.IsMap() && !view["apiVersion"]) {
       const std::string kind = view["kind"].as<std::string>("");

@@ -9,10 +9,6 @@
 #include <regex>
 #include <string>
 
-#ifndef SMIK_SHARED_DIR
-#define SMIK_SHARED_DIR "/work/shared"
-#endif
-
 namespace smik::model {
 namespace {
 
@@ -1374,12 +1370,12 @@ TEST(Documents, NeverThrows) {
 // ---- the SMI spec examples ----------------------------------------------------
 
 std::string examplePath(const std::string& name) {
-  return std::string(SMIK_SHARED_DIR) + "/smi/examples/" + name;
+  return std::string(SMIK_FIXTURES_DIR) + "/smi-examples/" + name;
 }
 
 // Spec snippets mostly omit apiVersion: take it from the file name. A
 // TrafficTarget gets the access version; routes get the specs version paired
-// with it (spec.md §0), or the file's own version in traffic-specs files.
+// with it (tests/fixtures/smi-examples/README.md), or the file's own version in traffic-specs files.
 ParseResult loadExample(const std::string& name) {
   const std::string version = name.substr(name.find("_v") + 1, 8);
   std::string route_version = version;
@@ -1559,7 +1555,7 @@ TEST(SpecExamples, RouteDetails) {
             "apiVersion \"v1alpha1\" for HTTPRouteGroup");
 }
 
-// spec.md §1.6: these examples put HTTPRouteGroup `matches` at the top level
+// tests/fixtures/smi-examples/README.md: these examples put HTTPRouteGroup `matches` at the top level
 // under a version that wants spec.matches; the CRD rejects them. The
 // TrafficSplit itself is valid and keeps its match.
 TEST(SpecExamples, SplitAbTestRouteGroupIsRejected) {
@@ -1656,7 +1652,7 @@ TEST(SpecExamples, EverySplitExample) {
       {"traffic-split_v1alpha2_07.yaml", 0, 0, "my-split", "foobar", self},
       {"traffic-split_v1alpha2_08.yaml", 0, 0, "my-canary", "web", web},
       {"traffic-split_v1alpha3_01.yaml", 0, 0, "canary", "website", canary},
-      // §1.6: the HTTPRouteGroup has top-level `matches`; only it is rejected.
+      // The HTTPRouteGroup has top-level `matches`; only it is rejected.
       {"traffic-split_v1alpha3_02.yaml", 0, 1, "ab-test", "website", ab},
       {"traffic-split_v1alpha3_03.yaml", 3, 0, "", "", {}},
       {"traffic-split_v1alpha3_04.yaml", 3, 0, "", "", {}},
@@ -1702,7 +1698,7 @@ TEST(SpecExamples, EverySplitExample) {
   }
 }
 
-// The spec's rollout workflow (§1.5): pre-create v2 at weight 0, shift to
+// The spec's rollout workflow (TrafficSplit, v1alpha4): pre-create v2 at weight 0, shift to
 // 1000/500 (v2 gets a third), then v2 alone. v1alpha1 writes the middle step
 // as 1 / 500m: normalised by value it keeps the same 2:1 ratio.
 TEST(SpecExamples, SplitRolloutWorkflow) {

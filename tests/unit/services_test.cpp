@@ -1,4 +1,4 @@
-// Services and TrafficSplit (spec.md §1.5, §2.6): what connect() to each
+// Services and TrafficSplit (README: SMI semantics): what connect() to each
 // ClusterIP:port becomes, one small test per behaviour, each built from YAML
 // manifests through the real parser and checked down to the kernel form
 // (maps::svcValue: cumulative weights, offsets, counts).
