@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -200,6 +201,64 @@ ReflectorConfig fastConfig() {
 }
 
 const Resource kPods{"v1", "Pod", "pods", ""};
+
+// A fake clock for the reflector's waits between tries: a wait that ends
+// within `horizon` of virtual time returns at once; the first one beyond it
+// blocks until finish(). So "how many tries in 350 ms" is a count of the
+// waits asked for, the same on a loaded machine as on an idle one.
+class FakeClock {
+ public:
+  explicit FakeClock(std::chrono::milliseconds horizon) : horizon_(horizon) {}
+  void wait(std::chrono::milliseconds d) {
+    std::unique_lock lock(mu_);
+    waits_.push_back(d);
+    if (now_ + d > horizon_) {
+      blocked_ = true;
+      cv_.wait(lock, [&] { return finished_; });
+      blocked_ = false;
+    }
+    now_ += d;
+  }
+  // The reflector used up the horizon and waits for more time.
+  bool blocked() const {
+    std::lock_guard lock(mu_);
+    return blocked_;
+  }
+  std::vector<std::chrono::milliseconds> waits() const {
+    std::lock_guard lock(mu_);
+    return waits_;
+  }
+  // Every wait from now on returns at once (and the blocked one ends).
+  void finish() {
+    std::lock_guard lock(mu_);
+    finished_ = true;
+    cv_.notify_all();
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  const std::chrono::milliseconds horizon_;
+  std::chrono::milliseconds now_{0};
+  std::vector<std::chrono::milliseconds> waits_;
+  bool blocked_ = false;
+  bool finished_ = false;
+};
+
+// Installs a FakeClock in a config; finishes it when the test ends (declare
+// after the Harness, so the reflector's thread is not left blocked in it).
+struct ClockedConfig {
+  explicit ClockedConfig(std::chrono::milliseconds horizon, ReflectorConfig c = fastConfig())
+      : clock(std::make_shared<FakeClock>(horizon)), config(std::move(c)) {
+    config.wait = [clock = clock](std::chrono::milliseconds d) { clock->wait(d); };
+  }
+  std::shared_ptr<FakeClock> clock;
+  ReflectorConfig config;
+};
+struct FinishClock {
+  std::shared_ptr<FakeClock> clock;
+  ~FinishClock() { clock->finish(); }
+};
 
 // A reflector running on its own thread against a fake server; events are
 // recorded as "upsert prod/a" / "delete prod/a".
@@ -685,47 +744,78 @@ TEST(Reflector, ServerErrorsBackOffExponentiallyWithCap) {
 
 TEST(Reflector, NotServedIsRetriedSlowlyThenPickedUp) {
   std::atomic<bool> installed{false};
+  ClockedConfig clocked(350ms);
   Harness h(
       [&](const httplib::Request& req, httplib::Response& res) {
         if (!installed) return replyStatus(res, 404, "NotFound");
         if (!req.has_param("watch")) return serveList(req, res, {pod("a", "1")}, "10");
         stream(res, "", 1, End::kHang, h.server.stopping());
       },
-      fastConfig(), Resource{"split.smi-spec.io/v1alpha4", "TrafficSplit", "trafficsplits", ""});
-  std::this_thread::sleep_for(350ms);
-  const size_t tries = h.server.requests().size();
-  EXPECT_GE(tries, 2u);
-  EXPECT_LE(tries, 5u);  // every 100 ms, not a hot loop
+      clocked.config, Resource{"split.smi-spec.io/v1alpha4", "TrafficSplit", "trafficsplits", ""});
+  FinishClock finish{clocked.clock};
+  // 350 ms of (fake) time: tries at 0, 100, 200 and 300 ms, each 404 followed
+  // by a wait of not_served_retry (100 ms), not the short backoff.
+  ASSERT_TRUE(eventually([&] { return clocked.clock->blocked(); }));
+  EXPECT_EQ(h.server.requests().size(), 4u);
+  EXPECT_EQ(clocked.clock->waits(), std::vector<std::chrono::milliseconds>(4, 100ms));
   EXPECT_EQ(h.server.requests()[0].path, "/apis/split.smi-spec.io/v1alpha4/trafficsplits");
   auto st = h.reflector->status();
   EXPECT_TRUE(st.not_served);
   EXPECT_FALSE(st.synced);
   installed = true;
+  clocked.clock->finish();
   ASSERT_TRUE(eventually([&] { return h.reflector->status().synced; }));
   EXPECT_FALSE(h.reflector->status().not_served);
   EXPECT_EQ(h.lastObject("prod/a")["kind"], "TrafficSplit");
 }
 
+// Each wait a fake clock saw, as a multiple of the one before (backoff
+// doubles; jitter stretches each by at most 1 + jitter).
+void expectDoublingBackoff(const std::vector<std::chrono::milliseconds>& waits,
+                           const ReflectorConfig& c) {
+  ASSERT_GE(waits.size(), 3u);
+  std::chrono::milliseconds base = c.backoff_initial;
+  for (size_t i = 0; i < waits.size(); ++i, base = std::min(base * 2, c.backoff_max)) {
+    EXPECT_GE(waits[i], base) << "wait " << i;
+    EXPECT_LE(waits[i], base * (1 + c.jitter)) << "wait " << i;
+  }
+}
+
 TEST(Reflector, WatchThatEndsAtOnceIsNotAHotLoop) {
-  Harness h([&](const httplib::Request& req, httplib::Response& res) {
-    if (!req.has_param("watch")) return serveList(req, res, {}, "10");
-    stream(res, "", 1, End::kClean, h.server.stopping());
-  });
-  std::this_thread::sleep_for(400ms);
-  // Backoff 20, 40, 80, 160 ms...: a handful, not thousands.
-  EXPECT_LE(h.server.watches().size(), 8u);
-  EXPECT_GE(h.server.watches().size(), 2u);
+  ReflectorConfig c = fastConfig();
+  c.min_watch_duration = 60s;  // every watch here is "too short", however slow the machine
+  ClockedConfig clocked(400ms, c);
+  Harness h(
+      [&](const httplib::Request& req, httplib::Response& res) {
+        if (!req.has_param("watch")) return serveList(req, res, {}, "10");
+        stream(res, "", 1, End::kClean, h.server.stopping());
+      },
+      clocked.config);
+  FinishClock finish{clocked.clock};
+  // Every watch that ends at once is followed by a backoff (20, 40, 80,
+  // 160 ms...): within 400 ms a handful of watches, and one list.
+  ASSERT_TRUE(eventually([&] { return clocked.clock->blocked(); }));
+  const auto waits = clocked.clock->waits();
+  EXPECT_EQ(h.server.watches().size(), waits.size());
   EXPECT_EQ(h.server.lists().size(), 1u);
+  expectDoublingBackoff(waits, clocked.config);
 }
 
 TEST(Reflector, RepeatedGoneBacksOffInsteadOfSpinning) {
-  Harness h([&](const httplib::Request& req, httplib::Response& res) {
-    if (!req.has_param("watch")) return serveList(req, res, {}, "10");
-    replyStatus(res, 410, "Expired");
-  });
-  std::this_thread::sleep_for(400ms);
-  EXPECT_LE(h.server.lists().size(), 8u);
-  EXPECT_GE(h.server.lists().size(), 2u);
+  ClockedConfig clocked(400ms);
+  Harness h(
+      [&](const httplib::Request& req, httplib::Response& res) {
+        if (!req.has_param("watch")) return serveList(req, res, {}, "10");
+        replyStatus(res, 410, "Expired");
+      },
+      clocked.config);
+  FinishClock finish{clocked.clock};
+  // list, watch, 410, list at once; then each further 410 relists only
+  // after a doubling backoff.
+  ASSERT_TRUE(eventually([&] { return clocked.clock->blocked(); }));
+  const auto waits = clocked.clock->waits();
+  EXPECT_EQ(h.server.lists().size(), waits.size() + 1);
+  expectDoublingBackoff(waits, clocked.config);
 }
 
 TEST(Reflector, BadEventJsonIsAFailureNotACrash) {

@@ -224,7 +224,11 @@ TEST(KubeSource, NotSyncedUntilTheServerAnswersThenFollowsChanges) {
   cfg.token = "smik-test-token";
   KubeSource kube(cfg, fastOptions());
   kube.start();
-  std::this_thread::sleep_for(300ms);
+  // Sync point: discovery has tried and failed (the reason replaces
+  // "discovering served versions"); only then is "not synced" a result.
+  ASSERT_TRUE(eventually([&] {
+    return kube.problem().find("discovering served versions") == std::string::npos;
+  })) << kube.problem();
   EXPECT_FALSE(kube.synced());
   EXPECT_FALSE(kube.refresh());
   EXPECT_NE(kube.problem().find("waiting for the Kubernetes API"), std::string::npos)
@@ -344,12 +348,15 @@ TEST(KubeSource, RecordsEventsOnRejectedAndPartlyAppliedObjects) {
   // Informational diagnostics (L4 cannot see HTTP paths) are not Events.
   EXPECT_TRUE(find("web-to-api", "NotApplied").is_null());
 
-  // The same report again within the repeat window writes nothing new.
+  // The same report again within the repeat window writes nothing new:
+  // record() drops the repeat on the spot, so nothing is queued to write.
   ASSERT_TRUE(eventually([&] { return kube.events()->stats().written == 2; }));
-  const auto written = kube.events()->stats().written;
+  const auto before = kube.events()->stats();
   kube.reportPlan(compile::compile(kube.state(), node1()));
-  std::this_thread::sleep_for(200ms);
-  EXPECT_EQ(kube.events()->stats().written, written);
+  const auto after = kube.events()->stats();
+  EXPECT_GT(after.repeats, before.repeats);
+  EXPECT_EQ(after.queued, 0u);
+  EXPECT_EQ(after.written, before.written);
   EXPECT_EQ(cluster.events().size(), 2u);
   kube.stop();
 }
@@ -431,8 +438,11 @@ TEST(EventRecorder, RepeatsBumpTheCountAndTheBucketLimitsBursts) {
   // Tokens: 3 in the bucket, 2 spent. Five new problems: one goes out.
   for (int i = 0; i < 5; ++i)
     r.record(obj, "Warning", "NotApplied", "problem " + std::to_string(i));
-  std::this_thread::sleep_for(300ms);
+  // The writer spends the last token, then finds the bucket empty and
+  // waits a refill (60 s) with the other four still queued.
+  ASSERT_TRUE(eventually([&] { return r.stats().throttled >= 1; }));
   EXPECT_EQ(r.stats().written, 3u);
+  EXPECT_EQ(r.stats().queued, 4u);
   EXPECT_EQ(cluster.events().size(), 2u);
   r.stop();
 }
