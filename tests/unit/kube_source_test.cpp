@@ -17,6 +17,7 @@
 #include "agent/compile/compile.h"
 #include "agent/source/manifest_dir.h"
 #include "tests/kube/fake_cluster.h"
+#include "tests/support/eventually.h"
 
 namespace smik::kube {
 namespace {
@@ -35,14 +36,7 @@ std::string readFile(const std::string& path) {
   return s.str();
 }
 
-bool eventually(const std::function<bool()>& cond, std::chrono::milliseconds limit = 5000ms) {
-  const auto deadline = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (cond()) return true;
-    std::this_thread::sleep_for(10ms);
-  }
-  return cond();
-}
+using smik::testing::eventually;
 
 FakeCluster::Options tlsOptions() {
   FakeCluster::Options o;

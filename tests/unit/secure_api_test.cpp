@@ -20,6 +20,7 @@
 #include <thread>
 
 #include "tests/kube/fake_cluster.h"
+#include "tests/support/eventually.h"
 #include "tests/testbed/certs.h"
 #include "tests/unit/raw_http.h"
 
@@ -306,14 +307,7 @@ std::string servedIssuer(int port, const std::string& cert, const std::string& k
   return issuer;
 }
 
-bool eventually(const std::function<bool()>& done) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (done()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return done();
-}
+using smik::testing::eventually;
 
 // Replaced as a Secret volume replaces it: written aside, renamed over.
 void replaceFile(const std::string& from, const std::string& to) {
