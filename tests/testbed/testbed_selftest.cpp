@@ -1,5 +1,6 @@
 // Self-test of the test bed: real namespaces, real sockets (needs root).
 #include <gtest/gtest.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -280,7 +281,9 @@ struct DeadRun {
 // and dies by SIGKILL, as a run killed by a CTest timeout does.
 DeadRun killRunMidway() {
   int fds[2];
-  if (::pipe(fds) != 0) throw std::runtime_error("pipe");
+  // CLOEXEC: the processes the child's bed starts must not hold the write
+  // end, or the read below waits for the escaped sleep to end.
+  if (::pipe2(fds, O_CLOEXEC) != 0) throw std::runtime_error("pipe");
   pid_t child = ::fork();
   if (child == 0) {
     ::close(fds[0]);
