@@ -40,9 +40,11 @@ json edgeTo(const json& list, const std::string& direction, const std::string& p
 
 std::string podOf(const std::string& name, const std::string& sa, const std::string& ip,
                   const std::string& node, const std::string& rs = "") {
-  std::string owner = rs.empty() ? ""
-                                 : "  ownerReferences:\n  - {apiVersion: apps/v1, kind: ReplicaSet, "
-                                   "name: " + rs + ", uid: x, controller: true}\n";
+  std::string owner = rs.empty()
+                          ? ""
+                          : "  ownerReferences:\n  - {apiVersion: apps/v1, kind: ReplicaSet, "
+                            "name: " +
+                                rs + ", uid: x, controller: true}\n";
   return "apiVersion: v1\nkind: Pod\nmetadata:\n  name: " + name + "\n  namespace: app\n" + owner +
          "spec:\n  serviceAccountName: " + sa + "\n  nodeName: " + node +
          "\nstatus:\n  phase: Running\n  podIP: " + ip + "\n---\n";
@@ -188,7 +190,8 @@ class ClusterTraffic : public Cluster {
   void makeTraffic() {
     servers_.push_back(serve(*client_, "8080"));
     servers_.push_back(serve(*web_a_, "8080"));
-    servers_.push_back(serve(*web_b_, "8080"));  // nothing on 9090: refused; 7070 is not in the route
+    servers_.push_back(
+        serve(*web_b_, "8080"));  // nothing on 9090: refused; 7070 is not in the route
     auto run = [&](Pod& from, Pod& to, int port, int n) {
       return bed_->run(from, {SMIK_TESTPEER, "tcp", to.ip(), std::to_string(port), "--count",
                               std::to_string(n), "--timeout-ms", "300"},

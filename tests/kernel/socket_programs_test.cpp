@@ -113,7 +113,8 @@ class SocketPrograms : public ::testing::Test {
     inet_pton(AF_INET, client_->ip().c_str(), &c);
     inet_pton(AF_INET, server.c_str(), &s);
     for (const auto& e : dp_->maps().connEdges()) {
-      if (e.key.family != SMIK_AF_INET || e.key.port != port || e.key.proto != IPPROTO_TCP) continue;
+      if (e.key.family != SMIK_AF_INET || e.key.port != port || e.key.proto != IPPROTO_TCP)
+        continue;
       if (std::memcmp(e.key.client, &c, 4) != 0 || std::memcmp(e.key.server, &s, 4) != 0) continue;
       if (e.key.svc_id != 0) continue;
       sum.client_success += e.stats.client_success;

@@ -113,7 +113,8 @@ std::vector<std::string> entriesStartingWith(const std::string& dir, const std::
   std::vector<std::string> names;
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(dir, ec))
-    if (startsWith(e.path().filename().string(), prefix)) names.push_back(e.path().filename().string());
+    if (startsWith(e.path().filename().string(), prefix))
+      names.push_back(e.path().filename().string());
   return names;
 }
 
@@ -174,7 +175,8 @@ int pruneUsers() {
     std::getline(ss, pid, '.');
     std::getline(ss, start, '.');
     std::getline(ss, prefix);
-    if (!pid.empty() && procStart(static_cast<pid_t>(std::atoi(pid.c_str()))) == start && !start.empty()) {
+    if (!pid.empty() && procStart(static_cast<pid_t>(std::atoi(pid.c_str()))) == start &&
+        !start.empty()) {
       ++live;
       continue;
     }

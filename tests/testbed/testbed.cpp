@@ -77,7 +77,8 @@ TestBed::TestBed() {
   // The block's IPv6 twin, claimed the same way; no IPv6 (disabled, or the
   // /64 taken): v4-only pods, and IPv6 tests skip.
   forceForwarding_ = perInterfaceForwarding();
-  ipv6_ = ipv6Available() && trim(command(ipCmd({"-6", "route", "show", "root", subnet6Of()}))).empty() &&
+  ipv6_ = ipv6Available() &&
+          trim(command(ipCmd({"-6", "route", "show", "root", subnet6Of()}))).empty() &&
           tryCommand(ipCmd({"-6", "route", "add", "blackhole", subnet6Of()}));
   if (ipv6_) recordRoute(prefix_, "route6", subnet6Of());
 }
@@ -319,7 +320,8 @@ Proc TestBed::start(Pod* pod, const std::string& cgroup, const std::vector<std::
       char buf[16];
       int n = 0;
       char rev[16];
-      for (unsigned v = static_cast<unsigned>(::getpid()); v; v /= 10) rev[n++] = char('0' + v % 10);
+      for (unsigned v = static_cast<unsigned>(::getpid()); v; v /= 10)
+        rev[n++] = char('0' + v % 10);
       for (int i = 0; i < n; ++i) buf[i] = rev[n - 1 - i];
       if (::write(f.cg, buf, static_cast<size_t>(n)) != n) fail(1);
     }

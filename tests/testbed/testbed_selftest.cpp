@@ -42,9 +42,11 @@ std::string leftovers(const std::string& p) {
   std::string found;
   std::error_code ec;
   for (const auto& e : fs::directory_iterator("/var/run/netns", ec))
-    if (e.path().filename().string().rfind(p, 0) == 0) found += " netns:" + e.path().filename().string();
+    if (e.path().filename().string().rfind(p, 0) == 0)
+      found += " netns:" + e.path().filename().string();
   for (const auto& e : fs::directory_iterator("/sys/class/net", ec))
-    if (e.path().filename().string().rfind(p, 0) == 0) found += " link:" + e.path().filename().string();
+    if (e.path().filename().string().rfind(p, 0) == 0)
+      found += " link:" + e.path().filename().string();
   for (const auto& e : fs::directory_iterator(cgroup2Mount(), ec))
     if (e.path().filename().string().rfind(p, 0) == 0) found += " cgroup:" + e.path().string();
   return found;
@@ -296,7 +298,8 @@ DeadRun killRunMidway() {
       fs::create_directories(pin + "/links");
       // setsid: the sleep is no child of the Proc, so nothing kills it when
       // this process dies; only its cgroup still says whose it is.
-      Proc sh = bed->spawn(pod, {"sh", "-c", "setsid sleep 600 </dev/null >/dev/null 2>&1 & echo $!"});
+      Proc sh =
+          bed->spawn(pod, {"sh", "-c", "setsid sleep 600 </dev/null >/dev/null 2>&1 & echo $!"});
       sh.wait(2000);
       report << bed->prefix() << " " << bed->subnetCidr() << " " << pin << " " << sh.output() << " "
              << (bed->subnet6Cidr().empty() ? "-" : bed->subnet6Cidr());
@@ -310,7 +313,8 @@ DeadRun killRunMidway() {
   ::close(fds[1]);
   std::string text;
   char buf[512];
-  for (ssize_t n; (n = ::read(fds[0], buf, sizeof buf)) > 0;) text.append(buf, static_cast<size_t>(n));
+  for (ssize_t n; (n = ::read(fds[0], buf, sizeof buf)) > 0;)
+    text.append(buf, static_cast<size_t>(n));
   ::close(fds[0]);
   int status = 0;
   ::waitpid(child, &status, 0);

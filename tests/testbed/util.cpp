@@ -144,7 +144,8 @@ std::string ipTool() {
     }
     return std::string();
   }();
-  if (path.empty()) throw std::runtime_error("iproute2 `ip` not found (/usr/sbin/ip, /sbin/ip, PATH)");
+  if (path.empty())
+    throw std::runtime_error("iproute2 `ip` not found (/usr/sbin/ip, /sbin/ip, PATH)");
   return path;
 }
 

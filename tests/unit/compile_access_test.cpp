@@ -212,7 +212,8 @@ TEST(CompileRules, HttpRouteGroupOnlyGrantsNothingByDefault) {
   EXPECT_EQ(enforced(p).count("prod/server"), 1u);
   const auto d = diagnosticsFor(p, ttRef("prod", "http-only"));
   ASSERT_EQ(d.size(), 1u) << joined(d);
-  EXPECT_THAT(d[0], HasSubstr("warning: HTTPRouteGroup api: HTTP rules are L7 and grant nothing at L4"));
+  EXPECT_THAT(d[0],
+              HasSubstr("warning: HTTPRouteGroup api: HTTP rules are L7 and grant nothing at L4"));
 }
 
 TEST(CompileRules, HttpRouteGroupOnlyGrantsAllTcpWhenConfigured) {
@@ -237,7 +238,8 @@ TEST(CompileRules, MissingHttpRouteGroupGrantsNothingEvenWhenLenient) {
                                                         "[" + source("client") + "]")),
                          n);
   EXPECT_EQ(grants(p), kNone);
-  EXPECT_THAT(joined(diagnosticsFor(p, ttRef("prod", "http-only"))), HasSubstr("HTTPRouteGroup api not found in namespace prod"));
+  EXPECT_THAT(joined(diagnosticsFor(p, ttRef("prod", "http-only"))),
+              HasSubstr("HTTPRouteGroup api not found in namespace prod"));
 }
 
 TEST(CompileRules, TcpRouteWithHttpRouteGroupGrantsOnlyTheTcpRoutePorts) {
@@ -253,7 +255,8 @@ TEST(CompileRules, TcpRouteWithHttpRouteGroupGrantsOnlyTheTcpRoutePorts) {
     EXPECT_EQ(grants(p), (std::set<std::string>{"prod/client -> prod/server TCP/8080"}));
     const auto d = diagnosticsFor(p, ttRef("prod", "mixed"));
     ASSERT_EQ(d.size(), 1u) << joined(d);
-    EXPECT_THAT(d[0], HasSubstr("info: HTTPRouteGroup api: path/method restrictions are not enforced"));
+    EXPECT_THAT(d[0],
+                HasSubstr("info: HTTPRouteGroup api: path/method restrictions are not enforced"));
   }
 }
 

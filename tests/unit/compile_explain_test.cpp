@@ -42,8 +42,9 @@ TEST(Explain, AllowedNamesTheDecidingTrafficTargetAndRule) {
   EXPECT_EQ(e.traffic_target, "prod/allow-web");
   EXPECT_EQ(e.rule, "TCPRoute web");
   EXPECT_TRUE(e.details.empty());
-  EXPECT_THAT(e.summary, HasSubstr("ALLOW prod/client-0 (prod/client) -> prod/server-0 (prod/server) "
-                  "TCP/80: TrafficTarget prod/allow-web rule TCPRoute web"));
+  EXPECT_THAT(e.summary,
+              HasSubstr("ALLOW prod/client-0 (prod/client) -> prod/server-0 (prod/server) "
+                        "TCP/80: TrafficTarget prod/allow-web rule TCPRoute web"));
 }
 
 TEST(Explain, AllPortsGrantSaysSo) {
@@ -72,8 +73,9 @@ TEST(Explain, DeniedDetailsWhyEachCandidateDidNotMatch) {
   EXPECT_FALSE(e.allowed);
   EXPECT_TRUE(e.traffic_target.empty());
   EXPECT_TRUE(e.rule.empty());
-  EXPECT_THAT(e.summary, HasSubstr("DENY prod/client-0 (prod/client) -> prod/server-0 (prod/server) "
-                  "TCP/8080: no TrafficTarget rule allows it"));
+  EXPECT_THAT(e.summary,
+              HasSubstr("DENY prod/client-0 (prod/client) -> prod/server-0 (prod/server) "
+                        "TCP/8080: no TrafficTarget rule allows it"));
   ASSERT_EQ(e.details.size(), 4u) << joined(e.details);
   EXPECT_EQ(e.details[0],
             "TrafficTarget prod/a-others: source prod/client is not among its sources");
@@ -164,7 +166,7 @@ TEST(Explain, UnknownPodIsAnError) {
 
 namespace {
 
-// As tests/unit/parse_test.cpp: the spec's snippets omit apiVersion; take it
+// As tests/unit/parse_examples_test.cpp: the spec's snippets omit apiVersion; take it
 // from the file name (access v1alpha3 pairs with specs v1alpha4).
 model::ParseResult loadAccessV1alpha3Example(const std::string& name) {
   YAML::Emitter out;
@@ -245,7 +247,8 @@ std::string portRange(int first, int n) {
 // port of TCPRoute `route`, created at `created`.
 std::string targetOn(const std::string& name, const std::string& route, const std::string& sources,
                      const std::string& created = "2024-01-01T00:00:00Z") {
-  std::string tt = trafficTarget("prod", name, "server", "[" + rule("TCPRoute", route) + "]", sources);
+  std::string tt =
+      trafficTarget("prod", name, "server", "[" + rule("TCPRoute", route) + "]", sources);
   return tt.replace(tt.find("namespace: prod}"), 16,
                     "namespace: prod, creationTimestamp: \"" + created + "\"}");
 }
@@ -332,13 +335,15 @@ TEST(Capacity, RejectedTargetExplainsTheDenial) {
   NodeConfig n = withCapacity([](Capacity* c) { c->policy = 3; });
   const Explanation e = explainOk(s, n, "prod/client-0", "prod/server-0", 8080, Proto::kTcp);
   EXPECT_FALSE(e.allowed);
-  EXPECT_THAT(joined(e.details), HasSubstr("TrafficTarget prod/big: rejected: the policy map holds 3"));
+  EXPECT_THAT(joined(e.details),
+              HasSubstr("TrafficTarget prod/big: rejected: the policy map holds 3"));
 }
 
 TEST(Capacity, LocalPodsBeyondTheEndpointsMapAreNamedNewestFirst) {
   std::string yaml = meshedNs("prod");
   for (int i = 0; i < 3; i++) {
-    std::string p = pod("prod", "web-" + std::to_string(i), "web", "n1", "10.0.0." + std::to_string(10 + i));
+    std::string p =
+        pod("prod", "web-" + std::to_string(i), "web", "n1", "10.0.0." + std::to_string(10 + i));
     yaml += p.replace(p.find("namespace: prod}"), 16,
                       "namespace: prod, creationTimestamp: \"2024-0" + std::to_string(i + 1) +
                           "-01T00:00:00Z\"}");
@@ -346,9 +351,11 @@ TEST(Capacity, LocalPodsBeyondTheEndpointsMapAreNamedNewestFirst) {
   const Plan p = compile(stateOf(yaml), withCapacity([](Capacity* c) { c->endpoints = 2; }));
   EXPECT_EQ(endpointsOf(p), (std::set<std::string>{"prod/web-0", "prod/web-1"}));
   EXPECT_EQ(rejectedFrom(p, "smik_endpoints"), (std::vector<std::string>{"Pod prod/web-2"}));
-  EXPECT_THAT(joined(diagnosticsFor(p, {"Pod", "prod", "web-2"})), HasSubstr("warning: not enforced: the endpoints map holds 2 local meshed pods"));
-  const Explanation e = explainOk(stateOf(yaml), withCapacity([](Capacity* c) { c->endpoints = 2; }),
-                                  "prod/web-0", "prod/web-2", 80, Proto::kTcp);
+  EXPECT_THAT(joined(diagnosticsFor(p, {"Pod", "prod", "web-2"})),
+              HasSubstr("warning: not enforced: the endpoints map holds 2 local meshed pods"));
+  const Explanation e =
+      explainOk(stateOf(yaml), withCapacity([](Capacity* c) { c->endpoints = 2; }), "prod/web-0",
+                "prod/web-2", 80, Proto::kTcp);
   EXPECT_THAT(e.summary, HasSubstr("not enforced: the endpoints map holds 2"));
 }
 
@@ -365,7 +372,8 @@ TEST(Capacity, AddressesBeyondTheIpcacheLeaveTheLargestRemotePodFirst) {
   EXPECT_EQ(p.ip_identity.size(), 2u);
   EXPECT_TRUE(p.ip_identity.count(addr("10.0.0.9")));
   EXPECT_TRUE(p.ip_identity.count(addr("10.0.1.6")));
-  EXPECT_THAT(joined(diagnosticsFor(p, {"Pod", "prod", "dual"})), HasSubstr("the ipcache holds 3 addresses and the cluster has 4; this pod's 2"));
+  EXPECT_THAT(joined(diagnosticsFor(p, {"Pod", "prod", "dual"})),
+              HasSubstr("the ipcache holds 3 addresses and the cluster has 4; this pod's 2"));
 }
 
 TEST(Capacity, NothingRejectedWhenEverythingFits) {

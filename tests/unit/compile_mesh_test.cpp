@@ -173,12 +173,16 @@ TEST(CompileHostTraffic, HostSubjectIsASourceNamedLocalOnly) {
   };
   const std::string r = "[" + rule("TCPRoute", "web") + "]";
   EXPECT_EQ(errors(trafficTarget("prod", "ok", "server", r, "[{kind: Host, name: local}]")), "");
-  EXPECT_THAT(errors(trafficTarget("prod", "n", "server", r, "[{kind: Host, name: node-1}]")), HasSubstr("a Host source is named \"local\""));
-  EXPECT_THAT(errors(trafficTarget("prod", "ns", "server", r, "[{kind: Host, name: local, namespace: prod}]")), HasSubstr("a Host source has no namespace"));
+  EXPECT_THAT(errors(trafficTarget("prod", "n", "server", r, "[{kind: Host, name: node-1}]")),
+              HasSubstr("a Host source is named \"local\""));
+  EXPECT_THAT(errors(trafficTarget("prod", "ns", "server", r,
+                                   "[{kind: Host, name: local, namespace: prod}]")),
+              HasSubstr("a Host source has no namespace"));
   EXPECT_THAT(errors("---\napiVersion: access.smi-spec.io/v1alpha3\nkind: TrafficTarget\n"
-                         "metadata: {name: d, namespace: prod}\nspec:\n"
-                         "  destination: {kind: Host, name: local}\n  rules: " + r +
-                         "\n  sources: [" + source("client") + "]\n"), HasSubstr("unsupported subject kind \"Host\" (only ServiceAccount)"));
+                     "metadata: {name: d, namespace: prod}\nspec:\n"
+                     "  destination: {kind: Host, name: local}\n  rules: " +
+                     r + "\n  sources: [" + source("client") + "]\n"),
+              HasSubstr("unsupported subject kind \"Host\" (only ServiceAccount)"));
 
   HostTraffic h = HostTraffic::kAllow;
   EXPECT_TRUE(parseHostTraffic("policy", &h));
@@ -241,7 +245,8 @@ TEST(CompileMesh, DuplicatePodIpIsKeptByTheFirstPodByName) {
   const Plan p = compile(stateOf(yaml), node());
   EXPECT_EQ(p.ip_identity.at(addr("10.0.0.80")),
             (smik_ip_info{p.identities.at("prod/a"), SMIK_IP_F_LOCAL}));
-  EXPECT_THAT(joined(diagnosticsFor(p, {"Pod", "prod", "b-0"})), HasSubstr("IP 10.0.0.80 is also claimed by another pod"));
+  EXPECT_THAT(joined(diagnosticsFor(p, {"Pod", "prod", "b-0"})),
+              HasSubstr("IP 10.0.0.80 is also claimed by another pod"));
 }
 
 // ---- identities ----------------------------------------------------------------

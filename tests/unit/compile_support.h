@@ -61,10 +61,12 @@ inline std::string l4Route(const std::string& kind, const std::string& ns, const
          "\nmetadata: {name: " + name + ", namespace: " + ns +
          "}\nspec: {matches: {ports: " + ports + "}}\n";
 }
-inline std::string tcpRoute(const std::string& ns, const std::string& name, const std::string& ports) {
+inline std::string tcpRoute(const std::string& ns, const std::string& name,
+                            const std::string& ports) {
   return l4Route("TCPRoute", ns, name, ports);
 }
-inline std::string udpRoute(const std::string& ns, const std::string& name, const std::string& ports) {
+inline std::string udpRoute(const std::string& ns, const std::string& name,
+                            const std::string& ports) {
   return l4Route("UDPRoute", ns, name, ports);
 }
 
@@ -82,9 +84,9 @@ inline std::string source(const std::string& name, const std::string& ns = "") {
 }
 
 // access v1alpha3 TrafficTarget in `ns`; `rules`/`sources` are YAML lists.
-inline std::string trafficTarget(const std::string& ns, const std::string& name, const std::string& dst,
-                          const std::string& rules, const std::string& sources,
-                          const std::string& dst_ns = "") {
+inline std::string trafficTarget(const std::string& ns, const std::string& name,
+                                 const std::string& dst, const std::string& rules,
+                                 const std::string& sources, const std::string& dst_ns = "") {
   return "---\napiVersion: access.smi-spec.io/v1alpha3\nkind: TrafficTarget\nmetadata: {name: " +
          name + ", namespace: " + ns +
          "}\nspec:\n  destination: {kind: ServiceAccount, name: " + dst +

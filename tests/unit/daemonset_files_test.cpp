@@ -238,7 +238,8 @@ std::string agentSources() {
 // "unknown option": a failure, never a skip.
 TEST(Daemonset, AgentHasEveryFlagTheManifestsPass) {
   const std::string sources = agentSources();
-  ASSERT_NE(sources.find("\"--pin-dir\""), std::string::npos) << "no CLI11 options found under agent/";
+  ASSERT_NE(sources.find("\"--pin-dir\""), std::string::npos)
+      << "no CLI11 options found under agent/";
   for (const auto& m : optionsTheAgentLacks(sources, plainInstall()))
     ADD_FAILURE() << "the manifests pass " << m << ", the agent has no such option";
 }
@@ -249,8 +250,9 @@ TEST(Daemonset, ARenamedFlagIsReportedMissing) {
   std::string sources = agentSources();
   const Docs docs = plainInstall();
   ASSERT_TRUE(optionsTheAgentLacks(sources, docs).empty());
-  for (const auto& [from, to] : {std::pair{"add_option(\"--pin-dir", "add_option(\"--bpf-pin-dir"},
-                                 std::pair{"envname(\"SMIK_ACCESS_MODE\"", "envname(\"SMIK_MODE\""}}) {
+  for (const auto& [from, to] :
+       {std::pair{"add_option(\"--pin-dir", "add_option(\"--bpf-pin-dir"},
+        std::pair{"envname(\"SMIK_ACCESS_MODE\"", "envname(\"SMIK_MODE\""}}) {
     const size_t at = sources.find(from);
     ASSERT_NE(at, std::string::npos) << from;
     sources.replace(at, std::string(from).size(), to);

@@ -134,7 +134,8 @@ inline void stream(httplib::Response& res, std::string body, size_t piece, End e
       });
 }
 
-inline json pod(const std::string& name, const std::string& rv, const std::string& ip = "10.0.0.1") {
+inline json pod(const std::string& name, const std::string& rv,
+                const std::string& ip = "10.0.0.1") {
   return {{"metadata", {{"name", name}, {"namespace", "prod"}, {"resourceVersion", rv}}},
           {"status", {{"podIP", ip}}}};
 }
@@ -165,8 +166,8 @@ inline void replyStatus(httplib::Response& res, int code, const std::string& rea
 
 // Pages `items` by the request's limit; continue tokens contain characters
 // that must be URL-encoded, as real (base64) ones do.
-inline void serveList(const httplib::Request& req, httplib::Response& res, const std::vector<json>& items,
-               const std::string& rv) {
+inline void serveList(const httplib::Request& req, httplib::Response& res,
+                      const std::vector<json>& items, const std::string& rv) {
   const size_t limit = req.has_param("limit") ? std::stoul(req.get_param_value("limit")) : 1000;
   size_t start = 0;
   if (req.has_param("continue")) start = std::stoul(req.get_param_value("continue").substr(4));

@@ -303,7 +303,8 @@ TEST(KubeSource, ReplacesAReflectorWhenTheServedVersionChanges) {
   // collection the source reads).
   cluster.applyYaml(make("v1alpha3", "new"));
   cluster.serveVersions("access.smi-spec.io", {"v1alpha3", "v1alpha2"});
-  ASSERT_TRUE(eventually([&] { return versionOf("TrafficTarget") == "access.smi-spec.io/v1alpha3"; }));
+  ASSERT_TRUE(
+      eventually([&] { return versionOf("TrafficTarget") == "access.smi-spec.io/v1alpha3"; }));
   ASSERT_TRUE(eventually([&] { return kube.state().traffic_targets.count("shop/new") == 1; }))
       << (kube.errors().empty() ? kube.problem() : kube.errors()[0].str());
   EXPECT_EQ(kube.state().traffic_targets.count("shop/old"), 0u);
@@ -377,8 +378,8 @@ TEST(KubeSource, RecordsEventsOnObjectsRejectedForCapacity) {
     SCOPED_TRACE(r.object.str());
     ASSERT_TRUE(eventually([&] {
       for (const auto& e : cluster.events())
-        if (e["involvedObject"]["kind"] == r.object.kind && e["involvedObject"]["name"] == r.object.name &&
-            e["reason"] == "NotApplied" &&
+        if (e["involvedObject"]["kind"] == r.object.kind &&
+            e["involvedObject"]["name"] == r.object.name && e["reason"] == "NotApplied" &&
             e["message"].get<std::string>().find("holds 1 ") != std::string::npos)
           return true;
       return false;

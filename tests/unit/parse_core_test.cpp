@@ -71,12 +71,19 @@ TEST(Pod, FallbacksAndDefaults) {
 TEST(Pod, Errors) {
   EXPECT_EQ(error("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nstatus: {podIP: 10.0.0.256}\n"),
             "t.yaml: Pod default/p: status.podIP: invalid IP address \"10.0.0.256\"");
-  EXPECT_THAT(error(
-          "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nstatus: {podIPs: [{ip: 'fd00::zz'}]}\n"), HasSubstr("status.podIPs[0].ip: invalid IP address \"fd00::zz\""));
-  EXPECT_THAT(error("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nstatus: {podIPs: [{}]}\n"), HasSubstr("missing required field status.podIPs[0].ip"));
-  EXPECT_THAT(error("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {hostNetwork: yes}\n"), HasSubstr("spec.hostNetwork: expected a boolean, got \"yes\""));
-  EXPECT_THAT(error("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {hostNetwork: \"true\"}\n"), HasSubstr("spec.hostNetwork: expected a boolean"));
-  EXPECT_THAT(error("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: [a]\n"), HasSubstr("spec: expected a map, got a list"));
+  EXPECT_THAT(
+      error(
+          "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nstatus: {podIPs: [{ip: 'fd00::zz'}]}\n"),
+      HasSubstr("status.podIPs[0].ip: invalid IP address \"fd00::zz\""));
+  EXPECT_THAT(error("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nstatus: {podIPs: [{}]}\n"),
+              HasSubstr("missing required field status.podIPs[0].ip"));
+  EXPECT_THAT(error("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {hostNetwork: yes}\n"),
+              HasSubstr("spec.hostNetwork: expected a boolean, got \"yes\""));
+  EXPECT_THAT(
+      error("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {hostNetwork: \"true\"}\n"),
+      HasSubstr("spec.hostNetwork: expected a boolean"));
+  EXPECT_THAT(error("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: [a]\n"),
+              HasSubstr("spec: expected a map, got a list"));
 }
 
 TEST(Pod, ContainerPorts) {
@@ -121,16 +128,22 @@ TEST(Pod, ContainerPortErrors) {
   EXPECT_EQ(
       bad("{name: http}"),
       "t.yaml: Pod default/p: missing required field spec.containers[1].ports[0].containerPort");
-  EXPECT_THAT(bad("{containerPort: 0}"), HasSubstr("spec.containers[1].ports[0].containerPort: port 0 out of range 1..65535"));
+  EXPECT_THAT(bad("{containerPort: 0}"),
+              HasSubstr("spec.containers[1].ports[0].containerPort: port 0 out of range 1..65535"));
   EXPECT_THAT(bad("{containerPort: 65536}"), HasSubstr("port 65536 out of range 1..65535"));
-  EXPECT_THAT(bad("{containerPort: \"80\"}"), HasSubstr("spec.containers[1].ports[0].containerPort: expected an integer, got \"80\""));
-  EXPECT_THAT(bad("{containerPort: 80, protocol: HTTP}"), HasSubstr("spec.containers[1].ports[0].protocol: unsupported protocol \"HTTP\" "
-                  "(TCP, UDP or SCTP)"));
+  EXPECT_THAT(
+      bad("{containerPort: \"80\"}"),
+      HasSubstr("spec.containers[1].ports[0].containerPort: expected an integer, got \"80\""));
+  EXPECT_THAT(bad("{containerPort: 80, protocol: HTTP}"),
+              HasSubstr("spec.containers[1].ports[0].protocol: unsupported protocol \"HTTP\" "
+                        "(TCP, UDP or SCTP)"));
   EXPECT_THAT(bad("{containerPort: 80, protocol: tcp}"), HasSubstr("unsupported protocol \"tcp\""));
   // An SCTP port is dropped, but still has to be a port.
   EXPECT_THAT(bad("{containerPort: 0, protocol: SCTP}"), HasSubstr("port 0 out of range"));
-  EXPECT_THAT(bad("{containerPort: 80, name: [x]}"), HasSubstr("spec.containers[1].ports[0].name: expected a string, got a list"));
-  EXPECT_THAT(error("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: {}}\n"), HasSubstr("spec.containers: expected a list, got a map"));
+  EXPECT_THAT(bad("{containerPort: 80, name: [x]}"),
+              HasSubstr("spec.containers[1].ports[0].name: expected a string, got a list"));
+  EXPECT_THAT(error("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: {}}\n"),
+              HasSubstr("spec.containers: expected a list, got a map"));
 }
 
 // ---- Service ----------------------------------------------------------------
@@ -218,26 +231,41 @@ TEST(Service, Errors) {
   };
   EXPECT_EQ(bad("{clusterIP: 10.0.0.256}"),
             "t.yaml: Service n/s: spec.clusterIP: invalid IP address \"10.0.0.256\"");
-  EXPECT_THAT(bad("{clusterIPs: [10.0.0.1, 'fd00::zz']}"), HasSubstr("spec.clusterIPs[1]: invalid IP address \"fd00::zz\""));
+  EXPECT_THAT(bad("{clusterIPs: [10.0.0.1, 'fd00::zz']}"),
+              HasSubstr("spec.clusterIPs[1]: invalid IP address \"fd00::zz\""));
   EXPECT_THAT(bad("{clusterIP: none}"), HasSubstr("spec.clusterIP: invalid IP address \"none\""));
   EXPECT_THAT(bad("{clusterIP: 10}"), HasSubstr("spec.clusterIP: expected a string, got 10"));
   EXPECT_THAT(bad("{clusterIPs: 10.0.0.1}"), HasSubstr("spec.clusterIPs: expected a list"));
   EXPECT_EQ(bad("{ports: [{port: 80}, {port: 0}]}"),
             "t.yaml: Service n/s: spec.ports[1].port: port 0 out of range 1..65535");
-  EXPECT_THAT(bad("{ports: [{port: 65536}]}"), HasSubstr("spec.ports[0].port: port 65536 out of range"));
-  EXPECT_THAT(bad("{ports: [{name: http}]}"), HasSubstr("missing required field spec.ports[0].port"));
-  EXPECT_THAT(bad("{ports: [{port: \"80\"}]}"), HasSubstr("spec.ports[0].port: expected an integer, got \"80\""));
-  EXPECT_THAT(bad("{ports: [{port: 80, targetPort: 70000}]}"), HasSubstr("spec.ports[0].targetPort: port 70000 out of range 1..65535"));
-  EXPECT_THAT(bad("{ports: [{port: 80, targetPort: \"70000\"}]}"), HasSubstr("spec.ports[0].targetPort: port 70000 out of range 1..65535"));
-  EXPECT_THAT(bad("{ports: [{port: 80, targetPort: -1}]}"), HasSubstr("spec.ports[0].targetPort: port -1 out of range"));
-  EXPECT_THAT(bad("{ports: [{port: 80, targetPort: 80.5}]}"), HasSubstr("spec.ports[0].targetPort: expected an integer or a port name, got 80.5"));
-  EXPECT_THAT(bad("{ports: [{port: 80, targetPort: [80]}]}"), HasSubstr("spec.ports[0].targetPort: expected an integer or a port name, got a list"));
-  EXPECT_THAT(bad("{ports: [{port: 80, targetPort: Http_Port}]}"), HasSubstr("spec.ports[0].targetPort: invalid port name \"Http_Port\""));
-  EXPECT_THAT(bad("{ports: [{port: 80, targetPort: a-very-long-port-name}]}"), HasSubstr("invalid port name"));
-  EXPECT_THAT(bad("{ports: [{port: 80, protocol: ICMP}]}"), HasSubstr("spec.ports[0].protocol: unsupported protocol \"ICMP\""));
-  EXPECT_THAT(bad("{selector: {app: 1}}"), HasSubstr("spec.selector.app: expected a string, got 1"));
+  EXPECT_THAT(bad("{ports: [{port: 65536}]}"),
+              HasSubstr("spec.ports[0].port: port 65536 out of range"));
+  EXPECT_THAT(bad("{ports: [{name: http}]}"),
+              HasSubstr("missing required field spec.ports[0].port"));
+  EXPECT_THAT(bad("{ports: [{port: \"80\"}]}"),
+              HasSubstr("spec.ports[0].port: expected an integer, got \"80\""));
+  EXPECT_THAT(bad("{ports: [{port: 80, targetPort: 70000}]}"),
+              HasSubstr("spec.ports[0].targetPort: port 70000 out of range 1..65535"));
+  EXPECT_THAT(bad("{ports: [{port: 80, targetPort: \"70000\"}]}"),
+              HasSubstr("spec.ports[0].targetPort: port 70000 out of range 1..65535"));
+  EXPECT_THAT(bad("{ports: [{port: 80, targetPort: -1}]}"),
+              HasSubstr("spec.ports[0].targetPort: port -1 out of range"));
+  EXPECT_THAT(bad("{ports: [{port: 80, targetPort: 80.5}]}"),
+              HasSubstr("spec.ports[0].targetPort: expected an integer or a port name, got 80.5"));
+  EXPECT_THAT(
+      bad("{ports: [{port: 80, targetPort: [80]}]}"),
+      HasSubstr("spec.ports[0].targetPort: expected an integer or a port name, got a list"));
+  EXPECT_THAT(bad("{ports: [{port: 80, targetPort: Http_Port}]}"),
+              HasSubstr("spec.ports[0].targetPort: invalid port name \"Http_Port\""));
+  EXPECT_THAT(bad("{ports: [{port: 80, targetPort: a-very-long-port-name}]}"),
+              HasSubstr("invalid port name"));
+  EXPECT_THAT(bad("{ports: [{port: 80, protocol: ICMP}]}"),
+              HasSubstr("spec.ports[0].protocol: unsupported protocol \"ICMP\""));
+  EXPECT_THAT(bad("{selector: {app: 1}}"),
+              HasSubstr("spec.selector.app: expected a string, got 1"));
   EXPECT_THAT(bad("{type: [ClusterIP]}"), HasSubstr("spec.type: expected a string, got a list"));
-  EXPECT_THAT(error("apiVersion: apps/v1\nkind: Service\nmetadata: {name: s}\n"), HasSubstr("unsupported apiVersion \"apps/v1\" for Service"));
+  EXPECT_THAT(error("apiVersion: apps/v1\nkind: Service\nmetadata: {name: s}\n"),
+              HasSubstr("unsupported apiVersion \"apps/v1\" for Service"));
 }
 
 // ---- EndpointSlice ----------------------------------------------------------
@@ -344,28 +372,42 @@ TEST(EndpointSlice, Errors) {
             "t.yaml: EndpointSlice n/es: missing required field "
             "metadata.labels.kubernetes.io/service-name");
   EXPECT_THAT(error("apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n"
-                        "metadata: {name: es}\naddressType: IPv4\n"), HasSubstr("missing required field metadata.labels.kubernetes.io/service-name"));
+                    "metadata: {name: es}\naddressType: IPv4\n"),
+              HasSubstr("missing required field metadata.labels.kubernetes.io/service-name"));
   EXPECT_THAT(error("apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n"
-                        "metadata: {name: es, labels: {kubernetes.io/service-name: ''}}\n"
-                        "addressType: IPv4\n"), HasSubstr("missing required field metadata.labels.kubernetes.io/service-name"));
+                    "metadata: {name: es, labels: {kubernetes.io/service-name: ''}}\n"
+                    "addressType: IPv4\n"),
+              HasSubstr("missing required field metadata.labels.kubernetes.io/service-name"));
   EXPECT_EQ(error(slice("v1", "IPv4", "endpoints: [{addresses: [10.0.0.1, 10.0.0.256]}]\n")),
             "t.yaml: EndpointSlice default/es: endpoints[0].addresses[1]: invalid IPv4 address "
             "\"10.0.0.256\"");
-  EXPECT_THAT(error(slice("v1", "IPv4", "endpoints: [{addresses: ['fd00::1']}]\n")), HasSubstr("endpoints[0].addresses[0]: invalid IPv4 address \"fd00::1\""));
-  EXPECT_THAT(error(slice("v1", "IPv6", "endpoints: [{addresses: [10.0.0.1]}]\n")), HasSubstr("endpoints[0].addresses[0]: invalid IPv6 address \"10.0.0.1\""));
-  EXPECT_THAT(error(slice("v1", "IPv4", "endpoints: [{addresses: [web-1]}]\n")), HasSubstr("invalid IPv4 address \"web-1\""));
-  EXPECT_THAT(error(slice("v1", "IPv4", "endpoints: [{conditions: {ready: true}}]\n")), HasSubstr("missing required field endpoints[0].addresses"));
+  EXPECT_THAT(error(slice("v1", "IPv4", "endpoints: [{addresses: ['fd00::1']}]\n")),
+              HasSubstr("endpoints[0].addresses[0]: invalid IPv4 address \"fd00::1\""));
+  EXPECT_THAT(error(slice("v1", "IPv6", "endpoints: [{addresses: [10.0.0.1]}]\n")),
+              HasSubstr("endpoints[0].addresses[0]: invalid IPv6 address \"10.0.0.1\""));
+  EXPECT_THAT(error(slice("v1", "IPv4", "endpoints: [{addresses: [web-1]}]\n")),
+              HasSubstr("invalid IPv4 address \"web-1\""));
+  EXPECT_THAT(error(slice("v1", "IPv4", "endpoints: [{conditions: {ready: true}}]\n")),
+              HasSubstr("missing required field endpoints[0].addresses"));
   EXPECT_THAT(error(slice("v1", "IPv4",
-                              "endpoints: [{addresses: [10.0.0.1], conditions: "
-                              "{ready: \"true\"}}]\n")), HasSubstr("endpoints[0].conditions.ready: expected a boolean, got \"true\""));
-  EXPECT_THAT(error(slice("v1", "IPv4", "ports: [{port: 0}]\n")), HasSubstr("ports[0].port: port 0 out of range 1..65535"));
-  EXPECT_THAT(error(slice("v1", "IPv4", "ports: [{port: 65536}]\n")), HasSubstr("ports[0].port: port 65536 out of range 1..65535"));
-  EXPECT_THAT(error(slice("v1", "IPv4", "ports: [{port: 80, protocol: ICMP}]\n")), HasSubstr("ports[0].protocol: unsupported protocol \"ICMP\""));
-  EXPECT_THAT(error(slice("v1", "IPv5", "")), HasSubstr("addressType: unsupported address type \"IPv5\" (IPv4, IPv6 or FQDN)"));
+                          "endpoints: [{addresses: [10.0.0.1], conditions: "
+                          "{ready: \"true\"}}]\n")),
+              HasSubstr("endpoints[0].conditions.ready: expected a boolean, got \"true\""));
+  EXPECT_THAT(error(slice("v1", "IPv4", "ports: [{port: 0}]\n")),
+              HasSubstr("ports[0].port: port 0 out of range 1..65535"));
+  EXPECT_THAT(error(slice("v1", "IPv4", "ports: [{port: 65536}]\n")),
+              HasSubstr("ports[0].port: port 65536 out of range 1..65535"));
+  EXPECT_THAT(error(slice("v1", "IPv4", "ports: [{port: 80, protocol: ICMP}]\n")),
+              HasSubstr("ports[0].protocol: unsupported protocol \"ICMP\""));
+  EXPECT_THAT(error(slice("v1", "IPv5", "")),
+              HasSubstr("addressType: unsupported address type \"IPv5\" (IPv4, IPv6 or FQDN)"));
   EXPECT_THAT(error("apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n"
-                        "metadata: {name: es, labels: {kubernetes.io/service-name: s}}\n"), HasSubstr("missing required field addressType"));
-  EXPECT_THAT(error(slice("v2", "IPv4", "")), HasSubstr("unsupported apiVersion \"discovery.k8s.io/v2\" for EndpointSlice"));
-  EXPECT_THAT(error("apiVersion: v1\nkind: EndpointSlice\nmetadata: {name: es}\n"), HasSubstr("unsupported apiVersion \"v1\" for EndpointSlice"));
+                    "metadata: {name: es, labels: {kubernetes.io/service-name: s}}\n"),
+              HasSubstr("missing required field addressType"));
+  EXPECT_THAT(error(slice("v2", "IPv4", "")),
+              HasSubstr("unsupported apiVersion \"discovery.k8s.io/v2\" for EndpointSlice"));
+  EXPECT_THAT(error("apiVersion: v1\nkind: EndpointSlice\nmetadata: {name: es}\n"),
+              HasSubstr("unsupported apiVersion \"v1\" for EndpointSlice"));
 }
 
 }  // namespace

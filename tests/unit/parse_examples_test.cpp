@@ -26,7 +26,8 @@ std::string examplePath(const std::string& name) {
 
 // Spec snippets mostly omit apiVersion: take it from the file name. A
 // TrafficTarget gets the access version; routes get the specs version paired
-// with it (tests/fixtures/smi-examples/README.md), or the file's own version in traffic-specs files.
+// with it (tests/fixtures/smi-examples/README.md), or the file's own version in traffic-specs
+// files.
 ParseResult loadExample(const std::string& name) {
   const std::string version = name.substr(name.find("_v") + 1, 8);
   std::string route_version = version;
@@ -206,9 +207,9 @@ TEST(SpecExamples, RouteDetails) {
             "apiVersion \"v1alpha1\" for HTTPRouteGroup");
 }
 
-// tests/fixtures/smi-examples/README.md: these examples put HTTPRouteGroup `matches` at the top level
-// under a version that wants spec.matches; the CRD rejects them. The
-// TrafficSplit itself is valid and keeps its match.
+// tests/fixtures/smi-examples/README.md: these examples put HTTPRouteGroup `matches` at the top
+// level under a version that wants spec.matches; the CRD rejects them. The TrafficSplit itself is
+// valid and keeps its match.
 TEST(SpecExamples, SplitAbTestRouteGroupIsRejected) {
   for (const char* file : {"traffic-split_v1alpha3_02.yaml", "traffic-split_v1alpha4_02.yaml"}) {
     SCOPED_TRACE(file);

@@ -65,7 +65,8 @@ TEST(ParseHostile, MegabyteScalarsAreReadWithoutRecursion) {
   const std::string some(1 << 16, '7');
   for (const std::string& value : {digits, "-" + some, "0x" + some, "1." + some + "e5"}) {
     const std::string e = error(account(value));
-    EXPECT_THAT(e, HasSubstr("t.yaml: ServiceAccount default/sa: metadata.labels.app: expected a string"));
+    EXPECT_THAT(
+        e, HasSubstr("t.yaml: ServiceAccount default/sa: metadata.labels.app: expected a string"));
     EXPECT_LT(e.size(), 300u) << "the value is cut short in the message";
   }
   // As a port: a number too large for 64 bits, out of range.
@@ -114,7 +115,8 @@ items:
 }
 
 TEST(ParseHostile, AnAliasInsideItsOwnAnchorIsRefused) {
-  EXPECT_THAT(error("apiVersion: v1\nkind: List\nitems: &items [*items]\n"), HasSubstr("an alias names a node that contains it"));
+  EXPECT_THAT(error("apiVersion: v1\nkind: List\nitems: &items [*items]\n"),
+              HasSubstr("an alias names a node that contains it"));
 }
 
 // Found by fuzzing (tests/fuzz/corpus/manifest/timeout-yaml-cpp-comma-*):
@@ -151,9 +153,11 @@ TEST(ParseHostile, NestingDepthIsBounded) {
     EXPECT_THAT(r.errors[0].str(), HasSubstr("nested deeper than 100 levels"));
   }
   const ParseResult r = parseManifests(
-      "apiVersion: v1\nkind: Namespace\nmetadata: {name: n}\nx:\n" + block_maps + "\n", "deep.yaml");
+      "apiVersion: v1\nkind: Namespace\nmetadata: {name: n}\nx:\n" + block_maps + "\n",
+      "deep.yaml");
   ASSERT_EQ(r.errors.size(), 1u) << errorsOf(r);
-  EXPECT_THAT(r.errors[0].str(), HasSubstr("deep.yaml: rejected before parsing: line 104: nested deeper"));
+  EXPECT_THAT(r.errors[0].str(),
+              HasSubstr("deep.yaml: rejected before parsing: line 104: nested deeper"));
   // The limit itself is allowed: 99 levels under the document's own map.
   const ParseResult at_limit = parse("apiVersion: v1\nkind: Namespace\nmetadata: {name: n}\nx: " +
                                      std::string(99, '[') + std::string(99, ']') + "\n");

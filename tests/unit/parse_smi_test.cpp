@@ -169,7 +169,8 @@ TEST(TrafficTarget, V1alpha2PortAsNumberAndString) {
 }
 
 TEST(TrafficTarget, V1alpha2BadPorts) {
-  EXPECT_THAT(error(withPort("0")), HasSubstr("spec.destination.port: port 0 out of range 1..65535"));
+  EXPECT_THAT(error(withPort("0")),
+              HasSubstr("spec.destination.port: port 0 out of range 1..65535"));
   EXPECT_THAT(error(withPort("70000")), HasSubstr("port 70000 out of range"));
   EXPECT_THAT(error(withPort("\"http\"")), HasSubstr("spec.destination.port: expected an integer"));
   EXPECT_THAT(error(withPort("80.5")), HasSubstr("spec.destination.port: expected an integer"));
@@ -241,7 +242,8 @@ TEST(TrafficTarget, V1alpha3EmptyListsAreValidMissingKeysAreNot) {
             "t.yaml: TrafficTarget default/tt: missing required field spec.rules");
   EXPECT_EQ(error(v1alpha3Spec("  destination: {kind: ServiceAccount, name: s}\n  rules: []\n")),
             "t.yaml: TrafficTarget default/tt: missing required field spec.sources");
-  EXPECT_THAT(error(v1alpha3Spec("  rules: []\n  sources: []\n")), HasSubstr("missing required field spec.destination"));
+  EXPECT_THAT(error(v1alpha3Spec("  rules: []\n  sources: []\n")),
+              HasSubstr("missing required field spec.destination"));
   EXPECT_THAT(error("apiVersion: access.smi-spec.io/v1alpha3\nkind: TrafficTarget\n"
                         "metadata: {name: tt}\n"), HasSubstr("missing required field spec"));
 }
@@ -259,34 +261,44 @@ TEST(TrafficTarget, SubjectAndRuleKinds) {
             "t.yaml: TrafficTarget default/tt: spec.sources[0].kind: unsupported subject kind "
             "\"Group\" (ServiceAccount, or Host for the node itself)");
   EXPECT_THAT(error(v1alpha3Spec("  destination: {kind: IdentityBinding, name: s}\n"
-                                     "  rules: []\n  sources: []\n")), HasSubstr("spec.destination.kind: unsupported subject kind \"IdentityBinding\""));
+                                 "  rules: []\n  sources: []\n")),
+              HasSubstr("spec.destination.kind: unsupported subject kind \"IdentityBinding\""));
   EXPECT_EQ(error(v1alpha3Spec("  destination: {kind: ServiceAccount, name: s}\n"
                                "  rules: [{kind: Foo, name: x}]\n  sources: []\n")),
             "t.yaml: TrafficTarget default/tt: spec.rules[0].kind: unsupported rule kind \"Foo\"");
   EXPECT_THAT(error("apiVersion: access.smi-spec.io/v1alpha2\nkind: TrafficTarget\n"
-                        "metadata: {name: tt}\nspec:\n"
-                        "  destination: {kind: ServiceAccount, name: s}\n"
-                        "  rules: [{kind: UDPRoute, name: u}]\n"), HasSubstr("spec.rules[0].kind: unsupported rule kind \"UDPRoute\""));
+                    "metadata: {name: tt}\nspec:\n"
+                    "  destination: {kind: ServiceAccount, name: s}\n"
+                    "  rules: [{kind: UDPRoute, name: u}]\n"),
+              HasSubstr("spec.rules[0].kind: unsupported rule kind \"UDPRoute\""));
   EXPECT_THAT(error(v1alpha3Spec("  destination: {kind: ServiceAccount}\n  rules: []\n"
-                                     "  sources: []\n")), HasSubstr("missing required field spec.destination.name"));
+                                 "  sources: []\n")),
+              HasSubstr("missing required field spec.destination.name"));
   EXPECT_THAT(error(v1alpha3Spec("  destination: {kind: ServiceAccount, name: s}\n"
-                                     "  rules: [{kind: TCPRoute}]\n  sources: []\n")), HasSubstr("missing required field spec.rules[0].name"));
+                                 "  rules: [{kind: TCPRoute}]\n  sources: []\n")),
+              HasSubstr("missing required field spec.rules[0].name"));
 }
 
 TEST(TrafficTarget, WrongTypes) {
   EXPECT_THAT(error(v1alpha3Spec("  destination: {kind: ServiceAccount, name: s}\n"
-                                     "  rules: {}\n  sources: []\n")), HasSubstr("spec.rules: expected a list, got a map"));
-  EXPECT_THAT(error(v1alpha3Spec("  destination: [a]\n  rules: []\n  sources: []\n")), HasSubstr("spec.destination: expected a map, got a list"));
+                                 "  rules: {}\n  sources: []\n")),
+              HasSubstr("spec.rules: expected a list, got a map"));
+  EXPECT_THAT(error(v1alpha3Spec("  destination: [a]\n  rules: []\n  sources: []\n")),
+              HasSubstr("spec.destination: expected a map, got a list"));
   EXPECT_THAT(error(v1alpha3Spec("  destination: {kind: ServiceAccount, name: s}\n"
-                                     "  rules: [tcp]\n  sources: []\n")), HasSubstr("spec.rules[0]: expected a map, got \"tcp\""));
+                                 "  rules: [tcp]\n  sources: []\n")),
+              HasSubstr("spec.rules[0]: expected a map, got \"tcp\""));
   EXPECT_THAT(error(v1alpha3Spec("  destination: {kind: ServiceAccount, name: 5}\n"
-                                     "  rules: []\n  sources: []\n")), HasSubstr("spec.destination.name: expected a string, got 5"));
+                                 "  rules: []\n  sources: []\n")),
+              HasSubstr("spec.destination.name: expected a string, got 5"));
   EXPECT_THAT(error(v1alpha3Spec("  destination: {kind: ServiceAccount, name: s}\n"
-                                     "  rules: [{kind: TCPRoute, name: t, matches: a}]\n"
-                                     "  sources: []\n")), HasSubstr("spec.rules[0].matches: expected a list"));
+                                 "  rules: [{kind: TCPRoute, name: t, matches: a}]\n"
+                                 "  sources: []\n")),
+              HasSubstr("spec.rules[0].matches: expected a list"));
   EXPECT_THAT(error(v1alpha3Spec("  destination: {kind: ServiceAccount, name: s}\n"
-                                     "  rules: []\n  sources: [{kind: ServiceAccount, name: c, "
-                                     "namespace: {}}]\n")), HasSubstr("spec.sources[0].namespace: expected a string, got a map"));
+                                 "  rules: []\n  sources: [{kind: ServiceAccount, name: c, "
+                                 "namespace: {}}]\n")),
+              HasSubstr("spec.sources[0].namespace: expected a string, got a map"));
 }
 
 // ---- TCPRoute / UDPRoute ----------------------------------------------------
@@ -311,9 +323,12 @@ TEST(L4Route, TcpV1alpha4EmptyListIsAllPorts) {
 TEST(L4Route, TcpV1alpha4MissingPortsIsAnError) {
   EXPECT_EQ(error(route("TCPRoute", "v1alpha4", "spec: {matches: {}}")),
             "t.yaml: TCPRoute db/r: missing required field spec.matches.ports");
-  EXPECT_THAT(error(route("TCPRoute", "v1alpha4", "spec: {}")), HasSubstr("missing required field spec.matches.ports"));
-  EXPECT_THAT(error(route("TCPRoute", "v1alpha4", "")), HasSubstr("missing required field spec.matches.ports"));
-  EXPECT_THAT(error(route("TCPRoute", "v1alpha4", "spec: {matches: {ports: }}")), HasSubstr("missing required field spec.matches.ports"));
+  EXPECT_THAT(error(route("TCPRoute", "v1alpha4", "spec: {}")),
+              HasSubstr("missing required field spec.matches.ports"));
+  EXPECT_THAT(error(route("TCPRoute", "v1alpha4", "")),
+              HasSubstr("missing required field spec.matches.ports"));
+  EXPECT_THAT(error(route("TCPRoute", "v1alpha4", "spec: {matches: {ports: }}")),
+              HasSubstr("missing required field spec.matches.ports"));
 }
 
 TEST(L4Route, BadPorts) {
@@ -330,7 +345,8 @@ TEST(L4Route, BadPorts) {
   EXPECT_THAT(bad("[8.5]"), HasSubstr("spec.matches.ports[0]: expected an integer, got 8.5"));
   EXPECT_THAT(bad("[true]"), HasSubstr("spec.matches.ports[0]: expected an integer, got true"));
   EXPECT_THAT(bad("[[80]]"), HasSubstr("spec.matches.ports[0]: expected an integer, got a list"));
-  EXPECT_THAT(error(route("TCPRoute", "v1alpha4", "spec: {matches: [{ports: [80]}]}")), HasSubstr("spec.matches: expected a map, got a list"));
+  EXPECT_THAT(error(route("TCPRoute", "v1alpha4", "spec: {matches: [{ports: [80]}]}")),
+              HasSubstr("spec.matches: expected a map, got a list"));
 }
 
 TEST(L4Route, OlderTcpRoutesMeanAllPorts) {
@@ -347,7 +363,8 @@ TEST(L4Route, UdpRoute) {
   EXPECT_EQ(r.ports, std::vector<uint16_t>{53});
   EXPECT_TRUE(
       one<L4Route>(route("UDPRoute", "v1alpha4", "spec: {matches: {ports: []}}")).ports.empty());
-  EXPECT_THAT(error(route("UDPRoute", "v1alpha4", "spec: {matches: {ports: [0]}}")), HasSubstr("port 0 out of range"));
+  EXPECT_THAT(error(route("UDPRoute", "v1alpha4", "spec: {matches: {ports: [0]}}")),
+              HasSubstr("port 0 out of range"));
   EXPECT_EQ(error(route("UDPRoute", "v1alpha3", "spec: {matches: {ports: [53]}}")),
             "t.yaml: UDPRoute db/r: unsupported apiVersion \"specs.smi-spec.io/v1alpha3\" for "
             "UDPRoute");
@@ -405,9 +422,11 @@ TEST(HttpRouteGroup, MatchesLocationDependsOnVersion) {
   EXPECT_TRUE(g.matches[0].methods.empty());
 
   EXPECT_THAT(error("apiVersion: specs.smi-spec.io/v1alpha2\nkind: HTTPRouteGroup\n"
-                        "metadata: {name: g}\nspec: {matches: [{name: all}]}\n"), HasSubstr("missing required field matches"));
+                    "metadata: {name: g}\nspec: {matches: [{name: all}]}\n"),
+              HasSubstr("missing required field matches"));
   EXPECT_THAT(error("apiVersion: specs.smi-spec.io/v1alpha3\nkind: HTTPRouteGroup\n"
-                        "metadata: {name: g}\nmatches: [{name: all}]\n"), HasSubstr("missing required field spec.matches"));
+                    "metadata: {name: g}\nmatches: [{name: all}]\n"),
+              HasSubstr("missing required field spec.matches"));
 }
 
 TEST(HttpRouteGroup, Errors) {
@@ -418,12 +437,18 @@ TEST(HttpRouteGroup, Errors) {
         match + "\n");
   };
   EXPECT_THAT(bad("{pathRegex: /x}"), HasSubstr("missing required field spec.matches[0].name"));
-  EXPECT_THAT(bad("{name: m, methods: [FETCH]}"), HasSubstr("spec.matches[0].methods[0]: unsupported method \"FETCH\""));
-  EXPECT_THAT(bad("{name: m, methods: GET}"), HasSubstr("spec.matches[0].methods: expected a list"));
-  EXPECT_THAT(bad("{name: m, headers: x}"), HasSubstr("spec.matches[0].headers: expected a list or a map, got \"x\""));
-  EXPECT_THAT(bad("{name: m, headers: [x]}"), HasSubstr("spec.matches[0].headers[0]: expected a map, got \"x\""));
-  EXPECT_THAT(bad("{name: m, headers: {a: [b]}}"), HasSubstr("spec.matches[0].headers.a: expected a string, got a list"));
-  EXPECT_THAT(bad("{name: m, pathRegex: [x]}"), HasSubstr("spec.matches[0].pathRegex: expected a string"));
+  EXPECT_THAT(bad("{name: m, methods: [FETCH]}"),
+              HasSubstr("spec.matches[0].methods[0]: unsupported method \"FETCH\""));
+  EXPECT_THAT(bad("{name: m, methods: GET}"),
+              HasSubstr("spec.matches[0].methods: expected a list"));
+  EXPECT_THAT(bad("{name: m, headers: x}"),
+              HasSubstr("spec.matches[0].headers: expected a list or a map, got \"x\""));
+  EXPECT_THAT(bad("{name: m, headers: [x]}"),
+              HasSubstr("spec.matches[0].headers[0]: expected a map, got \"x\""));
+  EXPECT_THAT(bad("{name: m, headers: {a: [b]}}"),
+              HasSubstr("spec.matches[0].headers.a: expected a string, got a list"));
+  EXPECT_THAT(bad("{name: m, pathRegex: [x]}"),
+              HasSubstr("spec.matches[0].pathRegex: expected a string"));
 }
 
 }  // namespace

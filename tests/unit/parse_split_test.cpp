@@ -110,10 +110,13 @@ TEST(TrafficSplit, Matches) {
                         "  backends: []\n")),
             "t.yaml: TrafficSplit shop/ts: spec.matches[0].kind: unsupported match kind "
             "\"TCPRoute\" (only HTTPRouteGroup)");
-  EXPECT_THAT(error(split("v1alpha3", "  service: r\n  matches: [{name: m}]\n  backends: []\n")), HasSubstr("missing required field spec.matches[0].kind"));
-  EXPECT_THAT(error(
-          split("v1alpha3", "  service: r\n  matches: [{kind: HTTPRouteGroup}]\n  backends: []\n")), HasSubstr("missing required field spec.matches[0].name"));
-  EXPECT_THAT(error(split("v1alpha3", "  service: r\n  matches: m\n  backends: []\n")), HasSubstr("spec.matches: expected a list, got \"m\""));
+  EXPECT_THAT(error(split("v1alpha3", "  service: r\n  matches: [{name: m}]\n  backends: []\n")),
+              HasSubstr("missing required field spec.matches[0].kind"));
+  EXPECT_THAT(error(split("v1alpha3",
+                          "  service: r\n  matches: [{kind: HTTPRouteGroup}]\n  backends: []\n")),
+              HasSubstr("missing required field spec.matches[0].name"));
+  EXPECT_THAT(error(split("v1alpha3", "  service: r\n  matches: m\n  backends: []\n")),
+              HasSubstr("spec.matches: expected a list, got \"m\""));
 }
 
 TEST(TrafficSplit, RequiredFields) {
@@ -124,14 +127,22 @@ TEST(TrafficSplit, RequiredFields) {
             "t.yaml: TrafficSplit shop/ts: missing required field spec.service");
   EXPECT_EQ(error(split("v1alpha4", "  service: root\n")),
             "t.yaml: TrafficSplit shop/ts: missing required field spec.backends");
-  EXPECT_THAT(error(split("v1alpha4", "  service: root\n  backends: null\n")), HasSubstr("missing required field spec.backends"));
-  EXPECT_THAT(error(split("v1alpha4", "  service: root\n  backends: [{weight: 1}]\n")), HasSubstr("missing required field spec.backends[0].service"));
-  EXPECT_THAT(error(split("v1alpha4", "  service: root\n  backends: [{service: a}]\n")), HasSubstr("missing required field spec.backends[0].weight"));
-  EXPECT_THAT(error(split("v1alpha1", "  service: root\n  backends: [{service: a}]\n")), HasSubstr("missing required field spec.backends[0].weight"));
-  EXPECT_THAT(error(split("v1alpha4", "  service: 5\n  backends: []\n")), HasSubstr("spec.service: expected a string, got 5"));
-  EXPECT_THAT(error(split("v1alpha4", "  service: \"\"\n  backends: []\n")), HasSubstr("spec.service: must not be empty"));
-  EXPECT_THAT(error(split("v1alpha4", "  service: r\n  backends: {service: a}\n")), HasSubstr("spec.backends: expected a list, got a map"));
-  EXPECT_THAT(error(split("v1alpha4", "  service: r\n  backends: [{service: [a], weight: 1}]\n")), HasSubstr("spec.backends[0].service: expected a string, got a list"));
+  EXPECT_THAT(error(split("v1alpha4", "  service: root\n  backends: null\n")),
+              HasSubstr("missing required field spec.backends"));
+  EXPECT_THAT(error(split("v1alpha4", "  service: root\n  backends: [{weight: 1}]\n")),
+              HasSubstr("missing required field spec.backends[0].service"));
+  EXPECT_THAT(error(split("v1alpha4", "  service: root\n  backends: [{service: a}]\n")),
+              HasSubstr("missing required field spec.backends[0].weight"));
+  EXPECT_THAT(error(split("v1alpha1", "  service: root\n  backends: [{service: a}]\n")),
+              HasSubstr("missing required field spec.backends[0].weight"));
+  EXPECT_THAT(error(split("v1alpha4", "  service: 5\n  backends: []\n")),
+              HasSubstr("spec.service: expected a string, got 5"));
+  EXPECT_THAT(error(split("v1alpha4", "  service: \"\"\n  backends: []\n")),
+              HasSubstr("spec.service: must not be empty"));
+  EXPECT_THAT(error(split("v1alpha4", "  service: r\n  backends: {service: a}\n")),
+              HasSubstr("spec.backends: expected a list, got a map"));
+  EXPECT_THAT(error(split("v1alpha4", "  service: r\n  backends: [{service: [a], weight: 1}]\n")),
+              HasSubstr("spec.backends[0].service: expected a string, got a list"));
 }
 
 TEST(TrafficSplit, IntegerWeights) {
@@ -151,21 +162,27 @@ TEST(TrafficSplit, IntegerWeights) {
     EXPECT_EQ(error(splitWeight(v, "\"10\"")),
               "t.yaml: TrafficSplit shop/ts: spec.backends[0].weight: weight \"10\" is not a "
               "number (a string); weights are plain integers since v1alpha2");
-    EXPECT_THAT(error(splitWeight(v, "500m")), HasSubstr("weight \"500m\" is not a number (a string)"));
+    EXPECT_THAT(error(splitWeight(v, "500m")),
+                HasSubstr("weight \"500m\" is not a number (a string)"));
     EXPECT_THAT(error(splitWeight(v, "-0.5")), HasSubstr("weight -0.5 is fractional"));
-    EXPECT_THAT(error(splitWeight(v, "2.0")), HasSubstr("spec.backends[0].weight: weight 2.0 must be written as an integer"));
-    EXPECT_THAT(error(splitWeight(v, "1e3")), HasSubstr("weight 1e3 must be written as an integer"));
+    EXPECT_THAT(error(splitWeight(v, "2.0")),
+                HasSubstr("spec.backends[0].weight: weight 2.0 must be written as an integer"));
+    EXPECT_THAT(error(splitWeight(v, "1e3")),
+                HasSubstr("weight 1e3 must be written as an integer"));
     EXPECT_THAT(error(splitWeight(v, ".inf")), HasSubstr("weight .inf is not a number"));
     EXPECT_THAT(error(splitWeight(v, "-.Inf")), HasSubstr("weight -.Inf is not a number"));
     EXPECT_THAT(error(splitWeight(v, ".nan")), HasSubstr("weight .nan is not a number"));
     EXPECT_THAT(error(splitWeight(v, "true")), HasSubstr("weight true is not a number"));
-    EXPECT_THAT(error(splitWeight(v, "[1]")), HasSubstr("spec.backends[0].weight: expected a whole number, got a list"));
-    EXPECT_THAT(error(splitWeight(v, "99999999999999999999")), HasSubstr("weight 99999999999999999999 is out of range"));
+    EXPECT_THAT(error(splitWeight(v, "[1]")),
+                HasSubstr("spec.backends[0].weight: expected a whole number, got a list"));
+    EXPECT_THAT(error(splitWeight(v, "99999999999999999999")),
+                HasSubstr("weight 99999999999999999999 is out of range"));
   }
   // The error names the failing backend.
   EXPECT_THAT(error(split("v1alpha4",
-                              "  service: r\n  backends:\n  - {service: a, weight: 1}\n"
-                              "  - {service: b, weight: -1}\n")), HasSubstr("spec.backends[1].weight: weight -1 is negative"));
+                          "  service: r\n  backends:\n  - {service: a, weight: 1}\n"
+                          "  - {service: b, weight: -1}\n")),
+              HasSubstr("spec.backends[1].weight: weight -1 is negative"));
 }
 
 TEST(TrafficSplit, V1alpha1QuantityWeightsNormalisedByValue) {
@@ -218,9 +235,11 @@ TEST(TrafficSplit, V1alpha1QuantityErrors) {
   EXPECT_EQ(bad("0.5m"),
             "t.yaml: TrafficSplit shop/ts: spec.backends[0].weight: weight \"0.5m\" is not a whole "
             "number of milli-units");
-  EXPECT_THAT(bad("0.0000000000000000000000000000001"), HasSubstr("is not a whole number of milli-units"));
+  EXPECT_THAT(bad("0.0000000000000000000000000000001"),
+              HasSubstr("is not a whole number of milli-units"));
   EXPECT_THAT(bad("0.0001"), HasSubstr("weight 0.0001 is not a whole number of milli-units"));
-  EXPECT_THAT(bad("0." + std::string(100, '0') + "1k"), HasSubstr("is not a whole number of milli-units"));
+  EXPECT_THAT(bad("0." + std::string(100, '0') + "1k"),
+              HasSubstr("is not a whole number of milli-units"));
   EXPECT_EQ(bad("-1"),
             "t.yaml: TrafficSplit shop/ts: spec.backends[0].weight: weight -1 is negative; weights "
             "must not be negative");
@@ -237,12 +256,15 @@ TEST(TrafficSplit, V1alpha1QuantityErrors) {
   EXPECT_THAT(bad("m"), HasSubstr("weight \"m\" is not a quantity"));
   EXPECT_THAT(bad("\"\""), HasSubstr("weight \"\" is not a quantity"));
   EXPECT_THAT(bad("."), HasSubstr("is not a quantity"));
-  EXPECT_THAT(bad("9223372036854775808m"), HasSubstr("weight \"9223372036854775808m\" is out of range"));
+  EXPECT_THAT(bad("9223372036854775808m"),
+              HasSubstr("weight \"9223372036854775808m\" is out of range"));
   EXPECT_THAT(bad("9223372036854775808"), HasSubstr("is out of range"));
   EXPECT_THAT(bad("9223372036854775k"), HasSubstr("is out of range"));
   EXPECT_THAT(bad("99999999999999999999999999999999999999Gi"), HasSubstr("is out of range"));
   EXPECT_THAT(bad("1" + std::string(40, '0')), HasSubstr("has too many digits"));
-  EXPECT_THAT(bad("true"), HasSubstr("spec.backends[0].weight: expected a quantity such as 1 or \"500m\", got true"));
+  EXPECT_THAT(
+      bad("true"),
+      HasSubstr("spec.backends[0].weight: expected a quantity such as 1 or \"500m\", got true"));
   EXPECT_THAT(bad("{a: 1}"), HasSubstr("expected a quantity such as 1 or \"500m\", got a map"));
 }
 
@@ -253,8 +275,10 @@ TEST(TrafficSplit, Versions) {
       "t.yaml: TrafficSplit default/ts: unsupported apiVersion \"split.smi-spec.io/v1alpha5\" "
       "for TrafficSplit");
   EXPECT_THAT(error("apiVersion: specs.smi-spec.io/v1alpha4\nkind: TrafficSplit\n"
-                        "metadata: {name: ts}\nspec: {service: r, backends: []}\n"), HasSubstr("unsupported apiVersion \"specs.smi-spec.io/v1alpha4\" for TrafficSplit"));
-  EXPECT_THAT(error("apiVersion: v1\nkind: TrafficSplit\nmetadata: {name: ts}\n"), HasSubstr("unsupported apiVersion \"v1\" for TrafficSplit"));
+                    "metadata: {name: ts}\nspec: {service: r, backends: []}\n"),
+              HasSubstr("unsupported apiVersion \"specs.smi-spec.io/v1alpha4\" for TrafficSplit"));
+  EXPECT_THAT(error("apiVersion: v1\nkind: TrafficSplit\nmetadata: {name: ts}\n"),
+              HasSubstr("unsupported apiVersion \"v1\" for TrafficSplit"));
 }
 
 TEST(Metadata, NamespaceIsClusterScoped) {
@@ -281,10 +305,14 @@ TEST(Metadata, DefaultsAndTypes) {
   EXPECT_EQ(
       error("apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: [1]}\n"),
       "t.yaml: ServiceAccount: metadata.name: expected a string, got a list (document at line 1)");
-  EXPECT_THAT(error("apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: sa, labels: [a]}\n"), HasSubstr("metadata.labels: expected a map, got a list"));
-  EXPECT_THAT(error("apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: sa, labels: {v: 1}}\n"), HasSubstr("metadata.labels.v: expected a string, got 1"));
-  EXPECT_THAT(error("apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: sa, namespace: 7}\n"), HasSubstr("metadata.namespace: expected a string, got 7"));
-  EXPECT_THAT(error("apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: \"\"}\n"), HasSubstr("metadata.name: must not be empty"));
+  EXPECT_THAT(error("apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: sa, labels: [a]}\n"),
+              HasSubstr("metadata.labels: expected a map, got a list"));
+  EXPECT_THAT(error("apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: sa, labels: {v: 1}}\n"),
+              HasSubstr("metadata.labels.v: expected a string, got 1"));
+  EXPECT_THAT(error("apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: sa, namespace: 7}\n"),
+              HasSubstr("metadata.namespace: expected a string, got 7"));
+  EXPECT_THAT(error("apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: \"\"}\n"),
+              HasSubstr("metadata.name: must not be empty"));
 }
 
 TEST(Metadata, MissingRequiredFields) {
@@ -296,8 +324,10 @@ TEST(Metadata, MissingRequiredFields) {
             "t.yaml: Pod: missing required field metadata (document at line 3)");
   EXPECT_EQ(error("apiVersion: v1\nkind: Pod\nmetadata: {namespace: x}\n"),
             "t.yaml: Pod x/: missing required field metadata.name (document at line 1)");
-  EXPECT_THAT(error("apiVersion: v1\nkind: [Pod]\nmetadata: {name: p}\n"), HasSubstr("kind: expected a string, got a list"));
-  EXPECT_THAT(error("apiVersion: 1\nkind: Pod\nmetadata: {name: p}\n"), HasSubstr("apiVersion: expected a string, got 1"));
+  EXPECT_THAT(error("apiVersion: v1\nkind: [Pod]\nmetadata: {name: p}\n"),
+              HasSubstr("kind: expected a string, got a list"));
+  EXPECT_THAT(error("apiVersion: 1\nkind: Pod\nmetadata: {name: p}\n"),
+              HasSubstr("apiVersion: expected a string, got 1"));
   EXPECT_THAT(error("- a\n- b\n"), HasSubstr("document: expected a map, got a list"));
 }
 
@@ -312,11 +342,15 @@ TEST(Documents, UnknownKindAndVersion) {
                   "metadata: {name: tt}\nspec: {}\n"),
             "t.yaml: TrafficTarget default/tt: unsupported apiVersion "
             "\"access.smi-spec.io/v1alpha4\" for TrafficTarget");
-  EXPECT_THAT(error("apiVersion: specs.smi-spec.io/v1alpha5\nkind: TCPRoute\nmetadata: {name: r}\n"), HasSubstr("unsupported apiVersion \"specs.smi-spec.io/v1alpha5\" for TCPRoute"));
+  EXPECT_THAT(
+      error("apiVersion: specs.smi-spec.io/v1alpha5\nkind: TCPRoute\nmetadata: {name: r}\n"),
+      HasSubstr("unsupported apiVersion \"specs.smi-spec.io/v1alpha5\" for TCPRoute"));
   EXPECT_THAT(error("apiVersion: specs.smi-spec.io/v1alpha4\nkind: TrafficTarget\n"
                         "metadata: {name: r}\n"), HasSubstr("unsupported apiVersion"));
-  EXPECT_THAT(error("apiVersion: apps/v1\nkind: Pod\nmetadata: {name: p}\n"), HasSubstr("unsupported apiVersion \"apps/v1\" for Pod"));
-  EXPECT_THAT(error("apiVersion: v1\nkind: Deployment\nmetadata: {name: d}\n"), HasSubstr("unsupported apiVersion \"v1\" for Deployment"));
+  EXPECT_THAT(error("apiVersion: apps/v1\nkind: Pod\nmetadata: {name: p}\n"),
+              HasSubstr("unsupported apiVersion \"apps/v1\" for Pod"));
+  EXPECT_THAT(error("apiVersion: v1\nkind: Deployment\nmetadata: {name: d}\n"),
+              HasSubstr("unsupported apiVersion \"v1\" for Deployment"));
 }
 
 TEST(Documents, IgnoredKindsAreCounted) {
@@ -401,8 +435,10 @@ items:
             "t.yaml: TCPRoute prod/r: spec.matches.ports[0]: port 70000 out of range 1..65535");
 
   EXPECT_TRUE(parse("apiVersion: v1\nkind: List\nitems: []\n").errors.empty());
-  EXPECT_THAT(error("apiVersion: v1\nkind: List\nitems: {}\n"), HasSubstr("items: expected a list"));
-  EXPECT_THAT(error("apiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: List}\n"), HasSubstr("a List inside a List"));
+  EXPECT_THAT(error("apiVersion: v1\nkind: List\nitems: {}\n"),
+              HasSubstr("items: expected a list"));
+  EXPECT_THAT(error("apiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: List}\n"),
+              HasSubstr("a List inside a List"));
 }
 
 TEST(Documents, Json) {
@@ -429,7 +465,8 @@ TEST(Documents, Json) {
   EXPECT_EQ(pod.ips, std::vector<std::string>{"10.1.2.3"});
 
   EXPECT_THAT(error(R"({"apiVersion": "specs.smi-spec.io/v1alpha4", "kind": "TCPRoute",
-      "metadata": {"name": "r"}, "spec": {"matches": {"ports": ["80"]}}})"), HasSubstr("spec.matches.ports[0]: expected an integer, got \"80\""));
+      "metadata": {"name": "r"}, "spec": {"matches": {"ports": ["80"]}}})"),
+              HasSubstr("spec.matches.ports[0]: expected an integer, got \"80\""));
 }
 
 TEST(Documents, SyntaxErrorIsOneErrorForTheFile) {

@@ -49,7 +49,8 @@ inline std::string error(std::string_view text) {
 }
 
 // A TCPRoute or UDPRoute manifest of the given version around `spec`.
-inline std::string route(const std::string& kind, const std::string& version, const std::string& spec) {
+inline std::string route(const std::string& kind, const std::string& version,
+                         const std::string& spec) {
   return "apiVersion: specs.smi-spec.io/" + version + "\nkind: " + kind +
          "\nmetadata: {name: r, namespace: db}\n" + spec;
 }

@@ -146,7 +146,8 @@ TEST_F(SecureApi, AuthorizedUserGetsTheMetricsAndTheReviewAsksTheRightQuestion) 
 TEST_F(SecureApi, LocalOnlyAndThePartialWarningPassThrough) {
   start(kTls + "/ca.crt");
   cluster_->setAuthorizer([](const json&) { return true; });
-  auto res = client()->Get("/apis/metrics.smi-spec.io/v1alpha1/namespaces/shop/pods/partial", kAlice);
+  auto res =
+      client()->Get("/apis/metrics.smi-spec.io/v1alpha1/namespaces/shop/pods/partial", kAlice);
   ASSERT_TRUE(res) << httplib::to_string(res.error());
   EXPECT_EQ(res->status, 200) << res->body;
   EXPECT_EQ(json::parse(res->body)["local"], false);

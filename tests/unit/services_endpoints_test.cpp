@@ -449,9 +449,10 @@ std::vector<std::string> servicesOf(const Plan& p) {
 }
 
 TEST(ServiceCapacity, TheServiceWithMostPortsGoesWhenTheServicesMapIsFull) {
-  const std::string yaml =
-      app("web", "10.96.0.10", {"10.0.0.1"}, "[{name: a, port: 80}, {name: b, port: 81}, {name: c, port: 82}]") +
-      app("db", "10.96.0.11", {"10.0.0.2"}) + app("cache", "10.96.0.12", {"10.0.0.3"});
+  const std::string yaml = app("web", "10.96.0.10", {"10.0.0.1"},
+                               "[{name: a, port: 80}, {name: b, port: 81}, {name: c, port: 82}]") +
+                           app("db", "10.96.0.11", {"10.0.0.2"}) +
+                           app("cache", "10.96.0.12", {"10.0.0.3"});
   NodeConfig n = node();
   n.capacity.services = 3;
   const Plan p = compile(stateOf(yaml), n);
@@ -460,7 +461,9 @@ TEST(ServiceCapacity, TheServiceWithMostPortsGoesWhenTheServicesMapIsFull) {
   EXPECT_EQ(p.over_capacity[0].object, (ObjectRef{"Service", "prod", "web"}));
   EXPECT_EQ(p.over_capacity[0].map, "smik_services");
   EXPECT_EQ(p.over_capacity[0].entries, 3u);
-  EXPECT_THAT(p.over_capacity[0].message, HasSubstr("rejected: the services map holds 3 service ports and the Services need 5"));
+  EXPECT_THAT(
+      p.over_capacity[0].message,
+      HasSubstr("rejected: the services map holds 3 service ports and the Services need 5"));
 }
 
 TEST(ServiceCapacity, TheServiceWithMostEndpointsGoesWhenTheBackendsMapIsFull) {
@@ -477,7 +480,8 @@ TEST(ServiceCapacity, TheServiceWithMostEndpointsGoesWhenTheBackendsMapIsFull) {
   std::vector<ServiceExplanation> tables;
   std::vector<std::string> notes;
   std::string err;
-  EXPECT_FALSE(explainService(stateOf(yaml), n, "prod/web", 80, Proto::kTcp, &tables, &notes, &err));
+  EXPECT_FALSE(
+      explainService(stateOf(yaml), n, "prod/web", 80, Proto::kTcp, &tables, &notes, &err));
   EXPECT_THAT(err, HasSubstr("Service prod/web: rejected: the backends map takes 4 endpoints"));
 }
 

@@ -186,7 +186,8 @@ TEST(ServiceSlots, MoreThanMaxGroupsBackendsAreCappedWithDiagnostic) {
   const smik_svc_value v = maps::svcValue(maps::svcTable(t), 0);
   EXPECT_EQ(v.ngroups, SMIK_MAX_GROUPS);
   EXPECT_EQ(v.total, uint32_t{SMIK_MAX_GROUPS});
-  EXPECT_THAT(joined(messagesFor(p, splitRef("many"))), HasSubstr("more than " + std::to_string(SMIK_MAX_GROUPS)));
+  EXPECT_THAT(joined(messagesFor(p, splitRef("many"))),
+              HasSubstr("more than " + std::to_string(SMIK_MAX_GROUPS)));
 }
 
 TEST(ServiceSlots, CapCountsOnlyUsableBackends) {
