@@ -113,7 +113,7 @@ static __always_inline void set_ctx_addr(struct bpf_sock_addr *ctx, __u8 family,
 }
 
 static __always_inline __u16 ctx_port(struct bpf_sock_addr *ctx) {
-  /* user_port holds the be16 port in its low 16 bits (dataplane.md E12) */
+  /* user_port holds the be16 port in its low 16 bits (bpf/README.md, port byte order) */
   return bpf_ntohs((__u16)ctx->user_port);
 }
 

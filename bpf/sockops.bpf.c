@@ -51,7 +51,7 @@ static __always_inline int edge_of(struct bpf_sock_ops *skops, int active,
   if (unmap_v4(&k->family, k->server))
     unmap_v4(&client_family, k->client);
   k->proto = SMIK_PROTO_TCP;
-  /* remote_port: be16 in the upper half; local_port: host order (E12) */
+  /* remote_port: be16 in the upper half; local_port: host order (bpf/README.md) */
   k->port = active ? bpf_ntohl(skops->remote_port) : skops->local_port;
   if (active) {
     struct smik_revnat_key rk = {.cookie = bpf_get_socket_cookie(skops), .port = k->port,

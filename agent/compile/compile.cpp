@@ -223,7 +223,7 @@ class Compiler {
     }
   }
 
-  // Structural validity per spec.md §2.1/§2.4: decides per-destination mode
+  // Structural validity (README: SMI semantics): decides per-destination mode
   // too, so it runs for every TT, local or not.
   bool valid(const TrafficTarget& tt) {
     if (tt.destination.ns != tt.meta.ns) {
@@ -299,7 +299,7 @@ class Compiler {
     if (!out.entries.empty()) grants_.push_back(std::move(out));
   }
 
-  // HTTPRouteGroup at L4 (spec.md §2.5): paths and methods are invisible here.
+  // HTTPRouteGroup at L4 (README: SMI semantics): paths and methods are invisible here.
   bool httpGrants(const TrafficTarget& tt, const model::TrafficRule& rule, bool has_l4_rule,
                   const std::string& label, std::vector<Grant>* grants) {
     auto it = state_.http_route_groups.find(key(tt.meta.ns, rule.name));

@@ -20,7 +20,7 @@ const char* accessModeName(AccessMode m);
 bool parseAccessMode(const std::string& s, AccessMode* out);
 
 // What an HTTPRouteGroup rule grants at L4, where paths and methods are
-// invisible (spec.md §2.5). Default: nothing.
+// invisible (README: SMI semantics). Default: nothing.
 enum class HttpRulesAtL4 { kGrantNothing, kGrantAllTcp };
 
 // Traffic from this node's own addresses (kubelet probes, host-network

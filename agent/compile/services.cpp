@@ -1,4 +1,4 @@
-// Services and TrafficSplit (spec.md §1.5, §2.6): what connect() to each
+// Services and TrafficSplit (README: SMI semantics): what connect() to each
 // ClusterIP:port becomes. Every ClusterIP Service is translated, split or not,
 // so the tc policy always sees real pod addresses.
 #include <algorithm>

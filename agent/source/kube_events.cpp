@@ -79,9 +79,15 @@ void EventRecorder::record(const InvolvedObject& object, const std::string& type
   {
     std::lock_guard lock(mu_);
     auto it = sent_.find(p.name);
-    if (it != sent_.end() && Clock::now() - it->second.at < options_.repeat_after) return;
+    if (it != sent_.end() && Clock::now() - it->second.at < options_.repeat_after) {
+      ++stats_.repeats;
+      return;
+    }
     for (const auto& q : queue_)
-      if (q.name == p.name) return;
+      if (q.name == p.name) {
+        ++stats_.repeats;
+        return;
+      }
     if (queue_.size() >= options_.queue_max) {
       ++stats_.dropped;
       return;
@@ -103,7 +109,9 @@ void EventRecorder::forgetOld() {
 
 EventRecorderStats EventRecorder::stats() const {
   std::lock_guard lock(mu_);
-  return stats_;
+  EventRecorderStats s = stats_;
+  s.queued = queue_.size();
+  return s;
 }
 
 bool EventRecorder::takeToken() {
@@ -125,6 +133,7 @@ void EventRecorder::loop() {
       continue;
     }
     if (!takeToken()) {
+      ++stats_.throttled;
       cv_.wait_for(lock, options_.refill);
       continue;
     }

@@ -41,6 +41,9 @@ struct EventRecorderStats {
   uint64_t dropped = 0;    // queue full
   uint64_t failed = 0;     // any other error
   uint64_t forbidden = 0;  // 403: RBAC does not let us write Events
+  uint64_t repeats = 0;    // record()s of a problem written within repeat_after: ignored
+  uint64_t throttled = 0;  // times the writer found the token bucket empty and waited
+  size_t queued = 0;       // problems waiting to be written now
 };
 
 class EventRecorder {

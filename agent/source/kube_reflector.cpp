@@ -499,6 +499,11 @@ milliseconds Reflector::nextBackoff() {
 }
 
 bool Reflector::sleepFor(milliseconds d) {
+  if (config_.wait) {
+    config_.wait(d);
+    std::lock_guard lock(mu_);
+    return !stopping_;
+  }
   std::unique_lock lock(mu_);
   stop_cv_.wait_for(lock, d, [&] { return stopping_; });
   return !stopping_;

@@ -102,6 +102,10 @@ struct ReflectorConfig {
   // as a failure; otherwise a server that closes at once is a hot loop.
   std::chrono::milliseconds min_watch_duration{1'000};
   uint64_t seed = 0;  // 0: random
+  // When set, every wait between tries goes here instead of a timed wait:
+  // a test's fake clock sees each delay asked for and decides when it ends,
+  // so retry pacing is checked without measuring wall time.
+  std::function<void(std::chrono::milliseconds)> wait;
 };
 
 // What the reflector is doing, for status pages and tests.

@@ -1,4 +1,4 @@
-// The SMI TrafficMetrics API (metrics.smi-spec.io/v1alpha1, spec.md §3),
+// The SMI TrafficMetrics API (metrics.smi-spec.io/v1alpha1; README: Traffic metrics),
 // served from the telemetry store. Latency here is L4 (TCP handshake), not
 // HTTP response time: see the block comment at the top of smi_metrics.cpp.
 #pragma once

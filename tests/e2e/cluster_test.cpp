@@ -40,9 +40,11 @@ json edgeTo(const json& list, const std::string& direction, const std::string& p
 
 std::string podOf(const std::string& name, const std::string& sa, const std::string& ip,
                   const std::string& node, const std::string& rs = "") {
-  std::string owner = rs.empty() ? ""
-                                 : "  ownerReferences:\n  - {apiVersion: apps/v1, kind: ReplicaSet, "
-                                   "name: " + rs + ", uid: x, controller: true}\n";
+  std::string owner = rs.empty()
+                          ? ""
+                          : "  ownerReferences:\n  - {apiVersion: apps/v1, kind: ReplicaSet, "
+                            "name: " +
+                                rs + ", uid: x, controller: true}\n";
   return "apiVersion: v1\nkind: Pod\nmetadata:\n  name: " + name + "\n  namespace: app\n" + owner +
          "spec:\n  serviceAccountName: " + sa + "\n  nodeName: " + node +
          "\nstatus:\n  phase: Running\n  podIP: " + ip + "\n---\n";
@@ -133,84 +135,139 @@ class Cluster : public E2E {
   std::vector<std::string> sockets_;
 };
 
-// Connections from node-a to node-b: node-a's agent answers for a node-b pod
-// with node-b's server-side counts merged in, in one request; with node-b's
-// agent gone the answer comes back, in time, marked partial and naming
-// node-b; with it back, whole again. (A peer that accepts and never answers
-// is the unit tests' SlowPeer: a timeout, not a hang.)
-TEST_F(Cluster, OneRequestAnswersForTheWholeCluster) {
-  Pod& client = bed_->addPod("client", bed_->nextIp(), "node-a");
-  Pod& web_a = bed_->addPod("web-a", bed_->nextIp(), "node-a");
-  Pod& web_b = bed_->addPod("web-b", bed_->nextIp(), "node-b");
-  write("pods.yaml",
-        ns("app", true) + podOf("client", "client", client.ip(), "node-a") +
-            podOf("web-a", "web", web_a.ip(), "node-a", "web-1") +
-            podOf("web-b", "web", web_b.ip(), "node-b", "web-1") +
-            "apiVersion: apps/v1\nkind: ReplicaSet\nmetadata:\n  name: web-1\n  namespace: app\n"
-            "  ownerReferences:\n  - {apiVersion: apps/v1, kind: Deployment, name: web, uid: y, "
-            "controller: true}\n---\n");
-  write("policy.yaml", tcpRoute("app", "web", "[8080, 9090]") +
-                           trafficTarget("app", "to-web", "app", "web", rule("TCPRoute", "web"),
-                                         "app", "client") +
-                           tcpRoute("app", "client", "[8080]") +
-                           trafficTarget("app", "to-client", "app", "client",
-                                         rule("TCPRoute", "client"), "app", "web"));
+// Connections from node-a to node-b, as every test below starts: a client
+// and web-a on node-a, web-b on node-b (web-a and web-b one Deployment);
+// client -> web-b 8080 four times, 9090 twice (refused), 7070 three times
+// (denied); client -> web-a twice; web-b -> client three times. Returns
+// once each node's store holds what its own kernel saw.
+class ClusterTraffic : public Cluster {
+ protected:
+  void SetUp() override {
+    Cluster::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
+    client_ = &bed_->addPod("client", bed_->nextIp(), "node-a");
+    web_a_ = &bed_->addPod("web-a", bed_->nextIp(), "node-a");
+    web_b_ = &bed_->addPod("web-b", bed_->nextIp(), "node-b");
+    writeManifests();
+    agent_ = std::make_unique<Proc>(bed_->spawn(nodeArgs(
+        "node-a", http_port_, pin_, peer_a_, "node-b=127.0.0.1:" + std::to_string(peer_b_))));
+    startAgentB();
+    waitReady(*agent_, http_port_, 2);
+    ASSERT_NO_FATAL_FAILURE(makeTraffic());
+    ASSERT_NO_FATAL_FAILURE(waitForBothStores());
+  }
 
-  agent_ = std::make_unique<Proc>(bed_->spawn(nodeArgs(
-      "node-a", http_port_, pin_, peer_a_, "node-b=127.0.0.1:" + std::to_string(peer_b_))));
-  agent_b_ = std::make_unique<Proc>(bed_->spawn(nodeArgs(
-      "node-b", http_b_, pin_b_, peer_b_, "node-a=127.0.0.1:" + std::to_string(peer_a_))));
-  waitReady(*agent_, http_port_, 2);
-  waitReady(*agent_b_, http_b_, 1);
+  void TearDown() override {
+    servers_.clear();
+    Cluster::TearDown();
+  }
 
-  Proc srv_client = serve(client, "8080");
-  Proc srv_a = serve(web_a, "8080");
-  Proc srv_b = serve(web_b, "8080");  // nothing on 9090: refused; 7070 is not in the route
-  auto run = [&](Pod& from, Pod& to, int port, int n) {
-    return bed_->run(from, {SMIK_TESTPEER, "tcp", to.ip(), std::to_string(port), "--count",
-                            std::to_string(n), "--timeout-ms", "300"},
-                     30000)
-        .output;
-  };
-  std::string ok_b = run(client, web_b, 8080, 4), refused = run(client, web_b, 9090, 2),
-              denied = run(client, web_b, 7070, 3), ok_a = run(client, web_a, 8080, 2),
-              back = run(web_b, client, 8080, 3);
-  ASSERT_EQ(occurrences(ok_b, "ok web-b\n"), 4) << ok_b;
-  ASSERT_EQ(occurrences(refused, "refused"), 2) << refused;
-  ASSERT_EQ(occurrences(denied, "timeout"), 3) << denied;
-  ASSERT_EQ(occurrences(ok_a, "ok web-a\n"), 2) << ok_a;
-  ASSERT_EQ(occurrences(back, "ok client\n"), 3) << back;
+  void writeManifests() {
+    write("pods.yaml",
+          ns("app", true) + podOf("client", "client", client_->ip(), "node-a") +
+              podOf("web-a", "web", web_a_->ip(), "node-a", "web-1") +
+              podOf("web-b", "web", web_b_->ip(), "node-b", "web-1") +
+              "apiVersion: apps/v1\nkind: ReplicaSet\nmetadata:\n  name: web-1\n  namespace: app\n"
+              "  ownerReferences:\n  - {apiVersion: apps/v1, kind: Deployment, name: web, uid: y, "
+              "controller: true}\n---\n");
+    write("policy.yaml", tcpRoute("app", "web", "[8080, 9090]") +
+                             trafficTarget("app", "to-web", "app", "web", rule("TCPRoute", "web"),
+                                           "app", "client") +
+                             tcpRoute("app", "client", "[8080]") +
+                             trafficTarget("app", "to-client", "app", "client",
+                                           rule("TCPRoute", "client"), "app", "web"));
+  }
+
+  // (Re)starts node-b's agent; node-b has one local pod. A restarted agent
+  // adopts its pinned maps, whose cumulative counters become its first
+  // interval.
+  void startAgentB() {
+    agent_b_ = std::make_unique<Proc>(bed_->spawn(nodeArgs(
+        "node-b", http_b_, pin_b_, peer_b_, "node-a=127.0.0.1:" + std::to_string(peer_a_))));
+    waitReady(*agent_b_, http_b_, 1);
+  }
+
+  void makeTraffic() {
+    servers_.push_back(serve(*client_, "8080"));
+    servers_.push_back(serve(*web_a_, "8080"));
+    servers_.push_back(
+        serve(*web_b_, "8080"));  // nothing on 9090: refused; 7070 is not in the route
+    auto run = [&](Pod& from, Pod& to, int port, int n) {
+      return bed_->run(from, {SMIK_TESTPEER, "tcp", to.ip(), std::to_string(port), "--count",
+                              std::to_string(n), "--timeout-ms", "300"},
+                       30000)
+          .output;
+    };
+    std::string ok_b = run(*client_, *web_b_, 8080, 4), refused = run(*client_, *web_b_, 9090, 2),
+                denied = run(*client_, *web_b_, 7070, 3), ok_a = run(*client_, *web_a_, 8080, 2),
+                back = run(*web_b_, *client_, 8080, 3);
+    ASSERT_EQ(occurrences(ok_b, "ok web-b\n"), 4) << ok_b;
+    ASSERT_EQ(occurrences(refused, "refused"), 2) << refused;
+    ASSERT_EQ(occurrences(denied, "timeout"), 3) << denied;
+    ASSERT_EQ(occurrences(ok_a, "ok web-a\n"), 2) << ok_a;
+    ASSERT_EQ(occurrences(back, "ok client\n"), 3) << back;
+  }
 
   // Node-b's agent alone saw web-b accept; node-a's alone saw the refusals
-  // and timeouts its client met. Wait until both stores hold them.
-  json b_alone, b_edges, a_alone;
-  ASSERT_TRUE(eventually(
-      [&] {
-        b_alone = get(http_b_, "/namespaces/app/pods/web-b?local=true");
-        b_edges = get(http_b_, "/namespaces/app/pods/web-b/edges?local=true");
-        a_alone = get(http_port_, "/namespaces/app/pods/client/edges?local=true");
-        json to_b = edgeTo(a_alone, "to", "web-b"), from_b = edgeTo(a_alone, "from", "web-b"),
-             to_client = edgeTo(b_edges, "to", "client");
-        return metric(b_alone, "success_count") == "4" &&
-               metric(b_alone, "failure_count") == "3" && !to_client.is_null() &&
-               metric(to_client, "success_count") == "3" && !to_b.is_null() &&
-               metric(to_b, "failure_count") == "5" && !from_b.is_null() &&
-               metric(from_b, "success_count") == "3";
-      },
-      5000))
-      << b_alone.dump(1) << "\n" << b_edges.dump(1) << "\n" << a_alone.dump(1);
-  // Separate nodes indeed: node-a's kernel never saw web-b accept anything.
+  // and timeouts its client met. Waits until both stores hold them.
+  void waitForBothStores() {
+    json b_alone, b_edges, a_alone;
+    ASSERT_TRUE(eventually(
+        [&] {
+          b_alone = get(http_b_, "/namespaces/app/pods/web-b?local=true");
+          b_edges = get(http_b_, "/namespaces/app/pods/web-b/edges?local=true");
+          a_alone = get(http_port_, "/namespaces/app/pods/client/edges?local=true");
+          json to_b = edgeTo(a_alone, "to", "web-b"), from_b = edgeTo(a_alone, "from", "web-b"),
+               to_client = edgeTo(b_edges, "to", "client");
+          return metric(b_alone, "success_count") == "4" &&
+                 metric(b_alone, "failure_count") == "3" && !to_client.is_null() &&
+                 metric(to_client, "success_count") == "3" && !to_b.is_null() &&
+                 metric(to_b, "failure_count") == "5" && !from_b.is_null() &&
+                 metric(from_b, "success_count") == "3";
+        },
+        5000))
+        << b_alone.dump(1) << "\n" << b_edges.dump(1) << "\n" << a_alone.dump(1);
+  }
+
+  // `smik metrics -n app web-b -o json` against node-a's agent.
+  json cli(std::vector<std::string> extra) {
+    std::vector<std::string> argv = {SMIK_CLI, "metrics", "-n", "app", "web-b", "-o", "json",
+                                     "--grpc", sockets_[0]};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    auto r = bed_->run(argv, 10000);
+    EXPECT_TRUE(r.ok()) << r.output;
+    return r.ok() ? json::parse(r.output) : json();
+  }
+
+  void stopAgentB() {
+    kill(agent_b_->pid(), SIGTERM);
+    EXPECT_EQ(agent_b_->wait(5000), 0) << agent_b_->output();
+  }
+
+  Pod* client_ = nullptr;
+  Pod* web_a_ = nullptr;
+  Pod* web_b_ = nullptr;
+  std::vector<Proc> servers_;
+};
+
+// Separate nodes indeed: node-a's kernel never saw web-b accept anything,
+// only the refusals its own client met.
+TEST_F(ClusterTraffic, EachNodeCountsWhatItsOwnKernelSaw) {
   json web_b_at_a = get(http_port_, "/namespaces/app/pods/web-b?local=true");
   EXPECT_EQ(metric(web_b_at_a, "success_count"), "0") << web_b_at_a.dump(1);
   EXPECT_EQ(metric(web_b_at_a, "failure_count"), "2") << "the refusals, seen by the client";
+}
 
-  // ONE request to node-a for the node-b pod: node-b's server side merged in.
+// ONE request to node-a for the node-b pod: node-b's server side merged in.
+TEST_F(ClusterTraffic, OneRequestMergesThePeersCounts) {
   json web_b_item = get(http_port_, "/namespaces/app/pods/web-b");
   EXPECT_EQ(metric(web_b_item, "success_count"), "4") << web_b_item.dump(1);
   EXPECT_EQ(metric(web_b_item, "failure_count"), "5") << "2 refused (node-a) + 3 denied (node-b)";
   EXPECT_GT(quantity(metric(web_b_item, "p50_response_latency")), 0);
   EXPECT_FALSE(web_b_item["metadata"].contains("annotations")) << web_b_item.dump(1);
+}
 
+TEST_F(ClusterTraffic, EdgesAreCountedOnceClusterWide) {
   json web_b_edges = get(http_port_, "/namespaces/app/pods/web-b/edges");
   ASSERT_EQ(web_b_edges["items"].size(), 2u) << web_b_edges.dump(1);
   json from_client = edgeTo(web_b_edges, "from", "client");
@@ -233,22 +290,18 @@ TEST_F(Cluster, OneRequestAnswersForTheWholeCluster) {
   EXPECT_EQ(metric(to_b, "failure_count"), "5");
   EXPECT_EQ(metric(to_a, "success_count"), "2");
   EXPECT_EQ(metric(from_b, "success_count"), "3");
+}
 
-  // A Deployment with a pod on each node.
+// A Deployment with a pod on each node.
+TEST_F(ClusterTraffic, ADeploymentSpanningNodesSumsBoth) {
   json web = get(http_port_, "/namespaces/app/deployments/web");
   EXPECT_EQ(metric(web, "success_count"), "6") << web.dump(1);
   EXPECT_EQ(metric(web, "failure_count"), "5");
+}
 
-  // `smik metrics` asks node-a's agent and gets the same cluster-wide
-  // numbers; --local gives node-a's own.
-  auto cli = [&](std::vector<std::string> extra) {
-    std::vector<std::string> argv = {SMIK_CLI, "metrics", "-n", "app", "web-b", "-o", "json",
-                                     "--grpc", sockets_[0]};
-    argv.insert(argv.end(), extra.begin(), extra.end());
-    auto r = bed_->run(argv, 10000);
-    EXPECT_TRUE(r.ok()) << r.output;
-    return r.ok() ? json::parse(r.output) : json();
-  };
+// `smik metrics` asks node-a's agent and gets the same cluster-wide
+// numbers; --local gives node-a's own.
+TEST_F(ClusterTraffic, CliShowsTheClusterOrTheLocalNode) {
   json cluster_cli = cli({});
   ASSERT_EQ(cluster_cli["resources"].size(), 1u) << cluster_cli.dump(1);
   EXPECT_EQ(cluster_cli["resources"][0]["inbound"]["success"], 4) << cluster_cli.dump(1);
@@ -256,11 +309,13 @@ TEST_F(Cluster, OneRequestAnswersForTheWholeCluster) {
   EXPECT_TRUE(cluster_cli["missingNodes"].empty());
   json local_cli = cli({"--local"});
   EXPECT_EQ(local_cli["resources"][0]["inbound"]["success"], 0) << local_cli.dump(1);
+}
 
-  // Node-b's agent goes away: node-a answers with what it has, in time,
-  // and says whose numbers are missing.
-  kill(agent_b_->pid(), SIGTERM);
-  EXPECT_EQ(agent_b_->wait(5000), 0) << agent_b_->output();
+// Node-b's agent goes away: node-a answers with what it has, in time, and
+// says whose numbers are missing. (A peer that accepts and never answers is
+// the unit tests' SlowPeer: a timeout, not a hang.)
+TEST_F(ClusterTraffic, APeerGoneGivesAPartialAnswerInTime) {
+  stopAgentB();
   const auto t0 = std::chrono::steady_clock::now();
   HttpReply partial =
       httpGetFull(http_port_, "/apis/metrics.smi-spec.io/v1alpha1/namespaces/app/pods/web-b", 10);
@@ -282,13 +337,14 @@ TEST_F(Cluster, OneRequestAnswersForTheWholeCluster) {
   ASSERT_EQ(list["items"].size(), 3u) << list.dump(1);
   for (const auto& item : list["items"])
     EXPECT_EQ(item["metadata"]["annotations"]["metrics.smik.io/missing-nodes"], "node-b");
+}
 
-  // Node-b's agent comes back (adopting its pinned maps, whose cumulative
-  // counters become its first interval): whole answers again, within
-  // gRPC's reconnect backoff.
-  agent_b_ = std::make_unique<Proc>(bed_->spawn(nodeArgs(
-      "node-b", http_b_, pin_b_, peer_b_, "node-a=127.0.0.1:" + std::to_string(peer_a_))));
-  waitReady(*agent_b_, http_b_, 1);
+// Node-b's agent comes back: whole answers again, within gRPC's reconnect
+// backoff, and the peer counters saw both the outage and the recovery.
+TEST_F(ClusterTraffic, APeerBackGivesWholeAnswersAgain) {
+  stopAgentB();
+  get(http_port_, "/namespaces/app/pods/web-b");  // one request that finds node-b away
+  startAgentB();
   json whole;
   EXPECT_TRUE(eventually(
       [&] {

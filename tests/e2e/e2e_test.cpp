@@ -38,7 +38,7 @@ TEST_P(Access, ConformanceAccessScenario) {
 // The spec's own example (traffic-access_v1alpha3_04.yaml): TCP 8301/8302 and
 // UDP 8301/8302 allowed, TCP 8300 allowed, UDP 8300 blocked.
 TEST_F(E2E, SpecExampleProtocolSpecificPorts) {
-  std::ifstream in(std::string(SMIK_SHARED_DIR) + "/smi/examples/traffic-access_v1alpha3_04.yaml");
+  std::ifstream in(std::string(SMIK_FIXTURES_DIR) + "/smi-examples/traffic-access_v1alpha3_04.yaml");
   ASSERT_TRUE(in) << "spec example missing";
   std::stringstream ss;
   ss << in.rdbuf();

@@ -20,6 +20,7 @@
 #include <sstream>
 #include <thread>
 
+#include "tests/support/eventually.h"
 #include "tests/testbed/testbed.h"
 
 namespace fs = std::filesystem;
@@ -104,14 +105,7 @@ inline int freePort() {
   return port;
 }
 
-inline bool eventually(const std::function<bool()>& cond, int timeout_ms) {
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (cond()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  return cond();
-}
+using smik::testing::eventually;
 
 inline std::string ns(const std::string& name, bool meshed) {
   return "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: " + name + "\n" +

@@ -1,5 +1,5 @@
 // Test bed: real "pods" (network namespaces + veth + cgroup v2) on this
-// machine, routed like Calico/Cilium. See /work/shared/design/testbed.md.
+// machine, routed like Calico/Cilium. Why it is built so: tests/testbed/README.md.
 //
 // Everything a TestBed creates carries a per-run prefix and is removed again
 // by name in the destructor, also when a test fails or a setup step throws.

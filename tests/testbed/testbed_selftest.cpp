@@ -1,6 +1,8 @@
 // Self-test of the test bed: real namespaces, real sockets (needs root).
 #include <gtest/gtest.h>
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -10,10 +12,6 @@
 #include <string>
 
 #include "tests/testbed/testbed.h"
-
-#ifndef SMIK_TESTPEER
-#define SMIK_TESTPEER "/work/main/build/smik-testpeer"
-#endif
 
 namespace fs = std::filesystem;
 using namespace smik::testbed;
@@ -44,9 +42,11 @@ std::string leftovers(const std::string& p) {
   std::string found;
   std::error_code ec;
   for (const auto& e : fs::directory_iterator("/var/run/netns", ec))
-    if (e.path().filename().string().rfind(p, 0) == 0) found += " netns:" + e.path().filename().string();
+    if (e.path().filename().string().rfind(p, 0) == 0)
+      found += " netns:" + e.path().filename().string();
   for (const auto& e : fs::directory_iterator("/sys/class/net", ec))
-    if (e.path().filename().string().rfind(p, 0) == 0) found += " link:" + e.path().filename().string();
+    if (e.path().filename().string().rfind(p, 0) == 0)
+      found += " link:" + e.path().filename().string();
   for (const auto& e : fs::directory_iterator(cgroup2Mount(), ec))
     if (e.path().filename().string().rfind(p, 0) == 0) found += " cgroup:" + e.path().string();
   return found;
@@ -269,6 +269,97 @@ TEST(TestBedCleanup, DestroyedBedLeavesNothing) {
   if (alone && activeTestBeds() == 0) {
     EXPECT_EQ(slurp("/proc/sys/net/ipv4/ip_forward"), fwdBefore);
   }
+}
+
+// What a run that died without its destructors left behind, as its child
+// process reported it before it SIGKILLed itself.
+struct DeadRun {
+  std::string prefix, subnet, subnet6, pin;
+  pid_t orphan = 0;  // a pod process that outlived its parent
+};
+
+// Forks a child that builds a bed (a pod with a process that escaped
+// PR_SET_PDEATHSIG, a host veth, a pin directory under the bed's prefix)
+// and dies by SIGKILL, as a run killed by a CTest timeout does.
+DeadRun killRunMidway() {
+  int fds[2];
+  // CLOEXEC: the processes the child's bed starts must not hold the write
+  // end, or the read below waits for the escaped sleep to end.
+  if (::pipe2(fds, O_CLOEXEC) != 0) throw std::runtime_error("pipe");
+  pid_t child = ::fork();
+  if (child == 0) {
+    ::close(fds[0]);
+    std::ostringstream report;
+    try {
+      auto* bed = new TestBed();  // never destroyed: the run dies
+      Pod& pod = bed->addPod("dead", bed->nextIp());
+      bed->addHostVeth(bed->nextIp() + "/32");
+      const std::string pin = "/sys/fs/bpf/" + bed->prefix() + "-e2e";
+      fs::create_directories(pin + "/links");
+      // setsid: the sleep is no child of the Proc, so nothing kills it when
+      // this process dies; only its cgroup still says whose it is.
+      Proc sh =
+          bed->spawn(pod, {"sh", "-c", "setsid sleep 600 </dev/null >/dev/null 2>&1 & echo $!"});
+      sh.wait(2000);
+      report << bed->prefix() << " " << bed->subnetCidr() << " " << pin << " " << sh.output() << " "
+             << (bed->subnet6Cidr().empty() ? "-" : bed->subnet6Cidr());
+    } catch (const std::exception& e) {
+      report << "error " << e.what();
+    }
+    const std::string text = report.str();
+    (void)!::write(fds[1], text.data(), text.size());
+    ::kill(::getpid(), SIGKILL);
+  }
+  ::close(fds[1]);
+  std::string text;
+  char buf[512];
+  for (ssize_t n; (n = ::read(fds[0], buf, sizeof buf)) > 0;)
+    text.append(buf, static_cast<size_t>(n));
+  ::close(fds[0]);
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  DeadRun run;
+  std::istringstream in(text);
+  in >> run.prefix >> run.subnet >> run.pin >> run.orphan >> run.subnet6;
+  if (run.prefix == "error" || !WIFSIGNALED(status)) throw std::runtime_error("dead run: " + text);
+  if (run.subnet6 == "-") run.subnet6.clear();
+  return run;
+}
+
+TEST(TestBedCleanup, ReapsWhatADeadRunLeft) {
+  REQUIRE_ROOT();
+  const DeadRun dead = killRunMidway();
+  // The simulation is real: the dead run's objects are all still here.
+  ASSERT_NE(leftovers(dead.prefix), "");
+  ASSERT_TRUE(fs::exists(dead.pin));
+  ASSERT_GT(dead.orphan, 0);
+  ASSERT_EQ(::kill(dead.orphan, 0), 0) << "the escaped pod process is gone already";
+  ASSERT_NE(command({ipTool(), "-4", "route", "show", "root", dead.subnet}), "");
+
+  TestBed next;  // starting a bed reaps the dead run's leftovers
+  EXPECT_EQ(leftovers(dead.prefix), "");
+  EXPECT_FALSE(fs::exists(dead.pin));
+  EXPECT_EQ(command({ipTool(), "-4", "route", "show", "root", dead.subnet}), "");
+  if (!dead.subnet6.empty()) {
+    EXPECT_EQ(command({ipTool(), "-6", "route", "show", "root", dead.subnet6}), "");
+  }
+  // SIGKILLed by the reaper: gone, or a zombie until its new parent reaps it.
+  const std::string stat = "/proc/" + std::to_string(dead.orphan) + "/stat";
+  auto dead_or_zombie = [&] {
+    const std::string s = slurp(stat);
+    return s.empty() || s.find(") Z ") != std::string::npos;
+  };
+  bool gone = false;
+  for (int i = 0; i < 100 && !gone; ++i) {
+    gone = dead_or_zombie();
+    if (!gone) ::usleep(10000);
+  }
+  EXPECT_TRUE(gone) << "pid " << dead.orphan << " of the dead run still runs";
+  bool marker = false;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator("/run/smik-testbed", ec))
+    marker |= e.path().filename().string().ends_with("." + dead.prefix);
+  EXPECT_FALSE(marker) << "the dead run's record was kept";
 }
 
 }  // namespace

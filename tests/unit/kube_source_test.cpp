@@ -17,6 +17,7 @@
 #include "agent/compile/compile.h"
 #include "agent/source/manifest_dir.h"
 #include "tests/kube/fake_cluster.h"
+#include "tests/support/eventually.h"
 
 namespace smik::kube {
 namespace {
@@ -35,14 +36,7 @@ std::string readFile(const std::string& path) {
   return s.str();
 }
 
-bool eventually(const std::function<bool()>& cond, std::chrono::milliseconds limit = 5000ms) {
-  const auto deadline = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (cond()) return true;
-    std::this_thread::sleep_for(10ms);
-  }
-  return cond();
-}
+using smik::testing::eventually;
 
 FakeCluster::Options tlsOptions() {
   FakeCluster::Options o;
@@ -224,7 +218,11 @@ TEST(KubeSource, NotSyncedUntilTheServerAnswersThenFollowsChanges) {
   cfg.token = "smik-test-token";
   KubeSource kube(cfg, fastOptions());
   kube.start();
-  std::this_thread::sleep_for(300ms);
+  // Sync point: discovery has tried and failed (the reason replaces
+  // "discovering served versions"); only then is "not synced" a result.
+  ASSERT_TRUE(eventually([&] {
+    return kube.problem().find("discovering served versions") == std::string::npos;
+  })) << kube.problem();
   EXPECT_FALSE(kube.synced());
   EXPECT_FALSE(kube.refresh());
   EXPECT_NE(kube.problem().find("waiting for the Kubernetes API"), std::string::npos)
@@ -305,7 +303,8 @@ TEST(KubeSource, ReplacesAReflectorWhenTheServedVersionChanges) {
   // collection the source reads).
   cluster.applyYaml(make("v1alpha3", "new"));
   cluster.serveVersions("access.smi-spec.io", {"v1alpha3", "v1alpha2"});
-  ASSERT_TRUE(eventually([&] { return versionOf("TrafficTarget") == "access.smi-spec.io/v1alpha3"; }));
+  ASSERT_TRUE(
+      eventually([&] { return versionOf("TrafficTarget") == "access.smi-spec.io/v1alpha3"; }));
   ASSERT_TRUE(eventually([&] { return kube.state().traffic_targets.count("shop/new") == 1; }))
       << (kube.errors().empty() ? kube.problem() : kube.errors()[0].str());
   EXPECT_EQ(kube.state().traffic_targets.count("shop/old"), 0u);
@@ -344,12 +343,15 @@ TEST(KubeSource, RecordsEventsOnRejectedAndPartlyAppliedObjects) {
   // Informational diagnostics (L4 cannot see HTTP paths) are not Events.
   EXPECT_TRUE(find("web-to-api", "NotApplied").is_null());
 
-  // The same report again within the repeat window writes nothing new.
+  // The same report again within the repeat window writes nothing new:
+  // record() drops the repeat on the spot, so nothing is queued to write.
   ASSERT_TRUE(eventually([&] { return kube.events()->stats().written == 2; }));
-  const auto written = kube.events()->stats().written;
+  const auto before = kube.events()->stats();
   kube.reportPlan(compile::compile(kube.state(), node1()));
-  std::this_thread::sleep_for(200ms);
-  EXPECT_EQ(kube.events()->stats().written, written);
+  const auto after = kube.events()->stats();
+  EXPECT_GT(after.repeats, before.repeats);
+  EXPECT_EQ(after.queued, 0u);
+  EXPECT_EQ(after.written, before.written);
   EXPECT_EQ(cluster.events().size(), 2u);
   kube.stop();
 }
@@ -376,8 +378,8 @@ TEST(KubeSource, RecordsEventsOnObjectsRejectedForCapacity) {
     SCOPED_TRACE(r.object.str());
     ASSERT_TRUE(eventually([&] {
       for (const auto& e : cluster.events())
-        if (e["involvedObject"]["kind"] == r.object.kind && e["involvedObject"]["name"] == r.object.name &&
-            e["reason"] == "NotApplied" &&
+        if (e["involvedObject"]["kind"] == r.object.kind &&
+            e["involvedObject"]["name"] == r.object.name && e["reason"] == "NotApplied" &&
             e["message"].get<std::string>().find("holds 1 ") != std::string::npos)
           return true;
       return false;
@@ -431,8 +433,11 @@ TEST(EventRecorder, RepeatsBumpTheCountAndTheBucketLimitsBursts) {
   // Tokens: 3 in the bucket, 2 spent. Five new problems: one goes out.
   for (int i = 0; i < 5; ++i)
     r.record(obj, "Warning", "NotApplied", "problem " + std::to_string(i));
-  std::this_thread::sleep_for(300ms);
+  // The writer spends the last token, then finds the bucket empty and
+  // waits a refill (60 s) with the other four still queued.
+  ASSERT_TRUE(eventually([&] { return r.stats().throttled >= 1; }));
   EXPECT_EQ(r.stats().written, 3u);
+  EXPECT_EQ(r.stats().queued, 4u);
   EXPECT_EQ(cluster.events().size(), 2u);
   r.stop();
 }

@@ -20,6 +20,7 @@
 #include <thread>
 
 #include "tests/kube/fake_cluster.h"
+#include "tests/support/eventually.h"
 #include "tests/testbed/certs.h"
 #include "tests/unit/raw_http.h"
 
@@ -145,7 +146,8 @@ TEST_F(SecureApi, AuthorizedUserGetsTheMetricsAndTheReviewAsksTheRightQuestion) 
 TEST_F(SecureApi, LocalOnlyAndThePartialWarningPassThrough) {
   start(kTls + "/ca.crt");
   cluster_->setAuthorizer([](const json&) { return true; });
-  auto res = client()->Get("/apis/metrics.smi-spec.io/v1alpha1/namespaces/shop/pods/partial", kAlice);
+  auto res =
+      client()->Get("/apis/metrics.smi-spec.io/v1alpha1/namespaces/shop/pods/partial", kAlice);
   ASSERT_TRUE(res) << httplib::to_string(res.error());
   EXPECT_EQ(res->status, 200) << res->body;
   EXPECT_EQ(json::parse(res->body)["local"], false);
@@ -306,14 +308,7 @@ std::string servedIssuer(int port, const std::string& cert, const std::string& k
   return issuer;
 }
 
-bool eventually(const std::function<bool()>& done) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (done()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return done();
-}
+using smik::testing::eventually;
 
 // Replaced as a Secret volume replaces it: written aside, renamed over.
 void replaceFile(const std::string& from, const std::string& to) {

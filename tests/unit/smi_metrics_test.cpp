@@ -1,4 +1,4 @@
-// The TrafficMetrics API (api/http/smi_metrics.cpp, spec.md §3.3-3.4) over a
+// The TrafficMetrics API (api/http/smi_metrics.cpp; README: Traffic metrics) over a
 // fake telemetry store: every path shape, the JSON the SMI examples show, the
 // errors, ?t=, Quantity strings, and golden files for whole responses.
 //
@@ -27,10 +27,6 @@
 #include "agent/telemetry/metrics.h"
 #include "api/http/listen.h"
 #include "api/http/router.h"
-
-#ifndef SMIK_FIXTURES_DIR
-#define SMIK_FIXTURES_DIR "/work/main/tests/fixtures"
-#endif
 
 namespace smik::api {
 namespace {
