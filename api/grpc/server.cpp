@@ -17,6 +17,8 @@
 #include "agent/agent.h"
 #include "agent/compile/explain.h"
 #include "agent/datapath/system.h"
+#include "api/proto/explain.h"
+#include "api/proto/status.h"
 #include "smik/v1/smik.grpc.pb.h"
 
 namespace smik::api {
@@ -27,69 +29,9 @@ using grpc::StatusCode;
 
 namespace {
 
-// Same order and names as /status (SMIK_REASON_*).
-const char* const kReasonNames[] = {"forwarded", "policy", "spoofed", "malformed", "unsupported",
-                                    "fragment"};
 constexpr int kDefaultWindowS = 30;  // the SMI API's default ?t=
 
 using compile::kernelProtoName;
-
-void fillStatus(const AgentStatus& s, pb::StatusReply* r) {
-  r->set_ready(s.ready);
-  r->set_source(s.source);
-  r->set_not_ready(s.not_ready);
-  r->set_degraded(s.degraded);
-  for (const auto& c : s.collections) r->add_collections(c);
-  r->set_node(s.node);
-  r->set_access_mode(s.access_mode);
-  r->set_attach_mode(s.attach_mode);
-  r->set_rejected_objects_total(s.rejected_objects_total);
-  r->set_applies_total(s.applies_total);
-  r->set_apply_errors_total(s.apply_errors_total);
-  r->set_last_apply_ms(s.last_apply_ms);
-  r->set_policy_generation(s.policy_generation);
-  r->set_policy_entries(s.policy_entries);
-  r->set_identities(s.identities);
-  r->set_ip_entries(s.ip_entries);
-  r->set_services(s.services);
-  r->set_socket_programs(s.socket_programs);
-  auto sock = [&](size_t i) { return i < s.sock_stats.size() ? s.sock_stats[i] : 0; };
-  auto* c = r->mutable_connect();
-  c->set_translated(sock(SMIK_SOCK_TRANSLATED));
-  c->set_no_backend(sock(SMIK_SOCK_NO_BACKEND));
-  c->set_reversed(sock(SMIK_SOCK_REVERSED));
-  c->set_stale(sock(SMIK_SOCK_STALE));
-  for (const auto& e : s.endpoints) r->add_endpoints(e);
-  for (const auto& e : s.rejected) r->add_rejected(e);
-  for (const auto& e : s.diagnostics) r->add_diagnostics(e);
-  for (const auto& e : s.errors) r->add_errors(e);
-  for (size_t i = 0; i < s.reasons.size() && i < std::size(kReasonNames); i++) {
-    auto* v = r->add_verdicts();
-    v->set_reason(kReasonNames[i]);
-    v->set_packets(s.reasons[i].packets);
-    v->set_bytes(s.reasons[i].bytes);
-  }
-  for (const auto& p : s.not_enforced) r->add_not_enforced(p);
-  for (const auto& u : s.maps) {
-    auto* m = r->add_maps();
-    m->set_name(u.def.name);
-    m->set_type(maps::mapTypeName(u.def.type));
-    m->set_entries(u.entries);
-    m->set_max_entries(u.def.max_entries);
-    m->set_bytes(u.bytes);
-  }
-  r->set_possible_cpus(s.possible_cpus);
-  r->set_edges_total(s.edges_total);
-  for (const auto& e : s.edges) {
-    auto* pe = r->add_edges();
-    pe->set_source(e.source);
-    pe->set_destination(e.destination);
-    pe->set_proto(e.proto);
-    pe->set_port(e.port);
-    pe->set_flows_allowed(e.flows_allowed);
-    pe->set_packets_denied(e.packets_denied);
-  }
-}
 
 bool parseProto(const std::string& s, model::Proto* out) {
   std::string l = s;
@@ -141,7 +83,8 @@ class AgentService final : public pb::Agent::Service {
   void stopping() { stopping_ = true; }
 
   grpc::Status Status(ServerContext*, const pb::StatusRequest*, pb::StatusReply* out) override {
-    fillStatus(agent_->status(), out);
+    *out = statusReply(agent_->status());
+    addVerdictList(out);
     return grpc::Status::OK;
   }
 
@@ -163,24 +106,7 @@ class AgentService final : public pb::Agent::Service {
       if (!compile::explainService(state, node, to.substr(0, colon), port, proto, &tables, &notes,
                                    &err))
         return {StatusCode::NOT_FOUND, err};
-      for (const auto& t : tables) {
-        auto* st = out->add_services();
-        st->set_cluster_ip(t.vip);
-        st->set_traffic_split(t.split);
-        for (const auto& g : t.groups) {
-          auto* pg = st->add_groups();
-          pg->set_service(g.service);
-          pg->set_weight(g.weight);
-          pg->set_share(g.share);
-          for (const auto& ep : g.endpoints) {
-            auto* pe = pg->add_endpoints();
-            pe->set_pod(ep.pod);
-            pe->set_address(ep.address);
-            pe->set_probability(ep.probability);
-          }
-        }
-      }
-      for (const auto& n : notes) out->add_notes(n);
+      *out = explainReply(tables, notes);
       return grpc::Status::OK;
     }
     if (req->from().empty() || req->port() < 1 || req->port() > 65535)
@@ -189,11 +115,7 @@ class AgentService final : public pb::Agent::Service {
     if (!compile::explain(state, node, req->from(), to, static_cast<uint16_t>(req->port()), proto,
                           &e, &err))
       return {StatusCode::NOT_FOUND, err};
-    out->set_allowed(e.allowed);
-    out->set_summary(e.summary);
-    out->set_traffic_target(e.traffic_target);
-    out->set_rule(e.rule);
-    for (const auto& d : e.details) out->add_details(d);
+    *out = explainReply(e);
     return grpc::Status::OK;
   }
 
