@@ -74,6 +74,146 @@ void fillCounts(const telemetry::Counts& c, pb::Counts* out) {
   out->set_p99_ms(ms(0.99));
 }
 
+// One kernel map's entries, decoded for `smik map dump`: a method per map.
+// Kernel ids are named through the plan of the current state; ids it does
+// not know (a previous agent's, mid-change) stay bare numbers.
+class MapDump {
+ public:
+  MapDump(maps::Backend& maps, compile::Plan plan, pb::DumpMapReply* out)
+      : maps_(maps), plan_(std::move(plan)), out_(out) {}
+
+  void policy() {
+    for (const auto& [k, v] : maps_.read().policy) {
+      if (k.src_id == SMIK_ID_META)
+        add("* -> " + id(k.dst_id), metaEntry(v));
+      else
+        add(id(k.src_id) + " -> " + id(k.dst_id) + " " + kernelProtoName(k.proto) + "/" +
+                (k.dport == 0 ? "*" : std::to_string(k.dport)),
+            "allow " + ruleOf(v.rule_id));
+    }
+  }
+
+  void ipcache() {
+    for (const auto& [a, v] : maps_.read().ips)
+      add(a.str(), "identity " + id(v.identity) + ((v.flags & SMIK_IP_F_LOCAL) ? " local" : ""));
+  }
+
+  void endpoints() {
+    for (const auto& [ifindex, ep] : maps_.read().endpoints) {
+      std::string v = "identity " + id(ep.identity) + ", addrs";
+      for (int i = 0; i < ep.naddrs && i < SMIK_ENDPOINT_ADDRS; i++)
+        v += " " + compile::kernelAddr(ep.families[i], ep.addrs[i]).str();
+      v += ep.attach == SMIK_EP_ATTACH_TCX      ? ", tcx"
+           : ep.attach == SMIK_EP_ATTACH_CLSACT ? ", clsact"
+                                                : "";
+      add("ifindex " + std::to_string(ifindex), v);
+    }
+  }
+
+  void services() {
+    for (const auto& [k, t] : maps_.read().services) {
+      std::string v = "svc " + std::to_string(t.svc_id);
+      if (t.groups.empty()) v += ", no backend";
+      for (const auto& g : t.groups) {
+        v += "; weight " + std::to_string(g.weight) + ":";
+        for (const auto& b : g.endpoints)
+          v += " " + compile::kernelAddr(b.family, b.addr).str() + ":" + std::to_string(b.port);
+      }
+      add(compile::kernelAddr(k.family, k.addr).str() + ":" + std::to_string(k.port) + "/" +
+              kernelProtoName(k.proto),
+          v);
+    }
+  }
+
+  void edges() {
+    for (const auto& e : maps_.edges())
+      add(id(e.key.src_id) + " -> " + id(e.key.dst_id) + " " + kernelProtoName(e.key.proto) + "/" +
+              std::to_string(e.key.dport),
+          "flows_allowed " + std::to_string(e.value.flows_allowed) + ", packets_denied " +
+              std::to_string(e.value.packets_denied) + ", bytes_denied " +
+              std::to_string(e.value.bytes_denied));
+  }
+
+  void conn() {
+    for (const auto& e : maps_.connEdges()) {
+      const auto& k = e.key;
+      std::string key = compile::kernelAddr(k.family, k.client).str() + " -> " +
+                        compile::kernelAddr(k.family, k.server).str() + " " +
+                        std::to_string(k.port) + "/" + kernelProtoName(k.proto);
+      if (k.svc_id) key += " via svc " + std::to_string(k.svc_id);
+      add(key, connStats(e.stats));
+    }
+  }
+
+ private:
+  std::string id(uint32_t i) const {
+    std::string n = plan_.identityName(i);
+    return n == std::to_string(i) ? n : n + " (" + std::to_string(i) + ")";
+  }
+
+  void add(std::string k, std::string v) {
+    auto* e = out_->add_entries();
+    e->set_key(std::move(k));
+    e->set_value(std::move(v));
+  }
+
+  static std::string metaEntry(const smik_policy_value& v) {
+    return std::string((v.flags & SMIK_POL_F_ENFORCED) ? "enforced (default deny)"
+                                                       : "not enforced") +
+           ((v.flags & SMIK_POL_F_HOST_JUDGED) ? ", host sources judged" : "");
+  }
+
+  std::string ruleOf(uint32_t rule_id) const {
+    std::string rule = "rule " + std::to_string(rule_id);
+    if (rule_id >= 1 && rule_id <= plan_.rules.size())
+      rule += " (" + plan_.rules[rule_id - 1].traffic_target + ", " +
+              plan_.rules[rule_id - 1].rule + ")";
+    return rule;
+  }
+
+  static std::string connStats(const smik_conn_stats& s) {
+    return "client success " + std::to_string(s.client_success) + " refused " +
+           std::to_string(s.client_refused) + " timeout " + std::to_string(s.client_timeout) +
+           " policy " + std::to_string(s.client_policy) + " reset " +
+           std::to_string(s.client_reset) + "; server success " +
+           std::to_string(s.server_success) + " policy " + std::to_string(s.server_policy);
+  }
+
+  maps::Backend& maps_;
+  const compile::Plan plan_;
+  pb::DumpMapReply* out_;
+};
+
+// The maps `smik map dump` knows, by the name it is asked for.
+struct DumpableMap {
+  const char* name;
+  const char* pinned;
+  void (MapDump::*dump)();
+};
+constexpr DumpableMap kDumpable[] = {
+    {"policy", maps::kPolicyMap, &MapDump::policy},
+    {"ipcache", maps::kIpcacheMap, &MapDump::ipcache},
+    {"endpoints", maps::kEndpointsMap, &MapDump::endpoints},
+    {"services", maps::kServicesMap, &MapDump::services},
+    {"edges", maps::kEdgesMap, &MapDump::edges},
+    {"conn", maps::kConnMap, &MapDump::conn},
+};
+
+const DumpableMap* findDumpable(const std::string& name) {
+  for (const auto& m : kDumpable)
+    if (name == m.name) return &m;
+  return nullptr;
+}
+
+// "policy, ipcache, ... or conn"
+std::string dumpableNames() {
+  std::string out;
+  for (size_t i = 0; i < std::size(kDumpable); i++)
+    out += std::string(i == 0 ? "" : i + 1 == std::size(kDumpable) ? " or " : ", ") +
+           kDumpable[i].name;
+  return out;
+}
+
 }  // namespace
 
 class AgentService final : public pb::Agent::Service {
@@ -235,95 +375,12 @@ class AgentService final : public pb::Agent::Service {
 
   grpc::Status DumpMap(ServerContext*, const pb::DumpMapRequest* req,
                        pb::DumpMapReply* out) override {
-    const std::string& name = req->name();
-    maps::Backend& m = agent_->maps();
-    // Kernel ids named through the plan of the current state; ids it does not
-    // know (a previous agent's, mid-change) stay bare numbers.
-    compile::Plan plan = compile::compile(agent_->state(), nodeConfig());
-    auto id = [&](uint32_t i) {
-      std::string n = plan.identityName(i);
-      return n == std::to_string(i) ? n : n + " (" + std::to_string(i) + ")";
-    };
-    auto add = [&](std::string k, std::string v) {
-      auto* e = out->add_entries();
-      e->set_key(std::move(k));
-      e->set_value(std::move(v));
-    };
-    if (name == "policy") {
-      out->set_name(maps::kPolicyMap);
-      maps::KernelState s = m.read();
-      for (const auto& [k, v] : s.policy) {
-        if (k.src_id == SMIK_ID_META) {
-          add("* -> " + id(k.dst_id),
-              std::string((v.flags & SMIK_POL_F_ENFORCED) ? "enforced (default deny)" : "not enforced") +
-                  ((v.flags & SMIK_POL_F_HOST_JUDGED) ? ", host sources judged" : ""));
-          continue;
-        }
-        std::string rule = "rule " + std::to_string(v.rule_id);
-        if (v.rule_id >= 1 && v.rule_id <= plan.rules.size())
-          rule += " (" + plan.rules[v.rule_id - 1].traffic_target + ", " +
-                  plan.rules[v.rule_id - 1].rule + ")";
-        add(id(k.src_id) + " -> " + id(k.dst_id) + " " + kernelProtoName(k.proto) + "/" +
-                (k.dport == 0 ? "*" : std::to_string(k.dport)),
-            "allow " + rule);
-      }
-    } else if (name == "ipcache") {
-      out->set_name(maps::kIpcacheMap);
-      for (const auto& [a, v] : m.read().ips)
-        add(a.str(), "identity " + id(v.identity) + ((v.flags & SMIK_IP_F_LOCAL) ? " local" : ""));
-    } else if (name == "endpoints") {
-      out->set_name(maps::kEndpointsMap);
-      for (const auto& [ifindex, ep] : m.read().endpoints) {
-        std::string v = "identity " + id(ep.identity) + ", addrs";
-        for (int i = 0; i < ep.naddrs && i < SMIK_ENDPOINT_ADDRS; i++)
-          v += " " + compile::kernelAddr(ep.families[i], ep.addrs[i]).str();
-        v += ep.attach == SMIK_EP_ATTACH_TCX      ? ", tcx"
-             : ep.attach == SMIK_EP_ATTACH_CLSACT ? ", clsact"
-                                                  : "";
-        add("ifindex " + std::to_string(ifindex), v);
-      }
-    } else if (name == "services") {
-      out->set_name(maps::kServicesMap);
-      for (const auto& [k, t] : m.read().services) {
-        std::string v = "svc " + std::to_string(t.svc_id);
-        if (t.groups.empty()) v += ", no backend";
-        for (const auto& g : t.groups) {
-          v += "; weight " + std::to_string(g.weight) + ":";
-          for (const auto& b : g.endpoints)
-            v += " " + compile::kernelAddr(b.family, b.addr).str() + ":" + std::to_string(b.port);
-        }
-        add(compile::kernelAddr(k.family, k.addr).str() + ":" + std::to_string(k.port) + "/" +
-                kernelProtoName(k.proto),
-            v);
-      }
-    } else if (name == "edges") {
-      out->set_name(maps::kEdgesMap);
-      for (const auto& e : m.edges())
-        add(id(e.key.src_id) + " -> " + id(e.key.dst_id) + " " + kernelProtoName(e.key.proto) + "/" +
-                std::to_string(e.key.dport),
-            "flows_allowed " + std::to_string(e.value.flows_allowed) + ", packets_denied " +
-                std::to_string(e.value.packets_denied) + ", bytes_denied " +
-                std::to_string(e.value.bytes_denied));
-    } else if (name == "conn") {
-      out->set_name(maps::kConnMap);
-      for (const auto& e : m.connEdges()) {
-        const auto& k = e.key;
-        const auto& s = e.stats;
-        std::string key = compile::kernelAddr(k.family, k.client).str() + " -> " +
-                          compile::kernelAddr(k.family, k.server).str() + " " + std::to_string(k.port) + "/" +
-                          kernelProtoName(k.proto);
-        if (k.svc_id) key += " via svc " + std::to_string(k.svc_id);
-        add(key, "client success " + std::to_string(s.client_success) + " refused " +
-                     std::to_string(s.client_refused) + " timeout " +
-                     std::to_string(s.client_timeout) + " policy " +
-                     std::to_string(s.client_policy) + " reset " + std::to_string(s.client_reset) +
-                     "; server success " + std::to_string(s.server_success) + " policy " +
-                     std::to_string(s.server_policy));
-      }
-    } else {
-      return {StatusCode::INVALID_ARGUMENT,
-              "no map " + name + ": policy, ipcache, endpoints, services, edges or conn"};
-    }
+    const DumpableMap* map = findDumpable(req->name());
+    if (!map)
+      return {StatusCode::INVALID_ARGUMENT, "no map " + req->name() + ": " + dumpableNames()};
+    out->set_name(map->pinned);
+    MapDump dump{agent_->maps(), compile::compile(agent_->state(), nodeConfig()), out};
+    (dump.*map->dump)();
     return grpc::Status::OK;
   }
 
