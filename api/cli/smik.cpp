@@ -403,10 +403,6 @@ int statusCmd(const Conn& c, bool check) {
   if (check) return st.ok() && r.ready() ? 0 : 1;  // for probes: exit status only
   if (!st.ok()) return rpcFailed(c, st);
   if (c.output == "json") {
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
-    r.clear_verdict_list();  // the deprecated copy of verdicts: /status has none
-#pragma GCC diagnostic pop
     std::cout << api::toJson(r);
     return 0;
   }

@@ -1,6 +1,7 @@
 #include "api/proto/json.h"
 
 #include <google/protobuf/descriptor.h>
+#include <google/protobuf/descriptor.pb.h>
 #include <google/protobuf/util/json_util.h>
 
 #include <nlohmann/json.hpp>
@@ -12,7 +13,7 @@ namespace {
 using google::protobuf::Descriptor;
 using google::protobuf::FieldDescriptor;
 
-void unquoteMessage(nlohmann::json& j, const Descriptor* d);
+void tidyMessage(nlohmann::json& j, const Descriptor* d);
 
 void unquoteValue(nlohmann::json& v, const FieldDescriptor* f) {
   switch (f->cpp_type()) {
@@ -23,7 +24,7 @@ void unquoteValue(nlohmann::json& v, const FieldDescriptor* f) {
       if (v.is_string()) v = std::stoull(v.get<std::string>());
       break;
     case FieldDescriptor::CPPTYPE_MESSAGE:
-      unquoteMessage(v, f->message_type());
+      tidyMessage(v, f->message_type());
       break;
     default:
       break;
@@ -34,13 +35,18 @@ void unquoteValue(nlohmann::json& v, const FieldDescriptor* f) {
 // doubles); /status has always had numbers, and its counters stay far below
 // 2^53. protobuf 26 and later do this themselves
 // (JsonPrintOptions::unquote_int64_if_possible); the 3.21 of Debian 12
-// cannot, so the descriptor says which strings were integers.
-void unquoteMessage(nlohmann::json& j, const Descriptor* d) {
+// cannot, so the descriptor says which strings were integers. Deprecated
+// fields are kept for older gRPC clients; no JSON reader ever had them.
+void tidyMessage(nlohmann::json& j, const Descriptor* d) {
   if (!j.is_object()) return;  // a well-known type printed as a scalar
   for (int i = 0; i < d->field_count(); i++) {
     const FieldDescriptor* f = d->field(i);
     auto it = j.find(f->json_name());
     if (it == j.end()) continue;
+    if (f->options().deprecated()) {
+      j.erase(it);
+      continue;
+    }
     if (f->is_map()) {
       const FieldDescriptor* value = f->message_type()->map_value();
       for (auto& [key, v] : it->items()) unquoteValue(v, value);
@@ -61,7 +67,7 @@ std::string toJson(const google::protobuf::Message& m) {
   auto st = google::protobuf::util::MessageToJsonString(m, &out, opts);
   if (!st.ok()) return "{\"error\": " + nlohmann::json(std::string(st.message())).dump() + "}\n";
   nlohmann::json j = nlohmann::json::parse(out);
-  unquoteMessage(j, m.GetDescriptor());
+  tidyMessage(j, m.GetDescriptor());
   return j.dump(2) + "\n";
 }
 

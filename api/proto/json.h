@@ -1,6 +1,6 @@
 // The JSON of smik's API messages: protobuf's JSON mapping (lowerCamelCase
 // keys), with every field printed (a deny is "allowed": false, not nothing)
-// and 64-bit integers as numbers. /status, `smik status -o json` and
+// but deprecated ones, and 64-bit integers as numbers. /status, `smik status -o json` and
 // `smik explain -o json` are this JSON of StatusReply and ExplainReply.
 #pragma once
 

@@ -16,7 +16,7 @@ namespace smik::api {
 v1::StatusReply statusReply(const AgentStatus& s);
 
 // The deprecated verdict_list (the verdicts in SMIK_REASONS order), for gRPC
-// clients from before the map; /status leaves it out.
+// clients from before the map; JSON leaves it out (api/proto/json.h).
 void addVerdictList(v1::StatusReply* r);
 
 // Sets m's uint64 field named like each entry of table to counts[entry.id]

@@ -120,6 +120,17 @@ TEST(Status, JsonKeepsItsKeysAndNumbers) {
   EXPECT_EQ(nlohmann::json::parse(statusJson(down))["notReady"], "no policy applied yet");
 }
 
+// The gRPC reply carries the deprecated list for older clients; its JSON
+// (`smik status -o json`) is /status all the same.
+TEST(Status, GrpcReplysJsonIsTheStatusJson) {
+  v1::StatusReply r = statusReply(sample());
+  addVerdictList(&r);
+  const auto* list = v1::StatusReply::descriptor()->FindFieldByName("verdict_list");
+  ASSERT_NE(list, nullptr);
+  EXPECT_EQ(r.GetReflection()->FieldSize(r, list), int(std::size(abi::kReasons)));
+  EXPECT_EQ(nlohmann::json::parse(toJson(r)), nlohmann::json::parse(statusJson(sample())));
+}
+
 // What the CLI reads back from /status (`smik status --http`) is the reply.
 TEST(Status, JsonReadsBackAsTheReply) {
   v1::StatusReply r = statusReply(sample());
