@@ -75,24 +75,6 @@ void Agent::runOnce() {
 
 namespace {
 
-const char* eventKind(uint8_t k) {
-  switch (k) {
-    case SMIK_EV_POLICY_DENY: return "policy-deny";
-    case SMIK_EV_CONN_FAILED: return "connect-failed";
-    case SMIK_EV_NEW_EDGE: return "new-edge";
-  }
-  return "unknown";
-}
-
-const char* failReason(uint8_t r) {
-  switch (r) {
-    case SMIK_FAIL_REFUSED: return "refused";
-    case SMIK_FAIL_TIMEOUT: return "timeout";
-    case SMIK_FAIL_POLICY: return "policy";
-  }
-  return "";
-}
-
 struct EventSink {
   telemetry::EventHub* hub;
   const telemetry::Store* store;
@@ -106,8 +88,8 @@ int onRingEvent(void* ctx, void* data, size_t size) {
   auto addr = [&](const uint8_t* bytes) { return compile::kernelAddr(ev.edge.family, bytes); };
   telemetry::Event e;
   e.time = std::chrono::system_clock::now();
-  e.kind = eventKind(ev.kind);
-  e.reason = failReason(ev.reason);
+  e.kind = abi::nameOf(abi::kEventKinds, ev.kind, "unknown");
+  e.reason = abi::nameOf(abi::kFailReasons, ev.reason);
   e.client = sink->store->nameOf(addr(ev.edge.client));
   e.server = sink->store->nameOf(addr(ev.edge.server));
   e.port = ev.edge.port;

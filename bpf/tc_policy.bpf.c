@@ -1,13 +1,57 @@
 /* SMI access control on the host-side veth of each local meshed pod.
  *
- *   smik_to_pod   (host veth egress: packets going into the pod)
- *       conntrack hit -> pass; else the destination's policy decides.
- *   smik_from_pod (host veth ingress: packets leaving the pod)
- *       anti-spoofing, then record the flow so its replies pass.
- *
  * The policy lives in an inner map swapped whole by the agent (one update of
  * the outer slot), so a packet is judged by the old or the new policy, never
  * by a half-written one.
+ *
+ * Lookup order: the one statement of it. The C++ reference
+ * (agent/compile/verdict.cpp, which `smik explain` and the differential
+ * kernel test use) follows these steps and cites their numbers; the code
+ * below marks them "step N".
+ *
+ * smik_to_pod (host veth egress: packets going into the pod)
+ *   1. Not IP: pass. A truncated IP or L4 header: drop (malformed).
+ *   2. A later fragment: the verdict of its datagram's first fragment; drop
+ *      (fragment) when that was not seen.
+ *   3. Neighbour and router discovery, IPv6 link setup: pass (on a veth they
+ *      can only come from the host). An ICMP error quoting one of the pod's
+ *      live flows: pass.
+ *   4. The flow's live conntrack entry (an expired one, or a closed TCP one
+ *      a new SYN reuses, counts as absent) judged under the policy
+ *      generation now in force: its verdict (pass; drop (policy) if revoked).
+ *   5. No endpoint entry for the interface: pass (not, or no longer, ours).
+ *   6. The peer's identity from its address (SMIK_ID_WORLD when unknown), the
+ *      pod's from its endpoint. A conntrack entry of an older generation is
+ *      judged again: another identity on either side deletes it (and the
+ *      packet goes on to step 7); otherwise step 7 for the entry's own
+ *      direction either keeps it or revokes it, and its verdict decides.
+ *   7. The policy (policy_allows), first match wins:
+ *      7a. no policy generation installed: only the node (SMIK_ID_HOST)
+ *          passes: fail closed;
+ *      7b. a grant {peer, pod, port, proto}: pass;
+ *      7c. a grant {peer, pod, 0, proto} (every port of proto): pass;
+ *      7d. the peer is the node and the pod's meta entry lacks
+ *          SMIK_POL_F_HOST_JUDGED: pass (kubelet probes);
+ *      7e. the pod's meta entry has SMIK_POL_F_ENFORCED: drop (policy; for
+ *          neither TCP nor UDP, unsupported: no SMI route can name it);
+ *      7f. otherwise (no meta entry: not enforced, permissive): pass.
+ *      Guessing a flow's direction (step 12) counts only 7b-7d.
+ *   8. Passed by 7 and opening a flow (UDP, an echo request, TCP without RST
+ *      or FIN): a conntrack entry {peer -> pod}, INBOUND.
+ *   9. A first fragment's verdict is kept for its later fragments (step 2).
+ *
+ * smik_from_pod (host veth ingress: packets leaving the pod)
+ *   10. Not IP: pass; malformed: drop. Not an endpoint: pass. From an
+ *       address not the pod's own (IPv6 link setup aside): drop (spoofed).
+ *   11. Later fragments, ICMP errors and discovery, protocols without flows:
+ *       pass. The flow's conntrack entry, judged again as in step 6 when its
+ *       generation is old: its verdict.
+ *   12. Otherwise the pod's own new flow passes and is recorded so that its
+ *       replies pass step 4: REPLY, or INBOUND when it is UDP or a mid-flow
+ *       TCP packet (the entry expired or never fit) that policy grants
+ *       inbound (7b-7d), so that revoking that grant reaches it. A RST or a
+ *       SYN|ACK (answering a SYN never admitted) and an echo reply record
+ *       nothing.
  */
 #include "vmlinux.h"
 
@@ -168,32 +212,30 @@ static __always_inline __u32 current_gen(void) {
   return st ? st->policy_gen : 0;
 }
 
-/* The allow-list, in the order the C++ reference (compile::judgePolicy)
- * states: an exact port, every port of the protocol, then the destination's
- * meta entry says whether the node's own traffic (SMIK_ID_HOST: kubelet
- * probes) is judged at all and whether an unmatched flow is denied: one inner
- * map decides all of it, so a swap changes it together.
- * explicit_only: only a grant counts (a flow's direction is being guessed). */
+/* Step 7: the allow-list. One inner map holds the grants and the meta entry
+ * (whether the node is judged, whether an unmatched flow is denied), so a
+ * swap changes all of it together.
+ * explicit_only: only 7b-7d count (a flow's direction is being guessed). */
 static __always_inline int policy_allows(__u32 src, __u32 dst, __u16 dport, __u8 proto,
                                          int explicit_only) {
   __u32 zero = 0;
   void *policy = bpf_map_lookup_elem(&smik_policy, &zero);
   if (!policy)
-    return src == SMIK_ID_HOST; /* no policy installed yet: fail closed, but the node */
+    return src == SMIK_ID_HOST; /* 7a */
   struct smik_policy_key k = {.src_id = src, .dst_id = dst, .dport = dport, .proto = proto};
   if (dport && bpf_map_lookup_elem(policy, &k))
-    return 1;
+    return 1; /* 7b */
   k.dport = 0;
   if (bpf_map_lookup_elem(policy, &k))
-    return 1;
+    return 1; /* 7c */
   struct smik_policy_key meta = {.src_id = SMIK_ID_META, .dst_id = dst};
   struct smik_policy_value *m = bpf_map_lookup_elem(policy, &meta);
   __u32 flags = m ? m->flags : 0;
   if (src == SMIK_ID_HOST && !(flags & SMIK_POL_F_HOST_JUDGED))
-    return 1;
+    return 1; /* 7d */
   if (explicit_only)
     return 0;
-  return !(flags & SMIK_POL_F_ENFORCED);
+  return !(flags & SMIK_POL_F_ENFORCED); /* 7e, 7f */
 }
 
 /* Telemetry: a denied attempt counts once at the server's edge (however often
@@ -369,7 +411,7 @@ static __always_inline void first_fragment(const struct pkt *p, __u32 reason) {
   frag_key_of(&k, p);
   struct smik_frag_value v = {.allowed = reason == SMIK_REASON_FORWARDED};
   bpf_map_update_elem(&smik_frags, &k, &v, BPF_ANY);
-  ct_count(SMIK_CT_FRAG_TRACKED);
+  ct_count(SMIK_CT_FRAGMENTS_TRACKED);
 }
 
 /* Is the ICMP error about a live flow of the pod? It quotes the packet the
@@ -426,33 +468,34 @@ static __always_inline int icmp_error_related(struct __sk_buff *skb, const struc
   return ct && !smik_ct_expired(&k, ct, now) && !(ct->flags & SMIK_CT_F_REVOKED);
 }
 
-/* A packet into the pod: its flow's entry, or the policy. */
+/* A packet into the pod: steps 3 to 8. */
 static __always_inline __u32 judge_to_pod(struct __sk_buff *skb, const struct pkt *p) {
-  /* On a veth, link-local traffic can only come from the host itself. */
+  /* step 3 */
   if (p->icmp == ICMP_INFRA || is_ipv6_link_setup(p))
     return SMIK_REASON_FORWARDED;
   __u32 gen = current_gen();
   __u64 now = bpf_ktime_get_coarse_ns();
-  /* An error about one of the pod's flows passes with it; any other is
-   * judged below like any packet. */
   if (p->icmp == ICMP_ERROR && icmp_error_related(skb, p, now))
     return SMIK_REASON_FORWARDED;
   struct smik_ct_key ck = {};
   ct_key_of(&ck, p, 0);
-  /* Established flows first: one lookup decides most packets. */
+  /* step 4: established flows first, one lookup decides most packets */
   struct smik_ct_value *ct = keyable(p) ? ct_find(&ck, p, now) : 0;
   if (ct && ct->policy_gen == gen)
     return ct_verdict(ct, p, now, SMIK_CT_S_FIN_IN);
 
+  /* step 5 */
   __u32 ifindex = skb->ifindex;
   struct smik_endpoint *ep = bpf_map_lookup_elem(&smik_endpoints, &ifindex);
   if (!ep)
-    return SMIK_REASON_FORWARDED; /* not (or no longer) ours */
+    return SMIK_REASON_FORWARDED;
+  /* step 6 */
   __u32 pod = ep->identity;
   __u32 peer = identity_of(p->family, p->saddr);
   if (ct && (ct = ct_validate(&ck, ct, gen, peer, pod, now)))
     return ct_verdict(ct, p, now, SMIK_CT_S_FIN_IN);
 
+  /* step 7 */
   __u16 dport = policy_port(p->proto, p->dport);
   if (!policy_allows(peer, pod, dport, p->proto, 0)) {
     count_edge(skb, peer, pod, dport, p->proto, 0);
@@ -461,8 +504,8 @@ static __always_inline __u32 judge_to_pod(struct __sk_buff *skb, const struct pk
     int l4 = p->proto == IPPROTO_TCP || p->proto == IPPROTO_UDP;
     return l4 ? SMIK_REASON_POLICY : SMIK_REASON_UNSUPPORTED;
   }
-  /* An allowed packet opens (or, mid-flow, rebuilds) the peer's flow; a
-   * stray RST, FIN or echo reply opens nothing. */
+  /* step 8: an allowed packet opens (or, mid-flow, rebuilds) the peer's
+   * flow; a stray RST, FIN or echo reply opens nothing */
   int opens = p->proto == IPPROTO_UDP || p->icmp == ICMP_ECHO_REQUEST ||
               (p->proto == IPPROTO_TCP && !(p->tcp_flags & (TCP_RST_ | TCP_FIN_)));
   if (opens) {
@@ -476,14 +519,14 @@ SEC("tc")
 int smik_to_pod(struct __sk_buff *skb) {
   struct pkt p = {};
   int r = parse_packet(skb, &p);
-  if (r == PARSE_NOT_IP)
+  if (r == PARSE_NOT_IP) /* step 1 */
     return count(skb, SMIK_REASON_FORWARDED);
   if (r == PARSE_MALFORMED)
     return count(skb, SMIK_REASON_MALFORMED);
-  if (p.frag == FRAG_LATER)
+  if (p.frag == FRAG_LATER) /* step 2 */
     return count(skb, later_fragment(&p));
   __u32 reason = judge_to_pod(skb, &p);
-  if (p.frag == FRAG_FIRST)
+  if (p.frag == FRAG_FIRST) /* step 9 */
     first_fragment(&p, reason);
   return count(skb, reason);
 }
@@ -498,8 +541,8 @@ static __always_inline int is_own_addr(const struct smik_endpoint *ep, const str
   return 0;
 }
 
-/* A packet from the pod: its flow's entry is kept (or made) so the replies
- * pass; a revoked flow is cut in this direction too. */
+/* A packet from the pod, steps 11 and 12: its flow's entry is kept (or
+ * made) so the replies pass; a revoked flow is cut in this direction too. */
 static __always_inline __u32 judge_from_pod(const struct pkt *p, const struct smik_endpoint *ep) {
   __u32 gen = current_gen();
   __u64 now = bpf_ktime_get_coarse_ns();
@@ -531,9 +574,8 @@ static __always_inline __u32 judge_from_pod(const struct pkt *p, const struct sm
   }
   if (!have_peer)
     peer = identity_of(p->family, p->daddr);
-  /* Which side started it? A SYN or an echo request says; otherwise a flow
-   * the policy grants inbound is taken as the peer's (so revoking that grant
-   * reaches it) and any other as the pod's own. */
+  /* step 12: which side started it? A SYN or an echo request says;
+   * otherwise a flow the policy grants inbound is taken as the peer's. */
   __u8 dir = SMIK_CT_F_REPLY;
   if (p->proto == IPPROTO_UDP || rebuilt) {
     if (policy_allows(peer, pod, policy_port(p->proto, p->sport), p->proto, 1))
@@ -549,7 +591,7 @@ SEC("tc")
 int smik_from_pod(struct __sk_buff *skb) {
   struct pkt p = {};
   int r = parse_packet(skb, &p);
-  if (r == PARSE_NOT_IP)
+  if (r == PARSE_NOT_IP) /* step 10 */
     return count(skb, SMIK_REASON_FORWARDED);
   if (r == PARSE_MALFORMED)
     return count(skb, SMIK_REASON_MALFORMED);
@@ -560,8 +602,9 @@ int smik_from_pod(struct __sk_buff *skb) {
     return count(skb, SMIK_REASON_FORWARDED);
   if (!is_own_addr(ep, &p) && !is_ipv6_link_setup(&p))
     return count(skb, SMIK_REASON_SPOOFED);
-  /* Later fragments carry no ports: the datagram's first fragment was
-   * judged; ICMP errors, discovery and protocols without flows open nothing. */
+  /* step 11: later fragments carry no ports (the datagram's first fragment
+   * was judged); ICMP errors, discovery and protocols without flows open
+   * nothing */
   if (p.frag == FRAG_LATER || p.icmp == ICMP_INFRA || p.icmp == ICMP_ERROR || !keyable(&p))
     return count(skb, SMIK_REASON_FORWARDED);
   return count(skb, judge_from_pod(&p, ep));

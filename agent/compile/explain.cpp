@@ -87,7 +87,7 @@ bool explain(const model::ClusterState& state, NodeConfig node, const std::strin
   }
   uint32_t sid = plan.identities.at(src_sa);
   uint32_t did = plan.identities.at(dst_sa);
-  // The kernel's lookup order, from the one place that states it.
+  // Step 7 of the lookup order (bpf/tc_policy.bpf.c), as the kernel takes it.
   PolicyVerdict v = judgePolicy(&plan.policy, sid, did, port, static_cast<uint8_t>(proto));
   if (v.match == PolicyMatch::kExactPort || v.match == PolicyMatch::kAllPorts) {
     const RuleOrigin& origin = plan.rules.at(v.rule_id - 1);

@@ -32,18 +32,18 @@ const char* policyMatchName(PolicyMatch m) {
 PolicyVerdict judgePolicy(const PolicyEntries* policy, uint32_t src, uint32_t dst, uint16_t dport,
                           uint8_t proto) {
   bool host = src == SMIK_ID_HOST;
-  if (!policy) return host ? PolicyVerdict{true, PolicyMatch::kHost, 0} : PolicyVerdict{};
+  if (!policy) return host ? PolicyVerdict{true, PolicyMatch::kHost, 0} : PolicyVerdict{};  // 7a
   if (dport) {
-    if (auto* v = find(*policy, src, dst, dport, proto)) return {true, PolicyMatch::kExactPort, v->rule_id};
+    if (auto* v = find(*policy, src, dst, dport, proto)) return {true, PolicyMatch::kExactPort, v->rule_id};  // 7b
   }
-  if (auto* v = find(*policy, src, dst, 0, proto)) return {true, PolicyMatch::kAllPorts, v->rule_id};
+  if (auto* v = find(*policy, src, dst, 0, proto)) return {true, PolicyMatch::kAllPorts, v->rule_id};  // 7c
   auto* meta = find(*policy, SMIK_ID_META, dst, 0, 0);
   uint32_t flags = meta ? meta->flags : 0;
-  // --host-traffic=policy marks the destination's meta entry: the node is
-  // then judged like any source; otherwise it is always allowed.
+  // 7d: --host-traffic=policy marks the destination's meta entry: the node
+  // is then judged like any source; otherwise it is always allowed.
   if (host && !(flags & SMIK_POL_F_HOST_JUDGED)) return {true, PolicyMatch::kHost, 0};
-  if (flags & SMIK_POL_F_ENFORCED) return {false, PolicyMatch::kDefaultDeny, 0};
-  return {true, PolicyMatch::kNotEnforced, 0};
+  if (flags & SMIK_POL_F_ENFORCED) return {false, PolicyMatch::kDefaultDeny, 0};  // 7e
+  return {true, PolicyMatch::kNotEnforced, 0};  // 7f
 }
 
 // ---- parsing (bpf/lib/parse.bpf.h) -------------------------------------------
@@ -352,19 +352,25 @@ bool ReferenceDatapath::icmpErrorRelated(const ParsedPacket& p, const std::vecto
 
 uint32_t ReferenceDatapath::judgeToPod(const ParsedPacket& p, const std::vector<uint8_t>& frame,
                                        uint32_t ifindex, uint64_t now) {
+  // step 3
   if (p.icmp == IcmpClass::kInfra || isLinkSetup(p)) return SMIK_REASON_FORWARDED;
   if (p.icmp == IcmpClass::kError && icmpErrorRelated(p, frame, now)) return SMIK_REASON_FORWARDED;
+  // step 4
   smik_ct_key k = ctKey(p, false);
   smik_ct_value* v = keyable(p) ? find(k, p, now) : nullptr;
   if (v && v->policy_gen == generation) return entryVerdict(v, p, now, SMIK_CT_S_FIN_IN);
+  // step 5
   auto ep = endpoints.find(ifindex);
   if (ep == endpoints.end()) return SMIK_REASON_FORWARDED;
+  // step 6
   uint32_t pod = ep->second.identity;
   uint32_t peer = identityOf(p.family, p.saddr);
   if (v && (v = validate(k, v, peer, pod, now))) return entryVerdict(v, p, now, SMIK_CT_S_FIN_IN);
+  // step 7
   uint16_t dport = policyPort(p.proto, p.dport);
   if (!allows(peer, pod, dport, p.proto, false))
     return (p.proto == kTcp || p.proto == kUdp) ? SMIK_REASON_POLICY : SMIK_REASON_UNSUPPORTED;
+  // step 8
   bool opens = p.proto == kUdp || p.icmp == IcmpClass::kEchoRequest ||
                (p.proto == kTcp && !(p.tcp_flags & (kRst | kFin)));
   if (opens) insert(k, SMIK_CT_F_INBOUND, peer, pod, now);
@@ -374,15 +380,16 @@ uint32_t ReferenceDatapath::judgeToPod(const ParsedPacket& p, const std::vector<
 uint32_t ReferenceDatapath::toPod(const std::vector<uint8_t>& frame, uint32_t ifindex,
                                   uint64_t now) {
   ParsedPacket p = parsePacket(frame.data(), frame.size());
+  // step 1
   if (p.result == Result::kNotIp) return SMIK_REASON_FORWARDED;
   if (p.result == Result::kMalformed) return SMIK_REASON_MALFORMED;
-  if (p.frag == Fragment::kLater) {
+  if (p.frag == Fragment::kLater) {  // step 2
     auto it = frags.find(keyBytes(fragKey(p)));
     if (it == frags.end()) return SMIK_REASON_FRAGMENT;
     return it->second.allowed ? SMIK_REASON_FORWARDED : SMIK_REASON_POLICY;
   }
   uint32_t reason = judgeToPod(p, frame, ifindex, now);
-  if (p.frag == Fragment::kFirst) {
+  if (p.frag == Fragment::kFirst) {  // step 9
     smik_frag_value fv{};
     fv.allowed = reason == SMIK_REASON_FORWARDED;
     frags[keyBytes(fragKey(p))] = fv;
@@ -392,6 +399,7 @@ uint32_t ReferenceDatapath::toPod(const std::vector<uint8_t>& frame, uint32_t if
 
 uint32_t ReferenceDatapath::judgeFromPod(const ParsedPacket& p, const smik_endpoint& ep,
                                          uint64_t now) {
+  // step 11
   uint32_t pod = ep.identity;
   smik_ct_key k = ctKey(p, true);
   smik_ct_value* v = find(k, p, now);
@@ -401,6 +409,7 @@ uint32_t ReferenceDatapath::judgeFromPod(const ParsedPacket& p, const smik_endpo
     v = validate(k, v, *peer, pod, now);
   }
   if (v) return entryVerdict(v, p, now, SMIK_CT_S_FIN_OUT);
+  // step 12
   bool rebuilt = false;
   if (p.proto == kTcp) {
     if ((p.tcp_flags & kRst) || (p.tcp_flags & (kSyn | kAck)) == (kSyn | kAck))
@@ -420,13 +429,14 @@ uint32_t ReferenceDatapath::judgeFromPod(const ParsedPacket& p, const smik_endpo
 uint32_t ReferenceDatapath::fromPod(const std::vector<uint8_t>& frame, uint32_t ifindex,
                                     uint64_t now) {
   ParsedPacket p = parsePacket(frame.data(), frame.size());
+  // step 10
   if (p.result == Result::kNotIp) return SMIK_REASON_FORWARDED;
   if (p.result == Result::kMalformed) return SMIK_REASON_MALFORMED;
   auto ep = endpoints.find(ifindex);
   if (ep == endpoints.end()) return SMIK_REASON_FORWARDED;
   if (!isOwnAddr(ep->second, p) && !isLinkSetup(p)) return SMIK_REASON_SPOOFED;
   if (p.frag == Fragment::kLater || p.icmp == IcmpClass::kInfra || p.icmp == IcmpClass::kError ||
-      !keyable(p))
+      !keyable(p))  // step 11
     return SMIK_REASON_FORWARDED;
   return judgeFromPod(p, ep->second, now);
 }

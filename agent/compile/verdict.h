@@ -1,9 +1,9 @@
-// The data path's verdict, stated once in C++: the lookup order of the tc
-// programs (conntrack, identity, exact port, all ports, default), their
-// packet parsing and their conntrack. `smik explain` reports a flow in this
-// order, and the differential kernel test (tests/kernel/differential_test.cpp)
-// requires bpf/tc_policy.bpf.c to reach the same verdict on every generated
-// packet. Change one, change the other.
+// The data path's verdict in C++: the tc programs' lookup order, their packet
+// parsing and their conntrack. The order is stated once, as numbered steps,
+// at the top of bpf/tc_policy.bpf.c; the code here cites the step numbers.
+// `smik explain` reports a flow by step 7, and the differential kernel test
+// (tests/kernel/differential_test.cpp) requires the kernel programs to reach
+// the same verdict on every generated packet. Change one, change the other.
 #pragma once
 
 #include <cstdint>
@@ -18,13 +18,14 @@ namespace smik::compile {
 
 using PolicyEntries = std::map<smik_policy_key, smik_policy_value>;
 
+// Which sub-step of step 7 (bpf/tc_policy.bpf.c) decided.
 enum class PolicyMatch {
-  kHost,          // the node itself: always allowed
-  kExactPort,     // a grant of this port
-  kAllPorts,      // a grant of every port of the protocol
-  kNotEnforced,   // the destination has no meta entry: permissive
-  kDefaultDeny,   // enforced and nothing grants it
-  kNoPolicy,      // no generation installed: fail closed
+  kHost,          // 7a or 7d: the node itself
+  kExactPort,     // 7b: a grant of this port
+  kAllPorts,      // 7c: a grant of every port of the protocol
+  kNotEnforced,   // 7f: the destination has no meta entry: permissive
+  kDefaultDeny,   // 7e: enforced and nothing grants it
+  kNoPolicy,      // 7a: no generation installed: fail closed
 };
 const char* policyMatchName(PolicyMatch m);
 
@@ -34,7 +35,7 @@ struct PolicyVerdict {
   uint32_t rule_id = 0;  // for kExactPort / kAllPorts
 };
 
-// policy == nullptr: no generation installed.
+// Step 7. policy == nullptr: no generation installed.
 PolicyVerdict judgePolicy(const PolicyEntries* policy, uint32_t src, uint32_t dst, uint16_t dport,
                           uint8_t proto);
 

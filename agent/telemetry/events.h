@@ -16,8 +16,8 @@ namespace smik::telemetry {
 
 struct Event {
   std::chrono::system_clock::time_point time;
-  std::string kind;    // "policy-deny" | "connect-failed" | "new-edge"
-  std::string reason;  // for failures: "refused" | "timeout" | "policy"
+  std::string kind;    // a name of SMIK_EVENT_KINDS (bpf/include/smik_abi.h)
+  std::string reason;  // for failures: a name of SMIK_FAIL_REASONS
   std::string client;  // ns/pod, or the address when no pod has it
   std::string server;
   uint16_t port = 0;

@@ -16,6 +16,9 @@
 
 #include "agent/compile/explain.h"
 #include "agent/source/manifest_dir.h"
+#include "api/proto/explain.h"
+#include "api/proto/json.h"
+#include "bpf/include/smik_abi.h"
 #include "smik/v1/smik.grpc.pb.h"
 
 using namespace smik;
@@ -126,54 +129,33 @@ bool load(const Common& c, model::ClusterState* state, compile::NodeConfig* node
 
 // ---- explain ---------------------------------------------------------------------
 
-int printServiceExplanation(const std::string& output, const std::string& service,
-                            const std::vector<compile::ServiceExplanation>& out,
-                            const std::vector<std::string>& notes) {
-  nlohmann::json j = nlohmann::json::array();
-  for (const auto& e : out) {
-    nlohmann::json groups = nlohmann::json::array();
-    for (const auto& g : e.groups) {
-      nlohmann::json eps = nlohmann::json::array();
-      for (const auto& ep : g.endpoints)
-        eps.push_back({{"pod", ep.pod}, {"address", ep.address}, {"probability", ep.probability}});
-      groups.push_back(
-          {{"service", g.service}, {"weight", g.weight}, {"share", g.share}, {"endpoints", eps}});
-    }
-    j.push_back({{"clusterIP", e.vip}, {"trafficSplit", e.split}, {"groups", groups}});
-  }
+// Offline or from the agent, the same reply and the same printing. service:
+// the "ns/name" asked about, empty for a pod.
+int printExplanation(const std::string& output, const pb::ExplainReply& r,
+                     const std::string& service) {
   if (output == "json") {
-    std::cout << nlohmann::json{{"tables", j}, {"notes", notes}}.dump(2) << "\n";
+    std::cout << api::toJson(r);
     return 0;
   }
-  for (const auto& e : out) {
-    std::cout << service << " " << e.vip << ": "
-              << (e.split.empty() ? "no TrafficSplit, even over ready endpoints"
-                                  : "TrafficSplit " + e.split)
+  if (service.empty()) {
+    std::cout << r.summary() << "\n";
+    for (const auto& d : r.details()) std::cout << "  - " << d << "\n";
+    return 0;
+  }
+  for (const auto& route : r.services()) {
+    std::cout << service << " " << route.cluster_ip() << ": "
+              << (route.traffic_split().empty() ? "no TrafficSplit, even over ready endpoints"
+                                                : "TrafficSplit " + route.traffic_split())
               << "\n";
-    if (e.groups.empty()) std::cout << "  no ready endpoint: connections are not translated\n";
-    for (const auto& g : e.groups) {
-      std::printf("  %5.1f%%  %s (weight %u)\n", g.share * 100, g.service.c_str(), g.weight);
-      for (const auto& ep : g.endpoints)
-        std::printf("          %5.1f%%  %s %s\n", ep.probability * 100, ep.address.c_str(),
-                    ep.pod.c_str());
+    if (route.groups().empty()) std::cout << "  no ready endpoint: connections are not translated\n";
+    for (const auto& g : route.groups()) {
+      std::printf("  %5.1f%%  %s (weight %u)\n", g.share() * 100, g.service().c_str(), g.weight());
+      for (const auto& ep : g.endpoints())
+        std::printf("          %5.1f%%  %s %s\n", ep.probability() * 100, ep.address().c_str(),
+                    ep.pod().c_str());
     }
   }
-  for (const auto& n : notes) std::cout << "  " << n << "\n";
-  return 0;
-}
-
-int printExplanation(const std::string& output, const compile::Explanation& e) {
-  if (output == "json") {
-    nlohmann::json j{{"allowed", e.allowed},
-                     {"summary", e.summary},
-                     {"trafficTarget", e.traffic_target},
-                     {"rule", e.rule},
-                     {"details", e.details}};
-    std::cout << j.dump(2) << "\n";
-  } else {
-    std::cout << e.summary << "\n";
-    for (const auto& d : e.details) std::cout << "  - " << d << "\n";
-  }
+  for (const auto& n : r.notes()) std::cout << "  " << n << "\n";
   return 0;
 }
 
@@ -192,14 +174,14 @@ int explainOffline(const Common& c, const std::string& from, const std::string& 
       std::cerr << "explain: " << err << "\n";
       return 2;
     }
-    return printServiceExplanation(c.conn.output, service, out, notes);
+    return printExplanation(c.conn.output, api::explainReply(out, notes), service);
   }
   compile::Explanation e;
   if (!compile::explain(state, node, from, to, port, proto, &e, &err)) {
     std::cerr << "explain: " << err << "\n";
     return 2;
   }
-  return printExplanation(c.conn.output, e);
+  return printExplanation(c.conn.output, api::explainReply(e), "");
 }
 
 int explainOnline(const Common& c, const std::string& from, const std::string& to, int port,
@@ -215,33 +197,8 @@ int explainOnline(const Common& c, const std::string& from, const std::string& t
   withDeadline(&ctx, 10);
   grpc::Status st = stub(c.conn)->Explain(&ctx, req, &r);
   if (!st.ok()) return rpcFailed(c.conn, st);
-  if (auto colon = to.rfind(':'); colon != std::string::npos) {
-    std::vector<compile::ServiceExplanation> out;
-    for (const auto& s : r.services()) {
-      compile::ServiceExplanation e;
-      e.vip = s.cluster_ip();
-      e.split = s.traffic_split();
-      for (const auto& g : s.groups()) {
-        compile::ServiceGroupExplained ge;
-        ge.service = g.service();
-        ge.weight = g.weight();
-        ge.share = g.share();
-        for (const auto& ep : g.endpoints())
-          ge.endpoints.push_back({ep.pod(), ep.address(), ep.probability()});
-        e.groups.push_back(std::move(ge));
-      }
-      out.push_back(std::move(e));
-    }
-    return printServiceExplanation(c.conn.output, to.substr(0, colon), out,
-                                   {r.notes().begin(), r.notes().end()});
-  }
-  compile::Explanation e;
-  e.allowed = r.allowed();
-  e.summary = r.summary();
-  e.traffic_target = r.traffic_target();
-  e.rule = r.rule();
-  e.details.assign(r.details().begin(), r.details().end());
-  return printExplanation(c.conn.output, e);
+  auto colon = to.rfind(':');
+  return printExplanation(c.conn.output, r, colon == std::string::npos ? "" : to.substr(0, colon));
 }
 
 int explainCmd(const Common& c, const std::string& from, const std::string& to, int port,
@@ -358,123 +315,59 @@ int policyOnline(const Common& c, CLI::Option* node_opt) {
 
 // ---- status ----------------------------------------------------------------------
 
-// The JSON of the agent's /status, built from the gRPC reply, key for key.
-nlohmann::json statusJson(const pb::StatusReply& s) {
-  auto strings = [](const auto& rep) { return std::vector<std::string>(rep.begin(), rep.end()); };
-  nlohmann::json j;
-  j["ready"] = s.ready();
-  j["source"] = s.source();
-  if (!s.not_ready().empty()) j["notReady"] = s.not_ready();
-  if (!s.degraded().empty()) j["degraded"] = s.degraded();
-  if (s.collections_size() > 0)
-    j["collections"] = std::vector<std::string>(s.collections().begin(), s.collections().end());
-  j["node"] = s.node();
-  j["accessMode"] = s.access_mode();
-  j["attachMode"] = s.attach_mode();
-  j["policyGeneration"] = s.policy_generation();
-  j["policyEntries"] = s.policy_entries();
-  j["identities"] = s.identities();
-  j["ipEntries"] = s.ip_entries();
-  j["endpoints"] = strings(s.endpoints());
-  j["rejectedObjectsTotal"] = s.rejected_objects_total();
-  j["rejected"] = strings(s.rejected());
-  j["diagnostics"] = strings(s.diagnostics());
-  j["errors"] = strings(s.errors());
-  j["appliesTotal"] = s.applies_total();
-  j["lastApplyMs"] = s.last_apply_ms();
-  nlohmann::json verdicts = nlohmann::json::object();
-  for (const auto& v : s.verdicts())
-    verdicts[v.reason()] = {{"packets", v.packets()}, {"bytes", v.bytes()}};
-  j["verdicts"] = verdicts;
-  j["services"] = s.services();
-  j["socketPrograms"] = s.socket_programs();
-  j["connect"] = {{"translated", s.connect().translated()},
-                  {"noBackend", s.connect().no_backend()},
-                  {"reversed", s.connect().reversed()},
-                  {"stale", s.connect().stale()}};
-  nlohmann::json edges = nlohmann::json::array();
-  for (const auto& e : s.edges())
-    edges.push_back({{"source", e.source()},
-                     {"destination", e.destination()},
-                     {"proto", e.proto()},
-                     {"port", e.port()},
-                     {"flowsAllowed", e.flows_allowed()},
-                     {"packetsDenied", e.packets_denied()}});
-  j["edges"] = edges;
-  j["edgesTotal"] = s.edges_total();
-  j["notEnforced"] = strings(s.not_enforced());
-  nlohmann::json maps = nlohmann::json::array();
-  for (const auto& m : s.maps())
-    maps.push_back({{"name", m.name()},
-                    {"type", m.type()},
-                    {"entries", m.entries()},
-                    {"maxEntries", m.max_entries()},
-                    {"bytes", m.bytes()}});
-  j["maps"] = maps;
-  j["possibleCpus"] = s.possible_cpus();
-  return j;
-}
-
 // One line per map, and the total: what the node's kernel holds for smik.
-void printMaps(const nlohmann::json& j) {
-  if (!j.contains("maps") || j["maps"].empty()) return;
-  std::cout << "maps (kernel memory when full, " << j.value("possibleCpus", 0) << " CPUs):\n";
+void printMaps(const pb::StatusReply& s) {
+  if (s.maps().empty()) return;
+  std::cout << "maps (kernel memory when full, " << s.possible_cpus() << " CPUs):\n";
   uint64_t total = 0;
   char line[160];
-  for (const auto& m : j["maps"]) {
-    uint64_t bytes = m["bytes"].get<uint64_t>();
-    total += bytes;
-    std::snprintf(line, sizeof line, "  %-28s %-16s %9llu / %-9u %9.1f MiB\n",
-                  m["name"].get<std::string>().c_str(), m["type"].get<std::string>().c_str(),
-                  static_cast<unsigned long long>(m["entries"].get<uint64_t>()),
-                  m["maxEntries"].get<unsigned>(), bytes / 1048576.0);
+  for (const auto& m : s.maps()) {
+    total += m.bytes();
+    std::snprintf(line, sizeof line, "  %-28s %-16s %9llu / %-9u %9.1f MiB\n", m.name().c_str(),
+                  m.type().c_str(), static_cast<unsigned long long>(m.entries()), m.max_entries(),
+                  m.bytes() / 1048576.0);
     std::cout << line;
   }
   std::snprintf(line, sizeof line, "  %-56s %9.1f MiB\n", "total", total / 1048576.0);
   std::cout << line;
 }
 
-void printStatus(const nlohmann::json& j) {
-  std::cout << "ready: " << (j["ready"].get<bool>() ? "yes" : "no")
-            << "   node: " << j["node"].get<std::string>()
-            << "   access mode: " << j["accessMode"].get<std::string>()
-            << "   attach: " << j["attachMode"].get<std::string>() << "\n"
-            << "source: " << j.value("source", "") << "\n"
-            << (j.contains("notReady") ? "not ready: " + j["notReady"].get<std::string>() + "\n" : "")
-            << (j.contains("degraded") ? "degraded: " + j["degraded"].get<std::string>() + "\n" : "")
-            << "policy generation " << j["policyGeneration"] << ", " << j["policyEntries"]
-            << " entries, " << j["ipEntries"] << " IPs, " << j["identities"] << " identities\n";
-  if (j.contains("collections")) {
-    std::cout << "collections:\n";
-    for (const auto& c : j["collections"]) std::cout << "  " << c.get<std::string>() << "\n";
-  }
-  std::cout << "endpoints:\n";
-  for (const auto& e : j["endpoints"]) std::cout << "  " << e.get<std::string>() << "\n";
-  if (j.contains("notEnforced") && !j["notEnforced"].empty()) {
-    std::cout << "NOT ENFORCED (local meshed pods without their tc programs):\n";
-    for (const auto& e : j["notEnforced"]) std::cout << "  " << e.get<std::string>() << "\n";
-  }
-  std::cout << "rejected objects (" << j["rejectedObjectsTotal"] << " since start):\n";
-  for (const auto& e : j["rejected"]) std::cout << "  " << e.get<std::string>() << "\n";
+void printLines(const char* title, const google::protobuf::RepeatedPtrField<std::string>& lines) {
+  if (title) std::cout << title;
+  for (const auto& l : lines) std::cout << "  " << l << "\n";
+}
+
+void printStatus(const pb::StatusReply& s) {
+  std::cout << "ready: " << (s.ready() ? "yes" : "no") << "   node: " << s.node()
+            << "   access mode: " << s.access_mode() << "   attach: " << s.attach_mode() << "\n"
+            << "source: " << s.source() << "\n"
+            << (s.has_not_ready() ? "not ready: " + s.not_ready() + "\n" : "")
+            << (s.has_degraded() ? "degraded: " + s.degraded() + "\n" : "")
+            << "policy generation " << s.policy_generation() << ", " << s.policy_entries()
+            << " entries, " << s.ip_entries() << " IPs, " << s.identities() << " identities\n";
+  if (!s.collections().empty()) printLines("collections:\n", s.collections());
+  printLines("endpoints:\n", s.endpoints());
+  if (!s.not_enforced().empty())
+    printLines("NOT ENFORCED (local meshed pods without their tc programs):\n", s.not_enforced());
+  std::cout << "rejected objects (" << s.rejected_objects_total() << " since start):\n";
+  printLines(nullptr, s.rejected());
   std::cout << "verdicts:\n";
-  for (const auto& [k, v] : j["verdicts"].items())
-    std::cout << "  " << k << ": " << v["packets"] << " packets\n";
-  std::cout << "edges (new flows judged by the tc programs; the " << j["edges"].size()
-            << " most active of " << j["edgesTotal"] << "):\n";
-  for (const auto& e : j["edges"])
-    std::cout << "  " << e["source"].get<std::string>() << " -> "
-              << e["destination"].get<std::string>() << " " << e["proto"].get<std::string>() << "/"
-              << e["port"] << ": " << e["flowsAllowed"] << " flows allowed, " << e["packetsDenied"]
+  for (const abi::Fact& f : abi::kReasons)  // the kernel's order, not the map's
+    if (auto it = s.verdicts().find(f.name); it != s.verdicts().end())
+      std::cout << "  " << f.name << ": " << it->second.packets() << " packets\n";
+  std::cout << "edges (new flows judged by the tc programs; the " << s.edges_size()
+            << " most active of " << s.edges_total() << "):\n";
+  for (const auto& e : s.edges())
+    std::cout << "  " << e.source() << " -> " << e.destination() << " " << e.proto() << "/"
+              << e.port() << ": " << e.flows_allowed() << " flows allowed, " << e.packets_denied()
               << " packets denied\n";
-  printMaps(j);
-  if (!j["diagnostics"].empty()) std::cout << "diagnostics:\n";
-  for (const auto& e : j["diagnostics"]) std::cout << "  " << e.get<std::string>() << "\n";
-  if (!j["errors"].empty()) std::cout << "errors of the last apply:\n";
-  for (const auto& e : j["errors"]) std::cout << "  " << e.get<std::string>() << "\n";
+  printMaps(s);
+  if (!s.diagnostics().empty()) printLines("diagnostics:\n", s.diagnostics());
+  if (!s.errors().empty()) printLines("errors of the last apply:\n", s.errors());
 }
 
 // The HTTP path, kept for `--http ADDR` (scripts and agents from before the
-// gRPC API).
+// gRPC API): /status is the StatusReply's JSON.
 int statusHttp(const std::string& addr, const std::string& output, bool check) {
   auto colon = addr.rfind(':');
   httplib::Client cli(addr.substr(0, colon), std::atoi(addr.substr(colon + 1).c_str()));
@@ -492,7 +385,13 @@ int statusHttp(const std::string& addr, const std::string& output, bool check) {
     std::cout << res->body;
     return 0;
   }
-  printStatus(nlohmann::json::parse(res->body));
+  pb::StatusReply r;
+  std::string err;
+  if (!api::fromJson(res->body, &r, &err)) {
+    std::cerr << "/status of " << addr << ": " << err << "\n";
+    return 1;
+  }
+  printStatus(r);
   return 0;
 }
 
@@ -503,12 +402,11 @@ int statusCmd(const Conn& c, bool check) {
   grpc::Status st = stub(c)->Status(&ctx, pb::StatusRequest(), &r);
   if (check) return st.ok() && r.ready() ? 0 : 1;  // for probes: exit status only
   if (!st.ok()) return rpcFailed(c, st);
-  nlohmann::json j = statusJson(r);
   if (c.output == "json") {
-    std::cout << j.dump(2) << "\n";
+    std::cout << api::toJson(r);
     return 0;
   }
-  printStatus(j);
+  printStatus(r);
   return 0;
 }
 
@@ -806,8 +704,11 @@ int main(int argc, char** argv) {
   addConn(events, evc);
   events->add_option("--count", count, "exit after N events (default: until Ctrl-C)")
       ->check(CLI::NonNegativeNumber);
-  events->add_option("--kind", kinds, "only these kinds: policy-deny, connect-failed, new-edge")
-      ->delimiter(',');
+  std::vector<std::string> kind_names;
+  for (const abi::Fact& f : abi::kEventKinds) kind_names.push_back(f.name);
+  events->add_option("--kind", kinds, "only these kinds (comma-separated)")
+      ->delimiter(',')
+      ->check(CLI::IsMember(kind_names));
 
   Conn dc;
   std::string map_name;

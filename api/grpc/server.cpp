@@ -17,6 +17,8 @@
 #include "agent/agent.h"
 #include "agent/compile/explain.h"
 #include "agent/datapath/system.h"
+#include "api/proto/explain.h"
+#include "api/proto/status.h"
 #include "smik/v1/smik.grpc.pb.h"
 
 namespace smik::api {
@@ -27,69 +29,9 @@ using grpc::StatusCode;
 
 namespace {
 
-// Same order and names as /status (SMIK_REASON_*).
-const char* const kReasonNames[] = {"forwarded", "policy", "spoofed", "malformed", "unsupported",
-                                    "fragment"};
 constexpr int kDefaultWindowS = 30;  // the SMI API's default ?t=
 
 using compile::kernelProtoName;
-
-void fillStatus(const AgentStatus& s, pb::StatusReply* r) {
-  r->set_ready(s.ready);
-  r->set_source(s.source);
-  r->set_not_ready(s.not_ready);
-  r->set_degraded(s.degraded);
-  for (const auto& c : s.collections) r->add_collections(c);
-  r->set_node(s.node);
-  r->set_access_mode(s.access_mode);
-  r->set_attach_mode(s.attach_mode);
-  r->set_rejected_objects_total(s.rejected_objects_total);
-  r->set_applies_total(s.applies_total);
-  r->set_apply_errors_total(s.apply_errors_total);
-  r->set_last_apply_ms(s.last_apply_ms);
-  r->set_policy_generation(s.policy_generation);
-  r->set_policy_entries(s.policy_entries);
-  r->set_identities(s.identities);
-  r->set_ip_entries(s.ip_entries);
-  r->set_services(s.services);
-  r->set_socket_programs(s.socket_programs);
-  auto sock = [&](size_t i) { return i < s.sock_stats.size() ? s.sock_stats[i] : 0; };
-  auto* c = r->mutable_connect();
-  c->set_translated(sock(SMIK_SOCK_TRANSLATED));
-  c->set_no_backend(sock(SMIK_SOCK_NO_BACKEND));
-  c->set_reversed(sock(SMIK_SOCK_REVERSED));
-  c->set_stale(sock(SMIK_SOCK_STALE));
-  for (const auto& e : s.endpoints) r->add_endpoints(e);
-  for (const auto& e : s.rejected) r->add_rejected(e);
-  for (const auto& e : s.diagnostics) r->add_diagnostics(e);
-  for (const auto& e : s.errors) r->add_errors(e);
-  for (size_t i = 0; i < s.reasons.size() && i < std::size(kReasonNames); i++) {
-    auto* v = r->add_verdicts();
-    v->set_reason(kReasonNames[i]);
-    v->set_packets(s.reasons[i].packets);
-    v->set_bytes(s.reasons[i].bytes);
-  }
-  for (const auto& p : s.not_enforced) r->add_not_enforced(p);
-  for (const auto& u : s.maps) {
-    auto* m = r->add_maps();
-    m->set_name(u.def.name);
-    m->set_type(maps::mapTypeName(u.def.type));
-    m->set_entries(u.entries);
-    m->set_max_entries(u.def.max_entries);
-    m->set_bytes(u.bytes);
-  }
-  r->set_possible_cpus(s.possible_cpus);
-  r->set_edges_total(s.edges_total);
-  for (const auto& e : s.edges) {
-    auto* pe = r->add_edges();
-    pe->set_source(e.source);
-    pe->set_destination(e.destination);
-    pe->set_proto(e.proto);
-    pe->set_port(e.port);
-    pe->set_flows_allowed(e.flows_allowed);
-    pe->set_packets_denied(e.packets_denied);
-  }
-}
 
 bool parseProto(const std::string& s, model::Proto* out) {
   std::string l = s;
@@ -132,6 +74,146 @@ void fillCounts(const telemetry::Counts& c, pb::Counts* out) {
   out->set_p99_ms(ms(0.99));
 }
 
+// One kernel map's entries, decoded for `smik map dump`: a method per map.
+// Kernel ids are named through the plan of the current state; ids it does
+// not know (a previous agent's, mid-change) stay bare numbers.
+class MapDump {
+ public:
+  MapDump(maps::Backend& maps, compile::Plan plan, pb::DumpMapReply* out)
+      : maps_(maps), plan_(std::move(plan)), out_(out) {}
+
+  void policy() {
+    for (const auto& [k, v] : maps_.read().policy) {
+      if (k.src_id == SMIK_ID_META)
+        add("* -> " + id(k.dst_id), metaEntry(v));
+      else
+        add(id(k.src_id) + " -> " + id(k.dst_id) + " " + kernelProtoName(k.proto) + "/" +
+                (k.dport == 0 ? "*" : std::to_string(k.dport)),
+            "allow " + ruleOf(v.rule_id));
+    }
+  }
+
+  void ipcache() {
+    for (const auto& [a, v] : maps_.read().ips)
+      add(a.str(), "identity " + id(v.identity) + ((v.flags & SMIK_IP_F_LOCAL) ? " local" : ""));
+  }
+
+  void endpoints() {
+    for (const auto& [ifindex, ep] : maps_.read().endpoints) {
+      std::string v = "identity " + id(ep.identity) + ", addrs";
+      for (int i = 0; i < ep.naddrs && i < SMIK_ENDPOINT_ADDRS; i++)
+        v += " " + compile::kernelAddr(ep.families[i], ep.addrs[i]).str();
+      v += ep.attach == SMIK_EP_ATTACH_TCX      ? ", tcx"
+           : ep.attach == SMIK_EP_ATTACH_CLSACT ? ", clsact"
+                                                : "";
+      add("ifindex " + std::to_string(ifindex), v);
+    }
+  }
+
+  void services() {
+    for (const auto& [k, t] : maps_.read().services) {
+      std::string v = "svc " + std::to_string(t.svc_id);
+      if (t.groups.empty()) v += ", no backend";
+      for (const auto& g : t.groups) {
+        v += "; weight " + std::to_string(g.weight) + ":";
+        for (const auto& b : g.endpoints)
+          v += " " + compile::kernelAddr(b.family, b.addr).str() + ":" + std::to_string(b.port);
+      }
+      add(compile::kernelAddr(k.family, k.addr).str() + ":" + std::to_string(k.port) + "/" +
+              kernelProtoName(k.proto),
+          v);
+    }
+  }
+
+  void edges() {
+    for (const auto& e : maps_.edges())
+      add(id(e.key.src_id) + " -> " + id(e.key.dst_id) + " " + kernelProtoName(e.key.proto) + "/" +
+              std::to_string(e.key.dport),
+          "flows_allowed " + std::to_string(e.value.flows_allowed) + ", packets_denied " +
+              std::to_string(e.value.packets_denied) + ", bytes_denied " +
+              std::to_string(e.value.bytes_denied));
+  }
+
+  void conn() {
+    for (const auto& e : maps_.connEdges()) {
+      const auto& k = e.key;
+      std::string key = compile::kernelAddr(k.family, k.client).str() + " -> " +
+                        compile::kernelAddr(k.family, k.server).str() + " " +
+                        std::to_string(k.port) + "/" + kernelProtoName(k.proto);
+      if (k.svc_id) key += " via svc " + std::to_string(k.svc_id);
+      add(key, connStats(e.stats));
+    }
+  }
+
+ private:
+  std::string id(uint32_t i) const {
+    std::string n = plan_.identityName(i);
+    return n == std::to_string(i) ? n : n + " (" + std::to_string(i) + ")";
+  }
+
+  void add(std::string k, std::string v) {
+    auto* e = out_->add_entries();
+    e->set_key(std::move(k));
+    e->set_value(std::move(v));
+  }
+
+  static std::string metaEntry(const smik_policy_value& v) {
+    return std::string((v.flags & SMIK_POL_F_ENFORCED) ? "enforced (default deny)"
+                                                       : "not enforced") +
+           ((v.flags & SMIK_POL_F_HOST_JUDGED) ? ", host sources judged" : "");
+  }
+
+  std::string ruleOf(uint32_t rule_id) const {
+    std::string rule = "rule " + std::to_string(rule_id);
+    if (rule_id >= 1 && rule_id <= plan_.rules.size())
+      rule += " (" + plan_.rules[rule_id - 1].traffic_target + ", " +
+              plan_.rules[rule_id - 1].rule + ")";
+    return rule;
+  }
+
+  static std::string connStats(const smik_conn_stats& s) {
+    return "client success " + std::to_string(s.client_success) + " refused " +
+           std::to_string(s.client_refused) + " timeout " + std::to_string(s.client_timeout) +
+           " policy " + std::to_string(s.client_policy) + " reset " +
+           std::to_string(s.client_reset) + "; server success " +
+           std::to_string(s.server_success) + " policy " + std::to_string(s.server_policy);
+  }
+
+  maps::Backend& maps_;
+  const compile::Plan plan_;
+  pb::DumpMapReply* out_;
+};
+
+// The maps `smik map dump` knows, by the name it is asked for.
+struct DumpableMap {
+  const char* name;
+  const char* pinned;
+  void (MapDump::*dump)();
+};
+constexpr DumpableMap kDumpable[] = {
+    {"policy", maps::kPolicyMap, &MapDump::policy},
+    {"ipcache", maps::kIpcacheMap, &MapDump::ipcache},
+    {"endpoints", maps::kEndpointsMap, &MapDump::endpoints},
+    {"services", maps::kServicesMap, &MapDump::services},
+    {"edges", maps::kEdgesMap, &MapDump::edges},
+    {"conn", maps::kConnMap, &MapDump::conn},
+};
+
+const DumpableMap* findDumpable(const std::string& name) {
+  for (const auto& m : kDumpable)
+    if (name == m.name) return &m;
+  return nullptr;
+}
+
+// "policy, ipcache, ... or conn"
+std::string dumpableNames() {
+  std::string out;
+  for (size_t i = 0; i < std::size(kDumpable); i++)
+    out += std::string(i == 0 ? "" : i + 1 == std::size(kDumpable) ? " or " : ", ") +
+           kDumpable[i].name;
+  return out;
+}
+
 }  // namespace
 
 class AgentService final : public pb::Agent::Service {
@@ -141,7 +223,8 @@ class AgentService final : public pb::Agent::Service {
   void stopping() { stopping_ = true; }
 
   grpc::Status Status(ServerContext*, const pb::StatusRequest*, pb::StatusReply* out) override {
-    fillStatus(agent_->status(), out);
+    *out = statusReply(agent_->status());
+    addVerdictList(out);
     return grpc::Status::OK;
   }
 
@@ -163,24 +246,7 @@ class AgentService final : public pb::Agent::Service {
       if (!compile::explainService(state, node, to.substr(0, colon), port, proto, &tables, &notes,
                                    &err))
         return {StatusCode::NOT_FOUND, err};
-      for (const auto& t : tables) {
-        auto* st = out->add_services();
-        st->set_cluster_ip(t.vip);
-        st->set_traffic_split(t.split);
-        for (const auto& g : t.groups) {
-          auto* pg = st->add_groups();
-          pg->set_service(g.service);
-          pg->set_weight(g.weight);
-          pg->set_share(g.share);
-          for (const auto& ep : g.endpoints) {
-            auto* pe = pg->add_endpoints();
-            pe->set_pod(ep.pod);
-            pe->set_address(ep.address);
-            pe->set_probability(ep.probability);
-          }
-        }
-      }
-      for (const auto& n : notes) out->add_notes(n);
+      *out = explainReply(tables, notes);
       return grpc::Status::OK;
     }
     if (req->from().empty() || req->port() < 1 || req->port() > 65535)
@@ -189,11 +255,7 @@ class AgentService final : public pb::Agent::Service {
     if (!compile::explain(state, node, req->from(), to, static_cast<uint16_t>(req->port()), proto,
                           &e, &err))
       return {StatusCode::NOT_FOUND, err};
-    out->set_allowed(e.allowed);
-    out->set_summary(e.summary);
-    out->set_traffic_target(e.traffic_target);
-    out->set_rule(e.rule);
-    for (const auto& d : e.details) out->add_details(d);
+    *out = explainReply(e);
     return grpc::Status::OK;
   }
 
@@ -313,95 +375,12 @@ class AgentService final : public pb::Agent::Service {
 
   grpc::Status DumpMap(ServerContext*, const pb::DumpMapRequest* req,
                        pb::DumpMapReply* out) override {
-    const std::string& name = req->name();
-    maps::Backend& m = agent_->maps();
-    // Kernel ids named through the plan of the current state; ids it does not
-    // know (a previous agent's, mid-change) stay bare numbers.
-    compile::Plan plan = compile::compile(agent_->state(), nodeConfig());
-    auto id = [&](uint32_t i) {
-      std::string n = plan.identityName(i);
-      return n == std::to_string(i) ? n : n + " (" + std::to_string(i) + ")";
-    };
-    auto add = [&](std::string k, std::string v) {
-      auto* e = out->add_entries();
-      e->set_key(std::move(k));
-      e->set_value(std::move(v));
-    };
-    if (name == "policy") {
-      out->set_name(maps::kPolicyMap);
-      maps::KernelState s = m.read();
-      for (const auto& [k, v] : s.policy) {
-        if (k.src_id == SMIK_ID_META) {
-          add("* -> " + id(k.dst_id),
-              std::string((v.flags & SMIK_POL_F_ENFORCED) ? "enforced (default deny)" : "not enforced") +
-                  ((v.flags & SMIK_POL_F_HOST_JUDGED) ? ", host sources judged" : ""));
-          continue;
-        }
-        std::string rule = "rule " + std::to_string(v.rule_id);
-        if (v.rule_id >= 1 && v.rule_id <= plan.rules.size())
-          rule += " (" + plan.rules[v.rule_id - 1].traffic_target + ", " +
-                  plan.rules[v.rule_id - 1].rule + ")";
-        add(id(k.src_id) + " -> " + id(k.dst_id) + " " + kernelProtoName(k.proto) + "/" +
-                (k.dport == 0 ? "*" : std::to_string(k.dport)),
-            "allow " + rule);
-      }
-    } else if (name == "ipcache") {
-      out->set_name(maps::kIpcacheMap);
-      for (const auto& [a, v] : m.read().ips)
-        add(a.str(), "identity " + id(v.identity) + ((v.flags & SMIK_IP_F_LOCAL) ? " local" : ""));
-    } else if (name == "endpoints") {
-      out->set_name(maps::kEndpointsMap);
-      for (const auto& [ifindex, ep] : m.read().endpoints) {
-        std::string v = "identity " + id(ep.identity) + ", addrs";
-        for (int i = 0; i < ep.naddrs && i < SMIK_ENDPOINT_ADDRS; i++)
-          v += " " + compile::kernelAddr(ep.families[i], ep.addrs[i]).str();
-        v += ep.attach == SMIK_EP_ATTACH_TCX      ? ", tcx"
-             : ep.attach == SMIK_EP_ATTACH_CLSACT ? ", clsact"
-                                                  : "";
-        add("ifindex " + std::to_string(ifindex), v);
-      }
-    } else if (name == "services") {
-      out->set_name(maps::kServicesMap);
-      for (const auto& [k, t] : m.read().services) {
-        std::string v = "svc " + std::to_string(t.svc_id);
-        if (t.groups.empty()) v += ", no backend";
-        for (const auto& g : t.groups) {
-          v += "; weight " + std::to_string(g.weight) + ":";
-          for (const auto& b : g.endpoints)
-            v += " " + compile::kernelAddr(b.family, b.addr).str() + ":" + std::to_string(b.port);
-        }
-        add(compile::kernelAddr(k.family, k.addr).str() + ":" + std::to_string(k.port) + "/" +
-                kernelProtoName(k.proto),
-            v);
-      }
-    } else if (name == "edges") {
-      out->set_name(maps::kEdgesMap);
-      for (const auto& e : m.edges())
-        add(id(e.key.src_id) + " -> " + id(e.key.dst_id) + " " + kernelProtoName(e.key.proto) + "/" +
-                std::to_string(e.key.dport),
-            "flows_allowed " + std::to_string(e.value.flows_allowed) + ", packets_denied " +
-                std::to_string(e.value.packets_denied) + ", bytes_denied " +
-                std::to_string(e.value.bytes_denied));
-    } else if (name == "conn") {
-      out->set_name(maps::kConnMap);
-      for (const auto& e : m.connEdges()) {
-        const auto& k = e.key;
-        const auto& s = e.stats;
-        std::string key = compile::kernelAddr(k.family, k.client).str() + " -> " +
-                          compile::kernelAddr(k.family, k.server).str() + " " + std::to_string(k.port) + "/" +
-                          kernelProtoName(k.proto);
-        if (k.svc_id) key += " via svc " + std::to_string(k.svc_id);
-        add(key, "client success " + std::to_string(s.client_success) + " refused " +
-                     std::to_string(s.client_refused) + " timeout " +
-                     std::to_string(s.client_timeout) + " policy " +
-                     std::to_string(s.client_policy) + " reset " + std::to_string(s.client_reset) +
-                     "; server success " + std::to_string(s.server_success) + " policy " +
-                     std::to_string(s.server_policy));
-      }
-    } else {
-      return {StatusCode::INVALID_ARGUMENT,
-              "no map " + name + ": policy, ipcache, endpoints, services, edges or conn"};
-    }
+    const DumpableMap* map = findDumpable(req->name());
+    if (!map)
+      return {StatusCode::INVALID_ARGUMENT, "no map " + req->name() + ": " + dumpableNames()};
+    out->set_name(map->pinned);
+    MapDump dump{agent_->maps(), compile::compile(agent_->state(), nodeConfig()), out};
+    (dump.*map->dump)();
     return grpc::Status::OK;
   }
 

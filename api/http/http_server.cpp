@@ -5,80 +5,36 @@
 #include <nlohmann/json.hpp>
 
 #include "api/http/smi_metrics.h"
+#include "api/proto/json.h"
+#include "api/proto/status.h"
 #include "api/peer/merged_view.h"
 
 namespace smik::api {
 
-namespace {
-const char* kReasonNames[] = {"forwarded", "policy", "spoofed", "malformed", "unsupported",
-                              "fragment"};
-// index = SMIK_CT_*
-const char* kCtNames[] = {"created", "insertFailed", "rebuilt", "revoked", "identityChanged",
-                          "closed", "fragmentsTracked"};
-const char* kCtMetric[] = {"created", "insert_failed", "rebuilt", "revoked", "identity_changed",
-                           "closed", "fragments_tracked"};
+std::string statusJson(const AgentStatus& s) { return toJson(statusReply(s)); }
 
-nlohmann::json mapsJson(const std::vector<maps::MapUsage>& usage) {
-  nlohmann::json out = nlohmann::json::array();
-  for (const auto& u : usage)
-    out.push_back({{"name", u.def.name},
-                   {"type", maps::mapTypeName(u.def.type)},
-                   {"entries", u.entries},
-                   {"maxEntries", u.def.max_entries},
-                   {"bytes", u.bytes}});
+namespace {
+
+// "name: help; name: help", for a metric's HELP line.
+template <size_t N>
+std::string factsHelp(const abi::Fact (&table)[N]) {
+  std::string out;
+  for (const abi::Fact& f : table) out += std::string(out.empty() ? "" : "; ") + f.name + ": " + f.help;
   return out;
 }
+
+// One sample per entry of table: name{label="entry name"} counts[entry.id].
+template <size_t N>
+std::string factSamples(const std::string& name, const char* label, const abi::Fact (&table)[N],
+                        const std::vector<uint64_t>& counts) {
+  std::string out;
+  for (const abi::Fact& f : table)
+    if (f.id < counts.size())
+      out += name + "{" + label + "=\"" + f.name + "\"} " + std::to_string(counts[f.id]) + "\n";
+  return out;
 }
 
-std::string statusJson(const AgentStatus& s) {
-  nlohmann::json j;
-  j["ready"] = s.ready;
-  j["source"] = s.source;
-  if (!s.not_ready.empty()) j["notReady"] = s.not_ready;
-  if (!s.degraded.empty()) j["degraded"] = s.degraded;
-  if (!s.collections.empty()) j["collections"] = s.collections;
-  j["node"] = s.node;
-  j["accessMode"] = s.access_mode;
-  j["hostTraffic"] = s.host_traffic;
-  j["attachMode"] = s.attach_mode;
-  j["policyGeneration"] = s.policy_generation;
-  j["policyEntries"] = s.policy_entries;
-  j["identities"] = s.identities;
-  j["ipEntries"] = s.ip_entries;
-  j["endpoints"] = s.endpoints;
-  j["rejectedObjectsTotal"] = s.rejected_objects_total;
-  j["rejected"] = s.rejected;
-  j["diagnostics"] = s.diagnostics;
-  j["errors"] = s.errors;
-  j["appliesTotal"] = s.applies_total;
-  j["lastApplyMs"] = s.last_apply_ms;
-  nlohmann::json verdicts = nlohmann::json::object();
-  for (size_t i = 0; i < s.reasons.size() && i < std::size(kReasonNames); i++)
-    verdicts[kReasonNames[i]] = {{"packets", s.reasons[i].packets}, {"bytes", s.reasons[i].bytes}};
-  j["verdicts"] = verdicts;
-  j["services"] = s.services;
-  j["socketPrograms"] = s.socket_programs;
-  const char* sock_names[] = {"translated", "noBackend", "reversed", "stale"};
-  nlohmann::json sock = nlohmann::json::object();
-  for (size_t i = 0; i < s.sock_stats.size() && i < std::size(sock_names); i++)
-    sock[sock_names[i]] = s.sock_stats[i];
-  j["connect"] = sock;
-  nlohmann::json ct = nlohmann::json::object();
-  for (size_t i = 0; i < s.ct_stats.size() && i < std::size(kCtNames); i++) ct[kCtNames[i]] = s.ct_stats[i];
-  ct["swept"] = s.ct_swept_total;
-  j["conntrack"] = ct;
-  nlohmann::json edges = nlohmann::json::array();
-  for (const auto& e : s.edges)
-    edges.push_back({{"source", e.source}, {"destination", e.destination}, {"proto", e.proto},
-                     {"port", e.port}, {"flowsAllowed", e.flows_allowed},
-                     {"packetsDenied", e.packets_denied}});
-  j["edges"] = edges;
-  j["edgesTotal"] = s.edges_total;
-  j["notEnforced"] = s.not_enforced;
-  j["maps"] = mapsJson(s.maps);
-  j["possibleCpus"] = s.possible_cpus;
-  return j.dump(2) + "\n";
-}
+}  // namespace
 
 std::string prometheusText(const AgentStatus& s) {
   std::string out;
@@ -105,24 +61,26 @@ std::string prometheusText(const AgentStatus& s) {
          "smik_policy_entries " + std::to_string(s.policy_entries) + "\n");
   metric("smik_endpoints", "Local meshed pods with tc programs attached.", "gauge",
          "smik_endpoints " + std::to_string(s.endpoints.size()) + "\n");
-  std::string pk, by;
-  for (size_t i = 0; i < s.reasons.size() && i < std::size(kReasonNames); i++) {
-    pk += std::string("smik_packets_total{verdict=\"") + kReasonNames[i] + "\"} " +
-          std::to_string(s.reasons[i].packets) + "\n";
-    by += std::string("smik_bytes_total{verdict=\"") + kReasonNames[i] + "\"} " +
-          std::to_string(s.reasons[i].bytes) + "\n";
+  std::vector<uint64_t> verdict_packets, verdict_bytes;
+  for (const auto& c : s.reasons) {
+    verdict_packets.push_back(c.packets);
+    verdict_bytes.push_back(c.bytes);
   }
-  metric("smik_packets_total", "Packets seen by the tc programs, by verdict.", "counter", pk);
-  metric("smik_bytes_total", "Bytes seen by the tc programs, by verdict.", "counter", by);
-  std::string ct;
-  for (size_t i = 0; i < s.ct_stats.size() && i < std::size(kCtMetric); i++)
-    ct += std::string("smik_conntrack_events_total{event=\"") + kCtMetric[i] + "\"} " +
-          std::to_string(s.ct_stats[i]) + "\n";
-  ct += "smik_conntrack_events_total{event=\"swept\"} " + std::to_string(s.ct_swept_total) + "\n";
+  metric("smik_packets_total",
+         "Packets seen by the tc programs, by verdict (" + factsHelp(abi::kReasons) + ").",
+         "counter", factSamples("smik_packets_total", "verdict", abi::kReasons, verdict_packets));
+  metric("smik_bytes_total", "Bytes seen by the tc programs, by verdict.", "counter",
+         factSamples("smik_bytes_total", "verdict", abi::kReasons, verdict_bytes));
   metric("smik_conntrack_events_total",
-         "Conntrack entries created, not inserted (table full), rebuilt, revoked, dropped for "
-         "a changed identity, closed, swept when expired; first fragments tracked.",
-         "counter", ct);
+         "Conntrack events (" + factsHelp(abi::kCtCounters) +
+             "; swept: expired entries the agent deleted).",
+         "counter",
+         factSamples("smik_conntrack_events_total", "event", abi::kCtCounters, s.ct_stats) +
+             "smik_conntrack_events_total{event=\"swept\"} " + std::to_string(s.ct_swept_total) +
+             "\n");
+  metric("smik_socket_events_total",
+         "Service translation by the socket programs (" + factsHelp(abi::kSockCounters) + ").",
+         "counter", factSamples("smik_socket_events_total", "event", abi::kSockCounters, s.sock_stats));
   metric("smik_pods_not_enforced",
          "Local meshed pods without their tc programs (no interface yet, a failed write, a full "
          "endpoints map).",

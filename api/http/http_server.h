@@ -52,7 +52,10 @@ class HttpServer {
   peer::PeerFanout* fanout_ = nullptr;
 };
 
+// /status: the StatusReply of s (api/proto/status.h) as JSON.
 std::string statusJson(const AgentStatus& s);
+// The agent's own series; counters by reason or event are labelled with the
+// names of the tables in bpf/include/smik_abi.h.
 std::string prometheusText(const AgentStatus& s);
 // Per-workload-edge connection counters and handshake histograms.
 std::string prometheusTelemetry(const telemetry::Store& store);

@@ -181,41 +181,65 @@ void GrpcFanout::count(const std::string& peer, const std::string& outcome,
   }
 }
 
+struct GrpcFanout::Call {
+  PeerAddr peer;
+  std::string name;  // for results and counters until it answers
+  std::shared_ptr<Channel> channel;
+  grpc::ClientContext ctx;
+  v1::MetricsAnswer reply;
+  grpc::Status status;
+  std::unique_ptr<grpc::ClientAsyncResponseReader<v1::MetricsAnswer>> rpc;
+  bool done = false;
+};
+
+namespace {
+
+// smik_peer_requests_total's outcome of a failed call.
+const char* failureOutcome(const grpc::Status& status) {
+  switch (status.error_code()) {
+    case grpc::StatusCode::DEADLINE_EXCEEDED: return "timeout";
+    case grpc::StatusCode::UNAVAILABLE: return "unavailable";
+    case grpc::StatusCode::PERMISSION_DENIED:
+    case grpc::StatusCode::UNAUTHENTICATED: return "denied";
+    default: return "error";
+  }
+}
+
+}  // namespace
+
 std::vector<PeerResult> GrpcFanout::query(const MetricsQuery& q) {
-  const std::vector<PeerAddr> peers = peers_();
+  std::vector<std::unique_ptr<Call>> calls = callsFor(peers_());
+  askAll(q, calls);
+  std::vector<PeerResult> out;
+  for (auto& c : calls) out.push_back(resultOf(*c));
+  return out;
+}
+
+std::vector<std::unique_ptr<GrpcFanout::Call>> GrpcFanout::callsFor(
+    const std::vector<PeerAddr>& peers) {
+  std::lock_guard<std::mutex> l(mu_);
+  std::set<std::string> wanted;
+  for (const auto& p : peers) wanted.insert(p.address);
+  std::erase_if(channels_, [&](const auto& kv) { return !wanted.count(kv.first); });
+  std::vector<std::unique_ptr<Call>> calls;
+  for (const auto& p : peers) {
+    auto c = std::make_unique<Call>();
+    c->peer = p;
+    auto learned = learned_.find(p.address);
+    c->name = !p.node.empty()           ? p.node
+              : learned != learned_.end() ? learned->second
+                                          : p.address;
+    c->channel = channelFor(p.address);
+    calls.push_back(std::move(c));
+  }
+  return calls;
+}
+
+// One deadline for all: the peers are asked in parallel, and the slowest one
+// bounds the wait.
+void GrpcFanout::askAll(const MetricsQuery& q, std::vector<std::unique_ptr<Call>>& calls) const {
   v1::MetricsQuery req;
   toProto(q, &req);
-
-  struct Call {
-    PeerAddr peer;
-    std::string name;  // for results and counters until it answers
-    std::shared_ptr<Channel> channel;
-    grpc::ClientContext ctx;
-    v1::MetricsAnswer reply;
-    grpc::Status status;
-    std::unique_ptr<grpc::ClientAsyncResponseReader<v1::MetricsAnswer>> rpc;
-    bool done = false;
-  };
-  std::vector<std::unique_ptr<Call>> calls;
-  {
-    std::lock_guard<std::mutex> l(mu_);
-    std::set<std::string> wanted;
-    for (const auto& p : peers) wanted.insert(p.address);
-    std::erase_if(channels_, [&](const auto& kv) { return !wanted.count(kv.first); });
-    for (const auto& p : peers) {
-      auto c = std::make_unique<Call>();
-      c->peer = p;
-      auto learned = learned_.find(p.address);
-      c->name = !p.node.empty()           ? p.node
-                : learned != learned_.end() ? learned->second
-                                            : p.address;
-      c->channel = channelFor(p.address);
-      calls.push_back(std::move(c));
-    }
-  }
-
-  // One deadline for all: the peers are asked in parallel, and the slowest
-  // one bounds the wait.
   const auto deadline = std::chrono::system_clock::now() + timeout_;
   grpc::CompletionQueue cq;
   for (auto& c : calls) {
@@ -234,42 +258,32 @@ std::vector<PeerResult> GrpcFanout::query(const MetricsQuery& q) {
   bool ok;
   while (cq.Next(&tag, &ok)) {
   }
+}
 
-  std::vector<PeerResult> out;
-  for (auto& c : calls) {
-    PeerResult r;
-    r.node = c->name;
-    std::string outcome = "error";
-    if (!c->done) {
-      r.error = "no completion";
-    } else if (c->status.ok()) {
-      if (fromProto(c->reply, &r.answer, &r.error)) {
-        r.ok = true;
-        outcome = "ok";
-        if (r.answer.node.empty()) r.answer.node = c->name;
-        r.node = r.answer.node;
-        if (c->peer.node.empty()) {
-          std::lock_guard<std::mutex> l(mu_);
-          learned_[c->peer.address] = r.node;
-        }
-      }
-    } else {
-      r.error = c->status.error_message();
-      switch (c->status.error_code()) {
-        case grpc::StatusCode::DEADLINE_EXCEEDED: outcome = "timeout"; break;
-        case grpc::StatusCode::UNAVAILABLE: outcome = "unavailable"; break;
-        case grpc::StatusCode::PERMISSION_DENIED:
-        case grpc::StatusCode::UNAUTHENTICATED: outcome = "denied"; break;
-        default: break;
-      }
+PeerResult GrpcFanout::resultOf(Call& c) {
+  PeerResult r;
+  r.node = c.name;
+  std::string outcome = "error";
+  if (!c.done) {
+    r.error = "no completion";
+  } else if (!c.status.ok()) {
+    r.error = c.status.error_message();
+    outcome = failureOutcome(c.status);
+  } else if (fromProto(c.reply, &r.answer, &r.error)) {
+    r.ok = true;
+    outcome = "ok";
+    if (r.answer.node.empty()) r.answer.node = c.name;
+    r.node = r.answer.node;
+    if (c.peer.node.empty()) {
+      std::lock_guard<std::mutex> l(mu_);
+      learned_[c.peer.address] = r.node;
     }
-    // A peer named in advance keeps that name in its series; an unnamed one
-    // is known by its address until it first answers with its node name.
-    count(c->peer.node.empty() ? r.node : c->peer.node, outcome,
-          r.error.empty() ? c->peer.address : c->peer.address + ": " + r.error);
-    out.push_back(std::move(r));
   }
-  return out;
+  // A peer named in advance keeps that name in its series; an unnamed one
+  // is known by its address until it first answers with its node name.
+  count(c.peer.node.empty() ? r.node : c.peer.node, outcome,
+        r.error.empty() ? c.peer.address : c.peer.address + ": " + r.error);
+  return r;
 }
 
 std::string GrpcFanout::prometheusText() const {

@@ -83,7 +83,14 @@ class GrpcFanout : public PeerFanout {
 
  private:
   struct Channel;
+  struct Call;  // one peer's request and its outcome
   std::shared_ptr<Channel> channelFor(const std::string& address);
+  // The steps of query(): a call per peer, named as its series will be;
+  // every call sent at once under one deadline; each one's answer (or
+  // failure) decoded and counted.
+  std::vector<std::unique_ptr<Call>> callsFor(const std::vector<PeerAddr>& peers);
+  void askAll(const MetricsQuery& q, std::vector<std::unique_ptr<Call>>& calls) const;
+  PeerResult resultOf(Call& call);
   void count(const std::string& peer, const std::string& outcome, const std::string& detail);
 
   Tls tls_;

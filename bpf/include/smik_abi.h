@@ -183,17 +183,29 @@ static inline int smik_ct_expired(const struct smik_ct_key *k, const struct smik
   return now_ns > v->last_seen_ns && now_ns - v->last_seen_ns > smik_ct_lifetime(k, v);
 }
 
-/* Per-CPU conntrack counters (index = SMIK_CT_*). */
+/* Per-CPU conntrack counters (index = SMIK_CT_*). The table is the one list
+ * of them: the enum below, /status ("conntrack", camelCase), gRPC
+ * (ConntrackCounters: a field per name) and Prometheus
+ * (smik_conntrack_events_total{event=name}) all come from it. Append only;
+ * a retired counter keeps its number. X(ID, index, name, help). */
+#define SMIK_CT_COUNTERS(X)                                                           \
+  X(CREATED, 0, "created", "entries inserted")                                        \
+  X(INSERT_FAILED, 1, "insert_failed",                                                \
+    "entries not inserted, the table full: the flow is judged packet by packet")     \
+  X(REBUILT, 2, "rebuilt", "entries a mid-flow TCP packet of the pod re-created")    \
+  X(REVOKED, 3, "revoked", "entries revoked by a re-judgement")                       \
+  X(IDENTITY_CHANGED, 4, "identity_changed",                                          \
+    "entries dropped: an address or endpoint changed identity")                      \
+  X(CLOSED, 5, "closed", "TCP entries closed by RST or FIN both ways")                \
+  X(FRAGMENTS_TRACKED, 6, "fragments_tracked",                                        \
+    "first fragments whose verdict later fragments follow")
+
+#define SMIK_X_CT_ENUM(id, n, name, help) SMIK_CT_##id = n,
 enum smik_ct_counter {
-  SMIK_CT_CREATED = 0,       /* entries inserted */
-  SMIK_CT_INSERT_FAILED = 1, /* table full: the flow is judged packet by packet */
-  SMIK_CT_REBUILT = 2,       /* a mid-flow TCP packet of the pod re-created its entry */
-  SMIK_CT_REVOKED = 3,       /* entries revoked by a re-judgement */
-  SMIK_CT_IDENTITY_CHANGED = 4, /* entries dropped: an address or endpoint changed identity */
-  SMIK_CT_CLOSED = 5,        /* TCP entries closed by RST or FIN both ways */
-  SMIK_CT_FRAG_TRACKED = 6,  /* first fragments whose verdict later fragments follow */
-  SMIK_CT_COUNTER_MAX = 8,
+  SMIK_CT_COUNTERS(SMIK_X_CT_ENUM)
+  SMIK_CT_COUNTER_MAX = 8, /* the map's size: room to append */
 };
+#undef SMIK_X_CT_ENUM
 
 /* Fragments: the first fragment carries the ports and is judged; later
  * fragments of the same datagram follow its verdict. */
@@ -217,16 +229,25 @@ SMIK_STATIC_ASSERT(sizeof(struct smik_frag_value) == 8, "smik_frag_value layout"
 /* IPv6 extension headers walked before the packet counts as malformed. */
 #define SMIK_IPV6_MAX_EXT 8
 
-/* Per-CPU counters of verdicts by reason (index = SMIK_REASON_*). */
+/* Per-CPU counters of verdicts by reason (index = SMIK_REASON_*): the one
+ * list of verdict reasons, for the enum below, /status ("verdicts"), gRPC
+ * (StatusReply.verdicts, keyed by name) and Prometheus
+ * (smik_packets_total{verdict=name}). Append only. X(ID, index, name, help). */
+#define SMIK_REASONS(X)                                                               \
+  X(FORWARDED, 0, "forwarded", "passed: any reason")                                  \
+  X(POLICY, 1, "policy", "dropped: no TrafficTarget allows it")                       \
+  X(SPOOFED, 2, "spoofed", "dropped: the pod sent from an address not its own")       \
+  X(MALFORMED, 3, "malformed", "dropped: truncated IP or L4 header")                  \
+  X(UNSUPPORTED, 4, "unsupported",                                                    \
+    "dropped: not TCP or UDP (no SMI rule can name it), to an enforced destination") \
+  X(FRAGMENT, 5, "fragment", "dropped: a later fragment whose first was not seen")
+
+#define SMIK_X_REASON_ENUM(id, n, name, help) SMIK_REASON_##id = n,
 enum smik_reason {
-  SMIK_REASON_FORWARDED = 0,  /* passed: any reason */
-  SMIK_REASON_POLICY = 1,     /* dropped: no TrafficTarget allows it */
-  SMIK_REASON_SPOOFED = 2,    /* dropped: pod sent from an address not its own */
-  SMIK_REASON_MALFORMED = 3,  /* dropped: truncated IP/L4 header */
-  SMIK_REASON_UNSUPPORTED = 4, /* dropped: not TCP/UDP (no SMI rule can name it), enforced dst */
-  SMIK_REASON_FRAGMENT = 5,   /* dropped: a later fragment whose first fragment was not seen */
-  SMIK_REASON_MAX = 8,
+  SMIK_REASONS(SMIK_X_REASON_ENUM)
+  SMIK_REASON_MAX = 8, /* the map's size: room to append */
 };
+#undef SMIK_X_REASON_ENUM
 
 struct smik_counter {
   __u64 packets;
@@ -318,14 +339,22 @@ struct smik_revnat_value {
 };
 SMIK_STATIC_ASSERT(sizeof(struct smik_revnat_value) == 24, "smik_revnat_value layout");
 
-/* Per-CPU counters of the socket programs (index = SMIK_SOCK_*). */
+/* Per-CPU counters of the socket programs (index = SMIK_SOCK_*): the one
+ * list, for the enum below, /status ("connect", camelCase), gRPC
+ * (ConnectCounters: a field per name) and Prometheus
+ * (smik_socket_events_total{event=name}). Append only. X(ID, index, name, help). */
+#define SMIK_SOCK_COUNTERS(X)                                                         \
+  X(TRANSLATED, 0, "translated", "connect() or sendmsg() sent to a backend")           \
+  X(NO_BACKEND, 1, "no_backend", "a service address with an empty table")            \
+  X(REVERSED, 2, "reversed", "getpeername() or recvmsg() answered with the service")  \
+  X(STALE, 3, "stale", "a reverse entry of a service that changed id")
+
+#define SMIK_X_SOCK_ENUM(id, n, name, help) SMIK_SOCK_##id = n,
 enum smik_sock_counter {
-  SMIK_SOCK_TRANSLATED = 0, /* connect/sendmsg sent to a backend */
-  SMIK_SOCK_NO_BACKEND = 1, /* a service address with an empty table */
-  SMIK_SOCK_REVERSED = 2,   /* getpeername/recvmsg answered with the service */
-  SMIK_SOCK_STALE = 3,      /* reverse entry of a service that changed id */
-  SMIK_SOCK_MAX = 4,
+  SMIK_SOCK_COUNTERS(SMIK_X_SOCK_ENUM)
+  SMIK_SOCK_MAX = 4, /* the map's size */
 };
+#undef SMIK_X_SOCK_ENUM
 
 
 /* ---- Connection telemetry (sockops, tc denials) ----
@@ -370,12 +399,19 @@ SMIK_STATIC_ASSERT(sizeof(struct smik_conn_stats) == 64 + 8 * SMIK_HIST_BUCKETS,
                    "smik_conn_stats layout");
 
 /* Events for `smik events` (ring buffer), at most one per edge and kind per
- * second (rate-limited in the kernel). */
+ * second (rate-limited in the kernel). The one list of kinds, for the enum
+ * below, gRPC (Event.kind, WatchRequest.kinds) and the CLI's --kind.
+ * X(ID, value, name, help). */
+#define SMIK_EVENT_KINDS(X)                                                           \
+  X(POLICY_DENY, 1, "policy-deny", "a smik tc program dropped a new flow")            \
+  X(CONN_FAILED, 2, "connect-failed", "a TCP connect() failed (see the reason)")      \
+  X(NEW_EDGE, 3, "new-edge", "the first connection between two endpoints")
+
+#define SMIK_X_EV_ENUM(id, n, name, help) SMIK_EV_##id = n,
 enum smik_event_kind {
-  SMIK_EV_POLICY_DENY = 1,
-  SMIK_EV_CONN_FAILED = 2,
-  SMIK_EV_NEW_EDGE = 3,
+  SMIK_EVENT_KINDS(SMIK_X_EV_ENUM)
 };
+#undef SMIK_X_EV_ENUM
 
 struct smik_event {
   __u64 ts_ns;
@@ -387,11 +423,18 @@ struct smik_event {
 };
 SMIK_STATIC_ASSERT(sizeof(struct smik_event) == 56, "smik_event layout");
 
+/* Why a connection failed (smik_event.reason): the one list, for the enum
+ * below and gRPC (Event.reason). X(ID, value, name, help). */
+#define SMIK_FAIL_REASONS(X)                                                          \
+  X(REFUSED, 1, "refused", "a RST answered the SYN")                                  \
+  X(TIMEOUT, 2, "timeout", "no answer: SYN retransmits ran out, or the client gave up") \
+  X(POLICY, 3, "policy", "a smik tc program on this node dropped it")
+
+#define SMIK_X_FAIL_ENUM(id, n, name, help) SMIK_FAIL_##id = n,
 enum smik_fail_reason {
-  SMIK_FAIL_REFUSED = 1,
-  SMIK_FAIL_TIMEOUT = 2,
-  SMIK_FAIL_POLICY = 3,
+  SMIK_FAIL_REASONS(SMIK_X_FAIL_ENUM)
 };
+#undef SMIK_X_FAIL_ENUM
 
 /* Histogram bucket of a value (shared by BPF and C++). */
 static inline __u32 smik_hist_bucket(__u64 v) {
@@ -410,5 +453,38 @@ static inline __u32 smik_hist_bucket(__u64 v) {
   __u32 sub = (__u32)(v >> (log2 - 4)) & (SMIK_HIST_SUB - 1);
   return (log2 - 3) * SMIK_HIST_SUB + sub;
 }
+
+#ifdef __cplusplus
+/* The tables above as arrays of {value, name, help}, for the agent and its
+ * APIs (BPF C has no use for the strings). */
+#include <cstddef>
+
+namespace smik::abi {
+
+struct Fact {
+  unsigned id;
+  const char* name;
+  const char* help;
+};
+
+#define SMIK_X_FACT(id, n, name, help) Fact{n, name, help},
+inline constexpr Fact kReasons[] = {SMIK_REASONS(SMIK_X_FACT)};
+inline constexpr Fact kCtCounters[] = {SMIK_CT_COUNTERS(SMIK_X_FACT)};
+inline constexpr Fact kSockCounters[] = {SMIK_SOCK_COUNTERS(SMIK_X_FACT)};
+inline constexpr Fact kEventKinds[] = {SMIK_EVENT_KINDS(SMIK_X_FACT)};
+inline constexpr Fact kFailReasons[] = {SMIK_FAIL_REASONS(SMIK_X_FACT)};
+#undef SMIK_X_FACT
+
+/* The name of value id in table, or fallback when the table has none (a
+ * kernel newer than the agent). */
+template <std::size_t N>
+constexpr const char* nameOf(const Fact (&table)[N], unsigned id, const char* fallback = "") {
+  for (const Fact& f : table)
+    if (f.id == id) return f.name;
+  return fallback;
+}
+
+}  // namespace smik::abi
+#endif
 
 #endif /* SMIK_ABI_H */
