@@ -14,7 +14,7 @@
 #include "api/grpc/server.h"
 #include "api/http/http_server.h"
 #include "api/http/secure_api.h"
-#include "api/http/smi_metrics.h"
+#include "api/smi/smi_metrics.h"
 #include "api/peer/peer_api.h"
 
 namespace {

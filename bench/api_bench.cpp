@@ -7,7 +7,7 @@
 #include <cstring>
 
 #include "agent/telemetry/store.h"
-#include "api/http/smi_metrics.h"
+#include "api/smi/smi_metrics.h"
 
 using namespace smik;
 

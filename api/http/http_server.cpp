@@ -4,8 +4,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "api/http/smi_metrics.h"
-#include "api/peer/merged_view.h"
+#include "api/smi/smi_metrics.h"
+#include "api/smi/merged_view.h"
 
 namespace smik::api {
 

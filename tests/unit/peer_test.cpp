@@ -14,9 +14,9 @@
 #include <thread>
 
 #include "agent/model/parse.h"
-#include "api/http/smi_metrics.h"
+#include "api/smi/smi_metrics.h"
 #include "api/peer/discovery.h"
-#include "api/peer/merged_view.h"
+#include "api/smi/merged_view.h"
 #include "api/peer/peer_api.h"
 #include "api/peer/peer_grpc.h"
 #include "smik/v1/smik.grpc.pb.h"

@@ -19,7 +19,7 @@
  *   same node, and reports the same client-measured handshake distribution;
  *   for a client on another node the server has no connect() time, and the
  *   value is the kernel's smoothed RTT (srtt) at establishment instead (a
- *   cluster-wide answer, api/peer/merged_view.h, has the client's node's
+ *   cluster-wide answer, api/smi/merged_view.h, has the client's node's
  *   handshakes: srtt only when that node did not answer). If the
  *   window holds any handshake sample the quantiles come from handshakes
  *   alone; only when it holds none do they come from srtt.
@@ -32,7 +32,7 @@
  * - TrafficSplit items: connections sent to the split's apex Service that
  *   went to each backend, observed at the clients (edge side "client").
  */
-#include "api/http/smi_metrics.h"
+#include "api/smi/smi_metrics.h"
 
 #include <httplib.h>
 
