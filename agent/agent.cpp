@@ -103,7 +103,7 @@ int onRingEvent(void* ctx, void* data, size_t size) {
   smik_event ev;
   std::memcpy(&ev, data, sizeof ev);
   auto* sink = static_cast<EventSink*>(ctx);
-  auto addr = [&](const uint8_t* bytes) { return compile::kernelAddr(ev.edge.family, bytes); };
+  auto addr = [&](const uint8_t* bytes) { return kernelAddr(ev.edge.family, bytes); };
   telemetry::Event e;
   e.time = std::chrono::system_clock::now();
   e.kind = eventKind(ev.kind);
@@ -111,7 +111,7 @@ int onRingEvent(void* ctx, void* data, size_t size) {
   e.client = sink->store->nameOf(addr(ev.edge.client));
   e.server = sink->store->nameOf(addr(ev.edge.server));
   e.port = ev.edge.port;
-  e.proto = compile::kernelProtoName(ev.edge.proto);
+  e.proto = kernelProtoName(ev.edge.proto);
   e.suppressed = ev.suppressed;
   sink->hub->publish(std::move(e));
   return 0;
@@ -304,7 +304,7 @@ bool Agent::enforce(const maps::KernelState& next, const std::map<std::string, u
   // Pods the endpoints map cannot hold: no retry helps, only fewer pods.
   for (const auto& r : plan_.over_capacity)
     if (r.map == "smik_endpoints")
-      not_enforced_[r.object.ns + "/" + r.object.name] = r.message;
+      not_enforced_[namespacedName(r.object.ns, r.object.name)] = r.message;
   return in_force;
 }
 
@@ -373,7 +373,7 @@ AgentStatus Agent::status() {
   edges.resize(shown);
   for (const auto& e : edges) {
     status_.edges.push_back({name(e.key.src_id), name(e.key.dst_id),
-                             compile::kernelProtoName(e.key.proto), e.key.dport,
+                             kernelProtoName(e.key.proto), e.key.dport,
                              e.value.flows_allowed, e.value.packets_denied});
   }
   return status_;

@@ -16,8 +16,8 @@ namespace {
 constexpr int kPods = 2000;
 constexpr int kEdges = 10000;
 
-compile::Addr podAddr(int i) {
-  compile::Addr a;
+smik::Addr podAddr(int i) {
+  smik::Addr a;
   a.family = SMIK_AF_INET;
   uint32_t be = htonl(0x0a000000u + i);
   std::memcpy(a.bytes.data(), &be, 4);

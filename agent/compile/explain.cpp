@@ -12,19 +12,17 @@ using model::Proto;
 
 namespace {
 
-std::string nsName(const std::string& ns, const std::string& name) { return ns + "/" + name; }
-
 // Why a TrafficTarget naming the destination did not grant the flow.
 std::string whyNot(const model::ClusterState& state, const model::TrafficTarget& tt,
                    const std::string& src_sa, uint16_t port, Proto proto, const Plan& plan) {
-  std::string name = "TrafficTarget " + nsName(tt.meta.ns, tt.meta.name) + ": ";
+  std::string name = "TrafficTarget " + namespacedName(tt.meta.ns, tt.meta.name) + ": ";
   for (const auto& d : plan.diagnostics) {
     if (d.object.kind == "TrafficTarget" && d.object.ns == tt.meta.ns &&
         d.object.name == tt.meta.name && d.level == Diagnostic::Level::kWarning)
       return name + d.message;
   }
   bool source_listed = std::any_of(tt.sources.begin(), tt.sources.end(), [&](const auto& s) {
-    return nsName(s.ns, s.name) == src_sa;
+    return namespacedName(s.ns, s.name) == src_sa;
   });
   if (!source_listed) return name + "source " + src_sa + " is not among its sources";
   if (tt.legacy_port && *tt.legacy_port != port)
@@ -59,8 +57,8 @@ bool explain(const model::ClusterState& state, NodeConfig node, const std::strin
 
   node.node_name = dst.node_name;  // judge where the destination's tc program runs
   Plan plan = compile(state, node);
-  std::string src_sa = nsName(src.meta.ns, src.service_account);
-  std::string dst_sa = nsName(dst.meta.ns, dst.service_account);
+  std::string src_sa = namespacedName(src.meta.ns, src.service_account);
+  std::string dst_sa = namespacedName(dst.meta.ns, dst.service_account);
   std::string flow = from + " (" + src_sa + ") -> " + to + " (" + dst_sa + ") " +
                      protoName(proto) + "/" + std::to_string(port);
   Explanation e;
@@ -110,7 +108,7 @@ bool explain(const model::ClusterState& state, NodeConfig node, const std::strin
     return true;
   }
   for (const auto& [k, tt] : state.traffic_targets) {
-    if (nsName(tt.destination.ns, tt.destination.name) == dst_sa)
+    if (namespacedName(tt.destination.ns, tt.destination.name) == dst_sa)
       e.details.push_back(whyNot(state, tt, src_sa, port, proto, plan));
   }
   e.summary = "DENY " + flow + ": " +

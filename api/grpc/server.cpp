@@ -32,7 +32,7 @@ const char* const kReasonNames[] = {"forwarded", "policy", "spoofed", "malformed
                                     "fragment"};
 constexpr int kDefaultWindowS = 30;  // the SMI API's default ?t=
 
-using compile::kernelProtoName;
+using kernelProtoName;
 
 void fillStatus(const AgentStatus& s, pb::StatusReply* r) {
   r->set_ready(s.ready);
@@ -354,7 +354,7 @@ class AgentService final : public pb::Agent::Service {
       for (const auto& [ifindex, ep] : m.read().endpoints) {
         std::string v = "identity " + id(ep.identity) + ", addrs";
         for (int i = 0; i < ep.naddrs && i < SMIK_ENDPOINT_ADDRS; i++)
-          v += " " + compile::kernelAddr(ep.families[i], ep.addrs[i]).str();
+          v += " " + kernelAddr(ep.families[i], ep.addrs[i]).str();
         v += ep.attach == SMIK_EP_ATTACH_TCX      ? ", tcx"
              : ep.attach == SMIK_EP_ATTACH_CLSACT ? ", clsact"
                                                   : "";
@@ -368,9 +368,9 @@ class AgentService final : public pb::Agent::Service {
         for (const auto& g : t.groups) {
           v += "; weight " + std::to_string(g.weight) + ":";
           for (const auto& b : g.endpoints)
-            v += " " + compile::kernelAddr(b.family, b.addr).str() + ":" + std::to_string(b.port);
+            v += " " + kernelAddr(b.family, b.addr).str() + ":" + std::to_string(b.port);
         }
-        add(compile::kernelAddr(k.family, k.addr).str() + ":" + std::to_string(k.port) + "/" +
+        add(kernelAddr(k.family, k.addr).str() + ":" + std::to_string(k.port) + "/" +
                 kernelProtoName(k.proto),
             v);
       }
@@ -387,8 +387,8 @@ class AgentService final : public pb::Agent::Service {
       for (const auto& e : m.connEdges()) {
         const auto& k = e.key;
         const auto& s = e.stats;
-        std::string key = compile::kernelAddr(k.family, k.client).str() + " -> " +
-                          compile::kernelAddr(k.family, k.server).str() + " " + std::to_string(k.port) + "/" +
+        std::string key = kernelAddr(k.family, k.client).str() + " -> " +
+                          kernelAddr(k.family, k.server).str() + " " + std::to_string(k.port) + "/" +
                           kernelProtoName(k.proto);
         if (k.svc_id) key += " via svc " + std::to_string(k.svc_id);
         add(key, "client success " + std::to_string(s.client_success) + " refused " +

@@ -34,9 +34,9 @@ constexpr int kPass = 0, kDrop = 2;
 constexpr uint32_t kLo = 1;  // test runs need a real device; the endpoint sits on lo
 constexpr uint32_t kClient = 1000, kServer = 2000, kOther = 3000;
 
-compile::Addr addr(const std::string& s) {
-  compile::Addr a;
-  EXPECT_TRUE(compile::parseAddr(s, &a)) << s;
+smik::Addr addr(const std::string& s) {
+  smik::Addr a;
+  EXPECT_TRUE(smik::parseAddr(s, &a)) << s;
   return a;
 }
 
@@ -399,7 +399,7 @@ TEST_F(DatapathTest, ConnectionTelemetryKeepsCountingWhenItsMapIsFull) {
   auto edges = dp_->maps().connEdges();
   EXPECT_LE(edges.size(), size_t{SMIK_MAX_CONN_EDGES});
   EXPECT_GT(edges.size(), size_t{SMIK_MAX_CONN_EDGES} * 9 / 10);
-  const compile::Addr client = addr(last);
+  const smik::Addr client = addr(last);
   bool counted = false;
   for (const auto& e : edges)
     counted |= std::memcmp(e.key.client, client.bytes.data(), 16) == 0 && e.stats.server_policy == 1;

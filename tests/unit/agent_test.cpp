@@ -164,8 +164,8 @@ TEST_F(AgentTest, AFailedWriteLeavesTheNewPodHookedAndTheNodeUnready) {
 
   retry();
   EXPECT_EQ(get("/readyz").first, 200);
-  compile::Addr b;
-  ASSERT_TRUE(compile::parseAddr("10.0.0.11", &b));
+  smik::Addr b;
+  ASSERT_TRUE(smik::parseAddr("10.0.0.11", &b));
   EXPECT_EQ(dp_->backend.read().ips.count(b), 1u);
 }
 

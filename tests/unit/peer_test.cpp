@@ -73,10 +73,10 @@ maps::ConnEdge edge(const Conn& c) {
   e.key.family = SMIK_AF_INET;
   e.key.proto = SMIK_PROTO_TCP;
   e.key.port = 8080;
-  compile::Addr a;
-  compile::parseAddr(c.client, &a);
+  smik::Addr a;
+  smik::parseAddr(c.client, &a);
   std::memcpy(e.key.client, a.bytes.data(), 16);
-  compile::parseAddr(c.server, &a);
+  smik::parseAddr(c.server, &a);
   std::memcpy(e.key.server, a.bytes.data(), 16);
   e.stats = c.stats;
   return e;
