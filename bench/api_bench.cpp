@@ -6,6 +6,7 @@
 
 #include <cstring>
 
+#include "agent/compile/compile.h"
 #include "agent/telemetry/store.h"
 #include "api/smi/smi_metrics.h"
 

@@ -47,7 +47,7 @@ std::optional<std::string> overCapacity(const Plan& plan, const model::ObjectRef
 
 bool explain(const model::ClusterState& state, NodeConfig node, const std::string& from,
              const std::string& to, uint16_t port, Proto proto, Explanation* out,
-             std::string* err) {
+             std::string* err, const Plan* applied) {
   auto src_pod = state.pods.find(from);
   auto dst_pod = state.pods.find(to);
   if (src_pod == state.pods.end()) return (*err = "no pod " + from), false;
@@ -55,8 +55,11 @@ bool explain(const model::ClusterState& state, NodeConfig node, const std::strin
   const auto& dst = *dst_pod->second;
   const auto& src = *src_pod->second;
 
-  node.node_name = dst.node_name;  // judge where the destination's tc program runs
-  Plan plan = compile(state, node);
+  // Judged where the destination's tc program runs.
+  const bool here = applied && node.node_name == dst.node_name;
+  node.node_name = dst.node_name;
+  const Plan compiled = here ? Plan{} : compile(state, node);
+  const Plan& plan = here ? *applied : compiled;
   std::string src_sa = namespacedName(src.meta.ns, src.service_account);
   std::string dst_sa = namespacedName(dst.meta.ns, dst.service_account);
   std::string flow = from + " (" + src_sa + ") -> " + to + " (" + dst_sa + ") " +
@@ -122,9 +125,10 @@ bool explain(const model::ClusterState& state, NodeConfig node, const std::strin
 bool explainService(const model::ClusterState& state, const NodeConfig& node,
                     const std::string& service, uint16_t port, Proto proto,
                     std::vector<ServiceExplanation>* out, std::vector<std::string>* notes,
-                    std::string* err) {
+                    std::string* err, const Plan* applied) {
   if (!state.services.count(service)) return (*err = "no Service " + service), false;
-  Plan plan = compile(state, node);
+  const Plan compiled = applied ? Plan{} : compile(state, node);
+  const Plan& plan = applied ? *applied : compiled;
   for (const auto& [k, t] : plan.services) {
     if (t.service != service || t.port != port || t.proto != proto) continue;
     ServiceExplanation e;

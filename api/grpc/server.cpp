@@ -16,7 +16,6 @@
 
 #include "agent/agent.h"
 #include "agent/compile/explain.h"
-#include "agent/datapath/system.h"
 #include "smik/v1/smik.grpc.pb.h"
 
 namespace smik::api {
@@ -151,8 +150,11 @@ class AgentService final : public pb::Agent::Service {
     if (!parseProto(req->proto(), &proto))
       return {StatusCode::INVALID_ARGUMENT, "proto must be tcp or udp, not " + req->proto()};
     const std::string& to = req->to();
-    model::ClusterState state = agent_->state();
-    compile::NodeConfig node = nodeConfig();
+    // Answered from what is in force, as compiled (never compiled again here).
+    const std::shared_ptr<const AppliedView> applied = agent_->applied();
+    const model::ClusterState& state = *applied->state;
+    const compile::NodeConfig& node = applied->node;
+    const compile::Plan* plan = applied->compiled ? applied->plan.get() : nullptr;
     std::string err;
     if (auto colon = to.rfind(':'); colon != std::string::npos) {
       int port = std::atoi(to.substr(colon + 1).c_str());
@@ -161,7 +163,7 @@ class AgentService final : public pb::Agent::Service {
       std::vector<compile::ServiceExplanation> tables;
       std::vector<std::string> notes;
       if (!compile::explainService(state, node, to.substr(0, colon), port, proto, &tables, &notes,
-                                   &err))
+                                   &err, plan))
         return {StatusCode::NOT_FOUND, err};
       for (const auto& t : tables) {
         auto* st = out->add_services();
@@ -187,7 +189,7 @@ class AgentService final : public pb::Agent::Service {
       return {StatusCode::INVALID_ARGUMENT, "to NS/POD needs from NS/POD and a port"};
     compile::Explanation e;
     if (!compile::explain(state, node, req->from(), to, static_cast<uint16_t>(req->port()), proto,
-                          &e, &err))
+                          &e, &err, plan))
       return {StatusCode::NOT_FOUND, err};
     out->set_allowed(e.allowed);
     out->set_summary(e.summary);
@@ -199,8 +201,9 @@ class AgentService final : public pb::Agent::Service {
 
   grpc::Status GetPolicy(ServerContext*, const pb::GetPolicyRequest*,
                          pb::GetPolicyReply* out) override {
-    compile::NodeConfig node = nodeConfig();
-    compile::Plan plan = compile::compile(agent_->state(), node);
+    const std::shared_ptr<const AppliedView> applied = agent_->applied();
+    const compile::Plan& plan = *applied->plan;
+    const compile::NodeConfig& node = agent_->nodeConfig();
     out->set_node(node.node_name);
     out->set_access_mode(compile::accessModeName(node.access_mode));
     for (const auto& [k, v] : plan.policy) {
@@ -315,9 +318,10 @@ class AgentService final : public pb::Agent::Service {
                        pb::DumpMapReply* out) override {
     const std::string& name = req->name();
     maps::Backend& m = agent_->maps();
-    // Kernel ids named through the plan of the current state; ids it does not
-    // know (a previous agent's, mid-change) stay bare numbers.
-    compile::Plan plan = compile::compile(agent_->state(), nodeConfig());
+    // Kernel ids named through the plan in force; ids it does not know (a
+    // previous agent's, mid-change) stay bare numbers.
+    const std::shared_ptr<const AppliedView> applied = agent_->applied();
+    const compile::Plan& plan = *applied->plan;
     auto id = [&](uint32_t i) {
       std::string n = plan.identityName(i);
       return n == std::to_string(i) ? n : n + " (" + std::to_string(i) + ")";
@@ -406,14 +410,6 @@ class AgentService final : public pb::Agent::Service {
   }
 
  private:
-  // The node configuration the agent compiles with, host addresses included
-  // (reconcile adds them the same way).
-  compile::NodeConfig nodeConfig() const {
-    compile::NodeConfig node = agent_->nodeConfig();
-    node.host_addrs = datapath::hostAddresses();
-    return node;
-  }
-
   Agent* agent_;
   const ViewForRequest cluster_view_;
   std::atomic<bool> stopping_{false};

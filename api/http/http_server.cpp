@@ -4,6 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "api/http/smi_routes.h"
 #include "api/smi/smi_metrics.h"
 #include "api/smi/merged_view.h"
 

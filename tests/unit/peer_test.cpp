@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "agent/compile/compile.h"
 #include "agent/model/parse.h"
 #include "api/smi/smi_metrics.h"
 #include "api/peer/discovery.h"

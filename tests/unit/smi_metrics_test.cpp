@@ -6,6 +6,7 @@
 // timestamps. After an intended change of output, regenerate them with
 //   SMIK_UPDATE_GOLDENS=1 <test binary> --gtest_filter='SmiGolden*'
 // and review the diff against the spec's examples.
+#include "api/http/smi_routes.h"
 #include "api/smi/smi_metrics.h"
 
 #include <gtest/gtest.h>

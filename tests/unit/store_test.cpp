@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "agent/model/parse.h"
+#include "agent/compile/compile.h"
 #include "agent/telemetry/store.h"
 #include "tests/unit/state_of.h"
 
