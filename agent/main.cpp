@@ -116,10 +116,8 @@ struct Flags {
   smik::peer::PeerConfig peer_cfg;
 };
 
-void addFlags(CLI::App& app, Flags& f) {
-  f.cfg.node.node_name = hostName();
-  // Every setting can also come from the environment (SMIK_*): the
-  // DaemonSet's ConfigMap is mounted with envFrom.
+// Where objects come from.
+void addSourceFlags(CLI::App& app, Flags& f) {
   auto* manifests_opt =
       app.add_option("--manifests", f.manifests,
                      "directory of SMI/Kubernetes manifests (YAML/JSON) instead of the API server")
@@ -134,6 +132,10 @@ void addFlags(CLI::App& app, Flags& f) {
                  "write Kubernetes Events on SMI objects smik rejects or cannot apply")
       ->envname("SMIK_EVENTS")
       ->capture_default_str();
+}
+
+// The aggregated TrafficMetrics API (--secure-listen).
+void addSecureApiFlags(CLI::App& app, Flags& f) {
   app.add_option("--secure-listen", f.aggregated.server.listen,
                  "HTTPS address of the TrafficMetrics API for the APIService (empty: none)")
       ->envname("SMIK_SECURE_LISTEN");
@@ -148,6 +150,11 @@ void addFlags(CLI::App& app, Flags& f) {
   app.add_option("--requestheader-allowed-names", f.aggregated.allowed_names,
                  "client certificate CNs allowed (default: the ConfigMap's)")
       ->delimiter(',');
+}
+
+// The node, its policy settings, the data path and the other listeners.
+void addNodeFlags(CLI::App& app, Flags& f) {
+  f.cfg.node.node_name = hostName();
   app.add_option("--node", f.cfg.node.node_name, "this node's name (pods with spec.nodeName == NODE are local)")
       ->envname("SMIK_NODE_NAME")
       ->capture_default_str();
@@ -198,6 +205,14 @@ void addFlags(CLI::App& app, Flags& f) {
       ->capture_default_str()
       ->check(CLI::Range(30, 3600));
   smik::peer::addPeerOptions(app, f.peer_cfg);  // cluster-wide TrafficMetrics
+}
+
+// Every setting can also come from the environment (SMIK_*): the
+// DaemonSet's ConfigMap is mounted with envFrom.
+void addFlags(CLI::App& app, Flags& f) {
+  addSourceFlags(app, f);
+  addSecureApiFlags(app, f);
+  addNodeFlags(app, f);
 }
 
 // --uninstall: every program, link, tc hook and pin under the pin dir.
