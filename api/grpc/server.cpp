@@ -31,8 +31,6 @@ const char* const kReasonNames[] = {"forwarded", "policy", "spoofed", "malformed
                                     "fragment"};
 constexpr int kDefaultWindowS = 30;  // the SMI API's default ?t=
 
-using kernelProtoName;
-
 void fillStatus(const AgentStatus& s, pb::StatusReply* r) {
   r->set_ready(s.ready);
   r->set_source(s.source);
