@@ -10,21 +10,10 @@
 #include <cstring>
 #include <thread>
 
-#include "agent/datapath/system.h"
+#include "agent/base/names.h"
+#include "maps/desired.h"
 
 namespace smik {
-
-std::unique_ptr<Agent> Agent::create(const AgentConfig& cfg,
-                                     std::unique_ptr<source::Source> source, std::string* err) {
-  datapath::Options o;
-  o.pin_dir = cfg.pin_dir;
-  o.force_clsact = cfg.force_clsact;
-  o.cgroup = cfg.cgroup;
-  o.ct_max = cfg.ct_max;
-  auto dp = datapath::Datapath::open(o, err);
-  if (!dp) return nullptr;
-  return create(cfg, std::move(source), std::move(dp));
-}
 
 std::unique_ptr<Agent> Agent::create(const AgentConfig& cfg,
                                      std::unique_ptr<source::Source> source,
@@ -85,7 +74,7 @@ int onRingEvent(void* ctx, void* data, size_t size) {
   smik_event ev;
   std::memcpy(&ev, data, sizeof ev);
   auto* sink = static_cast<EventSink*>(ctx);
-  auto addr = [&](const uint8_t* bytes) { return compile::kernelAddr(ev.edge.family, bytes); };
+  auto addr = [&](const uint8_t* bytes) { return kernelAddr(ev.edge.family, bytes); };
   telemetry::Event e;
   e.time = std::chrono::system_clock::now();
   e.kind = abi::nameOf(abi::kEventKinds, ev.kind, "unknown");
@@ -93,7 +82,7 @@ int onRingEvent(void* ctx, void* data, size_t size) {
   e.client = sink->store->nameOf(addr(ev.edge.client));
   e.server = sink->store->nameOf(addr(ev.edge.server));
   e.port = ev.edge.port;
-  e.proto = compile::kernelProtoName(ev.edge.proto);
+  e.proto = kernelProtoName(ev.edge.proto);
   e.suppressed = ev.suppressed;
   sink->hub->publish(std::move(e));
   return 0;
@@ -133,6 +122,19 @@ void Agent::sampleMetrics() {
   if (now < next_sample_) return;
   next_sample_ = now + std::chrono::milliseconds(cfg_.metrics_interval_ms);
   store_.sample(dp_->maps().connEdges(), std::chrono::system_clock::now());
+  sampleMapUsage();
+}
+
+// Status pages are polled (tests: every few ms) while counting walks every
+// map: a count a few seconds old is as good, and counting here keeps status()
+// a reader.
+void Agent::sampleMapUsage() {
+  auto now = std::chrono::steady_clock::now();
+  if (now < next_usage_) return;
+  next_usage_ = now + std::chrono::seconds(5);
+  auto usage = dp_->mapUsage();
+  std::lock_guard<std::mutex> l(mu_);
+  status_.maps = std::move(usage);
 }
 
 // Expired flows are already absent to the programs; deleting them keeps the
@@ -153,85 +155,116 @@ void Agent::sweepConntrack() {
   status_.ct_swept_total += n;
 }
 
+// One round: compile if anything compiled from changed, then write and hook
+// if the plan, the pods' interfaces or a due retry asks for it, then report.
 void Agent::reconcile(bool source_changed) {
-  std::vector<std::string> addrs = datapath::hostAddresses();
-  bool recompile = source_changed || !have_plan_ || addrs != host_addrs_;
-  if (recompile) {
-    compile::NodeConfig node = cfg_.node;
-    node.host_addrs = addrs;
-    host_addrs_ = addrs;
-    auto state = std::make_shared<const model::ClusterState>(source_->state());
-    plan_ = compile::compile(*state, node);
-    source_->reportPlan(plan_);
-    store_.setTopology(state, plan_);
-    {
-      std::lock_guard<std::mutex> l(mu_);
-      state_ = std::move(state);
-    }
-    // A recompile frees the previous state's many small objects; hand the
-    // heap back to the system so RSS follows the cluster's size.
-    malloc_trim(0);
-    have_plan_ = true;
-  }
-  auto wanted = dp_->resolveInterfaces(plan_);
-  auto now = std::chrono::steady_clock::now();
-  if (recompile || wanted != wanted_ || (!in_force_ && now >= retry_at_)) {
-    auto t0 = now;
-    std::map<std::string, uint8_t> modes;
-    for (const auto& [pod, ifindex] : wanted) modes[pod] = dp_->attachMode();
-    maps::KernelState next = maps::desiredState(plan_, wanted, modes);
-    dp_->detachGone(wanted);
-    std::vector<std::string> errors;
-    maps::ApplyStats st;
-    bool in_force = enforce(next, wanted, &st, &errors);
-    if (in_force) {
-      retry_delay_ = std::chrono::milliseconds(0);
-    } else {
-      // A write that failed once tends to fail again at once: back off.
-      retry_delay_ = std::clamp(retry_delay_ * 2, std::chrono::milliseconds(250),
-                                std::chrono::milliseconds(8000));
-      retry_at_ = std::chrono::steady_clock::now() + retry_delay_;
-    }
-    in_force_ = in_force;
-    double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-    spdlog::info("applied: {} ip writes, {} ip deletes, {} endpoints (+{} -{}), policy {}, "
-                 "services +{} -{} in {:.1f} ms",
-                 st.ip_writes, st.ip_deletes, wanted.size(), st.endpoint_writes,
-                 st.endpoint_deletes, st.policy_swapped ? "swapped" : "unchanged",
-                 st.service_writes, st.service_deletes, ms);
-    for (const auto& e : errors) spdlog::error("{}", e);
-    std::lock_guard<std::mutex> l(mu_);
-    status_.applies_total++;
-    status_.last_apply_ms = ms;
-    if (!errors.empty()) status_.apply_errors_total++;
-    status_.errors = errors;
-    updateReadiness(errors);
-  }
+  bool recompiled = recompileIfNeeded(source_changed);
+  auto wanted = dp_->resolveInterfaces(*plan_);
+  if (recompiled || wanted != wanted_ || retryDue()) applyPlan(wanted);
+  refreshStatus();
+}
 
+// The objects or this node's addresses changed (or nothing is compiled yet).
+bool Agent::recompileIfNeeded(bool source_changed) {
+  std::vector<std::string> addrs = dp_->hostAddresses();
+  if (!source_changed && plan_ && addrs == host_addrs_) return false;
+  compile::NodeConfig node = cfg_.node;
+  node.host_addrs = addrs;
+  host_addrs_ = addrs;
+  auto state = std::make_shared<const model::ClusterState>(source_->state());
+  plan_ = std::make_shared<const compile::Plan>(compile::compile(*state, node));
+  source_->reportPlan(*plan_);
+  store_.setTopology(state, *plan_);
+  publish(std::move(state), node);
+  // A recompile frees the previous state's many small objects; hand the
+  // heap back to the system so RSS follows the cluster's size.
+  malloc_trim(0);
+  return true;
+}
+
+// The new plan, for the APIs (AppliedView), and what status lists of it.
+void Agent::publish(std::shared_ptr<const model::ClusterState> state,
+                    const compile::NodeConfig& node) {
+  auto view = std::make_shared<AppliedView>();
+  view->state = std::move(state);
+  view->plan = plan_;
+  view->node = node;
+  for (const auto& [name, id] : plan_->identities) view->identity_names[id] = name;
+  view->compiled = true;
+  std::vector<std::string> diagnostics;
+  for (const auto& d : plan_->diagnostics) diagnostics.push_back(d.str());
+  std::lock_guard<std::mutex> l(mu_);
+  applied_ = std::move(view);
+  status_.diagnostics = std::move(diagnostics);
+  status_.identities = plan_->identities.size();
+}
+
+bool Agent::retryDue() const {
+  return !in_force_ && std::chrono::steady_clock::now() >= retry_at_;
+}
+
+// Writes the plan for the pods whose interfaces are `wanted`: unhooks the
+// gone, hooks the new, fills the maps; a failure is retried with back-off.
+void Agent::applyPlan(const std::map<std::string, uint32_t>& wanted) {
+  auto t0 = std::chrono::steady_clock::now();
+  std::map<std::string, uint8_t> modes;
+  for (const auto& [pod, ifindex] : wanted) modes[pod] = dp_->attachMode();
+  maps::KernelState next = maps::desiredState(*plan_, wanted, modes);
+  dp_->detachGone(wanted);
+  std::vector<std::string> errors;
+  maps::ApplyStats st;
+  bool in_force = enforce(next, wanted, &st, &errors);
+  scheduleRetry(in_force);
+  double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  spdlog::info("applied: {} ip writes, {} ip deletes, {} endpoints (+{} -{}), policy {}, "
+               "services +{} -{} in {:.1f} ms",
+               st.ip_writes, st.ip_deletes, wanted.size(), st.endpoint_writes,
+               st.endpoint_deletes, st.policy_swapped ? "swapped" : "unchanged",
+               st.service_writes, st.service_deletes, ms);
+  for (const auto& e : errors) spdlog::error("{}", e);
+  std::lock_guard<std::mutex> l(mu_);
+  status_.applies_total++;
+  status_.last_apply_ms = ms;
+  if (!errors.empty()) status_.apply_errors_total++;
+  status_.errors = errors;
+  updateReadiness(errors);
+}
+
+// A write that failed once tends to fail again at once: back off, doubling
+// from 250 ms to 8 s; a round that puts everything in force resets it.
+void Agent::scheduleRetry(bool in_force) {
+  in_force_ = in_force;
+  if (in_force) {
+    retry_delay_ = std::chrono::milliseconds(0);
+    return;
+  }
+  retry_delay_ = std::clamp(retry_delay_ * 2, std::chrono::milliseconds(250),
+                            std::chrono::milliseconds(8000));
+  retry_at_ = std::chrono::steady_clock::now() + retry_delay_;
+}
+
+// What status() reports of the source, the kernel's maps and the hooks.
+void Agent::refreshStatus() {
+  std::vector<std::string> rejected;
+  for (const auto& e : source_->errors()) rejected.push_back(e.str());
+  std::vector<std::string> endpoints;
+  for (const auto& [ifindex, a] : dp_->attachments())
+    endpoints.push_back(a.pod + " " + a.ifname + "(" + std::to_string(ifindex) + ")");
+  std::vector<std::string> not_enforced;
+  for (const auto* m : {&not_enforced_, &pending_})
+    for (const auto& [pod, why] : *m) not_enforced.push_back(pod + ": " + why);
   std::lock_guard<std::mutex> l(mu_);
   status_.attach_mode = dp_->tcxAvailable() ? "tcx" : "clsact";
   status_.rejected_objects_total = source_->rejectedTotal();
-  status_.rejected.clear();
-  for (const auto& e : source_->errors()) status_.rejected.push_back(e.str());
+  status_.rejected = std::move(rejected);
   status_.degraded = source_->problem();
   status_.collections = source_->collections();
-  if (recompile) {
-    status_.diagnostics.clear();
-    for (const auto& d : plan_.diagnostics) status_.diagnostics.push_back(d.str());
-    status_.identities = plan_.identities.size();
-    identity_names_.clear();
-    for (const auto& [name, id] : plan_.identities) identity_names_[id] = name;
-  }
   status_.policy_entries = current_.policy.size();
   status_.services = current_.services.size();
   status_.socket_programs = dp_->socketProgramsAttached();
   status_.ip_entries = current_.ips.size();
-  status_.endpoints.clear();
-  for (const auto& [ifindex, a] : dp_->attachments())
-    status_.endpoints.push_back(a.pod + " " + a.ifname + "(" + std::to_string(ifindex) + ")");
-  status_.not_enforced.clear();
-  for (const auto* m : {&not_enforced_, &pending_})
-    for (const auto& [pod, why] : *m) status_.not_enforced.push_back(pod + ": " + why);
+  status_.endpoints = std::move(endpoints);
+  status_.not_enforced = std::move(not_enforced);
 }
 
 bool Agent::enforce(const maps::KernelState& next, const std::map<std::string, uint32_t>& wanted,
@@ -267,12 +300,22 @@ bool Agent::enforce(const maps::KernelState& next, const std::map<std::string, u
     errors->push_back("apply: " + err);
     current_ = backend.read();  // retry from what the kernel really holds
   }
-  // Which local meshed pods run without their programs, and why.
+  findUnenforced(wanted, unwritten);
+  bool in_force = filled && not_enforced_.empty() && dp_->socketProgramsAttached();
+  // Pods the endpoints map cannot hold: no retry helps, only fewer pods.
+  for (const auto& r : plan_->over_capacity)
+    if (r.map == "smik_endpoints")
+      not_enforced_[namespacedName(r.object.ns, r.object.name)] = r.message;
+  return in_force;
+}
+
+void Agent::findUnenforced(const std::map<std::string, uint32_t>& wanted,
+                           const std::map<uint32_t, std::string>& unwritten) {
   not_enforced_.clear();
   pending_.clear();
   std::map<std::string, uint32_t> attached;
   for (const auto& [ifindex, a] : dp_->attachments()) attached[a.pod] = ifindex;
-  for (const auto& [pod, ep] : plan_.endpoints) {
+  for (const auto& [pod, ep] : plan_->endpoints) {
     auto w = wanted.find(pod);
     if (w == wanted.end()) {
       pending_[pod] = "no host-side interface for its address yet";
@@ -282,12 +325,6 @@ bool Agent::enforce(const maps::KernelState& next, const std::map<std::string, u
                                                 : "tc programs not attached (see errors)";
     }
   }
-  bool in_force = filled && not_enforced_.empty() && dp_->socketProgramsAttached();
-  // Pods the endpoints map cannot hold: no retry helps, only fewer pods.
-  for (const auto& r : plan_.over_capacity)
-    if (r.map == "smik_endpoints")
-      not_enforced_[r.object.ns + "/" + r.object.name] = r.message;
-  return in_force;
 }
 
 // Ready once everything compiled is in force. A failed write, or a local
@@ -317,48 +354,37 @@ void Agent::updateReadiness(const std::vector<std::string>& errors) {
   status_.not_ready = why;
 }
 
-std::vector<maps::MapUsage> Agent::mapUsage() {
-  // Status pages are polled (tests: every few ms) while counting walks
-  // every map: a count a few seconds old is as good.
-  std::lock_guard<std::mutex> l(usage_mu_);
-  auto now = std::chrono::steady_clock::now();
-  if (usage_at_ == std::chrono::steady_clock::time_point{} || now - usage_at_ > std::chrono::seconds(5)) {
-    usage_ = dp_->mapUsage();
-    usage_at_ = now;
+AgentStatus Agent::status() const {
+  AgentStatus out;
+  std::shared_ptr<const AppliedView> view;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    out = status_;
+    view = applied_;
   }
-  return usage_;
-}
-
-AgentStatus Agent::status() {
-  auto reasons = dp_->maps().reasons();
-  auto edges = dp_->maps().edges();
-  uint32_t gen = dp_->maps().policyGeneration();
-  auto usage = mapUsage();
-  std::lock_guard<std::mutex> l(mu_);
-  status_.maps = std::move(usage);
-  status_.possible_cpus = libbpf_num_possible_cpus();
-  status_.reasons = reasons;
-  status_.sock_stats = dp_->maps().sockStats();
-  status_.ct_stats = dp_->maps().ctStats();
-  status_.policy_generation = gen;
-  status_.edges.clear();
+  maps::Backend& m = dp_->maps();
+  out.possible_cpus = libbpf_num_possible_cpus();
+  out.reasons = m.reasons();
+  out.sock_stats = m.sockStats();
+  out.ct_stats = m.ctStats();
+  out.policy_generation = m.policyGeneration();
+  auto edges = m.edges();
   auto name = [&](uint32_t id) {
-    auto it = identity_names_.find(id);
-    if (it != identity_names_.end()) return it->second;
+    auto it = view->identity_names.find(id);
+    if (it != view->identity_names.end()) return it->second;
     return compile::Plan{}.identityName(id);  // reserved ("host", "world") or a bare id
   };
-  status_.edges_total = edges.size();
+  out.edges_total = edges.size();
   auto activity = [](const maps::EdgeCounters& e) { return e.value.flows_allowed + e.value.packets_denied; };
   size_t shown = std::min(edges.size(), AgentStatus::kStatusEdges);
   std::partial_sort(edges.begin(), edges.begin() + shown, edges.end(),
                     [&](const auto& a, const auto& b) { return activity(a) > activity(b); });
   edges.resize(shown);
   for (const auto& e : edges) {
-    status_.edges.push_back({name(e.key.src_id), name(e.key.dst_id),
-                             compile::kernelProtoName(e.key.proto), e.key.dport,
-                             e.value.flows_allowed, e.value.packets_denied});
+    out.edges.push_back({name(e.key.src_id), name(e.key.dst_id), kernelProtoName(e.key.proto),
+                         e.key.dport, e.value.flows_allowed, e.value.packets_denied});
   }
-  return status_;
+  return out;
 }
 
 }  // namespace smik

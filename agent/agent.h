@@ -4,13 +4,14 @@
 
 #include <atomic>
 #include <chrono>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
 
 #include "agent/compile/compile.h"
-#include "agent/datapath/datapath.h"
+#include "agent/datapath/dataplane.h"
 #include "agent/source/source.h"
 #include "agent/telemetry/events.h"
 #include "agent/telemetry/store.h"
@@ -75,11 +76,21 @@ struct AgentStatus {
   static constexpr size_t kStatusEdges = 256;
 };
 
+// What the agent put in force, for the APIs: published whole by the agent
+// thread after each compile and never changed after, so an API thread reads
+// the plan in force without compiling or asking the host anything itself.
+struct AppliedView {
+  std::shared_ptr<const model::ClusterState> state = std::make_shared<const model::ClusterState>();
+  std::shared_ptr<const compile::Plan> plan = std::make_shared<const compile::Plan>();
+  compile::NodeConfig node;  // as plan was compiled: host addresses included
+  std::map<uint32_t, std::string> identity_names;  // plan.identities inverted: edges' names
+  bool compiled = false;  // false until the first plan (the fields are empty)
+};
+
 class Agent {
  public:
-  static std::unique_ptr<Agent> create(const AgentConfig& cfg,
-                                       std::unique_ptr<source::Source> source, std::string* err);
-  // On a given dataplane (tests: an in-memory one).
+  // On a dataplane: the kernel's (datapath::Datapath), or in tests an
+  // in-memory one.
   static std::unique_ptr<Agent> create(const AgentConfig& cfg,
                                        std::unique_ptr<source::Source> source,
                                        std::unique_ptr<datapath::Dataplane> dataplane);
@@ -87,7 +98,10 @@ class Agent {
   void run(const std::atomic<bool>& stop);
   // One round of run(): take in the source, compile, write, hook.
   void runOnce();
-  AgentStatus status();  // reads the kernel's counters: not for probes
+
+  // ---- read by the APIs, from their own threads: nothing here writes ----
+  // The last round's status with the kernel's counters read now: not for probes.
+  AgentStatus status() const;
   bool ready() const {
     std::lock_guard<std::mutex> l(mu_);
     return status_.ready;
@@ -97,15 +111,14 @@ class Agent {
     std::lock_guard<std::mutex> l(mu_);
     return status_.not_ready;
   }
+  std::shared_ptr<const AppliedView> applied() const {
+    std::lock_guard<std::mutex> l(mu_);
+    return applied_;
+  }
   const telemetry::Store& metrics() const { return store_; }
   telemetry::EventHub& events() { return events_; }
-  // The objects the policy in force was compiled from (a copy: the agent
-  // thread keeps reading the directory).
-  model::ClusterState state() const {
-    std::lock_guard<std::mutex> l(mu_);
-    return *state_;
-  }
   const compile::NodeConfig& nodeConfig() const { return cfg_.node; }
+  // The kernel's maps, to read (DumpMap); only the agent thread writes them.
   maps::Backend& maps() { return dp_->maps(); }
 
  private:
@@ -114,22 +127,32 @@ class Agent {
   // Until the source has a complete view nothing is compiled: the kernel
   // keeps enforcing whatever it holds (a previous agent's policy, or none).
   void waitForSource();
+  // The steps of one round, in order.
   void reconcile(bool source_changed);
+  bool recompileIfNeeded(bool source_changed);  // true if it compiled a new plan
+  void publish(std::shared_ptr<const model::ClusterState> state, const compile::NodeConfig& node);
+  bool retryDue() const;
+  void applyPlan(const std::map<std::string, uint32_t>& wanted);
+  void scheduleRetry(bool in_force);
+  void refreshStatus();
   // Hooks new pods, then writes the rest of `next`; what is not in force
   // goes to *errors and not_enforced_. True if a retry has nothing to fix.
   bool enforce(const maps::KernelState& next, const std::map<std::string, uint32_t>& wanted,
                maps::ApplyStats* stats, std::vector<std::string>* errors);
+  // Which local meshed pods run without their programs, and why.
+  void findUnenforced(const std::map<std::string, uint32_t>& wanted,
+                      const std::map<uint32_t, std::string>& unwritten);
   void updateReadiness(const std::vector<std::string>& errors);
-  std::vector<maps::MapUsage> mapUsage();  // cached: counting entries walks the maps
   void sampleMetrics();
+  void sampleMapUsage();  // counting entries walks every map: every few seconds
   void sweepConntrack();
   void readEvents(const std::atomic<bool>& stop);  // ring buffer -> events_
 
+  // Agent thread only.
   AgentConfig cfg_;
   std::unique_ptr<source::Source> source_;
   std::unique_ptr<datapath::Dataplane> dp_;
-  compile::Plan plan_;
-  bool have_plan_ = false;
+  std::shared_ptr<const compile::Plan> plan_;  // null until the first compile
   bool first_round_ = true;
   // Whether the last round put everything in force; if not, when to retry.
   bool in_force_ = false;
@@ -143,17 +166,13 @@ class Agent {
   telemetry::Store store_;
   telemetry::EventHub events_;
   std::chrono::steady_clock::time_point next_sample_{};
+  std::chrono::steady_clock::time_point next_usage_{};
   std::chrono::steady_clock::time_point next_sweep_{};
 
+  // Written by the agent thread, read by the APIs: guarded by mu_.
   mutable std::mutex mu_;
   AgentStatus status_;
-  // guarded by mu_; shared with the metrics store
-  std::shared_ptr<const model::ClusterState> state_ = std::make_shared<const model::ClusterState>();
-  std::map<uint32_t, std::string> identity_names_;  // names edges for status()
-
-  std::mutex usage_mu_;
-  std::vector<maps::MapUsage> usage_;
-  std::chrono::steady_clock::time_point usage_at_{};
+  std::shared_ptr<const AppliedView> applied_ = std::make_shared<const AppliedView>();
 };
 
 }  // namespace smik

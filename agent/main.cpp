@@ -14,7 +14,7 @@
 #include "api/grpc/server.h"
 #include "api/http/http_server.h"
 #include "api/http/secure_api.h"
-#include "api/http/smi_metrics.h"
+#include "api/smi/smi_metrics.h"
 #include "api/peer/peer_api.h"
 
 namespace {
@@ -103,9 +103,8 @@ std::unique_ptr<smik::api::AggregatedApi> startAggregatedApi(
   api->start();
   return api;
 }
-}  // namespace
-
-int main(int argc, char** argv) {
+// Every flag of smik-agent, as parsed.
+struct Flags {
   smik::AgentConfig cfg;
   std::string manifests, kubeconfig, kube_context;
   std::vector<std::string> mesh_namespaces;
@@ -114,172 +113,234 @@ int main(int argc, char** argv) {
   std::string mode = "strict", http_rules = "deny", host_traffic = "allow", log_level = "info";
   std::string grpc_socket = "/run/smik/agent.sock";
   bool uninstall = false, mesh_all = false;
-  cfg.node.node_name = hostName();
+  smik::peer::PeerConfig peer_cfg;
+};
 
-  CLI::App app{"smik-agent: SMI access control enforced in the kernel with eBPF"};
-  // Every setting can also come from the environment (SMIK_*): the
-  // DaemonSet's ConfigMap is mounted with envFrom.
+// Where objects come from.
+void addSourceFlags(CLI::App& app, Flags& f) {
   auto* manifests_opt =
-      app.add_option("--manifests", manifests,
+      app.add_option("--manifests", f.manifests,
                      "directory of SMI/Kubernetes manifests (YAML/JSON) instead of the API server")
           ->envname("SMIK_MANIFESTS");
-  app.add_option("--kubeconfig", kubeconfig,
+  app.add_option("--kubeconfig", f.kubeconfig,
                  "kubeconfig file(s), ':'-separated; neither this nor --manifests: in-cluster config")
       ->envname("SMIK_KUBECONFIG")
       ->excludes(manifests_opt);
-  app.add_option("--context", kube_context, "kubeconfig context (default: current-context)")
+  app.add_option("--context", f.kube_context, "kubeconfig context (default: current-context)")
       ->envname("SMIK_KUBE_CONTEXT");
-  app.add_option("--events", record_events,
+  app.add_option("--events", f.record_events,
                  "write Kubernetes Events on SMI objects smik rejects or cannot apply")
       ->envname("SMIK_EVENTS")
       ->capture_default_str();
-  app.add_option("--secure-listen", aggregated.server.listen,
+}
+
+// The aggregated TrafficMetrics API (--secure-listen).
+void addSecureApiFlags(CLI::App& app, Flags& f) {
+  app.add_option("--secure-listen", f.aggregated.server.listen,
                  "HTTPS address of the TrafficMetrics API for the APIService (empty: none)")
       ->envname("SMIK_SECURE_LISTEN");
-  app.add_option("--tls-cert-file", aggregated.server.cert_file,
+  app.add_option("--tls-cert-file", f.aggregated.server.cert_file,
                  "serving certificate of --secure-listen (missing: self-signed)")
       ->envname("SMIK_TLS_CERT_FILE");
-  app.add_option("--tls-private-key-file", aggregated.server.key_file, "its private key")
+  app.add_option("--tls-private-key-file", f.aggregated.server.key_file, "its private key")
       ->envname("SMIK_TLS_PRIVATE_KEY_FILE");
-  app.add_option("--requestheader-client-ca-file", aggregated.requestheader_ca_file,
+  app.add_option("--requestheader-client-ca-file", f.aggregated.requestheader_ca_file,
                  "CA of the aggregator's client certificate (default: kube-system/"
                  "extension-apiserver-authentication)");
-  app.add_option("--requestheader-allowed-names", aggregated.allowed_names,
+  app.add_option("--requestheader-allowed-names", f.aggregated.allowed_names,
                  "client certificate CNs allowed (default: the ConfigMap's)")
       ->delimiter(',');
-  app.add_option("--node", cfg.node.node_name, "this node's name (pods with spec.nodeName == NODE are local)")
+}
+
+// The node, its policy settings, the data path and the other listeners.
+void addNodeFlags(CLI::App& app, Flags& f) {
+  f.cfg.node.node_name = hostName();
+  app.add_option("--node", f.cfg.node.node_name, "this node's name (pods with spec.nodeName == NODE are local)")
       ->envname("SMIK_NODE_NAME")
       ->capture_default_str();
-  app.add_option("--mesh-namespaces", mesh_namespaces,
+  app.add_option("--mesh-namespaces", f.mesh_namespaces,
                  "namespaces whose pods are meshed besides those labelled smik.io/mesh=enabled")
       ->envname("SMIK_MESH_NAMESPACES")
       ->delimiter(',');
-  app.add_option("--http", cfg.http,
+  app.add_option("--http", f.cfg.http,
                  "listen address of /healthz, /readyz, /metrics (and, to loopback clients, "
                  "/status and the TrafficMetrics API)")
       ->capture_default_str();
-  app.add_option("--grpc", grpc_socket, "unix socket of the gRPC API (smik CLI); empty: none")
+  app.add_option("--grpc", f.grpc_socket, "unix socket of the gRPC API (smik CLI); empty: none")
       ->capture_default_str();
-  app.add_option("--pin-dir", cfg.pin_dir, "bpffs directory for maps and links")->capture_default_str();
-  app.add_option("--cgroup", cfg.cgroup, "cgroup2 directory for socket programs (default: cgroup2 root)");
-  app.add_option("--access-mode", mode, "strict | permissive | per-destination")
+  app.add_option("--pin-dir", f.cfg.pin_dir, "bpffs directory for maps and links")->capture_default_str();
+  app.add_option("--cgroup", f.cfg.cgroup, "cgroup2 directory for socket programs (default: cgroup2 root)");
+  app.add_option("--access-mode", f.mode, "strict | permissive | per-destination")
       ->envname("SMIK_ACCESS_MODE")
       ->capture_default_str();
-  app.add_option("--http-rules", http_rules,
+  app.add_option("--http-rules", f.http_rules,
                  "HTTPRouteGroup-only rules at L4: deny (grant nothing) | allow-tcp (all TCP ports)")
       ->envname("SMIK_HTTP_RULES")
       ->capture_default_str();
-  app.add_option("--host-traffic", host_traffic,
+  app.add_option("--host-traffic", f.host_traffic,
                  "traffic from this node's own addresses (kubelet probes): allow (unjudged) | "
                  "policy (needs a TrafficTarget source kind Host, name local)")
       ->envname("SMIK_HOST_TRAFFIC")
       ->capture_default_str();
-  app.add_flag("--mesh-all", mesh_all, "mesh every pod, whatever its namespace's smik.io/mesh label")
+  app.add_flag("--mesh-all", f.mesh_all, "mesh every pod, whatever its namespace's smik.io/mesh label")
       ->envname("SMIK_MESH_ALL");
-  app.add_flag("--force-clsact", cfg.force_clsact, "attach with clsact even where tcx exists");
-  app.add_flag("--uninstall", uninstall, "remove every program, link, tc hook and pin, then exit");
-  app.add_option("--log-level", log_level, "trace|debug|info|warn|error")
+  app.add_flag("--force-clsact", f.cfg.force_clsact, "attach with clsact even where tcx exists");
+  app.add_flag("--uninstall", f.uninstall, "remove every program, link, tc hook and pin, then exit");
+  app.add_option("--log-level", f.log_level, "trace|debug|info|warn|error")
       ->envname("SMIK_LOG_LEVEL")
       ->capture_default_str();
-  app.add_option("--metrics-interval-ms", cfg.metrics_interval_ms,
+  app.add_option("--metrics-interval-ms", f.cfg.metrics_interval_ms,
                  "how often the kernel's connection counters are read")
       ->capture_default_str()
       ->check(CLI::Range(100, 60000));
-  app.add_option("--ct-max", cfg.ct_max,
+  app.add_option("--ct-max", f.cfg.ct_max,
                  "conntrack entries (flows in progress) of a new smik_ct; a pinned one keeps its "
                  "size until --uninstall")
       ->envname("SMIK_CT_MAX")
       ->capture_default_str()
       ->check(CLI::Range(1024, 1 << 24));
-  app.add_option("--metrics-window", cfg.metrics_window_s,
+  app.add_option("--metrics-window", f.cfg.metrics_window_s,
                  "longest TrafficMetrics window (?t=) kept, seconds")
       ->envname("SMIK_METRICS_WINDOW")
       ->capture_default_str()
       ->check(CLI::Range(30, 3600));
-  smik::peer::PeerConfig peer_cfg;  // cluster-wide TrafficMetrics: --peer-* and --peers
-  smik::peer::addPeerOptions(app, peer_cfg);
-  CLI11_PARSE(app, argc, argv);
-  spdlog::set_level(spdlog::level::from_str(log_level));
+  smik::peer::addPeerOptions(app, f.peer_cfg);  // cluster-wide TrafficMetrics
+}
 
-  if (uninstall) {
-    std::string err;
-    if (!smik::datapath::Datapath::uninstall(cfg.pin_dir, &err)) {
-      spdlog::error("uninstall: {}", err);
-      return 1;
-    }
-    spdlog::info("uninstalled: {} and every hook it held are gone", cfg.pin_dir);
-    return 0;
-  }
-  if (!applyPolicySettings(mode, http_rules, host_traffic, mesh_all, mesh_namespaces, &cfg.node))
-    return 2;
-  if (cfg.cgroup.empty()) cfg.cgroup = smik::datapath::cgroup2Mount();
-  spdlog::info("node {}, access mode {}, host traffic {}, pin dir {}, cgroup2 {}",
-               cfg.node.node_name, mode, host_traffic, cfg.pin_dir,
-               cfg.cgroup.empty() ? "(not mounted)" : cfg.cgroup);
+// Every setting can also come from the environment (SMIK_*): the
+// DaemonSet's ConfigMap is mounted with envFrom.
+void addFlags(CLI::App& app, Flags& f) {
+  addSourceFlags(app, f);
+  addSecureApiFlags(app, f);
+  addNodeFlags(app, f);
+}
 
+// --uninstall: every program, link, tc hook and pin under the pin dir.
+int uninstall(const std::string& pin_dir) {
   std::string err;
-  std::optional<smik::kube::KubeConfig> kube_config;
-  smik::kube::KubeSource* kube = nullptr;
-  std::unique_ptr<smik::source::Source> source = makeSource(
-      manifests, kubeconfig, kube_context, record_events, cfg.node.node_name, &kube_config, &kube);
-  if (!source) return 2;
-  spdlog::info("objects from {}", source->describe());
-  if (!aggregated.server.listen.empty() && !kube_config) {
-    spdlog::error("--secure-listen authorizes through the Kubernetes API: not with --manifests");
-    return 2;
-  }
-  fallBackToSelfSigned(&aggregated.server);
-  auto agent = smik::Agent::create(cfg, std::move(source), &err);
-  if (!agent) {
-    spdlog::error("{}", err);
+  if (!smik::datapath::Datapath::uninstall(pin_dir, &err)) {
+    spdlog::error("uninstall: {}", err);
     return 1;
   }
-  // The agent's API connections bypass its own socket programs (why: at
-  // smik_own_sockets in bpf/sock_lb.bpf.c). The programs' map exists now.
-  if (kube_config) {
-    if (auto own = smik::datapath::ownSocketRegistrar(cfg.pin_dir, &err))
-      smik::kube::setSocketHook(std::move(own));
-    else
-      spdlog::error("{}: the agent's API connections may be translated", err);
-  }
-  // Cluster-wide metrics are an answer, not enforcement: a part that cannot
-  // start is logged and left off. Declared before http, which uses it.
+  spdlog::info("uninstalled: {} and every hook it held are gone", pin_dir);
+  return 0;
+}
+
+std::unique_ptr<smik::datapath::Datapath> openDatapath(const smik::AgentConfig& cfg,
+                                                       std::string* err) {
+  smik::datapath::Options o;
+  o.pin_dir = cfg.pin_dir;
+  o.force_clsact = cfg.force_clsact;
+  o.cgroup = cfg.cgroup;
+  o.ct_max = cfg.ct_max;
+  return smik::datapath::Datapath::open(o, err);
+}
+
+// The agent's API connections bypass its own socket programs (why: at
+// smik_own_sockets in bpf/sock_lb.bpf.c). The programs' map exists once the
+// data path is open.
+void bypassOwnSockets(const std::string& pin_dir) {
+  std::string err;
+  if (auto own = smik::datapath::ownSocketRegistrar(pin_dir, &err))
+    smik::kube::setSocketHook(std::move(own));
+  else
+    spdlog::error("{}: the agent's API connections may be translated", err);
+}
+
+// What the agent serves besides enforcing, started in order and stopped in
+// reverse. The peers first: http and grpc answer through their fan-out.
+struct Apis {
   smik::peer::PeerApi peers;
-  for (const auto& e : peers.start(peer_cfg, agent->metrics(), cfg.node.node_name))
-    spdlog::error("{}", e);
-  // Remote clients of --http get probes and /metrics only: /status and the
-  // TrafficMetrics API answer loopback clients (and --secure-listen).
   smik::api::HttpServer http;
-  http.setPeers(peers.fanout());
-  if (!http.start(cfg.http, agent.get(), &err)) {
-    spdlog::error("{}", err);
-    return 1;
-  }
   smik::api::GrpcServer grpc;
-  if (peers.fanout())  // `smik metrics` answers for the cluster, as the API does
-    grpc.setClusterView(smik::peer::mergedViews(*peers.fanout(), agent->metrics(), cfg.node.node_name));
-  if (!grpc_socket.empty() && !grpc.start(grpc_socket, agent.get(), &err)) {
-    // Enforcement matters more than the local API: a second agent on the
-    // same socket path (tests, a misconfigured node) gets no API, not an exit.
-    if (!grpc.socketInUse()) {
+  std::unique_ptr<smik::api::AggregatedApi> aggregated;
+
+  // False (logged) when one that enforcement's operators rely on cannot start.
+  bool start(const Flags& f, smik::Agent* agent, const std::optional<smik::kube::KubeConfig>& kube) {
+    const std::string& node = f.cfg.node.node_name;
+    // Cluster-wide metrics are an answer, not enforcement: a part that cannot
+    // start is logged and left off.
+    for (const auto& e : peers.start(f.peer_cfg, agent->metrics(), node)) spdlog::error("{}", e);
+    // Remote clients of --http get probes and /metrics only: /status and the
+    // TrafficMetrics API answer loopback clients (and --secure-listen).
+    std::string err;
+    http.setPeers(peers.fanout());
+    if (!http.start(f.cfg.http, agent, &err)) {
       spdlog::error("{}", err);
-      return 1;
+      return false;
     }
-    spdlog::error("{}: the gRPC API is not served", err);
+    if (peers.fanout())  // `smik metrics` answers for the cluster, as the API does
+      grpc.setClusterView(smik::peer::mergedViews(*peers.fanout(), agent->metrics(), node));
+    if (!f.grpc_socket.empty() && !grpc.start(f.grpc_socket, agent, &err)) {
+      // Enforcement matters more than the local API: a second agent on the
+      // same socket path (tests, a misconfigured node) gets no API, not an exit.
+      if (!grpc.socketInUse()) {
+        spdlog::error("{}", err);
+        return false;
+      }
+      spdlog::error("{}: the gRPC API is not served", err);
+    }
+    if (!f.aggregated.server.listen.empty())
+      aggregated = startAggregatedApi(*kube, f.aggregated, agent, peers, node);
+    return true;
   }
+  void stop() {
+    if (aggregated) aggregated->stop();
+    grpc.stop();
+    http.stop();
+  }
+};
+
+void stopOnSignals() {
   struct sigaction sa {};
   sa.sa_handler = onSignal;
   sigaction(SIGTERM, &sa, nullptr);
   sigaction(SIGINT, &sa, nullptr);
-  std::unique_ptr<smik::api::AggregatedApi> aggregated_api;
-  if (!aggregated.server.listen.empty())
-    aggregated_api = startAggregatedApi(*kube_config, aggregated, agent.get(), peers,
-                                        cfg.node.node_name);
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  Flags f;
+  CLI::App app{"smik-agent: SMI access control enforced in the kernel with eBPF"};
+  addFlags(app, f);
+  CLI11_PARSE(app, argc, argv);
+  spdlog::set_level(spdlog::level::from_str(f.log_level));
+  smik::AgentConfig& cfg = f.cfg;
+  if (f.uninstall) return uninstall(cfg.pin_dir);
+  if (!applyPolicySettings(f.mode, f.http_rules, f.host_traffic, f.mesh_all, f.mesh_namespaces,
+                           &cfg.node))
+    return 2;
+  if (cfg.cgroup.empty()) cfg.cgroup = smik::datapath::cgroup2Mount();
+  spdlog::info("node {}, access mode {}, host traffic {}, pin dir {}, cgroup2 {}",
+               cfg.node.node_name, f.mode, f.host_traffic, cfg.pin_dir,
+               cfg.cgroup.empty() ? "(not mounted)" : cfg.cgroup);
+
+  std::optional<smik::kube::KubeConfig> kube_config;
+  smik::kube::KubeSource* kube = nullptr;
+  std::unique_ptr<smik::source::Source> source = makeSource(
+      f.manifests, f.kubeconfig, f.kube_context, f.record_events, cfg.node.node_name, &kube_config,
+      &kube);
+  if (!source) return 2;
+  spdlog::info("objects from {}", source->describe());
+  if (!f.aggregated.server.listen.empty() && !kube_config) {
+    spdlog::error("--secure-listen authorizes through the Kubernetes API: not with --manifests");
+    return 2;
+  }
+  fallBackToSelfSigned(&f.aggregated.server);
+  std::string err;
+  auto dp = openDatapath(cfg, &err);
+  if (!dp) {
+    spdlog::error("{}", err);
+    return 1;
+  }
+  auto agent = smik::Agent::create(cfg, std::move(source), std::move(dp));
+  if (kube_config) bypassOwnSockets(cfg.pin_dir);
+  Apis apis;
+  if (!apis.start(f, agent.get(), kube_config)) return 1;
+  stopOnSignals();
   if (kube) kube->start();
   agent->run(g_stop);
-  if (aggregated_api) aggregated_api->stop();
-  grpc.stop();
-  http.stop();
+  apis.stop();
   spdlog::info("stopping: programs and maps stay pinned under {} and keep enforcing", cfg.pin_dir);
   return 0;
 }

@@ -6,8 +6,9 @@
 
 #include <cstring>
 
+#include "agent/compile/compile.h"
 #include "agent/telemetry/store.h"
-#include "api/http/smi_metrics.h"
+#include "api/smi/smi_metrics.h"
 
 using namespace smik;
 
@@ -16,8 +17,8 @@ namespace {
 constexpr int kPods = 2000;
 constexpr int kEdges = 10000;
 
-compile::Addr podAddr(int i) {
-  compile::Addr a;
+smik::Addr podAddr(int i) {
+  smik::Addr a;
   a.family = SMIK_AF_INET;
   uint32_t be = htonl(0x0a000000u + i);
   std::memcpy(a.bytes.data(), &be, 4);

@@ -74,9 +74,9 @@ int echoMain(int port) {
 }
 
 
-compile::Addr addr(const std::string& s) {
-  compile::Addr a;
-  compile::parseAddr(s, &a);
+smik::Addr addr(const std::string& s) {
+  smik::Addr a;
+  smik::parseAddr(s, &a);
   return a;
 }
 

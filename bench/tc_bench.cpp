@@ -43,8 +43,8 @@ int emptyProg() {
   return fd;
 }
 
-compile::Addr v4(uint32_t host_order) {
-  compile::Addr a;
+smik::Addr v4(uint32_t host_order) {
+  smik::Addr a;
   a.family = SMIK_AF_INET;
   uint32_t be = htonl(host_order);
   std::memcpy(a.bytes.data(), &be, 4);

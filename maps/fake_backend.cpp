@@ -12,13 +12,13 @@ bool FakeBackend::countWrite(std::string* err) {
   return true;
 }
 
-bool FakeBackend::putIp(const compile::Addr& a, const smik_ip_info& v, std::string* err) {
+bool FakeBackend::putIp(const Addr& a, const smik_ip_info& v, std::string* err) {
   if (!countWrite(err)) return false;
   state_.ips[a] = v;
   return true;
 }
 
-bool FakeBackend::deleteIp(const compile::Addr& a, std::string* err) {
+bool FakeBackend::deleteIp(const Addr& a, std::string* err) {
   if (!countWrite(err)) return false;
   state_.ips.erase(a);
   return true;

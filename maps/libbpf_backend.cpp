@@ -110,12 +110,12 @@ LibbpfBackend::~LibbpfBackend() {
     if (fd >= 0) close(fd);
 }
 
-bool LibbpfBackend::putIp(const compile::Addr& a, const smik_ip_info& v, std::string* err) {
+bool LibbpfBackend::putIp(const Addr& a, const smik_ip_info& v, std::string* err) {
   smik_ip_key k = ipKey(a);
   return bpf_map_update_elem(ipcache_, &k, &v, BPF_ANY) == 0 || fail(err, "ipcache update " + a.str());
 }
 
-bool LibbpfBackend::deleteIp(const compile::Addr& a, std::string* err) {
+bool LibbpfBackend::deleteIp(const Addr& a, std::string* err) {
   smik_ip_key k = ipKey(a);
   return bpf_map_delete_elem(ipcache_, &k) == 0 || errno == ENOENT ||
          fail(err, "ipcache delete " + a.str());

@@ -8,8 +8,8 @@
 #include <string>
 #include <vector>
 
-#include "agent/compile/compile.h"
-#include "bpf/include/smik_abi.h"
+#include "agent/base/abi.h"
+#include "agent/base/addr.h"
 
 namespace smik::maps {
 
@@ -47,7 +47,7 @@ struct SvcTable {
 
 // What the kernel holds (or should hold) for enforcement.
 struct KernelState {
-  std::map<compile::Addr, smik_ip_info> ips;
+  std::map<Addr, smik_ip_info> ips;
   std::map<uint32_t, smik_endpoint> endpoints;  // by host-side ifindex
   PolicyEntries policy;
   bool policy_installed = false;  // an empty generation still fails closed if absent
@@ -68,8 +68,8 @@ struct EdgeCounters {
 class Backend {
  public:
   virtual ~Backend() = default;
-  virtual bool putIp(const compile::Addr& a, const smik_ip_info& v, std::string* err) = 0;
-  virtual bool deleteIp(const compile::Addr& a, std::string* err) = 0;
+  virtual bool putIp(const Addr& a, const smik_ip_info& v, std::string* err) = 0;
+  virtual bool deleteIp(const Addr& a, std::string* err) = 0;
   virtual bool putEndpoint(uint32_t ifindex, const smik_endpoint& v, std::string* err) = 0;
   virtual bool deleteEndpoint(uint32_t ifindex, std::string* err) = 0;
   // Builds a complete new policy generation and puts it in force with a single
@@ -99,8 +99,8 @@ class Backend {
 // In-memory backend: what the kernel would hold, for rootless tests.
 class FakeBackend : public Backend {
  public:
-  bool putIp(const compile::Addr& a, const smik_ip_info& v, std::string* err) override;
-  bool deleteIp(const compile::Addr& a, std::string* err) override;
+  bool putIp(const Addr& a, const smik_ip_info& v, std::string* err) override;
+  bool deleteIp(const Addr& a, std::string* err) override;
   bool putEndpoint(uint32_t ifindex, const smik_endpoint& v, std::string* err) override;
   bool deleteEndpoint(uint32_t ifindex, std::string* err) override;
   bool swapPolicy(const PolicyEntries& entries, std::string* err) override;
@@ -134,8 +134,8 @@ class LibbpfBackend : public Backend {
   static std::unique_ptr<LibbpfBackend> open(const std::string& pin_dir, std::string* err);
   ~LibbpfBackend() override;
 
-  bool putIp(const compile::Addr& a, const smik_ip_info& v, std::string* err) override;
-  bool deleteIp(const compile::Addr& a, std::string* err) override;
+  bool putIp(const Addr& a, const smik_ip_info& v, std::string* err) override;
+  bool deleteIp(const Addr& a, std::string* err) override;
   bool putEndpoint(uint32_t ifindex, const smik_endpoint& v, std::string* err) override;
   bool deleteEndpoint(uint32_t ifindex, std::string* err) override;
   bool swapPolicy(const PolicyEntries& entries, std::string* err) override;
@@ -160,16 +160,10 @@ class LibbpfBackend : public Backend {
   int services_ = -1, backends_ = -1, sock_stats_ = -1, conn_ = -1, ct_ = -1, ct_stats_ = -1;
 };
 
-smik_ip_key ipKey(const compile::Addr& a);
-SvcTable svcTable(const compile::ServiceTable& t);
+smik_ip_key ipKey(const Addr& a);
 // The kernel value of a table whose endpoints sit at indices 0.. of `gen`.
 smik_svc_value svcValue(const SvcTable& t, uint8_t gen);
-compile::Addr addrOf(const smik_ip_key& k);
-
-// Desired kernel state for a plan, given where each local pod's veth is.
-KernelState desiredState(const compile::Plan& plan,
-                         const std::map<std::string, uint32_t>& ifindex_by_pod,
-                         const std::map<std::string, uint8_t>& attach_by_pod);
+Addr addrOf(const smik_ip_key& k);
 
 struct ApplyStats {
   int ip_writes = 0, ip_deletes = 0, endpoint_writes = 0, endpoint_deletes = 0;

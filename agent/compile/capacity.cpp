@@ -7,8 +7,6 @@
 namespace smik::compile {
 namespace {
 
-std::string key(const std::string& ns, const std::string& name) { return ns + "/" + name; }
-
 // One object's share of a map.
 struct Share {
   model::ObjectRef object;
@@ -84,7 +82,7 @@ void fitEndpoints(const model::ClusterState& state, const Capacity& cap, Plan* p
   for (size_t i : rejectionOrder(shares)) {
     if (total <= cap.endpoints) break;
     total--;
-    plan->endpoints.erase(key(shares[i].object.ns, shares[i].object.name));
+    plan->endpoints.erase(namespacedName(shares[i].object.ns, shares[i].object.name));
     reject(plan, shares[i], "smik_endpoints", cap.endpoints,
            "not enforced: the endpoints map holds " + n(cap.endpoints) +
                " local meshed pods and this node has " + n(needed) +

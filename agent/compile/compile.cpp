@@ -48,36 +48,6 @@ bool parseHostTraffic(const std::string& s, HostTraffic* out) {
   return false;
 }
 
-bool parseAddr(const std::string& text, Addr* out) {
-  Addr a;
-  if (inet_pton(AF_INET, text.c_str(), a.bytes.data()) == 1) {
-    a.family = SMIK_AF_INET;
-  } else if (inet_pton(AF_INET6, text.c_str(), a.bytes.data()) == 1) {
-    a.family = SMIK_AF_INET6;
-  } else {
-    return false;
-  }
-  *out = a;
-  return true;
-}
-
-Addr kernelAddr(uint8_t family, const uint8_t* bytes) {
-  Addr a;
-  a.family = family;
-  std::memcpy(a.bytes.data(), bytes, a.bytes.size());
-  return a;
-}
-
-std::string kernelProtoName(uint8_t proto) {
-  return proto == SMIK_PROTO_TCP ? "TCP" : proto == SMIK_PROTO_UDP ? "UDP" : std::to_string(proto);
-}
-
-std::string Addr::str() const {
-  char buf[INET6_ADDRSTRLEN] = {};
-  inet_ntop(family == SMIK_AF_INET ? AF_INET : AF_INET6, bytes.data(), buf, sizeof buf);
-  return buf;
-}
-
 std::string Diagnostic::str() const {
   return std::string(level == Level::kInfo ? "info" : "warning") + ": " + object.str() + ": " +
          message;
@@ -130,8 +100,6 @@ bool podHoldsIp(const Pod& pod) {
   return !pod.host_network && pod.phase != "Succeeded" && pod.phase != "Failed";
 }
 
-std::string key(const std::string& ns, const std::string& name) { return ns + "/" + name; }
-
 ObjectRef ttRef(const TrafficTarget& tt) { return {"TrafficTarget", tt.meta.ns, tt.meta.name}; }
 
 struct Grant {
@@ -169,17 +137,17 @@ class Compiler {
   void assignAll() {
     std::set<std::string> accounts;
     for (const auto& [k, sa] : state_.service_accounts) accounts.insert(k);
-    for (const auto& [k, pod] : state_.pods) accounts.insert(key(pod->meta.ns, pod->service_account));
+    for (const auto& [k, pod] : state_.pods) accounts.insert(namespacedName(pod->meta.ns, pod->service_account));
     for (const auto& [k, tt] : state_.traffic_targets) {
-      accounts.insert(key(tt.destination.ns, tt.destination.name));
+      accounts.insert(namespacedName(tt.destination.ns, tt.destination.name));
       for (const auto& s : tt.sources)
-        if (!s.isHost()) accounts.insert(key(s.ns, s.name));
+        if (!s.isHost()) accounts.insert(namespacedName(s.ns, s.name));
     }
     plan_.identities = assignIdentities(accounts);
   }
 
   uint32_t idOf(const std::string& ns, const std::string& name) const {
-    return plan_.identities.at(key(ns, name));
+    return plan_.identities.at(namespacedName(ns, name));
   }
   uint32_t idOf(const model::Subject& s) const { return s.isHost() ? SMIK_ID_HOST : idOf(s.ns, s.name); }
 
@@ -275,7 +243,7 @@ class Compiler {
       if (rule.kind == "TCPRoute" || rule.kind == "UDPRoute") {
         bool tcp = rule.kind == "TCPRoute";
         const auto& routes = tcp ? state_.tcp_routes : state_.udp_routes;
-        auto it = routes.find(key(tt.meta.ns, rule.name));
+        auto it = routes.find(namespacedName(tt.meta.ns, rule.name));
         if (it == routes.end()) {
           diag(ttRef(tt), label + " not found in namespace " + tt.meta.ns + ": grants nothing");
           continue;
@@ -286,7 +254,7 @@ class Compiler {
         if (!httpGrants(tt, rule, has_l4_rule, label, &grants)) continue;
       }
       if (grants.empty()) continue;
-      plan_.rules.push_back({key(tt.meta.ns, tt.meta.name), label});
+      plan_.rules.push_back({namespacedName(tt.meta.ns, tt.meta.name), label});
       uint32_t rule_id = plan_.rules.size();
       for (const auto& src : tt.sources) {
         uint32_t sid = idOf(src);
@@ -302,7 +270,7 @@ class Compiler {
   // HTTPRouteGroup at L4 (README: SMI semantics): paths and methods are invisible here.
   bool httpGrants(const TrafficTarget& tt, const model::TrafficRule& rule, bool has_l4_rule,
                   const std::string& label, std::vector<Grant>* grants) {
-    auto it = state_.http_route_groups.find(key(tt.meta.ns, rule.name));
+    auto it = state_.http_route_groups.find(namespacedName(tt.meta.ns, rule.name));
     if (it == state_.http_route_groups.end()) {
       diag(ttRef(tt), label + " not found in namespace " + tt.meta.ns + ": grants nothing");
       return false;
@@ -357,24 +325,3 @@ Plan compile(const ClusterState& state, const NodeConfig& node) {
 }
 
 }  // namespace smik::compile
-
-bool operator<(const smik_policy_key& a, const smik_policy_key& b) {
-  return std::tie(a.src_id, a.dst_id, a.dport, a.proto) <
-         std::tie(b.src_id, b.dst_id, b.dport, b.proto);
-}
-bool operator==(const smik_policy_key& a, const smik_policy_key& b) {
-  return std::tie(a.src_id, a.dst_id, a.dport, a.proto) ==
-         std::tie(b.src_id, b.dst_id, b.dport, b.proto);
-}
-bool operator<(const smik_svc_key& a, const smik_svc_key& b) {
-  return std::memcmp(&a, &b, sizeof a) < 0;
-}
-bool operator==(const smik_svc_key& a, const smik_svc_key& b) {
-  return std::memcmp(&a, &b, sizeof a) == 0;
-}
-bool operator==(const smik_policy_value& a, const smik_policy_value& b) {
-  return a.rule_id == b.rule_id && a.flags == b.flags;
-}
-bool operator==(const smik_ip_info& a, const smik_ip_info& b) {
-  return a.identity == b.identity && a.flags == b.flags;
-}

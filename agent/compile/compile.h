@@ -10,8 +10,10 @@
 #include <string>
 #include <vector>
 
+#include "agent/base/abi.h"
+#include "agent/base/addr.h"
+#include "agent/base/names.h"
 #include "agent/model/objects.h"
-#include "bpf/include/smik_abi.h"
 
 namespace smik::compile {
 
@@ -59,19 +61,6 @@ struct NodeConfig {
 // Namespace label that puts a namespace's pods into the mesh.
 inline constexpr const char* kMeshLabel = "smik.io/mesh";
 inline constexpr const char* kMeshLabelValue = "enabled";
-
-// A 16-byte address, family-tagged, as the kernel ABI stores it.
-struct Addr {
-  uint8_t family = 0;  // SMIK_AF_INET / SMIK_AF_INET6
-  std::array<uint8_t, 16> bytes{};
-  auto operator<=>(const Addr&) const = default;
-  std::string str() const;
-};
-bool parseAddr(const std::string& text, Addr* out);
-// An address as the kernel's maps and events carry it: family + 16 bytes.
-Addr kernelAddr(uint8_t family, const uint8_t* bytes);
-// A kernel protocol number as smik prints it: "TCP", "UDP", else the number.
-std::string kernelProtoName(uint8_t proto);
 
 struct Diagnostic {
   enum class Level { kInfo, kWarning };
@@ -156,10 +145,3 @@ std::map<std::string, uint32_t> assignIdentities(const std::set<std::string>& ac
 bool isMeshed(const model::ClusterState& state, const model::Pod& pod, const NodeConfig& node);
 
 }  // namespace smik::compile
-
-bool operator<(const smik_policy_key& a, const smik_policy_key& b);
-bool operator<(const smik_svc_key& a, const smik_svc_key& b);
-bool operator==(const smik_svc_key& a, const smik_svc_key& b);
-bool operator==(const smik_policy_key& a, const smik_policy_key& b);
-bool operator==(const smik_policy_value& a, const smik_policy_value& b);
-bool operator==(const smik_ip_info& a, const smik_ip_info& b);

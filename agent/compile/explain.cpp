@@ -12,19 +12,17 @@ using model::Proto;
 
 namespace {
 
-std::string nsName(const std::string& ns, const std::string& name) { return ns + "/" + name; }
-
 // Why a TrafficTarget naming the destination did not grant the flow.
 std::string whyNot(const model::ClusterState& state, const model::TrafficTarget& tt,
                    const std::string& src_sa, uint16_t port, Proto proto, const Plan& plan) {
-  std::string name = "TrafficTarget " + nsName(tt.meta.ns, tt.meta.name) + ": ";
+  std::string name = "TrafficTarget " + namespacedName(tt.meta.ns, tt.meta.name) + ": ";
   for (const auto& d : plan.diagnostics) {
     if (d.object.kind == "TrafficTarget" && d.object.ns == tt.meta.ns &&
         d.object.name == tt.meta.name && d.level == Diagnostic::Level::kWarning)
       return name + d.message;
   }
   bool source_listed = std::any_of(tt.sources.begin(), tt.sources.end(), [&](const auto& s) {
-    return nsName(s.ns, s.name) == src_sa;
+    return namespacedName(s.ns, s.name) == src_sa;
   });
   if (!source_listed) return name + "source " + src_sa + " is not among its sources";
   if (tt.legacy_port && *tt.legacy_port != port)
@@ -49,7 +47,7 @@ std::optional<std::string> overCapacity(const Plan& plan, const model::ObjectRef
 
 bool explain(const model::ClusterState& state, NodeConfig node, const std::string& from,
              const std::string& to, uint16_t port, Proto proto, Explanation* out,
-             std::string* err) {
+             std::string* err, const Plan* applied) {
   auto src_pod = state.pods.find(from);
   auto dst_pod = state.pods.find(to);
   if (src_pod == state.pods.end()) return (*err = "no pod " + from), false;
@@ -57,10 +55,13 @@ bool explain(const model::ClusterState& state, NodeConfig node, const std::strin
   const auto& dst = *dst_pod->second;
   const auto& src = *src_pod->second;
 
-  node.node_name = dst.node_name;  // judge where the destination's tc program runs
-  Plan plan = compile(state, node);
-  std::string src_sa = nsName(src.meta.ns, src.service_account);
-  std::string dst_sa = nsName(dst.meta.ns, dst.service_account);
+  // Judged where the destination's tc program runs.
+  const bool here = applied && node.node_name == dst.node_name;
+  node.node_name = dst.node_name;
+  const Plan compiled = here ? Plan{} : compile(state, node);
+  const Plan& plan = here ? *applied : compiled;
+  std::string src_sa = namespacedName(src.meta.ns, src.service_account);
+  std::string dst_sa = namespacedName(dst.meta.ns, dst.service_account);
   std::string flow = from + " (" + src_sa + ") -> " + to + " (" + dst_sa + ") " +
                      protoName(proto) + "/" + std::to_string(port);
   Explanation e;
@@ -110,7 +111,7 @@ bool explain(const model::ClusterState& state, NodeConfig node, const std::strin
     return true;
   }
   for (const auto& [k, tt] : state.traffic_targets) {
-    if (nsName(tt.destination.ns, tt.destination.name) == dst_sa)
+    if (namespacedName(tt.destination.ns, tt.destination.name) == dst_sa)
       e.details.push_back(whyNot(state, tt, src_sa, port, proto, plan));
   }
   e.summary = "DENY " + flow + ": " +
@@ -124,9 +125,10 @@ bool explain(const model::ClusterState& state, NodeConfig node, const std::strin
 bool explainService(const model::ClusterState& state, const NodeConfig& node,
                     const std::string& service, uint16_t port, Proto proto,
                     std::vector<ServiceExplanation>* out, std::vector<std::string>* notes,
-                    std::string* err) {
+                    std::string* err, const Plan* applied) {
   if (!state.services.count(service)) return (*err = "no Service " + service), false;
-  Plan plan = compile(state, node);
+  const Plan compiled = applied ? Plan{} : compile(state, node);
+  const Plan& plan = applied ? *applied : compiled;
   for (const auto& [k, t] : plan.services) {
     if (t.service != service || t.port != port || t.proto != proto) continue;
     ServiceExplanation e;

@@ -18,9 +18,12 @@ struct Explanation {
 };
 
 // from/to are "ns/pod". Errors (unknown pod...) come back in *err.
+// applied: the plan compiled from state for node, when the caller has it
+// (the agent's, in force); it answers for destinations on node.node_name,
+// any other destination is judged by compiling for its own node.
 bool explain(const model::ClusterState& state, NodeConfig node, const std::string& from,
              const std::string& to, uint16_t port, model::Proto proto, Explanation* out,
-             std::string* err);
+             std::string* err, const Plan* applied = nullptr);
 
 // Where a connection to a Service port goes: for each of its ClusterIPs, the
 // TrafficSplit applied (if any), each group's share and each endpoint's
@@ -44,6 +47,6 @@ struct ServiceExplanation {
 bool explainService(const model::ClusterState& state, const NodeConfig& node,
                     const std::string& service, uint16_t port, model::Proto proto,
                     std::vector<ServiceExplanation>* out, std::vector<std::string>* notes,
-                    std::string* err);
+                    std::string* err, const Plan* applied = nullptr);
 
 }  // namespace smik::compile

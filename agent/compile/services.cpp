@@ -20,8 +20,6 @@ using model::TrafficSplit;
 
 namespace {
 
-std::string key(const std::string& ns, const std::string& name) { return ns + "/" + name; }
-
 bool matchesSelector(const model::Pod& pod, const std::map<std::string, std::string>& sel) {
   for (const auto& [k, v] : sel) {
     auto it = pod.meta.labels.find(k);
@@ -58,7 +56,7 @@ class ServiceCompiler {
 
  private:
   static std::string tableName(const Service& svc, const ServicePort& p, const std::string& ip) {
-    return key(svc.meta.ns, svc.meta.name) + "|" + ip + "|" + std::to_string(p.port) + "|" +
+    return namespacedName(svc.meta.ns, svc.meta.name) + "|" + ip + "|" + std::to_string(p.port) + "|" +
            protoName(p.proto);
   }
 
@@ -70,7 +68,7 @@ class ServiceCompiler {
   void indexSplits() {
     std::map<std::string, std::vector<const TrafficSplit*>> by_root;
     for (const auto& [k, ts] : state_.traffic_splits)
-      by_root[key(ts.meta.ns, ts.service)].push_back(&ts);
+      by_root[namespacedName(ts.meta.ns, ts.service)].push_back(&ts);
     for (auto& [root, list] : by_root) {
       std::sort(list.begin(), list.end(), olderThan);
       split_of_[root] = list.front();
@@ -94,7 +92,7 @@ class ServiceCompiler {
   void addTable(const Service& svc, const ServicePort& port, const Addr& vip,
                 const std::string& ip) {
     ServiceTable t;
-    t.service = key(svc.meta.ns, svc.meta.name);
+    t.service = namespacedName(svc.meta.ns, svc.meta.name);
     t.vip = vip;
     t.port = port.port;
     t.proto = port.proto;
@@ -145,9 +143,9 @@ class ServiceCompiler {
       if (b.weight == 0) continue;  // exactly no new connections
       if (b.service == root.meta.name) {
         // The root as its own backend: its endpoints, never the split again.
-        groups.push_back({key(root.meta.ns, root.meta.name), 0, endpointsOf(root, port, family)});
+        groups.push_back({namespacedName(root.meta.ns, root.meta.name), 0, endpointsOf(root, port, family)});
       } else {
-        auto it = state_.services.find(key(ts.meta.ns, b.service));
+        auto it = state_.services.find(namespacedName(ts.meta.ns, b.service));
         if (it == state_.services.end()) {
           diag(ref, "backend Service " + b.service + " does not exist: skipped" + where);
           continue;
@@ -190,7 +188,7 @@ class ServiceCompiler {
       if (sum > kLimit) w = std::max<long double>(1, std::llround(w * kLimit / sum));
       groups[i].weight = static_cast<uint32_t>(w);
     }
-    t->split = key(ts.meta.ns, ts.meta.name);
+    t->split = namespacedName(ts.meta.ns, ts.meta.name);
     t->groups = std::move(groups);
   }
 
@@ -212,7 +210,7 @@ class ServiceCompiler {
         for (const auto& a : ep.addresses) {
           Addr addr;
           if (parseAddr(a, &addr) && addr.family == family)
-            out.push_back({addr, sp->port, ep.target_pod.empty() ? "" : key(slice.meta.ns, ep.target_pod)});
+            out.push_back({addr, sp->port, ep.target_pod.empty() ? "" : namespacedName(slice.meta.ns, ep.target_pod)});
         }
       }
     }

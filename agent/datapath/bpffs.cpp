@@ -14,6 +14,7 @@
 #include <sstream>
 
 #include "agent/datapath/system.h"
+#include "bpf/include/smik_abi.h"
 
 namespace smik::datapath {
 
@@ -62,7 +63,7 @@ namespace {
 
 // Loopback (127/8, ::1) and link-local (169.254/16, fe80::/10) addresses:
 // never the source of a packet that reaches a pod's veth from the node.
-bool isHostOrLinkScope(const compile::Addr& a) {
+bool isHostOrLinkScope(const Addr& a) {
   static const std::array<uint8_t, 16> kLoopback6 = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
   if (a.family == SMIK_AF_INET) return a.bytes[0] == 127 || (a.bytes[0] == 169 && a.bytes[1] == 254);
   return a.bytes == kLoopback6 || (a.bytes[0] == 0xfe && (a.bytes[1] & 0xc0) == 0x80);
@@ -71,8 +72,8 @@ bool isHostOrLinkScope(const compile::Addr& a) {
 }  // namespace
 
 bool isNodeAddress(const std::string& addr, const std::string& driver) {
-  compile::Addr a;
-  if (!compile::parseAddr(addr, &a) || isHostOrLinkScope(a)) return false;
+  Addr a;
+  if (!parseAddr(addr, &a) || isHostOrLinkScope(a)) return false;
   return driver != "veth" && driver != "netkit" && driver != "dummy";
 }
 
@@ -91,9 +92,9 @@ std::vector<std::string> hostAddresses() {
     std::string a = buf;
     auto pct = a.find('%');  // fe80::1%eth0
     if (pct != std::string::npos) a.resize(pct);
-    compile::Addr parsed;
+    Addr parsed;
     // Before the ioctl: a node's many veths hold link-local addresses only.
-    if (!compile::parseAddr(a, &parsed) || isHostOrLinkScope(parsed)) continue;
+    if (!parseAddr(a, &parsed) || isHostOrLinkScope(parsed)) continue;
     auto d = drivers.find(i->ifa_name);
     if (d == drivers.end()) d = drivers.emplace(i->ifa_name, interfaceDriver(i->ifa_name)).first;
     if (isNodeAddress(a, d->second)) out.push_back(a);

@@ -215,6 +215,8 @@ int Datapath::toPodProgFd() const { return bpf_program__fd(skel_->progs.smik_to_
 int Datapath::fromPodProgFd() const { return bpf_program__fd(skel_->progs.smik_from_pod); }
 uint8_t Datapath::attachMode() const { return tcx_ ? SMIK_EP_ATTACH_TCX : SMIK_EP_ATTACH_CLSACT; }
 
+std::vector<std::string> Datapath::hostAddresses() const { return datapath::hostAddresses(); }
+
 void Datapath::adoptPinnedLinks() {
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(opts_.pin_dir + "/links", ec)) {

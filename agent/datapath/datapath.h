@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "agent/compile/compile.h"
+#include "agent/datapath/dataplane.h"
 #include "maps/maps.h"
 #include "maps/memory.h"
 
@@ -28,45 +29,11 @@ struct Options {
   uint32_t ct_max = SMIK_MAX_CT;
 };
 
-// One pod's hook, as the agent holds it.
-struct Attachment {
-  std::string pod;
-  std::string ifname;
-  uint32_t ifindex = 0;
-  uint8_t mode = 0;  // SMIK_EP_ATTACH_*
-  int to_pod_link = -1, from_pod_link = -1;
-};
-
 // Registers a socket, before it connects, as one of the agent's own: the
 // socket programs never translate it (smik_own_sockets in bpf/sock_lb.bpf.c
 // says why). Opens the pinned map under pin_dir (which Datapath::open
 // creates); an empty function and *err when it cannot.
 std::function<void(int fd)> ownSocketRegistrar(const std::string& pin_dir, std::string* err);
-
-// What the agent drives on a node: the maps and the pods' hooks. Datapath
-// is the kernel's; agent tests put an in-memory one in its place.
-class Dataplane {
- public:
-  virtual ~Dataplane() = default;
-  virtual maps::Backend& maps() = 0;
-  virtual bool tcxAvailable() const = 0;
-  virtual uint8_t attachMode() const = 0;
-  // Resolves each local endpoint's host-side interface (0 = not there yet).
-  virtual std::map<std::string, uint32_t> resolveInterfaces(const compile::Plan& plan) const = 0;
-  // Hooks every pod in `wanted` (pod -> ifindex) and unhooks every other one.
-  // Unhooking happens in detachGone (before the maps drop the endpoint),
-  // hooking in attachNew (after the maps hold it).
-  virtual void detachGone(const std::map<std::string, uint32_t>& wanted) = 0;
-  virtual void attachNew(const std::map<std::string, uint32_t>& wanted,
-                         std::vector<std::string>* errors) = 0;
-  virtual const std::map<uint32_t, Attachment>& attachments() const = 0;
-  // Hooks connect/sendmsg/recvmsg/getpeername (v4 and v6) at opts.cgroup,
-  // taking over links a previous agent pinned. Idempotent.
-  virtual bool attachSocketPrograms(std::string* err) = 0;
-  virtual bool socketProgramsAttached() const = 0;
-  // Every map: its definition, entries now, and bytes at full size here.
-  virtual std::vector<maps::MapUsage> mapUsage() = 0;
-};
 
 // The maps of the BPF objects as built, before anything is loaded (no
 // root needed), with the sizes open() would give them: what the memory
@@ -95,6 +62,7 @@ class Datapath : public Dataplane {
   bool socketProgramsAttached() const override { return sock_attached_; }
   void detachSocketPrograms();  // unpin and close: benchmarks' baseline runs
   uint8_t attachMode() const override;
+  std::vector<std::string> hostAddresses() const override;
   std::vector<maps::MapUsage> mapUsage() override;
 
   // Removes every program, link, tc hook and pin under pin_dir.

@@ -7,10 +7,11 @@
 #include <cstring>
 
 #include "agent/datapath/system.h"
+#include "bpf/include/smik_abi.h"
 
 namespace smik::datapath {
 
-uint32_t routeIfindex(const compile::Addr& addr) {
+uint32_t routeIfindex(const Addr& addr) {
   int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
   if (fd < 0) return 0;
   struct {

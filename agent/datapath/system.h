@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-#include "agent/compile/compile.h"
+#include "agent/base/addr.h"
 
 namespace smik::datapath {
 
@@ -18,7 +18,7 @@ bool ensurePinDir(const std::string& dir, std::string* err);
 std::string cgroup2Mount();
 
 // Output interface of the route to addr (the pod's host-side veth), 0 if none.
-uint32_t routeIfindex(const compile::Addr& addr);
+uint32_t routeIfindex(const Addr& addr);
 
 // True if ifindex is a veth/netkit device: only those are pods' host sides.
 bool isPodInterface(uint32_t ifindex);

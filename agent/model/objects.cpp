@@ -11,8 +11,6 @@ std::string ObjectRef::str() const {
   return kind + " " + id;
 }
 
-const char* protoName(Proto p) { return p == Proto::kUdp ? "UDP" : "TCP"; }
-
 std::string kindOf(const Object& o) {
   return std::visit(
       [](const auto& v) -> std::string {
@@ -49,7 +47,7 @@ ObjectRef refOf(const Object& o) {
 }
 
 void ClusterState::addPod(std::shared_ptr<const Pod> pod) {
-  const std::string key = pod->meta.ns + "/" + pod->meta.name;
+  const std::string key = namespacedName(pod->meta.ns, pod->meta.name);
   pods[key] = std::move(pod);
 }
 
@@ -57,7 +55,7 @@ void ClusterState::add(const Object& o) {
   std::visit(
       [this](const auto& v) {
         using T = std::decay_t<decltype(v)>;
-        const std::string key = v.meta.ns + "/" + v.meta.name;
+        const std::string key = namespacedName(v.meta.ns, v.meta.name);
         if constexpr (std::is_same_v<T, Namespace>)
           namespaces[v.meta.name] = v;
         else if constexpr (std::is_same_v<T, ServiceAccount>)

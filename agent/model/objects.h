@@ -12,6 +12,8 @@
 #include <variant>
 #include <vector>
 
+#include "agent/base/names.h"
+
 namespace smik::model {
 
 struct ObjectMeta {
@@ -34,8 +36,8 @@ struct ObjectRef {
   auto operator<=>(const ObjectRef&) const = default;
 };
 
-enum class Proto : uint8_t { kTcp = 6, kUdp = 17 };
-const char* protoName(Proto p);
+using ::smik::Proto;
+using ::smik::protoName;
 
 struct Namespace {
   ObjectMeta meta;

@@ -1,5 +1,7 @@
 #include "agent/telemetry/store.h"
 
+#include "agent/compile/compile.h"
+
 #include <cstring>
 #include <set>
 #include <tuple>
@@ -52,8 +54,8 @@ void Store::setTopology(std::shared_ptr<const model::ClusterState> shared, const
     namespaces_[pod.meta.ns] = pod.meta.ns;
     if (pod.host_network) continue;  // the node's address is nobody's pod
     for (const auto& ip : pod.ips) {
-      compile::Addr a;
-      if (compile::parseAddr(ip, &a)) pod_by_ip_[a] = key;
+      Addr a;
+      if (parseAddr(ip, &a)) pod_by_ip_[a] = key;
     }
   }
 }
@@ -70,13 +72,13 @@ void Store::sample(const std::vector<maps::ConnEdge>& edges, Clock::time_point n
     const smik_conn_stats& prev = last_.count(key) ? last_[key] : kZero;
     const smik_conn_stats& cur = e.stats;
     EdgeDelta d;
-    auto client = pod_by_ip_.find(compile::kernelAddr(e.key.family, e.key.client));
-    auto server = pod_by_ip_.find(compile::kernelAddr(e.key.family, e.key.server));
+    auto client = pod_by_ip_.find(kernelAddr(e.key.family, e.key.client));
+    auto server = pod_by_ip_.find(kernelAddr(e.key.family, e.key.server));
     if (client != pod_by_ip_.end()) d.client_pod = client->second;
     if (server != pod_by_ip_.end()) d.server_pod = server->second;
     if (auto via = routes_.find(e.key.svc_id); e.key.svc_id && via != routes_.end()) {
       d.via_service = via->second.service;
-      auto g = via->second.group_of.find({compile::kernelAddr(e.key.family, e.key.server), e.key.port});
+      auto g = via->second.group_of.find({kernelAddr(e.key.family, e.key.server), e.key.port});
       if (g != via->second.group_of.end()) d.via_backend = g->second;
     }
     d.client.success = diff(cur.client_success, prev.client_success);
@@ -162,7 +164,7 @@ ResourceRef Store::ownerOf(const std::string& pod, const std::string& kind) cons
   return {};
 }
 
-std::string Store::nameOf(const compile::Addr& a) const {
+std::string Store::nameOf(const Addr& a) const {
   std::lock_guard<std::mutex> l(mu_);
   auto it = pod_by_ip_.find(a);
   return it == pod_by_ip_.end() ? a.str() : it->second;
@@ -180,8 +182,8 @@ void Store::addTotals(const std::vector<uint8_t>& raw, const smik_conn_stats& s,
   };
   smik_conn_key k;
   std::memcpy(&k, raw.data(), sizeof k);
-  auto client = pod_by_ip_.find(compile::kernelAddr(k.family, k.client));
-  auto server = pod_by_ip_.find(compile::kernelAddr(k.family, k.server));
+  auto client = pod_by_ip_.find(kernelAddr(k.family, k.client));
+  auto server = pod_by_ip_.find(kernelAddr(k.family, k.server));
   auto [cns, cw] = workload(client == pod_by_ip_.end() ? "" : client->second);
   auto [sns, sw] = workload(server == pod_by_ip_.end() ? "" : server->second);
   Counts c, srv;
@@ -238,7 +240,7 @@ bool Store::exists(const ResourceRef& r) const {
 }
 
 std::vector<std::string> Store::podsOf(const ResourceRef& r) const {
-  if (r.kind == "Pod") return {r.ns + "/" + r.name};
+  if (r.kind == "Pod") return {namespacedName(r.ns, r.name)};
   std::vector<std::string> out;
   for (const auto& [key, pod] : state_->pods)
     if (ownerOf(key, r.kind) == r) out.push_back(key);
@@ -305,16 +307,16 @@ std::vector<EdgeMetrics> Store::edgesOf(const ResourceRef& r, int window_s,
 std::vector<SplitBackendMetrics> Store::split(const ResourceRef& r, int window_s) const {
   std::lock_guard<std::mutex> l(mu_);
   std::vector<SplitBackendMetrics> out;
-  auto ts = state_->traffic_splits.find(r.ns + "/" + r.name);
+  auto ts = state_->traffic_splits.find(namespacedName(r.ns, r.name));
   if (ts == state_->traffic_splits.end()) return out;
-  const std::string apex = r.ns + "/" + ts->second.service;
+  const std::string apex = namespacedName(r.ns, ts->second.service);
   for (const auto& b : ts->second.backends) {
     SplitBackendMetrics m{ts->second.service, b.service, static_cast<uint32_t>(b.weight), {}};
     // Connections to the apex's ClusterIP that the socket program sent to
     // this backend, as their clients saw them.
     for (const Interval* iv : window(window_s))
       for (const auto& e : iv->edges)
-        if (e.via_service == apex && e.via_backend == r.ns + "/" + b.service) addTo(&m.counts, e.client);
+        if (e.via_service == apex && e.via_backend == namespacedName(r.ns, b.service)) addTo(&m.counts, e.client);
     out.push_back(std::move(m));
   }
   return out;

@@ -14,10 +14,14 @@
 #include <unordered_map>
 #include <vector>
 
-#include "agent/compile/compile.h"
+#include "agent/base/addr.h"
 #include "agent/model/objects.h"
 #include "agent/telemetry/metrics.h"
 #include "maps/maps.h"
+
+namespace smik::compile {
+struct Plan;  // read by setTopology() only: the store keeps none of it
+}
 
 namespace smik::telemetry {
 
@@ -59,7 +63,7 @@ class Store : public MetricsView {
   // DaemonSet, StatefulSet, Namespace); empty name if it has none of that kind.
   ResourceRef ownerOf(const std::string& pod, const std::string& kind) const;
   // ns/pod of an address, or the address itself when no pod has it.
-  std::string nameOf(const compile::Addr& a) const;
+  std::string nameOf(const Addr& a) const;
 
   // Cumulative totals since the kernel started counting, by workload pair:
   // what Prometheus scrapes. Labels stay bounded: namespaces and workloads
@@ -105,12 +109,12 @@ class Store : public MetricsView {
 
   int max_window_s_;
   mutable std::mutex mu_;
-  std::map<compile::Addr, std::string> pod_by_ip_;
+  std::map<Addr, std::string> pod_by_ip_;
   std::shared_ptr<const model::ClusterState> state_ = std::make_shared<const model::ClusterState>();
   std::map<std::string, std::string> namespaces_;
   struct ServiceRoute {
     std::string service;                                          // ns/name
-    std::map<std::pair<compile::Addr, uint16_t>, std::string> group_of;  // endpoint -> backend
+    std::map<std::pair<Addr, uint16_t>, std::string> group_of;  // endpoint -> backend
   };
   std::map<uint32_t, ServiceRoute> routes_;  // by svc_id
   std::map<std::vector<uint8_t>, smik_conn_stats> last_;  // cumulative, by raw key

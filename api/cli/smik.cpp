@@ -268,7 +268,7 @@ int policyOffline(const Common& c, const std::string& node_name) {
       e["enforced"] = (val.flags & SMIK_POL_F_ENFORCED) != 0;
     } else {
       e["source"] = plan.identityName(k.src_id);
-      e["proto"] = compile::kernelProtoName(k.proto);
+      e["proto"] = kernelProtoName(k.proto);
       e["port"] = k.dport == 0 ? nlohmann::json("*") : nlohmann::json(k.dport);
       e["trafficTarget"] = plan.rules.at(val.rule_id - 1).traffic_target;
       e["rule"] = plan.rules.at(val.rule_id - 1).rule;

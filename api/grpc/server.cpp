@@ -16,7 +16,6 @@
 
 #include "agent/agent.h"
 #include "agent/compile/explain.h"
-#include "agent/datapath/system.h"
 #include "api/proto/explain.h"
 #include "api/proto/status.h"
 #include "smik/v1/smik.grpc.pb.h"
@@ -31,7 +30,6 @@ namespace {
 
 constexpr int kDefaultWindowS = 30;  // the SMI API's default ?t=
 
-using compile::kernelProtoName;
 
 bool parseProto(const std::string& s, model::Proto* out) {
   std::string l = s;
@@ -102,7 +100,7 @@ class MapDump {
     for (const auto& [ifindex, ep] : maps_.read().endpoints) {
       std::string v = "identity " + id(ep.identity) + ", addrs";
       for (int i = 0; i < ep.naddrs && i < SMIK_ENDPOINT_ADDRS; i++)
-        v += " " + compile::kernelAddr(ep.families[i], ep.addrs[i]).str();
+        v += " " + kernelAddr(ep.families[i], ep.addrs[i]).str();
       v += ep.attach == SMIK_EP_ATTACH_TCX      ? ", tcx"
            : ep.attach == SMIK_EP_ATTACH_CLSACT ? ", clsact"
                                                 : "";
@@ -117,9 +115,9 @@ class MapDump {
       for (const auto& g : t.groups) {
         v += "; weight " + std::to_string(g.weight) + ":";
         for (const auto& b : g.endpoints)
-          v += " " + compile::kernelAddr(b.family, b.addr).str() + ":" + std::to_string(b.port);
+          v += " " + kernelAddr(b.family, b.addr).str() + ":" + std::to_string(b.port);
       }
-      add(compile::kernelAddr(k.family, k.addr).str() + ":" + std::to_string(k.port) + "/" +
+      add(kernelAddr(k.family, k.addr).str() + ":" + std::to_string(k.port) + "/" +
               kernelProtoName(k.proto),
           v);
     }
@@ -137,8 +135,8 @@ class MapDump {
   void conn() {
     for (const auto& e : maps_.connEdges()) {
       const auto& k = e.key;
-      std::string key = compile::kernelAddr(k.family, k.client).str() + " -> " +
-                        compile::kernelAddr(k.family, k.server).str() + " " +
+      std::string key = kernelAddr(k.family, k.client).str() + " -> " +
+                        kernelAddr(k.family, k.server).str() + " " +
                         std::to_string(k.port) + "/" + kernelProtoName(k.proto);
       if (k.svc_id) key += " via svc " + std::to_string(k.svc_id);
       add(key, connStats(e.stats));
@@ -234,8 +232,11 @@ class AgentService final : public pb::Agent::Service {
     if (!parseProto(req->proto(), &proto))
       return {StatusCode::INVALID_ARGUMENT, "proto must be tcp or udp, not " + req->proto()};
     const std::string& to = req->to();
-    model::ClusterState state = agent_->state();
-    compile::NodeConfig node = nodeConfig();
+    // Answered from what is in force, as compiled (never compiled again here).
+    const std::shared_ptr<const AppliedView> applied = agent_->applied();
+    const model::ClusterState& state = *applied->state;
+    const compile::NodeConfig& node = applied->node;
+    const compile::Plan* plan = applied->compiled ? applied->plan.get() : nullptr;
     std::string err;
     if (auto colon = to.rfind(':'); colon != std::string::npos) {
       int port = std::atoi(to.substr(colon + 1).c_str());
@@ -244,7 +245,7 @@ class AgentService final : public pb::Agent::Service {
       std::vector<compile::ServiceExplanation> tables;
       std::vector<std::string> notes;
       if (!compile::explainService(state, node, to.substr(0, colon), port, proto, &tables, &notes,
-                                   &err))
+                                   &err, plan))
         return {StatusCode::NOT_FOUND, err};
       *out = explainReply(tables, notes);
       return grpc::Status::OK;
@@ -253,7 +254,7 @@ class AgentService final : public pb::Agent::Service {
       return {StatusCode::INVALID_ARGUMENT, "to NS/POD needs from NS/POD and a port"};
     compile::Explanation e;
     if (!compile::explain(state, node, req->from(), to, static_cast<uint16_t>(req->port()), proto,
-                          &e, &err))
+                          &e, &err, plan))
       return {StatusCode::NOT_FOUND, err};
     *out = explainReply(e);
     return grpc::Status::OK;
@@ -261,8 +262,9 @@ class AgentService final : public pb::Agent::Service {
 
   grpc::Status GetPolicy(ServerContext*, const pb::GetPolicyRequest*,
                          pb::GetPolicyReply* out) override {
-    compile::NodeConfig node = nodeConfig();
-    compile::Plan plan = compile::compile(agent_->state(), node);
+    const std::shared_ptr<const AppliedView> applied = agent_->applied();
+    const compile::Plan& plan = *applied->plan;
+    const compile::NodeConfig& node = agent_->nodeConfig();
     out->set_node(node.node_name);
     out->set_access_mode(compile::accessModeName(node.access_mode));
     for (const auto& [k, v] : plan.policy) {
@@ -379,20 +381,13 @@ class AgentService final : public pb::Agent::Service {
     if (!map)
       return {StatusCode::INVALID_ARGUMENT, "no map " + req->name() + ": " + dumpableNames()};
     out->set_name(map->pinned);
-    MapDump dump{agent_->maps(), compile::compile(agent_->state(), nodeConfig()), out};
+    // Kernel ids named through the plan in force (a copy: a dump is rare).
+    MapDump dump{agent_->maps(), *agent_->applied()->plan, out};
     (dump.*map->dump)();
     return grpc::Status::OK;
   }
 
  private:
-  // The node configuration the agent compiles with, host addresses included
-  // (reconcile adds them the same way).
-  compile::NodeConfig nodeConfig() const {
-    compile::NodeConfig node = agent_->nodeConfig();
-    node.host_addrs = datapath::hostAddresses();
-    return node;
-  }
-
   Agent* agent_;
   const ViewForRequest cluster_view_;
   std::atomic<bool> stopping_{false};

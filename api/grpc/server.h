@@ -9,7 +9,7 @@
 #include <memory>
 #include <string>
 
-#include "api/http/smi_metrics.h"
+#include "api/smi/smi_metrics.h"
 
 namespace grpc {
 class Server;

@@ -4,10 +4,11 @@
 
 #include <nlohmann/json.hpp>
 
-#include "api/http/smi_metrics.h"
+#include "api/http/smi_routes.h"
 #include "api/proto/json.h"
 #include "api/proto/status.h"
-#include "api/peer/merged_view.h"
+#include "api/smi/merged_view.h"
+#include "api/smi/smi_metrics.h"
 
 namespace smik::api {
 

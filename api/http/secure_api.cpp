@@ -1,5 +1,7 @@
 #include "api/http/secure_api.h"
 
+#include "api/http/smi_routes.h"
+
 #include <httplib.h>
 #include <openssl/ec.h>
 #include <openssl/pem.h>

@@ -22,7 +22,7 @@
 #include "agent/source/kube_http.h"
 #include "api/http/listen.h"
 #include "api/http/router.h"
-#include "api/http/smi_metrics.h"
+#include "api/smi/smi_metrics.h"
 
 namespace smik::api {
 

@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "agent/telemetry/store.h"
-#include "api/peer/merged_view.h"
+#include "api/smi/merged_view.h"
 
 namespace smik::peer {
 

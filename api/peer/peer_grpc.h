@@ -20,7 +20,7 @@
 
 #include "agent/telemetry/store.h"
 #include "api/peer/discovery.h"
-#include "api/peer/merged_view.h"
+#include "api/smi/merged_view.h"
 
 namespace grpc {
 class Server;

@@ -4,7 +4,7 @@
 
 #include <string>
 
-#include "api/peer/merged_view.h"
+#include "api/smi/merged_view.h"
 #include "smik/v1/smik.pb.h"
 
 namespace smik::peer {

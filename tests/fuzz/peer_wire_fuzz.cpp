@@ -7,8 +7,8 @@
 #include <cstdint>
 #include <string>
 
-#include "api/http/smi_metrics.h"
-#include "api/peer/merged_view.h"
+#include "api/smi/smi_metrics.h"
+#include "api/smi/merged_view.h"
 #include "api/peer/wire.h"
 #include "tests/fuzz/fixture.h"
 

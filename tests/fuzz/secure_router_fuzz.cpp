@@ -12,7 +12,7 @@
 #include "api/http/listen.h"
 #include "api/http/router.h"
 #include "api/http/secure_api.h"
-#include "api/http/smi_metrics.h"
+#include "api/smi/smi_metrics.h"
 #include "tests/fuzz/fixture.h"
 
 namespace {

@@ -36,9 +36,9 @@ constexpr int kPass = 0, kDrop = 2;
 constexpr uint32_t kLo = 1;  // test runs need a real device; the endpoint sits on lo
 constexpr uint32_t kClient = 1000, kServer = 2000, kOther = 3000;
 
-inline compile::Addr addr(const std::string& s) {
-  compile::Addr a;
-  EXPECT_TRUE(compile::parseAddr(s, &a)) << s;
+inline smik::Addr addr(const std::string& s) {
+  smik::Addr a;
+  EXPECT_TRUE(smik::parseAddr(s, &a)) << s;
   return a;
 }
 

@@ -271,7 +271,7 @@ TEST_F(DatapathTest, ConnectionTelemetryKeepsCountingWhenItsMapIsFull) {
   auto edges = dp_->maps().connEdges();
   EXPECT_LE(edges.size(), size_t{SMIK_MAX_CONN_EDGES});
   EXPECT_GT(edges.size(), size_t{SMIK_MAX_CONN_EDGES} * 9 / 10);
-  const compile::Addr client = addr(last);
+  const smik::Addr client = addr(last);
   bool counted = false;
   for (const auto& e : edges)
     counted |= std::memcmp(e.key.client, client.bytes.data(), 16) == 0 && e.stats.server_policy == 1;

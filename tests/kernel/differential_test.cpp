@@ -25,9 +25,9 @@ constexpr uint32_t kLo = 1;
 constexpr int kPlans = 25;
 constexpr int kStepsPerPlan = 400;
 
-compile::Addr addr(const std::string& s) {
-  compile::Addr a;
-  compile::parseAddr(s, &a);
+smik::Addr addr(const std::string& s) {
+  smik::Addr a;
+  smik::parseAddr(s, &a);
   return a;
 }
 

@@ -34,6 +34,8 @@ class FakeDataplane : public datapath::Dataplane {
   maps::Backend& maps() override { return backend; }
   bool tcxAvailable() const override { return true; }
   uint8_t attachMode() const override { return SMIK_EP_ATTACH_TCX; }
+  std::vector<std::string> hostAddresses() const override { return host_addrs; }
+  std::vector<std::string> host_addrs;  // what hostAddresses() reports, set by tests
   std::map<std::string, uint32_t> resolveInterfaces(const compile::Plan& plan) const override {
     std::map<std::string, uint32_t> out;
     for (const auto& [pod, ep] : plan.endpoints)
@@ -43,20 +45,37 @@ class FakeDataplane : public datapath::Dataplane {
   void detachGone(const std::map<std::string, uint32_t>& wanted) override {
     std::erase_if(attached_, [&](const auto& a) {
       auto w = wanted.find(a.second.pod);
-      return w == wanted.end() || w->second != a.first;
+      bool gone = w == wanted.end() || w->second != a.first;
+      if (gone) log("detach " + a.second.pod);
+      return gone;
     });
   }
   void attachNew(const std::map<std::string, uint32_t>& wanted,
                  std::vector<std::string>*) override {
-    for (const auto& [pod, ifindex] : wanted)
+    for (const auto& [pod, ifindex] : wanted) {
+      if (!attached_.count(ifindex)) log("attach " + pod);
       attached_[ifindex] = {pod, "veth" + std::to_string(ifindex), ifindex, SMIK_EP_ATTACH_TCX};
+    }
   }
   const std::map<uint32_t, datapath::Attachment>& attachments() const override { return attached_; }
-  bool attachSocketPrograms(std::string*) override { return sockets_ = true; }
+  bool attachSocketPrograms(std::string*) override {
+    log("sockets");
+    return sockets_ = true;
+  }
+  // Each hook change with what the maps held at that moment: "detach app/a
+  // (endpoints 11 12, services 0)".
+  std::vector<std::string> calls;
   bool socketProgramsAttached() const override { return sockets_; }
   std::vector<maps::MapUsage> mapUsage() override { return {}; }
 
  private:
+  void log(const std::string& what) {
+    auto held = backend.read();
+    std::string eps;
+    for (const auto& [ifindex, ep] : held.endpoints) eps += " " + std::to_string(ifindex);
+    calls.push_back(what + " (endpoints" + eps + ", services " +
+                    std::to_string(held.services.size()) + ")");
+  }
   std::map<uint32_t, datapath::Attachment> attached_;
   bool sockets_ = false;
 };
@@ -164,8 +183,8 @@ TEST_F(AgentTest, AFailedWriteLeavesTheNewPodHookedAndTheNodeUnready) {
 
   retry();
   EXPECT_EQ(get("/readyz").first, 200);
-  compile::Addr b;
-  ASSERT_TRUE(compile::parseAddr("10.0.0.11", &b));
+  smik::Addr b;
+  ASSERT_TRUE(smik::parseAddr("10.0.0.11", &b));
   EXPECT_EQ(dp_->backend.read().ips.count(b), 1u);
 }
 
@@ -197,6 +216,109 @@ TEST_F(AgentTest, APodWithoutItsVethIsListedButDoesNotUnreadyTheNode) {
   auto status = nlohmann::json::parse(get("/status").second);
   EXPECT_EQ(status["notEnforced"],
             nlohmann::json::array({"app/c: no host-side interface for its address yet"}));
+}
+
+// ---- the order of a round, its retries, what it publishes ----------------
+
+// A ClusterIP Service with one ready endpoint (pod a).
+const char* kService =
+    "---\napiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: app}\n"
+    "spec: {clusterIP: 10.96.0.10, ports: [{name: http, port: 80}]}\n"
+    "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n"
+    "metadata: {name: web-1, namespace: app, labels: {kubernetes.io/service-name: web}}\n"
+    "addressType: IPv4\nendpoints: [{addresses: [10.0.0.10], conditions: {ready: true}}]\n"
+    "ports: [{name: http, port: 8080}]\n";
+
+TEST_F(AgentTest, TheFirstRoundHooksPodsBeforeSocketProgramsAndThoseOnlyOnceServicesAreWritten) {
+  // SetUp's round: a's endpoint entry is in the maps before its programs,
+  // the socket programs come last.
+  ASSERT_EQ(dp_->calls.size(), 2u);
+  EXPECT_EQ(dp_->calls[0], "attach app/a (endpoints 11, services 0)");
+  EXPECT_EQ(dp_->calls[1], "sockets (endpoints 11, services 0)");
+}
+
+TEST_F(AgentTest, SocketProgramsWaitForAFillThatFailed) {
+  // A fresh agent whose first fill fails: no socket program may translate
+  // connect() before the service tables are written.
+  write("svc.yaml", kService);
+  auto dp = std::make_unique<FakeDataplane>();
+  FakeDataplane* fake = dp.get();
+  fake->interfaces = {{"app/a", 11}};
+  fake->backend.fail_after_writes = 2;  // the hook's two writes pass, the fill fails
+  AgentConfig cfg;
+  cfg.node.node_name = "n1";
+  cfg.pin_dir.clear();
+  auto agent = Agent::create(cfg, std::make_unique<source::ManifestDir>(dir_), std::move(dp));
+  agent->runOnce();
+  EXPECT_FALSE(fake->socketProgramsAttached());
+  EXPECT_FALSE(agent->ready());
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  agent->runOnce();
+  ASSERT_TRUE(fake->socketProgramsAttached());
+  EXPECT_EQ(fake->calls.back(), "sockets (endpoints 11, services 1)");
+  EXPECT_TRUE(agent->ready());
+}
+
+TEST_F(AgentTest, AGonePodIsUnhookedWhileItsEndpointEntryStillDeniesThenTheEntryGoes) {
+  write("b.yaml", pod("b", "10.0.0.11"));
+  agent_->runOnce();
+  ASSERT_TRUE(hooked("app/b", 12));
+  fs::remove(dir_ + "/b.yaml");
+  dp_->calls.clear();
+  agent_->runOnce();
+  ASSERT_EQ(dp_->calls.size(), 1u);
+  EXPECT_EQ(dp_->calls[0], "detach app/b (endpoints 11 12, services 0)");
+  EXPECT_EQ(dp_->backend.read().endpoints.count(12), 0u);
+  EXPECT_TRUE(hooked("app/a", 11));
+}
+
+TEST_F(AgentTest, AFailedRoundIsRetriedOnlyAfterItsBackOff) {
+  write("b.yaml", pod("b", "10.0.0.11"));
+  dp_->backend.fail_after_writes = dp_->backend.writes + 2;
+  agent_->runOnce();
+  ASSERT_FALSE(agent_->ready());
+  // Nothing changed and the 250 ms have not passed: no write is tried.
+  const int writes = dp_->backend.writes, swaps = dp_->backend.swaps;
+  agent_->runOnce();
+  EXPECT_EQ(dp_->backend.writes, writes);
+  EXPECT_EQ(dp_->backend.swaps, swaps);
+  EXPECT_FALSE(agent_->ready());
+  retry();
+  EXPECT_GT(dp_->backend.writes, writes);
+  EXPECT_TRUE(agent_->ready());
+  // In force: later rounds with nothing new write nothing.
+  const int after = dp_->backend.writes;
+  retry();
+  EXPECT_EQ(dp_->backend.writes, after);
+}
+
+TEST_F(AgentTest, ANewHostAddressIsCompiledWithoutAnObjectChanging) {
+  dp_->host_addrs = {"192.168.7.1"};
+  agent_->runOnce();
+  smik::Addr host;
+  ASSERT_TRUE(smik::parseAddr("192.168.7.1", &host));
+  auto ips = dp_->backend.read().ips;
+  ASSERT_EQ(ips.count(host), 1u);
+  EXPECT_EQ(ips.at(host).identity, uint32_t(SMIK_ID_HOST));
+  EXPECT_EQ(agent_->applied()->node.host_addrs, dp_->host_addrs);
+}
+
+TEST_F(AgentTest, TheAppliedViewIsThePlanInForceAndNeverChangesUnderItsReader) {
+  std::shared_ptr<const AppliedView> before = agent_->applied();
+  ASSERT_TRUE(before->compiled);
+  EXPECT_EQ(before->plan->endpoints.count("app/a"), 1u);
+  EXPECT_EQ(before->state->pods.count("app/a"), 1u);
+  write("b.yaml", pod("b", "10.0.0.11"));
+  agent_->runOnce();
+  std::shared_ptr<const AppliedView> after = agent_->applied();
+  EXPECT_EQ(after->plan->endpoints.count("app/b"), 1u);
+  EXPECT_EQ(after->identity_names.at(identityOf("app/b")), "app/b");
+  // What a reader holds is the plan it got, whatever the agent did since.
+  EXPECT_EQ(before->plan->endpoints.count("app/b"), 0u);
+  EXPECT_EQ(before->state->pods.count("app/b"), 0u);
+  // Nothing new: the same view, not a recompile.
+  agent_->runOnce();
+  EXPECT_EQ(agent_->applied(), after);
 }
 
 }  // namespace

@@ -1,4 +1,5 @@
 // Plan -> kernel state, and the diff writer, on the in-memory FakeBackend.
+#include "maps/desired.h"
 #include "maps/maps.h"
 
 #include <gtest/gtest.h>
@@ -11,9 +12,9 @@
 namespace smik::maps {
 namespace {
 
-compile::Addr addr(const std::string& text) {
-  compile::Addr a;
-  EXPECT_TRUE(compile::parseAddr(text, &a)) << text;
+smik::Addr addr(const std::string& text) {
+  smik::Addr a;
+  EXPECT_TRUE(smik::parseAddr(text, &a)) << text;
   return a;
 }
 
@@ -42,7 +43,7 @@ smik_endpoint endpoint(uint32_t identity, const std::string& ip) {
   smik_endpoint e{};
   e.identity = identity;
   e.naddrs = 1;
-  const compile::Addr a = addr(ip);
+  const smik::Addr a = addr(ip);
   e.families[0] = a.family;
   std::memcpy(e.addrs[0], a.bytes.data(), 16);
   return e;
@@ -85,11 +86,11 @@ class RecordingBackend : public FakeBackend {
  public:
   std::vector<std::string> calls;
 
-  bool putIp(const compile::Addr& a, const smik_ip_info& v, std::string* err) override {
+  bool putIp(const smik::Addr& a, const smik_ip_info& v, std::string* err) override {
     calls.push_back("putIp " + a.str());
     return FakeBackend::putIp(a, v, err);
   }
-  bool deleteIp(const compile::Addr& a, std::string* err) override {
+  bool deleteIp(const smik::Addr& a, std::string* err) override {
     calls.push_back("deleteIp " + a.str());
     return FakeBackend::deleteIp(a, err);
   }
@@ -171,7 +172,7 @@ TEST(DesiredState, EmptyPlanStillInstallsAPolicy) {
 TEST(IpKey, FamilyTaggedAndRoundTrip) {
   for (const char* text : {"10.1.2.3", "fd00::1:2"}) {
     SCOPED_TRACE(text);
-    const compile::Addr a = addr(text);
+    const smik::Addr a = addr(text);
     const smik_ip_key k = ipKey(a);
     if (a.family == SMIK_AF_INET) {  // v4 sits in the first 4 bytes, the rest zero
       for (int i = 4; i < 16; i++) EXPECT_EQ(k.addr[i], 0) << i;

@@ -13,10 +13,11 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "agent/compile/compile.h"
 #include "agent/model/parse.h"
-#include "api/http/smi_metrics.h"
+#include "api/smi/smi_metrics.h"
 #include "api/peer/discovery.h"
-#include "api/peer/merged_view.h"
+#include "api/smi/merged_view.h"
 #include "api/peer/peer_api.h"
 #include "api/peer/peer_grpc.h"
 #include "smik/v1/smik.grpc.pb.h"
@@ -73,10 +74,10 @@ maps::ConnEdge edge(const Conn& c) {
   e.key.family = SMIK_AF_INET;
   e.key.proto = SMIK_PROTO_TCP;
   e.key.port = 8080;
-  compile::Addr a;
-  compile::parseAddr(c.client, &a);
+  smik::Addr a;
+  smik::parseAddr(c.client, &a);
   std::memcpy(e.key.client, a.bytes.data(), 16);
-  compile::parseAddr(c.server, &a);
+  smik::parseAddr(c.server, &a);
   std::memcpy(e.key.server, a.bytes.data(), 16);
   e.stats = c.stats;
   return e;

@@ -16,6 +16,7 @@
 
 #include "agent/compile/compile.h"
 #include "agent/model/parse.h"
+#include "maps/desired.h"
 #include "maps/maps.h"
 #include "tests/unit/plan_diagnostics.h"
 #include "tests/unit/state_of.h"

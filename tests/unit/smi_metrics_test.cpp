@@ -1,4 +1,4 @@
-// The TrafficMetrics API (api/http/smi_metrics.cpp; README: Traffic metrics) over a
+// The TrafficMetrics API (api/smi/smi_metrics.cpp; README: Traffic metrics) over a
 // fake telemetry store: every path shape, the JSON the SMI examples show, the
 // errors, ?t=, Quantity strings, and golden files for whole responses.
 //
@@ -6,7 +6,8 @@
 // timestamps. After an intended change of output, regenerate them with
 //   SMIK_UPDATE_GOLDENS=1 <test binary> --gtest_filter='SmiGolden*'
 // and review the diff against the spec's examples.
-#include "api/http/smi_metrics.h"
+#include "api/http/smi_routes.h"
+#include "api/smi/smi_metrics.h"
 
 #include <gtest/gtest.h>
 #include <httplib.h>

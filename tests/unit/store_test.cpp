@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "agent/model/parse.h"
+#include "agent/compile/compile.h"
 #include "agent/telemetry/store.h"
 #include "tests/unit/state_of.h"
 
@@ -42,10 +43,10 @@ maps::ConnEdge edge(const char* client, const char* server, uint64_t ok, uint64_
   e.key.family = SMIK_AF_INET;
   e.key.proto = SMIK_PROTO_TCP;
   e.key.port = 5432;
-  compile::Addr a;
-  compile::parseAddr(client, &a);
+  smik::Addr a;
+  smik::parseAddr(client, &a);
   std::memcpy(e.key.client, a.bytes.data(), 16);
-  compile::parseAddr(server, &a);
+  smik::parseAddr(server, &a);
   std::memcpy(e.key.server, a.bytes.data(), 16);
   e.stats.client_success = ok;
   e.stats.client_refused = refused;

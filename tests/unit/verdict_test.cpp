@@ -56,9 +56,9 @@ TEST(ParsePacket, Fragments) {
 // The reference's conntrack on the scenario of the UDP revocation bypass.
 TEST(ReferenceDatapath, RevokedUdpPeerStaysOut) {
   compile::ReferenceDatapath dp;
-  compile::Addr client, server;
-  compile::parseAddr("10.1.0.1", &client);
-  compile::parseAddr("10.1.0.2", &server);
+  smik::Addr client, server;
+  smik::parseAddr("10.1.0.1", &client);
+  smik::parseAddr("10.1.0.2", &server);
   dp.ips[client] = {300, 0};
   dp.ips[server] = {400, SMIK_IP_F_LOCAL};
   smik_endpoint ep{};

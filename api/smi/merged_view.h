@@ -15,7 +15,7 @@
 
 #include "agent/telemetry/metrics.h"
 #include "agent/telemetry/store.h"
-#include "api/http/smi_metrics.h"
+#include "api/smi/smi_metrics.h"
 
 namespace smik::peer {
 

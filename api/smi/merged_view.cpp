@@ -1,4 +1,4 @@
-#include "api/peer/merged_view.h"
+#include "api/smi/merged_view.h"
 
 #include <algorithm>
 #include <spdlog/spdlog.h>

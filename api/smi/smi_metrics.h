@@ -12,10 +12,6 @@
 
 #include "agent/telemetry/metrics.h"
 
-namespace httplib {
-struct Response;
-}
-
 namespace smik::api {
 
 inline constexpr const char* kSmiMetricsBase = "/apis/metrics.smi-spec.io/v1alpha1";
@@ -70,15 +66,6 @@ inline std::string partialWarning(const SmiResponse& r) {
   for (const auto& n : r.missing_nodes) nodes += (nodes.empty() ? "" : ", ") + n;
   return "299 - \"partial TrafficMetrics: no answer from node(s) " + nodes + "\"";
 }
-// Status, body, and for a partial answer the Warning header.
-void writeSmiResponse(const SmiResponse& r, httplib::Response& res);
-class Router;
-// Routes every path under kSmiMetricsBase (canonical: the router's) to
-// answerSmiRequest. local outlives the router; local_only: for loopback
-// clients only (the plain listener's, unauthenticated).
-void mountSmiMetrics(Router& router, const telemetry::MetricsView& local,
-                     ViewForRequest per_request = nullptr, bool local_only = false);
-
 // Exposed for tests and other exporters.
 
 // A Kubernetes Quantity as resource.NewMilliQuantity(milli, DecimalSI).String()

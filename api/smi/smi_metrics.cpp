@@ -19,7 +19,7 @@
  *   same node, and reports the same client-measured handshake distribution;
  *   for a client on another node the server has no connect() time, and the
  *   value is the kernel's smoothed RTT (srtt) at establishment instead (a
- *   cluster-wide answer, api/peer/merged_view.h, has the client's node's
+ *   cluster-wide answer, api/smi/merged_view.h, has the client's node's
  *   handshakes: srtt only when that node did not answer). If the
  *   window holds any handshake sample the quantiles come from handshakes
  *   alone; only when it holds none do they come from srtt.
@@ -32,9 +32,7 @@
  * - TrafficSplit items: connections sent to the split's apex Service that
  *   went to each backend, observed at the clients (edge side "client").
  */
-#include "api/http/smi_metrics.h"
-
-#include <httplib.h>
+#include "api/smi/smi_metrics.h"
 
 #include <algorithm>
 #include <cstdlib>
@@ -46,7 +44,6 @@
 #include <string_view>
 #include <vector>
 
-#include "api/http/router.h"
 
 namespace smik::api {
 
@@ -539,26 +536,6 @@ SmiResponse answerSmiRequest(const telemetry::MetricsView& local, const ViewForR
   const std::unique_ptr<telemetry::MetricsView> view =
       per_request(windowSeconds(query_t, local.maxWindow()));
   return handleSmiMetrics(*view, path, query_t);
-}
-
-void writeSmiResponse(const SmiResponse& r, httplib::Response& res) {
-  res.status = r.status;
-  if (const std::string warning = partialWarning(r); !warning.empty())
-    res.set_header("Warning", warning);
-  res.set_content(r.body, "application/json");
-}
-
-void mountSmiMetrics(Router& router, const telemetry::MetricsView& local,
-                     ViewForRequest per_request, bool local_only) {
-  router.add({kSmiMetricsBase,
-              [&local, per_request = std::move(per_request)](const RoutedRequest& req,
-                                                             httplib::Response& res) {
-                writeSmiResponse(answerSmiRequest(local, per_request, req.path,
-                                                  req.http.get_param_value("t"),
-                                                  req.http.get_param_value("local") == "true"),
-                                 res);
-              },
-              /*prefix=*/true, local_only});
 }
 
 }  // namespace smik::api

@@ -1,0 +1,56 @@
+// What the agent drives on a node, as an interface: the maps and the pods'
+// hooks (attach, detach, list). The agent and its tests see only this; the
+// kernel's implementation (datapath.h) needs the BPF skeletons and root.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "maps/maps.h"
+#include "maps/memory.h"
+
+namespace smik::compile {
+struct Plan;
+}
+
+namespace smik::datapath {
+
+// One pod's hook, as the agent holds it.
+struct Attachment {
+  std::string pod;
+  std::string ifname;
+  uint32_t ifindex = 0;
+  uint8_t mode = 0;  // SMIK_EP_ATTACH_*
+  int to_pod_link = -1, from_pod_link = -1;
+};
+
+// What the agent drives on a node: the maps and the pods' hooks. Datapath
+// is the kernel's; agent tests put an in-memory one in its place.
+class Dataplane {
+ public:
+  virtual ~Dataplane() = default;
+  virtual maps::Backend& maps() = 0;
+  virtual bool tcxAvailable() const = 0;
+  virtual uint8_t attachMode() const = 0;
+  // This node's own addresses, the HOST identity (system.h says which).
+  virtual std::vector<std::string> hostAddresses() const = 0;
+  // Resolves each local endpoint's host-side interface (0 = not there yet).
+  virtual std::map<std::string, uint32_t> resolveInterfaces(const compile::Plan& plan) const = 0;
+  // Hooks every pod in `wanted` (pod -> ifindex) and unhooks every other one.
+  // Unhooking happens in detachGone (before the maps drop the endpoint),
+  // hooking in attachNew (after the maps hold it).
+  virtual void detachGone(const std::map<std::string, uint32_t>& wanted) = 0;
+  virtual void attachNew(const std::map<std::string, uint32_t>& wanted,
+                         std::vector<std::string>* errors) = 0;
+  virtual const std::map<uint32_t, Attachment>& attachments() const = 0;
+  // Hooks connect/sendmsg/recvmsg/getpeername (v4 and v6) at opts.cgroup,
+  // taking over links a previous agent pinned. Idempotent.
+  virtual bool attachSocketPrograms(std::string* err) = 0;
+  virtual bool socketProgramsAttached() const = 0;
+  // Every map: its definition, entries now, and bytes at full size here.
+  virtual std::vector<maps::MapUsage> mapUsage() = 0;
+};
+
+}  // namespace smik::datapath
