@@ -486,5 +486,188 @@ constexpr const char* nameOf(const Fact (&table)[N], unsigned id, const char* fa
 
 }  // namespace smik::abi
 #endif
+/* ---- HTTP/1.x requests judged in the kernel (sk_skb verdict on server sockets) ----
+ *
+ * A sockops program puts each accepted socket of a governed (local address,
+ * port) into smik_http_socks (keyed by socket cookie) and gives it a
+ * smik_http_conn in smik_http_conns. The verdict program frames every request
+ * in each skb itself (request line, headers, Content-Length and chunked
+ * bodies, carried across skbs in smik_http_conn), runs the path through the
+ * destination port's DFA as the bytes arrive, and judges method + path at the
+ * end of the request line against the grant of {source identity, destination
+ * identity, port}. An skb holding a denied or unjudgeable request is dropped
+ * whole and turned into the answer (403/400/414/431/503) sent back on the
+ * socket, and the connection is closed to the application: nothing after it
+ * is passed. Bytes already passed cannot be recalled, so a request head that
+ * spans skbs passes its first part (servers do not act on an incomplete
+ * head) and is judged at the skb that completes its request line. */
+#define SMIK_HTTP_MAX_SOCKETS (1 << 16)       /* smik_http_socks, smik_http_conns (LRU) */
+#define SMIK_HTTP_MAX_PORTS 4096              /* smik_http_ports: governed (address, port) */
+#define SMIK_HTTP_MAX_GRANTS (1 << 16)        /* smik_http_grants */
+#define SMIK_HTTP_MAX_DFAS 1024               /* smik_http_dfas */
+/* Transitions of all DFAs, 4 per slot (an ARRAY value is 8 bytes anyway):
+ * two DFAs at the compiler's budget (4096 states x 256 classes) fit. */
+#define SMIK_HTTP_TRANS_PER_SLOT 4
+#define SMIK_HTTP_MAX_TRANSITIONS (1 << 21)
+#define SMIK_HTTP_MAX_TRANS_SLOTS (SMIK_HTTP_MAX_TRANSITIONS / SMIK_HTTP_TRANS_PER_SLOT)
+#define SMIK_HTTP_MAX_ACCEPTS (1 << 15)       /* smik_http_accepts: states of all DFAs */
+#define SMIK_HTTP_DFA_MAX_STATES 4096         /* one DFA (the compiler's budget) */
+
+/* Defaults of smik_http_config's limits (a 0 there means the default). */
+#define SMIK_HTTP_DEFAULT_MAX_LINE 8192    /* request line bytes, CRLF included: else 414 */
+#define SMIK_HTTP_DEFAULT_MAX_HEAD 16384   /* header block bytes (and trailers): else 431 */
+#define SMIK_HTTP_DEFAULT_MAX_HEADERS 100  /* header lines: else 431 */
+
+/* Methods as grant slots. A method SMI does not name is OTHER: only "*" grants it. */
+enum smik_http_method {
+  SMIK_HTTP_M_GET = 0,
+  SMIK_HTTP_M_HEAD = 1,
+  SMIK_HTTP_M_POST = 2,
+  SMIK_HTTP_M_PUT = 3,
+  SMIK_HTTP_M_DELETE = 4,
+  SMIK_HTTP_M_CONNECT = 5,
+  SMIK_HTTP_M_OPTIONS = 6,
+  SMIK_HTTP_M_TRACE = 7,
+  SMIK_HTTP_M_PATCH = 8,
+  SMIK_HTTP_M_OTHER = 9,
+  SMIK_HTTP_METHODS = 10,
+};
+
+/* smik_http_ports: the server sockets judged. A dual-stack socket's IPv4
+ * connection is keyed by its IPv4 address. */
+struct smik_http_port_key {
+  __u8 family; /* SMIK_AF_* */
+  __u8 pad;
+  __u16 port; /* host order */
+  __u8 addr[16];
+};
+SMIK_STATIC_ASSERT(sizeof(struct smik_http_port_key) == 20, "smik_http_port_key layout");
+
+struct smik_http_port {
+  __u32 dst_id; /* identity of the pod behind the address */
+  __u16 dfa_id; /* smik_http_dfas index of the port's path patterns */
+  __u16 flags;
+};
+SMIK_STATIC_ASSERT(sizeof(struct smik_http_port) == 8, "smik_http_port layout");
+
+/* smik_http_dfas: one path DFA (agent/compile/http_regex.h) of up to 64
+ * patterns; state s's transition on byte b is
+ * smik_http_trans[trans_base + s * classes + class_of[b]] (4 to a slot), its
+ * accept mask smik_http_accepts[accept_base + s]. State 0 is dead. The path
+ * is the request target up to '?' (the query is not matched, as Envoy's
+ * regex route match strips it). */
+struct smik_http_dfa {
+  __u32 trans_base;  /* a multiple of SMIK_HTTP_TRANS_PER_SLOT */
+  __u32 accept_base;
+  __u16 states;      /* 0: no DFA, no path matches */
+  __u16 classes;
+  __u16 start;
+  __u16 pad;
+  __u8 class_of[256];
+};
+SMIK_STATIC_ASSERT(sizeof(struct smik_http_dfa) == 272, "smik_http_dfa layout");
+
+struct smik_http_trans_slot {
+  __u16 next[SMIK_HTTP_TRANS_PER_SLOT];
+};
+SMIK_STATIC_ASSERT(sizeof(struct smik_http_trans_slot) == 8, "smik_http_trans_slot layout");
+
+/* smik_http_grants: what a source may ask of a destination port. A request is
+ * allowed when its path's accept mask and patterns[method] share a bit: each
+ * bit a pattern of the port's DFA, so a rule's methods and paths stay paired. */
+struct smik_http_grant_key {
+  __u32 src_id;
+  __u32 dst_id;
+  __u16 port; /* host order */
+  __u16 pad;
+};
+SMIK_STATIC_ASSERT(sizeof(struct smik_http_grant_key) == 12, "smik_http_grant_key layout");
+
+struct smik_http_grant {
+  __u64 patterns[SMIK_HTTP_METHODS];
+};
+SMIK_STATIC_ASSERT(sizeof(struct smik_http_grant) == 80, "smik_http_grant layout");
+
+/* smik_http_config[0]: limits; 0 = the SMIK_HTTP_DEFAULT_* value. */
+struct smik_http_config {
+  __u32 max_line;
+  __u32 max_head;
+  __u32 max_headers;
+  __u32 pad;
+};
+SMIK_STATIC_ASSERT(sizeof(struct smik_http_config) == 16, "smik_http_config layout");
+
+/* Where the framer is in a connection's byte stream. */
+enum smik_http_phase {
+  SMIK_HTTP_P_START = 0,      /* before a request line (empty lines are skipped) */
+  SMIK_HTTP_P_METHOD = 1,
+  SMIK_HTTP_P_PATH = 2,       /* the target up to '?': fed to the DFA */
+  SMIK_HTTP_P_QUERY = 3,      /* the rest of the target */
+  SMIK_HTTP_P_VERSION = 4,    /* "HTTP/1.x" CRLF */
+  SMIK_HTTP_P_HNAME = 5,      /* a header name, or the empty line ending the head */
+  SMIK_HTTP_P_HVALUE = 6,
+  SMIK_HTTP_P_BODY = 7,       /* Content-Length bytes left in `count` */
+  SMIK_HTTP_P_CHUNK_SIZE = 8,
+  SMIK_HTTP_P_CHUNK_EXT = 9,
+  SMIK_HTTP_P_CHUNK_DATA = 10, /* chunk bytes left in `count` */
+  SMIK_HTTP_P_CHUNK_END = 11,  /* the CRLF after chunk data */
+  SMIK_HTTP_P_TRAILER = 12,    /* trailer lines, until an empty one */
+  SMIK_HTTP_P_CLOSED = 13,     /* a request was denied: every later byte is dropped */
+};
+
+#define SMIK_HTTP_F_CR 1       /* a CR was read: the next byte must be LF */
+#define SMIK_HTTP_F_CL 2       /* the head has a Content-Length */
+#define SMIK_HTTP_F_TE 4       /* the head has a Transfer-Encoding */
+#define SMIK_HTTP_F_CHUNKED 8  /* ... whose last coding is chunked */
+#define SMIK_HTTP_F_HTTP10 16
+#define SMIK_HTTP_F_DIGIT 32   /* a digit of the number being read */
+
+/* Which header value is being read (smik_http_conn.value). */
+#define SMIK_HTTP_V_OTHER 0
+#define SMIK_HTTP_V_CONTENT_LENGTH 1
+#define SMIK_HTTP_V_TRANSFER_ENCODING 2
+
+/* smik_http_conns (LRU, keyed by socket cookie): the framer's state. A
+ * governed socket without one (evicted, or never made) is denied, never
+ * judged from the middle of its stream. */
+struct smik_http_conn {
+  __u32 src_id;
+  __u32 dst_id;
+  __u16 port;      /* host order */
+  __u16 dfa_id;
+  __u16 dfa_state; /* the path so far */
+  __u8 phase;      /* smik_http_phase */
+  __u8 method;     /* smik_http_method */
+  __u64 method_acc; /* the method's bytes so far, first byte lowest */
+  __u64 count;     /* a number being read, or body / chunk bytes left */
+  __u32 line_bytes; /* of the request line, or of the chunk line */
+  __u32 head_bytes; /* of the header block (or trailers) */
+  __u16 headers;
+  __u8 pos;        /* in a fixed token: "HTTP/1.x", a header name, a value's shape */
+  __u8 cand;       /* header names still matching: 1 content-length, 2 transfer-encoding */
+  __u8 flags;      /* SMIK_HTTP_F_* */
+  __u8 value;      /* SMIK_HTTP_V_* */
+  __u8 sub;        /* transfer-encoding: chars of "chunked" matched in this coding */
+  __u8 pad;
+  __u64 requests;  /* requests allowed on this connection */
+};
+SMIK_STATIC_ASSERT(sizeof(struct smik_http_conn) == 56, "smik_http_conn layout");
+
+/* Per-CPU counters (index = SMIK_HTTP_C_*). */
+enum smik_http_counter {
+  SMIK_HTTP_C_ALLOWED = 0,        /* requests passed after their request line was judged */
+  SMIK_HTTP_C_DENIED_POLICY = 1,  /* 403: no grant for this method and path */
+  SMIK_HTTP_C_MALFORMED = 2,      /* 400: not HTTP/1.x syntax the framer can follow */
+  SMIK_HTTP_C_NOT_HTTP1 = 3,      /* 400: TLS, HTTP/2 preface, another version */
+  SMIK_HTTP_C_UNFRAMEABLE = 4,    /* 400: framing servers disagree on (CL + TE, ...) */
+  SMIK_HTTP_C_URI_TOO_LONG = 5,   /* 414 */
+  SMIK_HTTP_C_HEAD_TOO_LARGE = 6, /* 431 */
+  SMIK_HTTP_C_NO_STATE = 7,       /* 503: a governed socket without its framer state */
+  SMIK_HTTP_C_DROPPED = 8,        /* skbs dropped after a connection's denial */
+  SMIK_HTTP_C_SOCKETS = 9,        /* accepted sockets put under judgement */
+  SMIK_HTTP_C_SOCKHASH_FULL = 10, /* accepted sockets that could not be: NOT judged */
+  SMIK_HTTP_C_ANSWER_FAILED = 11, /* a denial whose answer could not be sent (dropped) */
+  SMIK_HTTP_COUNTER_MAX = 12,
+};
 
 #endif /* SMIK_ABI_H */

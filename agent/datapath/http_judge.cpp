@@ -1,0 +1,175 @@
+#include "agent/datapath/http_judge.h"
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <vector>
+
+#include "smik_http.skel.h"
+
+namespace smik::datapath {
+namespace {
+
+std::string errnoText(const std::string& what, int e = errno) {
+  return what + ": " + std::strerror(e < 0 ? -e : e);
+}
+
+bool update(int fd, const void* key, const void* value, const std::string& what, std::string* err) {
+  if (bpf_map_update_elem(fd, key, value, BPF_ANY) == 0) return true;
+  *err = errnoText("update " + what);
+  return false;
+}
+
+}  // namespace
+
+std::unique_ptr<HttpJudge> HttpJudge::open(std::string* err, int ipcache_fd) {
+  std::unique_ptr<HttpJudge> j(new HttpJudge);
+  j->skel_ = smik_http__open();
+  if (!j->skel_) return (*err = errnoText("open HTTP judge object")), nullptr;
+  if (ipcache_fd >= 0) {
+    if (int r = bpf_map__reuse_fd(j->skel_->maps.smik_ipcache, ipcache_fd); r != 0)
+      return (*err = errnoText("share the ipcache", r)), nullptr;
+  }
+  if (int r = smik_http__load(j->skel_); r != 0)
+    return (*err = errnoText("load HTTP judge programs", r)), nullptr;
+  j->socks_fd_ = bpf_map__fd(j->skel_->maps.smik_http_socks);
+  // Parserless (BPF_SK_SKB_VERDICT): the stream parser makes servers see
+  // spurious EAGAIN and drop connections.
+  if (bpf_prog_attach(bpf_program__fd(j->skel_->progs.smik_http_verdict), j->socks_fd_,
+                      BPF_SK_SKB_VERDICT, 0) != 0)
+    return (*err = errnoText("attach the verdict to smik_http_socks")), nullptr;
+  j->verdict_attached_ = true;
+  return j;
+}
+
+HttpJudge::~HttpJudge() {
+  if (sockops_link_ >= 0) close(sockops_link_);
+  if (verdict_attached_)
+    bpf_prog_detach2(bpf_program__fd(skel_->progs.smik_http_verdict), socks_fd_, BPF_SK_SKB_VERDICT);
+  if (skel_) smik_http__destroy(skel_);
+}
+
+bool HttpJudge::attach(const std::string& cgroup, std::string* err) {
+  if (sockops_link_ >= 0) return (*err = "already attached"), false;
+  int cg = ::open(cgroup.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (cg < 0) return (*err = errnoText("open cgroup " + cgroup)), false;
+  sockops_link_ = bpf_link_create(bpf_program__fd(skel_->progs.smik_http_sockops), cg,
+                                  BPF_CGROUP_SOCK_OPS, nullptr);
+  int e = errno;
+  close(cg);
+  if (sockops_link_ < 0) return (*err = errnoText("attach HTTP sockops to " + cgroup, e)), false;
+  return true;
+}
+
+bool HttpJudge::loadDfa(uint16_t dfa_id, const compile::http::Dfa& dfa, std::string* err) {
+  if (dfa_id >= SMIK_HTTP_MAX_DFAS) return (*err = "DFA id out of range"), false;
+  const size_t states = dfa.states(), classes = dfa.classes;
+  if (states == 0 || states > SMIK_HTTP_DFA_MAX_STATES || classes == 0 || classes > 256 ||
+      dfa.next.size() != states * classes || dfa.start >= states)
+    return (*err = "not a DFA the kernel can run"), false;
+  const size_t transitions = states * classes;
+  if (next_transition_ + transitions > SMIK_HTTP_MAX_TRANSITIONS ||
+      next_accept_ + states > SMIK_HTTP_MAX_ACCEPTS)
+    return (*err = "the kernel's DFA tables are full"), false;
+
+  // Transitions, 4 to a slot, from a slot boundary.
+  const int trans_fd = bpf_map__fd(skel_->maps.smik_http_trans);
+  const uint32_t base = next_transition_;
+  for (size_t t = 0; t < transitions; t += SMIK_HTTP_TRANS_PER_SLOT) {
+    smik_http_trans_slot slot{};
+    for (size_t i = 0; i < SMIK_HTTP_TRANS_PER_SLOT && t + i < transitions; ++i)
+      slot.next[i] = dfa.next[t + i];
+    const uint32_t key = (base + t) / SMIK_HTTP_TRANS_PER_SLOT;
+    if (!update(trans_fd, &key, &slot, "smik_http_trans", err)) return false;
+  }
+  const int acc_fd = bpf_map__fd(skel_->maps.smik_http_accepts);
+  const uint32_t accept_base = next_accept_;
+  for (size_t s = 0; s < states; ++s) {
+    const uint32_t key = accept_base + s;
+    if (!update(acc_fd, &key, &dfa.accepts[s], "smik_http_accepts", err)) return false;
+  }
+  smik_http_dfa d{};
+  d.trans_base = base;
+  d.accept_base = accept_base;
+  d.states = static_cast<uint16_t>(states);
+  d.classes = static_cast<uint16_t>(classes);
+  d.start = dfa.start;
+  for (int b = 0; b < 256; ++b) {
+    if (dfa.class_of[b] >= classes) return (*err = "byte class out of range"), false;
+    d.class_of[b] = static_cast<uint8_t>(dfa.class_of[b]);
+  }
+  const uint32_t key = dfa_id;
+  if (!update(bpf_map__fd(skel_->maps.smik_http_dfas), &key, &d, "smik_http_dfas", err)) return false;
+  const uint32_t slots = (transitions + SMIK_HTTP_TRANS_PER_SLOT - 1) / SMIK_HTTP_TRANS_PER_SLOT;
+  next_transition_ += slots * SMIK_HTTP_TRANS_PER_SLOT;
+  next_accept_ += states;
+  return true;
+}
+
+bool HttpJudge::govern(const smik::Addr& addr, uint16_t port, uint32_t dst_id, uint16_t dfa_id,
+                       std::string* err) {
+  smik_http_port_key k{};
+  k.family = addr.family;
+  k.port = port;
+  std::memcpy(k.addr, addr.bytes.data(), 16);
+  smik_http_port v{dst_id, dfa_id, 0};
+  return update(bpf_map__fd(skel_->maps.smik_http_ports), &k, &v, "smik_http_ports", err);
+}
+
+bool HttpJudge::grant(uint32_t src_id, uint32_t dst_id, uint16_t port, const smik_http_grant& g,
+                      std::string* err) {
+  smik_http_grant_key k{src_id, dst_id, port, 0};
+  return update(bpf_map__fd(skel_->maps.smik_http_grants), &k, &g, "smik_http_grants", err);
+}
+
+bool HttpJudge::revoke(uint32_t src_id, uint32_t dst_id, uint16_t port, std::string* err) {
+  smik_http_grant_key k{src_id, dst_id, port, 0};
+  if (bpf_map_delete_elem(bpf_map__fd(skel_->maps.smik_http_grants), &k) == 0 || errno == ENOENT)
+    return true;
+  return (*err = errnoText("delete from smik_http_grants")), false;
+}
+
+bool HttpJudge::setIdentity(const smik::Addr& addr, uint32_t identity, std::string* err) {
+  smik_ip_key k{};
+  k.family = addr.family;
+  std::memcpy(k.addr, addr.bytes.data(), 16);
+  smik_ip_info v{identity, 0};
+  return update(bpf_map__fd(skel_->maps.smik_ipcache), &k, &v, "smik_ipcache", err);
+}
+
+bool HttpJudge::setLimits(const smik_http_config& limits, std::string* err) {
+  const uint32_t zero = 0;
+  return update(bpf_map__fd(skel_->maps.smik_http_config), &zero, &limits, "smik_http_config", err);
+}
+
+std::array<uint64_t, SMIK_HTTP_COUNTER_MAX> HttpJudge::counters() const {
+  std::array<uint64_t, SMIK_HTTP_COUNTER_MAX> out{};
+  const int fd = bpf_map__fd(skel_->maps.smik_http_stats);
+  const int cpus = libbpf_num_possible_cpus();
+  if (cpus <= 0) return out;
+  std::vector<uint64_t> per_cpu(static_cast<size_t>(cpus));
+  for (uint32_t i = 0; i < SMIK_HTTP_COUNTER_MAX; ++i) {
+    if (bpf_map_lookup_elem(fd, &i, per_cpu.data()) != 0) continue;
+    for (uint64_t v : per_cpu) out[i] += v;
+  }
+  return out;
+}
+
+size_t HttpJudge::connections() const {
+  const int fd = bpf_map__fd(skel_->maps.smik_http_conns);
+  size_t n = 0;
+  uint64_t key = 0, next = 0;
+  const uint64_t* prev = nullptr;
+  while (bpf_map_get_next_key(fd, prev, &next) == 0) {
+    ++n;
+    key = next;
+    prev = &key;
+  }
+  return n;
+}
+
+}  // namespace smik::datapath

@@ -1,0 +1,59 @@
+// The kernel's HTTP/1.x request judge (bpf/http_verdict.bpf.c): loads it,
+// attaches it, and writes what it judges by: the governed server ports, the
+// path DFAs of agent/compile/http_regex.h, the grants, the limits.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "agent/compile/compile.h"
+#include "agent/compile/http_regex.h"
+#include "bpf/include/smik_abi.h"
+
+struct smik_http;
+
+namespace smik::datapath {
+
+class HttpJudge {
+ public:
+  // Loads the programs and attaches the verdict to the socket map (it judges
+  // nothing until attach() puts sockets there). `ipcache_fd` >= 0 shares the
+  // tc programs' source identities instead of a map of its own.
+  static std::unique_ptr<HttpJudge> open(std::string* err, int ipcache_fd = -1);
+  ~HttpJudge();
+  HttpJudge(const HttpJudge&) = delete;
+  HttpJudge& operator=(const HttpJudge&) = delete;
+
+  // Accepted sockets of governed ports under `cgroup` are judged from now on.
+  bool attach(const std::string& cgroup, std::string* err);
+
+  // Places `dfa` in the transition and accept tables and publishes it as
+  // dfa_id. A published id is never rewritten in place (a reader could see
+  // half of it): load the new DFA under a free id, then point the port at it.
+  bool loadDfa(uint16_t dfa_id, const compile::http::Dfa& dfa, std::string* err);
+  bool govern(const smik::Addr& addr, uint16_t port, uint32_t dst_id, uint16_t dfa_id,
+              std::string* err);
+  bool grant(uint32_t src_id, uint32_t dst_id, uint16_t port, const smik_http_grant& g,
+             std::string* err);
+  bool revoke(uint32_t src_id, uint32_t dst_id, uint16_t port, std::string* err);
+  bool setIdentity(const smik::Addr& addr, uint32_t identity, std::string* err);
+  bool setLimits(const smik_http_config& limits, std::string* err);
+
+  // SMIK_HTTP_C_*, summed over CPUs.
+  std::array<uint64_t, SMIK_HTTP_COUNTER_MAX> counters() const;
+  // Framer states alive (one per judged socket not yet finished).
+  size_t connections() const;
+
+ private:
+  HttpJudge() = default;
+  smik_http* skel_ = nullptr;
+  int sockops_link_ = -1;
+  int socks_fd_ = -1;
+  bool verdict_attached_ = false;
+  uint32_t next_transition_ = 0;  // bump allocation: ids are not reused yet
+  uint32_t next_accept_ = 0;
+};
+
+}  // namespace smik::datapath

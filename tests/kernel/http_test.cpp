@@ -1,0 +1,550 @@
+// The kernel's HTTP/1.x request judge with real TCP: a server process in a
+// test-bed pod (this binary, --serve), clients in another pod and on the host.
+// The server handles one connection at a time and logs every request it
+// reads and the end of each connection, so "the application never saw it" is
+// read off its log once it has read the connection to its end: no timing.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sched.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <optional>
+#include <string>
+#include <thread>
+
+#include "agent/compile/http_regex.h"
+#include "agent/datapath/http_judge.h"
+#include "tests/testbed/testbed.h"
+
+namespace {
+
+// ---- the server (--serve PORT) ---------------------------------------------
+
+void say(const std::string& line) {
+  std::string l = line + "\n";
+  (void)!write(1, l.data(), l.size());
+}
+
+std::string escape(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '\r') out += "\\r";
+    else if (c == '\n') out += "\\n";
+    else out += c;
+  }
+  return out;
+}
+
+std::string lowerCase(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+struct Request {
+  std::string method, target, body;
+};
+
+// One complete request from the front of `buf`: bytes used, 0 if incomplete.
+size_t parseRequest(const std::string& buf, Request* r) {
+  size_t start = 0;
+  while (buf.compare(start, 2, "\r\n") == 0) start += 2;
+  const size_t head_end = buf.find("\r\n\r\n", start);
+  if (head_end == std::string::npos) return 0;
+  const std::string head = buf.substr(start, head_end - start);
+  const size_t line_end = head.find("\r\n");
+  const std::string line = head.substr(0, line_end);
+  const size_t sp1 = line.find(' '), sp2 = line.rfind(' ');
+  r->method = line.substr(0, sp1);
+  r->target = line.substr(sp1 + 1, sp2 - sp1 - 1);
+  r->body.clear();
+  size_t content_length = 0;
+  bool chunked = false;
+  for (size_t p = line_end; p != std::string::npos && p < head.size();) {
+    const size_t next = head.find("\r\n", p + 2);
+    const std::string h = head.substr(p + 2, next == std::string::npos ? std::string::npos : next - p - 2);
+    const size_t colon = h.find(':');
+    const std::string name = lowerCase(h.substr(0, colon));
+    const std::string value = colon == std::string::npos ? "" : h.substr(colon + 1);
+    if (name == "content-length") content_length = std::stoul(value);
+    if (name == "transfer-encoding" && lowerCase(value).find("chunked") != std::string::npos)
+      chunked = true;
+    p = next;
+  }
+  size_t pos = head_end + 4;
+  if (!chunked) {
+    if (buf.size() < pos + content_length) return 0;
+    r->body = buf.substr(pos, content_length);
+    return pos + content_length;
+  }
+  for (;;) {
+    const size_t eol = buf.find("\r\n", pos);
+    if (eol == std::string::npos) return 0;
+    const size_t size = std::stoul(buf.substr(pos, eol - pos), nullptr, 16);
+    pos = eol + 2;
+    if (size == 0) {
+      if (buf.compare(pos, 2, "\r\n") == 0) return pos + 2;
+      const size_t end = buf.find("\r\n\r\n", pos);
+      return end == std::string::npos ? 0 : end + 4;
+    }
+    if (buf.size() < pos + size + 2) return 0;
+    r->body += buf.substr(pos, size);
+    pos += size + 2;
+  }
+}
+
+int serve(int port) {
+  const int l = socket(AF_INET, SOCK_STREAM, 0);
+  const int one = 1;
+  setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  if (bind(l, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || listen(l, 16) != 0) return 2;
+  say("ready");
+  for (;;) {
+    const int fd = accept(l, nullptr, nullptr);
+    if (fd < 0) continue;
+    say("CONN");
+    std::string buf;
+    size_t read_total = 0;
+    std::string why = "eof";
+    int spurious = 0;
+    for (;;) {
+      char chunk[4096];
+      const ssize_t n = read(fd, chunk, sizeof chunk);
+      // The kernel wakes a reader after every verdict, also one that dropped
+      // or redirected the skb: a blocking read then fails with EAGAIN (only
+      // on a connection being denied). Servers on non-blocking sockets wait
+      // again, as this one does; the count goes to the log.
+      if (n < 0 && errno == EAGAIN) {
+        ++spurious;
+        continue;
+      }
+      if (n <= 0) {
+        if (n < 0) why = std::string("error ") + std::strerror(errno);
+        break;
+      }
+      read_total += static_cast<size_t>(n);
+      buf.append(chunk, static_cast<size_t>(n));
+      Request r;
+      while (size_t used = parseRequest(buf, &r)) {
+        buf.erase(0, used);
+        say("REQ " + r.method + " " + r.target + " " + std::to_string(r.body.size()) + " " +
+            escape(r.body));
+        const std::string answer = "HTTP/1.1 200 OK\r\ncontent-length: " +
+                                   std::to_string(r.target.size()) + "\r\n\r\n" + r.target;
+        (void)!write(fd, answer.data(), answer.size());
+      }
+    }
+    say("END " + why + " read=" + std::to_string(read_total) + " eagain=" + std::to_string(spurious) +
+        " unparsed=" + escape(buf));
+    close(fd);
+  }
+}
+
+// ---- the clients -------------------------------------------------------------
+
+using namespace smik;
+
+constexpr uint16_t kPort = 8080;
+constexpr uint32_t kClientId = 1000, kServerId = 2000;
+constexpr int kWaitMs = 10000;  // a bound on waiting, never an assertion on time
+
+// A TCP connection from a network namespace ("" = this process's).
+class Client {
+ public:
+  Client(const std::string& netns, const std::string& ip, uint16_t port) {
+    auto dial = [&] {
+      if (!netns.empty()) {
+        const int ns = open(("/var/run/netns/" + netns).c_str(), O_RDONLY | O_CLOEXEC);
+        if (ns < 0 || setns(ns, CLONE_NEWNET) != 0) return;
+        close(ns);
+      }
+      fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      const int one = 1;
+      setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+      sockaddr_in a{};
+      a.sin_family = AF_INET;
+      a.sin_port = htons(port);
+      inet_pton(AF_INET, ip.c_str(), &a.sin_addr);
+      if (connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+        close(fd_);
+        fd_ = -1;
+      }
+    };
+    // setns() moves only the calling thread: a thread of its own dials.
+    std::thread(dial).join();
+  }
+  ~Client() { closeNow(); }
+  bool ok() const { return fd_ >= 0; }
+  void closeNow() {
+    if (fd_ >= 0) close(fd_);
+    fd_ = -1;
+  }
+
+  bool send(const std::string& bytes) {
+    size_t done = 0;
+    while (done < bytes.size()) {
+      const ssize_t n = write(fd_, bytes.data() + done, bytes.size() - done);
+      if (n <= 0) return false;
+      done += static_cast<size_t>(n);
+    }
+    return true;
+  }
+  bool sendBytewise(const std::string& bytes) {
+    for (char c : bytes)
+      if (!send(std::string(1, c))) return false;
+    return true;
+  }
+
+  // The next response's status and body; 0 when the connection ended first.
+  std::pair<int, std::string> response() {
+    for (;;) {
+      const size_t head_end = buf_.find("\r\n\r\n");
+      if (head_end != std::string::npos) {
+        const int status = std::atoi(buf_.c_str() + 9);
+        const std::string head = lowerCase(buf_.substr(0, head_end));
+        const size_t cl = head.find("content-length:");
+        const size_t length = cl == std::string::npos ? 0 : std::stoul(head.substr(cl + 15));
+        if (buf_.size() >= head_end + 4 + length) {
+          std::string body = buf_.substr(head_end + 4, length);
+          buf_.erase(0, head_end + 4 + length);
+          return {status, body};
+        }
+      }
+      if (!readMore()) return {0, ""};
+    }
+  }
+  // Everything until the peer closes (or the wait bound).
+  std::string rest() {
+    while (readMore()) {
+    }
+    return buf_;
+  }
+
+ private:
+  bool readMore() {
+    pollfd p{fd_, POLLIN, 0};
+    if (poll(&p, 1, kWaitMs) <= 0) return false;
+    char chunk[4096];
+    const ssize_t n = read(fd_, chunk, sizeof chunk);
+    if (n <= 0) return false;
+    buf_.append(chunk, static_cast<size_t>(n));
+    return true;
+  }
+  int fd_ = -1;
+  std::string buf_;
+};
+
+std::string get(const std::string& path, const std::string& method = "GET") {
+  return method + " " + path + " HTTP/1.1\r\nHost: srv\r\n\r\n";
+}
+
+class HttpJudgeTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    if (geteuid() != 0) return;
+    bed_ = new testbed::TestBed;
+    server_pod_ = &bed_->addPod("srv", bed_->nextIp());
+    client_pod_ = &bed_->addPod("cli", bed_->nextIp());
+    std::string err;
+    judge_ = datapath::HttpJudge::open(&err).release();
+    ASSERT_TRUE(judge_) << err;
+    ASSERT_TRUE(judge_->attach(server_pod_->cgroupPath(), &err)) << err;
+    // p0 "/ok" GET, p1 "/upload$" POST, p2 "/files/<name>.txt$" GET and HEAD
+    auto compiled = compile::http::compileDfa(
+        {{"/ok"}, {"/upload$"}, {"/files/[a-z]+\\.txt$"}});
+    ASSERT_TRUE(std::holds_alternative<compile::http::Dfa>(compiled));
+    ASSERT_TRUE(judge_->loadDfa(1, std::get<compile::http::Dfa>(compiled), &err)) << err;
+    smik::Addr server, client;
+    ASSERT_TRUE(smik::parseAddr(server_pod_->ip(), &server));
+    ASSERT_TRUE(smik::parseAddr(client_pod_->ip(), &client));
+    ASSERT_TRUE(judge_->govern(server, kPort, kServerId, 1, &err)) << err;
+    ASSERT_TRUE(judge_->setIdentity(client, kClientId, &err)) << err;
+    grantAll();
+    char self[4096] = {};
+    ASSERT_GT(readlink("/proc/self/exe", self, sizeof self - 1), 0);
+    server_ = new testbed::Proc(bed_->spawn(*server_pod_, {self, "--serve", std::to_string(kPort)}));
+    ASSERT_TRUE(server_->waitFor("ready\n", kWaitMs));
+  }
+  static void TearDownTestSuite() {
+    delete server_;
+    delete judge_;
+    delete bed_;
+    server_ = nullptr;
+    judge_ = nullptr;
+    bed_ = nullptr;
+  }
+  static void grantAll() {
+    smik_http_grant g{};
+    g.patterns[SMIK_HTTP_M_GET] = 1 | 4;
+    g.patterns[SMIK_HTTP_M_HEAD] = 4;
+    g.patterns[SMIK_HTTP_M_POST] = 2;
+    std::string err;
+    ASSERT_TRUE(judge_->grant(kClientId, kServerId, kPort, g, &err)) << err;
+  }
+
+  void SetUp() override {
+    if (geteuid() != 0) GTEST_SKIP() << "KERNEL TEST SKIPPED: needs root for BPF and netns";
+    ASSERT_TRUE(judge_ && server_);
+    log_from_ = server_->output().size();
+    before_ = judge_->counters();
+  }
+
+  std::unique_ptr<Client> fromClientPod() {
+    auto c = std::make_unique<Client>(client_pod_->netns(), server_pod_->ip(), kPort);
+    EXPECT_TRUE(c->ok());
+    return c;
+  }
+  // Closes the client and returns what the server logged about this test's
+  // connections once it has read the last one to its end.
+  std::string serverSawAfterClose(Client& c, int connections = 1) {
+    c.closeNow();
+    std::string seen;
+    for (int i = 0; i < 2 * kWaitMs / 50; ++i) {
+      seen = server_->output().substr(log_from_);
+      size_t ends = 0;
+      for (size_t p = seen.find("END "); p != std::string::npos; p = seen.find("END ", p + 1)) ++ends;
+      if (ends >= static_cast<size_t>(connections)) return seen;
+      usleep(50 * 1000);
+    }
+    ADD_FAILURE() << "the server did not finish the connection: " << seen;
+    return seen;
+  }
+  uint64_t delta(int counter) { return judge_->counters()[counter] - before_[counter]; }
+
+  static inline testbed::TestBed* bed_ = nullptr;
+  static inline testbed::Pod* server_pod_ = nullptr;
+  static inline testbed::Pod* client_pod_ = nullptr;
+  static inline datapath::HttpJudge* judge_ = nullptr;
+  static inline testbed::Proc* server_ = nullptr;
+  size_t log_from_ = 0;
+  std::array<uint64_t, SMIK_HTTP_COUNTER_MAX> before_{};
+};
+
+TEST_F(HttpJudgeTest, AllowedGetReachesTheServer) {
+  auto c = fromClientPod();
+  ASSERT_TRUE(c->send(get("/ok/1?x=/admin")));
+  EXPECT_EQ(c->response(), std::make_pair(200, std::string("/ok/1?x=/admin")));
+  const std::string seen = serverSawAfterClose(*c);
+  EXPECT_NE(seen.find("REQ GET /ok/1?x=/admin 0"), std::string::npos) << seen;
+  EXPECT_EQ(delta(SMIK_HTTP_C_ALLOWED), 1u);
+  EXPECT_EQ(delta(SMIK_HTTP_C_SOCKETS), 1u);
+}
+
+TEST_F(HttpJudgeTest, DeniedPathIsAnswered403AndNeverReachesTheServer) {
+  auto c = fromClientPod();
+  ASSERT_TRUE(c->send(get("/admin")));
+  EXPECT_EQ(c->response().first, 403);
+  EXPECT_EQ(c->rest(), "");  // connection: close, nothing more
+  const std::string seen = serverSawAfterClose(*c);
+  EXPECT_EQ(seen.find("/admin"), std::string::npos) << seen;
+  EXPECT_NE(seen.find("END eof read=0"), std::string::npos) << seen;
+  EXPECT_EQ(delta(SMIK_HTTP_C_DENIED_POLICY), 1u);
+}
+
+TEST_F(HttpJudgeTest, MethodAndPathAreGrantedTogether) {
+  auto c = fromClientPod();
+  ASSERT_TRUE(c->send(get("/files/a.txt", "HEAD")));
+  EXPECT_EQ(c->response().first, 200);
+  // POST is granted for /upload only
+  ASSERT_TRUE(c->send("POST /ok HTTP/1.1\r\nContent-Length: 0\r\n\r\n"));
+  EXPECT_EQ(c->response().first, 403);
+  const std::string seen = serverSawAfterClose(*c);
+  EXPECT_NE(seen.find("REQ HEAD /files/a.txt"), std::string::npos) << seen;
+  EXPECT_EQ(seen.find("POST"), std::string::npos) << seen;
+}
+
+TEST_F(HttpJudgeTest, KeepAliveAllowedAllowedDeniedThenNothing) {
+  auto c = fromClientPod();
+  ASSERT_TRUE(c->send(get("/ok/a")));
+  EXPECT_EQ(c->response().first, 200);
+  ASSERT_TRUE(c->send(get("/files/notes.txt")));
+  EXPECT_EQ(c->response().first, 200);
+  ASSERT_TRUE(c->send(get("/files/notes.txt.bak")));  // $: the whole path
+  EXPECT_EQ(c->response().first, 403);
+  // A client that ignores "connection: close": nothing more reaches the server.
+  c->send(get("/ok/after"));
+  const std::string seen = serverSawAfterClose(*c);
+  EXPECT_NE(seen.find("REQ GET /ok/a"), std::string::npos) << seen;
+  EXPECT_NE(seen.find("REQ GET /files/notes.txt 0"), std::string::npos) << seen;
+  EXPECT_EQ(seen.find(".bak"), std::string::npos) << seen;
+  EXPECT_EQ(seen.find("/ok/after"), std::string::npos) << seen;
+  EXPECT_EQ(delta(SMIK_HTTP_C_ALLOWED), 2u);
+}
+
+TEST_F(HttpJudgeTest, PipelinedDeniedRequestAndAllAfterItNeverReachTheServer) {
+  auto c = fromClientPod();
+  ASSERT_TRUE(c->send(get("/ok/first")));
+  EXPECT_EQ(c->response().first, 200);
+  ASSERT_TRUE(c->send(get("/ok/a") + get("/admin") + get("/ok/b")));  // one write
+  EXPECT_EQ(c->response().first, 403);
+  const std::string seen = serverSawAfterClose(*c);
+  EXPECT_NE(seen.find("REQ GET /ok/first"), std::string::npos) << seen;
+  EXPECT_EQ(seen.find("/admin"), std::string::npos) << seen;
+  EXPECT_EQ(seen.find("/ok/b"), std::string::npos) << seen;
+}
+
+TEST_F(HttpJudgeTest, PipelinedAllowedRequestsAllPass) {
+  auto c = fromClientPod();
+  ASSERT_TRUE(c->send(get("/ok/1") + get("/ok/2") + get("/files/x.txt", "HEAD")));
+  EXPECT_EQ(c->response(), std::make_pair(200, std::string("/ok/1")));
+  EXPECT_EQ(c->response(), std::make_pair(200, std::string("/ok/2")));
+  EXPECT_EQ(c->response(), std::make_pair(200, std::string("/files/x.txt")));
+  serverSawAfterClose(*c);
+  EXPECT_EQ(delta(SMIK_HTTP_C_ALLOWED), 3u);
+}
+
+TEST_F(HttpJudgeTest, OneByteAtATime) {
+  auto c = fromClientPod();
+  ASSERT_TRUE(c->sendBytewise("GET /ok/slow HTTP/1.1\r\nHost: srv\r\nX-A: b\r\n\r\n"));
+  EXPECT_EQ(c->response().first, 200);
+  ASSERT_TRUE(c->sendBytewise(get("/admin")));
+  EXPECT_EQ(c->response().first, 403);
+  const std::string seen = serverSawAfterClose(*c);
+  EXPECT_NE(seen.find("REQ GET /ok/slow"), std::string::npos) << seen;
+  EXPECT_EQ(seen.find("REQ GET /admin"), std::string::npos) << seen;
+}
+
+TEST_F(HttpJudgeTest, BodiesThatLookLikeRequestsAreNotJudged) {
+  const std::string inner = get("/admin");
+  auto c = fromClientPod();
+  ASSERT_TRUE(c->send("POST /upload HTTP/1.1\r\nContent-Length: " + std::to_string(inner.size()) +
+                      "\r\n\r\n"));
+  ASSERT_TRUE(c->send(inner));  // the body in an skb of its own
+  EXPECT_EQ(c->response().first, 200);
+  // chunked, the chunks written one by one, with an extension and a trailer
+  ASSERT_TRUE(c->send("POST /upload HTTP/1.1\r\ntransfer-encoding: Chunked\r\n\r\n"));
+  for (size_t i = 0; i < inner.size(); i += 7) {
+    const std::string part = inner.substr(i, 7);
+    char size[16];
+    snprintf(size, sizeof size, "%zx", part.size());
+    ASSERT_TRUE(c->send(std::string(size) + (i == 0 ? ";ext=1" : "") + "\r\n" + part + "\r\n"));
+  }
+  ASSERT_TRUE(c->send("0\r\nX-Trailer: 1\r\n\r\n"));
+  EXPECT_EQ(c->response().first, 200);
+  // framing resumed where the body ended
+  ASSERT_TRUE(c->send(get("/ok/after-bodies")));
+  EXPECT_EQ(c->response().first, 200);
+  ASSERT_TRUE(c->send(get("/admin")));
+  EXPECT_EQ(c->response().first, 403);
+  const std::string seen = serverSawAfterClose(*c);
+  const std::string body = " " + std::to_string(inner.size()) + " " + escape(inner);
+  EXPECT_NE(seen.find("REQ POST /upload" + body + "\nREQ POST /upload" + body), std::string::npos)
+      << seen;
+  EXPECT_NE(seen.find("REQ GET /ok/after-bodies"), std::string::npos) << seen;
+  EXPECT_EQ(seen.find("REQ GET /admin"), std::string::npos) << seen;
+  EXPECT_EQ(delta(SMIK_HTTP_C_ALLOWED), 3u);
+  EXPECT_EQ(delta(SMIK_HTTP_C_DENIED_POLICY), 1u);
+}
+
+TEST_F(HttpJudgeTest, OversizedRequestLineIs414) {
+  auto c = fromClientPod();
+  ASSERT_TRUE(c->send(get("/ok/" + std::string(SMIK_HTTP_DEFAULT_MAX_LINE, 'a'))));
+  EXPECT_EQ(c->response().first, 414);
+  const std::string seen = serverSawAfterClose(*c);
+  EXPECT_EQ(seen.find("REQ"), std::string::npos) << seen.substr(0, 200);
+  EXPECT_EQ(delta(SMIK_HTTP_C_URI_TOO_LONG), 1u);
+}
+
+TEST_F(HttpJudgeTest, TooManyHeadersIs431) {
+  std::string req = "GET /ok HTTP/1.1\r\n";
+  for (int i = 0; i <= SMIK_HTTP_DEFAULT_MAX_HEADERS; ++i) req += "X-" + std::to_string(i) + ": v\r\n";
+  auto c = fromClientPod();
+  ASSERT_TRUE(c->send(req + "\r\n"));
+  EXPECT_EQ(c->response().first, 431);
+  const std::string seen = serverSawAfterClose(*c);
+  EXPECT_EQ(seen.find("REQ"), std::string::npos) << seen;
+  EXPECT_EQ(delta(SMIK_HTTP_C_HEAD_TOO_LARGE), 1u);
+}
+
+TEST_F(HttpJudgeTest, TlsAndHttp2AreNotJudgedByPathButDenied) {
+  // the first bytes of a TLS 1.2 ClientHello record
+  const std::string hello("\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03", 11);
+  auto tls = fromClientPod();
+  ASSERT_TRUE(tls->send(hello + std::string(160, '\x00')));
+  EXPECT_EQ(tls->response().first, 400);
+  serverSawAfterClose(*tls, 1);
+  auto h2 = fromClientPod();
+  ASSERT_TRUE(h2->send("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"));
+  EXPECT_EQ(h2->response().first, 400);
+  const std::string seen = serverSawAfterClose(*h2, 2);
+  EXPECT_EQ(seen.find("REQ"), std::string::npos) << seen;
+  EXPECT_EQ(delta(SMIK_HTTP_C_NOT_HTTP1), 2u);
+}
+
+TEST_F(HttpJudgeTest, AmbiguousFramingIsRefused) {
+  auto c = fromClientPod();
+  ASSERT_TRUE(c->send("POST /upload HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+                      "0\r\n\r\n"));
+  EXPECT_EQ(c->response().first, 400);
+  const std::string seen = serverSawAfterClose(*c);
+  EXPECT_EQ(seen.find("REQ"), std::string::npos) << seen;
+  EXPECT_EQ(delta(SMIK_HTTP_C_UNFRAMEABLE), 1u);
+}
+
+TEST_F(HttpJudgeTest, UnknownSourceIsDenied) {
+  Client c("", server_pod_->ip(), kPort);  // the host: no identity, no grant
+  ASSERT_TRUE(c.ok());
+  ASSERT_TRUE(c.send(get("/ok")));
+  EXPECT_EQ(c.response().first, 403);
+  const std::string seen = serverSawAfterClose(c);
+  EXPECT_EQ(seen.find("REQ"), std::string::npos) << seen;
+}
+
+TEST_F(HttpJudgeTest, RevokedGrantDeniesTheNextRequestOnAnOpenConnection) {
+  auto c = fromClientPod();
+  ASSERT_TRUE(c->send(get("/ok/before")));
+  EXPECT_EQ(c->response().first, 200);
+  std::string err;
+  ASSERT_TRUE(judge_->revoke(kClientId, kServerId, kPort, &err)) << err;
+  ASSERT_TRUE(c->send(get("/ok/after")));
+  EXPECT_EQ(c->response().first, 403);
+  grantAll();
+  const std::string seen = serverSawAfterClose(*c);
+  EXPECT_EQ(seen.find("/ok/after"), std::string::npos) << seen;
+}
+
+// The server is busy with another connection: the request arrives before
+// accept(), when the socket already is in the sockhash.
+TEST_F(HttpJudgeTest, RequestsSentBeforeAcceptAreJudged) {
+  auto busy = fromClientPod();
+  ASSERT_TRUE(busy->send(get("/ok/busy")));
+  EXPECT_EQ(busy->response().first, 200);
+  auto early = fromClientPod();
+  ASSERT_TRUE(early->send(get("/admin/early")));
+  auto allowed = fromClientPod();
+  ASSERT_TRUE(allowed->send(get("/ok/early")));
+  serverSawAfterClose(*busy, 1);
+  EXPECT_EQ(early->response().first, 403);
+  EXPECT_EQ(serverSawAfterClose(*early, 2).find("REQ GET /admin"), std::string::npos);
+  EXPECT_EQ(allowed->response().first, 200);
+  const std::string seen = serverSawAfterClose(*allowed, 3);
+  EXPECT_EQ(seen.find("/admin/early"), std::string::npos) << seen;
+  EXPECT_NE(seen.find("REQ GET /ok/early"), std::string::npos) << seen;
+}
+
+TEST_F(HttpJudgeTest, FinishedConnectionsLeaveNoState) {
+  for (int i = 0; i < 3; ++i) {
+    auto c = fromClientPod();
+    ASSERT_TRUE(c->send(get("/ok")));
+    EXPECT_EQ(c->response().first, 200);
+    serverSawAfterClose(*c, i + 1);
+  }
+  EXPECT_EQ(judge_->connections(), 0u);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc == 3 && std::string(argv[1]) == "--serve") return serve(std::atoi(argv[2]));
+  ::testing::InitGoogleTest(&argc, argv);
+  return RUN_ALL_TESTS();
+}
