@@ -160,7 +160,11 @@ void Agent::sweepConntrack() {
 void Agent::reconcile(bool source_changed) {
   bool recompiled = recompileIfNeeded(source_changed);
   auto wanted = dp_->resolveInterfaces(*plan_);
-  if (recompiled || wanted != wanted_ || retryDue()) applyPlan(wanted);
+  if (recompiled || wanted != wanted_ || retryDue()) {
+    applyPlan(wanted);
+    next_usage_ = {};  // status shows the maps of what was just applied
+  }
+  sampleMapUsage();
   refreshStatus();
 }
 
