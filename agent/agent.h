@@ -107,6 +107,9 @@ class Agent {
   }
   const compile::NodeConfig& nodeConfig() const { return cfg_.node; }
   maps::Backend& maps() { return dp_->maps(); }
+  // Marks a socket, before it connects, as one of the agent's own (see
+  // Dataplane::ownSocketRegistrar); empty on a dataplane without one.
+  std::function<void(int fd)> ownSocketRegistrar() const { return dp_->ownSocketRegistrar(); }
 
  private:
   Agent(const AgentConfig& cfg, std::unique_ptr<source::Source> source)
@@ -119,6 +122,9 @@ class Agent {
   // goes to *errors and not_enforced_. True if a retry has nothing to fix.
   bool enforce(const maps::KernelState& next, const std::map<std::string, uint32_t>& wanted,
                maps::ApplyStats* stats, std::vector<std::string>* errors);
+  // Reads what the kernel holds into current_; false, with why in *errors
+  // and current_known_ false, if it could not all be read.
+  bool resync(std::vector<std::string>* errors);
   void updateReadiness(const std::vector<std::string>& errors);
   std::vector<maps::MapUsage> mapUsage();  // cached: counting entries walks the maps
   void sampleMetrics();
@@ -140,6 +146,10 @@ class Agent {
   std::vector<std::string> host_addrs_;
   std::map<std::string, uint32_t> wanted_;
   maps::KernelState current_;
+  // Whether current_ is what the kernel holds; false until it was read
+  // whole (at the first round, after a failed write, after an exception).
+  bool current_known_ = false;
+  uint64_t telemetry_read_errors_ = 0;  // the backend's count when last logged
   telemetry::Store store_;
   telemetry::EventHub events_;
   std::chrono::steady_clock::time_point next_sample_{};

@@ -237,10 +237,10 @@ int main(int argc, char** argv) {
   // The agent's API connections bypass its own socket programs (why: at
   // smik_own_sockets in bpf/sock_lb.bpf.c). The programs' map exists now.
   if (kube_config) {
-    if (auto own = smik::datapath::ownSocketRegistrar(cfg.pin_dir, &err))
+    if (auto own = agent->ownSocketRegistrar())
       smik::kube::setSocketHook(std::move(own));
     else
-      spdlog::error("{}: the agent's API connections may be translated", err);
+      spdlog::error("no socket registrar: the agent's API connections may be translated");
   }
   // Cluster-wide metrics are an answer, not enforcement: a part that cannot
   // start is logged and left off. Declared before http, which uses it.

@@ -103,7 +103,7 @@ struct Bed {
     b.port = kPort;
     b.family = SMIK_AF_INET;
     s.services[k] = maps::SvcTable{1, {{1, {b}}}};
-    if (!maps::apply(dp->maps(), s, dp->maps().read(), nullptr, &err)) throw std::runtime_error(err);
+    if (!maps::apply(dp->maps(), s, dp->maps().read().value(), nullptr, &err)) throw std::runtime_error(err);
   }
   ~Bed() {
     dp.reset();

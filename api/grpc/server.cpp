@@ -12,9 +12,11 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <optional>
 #include <set>
 
 #include "agent/agent.h"
+#include "agent/base/unique_fd.h"
 #include "agent/compile/explain.h"
 #include "agent/datapath/system.h"
 #include "smik/v1/smik.grpc.pb.h"
@@ -315,6 +317,14 @@ class AgentService final : public pb::Agent::Service {
                        pb::DumpMapReply* out) override {
     const std::string& name = req->name();
     maps::Backend& m = agent_->maps();
+    // The enforcement maps are read whole or not at all: a dump of half a
+    // table would look like a policy that is not the one in force.
+    std::optional<maps::KernelState> held;
+    if (name == "policy" || name == "ipcache" || name == "endpoints" || name == "services") {
+      Result<maps::KernelState> read = m.read();
+      if (!read) return {StatusCode::UNAVAILABLE, "read maps: " + read.error()};
+      held = std::move(read).value();
+    }
     // Kernel ids named through the plan of the current state; ids it does not
     // know (a previous agent's, mid-change) stay bare numbers.
     compile::Plan plan = compile::compile(agent_->state(), nodeConfig());
@@ -329,8 +339,7 @@ class AgentService final : public pb::Agent::Service {
     };
     if (name == "policy") {
       out->set_name(maps::kPolicyMap);
-      maps::KernelState s = m.read();
-      for (const auto& [k, v] : s.policy) {
+      for (const auto& [k, v] : held->policy) {
         if (k.src_id == SMIK_ID_META) {
           add("* -> " + id(k.dst_id),
               std::string((v.flags & SMIK_POL_F_ENFORCED) ? "enforced (default deny)" : "not enforced") +
@@ -347,11 +356,11 @@ class AgentService final : public pb::Agent::Service {
       }
     } else if (name == "ipcache") {
       out->set_name(maps::kIpcacheMap);
-      for (const auto& [a, v] : m.read().ips)
+      for (const auto& [a, v] : held->ips)
         add(a.str(), "identity " + id(v.identity) + ((v.flags & SMIK_IP_F_LOCAL) ? " local" : ""));
     } else if (name == "endpoints") {
       out->set_name(maps::kEndpointsMap);
-      for (const auto& [ifindex, ep] : m.read().endpoints) {
+      for (const auto& [ifindex, ep] : held->endpoints) {
         std::string v = "identity " + id(ep.identity) + ", addrs";
         for (int i = 0; i < ep.naddrs && i < SMIK_ENDPOINT_ADDRS; i++)
           v += " " + compile::kernelAddr(ep.families[i], ep.addrs[i]).str();
@@ -362,7 +371,7 @@ class AgentService final : public pb::Agent::Service {
       }
     } else if (name == "services") {
       out->set_name(maps::kServicesMap);
-      for (const auto& [k, t] : m.read().services) {
+      for (const auto& [k, t] : held->services) {
         std::string v = "svc " + std::to_string(t.svc_id);
         if (t.groups.empty()) v += ", no backend";
         for (const auto& g : t.groups) {
@@ -423,14 +432,12 @@ namespace {
 
 // True if a process accepts connections on the unix socket at path.
 bool socketAnswers(const std::string& path) {
-  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return false;
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd) return false;
   sockaddr_un sa{};
   sa.sun_family = AF_UNIX;
   std::strncpy(sa.sun_path, path.c_str(), sizeof sa.sun_path - 1);
-  bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0;
-  ::close(fd);
-  return ok;
+  return ::connect(fd.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0;
 }
 
 }  // namespace

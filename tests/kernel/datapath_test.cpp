@@ -82,7 +82,7 @@ class DatapathTest : public ::testing::Test {
   void apply() {
     state_.policy_installed = true;
     std::string err;
-    ASSERT_TRUE(maps::apply(dp_->maps(), state_, dp_->maps().read(), nullptr, &err)) << err;
+    ASSERT_TRUE(maps::apply(dp_->maps(), state_, dp_->maps().read().value(), nullptr, &err)) << err;
   }
   int toPod(const PacketSpec& p) { return pkt::runTc(dp_->toPodProgFd(), buildPacket(p), kLo); }
   int fromPod(const PacketSpec& p) { return pkt::runTc(dp_->fromPodProgFd(), buildPacket(p), kLo); }
@@ -346,7 +346,7 @@ TEST_F(DatapathTest, PolicySwapsUnderTrafficAreAtomic) {
   std::atomic<bool> done{false};
   std::string swap_err;
   std::thread swapper([&] {
-    maps::KernelState cur = dp_->maps().read();
+    maps::KernelState cur = dp_->maps().read().value();
     for (int i = 1; i <= kSwaps && swap_err.empty(); i++) {
       maps::KernelState next = cur;
       next.policy = cycle[i % 3];
@@ -374,11 +374,11 @@ TEST_F(DatapathTest, ApplyWritesOnlyTheDifference) {
   uint32_t gen = dp_->maps().policyGeneration();
   maps::ApplyStats st;
   std::string err;
-  ASSERT_TRUE(maps::apply(dp_->maps(), state_, dp_->maps().read(), &st, &err)) << err;
+  ASSERT_TRUE(maps::apply(dp_->maps(), state_, dp_->maps().read().value(), &st, &err)) << err;
   EXPECT_EQ(st.ip_writes + st.ip_deletes + st.endpoint_writes + st.endpoint_deletes, 0);
   EXPECT_FALSE(st.policy_swapped);
   EXPECT_EQ(dp_->maps().policyGeneration(), gen);
-  auto back = dp_->maps().read();
+  auto back = dp_->maps().read().value();
   EXPECT_EQ(back.policy, state_.policy);
   EXPECT_EQ(back.ips, state_.ips);
 }
@@ -457,7 +457,7 @@ TEST_F(DatapathTest, OrphanedServiceBackendsAreRemovedOnAdoption) {
     EXPECT_EQ(k.gen, live.gen);
     EXPECT_LT(k.index, 2);
   }
-  EXPECT_TRUE(dp_->maps().read().services.at(vip) == table) << "the live table is untouched";
+  EXPECT_TRUE(dp_->maps().read().value().services.at(vip) == table) << "the live table is untouched";
   close(services);
   close(backends);
 }
@@ -701,7 +701,7 @@ TEST_F(DatapathTest, ReusedAddressDoesNotInheritFlows) {
   maps::ApplyStats st;
   std::string err;
   state_.policy_installed = true;
-  ASSERT_TRUE(maps::apply(dp_->maps(), state_, dp_->maps().read(), &st, &err)) << err;
+  ASSERT_TRUE(maps::apply(dp_->maps(), state_, dp_->maps().read().value(), &st, &err)) << err;
   EXPECT_FALSE(st.policy_swapped);
   EXPECT_TRUE(st.generation_bumped);
   EXPECT_GT(dp_->maps().policyGeneration(), gen);
@@ -711,7 +711,7 @@ TEST_F(DatapathTest, ReusedAddressDoesNotInheritFlows) {
   EXPECT_GE(ctStat(SMIK_CT_IDENTITY_CHANGED), 2u);
   // An address that goes away also moves the generation.
   state_.ips.erase(addr("10.1.0.3"));
-  ASSERT_TRUE(maps::apply(dp_->maps(), state_, dp_->maps().read(), &st, &err)) << err;
+  ASSERT_TRUE(maps::apply(dp_->maps(), state_, dp_->maps().read().value(), &st, &err)) << err;
   EXPECT_TRUE(st.generation_bumped);
 }
 

@@ -171,7 +171,7 @@ class DifferentialTest : public ::testing::Test {
 
   void apply(const maps::KernelState& next) {
     std::string err;
-    ASSERT_TRUE(maps::apply(dp_->maps(), next, dp_->maps().read(), nullptr, &err)) << err;
+    ASSERT_TRUE(maps::apply(dp_->maps(), next, dp_->maps().read().value(), nullptr, &err)) << err;
     ref_.ips = next.ips;
     ref_.endpoints = next.endpoints;
     ref_.policy = next.policy;

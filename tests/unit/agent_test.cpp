@@ -126,10 +126,10 @@ class AgentTest : public ::testing::Test {
   bool hooked(const std::string& pod, uint32_t ifindex) {
     auto a = dp_->attachments().find(ifindex);
     return a != dp_->attachments().end() && a->second.pod == pod &&
-           dp_->backend.read().endpoints.count(ifindex) == 1;
+           dp_->backend.read().value().endpoints.count(ifindex) == 1;
   }
   bool deniesByDefault(const std::string& sa) {
-    auto p = dp_->backend.read().policy;
+    auto p = dp_->backend.read().value().policy;
     auto meta = p.find({SMIK_ID_META, identityOf(sa), 0, 0, 0});
     return meta != p.end() && (meta->second.flags & SMIK_POL_F_ENFORCED);
   }
@@ -166,7 +166,7 @@ TEST_F(AgentTest, AFailedWriteLeavesTheNewPodHookedAndTheNodeUnready) {
   EXPECT_EQ(get("/readyz").first, 200);
   compile::Addr b;
   ASSERT_TRUE(compile::parseAddr("10.0.0.11", &b));
-  EXPECT_EQ(dp_->backend.read().ips.count(b), 1u);
+  EXPECT_EQ(dp_->backend.read().value().ips.count(b), 1u);
 }
 
 TEST_F(AgentTest, APodWhoseEndpointCannotBeWrittenIsNamedUntilARetryHooksIt) {
