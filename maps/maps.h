@@ -122,7 +122,7 @@ class FakeBackend : public Backend {
   long sweepConntrack(uint64_t, std::string*) override { return 0; }
   bool applyServices(const std::map<smik_svc_key, SvcTable>& upserts,
                      const std::vector<smik_svc_key>& deletes, std::string* err) override;
-  Result<KernelState> read() override { return state_; }
+  Result<KernelState> read() override;
   std::vector<smik_counter> reasons() override { return {}; }
   std::vector<EdgeCounters> edges() override { return {}; }
   std::vector<uint64_t> sockStats() override { return {}; }
@@ -133,6 +133,7 @@ class FakeBackend : public Backend {
   int writes = 0;  // single-entry writes, to check that apply only writes diffs
   int swaps = 0;
   int fail_after_writes = -1;  // >= 0: fail once this many writes succeeded
+  int fail_reads = 0;          // > 0: so many read()s fail, then they succeed
 
  private:
   bool countWrite(std::string* err);

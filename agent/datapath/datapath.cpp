@@ -153,8 +153,9 @@ Result<Skeleton<T>> loadObject(const std::string& pin_dir, Prepare prepare) {
   return skel;
 }
 
-// The maps the backend writes and reads, from the loaded objects.
-maps::BackendMaps backendMaps(const Skeleton<tc_policy>& tc, const Skeleton<sock_lb>& sock,
+// The maps the backend writes and reads, from the loaded objects; fails if
+// a descriptor cannot be had (out of descriptors).
+Result<maps::BackendMaps> backendMaps(const Skeleton<tc_policy>& tc, const Skeleton<sock_lb>& sock,
                               const Skeleton<sockops>& tel) {
   maps::BackendMaps m;
   m.ipcache = mapFd(tc->maps.smik_ipcache);
@@ -169,6 +170,9 @@ maps::BackendMaps backendMaps(const Skeleton<tc_policy>& tc, const Skeleton<sock
   m.backends = mapFd(sock->maps.smik_backends);
   m.sock_stats = mapFd(sock->maps.smik_sock_stats);
   m.conn = mapFd(tel->maps.smik_conn);
+  for (const UniqueFd* fd : {&m.ipcache, &m.endpoints, &m.policy, &m.state, &m.reasons, &m.edges,
+                             &m.ct, &m.ct_stats, &m.services, &m.backends, &m.sock_stats, &m.conn})
+    if (!*fd) return Error{errnoText("duplicate a map descriptor")};
   return m;
 }
 
@@ -200,7 +204,9 @@ bool Datapath::loadObjects(std::string* err) {
   auto tel = loadObject<sockops>(opts_.pin_dir, [](auto&) {});
   if (!tel) return (*err = "load BPF telemetry (sockops): " + tel.error()), false;
   objs_.reset(new Objects{std::move(tc).value(), std::move(sock).value(), std::move(tel).value()});
-  maps_ = std::make_unique<maps::LibbpfBackend>(backendMaps(objs_->tc, objs_->sock, objs_->tel));
+  auto backend_maps = backendMaps(objs_->tc, objs_->sock, objs_->tel);
+  if (!backend_maps) return (*err = backend_maps.error()), false;
+  maps_ = std::make_unique<maps::LibbpfBackend>(std::move(backend_maps).value());
   return true;
 }
 

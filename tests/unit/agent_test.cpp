@@ -169,6 +169,29 @@ TEST_F(AgentTest, AFailedWriteLeavesTheNewPodHookedAndTheNodeUnready) {
   EXPECT_EQ(dp_->backend.read().value().ips.count(b), 1u);
 }
 
+// apply() writes the difference from what the kernel holds: while that
+// cannot be read whole, nothing is written and the node stays unready.
+TEST_F(AgentTest, NothingIsWrittenWhileTheKernelCannotBeRead) {
+  write("b.yaml", pod("b", "10.0.0.11"));
+  dp_->backend.fail_after_writes = dp_->backend.writes + 2;  // the fill's first write
+  dp_->backend.fail_reads = 2;  // the re-read after it, and the next round's
+  agent_->runOnce();
+  EXPECT_EQ(get("/readyz").first, 503);
+  const int writes = dp_->backend.writes;
+  retry();
+  EXPECT_EQ(dp_->backend.writes, writes) << "written against a state that was not read";
+  auto [code, body] = get("/readyz");
+  EXPECT_EQ(code, 503);
+  EXPECT_EQ(body, "not ready: read maps: injected read failure (retrying)\n");
+  EXPECT_EQ(dp_->backend.fail_reads, 0);
+
+  for (int i = 0; i < 20 && get("/readyz").first != 200; i++) retry();  // backs off
+  EXPECT_EQ(get("/readyz").first, 200);
+  compile::Addr b;
+  ASSERT_TRUE(compile::parseAddr("10.0.0.11", &b));
+  EXPECT_EQ(dp_->backend.read().value().ips.count(b), 1u);
+}
+
 TEST_F(AgentTest, APodWhoseEndpointCannotBeWrittenIsNamedUntilARetryHooksIt) {
   write("b.yaml", pod("b", "10.0.0.11"));
   dp_->backend.fail_after_writes = dp_->backend.writes + 1;  // b's endpoint entry
