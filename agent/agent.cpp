@@ -1,10 +1,8 @@
 #include "agent/agent.h"
 
-#include <bpf/bpf.h>
-#include <malloc.h>
 #include <bpf/libbpf.h>
+#include <malloc.h>
 #include <spdlog/spdlog.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
@@ -20,9 +18,8 @@ std::unique_ptr<Agent> Agent::create(const AgentConfig& cfg,
                                      std::unique_ptr<datapath::Dataplane> dataplane) {
   std::unique_ptr<Agent> a(new Agent(cfg, std::move(source)));
   a->dp_ = std::move(dataplane);
-  // Diff against what the kernel really holds: after a restart that is the
-  // previous agent's policy, still enforcing.
-  a->current_ = a->dp_->maps().read();
+  // The first round reads what the kernel holds before it writes (after a
+  // restart: the previous agent's policy, still enforcing): current_known_.
   a->status_.node = cfg.node.node_name;
   a->status_.access_mode = compile::accessModeName(cfg.node.access_mode);
   a->status_.host_traffic = compile::hostTrafficName(cfg.node.host_traffic);
@@ -57,7 +54,7 @@ void Agent::runOnce() {
     }
   } catch (const std::exception& e) {
     spdlog::error("reconcile failed, last good policy stays enforced: {}", e.what());
-    current_ = dp_->maps().read();
+    current_known_ = false;  // the next round reads what the kernel holds
     first_round_ = true;
   }
 }
@@ -91,19 +88,16 @@ int onRingEvent(void* ctx, void* data, size_t size) {
 }  // namespace
 
 void Agent::readEvents(const std::atomic<bool>& stop) {
-  if (cfg_.pin_dir.empty()) return;  // an in-memory dataplane: no ring buffer
-  int fd = bpf_obj_get((cfg_.pin_dir + "/" + maps::kEventsMap).c_str());
+  UniqueFd events = dp_->eventsMap();
+  if (!events) return;  // an in-memory dataplane: no ring buffer
   EventSink sink{&events_, &store_};
-  ring_buffer* rb = fd >= 0 ? ring_buffer__new(fd, onRingEvent, &sink, nullptr) : nullptr;
+  std::unique_ptr<ring_buffer, void (*)(ring_buffer*)> rb(
+      ring_buffer__new(events.get(), onRingEvent, &sink, nullptr), ring_buffer__free);
   if (!rb) {
-    spdlog::error("events: cannot read the ring buffer {}/{}: {}", cfg_.pin_dir, maps::kEventsMap,
-                  strerror(errno));
-    if (fd >= 0) close(fd);
+    spdlog::error("events: cannot read the ring buffer {}: {}", maps::kEventsMap, strerror(errno));
     return;
   }
-  while (!stop) ring_buffer__poll(rb, 200);
-  ring_buffer__free(rb);
-  close(fd);
+  while (!stop) ring_buffer__poll(rb.get(), 200);
 }
 
 void Agent::waitForSource() {
@@ -122,6 +116,12 @@ void Agent::sampleMetrics() {
   if (now < next_sample_) return;
   next_sample_ = now + std::chrono::milliseconds(cfg_.metrics_interval_ms);
   store_.sample(dp_->maps().connEdges(), std::chrono::system_clock::now());
+  // Telemetry degrades rather than fails: say so when a reading was short.
+  uint64_t read_errors = dp_->maps().telemetryReadErrors();
+  if (read_errors != telemetry_read_errors_)
+    spdlog::warn("{} map reads for metrics failed so far: counters may be low",
+                 read_errors);
+  telemetry_read_errors_ = read_errors;
   sampleMapUsage();
 }
 
@@ -147,10 +147,8 @@ void Agent::sweepConntrack() {
   clock_gettime(CLOCK_MONOTONIC, &ts);
   std::string err;
   long n = dp_->maps().sweepConntrack(uint64_t(ts.tv_sec) * 1000000000ull + ts.tv_nsec, &err);
-  if (n < 0) {
-    spdlog::warn("conntrack sweep: {}", err);
-    return;
-  }
+  if (!err.empty()) spdlog::warn("conntrack sweep: {}", err);
+  if (n < 0) return;
   std::lock_guard<std::mutex> l(mu_);
   status_.ct_swept_total += n;
 }
@@ -276,12 +274,14 @@ bool Agent::enforce(const maps::KernelState& next, const std::map<std::string, u
   maps::Backend& backend = dp_->maps();
   wanted_ = wanted;
   std::string err;
+  // Writes are diffs against current_: never against a partial reading.
+  if (!current_known_ && !resync(errors)) return false;
   // 1. Hook: each new pod's endpoint entry and its identity's policy (deny
   // by default), then its tc programs. No other write can fail first.
   std::map<uint32_t, std::string> unwritten;
   if (!maps::hook(backend, next, &current_, &unwritten, st, &err)) {
     errors->push_back("hook: " + err);
-    current_ = backend.read();
+    if (!resync(errors)) return false;
   }
   // A pod whose entry names its identity is enforced as itself, even if
   // the entry could not be updated (its addresses, say): keep it hooked.
@@ -302,7 +302,7 @@ bool Agent::enforce(const maps::KernelState& next, const std::map<std::string, u
       errors->push_back("socket programs: " + err);
   } else {
     errors->push_back("apply: " + err);
-    current_ = backend.read();  // retry from what the kernel really holds
+    resync(errors);  // retry from what the kernel really holds
   }
   findUnenforced(wanted, unwritten);
   bool in_force = filled && not_enforced_.empty() && dp_->socketProgramsAttached();
@@ -329,6 +329,17 @@ void Agent::findUnenforced(const std::map<std::string, uint32_t>& wanted,
                                                 : "tc programs not attached (see errors)";
     }
   }
+}
+
+bool Agent::resync(std::vector<std::string>* errors) {
+  Result<maps::KernelState> held = dp_->maps().read();
+  current_known_ = held.ok();
+  if (!held) {
+    errors->push_back("read maps: " + held.error());
+    return false;
+  }
+  current_ = std::move(held).value();
+  return true;
 }
 
 // Ready once everything compiled is in force. A failed write, or a local

@@ -142,6 +142,9 @@ class Agent {
   // Which local meshed pods run without their programs, and why.
   void findUnenforced(const std::map<std::string, uint32_t>& wanted,
                       const std::map<uint32_t, std::string>& unwritten);
+  // Reads what the kernel holds into current_; false, with why in *errors
+  // and current_known_ false, if it could not all be read.
+  bool resync(std::vector<std::string>* errors);
   void updateReadiness(const std::vector<std::string>& errors);
   void sampleMetrics();
   void sampleMapUsage();  // counting entries walks every map: every few seconds
@@ -163,6 +166,10 @@ class Agent {
   std::vector<std::string> host_addrs_;
   std::map<std::string, uint32_t> wanted_;
   maps::KernelState current_;
+  // Whether current_ is what the kernel holds; false until it was read
+  // whole (at the first round, after a failed write, after an exception).
+  bool current_known_ = false;
+  uint64_t telemetry_read_errors_ = 0;  // the backend's count when last logged
   telemetry::Store store_;
   telemetry::EventHub events_;
   std::chrono::steady_clock::time_point next_sample_{};

@@ -237,14 +237,12 @@ std::unique_ptr<smik::datapath::Datapath> openDatapath(const smik::AgentConfig& 
 }
 
 // The agent's API connections bypass its own socket programs (why: at
-// smik_own_sockets in bpf/sock_lb.bpf.c). The programs' map exists once the
-// data path is open.
-void bypassOwnSockets(const std::string& pin_dir) {
-  std::string err;
-  if (auto own = smik::datapath::ownSocketRegistrar(pin_dir, &err))
+// smik_own_sockets in bpf/sock_lb.bpf.c), through the open data path's map.
+void bypassOwnSockets(const smik::datapath::Datapath& dp) {
+  if (auto own = dp.ownSocketRegistrar())
     smik::kube::setSocketHook(std::move(own));
   else
-    spdlog::error("{}: the agent's API connections may be translated", err);
+    spdlog::error("no socket registrar: the agent's API connections may be translated");
 }
 
 // What the agent serves besides enforcing, started in order and stopped in
@@ -333,8 +331,8 @@ int main(int argc, char** argv) {
     spdlog::error("{}", err);
     return 1;
   }
+  if (kube_config) bypassOwnSockets(*dp);
   auto agent = smik::Agent::create(cfg, std::move(source), std::move(dp));
-  if (kube_config) bypassOwnSockets(cfg.pin_dir);
   Apis apis;
   if (!apis.start(f, agent.get(), kube_config)) return 1;
   stopOnSignals();

@@ -42,13 +42,12 @@ int clientMain(const char* ip, int port, int n) {
   linger lg{1, 0};  // close with RST: no TIME_WAIT to run out of ports
   auto t0 = std::chrono::steady_clock::now();
   for (int i = 0; i < n; i++) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
-    if (connect(fd, reinterpret_cast<sockaddr*>(&sin), sizeof sin) != 0) {
+    UniqueFd fd(socket(AF_INET, SOCK_STREAM, 0));
+    setsockopt(fd.get(), SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    if (connect(fd.get(), reinterpret_cast<sockaddr*>(&sin), sizeof sin) != 0) {
       std::perror("connect");
       return 1;
     }
-    close(fd);
   }
   double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::printf("%.9f\n", s);
@@ -59,12 +58,9 @@ int clientMain(const char* ip, int port, int n) {
 
 // Inside the server pod: accept and close, forever.
 int serverMain(int port) {
-  int fd = bench::listenTcp(port, 4096);
-  if (fd < 0) return 1;
-  while (true) {
-    int c = accept(fd, nullptr, nullptr);
-    if (c >= 0) close(c);
-  }
+  UniqueFd fd = bench::listenTcp(port, 4096);
+  if (!fd) return 1;
+  while (true) UniqueFd(accept(fd.get(), nullptr, nullptr));  // accepted and closed
 }
 
 struct Bed {
@@ -103,7 +99,7 @@ struct Bed {
     b.port = kPort;
     b.family = SMIK_AF_INET;
     s.services[k] = maps::SvcTable{1, {{1, {b}}}};
-    if (!maps::apply(dp->maps(), s, dp->maps().read(), nullptr, &err)) throw std::runtime_error(err);
+    if (!maps::apply(dp->maps(), s, dp->maps().read().value(), nullptr, &err)) throw std::runtime_error(err);
   }
   ~Bed() {
     dp.reset();

@@ -157,7 +157,7 @@ struct Bed {
       s.policy[{id, i % 2 ? kServerId : kClientId, uint16_t(8000 + i % 100), SMIK_PROTO_TCP, 0}] = {1, 0};
     }
     std::string err;
-    if (!maps::apply(dp->maps(), s, dp->maps().read(), nullptr, &err)) throw std::runtime_error(err);
+    if (!maps::apply(dp->maps(), s, dp->maps().read().value(), nullptr, &err)) throw std::runtime_error(err);
     std::printf("smik: %zu policy entries, %zu ipcache entries\n", s.policy.size(), s.ips.size());
   }
   void attachSmik() {

@@ -16,6 +16,7 @@
 #include <string>
 #include <thread>
 
+#include "agent/base/unique_fd.h"
 #include "agent/source/kube_source.h"
 #include "bench/result.h"
 #include "tests/kube/fake_cluster.h"
@@ -90,41 +91,42 @@ json pod(int i) {
 struct ApiServerProcess {
   pid_t pid = -1;
   int port = 0;
-  int cmd = -1;
+  smik::UniqueFd cmd;
   explicit ApiServerProcess(int pods) {
     int port_pipe[2], cmd_pipe[2];
     if (pipe(port_pipe) != 0 || pipe(cmd_pipe) != 0) std::abort();
+    smik::UniqueFd port_read(port_pipe[0]), port_write(port_pipe[1]);
+    smik::UniqueFd cmd_read(cmd_pipe[0]), cmd_write(cmd_pipe[1]);
     pid = fork();
     if (pid == 0) {
-      close(port_pipe[0]);
-      close(cmd_pipe[1]);
+      port_read.reset();
+      cmd_write.reset();
       smik::testing::FakeCluster::Options o;
       o.tls = true;
       o.tls_dir = SMIK_KUBE_FIXTURES_DIR "/tls";
       smik::testing::FakeCluster cluster(o);
       for (int i = 0; i < pods; ++i) cluster.apply(pod(i));
       const int p = cluster.port();
-      if (write(port_pipe[1], &p, sizeof p) != sizeof p) _exit(1);
+      if (write(port_write.get(), &p, sizeof p) != sizeof p) _exit(1);
       int i;
-      while (read(cmd_pipe[0], &i, sizeof i) == sizeof i && i >= 0) {
+      while (read(cmd_read.get(), &i, sizeof i) == sizeof i && i >= 0) {
         json changed = pod(i);
         changed["metadata"]["labels"]["rev"] = std::to_string(i);
         cluster.apply(changed);
       }
       _exit(0);
     }
-    close(port_pipe[1]);
-    close(cmd_pipe[0]);
-    cmd = cmd_pipe[1];
-    if (read(port_pipe[0], &port, sizeof port) != sizeof port) std::abort();
-    close(port_pipe[0]);
+    port_write.reset();
+    cmd_read.reset();
+    cmd = std::move(cmd_write);
+    if (read(port_read.get(), &port, sizeof port) != sizeof port) std::abort();
   }
   void change(int i) {
-    if (write(cmd, &i, sizeof i) != sizeof i) std::abort();
+    if (write(cmd.get(), &i, sizeof i) != sizeof i) std::abort();
   }
   ~ApiServerProcess() {
     change(-1);
-    close(cmd);
+    cmd.reset();
     waitpid(pid, nullptr, 0);
   }
 };

@@ -13,20 +13,22 @@
 #include <cstdio>
 #include <vector>
 
+#include "agent/base/unique_fd.h"
+
 namespace smik::bench {
 
-// A listening TCP socket on every address, port `port`; -1 on failure.
-inline int listenTcp(int port, int backlog) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
+// A listening TCP socket on every address, port `port`; invalid on failure.
+inline UniqueFd listenTcp(int port, int backlog) {
+  UniqueFd fd(socket(AF_INET, SOCK_STREAM, 0));
   int one = 1;
-  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   sockaddr_in sin{};
   sin.sin_family = AF_INET;
   sin.sin_port = htons(port);
-  if (bind(fd, reinterpret_cast<sockaddr*>(&sin), sizeof sin) != 0 || listen(fd, backlog) != 0) {
+  if (bind(fd.get(), reinterpret_cast<sockaddr*>(&sin), sizeof sin) != 0 ||
+      listen(fd.get(), backlog) != 0) {
     std::perror("listen");
-    close(fd);
-    return -1;
+    return {};
   }
   std::printf("ready\n");  // the parent waits for this line
   std::fflush(stdout);
@@ -35,17 +37,16 @@ inline int listenTcp(int port, int backlog) {
 
 // Echoes 64-byte messages on one connection at a time, forever.
 inline int echoServer(int port) {
-  int fd = listenTcp(port, 16);
-  if (fd < 0) return 1;
+  UniqueFd fd = listenTcp(port, 16);
+  if (!fd) return 1;
   int one = 1;
   while (true) {
-    int c = accept(fd, nullptr, nullptr);
-    if (c < 0) continue;
-    setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    UniqueFd c(accept(fd.get(), nullptr, nullptr));
+    if (!c) continue;
+    setsockopt(c.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     char buf[64];
     ssize_t r;
-    while ((r = recv(c, buf, sizeof buf, 0)) > 0) send(c, buf, r, 0);
-    close(c);
+    while ((r = recv(c.get(), buf, sizeof buf, 0)) > 0) send(c.get(), buf, r, 0);
   }
 }
 
@@ -55,7 +56,8 @@ inline int pingpongClient(const char* ip, int port, int n) {
   sin.sin_family = AF_INET;
   sin.sin_port = htons(port);
   inet_pton(AF_INET, ip, &sin.sin_addr);
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  UniqueFd sock(socket(AF_INET, SOCK_STREAM, 0));
+  const int fd = sock.get();
   int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   if (connect(fd, reinterpret_cast<sockaddr*>(&sin), sizeof sin) != 0) {

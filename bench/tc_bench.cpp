@@ -80,7 +80,7 @@ struct Loaded {
     ep.families[0] = SMIK_AF_INET;
     std::memcpy(ep.addrs[0], v4(base + 1).bytes.data(), 16);
     s.endpoints[kLo] = ep;
-    if (!maps::apply(dp->maps(), s, dp->maps().read(), nullptr, &err)) throw std::runtime_error(err);
+    if (!maps::apply(dp->maps(), s, dp->maps().read().value(), nullptr, &err)) throw std::runtime_error(err);
   }
   ~Loaded() {
     dp.reset();

@@ -48,7 +48,7 @@ struct {
  * connected sockets is harmless. */
 struct {
   __uint(type, BPF_MAP_TYPE_LRU_HASH);
-  __uint(max_entries, 1024);
+  __uint(max_entries, SMIK_MAX_OWN_SOCKETS);
   __type(key, __u64);
   __type(value, __u8);
   __uint(pinning, LIBBPF_PIN_BY_NAME);

@@ -99,7 +99,7 @@ struct smik_policy_inner {
 /* Slot 0: the policy now in force. */
 struct {
   __uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
-  __uint(max_entries, 1);
+  __uint(max_entries, SMIK_ONE_SLOT);
   __type(key, __u32);
   __uint(pinning, LIBBPF_PIN_BY_NAME);
   __array(values, struct smik_policy_inner);
@@ -108,7 +108,7 @@ struct {
 /* Slot 0: generation of the policy in smik_policy (moves after each swap). */
 struct {
   __uint(type, BPF_MAP_TYPE_ARRAY);
-  __uint(max_entries, 1);
+  __uint(max_entries, SMIK_ONE_SLOT);
   __type(key, __u32);
   __type(value, struct smik_state);
   __uint(pinning, LIBBPF_PIN_BY_NAME);

@@ -12,6 +12,14 @@ bool FakeBackend::countWrite(std::string* err) {
   return true;
 }
 
+Result<KernelState> FakeBackend::read() {
+  if (fail_reads > 0) {
+    fail_reads--;
+    return fail("injected read failure");
+  }
+  return state_;
+}
+
 bool FakeBackend::putIp(const Addr& a, const smik_ip_info& v, std::string* err) {
   if (!countWrite(err)) return false;
   state_.ips[a] = v;

@@ -1,6 +1,5 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
-#include <unistd.h>
 
 #include <linux/membarrier.h>
 #include <sys/syscall.h>
@@ -21,16 +20,12 @@ bool fail(std::string* err, const std::string& what) {
   return false;
 }
 
-int openPin(const std::string& dir, const char* name, std::string* err) {
-  std::string path = dir + "/" + name;
-  int fd = bpf_obj_get(path.c_str());
-  if (fd < 0) fail(err, "open pinned map " + path);
-  return fd;
-}
+Error errnoError(const std::string& what) { return Error{what + ": " + std::strerror(errno)}; }
 
-// Iterates a hash-like map: fn(key) for every key present.
+// Walks a hash-like map: fn(key) for every key present. Fails if the walk
+// stopped before the end (ENOENT from get_next_key is the end).
 template <typename K, typename Fn>
-void forEachKey(int fd, Fn fn) {
+Result<void> forEachKey(int fd, const char* map, Fn fn) {
   K key{}, next{};
   const K* prev = nullptr;
   while (bpf_map_get_next_key(fd, prev, &next) == 0) {
@@ -38,12 +33,48 @@ void forEachKey(int fd, Fn fn) {
     key = next;
     prev = &key;
   }
+  if (errno != ENOENT) return errnoError(std::string("walk ") + map);
+  return {};
 }
 
+// A lookup of a key the walk just returned: ENOENT means it was deleted in
+// between (an LRU eviction, a concurrent delete), anything else is an error.
+Result<bool> lookup(int fd, const void* key, void* value, const char* map) {
+  if (bpf_map_lookup_elem(fd, key, value) == 0) return true;
+  if (errno == ENOENT) return false;
+  return errnoError(std::string("lookup in ") + map);
+}
+
+// sink(key, value) for each entry of a walked map; fails on the first
+// error that is not an entry deleted while the walk passed it.
+template <typename K, typename V, typename Sink>
+Result<void> readAll(int fd, const char* map, Sink sink) {
+  Result<void> failed;
+  Result<void> walked = forEachKey<K>(fd, map, [&](const K& k) {
+    V v{};
+    if (!failed) return;
+    Result<bool> found = lookup(fd, &k, &v, map);
+    if (!found) failed = Error{found.error()};
+    else if (*found) sink(k, v);
+  });
+  if (!failed) return failed;
+  return walked;
+}
+
+template <typename Map>
+auto into(Map* out) {
+  return [out](const auto& k, const auto& v) { (*out)[k] = v; };
+}
+
+// The per-CPU values of one key; none (and one more error counted) if the
+// lookup failed.
 template <typename V>
-std::vector<V> perCpu(int fd, const void* key, int ncpu) {
+std::vector<V> perCpu(int fd, const void* key, int ncpu, std::atomic<uint64_t>* errors) {
   std::vector<V> vals(ncpu);
-  if (bpf_map_lookup_elem(fd, key, vals.data()) != 0) vals.clear();
+  if (bpf_map_lookup_elem(fd, key, vals.data()) != 0) {
+    vals.clear();
+    ++*errors;
+  }
   return vals;
 }
 
@@ -67,83 +98,63 @@ int possibleCpus() {
 
 }  // namespace
 
-std::unique_ptr<LibbpfBackend> LibbpfBackend::open(const std::string& pin_dir,
-                                                   std::string* err) {
-  std::unique_ptr<LibbpfBackend> b(new LibbpfBackend());
-  struct {
-    int* fd;
-    const char* name;
-  } maps[] = {{&b->ipcache_, kIpcacheMap}, {&b->endpoints_, kEndpointsMap},
-              {&b->policy_, kPolicyMap},   {&b->state_, kStateMap},
-              {&b->reasons_, kReasonsMap}, {&b->edges_, kEdgesMap},
-              {&b->services_, kServicesMap}, {&b->backends_, kBackendsMap},
-              {&b->sock_stats_, kSockStatsMap}, {&b->conn_, kConnMap},
-              {&b->ct_, kCtMap}, {&b->ct_stats_, kCtStatsMap}};
-  for (auto& m : maps) {
-    *m.fd = openPin(pin_dir, m.name, err);
-    if (*m.fd < 0) return nullptr;
-  }
-  return b;
-}
-
-size_t LibbpfBackend::removeOrphanBackends() {
+Result<size_t> LibbpfBackend::removeOrphanBackends() {
   // Each table owns indices [0, count) of its generation; anything else was
   // written for a table that never went live, or retired and not freed.
   std::map<std::pair<uint32_t, uint8_t>, int> live;
-  forEachKey<smik_svc_key>(services_, [&](const smik_svc_key& k) {
+  Result<void> walked = forEachKey<smik_svc_key>(m_.services.get(), kServicesMap,
+                                                 [&](const smik_svc_key& k) {
     smik_svc_value v{};
-    if (bpf_map_lookup_elem(services_, &k, &v) == 0) live[{v.svc_id, v.gen}] = endpointCount(v);
+    if (bpf_map_lookup_elem(m_.services.get(), &k, &v) == 0)
+      live[{v.svc_id, v.gen}] = endpointCount(v);
   });
+  if (!walked) return Error{walked.error()};
   std::vector<smik_backend_key> orphans;
-  forEachKey<smik_backend_key>(backends_, [&](const smik_backend_key& k) {
+  walked = forEachKey<smik_backend_key>(m_.backends.get(), kBackendsMap,
+                                        [&](const smik_backend_key& k) {
     auto it = live.find({k.svc_id, k.gen});
     if (it == live.end() || k.index >= it->second) orphans.push_back(k);
   });
+  if (!walked) return Error{walked.error()};
   size_t removed = 0;
-  for (const auto& k : orphans) removed += bpf_map_delete_elem(backends_, &k) == 0;
+  for (const auto& k : orphans) removed += bpf_map_delete_elem(m_.backends.get(), &k) == 0;
   return removed;
-}
-
-LibbpfBackend::~LibbpfBackend() {
-  for (int fd : {ipcache_, endpoints_, policy_, state_, reasons_, edges_, services_, backends_,
-                 sock_stats_, conn_, ct_, ct_stats_})
-    if (fd >= 0) close(fd);
 }
 
 bool LibbpfBackend::putIp(const Addr& a, const smik_ip_info& v, std::string* err) {
   smik_ip_key k = ipKey(a);
-  return bpf_map_update_elem(ipcache_, &k, &v, BPF_ANY) == 0 || fail(err, "ipcache update " + a.str());
+  return bpf_map_update_elem(m_.ipcache.get(), &k, &v, BPF_ANY) == 0 ||
+         fail(err, "ipcache update " + a.str());
 }
 
 bool LibbpfBackend::deleteIp(const Addr& a, std::string* err) {
   smik_ip_key k = ipKey(a);
-  return bpf_map_delete_elem(ipcache_, &k) == 0 || errno == ENOENT ||
+  return bpf_map_delete_elem(m_.ipcache.get(), &k) == 0 || errno == ENOENT ||
          fail(err, "ipcache delete " + a.str());
 }
 
 bool LibbpfBackend::putEndpoint(uint32_t ifindex, const smik_endpoint& v, std::string* err) {
-  return bpf_map_update_elem(endpoints_, &ifindex, &v, BPF_ANY) == 0 ||
+  return bpf_map_update_elem(m_.endpoints.get(), &ifindex, &v, BPF_ANY) == 0 ||
          fail(err, "endpoint update ifindex " + std::to_string(ifindex));
 }
 
 bool LibbpfBackend::deleteEndpoint(uint32_t ifindex, std::string* err) {
-  return bpf_map_delete_elem(endpoints_, &ifindex) == 0 || errno == ENOENT ||
+  return bpf_map_delete_elem(m_.endpoints.get(), &ifindex) == 0 || errno == ENOENT ||
          fail(err, "endpoint delete ifindex " + std::to_string(ifindex));
 }
 
 bool LibbpfBackend::swapPolicy(const PolicyEntries& entries, std::string* err) {
-  // Same template as the BPF side's smik_policy_inner, or the outer map
-  // refuses the new generation.
-  LIBBPF_OPTS(bpf_map_create_opts, opts, .map_flags = BPF_F_NO_PREALLOC);
-  int inner = bpf_map_create(BPF_MAP_TYPE_HASH, "smik_pol_gen", sizeof(smik_policy_key),
-                             sizeof(smik_policy_value), SMIK_MAX_POLICY, &opts);
-  if (inner < 0) return fail(err, "create policy generation");
   if (entries.size() > SMIK_MAX_POLICY) {
-    close(inner);
     if (err) *err = "policy has " + std::to_string(entries.size()) + " entries, limit " +
                     std::to_string(SMIK_MAX_POLICY);
     return false;
   }
+  // Same template as the BPF side's smik_policy_inner, or the outer map
+  // refuses the new generation.
+  LIBBPF_OPTS(bpf_map_create_opts, opts, .map_flags = BPF_F_NO_PREALLOC);
+  UniqueFd inner(bpf_map_create(BPF_MAP_TYPE_HASH, kPolicyGeneration, sizeof(smik_policy_key),
+                                sizeof(smik_policy_value), SMIK_MAX_POLICY, &opts));
+  if (!inner) return fail(err, "create policy generation");
   std::vector<smik_policy_key> keys;
   std::vector<smik_policy_value> vals;
   keys.reserve(entries.size());
@@ -153,25 +164,23 @@ bool LibbpfBackend::swapPolicy(const PolicyEntries& entries, std::string* err) {
     vals.push_back(v);
   }
   __u32 count = keys.size();
-  if (count && bpf_map_update_batch(inner, keys.data(), vals.data(), &count, nullptr) != 0) {
+  if (count && bpf_map_update_batch(inner.get(), keys.data(), vals.data(), &count, nullptr) != 0) {
     // Batch ops may be unavailable; one by one gives the same result.
     for (size_t i = 0; i < keys.size(); i++) {
-      if (bpf_map_update_elem(inner, &keys[i], &vals[i], BPF_ANY) != 0) {
-        close(inner);
+      if (bpf_map_update_elem(inner.get(), &keys[i], &vals[i], BPF_ANY) != 0)
         return fail(err, "fill policy generation");
-      }
     }
   }
+  // The outer map holds its own reference from here; the old generation
+  // goes once its readers drain.
   __u32 zero = 0;
-  if (bpf_map_update_elem(policy_, &zero, &inner, BPF_ANY) != 0) {
-    close(inner);
+  int inner_fd = inner.get();
+  if (bpf_map_update_elem(m_.policy.get(), &zero, &inner_fd, BPF_ANY) != 0)
     return fail(err, "swap policy generation");
-  }
-  close(inner);  // the outer map holds it now; the old one goes after readers drain
   smik_state st{};
-  bpf_map_lookup_elem(state_, &zero, &st);
+  bpf_map_lookup_elem(m_.state.get(), &zero, &st);
   st.policy_gen++;
-  if (bpf_map_update_elem(state_, &zero, &st, BPF_ANY) != 0)
+  if (bpf_map_update_elem(m_.state.get(), &zero, &st, BPF_ANY) != 0)
     return fail(err, "bump policy generation");
   return true;
 }
@@ -187,26 +196,26 @@ bool LibbpfBackend::applyServices(const std::map<smik_svc_key, SvcTable>& upsert
   // Deletions first: they make room for new tables in a full map.
   for (const auto& k : deletes) {
     smik_svc_value old{};
-    if (bpf_map_lookup_elem(services_, &k, &old) != 0) continue;
-    if (bpf_map_delete_elem(services_, &k) != 0 && errno != ENOENT)
+    if (bpf_map_lookup_elem(m_.services.get(), &k, &old) != 0) continue;
+    if (bpf_map_delete_elem(m_.services.get(), &k) != 0 && errno != ENOENT)
       return fail(err, "delete service");
     retired.push_back({old.svc_id, old.gen, endpointCount(old)});
   }
   for (const auto& [k, t] : upserts) {
     smik_svc_value old{};
-    bool had = bpf_map_lookup_elem(services_, &k, &old) == 0;
+    bool had = bpf_map_lookup_elem(m_.services.get(), &k, &old) == 0;
     // The other generation is free: its readers were waited out last time.
     uint8_t gen = had && old.svc_id == t.svc_id ? old.gen ^ 1 : 0;
     uint16_t index = 0;
     for (const auto& g : t.groups) {
       for (const auto& e : g.endpoints) {
         smik_backend_key bk{t.svc_id, index++, gen, 0};
-        if (bpf_map_update_elem(backends_, &bk, &e, BPF_ANY) != 0)
+        if (bpf_map_update_elem(m_.backends.get(), &bk, &e, BPF_ANY) != 0)
           return fail(err, "write service backends");
       }
     }
     smik_svc_value v = svcValue(t, gen);
-    if (bpf_map_update_elem(services_, &k, &v, BPF_ANY) != 0) return fail(err, "write service");
+    if (bpf_map_update_elem(m_.services.get(), &k, &v, BPF_ANY) != 0) return fail(err, "write service");
     if (had) retired.push_back({old.svc_id, old.gen, endpointCount(old)});
   }
   if (retired.empty()) return true;
@@ -214,7 +223,7 @@ bool LibbpfBackend::applyServices(const std::map<smik_svc_key, SvcTable>& upsert
   for (const auto& r : retired) {
     for (int i = 0; i < r.count; i++) {
       smik_backend_key bk{r.svc_id, static_cast<uint16_t>(i), r.gen, 0};
-      bpf_map_delete_elem(backends_, &bk);
+      bpf_map_delete_elem(m_.backends.get(), &bk);
     }
   }
   return true;
@@ -223,32 +232,36 @@ bool LibbpfBackend::applyServices(const std::map<smik_svc_key, SvcTable>& upsert
 uint32_t LibbpfBackend::policyGeneration() {
   __u32 zero = 0;
   smik_state st{};
-  bpf_map_lookup_elem(state_, &zero, &st);
+  bpf_map_lookup_elem(m_.state.get(), &zero, &st);
   return st.policy_gen;
 }
 
 bool LibbpfBackend::bumpGeneration(std::string* err) {
   __u32 zero = 0;
   smik_state st{};
-  bpf_map_lookup_elem(state_, &zero, &st);
+  bpf_map_lookup_elem(m_.state.get(), &zero, &st);
   st.policy_gen++;
-  return bpf_map_update_elem(state_, &zero, &st, BPF_ANY) == 0 || fail(err, "bump generation");
+  return bpf_map_update_elem(m_.state.get(), &zero, &st, BPF_ANY) == 0 ||
+         fail(err, "bump generation");
 }
 
 long LibbpfBackend::sweepConntrack(uint64_t now_ns, std::string* err) {
   // Collect first: deleting while walking restarts get_next_key's bucket.
   std::vector<smik_ct_key> expired;
-  forEachKey<smik_ct_key>(ct_, [&](const smik_ct_key& k) {
+  Result<void> walked = forEachKey<smik_ct_key>(m_.ct.get(), kCtMap, [&](const smik_ct_key& k) {
     smik_ct_value v{};
-    if (bpf_map_lookup_elem(ct_, &k, &v) == 0 && smik_ct_expired(&k, &v, now_ns))
+    if (bpf_map_lookup_elem(m_.ct.get(), &k, &v) == 0 && smik_ct_expired(&k, &v, now_ns))
       expired.push_back(k);
   });
+  // What was found is still swept; the next sweep walks again.
+  if (!walked && err) *err = walked.error();
   long n = 0;
   for (const auto& k : expired) {
     // Checked again: a packet may have refreshed it since.
     smik_ct_value v{};
-    if (bpf_map_lookup_elem(ct_, &k, &v) != 0 || !smik_ct_expired(&k, &v, now_ns)) continue;
-    if (bpf_map_delete_elem(ct_, &k) == 0) {
+    if (bpf_map_lookup_elem(m_.ct.get(), &k, &v) != 0 || !smik_ct_expired(&k, &v, now_ns))
+      continue;
+    if (bpf_map_delete_elem(m_.ct.get(), &k) == 0) {
       n++;
     } else if (errno != ENOENT) {
       fail(err, "conntrack delete");
@@ -258,31 +271,28 @@ long LibbpfBackend::sweepConntrack(uint64_t now_ns, std::string* err) {
   return n;
 }
 
-KernelState LibbpfBackend::read() {
-  KernelState s;
-  forEachKey<smik_ip_key>(ipcache_, [&](const smik_ip_key& k) {
-    smik_ip_info v{};
-    if (bpf_map_lookup_elem(ipcache_, &k, &v) == 0) s.ips[addrOf(k)] = v;
-  });
-  forEachKey<__u32>(endpoints_, [&](const __u32& k) {
-    smik_endpoint v{};
-    if (bpf_map_lookup_elem(endpoints_, &k, &v) == 0) s.endpoints[k] = v;
-  });
+Result<void> LibbpfBackend::readPolicy(KernelState* s) {
   __u32 zero = 0, inner_id = 0;
-  if (bpf_map_lookup_elem(policy_, &zero, &inner_id) == 0) {
-    int inner = bpf_map_get_fd_by_id(inner_id);
-    if (inner >= 0) {
-      s.policy_installed = true;
-      forEachKey<smik_policy_key>(inner, [&](const smik_policy_key& k) {
-        smik_policy_value v{};
-        if (bpf_map_lookup_elem(inner, &k, &v) == 0) s.policy[k] = v;
-      });
-      close(inner);
-    }
+  Result<bool> slot = lookup(m_.policy.get(), &zero, &inner_id, kPolicyMap);
+  if (!slot) return Error{slot.error()};
+  if (!*slot) return {};  // no generation yet: nothing installed
+  UniqueFd inner(bpf_map_get_fd_by_id(inner_id));
+  if (!inner) {
+    // Swapped out between the two calls: the caller reads again.
+    return errnoError("open policy generation " + std::to_string(inner_id));
   }
-  forEachKey<smik_svc_key>(services_, [&](const smik_svc_key& k) {
-    smik_svc_value v{};
-    if (bpf_map_lookup_elem(services_, &k, &v) != 0) return;
+  s->policy_installed = true;
+  return readAll<smik_policy_key, smik_policy_value>(inner.get(), kPolicyGeneration,
+                                                    into(&s->policy));
+}
+
+Result<void> LibbpfBackend::readServices(KernelState* s) {
+  std::map<smik_svc_key, smik_svc_value> values;
+  if (auto r = readAll<smik_svc_key, smik_svc_value>(m_.services.get(), kServicesMap,
+                                                     into(&values));
+      !r)
+    return r;
+  for (const auto& [k, v] : values) {
     SvcTable t;
     t.svc_id = v.svc_id;
     uint32_t prev = 0;
@@ -293,19 +303,38 @@ KernelState LibbpfBackend::read() {
       for (int i = 0; i < v.count[g]; i++) {
         smik_backend_key bk{v.svc_id, static_cast<uint16_t>(v.offset[g] + i), v.gen, 0};
         smik_backend b{};
-        if (bpf_map_lookup_elem(backends_, &bk, &b) == 0) group.endpoints.push_back(b);
+        // A live table's endpoints are all written before it goes live: a
+        // missing one is a table in the middle of a change, not a shorter one.
+        if (bpf_map_lookup_elem(m_.backends.get(), &bk, &b) != 0)
+          return errnoError(std::string("lookup in ") + kBackendsMap);
+        group.endpoints.push_back(b);
       }
       t.groups.push_back(std::move(group));
     }
-    s.services[k] = std::move(t);
-  });
+    s->services[k] = std::move(t);
+  }
+  return {};
+}
+
+Result<KernelState> LibbpfBackend::read() {
+  KernelState s;
+  auto ip = [&](const smik_ip_key& k, const smik_ip_info& v) { s.ips[addrOf(k)] = v; };
+  if (auto r = readAll<smik_ip_key, smik_ip_info>(m_.ipcache.get(), kIpcacheMap, ip); !r)
+    return Error{r.error()};
+  if (auto r = readAll<__u32, smik_endpoint>(m_.endpoints.get(), kEndpointsMap,
+                                             into(&s.endpoints));
+      !r)
+    return Error{r.error()};
+  if (auto r = readPolicy(&s); !r) return Error{r.error()};
+  if (auto r = readServices(&s); !r) return Error{r.error()};
   return s;
 }
 
 std::vector<smik_counter> LibbpfBackend::reasons() {
   std::vector<smik_counter> out(SMIK_REASON_MAX);
   for (__u32 i = 0; i < SMIK_REASON_MAX; i++) {
-    for (const auto& c : perCpu<smik_counter>(reasons_, &i, possibleCpus())) {
+    for (const auto& c :
+         perCpu<smik_counter>(m_.reasons.get(), &i, possibleCpus(), &telemetry_read_errors_)) {
       out[i].packets += c.packets;
       out[i].bytes += c.bytes;
     }
@@ -316,14 +345,18 @@ std::vector<smik_counter> LibbpfBackend::reasons() {
 std::vector<uint64_t> LibbpfBackend::sockStats() {
   std::vector<uint64_t> out(SMIK_SOCK_MAX);
   for (__u32 i = 0; i < SMIK_SOCK_MAX; i++)
-    for (uint64_t c : perCpu<uint64_t>(sock_stats_, &i, possibleCpus())) out[i] += c;
+    for (uint64_t c :
+         perCpu<uint64_t>(m_.sock_stats.get(), &i, possibleCpus(), &telemetry_read_errors_))
+      out[i] += c;
   return out;
 }
 
 std::vector<uint64_t> LibbpfBackend::ctStats() {
   std::vector<uint64_t> out(SMIK_CT_COUNTER_MAX);
   for (__u32 i = 0; i < SMIK_CT_COUNTER_MAX; i++)
-    for (uint64_t c : perCpu<uint64_t>(ct_stats_, &i, possibleCpus())) out[i] += c;
+    for (uint64_t c :
+         perCpu<uint64_t>(m_.ct_stats.get(), &i, possibleCpus(), &telemetry_read_errors_))
+      out[i] += c;
   return out;
 }
 
@@ -331,21 +364,17 @@ std::vector<uint64_t> LibbpfBackend::ctStats() {
 // between finding its key and reading it is skipped.
 std::vector<ConnEdge> LibbpfBackend::connEdges() {
   std::vector<ConnEdge> out;
-  forEachKey<smik_conn_key>(conn_, [&](const smik_conn_key& k) {
-    ConnEdge e;
-    e.key = k;
-    if (bpf_map_lookup_elem(conn_, &k, &e.stats) == 0) out.push_back(e);
-  });
+  auto edge = [&](const smik_conn_key& k, const smik_conn_stats& v) { out.push_back({k, v}); };
+  if (!readAll<smik_conn_key, smik_conn_stats>(m_.conn.get(), kConnMap, edge))
+    telemetry_read_errors_++;
   return out;
 }
 
 std::vector<EdgeCounters> LibbpfBackend::edges() {
   std::vector<EdgeCounters> out;
-  forEachKey<smik_edge_key>(edges_, [&](const smik_edge_key& k) {
-    EdgeCounters e;
-    e.key = k;
-    if (bpf_map_lookup_elem(edges_, &k, &e.value) == 0) out.push_back(e);
-  });
+  auto edge = [&](const smik_edge_key& k, const smik_edge_value& v) { out.push_back({k, v}); };
+  if (!readAll<smik_edge_key, smik_edge_value>(m_.edges.get(), kEdgesMap, edge))
+    telemetry_read_errors_++;
   return out;
 }
 

@@ -2,6 +2,7 @@
 // pinned maps, or an in-memory fake) keeps compiler->maps tests rootless.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -10,6 +11,8 @@
 
 #include "agent/base/abi.h"
 #include "agent/base/addr.h"
+#include "agent/base/result.h"
+#include "agent/base/unique_fd.h"
 
 namespace smik::maps {
 
@@ -30,6 +33,9 @@ inline constexpr const char* kConnMap = "smik_conn";
 inline constexpr const char* kEventsMap = "smik_events";
 inline constexpr const char* kCtStatsMap = "smik_ct_stats";
 inline constexpr const char* kFragsMap = "smik_frags";
+// Each policy generation (the inner maps of smik_policy) is created under
+// this name.
+inline constexpr const char* kPolicyGeneration = "smik_pol_gen";
 
 using PolicyEntries = std::map<smik_policy_key, smik_policy_value>;
 
@@ -88,12 +94,19 @@ class Backend {
   // still hold them.
   virtual bool applyServices(const std::map<smik_svc_key, SvcTable>& upserts,
                              const std::vector<smik_svc_key>& deletes, std::string* err) = 0;
-  virtual KernelState read() = 0;
+  // Everything enforcement depends on, or why it could not all be read:
+  // apply() diffs against this, so a partial read must not pass for a
+  // whole one.
+  virtual Result<KernelState> read() = 0;
+  // Telemetry, best effort: what could be read (an LRU entry evicted while
+  // it was walked is skipped); a walk that failed otherwise is counted in
+  // telemetryReadErrors() and the reading goes on.
   virtual std::vector<smik_counter> reasons() = 0;  // summed, index = SMIK_REASON_*
   virtual std::vector<EdgeCounters> edges() = 0;
   virtual std::vector<uint64_t> sockStats() = 0;  // summed, index = SMIK_SOCK_*
   virtual std::vector<uint64_t> ctStats() = 0;    // summed, index = SMIK_CT_*
   virtual std::vector<ConnEdge> connEdges() = 0;
+  virtual uint64_t telemetryReadErrors() const { return 0; }
 };
 
 // In-memory backend: what the kernel would hold, for rootless tests.
@@ -109,7 +122,9 @@ class FakeBackend : public Backend {
   long sweepConntrack(uint64_t, std::string*) override { return 0; }
   bool applyServices(const std::map<smik_svc_key, SvcTable>& upserts,
                      const std::vector<smik_svc_key>& deletes, std::string* err) override;
-  KernelState read() override { return state_; }
+  Result<KernelState> read() override;
+  // What it holds, never failing: for a test to look at, fail_reads or not.
+  const KernelState& held() const { return state_; }
   std::vector<smik_counter> reasons() override { return {}; }
   std::vector<EdgeCounters> edges() override { return {}; }
   std::vector<uint64_t> sockStats() override { return {}; }
@@ -120,6 +135,7 @@ class FakeBackend : public Backend {
   int writes = 0;  // single-entry writes, to check that apply only writes diffs
   int swaps = 0;
   int fail_after_writes = -1;  // >= 0: fail once this many writes succeeded
+  int fail_reads = 0;          // > 0: so many read()s fail, then they succeed
 
  private:
   bool countWrite(std::string* err);
@@ -127,12 +143,27 @@ class FakeBackend : public Backend {
   uint32_t generation_ = 0;
 };
 
-// Pinned maps under a pin directory, through libbpf.
-class LibbpfBackend : public Backend {
+// The loaded maps LibbpfBackend reads and writes, one descriptor each,
+// taken from the BPF objects' skeletons (datapath::Datapath::open).
+struct BackendMaps {
+  UniqueFd ipcache, endpoints, policy, state, reasons, edges;
+  UniqueFd services, backends, sock_stats, conn, ct, ct_stats;
+};
+
+// The kernel's maps, through libbpf. Owns its descriptors; moves, never
+// copies.
+class LibbpfBackend final : public Backend {
  public:
-  // Opens every map pinned under pin_dir; nullptr + err if one is missing.
-  static std::unique_ptr<LibbpfBackend> open(const std::string& pin_dir, std::string* err);
-  ~LibbpfBackend() override;
+  explicit LibbpfBackend(BackendMaps maps) : m_(std::move(maps)) {}
+  LibbpfBackend(LibbpfBackend&& o) noexcept
+      : m_(std::move(o.m_)), telemetry_read_errors_(o.telemetry_read_errors_.load()) {}
+  LibbpfBackend& operator=(LibbpfBackend&& o) noexcept {
+    m_ = std::move(o.m_);
+    telemetry_read_errors_ = o.telemetry_read_errors_.load();
+    return *this;
+  }
+  LibbpfBackend(const LibbpfBackend&) = delete;
+  LibbpfBackend& operator=(const LibbpfBackend&) = delete;
 
   bool putIp(const Addr& a, const smik_ip_info& v, std::string* err) override;
   bool deleteIp(const Addr& a, std::string* err) override;
@@ -144,20 +175,22 @@ class LibbpfBackend : public Backend {
   long sweepConntrack(uint64_t now_ns, std::string* err) override;
   bool applyServices(const std::map<smik_svc_key, SvcTable>& upserts,
                      const std::vector<smik_svc_key>& deletes, std::string* err) override;
-  KernelState read() override;
+  Result<KernelState> read() override;
   std::vector<smik_counter> reasons() override;
   std::vector<EdgeCounters> edges() override;
   std::vector<uint64_t> sockStats() override;
   std::vector<uint64_t> ctStats() override;
   std::vector<ConnEdge> connEdges() override;
+  uint64_t telemetryReadErrors() const override { return telemetry_read_errors_; }
   // Deletes smik_backends entries no smik_services value points at: an agent
   // that died while replacing tables leaves some. Returns how many.
-  size_t removeOrphanBackends();
+  Result<size_t> removeOrphanBackends();
 
  private:
-  LibbpfBackend() = default;
-  int ipcache_ = -1, endpoints_ = -1, policy_ = -1, state_ = -1, reasons_ = -1, edges_ = -1;
-  int services_ = -1, backends_ = -1, sock_stats_ = -1, conn_ = -1, ct_ = -1, ct_stats_ = -1;
+  Result<void> readServices(KernelState* s);
+  Result<void> readPolicy(KernelState* s);
+  BackendMaps m_;
+  std::atomic<uint64_t> telemetry_read_errors_{0};  // the API threads read too
 };
 
 smik_ip_key ipKey(const Addr& a);

@@ -4,7 +4,7 @@
 #include <bpf/libbpf.h>
 #include <net/if.h>
 #include <spdlog/spdlog.h>
-#include <unistd.h>
+#include <unistd.h>  // unlink
 
 #include <fcntl.h>
 #include <sys/socket.h>
@@ -17,19 +17,26 @@
 #include <optional>
 #include <set>
 
+#include "agent/datapath/skeleton.h"
 #include "agent/datapath/system.h"
-#include "smik_sock.skel.h"
-#include "smik_tel.skel.h"
-#include "smik_tc.skel.h"
+#include "sock_lb.skel.h"
+#include "sockops.skel.h"
+#include "tc_policy.skel.h"
 
 namespace fs = std::filesystem;
 
 namespace smik::datapath {
 namespace {
 
-// libbpf 1.1 predates the tcx names; the kernel (6.6+) has them.
-constexpr int kTcxIngress = 46;
-constexpr int kTcxEgress = 47;
+// tcx (Linux 6.6) attach types: libbpf 1.1 and Debian 12's kernel headers
+// predate their names; the values are uapi (include/uapi/linux/bpf.h).
+constexpr bpf_attach_type kTcxIngress = static_cast<bpf_attach_type>(46);  // BPF_TCX_INGRESS
+constexpr bpf_attach_type kTcxEgress = static_cast<bpf_attach_type>(47);   // BPF_TCX_EGRESS
+// The kernel's own "not supported" (include/linux/errno.h), which no
+// userspace errno.h names: what a kernel without tcx answers for a link of
+// those types, beside EINVAL and EOPNOTSUPP.
+constexpr int kErrnoEnotsupp = 524;
+// Our clsact filter, so that detach removes that one and no other.
 constexpr uint32_t kClsactHandle = 0x5e1c;
 constexpr uint32_t kClsactPriority = 1;
 
@@ -82,12 +89,10 @@ bool sameShape(const maps::MapDef& a, const maps::MapDef& b) {
 
 // The definition of the map pinned at path, if any.
 std::optional<maps::MapDef> pinnedDef(const std::string& path) {
-  int fd = bpf_obj_get(path.c_str());
-  if (fd < 0) return std::nullopt;
+  UniqueFd fd(bpf_obj_get(path.c_str()));
   maps::MapDef def;
-  bool ok = maps::mapDefOf(fd, &def);
-  close(fd);
-  return ok ? std::optional(def) : std::nullopt;
+  if (!fd || !maps::mapDefOf(fd.get(), &def)) return std::nullopt;
+  return def;
 }
 
 // Flow state the programs rebuild as flows continue (conntrack, fragment
@@ -136,24 +141,73 @@ uint32_t conntrackEntries(const Options& opts) {
   return pinned->max_entries;
 }
 
+// Opens one object with its maps bound to the pins under pin_dir, lets
+// stale counter pins go, and loads it. prepare() sizes maps before load.
+template <typename T, typename Prepare>
+Result<Skeleton<T>> loadObject(const std::string& pin_dir, Prepare prepare) {
+  Result<Skeleton<T>> skel = Skeleton<T>::open(pin_dir);
+  if (!skel) return skel;
+  prepare(*skel);
+  replaceStaleCounterPins(skel->object());
+  if (Result<void> loaded = skel->load(); !loaded) return Error{loaded.error()};
+  return skel;
+}
+
+// The maps the backend writes and reads, from the loaded objects; fails if
+// a descriptor cannot be had (out of descriptors).
+Result<maps::BackendMaps> backendMaps(const Skeleton<tc_policy>& tc, const Skeleton<sock_lb>& sock,
+                              const Skeleton<sockops>& tel) {
+  maps::BackendMaps m;
+  m.ipcache = mapFd(tc->maps.smik_ipcache);
+  m.endpoints = mapFd(tc->maps.smik_endpoints);
+  m.policy = mapFd(tc->maps.smik_policy);
+  m.state = mapFd(tc->maps.smik_state);
+  m.reasons = mapFd(tc->maps.smik_reasons);
+  m.edges = mapFd(tc->maps.smik_edges);
+  m.ct = mapFd(tc->maps.smik_ct);
+  m.ct_stats = mapFd(tc->maps.smik_ct_stats);
+  m.services = mapFd(sock->maps.smik_services);
+  m.backends = mapFd(sock->maps.smik_backends);
+  m.sock_stats = mapFd(sock->maps.smik_sock_stats);
+  m.conn = mapFd(tel->maps.smik_conn);
+  for (const UniqueFd* fd : {&m.ipcache, &m.endpoints, &m.policy, &m.state, &m.reasons, &m.edges,
+                             &m.ct, &m.ct_stats, &m.services, &m.backends, &m.sock_stats, &m.conn})
+    if (!*fd) return Error{errnoText("duplicate a map descriptor")};
+  return m;
+}
+
 }  // namespace
 
-std::function<void(int fd)> ownSocketRegistrar(const std::string& pin_dir, std::string* err) {
-  std::string pin = pin_dir + "/" + maps::kOwnSocketsMap;
-  int map = bpf_obj_get(pin.c_str());
-  if (map < 0) return (*err = errnoText("open " + pin)), nullptr;
-  auto fd = std::shared_ptr<int>(new int(map), [](int* f) {
-    close(*f);
-    delete f;
+struct Datapath::Objects {
+  Skeleton<tc_policy> tc;
+  Skeleton<sock_lb> sock;
+  Skeleton<sockops> tel;
+};
+
+Datapath::Datapath() = default;
+// Members go in reverse order: links and the backend's descriptors first,
+// the objects last. Pinned links and maps outlive all of it: the programs
+// keep enforcing while no agent runs.
+Datapath::~Datapath() = default;
+
+bool Datapath::loadObjects(std::string* err) {
+  auto tc = loadObject<tc_policy>(opts_.pin_dir, [&](Skeleton<tc_policy>& s) {
+    bpf_map__set_max_entries(s->maps.smik_ct, conntrackEntries(opts_));
   });
-  return [fd](int sock) {
-    uint64_t cookie = 0;
-    socklen_t len = sizeof cookie;
-    uint8_t one = 1;
-    if (getsockopt(sock, SOL_SOCKET, SO_COOKIE, &cookie, &len) != 0 ||
-        bpf_map_update_elem(*fd, &cookie, &one, BPF_ANY) != 0)
-      spdlog::warn("socket {} stays subject to smik's socket programs: {}", sock, strerror(errno));
-  };
+  if (!tc) {
+    *err = "load BPF programs (are the pinned maps from an incompatible smik? run "
+           "smik-agent --uninstall): " + tc.error();
+    return false;
+  }
+  auto sock = loadObject<sock_lb>(opts_.pin_dir, [](auto&) {});
+  if (!sock) return (*err = "load BPF socket programs: " + sock.error()), false;
+  auto tel = loadObject<sockops>(opts_.pin_dir, [](auto&) {});
+  if (!tel) return (*err = "load BPF telemetry (sockops): " + tel.error()), false;
+  objs_.reset(new Objects{std::move(tc).value(), std::move(sock).value(), std::move(tel).value()});
+  auto backend_maps = backendMaps(objs_->tc, objs_->sock, objs_->tel);
+  if (!backend_maps) return (*err = backend_maps.error()), false;
+  maps_ = std::make_unique<maps::LibbpfBackend>(std::move(backend_maps).value());
+  return true;
 }
 
 std::unique_ptr<Datapath> Datapath::open(const Options& opts, std::string* err) {
@@ -165,54 +219,35 @@ std::unique_ptr<Datapath> Datapath::open(const Options& opts, std::string* err) 
   d->opts_ = opts;
   // Maps pinned by name under pin_dir: a restarted agent reuses the maps the
   // running programs read, so enforcement never sees an empty map.
-  LIBBPF_OPTS(bpf_object_open_opts, oo, .pin_root_path = opts.pin_dir.c_str());
-  d->skel_ = smik_tc__open_opts(&oo);
-  if (!d->skel_) return (*err = errnoText("open BPF object")), nullptr;
-  bpf_map__set_max_entries(d->skel_->maps.smik_ct, conntrackEntries(opts));
-  replaceStaleCounterPins(d->skel_->obj);
-  if (int r = smik_tc__load(d->skel_); r != 0) {
-    *err = "load BPF programs (are the pinned maps from an incompatible smik? run "
-           "smik-agent --uninstall): " + std::string(strerror(-r));
-    return nullptr;
-  }
-  d->sock_ = smik_sock__open_opts(&oo);
-  if (!d->sock_) return (*err = errnoText("open BPF socket object")), nullptr;
-  replaceStaleCounterPins(d->sock_->obj);
-  if (int r = smik_sock__load(d->sock_); r != 0) {
-    *err = "load BPF socket programs: " + std::string(strerror(-r));
-    return nullptr;
-  }
-  d->tel_ = smik_tel__open_opts(&oo);
-  if (!d->tel_) return (*err = errnoText("open BPF telemetry object")), nullptr;
-  replaceStaleCounterPins(d->tel_->obj);
-  if (int r = smik_tel__load(d->tel_); r != 0) {
-    *err = "load BPF telemetry (sockops): " + std::string(strerror(-r));
-    return nullptr;
-  }
-  d->maps_ = maps::LibbpfBackend::open(opts.pin_dir, err);
-  if (!d->maps_) return nullptr;
-  if (size_t n = d->maps_->removeOrphanBackends())
+  if (!d->loadObjects(err)) return nullptr;
+  Result<size_t> orphans = d->maps_->removeOrphanBackends();
+  if (!orphans)
+    spdlog::warn("orphaned {} entries stay: {}", maps::kBackendsMap, orphans.error());
+  else if (*orphans)
     spdlog::warn("removed {} {} entries no service table points at (an agent stopped in the "
-                 "middle of replacing tables)", n, maps::kBackendsMap);
+                 "middle of replacing tables)", *orphans, maps::kBackendsMap);
   d->tcx_ = !opts.force_clsact;
   d->adoptPinnedLinks();
   return d;
 }
 
-Datapath::~Datapath() {
-  for (auto& [ifindex, a] : attached_) {
-    if (a.to_pod_link >= 0) close(a.to_pod_link);  // pins keep the links alive
-    if (a.from_pod_link >= 0) close(a.from_pod_link);
-  }
-  for (auto& [path, fd] : adopted_) close(fd);
-  for (int fd : sock_links_) close(fd);  // pinned: they stay attached
-  if (skel_) smik_tc__destroy(skel_);
-  if (sock_) smik_sock__destroy(sock_);
-  if (tel_) smik_tel__destroy(tel_);
+UniqueFd Datapath::eventsMap() const { return mapFd(objs_->tc->maps.smik_events); }
+
+std::function<void(int fd)> Datapath::ownSocketRegistrar() const {
+  auto map = std::make_shared<UniqueFd>(mapFd(objs_->sock->maps.smik_own_sockets));
+  if (!*map) return {};
+  return [map](int sock) {
+    uint64_t cookie = 0;
+    socklen_t len = sizeof cookie;
+    uint8_t one = 1;
+    if (getsockopt(sock, SOL_SOCKET, SO_COOKIE, &cookie, &len) != 0 ||
+        bpf_map_update_elem(map->get(), &cookie, &one, BPF_ANY) != 0)
+      spdlog::warn("socket {} stays subject to smik's socket programs: {}", sock, strerror(errno));
+  };
 }
 
-int Datapath::toPodProgFd() const { return bpf_program__fd(skel_->progs.smik_to_pod); }
-int Datapath::fromPodProgFd() const { return bpf_program__fd(skel_->progs.smik_from_pod); }
+int Datapath::toPodProgFd() const { return bpf_program__fd(objs_->tc->progs.smik_to_pod); }
+int Datapath::fromPodProgFd() const { return bpf_program__fd(objs_->tc->progs.smik_from_pod); }
 uint8_t Datapath::attachMode() const { return tcx_ ? SMIK_EP_ATTACH_TCX : SMIK_EP_ATTACH_CLSACT; }
 
 std::vector<std::string> Datapath::hostAddresses() const { return datapath::hostAddresses(); }
@@ -220,8 +255,8 @@ std::vector<std::string> Datapath::hostAddresses() const { return datapath::host
 void Datapath::adoptPinnedLinks() {
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(opts_.pin_dir + "/links", ec)) {
-    int fd = bpf_obj_get(e.path().c_str());
-    if (fd >= 0) adopted_[e.path()] = fd;
+    UniqueFd link(bpf_obj_get(e.path().c_str()));
+    if (link) adopted_[e.path()] = std::move(link);
   }
   if (!adopted_.empty()) spdlog::info("adopting {} pinned tc links", adopted_.size());
 }
@@ -240,10 +275,11 @@ void Datapath::detach(Attachment& a) {
     tcDetachClsact(a.ifindex, BPF_TC_EGRESS);
     tcDetachClsact(a.ifindex, BPF_TC_INGRESS);
   }
-  for (const char* dir : {"to", "from"}) ::unlink(linkPin(opts_.pin_dir, a.ifname, a.ifindex, dir).c_str());
-  if (a.to_pod_link >= 0) close(a.to_pod_link);
-  if (a.from_pod_link >= 0) close(a.from_pod_link);
-  a.to_pod_link = a.from_pod_link = -1;
+  // Unpinned and closed, a tcx link detaches.
+  for (const char* dir : {"to", "from"})
+    ::unlink(linkPin(opts_.pin_dir, a.ifname, a.ifindex, dir).c_str());
+  a.to_pod_link.reset();
+  a.from_pod_link.reset();
 }
 
 void Datapath::detachGone(const std::map<std::string, uint32_t>& wanted) {
@@ -261,49 +297,48 @@ void Datapath::detachGone(const std::map<std::string, uint32_t>& wanted) {
   }
 }
 
-int Datapath::takeOver(const std::string& pin, int prog_fd, const std::function<bool(int)>& fits) {
+UniqueFd Datapath::takeOver(const std::string& pin, int prog_fd,
+                            const std::function<bool(int)>& fits) {
   auto old = adopted_.find(pin);
-  if (old == adopted_.end()) return -1;
-  int fd = old->second;
+  if (old == adopted_.end()) return {};
+  UniqueFd link = std::move(old->second);
   adopted_.erase(old);
   // A previous agent's link: swap the program in place, no gap.
-  if ((!fits || fits(fd)) && bpf_link_update(fd, prog_fd, nullptr) == 0) return fd;
-  close(fd);
+  if ((!fits || fits(link.get())) && bpf_link_update(link.get(), prog_fd, nullptr) == 0)
+    return link;
   ::unlink(pin.c_str());
-  return -1;
+  return {};
 }
 
-bool Datapath::pinLink(int fd, const std::string& pin, std::string* err) {
+bool Datapath::pinLink(UniqueFd link, const std::string& pin, UniqueFd* out, std::string* err) {
   ::unlink(pin.c_str());  // a stale pin of a link that is gone
-  if (bpf_obj_pin(fd, pin.c_str()) == 0) return true;
-  *err = errnoText("pin " + pin);
-  close(fd);
-  return false;
+  if (bpf_obj_pin(link.get(), pin.c_str()) != 0) return (*err = errnoText("pin " + pin)), false;
+  *out = std::move(link);
+  return true;
 }
 
 bool Datapath::attach(const std::string& pod, uint32_t ifindex, std::string* err) {
   char name[IF_NAMESIZE] = {};
   if (!if_indextoname(ifindex, name)) return (*err = errnoText("interface name")), false;
-  Attachment a{pod, name, ifindex, attachMode(), -1, -1};
+  Attachment a{pod, name, ifindex, attachMode()};
   struct Hook {
     const char* dir;
     int prog_fd;
-    int tcx_type;
+    bpf_attach_type tcx_type;
     bpf_tc_attach_point tc_point;
-    int* link;
+    UniqueFd* link;
   } hooks[] = {{"to", toPodProgFd(), kTcxEgress, BPF_TC_EGRESS, &a.to_pod_link},
                {"from", fromPodProgFd(), kTcxIngress, BPF_TC_INGRESS, &a.from_pod_link}};
   for (auto& h : hooks) {
     std::string pin = linkPin(opts_.pin_dir, a.ifname, ifindex, h.dir);
-    if ((*h.link = takeOver(pin, h.prog_fd)) >= 0) continue;
+    if ((*h.link = takeOver(pin, h.prog_fd))) continue;
     if (tcx_) {
-      int fd = bpf_link_create(h.prog_fd, ifindex, static_cast<bpf_attach_type>(h.tcx_type), nullptr);
-      if (fd >= 0) {
-        if (!pinLink(fd, pin, err)) return false;
-        *h.link = fd;
+      UniqueFd link(bpf_link_create(h.prog_fd, ifindex, h.tcx_type, nullptr));
+      if (link) {
+        if (!pinLink(std::move(link), pin, h.link, err)) return false;
         continue;
       }
-      if (errno != EINVAL && errno != EOPNOTSUPP && errno != 524 /* ENOTSUPP */)
+      if (errno != EINVAL && errno != EOPNOTSUPP && errno != kErrnoEnotsupp)
         return (*err = errnoText(std::string("tcx attach ") + h.dir + " " + name)), false;
       spdlog::warn("tcx unavailable ({}), falling back to clsact", strerror(errno));
       tcx_ = false;
@@ -311,7 +346,7 @@ bool Datapath::attach(const std::string& pod, uint32_t ifindex, std::string* err
     }
     if (!tcAttachClsact(ifindex, h.tc_point, h.prog_fd, err)) return false;
   }
-  attached_[ifindex] = a;
+  attached_[ifindex] = std::move(a);
   return true;
 }
 
@@ -333,7 +368,6 @@ void Datapath::attachNew(const std::map<std::string, uint32_t>& wanted,
       ++it;
       continue;
     }
-    close(it->second);
     ::unlink(it->first.c_str());
     it = adopted_.erase(it);
   }
@@ -342,48 +376,45 @@ void Datapath::attachNew(const std::map<std::string, uint32_t>& wanted,
 bool Datapath::attachSocketPrograms(std::string* err) {
   if (sock_attached_) return true;
   if (opts_.cgroup.empty()) return (*err = "no cgroup2 directory to attach socket programs"), false;
-  int cg = ::open(opts_.cgroup.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (cg < 0) return (*err = errnoText("open cgroup " + opts_.cgroup)), false;
+  UniqueFd cg(::open(opts_.cgroup.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!cg) return (*err = errnoText("open cgroup " + opts_.cgroup)), false;
   struct stat cg_stat {};
-  fstat(cg, &cg_stat);  // a cgroup2 directory's inode is its cgroup id
-  bool ok = true;
+  fstat(cg.get(), &cg_stat);  // a cgroup2 directory's inode is its cgroup id
+  // A link on another cgroup (--cgroup changed) is not ours to keep.
+  auto onOurCgroup = [&](int link) {
+    bpf_link_info info{};
+    __u32 len = sizeof info;
+    return bpf_obj_get_info_by_fd(link, &info, &len) == 0 &&
+           info.cgroup.cgroup_id == cg_stat.st_ino;
+  };
   for (bpf_program* prog : cgroupPrograms()) {
     std::string pin = opts_.pin_dir + "/links/cgroup_" + bpf_program__name(prog);
     int prog_fd = bpf_program__fd(prog);
-    // A link on another cgroup (--cgroup changed) is not ours to keep.
-    int fd = takeOver(pin, prog_fd, [&](int link) {
-      bpf_link_info info{};
-      __u32 len = sizeof info;
-      return bpf_obj_get_info_by_fd(link, &info, &len) == 0 &&
-             info.cgroup.cgroup_id == cg_stat.st_ino;
-    });
-    if (fd >= 0) {
-      sock_links_.push_back(fd);
+    if (UniqueFd link = takeOver(pin, prog_fd, onOurCgroup)) {
+      sock_links_.push_back(std::move(link));
       continue;
     }
-    fd = bpf_link_create(prog_fd, cg, bpf_program__expected_attach_type(prog), nullptr);
-    if (fd < 0) {
+    UniqueFd link(bpf_link_create(prog_fd, cg.get(), bpf_program__expected_attach_type(prog),
+                                  nullptr));
+    if (!link) {
       *err = errnoText(std::string("attach ") + bpf_program__name(prog) + " to " + opts_.cgroup);
-      ok = false;
-      break;
+      return false;
     }
-    if (!pinLink(fd, pin, err)) {
-      ok = false;
-      break;
+    if (!pinLink(std::move(link), pin, &sock_links_.emplace_back(), err)) {
+      sock_links_.pop_back();
+      return false;
     }
-    sock_links_.push_back(fd);
   }
-  close(cg);
-  sock_attached_ = ok;
-  if (ok) spdlog::info("socket and sockops programs attached at {}", opts_.cgroup);
-  return ok;
+  sock_attached_ = true;
+  spdlog::info("socket and sockops programs attached at {}", opts_.cgroup);
+  return true;
 }
 
 std::vector<bpf_program*> Datapath::cgroupPrograms() const {
   std::vector<bpf_program*> out;
-  bpf_program* prog;
-  bpf_object__for_each_program(prog, sock_->obj) out.push_back(prog);
-  bpf_object__for_each_program(prog, tel_->obj) out.push_back(prog);
+  auto add = [&](bpf_program* p) { out.push_back(p); };
+  objs_->sock.forEachProgram(add);
+  objs_->tel.forEachProgram(add);
   return out;
 }
 
@@ -391,7 +422,6 @@ void Datapath::detachSocketPrograms() {
   for (bpf_program* prog : cgroupPrograms()) {
     ::unlink((opts_.pin_dir + "/links/cgroup_" + bpf_program__name(prog)).c_str());
   }
-  for (int fd : sock_links_) close(fd);
   sock_links_.clear();
   sock_attached_ = false;
 }
@@ -405,48 +435,39 @@ std::string reportName(const bpf_map* m, const char* object) {
   return std::string(bpf_map__name(m)) + " (" + object + ")";
 }
 
-struct Objects {
-  bpf_object* objs[3];
-  const char* names[3] = {"smik_tc", "smik_sock", "smik_tel"};
-};
-
-// Every map of the three objects, each once.
+// Every map of the three objects, each once, fn(map, name).
 template <typename Fn>
-void forEachMap(const Objects& o, Fn fn) {
+void forEachMap(const Skeleton<tc_policy>& tc, const Skeleton<sock_lb>& sock,
+                const Skeleton<sockops>& tel, Fn fn) {
   std::set<std::string> seen;
-  for (int i = 0; i < 3; i++) {
-    bpf_map* m;
-    bpf_object__for_each_map(m, o.objs[i]) {
-      std::string name = reportName(m, o.names[i]);
+  auto each = [&](const char* object) {
+    return [&, object](bpf_map* m) {
+      std::string name = reportName(m, object);
       if (seen.insert(name).second) fn(m, name);
-    }
-  }
+    };
+  };
+  tc.forEachMap(each("tc_policy"));
+  sock.forEachMap(each("sock_lb"));
+  tel.forEachMap(each("sockops"));
 }
-
-constexpr const char* kPolicyGeneration = "smik_pol_gen";  // what swapPolicy names them
 
 }  // namespace
 
 std::vector<maps::MapDef> mapDefs(const Options& opts, std::string* err) {
-  LIBBPF_OPTS(bpf_object_open_opts, oo, .pin_root_path = opts.pin_dir.c_str());
-  smik_tc* tc = smik_tc__open_opts(&oo);
-  smik_sock* sock = smik_sock__open_opts(&oo);
-  smik_tel* tel = smik_tel__open_opts(&oo);
+  auto tc = Skeleton<tc_policy>::open(opts.pin_dir);
+  auto sock = Skeleton<sock_lb>::open(opts.pin_dir);
+  auto tel = Skeleton<sockops>::open(opts.pin_dir);
+  for (const std::string* e : {tc ? nullptr : &tc.error(), sock ? nullptr : &sock.error(),
+                               tel ? nullptr : &tel.error()})
+    if (e) return (*err = *e), std::vector<maps::MapDef>{};
   std::vector<maps::MapDef> out;
-  if (!tc || !sock || !tel) {
-    *err = errnoText("open BPF objects");
-  } else {
-    bpf_map__set_max_entries(tc->maps.smik_ct, opts.ct_max);
-    forEachMap(Objects{{tc->obj, sock->obj, tel->obj}}, [&](bpf_map* m, const std::string& name) {
-      out.push_back(defOf(m));
-      out.back().name = name;
-    });
-    out.push_back(defOf(bpf_map__inner_map(tc->maps.smik_policy)));
-    out.back().name = kPolicyGeneration;
-  }
-  smik_tc__destroy(tc);
-  smik_sock__destroy(sock);
-  smik_tel__destroy(tel);
+  bpf_map__set_max_entries((*tc)->maps.smik_ct, opts.ct_max);
+  forEachMap(*tc, *sock, *tel, [&](bpf_map* m, const std::string& name) {
+    out.push_back(defOf(m));
+    out.back().name = name;
+  });
+  out.push_back(defOf(bpf_map__inner_map((*tc)->maps.smik_policy)));
+  out.back().name = maps::kPolicyGeneration;
   return out;
 }
 
@@ -461,36 +482,32 @@ std::vector<maps::MapUsage> Datapath::mapUsage() {
     u.bytes = maps::mapBytesFull(u.def, cpus);
     out.push_back(std::move(u));
   };
-  forEachMap(Objects{{skel_->obj, sock_->obj, tel_->obj}},
+  forEachMap(objs_->tc, objs_->sock, objs_->tel,
              [&](bpf_map* m, const std::string& name) { add(bpf_map__fd(m), name); });
   // The generation in force; while the agent swaps, a second one exists.
   __u32 zero = 0, id = 0;
-  if (bpf_map_lookup_elem(bpf_map__fd(skel_->maps.smik_policy), &zero, &id) == 0) {
-    int fd = bpf_map_get_fd_by_id(id);
-    if (fd >= 0) {
-      add(fd, kPolicyGeneration);
-      close(fd);
-    }
+  if (bpf_map_lookup_elem(bpf_map__fd(objs_->tc->maps.smik_policy), &zero, &id) == 0) {
+    if (UniqueFd gen{bpf_map_get_fd_by_id(id)}) add(gen.get(), maps::kPolicyGeneration);
   }
   return out;
 }
 
 bool Datapath::uninstall(const std::string& pin_dir, std::string* err) {
+  // By pin: uninstall loads nothing, and finds what a previous agent left.
   std::string ep_pin = pin_dir + "/" + maps::kEndpointsMap;
-  int fd = bpf_obj_get(ep_pin.c_str());
-  if (fd >= 0) {
+  if (UniqueFd endpoints{bpf_obj_get(ep_pin.c_str())}) {
     __u32 key = 0, next = 0;
     const __u32* prev = nullptr;
-    while (bpf_map_get_next_key(fd, prev, &next) == 0) {
+    while (bpf_map_get_next_key(endpoints.get(), prev, &next) == 0) {
       smik_endpoint ep{};
-      if (bpf_map_lookup_elem(fd, &next, &ep) == 0 && ep.attach == SMIK_EP_ATTACH_CLSACT) {
+      if (bpf_map_lookup_elem(endpoints.get(), &next, &ep) == 0 &&
+          ep.attach == SMIK_EP_ATTACH_CLSACT) {
         tcDetachClsact(next, BPF_TC_EGRESS);
         tcDetachClsact(next, BPF_TC_INGRESS);
       }
       key = next;
       prev = &key;
     }
-    close(fd);
   }
   // Unpinning a link detaches it; unpinning a map frees it once unused.
   std::error_code ec;

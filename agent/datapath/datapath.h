@@ -8,14 +8,16 @@
 #include <string>
 #include <vector>
 
+#include "agent/base/unique_fd.h"
 #include "agent/compile/compile.h"
 #include "agent/datapath/dataplane.h"
 #include "maps/maps.h"
 #include "maps/memory.h"
 
-struct smik_tc;
-struct smik_sock;
-struct smik_tel;
+// The bpftool skeletons, named after their sources in bpf/.
+struct tc_policy;
+struct sock_lb;
+struct sockops;
 struct bpf_program;
 
 namespace smik::datapath {
@@ -29,17 +31,14 @@ struct Options {
   uint32_t ct_max = SMIK_MAX_CT;
 };
 
-// Registers a socket, before it connects, as one of the agent's own: the
-// socket programs never translate it (smik_own_sockets in bpf/sock_lb.bpf.c
-// says why). Opens the pinned map under pin_dir (which Datapath::open
-// creates); an empty function and *err when it cannot.
-std::function<void(int fd)> ownSocketRegistrar(const std::string& pin_dir, std::string* err);
-
 // The maps of the BPF objects as built, before anything is loaded (no
 // root needed), with the sizes open() would give them: what the memory
 // table of README.md is computed from. Unpinned maps are per object
-// ("smik_conn_zero (smik_tc)"); the policy generation is "smik_pol_gen".
+// ("smik_conn_zero (tc_policy)"); the policy generation is "smik_pol_gen".
 std::vector<maps::MapDef> mapDefs(const Options& opts, std::string* err);
+
+template <typename T>
+class Skeleton;
 
 class Datapath : public Dataplane {
  public:
@@ -64,33 +63,40 @@ class Datapath : public Dataplane {
   uint8_t attachMode() const override;
   std::vector<std::string> hostAddresses() const override;
   std::vector<maps::MapUsage> mapUsage() override;
+  UniqueFd eventsMap() const override;
+  // Registers a socket, before it connects, as one of the agent's own: the
+  // socket programs never translate it (smik_own_sockets in
+  // bpf/sock_lb.bpf.c says why). Empty when there are no socket programs.
+  std::function<void(int fd)> ownSocketRegistrar() const;
 
   // Removes every program, link, tc hook and pin under pin_dir.
   static bool uninstall(const std::string& pin_dir, std::string* err);
 
  private:
-  Datapath() = default;
+  struct Objects;  // the three skeletons
+  Datapath();
+  bool loadObjects(std::string* err);
   bool attach(const std::string& pod, uint32_t ifindex, std::string* err);
   void detach(Attachment& a);
   std::vector<::bpf_program*> cgroupPrograms() const;  // sock_lb + sockops
   void adoptPinnedLinks();
   // The link a previous agent pinned at `pin`, switched to prog_fd in place
-  // (no gap) if `fits` accepts it; -1 if there is none or it cannot be (its
-  // pin is then removed).
-  int takeOver(const std::string& pin, int prog_fd, const std::function<bool(int)>& fits = {});
-  // Pins a new link (replacing a stale pin); on failure closes it, sets err.
-  static bool pinLink(int fd, const std::string& pin, std::string* err);
+  // (no gap) if `fits` accepts it; invalid if there is none or it cannot be
+  // (its pin is then removed).
+  UniqueFd takeOver(const std::string& pin, int prog_fd,
+                    const std::function<bool(int)>& fits = {});
+  // Pins a new link (replacing a stale pin); on failure drops it, sets err.
+  static bool pinLink(UniqueFd link, const std::string& pin, UniqueFd* out, std::string* err);
 
   Options opts_;
-  smik_tc* skel_ = nullptr;
-  smik_sock* sock_ = nullptr;
-  smik_tel* tel_ = nullptr;
-  bool sock_attached_ = false;
-  std::vector<int> sock_links_;
+  // Declared before what they hand out: destroyed last.
+  std::unique_ptr<Objects> objs_;
   std::unique_ptr<maps::LibbpfBackend> maps_;
+  bool sock_attached_ = false;
+  std::vector<UniqueFd> sock_links_;
   bool tcx_ = false;
-  std::map<uint32_t, Attachment> attached_;  // by ifindex
-  std::map<std::string, int> adopted_;        // pinned link path -> fd, not yet claimed
+  std::map<uint32_t, Attachment> attached_;   // by ifindex
+  std::map<std::string, UniqueFd> adopted_;  // pinned link path -> link, not yet claimed
 };
 
 }  // namespace smik::datapath

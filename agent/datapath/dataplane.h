@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "agent/base/unique_fd.h"
 #include "maps/maps.h"
 #include "maps/memory.h"
 
@@ -17,13 +18,15 @@ struct Plan;
 
 namespace smik::datapath {
 
-// One pod's hook, as the agent holds it.
+// One pod's hook, as the agent holds it: it owns the tcx links (none with
+// clsact, whose filters have no descriptor). Moves, never copies. Closing a
+// link leaves it attached: its pin holds it.
 struct Attachment {
   std::string pod;
   std::string ifname;
   uint32_t ifindex = 0;
   uint8_t mode = 0;  // SMIK_EP_ATTACH_*
-  int to_pod_link = -1, from_pod_link = -1;
+  UniqueFd to_pod_link, from_pod_link;
 };
 
 // What the agent drives on a node: the maps and the pods' hooks. Datapath
@@ -51,6 +54,8 @@ class Dataplane {
   virtual bool socketProgramsAttached() const = 0;
   // Every map: its definition, entries now, and bytes at full size here.
   virtual std::vector<maps::MapUsage> mapUsage() = 0;
+  // The events ring buffer (smik_events); invalid when there is none.
+  virtual UniqueFd eventsMap() const { return {}; }
 };
 
 }  // namespace smik::datapath

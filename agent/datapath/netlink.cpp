@@ -6,14 +6,15 @@
 
 #include <cstring>
 
+#include "agent/base/unique_fd.h"
 #include "agent/datapath/system.h"
 #include "bpf/include/smik_abi.h"
 
 namespace smik::datapath {
 
 uint32_t routeIfindex(const Addr& addr) {
-  int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
-  if (fd < 0) return 0;
+  UniqueFd fd(socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE));
+  if (!fd) return 0;
   struct {
     nlmsghdr nh;
     rtmsg rt;
@@ -33,8 +34,8 @@ uint32_t routeIfindex(const Addr& addr) {
 
   uint32_t ifindex = 0;
   char buf[8192];
-  if (send(fd, &req, req.nh.nlmsg_len, 0) >= 0) {
-    ssize_t n = recv(fd, buf, sizeof buf, 0);
+  if (send(fd.get(), &req, req.nh.nlmsg_len, 0) >= 0) {
+    ssize_t n = recv(fd.get(), buf, sizeof buf, 0);
     for (auto* nh = reinterpret_cast<nlmsghdr*>(buf); n > 0 && NLMSG_OK(nh, n);
          nh = NLMSG_NEXT(nh, n)) {
       if (nh->nlmsg_type != RTM_NEWROUTE) continue;
@@ -45,7 +46,6 @@ uint32_t routeIfindex(const Addr& addr) {
       }
     }
   }
-  close(fd);
   return ifindex;
 }
 
@@ -60,15 +60,14 @@ namespace smik::datapath {
 
 std::string interfaceDriver(const std::string& ifname) {
   if (ifname.size() >= IF_NAMESIZE) return "";
-  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return "";
+  UniqueFd fd(socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  if (!fd) return "";
   ethtool_drvinfo info{};
   info.cmd = ETHTOOL_GDRVINFO;
   ifreq ifr{};
   std::memcpy(ifr.ifr_name, ifname.c_str(), ifname.size() + 1);
   ifr.ifr_data = reinterpret_cast<char*>(&info);
-  bool ok = ioctl(fd, SIOCETHTOOL, &ifr) == 0;
-  close(fd);
+  bool ok = ioctl(fd.get(), SIOCETHTOOL, &ifr) == 0;
   return ok ? std::string(info.driver, strnlen(info.driver, sizeof info.driver)) : "";
 }
 

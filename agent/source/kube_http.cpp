@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cstdlib>
+#include <memory>
 
 namespace smik::kube {
 namespace {
@@ -98,6 +99,139 @@ void initCurlOnce() {
   (void)done;
 }
 
+// One owner each for curl's handles and lists.
+using CurlEasy = std::unique_ptr<CURL, decltype(&curl_easy_cleanup)>;
+using CurlMulti = std::unique_ptr<CURLM, decltype(&curl_multi_cleanup)>;
+using CurlList = std::unique_ptr<curl_slist, decltype(&curl_slist_free_all)>;
+
+CurlList curlList() { return CurlList(nullptr, curl_slist_free_all); }
+void append(CurlList& list, const std::string& item) {
+  curl_slist* grown = curl_slist_append(list.get(), item.c_str());
+  if (grown) {
+    (void)list.release();  // the grown list includes the old nodes
+    list.reset(grown);
+  }
+}
+
+// The URL to ask, and the connect-to rule that goes with it. With
+// tls-server-name the certificate (and SNI) is checked against that name
+// while the connection still goes to the configured server, as Go's
+// tls.Config.ServerName does. curl has no such option; connect-to does it:
+// the URL names the certificate's host and connect-to maps it back.
+std::string targetUrl(const KubeConfig& config, const std::string& path, CurlList* connect_to) {
+  if (config.tls_server_name.empty()) return config.server + path;
+  const auto scheme_end = config.server.find("://");
+  const auto host_start = scheme_end == std::string::npos ? 0 : scheme_end + 3;
+  const std::string authority = config.server.substr(host_start);
+  const auto colon = authority.rfind(':');
+  const bool has_port =
+      colon != std::string::npos && authority.find(']', colon) == std::string::npos;
+  const std::string host = has_port ? authority.substr(0, colon) : authority;
+  const std::string port = has_port ? authority.substr(colon + 1) : "443";
+  append(*connect_to, config.tls_server_name + ":" + port + ":" + host + ":" + port);
+  return config.server.substr(0, host_start) + config.tls_server_name + ":" + port + path;
+}
+
+// Method and body. The body is not copied: it must outlive the transfer.
+void setMethod(CURL* easy, const std::string& method, const std::string& body) {
+  if (method == "GET") {
+    curl_easy_setopt(easy, CURLOPT_HTTPGET, 1L);
+    return;
+  }
+  curl_easy_setopt(easy, CURLOPT_CUSTOMREQUEST, method.c_str());
+  curl_easy_setopt(easy, CURLOPT_POSTFIELDS, body.data());
+  curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(body.size()));
+}
+
+// Callbacks, deadlines, keepalive, proxies.
+void setTransport(CURL* easy, const KubeConfig& config, Transfer* t, char* errbuf,
+                  std::chrono::milliseconds connect, std::chrono::milliseconds total) {
+  curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);  // threads: no SIGALRM for DNS timeouts
+  curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, errbuf);
+  curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, onHeader);
+  curl_easy_setopt(easy, CURLOPT_HEADERDATA, t);
+  curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, onBody);
+  curl_easy_setopt(easy, CURLOPT_WRITEDATA, t);
+  curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(connect.count()));
+  curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, static_cast<long>(total.count()));
+  // A watch may sit idle for minutes; keepalive notices a dead peer (a
+  // rebooted API server, a dropped NAT entry) long before the deadline.
+  curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L);
+  curl_easy_setopt(easy, CURLOPT_TCP_KEEPIDLE, 30L);
+  curl_easy_setopt(easy, CURLOPT_TCP_KEEPINTVL, 15L);
+  curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(easy, CURLOPT_USERAGENT, "smik-agent");
+  if (socketHook()) curl_easy_setopt(easy, CURLOPT_SOCKOPTFUNCTION, onSocket);
+  curl_easy_setopt(easy, CURLOPT_NOPROXY, noProxyList().c_str());  // curl copies strings
+  if (!config.proxy_url.empty()) curl_easy_setopt(easy, CURLOPT_PROXY, config.proxy_url.c_str());
+}
+
+// Server verification and the client's certificate. Inline data wins over
+// a file, as in client-go.
+void setTls(CURL* easy, const KubeConfig& config) {
+  const bool verify = !config.insecure_skip_tls_verify;
+  curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, verify ? 1L : 0L);
+  curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, verify ? 2L : 0L);
+  auto dataOrFile = [&](const std::string& data, CURLoption blob, const std::string& file,
+                        CURLoption path) {
+    if (!data.empty())
+      setBlob(easy, blob, data);
+    else if (!file.empty())
+      curl_easy_setopt(easy, path, file.c_str());
+  };
+  dataOrFile(config.ca_data, CURLOPT_CAINFO_BLOB, config.ca_file, CURLOPT_CAINFO);
+  dataOrFile(config.client_cert_data, CURLOPT_SSLCERT_BLOB, config.client_cert_file,
+             CURLOPT_SSLCERT);
+  dataOrFile(config.client_key_data, CURLOPT_SSLKEY_BLOB, config.client_key_file,
+             CURLOPT_SSLKEY);
+}
+
+CurlList requestHeaders(const std::string& method, const std::string& content_type,
+                        const std::string& token) {
+  CurlList headers = curlList();
+  append(headers, "Accept: application/json");
+  if (!token.empty()) append(headers, "Authorization: Bearer " + token);
+  if (!content_type.empty()) append(headers, "Content-Type: " + content_type);
+  // curl would send "Expect: 100-continue" for larger bodies and wait a second.
+  if (method != "GET") append(headers, "Expect:");
+  return headers;
+}
+
+struct Outcome {
+  bool finished = false;  // false: cancelled before the transfer ended
+  CURLcode result = CURLE_OK;
+};
+
+// Runs the transfer added to `multi` until it ends or `cancel` fires.
+Outcome run(CURLM* multi, const Cancel& cancel) {
+  int running = 1;
+  while (running && !cancel.cancelled()) {
+    if (curl_multi_perform(multi, &running) != CURLM_OK) break;
+    if (running) curl_multi_poll(multi, nullptr, 0, 1000, nullptr);
+  }
+  Outcome out{running == 0};
+  int queued = 0;
+  while (CURLMsg* msg = curl_multi_info_read(multi, &queued))
+    if (msg->msg == CURLMSG_DONE) out.result = msg->data.result;
+  return out;
+}
+
+// The status and error of a finished (or cancelled) transfer into r.
+void record(const Outcome& o, CURL* easy, const char* errbuf, HttpResponse* r) {
+  if (!o.finished) {
+    r->cancelled = true;
+    r->error = "cancelled";
+    r->status = 0;
+    return;
+  }
+  r->status = statusOf(easy);
+  if (o.result == CURLE_OK || r->stopped) return;
+  // Headers then a broken body: the status is real but the body is not
+  // complete; callers treat any error as a failed request.
+  r->error = errbuf[0] ? errbuf : curl_easy_strerror(o.result);
+  if (r->status == 0 && r->error.empty()) r->error = "transfer failed";
+}
+
 }  // namespace
 
 void setSocketHook(std::function<void(int fd)> hook) { socketHook() = std::move(hook); }
@@ -157,127 +291,32 @@ HttpResponse HttpClient::perform(const Request& req, const OnData& on_data, Canc
 
 HttpResponse HttpClient::performOnce(const Request& req, const OnData& on_data, Cancel& cancel,
                                      std::chrono::milliseconds timeout) {
-  const std::string& path = req.path;
   HttpResponse r;
   if (cancel.cancelled()) {
     r.cancelled = true;
     r.error = "cancelled";
     return r;
   }
-  CURL* easy = curl_easy_init();
-  CURLM* multi = curl_multi_init();
-  Transfer t{easy, &on_data, &r};
+  // Declared first, freed last: the handles point at them until cleanup.
+  CurlList connect_to = curlList(), headers = curlList();
   char errbuf[CURL_ERROR_SIZE] = {0};
-  // tls-server-name: the certificate (and SNI) is checked against that name
-  // while the connection still goes to the configured server, as Go's
-  // tls.Config.ServerName does. curl has no such option; connect-to does it:
-  // the URL names the certificate's host and connect-to maps it back.
-  std::string url = config_.server + path;
-  curl_slist* connect_to = nullptr;
-  if (!config_.tls_server_name.empty()) {
-    const auto scheme_end = config_.server.find("://");
-    const auto host_start = scheme_end == std::string::npos ? 0 : scheme_end + 3;
-    const std::string authority = config_.server.substr(host_start);
-    const auto colon = authority.rfind(':');
-    const bool has_port = colon != std::string::npos && authority.find(']', colon) == std::string::npos;
-    const std::string host = has_port ? authority.substr(0, colon) : authority;
-    const std::string port = has_port ? authority.substr(colon + 1) : "443";
-    url = config_.server.substr(0, host_start) + config_.tls_server_name + ":" + port + path;
-    const std::string rule = config_.tls_server_name + ":" + port + ":" + host + ":" + port;
-    connect_to = curl_slist_append(nullptr, rule.c_str());
-    curl_easy_setopt(easy, CURLOPT_CONNECT_TO, connect_to);
-  }
-  curl_easy_setopt(easy, CURLOPT_URL, url.c_str());
-  if (req.method == "GET") {
-    curl_easy_setopt(easy, CURLOPT_HTTPGET, 1L);
-  } else {
-    curl_easy_setopt(easy, CURLOPT_CUSTOMREQUEST, req.method.c_str());
-    curl_easy_setopt(easy, CURLOPT_POSTFIELDS, req.body.data());
-    curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(req.body.size()));
-  }
-  curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);  // threads: no SIGALRM for DNS timeouts
-  curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, errbuf);
-  curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, onHeader);
-  curl_easy_setopt(easy, CURLOPT_HEADERDATA, &t);
-  curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, onBody);
-  curl_easy_setopt(easy, CURLOPT_WRITEDATA, &t);
-  curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(timeouts_.connect.count()));
-  const auto total = timeout.count() > 0 ? timeout : timeouts_.request;
-  curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, static_cast<long>(total.count()));
-  // A watch may sit idle for minutes; keepalive notices a dead peer (a
-  // rebooted API server, a dropped NAT entry) long before the deadline.
-  curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L);
-  curl_easy_setopt(easy, CURLOPT_TCP_KEEPIDLE, 30L);
-  curl_easy_setopt(easy, CURLOPT_TCP_KEEPINTVL, 15L);
-  curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
-  curl_easy_setopt(easy, CURLOPT_USERAGENT, "smik-agent");
-  if (socketHook()) curl_easy_setopt(easy, CURLOPT_SOCKOPTFUNCTION, onSocket);
-  const std::string no_proxy = noProxyList();
-  curl_easy_setopt(easy, CURLOPT_NOPROXY, no_proxy.c_str());
-  if (!config_.proxy_url.empty()) curl_easy_setopt(easy, CURLOPT_PROXY, config_.proxy_url.c_str());
-
-  if (config_.insecure_skip_tls_verify) {
-    curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, 0L);
-    curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, 0L);
-  } else {
-    curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, 1L);
-    curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, 2L);
-  }
-  // Inline data wins over a file, as in client-go.
-  if (!config_.ca_data.empty())
-    setBlob(easy, CURLOPT_CAINFO_BLOB, config_.ca_data);
-  else if (!config_.ca_file.empty())
-    curl_easy_setopt(easy, CURLOPT_CAINFO, config_.ca_file.c_str());
-  if (!config_.client_cert_data.empty())
-    setBlob(easy, CURLOPT_SSLCERT_BLOB, config_.client_cert_data);
-  else if (!config_.client_cert_file.empty())
-    curl_easy_setopt(easy, CURLOPT_SSLCERT, config_.client_cert_file.c_str());
-  if (!config_.client_key_data.empty())
-    setBlob(easy, CURLOPT_SSLKEY_BLOB, config_.client_key_data);
-  else if (!config_.client_key_file.empty())
-    curl_easy_setopt(easy, CURLOPT_SSLKEY, config_.client_key_file.c_str());
-
-  curl_slist* headers = curl_slist_append(nullptr, "Accept: application/json");
-  const std::string token = tokens_.token();
-  const std::string auth = "Authorization: Bearer " + token;
-  if (!token.empty()) headers = curl_slist_append(headers, auth.c_str());
-  const std::string content_type = "Content-Type: " + req.content_type;
-  if (!req.content_type.empty()) headers = curl_slist_append(headers, content_type.c_str());
-  // curl would send "Expect: 100-continue" for larger bodies and wait a second.
-  if (req.method != "GET") headers = curl_slist_append(headers, "Expect:");
-  curl_easy_setopt(easy, CURLOPT_HTTPHEADER, headers);
-
-  curl_multi_add_handle(multi, easy);
-  cancel.attach(multi);
-  int running = 1;
-  CURLcode result = CURLE_OK;
-  while (running && !cancel.cancelled()) {
-    if (curl_multi_perform(multi, &running) != CURLM_OK) break;
-    if (running) curl_multi_poll(multi, nullptr, 0, 1000, nullptr);
-  }
-  cancel.detach(multi);
-  int queued = 0;
-  while (CURLMsg* msg = curl_multi_info_read(multi, &queued))
-    if (msg->msg == CURLMSG_DONE) result = msg->data.result;
-
-  if (running) {
-    r.cancelled = true;
-    r.error = "cancelled";
-    r.status = 0;
-  } else if (result != CURLE_OK && !r.stopped) {
-    r.error = errbuf[0] ? errbuf : curl_easy_strerror(result);
-    // Headers then a broken body: the status is real but the body is not
-    // complete; callers treat any error as a failed request.
-    r.status = statusOf(easy);
-    if (r.status == 0 && r.error.empty()) r.error = "transfer failed";
-  } else {
-    r.status = statusOf(easy);
-  }
-  curl_multi_remove_handle(multi, easy);
-  curl_easy_cleanup(easy);
-  curl_multi_cleanup(multi);
-  curl_slist_free_all(headers);
-  curl_slist_free_all(connect_to);
+  CurlEasy easy(curl_easy_init(), curl_easy_cleanup);
+  CurlMulti multi(curl_multi_init(), curl_multi_cleanup);
+  Transfer t{easy.get(), &on_data, &r};
+  curl_easy_setopt(easy.get(), CURLOPT_URL, targetUrl(config_, req.path, &connect_to).c_str());
+  if (connect_to) curl_easy_setopt(easy.get(), CURLOPT_CONNECT_TO, connect_to.get());
+  setMethod(easy.get(), req.method, req.body);
+  setTransport(easy.get(), config_, &t, errbuf, timeouts_.connect,
+               timeout.count() > 0 ? timeout : timeouts_.request);
+  setTls(easy.get(), config_);
+  headers = requestHeaders(req.method, req.content_type, tokens_.token());
+  curl_easy_setopt(easy.get(), CURLOPT_HTTPHEADER, headers.get());
+  curl_multi_add_handle(multi.get(), easy.get());
+  cancel.attach(multi.get());  // cancel() wakes the poll
+  const Outcome outcome = run(multi.get(), cancel);
+  cancel.detach(multi.get());
+  curl_multi_remove_handle(multi.get(), easy.get());
+  record(outcome, easy.get(), errbuf, &r);
   return r;
 }
 

@@ -22,34 +22,32 @@ bool isManifest(const fs::path& p) {
 
 }  // namespace
 
-ManifestDir::ManifestDir(std::string dir) : dir_(std::move(dir)) {
-  inotify_fd_ = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+ManifestDir::ManifestDir(std::string dir)
+    : dir_(std::move(dir)), inotify_(inotify_init1(IN_NONBLOCK | IN_CLOEXEC)) {
   watch();
 }
 
-ManifestDir::~ManifestDir() {
-  if (inotify_fd_ >= 0) close(inotify_fd_);
-}
+ManifestDir::~ManifestDir() = default;
 
 void ManifestDir::watch() {
-  if (inotify_fd_ < 0 || watch_fd_ >= 0) return;
-  watch_fd_ = inotify_add_watch(inotify_fd_, dir_.c_str(),
+  if (!inotify_ || watch_fd_ >= 0) return;
+  watch_fd_ = inotify_add_watch(inotify_.get(), dir_.c_str(),
                                 IN_CLOSE_WRITE | IN_CREATE | IN_DELETE | IN_MODIFY | IN_MOVED_TO |
                                     IN_MOVED_FROM | IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF);
 }
 
 void ManifestDir::waitForChange(int timeout_ms) {
   watch();  // the directory may have (re)appeared
-  if (inotify_fd_ < 0) {
+  if (!inotify_) {
     usleep(timeout_ms * 1000);
     return;
   }
-  pollfd p{inotify_fd_, POLLIN, 0};
+  pollfd p{inotify_.get(), POLLIN, 0};
   if (poll(&p, 1, timeout_ms) <= 0) return;
   usleep(5 * 1000);  // let a burst of writes settle into one refresh
   char buf[4096];
   while (true) {
-    ssize_t n = read(inotify_fd_, buf, sizeof buf);
+    ssize_t n = read(inotify_.get(), buf, sizeof buf);
     if (n <= 0) break;
     for (char* q = buf; q < buf + n;) {
       auto* ev = reinterpret_cast<inotify_event*>(q);

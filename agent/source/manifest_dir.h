@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "agent/base/unique_fd.h"
 #include "agent/model/objects.h"
 #include "agent/model/parse.h"
 #include "agent/source/source.h"
@@ -57,8 +58,8 @@ class ManifestDir : public Source {
   std::map<std::string, FileState> files_;  // by file name, applied in name order
   std::vector<model::ParseError> dir_errors_;
   uint64_t rejected_total_ = 0;
-  int inotify_fd_ = -1;
-  int watch_fd_ = -1;
+  UniqueFd inotify_;   // invalid: no inotify, waitForChange sleeps
+  int watch_fd_ = -1;  // a watch descriptor of inotify_, not a file
 };
 
 }  // namespace smik::source

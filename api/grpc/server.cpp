@@ -12,9 +12,11 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <optional>
 #include <set>
 
 #include "agent/agent.h"
+#include "agent/base/unique_fd.h"
 #include "agent/compile/explain.h"
 #include "api/proto/explain.h"
 #include "api/proto/status.h"
@@ -75,13 +77,16 @@ void fillCounts(const telemetry::Counts& c, pb::Counts* out) {
 // One kernel map's entries, decoded for `smik map dump`: a method per map.
 // Kernel ids are named through the plan of the current state; ids it does
 // not know (a previous agent's, mid-change) stay bare numbers.
+// The enforcement maps come read whole (held); the telemetry maps are read
+// here, as they count.
 class MapDump {
  public:
-  MapDump(maps::Backend& maps, compile::Plan plan, pb::DumpMapReply* out)
-      : maps_(maps), plan_(std::move(plan)), out_(out) {}
+  MapDump(maps::Backend& maps, std::optional<maps::KernelState> held, compile::Plan plan,
+          pb::DumpMapReply* out)
+      : maps_(maps), held_(std::move(held)), plan_(std::move(plan)), out_(out) {}
 
   void policy() {
-    for (const auto& [k, v] : maps_.read().policy) {
+    for (const auto& [k, v] : held_->policy) {
       if (k.src_id == SMIK_ID_META)
         add("* -> " + id(k.dst_id), metaEntry(v));
       else
@@ -92,12 +97,12 @@ class MapDump {
   }
 
   void ipcache() {
-    for (const auto& [a, v] : maps_.read().ips)
+    for (const auto& [a, v] : held_->ips)
       add(a.str(), "identity " + id(v.identity) + ((v.flags & SMIK_IP_F_LOCAL) ? " local" : ""));
   }
 
   void endpoints() {
-    for (const auto& [ifindex, ep] : maps_.read().endpoints) {
+    for (const auto& [ifindex, ep] : held_->endpoints) {
       std::string v = "identity " + id(ep.identity) + ", addrs";
       for (int i = 0; i < ep.naddrs && i < SMIK_ENDPOINT_ADDRS; i++)
         v += " " + kernelAddr(ep.families[i], ep.addrs[i]).str();
@@ -109,7 +114,7 @@ class MapDump {
   }
 
   void services() {
-    for (const auto& [k, t] : maps_.read().services) {
+    for (const auto& [k, t] : held_->services) {
       std::string v = "svc " + std::to_string(t.svc_id);
       if (t.groups.empty()) v += ", no backend";
       for (const auto& g : t.groups) {
@@ -178,6 +183,7 @@ class MapDump {
   }
 
   maps::Backend& maps_;
+  const std::optional<maps::KernelState> held_;
   const compile::Plan plan_;
   pb::DumpMapReply* out_;
 };
@@ -187,14 +193,15 @@ struct DumpableMap {
   const char* name;
   const char* pinned;
   void (MapDump::*dump)();
+  bool read_whole;  // an enforcement map: MapDump gets the kernel state
 };
 constexpr DumpableMap kDumpable[] = {
-    {"policy", maps::kPolicyMap, &MapDump::policy},
-    {"ipcache", maps::kIpcacheMap, &MapDump::ipcache},
-    {"endpoints", maps::kEndpointsMap, &MapDump::endpoints},
-    {"services", maps::kServicesMap, &MapDump::services},
-    {"edges", maps::kEdgesMap, &MapDump::edges},
-    {"conn", maps::kConnMap, &MapDump::conn},
+    {"policy", maps::kPolicyMap, &MapDump::policy, true},
+    {"ipcache", maps::kIpcacheMap, &MapDump::ipcache, true},
+    {"endpoints", maps::kEndpointsMap, &MapDump::endpoints, true},
+    {"services", maps::kServicesMap, &MapDump::services, true},
+    {"edges", maps::kEdgesMap, &MapDump::edges, false},
+    {"conn", maps::kConnMap, &MapDump::conn, false},
 };
 
 const DumpableMap* findDumpable(const std::string& name) {
@@ -380,9 +387,17 @@ class AgentService final : public pb::Agent::Service {
     const DumpableMap* map = findDumpable(req->name());
     if (!map)
       return {StatusCode::INVALID_ARGUMENT, "no map " + req->name() + ": " + dumpableNames()};
+    // The enforcement maps are read whole or not at all: a dump of half a
+    // table would look like a policy that is not the one in force.
+    std::optional<maps::KernelState> held;
+    if (map->read_whole) {
+      Result<maps::KernelState> read = agent_->maps().read();
+      if (!read) return {StatusCode::UNAVAILABLE, "read maps: " + read.error()};
+      held = std::move(read).value();
+    }
     out->set_name(map->pinned);
     // Kernel ids named through the plan in force (a copy: a dump is rare).
-    MapDump dump{agent_->maps(), *agent_->applied()->plan, out};
+    MapDump dump{agent_->maps(), std::move(held), *agent_->applied()->plan, out};
     (dump.*map->dump)();
     return grpc::Status::OK;
   }
@@ -397,14 +412,12 @@ namespace {
 
 // True if a process accepts connections on the unix socket at path.
 bool socketAnswers(const std::string& path) {
-  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return false;
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd) return false;
   sockaddr_un sa{};
   sa.sun_family = AF_UNIX;
   std::strncpy(sa.sun_path, path.c_str(), sizeof sa.sun_path - 1);
-  bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0;
-  ::close(fd);
-  return ok;
+  return ::connect(fd.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0;
 }
 
 }  // namespace

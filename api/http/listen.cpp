@@ -24,6 +24,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "agent/base/unique_fd.h"
+
 namespace smik::api {
 namespace {
 
@@ -57,7 +59,7 @@ enum class Phase {
 };
 
 struct Conn {
-  int fd = -1;
+  UniqueFd fd;
   SSL* ssl = nullptr;
   std::string peer_ip, local_ip;
   int peer_port = 0, local_port = 0;
@@ -109,7 +111,7 @@ class ConnStream : public httplib::Stream {
         failed_ = !((e == SSL_ERROR_WANT_WRITE && waitFor(POLLOUT)) ||
                     (e == SSL_ERROR_WANT_READ && waitFor(POLLIN)));
       } else {
-        const ssize_t n = ::send(c_.fd, ptr + done, want, MSG_NOSIGNAL);
+        const ssize_t n = ::send(c_.fd.get(), ptr + done, want, MSG_NOSIGNAL);
         if (n > 0) {
           done += static_cast<size_t>(n);
           continue;
@@ -130,7 +132,7 @@ class ConnStream : public httplib::Stream {
   }
   // httplib answers 500 to any socket past select()'s FD_SETSIZE, a limit
   // of its own streams; this one polls.
-  socket_t socket() const override { return c_.fd < FD_SETSIZE ? c_.fd : 0; }
+  socket_t socket() const override { return c_.fd.get() < FD_SETSIZE ? c_.fd.get() : 0; }
   bool failed() const { return failed_; }
 
  private:
@@ -138,7 +140,7 @@ class ConnStream : public httplib::Stream {
     const auto left =
         std::chrono::duration_cast<std::chrono::milliseconds>(deadline_ - Clock::now()).count();
     if (left <= 0) return false;
-    pollfd p{c_.fd, events, 0};
+    pollfd p{c_.fd.get(), events, 0};
     return ::poll(&p, 1, static_cast<int>(left)) > 0;
   }
 
@@ -224,7 +226,7 @@ class Listener::Impl {
  private:
   void reactor();
   void acceptAll(Clock::time_point now);
-  void admit(int fd, const sockaddr_storage& peer, Clock::time_point now);
+  void admit(UniqueFd fd, const sockaddr_storage& peer, Clock::time_point now);
   bool displaceOldestWaiter();
   void onEvent(Conn* c, uint32_t events, Clock::time_point now);
   // Reads what is there; false when the connection is done for.
@@ -249,7 +251,8 @@ class Listener::Impl {
   const ListenLimits limits_;
   Engine engine_;
   TlsContextSource tls_;
-  int listen_fd_ = -1, epoll_fd_ = -1, wake_fd_ = -1;
+  // Their addresses are also the epoll tags of the listener and the wake-up.
+  UniqueFd listen_fd_, epoll_fd_, wake_fd_;
   int port_ = 0;
   bool running_ = false;
   std::atomic<bool> stopping_{false};
@@ -280,32 +283,30 @@ bool Listener::Impl::start(const std::string& addr, std::string* err, TlsContext
   addrinfo* found = nullptr;
   if (getaddrinfo(host.empty() ? nullptr : host.c_str(), port.c_str(), &hints, &found) != 0)
     return (*err = "cannot resolve " + addr), false;
-  for (addrinfo* ai = found; ai && listen_fd_ < 0; ai = ai->ai_next) {
-    const int fd = ::socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) continue;
+  for (addrinfo* ai = found; ai && !listen_fd_; ai = ai->ai_next) {
+    UniqueFd fd(::socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    if (!fd) continue;
     const int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (::bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && ::listen(fd, 1024) == 0)
-      listen_fd_ = fd;
-    else
-      ::close(fd);
+    setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (::bind(fd.get(), ai->ai_addr, ai->ai_addrlen) == 0 && ::listen(fd.get(), 1024) == 0)
+      listen_fd_ = std::move(fd);
   }
   freeaddrinfo(found);
-  if (listen_fd_ < 0) return (*err = "cannot listen on " + addr), false;
+  if (!listen_fd_) return (*err = "cannot listen on " + addr), false;
   sockaddr_storage bound{};
   socklen_t len = sizeof bound;
-  getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&bound), &len);
+  getsockname(listen_fd_.get(), reinterpret_cast<sockaddr*>(&bound), &len);
   addressOf(bound, &port_);
 
   tls_ = std::move(tls);
-  epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
-  wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  epoll_fd_.reset(epoll_create1(EPOLL_CLOEXEC));
+  wake_fd_.reset(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
   epoll_event ev{};
   ev.events = EPOLLIN;
   ev.data.ptr = &listen_fd_;
-  epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, listen_fd_, &ev);
+  epoll_ctl(epoll_fd_.get(), EPOLL_CTL_ADD, listen_fd_.get(), &ev);
   ev.data.ptr = &wake_fd_;
-  epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, wake_fd_, &ev);
+  epoll_ctl(epoll_fd_.get(), EPOLL_CTL_ADD, wake_fd_.get(), &ev);
   running_ = true;
   reactor_thread_ = std::thread([this] { reactor(); });
   probes_.threads.emplace_back([this] { work(probes_); });
@@ -319,7 +320,7 @@ void Listener::Impl::stop() {
   running_ = false;
   stopping_ = true;
   const uint64_t one = 1;
-  [[maybe_unused]] ssize_t n = ::write(wake_fd_, &one, sizeof one);
+  [[maybe_unused]] ssize_t n = ::write(wake_fd_.get(), &one, sizeof one);
   for (Lane* lane : {&probes_, &requests_}) {
     { std::lock_guard lock(lane->mu); }
     lane->cv.notify_all();
@@ -329,10 +330,9 @@ void Listener::Impl::stop() {
     for (auto& t : lane->threads) t.join();
   // Every thread is gone: what is left, queued, answered or waiting, closes.
   while (!conns_.empty()) close(conns_.begin()->first);
-  ::close(listen_fd_);
-  ::close(epoll_fd_);
-  ::close(wake_fd_);
-  listen_fd_ = epoll_fd_ = wake_fd_ = -1;
+  listen_fd_.reset();
+  epoll_fd_.reset();
+  wake_fd_.reset();
 }
 
 void Listener::Impl::reactor() {
@@ -342,7 +342,7 @@ void Listener::Impl::reactor() {
     auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(next_deadline - Clock::now())
                     .count() +
                 1;
-    const int n = epoll_wait(epoll_fd_, events.data(), static_cast<int>(events.size()),
+    const int n = epoll_wait(epoll_fd_.get(), events.data(), static_cast<int>(events.size()),
                              static_cast<int>(std::clamp<int64_t>(wait, 0, 1000)));
     const auto now = Clock::now();
     for (int i = 0; i < n; ++i) {
@@ -351,7 +351,7 @@ void Listener::Impl::reactor() {
         acceptAll(now);
       } else if (tag == &wake_fd_) {
         uint64_t v;
-        [[maybe_unused]] ssize_t r = ::read(wake_fd_, &v, sizeof v);
+        [[maybe_unused]] ssize_t r = ::read(wake_fd_.get(), &v, sizeof v);
       } else {
         onEvent(static_cast<Conn*>(tag), events[i].events, now);
       }
@@ -362,7 +362,7 @@ void Listener::Impl::reactor() {
       epoll_event ev{};
       ev.events = EPOLLIN;
       ev.data.ptr = &listen_fd_;
-      epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, listen_fd_, &ev);
+      epoll_ctl(epoll_fd_.get(), EPOLL_CTL_ADD, listen_fd_.get(), &ev);
     }
     next_deadline = expire(now);
   }
@@ -372,32 +372,32 @@ void Listener::Impl::acceptAll(Clock::time_point now) {
   while (true) {
     sockaddr_storage peer{};
     socklen_t len = sizeof peer;
-    const int fd =
-        accept4(listen_fd_, reinterpret_cast<sockaddr*>(&peer), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (fd >= 0) {
-      admit(fd, peer, now);
+    UniqueFd fd(accept4(listen_fd_.get(), reinterpret_cast<sockaddr*>(&peer), &len,
+                        SOCK_NONBLOCK | SOCK_CLOEXEC));
+    if (fd) {
+      admit(std::move(fd), peer, now);
       continue;
     }
     if (errno == EINTR || errno == ECONNABORTED) continue;
     if (errno == EMFILE || errno == ENFILE) {
       // Out of descriptors: the pending connection keeps the socket
       // readable, so stop asking for a moment rather than spin.
-      epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, listen_fd_, nullptr);
+      epoll_ctl(epoll_fd_.get(), EPOLL_CTL_DEL, listen_fd_.get(), nullptr);
       accept_paused_until_ = now + std::chrono::milliseconds(100);
     }
     return;
   }
 }
 
-void Listener::Impl::admit(int fd, const sockaddr_storage& peer, Clock::time_point now) {
+void Listener::Impl::admit(UniqueFd accepted, const sockaddr_storage& peer, Clock::time_point now) {
   auto c = std::make_unique<Conn>();
-  c->fd = fd;
+  c->fd = std::move(accepted);
+  const int fd = c->fd.get();  // closed with c on every path
   c->peer_ip = addressOf(peer, &c->peer_port);
   const bool over_client = per_client_[c->peer_ip] >= limits_.max_connections_per_client;
   if (over_client || (conns_.size() >= limits_.max_connections && !displaceOldestWaiter())) {
     if (per_client_[c->peer_ip] == 0) per_client_.erase(c->peer_ip);
     if (!tls_) sendAndForget(fd, "503 Service Unavailable");
-    ::close(fd);
     return;
   }
   sockaddr_storage local{};
@@ -413,10 +413,7 @@ void Listener::Impl::admit(int fd, const sockaddr_storage& peer, Clock::time_poi
   if (tls_) {
     const std::shared_ptr<SSL_CTX> ctx = tls_();
     c->ssl = ctx ? SSL_new(ctx.get()) : nullptr;  // holds its own reference to ctx
-    if (!c->ssl) {
-      ::close(fd);
-      return;
-    }
+    if (!c->ssl) return;
     SSL_set_fd(c->ssl, fd);
     SSL_set_accept_state(c->ssl);
     SSL_set_mode(c->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
@@ -487,7 +484,7 @@ bool Listener::Impl::readSome(Conn* c, Clock::time_point now) {
       }
       got = static_cast<size_t>(n);
     } else {
-      const ssize_t n = ::recv(c->fd, buf, sizeof buf, 0);
+      const ssize_t n = ::recv(c->fd.get(), buf, sizeof buf, 0);
       if (n == 0) return false;
       if (n < 0) {
         if (errno == EINTR) continue;
@@ -514,7 +511,7 @@ void Listener::Impl::afterRead(Conn* c) {
     return dispatch(c);
   }
   if (c->in.size() > limits_.max_head_bytes || end != std::string::npos) {
-    if (!c->ssl) sendAndForget(c->fd, "431 Request Header Fields Too Large");
+    if (!c->ssl) sendAndForget(c->fd.get(), "431 Request Header Fields Too Large");
     finish(c, Clock::now());
   }
 }
@@ -547,7 +544,7 @@ void Listener::Impl::work(Lane& lane) {
       back_.push_back(c);
     }
     const uint64_t one = 1;
-    [[maybe_unused]] ssize_t n = ::write(wake_fd_, &one, sizeof one);
+    [[maybe_unused]] ssize_t n = ::write(wake_fd_.get(), &one, sizeof one);
   }
 }
 
@@ -604,7 +601,7 @@ Clock::time_point Listener::Impl::expire(Clock::time_point now) {
   }
   for (Conn* c : late) {
     if (c->phase == Phase::kHead && !c->in.empty() && !c->ssl) {
-      sendAndForget(c->fd, "408 Request Timeout");
+      sendAndForget(c->fd.get(), "408 Request Timeout");
       finish(c, now);
     } else {
       close(c);
@@ -615,7 +612,7 @@ Clock::time_point Listener::Impl::expire(Clock::time_point now) {
 
 void Listener::Impl::finish(Conn* c, Clock::time_point now) {
   if (c->ssl) return close(c);
-  ::shutdown(c->fd, SHUT_WR);
+  ::shutdown(c->fd.get(), SHUT_WR);
   c->phase = Phase::kDraining;
   c->in = std::string();
   c->waiting_since = ++waiting_order_;
@@ -627,7 +624,7 @@ void Listener::Impl::drain(Conn* c) {
   char buf[16 * 1024];
   size_t total = 0;
   while (total < (1u << 20)) {
-    const ssize_t n = ::recv(c->fd, buf, sizeof buf, 0);
+    const ssize_t n = ::recv(c->fd.get(), buf, sizeof buf, 0);
     if (n > 0) {
       total += static_cast<size_t>(n);
       continue;
@@ -643,11 +640,11 @@ void Listener::Impl::watch(Conn* c, uint32_t events) {
   epoll_event ev{};
   ev.events = events;
   ev.data.ptr = c;
-  if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, c->fd, &ev) == 0) c->watched = true;
+  if (epoll_ctl(epoll_fd_.get(), EPOLL_CTL_ADD, c->fd.get(), &ev) == 0) c->watched = true;
 }
 
 void Listener::Impl::unwatch(Conn* c) {
-  if (c->watched) epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, c->fd, nullptr);
+  if (c->watched) epoll_ctl(epoll_fd_.get(), EPOLL_CTL_DEL, c->fd.get(), nullptr);
   c->watched = false;
 }
 
@@ -657,7 +654,7 @@ void Listener::Impl::close(Conn* c) {
     if (c->phase != Phase::kHandshake) SSL_shutdown(c->ssl);  // best effort close_notify
     SSL_free(c->ssl);
   }
-  ::close(c->fd);
+  c->fd.reset();
   auto it = per_client_.find(c->peer_ip);
   if (it != per_client_.end() && --it->second == 0) per_client_.erase(it);
   conns_.erase(c);

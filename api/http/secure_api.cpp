@@ -334,28 +334,50 @@ bool SecureApiServer::reload(std::string* err) {
   return true;
 }
 
-bool SecureApiServer::start(const SecureApiConfig& config, SmiHandler handler,
-                            Authorizer* authorizer, std::string* err) {
-  if (config.listen.rfind(':') == std::string::npos)
-    return (*err = "--secure-listen wants host:port"), false;
+namespace {
+
+// What start() refuses before it touches anything.
+Result<void> checkConfig(const SecureApiConfig& config) {
+  if (config.listen.rfind(':') == std::string::npos) return fail("--secure-listen wants host:port");
   if (config.cert_file.empty() != config.key_file.empty())
-    return (*err = "--tls-cert-file and --tls-private-key-file go together"), false;
-  config_ = config;
-  requestheader_ = std::make_shared<const RequestHeaderConfig>(config.requestheader);
+    return fail("--tls-cert-file and --tls-private-key-file go together");
+  return {};
+}
+
+}  // namespace
+
+// The first TLS context: from the files, or a self-signed certificate made
+// now when there are none.
+Result<void> SecureApiServer::loadCertificates() {
   if (config_.cert_file.empty() && !makeSelfSigned(&self_signed_cert_, &self_signed_key_))
-    return (*err = "secure API: cannot make a self-signed certificate"), false;
-  std::string why;
-  if (!reload(&why)) return (*err = "secure API: " + why), false;
-  listener_ = std::make_unique<Listener>(
+    return fail("secure API: cannot make a self-signed certificate");
+  if (std::string why; !reload(&why)) return fail("secure API: " + why);
+  return {};
+}
+
+Result<void> SecureApiServer::listen(SmiHandler handler, Authorizer* authorizer) {
+  auto listener = std::make_unique<Listener>(
       secureApiRoutes({[this] { return requestHeader(); }, clientCertificateName,
                        std::move(handler), authorizer}),
       config_.limits);
-  if (!listener_->start(config_.listen, &why, [this] { return context(); })) {
-    listener_.reset();
-    return (*err = "secure API: " + why), false;
+  if (std::string why; !listener->start(config_.listen, &why, [this] { return context(); }))
+    return fail("secure API: " + why);
+  listener_ = std::move(listener);
+  return {};
+}
+
+bool SecureApiServer::start(const SecureApiConfig& config, SmiHandler handler,
+                            Authorizer* authorizer, std::string* err) {
+  Result<void> started = checkConfig(config);
+  if (started) {
+    config_ = config;
+    requestheader_ = std::make_shared<const RequestHeaderConfig>(config.requestheader);
+    started = loadCertificates();
   }
+  if (started) started = listen(std::move(handler), authorizer);
+  if (!started) return (*err = started.error()), false;
   stopping_ = false;
-  watcher_ = std::thread([this] { watchFiles(); });
+  watcher_ = std::thread([this] { watchFiles(); });  // certificates rotate
   return true;
 }
 

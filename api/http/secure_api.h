@@ -19,6 +19,7 @@
 
 #include <openssl/ssl.h>
 
+#include "agent/base/result.h"
 #include "agent/source/kube_http.h"
 #include "api/http/listen.h"
 #include "api/http/router.h"
@@ -142,6 +143,9 @@ class SecureApiServer {
   // A context from the files as they are now; false (and *err) if they do
   // not make one.
   bool reload(std::string* err);
+  // start()'s steps.
+  Result<void> loadCertificates();
+  Result<void> listen(SmiHandler handler, Authorizer* authorizer);
   void watchFiles();
 
   SecureApiConfig config_;

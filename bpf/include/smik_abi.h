@@ -50,6 +50,11 @@
 #define SMIK_MAX_DENIED (1 << 16)       /* smik_denied (LRU) */
 #define SMIK_MAX_EV_LIMITS (1 << 14)    /* smik_ev_limits (LRU) */
 #define SMIK_EVENTS_BYTES (256 * 1024)  /* smik_events ring buffer */
+#define SMIK_MAX_FRAGS 8192             /* smik_frags (LRU): verdicts of fragmented datagrams */
+#define SMIK_MAX_OWN_SOCKETS 1024       /* smik_own_sockets (LRU): the agent's API sockets */
+#define SMIK_ONE_SLOT 1                 /* smik_policy (outer), smik_state, smik_conn_zero */
+/* The counter arrays have one slot per counter: SMIK_REASON_MAX (smik_reasons),
+ * SMIK_CT_COUNTER_MAX (smik_ct_stats), SMIK_SOCK_MAX (smik_sock_stats). */
 #define SMIK_ENDPOINT_ADDRS 4
 
 /* ipcache: exact pod (and node) addresses in a hash: one O(1) lookup per new
@@ -225,7 +230,6 @@ struct smik_frag_value {
 };
 SMIK_STATIC_ASSERT(sizeof(struct smik_frag_value) == 8, "smik_frag_value layout");
 
-#define SMIK_MAX_FRAGS 8192
 /* IPv6 extension headers walked before the packet counts as malformed. */
 #define SMIK_IPV6_MAX_EXT 8
 

@@ -20,7 +20,7 @@ struct {
 /* A zeroed smik_conn_stats to create entries from: too big for the stack. */
 struct {
   __uint(type, BPF_MAP_TYPE_ARRAY);
-  __uint(max_entries, 1);
+  __uint(max_entries, SMIK_ONE_SLOT);
   __type(key, __u32);
   __type(value, struct smik_conn_stats);
 } smik_conn_zero SEC(".maps");

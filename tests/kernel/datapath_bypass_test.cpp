@@ -173,7 +173,7 @@ TEST_F(DatapathTest, ReusedAddressDoesNotInheritFlows) {
   maps::ApplyStats st;
   std::string err;
   state_.policy_installed = true;
-  ASSERT_TRUE(maps::apply(dp_->maps(), state_, dp_->maps().read(), &st, &err)) << err;
+  ASSERT_TRUE(maps::apply(dp_->maps(), state_, dp_->maps().read().value(), &st, &err)) << err;
   EXPECT_FALSE(st.policy_swapped);
   EXPECT_TRUE(st.generation_bumped);
   EXPECT_GT(dp_->maps().policyGeneration(), gen);
@@ -183,7 +183,7 @@ TEST_F(DatapathTest, ReusedAddressDoesNotInheritFlows) {
   EXPECT_GE(ctStat(SMIK_CT_IDENTITY_CHANGED), 2u);
   // An address that goes away also moves the generation.
   state_.ips.erase(addr("10.1.0.3"));
-  ASSERT_TRUE(maps::apply(dp_->maps(), state_, dp_->maps().read(), &st, &err)) << err;
+  ASSERT_TRUE(maps::apply(dp_->maps(), state_, dp_->maps().read().value(), &st, &err)) << err;
   EXPECT_TRUE(st.generation_bumped);
 }
 
@@ -277,10 +277,11 @@ TEST_F(DatapathTest, ConntrackOfAnOlderLayoutIsReplaced) {
   ASSERT_TRUE(datapath::Datapath::uninstall(pin_, &err)) << err;
   ASSERT_TRUE(datapath::ensurePinDir(pin_, &err)) << err;
   LIBBPF_OPTS(bpf_map_create_opts, o, .map_flags = BPF_F_NO_COMMON_LRU);
-  int old = bpf_map_create(BPF_MAP_TYPE_LRU_HASH, "smik_ct", sizeof(smik_ct_key), 16, 4096, &o);
-  ASSERT_GE(old, 0);
-  ASSERT_EQ(bpf_obj_pin(old, (pin_ + "/" + maps::kCtMap).c_str()), 0);
-  close(old);
+  {
+    UniqueFd old(bpf_map_create(BPF_MAP_TYPE_LRU_HASH, "smik_ct", sizeof(smik_ct_key), 16, 4096, &o));
+    ASSERT_TRUE(old);
+    ASSERT_EQ(bpf_obj_pin(old.get(), (pin_ + "/" + maps::kCtMap).c_str()), 0);
+  }
   dp_ = datapath::Datapath::open(options_, &err);
   ASSERT_TRUE(dp_) << err;
   EXPECT_EQ(pinnedDef(maps::kCtMap).type, uint32_t{BPF_MAP_TYPE_HASH});

@@ -69,7 +69,7 @@ class DatapathTest : public ::testing::Test {
     enforce(kServer);
   }
   void TearDown() override {
-    if (ct_fd_ >= 0) close(ct_fd_);
+    ct_fd_.reset();
     dp_.reset();
     std::string err;
     if (!pin_.empty()) {
@@ -84,15 +84,15 @@ class DatapathTest : public ::testing::Test {
   void apply() {
     state_.policy_installed = true;
     std::string err;
-    ASSERT_TRUE(maps::apply(dp_->maps(), state_, dp_->maps().read(), nullptr, &err)) << err;
+    ASSERT_TRUE(maps::apply(dp_->maps(), state_, dp_->maps().read().value(), nullptr, &err)) << err;
   }
   int toPod(const PacketSpec& p) { return pkt::runTc(dp_->toPodProgFd(), buildPacket(p), kLo); }
   int fromPod(const PacketSpec& p) { return pkt::runTc(dp_->fromPodProgFd(), buildPacket(p), kLo); }
   uint64_t reason(int r) { return dp_->maps().reasons()[r].packets; }
   uint64_t ctStat(int i) { return dp_->maps().ctStats()[i]; }
   int ctFd() {
-    if (ct_fd_ < 0) ct_fd_ = bpf_obj_get((pin_ + "/" + maps::kCtMap).c_str());
-    return ct_fd_;
+    if (!ct_fd_) ct_fd_ = pinned(maps::kCtMap);
+    return ct_fd_.get();
   }
   size_t ctEntries() {
     size_t n = 0;
@@ -133,15 +133,18 @@ class DatapathTest : public ::testing::Test {
   }
   maps::MapDef pinnedDef(const std::string& name) {
     maps::MapDef def;
-    int fd = bpf_obj_get((pin_ + "/" + name).c_str());
-    EXPECT_GE(fd, 0) << name;
-    EXPECT_TRUE(maps::mapDefOf(fd, &def)) << name;
-    close(fd);
+    UniqueFd fd = pinned(name);
+    EXPECT_TRUE(fd) << name;
+    EXPECT_TRUE(maps::mapDefOf(fd.get(), &def)) << name;
     return def;
+  }
+  // The map pinned under this test's pin dir; invalid if there is none.
+  UniqueFd pinned(const std::string& name) const {
+    return UniqueFd(bpf_obj_get((pin_ + "/" + name).c_str()));
   }
 
   std::string pin_;
-  int ct_fd_ = -1;
+  UniqueFd ct_fd_;
   datapath::Options options_;
   std::unique_ptr<datapath::Datapath> dp_;
   maps::KernelState state_;

@@ -218,7 +218,7 @@ TEST_F(DatapathTest, PolicySwapsUnderTrafficAreAtomic) {
   std::atomic<bool> done{false};
   std::string swap_err;
   std::thread swapper([&] {
-    maps::KernelState cur = dp_->maps().read();
+    maps::KernelState cur = dp_->maps().read().value();
     for (int i = 1; i <= kSwaps && swap_err.empty(); i++) {
       maps::KernelState next = cur;
       next.policy = cycle[i % 3];
@@ -246,11 +246,11 @@ TEST_F(DatapathTest, ApplyWritesOnlyTheDifference) {
   uint32_t gen = dp_->maps().policyGeneration();
   maps::ApplyStats st;
   std::string err;
-  ASSERT_TRUE(maps::apply(dp_->maps(), state_, dp_->maps().read(), &st, &err)) << err;
+  ASSERT_TRUE(maps::apply(dp_->maps(), state_, dp_->maps().read().value(), &st, &err)) << err;
   EXPECT_EQ(st.ip_writes + st.ip_deletes + st.endpoint_writes + st.endpoint_deletes, 0);
   EXPECT_FALSE(st.policy_swapped);
   EXPECT_EQ(dp_->maps().policyGeneration(), gen);
-  auto back = dp_->maps().read();
+  auto back = dp_->maps().read().value();
   EXPECT_EQ(back.policy, state_.policy);
   EXPECT_EQ(back.ips, state_.ips);
 }
@@ -298,10 +298,10 @@ TEST_F(DatapathTest, OrphanedServiceBackendsAreRemovedOnAdoption) {
   state_.services[vip] = table;
   apply();
 
-  int services = bpf_obj_get((pin_ + "/" + maps::kServicesMap).c_str());
-  int backends = bpf_obj_get((pin_ + "/" + maps::kBackendsMap).c_str());
-  ASSERT_GE(services, 0);
-  ASSERT_GE(backends, 0);
+  UniqueFd services_fd = pinned(maps::kServicesMap), backends_fd = pinned(maps::kBackendsMap);
+  ASSERT_TRUE(services_fd);
+  ASSERT_TRUE(backends_fd);
+  const int services = services_fd.get(), backends = backends_fd.get();
   smik_svc_value live{};
   ASSERT_EQ(bpf_map_lookup_elem(services, &vip, &live), 0);
   smik_backend junk = table.groups[0].endpoints[0];
@@ -329,9 +329,7 @@ TEST_F(DatapathTest, OrphanedServiceBackendsAreRemovedOnAdoption) {
     EXPECT_EQ(k.gen, live.gen);
     EXPECT_LT(k.index, 2);
   }
-  EXPECT_TRUE(dp_->maps().read().services.at(vip) == table) << "the live table is untouched";
-  close(services);
-  close(backends);
+  EXPECT_TRUE(dp_->maps().read().value().services.at(vip) == table) << "the live table is untouched";
 }
 
 TEST_F(DatapathTest, ConntrackSizeComesFromTheOptionsAndAPinnedOneKeepsIt) {
@@ -362,11 +360,12 @@ TEST_F(DatapathTest, CounterMapsPinnedByAnotherVersionAreReplaced) {
   ASSERT_TRUE(datapath::Datapath::uninstall(pin_, &err)) << err;
   ASSERT_TRUE(datapath::ensurePinDir(pin_, &err)) << err;
   // An older smik's smik_conn: per-CPU, another value size.
-  int old = bpf_map_create(BPF_MAP_TYPE_PERCPU_HASH, "smik_conn", sizeof(smik_conn_key), 64, 16,
-                           nullptr);
-  ASSERT_GE(old, 0);
-  ASSERT_EQ(bpf_obj_pin(old, (pin_ + "/" + maps::kConnMap).c_str()), 0);
-  close(old);
+  {
+    UniqueFd old(bpf_map_create(BPF_MAP_TYPE_PERCPU_HASH, "smik_conn", sizeof(smik_conn_key), 64,
+                                16, nullptr));
+    ASSERT_TRUE(old);
+    ASSERT_EQ(bpf_obj_pin(old.get(), (pin_ + "/" + maps::kConnMap).c_str()), 0);
+  }
   dp_ = datapath::Datapath::open(options_, &err);
   ASSERT_TRUE(dp_) << err;
   const maps::MapDef conn = pinnedDef(maps::kConnMap);
@@ -398,18 +397,15 @@ TEST_F(DatapathTest, MemoryFormulaMatchesTheKernelForEveryMap) {
   };
   for (const auto& e : std::filesystem::directory_iterator(pin_)) {
     if (e.is_directory()) continue;  // links/
-    int fd = bpf_obj_get(e.path().c_str());
-    ASSERT_GE(fd, 0) << e.path();
-    check(fd, e.path().filename());
-    close(fd);
+    UniqueFd fd(bpf_obj_get(e.path().c_str()));
+    ASSERT_TRUE(fd) << e.path();
+    check(fd.get(), e.path().filename());
   }
   __u32 zero = 0, id = 0;
-  int outer = bpf_obj_get((pin_ + "/" + maps::kPolicyMap).c_str());
-  ASSERT_EQ(bpf_map_lookup_elem(outer, &zero, &id), 0);
-  int inner = bpf_map_get_fd_by_id(id);
-  check(inner, "smik_pol_gen");
-  close(inner);
-  close(outer);
+  UniqueFd outer = pinned(maps::kPolicyMap);
+  ASSERT_EQ(bpf_map_lookup_elem(outer.get(), &zero, &id), 0);
+  UniqueFd inner(bpf_map_get_fd_by_id(id));
+  check(inner.get(), "smik_pol_gen");
   EXPECT_GE(checked, 14);
 }
 

@@ -150,14 +150,14 @@ class DifferentialTest : public ::testing::Test {
     std::string err;
     dp_ = datapath::Datapath::open(o, &err);
     ASSERT_TRUE(dp_) << err;
-    ct_fd_ = bpf_obj_get((pin_ + "/" + maps::kCtMap).c_str());
-    frags_fd_ = bpf_obj_get((pin_ + "/" + maps::kFragsMap).c_str());
-    ASSERT_GE(ct_fd_, 0);
-    ASSERT_GE(frags_fd_, 0);
+    ct_map_.reset(bpf_obj_get((pin_ + "/" + maps::kCtMap).c_str()));
+    frags_map_.reset(bpf_obj_get((pin_ + "/" + maps::kFragsMap).c_str()));
+    ASSERT_TRUE(ct_map_);
+    ASSERT_TRUE(frags_map_);
   }
   void TearDown() override {
-    if (ct_fd_ >= 0) close(ct_fd_);
-    if (frags_fd_ >= 0) close(frags_fd_);
+    ct_map_.reset();
+    frags_map_.reset();
     dp_.reset();
     std::string err;
     if (!pin_.empty()) EXPECT_TRUE(datapath::Datapath::uninstall(pin_, &err)) << err;
@@ -171,7 +171,7 @@ class DifferentialTest : public ::testing::Test {
 
   void apply(const maps::KernelState& next) {
     std::string err;
-    ASSERT_TRUE(maps::apply(dp_->maps(), next, dp_->maps().read(), nullptr, &err)) << err;
+    ASSERT_TRUE(maps::apply(dp_->maps(), next, dp_->maps().read().value(), nullptr, &err)) << err;
     ref_.ips = next.ips;
     ref_.endpoints = next.endpoints;
     ref_.policy = next.policy;
@@ -190,9 +190,9 @@ class DifferentialTest : public ::testing::Test {
     std::map<std::vector<uint8_t>, smik_ct_value> out;
     smik_ct_key k{}, next{};
     const smik_ct_key* prev = nullptr;
-    while (bpf_map_get_next_key(ct_fd_, prev, &next) == 0) {
+    while (bpf_map_get_next_key(ct_map_.get(), prev, &next) == 0) {
       smik_ct_value v{};
-      if (bpf_map_lookup_elem(ct_fd_, &next, &v) == 0) out[compile::keyBytes(next)] = v;
+      if (bpf_map_lookup_elem(ct_map_.get(), &next, &v) == 0) out[compile::keyBytes(next)] = v;
       k = next;
       prev = &k;
     }
@@ -201,7 +201,7 @@ class DifferentialTest : public ::testing::Test {
 
   std::string pin_;
   std::unique_ptr<datapath::Datapath> dp_;
-  int ct_fd_ = -1, frags_fd_ = -1;
+  UniqueFd ct_map_, frags_map_;
   compile::ReferenceDatapath ref_;
 };
 
@@ -214,8 +214,8 @@ TEST_F(DifferentialTest, KernelEqualsReference) {
   int packets = 0, skipped = 0;
   for (int plan = 0; plan < kPlans; plan++) {
     SCOPED_TRACE("plan " + std::to_string(plan));
-    clearMap<smik_ct_key>(ct_fd_);
-    clearMap<smik_frag_key>(frags_fd_);
+    clearMap<smik_ct_key>(ct_map_.get());
+    clearMap<smik_frag_key>(frags_map_.get());
     ref_.ct.clear();
     ref_.frags.clear();
     maps::KernelState state;

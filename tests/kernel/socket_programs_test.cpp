@@ -98,7 +98,7 @@ class SocketPrograms : public ::testing::Test {
   void service(uint8_t proto, std::vector<maps::SvcTable::Group> groups, uint32_t svc_id = 7) {
     state_.services[serviceKey(vip_, kVipPort, proto)] = maps::SvcTable{svc_id, std::move(groups)};
     std::string err;
-    ASSERT_TRUE(maps::apply(dp_->maps(), state_, dp_->maps().read(), nullptr, &err)) << err;
+    ASSERT_TRUE(maps::apply(dp_->maps(), state_, dp_->maps().read().value(), nullptr, &err)) << err;
   }
   std::string client(const std::vector<std::string>& args) {
     std::vector<std::string> argv{SMIK_TESTPEER};
@@ -202,7 +202,7 @@ TEST_F(SocketPrograms, AServiceRemovedIsNoLongerTranslated) {
   ASSERT_EQ(occurrences(client({"tcp", vip_, std::to_string(kVipPort)}), "ok a\n"), 1);
   state_.services.clear();
   std::string err;
-  ASSERT_TRUE(maps::apply(dp_->maps(), state_, dp_->maps().read(), nullptr, &err)) << err;
+  ASSERT_TRUE(maps::apply(dp_->maps(), state_, dp_->maps().read().value(), nullptr, &err)) << err;
   EXPECT_EQ(occurrences(client({"tcp", vip_, std::to_string(kVipPort), "--timeout-ms", "300"}),
                         "ok"),
             0);

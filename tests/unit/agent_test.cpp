@@ -70,7 +70,7 @@ class FakeDataplane : public datapath::Dataplane {
 
  private:
   void log(const std::string& what) {
-    auto held = backend.read();
+    const auto& held = backend.held();
     std::string eps;
     for (const auto& [ifindex, ep] : held.endpoints) eps += " " + std::to_string(ifindex);
     calls.push_back(what + " (endpoints" + eps + ", services " +
@@ -145,10 +145,10 @@ class AgentTest : public ::testing::Test {
   bool hooked(const std::string& pod, uint32_t ifindex) {
     auto a = dp_->attachments().find(ifindex);
     return a != dp_->attachments().end() && a->second.pod == pod &&
-           dp_->backend.read().endpoints.count(ifindex) == 1;
+           dp_->backend.read().value().endpoints.count(ifindex) == 1;
   }
   bool deniesByDefault(const std::string& sa) {
-    auto p = dp_->backend.read().policy;
+    auto p = dp_->backend.read().value().policy;
     auto meta = p.find({SMIK_ID_META, identityOf(sa), 0, 0, 0});
     return meta != p.end() && (meta->second.flags & SMIK_POL_F_ENFORCED);
   }
@@ -185,7 +185,30 @@ TEST_F(AgentTest, AFailedWriteLeavesTheNewPodHookedAndTheNodeUnready) {
   EXPECT_EQ(get("/readyz").first, 200);
   smik::Addr b;
   ASSERT_TRUE(smik::parseAddr("10.0.0.11", &b));
-  EXPECT_EQ(dp_->backend.read().ips.count(b), 1u);
+  EXPECT_EQ(dp_->backend.read().value().ips.count(b), 1u);
+}
+
+// apply() writes the difference from what the kernel holds: while that
+// cannot be read whole, nothing is written and the node stays unready.
+TEST_F(AgentTest, NothingIsWrittenWhileTheKernelCannotBeRead) {
+  write("b.yaml", pod("b", "10.0.0.11"));
+  dp_->backend.fail_after_writes = dp_->backend.writes + 2;  // the fill's first write
+  dp_->backend.fail_reads = 2;  // the re-read after it, and the next round's
+  agent_->runOnce();
+  EXPECT_EQ(get("/readyz").first, 503);
+  const int writes = dp_->backend.writes;
+  retry();
+  EXPECT_EQ(dp_->backend.writes, writes) << "written against a state that was not read";
+  auto [code, body] = get("/readyz");
+  EXPECT_EQ(code, 503);
+  EXPECT_EQ(body, "not ready: read maps: injected read failure (retrying)\n");
+  EXPECT_EQ(dp_->backend.fail_reads, 0);
+
+  for (int i = 0; i < 20 && get("/readyz").first != 200; i++) retry();  // backs off
+  EXPECT_EQ(get("/readyz").first, 200);
+  smik::Addr b;
+  ASSERT_TRUE(smik::parseAddr("10.0.0.11", &b));
+  EXPECT_EQ(dp_->backend.read().value().ips.count(b), 1u);
 }
 
 TEST_F(AgentTest, APodWhoseEndpointCannotBeWrittenIsNamedUntilARetryHooksIt) {
@@ -268,7 +291,7 @@ TEST_F(AgentTest, AGonePodIsUnhookedWhileItsEndpointEntryStillDeniesThenTheEntry
   agent_->runOnce();
   ASSERT_EQ(dp_->calls.size(), 1u);
   EXPECT_EQ(dp_->calls[0], "detach app/b (endpoints 11 12, services 0)");
-  EXPECT_EQ(dp_->backend.read().endpoints.count(12), 0u);
+  EXPECT_EQ(dp_->backend.read().value().endpoints.count(12), 0u);
   EXPECT_TRUE(hooked("app/a", 11));
 }
 
@@ -297,7 +320,7 @@ TEST_F(AgentTest, ANewHostAddressIsCompiledWithoutAnObjectChanging) {
   agent_->runOnce();
   smik::Addr host;
   ASSERT_TRUE(smik::parseAddr("192.168.7.1", &host));
-  auto ips = dp_->backend.read().ips;
+  auto ips = dp_->backend.read().value().ips;
   ASSERT_EQ(ips.count(host), 1u);
   EXPECT_EQ(ips.at(host).identity, uint32_t(SMIK_ID_HOST));
   EXPECT_EQ(agent_->applied()->node.host_addrs, dp_->host_addrs);

@@ -32,7 +32,7 @@ bool sameEndpoints(const std::map<uint32_t, smik_endpoint>& a,
 
 // What the backend holds equals `want` (ips, endpoints, policy, installed).
 void expectHolds(Backend& b, const KernelState& want) {
-  const KernelState got = b.read();
+  const KernelState got = b.read().value();
   EXPECT_EQ(got.ips, want.ips);
   EXPECT_TRUE(sameEndpoints(got.endpoints, want.endpoints));
   EXPECT_EQ(got.policy, want.policy);
@@ -190,7 +190,7 @@ TEST(Apply, FirstApplyWritesEverything) {
   const KernelState next = sampleState();
   ApplyStats st;
   std::string err;
-  ASSERT_TRUE(apply(fb, next, fb.read(), &st, &err)) << err;
+  ASSERT_TRUE(apply(fb, next, fb.read().value(), &st, &err)) << err;
   EXPECT_EQ(st.ip_writes, 3);
   EXPECT_EQ(st.endpoint_writes, 2);
   EXPECT_TRUE(st.policy_swapped);
@@ -205,10 +205,10 @@ TEST(Apply, SameStateAgainWritesNothing) {
   FakeBackend fb;
   const KernelState next = sampleState();
   std::string err;
-  ASSERT_TRUE(apply(fb, next, fb.read(), nullptr, &err)) << err;
+  ASSERT_TRUE(apply(fb, next, fb.read().value(), nullptr, &err)) << err;
   const int writes = fb.writes;
   ApplyStats st;
-  ASSERT_TRUE(apply(fb, next, fb.read(), &st, &err)) << err;
+  ASSERT_TRUE(apply(fb, next, fb.read().value(), &st, &err)) << err;
   EXPECT_EQ(fb.writes, writes);
   EXPECT_EQ(fb.swaps, 1);
   EXPECT_EQ(fb.policyGeneration(), 1u);
@@ -220,12 +220,12 @@ TEST(Apply, PolicyChangeSwapsExactlyOnce) {
   FakeBackend fb;
   KernelState next = sampleState();
   std::string err;
-  ASSERT_TRUE(apply(fb, next, fb.read(), nullptr, &err)) << err;
+  ASSERT_TRUE(apply(fb, next, fb.read().value(), nullptr, &err)) << err;
   const int writes = fb.writes;
   next.policy[grant(302, 300, 443)] = {2, 0};
   next.policy.erase(grant(301, 300, 80));
   ApplyStats st;
-  ASSERT_TRUE(apply(fb, next, fb.read(), &st, &err)) << err;
+  ASSERT_TRUE(apply(fb, next, fb.read().value(), &st, &err)) << err;
   EXPECT_TRUE(st.policy_swapped);
   EXPECT_EQ(fb.swaps, 2);
   EXPECT_EQ(fb.writes, writes + 1);  // the swap only: addresses and endpoints untouched
@@ -237,11 +237,11 @@ TEST(Apply, ChangedEntriesAreRewrittenOneByOne) {
   FakeBackend fb;
   KernelState next = sampleState();
   std::string err;
-  ASSERT_TRUE(apply(fb, next, fb.read(), nullptr, &err)) << err;
+  ASSERT_TRUE(apply(fb, next, fb.read().value(), nullptr, &err)) << err;
   next.ips[addr("10.0.1.30")] = {303, 0};  // the pod behind the IP changed identity
   next.endpoints[12].attach = SMIK_EP_ATTACH_TCX;
   ApplyStats st;
-  ASSERT_TRUE(apply(fb, next, fb.read(), &st, &err)) << err;
+  ASSERT_TRUE(apply(fb, next, fb.read().value(), &st, &err)) << err;
   EXPECT_EQ(st.ip_writes, 1);
   EXPECT_EQ(st.endpoint_writes, 1);
   EXPECT_FALSE(st.policy_swapped);
@@ -252,12 +252,12 @@ TEST(Apply, RemovedAddressesAndEndpointsAreDeleted) {
   FakeBackend fb;
   KernelState next = sampleState();
   std::string err;
-  ASSERT_TRUE(apply(fb, next, fb.read(), nullptr, &err)) << err;
+  ASSERT_TRUE(apply(fb, next, fb.read().value(), nullptr, &err)) << err;
   next.ips.erase(addr("10.0.0.20"));
   next.ips.erase(addr("10.0.1.30"));
   next.endpoints.erase(12);
   ApplyStats st;
-  ASSERT_TRUE(apply(fb, next, fb.read(), &st, &err)) << err;
+  ASSERT_TRUE(apply(fb, next, fb.read().value(), &st, &err)) << err;
   EXPECT_EQ(st.ip_deletes, 2);
   EXPECT_EQ(st.endpoint_deletes, 1);
   EXPECT_EQ(st.ip_writes + st.endpoint_writes, 0);
@@ -269,7 +269,7 @@ TEST(Apply, AdditionsThenPolicySwapThenDeletions) {
   RecordingBackend rb;
   KernelState before = sampleState();
   std::string err;
-  ASSERT_TRUE(apply(rb, before, rb.read(), nullptr, &err)) << err;
+  ASSERT_TRUE(apply(rb, before, rb.read().value(), nullptr, &err)) << err;
   rb.calls.clear();
 
   KernelState next = before;
@@ -280,7 +280,7 @@ TEST(Apply, AdditionsThenPolicySwapThenDeletions) {
   next.endpoints[14] = endpoint(304, "10.0.0.40");
   next.policy.erase(grant(301, 300, 80));
   next.policy[grant(304, 300, 80)] = {1, 0};
-  ASSERT_TRUE(apply(rb, next, rb.read(), nullptr, &err)) << err;
+  ASSERT_TRUE(apply(rb, next, rb.read().value(), nullptr, &err)) << err;
 
   const auto& c = rb.calls;
   ASSERT_EQ(std::count(c.begin(), c.end(), "swapPolicy"), 1) << ::testing::PrintToString(c);
@@ -299,16 +299,16 @@ TEST(Apply, EmptyPolicyIsInstalledWhenNoneIs) {
   FakeBackend fb;
   KernelState next;
   next.policy_installed = true;
-  ASSERT_FALSE(fb.read().policy_installed);
+  ASSERT_FALSE(fb.read().value().policy_installed);
   ApplyStats st;
   std::string err;
-  ASSERT_TRUE(apply(fb, next, fb.read(), &st, &err)) << err;
+  ASSERT_TRUE(apply(fb, next, fb.read().value(), &st, &err)) << err;
   EXPECT_TRUE(st.policy_swapped);
   EXPECT_EQ(fb.swaps, 1);
-  EXPECT_TRUE(fb.read().policy_installed);
-  EXPECT_TRUE(fb.read().policy.empty());
+  EXPECT_TRUE(fb.read().value().policy_installed);
+  EXPECT_TRUE(fb.read().value().policy.empty());
 
-  ASSERT_TRUE(apply(fb, next, fb.read(), &st, &err)) << err;
+  ASSERT_TRUE(apply(fb, next, fb.read().value(), &st, &err)) << err;
   EXPECT_EQ(fb.swaps, 1);
 }
 
@@ -317,17 +317,17 @@ TEST(Apply, InjectedFailureStopsWithAnError) {
   const KernelState next = sampleState();
   fb.fail_after_writes = 2;
   std::string err;
-  EXPECT_FALSE(apply(fb, next, fb.read(), nullptr, &err));
+  EXPECT_FALSE(apply(fb, next, fb.read().value(), nullptr, &err));
   EXPECT_EQ(err, "injected failure");
   EXPECT_EQ(fb.writes, 2);
   // A prefix of the sequence: no policy yet, so nothing is judged by half of it.
   EXPECT_EQ(fb.swaps, 0);
-  EXPECT_FALSE(fb.read().policy_installed);
+  EXPECT_FALSE(fb.read().value().policy_installed);
 
   // The caller re-reads and retries.
   err.clear();
   ApplyStats st;
-  ASSERT_TRUE(apply(fb, next, fb.read(), &st, &err)) << err;
+  ASSERT_TRUE(apply(fb, next, fb.read().value(), &st, &err)) << err;
   EXPECT_EQ(st.ip_writes + st.endpoint_writes, 3);
   expectHolds(fb, next);
 }
@@ -336,12 +336,12 @@ TEST(Apply, FailedSwapDeletesNothing) {
   FakeBackend fb;
   KernelState next = sampleState();
   std::string err;
-  ASSERT_TRUE(apply(fb, next, fb.read(), nullptr, &err)) << err;
-  const KernelState before = fb.read();
+  ASSERT_TRUE(apply(fb, next, fb.read().value(), nullptr, &err)) << err;
+  const KernelState before = fb.read().value();
   next.ips.erase(addr("10.0.1.30"));
   next.policy.clear();
   fb.fail_after_writes = fb.writes;  // the swap is the next write
-  EXPECT_FALSE(apply(fb, next, fb.read(), nullptr, &err));
+  EXPECT_FALSE(apply(fb, next, fb.read().value(), nullptr, &err));
   EXPECT_EQ(err, "injected failure");
   expectHolds(fb, before);
   EXPECT_EQ(fb.policyGeneration(), 1u);
@@ -366,10 +366,10 @@ TEST(Hook, NewPodsIdentityPolicyThenItsEndpointOnly) {
   RecordingBackend rb;
   const KernelState before = sampleState();
   std::string err;
-  ASSERT_TRUE(apply(rb, before, rb.read(), nullptr, &err)) << err;
+  ASSERT_TRUE(apply(rb, before, rb.read().value(), nullptr, &err)) << err;
   rb.calls.clear();
   const KernelState next = withNewPod(before);
-  KernelState current = rb.read();
+  KernelState current = rb.read().value();
   std::map<uint32_t, std::string> failed;
   ASSERT_TRUE(hook(rb, next, &current, &failed, nullptr, &err)) << err;
   EXPECT_TRUE(failed.empty());
@@ -379,8 +379,8 @@ TEST(Hook, NewPodsIdentityPolicyThenItsEndpointOnly) {
   PolicyEntries want = before.policy;
   want[grant(301, 303, 443)] = {2, 0};
   want[{SMIK_ID_META, 303, 0, 0, 0}] = {0, SMIK_POL_F_ENFORCED};
-  EXPECT_EQ(rb.read().policy, want);
-  EXPECT_EQ(rb.read().ips, before.ips);
+  EXPECT_EQ(rb.read().value().policy, want);
+  EXPECT_EQ(rb.read().value().ips, before.ips);
   EXPECT_EQ(current.policy, want);
   EXPECT_TRUE(sameEndpoint(current.endpoints.at(13), next.endpoints.at(13)));
 
@@ -395,14 +395,14 @@ TEST(Hook, NewPodsIdentityPolicyThenItsEndpointOnly) {
 TEST(Hook, AFailedFillLeavesTheNewPodDenyingByDefault) {
   FakeBackend fb;
   std::string err;
-  ASSERT_TRUE(apply(fb, sampleState(), fb.read(), nullptr, &err)) << err;
+  ASSERT_TRUE(apply(fb, sampleState(), fb.read().value(), nullptr, &err)) << err;
   const KernelState next = withNewPod(sampleState());
-  KernelState current = fb.read();
+  KernelState current = fb.read().value();
   std::map<uint32_t, std::string> failed;
   ASSERT_TRUE(hook(fb, next, &current, &failed, nullptr, &err)) << err;
   fb.fail_after_writes = fb.writes;  // the fill's first write (an address) fails
   EXPECT_FALSE(apply(fb, next, current, nullptr, &err));
-  const KernelState held = fb.read();
+  const KernelState held = fb.read().value();
   ASSERT_EQ(held.endpoints.count(13), 1u);
   EXPECT_EQ(held.policy.count({SMIK_ID_META, 303, 0, 0, 0}), 1u) << "enforced: deny by default";
   EXPECT_EQ(held.ips.count(addr("10.0.0.30")), 0u);
@@ -411,25 +411,25 @@ TEST(Hook, AFailedFillLeavesTheNewPodDenyingByDefault) {
 TEST(Hook, AFailedSwapWritesNoEndpoint) {
   FakeBackend fb;
   std::string err;
-  ASSERT_TRUE(apply(fb, sampleState(), fb.read(), nullptr, &err)) << err;
-  KernelState current = fb.read();
+  ASSERT_TRUE(apply(fb, sampleState(), fb.read().value(), nullptr, &err)) << err;
+  KernelState current = fb.read().value();
   std::map<uint32_t, std::string> failed;
   fb.fail_after_writes = fb.writes;
   EXPECT_FALSE(hook(fb, withNewPod(sampleState()), &current, &failed, nullptr, &err));
   EXPECT_EQ(failed.size(), 1u);
   EXPECT_EQ(failed.count(13), 1u);
-  EXPECT_EQ(fb.read().endpoints.count(13), 0u) << "never hooked without its deny by default";
+  EXPECT_EQ(fb.read().value().endpoints.count(13), 0u) << "never hooked without its deny by default";
 }
 
 TEST(Hook, AReplicaOfAnEnforcedIdentityNeedsNoSwap) {
   FakeBackend fb;
   std::string err;
   const KernelState before = sampleState();
-  ASSERT_TRUE(apply(fb, before, fb.read(), nullptr, &err)) << err;
+  ASSERT_TRUE(apply(fb, before, fb.read().value(), nullptr, &err)) << err;
   KernelState next = before;
   next.endpoints[13] = endpoint(300, "10.0.0.11");  // another pod of identity 300
   next.ips[addr("10.0.0.11")] = {300, SMIK_IP_F_LOCAL};
-  KernelState current = fb.read();
+  KernelState current = fb.read().value();
   std::map<uint32_t, std::string> failed;
   ApplyStats st;
   ASSERT_TRUE(hook(fb, next, &current, &failed, &st, &err)) << err;
@@ -445,13 +445,13 @@ TEST(Hook, AReplicaOfAnEnforcedIdentityNeedsNoSwap) {
 
 TEST(Hook, OnFreshPinsTheFirstHookInstallsAPolicy) {
   FakeBackend fb;
-  KernelState current = fb.read();
+  KernelState current = fb.read().value();
   std::map<uint32_t, std::string> failed;
   std::string err;
   const KernelState next = sampleState();
   ASSERT_TRUE(hook(fb, next, &current, &failed, nullptr, &err)) << err;
-  EXPECT_TRUE(fb.read().policy_installed);
-  EXPECT_EQ(fb.read().policy, next.policy) << "every destination here is a new endpoint's";
+  EXPECT_TRUE(fb.read().value().policy_installed);
+  EXPECT_EQ(fb.read().value().policy, next.policy) << "every destination here is a new endpoint's";
   ASSERT_TRUE(apply(fb, next, current, nullptr, &err)) << err;
   EXPECT_EQ(fb.swaps, 1) << "the fill had no policy left to change";
 }
