@@ -373,38 +373,48 @@ void Datapath::attachNew(const std::map<std::string, uint32_t>& wanted,
   }
 }
 
+// The kernel's LinkOps: links on the cgroup, taking over the pins of a
+// previous agent whose link is on the same cgroup.
+struct Datapath::CgroupLinkOps final : LinkOps {
+  Datapath& dp;
+  int cgroup_fd;
+  uint64_t cgroup_id;  // a cgroup2 directory's inode is its cgroup id
+  CgroupLinkOps(Datapath& d, int fd, uint64_t id) : dp(d), cgroup_fd(fd), cgroup_id(id) {}
+
+  UniqueFd takeOver(const CgroupProgram& p) override {
+    // A link on another cgroup (--cgroup changed) is not ours to keep.
+    auto onOurCgroup = [&](int link) {
+      bpf_link_info info{};
+      __u32 len = sizeof info;
+      return bpf_obj_get_info_by_fd(link, &info, &len) == 0 &&
+             info.cgroup.cgroup_id == cgroup_id;
+    };
+    return dp.takeOver(p.pin, p.prog_fd, onOurCgroup);
+  }
+  UniqueFd create(const CgroupProgram& p, std::string* err) override {
+    UniqueFd link(bpf_link_create(p.prog_fd, cgroup_fd, bpf_attach_type(p.attach_type), nullptr));
+    if (!link) *err = errnoText("attach " + p.name + " to " + dp.opts_.cgroup);
+    return link;
+  }
+  bool pin(UniqueFd link, const CgroupProgram& p, UniqueFd* out, std::string* err) override {
+    return pinLink(std::move(link), p.pin, out, err);
+  }
+};
+
 bool Datapath::attachSocketPrograms(std::string* err) {
   if (sock_attached_) return true;
   if (opts_.cgroup.empty()) return (*err = "no cgroup2 directory to attach socket programs"), false;
   UniqueFd cg(::open(opts_.cgroup.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!cg) return (*err = errnoText("open cgroup " + opts_.cgroup)), false;
   struct stat cg_stat {};
-  fstat(cg.get(), &cg_stat);  // a cgroup2 directory's inode is its cgroup id
-  // A link on another cgroup (--cgroup changed) is not ours to keep.
-  auto onOurCgroup = [&](int link) {
-    bpf_link_info info{};
-    __u32 len = sizeof info;
-    return bpf_obj_get_info_by_fd(link, &info, &len) == 0 &&
-           info.cgroup.cgroup_id == cg_stat.st_ino;
-  };
-  for (bpf_program* prog : cgroupPrograms()) {
-    std::string pin = opts_.pin_dir + "/links/cgroup_" + bpf_program__name(prog);
-    int prog_fd = bpf_program__fd(prog);
-    if (UniqueFd link = takeOver(pin, prog_fd, onOurCgroup)) {
-      sock_links_.push_back(std::move(link));
-      continue;
-    }
-    UniqueFd link(bpf_link_create(prog_fd, cg.get(), bpf_program__expected_attach_type(prog),
-                                  nullptr));
-    if (!link) {
-      *err = errnoText(std::string("attach ") + bpf_program__name(prog) + " to " + opts_.cgroup);
-      return false;
-    }
-    if (!pinLink(std::move(link), pin, &sock_links_.emplace_back(), err)) {
-      sock_links_.pop_back();
-      return false;
-    }
-  }
+  fstat(cg.get(), &cg_stat);
+  std::vector<CgroupProgram> programs;
+  for (bpf_program* prog : cgroupPrograms())
+    programs.push_back({bpf_program__name(prog),
+                        opts_.pin_dir + "/links/cgroup_" + bpf_program__name(prog),
+                        bpf_program__fd(prog), bpf_program__expected_attach_type(prog)});
+  CgroupLinkOps ops(*this, cg.get(), cg_stat.st_ino);
+  if (!sock_links_.attach(programs, ops, err)) return false;
   sock_attached_ = true;
   spdlog::info("socket and sockops programs attached at {}", opts_.cgroup);
   return true;

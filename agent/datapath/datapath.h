@@ -10,6 +10,7 @@
 
 #include "agent/base/unique_fd.h"
 #include "agent/compile/compile.h"
+#include "agent/datapath/cgroup_links.h"
 #include "agent/datapath/dataplane.h"
 #include "maps/maps.h"
 #include "maps/memory.h"
@@ -74,6 +75,7 @@ class Datapath : public Dataplane {
 
  private:
   struct Objects;  // the three skeletons
+  struct CgroupLinkOps;
   Datapath();
   bool loadObjects(std::string* err);
   bool attach(const std::string& pod, uint32_t ifindex, std::string* err);
@@ -93,7 +95,7 @@ class Datapath : public Dataplane {
   std::unique_ptr<Objects> objs_;
   std::unique_ptr<maps::LibbpfBackend> maps_;
   bool sock_attached_ = false;
-  std::vector<UniqueFd> sock_links_;
+  CgroupLinks sock_links_;  // retried after a partial failure: see cgroup_links.h
   bool tcx_ = false;
   std::map<uint32_t, Attachment> attached_;   // by ifindex
   std::map<std::string, UniqueFd> adopted_;  // pinned link path -> link, not yet claimed
