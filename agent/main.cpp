@@ -95,7 +95,7 @@ std::unique_ptr<smik::api::AggregatedApi> startAggregatedApi(
     const smik::kube::KubeConfig& kube, const smik::api::AggregatedApi::Options& options,
     smik::Agent* agent, smik::peer::PeerApi& peers, const std::string& node) {
   smik::api::ViewForRequest merged;
-  if (peers.fanout()) merged = smik::peer::mergedViews(*peers.fanout(), agent->metrics(), node);
+  if (peers.fanout()) merged = smik::api::mergedViews(*peers.fanout(), agent->metrics(), node);
   auto api = std::make_unique<smik::api::AggregatedApi>(
       kube, options, [agent, merged](const std::string& path, const std::string& t, bool local_only) {
         return smik::api::answerSmiRequest(agent->metrics(), merged, path, t, local_only);
@@ -268,7 +268,7 @@ struct Apis {
       return false;
     }
     if (peers.fanout())  // `smik metrics` answers for the cluster, as the API does
-      grpc.setClusterView(smik::peer::mergedViews(*peers.fanout(), agent->metrics(), node));
+      grpc.setClusterView(smik::api::mergedViews(*peers.fanout(), agent->metrics(), node));
     if (!f.grpc_socket.empty() && !grpc.start(f.grpc_socket, agent, &err)) {
       // Enforcement matters more than the local API: a second agent on the
       // same socket path (tests, a misconfigured node) gets no API, not an exit.

@@ -177,7 +177,7 @@ HttpSources sourcesOf(Agent& agent) {
           [&agent] { return agent.status(); }, &agent.metrics(), agent.nodeConfig().node_name};
 }
 
-Router httpRoutes(const HttpSources& sources, peer::PeerFanout* fanout) {
+Router httpRoutes(const HttpSources& sources, api::PeerFanout* fanout) {
   Router router;
   router.add({"/healthz",
               [](const RoutedRequest&, httplib::Response& r) { r.set_content("ok\n", "text/plain"); },
@@ -202,7 +202,7 @@ Router httpRoutes(const HttpSources& sources, peer::PeerFanout* fanout) {
               },
               false, /*local_only=*/true});
   mountSmiMetrics(router, *sources.metrics,
-                  fanout ? peer::mergedViews(*fanout, *sources.metrics, sources.node) : nullptr,
+                  fanout ? mergedViews(*fanout, *sources.metrics, sources.node) : nullptr,
                   /*local_only=*/true);
   return router;
 }

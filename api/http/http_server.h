@@ -9,11 +9,9 @@
 #include "agent/agent.h"
 #include "api/http/listen.h"
 
-namespace smik::peer {
-class PeerFanout;
-}
-
 namespace smik::api {
+
+class PeerFanout;  // api/smi/merged_view.h
 
 // What the endpoint reads: the agent's in main(), the tests' own.
 struct HttpSources {
@@ -32,12 +30,12 @@ HttpSources sourcesOf(Agent& agent);
 // cluster, authorized. fanout: the API merges every peer's answers
 // (?local=true: this node's alone) and /metrics adds the fan-out's own
 // counters; nullptr: this node answers alone.
-Router httpRoutes(const HttpSources& sources, peer::PeerFanout* fanout);
+Router httpRoutes(const HttpSources& sources, PeerFanout* fanout);
 
 class HttpServer {
  public:
   // Before start(); fanout outlives the server.
-  void setPeers(peer::PeerFanout* fanout) { fanout_ = fanout; }
+  void setPeers(PeerFanout* fanout) { fanout_ = fanout; }
   // addr is "host:port". Serves on its own threads; false + err if it cannot bind.
   bool start(const std::string& addr, Agent* agent, std::string* err);
   bool start(const std::string& addr, const HttpSources& sources, std::string* err,
@@ -49,7 +47,7 @@ class HttpServer {
 
  private:
   std::unique_ptr<Listener> listener_;
-  peer::PeerFanout* fanout_ = nullptr;
+  PeerFanout* fanout_ = nullptr;
 };
 
 // /status: the StatusReply of s (api/proto/status.h) as JSON.

@@ -129,7 +129,7 @@ std::vector<std::string> PeerApi::start(const PeerConfig& cfg, const telemetry::
   return errors;
 }
 
-PeerFanout* PeerApi::fanout() const { return fanout_.get(); }
+api::PeerFanout* PeerApi::fanout() const { return fanout_.get(); }
 
 void PeerApi::stop() {
   if (server_) server_->stop();

@@ -43,7 +43,7 @@ class PeerApi {
   std::vector<std::string> start(const PeerConfig& cfg, const telemetry::Store& store,
                                  const std::string& node);
   // nullptr when there is no fan-out.
-  PeerFanout* fanout() const;
+  api::PeerFanout* fanout() const;
   void stop();
 
  private:

@@ -66,12 +66,12 @@ class PeerService final : public v1::Peer::Service {
     if (!isPeer(*ctx))
       return {grpc::StatusCode::PERMISSION_DENIED,
               "the client certificate does not name " + name_ + " (DNS SAN)"};
-    const MetricsQuery q = fromProto(*req);
+    const api::MetricsQuery q = fromProto(*req);
     if (!knownKind(q.kind))
       return {grpc::StatusCode::INVALID_ARGUMENT, "no metrics for kind '" + q.kind + "'"};
     // This node's numbers only: the asking agent merges, so a peer never
     // asks further (no loops, no numbers counted twice).
-    toProto(answerQuery(store_, node_, q), out);
+    toProto(api::answerQuery(store_, node_, q), out);
     return grpc::Status::OK;
   }
 
@@ -207,10 +207,10 @@ const char* failureOutcome(const grpc::Status& status) {
 
 }  // namespace
 
-std::vector<PeerResult> GrpcFanout::query(const MetricsQuery& q) {
+std::vector<api::PeerResult> GrpcFanout::query(const api::MetricsQuery& q) {
   std::vector<std::unique_ptr<Call>> calls = callsFor(peers_());
   askAll(q, calls);
-  std::vector<PeerResult> out;
+  std::vector<api::PeerResult> out;
   for (auto& c : calls) out.push_back(resultOf(*c));
   return out;
 }
@@ -237,7 +237,7 @@ std::vector<std::unique_ptr<GrpcFanout::Call>> GrpcFanout::callsFor(
 
 // One deadline for all: the peers are asked in parallel, and the slowest one
 // bounds the wait.
-void GrpcFanout::askAll(const MetricsQuery& q, std::vector<std::unique_ptr<Call>>& calls) const {
+void GrpcFanout::askAll(const api::MetricsQuery& q, std::vector<std::unique_ptr<Call>>& calls) const {
   v1::MetricsQuery req;
   toProto(q, &req);
   const auto deadline = std::chrono::system_clock::now() + timeout_;
@@ -260,8 +260,8 @@ void GrpcFanout::askAll(const MetricsQuery& q, std::vector<std::unique_ptr<Call>
   }
 }
 
-PeerResult GrpcFanout::resultOf(Call& c) {
-  PeerResult r;
+api::PeerResult GrpcFanout::resultOf(Call& c) {
+  api::PeerResult r;
   r.node = c.name;
   std::string outcome = "error";
   if (!c.done) {

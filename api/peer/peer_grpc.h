@@ -67,14 +67,14 @@ class PeerServer {
   int port_ = 0;
 };
 
-class GrpcFanout : public PeerFanout {
+class GrpcFanout : public api::PeerFanout {
  public:
   // peers is asked on every query: the cluster's agents come and go.
   GrpcFanout(Tls tls, std::chrono::milliseconds timeout,
              std::function<std::vector<PeerAddr>()> peers);
   ~GrpcFanout() override;
 
-  std::vector<PeerResult> query(const MetricsQuery& q) override;
+  std::vector<api::PeerResult> query(const api::MetricsQuery& q) override;
   // smik_peer_requests_total{peer, outcome}: outcome ok, timeout,
   // unavailable (refused, unreachable, TLS handshake failed), denied (the
   // peer did not accept our certificate), error (anything else, an answer
@@ -89,8 +89,8 @@ class GrpcFanout : public PeerFanout {
   // every call sent at once under one deadline; each one's answer (or
   // failure) decoded and counted.
   std::vector<std::unique_ptr<Call>> callsFor(const std::vector<PeerAddr>& peers);
-  void askAll(const MetricsQuery& q, std::vector<std::unique_ptr<Call>>& calls) const;
-  PeerResult resultOf(Call& call);
+  void askAll(const api::MetricsQuery& q, std::vector<std::unique_ptr<Call>>& calls) const;
+  api::PeerResult resultOf(Call& call);
   void count(const std::string& peer, const std::string& outcome, const std::string& detail);
 
   Tls tls_;

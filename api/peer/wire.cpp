@@ -65,20 +65,20 @@ bool fromProto(const v1::RawCounts& in, Counts* out, std::string* err) {
 
 }  // namespace
 
-void toProto(const MetricsQuery& q, v1::MetricsQuery* out) {
+void toProto(const api::MetricsQuery& q, v1::MetricsQuery* out) {
   out->set_kind(q.kind);
   out->set_namespace_(q.ns);
   out->set_name(q.name);
   out->set_window_seconds(q.window_s > 0 ? static_cast<uint32_t>(q.window_s) : 0);
 }
 
-MetricsQuery fromProto(const v1::MetricsQuery& q) {
+api::MetricsQuery fromProto(const v1::MetricsQuery& q) {
   // Bounded before the int conversion; answerQuery clamps to the store's window.
   const uint32_t w = std::min<uint32_t>(q.window_seconds(), 1u << 30);
   return {q.kind(), q.namespace_(), q.name(), static_cast<int>(w)};
 }
 
-void toProto(const NodeAnswer& a, v1::MetricsAnswer* out) {
+void toProto(const api::NodeAnswer& a, v1::MetricsAnswer* out) {
   out->set_node(a.node);
   out->set_window_seconds(a.window_s);
   out->set_histogram_buckets(SMIK_HIST_BUCKETS);
@@ -103,7 +103,7 @@ void toProto(const NodeAnswer& a, v1::MetricsAnswer* out) {
   }
 }
 
-bool fromProto(const v1::MetricsAnswer& in, NodeAnswer* out, std::string* err) {
+bool fromProto(const v1::MetricsAnswer& in, api::NodeAnswer* out, std::string* err) {
   if (in.histogram_buckets() != SMIK_HIST_BUCKETS) {
     *err = "histogram layout of " + std::to_string(in.histogram_buckets()) +
            " buckets, this agent has " + std::to_string(SMIK_HIST_BUCKETS);
@@ -113,7 +113,7 @@ bool fromProto(const v1::MetricsAnswer& in, NodeAnswer* out, std::string* err) {
   out->window_s = static_cast<int>(in.window_seconds());
   out->resources.clear();
   for (const auto& pr : in.resources()) {
-    ResourceAnswer r;
+    api::ResourceAnswer r;
     r.ref = fromProto(pr.resource());
     r.exists = pr.exists();
     if (!fromProto(pr.inbound(), &r.inbound, err)) return false;

@@ -4,7 +4,7 @@
 #include <spdlog/spdlog.h>
 #include <tuple>
 
-namespace smik::peer {
+namespace smik::api {
 
 using telemetry::Counts;
 using telemetry::EdgeMetrics;
@@ -143,11 +143,11 @@ std::vector<SplitBackendMetrics> MergedView::split(const ResourceRef& r, int win
   return out;
 }
 
-api::ViewForRequest mergedViews(PeerFanout& fanout, const telemetry::Store& local,
+ViewForRequest mergedViews(PeerFanout& fanout, const telemetry::Store& local,
                                 std::string node) {
   return [&fanout, &local, node = std::move(node)](int window_s) {
     return std::make_unique<MergedView>(local, node, fanout, window_s);
   };
 }
 
-}  // namespace smik::peer
+}  // namespace smik::api

@@ -3,8 +3,8 @@
 // where the server runs), so the agent that receives an SMI request asks
 // every other node's agent the same question and merges the raw answers
 // (counts and histogram buckets, never percentiles) before the SMI API
-// renders them. Nothing here speaks gRPC: PeerFanout is the seam (api/peer/
-// fanout.h is the real one, tests use fakes).
+// renders them. Nothing here speaks gRPC: PeerFanout is the seam (GrpcFanout in
+// api/peer/peer_grpc.h is the real one, tests use fakes).
 #pragma once
 
 #include <compare>
@@ -17,7 +17,7 @@
 #include "agent/telemetry/store.h"
 #include "api/smi/smi_metrics.h"
 
-namespace smik::peer {
+namespace smik::api {
 
 // name empty: every resource of kind in ns (all namespaces when ns is empty),
 // each with its inbound counts or, for a TrafficSplit, its backends. name set:
@@ -118,7 +118,7 @@ class MergedView : public telemetry::MetricsView {
 
 // For the SMI API servers (api::mountSmiMetrics, answerSmiRequest): a
 // MergedView of local and fanout per request. Both outlive what it returns.
-api::ViewForRequest mergedViews(PeerFanout& fanout, const telemetry::Store& local,
+ViewForRequest mergedViews(PeerFanout& fanout, const telemetry::Store& local,
                                 std::string node);
 
-}  // namespace smik::peer
+}  // namespace smik::api

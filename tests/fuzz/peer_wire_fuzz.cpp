@@ -14,12 +14,12 @@
 
 namespace {
 
-using smik::peer::NodeAnswer;
+using smik::api::NodeAnswer;
 
-class OnePeer : public smik::peer::PeerFanout {
+class OnePeer : public smik::api::PeerFanout {
  public:
   explicit OnePeer(NodeAnswer answer) : answer_(std::move(answer)) {}
-  std::vector<smik::peer::PeerResult> query(const smik::peer::MetricsQuery&) override {
+  std::vector<smik::api::PeerResult> query(const smik::api::MetricsQuery&) override {
     return {{"node-b", true, "", answer_}};
   }
 
@@ -43,7 +43,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
             "/namespaces/shop/pods/web-1a-x/edges", "/namespaces/shop/deployments/web/edges",
             "/namespaces/data/statefulsets/db", "/namespaces", "/namespaces/shop/edges",
             "/namespaces/shop/trafficsplits/web-split", "/pods"}) {
-        smik::peer::MergedView view(store, "node-a", peers, 60);
+        smik::api::MergedView view(store, "node-a", peers, 60);
         (void)smik::api::handleSmiMetrics(view, base + path, "1m");
       }
     } else if (err.empty()) {
@@ -53,7 +53,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   smik::v1::MetricsQuery q;
   if (q.ParseFromArray(data, static_cast<int>(size))) {
     smik::v1::MetricsAnswer out;
-    smik::peer::toProto(smik::peer::answerQuery(store, "node-a", smik::peer::fromProto(q)), &out);
+    smik::peer::toProto(smik::api::answerQuery(store, "node-a", smik::peer::fromProto(q)), &out);
   }
   return 0;
 }

@@ -28,6 +28,12 @@ namespace smik::peer {
 namespace {
 
 using json = nlohmann::json;
+using api::MetricsQuery;
+using api::ResourceAnswer;
+using api::answerQuery;
+using api::PeerResult;
+using api::PeerFanout;
+using api::MergedView;
 using telemetry::Counts;
 using telemetry::Histogram;
 using telemetry::ResourceRef;
