@@ -646,86 +646,132 @@ int mapDumpCmd(const Conn& c, const std::string& name) {
   return 0;
 }
 
+// Each subcommand's flags, and the function that declares them on the app.
+struct ExplainArgs {
+  Common common;
+  std::string from, to, proto = "tcp";
+  int port = 0;
+};
+CLI::App* addExplain(CLI::App& app, ExplainArgs& a) {
+  auto* explain = app.add_subcommand("explain", "why a connection is allowed or denied");
+  addCommon(explain, a.common);
+  explain->add_option("--from", a.from, "source pod NS/POD");
+  explain
+      ->add_option("--to", a.to,
+                   "destination pod NS/POD, or NS/SERVICE:PORT for where a "
+                   "connection to that Service goes")
+      ->required();
+  explain->add_option("--port", a.port, "destination (pod) port")->check(CLI::Range(1, 65535));
+  explain->add_option("--proto", a.proto, "tcp | udp")->capture_default_str();
+  return explain;
+}
+
+struct PolicyArgs {
+  Common common;
+  std::string node;
+  CLI::Option* node_opt = nullptr;
+};
+CLI::App* addPolicy(CLI::App& app, PolicyArgs& a) {
+  auto* policy = app.add_subcommand("policy", "the compiled policy");
+  addCommon(policy, a.common);
+  a.node_opt = policy->add_option(
+      "--node", a.node, "with --manifests: compile for this node only (default: every pod)");
+  return policy;
+}
+
+struct StatusArgs {
+  Conn conn;
+  std::string http;
+  bool check = false;
+  CLI::Option* http_opt = nullptr;
+};
+CLI::App* addStatus(CLI::App& app, StatusArgs& a) {
+  auto* status = app.add_subcommand("status", "a running agent's state");
+  addConn(status, a.conn);
+  a.http_opt =
+      status->add_option("--http", a.http, "ask the agent's HTTP address (host:port) instead");
+  status->add_flag("--check", a.check, "print nothing; exit 0 only if the agent is ready (probes)");
+  return status;
+}
+
+struct MetricsArgs {
+  Conn conn;
+  std::string kind = "pod", ns, name, window = "30s";
+  bool local = false;
+};
+CLI::App* addMetrics(CLI::App& app, MetricsArgs& a) {
+  auto* metrics = app.add_subcommand(
+      "metrics", "connection success rate and handshake latency per resource and edge");
+  addConn(metrics, a.conn);
+  metrics->add_option("--kind", a.kind, "pod | deployment | daemonset | statefulset | namespace")
+      ->capture_default_str();
+  metrics->add_option("-n,--namespace", a.ns, "only this namespace (default: all)");
+  metrics->add_option("name", a.name, "only this resource");
+  metrics->add_option("--window", a.window, "how far back: 30s, 5m, 1h...")->capture_default_str();
+  metrics->add_flag("--local", a.local,
+                    "this node's counts only (default: every node's, through the agent's peers)");
+  return metrics;
+}
+
+struct EventsArgs {
+  Conn conn;
+  int count = 0;
+  std::vector<std::string> kinds;
+};
+CLI::App* addEvents(CLI::App& app, EventsArgs& a) {
+  auto* events = app.add_subcommand("events", "follow denied, failed and new connections live");
+  addConn(events, a.conn);
+  events->add_option("--count", a.count, "exit after N events (default: until Ctrl-C)")
+      ->check(CLI::NonNegativeNumber);
+  std::vector<std::string> kind_names;
+  for (const abi::Fact& f : abi::kEventKinds) kind_names.push_back(f.name);
+  events->add_option("--kind", a.kinds, "only these kinds (comma-separated)")
+      ->delimiter(',')
+      ->check(CLI::IsMember(kind_names));
+  return events;
+}
+
+struct MapDumpArgs {
+  Conn conn;
+  std::string name;
+};
+CLI::App* addMapDump(CLI::App& app, MapDumpArgs& a) {
+  auto* map = app.add_subcommand("map", "the agent's kernel maps");
+  map->require_subcommand(1);
+  auto* dump = map->add_subcommand("dump", "a map's entries, decoded");
+  addConn(dump, a.conn);
+  dump->add_option("name", a.name, "policy | ipcache | endpoints | services | edges | conn")
+      ->required();
+  return dump;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   spdlog::set_level(spdlog::level::warn);  // the manifest reader's progress is the agent's news
   CLI::App app{"smik: SMI in the kernel"};
   app.require_subcommand(1);
-
-  Common ec;
-  std::string from, to, proto = "tcp";
-  int port = 0;
-  auto* explain = app.add_subcommand("explain", "why a connection is allowed or denied");
-  addCommon(explain, ec);
-  explain->add_option("--from", from, "source pod NS/POD");
-  explain
-      ->add_option("--to", to,
-                   "destination pod NS/POD, or NS/SERVICE:PORT for where a "
-                   "connection to that Service goes")
-      ->required();
-  explain->add_option("--port", port, "destination (pod) port")->check(CLI::Range(1, 65535));
-  explain->add_option("--proto", proto, "tcp | udp")->capture_default_str();
-
-  Common pc;
-  std::string node;
-  auto* policy = app.add_subcommand("policy", "the compiled policy");
-  addCommon(policy, pc);
-  auto* node_opt = policy->add_option(
-      "--node", node, "with --manifests: compile for this node only (default: every pod)");
-
-  Conn sc;
-  std::string http;
-  bool check = false;
-  auto* status = app.add_subcommand("status", "a running agent's state");
-  addConn(status, sc);
-  auto* http_opt =
-      status->add_option("--http", http, "ask the agent's HTTP address (host:port) instead");
-  status->add_flag("--check", check, "print nothing; exit 0 only if the agent is ready (probes)");
-
-  Conn mc;
-  std::string kind = "pod", mns, mname, window = "30s";
-  auto* metrics = app.add_subcommand(
-      "metrics", "connection success rate and handshake latency per resource and edge");
-  addConn(metrics, mc);
-  metrics->add_option("--kind", kind, "pod | deployment | daemonset | statefulset | namespace")
-      ->capture_default_str();
-  metrics->add_option("-n,--namespace", mns, "only this namespace (default: all)");
-  metrics->add_option("name", mname, "only this resource");
-  metrics->add_option("--window", window, "how far back: 30s, 5m, 1h...")->capture_default_str();
-  bool local = false;
-  metrics->add_flag("--local", local,
-                    "this node's counts only (default: every node's, through the agent's peers)");
-
-  Conn evc;
-  int count = 0;
-  std::vector<std::string> kinds;
-  auto* events = app.add_subcommand("events", "follow denied, failed and new connections live");
-  addConn(events, evc);
-  events->add_option("--count", count, "exit after N events (default: until Ctrl-C)")
-      ->check(CLI::NonNegativeNumber);
-  std::vector<std::string> kind_names;
-  for (const abi::Fact& f : abi::kEventKinds) kind_names.push_back(f.name);
-  events->add_option("--kind", kinds, "only these kinds (comma-separated)")
-      ->delimiter(',')
-      ->check(CLI::IsMember(kind_names));
-
-  Conn dc;
-  std::string map_name;
-  auto* map = app.add_subcommand("map", "the agent's kernel maps");
-  map->require_subcommand(1);
-  auto* dump = map->add_subcommand("dump", "a map's entries, decoded");
-  addConn(dump, dc);
-  dump->add_option("name", map_name, "policy | ipcache | endpoints | services | edges | conn")
-      ->required();
+  ExplainArgs ex;
+  PolicyArgs po;
+  StatusArgs st;
+  MetricsArgs me;
+  EventsArgs ev;
+  MapDumpArgs md;
+  CLI::App* explain = addExplain(app, ex);
+  CLI::App* policy = addPolicy(app, po);
+  addStatus(app, st);
+  CLI::App* metrics = addMetrics(app, me);
+  CLI::App* events = addEvents(app, ev);
+  CLI::App* dump = addMapDump(app, md);
 
   CLI11_PARSE(app, argc, argv);
-  if (explain->parsed()) return explainCmd(ec, from, to, port, proto);
+  if (explain->parsed()) return explainCmd(ex.common, ex.from, ex.to, ex.port, ex.proto);
   if (policy->parsed())
-    return pc.manifests.empty() ? policyOnline(pc, node_opt) : policyOffline(pc, node);
-  if (metrics->parsed()) return metricsCmd(mc, kind, mns, mname, window, local);
-  if (events->parsed()) return eventsCmd(evc, count, kinds);
-  if (dump->parsed()) return mapDumpCmd(dc, map_name);
-  if (http_opt->count() > 0) return statusHttp(http, sc.output, check);
-  return statusCmd(sc, check);
+    return po.common.manifests.empty() ? policyOnline(po.common, po.node_opt)
+                                       : policyOffline(po.common, po.node);
+  if (metrics->parsed()) return metricsCmd(me.conn, me.kind, me.ns, me.name, me.window, me.local);
+  if (events->parsed()) return eventsCmd(ev.conn, ev.count, ev.kinds);
+  if (dump->parsed()) return mapDumpCmd(md.conn, md.name);
+  if (st.http_opt->count() > 0) return statusHttp(st.http, st.conn.output, st.check);
+  return statusCmd(st.conn, st.check);
 }
