@@ -380,14 +380,7 @@ TEST_F(Cluster, NoPeerListenerWithoutCertificates) {
   agent_ = std::make_unique<Proc>(bed_->spawn(args));
   ASSERT_TRUE(eventually([&] { return httpGet(http_port_, "/readyz").first == 200; }, 10000))
       << agent_->output();
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in sin{};
-  sin.sin_family = AF_INET;
-  sin.sin_port = htons(peer_a_);
-  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  EXPECT_NE(connect(fd, reinterpret_cast<sockaddr*>(&sin), sizeof sin), 0)
-      << "something listens on the peer port";
-  close(fd);
+  EXPECT_FALSE(smik::testing::connectLoopback(peer_a_)) << "something listens on the peer port";
   EXPECT_NE(agent_->output().find("--peer-tls-cert"), std::string::npos) << agent_->output();
   stopAgent();
 }

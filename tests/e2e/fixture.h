@@ -21,6 +21,7 @@
 #include <thread>
 
 #include "tests/support/eventually.h"
+#include "tests/support/sockets.h"
 #include "tests/testbed/testbed.h"
 
 namespace fs = std::filesystem;
@@ -40,24 +41,14 @@ struct HttpReply {
 // GET http://127.0.0.1:port/path, headers kept (a partial answer's Warning).
 inline HttpReply httpGetFull(int port, const std::string& path, int timeout_s = 2) {
   HttpReply r;
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in sin{};
-  sin.sin_family = AF_INET;
-  sin.sin_port = htons(port);
-  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  timeval tv{timeout_s, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&sin), sizeof sin) != 0) {
-    close(fd);
-    return r;
-  }
+  UniqueFd fd = smik::testing::connectLoopback(port, timeout_s);
+  if (!fd) return r;
   std::string req = "GET " + path + " HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
-  send(fd, req.data(), req.size(), 0);
+  send(fd.get(), req.data(), req.size(), 0);
   std::string resp;
   char buf[4096];
   ssize_t n;
-  while ((n = recv(fd, buf, sizeof buf, 0)) > 0) resp.append(buf, n);
-  close(fd);
+  while ((n = recv(fd.get(), buf, sizeof buf, 0)) > 0) resp.append(buf, n);
   if (resp.size() > 12) r.status = std::atoi(resp.substr(9, 3).c_str());
   auto end = resp.find("\r\n\r\n");
   r.headers = resp.substr(0, end);
@@ -89,23 +80,8 @@ inline double quantity(const std::string& q) {
   }
 }
 
-// A loopback port nobody holds now: a fixed formula can land on a port some
-// connection of this machine holds as its ephemeral port.
-inline int freePort() {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in sin{};
-  sin.sin_family = AF_INET;
-  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof sin;
-  int port = 0;
-  if (bind(fd, reinterpret_cast<sockaddr*>(&sin), sizeof sin) == 0 &&
-      getsockname(fd, reinterpret_cast<sockaddr*>(&sin), &len) == 0)
-    port = ntohs(sin.sin_port);
-  close(fd);
-  return port;
-}
-
 using smik::testing::eventually;
+using smik::testing::freePort;
 
 inline std::string ns(const std::string& name, bool meshed) {
   return "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: " + name + "\n" +

@@ -112,6 +112,19 @@ class Split : public E2E {
     return tally(r.output, vip + ":80");
   }
 
+  // A meshed "shop" split 50/50 whose client may reach v1's ServiceAccount
+  // only, the agent running with every pod hooked.
+  void startWithClientAllowedToV1Only() {
+    build(/*meshed=*/true);
+    write("policy.yaml", tcpRoute("shop", "web", "[8080]") +
+                             trafficTarget("shop", "client-to-v1", "shop", "v1",
+                                           rule("TCPRoute", "web"), "shop", "client"));
+    write("split.yaml", split("shop", "web", {{"web-v1", 50}, {"web-v2", 50}}));
+    startAgent();
+    waitAttached(5);
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  }
+
   // Polls until a batch of connections is served by v2 only / v1 only...
   bool eventuallyShare(const std::string& vip, const std::function<bool(const Tally&)>& ok) {
     return eventually([&] { return ok(connectMany(vip, 20)); }, 1500);
@@ -240,14 +253,7 @@ TEST_F(Split, PlainServicesAllZeroFallbackAndDeletion) {
 // ServiceAccount is denied on v2 exactly as with a direct connection; over
 // IPv4 and IPv6.
 TEST_P(SplitFamilies, AccessControlStillAppliesToSplitBackends) {
-  build(/*meshed=*/true);
-  write("policy.yaml", tcpRoute("shop", "web", "[8080]") +
-                           trafficTarget("shop", "client-to-v1", "shop", "v1",
-                                         rule("TCPRoute", "web"), "shop", "client"));
-  write("split.yaml", split("shop", "web", {{"web-v1", 50}, {"web-v2", 50}}));
-  startAgent();
-  waitAttached(5);
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  startWithClientAllowedToV1Only();
   Tally t = connectMany(dial(vip_), 60);  // denied ones wait out their timeout
   EXPECT_GT(t.ok, 12);
   EXPECT_GT(t.failed, 12) << "connections sent to v2 must be denied";
@@ -300,14 +306,7 @@ TEST_F(Split, V4MappedClusterIpFromDualStackSockets) {
 // a client allowed to v1 only reaches v1 through ::ffff:<ClusterIP>, and the
 // connections sent to v2 are dropped by policy, not lost untranslated.
 TEST_F(Split, V4MappedClusterIpIsStillJudgedByPolicy) {
-  build(/*meshed=*/true);
-  write("policy.yaml", tcpRoute("shop", "web", "[8080]") +
-                           trafficTarget("shop", "client-to-v1", "shop", "v1",
-                                         rule("TCPRoute", "web"), "shop", "client"));
-  write("split.yaml", split("shop", "web", {{"web-v1", 50}, {"web-v2", 50}}));
-  startAgent();
-  waitAttached(5);
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  startWithClientAllowedToV1Only();
   Tally t = connectMany("::ffff:" + vip_, 40);
   EXPECT_GT(t.ok, 5);
   EXPECT_EQ(t.v1(), t.ok);

@@ -19,11 +19,15 @@
 #include "agent/agent.h"
 #include "agent/source/manifest_dir.h"
 #include "api/http/http_server.h"
+#include "tests/support/eventually.h"
+#include "tests/support/sockets.h"
 
 namespace smik {
 namespace {
 
 namespace fs = std::filesystem;
+using smik::testing::eventually;
+using smik::testing::freePort;
 
 // Pods' veths by name, hooks as a map: what the kernel would do, in memory.
 class FakeDataplane : public datapath::Dataplane {
@@ -79,20 +83,6 @@ class FakeDataplane : public datapath::Dataplane {
   std::map<uint32_t, datapath::Attachment> attached_;
   bool sockets_ = false;
 };
-
-int freePort() {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in sin{};
-  sin.sin_family = AF_INET;
-  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof sin;
-  int port = 0;
-  if (bind(fd, reinterpret_cast<sockaddr*>(&sin), sizeof sin) == 0 &&
-      getsockname(fd, reinterpret_cast<sockaddr*>(&sin), &len) == 0)
-    port = ntohs(sin.sin_port);
-  close(fd);
-  return port;
-}
 
 std::string pod(const std::string& name, const std::string& ip) {
   return "---\napiVersion: v1\nkind: Pod\nmetadata: {name: " + name +
@@ -204,8 +194,11 @@ TEST_F(AgentTest, NothingIsWrittenWhileTheKernelCannotBeRead) {
   EXPECT_EQ(body, "not ready: read maps: injected read failure (retrying)\n");
   EXPECT_EQ(dp_->backend.fail_reads, 0);
 
-  for (int i = 0; i < 20 && get("/readyz").first != 200; i++) retry();  // backs off
-  EXPECT_EQ(get("/readyz").first, 200);
+  // The back-off grows with each failure: poll rounds until one succeeds.
+  EXPECT_TRUE(eventually([&] {
+    agent_->runOnce();
+    return get("/readyz").first == 200;
+  }, std::chrono::seconds(10), std::chrono::milliseconds(100)));
   smik::Addr b;
   ASSERT_TRUE(smik::parseAddr("10.0.0.11", &b));
   EXPECT_EQ(dp_->backend.read().value().ips.count(b), 1u);

@@ -75,18 +75,14 @@ TEST(CompileAccessMode, ParseAndNames) {
 // ---- rules, ports and protocols -------------------------------------------
 
 TEST(CompileRules, TrafficTargetsAreAdditive) {
-  const std::string yaml =
-      base() + tcpRoute("prod", "web", "[80]") + tcpRoute("prod", "admin", "[9000]") +
-      udpRoute("prod", "dns", "[53]") +
-      trafficTarget("prod", "a", "server", "[" + rule("TCPRoute", "web") + "]",
-                    "[" + source("client") + "]") +
-      trafficTarget("prod", "b", "server", "[" + rule("TCPRoute", "admin") + "]",
-                    "[" + source("ops") + "]") +
-      trafficTarget("prod", "c", "server", "[" + rule("UDPRoute", "dns") + "]",
-                    "[" + source("client") + "]") +
-      // Overlaps "a": a union, not a conflict.
-      trafficTarget("prod", "d", "server", "[" + rule("TCPRoute", "web") + "]",
-                    "[" + source("client") + ", " + source("ops") + "]");
+  const std::string yaml = base() + tcpRoute("prod", "web", "[80]") +
+                           tcpRoute("prod", "admin", "[9000]") + udpRoute("prod", "dns", "[53]") +
+                           grant("a", "server", "TCPRoute", "web", "client") +
+                           grant("b", "server", "TCPRoute", "admin", "ops") +
+                           grant("c", "server", "UDPRoute", "dns", "client") +
+                           // Overlaps "a": a union, not a conflict.
+                           trafficTarget("prod", "d", "server", "[" + rule("TCPRoute", "web") + "]",
+                                         "[" + source("client") + ", " + source("ops") + "]");
   const Plan p = compile(stateOf(yaml), node());
   EXPECT_EQ(grants(p), (std::set<std::string>{
                            "prod/client -> prod/server TCP/80",
@@ -103,11 +99,9 @@ TEST(CompileRules, EmptyPortListMeansAllPortsOfThatProtocolOnly) {
                                 0, SMIK_PROTO_TCP, 0};
   EXPECT_EQ(tcp.policy.count(all_tcp), 1u);
 
-  const Plan udp =
-      compile(stateOf(base() + udpRoute("prod", "dns", "[]") +
-                      trafficTarget("prod", "dns", "server", "[" + rule("UDPRoute", "dns") + "]",
-                                    "[" + source("client") + "]")),
-              node());
+  const Plan udp = compile(stateOf(base() + udpRoute("prod", "dns", "[]") +
+                                   grant("dns", "server", "UDPRoute", "dns", "client")),
+                           node());
   EXPECT_EQ(grants(udp), (std::set<std::string>{"prod/client -> prod/server UDP/*"}));
 }
 
@@ -142,9 +136,7 @@ TEST(CompileRules, TrafficTargetOutsideDestinationNamespaceIsIgnored) {
 }
 
 TEST(CompileRules, RoutesAreResolvedInTheTrafficTargetNamespace) {
-  const std::string tt =
-      trafficTarget("prod", "allow-web", "server", "[" + rule("TCPRoute", "web") + "]",
-                    "[" + source("client") + "]");
+  const std::string tt = grant("allow-web", "server", "TCPRoute", "web", "client");
   const Plan elsewhere =
       compile(stateOf(base() + meshedNs("other") + tcpRoute("other", "web", "[80]") + tt), node());
   EXPECT_EQ(grants(elsewhere), kNone);
@@ -186,8 +178,7 @@ TEST(CompileRules, MissingRouteGrantsNothingNeverAllPorts) {
                     "[" + rule("TCPRoute", "ghost") + ", " + rule("UDPRoute", "ghost") + ", " +
                         rule("TCPRoute", "web") + "]",
                     "[" + source("client") + "]") +
-      trafficTarget("prod", "all-missing", "server", "[" + rule("TCPRoute", "gone") + "]",
-                    "[" + source("other") + "]");
+      grant("all-missing", "server", "TCPRoute", "gone", "other");
   const Plan p = compile(stateOf(yaml), node());
   EXPECT_EQ(grants(p), (std::set<std::string>{"prod/client -> prod/server TCP/80"}));
   for (const auto& [k, v] : p.policy) {
@@ -203,10 +194,8 @@ TEST(CompileRules, MissingRouteGrantsNothingNeverAllPorts) {
 }
 
 TEST(CompileRules, HttpRouteGroupOnlyGrantsNothingByDefault) {
-  const std::string yaml =
-      base() + httpGroup("prod", "api") +
-      trafficTarget("prod", "http-only", "server", "[" + rule("HTTPRouteGroup", "api") + "]",
-                    "[" + source("client") + "]");
+  const std::string yaml = base() + httpGroup("prod", "api") +
+                           grant("http-only", "server", "HTTPRouteGroup", "api", "client");
   const Plan p = compile(stateOf(yaml), node());
   EXPECT_EQ(grants(p), kNone);
   EXPECT_EQ(enforced(p).count("prod/server"), 1u);
@@ -217,10 +206,8 @@ TEST(CompileRules, HttpRouteGroupOnlyGrantsNothingByDefault) {
 }
 
 TEST(CompileRules, HttpRouteGroupOnlyGrantsAllTcpWhenConfigured) {
-  const std::string yaml =
-      base() + httpGroup("prod", "api") +
-      trafficTarget("prod", "http-only", "server", "[" + rule("HTTPRouteGroup", "api") + "]",
-                    "[" + source("client") + "]");
+  const std::string yaml = base() + httpGroup("prod", "api") +
+                           grant("http-only", "server", "HTTPRouteGroup", "api", "client");
   NodeConfig n = node();
   n.http_rules = HttpRulesAtL4::kGrantAllTcp;
   const Plan p = compile(stateOf(yaml), n);
@@ -233,10 +220,8 @@ TEST(CompileRules, HttpRouteGroupOnlyGrantsAllTcpWhenConfigured) {
 TEST(CompileRules, MissingHttpRouteGroupGrantsNothingEvenWhenLenient) {
   NodeConfig n = node();
   n.http_rules = HttpRulesAtL4::kGrantAllTcp;
-  const Plan p = compile(stateOf(base() + trafficTarget("prod", "http-only", "server",
-                                                        "[" + rule("HTTPRouteGroup", "api") + "]",
-                                                        "[" + source("client") + "]")),
-                         n);
+  const Plan p =
+      compile(stateOf(base() + grant("http-only", "server", "HTTPRouteGroup", "api", "client")), n);
   EXPECT_EQ(grants(p), kNone);
   EXPECT_THAT(joined(diagnosticsFor(p, ttRef("prod", "http-only"))),
               HasSubstr("HTTPRouteGroup api not found in namespace prod"));

@@ -55,19 +55,14 @@ TEST(Explain, AllPortsGrantSaysSo) {
 }
 
 TEST(Explain, DeniedDetailsWhyEachCandidateDidNotMatch) {
-  const std::string yaml =
-      base() + tcpRoute("prod", "web", "[80]") + udpRoute("prod", "video", "[8080]") +
-      trafficTarget("prod", "a-others", "server", "[" + rule("TCPRoute", "web") + "]",
-                    "[" + source("ops") + "]") +
-      trafficTarget("prod", "b-web", "server", "[" + rule("TCPRoute", "web") + "]",
-                    "[" + source("client") + "]") +
-      trafficTarget("prod", "c-udp", "server", "[" + rule("UDPRoute", "video") + "]",
-                    "[" + source("client") + "]") +
-      trafficTarget("prod", "d-missing", "server", "[" + rule("TCPRoute", "gone") + "]",
-                    "[" + source("client") + "]") +
-      // Names another destination: not a candidate.
-      trafficTarget("prod", "e-client", "client", "[" + rule("TCPRoute", "web") + "]",
-                    "[" + source("server") + "]");
+  const std::string yaml = base() + tcpRoute("prod", "web", "[80]") +
+                           udpRoute("prod", "video", "[8080]") +
+                           grant("a-others", "server", "TCPRoute", "web", "ops") +
+                           grant("b-web", "server", "TCPRoute", "web", "client") +
+                           grant("c-udp", "server", "UDPRoute", "video", "client") +
+                           grant("d-missing", "server", "TCPRoute", "gone", "client") +
+                           // Names another destination: not a candidate.
+                           grant("e-client", "client", "TCPRoute", "web", "server");
   const Explanation e =
       explainOk(stateOf(yaml), node(), "prod/client-0", "prod/server-0", 8080, Proto::kTcp);
   EXPECT_FALSE(e.allowed);
@@ -114,8 +109,7 @@ TEST(Explain, JudgesOnTheDestinationNode) {
   // The caller's node name does not matter: the destination's node decides.
   const std::string yaml = base() + pod("prod", "db-0", "db", "n2", "10.0.1.40") +
                            tcpRoute("prod", "sql", "[5432]") +
-                           trafficTarget("prod", "sql", "db", "[" + rule("TCPRoute", "sql") + "]",
-                                         "[" + source("client") + "]");
+                           grant("sql", "db", "TCPRoute", "sql", "client");
   const Explanation e = explainOk(stateOf(yaml), node(AccessMode::kStrict, "n1"), "prod/client-0",
                                   "prod/db-0", 5432, Proto::kTcp);
   EXPECT_TRUE(e.allowed);

@@ -194,11 +194,10 @@ TEST(CompileHostTraffic, HostSubjectIsASourceNamedLocalOnly) {
 }
 
 TEST(CompileMesh, PodWithoutServiceAccountUsesDefault) {
-  const std::string yaml =
-      meshedNs("prod") + pod("prod", "plain-0", "", "n1", "10.0.0.60") +
-      pod("prod", "client-0", "client", "n1", "10.0.0.20") + clientToServerTcp("[80]") +
-      trafficTarget("prod", "to-default", "default", "[" + rule("TCPRoute", "web") + "]",
-                    "[" + source("client") + "]");
+  const std::string yaml = meshedNs("prod") + pod("prod", "plain-0", "", "n1", "10.0.0.60") +
+                           pod("prod", "client-0", "client", "n1", "10.0.0.20") +
+                           clientToServerTcp("[80]") +
+                           grant("to-default", "default", "TCPRoute", "web", "client");
   const Plan p = compile(stateOf(yaml), node());
   ASSERT_EQ(p.identities.count("prod/default"), 1u);
   EXPECT_EQ(p.endpoints.at("prod/plain-0").identity, p.identities.at("prod/default"));
@@ -343,10 +342,8 @@ const std::vector<std::string>& mixedDocuments() {
       trafficTarget("prod", "web", "server",
                     "[" + rule("TCPRoute", "web") + ", " + rule("UDPRoute", "dns") + "]",
                     "[" + source("client") + ", " + source("db") + "]"),
-      trafficTarget("prod", "api", "server", "[" + rule("HTTPRouteGroup", "api") + "]",
-                    "[" + source("client") + "]"),
-      trafficTarget("prod", "broken", "client", "[" + rule("TCPRoute", "missing") + "]",
-                    "[" + source("server") + "]"),
+      grant("api", "server", "HTTPRouteGroup", "api", "client"),
+      grant("broken", "client", "TCPRoute", "missing", "server"),
   };
   return docs;
 }
@@ -377,8 +374,7 @@ TEST(CompileRuleOrigin, RuleIdPointsAtTheGrantingRule) {
       trafficTarget("prod", "web-and-dns", "server",
                     "[" + rule("TCPRoute", "web") + ", " + rule("UDPRoute", "dns") + "]",
                     "[" + source("client") + "]") +
-      trafficTarget("prod", "admin", "server", "[" + rule("TCPRoute", "admin") + "]",
-                    "[" + source("ops") + "]");
+      grant("admin", "server", "TCPRoute", "admin", "ops");
   const Plan p = compile(stateOf(yaml), node());
   ASSERT_EQ(p.rules.size(), 3u);
   const auto origin = [&](const std::string& src, uint16_t port, uint8_t proto) {
@@ -396,12 +392,9 @@ TEST(CompileRuleOrigin, RuleIdPointsAtTheGrantingRule) {
 }
 
 TEST(CompileRuleOrigin, OverlappingGrantKeepsTheFirstTrafficTargetByName) {
-  const std::string yaml =
-      base() + tcpRoute("prod", "web", "[80]") +
-      trafficTarget("prod", "b-second", "server", "[" + rule("TCPRoute", "web") + "]",
-                    "[" + source("client") + "]") +
-      trafficTarget("prod", "a-first", "server", "[" + rule("TCPRoute", "web") + "]",
-                    "[" + source("client") + "]");
+  const std::string yaml = base() + tcpRoute("prod", "web", "[80]") +
+                           grant("b-second", "server", "TCPRoute", "web", "client") +
+                           grant("a-first", "server", "TCPRoute", "web", "client");
   const Plan p = compile(stateOf(yaml), node());
   const smik_policy_key k{p.identities.at("prod/client"), p.identities.at("prod/server"), 80,
                           SMIK_PROTO_TCP, 0};

@@ -94,6 +94,13 @@ inline std::string trafficTarget(const std::string& ns, const std::string& name,
          "\n  sources: " + sources + "\n";
 }
 
+// The common TrafficTarget: in prod, to ServiceAccount dst, one rule (kind,
+// route), one source ServiceAccount.
+inline std::string grant(const std::string& name, const std::string& dst, const std::string& kind,
+                         const std::string& route, const std::string& src) {
+  return trafficTarget("prod", name, dst, "[" + rule(kind, route) + "]", "[" + source(src) + "]");
+}
+
 // access v1alpha2 TrafficTarget with destination.port (`port` empty: none).
 inline std::string legacyTarget(const std::string& route, const std::string& port) {
   return "---\napiVersion: access.smi-spec.io/v1alpha2\nkind: TrafficTarget\n"
@@ -111,9 +118,7 @@ inline std::string base() {
 
 // client -> server on TCPRoute web (`ports`).
 inline std::string clientToServerTcp(const std::string& ports) {
-  return tcpRoute("prod", "web", ports) + trafficTarget("prod", "allow-web", "server",
-                                                        "[" + rule("TCPRoute", "web") + "]",
-                                                        "[" + source("client") + "]");
+  return tcpRoute("prod", "web", ports) + grant("allow-web", "server", "TCPRoute", "web", "client");
 }
 
 inline NodeConfig node(AccessMode mode = AccessMode::kStrict, const std::string& name = "n1") {

@@ -58,12 +58,9 @@ class Listen : public ::testing::Test {
 
 // Open sockets, closed when the test ends.
 struct Sockets {
-  std::vector<int> fds;
-  ~Sockets() {
-    for (int fd : fds) ::close(fd);
-  }
-  void add(int fd) {
-    if (fd >= 0) fds.push_back(fd);
+  std::vector<UniqueFd> fds;
+  void add(UniqueFd fd) {
+    if (fd) fds.push_back(std::move(fd));
   }
 };
 
@@ -82,9 +79,9 @@ TEST_F(Listen, ProbesAnswerWhileIdleAndSlowClientsHoldConnectionsAndAHugePostStr
   // client elsewhere, as kubelet's probes come from the node itself.
   for (int i = 0; i < 300; ++i) held.add(connectFrom("127.0.0.2", "127.0.0.1", port()));
   for (int i = 0; i < 50; ++i) {
-    const int fd = connectFrom("127.0.0.3", "127.0.0.1", port());
-    sendAll(fd, "GET /metrics HTTP/1.1\r\nX-Slow: ");  // and never the rest
-    held.add(fd);
+    UniqueFd fd = connectFrom("127.0.0.3", "127.0.0.1", port());
+    sendAll(fd.get(), "GET /metrics HTTP/1.1\r\nX-Slow: ");  // and never the rest
+    held.add(std::move(fd));
   }
   // A few of the prober's own: under its per-client share, idle.
   for (int i = 0; i < 20; ++i) held.add(connectFrom("127.0.0.1", "127.0.0.1", port()));
@@ -93,11 +90,11 @@ TEST_F(Listen, ProbesAnswerWhileIdleAndSlowClientsHoldConnectionsAndAHugePostStr
   std::atomic<bool> done{false};
   std::atomic<size_t> sent{0};
   std::thread post([&] {
-    const int fd = connectFrom("127.0.0.4", "127.0.0.1", port());
+    const UniqueFd conn = connectFrom("127.0.0.4", "127.0.0.1", port());
+    const int fd = conn.get();
     if (!sendAll(fd, "POST /healthz HTTP/1.1\r\nContent-Length: 4294967296\r\n\r\n")) return;
     const std::string chunk(1 << 16, 'x');
     while (!done && sendAll(fd, chunk)) sent += chunk.size();
-    ::close(fd);
   });
   std::this_thread::sleep_for(300ms);
   for (int i = 0; i < 5; ++i) {
@@ -143,7 +140,8 @@ TEST_F(Listen, AHeadTrickledSlowerThanItsDeadlineIsCut) {
   ListenLimits limits;
   limits.head_timeout = 400ms;
   start(limits);
-  const int fd = connectFrom("127.0.0.1", "127.0.0.1", port());
+  const UniqueFd conn = connectFrom("127.0.0.1", "127.0.0.1", port());
+  const int fd = conn.get();
   ASSERT_GE(fd, 0);
   const auto t0 = Clock::now();
   std::string got;
@@ -154,7 +152,6 @@ TEST_F(Listen, AHeadTrickledSlowerThanItsDeadlineIsCut) {
     if (!got.empty()) break;
   }
   got += readUntilClosed(fd, 2s);
-  ::close(fd);
   EXPECT_EQ(statusOf(got), 408);
   EXPECT_LT(Clock::now() - t0, 2s);
 }
@@ -164,12 +161,12 @@ TEST_F(Listen, IdleConnectionsAreClosedAfterTheirTimeout) {
   limits.head_timeout = 300ms;
   limits.idle_timeout = 300ms;
   start(limits);
-  const int fd = connectFrom("127.0.0.1", "127.0.0.1", port());
+  const UniqueFd conn = connectFrom("127.0.0.1", "127.0.0.1", port());
+  const int fd = conn.get();
   ASSERT_GE(fd, 0);
   const auto t0 = Clock::now();
   EXPECT_TRUE(closedBy(fd, 3s));
   EXPECT_LT(Clock::now() - t0, 2s);
-  ::close(fd);
 }
 
 TEST_F(Listen, OneClientGetsItsShareAndTheOldestWaiterMakesRoom) {
@@ -187,19 +184,19 @@ TEST_F(Listen, OneClientGetsItsShareAndTheOldestWaiterMakesRoom) {
   for (int i = 0; i < 3; ++i) held.add(connectFrom("127.0.0.3", "127.0.0.1", port()));
   std::this_thread::sleep_for(100ms);
   EXPECT_EQ(get("/healthz"), 200);
-  EXPECT_TRUE(closedBy(held.fds[0], 1s)) << "the oldest was displaced";
+  EXPECT_TRUE(closedBy(held.fds[0].get(), 1s)) << "the oldest was displaced";
 }
 
 TEST_F(Listen, KeepAliveAndPipelinedRequestsAnswerInOrder) {
   start();
-  const int fd = connectFrom("127.0.0.1", "127.0.0.1", port());
+  const UniqueFd conn = connectFrom("127.0.0.1", "127.0.0.1", port());
+  const int fd = conn.get();
   ASSERT_GE(fd, 0);
   ASSERT_TRUE(sendAll(fd,
                       "GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n"
                       "GET /nope HTTP/1.1\r\nHost: a\r\n\r\n"
                       "GET /readyz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"));
   const std::string r = readUntilClosed(fd, 3s);
-  ::close(fd);
   const size_t first = r.find("HTTP/1.1 200");
   const size_t second = r.find("HTTP/1.1 404", first);
   const size_t third = r.find("ready\n", second);

@@ -373,7 +373,7 @@ TEST(L4Route, UdpRoute) {
 // ---- HTTPRouteGroup ---------------------------------------------------------
 
 TEST(HttpRouteGroup, HeadersAsListAndAsMap) {
-  const char* list_form = R"(
+  const std::string head = R"(
 apiVersion: specs.smi-spec.io/v1alpha4
 kind: HTTPRouteGroup
 metadata: {name: g}
@@ -383,23 +383,14 @@ spec:
     pathRegex: /api/.*
     methods: [GET, HEAD]
     headers:
-    - user-agent: ".*Android.*"
+)";
+  const std::string list_form = head + R"(    - user-agent: ".*Android.*"
     - cookie: "type=insider"
 )";
-  const char* map_form = R"(
-apiVersion: specs.smi-spec.io/v1alpha4
-kind: HTTPRouteGroup
-metadata: {name: g}
-spec:
-  matches:
-  - name: android
-    pathRegex: /api/.*
-    methods: [GET, HEAD]
-    headers:
-      user-agent: ".*Android.*"
+  const std::string map_form = head + R"(      user-agent: ".*Android.*"
       cookie: "type=insider"
 )";
-  for (const char* text : {list_form, map_form}) {
+  for (const std::string& text : {list_form, map_form}) {
     const auto g = one<HttpRouteGroup>(text);
     EXPECT_EQ(g.meta.ns, "default");
     ASSERT_EQ(g.matches.size(), 1u);

@@ -14,13 +14,15 @@
 #include <optional>
 #include <string>
 
+#include "agent/base/unique_fd.h"
+
 namespace smik::testing {
 
 // A connected TCP socket from source (port chosen by the kernel) to
-// dest:port, or -1.
-inline int connectFrom(const std::string& source, const std::string& dest, int port) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return -1;
+// dest:port; invalid if it cannot connect.
+inline UniqueFd connectFrom(const std::string& source, const std::string& dest, int port) {
+  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd) return fd;
   sockaddr_in a{};
   a.sin_family = AF_INET;
   inet_pton(AF_INET, source.c_str(), &a.sin_addr);
@@ -28,11 +30,9 @@ inline int connectFrom(const std::string& source, const std::string& dest, int p
   b.sin_family = AF_INET;
   b.sin_port = htons(static_cast<uint16_t>(port));
   inet_pton(AF_INET, dest.c_str(), &b.sin_addr);
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
-      ::connect(fd, reinterpret_cast<sockaddr*>(&b), sizeof b) != 0) {
-    ::close(fd);
-    return -1;
-  }
+  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+      ::connect(fd.get(), reinterpret_cast<sockaddr*>(&b), sizeof b) != 0)
+    return {};
   return fd;
 }
 
@@ -92,11 +92,10 @@ inline int statusOf(const std::string& response) {
 inline std::string exchange(const std::string& source, const std::string& dest, int port,
                             const std::string& request,
                             std::chrono::milliseconds within = std::chrono::seconds(5)) {
-  const int fd = connectFrom(source, dest, port);
-  if (fd < 0) return "";
+  const UniqueFd fd = connectFrom(source, dest, port);
+  if (!fd) return "";
   std::string out;
-  if (sendAll(fd, request)) out = readUntilClosed(fd, within);
-  ::close(fd);
+  if (sendAll(fd.get(), request)) out = readUntilClosed(fd.get(), within);
   return out;
 }
 

@@ -285,7 +285,8 @@ std::string servedIssuer(int port, const std::string& cert, const std::string& k
   if (SSL_CTX_use_certificate_file(ctx.get(), cert.c_str(), SSL_FILETYPE_PEM) != 1 ||
       SSL_CTX_use_PrivateKey_file(ctx.get(), key.c_str(), SSL_FILETYPE_PEM) != 1)
     return "";
-  const int fd = smik::testing::connectFrom("127.0.0.1", "127.0.0.1", port);
+  const UniqueFd conn = smik::testing::connectFrom("127.0.0.1", "127.0.0.1", port);
+  const int fd = conn.get();
   std::unique_ptr<SSL, decltype(&SSL_free)> ssl(SSL_new(ctx.get()), SSL_free);
   SSL_set_fd(ssl.get(), fd);
   std::string issuer;
@@ -304,7 +305,6 @@ std::string servedIssuer(int port, const std::string& cert, const std::string& k
     }
   }
   ERR_clear_error();
-  ::close(fd);
   return issuer;
 }
 

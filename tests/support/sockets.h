@@ -1,0 +1,48 @@
+// Loopback sockets for tests, each held by a UniqueFd: a free port, a
+// connection. One copy for the unit, kernel and end-to-end tests.
+#pragma once
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+
+#include "agent/base/unique_fd.h"
+
+namespace smik::testing {
+
+inline sockaddr_in loopbackAddr(int port) {
+  sockaddr_in sin{};
+  sin.sin_family = AF_INET;
+  sin.sin_port = htons(static_cast<uint16_t>(port));
+  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  return sin;
+}
+
+// A loopback port nobody holds now: a fixed formula can land on a port some
+// connection of this machine holds as its ephemeral port. 0 if none.
+inline int freePort() {
+  UniqueFd fd(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_in sin = loopbackAddr(0);
+  socklen_t len = sizeof sin;
+  if (bind(fd.get(), reinterpret_cast<sockaddr*>(&sin), sizeof sin) != 0 ||
+      getsockname(fd.get(), reinterpret_cast<sockaddr*>(&sin), &len) != 0)
+    return 0;
+  return ntohs(sin.sin_port);
+}
+
+// A TCP connection to 127.0.0.1:port whose reads give up after timeout_s
+// (0: never); invalid if nothing accepts it.
+inline UniqueFd connectLoopback(int port, int timeout_s = 0) {
+  UniqueFd fd(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd) return fd;
+  if (timeout_s > 0) {
+    timeval tv{timeout_s, 0};
+    setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  }
+  sockaddr_in sin = loopbackAddr(port);
+  if (connect(fd.get(), reinterpret_cast<sockaddr*>(&sin), sizeof sin) != 0) return {};
+  return fd;
+}
+
+}  // namespace smik::testing
