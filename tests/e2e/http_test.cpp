@@ -10,7 +10,7 @@
 #include <thread>
 
 #include "tests/e2e/fixture.h"
-#include "tests/unit/raw_http.h"
+#include "tests/support/raw_http.h"
 
 namespace smik::e2e {
 namespace {
@@ -48,26 +48,26 @@ TEST_F(HttpListener, ProbesAnswerUnderIdleAndSlowClientsAndAHugePost) {
   startAgent();
   const pid_t agent = agent_->pid();
   const long rss_before = peakRssKiB(agent);
-  std::vector<int> held;
+  std::vector<UniqueFd> held;
   // First the POST: a body of gigabytes, streamed as fast as it is taken.
   std::atomic<bool> done{false};
   std::atomic<size_t> sent{0};
   std::thread post([&] {
-    const int fd = connectFrom("127.0.0.4", "127.0.0.1", http_port_);
+    const UniqueFd conn = connectFrom("127.0.0.4", "127.0.0.1", http_port_);
+    const int fd = conn.get();
     if (fd < 0 || !sendAll(fd, "POST /status HTTP/1.1\r\nContent-Length: 8589934592\r\n\r\n"))
       return;
     const std::string chunk(1 << 16, 'x');
     while (!done && sent < (size_t{512} << 20) && sendAll(fd, chunk)) sent += chunk.size();
-    ::close(fd);
   });
   std::this_thread::sleep_for(200ms);
   // Then clients that connect and say nothing, or never finish their request,
   // from other addresses of this host.
   for (int i = 0; i < 300; ++i) held.push_back(connectFrom("127.0.0.2", "127.0.0.1", http_port_));
   for (int i = 0; i < 50; ++i) {
-    const int fd = connectFrom("127.0.0.3", "127.0.0.1", http_port_);
-    sendAll(fd, "GET /metrics HTTP/1.1\r\nX-Slow: ");
-    held.push_back(fd);
+    UniqueFd fd = connectFrom("127.0.0.3", "127.0.0.1", http_port_);
+    sendAll(fd.get(), "GET /metrics HTTP/1.1\r\nX-Slow: ");
+    held.push_back(std::move(fd));
   }
   std::this_thread::sleep_for(500ms);
   for (int i = 0; i < 3; ++i) {
@@ -78,8 +78,7 @@ TEST_F(HttpListener, ProbesAnswerUnderIdleAndSlowClientsAndAHugePost) {
   }
   done = true;
   post.join();
-  for (int fd : held)
-    if (fd >= 0) ::close(fd);
+  held.clear();
   EXPECT_LT(peakRssKiB(agent) - rss_before, 64 * 1024)
       << "KiB more after " << (sent >> 20) << " MiB of body";
 }

@@ -234,17 +234,14 @@ TEST_F(Kube, UnreachableAtStartKeepsThePinnedPolicyAndResyncsCleanly) {
 // Runs f with this thread in `pod`'s network namespace, then returns: a
 // socket made meanwhile stays there (a listener "in" the pod).
 void inNetns(const Pod& pod, const std::function<void()>& f) {
-  int self = ::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
-  int target = ::open(("/var/run/netns/" + pod.netns()).c_str(), O_RDONLY | O_CLOEXEC);
   struct Back {
-    int self, target;
-    ~Back() {
-      if (self >= 0 && ::setns(self, CLONE_NEWNET) != 0) std::abort();  // never stay elsewhere
-      if (self >= 0) ::close(self);
-      if (target >= 0) ::close(target);
+    UniqueFd self, target;
+    ~Back() {  // never stay elsewhere
+      if (self && ::setns(self.get(), CLONE_NEWNET) != 0) std::abort();
     }
-  } back{self, target};
-  if (self < 0 || target < 0 || ::setns(target, CLONE_NEWNET) != 0)
+  } back{UniqueFd(::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC)),
+         UniqueFd(::open(("/var/run/netns/" + pod.netns()).c_str(), O_RDONLY | O_CLOEXEC))};
+  if (!back.self || !back.target || ::setns(back.target.get(), CLONE_NEWNET) != 0)
     throw std::runtime_error("cannot enter the netns of " + pod.name());
   f();
 }

@@ -1,11 +1,14 @@
-// Loopback sockets for tests, each held by a UniqueFd: a free port, a
-// connection. One copy for the unit, kernel and end-to-end tests.
+// Sockets for tests, each held by a UniqueFd: a free loopback port, a
+// connection to it, one from a chosen source address. One copy for the
+// unit and end-to-end tests (raw_http.h speaks HTTP over them).
 #pragma once
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+
+#include <string>
 
 #include "agent/base/unique_fd.h"
 
@@ -42,6 +45,24 @@ inline UniqueFd connectLoopback(int port, int timeout_s = 0) {
   }
   sockaddr_in sin = loopbackAddr(port);
   if (connect(fd.get(), reinterpret_cast<sockaddr*>(&sin), sizeof sin) != 0) return {};
+  return fd;
+}
+
+// A connected TCP socket from source (port chosen by the kernel) to
+// dest:port; invalid if it cannot connect.
+inline UniqueFd connectFrom(const std::string& source, const std::string& dest, int port) {
+  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd) return fd;
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  inet_pton(AF_INET, source.c_str(), &a.sin_addr);
+  sockaddr_in b{};
+  b.sin_family = AF_INET;
+  b.sin_port = htons(static_cast<uint16_t>(port));
+  inet_pton(AF_INET, dest.c_str(), &b.sin_addr);
+  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+      ::connect(fd.get(), reinterpret_cast<sockaddr*>(&b), sizeof b) != 0)
+    return {};
   return fd;
 }
 

@@ -18,7 +18,7 @@
 #include "agent/telemetry/store.h"
 #include "api/http/http_server.h"
 #include "api/http/router.h"
-#include "tests/unit/raw_http.h"
+#include "tests/support/raw_http.h"
 
 namespace smik::api {
 namespace {

@@ -22,7 +22,7 @@
 #include "tests/kube/fake_cluster.h"
 #include "tests/support/eventually.h"
 #include "tests/testbed/certs.h"
-#include "tests/unit/raw_http.h"
+#include "tests/support/raw_http.h"
 
 namespace smik::api {
 namespace {

@@ -15,6 +15,7 @@
 #include <thread>
 #include <vector>
 
+#include "agent/base/unique_fd.h"
 #include "agent/source/manifest_dir.h"
 
 namespace smik::source {
@@ -54,10 +55,11 @@ class FdExhaustion {
     rlimit low = saved_;
     if (low.rlim_cur > 256) low.rlim_cur = 256;
     setrlimit(RLIMIT_NOFILE, &low);
-    for (int fd; (fd = open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0;) fds_.push_back(fd);
+    for (UniqueFd fd; (fd = UniqueFd(open("/dev/null", O_RDONLY | O_CLOEXEC)));)
+      fds_.push_back(std::move(fd));
   }
   ~FdExhaustion() {
-    for (int fd : fds_) close(fd);
+    fds_.clear();
     setrlimit(RLIMIT_NOFILE, &saved_);
   }
   FdExhaustion(const FdExhaustion&) = delete;
@@ -65,7 +67,7 @@ class FdExhaustion {
 
  private:
   rlimit saved_{};
-  std::vector<int> fds_;
+  std::vector<UniqueFd> fds_;
 };
 
 class ManifestDirTest : public ::testing::Test {

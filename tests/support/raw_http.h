@@ -15,26 +15,9 @@
 #include <string>
 
 #include "agent/base/unique_fd.h"
+#include "tests/support/sockets.h"
 
 namespace smik::testing {
-
-// A connected TCP socket from source (port chosen by the kernel) to
-// dest:port; invalid if it cannot connect.
-inline UniqueFd connectFrom(const std::string& source, const std::string& dest, int port) {
-  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!fd) return fd;
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  inet_pton(AF_INET, source.c_str(), &a.sin_addr);
-  sockaddr_in b{};
-  b.sin_family = AF_INET;
-  b.sin_port = htons(static_cast<uint16_t>(port));
-  inet_pton(AF_INET, dest.c_str(), &b.sin_addr);
-  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
-      ::connect(fd.get(), reinterpret_cast<sockaddr*>(&b), sizeof b) != 0)
-    return {};
-  return fd;
-}
 
 inline bool sendAll(int fd, const std::string& data) {
   size_t done = 0;
