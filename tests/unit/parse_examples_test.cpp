@@ -53,6 +53,20 @@ ParseResult loadExample(const std::string& name) {
   return parseManifests(out.c_str(), name);
 }
 
+// An example, parsed with the errors it should have and nothing ignored,
+// and the state its objects make.
+struct LoadedExample {
+  ParseResult parsed;
+  ClusterState state;
+};
+LoadedExample loadChecked(const std::string& file, size_t errors) {
+  LoadedExample out{loadExample(file), {}};
+  for (const Object& o : out.parsed.objects) out.state.add(o);
+  EXPECT_EQ(out.parsed.errors.size(), errors) << errorsOf(out.parsed);
+  EXPECT_EQ(out.parsed.ignored, 0);
+  return out;
+}
+
 struct ExampleCounts {
   std::string file;
   size_t traffic_targets, tcp, udp, http, errors;
@@ -108,11 +122,7 @@ TEST(SpecExamples, EveryAccessAndSpecsExample) {
 
   for (const ExampleCounts& c : expected) {
     SCOPED_TRACE(c.file);
-    const ParseResult r = loadExample(c.file);
-    ClusterState s;
-    for (const Object& o : r.objects) s.add(o);
-    EXPECT_EQ(r.errors.size(), c.errors) << errorsOf(r);
-    EXPECT_EQ(r.ignored, 0);
+    const auto [r, s] = loadChecked(c.file, c.errors);
     // Duplicate names within one example (TCPRoute and HTTPRouteGroup both
     // "the-routes") live in different maps, so counting via ClusterState works.
     EXPECT_EQ(s.traffic_targets.size(), c.traffic_targets);
@@ -328,11 +338,7 @@ TEST(SpecExamples, EverySplitExample) {
 
   for (const SplitExample& c : expected) {
     SCOPED_TRACE(c.file);
-    const ParseResult r = loadExample(c.file);
-    ClusterState s;
-    for (const Object& o : r.objects) s.add(o);
-    EXPECT_EQ(r.errors.size(), c.errors) << errorsOf(r);
-    EXPECT_EQ(r.ignored, 0);
+    const auto [r, s] = loadChecked(c.file, c.errors);
     EXPECT_EQ(s.services.size(), c.services);
     EXPECT_EQ(s.traffic_splits.size(), c.name.empty() ? 0u : 1u);
     EXPECT_EQ(r.objects.size(), s.services.size() + s.traffic_splits.size());
