@@ -14,6 +14,8 @@
 #include <bpf/bpf_helpers.h>
 
 #include "smik_abi.h"
+#include "addr.bpf.h"
+#include "ipcache.bpf.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -89,15 +91,6 @@ struct {
   __type(value, __u64);
 } smik_http_stats SEC(".maps");
 
-/* Source identities: the same definition as the tc program's, so the agent
- * can hand this object its ipcache (bpf_map__reuse_fd). */
-struct {
-  __uint(type, BPF_MAP_TYPE_HASH);
-  __uint(max_entries, SMIK_MAX_IPS);
-  __uint(map_flags, BPF_F_NO_PREALLOC);
-  __type(key, struct smik_ip_key);
-  __type(value, struct smik_ip_info);
-} smik_ipcache SEC(".maps");
 
 static __always_inline void count(__u32 c) {
   __u64 *v = bpf_map_lookup_elem(&smik_http_stats, &c);
@@ -106,15 +99,6 @@ static __always_inline void count(__u32 c) {
 }
 
 /* ---- sockops: governed accepted sockets join the sockhash ---------------- */
-
-/* ::ffff:a.b.c.d is the IPv4 address a.b.c.d (a dual-stack listener). */
-static __always_inline void unmap_v4(__u8 *family, __u32 *a) {
-  if (*family == SMIK_AF_INET6 && a[0] == 0 && a[1] == 0 && a[2] == bpf_htonl(0xffff)) {
-    *family = SMIK_AF_INET;
-    a[0] = a[3];
-    a[1] = a[2] = a[3] = 0;
-  }
-}
 
 SEC("sockops")
 int smik_http_sockops(struct bpf_sock_ops *skops) {
@@ -138,8 +122,8 @@ int smik_http_sockops(struct bpf_sock_ops *skops) {
     remote[1] = skops->remote_ip6[1];
     remote[2] = skops->remote_ip6[2];
     remote[3] = skops->remote_ip6[3];
-    unmap_v4(&pk.family, local);
-    unmap_v4(&ik.family, remote);
+    unmap_v4(&pk.family, pk.addr);
+    unmap_v4(&ik.family, ik.addr);
   } else {
     return 1;
   }

@@ -30,6 +30,11 @@ std::unique_ptr<HttpJudge> HttpJudge::open(std::string* err, int ipcache_fd) {
   std::unique_ptr<HttpJudge> j(new HttpJudge);
   j->skel_ = smik_http__open();
   if (!j->skel_) return (*err = errnoText("open HTTP judge object")), nullptr;
+  // The shared definition pins the ipcache by name for the tc programs; the
+  // judge never pins (it would create or adopt /sys/fs/bpf/smik_ipcache):
+  // it has a map of its own or the fd it is handed.
+  if (int r = bpf_map__set_pin_path(j->skel_->maps.smik_ipcache, nullptr); r != 0)
+    return (*err = errnoText("unpin the ipcache", r)), nullptr;
   if (ipcache_fd >= 0) {
     if (int r = bpf_map__reuse_fd(j->skel_->maps.smik_ipcache, ipcache_fd); r != 0)
       return (*err = errnoText("share the ipcache", r)), nullptr;
