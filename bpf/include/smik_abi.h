@@ -667,7 +667,9 @@ enum smik_http_counter {
   SMIK_HTTP_C_SOCKETS = 9,        /* accepted sockets put under judgement */
   SMIK_HTTP_C_SOCKHASH_FULL = 10, /* accepted sockets that could not be: NOT judged */
   SMIK_HTTP_C_ANSWER_FAILED = 11, /* a denial whose answer could not be sent (dropped) */
-  SMIK_HTTP_COUNTER_MAX = 12,
+  SMIK_HTTP_C_PATH_NOT_NORMAL = 12, /* 400: a path servers may resolve otherwise than its bytes read */
+  SMIK_HTTP_C_UNJUDGED = 13,      /* packets with payload dropped: a governed socket not under judgement */
+  SMIK_HTTP_COUNTER_MAX = 14,
 };
 
 #endif /* SMIK_ABI_H */
