@@ -134,13 +134,87 @@ int smik_http_sockops(struct bpf_sock_ops *skops) {
   struct smik_ip_info *src = bpf_map_lookup_elem(&smik_ipcache, &ik);
   c.src_id = src ? src->identity : SMIK_ID_UNKNOWN;
   __u64 cookie = bpf_get_socket_cookie(skops);
-  /* Without state the verdict denies the socket's requests: it still joins. */
-  bpf_map_update_elem(&smik_http_conns, &cookie, &c, BPF_ANY);
-  if (bpf_sock_hash_update(skops, &smik_http_socks, &cookie, BPF_NOEXIST) == 0)
-    count(SMIK_HTTP_C_SOCKETS);
-  else
+  /* State only for a socket the verdict will see: a governed socket without
+   * state is what the guard below drops (a full sockhash must not leave a
+   * socket unjudged yet looking judged). Both happen before the first byte
+   * of payload is queued: the socket is locked while this runs. */
+  if (bpf_sock_hash_update(skops, &smik_http_socks, &cookie, BPF_NOEXIST) != 0) {
     count(SMIK_HTTP_C_SOCKHASH_FULL);
+    return 1;
+  }
+  bpf_map_update_elem(&smik_http_conns, &cookie, &c, BPF_ANY);
+  count(SMIK_HTTP_C_SOCKETS);
   return 1;
+}
+
+/* ---- the guard: no governed socket is left unjudged ---------------------------
+ *
+ * The verdict sees only sockets in smik_http_socks. A governed socket can be
+ * outside it: the sockhash was full, the socket was established before the
+ * judge was attached or before its port was governed, its framer state was
+ * evicted. cgroup ingress runs for every packet before TCP queues its payload,
+ * so there a payload for a governed (address, port) whose socket has no
+ * framer state is dropped and counted (SMIK_HTTP_C_UNJUDGED): such a
+ * connection carries nothing to the application. Packets without payload
+ * pass, so handshakes and closes finish. A payload that completes a
+ * handshake reaches the listener, before sockops has made the socket's
+ * state: it is dropped too, and the client's retransmission after the
+ * handshake is judged. */
+#define ETH_P_IP_ 0x0800
+#define ETH_P_IPV6_ 0x86DD
+#define IPPROTO_TCP_ 6
+#define TCP_LISTEN_ 10
+
+/* The destination and whether the TCP segment may carry payload (1 also when
+ * the headers cannot be read: unknown is treated as payload). */
+static __always_inline int guard_parse(struct __sk_buff *skb, struct smik_http_port_key *pk) {
+  __u32 l3, len = skb->len;
+  __u8 b[2];
+  if (skb->protocol == bpf_htons(ETH_P_IP_)) {
+    pk->family = SMIK_AF_INET;
+    if (bpf_skb_load_bytes(skb, 16, pk->addr, 4) < 0 || bpf_skb_load_bytes(skb, 0, b, 1) < 0)
+      return -1;
+    l3 = (b[0] & 0xf) * 4;
+  } else if (skb->protocol == bpf_htons(ETH_P_IPV6_)) {
+    pk->family = SMIK_AF_INET6;
+    if (bpf_skb_load_bytes(skb, 24, pk->addr, 16) < 0 || bpf_skb_load_bytes(skb, 6, b, 1) < 0)
+      return -1;
+    if (b[0] != IPPROTO_TCP_)
+      return 1; /* extension headers: not walked, so not known to be empty */
+    l3 = 40;
+  } else {
+    return -1;
+  }
+  if (bpf_skb_load_bytes(skb, l3 + 12, b, 1) < 0)
+    return 1;
+  __u32 headers = l3 + (b[0] >> 4) * 4;
+  return len > headers;
+}
+
+SEC("cgroup_skb/ingress")
+int smik_http_guard(struct __sk_buff *skb) {
+  struct bpf_sock *sk = skb->sk;
+  if (!sk)
+    return 1;
+  sk = bpf_sk_fullsock(sk);
+  if (!sk || sk->protocol != IPPROTO_TCP_)
+    return 1;
+  struct smik_http_port_key pk = {.port = (__u16)sk->src_port};
+  int payload = guard_parse(skb, &pk);
+  if (payload < 0)
+    return 1; /* not IP: no governed address */
+  unmap_v4(&pk.family, pk.addr);
+  if (!bpf_map_lookup_elem(&smik_http_ports, &pk))
+    return 1;
+  if (!payload)
+    return 1;
+  if (sk->state != TCP_LISTEN_) {
+    __u64 cookie = bpf_get_socket_cookie(skb);
+    if (bpf_map_lookup_elem(&smik_http_conns, &cookie))
+      return 1;
+  }
+  count(SMIK_HTTP_C_UNJUDGED);
+  return 0;
 }
 
 /* ---- the framer ----------------------------------------------------------- */
@@ -155,6 +229,7 @@ enum walk_verdict {
   W_URI_TOO_LONG, /* 414 */
   W_HEAD_TOO_LARGE, /* 431 */
   W_NO_STATE,     /* 503 */
+  W_PATH_NOT_NORMAL, /* 400 */
 };
 
 #define BUF 64
@@ -503,6 +578,118 @@ static __always_inline __u32 account(struct smik_http_conn *c, const struct limi
   return W_PASS;
 }
 
+/* ---- the path: only a normal one is judged --------------------------------
+ *
+ * A grant names paths by regex over bytes, but the application acts on the
+ * path it resolves: "/public/../admin", "/public/%2e%2e/admin",
+ * "/public/..;/admin" (Tomcat), "/public\..\admin" (servers that take '\' for
+ * '/') and "//admin" (servers that merge slashes) all pass a "/public" prefix
+ * by their bytes and reach /admin. The judge does not resolve paths the way
+ * some server might (they disagree); it refuses, with 400 and
+ * SMIK_HTTP_C_PATH_NOT_NORMAL, every path whose meaning depends on how it is
+ * resolved, and runs the DFA over what is left exactly as the application
+ * reads it:
+ * - origin-form only ("/..."); "*" (OPTIONS) and host:port for CONNECT,
+ *   which have no path, go to the DFA as they are. An absolute-form target ("http://h/p") is refused.
+ * - %XX is decoded before the DFA (a grant for "/[^a].*" must not pass
+ *   "/%61dmin"); %2F, %5C, %25 (double encoding), %00-%1F, %7F and a broken
+ *   escape are refused.
+ * - dot segments ("." "..", also as "..;" or with dots from %2e) are
+ *   refused, as are empty segments ("//", "/;") and a backslash.
+ * - the query is not matched (Envoy and Istio match the path without it);
+ *   a fragment ('#') is never sent by a client and is refused anywhere. */
+#define SEG_START 0     /* just after '/' */
+#define SEG_DOT1 1      /* "." so far */
+#define SEG_DOTS 2      /* ".." (or more dots) so far */
+#define SEG_NAME 3      /* a segment that is no dot segment */
+#define SEG_ASTERISK 4  /* OPTIONS "*" */
+#define SEG_AUTHORITY 5 /* CONNECT host:port */
+
+/* The path is over: a dot segment or half an escape at its end is refused. */
+static __always_inline __u32 path_end(struct smik_http_conn *c) {
+  if (c->pos == 0)
+    return W_MALFORMED;
+  if (c->value != 0 || c->sub == SEG_DOT1 || c->sub == SEG_DOTS)
+    return W_PATH_NOT_NORMAL;
+  return W_PASS;
+}
+
+/* One byte of the path as the application reads it (escapes decoded). */
+static __always_inline __u32 path_char(struct smik_http_conn *c, __u8 p, int raw) {
+  __u8 seg = c->sub;
+  if (seg == SEG_ASTERISK)
+    return W_PATH_NOT_NORMAL; /* "*" is the whole target */
+  if (seg == SEG_AUTHORITY) {
+    if (p == '/' || p == '\\' || !raw)
+      return W_PATH_NOT_NORMAL;
+  } else if (p == '/' && raw) {
+    if (seg != SEG_NAME)
+      return W_PATH_NOT_NORMAL; /* "//", "/./", "/../" */
+    c->sub = SEG_START;
+  } else if (p == '.') {
+    c->sub = seg == SEG_START ? SEG_DOT1 : (seg == SEG_DOT1 || seg == SEG_DOTS) ? SEG_DOTS : seg;
+  } else if (p == ';') {
+    if (seg != SEG_NAME)
+      return W_PATH_NOT_NORMAL; /* "/..;/", "/;/" */
+  } else {
+    c->sub = SEG_NAME;
+  }
+  if (c->dfa_state)
+    c->dfa_state = dfa_step(c->dfa_id, c->dfa_state, p);
+  return W_PASS;
+}
+
+static __always_inline __u32 path_byte(struct smik_http_conn *c, __u8 b) {
+  if (b == ' ' || b == '?') {
+    __u32 v = path_end(c);
+    if (v != W_PASS)
+      return v;
+    c->phase = b == ' ' ? SMIK_HTTP_P_VERSION : SMIK_HTTP_P_QUERY;
+    c->pos = 0;
+    return W_PASS;
+  }
+  if (b < 0x20 || b >= 0x7f)
+    return W_MALFORMED;
+  if (b == '#' || b == '\\')
+    return W_PATH_NOT_NORMAL;
+  if (c->pos == 0) { /* the target's form */
+    c->pos = 1;
+    if (b == '*') /* OPTIONS; also the HTTP/2 preface, refused at its version */
+      c->sub = SEG_ASTERISK;
+    else if (b != '/' && c->method == SMIK_HTTP_M_CONNECT)
+      c->sub = SEG_AUTHORITY;
+    else if (b != '/')
+      return W_PATH_NOT_NORMAL;
+    else
+      c->sub = SEG_START;
+    if (c->dfa_state)
+      c->dfa_state = dfa_step(c->dfa_id, c->dfa_state, b);
+    return W_PASS;
+  }
+  /* value: 0, or 1 after '%', or 2 after its first hex digit (kept in cand) */
+  if (c->value == 0) {
+    if (b != '%')
+      return path_char(c, b, 1);
+    if (c->sub == SEG_AUTHORITY)
+      return W_PATH_NOT_NORMAL;
+    c->value = 1;
+    return W_PASS;
+  }
+  int h = hex_value(b);
+  if (h < 0)
+    return W_PATH_NOT_NORMAL;
+  if (c->value == 1) {
+    c->cand = (__u8)h;
+    c->value = 2;
+    return W_PASS;
+  }
+  c->value = 0;
+  __u8 d = (__u8)(c->cand << 4 | h);
+  if (d < 0x20 || d == 0x7f || d == '/' || d == '\\' || d == '%')
+    return W_PATH_NOT_NORMAL;
+  return path_char(c, d, 0);
+}
+
 /* A global function: the verifier checks it once, not once per path of the
  * loop that calls it (inlined, the paths multiply past its limits). */
 __attribute__((noinline)) int smik_http_frame_byte(struct smik_http_conn *c, const struct limits *l,
@@ -540,6 +727,8 @@ __attribute__((noinline)) int smik_http_frame_byte(struct smik_http_conn *c, con
         c->phase = SMIK_HTTP_P_PATH;
         c->dfa_state = dfa_start(c->dfa_id);
         c->pos = 0;
+        c->sub = SEG_START;
+        c->value = 0;
         return W_PASS;
       }
       /* TLS (0x16), a NUL, anything that cannot start a method */
@@ -551,22 +740,16 @@ __attribute__((noinline)) int smik_http_frame_byte(struct smik_http_conn *c, con
         c->pos++;
       return W_PASS;
     case SMIK_HTTP_P_PATH:
+      return path_byte(c, b);
     case SMIK_HTTP_P_QUERY:
       if (b == ' ') {
-        if (c->pos == 0)
-          return W_MALFORMED;
         c->phase = SMIK_HTTP_P_VERSION;
         c->pos = 0;
         return W_PASS;
       }
       if (b <= 0x20 || b >= 0x7f)
         return W_MALFORMED;
-      c->pos = 1;
-      if (b == '?' || b == '#')
-        c->phase = SMIK_HTTP_P_QUERY;
-      if (c->phase == SMIK_HTTP_P_PATH && c->dfa_state)
-        c->dfa_state = dfa_step(c->dfa_id, c->dfa_state, b);
-      return W_PASS;
+      return b == '#' ? W_PATH_NOT_NORMAL : W_PASS;
     case SMIK_HTTP_P_VERSION: {
       __u8 pos = c->pos;
       if (pos < 7) {
@@ -685,6 +868,10 @@ static __always_inline int answer(struct __sk_buff *skb, __u64 cookie, __u32 ver
       break;
     case W_UNFRAMEABLE:
       count(SMIK_HTTP_C_UNFRAMEABLE);
+      ok = WRITE_ANSWER(skb, a400);
+      break;
+    case W_PATH_NOT_NORMAL:
+      count(SMIK_HTTP_C_PATH_NOT_NORMAL);
       ok = WRITE_ANSWER(skb, a400);
       break;
     default:

@@ -500,7 +500,10 @@ constexpr const char* nameOf(const Fact (&table)[N], unsigned id, const char* fa
  * socket, and the connection is closed to the application: nothing after it
  * is passed. Bytes already passed cannot be recalled, so a request head that
  * spans skbs passes its first part (servers do not act on an incomplete
- * head) and is judged at the skb that completes its request line. */
+ * head) and is judged at the skb that completes its request line. A path
+ * whose meaning depends on how a server resolves it is refused, and a
+ * governed socket outside the sockhash gets no payload through (a cgroup
+ * ingress guard): bpf/README.md, "The HTTP judge fails closed". */
 #define SMIK_HTTP_MAX_SOCKETS (1 << 16)       /* smik_http_socks, smik_http_conns (LRU) */
 #define SMIK_HTTP_MAX_PORTS 4096              /* smik_http_ports: governed (address, port) */
 #define SMIK_HTTP_MAX_GRANTS (1 << 16)        /* smik_http_grants */

@@ -99,14 +99,32 @@ size_t parseRequest(const std::string& buf, Request* r) {
   }
 }
 
-int serve(int port) {
-  const int l = socket(AF_INET, SOCK_STREAM, 0);
-  const int one = 1;
+// Dual stack (as Java servers are): IPv4 clients reach it as ::ffff:a.b.c.d,
+// which the judge must know by the IPv4 address. IPv4 only without IPv6.
+int listenOn(int port) {
+  const int one = 1, zero = 0;
+  int l = socket(AF_INET6, SOCK_STREAM, 0);
+  if (l >= 0) {
+    setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    setsockopt(l, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
+    sockaddr_in6 a{};
+    a.sin6_family = AF_INET6;
+    a.sin6_port = htons(static_cast<uint16_t>(port));
+    if (bind(l, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 && listen(l, 16) == 0) return l;
+    close(l);
+  }
+  l = socket(AF_INET, SOCK_STREAM, 0);
   setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   sockaddr_in a{};
   a.sin_family = AF_INET;
   a.sin_port = htons(static_cast<uint16_t>(port));
-  if (bind(l, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || listen(l, 16) != 0) return 2;
+  if (bind(l, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || listen(l, 16) != 0) return -1;
+  return l;
+}
+
+int serve(int port) {
+  const int l = listenOn(port);
+  if (l < 0) return 2;
   say("ready");
   for (;;) {
     const int fd = accept(l, nullptr, nullptr);
@@ -167,14 +185,26 @@ class Client {
         if (ns < 0 || setns(ns, CLONE_NEWNET) != 0) return;
         close(ns);
       }
-      fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      const bool v6 = ip.find(':') != std::string::npos;
+      fd_ = socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
       const int one = 1;
       setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-      sockaddr_in a{};
-      a.sin_family = AF_INET;
-      a.sin_port = htons(port);
-      inet_pton(AF_INET, ip.c_str(), &a.sin_addr);
-      if (connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+      sockaddr_storage ss{};
+      socklen_t len;
+      if (v6) {
+        auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
+        a->sin6_family = AF_INET6;
+        a->sin6_port = htons(port);
+        inet_pton(AF_INET6, ip.c_str(), &a->sin6_addr);
+        len = sizeof *a;
+      } else {
+        auto* a = reinterpret_cast<sockaddr_in*>(&ss);
+        a->sin_family = AF_INET;
+        a->sin_port = htons(port);
+        inet_pton(AF_INET, ip.c_str(), &a->sin_addr);
+        len = sizeof *a;
+      }
+      if (connect(fd_, reinterpret_cast<sockaddr*>(&ss), len) != 0) {
         close(fd_);
         fd_ = -1;
       }
@@ -187,6 +217,12 @@ class Client {
   void closeNow() {
     if (fd_ >= 0) close(fd_);
     fd_ = -1;
+  }
+  // Closes with RST: a FIN queued behind refused payload would never arrive.
+  void resetNow() {
+    const linger l{1, 0};
+    if (fd_ >= 0) setsockopt(fd_, SOL_SOCKET, SO_LINGER, &l, sizeof l);
+    closeNow();
   }
 
   bool send(const std::string& bytes) {
@@ -258,9 +294,10 @@ class HttpJudgeTest : public ::testing::Test {
     judge_ = datapath::HttpJudge::open(&err).release();
     ASSERT_TRUE(judge_) << err;
     ASSERT_TRUE(judge_->attach(server_pod_->cgroupPath(), &err)) << err;
-    // p0 "/ok" GET, p1 "/upload$" POST, p2 "/files/<name>.txt$" GET and HEAD
+    // p0 "/ok" GET, p1 "/upload$" POST, p2 "/files/<name>.txt$" GET and HEAD,
+    // p3 "/public" GET
     auto compiled = compile::http::compileDfa(
-        {{"/ok"}, {"/upload$"}, {"/files/[a-z]+\\.txt$"}});
+        {{"/ok"}, {"/upload$"}, {"/files/[a-z]+\\.txt$"}, {"/public"}});
     ASSERT_TRUE(std::holds_alternative<compile::http::Dfa>(compiled));
     ASSERT_TRUE(judge_->loadDfa(1, std::get<compile::http::Dfa>(compiled), &err)) << err;
     smik::Addr server, client;
@@ -268,6 +305,12 @@ class HttpJudgeTest : public ::testing::Test {
     ASSERT_TRUE(smik::parseAddr(client_pod_->ip(), &client));
     ASSERT_TRUE(judge_->govern(server, kPort, kServerId, 1, &err)) << err;
     ASSERT_TRUE(judge_->setIdentity(client, kClientId, &err)) << err;
+    if (!server_pod_->ip6().empty() && !client_pod_->ip6().empty()) {
+      ASSERT_TRUE(smik::parseAddr(server_pod_->ip6(), &server));
+      ASSERT_TRUE(smik::parseAddr(client_pod_->ip6(), &client));
+      ASSERT_TRUE(judge_->govern(server, kPort, kServerId, 1, &err)) << err;
+      ASSERT_TRUE(judge_->setIdentity(client, kClientId, &err)) << err;
+    }
     grantAll();
     char self[4096] = {};
     ASSERT_GT(readlink("/proc/self/exe", self, sizeof self - 1), 0);
@@ -284,7 +327,7 @@ class HttpJudgeTest : public ::testing::Test {
   }
   static void grantAll() {
     smik_http_grant g{};
-    g.patterns[SMIK_HTTP_M_GET] = 1 | 4;
+    g.patterns[SMIK_HTTP_M_GET] = 1 | 4 | 8;
     g.patterns[SMIK_HTTP_M_HEAD] = 4;
     g.patterns[SMIK_HTTP_M_POST] = 2;
     std::string err;
@@ -320,12 +363,22 @@ class HttpJudgeTest : public ::testing::Test {
   }
   uint64_t delta(int counter) { return judge_->counters()[counter] - before_[counter]; }
 
+  // One request on a connection of its own: the status, and what the server
+  // logged of it.
+  std::pair<int, std::string> alone(const std::string& request) {
+    auto c = fromClientPod();
+    if (!c->send(request)) return {-1, ""};
+    const int status = c->response().first;
+    return {status, serverSawAfterClose(*c, ++connections_)};
+  }
+
   static inline testbed::TestBed* bed_ = nullptr;
   static inline testbed::Pod* server_pod_ = nullptr;
   static inline testbed::Pod* client_pod_ = nullptr;
   static inline datapath::HttpJudge* judge_ = nullptr;
   static inline testbed::Proc* server_ = nullptr;
   size_t log_from_ = 0;
+  int connections_ = 0;  // of alone()
   std::array<uint64_t, SMIK_HTTP_COUNTER_MAX> before_{};
 };
 
@@ -539,6 +592,200 @@ TEST_F(HttpJudgeTest, FinishedConnectionsLeaveNoState) {
     serverSawAfterClose(*c, i + 1);
   }
   EXPECT_EQ(judge_->connections(), 0u);
+}
+
+// Every way a path's bytes can name another path than the application
+// resolves, against a "/public" prefix grant: refused with 400, counted,
+// never seen by the server.
+TEST_F(HttpJudgeTest, PathsResolvedOtherwiseThanTheirBytesAreRefused) {
+  const char* tricks[] = {
+      "/public/../admin",      "/public/./admin",       "/public/..",
+      "/public/%2e%2e/admin",  "/public/%2E%2e/admin",  "/public/.%2E/admin",
+      "/public/..;/admin",     "/public/..;x=1/admin",  "/public/.;/admin",
+      "/public%2f..%2fadmin",  "/public%2F..%2Fadmin",  "/public%5c..%5cadmin",
+      "/public\\..\\admin",    "/public//admin",        "//public",
+      "/public/;/admin",       "/public/%252e%252e/admin",
+      "/public#/../admin",     "/public?q#x",           "http://srv/public/../admin",
+      "public/x",              "/public/%2",            "/public/%zz",
+      "/public/%00",           "/public/%0d%0aX:1",     "/public/...",
+  };
+  int n = 0;
+  for (const char* path : tricks) {
+    const auto [status, seen] = alone(get(path));
+    EXPECT_EQ(status, 400) << path;
+    EXPECT_EQ(seen.find("REQ"), std::string::npos) << path << ": " << seen;
+    ++n;
+  }
+  EXPECT_EQ(delta(SMIK_HTTP_C_PATH_NOT_NORMAL), static_cast<uint64_t>(n));
+  EXPECT_EQ(delta(SMIK_HTTP_C_ALLOWED), 0u);
+}
+
+// What stays: the DFA sees the path as the application reads it (escapes
+// decoded), the query is not matched, names with dots are names.
+TEST_F(HttpJudgeTest, NormalPathsPassAsTheApplicationReadsThem) {
+  const std::pair<const char*, int> cases[] = {
+      {"/public/a..b/.hidden/x.", 200},
+      {"/public?x=/../admin#", 400},  // '#' is refused in the query too
+      {"/public?x=/../admin", 200},   // the query is not the path
+      {"/publi%63/x", 200},           // decoded: /public/x
+      {"/%61dmin", 403},              // decoded: /admin
+      {"/public/a;v=1/b", 200},       // a path parameter in a named segment
+      {"/public/%C3%A9", 200},
+  };
+  for (const auto& [path, want] : cases) {
+    const auto [status, seen] = alone(get(path));
+    EXPECT_EQ(status, want) << path;
+    EXPECT_EQ(seen.find(std::string("REQ GET ") + path + " ") != std::string::npos, want == 200)
+        << path << ": " << seen;
+  }
+  EXPECT_EQ(delta(SMIK_HTTP_C_ALLOWED), 5u);
+}
+
+TEST_F(HttpJudgeTest, OptionsAsteriskAndConnectAuthorityAreJudgedAsTheyAre) {
+  // neither names a path: only a pattern that matches the target grants it
+  EXPECT_EQ(alone("OPTIONS * HTTP/1.1\r\nHost: srv\r\n\r\n").first, 403);
+  EXPECT_EQ(alone("OPTIONS *x HTTP/1.1\r\nHost: srv\r\n\r\n").first, 400);
+  EXPECT_EQ(alone("CONNECT srv:443 HTTP/1.1\r\nHost: srv\r\n\r\n").first, 403);
+  EXPECT_EQ(alone("CONNECT srv%3a443 HTTP/1.1\r\nHost: srv\r\n\r\n").first, 400);
+  EXPECT_EQ(delta(SMIK_HTTP_C_PATH_NOT_NORMAL), 2u);
+}
+
+TEST_F(HttpJudgeTest, Ipv6AllowedAndDenied) {
+  if (server_pod_->ip6().empty() || client_pod_->ip6().empty())
+    GTEST_SKIP() << "the test bed has no IPv6 here";
+  auto c = std::make_unique<Client>(client_pod_->netns(), server_pod_->ip6(), kPort);
+  ASSERT_TRUE(c->ok());
+  ASSERT_TRUE(c->send(get("/ok/v6")));
+  EXPECT_EQ(c->response(), std::make_pair(200, std::string("/ok/v6")));
+  ASSERT_TRUE(c->send(get("/public/../admin")));
+  EXPECT_EQ(c->response().first, 400);
+  const std::string seen = serverSawAfterClose(*c);
+  EXPECT_NE(seen.find("REQ GET /ok/v6"), std::string::npos) << seen;
+  EXPECT_EQ(seen.find("admin"), std::string::npos) << seen;
+  auto d = std::make_unique<Client>(client_pod_->netns(), server_pod_->ip6(), kPort);
+  ASSERT_TRUE(d->send(get("/admin")));
+  EXPECT_EQ(d->response().first, 403);
+  EXPECT_EQ(serverSawAfterClose(*d, 2).find("admin"), std::string::npos);
+  EXPECT_EQ(delta(SMIK_HTTP_C_SOCKETS), 2u);
+  EXPECT_EQ(delta(SMIK_HTTP_C_ALLOWED), 1u);
+  EXPECT_EQ(delta(SMIK_HTTP_C_DENIED_POLICY), 1u);
+}
+
+// ---- governed sockets the verdict does not see ------------------------------
+
+// A bed of its own per test: the judge's socket map holds one socket, and
+// each test attaches the judge itself.
+class HttpGuardTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (geteuid() != 0) GTEST_SKIP() << "KERNEL TEST SKIPPED: needs root for BPF and netns";
+    bed_ = std::make_unique<testbed::TestBed>();
+    server_pod_ = &bed_->addPod("srv", bed_->nextIp());
+    client_pod_ = &bed_->addPod("cli", bed_->nextIp());
+    std::string err;
+    judge_ = datapath::HttpJudge::open(&err, -1, 1);
+    ASSERT_TRUE(judge_) << err;
+    auto compiled = compile::http::compileDfa({{"/ok"}});
+    ASSERT_TRUE(std::holds_alternative<compile::http::Dfa>(compiled));
+    ASSERT_TRUE(judge_->loadDfa(1, std::get<compile::http::Dfa>(compiled), &err)) << err;
+    smik::Addr server, client;
+    ASSERT_TRUE(smik::parseAddr(server_pod_->ip(), &server));
+    ASSERT_TRUE(smik::parseAddr(client_pod_->ip(), &client));
+    ASSERT_TRUE(judge_->govern(server, kPort, kServerId, 1, &err)) << err;
+    ASSERT_TRUE(judge_->setIdentity(client, kClientId, &err)) << err;
+    smik_http_grant g{};
+    g.patterns[SMIK_HTTP_M_GET] = 1;
+    ASSERT_TRUE(judge_->grant(kClientId, kServerId, kPort, g, &err)) << err;
+    char self[4096] = {};
+    ASSERT_GT(readlink("/proc/self/exe", self, sizeof self - 1), 0);
+    server_ = std::make_unique<testbed::Proc>(
+        bed_->spawn(*server_pod_, {self, "--serve", std::to_string(kPort)}));
+    ASSERT_TRUE(server_->waitFor("ready\n", kWaitMs));
+  }
+  void TearDown() override {
+    server_.reset();
+    judge_.reset();
+    bed_.reset();
+  }
+  void attach() {
+    std::string err;
+    ASSERT_TRUE(judge_->attach(server_pod_->cgroupPath(), &err)) << err;
+  }
+  std::unique_ptr<Client> dial() {
+    auto c = std::make_unique<Client>(client_pod_->netns(), server_pod_->ip(), kPort);
+    EXPECT_TRUE(c->ok());
+    return c;
+  }
+  // Until the guard has refused a payload (retransmissions repeat it).
+  bool refused() {
+    for (int i = 0; i < kWaitMs / 20; ++i) {
+      if (judge_->counters()[SMIK_HTTP_C_UNJUDGED] > 0) return true;
+      usleep(20 * 1000);
+    }
+    return false;
+  }
+  // What the server logged once it has ended `connections` connections.
+  std::string serverSaw(int connections) {
+    std::string seen;
+    for (int i = 0; i < 2 * kWaitMs / 50; ++i) {
+      seen = server_->output();
+      size_t ends = 0;
+      for (size_t p = seen.find("END "); p != std::string::npos; p = seen.find("END ", p + 1)) ++ends;
+      if (ends >= static_cast<size_t>(connections)) return seen;
+      usleep(50 * 1000);
+    }
+    ADD_FAILURE() << "the server did not finish its connections: " << seen;
+    return seen;
+  }
+
+  std::unique_ptr<testbed::TestBed> bed_;
+  testbed::Pod* server_pod_ = nullptr;
+  testbed::Pod* client_pod_ = nullptr;
+  std::unique_ptr<datapath::HttpJudge> judge_;
+  std::unique_ptr<testbed::Proc> server_;
+};
+
+TEST_F(HttpGuardTest, ASocketTheFullSockhashRefusedGetsNoPayloadThrough) {
+  attach();
+  auto first = dial();  // takes the one place
+  ASSERT_TRUE(first->send(get("/ok/first")));
+  EXPECT_EQ(first->response().first, 200);
+  auto second = dial();
+  ASSERT_TRUE(second->send(get("/ok/second")));  // allowed by policy, but unjudged
+  EXPECT_TRUE(refused());
+  first->closeNow();
+  serverSaw(1);  // the server now takes the second connection
+  second->resetNow();
+  const std::string seen = serverSaw(2);
+  EXPECT_NE(seen.find("REQ GET /ok/first"), std::string::npos) << seen;
+  EXPECT_EQ(seen.find("/ok/second"), std::string::npos) << seen;
+  const auto n = judge_->counters();
+  EXPECT_EQ(n[SMIK_HTTP_C_SOCKETS], 1u);
+  EXPECT_EQ(n[SMIK_HTTP_C_SOCKHASH_FULL], 1u);
+  EXPECT_GE(n[SMIK_HTTP_C_UNJUDGED], 1u);
+  // the place is free again: a new connection is judged
+  auto third = dial();
+  ASSERT_TRUE(third->send(get("/admin")));
+  EXPECT_EQ(third->response().first, 403);
+}
+
+TEST_F(HttpGuardTest, AConnectionEstablishedBeforeTheJudgeGetsNoPayloadThrough) {
+  auto early = dial();
+  ASSERT_TRUE(early->send(get("/admin/before")));  // nothing judges yet
+  EXPECT_EQ(early->response().first, 200);
+  attach();
+  ASSERT_TRUE(early->send(get("/admin/after")));
+  EXPECT_TRUE(refused());
+  early->resetNow();
+  const std::string seen = serverSaw(1);
+  EXPECT_NE(seen.find("REQ GET /admin/before"), std::string::npos) << seen;
+  EXPECT_EQ(seen.find("/admin/after"), std::string::npos) << seen;
+  auto judged = dial();
+  ASSERT_TRUE(judged->send(get("/ok")));
+  EXPECT_EQ(judged->response().first, 200);
+  ASSERT_TRUE(judged->send(get("/admin")));
+  EXPECT_EQ(judged->response().first, 403);
+  EXPECT_EQ(judge_->counters()[SMIK_HTTP_C_SOCKETS], 1u);
 }
 
 }  // namespace
