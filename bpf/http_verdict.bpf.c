@@ -40,6 +40,55 @@ struct {
   __type(value, struct smik_http_conn);
 } smik_http_conns SEC(".maps");
 
+/* A connection's 4-tuple as both the verdict (__sk_buff) and the response
+ * program (sk_msg_md, which has no socket cookie) read it from the socket. */
+struct tunnel_key {
+  __u32 family;
+  __u32 local_port;
+  __u32 remote_port;
+  __u32 local[4];
+  __u32 remote[4];
+};
+#define TUNNEL_PENDING 1 /* asked for; the server has not answered */
+#define TUNNEL_REFUSED 2
+#define TUNNEL_OPEN 3
+struct tunnel {
+  __u8 state;  /* TUNNEL_* */
+  __u8 method; /* of the request that asked */
+};
+
+/* Connections whose last request asked for a tunnel (CONNECT, WebSocket
+ * upgrade): the verdict writes PENDING, the response program writes the
+ * server's answer as it leaves, the verdict reads it at the client's next
+ * bytes. LRU: a lost entry keeps the tunnel shut. */
+struct {
+  __uint(type, BPF_MAP_TYPE_LRU_HASH);
+  __uint(max_entries, SMIK_HTTP_MAX_SOCKETS);
+  __type(key, struct tunnel_key);
+  __type(value, struct tunnel);
+} smik_http_tunnels SEC(".maps");
+
+/* constant offsets: the verifier refuses ctx loads through a moved pointer */
+#define TUNNEL_KEY(k, ctx)                    \
+  do {                                        \
+    (k)->family = (ctx)->family;              \
+    (k)->local_port = (ctx)->local_port;      \
+    (k)->remote_port = (ctx)->remote_port;    \
+    if ((k)->family == AF_INET_) {            \
+      (k)->local[0] = (ctx)->local_ip4;       \
+      (k)->remote[0] = (ctx)->remote_ip4;     \
+    } else {                                  \
+      (k)->local[0] = (ctx)->local_ip6[0];    \
+      (k)->local[1] = (ctx)->local_ip6[1];    \
+      (k)->local[2] = (ctx)->local_ip6[2];    \
+      (k)->local[3] = (ctx)->local_ip6[3];    \
+      (k)->remote[0] = (ctx)->remote_ip6[0];  \
+      (k)->remote[1] = (ctx)->remote_ip6[1];  \
+      (k)->remote[2] = (ctx)->remote_ip6[2];  \
+      (k)->remote[3] = (ctx)->remote_ip6[3];  \
+    }                                         \
+  } while (0)
+
 /* Governed (local address, port) -> destination identity and path DFA. */
 struct {
   __uint(type, BPF_MAP_TYPE_HASH);
@@ -254,6 +303,10 @@ const char http_version[] = "HTTP/1.";
 const char name_cl[] = "content-length";
 const char name_te[] = "transfer-encoding";
 const char chunked[] = "chunked";
+const char name_upgrade[] = "upgrade";
+const char websocket[] = "websocket";
+#define NAME_UPGRADE_LEN 7
+#define WEBSOCKET_LEN 9
 #define NAME_CL_LEN 14
 #define NAME_TE_LEN 17
 #define CHUNKED_LEN 7
@@ -355,7 +408,7 @@ static __always_inline void start_request(struct smik_http_conn *c) {
 static __always_inline void start_header_line(struct smik_http_conn *c) {
   c->phase = SMIK_HTTP_P_HNAME;
   c->pos = 0;
-  c->cand = 3;
+  c->cand = 7;
   c->value = SMIK_HTTP_V_OTHER;
   c->sub = 0;
 }
@@ -375,6 +428,15 @@ static __always_inline __u32 end_request_line(struct smik_http_conn *c) {
 /* The empty line after the headers: where does this request's body end? */
 static __always_inline __u32 end_head(struct smik_http_conn *c) {
   __u8 f = c->flags;
+  /* CONNECT, or an upgrade to websocket only (h2c would carry requests
+   * unjudged), without a body: the server's answer decides whether the rest
+   * of the stream is a tunnel. Until it has answered, bytes are requests. */
+  if ((c->method == SMIK_HTTP_M_CONNECT ||
+       ((f & SMIK_HTTP_F_WEBSOCKET) && !(f & SMIK_HTTP_F_UPGRADE_OTHER))) &&
+      !(f & SMIK_HTTP_F_TE) && !((f & SMIK_HTTP_F_CL) && c->count > 0)) {
+    c->phase = SMIK_HTTP_P_TUNNEL_PENDING;
+    return W_PASS;
+  }
   if (f & SMIK_HTTP_F_TE) {
     /* RFC 9112 6.1: both framings, or a last coding other than chunked, are
      * what request smuggling is made of; HTTP/1.0 has no chunked. */
@@ -398,6 +460,11 @@ static __always_inline __u32 end_header_line(struct smik_http_conn *c) {
   if (c->value == SMIK_HTTP_V_CONTENT_LENGTH) {
     if (!(c->flags & SMIK_HTTP_F_DIGIT))
       return W_UNFRAMEABLE;
+  } else if (c->value == SMIK_HTTP_V_UPGRADE) {
+    if (c->sub == WEBSOCKET_LEN || c->sub == 0xfe)
+      c->flags |= SMIK_HTTP_F_WEBSOCKET;
+    else
+      c->flags |= SMIK_HTTP_F_UPGRADE_OTHER;
   } else if (c->value == SMIK_HTTP_V_TRANSFER_ENCODING) {
     /* the last coding of the last Transfer-Encoding line decides */
     if (c->sub == CHUNKED_LEN || c->sub == 0xfe)
@@ -424,6 +491,9 @@ static __always_inline __u32 header_name_byte(struct smik_http_conn *c, __u8 b) 
       c->count = 0;
       c->value = SMIK_HTTP_V_CONTENT_LENGTH;
       c->pos = 0;
+    } else if ((c->cand & 4) && c->pos == NAME_UPGRADE_LEN) {
+      c->value = SMIK_HTTP_V_UPGRADE;
+      c->sub = 0;
     } else if ((c->cand & 2) && c->pos == NAME_TE_LEN) {
       c->flags |= SMIK_HTTP_F_TE;
       c->value = SMIK_HTTP_V_TRANSFER_ENCODING;
@@ -442,6 +512,8 @@ static __always_inline __u32 header_name_byte(struct smik_http_conn *c, __u8 b) 
     c->cand &= ~1;
   if (pos >= NAME_TE_LEN || l != name_te[pos & 31])
     c->cand &= ~2;
+  if (pos >= NAME_UPGRADE_LEN || l != name_upgrade[pos & 7])
+    c->cand &= ~4;
   if (pos < 255)
     c->pos = pos + 1;
   return W_PASS;
@@ -465,6 +537,19 @@ static __always_inline __u32 header_value_byte(struct smik_http_conn *c, __u8 b)
     c->count = c->count * 10 + (b - '0');
     if (c->count > MAX_BODY)
       return W_UNFRAMEABLE;
+  } else if (c->value == SMIK_HTTP_V_UPGRADE) {
+    /* sub: chars of "websocket" matched, 0xfe = all and whitespace, 0xff = other */
+    __u8 s = c->sub;
+    if (ws) {
+      if (s == WEBSOCKET_LEN)
+        c->sub = 0xfe;
+      else if (s != 0 && s != 0xfe)
+        c->sub = 0xff;
+    } else if (s < WEBSOCKET_LEN && lower(b) == websocket[s & 15]) {
+      c->sub = s + 1;
+    } else {
+      c->sub = 0xff;
+    }
   } else if (c->value == SMIK_HTTP_V_TRANSFER_ENCODING) {
     /* sub: chars of "chunked" matched in this coding, 0xfe = "chunked" and
      * whitespace after it, 0xff = another coding */
@@ -790,6 +875,9 @@ static int walk_step(__u32 i, void *ctx) {
   struct smik_http_conn *c = &w->c;
   if (w->off >= w->len)
     return 1;
+  /* bytes before the server answered the CONNECT or upgrade: requests */
+  if (c->phase == SMIK_HTTP_P_TUNNEL_PENDING)
+    start_request(c);
   if (c->phase == SMIK_HTTP_P_BODY || c->phase == SMIK_HTTP_P_CHUNK_DATA) {
     __u64 left = w->len - w->off;
     __u64 n = c->count < left ? c->count : left;
@@ -899,6 +987,9 @@ int smik_http_verdict(struct __sk_buff *skb) {
     /* parserless mode calls at FIN with no bytes: the stream is over */
     if (c)
       bpf_map_delete_elem(&smik_http_conns, &cookie);
+    struct tunnel_key tk = {};
+    TUNNEL_KEY(&tk, skb);
+    bpf_map_delete_elem(&smik_http_tunnels, &tk);
     return SK_PASS;
   }
   if (!c)
@@ -906,6 +997,21 @@ int smik_http_verdict(struct __sk_buff *skb) {
   if (c->phase == SMIK_HTTP_P_CLOSED) {
     count(SMIK_HTTP_C_DROPPED);
     return SK_DROP;
+  }
+  if (c->phase == SMIK_HTTP_P_TUNNEL)
+    return SK_PASS;
+  struct tunnel_key tk = {};
+  TUNNEL_KEY(&tk, skb);
+  if (c->phase == SMIK_HTTP_P_TUNNEL_PENDING) {
+    struct tunnel *t = bpf_map_lookup_elem(&smik_http_tunnels, &tk);
+    if (t && t->state == TUNNEL_OPEN) {
+      c->phase = SMIK_HTTP_P_TUNNEL;
+      bpf_map_delete_elem(&smik_http_tunnels, &tk);
+      count(SMIK_HTTP_C_TUNNELS);
+      return SK_PASS;
+    }
+    if (t)
+      bpf_map_delete_elem(&smik_http_tunnels, &tk);
   }
   __u32 zero = 0;
   struct smik_http_config *cfg = bpf_map_lookup_elem(&smik_http_config, &zero);
@@ -920,9 +1026,46 @@ int smik_http_verdict(struct __sk_buff *skb) {
     w.verdict = W_MALFORMED; /* not walked to the end: never pass unjudged bytes */
   if (w.verdict == W_PASS) {
     *c = w.c;
+    if (w.c.phase == SMIK_HTTP_P_TUNNEL_PENDING) {
+      /* before the bytes reach the server, so before its answer */
+      struct tunnel t = {.state = TUNNEL_PENDING, .method = w.c.method};
+      bpf_map_update_elem(&smik_http_tunnels, &tk, &t, BPF_ANY);
+    }
     return SK_PASS;
   }
   w.c.phase = SMIK_HTTP_P_CLOSED;
   *c = w.c;
   return answer(skb, cookie, w.verdict);
+}
+
+/* ---- the server's answer to a CONNECT or upgrade ---------------------------------
+ *
+ * A tunnel opens only when the server says so: a client can ask for an
+ * upgrade the server declines and go on with plain requests, which must stay
+ * judged. The first bytes the server sends after such a request decide: 101
+ * (upgrade) or 2xx (CONNECT) opens, anything else (also the answer to an
+ * earlier pipelined request, or a status line split across writes) keeps it
+ * shut. Other sends cost one lookup. */
+SEC("sk_msg")
+int smik_http_responses(struct sk_msg_md *msg) {
+  struct tunnel_key tk = {};
+  TUNNEL_KEY(&tk, msg);
+  struct tunnel *t = bpf_map_lookup_elem(&smik_http_tunnels, &tk);
+  if (!t || t->state != TUNNEL_PENDING)
+    return SK_PASS; /* nothing asked, or the first answer decided */
+  __u8 answer = TUNNEL_REFUSED;
+  int connect = t->method == SMIK_HTTP_M_CONNECT;
+  if (bpf_msg_pull_data(msg, 0, 12, 0) == 0) {
+    __u8 *d = msg->data, *e = msg->data_end;
+    if ((void *)(d + 12) <= (void *)e) {
+      int ok = 1;
+      for (int i = 0; i < 7; i++)
+        ok &= d[i] == http_version[i];
+      ok &= (d[7] == '0' || d[7] == '1') && d[8] == ' ';
+      if (ok && (connect ? d[9] == '2' : (d[9] == '1' && d[10] == '0' && d[11] == '1')))
+        answer = TUNNEL_OPEN;
+    }
+  }
+  t->state = answer;
+  return SK_PASS;
 }

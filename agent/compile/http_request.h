@@ -8,6 +8,9 @@
 // closed"): each request is judged at the end of its request line by method
 // and path (the path decoded, the query left out); the first request that is
 // denied or cannot be judged ends the connection, nothing after it counts.
+// It does not see the server's answers, so it models a CONNECT or WebSocket
+// upgrade the server declined (the kernel then judges what follows as
+// requests, as here); an accepted one ends what the kernel judges.
 #pragma once
 
 #include <cstdint>

@@ -52,12 +52,20 @@ std::unique_ptr<HttpJudge> HttpJudge::open(std::string* err, int ipcache_fd, uin
                       BPF_SK_SKB_VERDICT, 0) != 0)
     return (*err = errnoText("attach the verdict to smik_http_socks")), nullptr;
   j->verdict_attached_ = true;
+  // The server's answers, for the one thing the judge needs of them: whether
+  // a CONNECT or WebSocket upgrade was accepted.
+  if (bpf_prog_attach(bpf_program__fd(j->skel_->progs.smik_http_responses), j->socks_fd_,
+                      BPF_SK_MSG_VERDICT, 0) != 0)
+    return (*err = errnoText("attach the response program to smik_http_socks")), nullptr;
+  j->msg_attached_ = true;
   return j;
 }
 
 HttpJudge::~HttpJudge() {
   if (guard_link_ >= 0) close(guard_link_);
   if (sockops_link_ >= 0) close(sockops_link_);
+  if (msg_attached_)
+    bpf_prog_detach2(bpf_program__fd(skel_->progs.smik_http_responses), socks_fd_, BPF_SK_MSG_VERDICT);
   if (verdict_attached_)
     bpf_prog_detach2(bpf_program__fd(skel_->progs.smik_http_verdict), socks_fd_, BPF_SK_SKB_VERDICT);
   if (skel_) smik_http__destroy(skel_);

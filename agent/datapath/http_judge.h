@@ -58,6 +58,7 @@ class HttpJudge {
   int guard_link_ = -1;
   int socks_fd_ = -1;
   bool verdict_attached_ = false;
+  bool msg_attached_ = false;
   uint32_t next_transition_ = 0;  // bump allocation: ids are not reused yet
   uint32_t next_accept_ = 0;
 };

@@ -51,7 +51,7 @@ std::string lowerCase(std::string s) {
 }
 
 struct Request {
-  std::string method, target, body;
+  std::string method, target, body, upgrade;
 };
 
 // One complete request from the front of `buf`: bytes used, 0 if incomplete.
@@ -67,6 +67,7 @@ size_t parseRequest(const std::string& buf, Request* r) {
   r->method = line.substr(0, sp1);
   r->target = line.substr(sp1 + 1, sp2 - sp1 - 1);
   r->body.clear();
+  r->upgrade.clear();
   size_t content_length = 0;
   bool chunked = false;
   for (size_t p = line_end; p != std::string::npos && p < head.size();) {
@@ -76,6 +77,7 @@ size_t parseRequest(const std::string& buf, Request* r) {
     const std::string name = lowerCase(h.substr(0, colon));
     const std::string value = colon == std::string::npos ? "" : h.substr(colon + 1);
     if (name == "content-length") content_length = std::stoul(value);
+    if (name == "upgrade") r->upgrade = lowerCase(value);
     if (name == "transfer-encoding" && lowerCase(value).find("chunked") != std::string::npos)
       chunked = true;
     p = next;
@@ -137,6 +139,7 @@ int serve(int port) {
     size_t read_total = 0;
     std::string why = "eof";
     int spurious = 0;
+    bool tunnel = false;
     for (;;) {
       char chunk[4096];
       const ssize_t n = read(fd, chunk, sizeof chunk);
@@ -154,6 +157,11 @@ int serve(int port) {
       }
       read_total += static_cast<size_t>(n);
       buf.append(chunk, static_cast<size_t>(n));
+      if (tunnel) {  // no more HTTP on this connection: log what came
+        say("RAW " + escape(buf));
+        buf.clear();
+        continue;
+      }
       Request r;
       // A request the judge passed that this parser cannot read is logged,
       // never a crash of the server the other tests need.
@@ -169,6 +177,18 @@ int serve(int port) {
         buf.erase(0, used);
         say("REQ " + r.method + " " + r.target + " " + std::to_string(r.body.size()) + " " +
             escape(r.body));
+        // Tunnels: upgrades (of any protocol) under /ok/ws, CONNECT to tun:1.
+        if ((!r.upgrade.empty() && r.target.rfind("/ok/ws", 0) == 0) ||
+            (r.method == "CONNECT" && r.target == "tun:1")) {
+          const std::string opened = r.method == "CONNECT"
+                                         ? "HTTP/1.1 200 Connection Established\r\n\r\n"
+                                         : "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n\r\n";
+          (void)!write(fd, opened.data(), opened.size());
+          tunnel = true;
+          if (!buf.empty()) say("RAW " + escape(buf));
+          buf.clear();
+          break;
+        }
         const std::string answer = "HTTP/1.1 200 OK\r\ncontent-length: " +
                                    std::to_string(r.target.size()) + "\r\n\r\n" + r.target;
         (void)!write(fd, answer.data(), answer.size());
@@ -308,9 +328,9 @@ class HttpJudgeTest : public ::testing::Test {
     ASSERT_TRUE(judge_) << err;
     ASSERT_TRUE(judge_->attach(server_pod_->cgroupPath(), &err)) << err;
     // p0 "/ok" GET, p1 "/upload$" POST, p2 "/files/<name>.txt$" GET and HEAD,
-    // p3 "/public" GET
+    // p3 "/public" GET, p4 "tun:1$" CONNECT
     auto compiled = compile::http::compileDfa(
-        {{"/ok"}, {"/upload$"}, {"/files/[a-z]+\\.txt$"}, {"/public"}});
+        {{"/ok"}, {"/upload$"}, {"/files/[a-z]+\\.txt$"}, {"/public"}, {"tun:1$"}});
     ASSERT_TRUE(std::holds_alternative<compile::http::Dfa>(compiled));
     dfa_ = new compile::http::Dfa(std::get<compile::http::Dfa>(compiled));
     ASSERT_TRUE(judge_->loadDfa(1, *dfa_, &err)) << err;
@@ -346,6 +366,7 @@ class HttpJudgeTest : public ::testing::Test {
     g.patterns[SMIK_HTTP_M_GET] = 1 | 4 | 8;
     g.patterns[SMIK_HTTP_M_HEAD] = 4;
     g.patterns[SMIK_HTTP_M_POST] = 2;
+    g.patterns[SMIK_HTTP_M_CONNECT] = 16;
     return g;
   }
   static void grantAll() {
@@ -386,10 +407,11 @@ class HttpJudgeTest : public ::testing::Test {
   // One request on a connection of its own: the status, and what the server
   // logged of it.
   std::pair<int, std::string> alone(const std::string& request) {
+    log_from_ = server_->output().size();
     auto c = fromClientPod();
     if (!c->send(request)) return {-1, ""};
     const int status = c->response().first;
-    return {status, serverSawAfterClose(*c, ++connections_)};
+    return {status, serverSawAfterClose(*c, 1)};
   }
 
   static inline testbed::TestBed* bed_ = nullptr;
@@ -399,7 +421,6 @@ class HttpJudgeTest : public ::testing::Test {
   static inline compile::http::Dfa* dfa_ = nullptr;
   static inline testbed::Proc* server_ = nullptr;
   size_t log_from_ = 0;
-  int connections_ = 0;  // of alone()
   std::array<uint64_t, SMIK_HTTP_COUNTER_MAX> before_{};
 };
 
@@ -883,6 +904,73 @@ TEST_F(HttpJudgeTest, KernelAndReferenceJudgeGeneratedStreamsAlike) {
   std::string summary;
   for (const auto& [k, n] : outcomes) summary += k + "=" + std::to_string(n) + " ";
   std::printf("%d streams (%d pipelined), seed %u: %s\n", streams, pipelined_streams, seed, summary.c_str());
+}
+
+
+// ---- tunnels: the server's answer opens them --------------------------------
+
+std::string upgrade(const std::string& path, const std::string& protocol) {
+  return "GET " + path + " HTTP/1.1\r\nHost: srv\r\nConnection: Upgrade\r\nUpgrade: " + protocol +
+         "\r\n\r\n";
+}
+const std::string kFrame("\x81\x05hello", 7);  // a WebSocket text frame
+
+TEST_F(HttpJudgeTest, AnAcceptedWebSocketUpgradeOpensTheStream) {
+  auto c = fromClientPod();
+  ASSERT_TRUE(c->send(upgrade("/ok/ws", "websocket")));
+  EXPECT_EQ(c->response().first, 101);
+  ASSERT_TRUE(c->send(kFrame));
+  ASSERT_TRUE(c->send(get("/admin")));  // inside the tunnel it is not a request
+  const std::string seen = serverSawAfterClose(*c);
+  EXPECT_NE(seen.find("RAW \x81\x05hello"), std::string::npos) << seen;
+  EXPECT_NE(seen.find("GET /admin"), std::string::npos) << seen;
+  EXPECT_EQ(delta(SMIK_HTTP_C_TUNNELS), 1u);
+  EXPECT_EQ(delta(SMIK_HTTP_C_DENIED_POLICY), 0u);
+}
+
+TEST_F(HttpJudgeTest, ADeclinedUpgradeLeavesTheStreamJudged) {
+  auto c = fromClientPod();
+  ASSERT_TRUE(c->send(upgrade("/ok/plain", "websocket")));  // this server only upgrades /ok/ws
+  EXPECT_EQ(c->response().first, 200);
+  ASSERT_TRUE(c->send(get("/admin")));
+  EXPECT_EQ(c->response().first, 403);
+  const std::string seen = serverSawAfterClose(*c);
+  EXPECT_EQ(seen.find("/admin"), std::string::npos) << seen;
+  EXPECT_EQ(delta(SMIK_HTTP_C_TUNNELS), 0u);
+}
+
+TEST_F(HttpJudgeTest, AnUpgradeToAnotherProtocolOpensNothing) {
+  // h2c would carry requests the judge cannot read: even after a 101 the
+  // stream is judged as HTTP/1.x, and the HTTP/2 preface is refused.
+  auto c = fromClientPod();
+  ASSERT_TRUE(c->send(upgrade("/ok/ws", "h2c")));
+  EXPECT_EQ(c->response().first, 101);
+  ASSERT_TRUE(c->send("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"));
+  EXPECT_EQ(c->response().first, 400);
+  const std::string seen = serverSawAfterClose(*c);
+  EXPECT_EQ(seen.find("RAW"), std::string::npos) << seen;
+  EXPECT_EQ(delta(SMIK_HTTP_C_NOT_HTTP1), 1u);
+  EXPECT_EQ(delta(SMIK_HTTP_C_TUNNELS), 0u);
+}
+
+TEST_F(HttpJudgeTest, BytesSentBeforeTheUpgradeIsAnsweredAreRequests) {
+  auto c = fromClientPod();
+  ASSERT_TRUE(c->send(upgrade("/ok/ws", "websocket") + kFrame));
+  EXPECT_EQ(c->response().first, 400);
+  const std::string seen = serverSawAfterClose(*c);
+  EXPECT_EQ(seen.find("hello"), std::string::npos) << seen;
+  EXPECT_EQ(delta(SMIK_HTTP_C_NOT_HTTP1), 1u);
+}
+
+TEST_F(HttpJudgeTest, AnAcceptedConnectOpensTheStreamAndOnlyAGrantedOne) {
+  auto c = fromClientPod();
+  ASSERT_TRUE(c->send("CONNECT tun:1 HTTP/1.1\r\nHost: tun:1\r\n\r\n"));
+  EXPECT_EQ(c->response().first, 200);
+  ASSERT_TRUE(c->send(std::string("\x16\x03\x01\x00\x05hello", 10)));
+  const std::string seen = serverSawAfterClose(*c);
+  EXPECT_NE(seen.find("RAW \x16\x03\x01"), std::string::npos) << seen;
+  EXPECT_EQ(delta(SMIK_HTTP_C_TUNNELS), 1u);
+  EXPECT_EQ(alone("CONNECT tun:2 HTTP/1.1\r\nHost: tun:2\r\n\r\n").first, 403);
 }
 
 // ---- governed sockets the verdict does not see ------------------------------
