@@ -7,6 +7,10 @@
  * the kernel"). No strparser: it makes ordinary servers see spurious EAGAIN.
  * One verdict covers a whole skb, so an skb holding any request that is
  * denied or cannot be judged is dropped whole and becomes the answer.
+ * cgroup ingress (guard): payload for a governed socket the verdict does not
+ * see is dropped. sk_msg (on smik_http_socks): the server's answer to a
+ * CONNECT or WebSocket upgrade decides whether a tunnel opens.
+ * What each refuses and why: bpf/README.md, "The HTTP judge fails closed".
  */
 #include "vmlinux.h"
 
