@@ -7,6 +7,10 @@
  * the kernel"). No strparser: it makes ordinary servers see spurious EAGAIN.
  * One verdict covers a whole skb, so an skb holding any request that is
  * denied or cannot be judged is dropped whole and becomes the answer.
+ * cgroup ingress (guard): payload for a governed socket the verdict does not
+ * see is dropped. sk_msg (on smik_http_socks): the server's answer to a
+ * CONNECT or WebSocket upgrade decides whether a tunnel opens.
+ * What each refuses and why: bpf/README.md, "The HTTP judge fails closed".
  */
 #include "vmlinux.h"
 
@@ -14,6 +18,8 @@
 #include <bpf/bpf_helpers.h>
 
 #include "smik_abi.h"
+#include "addr.bpf.h"
+#include "ipcache.bpf.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -37,6 +43,55 @@ struct {
   __type(key, __u64);
   __type(value, struct smik_http_conn);
 } smik_http_conns SEC(".maps");
+
+/* A connection's 4-tuple as both the verdict (__sk_buff) and the response
+ * program (sk_msg_md, which has no socket cookie) read it from the socket. */
+struct tunnel_key {
+  __u32 family;
+  __u32 local_port;
+  __u32 remote_port;
+  __u32 local[4];
+  __u32 remote[4];
+};
+#define TUNNEL_PENDING 1 /* asked for; the server has not answered */
+#define TUNNEL_REFUSED 2
+#define TUNNEL_OPEN 3
+struct tunnel {
+  __u8 state;  /* TUNNEL_* */
+  __u8 method; /* of the request that asked */
+};
+
+/* Connections whose last request asked for a tunnel (CONNECT, WebSocket
+ * upgrade): the verdict writes PENDING, the response program writes the
+ * server's answer as it leaves, the verdict reads it at the client's next
+ * bytes. LRU: a lost entry keeps the tunnel shut. */
+struct {
+  __uint(type, BPF_MAP_TYPE_LRU_HASH);
+  __uint(max_entries, SMIK_HTTP_MAX_SOCKETS);
+  __type(key, struct tunnel_key);
+  __type(value, struct tunnel);
+} smik_http_tunnels SEC(".maps");
+
+/* constant offsets: the verifier refuses ctx loads through a moved pointer */
+#define TUNNEL_KEY(k, ctx)                    \
+  do {                                        \
+    (k)->family = (ctx)->family;              \
+    (k)->local_port = (ctx)->local_port;      \
+    (k)->remote_port = (ctx)->remote_port;    \
+    if ((k)->family == AF_INET_) {            \
+      (k)->local[0] = (ctx)->local_ip4;       \
+      (k)->remote[0] = (ctx)->remote_ip4;     \
+    } else {                                  \
+      (k)->local[0] = (ctx)->local_ip6[0];    \
+      (k)->local[1] = (ctx)->local_ip6[1];    \
+      (k)->local[2] = (ctx)->local_ip6[2];    \
+      (k)->local[3] = (ctx)->local_ip6[3];    \
+      (k)->remote[0] = (ctx)->remote_ip6[0];  \
+      (k)->remote[1] = (ctx)->remote_ip6[1];  \
+      (k)->remote[2] = (ctx)->remote_ip6[2];  \
+      (k)->remote[3] = (ctx)->remote_ip6[3];  \
+    }                                         \
+  } while (0)
 
 /* Governed (local address, port) -> destination identity and path DFA. */
 struct {
@@ -89,15 +144,6 @@ struct {
   __type(value, __u64);
 } smik_http_stats SEC(".maps");
 
-/* Source identities: the same definition as the tc program's, so the agent
- * can hand this object its ipcache (bpf_map__reuse_fd). */
-struct {
-  __uint(type, BPF_MAP_TYPE_HASH);
-  __uint(max_entries, SMIK_MAX_IPS);
-  __uint(map_flags, BPF_F_NO_PREALLOC);
-  __type(key, struct smik_ip_key);
-  __type(value, struct smik_ip_info);
-} smik_ipcache SEC(".maps");
 
 static __always_inline void count(__u32 c) {
   __u64 *v = bpf_map_lookup_elem(&smik_http_stats, &c);
@@ -106,15 +152,6 @@ static __always_inline void count(__u32 c) {
 }
 
 /* ---- sockops: governed accepted sockets join the sockhash ---------------- */
-
-/* ::ffff:a.b.c.d is the IPv4 address a.b.c.d (a dual-stack listener). */
-static __always_inline void unmap_v4(__u8 *family, __u32 *a) {
-  if (*family == SMIK_AF_INET6 && a[0] == 0 && a[1] == 0 && a[2] == bpf_htonl(0xffff)) {
-    *family = SMIK_AF_INET;
-    a[0] = a[3];
-    a[1] = a[2] = a[3] = 0;
-  }
-}
 
 SEC("sockops")
 int smik_http_sockops(struct bpf_sock_ops *skops) {
@@ -138,8 +175,8 @@ int smik_http_sockops(struct bpf_sock_ops *skops) {
     remote[1] = skops->remote_ip6[1];
     remote[2] = skops->remote_ip6[2];
     remote[3] = skops->remote_ip6[3];
-    unmap_v4(&pk.family, local);
-    unmap_v4(&ik.family, remote);
+    unmap_v4(&pk.family, pk.addr);
+    unmap_v4(&ik.family, ik.addr);
   } else {
     return 1;
   }
@@ -150,13 +187,87 @@ int smik_http_sockops(struct bpf_sock_ops *skops) {
   struct smik_ip_info *src = bpf_map_lookup_elem(&smik_ipcache, &ik);
   c.src_id = src ? src->identity : SMIK_ID_UNKNOWN;
   __u64 cookie = bpf_get_socket_cookie(skops);
-  /* Without state the verdict denies the socket's requests: it still joins. */
-  bpf_map_update_elem(&smik_http_conns, &cookie, &c, BPF_ANY);
-  if (bpf_sock_hash_update(skops, &smik_http_socks, &cookie, BPF_NOEXIST) == 0)
-    count(SMIK_HTTP_C_SOCKETS);
-  else
+  /* State only for a socket the verdict will see: a governed socket without
+   * state is what the guard below drops (a full sockhash must not leave a
+   * socket unjudged yet looking judged). Both happen before the first byte
+   * of payload is queued: the socket is locked while this runs. */
+  if (bpf_sock_hash_update(skops, &smik_http_socks, &cookie, BPF_NOEXIST) != 0) {
     count(SMIK_HTTP_C_SOCKHASH_FULL);
+    return 1;
+  }
+  bpf_map_update_elem(&smik_http_conns, &cookie, &c, BPF_ANY);
+  count(SMIK_HTTP_C_SOCKETS);
   return 1;
+}
+
+/* ---- the guard: no governed socket is left unjudged ---------------------------
+ *
+ * The verdict sees only sockets in smik_http_socks. A governed socket can be
+ * outside it: the sockhash was full, the socket was established before the
+ * judge was attached or before its port was governed, its framer state was
+ * evicted. cgroup ingress runs for every packet before TCP queues its payload,
+ * so there a payload for a governed (address, port) whose socket has no
+ * framer state is dropped and counted (SMIK_HTTP_C_UNJUDGED): such a
+ * connection carries nothing to the application. Packets without payload
+ * pass, so handshakes and closes finish. A payload that completes a
+ * handshake reaches the listener, before sockops has made the socket's
+ * state: it is dropped too, and the client's retransmission after the
+ * handshake is judged. */
+#define ETH_P_IP_ 0x0800
+#define ETH_P_IPV6_ 0x86DD
+#define IPPROTO_TCP_ 6
+#define TCP_LISTEN_ 10
+
+/* The destination and whether the TCP segment may carry payload (1 also when
+ * the headers cannot be read: unknown is treated as payload). */
+static __always_inline int guard_parse(struct __sk_buff *skb, struct smik_http_port_key *pk) {
+  __u32 l3, len = skb->len;
+  __u8 b[2];
+  if (skb->protocol == bpf_htons(ETH_P_IP_)) {
+    pk->family = SMIK_AF_INET;
+    if (bpf_skb_load_bytes(skb, 16, pk->addr, 4) < 0 || bpf_skb_load_bytes(skb, 0, b, 1) < 0)
+      return -1;
+    l3 = (b[0] & 0xf) * 4;
+  } else if (skb->protocol == bpf_htons(ETH_P_IPV6_)) {
+    pk->family = SMIK_AF_INET6;
+    if (bpf_skb_load_bytes(skb, 24, pk->addr, 16) < 0 || bpf_skb_load_bytes(skb, 6, b, 1) < 0)
+      return -1;
+    if (b[0] != IPPROTO_TCP_)
+      return 1; /* extension headers: not walked, so not known to be empty */
+    l3 = 40;
+  } else {
+    return -1;
+  }
+  if (bpf_skb_load_bytes(skb, l3 + 12, b, 1) < 0)
+    return 1;
+  __u32 headers = l3 + (b[0] >> 4) * 4;
+  return len > headers;
+}
+
+SEC("cgroup_skb/ingress")
+int smik_http_guard(struct __sk_buff *skb) {
+  struct bpf_sock *sk = skb->sk;
+  if (!sk)
+    return 1;
+  sk = bpf_sk_fullsock(sk);
+  if (!sk || sk->protocol != IPPROTO_TCP_)
+    return 1;
+  struct smik_http_port_key pk = {.port = (__u16)sk->src_port};
+  int payload = guard_parse(skb, &pk);
+  if (payload < 0)
+    return 1; /* not IP: no governed address */
+  unmap_v4(&pk.family, pk.addr);
+  if (!bpf_map_lookup_elem(&smik_http_ports, &pk))
+    return 1;
+  if (!payload)
+    return 1;
+  if (sk->state != TCP_LISTEN_) {
+    __u64 cookie = bpf_get_socket_cookie(skb);
+    if (bpf_map_lookup_elem(&smik_http_conns, &cookie))
+      return 1;
+  }
+  count(SMIK_HTTP_C_UNJUDGED);
+  return 0;
 }
 
 /* ---- the framer ----------------------------------------------------------- */
@@ -171,6 +282,7 @@ enum walk_verdict {
   W_URI_TOO_LONG, /* 414 */
   W_HEAD_TOO_LARGE, /* 431 */
   W_NO_STATE,     /* 503 */
+  W_PATH_NOT_NORMAL, /* 400 */
 };
 
 #define BUF 64
@@ -195,6 +307,10 @@ const char http_version[] = "HTTP/1.";
 const char name_cl[] = "content-length";
 const char name_te[] = "transfer-encoding";
 const char chunked[] = "chunked";
+const char name_upgrade[] = "upgrade";
+const char websocket[] = "websocket";
+#define NAME_UPGRADE_LEN 7
+#define WEBSOCKET_LEN 9
 #define NAME_CL_LEN 14
 #define NAME_TE_LEN 17
 #define CHUNKED_LEN 7
@@ -296,7 +412,7 @@ static __always_inline void start_request(struct smik_http_conn *c) {
 static __always_inline void start_header_line(struct smik_http_conn *c) {
   c->phase = SMIK_HTTP_P_HNAME;
   c->pos = 0;
-  c->cand = 3;
+  c->cand = 7;
   c->value = SMIK_HTTP_V_OTHER;
   c->sub = 0;
 }
@@ -316,6 +432,15 @@ static __always_inline __u32 end_request_line(struct smik_http_conn *c) {
 /* The empty line after the headers: where does this request's body end? */
 static __always_inline __u32 end_head(struct smik_http_conn *c) {
   __u8 f = c->flags;
+  /* CONNECT, or an upgrade to websocket only (h2c would carry requests
+   * unjudged), without a body: the server's answer decides whether the rest
+   * of the stream is a tunnel. Until it has answered, bytes are requests. */
+  if ((c->method == SMIK_HTTP_M_CONNECT ||
+       ((f & SMIK_HTTP_F_WEBSOCKET) && !(f & SMIK_HTTP_F_UPGRADE_OTHER))) &&
+      !(f & SMIK_HTTP_F_TE) && !((f & SMIK_HTTP_F_CL) && c->count > 0)) {
+    c->phase = SMIK_HTTP_P_TUNNEL_PENDING;
+    return W_PASS;
+  }
   if (f & SMIK_HTTP_F_TE) {
     /* RFC 9112 6.1: both framings, or a last coding other than chunked, are
      * what request smuggling is made of; HTTP/1.0 has no chunked. */
@@ -339,6 +464,11 @@ static __always_inline __u32 end_header_line(struct smik_http_conn *c) {
   if (c->value == SMIK_HTTP_V_CONTENT_LENGTH) {
     if (!(c->flags & SMIK_HTTP_F_DIGIT))
       return W_UNFRAMEABLE;
+  } else if (c->value == SMIK_HTTP_V_UPGRADE) {
+    if (c->sub == WEBSOCKET_LEN || c->sub == 0xfe)
+      c->flags |= SMIK_HTTP_F_WEBSOCKET;
+    else
+      c->flags |= SMIK_HTTP_F_UPGRADE_OTHER;
   } else if (c->value == SMIK_HTTP_V_TRANSFER_ENCODING) {
     /* the last coding of the last Transfer-Encoding line decides */
     if (c->sub == CHUNKED_LEN || c->sub == 0xfe)
@@ -365,6 +495,9 @@ static __always_inline __u32 header_name_byte(struct smik_http_conn *c, __u8 b) 
       c->count = 0;
       c->value = SMIK_HTTP_V_CONTENT_LENGTH;
       c->pos = 0;
+    } else if ((c->cand & 4) && c->pos == NAME_UPGRADE_LEN) {
+      c->value = SMIK_HTTP_V_UPGRADE;
+      c->sub = 0;
     } else if ((c->cand & 2) && c->pos == NAME_TE_LEN) {
       c->flags |= SMIK_HTTP_F_TE;
       c->value = SMIK_HTTP_V_TRANSFER_ENCODING;
@@ -383,6 +516,8 @@ static __always_inline __u32 header_name_byte(struct smik_http_conn *c, __u8 b) 
     c->cand &= ~1;
   if (pos >= NAME_TE_LEN || l != name_te[pos & 31])
     c->cand &= ~2;
+  if (pos >= NAME_UPGRADE_LEN || l != name_upgrade[pos & 7])
+    c->cand &= ~4;
   if (pos < 255)
     c->pos = pos + 1;
   return W_PASS;
@@ -406,6 +541,19 @@ static __always_inline __u32 header_value_byte(struct smik_http_conn *c, __u8 b)
     c->count = c->count * 10 + (b - '0');
     if (c->count > MAX_BODY)
       return W_UNFRAMEABLE;
+  } else if (c->value == SMIK_HTTP_V_UPGRADE) {
+    /* sub: chars of "websocket" matched, 0xfe = all and whitespace, 0xff = other */
+    __u8 s = c->sub;
+    if (ws) {
+      if (s == WEBSOCKET_LEN)
+        c->sub = 0xfe;
+      else if (s != 0 && s != 0xfe)
+        c->sub = 0xff;
+    } else if (s < WEBSOCKET_LEN && lower(b) == websocket[s & 15]) {
+      c->sub = s + 1;
+    } else {
+      c->sub = 0xff;
+    }
   } else if (c->value == SMIK_HTTP_V_TRANSFER_ENCODING) {
     /* sub: chars of "chunked" matched in this coding, 0xfe = "chunked" and
      * whitespace after it, 0xff = another coding */
@@ -519,6 +667,118 @@ static __always_inline __u32 account(struct smik_http_conn *c, const struct limi
   return W_PASS;
 }
 
+/* ---- the path: only a normal one is judged --------------------------------
+ *
+ * A grant names paths by regex over bytes, but the application acts on the
+ * path it resolves: "/public/../admin", "/public/%2e%2e/admin",
+ * "/public/..;/admin" (Tomcat), "/public\..\admin" (servers that take '\' for
+ * '/') and "//admin" (servers that merge slashes) all pass a "/public" prefix
+ * by their bytes and reach /admin. The judge does not resolve paths the way
+ * some server might (they disagree); it refuses, with 400 and
+ * SMIK_HTTP_C_PATH_NOT_NORMAL, every path whose meaning depends on how it is
+ * resolved, and runs the DFA over what is left exactly as the application
+ * reads it:
+ * - origin-form only ("/..."); "*" (OPTIONS) and host:port for CONNECT,
+ *   which have no path, go to the DFA as they are. An absolute-form target ("http://h/p") is refused.
+ * - %XX is decoded before the DFA (a grant for "/[^a].*" must not pass
+ *   "/%61dmin"); %2F, %5C, %25 (double encoding), %00-%1F, %7F and a broken
+ *   escape are refused.
+ * - dot segments ("." "..", also as "..;" or with dots from %2e) are
+ *   refused, as are empty segments ("//", "/;") and a backslash.
+ * - the query is not matched (Envoy and Istio match the path without it);
+ *   a fragment ('#') is never sent by a client and is refused anywhere. */
+#define SEG_START 0     /* just after '/' */
+#define SEG_DOT1 1      /* "." so far */
+#define SEG_DOTS 2      /* ".." (or more dots) so far */
+#define SEG_NAME 3      /* a segment that is no dot segment */
+#define SEG_ASTERISK 4  /* OPTIONS "*" */
+#define SEG_AUTHORITY 5 /* CONNECT host:port */
+
+/* The path is over: a dot segment or half an escape at its end is refused. */
+static __always_inline __u32 path_end(struct smik_http_conn *c) {
+  if (c->pos == 0)
+    return W_MALFORMED;
+  if (c->value != 0 || c->sub == SEG_DOT1 || c->sub == SEG_DOTS)
+    return W_PATH_NOT_NORMAL;
+  return W_PASS;
+}
+
+/* One byte of the path as the application reads it (escapes decoded). */
+static __always_inline __u32 path_char(struct smik_http_conn *c, __u8 p, int raw) {
+  __u8 seg = c->sub;
+  if (seg == SEG_ASTERISK)
+    return W_PATH_NOT_NORMAL; /* "*" is the whole target */
+  if (seg == SEG_AUTHORITY) {
+    if (p == '/' || p == '\\' || !raw)
+      return W_PATH_NOT_NORMAL;
+  } else if (p == '/' && raw) {
+    if (seg != SEG_NAME)
+      return W_PATH_NOT_NORMAL; /* "//", "/./", "/../" */
+    c->sub = SEG_START;
+  } else if (p == '.') {
+    c->sub = seg == SEG_START ? SEG_DOT1 : (seg == SEG_DOT1 || seg == SEG_DOTS) ? SEG_DOTS : seg;
+  } else if (p == ';') {
+    if (seg != SEG_NAME)
+      return W_PATH_NOT_NORMAL; /* "/..;/", "/;/" */
+  } else {
+    c->sub = SEG_NAME;
+  }
+  if (c->dfa_state)
+    c->dfa_state = dfa_step(c->dfa_id, c->dfa_state, p);
+  return W_PASS;
+}
+
+static __always_inline __u32 path_byte(struct smik_http_conn *c, __u8 b) {
+  if (b == ' ' || b == '?') {
+    __u32 v = path_end(c);
+    if (v != W_PASS)
+      return v;
+    c->phase = b == ' ' ? SMIK_HTTP_P_VERSION : SMIK_HTTP_P_QUERY;
+    c->pos = 0;
+    return W_PASS;
+  }
+  if (b < 0x20 || b >= 0x7f)
+    return W_MALFORMED;
+  if (b == '#' || b == '\\')
+    return W_PATH_NOT_NORMAL;
+  if (c->pos == 0) { /* the target's form */
+    c->pos = 1;
+    if (b == '*') /* OPTIONS; also the HTTP/2 preface, refused at its version */
+      c->sub = SEG_ASTERISK;
+    else if (b != '/' && c->method == SMIK_HTTP_M_CONNECT)
+      c->sub = SEG_AUTHORITY;
+    else if (b != '/')
+      return W_PATH_NOT_NORMAL;
+    else
+      c->sub = SEG_START;
+    if (c->dfa_state)
+      c->dfa_state = dfa_step(c->dfa_id, c->dfa_state, b);
+    return W_PASS;
+  }
+  /* value: 0, or 1 after '%', or 2 after its first hex digit (kept in cand) */
+  if (c->value == 0) {
+    if (b != '%')
+      return path_char(c, b, 1);
+    if (c->sub == SEG_AUTHORITY)
+      return W_PATH_NOT_NORMAL;
+    c->value = 1;
+    return W_PASS;
+  }
+  int h = hex_value(b);
+  if (h < 0)
+    return W_PATH_NOT_NORMAL;
+  if (c->value == 1) {
+    c->cand = (__u8)h;
+    c->value = 2;
+    return W_PASS;
+  }
+  c->value = 0;
+  __u8 d = (__u8)(c->cand << 4 | h);
+  if (d < 0x20 || d == 0x7f || d == '/' || d == '\\' || d == '%')
+    return W_PATH_NOT_NORMAL;
+  return path_char(c, d, 0);
+}
+
 /* A global function: the verifier checks it once, not once per path of the
  * loop that calls it (inlined, the paths multiply past its limits). */
 __attribute__((noinline)) int smik_http_frame_byte(struct smik_http_conn *c, const struct limits *l,
@@ -556,6 +816,8 @@ __attribute__((noinline)) int smik_http_frame_byte(struct smik_http_conn *c, con
         c->phase = SMIK_HTTP_P_PATH;
         c->dfa_state = dfa_start(c->dfa_id);
         c->pos = 0;
+        c->sub = SEG_START;
+        c->value = 0;
         return W_PASS;
       }
       /* TLS (0x16), a NUL, anything that cannot start a method */
@@ -567,22 +829,16 @@ __attribute__((noinline)) int smik_http_frame_byte(struct smik_http_conn *c, con
         c->pos++;
       return W_PASS;
     case SMIK_HTTP_P_PATH:
+      return path_byte(c, b);
     case SMIK_HTTP_P_QUERY:
       if (b == ' ') {
-        if (c->pos == 0)
-          return W_MALFORMED;
         c->phase = SMIK_HTTP_P_VERSION;
         c->pos = 0;
         return W_PASS;
       }
       if (b <= 0x20 || b >= 0x7f)
         return W_MALFORMED;
-      c->pos = 1;
-      if (b == '?' || b == '#')
-        c->phase = SMIK_HTTP_P_QUERY;
-      if (c->phase == SMIK_HTTP_P_PATH && c->dfa_state)
-        c->dfa_state = dfa_step(c->dfa_id, c->dfa_state, b);
-      return W_PASS;
+      return b == '#' ? W_PATH_NOT_NORMAL : W_PASS;
     case SMIK_HTTP_P_VERSION: {
       __u8 pos = c->pos;
       if (pos < 7) {
@@ -623,6 +879,9 @@ static int walk_step(__u32 i, void *ctx) {
   struct smik_http_conn *c = &w->c;
   if (w->off >= w->len)
     return 1;
+  /* bytes before the server answered the CONNECT or upgrade: requests */
+  if (c->phase == SMIK_HTTP_P_TUNNEL_PENDING)
+    start_request(c);
   if (c->phase == SMIK_HTTP_P_BODY || c->phase == SMIK_HTTP_P_CHUNK_DATA) {
     __u64 left = w->len - w->off;
     __u64 n = c->count < left ? c->count : left;
@@ -703,6 +962,10 @@ static __always_inline int answer(struct __sk_buff *skb, __u64 cookie, __u32 ver
       count(SMIK_HTTP_C_UNFRAMEABLE);
       ok = WRITE_ANSWER(skb, a400);
       break;
+    case W_PATH_NOT_NORMAL:
+      count(SMIK_HTTP_C_PATH_NOT_NORMAL);
+      ok = WRITE_ANSWER(skb, a400);
+      break;
     default:
       count(SMIK_HTTP_C_MALFORMED);
       ok = WRITE_ANSWER(skb, a400);
@@ -728,6 +991,9 @@ int smik_http_verdict(struct __sk_buff *skb) {
     /* parserless mode calls at FIN with no bytes: the stream is over */
     if (c)
       bpf_map_delete_elem(&smik_http_conns, &cookie);
+    struct tunnel_key tk = {};
+    TUNNEL_KEY(&tk, skb);
+    bpf_map_delete_elem(&smik_http_tunnels, &tk);
     return SK_PASS;
   }
   if (!c)
@@ -735,6 +1001,21 @@ int smik_http_verdict(struct __sk_buff *skb) {
   if (c->phase == SMIK_HTTP_P_CLOSED) {
     count(SMIK_HTTP_C_DROPPED);
     return SK_DROP;
+  }
+  if (c->phase == SMIK_HTTP_P_TUNNEL)
+    return SK_PASS;
+  struct tunnel_key tk = {};
+  TUNNEL_KEY(&tk, skb);
+  if (c->phase == SMIK_HTTP_P_TUNNEL_PENDING) {
+    struct tunnel *t = bpf_map_lookup_elem(&smik_http_tunnels, &tk);
+    if (t && t->state == TUNNEL_OPEN) {
+      c->phase = SMIK_HTTP_P_TUNNEL;
+      bpf_map_delete_elem(&smik_http_tunnels, &tk);
+      count(SMIK_HTTP_C_TUNNELS);
+      return SK_PASS;
+    }
+    if (t)
+      bpf_map_delete_elem(&smik_http_tunnels, &tk);
   }
   __u32 zero = 0;
   struct smik_http_config *cfg = bpf_map_lookup_elem(&smik_http_config, &zero);
@@ -749,9 +1030,46 @@ int smik_http_verdict(struct __sk_buff *skb) {
     w.verdict = W_MALFORMED; /* not walked to the end: never pass unjudged bytes */
   if (w.verdict == W_PASS) {
     *c = w.c;
+    if (w.c.phase == SMIK_HTTP_P_TUNNEL_PENDING) {
+      /* before the bytes reach the server, so before its answer */
+      struct tunnel t = {.state = TUNNEL_PENDING, .method = w.c.method};
+      bpf_map_update_elem(&smik_http_tunnels, &tk, &t, BPF_ANY);
+    }
     return SK_PASS;
   }
   w.c.phase = SMIK_HTTP_P_CLOSED;
   *c = w.c;
   return answer(skb, cookie, w.verdict);
+}
+
+/* ---- the server's answer to a CONNECT or upgrade ---------------------------------
+ *
+ * A tunnel opens only when the server says so: a client can ask for an
+ * upgrade the server declines and go on with plain requests, which must stay
+ * judged. The first bytes the server sends after such a request decide: 101
+ * (upgrade) or 2xx (CONNECT) opens, anything else (also the answer to an
+ * earlier pipelined request, or a status line split across writes) keeps it
+ * shut. Other sends cost one lookup. */
+SEC("sk_msg")
+int smik_http_responses(struct sk_msg_md *msg) {
+  struct tunnel_key tk = {};
+  TUNNEL_KEY(&tk, msg);
+  struct tunnel *t = bpf_map_lookup_elem(&smik_http_tunnels, &tk);
+  if (!t || t->state != TUNNEL_PENDING)
+    return SK_PASS; /* nothing asked, or the first answer decided */
+  __u8 answer = TUNNEL_REFUSED;
+  int connect = t->method == SMIK_HTTP_M_CONNECT;
+  if (bpf_msg_pull_data(msg, 0, 12, 0) == 0) {
+    __u8 *d = msg->data, *e = msg->data_end;
+    if ((void *)(d + 12) <= (void *)e) {
+      int ok = 1;
+      for (int i = 0; i < 7; i++)
+        ok &= d[i] == http_version[i];
+      ok &= (d[7] == '0' || d[7] == '1') && d[8] == ' ';
+      if (ok && (connect ? d[9] == '2' : (d[9] == '1' && d[10] == '0' && d[11] == '1')))
+        answer = TUNNEL_OPEN;
+    }
+  }
+  t->state = answer;
+  return SK_PASS;
 }

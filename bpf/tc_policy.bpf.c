@@ -59,6 +59,7 @@
 #include <bpf/bpf_helpers.h>
 
 #include "smik_abi.h"
+#include "ipcache.bpf.h"
 #include "parse.bpf.h"
 #include "telemetry.bpf.h"
 
@@ -66,16 +67,6 @@
 #define TC_ACT_SHOT 2
 
 char LICENSE[] SEC("license") = "GPL";
-
-/* Pod (and node) address -> identity, for every pod of the cluster. */
-struct {
-  __uint(type, BPF_MAP_TYPE_HASH);
-  __uint(max_entries, SMIK_MAX_IPS);
-  __uint(map_flags, BPF_F_NO_PREALLOC);
-  __type(key, struct smik_ip_key);
-  __type(value, struct smik_ip_info);
-  __uint(pinning, LIBBPF_PIN_BY_NAME);
-} smik_ipcache SEC(".maps");
 
 /* Host-side ifindex of a local meshed pod -> who it is and its addresses. */
 struct {

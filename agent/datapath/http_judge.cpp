@@ -26,13 +26,22 @@ bool update(int fd, const void* key, const void* value, const std::string& what,
 
 }  // namespace
 
-std::unique_ptr<HttpJudge> HttpJudge::open(std::string* err, int ipcache_fd) {
+std::unique_ptr<HttpJudge> HttpJudge::open(std::string* err, int ipcache_fd, uint32_t max_sockets) {
   std::unique_ptr<HttpJudge> j(new HttpJudge);
   j->skel_ = smik_http__open();
   if (!j->skel_) return (*err = errnoText("open HTTP judge object")), nullptr;
+  // The shared definition pins the ipcache by name for the tc programs; the
+  // judge never pins (it would create or adopt /sys/fs/bpf/smik_ipcache):
+  // it has a map of its own or the fd it is handed.
+  if (int r = bpf_map__set_pin_path(j->skel_->maps.smik_ipcache, nullptr); r != 0)
+    return (*err = errnoText("unpin the ipcache", r)), nullptr;
   if (ipcache_fd >= 0) {
     if (int r = bpf_map__reuse_fd(j->skel_->maps.smik_ipcache, ipcache_fd); r != 0)
       return (*err = errnoText("share the ipcache", r)), nullptr;
+  }
+  if (max_sockets > 0 && max_sockets < SMIK_HTTP_MAX_SOCKETS) {
+    if (int r = bpf_map__set_max_entries(j->skel_->maps.smik_http_socks, max_sockets); r != 0)
+      return (*err = errnoText("size smik_http_socks", r)), nullptr;
   }
   if (int r = smik_http__load(j->skel_); r != 0)
     return (*err = errnoText("load HTTP judge programs", r)), nullptr;
@@ -43,11 +52,20 @@ std::unique_ptr<HttpJudge> HttpJudge::open(std::string* err, int ipcache_fd) {
                       BPF_SK_SKB_VERDICT, 0) != 0)
     return (*err = errnoText("attach the verdict to smik_http_socks")), nullptr;
   j->verdict_attached_ = true;
+  // The server's answers, for the one thing the judge needs of them: whether
+  // a CONNECT or WebSocket upgrade was accepted.
+  if (bpf_prog_attach(bpf_program__fd(j->skel_->progs.smik_http_responses), j->socks_fd_,
+                      BPF_SK_MSG_VERDICT, 0) != 0)
+    return (*err = errnoText("attach the response program to smik_http_socks")), nullptr;
+  j->msg_attached_ = true;
   return j;
 }
 
 HttpJudge::~HttpJudge() {
+  if (guard_link_ >= 0) close(guard_link_);
   if (sockops_link_ >= 0) close(sockops_link_);
+  if (msg_attached_)
+    bpf_prog_detach2(bpf_program__fd(skel_->progs.smik_http_responses), socks_fd_, BPF_SK_MSG_VERDICT);
   if (verdict_attached_)
     bpf_prog_detach2(bpf_program__fd(skel_->progs.smik_http_verdict), socks_fd_, BPF_SK_SKB_VERDICT);
   if (skel_) smik_http__destroy(skel_);
@@ -57,11 +75,24 @@ bool HttpJudge::attach(const std::string& cgroup, std::string* err) {
   if (sockops_link_ >= 0) return (*err = "already attached"), false;
   int cg = ::open(cgroup.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (cg < 0) return (*err = errnoText("open cgroup " + cgroup)), false;
+  // The guard first: from the moment sockops judges new sockets, no older
+  // one of a governed port carries payload unjudged.
+  guard_link_ = bpf_link_create(bpf_program__fd(skel_->progs.smik_http_guard), cg,
+                                BPF_CGROUP_INET_INGRESS, nullptr);
+  int e = errno;
+  if (guard_link_ < 0) {
+    close(cg);
+    return (*err = errnoText("attach the HTTP guard to " + cgroup, e)), false;
+  }
   sockops_link_ = bpf_link_create(bpf_program__fd(skel_->progs.smik_http_sockops), cg,
                                   BPF_CGROUP_SOCK_OPS, nullptr);
-  int e = errno;
+  e = errno;
   close(cg);
-  if (sockops_link_ < 0) return (*err = errnoText("attach HTTP sockops to " + cgroup, e)), false;
+  if (sockops_link_ < 0) {
+    close(guard_link_);
+    guard_link_ = -1;
+    return (*err = errnoText("attach HTTP sockops to " + cgroup, e)), false;
+  }
   return true;
 }
 

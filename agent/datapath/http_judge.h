@@ -21,12 +21,17 @@ class HttpJudge {
   // Loads the programs and attaches the verdict to the socket map (it judges
   // nothing until attach() puts sockets there). `ipcache_fd` >= 0 shares the
   // tc programs' source identities instead of a map of its own.
-  static std::unique_ptr<HttpJudge> open(std::string* err, int ipcache_fd = -1);
+  // `max_sockets` > 0 sizes the socket map below SMIK_HTTP_MAX_SOCKETS (tests
+  // fill it: a governed socket that does not fit is refused its payload).
+  static std::unique_ptr<HttpJudge> open(std::string* err, int ipcache_fd = -1,
+                                         uint32_t max_sockets = 0);
   ~HttpJudge();
   HttpJudge(const HttpJudge&) = delete;
   HttpJudge& operator=(const HttpJudge&) = delete;
 
-  // Accepted sockets of governed ports under `cgroup` are judged from now on.
+  // Accepted sockets of governed ports under `cgroup` are judged from now on;
+  // a governed socket there that is not (established before, or refused by a
+  // full socket map) gets no payload through (SMIK_HTTP_C_UNJUDGED).
   bool attach(const std::string& cgroup, std::string* err);
 
   // Places `dfa` in the transition and accept tables and publishes it as
@@ -50,8 +55,10 @@ class HttpJudge {
   HttpJudge() = default;
   smik_http* skel_ = nullptr;
   int sockops_link_ = -1;
+  int guard_link_ = -1;
   int socks_fd_ = -1;
   bool verdict_attached_ = false;
+  bool msg_attached_ = false;
   uint32_t next_transition_ = 0;  // bump allocation: ids are not reused yet
   uint32_t next_accept_ = 0;
 };

@@ -504,7 +504,10 @@ constexpr const char* nameOf(const Fact (&table)[N], unsigned id, const char* fa
  * socket, and the connection is closed to the application: nothing after it
  * is passed. Bytes already passed cannot be recalled, so a request head that
  * spans skbs passes its first part (servers do not act on an incomplete
- * head) and is judged at the skb that completes its request line. */
+ * head) and is judged at the skb that completes its request line. A path
+ * whose meaning depends on how a server resolves it is refused, and a
+ * governed socket outside the sockhash gets no payload through (a cgroup
+ * ingress guard): bpf/README.md, "The HTTP judge fails closed". */
 #define SMIK_HTTP_MAX_SOCKETS (1 << 16)       /* smik_http_socks, smik_http_conns (LRU) */
 #define SMIK_HTTP_MAX_PORTS 4096              /* smik_http_ports: governed (address, port) */
 #define SMIK_HTTP_MAX_GRANTS (1 << 16)        /* smik_http_grants */
@@ -617,6 +620,8 @@ enum smik_http_phase {
   SMIK_HTTP_P_CHUNK_END = 11,  /* the CRLF after chunk data */
   SMIK_HTTP_P_TRAILER = 12,    /* trailer lines, until an empty one */
   SMIK_HTTP_P_CLOSED = 13,     /* a request was denied: every later byte is dropped */
+  SMIK_HTTP_P_TUNNEL_PENDING = 14, /* after an allowed CONNECT or WebSocket upgrade: the server's answer decides */
+  SMIK_HTTP_P_TUNNEL = 15,     /* the server opened the tunnel: the rest of the stream passes */
 };
 
 #define SMIK_HTTP_F_CR 1       /* a CR was read: the next byte must be LF */
@@ -625,11 +630,14 @@ enum smik_http_phase {
 #define SMIK_HTTP_F_CHUNKED 8  /* ... whose last coding is chunked */
 #define SMIK_HTTP_F_HTTP10 16
 #define SMIK_HTTP_F_DIGIT 32   /* a digit of the number being read */
+#define SMIK_HTTP_F_WEBSOCKET 64  /* an Upgrade line asks for websocket, exactly */
+#define SMIK_HTTP_F_UPGRADE_OTHER 128 /* an Upgrade line asks for anything else (h2c: no tunnel) */
 
 /* Which header value is being read (smik_http_conn.value). */
 #define SMIK_HTTP_V_OTHER 0
 #define SMIK_HTTP_V_CONTENT_LENGTH 1
 #define SMIK_HTTP_V_TRANSFER_ENCODING 2
+#define SMIK_HTTP_V_UPGRADE 3
 
 /* smik_http_conns (LRU, keyed by socket cookie): the framer's state. A
  * governed socket without one (evicted, or never made) is denied, never
@@ -671,7 +679,10 @@ enum smik_http_counter {
   SMIK_HTTP_C_SOCKETS = 9,        /* accepted sockets put under judgement */
   SMIK_HTTP_C_SOCKHASH_FULL = 10, /* accepted sockets that could not be: NOT judged */
   SMIK_HTTP_C_ANSWER_FAILED = 11, /* a denial whose answer could not be sent (dropped) */
-  SMIK_HTTP_COUNTER_MAX = 12,
+  SMIK_HTTP_C_PATH_NOT_NORMAL = 12, /* 400: a path servers may resolve otherwise than its bytes read */
+  SMIK_HTTP_C_UNJUDGED = 13,      /* packets with payload dropped: a governed socket not under judgement */
+  SMIK_HTTP_C_TUNNELS = 14,       /* CONNECT / WebSocket tunnels the server opened: not judged further */
+  SMIK_HTTP_COUNTER_MAX = 15,
 };
 
 #endif /* SMIK_ABI_H */

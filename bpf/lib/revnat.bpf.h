@@ -7,6 +7,8 @@
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
 
+#include "addr.bpf.h"
+
 /* {socket, backend} -> the service address it dialled. */
 struct {
   __uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -15,21 +17,5 @@ struct {
   __type(value, struct smik_revnat_value);
   __uint(pinning, LIBBPF_PIN_BY_NAME);
 } smik_revnat SEC(".maps");
-
-/* A dual-stack AF_INET6 socket (Java's default) reaches an IPv4 address as
- * ::ffff:a.b.c.d and the kernel sends IPv4. Services, reverse entries and
- * edges know such a socket by the IPv4 form, so the programs that see it as
- * IPv6 (connect6, getpeername6, recvmsg6, sockops) and those that see it as
- * IPv4 (sendmsg4, which the kernel runs for an unconnected v4-mapped sendmsg;
- * the tc programs) agree. Rewrites family+addr in place; 1 if it was mapped. */
-static __always_inline int unmap_v4(__u8 *family, __u8 *addr) {
-  __u32 *w = (__u32 *)addr;
-  if (*family != SMIK_AF_INET6 || w[0] || w[1] || w[2] != bpf_htonl(0xffff))
-    return 0;
-  w[0] = w[3];
-  w[1] = w[2] = w[3] = 0;
-  *family = SMIK_AF_INET;
-  return 1;
-}
 
 #endif /* SMIK_REVNAT_BPF_H */

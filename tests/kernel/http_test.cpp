@@ -15,11 +15,14 @@
 
 #include <cstdio>
 #include <cstring>
+#include <map>
 #include <optional>
+#include <random>
 #include <string>
 #include <thread>
 
 #include "agent/compile/http_regex.h"
+#include "agent/compile/http_request.h"
 #include "agent/datapath/http_judge.h"
 #include "tests/testbed/testbed.h"
 
@@ -48,7 +51,7 @@ std::string lowerCase(std::string s) {
 }
 
 struct Request {
-  std::string method, target, body;
+  std::string method, target, body, upgrade;
 };
 
 // One complete request from the front of `buf`: bytes used, 0 if incomplete.
@@ -64,6 +67,7 @@ size_t parseRequest(const std::string& buf, Request* r) {
   r->method = line.substr(0, sp1);
   r->target = line.substr(sp1 + 1, sp2 - sp1 - 1);
   r->body.clear();
+  r->upgrade.clear();
   size_t content_length = 0;
   bool chunked = false;
   for (size_t p = line_end; p != std::string::npos && p < head.size();) {
@@ -73,6 +77,7 @@ size_t parseRequest(const std::string& buf, Request* r) {
     const std::string name = lowerCase(h.substr(0, colon));
     const std::string value = colon == std::string::npos ? "" : h.substr(colon + 1);
     if (name == "content-length") content_length = std::stoul(value);
+    if (name == "upgrade") r->upgrade = lowerCase(value);
     if (name == "transfer-encoding" && lowerCase(value).find("chunked") != std::string::npos)
       chunked = true;
     p = next;
@@ -99,14 +104,32 @@ size_t parseRequest(const std::string& buf, Request* r) {
   }
 }
 
-int serve(int port) {
-  const int l = socket(AF_INET, SOCK_STREAM, 0);
-  const int one = 1;
+// Dual stack (as Java servers are): IPv4 clients reach it as ::ffff:a.b.c.d,
+// which the judge must know by the IPv4 address. IPv4 only without IPv6.
+int listenOn(int port) {
+  const int one = 1, zero = 0;
+  int l = socket(AF_INET6, SOCK_STREAM, 0);
+  if (l >= 0) {
+    setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    setsockopt(l, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
+    sockaddr_in6 a{};
+    a.sin6_family = AF_INET6;
+    a.sin6_port = htons(static_cast<uint16_t>(port));
+    if (bind(l, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 && listen(l, 16) == 0) return l;
+    close(l);
+  }
+  l = socket(AF_INET, SOCK_STREAM, 0);
   setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   sockaddr_in a{};
   a.sin_family = AF_INET;
   a.sin_port = htons(static_cast<uint16_t>(port));
-  if (bind(l, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || listen(l, 16) != 0) return 2;
+  if (bind(l, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || listen(l, 16) != 0) return -1;
+  return l;
+}
+
+int serve(int port) {
+  const int l = listenOn(port);
+  if (l < 0) return 2;
   say("ready");
   for (;;) {
     const int fd = accept(l, nullptr, nullptr);
@@ -116,6 +139,7 @@ int serve(int port) {
     size_t read_total = 0;
     std::string why = "eof";
     int spurious = 0;
+    bool tunnel = false;
     for (;;) {
       char chunk[4096];
       const ssize_t n = read(fd, chunk, sizeof chunk);
@@ -133,11 +157,38 @@ int serve(int port) {
       }
       read_total += static_cast<size_t>(n);
       buf.append(chunk, static_cast<size_t>(n));
+      if (tunnel) {  // no more HTTP on this connection: log what came
+        say("RAW " + escape(buf));
+        buf.clear();
+        continue;
+      }
       Request r;
-      while (size_t used = parseRequest(buf, &r)) {
+      // A request the judge passed that this parser cannot read is logged,
+      // never a crash of the server the other tests need.
+      auto parsed = [&]() -> size_t {
+        try {
+          return parseRequest(buf, &r);
+        } catch (const std::exception&) {
+          say("UNPARSABLE");
+          return 0;
+        }
+      };
+      while (size_t used = parsed()) {
         buf.erase(0, used);
         say("REQ " + r.method + " " + r.target + " " + std::to_string(r.body.size()) + " " +
             escape(r.body));
+        // Tunnels: upgrades (of any protocol) under /ok/ws, CONNECT to tun:1.
+        if ((!r.upgrade.empty() && r.target.rfind("/ok/ws", 0) == 0) ||
+            (r.method == "CONNECT" && r.target == "tun:1")) {
+          const std::string opened = r.method == "CONNECT"
+                                         ? "HTTP/1.1 200 Connection Established\r\n\r\n"
+                                         : "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n\r\n";
+          (void)!write(fd, opened.data(), opened.size());
+          tunnel = true;
+          if (!buf.empty()) say("RAW " + escape(buf));
+          buf.clear();
+          break;
+        }
         const std::string answer = "HTTP/1.1 200 OK\r\ncontent-length: " +
                                    std::to_string(r.target.size()) + "\r\n\r\n" + r.target;
         (void)!write(fd, answer.data(), answer.size());
@@ -167,14 +218,26 @@ class Client {
         if (ns < 0 || setns(ns, CLONE_NEWNET) != 0) return;
         close(ns);
       }
-      fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      const bool v6 = ip.find(':') != std::string::npos;
+      fd_ = socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
       const int one = 1;
       setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-      sockaddr_in a{};
-      a.sin_family = AF_INET;
-      a.sin_port = htons(port);
-      inet_pton(AF_INET, ip.c_str(), &a.sin_addr);
-      if (connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+      sockaddr_storage ss{};
+      socklen_t len;
+      if (v6) {
+        auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
+        a->sin6_family = AF_INET6;
+        a->sin6_port = htons(port);
+        inet_pton(AF_INET6, ip.c_str(), &a->sin6_addr);
+        len = sizeof *a;
+      } else {
+        auto* a = reinterpret_cast<sockaddr_in*>(&ss);
+        a->sin_family = AF_INET;
+        a->sin_port = htons(port);
+        inet_pton(AF_INET, ip.c_str(), &a->sin_addr);
+        len = sizeof *a;
+      }
+      if (connect(fd_, reinterpret_cast<sockaddr*>(&ss), len) != 0) {
         close(fd_);
         fd_ = -1;
       }
@@ -187,6 +250,12 @@ class Client {
   void closeNow() {
     if (fd_ >= 0) close(fd_);
     fd_ = -1;
+  }
+  // Closes with RST: a FIN queued behind refused payload would never arrive.
+  void resetNow() {
+    const linger l{1, 0};
+    if (fd_ >= 0) setsockopt(fd_, SOL_SOCKET, SO_LINGER, &l, sizeof l);
+    closeNow();
   }
 
   bool send(const std::string& bytes) {
@@ -258,16 +327,24 @@ class HttpJudgeTest : public ::testing::Test {
     judge_ = datapath::HttpJudge::open(&err).release();
     ASSERT_TRUE(judge_) << err;
     ASSERT_TRUE(judge_->attach(server_pod_->cgroupPath(), &err)) << err;
-    // p0 "/ok" GET, p1 "/upload$" POST, p2 "/files/<name>.txt$" GET and HEAD
+    // p0 "/ok" GET, p1 "/upload$" POST, p2 "/files/<name>.txt$" GET and HEAD,
+    // p3 "/public" GET, p4 "tun:1$" CONNECT
     auto compiled = compile::http::compileDfa(
-        {{"/ok"}, {"/upload$"}, {"/files/[a-z]+\\.txt$"}});
+        {{"/ok"}, {"/upload$"}, {"/files/[a-z]+\\.txt$"}, {"/public"}, {"tun:1$"}});
     ASSERT_TRUE(std::holds_alternative<compile::http::Dfa>(compiled));
-    ASSERT_TRUE(judge_->loadDfa(1, std::get<compile::http::Dfa>(compiled), &err)) << err;
+    dfa_ = new compile::http::Dfa(std::get<compile::http::Dfa>(compiled));
+    ASSERT_TRUE(judge_->loadDfa(1, *dfa_, &err)) << err;
     smik::Addr server, client;
     ASSERT_TRUE(smik::parseAddr(server_pod_->ip(), &server));
     ASSERT_TRUE(smik::parseAddr(client_pod_->ip(), &client));
     ASSERT_TRUE(judge_->govern(server, kPort, kServerId, 1, &err)) << err;
     ASSERT_TRUE(judge_->setIdentity(client, kClientId, &err)) << err;
+    if (!server_pod_->ip6().empty() && !client_pod_->ip6().empty()) {
+      ASSERT_TRUE(smik::parseAddr(server_pod_->ip6(), &server));
+      ASSERT_TRUE(smik::parseAddr(client_pod_->ip6(), &client));
+      ASSERT_TRUE(judge_->govern(server, kPort, kServerId, 1, &err)) << err;
+      ASSERT_TRUE(judge_->setIdentity(client, kClientId, &err)) << err;
+    }
     grantAll();
     char self[4096] = {};
     ASSERT_GT(readlink("/proc/self/exe", self, sizeof self - 1), 0);
@@ -277,16 +354,23 @@ class HttpJudgeTest : public ::testing::Test {
   static void TearDownTestSuite() {
     delete server_;
     delete judge_;
+    delete dfa_;
+    dfa_ = nullptr;
     delete bed_;
     server_ = nullptr;
     judge_ = nullptr;
     bed_ = nullptr;
   }
-  static void grantAll() {
+  static smik_http_grant theGrant() {
     smik_http_grant g{};
-    g.patterns[SMIK_HTTP_M_GET] = 1 | 4;
+    g.patterns[SMIK_HTTP_M_GET] = 1 | 4 | 8;
     g.patterns[SMIK_HTTP_M_HEAD] = 4;
     g.patterns[SMIK_HTTP_M_POST] = 2;
+    g.patterns[SMIK_HTTP_M_CONNECT] = 16;
+    return g;
+  }
+  static void grantAll() {
+    const smik_http_grant g = theGrant();
     std::string err;
     ASSERT_TRUE(judge_->grant(kClientId, kServerId, kPort, g, &err)) << err;
   }
@@ -320,10 +404,21 @@ class HttpJudgeTest : public ::testing::Test {
   }
   uint64_t delta(int counter) { return judge_->counters()[counter] - before_[counter]; }
 
+  // One request on a connection of its own: the status, and what the server
+  // logged of it.
+  std::pair<int, std::string> alone(const std::string& request) {
+    log_from_ = server_->output().size();
+    auto c = fromClientPod();
+    if (!c->send(request)) return {-1, ""};
+    const int status = c->response().first;
+    return {status, serverSawAfterClose(*c, 1)};
+  }
+
   static inline testbed::TestBed* bed_ = nullptr;
   static inline testbed::Pod* server_pod_ = nullptr;
   static inline testbed::Pod* client_pod_ = nullptr;
   static inline datapath::HttpJudge* judge_ = nullptr;
+  static inline compile::http::Dfa* dfa_ = nullptr;
   static inline testbed::Proc* server_ = nullptr;
   size_t log_from_ = 0;
   std::array<uint64_t, SMIK_HTTP_COUNTER_MAX> before_{};
@@ -539,6 +634,460 @@ TEST_F(HttpJudgeTest, FinishedConnectionsLeaveNoState) {
     serverSawAfterClose(*c, i + 1);
   }
   EXPECT_EQ(judge_->connections(), 0u);
+}
+
+// Every way a path's bytes can name another path than the application
+// resolves, against a "/public" prefix grant: refused with 400, counted,
+// never seen by the server.
+TEST_F(HttpJudgeTest, PathsResolvedOtherwiseThanTheirBytesAreRefused) {
+  const char* tricks[] = {
+      "/public/../admin",      "/public/./admin",       "/public/..",
+      "/public/%2e%2e/admin",  "/public/%2E%2e/admin",  "/public/.%2E/admin",
+      "/public/..;/admin",     "/public/..;x=1/admin",  "/public/.;/admin",
+      "/public%2f..%2fadmin",  "/public%2F..%2Fadmin",  "/public%5c..%5cadmin",
+      "/public\\..\\admin",    "/public//admin",        "//public",
+      "/public/;/admin",       "/public/%252e%252e/admin",
+      "/public#/../admin",     "/public?q#x",           "http://srv/public/../admin",
+      "public/x",              "/public/%2",            "/public/%zz",
+      "/public/%00",           "/public/%0d%0aX:1",     "/public/...",
+  };
+  int n = 0;
+  for (const char* path : tricks) {
+    const auto [status, seen] = alone(get(path));
+    EXPECT_EQ(status, 400) << path;
+    EXPECT_EQ(seen.find("REQ"), std::string::npos) << path << ": " << seen;
+    ++n;
+  }
+  EXPECT_EQ(delta(SMIK_HTTP_C_PATH_NOT_NORMAL), static_cast<uint64_t>(n));
+  EXPECT_EQ(delta(SMIK_HTTP_C_ALLOWED), 0u);
+}
+
+// What stays: the DFA sees the path as the application reads it (escapes
+// decoded), the query is not matched, names with dots are names.
+TEST_F(HttpJudgeTest, NormalPathsPassAsTheApplicationReadsThem) {
+  const std::pair<const char*, int> cases[] = {
+      {"/public/a..b/.hidden/x.", 200},
+      {"/public?x=/../admin#", 400},  // '#' is refused in the query too
+      {"/public?x=/../admin", 200},   // the query is not the path
+      {"/publi%63/x", 200},           // decoded: /public/x
+      {"/%61dmin", 403},              // decoded: /admin
+      {"/public/a;v=1/b", 200},       // a path parameter in a named segment
+      {"/public/%C3%A9", 200},
+  };
+  for (const auto& [path, want] : cases) {
+    const auto [status, seen] = alone(get(path));
+    EXPECT_EQ(status, want) << path;
+    EXPECT_EQ(seen.find(std::string("REQ GET ") + path + " ") != std::string::npos, want == 200)
+        << path << ": " << seen;
+  }
+  EXPECT_EQ(delta(SMIK_HTTP_C_ALLOWED), 5u);
+}
+
+TEST_F(HttpJudgeTest, OptionsAsteriskAndConnectAuthorityAreJudgedAsTheyAre) {
+  // neither names a path: only a pattern that matches the target grants it
+  EXPECT_EQ(alone("OPTIONS * HTTP/1.1\r\nHost: srv\r\n\r\n").first, 403);
+  EXPECT_EQ(alone("OPTIONS *x HTTP/1.1\r\nHost: srv\r\n\r\n").first, 400);
+  EXPECT_EQ(alone("CONNECT srv:443 HTTP/1.1\r\nHost: srv\r\n\r\n").first, 403);
+  EXPECT_EQ(alone("CONNECT srv%3a443 HTTP/1.1\r\nHost: srv\r\n\r\n").first, 400);
+  EXPECT_EQ(delta(SMIK_HTTP_C_PATH_NOT_NORMAL), 2u);
+}
+
+TEST_F(HttpJudgeTest, Ipv6AllowedAndDenied) {
+  if (server_pod_->ip6().empty() || client_pod_->ip6().empty())
+    GTEST_SKIP() << "the test bed has no IPv6 here";
+  auto c = std::make_unique<Client>(client_pod_->netns(), server_pod_->ip6(), kPort);
+  ASSERT_TRUE(c->ok());
+  ASSERT_TRUE(c->send(get("/ok/v6")));
+  EXPECT_EQ(c->response(), std::make_pair(200, std::string("/ok/v6")));
+  ASSERT_TRUE(c->send(get("/public/../admin")));
+  EXPECT_EQ(c->response().first, 400);
+  const std::string seen = serverSawAfterClose(*c);
+  EXPECT_NE(seen.find("REQ GET /ok/v6"), std::string::npos) << seen;
+  EXPECT_EQ(seen.find("admin"), std::string::npos) << seen;
+  auto d = std::make_unique<Client>(client_pod_->netns(), server_pod_->ip6(), kPort);
+  ASSERT_TRUE(d->send(get("/admin")));
+  EXPECT_EQ(d->response().first, 403);
+  EXPECT_EQ(serverSawAfterClose(*d, 2).find("admin"), std::string::npos);
+  EXPECT_EQ(delta(SMIK_HTTP_C_SOCKETS), 2u);
+  EXPECT_EQ(delta(SMIK_HTTP_C_ALLOWED), 1u);
+  EXPECT_EQ(delta(SMIK_HTTP_C_DENIED_POLICY), 1u);
+}
+
+
+// ---- the kernel against the reference (agent/compile/http_request.h) ---------
+
+// Generated request streams: methods, paths (granted, denied, not normal),
+// versions, hostile headers, bodies of both framings; each request a list of
+// the pieces it is written in.
+class StreamMaker {
+ public:
+  explicit StreamMaker(uint32_t seed) : rng_(seed) {}
+
+  std::string request() {
+    std::string r;
+    if (chance(5)) r += "\r\n";
+    if (chance(30)) return r + std::string("\x16\x03\x01\x00\x20\x01", 6) + std::string(26, 'x');
+    static const char* kMethods[] = {"GET", "GET", "GET", "GET", "GET", "GET", "HEAD", "POST", "PUT", "XYZ", "get"};
+    static const char* kPaths[] = {
+        "/ok", "/ok/a", "/ok?x=/../admin", "/public/x", "/publi%63/y", "/files/a.txt",
+        "/files/a.txt.bak", "/upload", "/admin", "/%61dmin", "/public/../admin", "/public/%2E%2e/x",
+        "/public/..;/x", "/ok//x", "/ok\\x", "/ok%2fx", "/ok#f", "*", "http://h/ok", "/ok/%zz",
+        "/ok/a..b/.c", "/ok;p=1/x",
+    };
+    static const char* kGranted[] = {"/ok", "/ok/b", "/public/y", "/files/b.txt", "/publi%63"};
+    const std::string method = pick(kMethods);
+    std::string path = chance(2) ? pick(kGranted) : pick(kPaths);
+    if (chance(4)) path += "/" + std::string(uniform(1, 40), 'a');
+    if (chance(60)) path = "/ok/" + std::string(SMIK_HTTP_DEFAULT_MAX_LINE, 'l');
+    std::string version = chance(8) ? "HTTP/1.0" : "HTTP/1.1";
+    if (chance(40)) version = "HTTP/2.0";
+    const std::string eol = chance(50) ? "\n" : "\r\n";
+    r += method + " " + path + " " + version + eol + "Host: srv\r\n";
+    static const char* kHeaders[] = {
+        "X-A: b\r\n", "User-Agent: gen/1.0\r\n", "X-High: \x80\xff\r\n", "Accept: */*\r\n",
+        "X-Empty:\r\n", "x-tab:\tv\t\r\n",
+    };
+    static const char* kHostile[] = {
+        "Bad Name: x\r\n", " folded: x\r\n", "X-Ctl: a\x01\r\n", "Transfer-Encoding: gzip\r\n",
+        "Content-Length: 1\r\nContent-Length: 1\r\n", "Content-Length: 1x\r\n", ": novalue\r\n",
+        "X-Bare: a\rb\r\n",
+    };
+    for (int n = uniform(0, 3); n > 0; --n) r += pick(kHeaders);
+    if (chance(12)) r += pick(kHostile);
+    if (chance(50))
+      for (int n = 0; n <= SMIK_HTTP_DEFAULT_MAX_HEADERS; ++n) r += "X-" + std::to_string(n) + ": v\r\n";
+    const int body = uniform(0, 5);
+    if (body == 1 || (body == 2 && chance(5))) {
+      std::string b = chance(2) ? "GET /admin HTTP/1.1\r\n\r\n" : std::string(uniform(0, 30), 'b');
+      r += "Content-Length: " + std::to_string(b.size()) + "\r\n\r\n" + b;
+    } else if (body == 2) {
+      r += std::string(chance(2) ? "Transfer-Encoding: chunked" : "transfer-encoding: gzip, Chunked") +
+           (chance(20) ? "\r\nContent-Length: 3" : "") + "\r\n\r\n";
+      for (int n = uniform(0, 3); n > 0; --n) {
+        std::string chunk = chance(2) ? "GET /admin HTTP/1.1\r\n\r\n" : std::string(uniform(1, 20), 'c');
+        char size[16];
+        snprintf(size, sizeof size, "%zx", chunk.size());
+        r += std::string(size) + (chance(3) ? ";ext=1" : "") + "\r\n" + chunk + "\r\n";
+      }
+      r += std::string("0\r\n") + (chance(3) ? "X-Trailer: t\r\n" : "") + "\r\n";
+    } else {
+      r += "\r\n";
+    }
+    return r;
+  }
+
+  // Pieces of 1 to 40 bytes, or the whole.
+  std::vector<std::string> split(const std::string& s) {
+    if (chance(3)) return {s};
+    std::vector<std::string> parts;
+    for (size_t at = 0; at < s.size();) {
+      const size_t n = static_cast<size_t>(uniform(1, 40));
+      parts.push_back(s.substr(at, n));
+      at += n;
+    }
+    return parts;
+  }
+  bool chance(int one_in) { return uniform(1, one_in) == 1; }
+  int uniform(int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng_); }
+
+ private:
+  template <size_t N>
+  const char* pick(const char* const (&a)[N]) {
+    return a[static_cast<size_t>(uniform(0, N - 1))];
+  }
+  std::mt19937 rng_;
+};
+
+int counterOf(compile::http::Refusal r) {
+  using R = compile::http::Refusal;
+  switch (r) {
+    case R::kDenied: return SMIK_HTTP_C_DENIED_POLICY;
+    case R::kMalformed: return SMIK_HTTP_C_MALFORMED;
+    case R::kNotHttp1: return SMIK_HTTP_C_NOT_HTTP1;
+    case R::kUnframeable: return SMIK_HTTP_C_UNFRAMEABLE;
+    case R::kUriTooLong: return SMIK_HTTP_C_URI_TOO_LONG;
+    case R::kHeadTooLarge: return SMIK_HTTP_C_HEAD_TOO_LARGE;
+    case R::kPathNotNormal: return SMIK_HTTP_C_PATH_NOT_NORMAL;
+    default: return -1;
+  }
+}
+
+std::string printable(const std::string& s) {
+  std::string out;
+  for (unsigned char c : s.substr(0, 300)) {
+    if (c == '\r') out += "\\r";
+    else if (c == '\n') out += "\\n";
+    else if (c < 0x20 || c >= 0x7f) out += "\\x" + std::string(1, "0123456789abcdef"[c >> 4]) +
+                                          "0123456789abcdef"[c & 15];
+    else out += static_cast<char>(c);
+  }
+  return out;
+}
+
+// Each stream runs through the reference and through the kernel (its bytes
+// in random pieces, one write each). Equal: how many request lines were
+// allowed, which refusal ended the connection (the counters say what the
+// kernel decided, also for requests in an skb it dropped), the status the
+// client got; and the server never read a request the reference did not
+// allow. Requests go one at a time (the next after the previous one's
+// response), or pipelined, all written before any response is read.
+TEST_F(HttpJudgeTest, KernelAndReferenceJudgeGeneratedStreamsAlike) {
+  const uint32_t seed = 20261204;
+  StreamMaker make(seed);
+  const smik_http_grant g = theGrant();
+  auto granted = [&g](uint8_t method, std::string_view path) {
+    return method < SMIK_HTTP_METHODS && (g.patterns[method] & compile::http::matchAll(*dfa_, path)) != 0;
+  };
+  std::map<std::string, int> outcomes;
+  int streams = 0, pipelined_streams = 0;
+  for (int s = 0; s < 300; ++s) {
+    const bool pipelined = make.chance(4);
+    std::vector<std::string> requests;
+    for (int n = make.uniform(1, 4); n > 0; --n) requests.push_back(make.request());
+    std::string stream;
+    for (const auto& r : requests) stream += r;
+    // the reference, request by request: where the refusal falls
+    compile::http::RequestFramer ref({}, granted);
+    size_t refused_at = requests.size();
+    for (size_t i = 0; i < requests.size() && ref.refusal() == compile::http::Refusal::kNone; ++i) {
+      ref.feed(requests[i]);
+      if (ref.refusal() != compile::http::Refusal::kNone) refused_at = i;
+    }
+    const auto refusal = ref.refusal();
+    ++outcomes[compile::http::name(refusal)];
+    const auto before = judge_->counters();
+    log_from_ = server_->output().size();
+    auto c = fromClientPod();
+    std::vector<int> statuses;
+    if (pipelined) {
+      ++pipelined_streams;
+      for (const auto& part : make.split(stream)) ASSERT_TRUE(c->send(part));
+      for (size_t i = 0; i < requests.size(); ++i) {
+        const int st = c->response().first;
+        statuses.push_back(st);
+        if (st != 200) break;
+      }
+    } else {
+      for (size_t i = 0; i < requests.size() && i <= refused_at; ++i) {
+        for (const auto& part : make.split(requests[i])) ASSERT_TRUE(c->send(part));
+        statuses.push_back(c->response().first);
+      }
+    }
+    const std::string seen = serverSawAfterClose(*c, 1);
+    ++streams;
+    const auto after = judge_->counters();
+    auto moved = [&](int counter) { return after[counter] - before[counter]; };
+    const std::string what = "stream " + std::to_string(s) + (pipelined ? " (pipelined)" : "") +
+                             ": " + printable(stream) + "\nreference: " + std::to_string(ref.allowed().size()) +
+                             " allowed, " + compile::http::name(refusal);
+    EXPECT_EQ(moved(SMIK_HTTP_C_ALLOWED), ref.allowed().size()) << what;
+    for (auto r : {compile::http::Refusal::kDenied, compile::http::Refusal::kMalformed,
+                   compile::http::Refusal::kNotHttp1, compile::http::Refusal::kUnframeable,
+                   compile::http::Refusal::kUriTooLong, compile::http::Refusal::kHeadTooLarge,
+                   compile::http::Refusal::kPathNotNormal})
+      EXPECT_EQ(moved(counterOf(r)), r == refusal ? 1u : 0u) << what << "\ncounter " << compile::http::name(r);
+    size_t reqs = 0;
+    for (size_t p = seen.find("REQ "); p != std::string::npos; p = seen.find("REQ ", p + 1)) ++reqs;
+    EXPECT_LE(reqs, ref.allowed().size()) << what << "\n" << seen.substr(0, 400);
+    EXPECT_EQ(seen.find("UNPARSABLE"), std::string::npos) << what;
+    if (refusal == compile::http::Refusal::kNone) {
+      EXPECT_EQ(reqs, requests.size()) << what;
+      EXPECT_EQ(statuses, std::vector<int>(requests.size(), 200)) << what;
+    } else {
+      ASSERT_FALSE(statuses.empty()) << what;
+      EXPECT_EQ(statuses.back(), compile::http::status(refusal)) << what;
+      if (!pipelined)  // one at a time: every request before the refused one was answered
+        EXPECT_EQ(reqs, refused_at) << what;
+    }
+    if (HasFailure()) break;  // one stream's story is enough to read
+  }
+  std::string summary;
+  for (const auto& [k, n] : outcomes) summary += k + "=" + std::to_string(n) + " ";
+  std::printf("%d streams (%d pipelined), seed %u: %s\n", streams, pipelined_streams, seed, summary.c_str());
+}
+
+
+// ---- tunnels: the server's answer opens them --------------------------------
+
+std::string upgrade(const std::string& path, const std::string& protocol) {
+  return "GET " + path + " HTTP/1.1\r\nHost: srv\r\nConnection: Upgrade\r\nUpgrade: " + protocol +
+         "\r\n\r\n";
+}
+const std::string kFrame("\x81\x05hello", 7);  // a WebSocket text frame
+
+TEST_F(HttpJudgeTest, AnAcceptedWebSocketUpgradeOpensTheStream) {
+  auto c = fromClientPod();
+  ASSERT_TRUE(c->send(upgrade("/ok/ws", "websocket")));
+  EXPECT_EQ(c->response().first, 101);
+  ASSERT_TRUE(c->send(kFrame));
+  ASSERT_TRUE(c->send(get("/admin")));  // inside the tunnel it is not a request
+  const std::string seen = serverSawAfterClose(*c);
+  EXPECT_NE(seen.find("RAW \x81\x05hello"), std::string::npos) << seen;
+  EXPECT_NE(seen.find("GET /admin"), std::string::npos) << seen;
+  EXPECT_EQ(delta(SMIK_HTTP_C_TUNNELS), 1u);
+  EXPECT_EQ(delta(SMIK_HTTP_C_DENIED_POLICY), 0u);
+}
+
+TEST_F(HttpJudgeTest, ADeclinedUpgradeLeavesTheStreamJudged) {
+  auto c = fromClientPod();
+  ASSERT_TRUE(c->send(upgrade("/ok/plain", "websocket")));  // this server only upgrades /ok/ws
+  EXPECT_EQ(c->response().first, 200);
+  ASSERT_TRUE(c->send(get("/admin")));
+  EXPECT_EQ(c->response().first, 403);
+  const std::string seen = serverSawAfterClose(*c);
+  EXPECT_EQ(seen.find("/admin"), std::string::npos) << seen;
+  EXPECT_EQ(delta(SMIK_HTTP_C_TUNNELS), 0u);
+}
+
+TEST_F(HttpJudgeTest, AnUpgradeToAnotherProtocolOpensNothing) {
+  // h2c would carry requests the judge cannot read: even after a 101 the
+  // stream is judged as HTTP/1.x, and the HTTP/2 preface is refused.
+  auto c = fromClientPod();
+  ASSERT_TRUE(c->send(upgrade("/ok/ws", "h2c")));
+  EXPECT_EQ(c->response().first, 101);
+  ASSERT_TRUE(c->send("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"));
+  EXPECT_EQ(c->response().first, 400);
+  const std::string seen = serverSawAfterClose(*c);
+  EXPECT_EQ(seen.find("RAW"), std::string::npos) << seen;
+  EXPECT_EQ(delta(SMIK_HTTP_C_NOT_HTTP1), 1u);
+  EXPECT_EQ(delta(SMIK_HTTP_C_TUNNELS), 0u);
+}
+
+TEST_F(HttpJudgeTest, BytesSentBeforeTheUpgradeIsAnsweredAreRequests) {
+  auto c = fromClientPod();
+  ASSERT_TRUE(c->send(upgrade("/ok/ws", "websocket") + kFrame));
+  EXPECT_EQ(c->response().first, 400);
+  const std::string seen = serverSawAfterClose(*c);
+  EXPECT_EQ(seen.find("hello"), std::string::npos) << seen;
+  EXPECT_EQ(delta(SMIK_HTTP_C_NOT_HTTP1), 1u);
+}
+
+TEST_F(HttpJudgeTest, AnAcceptedConnectOpensTheStreamAndOnlyAGrantedOne) {
+  auto c = fromClientPod();
+  ASSERT_TRUE(c->send("CONNECT tun:1 HTTP/1.1\r\nHost: tun:1\r\n\r\n"));
+  EXPECT_EQ(c->response().first, 200);
+  ASSERT_TRUE(c->send(std::string("\x16\x03\x01\x00\x05hello", 10)));
+  const std::string seen = serverSawAfterClose(*c);
+  EXPECT_NE(seen.find("RAW \x16\x03\x01"), std::string::npos) << seen;
+  EXPECT_EQ(delta(SMIK_HTTP_C_TUNNELS), 1u);
+  EXPECT_EQ(alone("CONNECT tun:2 HTTP/1.1\r\nHost: tun:2\r\n\r\n").first, 403);
+}
+
+// ---- governed sockets the verdict does not see ------------------------------
+
+// A bed of its own per test: the judge's socket map holds one socket, and
+// each test attaches the judge itself.
+class HttpGuardTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (geteuid() != 0) GTEST_SKIP() << "KERNEL TEST SKIPPED: needs root for BPF and netns";
+    bed_ = std::make_unique<testbed::TestBed>();
+    server_pod_ = &bed_->addPod("srv", bed_->nextIp());
+    client_pod_ = &bed_->addPod("cli", bed_->nextIp());
+    std::string err;
+    judge_ = datapath::HttpJudge::open(&err, -1, 1);
+    ASSERT_TRUE(judge_) << err;
+    auto compiled = compile::http::compileDfa({{"/ok"}});
+    ASSERT_TRUE(std::holds_alternative<compile::http::Dfa>(compiled));
+    ASSERT_TRUE(judge_->loadDfa(1, std::get<compile::http::Dfa>(compiled), &err)) << err;
+    smik::Addr server, client;
+    ASSERT_TRUE(smik::parseAddr(server_pod_->ip(), &server));
+    ASSERT_TRUE(smik::parseAddr(client_pod_->ip(), &client));
+    ASSERT_TRUE(judge_->govern(server, kPort, kServerId, 1, &err)) << err;
+    ASSERT_TRUE(judge_->setIdentity(client, kClientId, &err)) << err;
+    smik_http_grant g{};
+    g.patterns[SMIK_HTTP_M_GET] = 1;
+    ASSERT_TRUE(judge_->grant(kClientId, kServerId, kPort, g, &err)) << err;
+    char self[4096] = {};
+    ASSERT_GT(readlink("/proc/self/exe", self, sizeof self - 1), 0);
+    server_ = std::make_unique<testbed::Proc>(
+        bed_->spawn(*server_pod_, {self, "--serve", std::to_string(kPort)}));
+    ASSERT_TRUE(server_->waitFor("ready\n", kWaitMs));
+  }
+  void TearDown() override {
+    server_.reset();
+    judge_.reset();
+    bed_.reset();
+  }
+  void attach() {
+    std::string err;
+    ASSERT_TRUE(judge_->attach(server_pod_->cgroupPath(), &err)) << err;
+  }
+  std::unique_ptr<Client> dial() {
+    auto c = std::make_unique<Client>(client_pod_->netns(), server_pod_->ip(), kPort);
+    EXPECT_TRUE(c->ok());
+    return c;
+  }
+  // Until the guard has refused a payload (retransmissions repeat it).
+  bool refused() {
+    for (int i = 0; i < kWaitMs / 20; ++i) {
+      if (judge_->counters()[SMIK_HTTP_C_UNJUDGED] > 0) return true;
+      usleep(20 * 1000);
+    }
+    return false;
+  }
+  // What the server logged once it has ended `connections` connections.
+  std::string serverSaw(int connections) {
+    std::string seen;
+    for (int i = 0; i < 2 * kWaitMs / 50; ++i) {
+      seen = server_->output();
+      size_t ends = 0;
+      for (size_t p = seen.find("END "); p != std::string::npos; p = seen.find("END ", p + 1)) ++ends;
+      if (ends >= static_cast<size_t>(connections)) return seen;
+      usleep(50 * 1000);
+    }
+    ADD_FAILURE() << "the server did not finish its connections: " << seen;
+    return seen;
+  }
+
+  std::unique_ptr<testbed::TestBed> bed_;
+  testbed::Pod* server_pod_ = nullptr;
+  testbed::Pod* client_pod_ = nullptr;
+  std::unique_ptr<datapath::HttpJudge> judge_;
+  std::unique_ptr<testbed::Proc> server_;
+};
+
+TEST_F(HttpGuardTest, ASocketTheFullSockhashRefusedGetsNoPayloadThrough) {
+  attach();
+  auto first = dial();  // takes the one place
+  ASSERT_TRUE(first->send(get("/ok/first")));
+  EXPECT_EQ(first->response().first, 200);
+  auto second = dial();
+  ASSERT_TRUE(second->send(get("/ok/second")));  // allowed by policy, but unjudged
+  EXPECT_TRUE(refused());
+  first->closeNow();
+  serverSaw(1);  // the server now takes the second connection
+  second->resetNow();
+  const std::string seen = serverSaw(2);
+  EXPECT_NE(seen.find("REQ GET /ok/first"), std::string::npos) << seen;
+  EXPECT_EQ(seen.find("/ok/second"), std::string::npos) << seen;
+  const auto n = judge_->counters();
+  EXPECT_EQ(n[SMIK_HTTP_C_SOCKETS], 1u);
+  EXPECT_EQ(n[SMIK_HTTP_C_SOCKHASH_FULL], 1u);
+  EXPECT_GE(n[SMIK_HTTP_C_UNJUDGED], 1u);
+  // the place is free again: a new connection is judged
+  auto third = dial();
+  ASSERT_TRUE(third->send(get("/admin")));
+  EXPECT_EQ(third->response().first, 403);
+}
+
+TEST_F(HttpGuardTest, AConnectionEstablishedBeforeTheJudgeGetsNoPayloadThrough) {
+  auto early = dial();
+  ASSERT_TRUE(early->send(get("/admin/before")));  // nothing judges yet
+  EXPECT_EQ(early->response().first, 200);
+  attach();
+  ASSERT_TRUE(early->send(get("/admin/after")));
+  EXPECT_TRUE(refused());
+  early->resetNow();
+  const std::string seen = serverSaw(1);
+  EXPECT_NE(seen.find("REQ GET /admin/before"), std::string::npos) << seen;
+  EXPECT_EQ(seen.find("/admin/after"), std::string::npos) << seen;
+  auto judged = dial();
+  ASSERT_TRUE(judged->send(get("/ok")));
+  EXPECT_EQ(judged->response().first, 200);
+  ASSERT_TRUE(judged->send(get("/admin")));
+  EXPECT_EQ(judged->response().first, 403);
+  EXPECT_EQ(judge_->counters()[SMIK_HTTP_C_SOCKETS], 1u);
 }
 
 }  // namespace
