@@ -77,6 +77,7 @@ struct Common {
   std::string mode = "strict";
   std::string http_rules = "deny";
   std::string host_traffic = "allow";
+  std::string cluster_domain = kDefaultClusterDomain;
   bool mesh_all = false;
   std::vector<CLI::Option*> offline_only;  // meaningless when the agent answers
 };
@@ -96,6 +97,10 @@ void addCommon(CLI::App* cmd, Common& c) {
           ->capture_default_str());
   c.offline_only.push_back(
       cmd->add_flag("--mesh-all", c.mesh_all, "with --manifests: mesh every pod"));
+  c.offline_only.push_back(
+      cmd->add_option("--cluster-domain", c.cluster_domain,
+                      "with --manifests: the cluster's DNS domain (NAME.NS.svc.DOMAIN in TrafficSplits)")
+          ->capture_default_str());
   addConn(cmd, c.conn);
 }
 
@@ -121,6 +126,7 @@ bool load(const Common& c, model::ClusterState* state, compile::NodeConfig* node
     return false;
   }
   node->mesh_all = c.mesh_all;
+  node->cluster_domain = c.cluster_domain;
   node->http_rules = c.http_rules == "allow-tcp" ? compile::HttpRulesAtL4::kGrantAllTcp
                                                  : compile::HttpRulesAtL4::kGrantNothing;
   *state = dir.state();
