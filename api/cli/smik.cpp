@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <ctime>
 #include <iostream>
+#include <optional>
 #include <nlohmann/json.hpp>
 
 #include "agent/compile/explain.h"
@@ -165,34 +166,42 @@ int printExplanation(const std::string& output, const pb::ExplainReply& r,
   return 0;
 }
 
-int explainOffline(const Common& c, const std::string& from, const std::string& to, int port,
-                   model::Proto proto) {
+// node_name: answer as that node's agent would, from the plan compiled for
+// it (empty: the plan of each destination's own node).
+int explainOffline(const Common& c, const std::string& node_name, const std::string& from,
+                   const std::string& to, int port, model::Proto proto) {
   model::ClusterState state;
   compile::NodeConfig node;
   if (!load(c, &state, &node)) return 2;
+  node.node_name = node_name;
+  std::optional<compile::Plan> plan;
+  if (!node_name.empty()) plan = compile::compile(state, node);
+  const compile::Plan* applied = plan ? &*plan : nullptr;
   std::string err;
   if (auto colon = to.rfind(':'); colon != std::string::npos) {
     std::string service = to.substr(0, colon);
     std::vector<compile::ServiceExplanation> out;
     std::vector<std::string> notes;
     if (!compile::explainService(state, node, service, std::atoi(to.substr(colon + 1).c_str()),
-                                 proto, &out, &notes, &err)) {
+                                 proto, &out, &notes, &err, applied)) {
       std::cerr << "explain: " << err << "\n";
       return 2;
     }
     return printExplanation(c.conn.output, api::explainReply(out, notes), service);
   }
   compile::Explanation e;
-  if (!compile::explain(state, node, from, to, port, proto, &e, &err)) {
+  if (!compile::explain(state, node, from, to, port, proto, &e, &err, applied)) {
     std::cerr << "explain: " << err << "\n";
     return 2;
   }
   return printExplanation(c.conn.output, api::explainReply(e), "");
 }
 
-int explainOnline(const Common& c, const std::string& from, const std::string& to, int port,
-                  const std::string& proto) {
+int explainOnline(const Common& c, const CLI::Option* node_opt, const std::string& from,
+                  const std::string& to, int port, const std::string& proto) {
   noteOfflineOnly(c);
+  if (node_opt->count() > 0)
+    std::cerr << "note: --node applies to --manifests only; the agent answers for its node\n";
   pb::ExplainRequest req;
   req.set_from(from);
   req.set_to(to);
@@ -207,7 +216,8 @@ int explainOnline(const Common& c, const std::string& from, const std::string& t
   return printExplanation(c.conn.output, r, colon == std::string::npos ? "" : to.substr(0, colon));
 }
 
-int explainCmd(const Common& c, const std::string& from, const std::string& to, int port,
+int explainCmd(const Common& c, const CLI::Option* node_opt, const std::string& node_name,
+               const std::string& from, const std::string& to, int port,
                const std::string& proto_s) {
   model::Proto proto;
   if (proto_s == "tcp")
@@ -222,8 +232,8 @@ int explainCmd(const Common& c, const std::string& from, const std::string& to, 
   } else if (from.empty() || port == 0) {
     return std::cerr << "explain --to NS/POD needs --from NS/POD and --port\n", 2;
   }
-  if (c.manifests.empty()) return explainOnline(c, from, to, port, proto_s);
-  return explainOffline(c, from, to, port, proto);
+  if (c.manifests.empty()) return explainOnline(c, node_opt, from, to, port, proto_s);
+  return explainOffline(c, node_name, from, to, port, proto);
 }
 
 // ---- policy ----------------------------------------------------------------------
@@ -672,6 +682,10 @@ int main(int argc, char** argv) {
       ->required();
   explain->add_option("--port", port, "destination (pod) port")->check(CLI::Range(1, 65535));
   explain->add_option("--proto", proto, "tcp | udp")->capture_default_str();
+  std::string explain_node;
+  auto* explain_node_opt = explain->add_option(
+      "--node", explain_node,
+      "with --manifests: answer as this node's agent would (default: each destination's node)");
 
   Common pc;
   std::string node;
@@ -726,7 +740,8 @@ int main(int argc, char** argv) {
       ->required();
 
   CLI11_PARSE(app, argc, argv);
-  if (explain->parsed()) return explainCmd(ec, from, to, port, proto);
+  if (explain->parsed())
+    return explainCmd(ec, explain_node_opt, explain_node, from, to, port, proto);
   if (policy->parsed())
     return pc.manifests.empty() ? policyOnline(pc, node_opt) : policyOffline(pc, node);
   if (metrics->parsed()) return metricsCmd(mc, kind, mns, mname, window, local);
