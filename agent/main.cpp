@@ -152,6 +152,14 @@ void addSecureApiFlags(CLI::App& app, Flags& f) {
       ->delimiter(',');
 }
 
+// A DNS name: what a name written NAME.NS.svc.DOMAIN is compared with.
+std::string clusterDomainCheck(const std::string& d) {
+  if (d.empty() || d.front() == '.' || d.back() == '.' || d.find("..") != std::string::npos ||
+      d.find_first_of(" /:") != std::string::npos)
+    return "a DNS domain such as cluster.local";
+  return "";
+}
+
 // The node, its policy settings, the data path and the other listeners.
 void addNodeFlags(CLI::App& app, Flags& f) {
   f.cfg.node.node_name = hostName();
@@ -184,6 +192,12 @@ void addNodeFlags(CLI::App& app, Flags& f) {
       ->capture_default_str();
   app.add_flag("--mesh-all", f.mesh_all, "mesh every pod, whatever its namespace's smik.io/mesh label")
       ->envname("SMIK_MESH_ALL");
+  app.add_option("--cluster-domain", f.cfg.node.cluster_domain,
+                 "the cluster's DNS domain (kubelet's --cluster-domain): a TrafficSplit may name "
+                 "a Service NAME.NAMESPACE.svc.DOMAIN")
+      ->envname("SMIK_CLUSTER_DOMAIN")
+      ->capture_default_str()
+      ->check(clusterDomainCheck);
   app.add_flag("--force-clsact", f.cfg.force_clsact, "attach with clsact even where tcx exists");
   app.add_flag("--uninstall", f.uninstall, "remove every program, link, tc hook and pin, then exit");
   app.add_option("--log-level", f.log_level, "trace|debug|info|warn|error")
@@ -309,8 +323,8 @@ int main(int argc, char** argv) {
                            &cfg.node))
     return 2;
   if (cfg.cgroup.empty()) cfg.cgroup = smik::datapath::cgroup2Mount();
-  spdlog::info("node {}, access mode {}, host traffic {}, pin dir {}, cgroup2 {}",
-               cfg.node.node_name, f.mode, f.host_traffic, cfg.pin_dir,
+  spdlog::info("node {}, access mode {}, host traffic {}, cluster domain {}, pin dir {}, cgroup2 {}",
+               cfg.node.node_name, f.mode, f.host_traffic, cfg.node.cluster_domain, cfg.pin_dir,
                cfg.cgroup.empty() ? "(not mounted)" : cfg.cgroup);
 
   std::optional<smik::kube::KubeConfig> kube_config;

@@ -120,7 +120,7 @@ class Compiler {
     }
     markEnforced();
     fillPolicy(std::move(grants_), node_.capacity, &plan_);
-    compileServices(state_, &plan_);
+    compileServices(state_, node_, &plan_);
     // The rest of the capacity check: nothing reaches a map it does not fit.
     fitEndpoints(state_, node_.capacity, &plan_);
     fitAddresses(state_, node_, &plan_);

@@ -55,6 +55,9 @@ struct NodeConfig {
   HttpRulesAtL4 http_rules = HttpRulesAtL4::kGrantNothing;
   std::vector<std::string> host_addrs;  // this node's own addresses: identity HOST
   HostTraffic host_traffic = HostTraffic::kAllow;
+  // The cluster's DNS domain (kubelet's --cluster-domain): a TrafficSplit
+  // naming its Services NAME.NS.svc.<another domain> is not applied.
+  std::string cluster_domain = kDefaultClusterDomain;
   Capacity capacity;
 };
 

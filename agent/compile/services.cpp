@@ -36,7 +36,8 @@ bool olderThan(const TrafficSplit* a, const TrafficSplit* b) {
 
 class ServiceCompiler {
  public:
-  ServiceCompiler(const ClusterState& s, Plan* plan) : state_(s), plan_(*plan) {}
+  ServiceCompiler(const ClusterState& s, const NodeConfig& node, Plan* plan)
+      : state_(s), node_(node), plan_(*plan) {}
 
   void run() {
     indexSplits();
@@ -65,10 +66,24 @@ class ServiceCompiler {
     plan_.diagnostics.push_back({level, ref, std::move(msg)});
   }
 
+  // A name qualified with another cluster's domain resolves nowhere here:
+  // the split is not applied, rather than applied to a Service that only
+  // shares its first label.
+  bool inThisCluster(const TrafficSplit& ts) {
+    for (const auto& q : ts.qualified) {
+      if (isClusterDomain(q.domain, node_.cluster_domain)) continue;
+      diag({"TrafficSplit", ts.meta.ns, ts.meta.name},
+           q.field + " \"" + q.written + "\" is in cluster domain " + q.domain + ", not " +
+               node_.cluster_domain + " (--cluster-domain): not applied");
+      return false;
+    }
+    return true;
+  }
+
   void indexSplits() {
     std::map<std::string, std::vector<const TrafficSplit*>> by_root;
     for (const auto& [k, ts] : state_.traffic_splits)
-      by_root[namespacedName(ts.meta.ns, ts.service)].push_back(&ts);
+      if (inThisCluster(ts)) by_root[namespacedName(ts.meta.ns, ts.service)].push_back(&ts);
     for (auto& [root, list] : by_root) {
       std::sort(list.begin(), list.end(), olderThan);
       split_of_[root] = list.front();
@@ -244,6 +259,7 @@ class ServiceCompiler {
   }
 
   const ClusterState& state_;
+  const NodeConfig& node_;
   Plan& plan_;
   std::map<std::string, uint32_t> ids_;
   std::map<std::string, const TrafficSplit*> split_of_;  // root ns/name -> owning split
@@ -251,9 +267,9 @@ class ServiceCompiler {
 
 }  // namespace
 
-void compileServices(const ClusterState& state, Plan* plan) {
+void compileServices(const ClusterState& state, const NodeConfig& node, Plan* plan) {
   size_t before = plan->diagnostics.size();
-  ServiceCompiler(state, plan).run();
+  ServiceCompiler(state, node, plan).run();
   // One split is resolved per ClusterIP and port: say each thing once.
   std::set<std::string> seen;
   auto first = plan->diagnostics.begin() + before;

@@ -5,6 +5,6 @@
 
 namespace smik::compile {
 
-void compileServices(const model::ClusterState& state, Plan* plan);
+void compileServices(const model::ClusterState& state, const NodeConfig& node, Plan* plan);
 
 }  // namespace smik::compile

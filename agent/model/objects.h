@@ -112,7 +112,10 @@ struct EndpointSlice {
 };
 
 struct TrafficSplitBackend {
-  std::string service;  // a Service in the split's namespace
+  // A Service in the split's namespace, by its name alone: NAME.NS,
+  // NAME.NS.svc and NAME.NS.svc.DOMAIN are resolved on parse, and a name in
+  // another namespace rejects the split.
+  std::string service;
   // Relative weight, >= 0. v1alpha2+: as written. v1alpha1 (resource.Quantity):
   // the value in milli-units ("500m" -> 500, "1" -> 1000), so mixed suffixes
   // keep their ratio.
@@ -122,13 +125,21 @@ struct TrafficSplitBackend {
 struct TrafficSplit {
   ObjectMeta meta;
   std::string original_version;  // "v1alpha1".."v1alpha4": for diagnostics only
-  std::string service;           // the root (apex) Service, same namespace
+  std::string service;           // the root (apex) Service, same namespace, name alone
   // Possibly empty.
   std::vector<TrafficSplitBackend> backends;
   // v1alpha3+ `matches` (HTTPRouteGroup names), present and non-empty. Older
   // versions have no such field: the API server prunes it.
   bool has_matches = false;
   std::vector<std::string> match_names;
+  // Names written with a cluster domain (NAME.NS.svc.DOMAIN): only the
+  // compiler knows this cluster's (--cluster-domain), so it checks them.
+  struct QualifiedName {
+    std::string field;    // "spec.backends[1].service"
+    std::string written;  // as the manifest has it
+    std::string domain;
+  };
+  std::vector<QualifiedName> qualified;
 };
 
 // A TrafficTarget destination or source. SMI defines kind ServiceAccount

@@ -522,6 +522,21 @@ int64_t parseQuantityWeight(const Field& f) {
   return *v;
 }
 
+// A TrafficSplit's Service, as written (objects.h), to its name alone. The
+// spec keeps a split within its namespace: a name elsewhere is an error, never
+// a Service that happens to share the first label.
+std::string resolveSplitService(const Field& f, TrafficSplit* ts) {
+  const std::string written = f.name();
+  ServiceName n;
+  std::string why;
+  if (!::smik::splitServiceName(written, &n, &why)) fail(f.path() + ": " + quote(written) + ": " + why);
+  if (!n.ns.empty() && n.ns != ts->meta.ns)
+    fail(f.path() + ": " + quote(written) + " names a Service in namespace " + quote(n.ns) +
+         "; a TrafficSplit's Services are in its own namespace (" + quote(ts->meta.ns) + ")");
+  if (!n.domain.empty()) ts->qualified.push_back({f.path(), written, n.domain});
+  return n.name;
+}
+
 // All versions share spec.service and spec.backends; v1alpha3+ add `matches`
 // (pruned by the API server on older versions, so not read there).
 TrafficSplit parseTrafficSplit(const Field& doc, ObjectMeta meta, const std::string& version) {
@@ -529,10 +544,10 @@ TrafficSplit parseTrafficSplit(const Field& doc, ObjectMeta meta, const std::str
   ts.meta = std::move(meta);
   ts.original_version = version;
   const Field spec = doc["spec"].required();
-  ts.service = spec["service"].name();
+  ts.service = resolveSplitService(spec["service"], &ts);
   for (const Field& b : spec["backends"].required().items()) {
     TrafficSplitBackend backend;
-    backend.service = b["service"].name();
+    backend.service = resolveSplitService(b["service"], &ts);
     backend.weight =
         version == "v1alpha1" ? parseQuantityWeight(b["weight"]) : parseWeight(b["weight"]);
     ts.backends.push_back(std::move(backend));

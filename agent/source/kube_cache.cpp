@@ -1,5 +1,6 @@
 #include "agent/source/kube_cache.h"
 
+#include <spdlog/spdlog.h>
 #include <yaml-cpp/yaml.h>
 
 namespace smik::kube {
@@ -192,7 +193,11 @@ void KubeCache::apply(Reflector::Event event, const std::string& key,
   }
   std::lock_guard lock(mu_);
   if (entry.extra) {
-    if (entry.extra->error) ++rejected_total_;
+    if (entry.extra->error) {
+      ++rejected_total_;
+      // Once per rejected version, as the count; the Event says it in the cluster.
+      spdlog::warn("kubernetes: rejected: {}", entry.extra->error->str());
+    }
     const InvolvedObject& in = entry.extra->involved;
     smi_index_[{in.kind, in.ns, in.name}] = in;
   }

@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <ctime>
 #include <iostream>
+#include <optional>
 #include <nlohmann/json.hpp>
 
 #include "agent/compile/explain.h"
@@ -77,6 +78,7 @@ struct Common {
   std::string mode = "strict";
   std::string http_rules = "deny";
   std::string host_traffic = "allow";
+  std::string cluster_domain = kDefaultClusterDomain;
   bool mesh_all = false;
   std::vector<CLI::Option*> offline_only;  // meaningless when the agent answers
 };
@@ -96,6 +98,10 @@ void addCommon(CLI::App* cmd, Common& c) {
           ->capture_default_str());
   c.offline_only.push_back(
       cmd->add_flag("--mesh-all", c.mesh_all, "with --manifests: mesh every pod"));
+  c.offline_only.push_back(
+      cmd->add_option("--cluster-domain", c.cluster_domain,
+                      "with --manifests: the cluster's DNS domain (NAME.NS.svc.DOMAIN in TrafficSplits)")
+          ->capture_default_str());
   addConn(cmd, c.conn);
 }
 
@@ -121,6 +127,7 @@ bool load(const Common& c, model::ClusterState* state, compile::NodeConfig* node
     return false;
   }
   node->mesh_all = c.mesh_all;
+  node->cluster_domain = c.cluster_domain;
   node->http_rules = c.http_rules == "allow-tcp" ? compile::HttpRulesAtL4::kGrantAllTcp
                                                  : compile::HttpRulesAtL4::kGrantNothing;
   *state = dir.state();
@@ -159,34 +166,42 @@ int printExplanation(const std::string& output, const pb::ExplainReply& r,
   return 0;
 }
 
-int explainOffline(const Common& c, const std::string& from, const std::string& to, int port,
-                   model::Proto proto) {
+// node_name: answer as that node's agent would, from the plan compiled for
+// it (empty: the plan of each destination's own node).
+int explainOffline(const Common& c, const std::string& node_name, const std::string& from,
+                   const std::string& to, int port, model::Proto proto) {
   model::ClusterState state;
   compile::NodeConfig node;
   if (!load(c, &state, &node)) return 2;
+  node.node_name = node_name;
+  std::optional<compile::Plan> plan;
+  if (!node_name.empty()) plan = compile::compile(state, node);
+  const compile::Plan* applied = plan ? &*plan : nullptr;
   std::string err;
   if (auto colon = to.rfind(':'); colon != std::string::npos) {
     std::string service = to.substr(0, colon);
     std::vector<compile::ServiceExplanation> out;
     std::vector<std::string> notes;
     if (!compile::explainService(state, node, service, std::atoi(to.substr(colon + 1).c_str()),
-                                 proto, &out, &notes, &err)) {
+                                 proto, &out, &notes, &err, applied)) {
       std::cerr << "explain: " << err << "\n";
       return 2;
     }
     return printExplanation(c.conn.output, api::explainReply(out, notes), service);
   }
   compile::Explanation e;
-  if (!compile::explain(state, node, from, to, port, proto, &e, &err)) {
+  if (!compile::explain(state, node, from, to, port, proto, &e, &err, applied)) {
     std::cerr << "explain: " << err << "\n";
     return 2;
   }
   return printExplanation(c.conn.output, api::explainReply(e), "");
 }
 
-int explainOnline(const Common& c, const std::string& from, const std::string& to, int port,
-                  const std::string& proto) {
+int explainOnline(const Common& c, const CLI::Option* node_opt, const std::string& from,
+                  const std::string& to, int port, const std::string& proto) {
   noteOfflineOnly(c);
+  if (node_opt->count() > 0)
+    std::cerr << "note: --node applies to --manifests only; the agent answers for its node\n";
   pb::ExplainRequest req;
   req.set_from(from);
   req.set_to(to);
@@ -201,7 +216,8 @@ int explainOnline(const Common& c, const std::string& from, const std::string& t
   return printExplanation(c.conn.output, r, colon == std::string::npos ? "" : to.substr(0, colon));
 }
 
-int explainCmd(const Common& c, const std::string& from, const std::string& to, int port,
+int explainCmd(const Common& c, const CLI::Option* node_opt, const std::string& node_name,
+               const std::string& from, const std::string& to, int port,
                const std::string& proto_s) {
   model::Proto proto;
   if (proto_s == "tcp")
@@ -216,8 +232,8 @@ int explainCmd(const Common& c, const std::string& from, const std::string& to, 
   } else if (from.empty() || port == 0) {
     return std::cerr << "explain --to NS/POD needs --from NS/POD and --port\n", 2;
   }
-  if (c.manifests.empty()) return explainOnline(c, from, to, port, proto_s);
-  return explainOffline(c, from, to, port, proto);
+  if (c.manifests.empty()) return explainOnline(c, node_opt, from, to, port, proto_s);
+  return explainOffline(c, node_name, from, to, port, proto);
 }
 
 // ---- policy ----------------------------------------------------------------------
@@ -651,6 +667,8 @@ struct ExplainArgs {
   Common common;
   std::string from, to, proto = "tcp";
   int port = 0;
+  std::string node;
+  CLI::Option* node_opt = nullptr;
 };
 CLI::App* addExplain(CLI::App& app, ExplainArgs& a) {
   auto* explain = app.add_subcommand("explain", "why a connection is allowed or denied");
@@ -663,6 +681,9 @@ CLI::App* addExplain(CLI::App& app, ExplainArgs& a) {
       ->required();
   explain->add_option("--port", a.port, "destination (pod) port")->check(CLI::Range(1, 65535));
   explain->add_option("--proto", a.proto, "tcp | udp")->capture_default_str();
+  a.node_opt = explain->add_option(
+      "--node", a.node,
+      "with --manifests: answer as this node's agent would (default: each destination's node)");
   return explain;
 }
 
@@ -765,7 +786,7 @@ int main(int argc, char** argv) {
   CLI::App* dump = addMapDump(app, md);
 
   CLI11_PARSE(app, argc, argv);
-  if (explain->parsed()) return explainCmd(ex.common, ex.from, ex.to, ex.port, ex.proto);
+  if (explain->parsed()) return explainCmd(ex.common, ex.node_opt, ex.node, ex.from, ex.to, ex.port, ex.proto);
   if (policy->parsed())
     return po.common.manifests.empty() ? policyOnline(po.common, po.node_opt)
                                        : policyOffline(po.common, po.node);
