@@ -786,7 +786,8 @@ int main(int argc, char** argv) {
   CLI::App* dump = addMapDump(app, md);
 
   CLI11_PARSE(app, argc, argv);
-  if (explain->parsed()) return explainCmd(ex.common, ex.node_opt, ex.node, ex.from, ex.to, ex.port, ex.proto);
+  if (explain->parsed())
+    return explainCmd(ex.common, ex.node_opt, ex.node, ex.from, ex.to, ex.port, ex.proto);
   if (policy->parsed())
     return po.common.manifests.empty() ? policyOnline(po.common, po.node_opt)
                                        : policyOffline(po.common, po.node);
