@@ -112,6 +112,7 @@ struct Flags {
   smik::api::AggregatedApi::Options aggregated;
   std::string mode = "strict", http_rules = "deny", host_traffic = "allow", log_level = "info";
   std::string grpc_socket = "/run/smik/agent.sock";
+  std::string deny_response = "reject";
   bool uninstall = false, mesh_all = false;
   smik::peer::PeerConfig peer_cfg;
 };
@@ -184,6 +185,13 @@ void addNodeFlags(CLI::App& app, Flags& f) {
       ->capture_default_str();
   app.add_flag("--mesh-all", f.mesh_all, "mesh every pod, whatever its namespace's smik.io/mesh label")
       ->envname("SMIK_MESH_ALL");
+  app.add_option("--deny-response", f.deny_response,
+                 "what a denied new TCP or UDP flow gets: reject (ICMP administratively "
+                 "prohibited, rate-limited per source: the client fails at once) | drop (nothing: "
+                 "the client retries until it gives up)")
+      ->envname("SMIK_DENY_RESPONSE")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"reject", "drop"}));
   app.add_flag("--force-clsact", f.cfg.force_clsact, "attach with clsact even where tcx exists");
   app.add_flag("--uninstall", f.uninstall, "remove every program, link, tc hook and pin, then exit");
   app.add_option("--log-level", f.log_level, "trace|debug|info|warn|error")
@@ -233,6 +241,7 @@ std::unique_ptr<smik::datapath::Datapath> openDatapath(const smik::AgentConfig& 
   o.force_clsact = cfg.force_clsact;
   o.cgroup = cfg.cgroup;
   o.ct_max = cfg.ct_max;
+  o.deny_response = cfg.deny_response;
   return smik::datapath::Datapath::open(o, err);
 }
 
@@ -310,9 +319,10 @@ int main(int argc, char** argv) {
   if (!applyPolicySettings(f.mode, f.http_rules, f.host_traffic, f.mesh_all, f.mesh_namespaces,
                            &cfg.node))
     return 2;
+  cfg.deny_response = f.deny_response == "drop" ? SMIK_DENY_DROP : SMIK_DENY_REJECT;
   if (cfg.cgroup.empty()) cfg.cgroup = smik::datapath::cgroup2Mount();
-  spdlog::info("node {}, access mode {}, host traffic {}, pin dir {}, cgroup2 {}",
-               cfg.node.node_name, f.mode, f.host_traffic, cfg.pin_dir,
+  spdlog::info("node {}, access mode {}, host traffic {}, denials {}, pin dir {}, cgroup2 {}",
+               cfg.node.node_name, f.mode, f.host_traffic, f.deny_response, cfg.pin_dir,
                cfg.cgroup.empty() ? "(not mounted)" : cfg.cgroup);
 
   std::optional<smik::kube::KubeConfig> kube_config;

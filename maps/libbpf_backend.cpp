@@ -78,7 +78,8 @@ std::unique_ptr<LibbpfBackend> LibbpfBackend::open(const std::string& pin_dir,
               {&b->reasons_, kReasonsMap}, {&b->edges_, kEdgesMap},
               {&b->services_, kServicesMap}, {&b->backends_, kBackendsMap},
               {&b->sock_stats_, kSockStatsMap}, {&b->conn_, kConnMap},
-              {&b->ct_, kCtMap}, {&b->ct_stats_, kCtStatsMap}};
+              {&b->ct_, kCtMap}, {&b->ct_stats_, kCtStatsMap},
+              {&b->answer_stats_, kAnswerStatsMap}};
   for (auto& m : maps) {
     *m.fd = openPin(pin_dir, m.name, err);
     if (*m.fd < 0) return nullptr;
@@ -106,7 +107,7 @@ size_t LibbpfBackend::removeOrphanBackends() {
 
 LibbpfBackend::~LibbpfBackend() {
   for (int fd : {ipcache_, endpoints_, policy_, state_, reasons_, edges_, services_, backends_,
-                 sock_stats_, conn_, ct_, ct_stats_})
+                 sock_stats_, conn_, ct_, ct_stats_, answer_stats_})
     if (fd >= 0) close(fd);
 }
 
@@ -324,6 +325,13 @@ std::vector<uint64_t> LibbpfBackend::ctStats() {
   std::vector<uint64_t> out(SMIK_CT_COUNTER_MAX);
   for (__u32 i = 0; i < SMIK_CT_COUNTER_MAX; i++)
     for (uint64_t c : perCpu<uint64_t>(ct_stats_, &i, possibleCpus())) out[i] += c;
+  return out;
+}
+
+std::vector<uint64_t> LibbpfBackend::answerStats() {
+  std::vector<uint64_t> out(SMIK_ANSWER_COUNTER_MAX);
+  for (__u32 i = 0; i < SMIK_ANSWER_COUNTER_MAX; i++)
+    for (uint64_t c : perCpu<uint64_t>(answer_stats_, &i, possibleCpus())) out[i] += c;
   return out;
 }
 

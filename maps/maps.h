@@ -30,6 +30,8 @@ inline constexpr const char* kConnMap = "smik_conn";
 inline constexpr const char* kEventsMap = "smik_events";
 inline constexpr const char* kCtStatsMap = "smik_ct_stats";
 inline constexpr const char* kFragsMap = "smik_frags";
+inline constexpr const char* kTcConfigMap = "smik_tc_config";
+inline constexpr const char* kAnswerStatsMap = "smik_answer_stats";
 
 using PolicyEntries = std::map<smik_policy_key, smik_policy_value>;
 
@@ -93,6 +95,7 @@ class Backend {
   virtual std::vector<EdgeCounters> edges() = 0;
   virtual std::vector<uint64_t> sockStats() = 0;  // summed, index = SMIK_SOCK_*
   virtual std::vector<uint64_t> ctStats() = 0;    // summed, index = SMIK_CT_*
+  virtual std::vector<uint64_t> answerStats() = 0;  // summed, index = SMIK_ANSWER_*
   virtual std::vector<ConnEdge> connEdges() = 0;
 };
 
@@ -114,6 +117,7 @@ class FakeBackend : public Backend {
   std::vector<EdgeCounters> edges() override { return {}; }
   std::vector<uint64_t> sockStats() override { return {}; }
   std::vector<uint64_t> ctStats() override { return {}; }
+  std::vector<uint64_t> answerStats() override { return {}; }
   std::vector<ConnEdge> connEdges() override { return conn_edges; }
   std::vector<ConnEdge> conn_edges;  // what connEdges() reports, set by tests
 
@@ -149,6 +153,7 @@ class LibbpfBackend : public Backend {
   std::vector<EdgeCounters> edges() override;
   std::vector<uint64_t> sockStats() override;
   std::vector<uint64_t> ctStats() override;
+  std::vector<uint64_t> answerStats() override;
   std::vector<ConnEdge> connEdges() override;
   // Deletes smik_backends entries no smik_services value points at: an agent
   // that died while replacing tables leaves some. Returns how many.
@@ -158,6 +163,7 @@ class LibbpfBackend : public Backend {
   LibbpfBackend() = default;
   int ipcache_ = -1, endpoints_ = -1, policy_ = -1, state_ = -1, reasons_ = -1, edges_ = -1;
   int services_ = -1, backends_ = -1, sock_stats_ = -1, conn_ = -1, ct_ = -1, ct_stats_ = -1;
+  int answer_stats_ = -1;
 };
 
 smik_ip_key ipKey(const Addr& a);

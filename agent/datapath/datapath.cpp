@@ -65,7 +65,8 @@ void tcDetachClsact(uint32_t ifindex, bpf_tc_attach_point where) {
 // that enforce are never replaced: their pins hold the policy in force.
 bool countsOnly(const std::string& name) {
   for (const char* m : {maps::kConnMap, maps::kEdgesMap, maps::kReasonsMap, maps::kSockStatsMap,
-                        maps::kEventsMap, "smik_denied", "smik_ev_limits"})
+                        maps::kEventsMap, maps::kAnswerStatsMap, "smik_denied", "smik_ev_limits",
+                        "smik_answer_limits"})
     if (name == m) return true;
   return false;
 }
@@ -189,6 +190,13 @@ std::unique_ptr<Datapath> Datapath::open(const Options& opts, std::string* err) 
     *err = "load BPF telemetry (sockops): " + std::string(strerror(-r));
     return nullptr;
   }
+  // Pinned: the programs a previous agent left attached read the new
+  // setting at once.
+  smik_tc_config cfg{};
+  cfg.deny_response = opts.deny_response;
+  __u32 zero = 0;
+  if (bpf_map_update_elem(bpf_map__fd(d->skel_->maps.smik_tc_config), &zero, &cfg, BPF_ANY) != 0)
+    return (*err = errnoText("write smik_tc_config")), nullptr;
   d->maps_ = maps::LibbpfBackend::open(opts.pin_dir, err);
   if (!d->maps_) return nullptr;
   if (size_t n = d->maps_->removeOrphanBackends())
