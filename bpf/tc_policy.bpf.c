@@ -644,7 +644,9 @@ static __always_inline __u16 csum_fold_(__s64 sum) {
  * helper failed: the packet is then dropped, whatever it has become. */
 static __always_inline int build_answer(struct __sk_buff *skb, const struct pkt *p) {
   int v4 = p->family == SMIK_AF_INET;
-  __u32 quote = skb->len - ETH_HLEN_;
+  /* 64 bits: a 32-bit length is checked in one register and passed in
+   * another (its zero-extended copy), which the verifier cannot follow */
+  __u64 quote = (__u64)skb->len - ETH_HLEN_;
   if (quote > ANSWER_QUOTE)
     quote = ANSWER_QUOTE;
   asm volatile("" : "+r"(quote));
@@ -663,7 +665,7 @@ static __always_inline int build_answer(struct __sk_buff *skb, const struct pkt 
   __builtin_memcpy(swapped + 12, eth + 12, 2);
 
   __u8 icmp[8] = {};
-  __u32 icmp_len = 8 + quote;
+  __u32 icmp_len = 8 + (__u32)quote;
   __s64 sum;
   __u8 ip[40] = {};
   __u32 ip_len;
