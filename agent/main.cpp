@@ -186,9 +186,9 @@ void addNodeFlags(CLI::App& app, Flags& f) {
   app.add_flag("--mesh-all", f.mesh_all, "mesh every pod, whatever its namespace's smik.io/mesh label")
       ->envname("SMIK_MESH_ALL");
   app.add_option("--deny-response", f.deny_response,
-                 "what a denied new TCP or UDP flow gets: reject (ICMP administratively "
-                 "prohibited, rate-limited per source: the client fails at once) | drop (nothing: "
-                 "the client retries until it gives up)")
+                 "what a denied new TCP or UDP flow gets: reject (a RST, or ICMP administratively "
+                 "prohibited for UDP, rate-limited per source: the client fails at once) | drop "
+                 "(nothing: the client retries until it gives up)")
       ->envname("SMIK_DENY_RESPONSE")
       ->capture_default_str()
       ->check(CLI::IsMember({"reject", "drop"}));

@@ -553,32 +553,39 @@ static __always_inline __u32 judge_to_pod(struct __sk_buff *skb, const struct pk
  *
  * With --deny-response reject (the agent's default) a denied new TCP or UDP
  * flow is answered, so that its client fails within a round trip instead of
- * retrying its SYN for two minutes. The answer is ICMP "communication
- * administratively prohibited" (IPv4 type 3 code 13, ICMPv6 type 1 code 1)
- * for TCP as well, not a TCP RST: a RST says "nothing listens on this port",
- * the very confusion between a policy and a dead pod the answer is meant to
- * end, while the ICMP code names a policy (Linux fails connect() with
- * EHOSTUNREACH for IPv4 and EACCES, "permission denied", for IPv6; smik's
- * telemetry counts it under "policy" either way). One answer also serves
- * TCP and UDP alike, with no sequence numbers to get right.
+ * retrying its SYN for two minutes: a denied SYN gets a TCP RST|ACK, a
+ * denied UDP datagram ICMP "communication administratively prohibited"
+ * (IPv4 type 3 code 13, ICMPv6 type 1 code 1).
+ *
+ * A RST for TCP, not the ICMP error, though the ICMP code would name the
+ * policy: the client's kernel takes an ICMP error for a socket its user
+ * holds locked as a soft error only, and between pods of one node the whole
+ * round trip runs inside the client's connect() (its SYN is forwarded, judged
+ * and answered in the softirq its own send runs), so the connection would
+ * wait for its SYN retransmit, a second later. A RST that finds the socket
+ * locked is queued and handled when connect() lets go: ECONNREFUSED at once.
+ * That the refusal is a policy's is what smik's telemetry says (the flow is
+ * counted as denied by policy, never "refused") and `smik explain`.
  *
  * It can never amplify: only a flow's first packet is answered (a TCP SYN
  * without ACK, RST or FIN; a UDP datagram), never a fragment, an ICMP
  * message, a RST, a packet to or from a broadcast or multicast address, or
  * a GSO batch; at most one answer per denied packet (the answer is that
- * packet), and per source address at most SMIK_DENY_ANSWER_BURST back to
- * back and SMIK_DENY_ANSWERS_PER_SEC sustained (smik_answer_limits).
+ * packet, no bigger: a RST is at most the SYN's size, an ICMP error at most
+ * 62 + 128 bytes), and per source address at most SMIK_DENY_ANSWER_BURST
+ * back to back and SMIK_DENY_ANSWERS_PER_SEC sustained (smik_answer_limits).
  *
  * The answer is the denied packet turned round in place (no copy, no second
- * packet): trimmed to its first ANSWER_QUOTE bytes (its IP header and the
- * start of its L4 header, which the client's kernel matches to its socket),
- * given a new IP and ICMP header in front, and put in at the ingress of the
- * same veth, as if the pod had sent it. The node routes it like any packet
+ * packet): for UDP trimmed to its first ANSWER_QUOTE bytes (its IP header and
+ * the start of its L4 header, which the client's kernel matches to its
+ * socket) with a new IP and ICMP header in front; for TCP new IP and TCP
+ * headers in place of the SYN's. It is put in at the ingress of the same
+ * veth, as if the pod had sent it, and the node routes it like any packet
  * of the pod: out of the source pod's host-side veth to the source pod when
  * it is local, to its node otherwise, up the node's own stack for the node.
- * On the way it passes smik_from_pod here (an ICMP error from the pod's own
- * address: step 11) and the source pod's smik_to_pod (an ICMP error quoting
- * the source's own live flow: step 3). */
+ * On the way it passes smik_from_pod here (a RST, or an ICMP error, from the
+ * pod's own address: steps 11 and 12) and the source pod's smik_to_pod (the
+ * reply to, or an ICMP error quoting, the source's own live flow). */
 #define ANSWER_QUOTE 128
 
 static __always_inline void answer_count(__u32 idx) {
@@ -640,9 +647,22 @@ static __always_inline __u16 csum_fold_(__s64 sum) {
   return (__u16)~s;
 }
 
-/* Turns the denied packet into its answer (see above). Non-zero when a
+/* The Ethernet header with its addresses swapped: the answer enters the
+ * host as the pod's own packet. */
+static __always_inline int load_swapped_eth(struct __sk_buff *skb, __u8 *swapped) {
+  if (bpf_skb_load_bytes(skb, 0, swapped + 6, 6) != 0 ||
+      bpf_skb_load_bytes(skb, 6, swapped, 6) != 0 ||
+      bpf_skb_load_bytes(skb, 12, swapped + 12, 2) != 0)
+    return -1;
+  return 0;
+}
+
+/* The builders are functions of their own (bpf-to-bpf calls): inlined
+ * together into smik_to_pod their buffers overflowed its 512-byte stack. */
+
+/* Turns the denied datagram into its ICMP answer (see above). Non-zero when a
  * helper failed: the packet is then dropped, whatever it has become. */
-static __always_inline int build_answer(struct __sk_buff *skb, const struct pkt *p) {
+static __noinline int build_answer(struct __sk_buff *skb, const struct pkt *p) {
   int v4 = p->family == SMIK_AF_INET;
   /* 64 bits: a 32-bit length is checked in one register and passed in
    * another (its zero-extended copy), which the verifier cannot follow */
@@ -656,13 +676,9 @@ static __always_inline int build_answer(struct __sk_buff *skb, const struct pkt 
   __u8 body[ANSWER_QUOTE] = {};
   if (bpf_skb_load_bytes(skb, ETH_HLEN_, body, quote) != 0)
     return -1;
-  __u8 eth[ETH_HLEN_];
-  if (bpf_skb_load_bytes(skb, 0, eth, ETH_HLEN_) != 0)
-    return -1;
   __u8 swapped[ETH_HLEN_];
-  __builtin_memcpy(swapped, eth + 6, 6);
-  __builtin_memcpy(swapped + 6, eth, 6);
-  __builtin_memcpy(swapped + 12, eth + 12, 2);
+  if (load_swapped_eth(skb, swapped) != 0)
+    return -1;
 
   __u8 icmp[8] = {};
   __u32 icmp_len = 8 + (__u32)quote;
@@ -695,14 +711,14 @@ static __always_inline int build_answer(struct __sk_buff *skb, const struct pkt 
     copy16(ip + 24, p->saddr);
     icmp[0] = 1; /* destination unreachable */
     icmp[1] = 1; /* communication with destination administratively prohibited */
-    /* the pseudo-header: addresses, upper-layer length, next header */
-    __u8 pseudo[40] = {};
-    copy16(pseudo, p->daddr);
-    copy16(pseudo + 16, p->saddr);
-    pseudo[34] = icmp_len >> 8;
-    pseudo[35] = icmp_len & 0xff;
-    pseudo[39] = IPPROTO_ICMPV6_;
-    sum = bpf_csum_diff(0, 0, (__be32 *)pseudo, 40, 0);
+    /* the pseudo-header: the addresses (as in the header), upper-layer
+     * length, next header */
+    __u8 pseudo[8] = {};
+    pseudo[2] = icmp_len >> 8;
+    pseudo[3] = icmp_len & 0xff;
+    pseudo[7] = IPPROTO_ICMPV6_;
+    sum = bpf_csum_diff(0, 0, (__be32 *)(ip + 8), 32, 0);
+    sum = bpf_csum_diff(0, 0, (__be32 *)pseudo, 8, (__wsum)sum);
   }
   sum = bpf_csum_diff(0, 0, (__be32 *)icmp, 8, (__wsum)sum);
   sum = bpf_csum_diff(0, 0, (__be32 *)body, ANSWER_QUOTE, (__wsum)sum);
@@ -722,6 +738,94 @@ static __always_inline int build_answer(struct __sk_buff *skb, const struct pkt 
   return 0;
 }
 
+/* Turns a denied SYN into the RST|ACK that refuses it (RFC 9293 3.10.7.1:
+ * no ACK in the segment, so seq 0 and ack = its seq + its length), with
+ * fresh IP and TCP headers (no options). An IPv4 header with options or an
+ * IPv6 extension header before TCP: not answered (-1). */
+static __noinline int build_rst(struct __sk_buff *skb, const struct pkt *p) {
+  int v4 = p->family == SMIK_AF_INET;
+  __u8 l3[40];
+  __u32 l4_off, seg_len;
+  if (v4) {
+    if (bpf_skb_load_bytes(skb, ETH_HLEN_, l3, 20) != 0 || l3[0] != 0x45)
+      return -1;
+    l4_off = ETH_HLEN_ + 20;
+    seg_len = (((__u32)l3[2] << 8) | l3[3]) - 20;
+  } else {
+    if (bpf_skb_load_bytes(skb, ETH_HLEN_, l3, 40) != 0 || l3[6] != IPPROTO_TCP)
+      return -1;
+    l4_off = ETH_HLEN_ + 40;
+    seg_len = ((__u32)l3[4] << 8) | l3[5];
+  }
+  __u8 th[20];
+  if (bpf_skb_load_bytes(skb, l4_off, th, 20) != 0)
+    return -1;
+  __u32 doff = (th[12] >> 4) * 4;
+  if (seg_len < doff)
+    return -1;
+  __u32 seq = ((__u32)th[4] << 24) | ((__u32)th[5] << 16) | ((__u32)th[6] << 8) | th[7];
+  __u32 ack = seq + 1 + (seg_len - doff); /* the SYN counts one */
+  __u8 swapped[ETH_HLEN_];
+  if (load_swapped_eth(skb, swapped) != 0)
+    return -1;
+
+  __u8 tcp[20] = {};
+  __builtin_memcpy(tcp, th + 2, 2); /* ports turned round */
+  __builtin_memcpy(tcp + 2, th, 2);
+  tcp[8] = ack >> 24;
+  tcp[9] = ack >> 16;
+  tcp[10] = ack >> 8;
+  tcp[11] = ack;
+  tcp[12] = 5 << 4;
+  tcp[13] = TCP_RST_ | TCP_ACK_;
+  __u8 ip[40] = {};
+  __u32 ip_len;
+  __s64 sum;
+  if (v4) {
+    ip_len = 20;
+    ip[0] = 0x45;
+    ip[3] = 40; /* total length */
+    ip[8] = 64;
+    ip[9] = IPPROTO_TCP;
+    __builtin_memcpy(ip + 12, p->daddr, 4);
+    __builtin_memcpy(ip + 16, p->saddr, 4);
+    __u16 ipsum = csum_fold_(bpf_csum_diff(0, 0, (__be32 *)ip, 20, 0));
+    __builtin_memcpy(ip + 10, &ipsum, 2);
+    __u8 pseudo[12] = {};
+    __builtin_memcpy(pseudo, p->daddr, 4);
+    __builtin_memcpy(pseudo + 4, p->saddr, 4);
+    pseudo[9] = IPPROTO_TCP;
+    pseudo[11] = 20;
+    sum = bpf_csum_diff(0, 0, (__be32 *)pseudo, 12, 0);
+  } else {
+    ip_len = 40;
+    ip[0] = 0x60;
+    ip[5] = 20; /* payload length */
+    ip[6] = IPPROTO_TCP;
+    ip[7] = 64;
+    copy16(ip + 8, p->daddr);
+    copy16(ip + 24, p->saddr);
+    __u8 pseudo[40] = {};
+    copy16(pseudo, p->daddr);
+    copy16(pseudo + 16, p->saddr);
+    pseudo[35] = 20;
+    pseudo[39] = IPPROTO_TCP;
+    sum = bpf_csum_diff(0, 0, (__be32 *)pseudo, 40, 0);
+  }
+  sum = bpf_csum_diff(0, 0, (__be32 *)tcp, 20, (__wsum)sum);
+  if (sum < 0)
+    return -1;
+  __u16 tcpsum = csum_fold_(sum);
+  __builtin_memcpy(tcp + 16, &tcpsum, 2);
+  if (bpf_skb_change_tail(skb, ETH_HLEN_ + ip_len + 20, 0) != 0 ||
+      bpf_skb_store_bytes(skb, 0, swapped, ETH_HLEN_, 0) != 0 ||
+      bpf_skb_store_bytes(skb, ETH_HLEN_, ip, ip_len, 0) != 0 ||
+      bpf_skb_store_bytes(skb, ETH_HLEN_ + ip_len, tcp, 20, 0) != 0)
+    return -1;
+  bpf_csum_level(skb, BPF_CSUM_LEVEL_RESET);
+  return 0;
+}
+
 /* A denied new flow's packet, counted already: answered, or dropped. */
 static __always_inline int deny_response(struct __sk_buff *skb, const struct pkt *p) {
   __u32 zero = 0;
@@ -736,7 +840,8 @@ static __always_inline int deny_response(struct __sk_buff *skb, const struct pkt
     answer_count(SMIK_ANSWER_RATE_LIMITED);
     return TC_ACT_SHOT;
   }
-  if (build_answer(skb, p) != 0) {
+  int built = p->proto == IPPROTO_TCP ? build_rst(skb, p) : build_answer(skb, p);
+  if (built != 0) {
     answer_count(SMIK_ANSWER_FAILED);
     return TC_ACT_SHOT;
   }

@@ -1,8 +1,9 @@
-// End to end: --deny-response between real pods. A denied connect() or a
-// denied datagram fails within milliseconds (ICMP administratively
-// prohibited), still counted as a denial by policy; a flood of denied SYNs
+// End to end: --deny-response between real pods. A denied connect() (a RST)
+// or a denied datagram (ICMP administratively prohibited) fails within
+// milliseconds, still counted as a denial by policy; a flood of denied SYNs
 // gets no more answers than the per-source rate limit; packets that must
 // never be answered get none; --deny-response drop keeps the client waiting.
+#include "bpf/include/smik_abi.h"
 #include "tests/e2e/fixture.h"
 
 namespace smik::e2e {
@@ -22,8 +23,9 @@ class DenyResponse : public E2E {
     double ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
     return {r.output.substr(0, r.output.find_first_of(" \n")), ms};
   }
-  // What Linux makes of ICMP administratively prohibited.
-  std::string denied() const { return family_ == 6 ? "prohibited" : "unreachable"; }
+  // What Linux makes of ICMP administratively prohibited (a denied datagram's
+  // answer; a denied SYN's is a RST: "refused").
+  std::string deniedUdp() const { return family_ == 6 ? "prohibited" : "unreachable"; }
 
   // The client and server pods, dual stack, nothing granted; the agent with `mode`.
   std::pair<Pod*, Pod*> start(const std::string& mode) {
@@ -39,7 +41,7 @@ class DenyResponse : public E2E {
   uint64_t answers(const std::string& name) {
     auto j = nlohmann::json::parse(status());
     if (!j.contains("denyAnswers") || !j["denyAnswers"].is_object()) return 0;
-    return j["denyAnswers"].value(name, uint64_t{0});
+    return j["denyAnswers"].value(name, uint64_t{0});  // camelCase: rateLimited
   }
 };
 
@@ -47,17 +49,17 @@ using Reject = OverFamilies<DenyResponse>;
 SMIK_E2E_FAMILIES(Reject);
 
 // The complaint: a denied connect() hung for two minutes. Now it
-// fails at once, with the policy's own error, and allowed traffic is as it
-// was.
+// fails at once (a RST; a datagram gets ICMP administratively prohibited),
+// still counted as a denial by policy, and allowed traffic is as it was.
 TEST_P(Reject, DeniedConnectAndDatagramFailFast) {
   auto [client, server] = start("reject");
   Proc srv = serve(*server, "8080,9090", "8080");
 
   auto [tcp, tcp_ms] = timed("tcp", *client, *server, 9090, 3000);
-  EXPECT_EQ(tcp, denied());
+  EXPECT_EQ(tcp, "refused");
   EXPECT_LT(tcp_ms, 1000) << "a denied connect() fails within a round trip, not a timeout";
   auto [udp, udp_ms] = timed("udp", *client, *server, 8080, 3000);
-  EXPECT_EQ(udp, denied()) << "a connected UDP socket learns of the denial";
+  EXPECT_EQ(udp, deniedUdp()) << "a connected UDP socket learns of the denial";
   EXPECT_LT(udp_ms, 1000);
   std::printf("denied TCP connect failed in %.1f ms, denied UDP datagram in %.1f ms (IPv%d)\n",
               tcp_ms, udp_ms, family_);
@@ -66,7 +68,7 @@ TEST_P(Reject, DeniedConnectAndDatagramFailFast) {
                        trafficTarget("app", "client-to-server", "app", "server",
                                      rule("TCPRoute", "web"), "app", "client"));
   expectTcp(*client, *server, 8080, "ok");
-  expectTcp(*client, *server, 9090, denied());
+  expectTcp(*client, *server, 9090, "refused");
   EXPECT_GE(answers("sent"), 3u);
 
   // Counted as denied by policy, never as refused (the client's sockops and
@@ -111,7 +113,7 @@ TEST_F(DenyResponse, FloodFromOneSourceIsRateLimited) {
   std::printf("500 denied SYNs in %.2f s: %ld answers (bound %ld)\n", s, got, bound);
   EXPECT_GE(got, 1) << "the first ones are answered";
   EXPECT_LE(got, bound);
-  EXPECT_GE(answers("rate_limited"), uint64_t(500 - bound));
+  EXPECT_GE(answers("rateLimited"), uint64_t(500 - bound));
 }
 
 // Packets an answer would make an amplifier or a reflector of: a RST, an

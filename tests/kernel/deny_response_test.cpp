@@ -1,7 +1,8 @@
 // --deny-response reject at the program level (BPF_PROG_TEST_RUN): the
-// answer smik_to_pod builds in place of a denied flow's first packet (ICMP
-// administratively prohibited, addresses turned round, checksums right, the
-// packet quoted), what is never answered, and the per-source rate limit.
+// answer smik_to_pod builds in place of a denied flow's first packet (a
+// RST|ACK for a SYN, ICMP administratively prohibited for a datagram:
+// addresses and ports turned round, seq/ack right, checksums right, the
+// datagram quoted), what is never answered, and the per-source rate limit.
 #include <arpa/inet.h>
 #include <bpf/bpf.h>
 #include <gtest/gtest.h>
@@ -102,14 +103,54 @@ class DenyResponseTest : public DatapathTest {
     }
   }
 
+  // Checks `out` is the RST|ACK refusing the SYN `spec`.
+  void expectRst(const PacketSpec& spec, const std::vector<uint8_t>& out) {
+    std::vector<uint8_t> in = buildPacket(spec);
+    bool v6 = spec.src.find(':') != std::string::npos;
+    size_t ip_len = v6 ? 40 : 20, th = 14 + ip_len;
+    ASSERT_EQ(out.size(), th + 20) << "IP and TCP headers, no options, no payload";
+    EXPECT_TRUE(std::equal(out.begin(), out.begin() + 6, in.begin() + 6));
+    EXPECT_TRUE(std::equal(out.begin() + 6, out.begin() + 12, in.begin()));
+    EXPECT_EQ(get16(out, th), spec.dport) << "ports turned round";
+    EXPECT_EQ(get16(out, th + 2), spec.sport);
+    uint32_t in_seq = (in[th + 4] << 24) | (in[th + 5] << 16) | (in[th + 6] << 8) | in[th + 7];
+    uint32_t seq = (out[th + 4] << 24) | (out[th + 5] << 16) | (out[th + 6] << 8) | out[th + 7];
+    uint32_t ack = (out[th + 8] << 24) | (out[th + 9] << 16) | (out[th + 10] << 8) | out[th + 11];
+    size_t payload = in.size() - th - 20;  // buildPacket's filler after the SYN's header
+    EXPECT_EQ(seq, 0u) << "the SYN carried no ACK: seq 0";
+    EXPECT_EQ(ack, in_seq + 1 + payload) << "its seq + the SYN + its data";
+    EXPECT_EQ(out[th + 12] >> 4, 5);
+    EXPECT_EQ(out[th + 13], kRst | kAck);
+    uint32_t pseudo = 6 + 20;
+    if (!v6) {
+      EXPECT_EQ(out[14], 0x45);
+      EXPECT_EQ(get16(out, 16), 40) << "total length";
+      EXPECT_EQ(out[23], 6);
+      EXPECT_EQ(checksum(out, 14, 20), 0) << "IPv4 header checksum";
+      EXPECT_EQ(std::vector<uint8_t>(out.begin() + 26, out.begin() + 30), bytes(spec.dst));
+      EXPECT_EQ(std::vector<uint8_t>(out.begin() + 30, out.begin() + 34), bytes(spec.src));
+      for (size_t i = 26; i < 34; i += 2) pseudo += get16(out, i);
+    } else {
+      EXPECT_EQ(get16(out, 18), 20) << "payload length";
+      EXPECT_EQ(out[20], 6);
+      EXPECT_EQ(std::vector<uint8_t>(out.begin() + 22, out.begin() + 38), bytes(spec.dst));
+      EXPECT_EQ(std::vector<uint8_t>(out.begin() + 38, out.begin() + 54), bytes(spec.src));
+      for (size_t i = 22; i < 54; i += 2) pseudo += get16(out, i);
+    }
+    EXPECT_EQ(checksum(out, th, 20, pseudo), 0) << "TCP checksum (with the pseudo-header)";
+  }
+
   void expectAnswered(const PacketSpec& spec) {
     std::vector<uint8_t> out;
     ASSERT_EQ(pkt::runTcOut(dp_->toPodProgFd(), buildPacket(spec), kLo, &out), kRedirect);
-    expectAnswer(spec, out);
+    if (spec.proto == 6)
+      expectRst(spec, out);
+    else
+      expectAnswer(spec, out);
   }
 };
 
-TEST_F(DenyResponseTest, DeniedTcpSynIsAnsweredWithIcmpProhibitedV4) {
+TEST_F(DenyResponseTest, DeniedTcpSynIsAnsweredWithRstV4) {
   expectAnswered({.dport = 8080});
   EXPECT_EQ(answers(SMIK_ANSWER_SENT), 1u);
   // Still a denial by policy, in every count.
@@ -117,12 +158,12 @@ TEST_F(DenyResponseTest, DeniedTcpSynIsAnsweredWithIcmpProhibitedV4) {
   EXPECT_EQ(edge(kClient, kServer, 8080, 6).packets_denied, 1u);
 }
 
-TEST_F(DenyResponseTest, DeniedTcpSynIsAnsweredWithIcmpProhibitedV6) {
+TEST_F(DenyResponseTest, DeniedTcpSynIsAnsweredWithRstV6) {
   expectAnswered({.src = "fd00::1", .dst = "fd00::2", .dport = 8080});
   EXPECT_EQ(reason(SMIK_REASON_POLICY), 1u);
 }
 
-TEST_F(DenyResponseTest, DeniedUdpDatagramIsAnswered) {
+TEST_F(DenyResponseTest, DeniedUdpDatagramIsAnsweredWithIcmpProhibited) {
   expectAnswered({.dport = 53, .proto = 17});
   expectAnswered({.src = "fd00::1", .dst = "fd00::2", .sport = 40001, .dport = 53, .proto = 17});
   EXPECT_EQ(answers(SMIK_ANSWER_SENT), 2u);

@@ -16,9 +16,9 @@
 //        "timeout" | "error <text>".
 // udp:   the same.
 // raw:   N crafted packets of one kind from the pod's own address (a new
-//   source port each), as fast as they go, then "answers K": the ICMP
-//   destination-unreachable messages quoting a packet to IP that arrived
-//   within M ms (default 500).
+//   source port each), as fast as they go, then "answers K": the TCP RSTs
+//   from IP and the ICMP destination-unreachable messages quoting a packet
+//   to IP that arrived within M ms (default 500).
 // hold:  one connection, a round trip every 50 ms for S seconds (500 ms
 //   limit each); "ok N" or "broken after N".
 // Exit code: 0 = all attempts ok, 1 = some failed, 2 = usage/setup error.
@@ -543,8 +543,9 @@ int raw(const std::string& ip, int port, const std::string& kind, long count, in
     die("source address");
   close(probe);
   int icmp = socket(AF_INET, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_ICMP);
+  int tcp = socket(AF_INET, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_TCP);
   int out = socket(AF_INET, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_RAW);
-  if (icmp < 0 || out < 0) die("raw socket");
+  if (icmp < 0 || tcp < 0 || out < 0) die("raw socket");
   for (long i = 0; i < count; i++) {
     auto pkt = rawPacket(kind, me.sin_addr, dst, static_cast<uint16_t>(20000 + i % 40000), port);
     if (::sendto(out, pkt.data(), pkt.size(), 0, reinterpret_cast<sockaddr*>(&to), sizeof to) < 0)
@@ -554,15 +555,23 @@ int raw(const std::string& ip, int port, const std::string& kind, long count, in
   auto deadline = Clock::now() + std::chrono::milliseconds(listen_ms);
   uint8_t buf[2048];
   for (int left; (left = msLeft(deadline)) > 0;) {
-    pollfd p{icmp, POLLIN, 0};
-    if (::poll(&p, 1, left) <= 0) continue;
-    ssize_t n = ::recv(icmp, buf, sizeof buf, 0);
-    if (n < 20) continue;
-    size_t ihl = (buf[0] & 0xf) * 4;
-    // type 3 (unreachable) quoting a packet of ours to ip
-    if (n >= static_cast<ssize_t>(ihl + 8 + 20) && buf[ihl] == 3 &&
-        std::memcmp(&buf[ihl + 8 + 16], &dst, 4) == 0)
-      answers++;
+    pollfd p[2] = {{icmp, POLLIN, 0}, {tcp, POLLIN, 0}};
+    if (::poll(p, 2, left) <= 0) continue;
+    for (const pollfd& ready : p) {
+      if (!(ready.revents & POLLIN)) continue;
+      ssize_t n = ::recv(ready.fd, buf, sizeof buf, 0);
+      if (n < 20) continue;
+      size_t ihl = (buf[0] & 0xf) * 4;
+      if (ready.fd == icmp) {
+        // type 3 (unreachable) quoting a packet of ours to ip
+        if (n >= static_cast<ssize_t>(ihl + 8 + 20) && buf[ihl] == 3 &&
+            std::memcmp(&buf[ihl + 8 + 16], &dst, 4) == 0)
+          answers++;
+      } else if (n >= static_cast<ssize_t>(ihl + 20) && std::memcmp(&buf[12], &dst, 4) == 0 &&
+                 (buf[ihl + 13] & 0x04)) {
+        answers++;  // a RST from ip
+      }
+    }
   }
   std::printf("answers %ld\n", answers);
   return 0;
