@@ -382,6 +382,7 @@ AgentStatus Agent::status() const {
   out.reasons = m.reasons();
   out.sock_stats = m.sockStats();
   out.ct_stats = m.ctStats();
+  out.answer_stats = m.answerStats();
   out.policy_generation = m.policyGeneration();
   auto edges = m.edges();
   auto name = [&](uint32_t id) {

@@ -27,6 +27,7 @@ struct AgentConfig {
   int metrics_interval_ms = 1000;  // how often the kernel counters are read
   int metrics_window_s = 600;      // the longest ?t= window kept
   uint32_t ct_max = SMIK_MAX_CT;   // entries of a new conntrack map (--ct-max)
+  uint8_t deny_response = SMIK_DENY_REJECT;  // SMIK_DENY_* (--deny-response)
 };
 
 // What /status, /readyz and `smik status` report. Copied out under a lock.
@@ -62,6 +63,7 @@ struct AgentStatus {
   uint32_t possible_cpus = 0;        // what the maps' per-CPU bytes are counted for
   std::vector<smik_counter> reasons;
   std::vector<uint64_t> ct_stats;  // index = SMIK_CT_*
+  std::vector<uint64_t> answer_stats;  // index = SMIK_ANSWER_*
   uint64_t ct_swept_total = 0;     // expired conntrack entries the agent deleted
   struct Edge {
     std::string source, destination, proto;

@@ -112,6 +112,7 @@ struct Flags {
   smik::api::AggregatedApi::Options aggregated;
   std::string mode = "strict", http_rules = "deny", host_traffic = "allow", log_level = "info";
   std::string grpc_socket = "/run/smik/agent.sock";
+  std::string deny_response = "reject";
   bool uninstall = false, mesh_all = false;
   smik::peer::PeerConfig peer_cfg;
 };
@@ -198,6 +199,13 @@ void addNodeFlags(CLI::App& app, Flags& f) {
       ->envname("SMIK_CLUSTER_DOMAIN")
       ->capture_default_str()
       ->check(clusterDomainCheck);
+  app.add_option("--deny-response", f.deny_response,
+                 "what a denied new TCP or UDP flow gets: reject (a RST, or ICMP administratively "
+                 "prohibited for UDP, rate-limited per source: the client fails at once) | drop "
+                 "(nothing: the client retries until it gives up)")
+      ->envname("SMIK_DENY_RESPONSE")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"reject", "drop"}));
   app.add_flag("--force-clsact", f.cfg.force_clsact, "attach with clsact even where tcx exists");
   app.add_flag("--uninstall", f.uninstall, "remove every program, link, tc hook and pin, then exit");
   app.add_option("--log-level", f.log_level, "trace|debug|info|warn|error")
@@ -247,6 +255,7 @@ std::unique_ptr<smik::datapath::Datapath> openDatapath(const smik::AgentConfig& 
   o.force_clsact = cfg.force_clsact;
   o.cgroup = cfg.cgroup;
   o.ct_max = cfg.ct_max;
+  o.deny_response = cfg.deny_response;
   return smik::datapath::Datapath::open(o, err);
 }
 
@@ -322,9 +331,12 @@ int main(int argc, char** argv) {
   if (!applyPolicySettings(f.mode, f.http_rules, f.host_traffic, f.mesh_all, f.mesh_namespaces,
                            &cfg.node))
     return 2;
+  cfg.deny_response = f.deny_response == "drop" ? SMIK_DENY_DROP : SMIK_DENY_REJECT;
   if (cfg.cgroup.empty()) cfg.cgroup = smik::datapath::cgroup2Mount();
-  spdlog::info("node {}, access mode {}, host traffic {}, cluster domain {}, pin dir {}, cgroup2 {}",
-               cfg.node.node_name, f.mode, f.host_traffic, cfg.node.cluster_domain, cfg.pin_dir,
+  spdlog::info("node {}, access mode {}, host traffic {}, denials {}, cluster domain {}, pin dir {}, "
+               "cgroup2 {}",
+               cfg.node.node_name, f.mode, f.host_traffic, f.deny_response, cfg.node.cluster_domain,
+               cfg.pin_dir,
                cfg.cgroup.empty() ? "(not mounted)" : cfg.cgroup);
 
   std::optional<smik::kube::KubeConfig> kube_config;

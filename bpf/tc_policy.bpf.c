@@ -39,6 +39,8 @@
  *   8. Passed by 7 and opening a flow (UDP, an echo request, TCP without RST
  *      or FIN): a conntrack entry {peer -> pod}, INBOUND.
  *   9. A first fragment's verdict is kept for its later fragments (step 2).
+ *   A flow denied by step 7 (not a revoked one: that is no new flow) may be
+ *   answered after the verdict is counted: see "Answers to denied flows".
  *
  * smik_from_pod (host veth ingress: packets leaving the pod)
  *   10. Not IP: pass; malformed: drop. Not an endpoint: pass. From an
@@ -65,6 +67,7 @@
 
 #define TC_ACT_OK 0
 #define TC_ACT_SHOT 2
+#define ETH_HLEN_ 14
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -155,6 +158,34 @@ struct {
   __type(value, struct smik_edge_value);
   __uint(pinning, LIBBPF_PIN_BY_NAME);
 } smik_edges SEC(".maps");
+
+/* Slot 0: settings the agent writes (--deny-response). */
+struct {
+  __uint(type, BPF_MAP_TYPE_ARRAY);
+  __uint(max_entries, 1);
+  __type(key, __u32);
+  __type(value, struct smik_tc_config);
+  __uint(pinning, LIBBPF_PIN_BY_NAME);
+} smik_tc_config SEC(".maps");
+
+/* Answers to denied flows, per source address: a token bucket each. LRU: a
+ * source evicted starts again with a full bucket, which bounds nothing
+ * worse than one more burst to that source. */
+struct {
+  __uint(type, BPF_MAP_TYPE_LRU_HASH);
+  __uint(max_entries, SMIK_MAX_ANSWER_LIMITS);
+  __type(key, struct smik_ip_key);
+  __type(value, struct smik_answer_limit);
+  __uint(pinning, LIBBPF_PIN_BY_NAME);
+} smik_answer_limits SEC(".maps");
+
+struct {
+  __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+  __uint(max_entries, SMIK_ANSWER_COUNTER_MAX);
+  __type(key, __u32);
+  __type(value, __u64);
+  __uint(pinning, LIBBPF_PIN_BY_NAME);
+} smik_answer_stats SEC(".maps");
 
 static __always_inline int count(struct __sk_buff *skb, __u32 reason) {
   struct smik_counter *c = bpf_map_lookup_elem(&smik_reasons, &reason);
@@ -459,8 +490,10 @@ static __always_inline int icmp_error_related(struct __sk_buff *skb, const struc
   return ct && !smik_ct_expired(&k, ct, now) && !(ct->flags & SMIK_CT_F_REVOKED);
 }
 
-/* A packet into the pod: steps 3 to 8. */
-static __always_inline __u32 judge_to_pod(struct __sk_buff *skb, const struct pkt *p) {
+/* A packet into the pod: steps 3 to 8. *new_flow_denied: step 7 denied it
+ * (a new flow, which may be answered; a revoked one is not new). */
+static __always_inline __u32 judge_to_pod(struct __sk_buff *skb, const struct pkt *p,
+                                          int *new_flow_denied) {
   /* step 3 */
   if (p->icmp == ICMP_INFRA || is_ipv6_link_setup(p))
     return SMIK_REASON_FORWARDED;
@@ -491,6 +524,7 @@ static __always_inline __u32 judge_to_pod(struct __sk_buff *skb, const struct pk
   if (!policy_allows(peer, pod, dport, p->proto, 0)) {
     count_edge(skb, peer, pod, dport, p->proto, 0);
     record_denial(&ck, p, dport);
+    *new_flow_denied = 1;
     /* SMI routes name TCP and UDP only: anything else can never be granted */
     int l4 = p->proto == IPPROTO_TCP || p->proto == IPPROTO_UDP;
     return l4 ? SMIK_REASON_POLICY : SMIK_REASON_UNSUPPORTED;
@@ -506,6 +540,306 @@ static __always_inline __u32 judge_to_pod(struct __sk_buff *skb, const struct pk
   return SMIK_REASON_FORWARDED;
 }
 
+/* ---- Answers to denied flows ---------------------------------------------
+ *
+ * With --deny-response reject (the agent's default) a denied new TCP or UDP
+ * flow is answered, so that its client fails within a round trip instead of
+ * retrying its SYN for two minutes: a denied SYN gets a TCP RST|ACK, a
+ * denied UDP datagram ICMP "communication administratively prohibited"
+ * (IPv4 type 3 code 13, ICMPv6 type 1 code 1).
+ *
+ * A RST for TCP, not the ICMP error, though the ICMP code would name the
+ * policy: the client's kernel takes an ICMP error for a socket its user
+ * holds locked as a soft error only, and between pods of one node the whole
+ * round trip runs inside the client's connect() (its SYN is forwarded, judged
+ * and answered in the softirq its own send runs), so the connection would
+ * wait for its SYN retransmit, a second later. A RST that finds the socket
+ * locked is queued and handled when connect() lets go: ECONNREFUSED at once.
+ * That the refusal is a policy's is what smik's telemetry says (the flow is
+ * counted as denied by policy, never "refused") and `smik explain`.
+ *
+ * It can never amplify: only a flow's first packet is answered (a TCP SYN
+ * without ACK, RST or FIN; a UDP datagram), never a fragment, an ICMP
+ * message, a RST, a packet to or from a broadcast or multicast address, or
+ * a GSO batch; at most one answer per denied packet (the answer is that
+ * packet, no bigger: a RST is at most the SYN's size, an ICMP error at most
+ * 62 + 128 bytes), and per source address at most SMIK_DENY_ANSWER_BURST
+ * back to back and SMIK_DENY_ANSWERS_PER_SEC sustained (smik_answer_limits).
+ *
+ * The answer is the denied packet turned round in place (no copy, no second
+ * packet): for UDP trimmed to its first ANSWER_QUOTE bytes (its IP header and
+ * the start of its L4 header, which the client's kernel matches to its
+ * socket) with a new IP and ICMP header in front; for TCP new IP and TCP
+ * headers in place of the SYN's. It is put in at the ingress of the same
+ * veth, as if the pod had sent it, and the node routes it like any packet
+ * of the pod: out of the source pod's host-side veth to the source pod when
+ * it is local, to its node otherwise, up the node's own stack for the node.
+ * On the way it passes smik_from_pod here (a RST, or an ICMP error, from the
+ * pod's own address: steps 11 and 12) and the source pod's smik_to_pod (the
+ * reply to, or an ICMP error quoting, the source's own live flow). */
+#define ANSWER_QUOTE 128
+
+static __always_inline void answer_count(__u32 idx) {
+  __u64 *c = bpf_map_lookup_elem(&smik_answer_stats, &idx);
+  if (c)
+    (*c)++;
+}
+
+/* A flow's first packet, between unicast addresses: the only kind answered. */
+static __always_inline int answerable(struct __sk_buff *skb, const struct pkt *p) {
+  if (p->frag != FRAG_NONE || skb->gso_segs > 1)
+    return 0;
+  if (p->proto == IPPROTO_TCP) {
+    if ((p->tcp_flags & (TCP_SYN_ | TCP_ACK_ | TCP_RST_ | TCP_FIN_)) != TCP_SYN_)
+      return 0;
+  } else if (p->proto != IPPROTO_UDP) {
+    return 0;
+  }
+  __u8 dmac0;
+  if (bpf_skb_load_bytes(skb, 0, &dmac0, 1) != 0 || (dmac0 & 1))
+    return 0; /* an Ethernet group address */
+  if (p->family == SMIK_AF_INET) {
+    /* 224/4 multicast, 240/4 and 255.255.255.255; 0/8 and 127/8 sources */
+    __u8 s0 = p->saddr[0];
+    return p->daddr[0] < 224 && s0 < 224 && s0 != 0 && s0 != 127;
+  }
+  const __u8 loopback[16] = {[15] = 1}, unspecified[16] = {};
+  return p->daddr[0] != 0xff && p->saddr[0] != 0xff && !equal16(p->saddr, loopback) &&
+         !equal16(p->saddr, unspecified);
+}
+
+/* The source's token bucket, as GCRA: its theoretical arrival time moves one
+ * interval per answer and may run at most burst - 1 intervals ahead of now.
+ * Not atomic: two CPUs answering the same source at the same instant may
+ * both pass, still one answer per denied packet. */
+static __always_inline int answer_allowed(const struct pkt *p, const struct smik_tc_config *cfg) {
+  __u64 rate = cfg->answers_per_sec ? cfg->answers_per_sec : SMIK_DENY_ANSWERS_PER_SEC;
+  __u64 burst = cfg->answer_burst ? cfg->answer_burst : SMIK_DENY_ANSWER_BURST;
+  __u64 interval = SMIK_SEC / rate;
+  __u64 now = bpf_ktime_get_ns();
+  struct smik_ip_key k = {.family = p->family};
+  copy16(k.addr, p->saddr);
+  struct smik_answer_limit *l = bpf_map_lookup_elem(&smik_answer_limits, &k);
+  if (!l) {
+    struct smik_answer_limit fresh = {.tat_ns = now + interval};
+    return bpf_map_update_elem(&smik_answer_limits, &k, &fresh, BPF_NOEXIST) == 0;
+  }
+  __u64 tat = l->tat_ns > now ? l->tat_ns : now;
+  if (tat - now > (burst - 1) * interval)
+    return 0;
+  l->tat_ns = tat + interval;
+  return 1;
+}
+
+static __always_inline __u16 csum_fold_(__s64 sum) {
+  __u32 s = (__u32)sum;
+  s = (s & 0xffff) + (s >> 16);
+  s = (s & 0xffff) + (s >> 16);
+  return (__u16)~s;
+}
+
+/* The Ethernet header with its addresses swapped: the answer enters the
+ * host as the pod's own packet. */
+static __always_inline int load_swapped_eth(struct __sk_buff *skb, __u8 *swapped) {
+  if (bpf_skb_load_bytes(skb, 0, swapped + 6, 6) != 0 ||
+      bpf_skb_load_bytes(skb, 6, swapped, 6) != 0 ||
+      bpf_skb_load_bytes(skb, 12, swapped + 12, 2) != 0)
+    return -1;
+  return 0;
+}
+
+/* The builders are functions of their own (bpf-to-bpf calls): inlined
+ * together into smik_to_pod their buffers overflowed its 512-byte stack. */
+
+/* Turns the denied datagram into its ICMP answer (see above). Non-zero when a
+ * helper failed: the packet is then dropped, whatever it has become. */
+static __noinline int build_answer(struct __sk_buff *skb, const struct pkt *p) {
+  int v4 = p->family == SMIK_AF_INET;
+  /* 64 bits: a 32-bit length is checked in one register and passed in
+   * another (its zero-extended copy), which the verifier cannot follow */
+  __u64 quote = (__u64)skb->len - ETH_HLEN_;
+  if (quote > ANSWER_QUOTE)
+    quote = ANSWER_QUOTE;
+  asm volatile("" : "+r"(quote));
+  if (quote < 28 || quote > ANSWER_QUOTE)
+    return -1;
+  /* zero beyond the quote: an odd length's checksum pads with a zero byte */
+  __u8 body[ANSWER_QUOTE] = {};
+  if (bpf_skb_load_bytes(skb, ETH_HLEN_, body, quote) != 0)
+    return -1;
+  __u8 swapped[ETH_HLEN_];
+  if (load_swapped_eth(skb, swapped) != 0)
+    return -1;
+
+  __u8 icmp[8] = {};
+  __u32 icmp_len = 8 + (__u32)quote;
+  __s64 sum;
+  __u8 ip[40] = {};
+  __u32 ip_len;
+  if (v4) {
+    ip_len = 20;
+    ip[0] = 0x45;
+    ip[1] = 0xc0; /* precedence "internetwork control", as the kernel's own errors */
+    ip[2] = (ip_len + icmp_len) >> 8;
+    ip[3] = (ip_len + icmp_len) & 0xff;
+    ip[8] = 64;
+    ip[9] = IPPROTO_ICMP_;
+    __builtin_memcpy(ip + 12, p->daddr, 4);
+    __builtin_memcpy(ip + 16, p->saddr, 4);
+    __u16 ipsum = csum_fold_(bpf_csum_diff(0, 0, (__be32 *)ip, 20, 0));
+    __builtin_memcpy(ip + 10, &ipsum, 2);
+    icmp[0] = 3;  /* destination unreachable */
+    icmp[1] = 13; /* communication administratively prohibited */
+    sum = 0;
+  } else {
+    ip_len = 40;
+    ip[0] = 0x60;
+    ip[4] = icmp_len >> 8;
+    ip[5] = icmp_len & 0xff;
+    ip[6] = IPPROTO_ICMPV6_;
+    ip[7] = 64;
+    copy16(ip + 8, p->daddr);
+    copy16(ip + 24, p->saddr);
+    icmp[0] = 1; /* destination unreachable */
+    icmp[1] = 1; /* communication with destination administratively prohibited */
+    /* the pseudo-header: the addresses (as in the header), upper-layer
+     * length, next header */
+    __u8 pseudo[8] = {};
+    pseudo[2] = icmp_len >> 8;
+    pseudo[3] = icmp_len & 0xff;
+    pseudo[7] = IPPROTO_ICMPV6_;
+    sum = bpf_csum_diff(0, 0, (__be32 *)(ip + 8), 32, 0);
+    sum = bpf_csum_diff(0, 0, (__be32 *)pseudo, 8, (__wsum)sum);
+  }
+  sum = bpf_csum_diff(0, 0, (__be32 *)icmp, 8, (__wsum)sum);
+  sum = bpf_csum_diff(0, 0, (__be32 *)body, ANSWER_QUOTE, (__wsum)sum);
+  if (sum < 0)
+    return -1;
+  __u16 icmpsum = csum_fold_(sum);
+  __builtin_memcpy(icmp + 2, &icmpsum, 2);
+
+  if (bpf_skb_change_tail(skb, ETH_HLEN_ + quote, 0) != 0 ||
+      bpf_skb_adjust_room(skb, ip_len + 8, BPF_ADJ_ROOM_MAC, 0) != 0 ||
+      bpf_skb_store_bytes(skb, 0, swapped, ETH_HLEN_, 0) != 0 ||
+      bpf_skb_store_bytes(skb, ETH_HLEN_, ip, ip_len, 0) != 0 ||
+      bpf_skb_store_bytes(skb, ETH_HLEN_ + ip_len, icmp, 8, 0) != 0)
+    return -1;
+  /* a verdict on the old L4 checksum says nothing of the new packet's */
+  bpf_csum_level(skb, BPF_CSUM_LEVEL_RESET);
+  return 0;
+}
+
+/* Turns a denied SYN into the RST|ACK that refuses it (RFC 9293 3.10.7.1:
+ * no ACK in the segment, so seq 0 and ack = its seq + its length), with
+ * fresh IP and TCP headers (no options). An IPv4 header with options or an
+ * IPv6 extension header before TCP: not answered (-1). */
+static __noinline int build_rst(struct __sk_buff *skb, const struct pkt *p) {
+  int v4 = p->family == SMIK_AF_INET;
+  __u8 l3[40];
+  __u32 l4_off, seg_len;
+  if (v4) {
+    if (bpf_skb_load_bytes(skb, ETH_HLEN_, l3, 20) != 0 || l3[0] != 0x45)
+      return -1;
+    l4_off = ETH_HLEN_ + 20;
+    seg_len = (((__u32)l3[2] << 8) | l3[3]) - 20;
+  } else {
+    if (bpf_skb_load_bytes(skb, ETH_HLEN_, l3, 40) != 0 || l3[6] != IPPROTO_TCP)
+      return -1;
+    l4_off = ETH_HLEN_ + 40;
+    seg_len = ((__u32)l3[4] << 8) | l3[5];
+  }
+  __u8 th[20];
+  if (bpf_skb_load_bytes(skb, l4_off, th, 20) != 0)
+    return -1;
+  __u32 doff = (th[12] >> 4) * 4;
+  if (seg_len < doff)
+    return -1;
+  __u32 seq = ((__u32)th[4] << 24) | ((__u32)th[5] << 16) | ((__u32)th[6] << 8) | th[7];
+  __u32 ack = seq + 1 + (seg_len - doff); /* the SYN counts one */
+  __u8 swapped[ETH_HLEN_];
+  if (load_swapped_eth(skb, swapped) != 0)
+    return -1;
+
+  __u8 tcp[20] = {};
+  __builtin_memcpy(tcp, th + 2, 2); /* ports turned round */
+  __builtin_memcpy(tcp + 2, th, 2);
+  tcp[8] = ack >> 24;
+  tcp[9] = ack >> 16;
+  tcp[10] = ack >> 8;
+  tcp[11] = ack;
+  tcp[12] = 5 << 4;
+  tcp[13] = TCP_RST_ | TCP_ACK_;
+  __u8 ip[40] = {};
+  __u32 ip_len;
+  __s64 sum;
+  if (v4) {
+    ip_len = 20;
+    ip[0] = 0x45;
+    ip[3] = 40; /* total length */
+    ip[8] = 64;
+    ip[9] = IPPROTO_TCP;
+    __builtin_memcpy(ip + 12, p->daddr, 4);
+    __builtin_memcpy(ip + 16, p->saddr, 4);
+    __u16 ipsum = csum_fold_(bpf_csum_diff(0, 0, (__be32 *)ip, 20, 0));
+    __builtin_memcpy(ip + 10, &ipsum, 2);
+    __u8 pseudo[12] = {};
+    __builtin_memcpy(pseudo, p->daddr, 4);
+    __builtin_memcpy(pseudo + 4, p->saddr, 4);
+    pseudo[9] = IPPROTO_TCP;
+    pseudo[11] = 20;
+    sum = bpf_csum_diff(0, 0, (__be32 *)pseudo, 12, 0);
+  } else {
+    ip_len = 40;
+    ip[0] = 0x60;
+    ip[5] = 20; /* payload length */
+    ip[6] = IPPROTO_TCP;
+    ip[7] = 64;
+    copy16(ip + 8, p->daddr);
+    copy16(ip + 24, p->saddr);
+    __u8 pseudo[40] = {};
+    copy16(pseudo, p->daddr);
+    copy16(pseudo + 16, p->saddr);
+    pseudo[35] = 20;
+    pseudo[39] = IPPROTO_TCP;
+    sum = bpf_csum_diff(0, 0, (__be32 *)pseudo, 40, 0);
+  }
+  sum = bpf_csum_diff(0, 0, (__be32 *)tcp, 20, (__wsum)sum);
+  if (sum < 0)
+    return -1;
+  __u16 tcpsum = csum_fold_(sum);
+  __builtin_memcpy(tcp + 16, &tcpsum, 2);
+  if (bpf_skb_change_tail(skb, ETH_HLEN_ + ip_len + 20, 0) != 0 ||
+      bpf_skb_store_bytes(skb, 0, swapped, ETH_HLEN_, 0) != 0 ||
+      bpf_skb_store_bytes(skb, ETH_HLEN_, ip, ip_len, 0) != 0 ||
+      bpf_skb_store_bytes(skb, ETH_HLEN_ + ip_len, tcp, 20, 0) != 0)
+    return -1;
+  bpf_csum_level(skb, BPF_CSUM_LEVEL_RESET);
+  return 0;
+}
+
+/* A denied new flow's packet, counted already: answered, or dropped. */
+static __always_inline int deny_response(struct __sk_buff *skb, const struct pkt *p) {
+  __u32 zero = 0;
+  struct smik_tc_config *cfg = bpf_map_lookup_elem(&smik_tc_config, &zero);
+  if (!cfg || cfg->deny_response != SMIK_DENY_REJECT)
+    return TC_ACT_SHOT;
+  if (!answerable(skb, p)) {
+    answer_count(SMIK_ANSWER_UNANSWERABLE);
+    return TC_ACT_SHOT;
+  }
+  if (!answer_allowed(p, cfg)) {
+    answer_count(SMIK_ANSWER_RATE_LIMITED);
+    return TC_ACT_SHOT;
+  }
+  int built = p->proto == IPPROTO_TCP ? build_rst(skb, p) : build_answer(skb, p);
+  if (built != 0) {
+    answer_count(SMIK_ANSWER_FAILED);
+    return TC_ACT_SHOT;
+  }
+  answer_count(SMIK_ANSWER_SENT);
+  return bpf_redirect(skb->ifindex, BPF_F_INGRESS);
+}
+
 SEC("tc")
 int smik_to_pod(struct __sk_buff *skb) {
   struct pkt p = {};
@@ -516,10 +850,14 @@ int smik_to_pod(struct __sk_buff *skb) {
     return count(skb, SMIK_REASON_MALFORMED);
   if (p.frag == FRAG_LATER) /* step 2 */
     return count(skb, later_fragment(&p));
-  __u32 reason = judge_to_pod(skb, &p);
+  int new_flow_denied = 0;
+  __u32 reason = judge_to_pod(skb, &p, &new_flow_denied);
   if (p.frag == FRAG_FIRST) /* step 9 */
     first_fragment(&p, reason);
-  return count(skb, reason);
+  int act = count(skb, reason);
+  if (new_flow_denied && reason == SMIK_REASON_POLICY)
+    act = deny_response(skb, &p);
+  return act;
 }
 
 static __always_inline int is_own_addr(const struct smik_endpoint *ep, const struct pkt *p) {

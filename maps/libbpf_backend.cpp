@@ -360,6 +360,15 @@ std::vector<uint64_t> LibbpfBackend::ctStats() {
   return out;
 }
 
+std::vector<uint64_t> LibbpfBackend::answerStats() {
+  std::vector<uint64_t> out(SMIK_ANSWER_COUNTER_MAX);
+  for (__u32 i = 0; i < SMIK_ANSWER_COUNTER_MAX; i++)
+    for (uint64_t c : perCpu<uint64_t>(m_.answer_stats.get(), &i, possibleCpus(),
+                                      &telemetry_read_errors_))
+      out[i] += c;
+  return out;
+}
+
 // One value for all CPUs (the programs add atomically); an edge evicted
 // between finding its key and reading it is skipped.
 std::vector<ConnEdge> LibbpfBackend::connEdges() {

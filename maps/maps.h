@@ -36,6 +36,8 @@ inline constexpr const char* kFragsMap = "smik_frags";
 // Each policy generation (the inner maps of smik_policy) is created under
 // this name.
 inline constexpr const char* kPolicyGeneration = "smik_pol_gen";
+inline constexpr const char* kTcConfigMap = "smik_tc_config";
+inline constexpr const char* kAnswerStatsMap = "smik_answer_stats";
 
 using PolicyEntries = std::map<smik_policy_key, smik_policy_value>;
 
@@ -105,6 +107,7 @@ class Backend {
   virtual std::vector<EdgeCounters> edges() = 0;
   virtual std::vector<uint64_t> sockStats() = 0;  // summed, index = SMIK_SOCK_*
   virtual std::vector<uint64_t> ctStats() = 0;    // summed, index = SMIK_CT_*
+  virtual std::vector<uint64_t> answerStats() = 0;  // summed, index = SMIK_ANSWER_*
   virtual std::vector<ConnEdge> connEdges() = 0;
   virtual uint64_t telemetryReadErrors() const { return 0; }
 };
@@ -129,6 +132,7 @@ class FakeBackend : public Backend {
   std::vector<EdgeCounters> edges() override { return {}; }
   std::vector<uint64_t> sockStats() override { return {}; }
   std::vector<uint64_t> ctStats() override { return {}; }
+  std::vector<uint64_t> answerStats() override { return {}; }
   std::vector<ConnEdge> connEdges() override { return conn_edges; }
   std::vector<ConnEdge> conn_edges;  // what connEdges() reports, set by tests
 
@@ -148,6 +152,7 @@ class FakeBackend : public Backend {
 struct BackendMaps {
   UniqueFd ipcache, endpoints, policy, state, reasons, edges;
   UniqueFd services, backends, sock_stats, conn, ct, ct_stats;
+  UniqueFd answer_stats;
 };
 
 // The kernel's maps, through libbpf. Owns its descriptors; moves, never
@@ -180,6 +185,7 @@ class LibbpfBackend final : public Backend {
   std::vector<EdgeCounters> edges() override;
   std::vector<uint64_t> sockStats() override;
   std::vector<uint64_t> ctStats() override;
+  std::vector<uint64_t> answerStats() override;
   std::vector<ConnEdge> connEdges() override;
   uint64_t telemetryReadErrors() const override { return telemetry_read_errors_; }
   // Deletes smik_backends entries no smik_services value points at: an agent

@@ -72,7 +72,8 @@ void tcDetachClsact(uint32_t ifindex, bpf_tc_attach_point where) {
 // that enforce are never replaced: their pins hold the policy in force.
 bool countsOnly(const std::string& name) {
   for (const char* m : {maps::kConnMap, maps::kEdgesMap, maps::kReasonsMap, maps::kSockStatsMap,
-                        maps::kEventsMap, "smik_denied", "smik_ev_limits"})
+                        maps::kEventsMap, maps::kAnswerStatsMap, "smik_denied", "smik_ev_limits",
+                        "smik_answer_limits"})
     if (name == m) return true;
   return false;
 }
@@ -170,8 +171,10 @@ Result<maps::BackendMaps> backendMaps(const Skeleton<tc_policy>& tc, const Skele
   m.backends = mapFd(sock->maps.smik_backends);
   m.sock_stats = mapFd(sock->maps.smik_sock_stats);
   m.conn = mapFd(tel->maps.smik_conn);
+  m.answer_stats = mapFd(tc->maps.smik_answer_stats);
   for (const UniqueFd* fd : {&m.ipcache, &m.endpoints, &m.policy, &m.state, &m.reasons, &m.edges,
-                             &m.ct, &m.ct_stats, &m.services, &m.backends, &m.sock_stats, &m.conn})
+                             &m.ct, &m.ct_stats, &m.services, &m.backends, &m.sock_stats, &m.conn,
+                             &m.answer_stats})
     if (!*fd) return Error{errnoText("duplicate a map descriptor")};
   return m;
 }
@@ -204,6 +207,13 @@ bool Datapath::loadObjects(std::string* err) {
   auto tel = loadObject<sockops>(opts_.pin_dir, [](auto&) {});
   if (!tel) return (*err = "load BPF telemetry (sockops): " + tel.error()), false;
   objs_.reset(new Objects{std::move(tc).value(), std::move(sock).value(), std::move(tel).value()});
+  // Pinned: the programs a previous agent left attached read the new
+  // setting at once.
+  smik_tc_config cfg{};
+  cfg.deny_response = opts_.deny_response;
+  __u32 zero = 0;
+  if (bpf_map_update_elem(bpf_map__fd(objs_->tc->maps.smik_tc_config), &zero, &cfg, BPF_ANY) != 0)
+    return (*err = errnoText("write smik_tc_config")), false;
   auto backend_maps = backendMaps(objs_->tc, objs_->sock, objs_->tel);
   if (!backend_maps) return (*err = backend_maps.error()), false;
   maps_ = std::make_unique<maps::LibbpfBackend>(std::move(backend_maps).value());

@@ -30,6 +30,11 @@ struct Options {
   // Entries of a new smik_ct (--ct-max). A pinned one keeps its size: it
   // holds the flows in progress (see open()).
   uint32_t ct_max = SMIK_MAX_CT;
+  // What a denied new flow gets (SMIK_DENY_*, --deny-response). The agent's
+  // flag defaults to reject; here drop, so a Datapath opened for tests of
+  // verdicts alone sees its denied packets dropped, as the kernel does
+  // before any agent configured it.
+  uint8_t deny_response = SMIK_DENY_DROP;
 };
 
 // The maps of the BPF objects as built, before anything is loaded (no

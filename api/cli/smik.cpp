@@ -371,6 +371,10 @@ void printStatus(const pb::StatusReply& s) {
   for (const abi::Fact& f : abi::kReasons)  // the kernel's order, not the map's
     if (auto it = s.verdicts().find(f.name); it != s.verdicts().end())
       std::cout << "  " << f.name << ": " << it->second.packets() << " packets\n";
+  const auto& a = s.deny_answers();
+  std::cout << "answers to denied flows: " << a.sent() << " sent, " << a.rate_limited()
+            << " rate-limited, " << a.unanswerable() << " unanswerable, " << a.failed()
+            << " failed\n";
   std::cout << "edges (new flows judged by the tc programs; the " << s.edges_size()
             << " most active of " << s.edges_total() << "):\n";
   for (const auto& e : s.edges())

@@ -79,6 +79,11 @@ std::string prometheusText(const AgentStatus& s) {
          factSamples("smik_conntrack_events_total", "event", abi::kCtCounters, s.ct_stats) +
              "smik_conntrack_events_total{event=\"swept\"} " + std::to_string(s.ct_swept_total) +
              "\n");
+  metric("smik_deny_answers_total",
+         "Answers to denied new flows, --deny-response reject (" +
+             factsHelp(abi::kAnswerCounters) + ").",
+         "counter",
+         factSamples("smik_deny_answers_total", "event", abi::kAnswerCounters, s.answer_stats));
   metric("smik_socket_events_total",
          "Service translation by the socket programs (" + factsHelp(abi::kSockCounters) + ").",
          "counter", factSamples("smik_socket_events_total", "event", abi::kSockCounters, s.sock_stats));

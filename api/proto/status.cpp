@@ -15,6 +15,7 @@ void fillCounters(const AgentStatus& s, v1::StatusReply* r) {
   fillByName(abi::kSockCounters, s.sock_stats, r->mutable_connect());
   fillByName(abi::kCtCounters, s.ct_stats, r->mutable_conntrack());
   r->mutable_conntrack()->set_swept(s.ct_swept_total);
+  fillByName(abi::kAnswerCounters, s.answer_stats, r->mutable_deny_answers());
 }
 
 void fillMaps(const AgentStatus& s, v1::StatusReply* r) {

@@ -253,6 +253,57 @@ enum smik_reason {
 };
 #undef SMIK_X_REASON_ENUM
 
+/* ---- Answers to denied flows (--deny-response) ----
+ *
+ * smik_tc_config[0]: the tc programs' settings, written by the agent. An
+ * all-zero entry (no agent has written one) is SMIK_DENY_DROP: the program
+ * never answers what nobody asked it to. */
+#define SMIK_DENY_DROP 0   /* a denied packet is dropped, unanswered */
+#define SMIK_DENY_REJECT 1 /* a denied SYN is answered with a RST, a denied UDP
+                              datagram with ICMP administratively prohibited
+                              (bpf/README.md) */
+#define SMIK_DENY_ANSWERS_PER_SEC 10 /* per source address, sustained */
+#define SMIK_DENY_ANSWER_BURST 10    /* per source address, back to back */
+#define SMIK_MAX_ANSWER_LIMITS (1 << 13) /* smik_answer_limits (LRU): sources rate-limited */
+
+struct smik_tc_config {
+  __u8 deny_response;    /* SMIK_DENY_* */
+  __u8 pad[3];
+  __u32 answers_per_sec; /* 0 = SMIK_DENY_ANSWERS_PER_SEC */
+  __u32 answer_burst;    /* 0 = SMIK_DENY_ANSWER_BURST */
+  __u32 pad2;
+};
+SMIK_STATIC_ASSERT(sizeof(struct smik_tc_config) == 16, "smik_tc_config layout");
+
+/* smik_answer_limits, keyed by the source address (a smik_ip_key): the
+ * source's token bucket as a GCRA "theoretical arrival time". */
+struct smik_answer_limit {
+  __u64 tat_ns;
+};
+SMIK_STATIC_ASSERT(sizeof(struct smik_answer_limit) == 8, "smik_answer_limit layout");
+
+/* Per-CPU counters of the answers to denied packets (index = SMIK_ANSWER_*):
+ * the one list, for the enum below, /status ("denyAnswers"), gRPC
+ * (DenyAnswerCounters: a field per name) and Prometheus
+ * (smik_deny_answers_total{event=name}). The denied packets themselves
+ * count under the verdict "policy" whatever happens to them here. Append
+ * only. X(ID, index, name, help). */
+#define SMIK_ANSWER_COUNTERS(X)                                                       \
+  X(SENT, 0, "sent", "denied new flows answered (a SYN with a RST, a datagram with ICMP)") \
+  X(RATE_LIMITED, 1, "rate_limited",                                                  \
+    "answers not sent: the source's rate limit was spent")                            \
+  X(UNANSWERABLE, 2, "unanswerable",                                                  \
+    "denied packets never answered: not a flow's first packet, a RST, an ICMP error, " \
+    "a fragment, a broadcast or multicast")                                           \
+  X(FAILED, 3, "failed", "answers that could not be built (the packet was dropped)")
+
+#define SMIK_X_ANSWER_ENUM(id, n, name, help) SMIK_ANSWER_##id = n,
+enum smik_answer_counter {
+  SMIK_ANSWER_COUNTERS(SMIK_X_ANSWER_ENUM)
+  SMIK_ANSWER_COUNTER_MAX = 8, /* the map's size: room to append */
+};
+#undef SMIK_X_ANSWER_ENUM
+
 struct smik_counter {
   __u64 packets;
   __u64 bytes;
@@ -477,6 +528,7 @@ inline constexpr Fact kCtCounters[] = {SMIK_CT_COUNTERS(SMIK_X_FACT)};
 inline constexpr Fact kSockCounters[] = {SMIK_SOCK_COUNTERS(SMIK_X_FACT)};
 inline constexpr Fact kEventKinds[] = {SMIK_EVENT_KINDS(SMIK_X_FACT)};
 inline constexpr Fact kFailReasons[] = {SMIK_FAIL_REASONS(SMIK_X_FACT)};
+inline constexpr Fact kAnswerCounters[] = {SMIK_ANSWER_COUNTERS(SMIK_X_FACT)};
 #undef SMIK_X_FACT
 
 /* The name of value id in table, or fallback when the table has none (a

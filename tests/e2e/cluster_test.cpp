@@ -106,7 +106,9 @@ class Cluster : public E2E {
             "--peer-tls-key", certs_->key(node),
             "--peer-tls-ca", certs_->crt("ca"),
             "--peers", peers,
-            "--peer-timeout-ms", std::to_string(kPeerTimeoutMs)};
+            "--peer-timeout-ms", std::to_string(kPeerTimeoutMs),
+            // denials read as timeouts here (deny_response_test.cpp: answers)
+            "--deny-response", "drop"};
   }
 
   // Ready, with `endpoints` local pods hooked.

@@ -176,6 +176,10 @@ class E2E : public ::testing::Test {
                                   // socket programs for this bed's pods only
                                   "--cgroup", bed_->cgroupRoot()};
     a.insert(a.end(), extra.begin(), extra.end());
+    // The tests of who may reach whom read a denial as a timeout; what a
+    // rejected flow gets instead is deny_response_test.cpp's.
+    if (std::find(extra.begin(), extra.end(), "--deny-response") == extra.end())
+      a.insert(a.end(), {"--deny-response", "drop"});
     // Never the shared default socket: parallel runs would collide on it.
     if (std::find(extra.begin(), extra.end(), "--grpc") == extra.end())
       a.insert(a.end(), {"--grpc", "/tmp/" + bed_->prefix() + "-default-agent.sock"});

@@ -135,4 +135,18 @@ int runTc(int prog_fd, const std::vector<uint8_t>& pkt, uint32_t ifindex, uint32
   return static_cast<int>(o.retval);
 }
 
+int runTcOut(int prog_fd, const std::vector<uint8_t>& pkt, uint32_t ifindex,
+             std::vector<uint8_t>* out) {
+  __sk_buff ctx{};
+  ctx.ifindex = ifindex;
+  out->assign(pkt.size() + 256, 0);
+  LIBBPF_OPTS(bpf_test_run_opts, o, .data_in = pkt.data(), .data_out = out->data(),
+              .data_size_in = static_cast<__u32>(pkt.size()),
+              .data_size_out = static_cast<__u32>(out->size()), .ctx_in = &ctx,
+              .ctx_size_in = sizeof(ctx));
+  if (bpf_prog_test_run_opts(prog_fd, &o) != 0) return -errno;
+  out->resize(o.data_size_out);
+  return static_cast<int>(o.retval);
+}
+
 }  // namespace smik::pkt

@@ -43,5 +43,9 @@ std::vector<uint8_t> ipPacket(const PacketSpec& p);
 // verdict (0 pass, 2 drop) or -errno. repeat > 1 reports mean ns per run.
 int runTc(int prog_fd, const std::vector<uint8_t>& pkt, uint32_t ifindex, uint32_t repeat = 1,
           uint32_t* ns_per_run = nullptr);
+// Same, and *out is the packet as the program left it (an answer it built
+// in place of the packet).
+int runTcOut(int prog_fd, const std::vector<uint8_t>& pkt, uint32_t ifindex,
+             std::vector<uint8_t>* out);
 
 }  // namespace smik::pkt

@@ -6,12 +6,19 @@
 //   smik-testpeer udp IP PORT [--timeout-ms N] [--count N]
 //   smik-testpeer hold IP PORT --seconds S [--interval-ms N]
 //   smik-testpeer spray IP --count N [--cpu C]
+//   smik-testpeer raw IP PORT --kind syn|rst|ack|icmp-error|fragment --count N
+//                 [--listen-ms M]   (IPv4)
 //
 // serve: TCP and UDP servers on 0.0.0.0 and [::]; each TCP line and each datagram is
 //   answered with "NAME\n" (with --id; lets a test see which backend
 //   answered) or echoed. Prints "ready" once every socket listens.
-// tcp:   per attempt "ok <reply>" | "refused" | "timeout" | "error <text>".
-// udp:   per attempt "ok <reply>" | "refused" | "timeout" | "error <text>".
+// tcp:   per attempt "ok <reply>" | "refused" | "unreachable" | "prohibited" |
+//        "timeout" | "error <text>".
+// udp:   the same.
+// raw:   N crafted packets of one kind from the pod's own address (a new
+//   source port each), as fast as they go, then "answers K": the TCP RSTs
+//   from IP and the ICMP destination-unreachable messages quoting a packet
+//   to IP that arrived within M ms (default 500).
 // hold:  one connection, a round trip every 50 ms for S seconds (500 ms
 //   limit each); "ok N" or "broken after N".
 // Exit code: 0 = all attempts ok, 1 = some failed, 2 = usage/setup error.
@@ -47,6 +54,8 @@ using Clock = std::chrono::steady_clock;
                "                 [--show-peer 1] [--unconnected 1] [--one-socket 1] (udp)\n"
                "       smik-testpeer hold IP PORT --seconds S\n"
                "       smik-testpeer spray IP --count N [--cpu C]\n"
+               "       smik-testpeer raw IP PORT --kind syn|rst|ack|icmp-error|fragment --count N\n"
+               "                 [--listen-ms M]\n"
                "       (udp: --size N sends N bytes; serve: --echo 1 answers with the datagram)\n",
                why.c_str());
   std::exit(2);
@@ -214,6 +223,10 @@ Addr parseAddr(const std::string& ip, const std::string& port) {
 std::string errnoLine(int err) {
   if (err == ECONNREFUSED) return "refused";
   if (err == ETIMEDOUT) return "timeout";
+  // ICMP administratively prohibited (smik's --deny-response reject): IPv4's
+  // code 13 reads as EHOSTUNREACH, ICMPv6's code 1 as EACCES
+  if (err == EHOSTUNREACH) return "unreachable";
+  if (err == EACCES) return "prohibited";
   return std::string("error ") + std::strerror(err);
 }
 
@@ -446,6 +459,124 @@ int hold(const Addr& a, double seconds) {
 
 }  // namespace
 
+uint16_t inetChecksum(const uint8_t* p, size_t n) {
+  uint32_t sum = 0;
+  for (size_t i = 0; i + 1 < n; i += 2) sum += (p[i] << 8) | p[i + 1];
+  if (n & 1) sum += p[n - 1] << 8;
+  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+  return static_cast<uint16_t>(~sum);
+}
+
+void put16(uint8_t* p, uint16_t v) {
+  p[0] = v >> 8;
+  p[1] = v & 0xff;
+}
+
+// One crafted IPv4 packet from src to dst:port (the IP header included).
+std::vector<uint8_t> rawPacket(const std::string& kind, in_addr src, in_addr dst, uint16_t sport,
+                               uint16_t port) {
+  std::vector<uint8_t> b(20, 0);
+  b[0] = 0x45;
+  b[8] = 64;
+  put16(&b[4], sport);  // IP id
+  std::memcpy(&b[12], &src, 4);
+  std::memcpy(&b[16], &dst, 4);
+  if (kind == "icmp-error") {
+    // port unreachable, quoting a made-up datagram from dst to src
+    b[9] = 1;
+    std::vector<uint8_t> icmp(8 + 28, 0);
+    icmp[0] = 3;
+    icmp[1] = 3;
+    icmp[8] = 0x45;
+    put16(&icmp[8 + 2], 28);
+    icmp[8 + 8] = 64;
+    icmp[8 + 9] = 17;
+    std::memcpy(&icmp[8 + 12], &dst, 4);
+    std::memcpy(&icmp[8 + 16], &src, 4);
+    put16(&icmp[28], port);
+    put16(&icmp[30], sport);
+    put16(&icmp[2], inetChecksum(icmp.data(), icmp.size()));
+    b.insert(b.end(), icmp.begin(), icmp.end());
+  } else if (kind == "fragment") {
+    b[9] = 17;
+    put16(&b[6], 0x0000 | 3);  // offset 24 bytes, the last fragment: no UDP header
+    b.resize(20 + 16, 0xab);
+  } else {
+    b[9] = 6;
+    std::vector<uint8_t> tcp(20, 0);
+    put16(&tcp[0], sport);
+    put16(&tcp[2], port);
+    put16(&tcp[4], 0x1234);
+    tcp[12] = 5 << 4;
+    tcp[13] = kind == "syn" ? 0x02 : kind == "rst" ? 0x04 : 0x10;
+    put16(&tcp[14], 1024);
+    // the pseudo-header, then the segment
+    std::vector<uint8_t> ps(12 + 20, 0);
+    std::memcpy(&ps[0], &src, 4);
+    std::memcpy(&ps[4], &dst, 4);
+    ps[9] = 6;
+    put16(&ps[10], 20);
+    std::memcpy(&ps[12], tcp.data(), 20);
+    put16(&tcp[16], inetChecksum(ps.data(), ps.size()));
+    b.insert(b.end(), tcp.begin(), tcp.end());
+  }
+  put16(&b[2], static_cast<uint16_t>(b.size()));
+  put16(&b[10], inetChecksum(b.data(), 20));
+  return b;
+}
+
+int raw(const std::string& ip, int port, const std::string& kind, long count, int listen_ms) {
+  if (kind != "syn" && kind != "rst" && kind != "ack" && kind != "icmp-error" && kind != "fragment")
+    usage("bad --kind " + kind);
+  in_addr dst{};
+  if (inet_pton(AF_INET, ip.c_str(), &dst) != 1) usage("raw is IPv4 only: " + ip);
+  // The pod's own address towards ip: what its kernel would send from.
+  int probe = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  sockaddr_in to{};
+  to.sin_family = AF_INET;
+  to.sin_addr = dst;
+  to.sin_port = htons(static_cast<uint16_t>(port));
+  sockaddr_in me{};
+  socklen_t len = sizeof me;
+  if (probe < 0 || ::connect(probe, reinterpret_cast<sockaddr*>(&to), sizeof to) != 0 ||
+      getsockname(probe, reinterpret_cast<sockaddr*>(&me), &len) != 0)
+    die("source address");
+  close(probe);
+  int icmp = socket(AF_INET, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_ICMP);
+  int tcp = socket(AF_INET, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_TCP);
+  int out = socket(AF_INET, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_RAW);
+  if (icmp < 0 || tcp < 0 || out < 0) die("raw socket");
+  for (long i = 0; i < count; i++) {
+    auto pkt = rawPacket(kind, me.sin_addr, dst, static_cast<uint16_t>(20000 + i % 40000), port);
+    if (::sendto(out, pkt.data(), pkt.size(), 0, reinterpret_cast<sockaddr*>(&to), sizeof to) < 0)
+      die("sendto");
+  }
+  long answers = 0;
+  auto deadline = Clock::now() + std::chrono::milliseconds(listen_ms);
+  uint8_t buf[2048];
+  for (int left; (left = msLeft(deadline)) > 0;) {
+    pollfd p[2] = {{icmp, POLLIN, 0}, {tcp, POLLIN, 0}};
+    if (::poll(p, 2, left) <= 0) continue;
+    for (const pollfd& ready : p) {
+      if (!(ready.revents & POLLIN)) continue;
+      ssize_t n = ::recv(ready.fd, buf, sizeof buf, 0);
+      if (n < 20) continue;
+      size_t ihl = (buf[0] & 0xf) * 4;
+      if (ready.fd == icmp) {
+        // type 3 (unreachable) quoting a packet of ours to ip
+        if (n >= static_cast<ssize_t>(ihl + 8 + 20) && buf[ihl] == 3 &&
+            std::memcmp(&buf[ihl + 8 + 16], &dst, 4) == 0)
+          answers++;
+      } else if (n >= static_cast<ssize_t>(ihl + 20) && std::memcmp(&buf[12], &dst, 4) == 0 &&
+                 (buf[ihl + 13] & 0x04)) {
+        answers++;  // a RST from ip
+      }
+    }
+  }
+  std::printf("answers %ld\n", answers);
+  return 0;
+}
+
 int main(int argc, char** argv) {
   ::signal(SIGPIPE, SIG_IGN);  // a peer's reset must be reported, not kill us
   if (argc < 2) usage("missing mode");
@@ -478,6 +609,12 @@ int main(int argc, char** argv) {
   if (mode == "spray") {
     if (pos.size() != 1 || !opt.count("--count")) usage("spray needs IP --count N");
     return spray(pos[0], std::atol(opt["--count"].c_str()), std::atoi(get("--cpu", "-1").c_str()));
+  }
+  if (mode == "raw") {
+    if (pos.size() != 2 || !opt.count("--count") || !opt.count("--kind"))
+      usage("raw needs IP PORT --kind K --count N");
+    return raw(pos[0], std::atoi(pos[1].c_str()), opt["--kind"], std::atol(opt["--count"].c_str()),
+               std::atoi(get("--listen-ms", "500").c_str()));
   }
   if (mode != "tcp" && mode != "udp" && mode != "hold") usage("unknown mode " + mode);
   if (pos.size() != 2) usage(mode + " needs IP PORT");

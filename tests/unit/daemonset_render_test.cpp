@@ -67,6 +67,7 @@ TEST(Daemonset, HelmChartValuesCoverTheTemplates) {
   EXPECT_EQ(str(values["httpRules"]), str(cm["SMIK_HTTP_RULES"]));
   EXPECT_EQ(str(values["hostTraffic"]), str(cm["SMIK_HOST_TRAFFIC"]));
   EXPECT_EQ(str(values["clusterDomain"]), str(cm["SMIK_CLUSTER_DOMAIN"]));
+  EXPECT_EQ(str(values["denyResponse"]), str(cm["SMIK_DENY_RESPONSE"]));
   EXPECT_EQ(str(values["meshAll"]), str(cm["SMIK_MESH_ALL"]));
   EXPECT_EQ(str(values["logLevel"]), str(cm["SMIK_LOG_LEVEL"]));
   EXPECT_EQ(str(values["metricsWindow"]), str(cm["SMIK_METRICS_WINDOW"]));

@@ -56,6 +56,7 @@ TEST(Facts, TablesAreWellFormed) {
   expectWellFormed(abi::kReasons, SMIK_REASON_MAX);
   expectWellFormed(abi::kCtCounters, SMIK_CT_COUNTER_MAX);
   expectWellFormed(abi::kSockCounters, SMIK_SOCK_MAX);
+  expectWellFormed(abi::kAnswerCounters, SMIK_ANSWER_COUNTER_MAX);
   expectWellFormed(abi::kEventKinds, 256);  // smik_event.kind is a __u8
   expectWellFormed(abi::kFailReasons, 256);
   EXPECT_STREQ(abi::nameOf(abi::kReasons, SMIK_REASON_SPOOFED), "spoofed");
@@ -67,6 +68,7 @@ TEST(Facts, TablesAreWellFormed) {
 TEST(Facts, ProtoMessagesHaveAFieldPerCounter) {
   EXPECT_EQ(counterFields(v1::ConnectCounters::descriptor()), names(abi::kSockCounters));
   EXPECT_EQ(counterFields(v1::ConntrackCounters::descriptor(), "swept"), names(abi::kCtCounters));
+  EXPECT_EQ(counterFields(v1::DenyAnswerCounters::descriptor()), names(abi::kAnswerCounters));
 }
 
 AgentStatus sample() {
@@ -84,6 +86,9 @@ AgentStatus sample() {
   s.ct_stats[SMIK_CT_INSERT_FAILED] = 5;
   s.ct_stats[SMIK_CT_FRAGMENTS_TRACKED] = 6;
   s.ct_swept_total = 7;
+  s.answer_stats.assign(SMIK_ANSWER_COUNTER_MAX, 0);
+  s.answer_stats[SMIK_ANSWER_SENT] = 8;
+  s.answer_stats[SMIK_ANSWER_RATE_LIMITED] = 9;
   s.edges_total = uint64_t(1) << 40;
   s.edges.push_back({"app/client", "app/web", "TCP", 8080, 9, 1});
   return s;
@@ -104,6 +109,8 @@ TEST(Status, JsonKeepsItsKeysAndNumbers) {
   EXPECT_EQ(j["conntrack"]["insertFailed"], 5);
   EXPECT_EQ(j["conntrack"]["fragmentsTracked"], 6);
   EXPECT_EQ(j["conntrack"]["swept"], 7);
+  EXPECT_EQ(j["denyAnswers"]["sent"], 8);
+  EXPECT_EQ(j["denyAnswers"]["rateLimited"], 9);
   EXPECT_TRUE(j["edgesTotal"].is_number_unsigned()) << j["edgesTotal"];
   EXPECT_EQ(j["edgesTotal"].get<uint64_t>(), uint64_t(1) << 40);
   EXPECT_EQ(j["edges"][0]["flowsAllowed"], 9);
@@ -149,7 +156,9 @@ TEST(Status, MetricsLabelSamplesWithTheTablesNames) {
                            "smik_conntrack_events_total{event=\"insert_failed\"} 5\n",
                            "smik_conntrack_events_total{event=\"fragments_tracked\"} 6\n",
                            "smik_conntrack_events_total{event=\"swept\"} 7\n",
-                           "smik_socket_events_total{event=\"no_backend\"} 4\n"})
+                           "smik_socket_events_total{event=\"no_backend\"} 4\n",
+                           "smik_deny_answers_total{event=\"sent\"} 8\n",
+                           "smik_deny_answers_total{event=\"rate_limited\"} 9\n"})
     EXPECT_NE(text.find(line), std::string::npos) << line << text;
   // Every entry of a table, zero or not.
   for (const abi::Fact& f : abi::kReasons)
