@@ -10,6 +10,7 @@
 
 #include "agent/compile/compile.h"
 #include "agent/datapath/dataplane.h"
+#include "agent/datapath/http_apply.h"
 #include "maps/maps.h"
 #include "maps/memory.h"
 
@@ -64,6 +65,11 @@ class Datapath : public Dataplane {
   uint8_t attachMode() const override;
   std::vector<std::string> hostAddresses() const override;
   std::vector<maps::MapUsage> mapUsage() override;
+  bool openHttpJudge(std::string* err) override;
+  bool httpJudgeOpen() const override { return http_ != nullptr; }
+  bool stageHttp(const compile::Plan& plan, std::string* err) override;
+  bool finishHttp(const compile::Plan& plan, std::string* err) override;
+  std::array<uint64_t, SMIK_HTTP_COUNTER_MAX> httpCounters() const override;
 
   // Removes every program, link, tc hook and pin under pin_dir.
   static bool uninstall(const std::string& pin_dir, std::string* err);
@@ -91,6 +97,7 @@ class Datapath : public Dataplane {
   bool tcx_ = false;
   std::map<uint32_t, Attachment> attached_;  // by ifindex
   std::map<std::string, int> adopted_;        // pinned link path -> fd, not yet claimed
+  std::unique_ptr<HttpEnforcer> http_;         // --http-rules=enforce
 };
 
 }  // namespace smik::datapath
