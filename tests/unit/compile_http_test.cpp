@@ -215,7 +215,7 @@ TEST(CompileHttp, PatternsOverTheDfaBudgetDenyEveryRequestOnThePort) {
 
 TEST(CompileHttp, UnsupportedRegexRejectsTheRouteGroup) {
   const auto r = model::parseManifests(
-      routeGroup("bad", {"{name: back, pathRegex: '/(a)\\\\1', methods: [GET]}"}), "bad.yaml");
+      routeGroup("bad", {"{name: back, pathRegex: '/(a)\\1', methods: [GET]}"}), "bad.yaml");
   ASSERT_EQ(r.errors.size(), 1u);
   EXPECT_THAT(r.errors[0].str(), HasSubstr("HTTPRouteGroup prod/bad"));
   EXPECT_THAT(r.errors[0].str(), HasSubstr("pathRegex"));
