@@ -260,7 +260,9 @@ int printPolicy(const std::string& output, const PolicyView& p) {
   for (const auto& h : p.http)
     std::cout << "  http     " << h["source"].get<std::string>() << " -> "
               << h["destination"].get<std::string>() << " TCP/" << h["port"].get<int>() << " "
-              << h["methods"].get<std::string>() << " " << h["pathRegex"].get<std::string>()
+              << h["methods"].get<std::string>() << " "
+              << (h["pathRegex"].get<std::string>().empty() ? std::string("(any path)")
+                                                           : h["pathRegex"].get<std::string>())
               << "   (" << h["trafficTarget"].get<std::string>() << ", " << h["rule"].get<std::string>()
               << (h["match"].get<std::string>().empty() ? "" : " match " + h["match"].get<std::string>())
               << ")\n";
