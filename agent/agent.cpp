@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <set>
 #include <thread>
 
 #include "agent/base/names.h"
@@ -23,6 +24,17 @@ std::unique_ptr<Agent> Agent::create(const AgentConfig& cfg,
   a->status_.node = cfg.node.node_name;
   a->status_.access_mode = compile::accessModeName(cfg.node.access_mode);
   a->status_.host_traffic = compile::hostTrafficName(cfg.node.host_traffic);
+  a->status_.http_rules = compile::httpRulesName(cfg.node.http_rules);
+  if (cfg.node.http_rules == compile::HttpRulesAtL4::kEnforce) {
+    std::string err;
+    if (a->dp_->openHttpJudge(&err)) {
+      a->status_.http_judge = "attached";
+    } else {
+      a->status_.http_judge = "unavailable: " + err;
+      spdlog::error("--http-rules=enforce: the kernel's HTTP judge cannot run here ({}); ports "
+                    "governed by HTTPRouteGroup rules stay CLOSED (fail closed)", err);
+    }
+  }
   a->status_.source = a->source_->describe();
   // Until the first round, why not: the HTTP server answers probes before it.
   a->status_.not_ready = a->source_->synced() ? "no policy applied yet" : a->source_->problem();
@@ -174,7 +186,9 @@ bool Agent::recompileIfNeeded(bool source_changed) {
   node.host_addrs = addrs;
   host_addrs_ = addrs;
   auto state = std::make_shared<const model::ClusterState>(source_->state());
-  plan_ = std::make_shared<const compile::Plan>(compile::compile(*state, node));
+  auto plan = compile::compile(*state, node);
+  closeUnjudgedPorts(&plan);
+  plan_ = std::make_shared<const compile::Plan>(std::move(plan));
   source_->reportPlan(*plan_);
   store_.setTopology(state, *plan_);
   publish(std::move(state), node);
@@ -199,6 +213,33 @@ void Agent::publish(std::shared_ptr<const model::ClusterState> state,
   applied_ = std::move(view);
   status_.diagnostics = std::move(diagnostics);
   status_.identities = plan_->identities.size();
+}
+
+void Agent::closeUnjudgedPorts(compile::Plan* plan) const {
+  if (plan->http.empty() || dp_->httpJudgeOpen()) return;
+  // Keep only what a TCPRoute grants on those ports; the HTTP rules' own
+  // grants are dropped with the ports they needed judged.
+  for (const auto& [key, hp] : plan->http) {
+    std::set<uint32_t> whole_port;
+    for (const auto& o : hp.origins)
+      if (o.rule_id && o.match.empty()) whole_port.insert(o.src_id);
+    for (auto it = plan->policy.begin(); it != plan->policy.end();) {
+      const auto& [k, v] = *it;
+      bool http_rule = v.rule_id && v.rule_id <= plan->rules.size() &&
+                       plan->rules[v.rule_id - 1].rule.rfind("HTTPRouteGroup ", 0) == 0;
+      if (http_rule && k.dst_id == key.first && k.dport == key.second &&
+          k.proto == SMIK_PROTO_TCP && !whole_port.count(k.src_id))
+        it = plan->policy.erase(it);
+      else
+        ++it;
+    }
+    plan->diagnostics.push_back({compile::Diagnostic::Level::kWarning,
+                                 {"Node", "", cfg_.node.node_name},
+                                 "port " + std::to_string(key.second) + " of " +
+                                     plan->identityName(key.first) +
+                                     ": HTTP rules cannot be judged on this kernel; closed"});
+  }
+  plan->http.clear();
 }
 
 bool Agent::retryDue() const {
@@ -293,10 +334,18 @@ bool Agent::enforce(const maps::KernelState& next, const std::map<std::string, u
       hookable[pod] = ifindex;
   }
   dp_->attachNew(hookable, errors);
-  // 2. Fill: identities, everyone's policy, services, removals.
+  // 2. The HTTP judge governs its ports before the L4 policy opens them:
+  // a socket accepted first would never be judged.
+  if (!dp_->stageHttp(*plan_, &err)) {
+    errors->push_back("http judge: " + err + " (the previous policy stays in force)");
+    findUnenforced(wanted, unwritten);
+    return false;
+  }
+  // 3. Fill: identities, everyone's policy, services, removals.
   bool filled = maps::apply(backend, next, current_, st, &err);
   if (filled) {
     current_ = next;
+    if (!dp_->finishHttp(*plan_, &err)) errors->push_back("http judge: " + err);
     // Services are in the maps now: only then may connect() be translated.
     if (!dp_->socketProgramsAttached() && !dp_->attachSocketPrograms(&err))
       errors->push_back("socket programs: " + err);
@@ -384,6 +433,8 @@ AgentStatus Agent::status() const {
   out.ct_stats = m.ctStats();
   out.answer_stats = m.answerStats();
   out.policy_generation = m.policyGeneration();
+  auto http = dp_->httpCounters();
+  out.http_stats.assign(http.begin(), http.end());
   auto edges = m.edges();
   auto name = [&](uint32_t id) {
     auto it = view->identity_names.find(id);

@@ -40,6 +40,10 @@ struct AgentStatus {
   std::string node;
   std::string access_mode;
   std::string host_traffic;  // allow | policy
+  std::string http_rules;    // deny | allow-tcp | enforce
+  // enforce: "attached", or why the judge is not (its ports then stay closed).
+  std::string http_judge;
+  std::vector<uint64_t> http_stats;  // index = SMIK_HTTP_C_*
   std::string attach_mode;
   uint64_t rejected_objects_total = 0;
   uint64_t applies_total = 0;
@@ -152,6 +156,9 @@ class Agent {
   void sampleMapUsage();  // counting entries walks every map: every few seconds
   void sweepConntrack();
   void readEvents(const std::atomic<bool>& stop);  // ring buffer -> events_
+  // --http-rules=enforce on a kernel without the judge: what only the judge
+  // could make safe is not opened at L4.
+  void closeUnjudgedPorts(compile::Plan* plan) const;
 
   // Agent thread only.
   AgentConfig cfg_;

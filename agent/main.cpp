@@ -41,10 +41,8 @@ bool applyPolicySettings(const std::string& mode, const std::string& http_rules,
     spdlog::error("--host-traffic: {} is not allow or policy", host_traffic);
     return false;
   }
-  if (http_rules == "allow-tcp") {
-    node->http_rules = smik::compile::HttpRulesAtL4::kGrantAllTcp;
-  } else if (http_rules != "deny") {
-    spdlog::error("--http-rules: {} is not deny or allow-tcp", http_rules);
+  if (!smik::compile::parseHttpRules(http_rules, &node->http_rules)) {
+    spdlog::error("--http-rules: {} is not enforce, deny or allow-tcp", http_rules);
     return false;
   }
   node->mesh_all = mesh_all;
@@ -110,7 +108,7 @@ struct Flags {
   std::vector<std::string> mesh_namespaces;
   bool record_events = true;
   smik::api::AggregatedApi::Options aggregated;
-  std::string mode = "strict", http_rules = "deny", host_traffic = "allow", log_level = "info";
+  std::string mode = "strict", http_rules = "enforce", host_traffic = "allow", log_level = "info";
   std::string grpc_socket = "/run/smik/agent.sock";
   std::string deny_response = "reject";
   bool uninstall = false, mesh_all = false;
@@ -183,7 +181,8 @@ void addNodeFlags(CLI::App& app, Flags& f) {
       ->envname("SMIK_ACCESS_MODE")
       ->capture_default_str();
   app.add_option("--http-rules", f.http_rules,
-                 "HTTPRouteGroup-only rules at L4: deny (grant nothing) | allow-tcp (all TCP ports)")
+                 "HTTPRouteGroup rules: enforce (each request judged in the kernel: methods, "
+                 "paths) | deny (grant nothing) | allow-tcp (all TCP ports)")
       ->envname("SMIK_HTTP_RULES")
       ->capture_default_str();
   app.add_option("--host-traffic", f.host_traffic,

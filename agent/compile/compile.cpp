@@ -36,6 +36,40 @@ bool parseAccessMode(const std::string& s, AccessMode* out) {
   return false;
 }
 
+const char* httpRulesName(HttpRulesAtL4 h) {
+  switch (h) {
+    case HttpRulesAtL4::kGrantNothing: return "deny";
+    case HttpRulesAtL4::kGrantAllTcp: return "allow-tcp";
+    case HttpRulesAtL4::kEnforce: return "enforce";
+  }
+  return "?";
+}
+
+bool parseHttpRules(const std::string& s, HttpRulesAtL4* out) {
+  for (auto h : {HttpRulesAtL4::kGrantNothing, HttpRulesAtL4::kGrantAllTcp, HttpRulesAtL4::kEnforce}) {
+    if (s == httpRulesName(h)) {
+      *out = h;
+      return true;
+    }
+  }
+  return false;
+}
+
+namespace {
+constexpr const char* kMethodNames[SMIK_HTTP_METHODS] = {
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "OTHER"};
+constexpr uint16_t kAllMethods = (1u << SMIK_HTTP_METHODS) - 1;
+}  // namespace
+
+uint16_t httpMethodBits(const std::string& method) {
+  if (method == "*") return kAllMethods;
+  for (unsigned m = 0; m < SMIK_HTTP_M_OTHER; ++m)
+    if (method == kMethodNames[m]) return uint16_t(1u << m);
+  return 0;
+}
+
+const char* httpMethodName(unsigned m) { return m < SMIK_HTTP_METHODS ? kMethodNames[m] : "?"; }
+
 const char* hostTrafficName(HostTraffic h) { return h == HostTraffic::kPolicy ? "policy" : "allow"; }
 
 bool parseHostTraffic(const std::string& s, HostTraffic* out) {
@@ -120,6 +154,7 @@ class Compiler {
     }
     markEnforced();
     fillPolicy(std::move(grants_), node_.capacity, &plan_);
+    finishHttp();
     compileServices(state_, node_, &plan_);
     // The rest of the capacity check: nothing reaches a map it does not fit.
     fitEndpoints(state_, node_.capacity, &plan_);
@@ -187,6 +222,8 @@ class Compiler {
         diag({"Pod", pod.meta.ns, pod.meta.name}, "more than 4 IPs; only the first 4 may send");
       }
       local_identities_.insert(ep.identity);
+      for (const auto& cp : pod.container_ports)
+        if (cp.proto == Proto::kTcp) served_ports_[ep.identity].insert(cp.port);
       plan_.endpoints.emplace(k, std::move(ep));
     }
   }
@@ -235,11 +272,13 @@ class Compiler {
 
     bool has_l4_rule = false;
     for (const auto& r : tt.rules) has_l4_rule |= r.kind != "HTTPRouteGroup";
+    const bool enforce_http = node_.http_rules == HttpRulesAtL4::kEnforce;
     TargetGrants out{ttRef(tt), tt.meta.creation_timestamp, {}};
 
     for (const auto& rule : tt.rules) {
       std::string label = rule.kind + " " + rule.name;
       std::vector<Grant> grants;
+      std::map<uint16_t, std::vector<L7Match>> l7;  // port -> what it grants there
       if (rule.kind == "TCPRoute" || rule.kind == "UDPRoute") {
         bool tcp = rule.kind == "TCPRoute";
         const auto& routes = tcp ? state_.tcp_routes : state_.udp_routes;
@@ -250,12 +289,23 @@ class Compiler {
         }
         for (uint16_t p : narrowed(tt, it->second.ports, label))
           grants.push_back({tcp ? Proto::kTcp : Proto::kUdp, p});
+      } else if (enforce_http) {
+        l7 = httpMatches(tt, rule, label, dst);
+        for (const auto& [port, matches] : l7) grants.push_back({Proto::kTcp, port});
       } else {
         if (!httpGrants(tt, rule, has_l4_rule, label, &grants)) continue;
       }
       if (grants.empty()) continue;
       plan_.rules.push_back({namespacedName(tt.meta.ns, tt.meta.name), label});
       uint32_t rule_id = plan_.rules.size();
+      for (const auto& g : grants)
+        if (g.proto == Proto::kTcp && rule.kind == "TCPRoute")
+          for (const auto& src : tt.sources) tcp_grants_.push_back({idOf(src), dst, g.port, rule_id});
+      for (const auto& [port, matches] : l7) {
+        auto& hp = http_[{dst, port}];
+        for (const auto& src : tt.sources)
+          for (const auto& m : matches) hp.push_back({idOf(src), rule_id, m.name, m.methods, m.regex});
+      }
       for (const auto& src : tt.sources) {
         uint32_t sid = idOf(src);
         for (const auto& g : grants) {
@@ -296,6 +346,128 @@ class Compiler {
     return true;
   }
 
+  // One match a rule grants, before the port's patterns are numbered.
+  struct L7Match {
+    std::string name;
+    uint16_t methods = 0;
+    std::string regex;
+  };
+  struct L7Pending {
+    uint32_t src_id, rule_id;
+    std::string match;
+    uint16_t methods;
+    std::string regex;
+  };
+
+  // The ports an HTTP rule is judged on (README: SMI semantics):
+  // destination.port when the TrafficTarget names one, else every TCP port
+  // the destination's local pods declare (OSM likewise applies a
+  // TrafficTarget's HTTP routes on every inbound port of the destination).
+  std::vector<uint16_t> httpPorts(const TrafficTarget& tt, uint32_t dst, const std::string& label) {
+    if (tt.legacy_port) return {*tt.legacy_port};
+    auto it = served_ports_.find(dst);
+    if (it == served_ports_.end() || it->second.empty()) {
+      diag(ttRef(tt), label + ": the destination's pods declare no TCP containerPort, so no port "
+                      "carries its requests: grants nothing");
+      return {};
+    }
+    return {it->second.begin(), it->second.end()};
+  }
+
+  // HTTPRouteGroup under --http-rules=enforce: the matches it grants, per port.
+  std::map<uint16_t, std::vector<L7Match>> httpMatches(const TrafficTarget& tt,
+                                                      const model::TrafficRule& rule,
+                                                      const std::string& label, uint32_t dst) {
+    std::map<uint16_t, std::vector<L7Match>> out;
+    auto it = state_.http_route_groups.find(namespacedName(tt.meta.ns, rule.name));
+    if (it == state_.http_route_groups.end()) {
+      diag(ttRef(tt), label + " not found in namespace " + tt.meta.ns + ": grants nothing");
+      return out;
+    }
+    for (const auto& m : rule.matches) {
+      bool known = false;
+      for (const auto& hm : it->second.matches) known |= hm.name == m;
+      if (!known) diag(ttRef(tt), label + " has no match named " + m);
+    }
+    std::vector<L7Match> matches;
+    for (const auto& hm : it->second.matches) {
+      if (!rule.matches.empty() &&
+          std::find(rule.matches.begin(), rule.matches.end(), hm.name) == rule.matches.end())
+        continue;
+      if (!hm.headers.empty()) {
+        // The kernel's judge reads no header values yet: a match it could
+        // only judge by path would grant more than written.
+        diag(ttRef(tt), label + " match " + hm.name +
+                            ": header matches are not enforced yet; this match grants nothing");
+        continue;
+      }
+      uint16_t methods = 0;
+      for (const auto& name : hm.methods) methods |= httpMethodBits(name);
+      if (hm.methods.empty()) methods = kAllMethods;  // SMI: no methods = any method
+      matches.push_back({hm.name, methods, hm.path_regex});
+    }
+    if (matches.empty()) return out;
+    for (uint16_t port : httpPorts(tt, dst, label)) out[port] = matches;
+    return out;
+  }
+
+  // Numbers each judged port's patterns, builds its DFA and its grants. A
+  // source the port is open to at L4 by a TCPRoute (or the node itself, when
+  // host traffic passes unjudged) may send it any request.
+  void finishHttp() {
+    if (http_.empty()) return;
+    for (const auto& t : tcp_grants_)
+      for (auto& [key, pending] : http_)
+        if (key.first == t.dst && (t.port == 0 || t.port == key.second))
+          pending.push_back({t.src, t.rule_id, "", kAllMethods, ""});
+    for (auto& [key, pending] : http_) {
+      if (node_.host_traffic == HostTraffic::kAllow)
+        pending.push_back({SMIK_ID_HOST, 0, "", kAllMethods, ""});
+      // A grant whose L4 entry did not fit the policy map is no grant.
+      std::erase_if(pending, [&](const L7Pending& p) {
+        if (p.src_id == SMIK_ID_HOST && node_.host_traffic == HostTraffic::kAllow) return false;
+        return !plan_.policy.count(smik_policy_key{p.src_id, key.first, key.second,
+                                                   static_cast<uint8_t>(Proto::kTcp), 0}) &&
+               !plan_.policy.count(smik_policy_key{p.src_id, key.first, 0,
+                                                   static_cast<uint8_t>(Proto::kTcp), 0});
+      });
+      HttpPortPlan hp;
+      std::set<std::string> regexes;
+      for (const auto& p : pending) regexes.insert(p.regex);
+      for (const auto& r : regexes) hp.patterns.push_back({r, http::Anchor::kPrefix});
+      auto bit = [&](const std::string& r) {
+        return size_t(std::distance(regexes.begin(), regexes.find(r)));
+      };
+      auto dfa = http::compileDfa(hp.patterns);
+      if (auto* e = std::get_if<http::RegexError>(&dfa)) {
+        hp.error = e->describe(hp.patterns);
+        std::set<uint32_t> rules;
+        for (const auto& p : pending) rules.insert(p.rule_id);
+        for (uint32_t r : rules) {
+          if (r == 0) continue;
+          const auto& origin = plan_.rules[r - 1];
+          diag({"TrafficTarget", nsOf(origin.traffic_target), nameOf(origin.traffic_target)},
+               origin.rule + ": the path regexes of port " + std::to_string(key.second) +
+                   " cannot be judged together (" + hp.error +
+                   "): every request to that port is denied");
+        }
+      } else {
+        hp.dfa = std::move(std::get<http::Dfa>(dfa));
+        for (const auto& p : pending) {
+          size_t b = bit(p.regex);
+          auto& g = hp.grants[p.src_id];
+          for (unsigned m = 0; m < SMIK_HTTP_METHODS; ++m)
+            if (p.methods & (1u << m)) g.patterns[m] |= uint64_t{1} << b;
+          hp.origins.push_back({p.src_id, p.rule_id, p.match, p.methods, b});
+        }
+      }
+      plan_.http.emplace(key, std::move(hp));
+    }
+  }
+
+  static std::string nsOf(const std::string& nn) { return nn.substr(0, nn.find('/')); }
+  static std::string nameOf(const std::string& nn) { return nn.substr(nn.find('/') + 1); }
+
   void markEnforced() {
     for (uint32_t id : local_identities_) {
       bool enforced = node_.access_mode == AccessMode::kStrict ||
@@ -315,6 +487,14 @@ class Compiler {
   Plan plan_;
   std::set<uint32_t> local_identities_;
   std::set<uint32_t> enforced_by_target_;
+  std::map<uint32_t, std::set<uint16_t>> served_ports_;  // local identity -> TCP container ports
+  std::map<std::pair<uint32_t, uint16_t>, std::vector<L7Pending>> http_;
+  struct TcpGrant {
+    uint32_t src, dst;
+    uint16_t port;  // 0 = all
+    uint32_t rule_id;
+  };
+  std::vector<TcpGrant> tcp_grants_;  // TCPRoute grants: whole ports, also where HTTP is judged
   std::vector<TargetGrants> grants_;  // into plan_.policy once all are known (capacity)
 };
 

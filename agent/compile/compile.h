@@ -13,6 +13,7 @@
 #include "agent/base/abi.h"
 #include "agent/base/addr.h"
 #include "agent/base/names.h"
+#include "agent/compile/http_regex.h"
 #include "agent/model/objects.h"
 
 namespace smik::compile {
@@ -21,9 +22,14 @@ enum class AccessMode { kStrict, kPermissive, kPerDestination };
 const char* accessModeName(AccessMode m);
 bool parseAccessMode(const std::string& s, AccessMode* out);
 
-// What an HTTPRouteGroup rule grants at L4, where paths and methods are
-// invisible (README: SMI semantics). Default: nothing.
-enum class HttpRulesAtL4 { kGrantNothing, kGrantAllTcp };
+// What an HTTPRouteGroup rule grants (--http-rules, README: SMI semantics).
+// kGrantNothing and kGrantAllTcp project it to L4, where paths and methods
+// are invisible; kEnforce grants its requests to the kernel's HTTP judge and
+// the TCP ports that carry them at L4. The compiler's default is the L4
+// projection it always was; the agent's flag defaults to enforce.
+enum class HttpRulesAtL4 { kGrantNothing, kGrantAllTcp, kEnforce };
+const char* httpRulesName(HttpRulesAtL4 h);  // deny | allow-tcp | enforce
+bool parseHttpRules(const std::string& s, HttpRulesAtL4* out);
 
 // Traffic from this node's own addresses (kubelet probes, host-network
 // pods, and whatever is source-NATed to the node's address on its way to a
@@ -123,6 +129,27 @@ struct LocalEndpoint {
   std::vector<Addr> addrs;
 };
 
+// Why a source may send a request to an HTTP-judged port: one match of one
+// rule (or a whole-port grant), for explain and `smik policy`.
+struct HttpGrantOrigin {
+  uint32_t src_id = 0;
+  uint32_t rule_id = 0;    // plan.rules index + 1
+  std::string match;       // the HTTPRouteGroup match's name; empty: every request
+  uint16_t methods = 0;    // bit per smik_http_method
+  size_t pattern = 0;      // index in HttpPortPlan::patterns
+};
+
+// One (destination identity, TCP port) whose requests the kernel judges.
+struct HttpPortPlan {
+  // bit i of a grant's mask is patterns[i] (path regexes, anchored at the
+  // start); sorted, at most 64.
+  std::vector<http::Pattern> patterns;
+  http::Dfa dfa;              // of `patterns`; empty (no states) when they did not compile
+  std::string error;          // why the DFA is empty: every request is denied
+  std::map<uint32_t, smik_http_grant> grants;  // by source identity
+  std::vector<HttpGrantOrigin> origins;        // in rule order
+};
+
 struct Plan {
   std::map<std::string, uint32_t> identities;  // "ns/sa" -> id
   std::map<Addr, smik_ip_info> ip_identity;    // every pod IP of the cluster + host addrs
@@ -134,12 +161,21 @@ struct Plan {
   // Objects rejected for capacity (each also has a diagnostic). A local pod
   // in it (map smik_endpoints) is not enforced: the agent reports it.
   std::vector<CapacityRejection> over_capacity;
+  // --http-rules=enforce: the ports of local destinations the HTTP judge
+  // governs, keyed (destination identity, port). Each also has its TCP
+  // grants in `policy`: the flow passes L4 and each request is judged.
+  std::map<std::pair<uint32_t, uint16_t>, HttpPortPlan> http;
 
   // Name of an identity id, "ns/sa" or a reserved name ("host", "world").
   std::string identityName(uint32_t id) const;
 };
 
 Plan compile(const model::ClusterState& state, const NodeConfig& node);
+
+// SMI method name ("GET", "*") -> bits of smik_http_method; 0 if unknown.
+uint16_t httpMethodBits(const std::string& method);
+// smik_http_method -> its name ("OTHER" for the rest).
+const char* httpMethodName(unsigned m);
 
 // Stable numeric identity for ServiceAccount "ns/name" (a hash, so ids keep
 // their meaning across restarts and nodes; collisions are probed in name order).

@@ -43,11 +43,58 @@ std::optional<std::string> overCapacity(const Plan& plan, const model::ObjectRef
   return std::nullopt;
 }
 
+unsigned methodIndex(const std::string& method) {
+  for (unsigned m = 0; m < SMIK_HTTP_M_OTHER; ++m)
+    if (method == httpMethodName(m)) return m;
+  return SMIK_HTTP_M_OTHER;
+}
+
+std::string originName(const Plan& plan, const HttpGrantOrigin& o) {
+  if (o.rule_id == 0) return "the node itself (--host-traffic=allow): every request";
+  const RuleOrigin& r = plan.rules.at(o.rule_id - 1);
+  return "TrafficTarget " + r.traffic_target + " rule " + r.rule +
+         (o.match.empty() ? " (every request: the port is open to it at L4)" : " match " + o.match);
+}
+
 }  // namespace
+
+bool explainHttp(const Plan& plan, uint32_t src_id, uint32_t dst_id, uint16_t port,
+                 const HttpRequest& request, Explanation* out) {
+  auto it = plan.http.find({dst_id, port});
+  if (it == plan.http.end()) return false;
+  const HttpPortPlan& hp = it->second;
+  const unsigned m = methodIndex(request.method);
+  const std::string path = request.path.substr(0, request.path.find('?'));
+  const uint64_t accepts = hp.dfa.states() ? http::matchAll(hp.dfa, path) : 0;
+  out->allowed = false;
+  out->details.clear();
+  if (!hp.error.empty()) out->details.push_back("the port's path regexes did not compile: " + hp.error);
+  for (const auto& o : hp.origins) {
+    if (o.src_id != src_id) continue;
+    const bool method_ok = o.methods & (1u << m);
+    const bool path_ok = accepts & (uint64_t{1} << o.pattern);
+    if (method_ok && path_ok) {
+      out->allowed = true;
+      if (o.rule_id) {
+        out->traffic_target = plan.rules.at(o.rule_id - 1).traffic_target;
+        out->rule = plan.rules.at(o.rule_id - 1).rule;
+      }
+      out->http_match = o.match;
+      out->details.push_back("granted by " + originName(plan, o));
+      return true;
+    }
+    out->details.push_back(originName(plan, o) + ": " +
+                           (!method_ok ? std::string("method ") + httpMethodName(m) + " not granted"
+                                       : "path " + path + " does not match regex \"" +
+                                             hp.patterns.at(o.pattern).regex + "\" (anchored at the start)"));
+  }
+  if (out->details.empty()) out->details.push_back("no HTTP rule grants this source any request on this port");
+  return true;
+}
 
 bool explain(const model::ClusterState& state, NodeConfig node, const std::string& from,
              const std::string& to, uint16_t port, Proto proto, Explanation* out,
-             std::string* err, const Plan* applied) {
+             std::string* err, const Plan* applied, const HttpRequest* request) {
   auto src_pod = state.pods.find(from);
   auto dst_pod = state.pods.find(to);
   if (src_pod == state.pods.end()) return (*err = "no pod " + from), false;
@@ -97,6 +144,21 @@ bool explain(const model::ClusterState& state, NodeConfig node, const std::strin
     e.rule = origin.rule;
     e.summary = "ALLOW " + flow + ": TrafficTarget " + origin.traffic_target + " rule " +
                 origin.rule + (v.match == PolicyMatch::kAllPorts ? " (all ports)" : "");
+    if (proto == Proto::kTcp && plan.http.count({did, port})) {
+      if (!request) {
+        e.summary += "; each HTTP request on it is judged by the HTTP rules "
+                     "(--method and --path explain one)";
+      } else {
+        explainHttp(plan, sid, did, port, *request, &e);
+        std::string req = request->method + " " + request->path;
+        e.summary = std::string(e.allowed ? "ALLOW " : "DENY (403) ") + flow + " " + req + ": " +
+                    (e.allowed ? e.details.back().substr(11)  // after "granted by "
+                               : "no HTTP rule grants it");
+      }
+    } else if (request) {
+      e.details.push_back("port " + std::to_string(port) +
+                          " is not judged by HTTP rules: every request on the connection passes");
+    }
     *out = e;
     return true;
   }

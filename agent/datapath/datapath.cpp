@@ -512,6 +512,26 @@ std::vector<maps::MapUsage> Datapath::mapUsage() {
   return out;
 }
 
+bool Datapath::openHttpJudge(std::string* err) {
+  if (http_) return true;
+  if (opts_.cgroup.empty()) return (*err = "no cgroup2 directory to attach the HTTP judge"), false;
+  http_ = HttpEnforcer::open(bpf_map__fd(skel_->maps.smik_ipcache), opts_.cgroup, opts_.pin_dir, err);
+  if (http_) spdlog::info("HTTP request judge (sockops + sk_skb verdict) attached at {}", opts_.cgroup);
+  return http_ != nullptr;
+}
+
+bool Datapath::stageHttp(const compile::Plan& plan, std::string* err) {
+  return !http_ || http_->stage(plan, err);
+}
+
+bool Datapath::finishHttp(const compile::Plan& plan, std::string* err) {
+  return !http_ || http_->finish(plan, err);
+}
+
+std::array<uint64_t, SMIK_HTTP_COUNTER_MAX> Datapath::httpCounters() const {
+  return http_ ? http_->counters() : std::array<uint64_t, SMIK_HTTP_COUNTER_MAX>{};
+}
+
 bool Datapath::uninstall(const std::string& pin_dir, std::string* err) {
   // By pin: uninstall loads nothing, and finds what a previous agent left.
   std::string ep_pin = pin_dir + "/" + maps::kEndpointsMap;

@@ -12,6 +12,7 @@
 #include "agent/compile/compile.h"
 #include "agent/datapath/cgroup_links.h"
 #include "agent/datapath/dataplane.h"
+#include "agent/datapath/http_apply.h"
 #include "maps/maps.h"
 #include "maps/memory.h"
 
@@ -74,6 +75,11 @@ class Datapath : public Dataplane {
   // socket programs never translate it (smik_own_sockets in
   // bpf/sock_lb.bpf.c says why). Empty when there are no socket programs.
   std::function<void(int fd)> ownSocketRegistrar() const;
+  bool openHttpJudge(std::string* err) override;
+  bool httpJudgeOpen() const override { return http_ != nullptr; }
+  bool stageHttp(const compile::Plan& plan, std::string* err) override;
+  bool finishHttp(const compile::Plan& plan, std::string* err) override;
+  std::array<uint64_t, SMIK_HTTP_COUNTER_MAX> httpCounters() const override;
 
   // Removes every program, link, tc hook and pin under pin_dir.
   static bool uninstall(const std::string& pin_dir, std::string* err);
@@ -104,6 +110,7 @@ class Datapath : public Dataplane {
   bool tcx_ = false;
   std::map<uint32_t, Attachment> attached_;   // by ifindex
   std::map<std::string, UniqueFd> adopted_;  // pinned link path -> link, not yet claimed
+  std::unique_ptr<HttpEnforcer> http_;        // --http-rules=enforce
 };
 
 }  // namespace smik::datapath

@@ -3,6 +3,7 @@
 // kernel's implementation (datapath.h) needs the BPF skeletons and root.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <map>
 #include <string>
@@ -56,6 +57,21 @@ class Dataplane {
   virtual std::vector<maps::MapUsage> mapUsage() = 0;
   // The events ring buffer (smik_events); invalid when there is none.
   virtual UniqueFd eventsMap() const { return {}; }
+
+  // The HTTP request judge (--http-rules=enforce), loaded and attached at
+  // the socket programs' cgroup. False (and why) if this kernel cannot run
+  // it (no sk_skb verdict or sockhash): then no port may be opened for HTTP rules.
+  virtual bool openHttpJudge(std::string* err) {
+    *err = "this dataplane has no HTTP judge";
+    return false;
+  }
+  virtual bool httpJudgeOpen() const { return false; }
+  // Plan::http written before the L4 policy opens its ports (stage), and
+  // what it no longer judges removed after (finish).
+  virtual bool stageHttp(const compile::Plan&, std::string*) { return true; }
+  virtual bool finishHttp(const compile::Plan&, std::string*) { return true; }
+  // SMIK_HTTP_C_*; zeros without a judge.
+  virtual std::array<uint64_t, SMIK_HTTP_COUNTER_MAX> httpCounters() const { return {}; }
 };
 
 }  // namespace smik::datapath

@@ -64,9 +64,11 @@ std::unique_ptr<HttpJudge> HttpJudge::open(std::string* err, int ipcache_fd, uin
 HttpJudge::~HttpJudge() {
   if (guard_link_ >= 0) close(guard_link_);
   if (sockops_link_ >= 0) close(sockops_link_);
-  if (msg_attached_)
+  // Pinned (keep_): the programs stay attached to the pinned socket map
+  // after us, as the tc and socket programs do.
+  if (msg_attached_ && !keep_)
     bpf_prog_detach2(bpf_program__fd(skel_->progs.smik_http_responses), socks_fd_, BPF_SK_MSG_VERDICT);
-  if (verdict_attached_)
+  if (verdict_attached_ && !keep_)
     bpf_prog_detach2(bpf_program__fd(skel_->progs.smik_http_verdict), socks_fd_, BPF_SK_SKB_VERDICT);
   if (skel_) smik_http__destroy(skel_);
 }
@@ -175,6 +177,45 @@ bool HttpJudge::setIdentity(const smik::Addr& addr, uint32_t identity, std::stri
 bool HttpJudge::setLimits(const smik_http_config& limits, std::string* err) {
   const uint32_t zero = 0;
   return update(bpf_map__fd(skel_->maps.smik_http_config), &zero, &limits, "smik_http_config", err);
+}
+
+bool HttpJudge::ungovern(const smik::Addr& addr, uint16_t port, std::string* err) {
+  smik_http_port_key k{};
+  k.family = addr.family;
+  k.port = port;
+  std::memcpy(k.addr, addr.bytes.data(), 16);
+  if (bpf_map_delete_elem(bpf_map__fd(skel_->maps.smik_http_ports), &k) == 0 || errno == ENOENT)
+    return true;
+  return (*err = errnoText("delete from smik_http_ports")), false;
+}
+
+bool HttpJudge::pin(const std::string& dir, std::string* err) {
+  const std::string link_pin = dir + "/http_sockops", socks_pin = dir + "/smik_http_socks";
+  // The guard too: without it, a governed socket the judge does not see
+  // would carry payload unjudged once the agent is gone.
+  const std::string guard_pin = dir + "/http_guard";
+  if (sockops_link_ < 0 || guard_link_ < 0) return (*err = "pin: not attached"), false;
+  for (const auto& [fd, path] : {std::pair{sockops_link_, link_pin}, std::pair{socks_fd_, socks_pin},
+                                 std::pair{guard_link_, guard_pin}}) {
+    ::unlink(path.c_str());  // a previous agent's: its sockets stay with its maps
+    if (bpf_obj_pin(fd, path.c_str()) != 0) return (*err = errnoText("pin " + path)), false;
+  }
+  keep_ = true;
+  return true;
+}
+
+std::set<uint16_t> HttpJudge::liveDfas() const {
+  std::set<uint16_t> out;
+  const int fd = bpf_map__fd(skel_->maps.smik_http_conns);
+  uint64_t key = 0, next = 0;
+  const uint64_t* prev = nullptr;
+  smik_http_conn c{};
+  while (bpf_map_get_next_key(fd, prev, &next) == 0) {
+    if (bpf_map_lookup_elem(fd, &next, &c) == 0) out.insert(c.dfa_id);
+    key = next;
+    prev = &key;
+  }
+  return out;
 }
 
 std::array<uint64_t, SMIK_HTTP_COUNTER_MAX> HttpJudge::counters() const {

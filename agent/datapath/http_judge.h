@@ -6,6 +6,7 @@
 #include <array>
 #include <cstdint>
 #include <memory>
+#include <set>
 #include <string>
 
 #include "agent/compile/compile.h"
@@ -45,6 +46,18 @@ class HttpJudge {
   bool revoke(uint32_t src_id, uint32_t dst_id, uint16_t port, std::string* err);
   bool setIdentity(const smik::Addr& addr, uint32_t identity, std::string* err);
   bool setLimits(const smik_http_config& limits, std::string* err);
+  // Stops judging new sockets of (addr, port); open ones keep their state.
+  bool ungovern(const smik::Addr& addr, uint16_t port, std::string* err);
+
+  // Pins the sockops link and the socket map under `dir` and keeps the
+  // verdict attached when this object goes: the judge outlives the agent
+  // (as the other programs do). A pin already there is replaced.
+  bool pin(const std::string& dir, std::string* err);
+
+  // DFA ids some judged socket still runs (its state names the id it
+  // started with): an id, or a pattern bit of its DFA, is reused only once
+  // no socket runs it.
+  std::set<uint16_t> liveDfas() const;
 
   // SMIK_HTTP_C_*, summed over CPUs.
   std::array<uint64_t, SMIK_HTTP_COUNTER_MAX> counters() const;
@@ -59,6 +72,7 @@ class HttpJudge {
   int socks_fd_ = -1;
   bool verdict_attached_ = false;
   bool msg_attached_ = false;
+  bool keep_ = false;  // pinned: the verdict stays attached after us
   uint32_t next_transition_ = 0;  // bump allocation: ids are not reused yet
   uint32_t next_accept_ = 0;
 };

@@ -1,5 +1,7 @@
 #include "agent/model/parse.h"
 
+#include "agent/compile/http_regex.h"
+
 #include <arpa/inet.h>
 #include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
@@ -648,6 +650,15 @@ std::vector<std::pair<std::string, std::string>> parseHeaders(const Field& f) {
   return out;
 }
 
+// A regex the kernel's judge cannot run (outside the subset, or a DFA over
+// the state budget) rejects its HTTPRouteGroup: the last good version stays.
+void checkHttpRegex(const std::string& path, const std::string& regex, compile::http::Anchor anchor) {
+  namespace http = compile::http;
+  auto dfa = http::compileDfa({{regex, anchor}});
+  if (auto* e = std::get_if<http::RegexError>(&dfa))
+    fail(path + ": " + e->describe({{regex, anchor}}) + " (the kernel's HTTP judge cannot run it)");
+}
+
 HttpRouteGroup parseHttpRouteGroup(const Field& doc, ObjectMeta meta, const std::string& version) {
   static const std::set<std::string> kMethods = {"*",      "GET",     "HEAD",    "PUT",   "POST",
                                                  "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"};
@@ -665,6 +676,9 @@ HttpRouteGroup parseHttpRouteGroup(const Field& doc, ObjectMeta meta, const std:
         fail(method.path() + ": unsupported method " + quote(hm.methods.back()));
     }
     hm.headers = parseHeaders(m["headers"]);
+    checkHttpRegex(m["pathRegex"].path(), hm.path_regex, compile::http::Anchor::kPrefix);
+    for (const auto& [name, value] : hm.headers)
+      checkHttpRegex(m["headers"].path() + "." + name, value, compile::http::Anchor::kFull);
     g.matches.push_back(std::move(hm));
   }
   return g;

@@ -76,7 +76,7 @@ struct Common {
   Conn conn;
   std::string manifests;
   std::string mode = "strict";
-  std::string http_rules = "deny";
+  std::string http_rules = "enforce";
   std::string host_traffic = "allow";
   std::string cluster_domain = kDefaultClusterDomain;
   bool mesh_all = false;
@@ -91,7 +91,7 @@ void addCommon(CLI::App* cmd, Common& c) {
                       "with --manifests: strict | permissive | per-destination")
           ->capture_default_str());
   c.offline_only.push_back(
-      cmd->add_option("--http-rules", c.http_rules, "with --manifests: deny | allow-tcp")
+      cmd->add_option("--http-rules", c.http_rules, "with --manifests: enforce | deny | allow-tcp")
           ->capture_default_str());
   c.offline_only.push_back(
       cmd->add_option("--host-traffic", c.host_traffic, "with --manifests: allow | policy")
@@ -128,8 +128,8 @@ bool load(const Common& c, model::ClusterState* state, compile::NodeConfig* node
   }
   node->mesh_all = c.mesh_all;
   node->cluster_domain = c.cluster_domain;
-  node->http_rules = c.http_rules == "allow-tcp" ? compile::HttpRulesAtL4::kGrantAllTcp
-                                                 : compile::HttpRulesAtL4::kGrantNothing;
+  if (!compile::parseHttpRules(c.http_rules, &node->http_rules))
+    node->http_rules = compile::HttpRulesAtL4::kGrantNothing;
   *state = dir.state();
   return true;
 }
@@ -167,9 +167,11 @@ int printExplanation(const std::string& output, const pb::ExplainReply& r,
 }
 
 // node_name: answer as that node's agent would, from the plan compiled for
-// it (empty: the plan of each destination's own node).
+// it (empty: the plan of each destination's own node). request: an HTTP
+// request's verdict too (null: the connection's only).
 int explainOffline(const Common& c, const std::string& node_name, const std::string& from,
-                   const std::string& to, int port, model::Proto proto) {
+                   const std::string& to, int port, model::Proto proto,
+                   const compile::HttpRequest* request) {
   model::ClusterState state;
   compile::NodeConfig node;
   if (!load(c, &state, &node)) return 2;
@@ -190,7 +192,7 @@ int explainOffline(const Common& c, const std::string& node_name, const std::str
     return printExplanation(c.conn.output, api::explainReply(out, notes), service);
   }
   compile::Explanation e;
-  if (!compile::explain(state, node, from, to, port, proto, &e, &err, applied)) {
+  if (!compile::explain(state, node, from, to, port, proto, &e, &err, applied, request)) {
     std::cerr << "explain: " << err << "\n";
     return 2;
   }
@@ -218,7 +220,7 @@ int explainOnline(const Common& c, const CLI::Option* node_opt, const std::strin
 
 int explainCmd(const Common& c, const CLI::Option* node_opt, const std::string& node_name,
                const std::string& from, const std::string& to, int port,
-               const std::string& proto_s) {
+               const std::string& proto_s, const std::string& method, const std::string& path) {
   model::Proto proto;
   if (proto_s == "tcp")
     proto = model::Proto::kTcp;
@@ -232,8 +234,14 @@ int explainCmd(const Common& c, const CLI::Option* node_opt, const std::string& 
   } else if (from.empty() || port == 0) {
     return std::cerr << "explain --to NS/POD needs --from NS/POD and --port\n", 2;
   }
-  if (c.manifests.empty()) return explainOnline(c, node_opt, from, to, port, proto_s);
-  return explainOffline(c, node_name, from, to, port, proto);
+  compile::HttpRequest request{method.empty() ? "GET" : method, path.empty() ? "/" : path};
+  const bool http = !method.empty() || !path.empty();
+  if (c.manifests.empty()) {
+    // The agent's gRPC Explain does not carry a request yet.
+    if (http) return std::cerr << "explain --method/--path: give --manifests DIR\n", 2;
+    return explainOnline(c, node_opt, from, to, port, proto_s);
+  }
+  return explainOffline(c, node_name, from, to, port, proto, http ? &request : nullptr);
 }
 
 // ---- policy ----------------------------------------------------------------------
@@ -244,11 +252,12 @@ struct PolicyView {
   std::map<std::string, uint32_t> identities;
   std::vector<std::string> diagnostics;
   size_t meshed_pods = 0;
+  nlohmann::json http = nlohmann::json::array();  // L7 grants (--http-rules=enforce)
 };
 
 int printPolicy(const std::string& output, const PolicyView& p) {
   if (output == "json") {
-    nlohmann::json j{{"policy", p.entries}, {"identities", p.identities}};
+    nlohmann::json j{{"policy", p.entries}, {"identities", p.identities}, {"http", p.http}};
     j["diagnostics"] = p.diagnostics;
     std::cout << j.dump(2) << "\n";
     return 0;
@@ -266,8 +275,42 @@ int printPolicy(const std::string& output, const PolicyView& p) {
                 << e["rule"].get<std::string>() << ")\n";
     }
   }
+  for (const auto& h : p.http)
+    std::cout << "  http     " << h["source"].get<std::string>() << " -> "
+              << h["destination"].get<std::string>() << " TCP/" << h["port"].get<int>() << " "
+              << h["methods"].get<std::string>() << " "
+              << (h["pathRegex"].get<std::string>().empty() ? std::string("(any path)")
+                                                           : h["pathRegex"].get<std::string>())
+              << "   (" << h["trafficTarget"].get<std::string>() << ", " << h["rule"].get<std::string>()
+              << (h["match"].get<std::string>().empty() ? "" : " match " + h["match"].get<std::string>())
+              << ")\n";
   for (const auto& d : p.diagnostics) std::cout << "  " << d << "\n";
   return 0;
+}
+
+// The plan's L7 grants, one per (source, port, match), for `smik policy`.
+nlohmann::json httpRules(const compile::Plan& plan) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& [key, hp] : plan.http) {
+    for (const auto& o : hp.origins) {
+      std::string methods;
+      if (o.methods == (1u << SMIK_HTTP_METHODS) - 1) {
+        methods = "*";
+      } else {
+        for (unsigned m = 0; m < SMIK_HTTP_METHODS; ++m)
+          if (o.methods & (1u << m)) methods += (methods.empty() ? "" : ",") + std::string(compile::httpMethodName(m));
+      }
+      out.push_back({{"source", plan.identityName(o.src_id)},
+                     {"destination", plan.identityName(key.first)},
+                     {"port", key.second},
+                     {"methods", methods},
+                     {"pathRegex", hp.patterns.at(o.pattern).regex},
+                     {"trafficTarget", o.rule_id ? plan.rules.at(o.rule_id - 1).traffic_target : "-"},
+                     {"rule", o.rule_id ? plan.rules.at(o.rule_id - 1).rule : "host traffic"},
+                     {"match", o.match}});
+    }
+  }
+  return out;
 }
 
 int policyOffline(const Common& c, const std::string& node_name) {
@@ -295,6 +338,7 @@ int policyOffline(const Common& c, const std::string& node_name) {
   v.identities = plan.identities;
   for (const auto& d : plan.diagnostics) v.diagnostics.push_back(d.str());
   v.meshed_pods = plan.endpoints.size();
+  v.http = httpRules(plan);
   return printPolicy(c.conn.output, v);
 }
 
@@ -669,7 +713,7 @@ int mapDumpCmd(const Conn& c, const std::string& name) {
 // Each subcommand's flags, and the function that declares them on the app.
 struct ExplainArgs {
   Common common;
-  std::string from, to, proto = "tcp";
+  std::string from, to, proto = "tcp", method, path;
   int port = 0;
   std::string node;
   CLI::Option* node_opt = nullptr;
@@ -685,6 +729,8 @@ CLI::App* addExplain(CLI::App& app, ExplainArgs& a) {
       ->required();
   explain->add_option("--port", a.port, "destination (pod) port")->check(CLI::Range(1, 65535));
   explain->add_option("--proto", a.proto, "tcp | udp")->capture_default_str();
+  explain->add_option("--method", a.method, "an HTTP request's method (GET ...): its verdict too");
+  explain->add_option("--path", a.path, "an HTTP request's target (/books?x=1)");
   a.node_opt = explain->add_option(
       "--node", a.node,
       "with --manifests: answer as this node's agent would (default: each destination's node)");
@@ -791,7 +837,8 @@ int main(int argc, char** argv) {
 
   CLI11_PARSE(app, argc, argv);
   if (explain->parsed())
-    return explainCmd(ex.common, ex.node_opt, ex.node, ex.from, ex.to, ex.port, ex.proto);
+    return explainCmd(ex.common, ex.node_opt, ex.node, ex.from, ex.to, ex.port, ex.proto, ex.method,
+                      ex.path);
   if (policy->parsed())
     return po.common.manifests.empty() ? policyOnline(po.common, po.node_opt)
                                        : policyOffline(po.common, po.node);

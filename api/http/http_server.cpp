@@ -87,6 +87,13 @@ std::string prometheusText(const AgentStatus& s) {
   metric("smik_socket_events_total",
          "Service translation by the socket programs (" + factsHelp(abi::kSockCounters) + ").",
          "counter", factSamples("smik_socket_events_total", "event", abi::kSockCounters, s.sock_stats));
+  metric("smik_http_requests_total",
+         "HTTP/1.x requests judged in the kernel (--http-rules=enforce), by verdict (" +
+             factsHelp(abi::kHttpCounters) + ").",
+         "counter", factSamples("smik_http_requests_total", "verdict", abi::kHttpCounters, s.http_stats));
+  metric("smik_http_judge_attached",
+         "1 if the kernel's HTTP request judge is attached (--http-rules=enforce).", "gauge",
+         std::string("smik_http_judge_attached ") + (s.http_judge == "attached" ? "1" : "0") + "\n");
   metric("smik_pods_not_enforced",
          "Local meshed pods without their tc programs (no interface yet, a failed write, a full "
          "endpoints map).",

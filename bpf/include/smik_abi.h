@@ -737,4 +737,34 @@ enum smik_http_counter {
   SMIK_HTTP_COUNTER_MAX = 15,
 };
 
+
+/* The HTTP judge's counters as a fact table (smik_http_requests_total{
+ * verdict=name} in Prometheus). X(ID, index, name, help); the index is the
+ * enum's, checked below. */
+#define SMIK_HTTP_COUNTER_FACTS(X)                                                       \
+  X(ALLOWED, 0, "allowed", "requests passed after their request line was judged")       \
+  X(DENIED_POLICY, 1, "denied_policy", "403: no grant for this method and path")        \
+  X(MALFORMED, 2, "malformed", "400: not HTTP/1.x syntax the framer can follow")        \
+  X(NOT_HTTP1, 3, "not_http1", "400: TLS, the HTTP/2 preface, another version")         \
+  X(UNFRAMEABLE, 4, "unframeable", "400: framing servers disagree on (CL + TE, ...)")   \
+  X(URI_TOO_LONG, 5, "uri_too_long", "414: request line over the limit")                \
+  X(HEAD_TOO_LARGE, 6, "head_too_large", "431: header block over the limit")            \
+  X(NO_STATE, 7, "no_state", "503: a judged socket without its framer state")           \
+  X(DROPPED, 8, "dropped", "skbs dropped after a connection's denial")                  \
+  X(SOCKETS, 9, "sockets", "accepted sockets put under judgement")                      \
+  X(SOCKHASH_FULL, 10, "sockhash_full", "accepted sockets that could not be (not judged)") \
+  X(ANSWER_FAILED, 11, "answer_failed", "a denial whose answer could not be sent")
+
+#ifdef __cplusplus
+#define SMIK_X_HTTP_CHECK(id, n, name, help) \
+  static_assert(SMIK_HTTP_C_##id == n, "SMIK_HTTP_COUNTER_FACTS index of " name);
+SMIK_HTTP_COUNTER_FACTS(SMIK_X_HTTP_CHECK)
+#undef SMIK_X_HTTP_CHECK
+namespace smik::abi {
+#define SMIK_X_FACT(id, n, name, help) Fact{n, name, help},
+inline constexpr Fact kHttpCounters[] = {SMIK_HTTP_COUNTER_FACTS(SMIK_X_FACT)};
+#undef SMIK_X_FACT
+}  // namespace smik::abi
+#endif
+
 #endif /* SMIK_ABI_H */

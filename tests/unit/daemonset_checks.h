@@ -186,7 +186,7 @@ inline void checkAgentDaemonSet(const Docs& docs, const std::string& ns) {
   const std::set<std::string> modes = {"strict", "permissive", "per-destination"};
   EXPECT_TRUE(modes.count(str(cm["data"]["SMIK_ACCESS_MODE"])))
       << str(cm["data"]["SMIK_ACCESS_MODE"]);
-  const std::set<std::string> rules = {"deny", "allow-tcp"};
+  const std::set<std::string> rules = {"enforce", "deny", "allow-tcp"};
   EXPECT_TRUE(rules.count(str(cm["data"]["SMIK_HTTP_RULES"])));
   EXPECT_EQ(str(cm["data"]["SMIK_HOST_TRAFFIC"]), "allow") << "the default: probes pass";
   EXPECT_EQ(str(cm["data"]["SMIK_DENY_RESPONSE"]), "reject") << "the default: denials fail fast";

@@ -1,0 +1,152 @@
+#include "agent/datapath/http_apply.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <filesystem>
+
+namespace smik::datapath {
+
+namespace http = compile::http;
+
+std::unique_ptr<HttpEnforcer> HttpEnforcer::open(int ipcache_fd, const std::string& cgroup,
+                                                 const std::string& pin_dir, std::string* err) {
+  std::unique_ptr<HttpEnforcer> e(new HttpEnforcer);
+  e->judge_ = HttpJudge::open(err, ipcache_fd);
+  if (!e->judge_) return nullptr;
+  if (!e->judge_->attach(cgroup, err)) return nullptr;
+  if (!pin_dir.empty()) {
+    // Not under links/: what Datapath adopts there and nobody claims, it removes.
+    std::error_code ec;
+    std::filesystem::create_directories(pin_dir + "/http", ec);
+    if (!e->judge_->pin(pin_dir + "/http", err)) return nullptr;
+  }
+  return e;
+}
+
+// An id no governed port points at and no socket runs (ids wrap around).
+uint16_t HttpEnforcer::freeDfaId(const std::set<uint16_t>& live) const {
+  std::set<uint16_t> busy = live;
+  for (const auto& [key, p] : ports_) busy.insert(p.dfa);
+  for (uint32_t i = 1; i < SMIK_HTTP_MAX_DFAS; ++i) {
+    uint16_t id = uint16_t(1 + (last_dfa_ + i - 1) % (SMIK_HTTP_MAX_DFAS - 1));
+    if (!busy.count(id)) return id;
+  }
+  return 0;
+}
+
+bool HttpEnforcer::loadPatterns(const Key& key, const compile::HttpPortPlan& hp, std::string* err) {
+  Port& port = ports_[key];
+  std::set<std::string> wanted;
+  for (const auto& p : hp.patterns) wanted.insert(p.regex);
+  std::set<std::string> held;
+  for (const auto& [r, b] : port.bit_of) held.insert(r);
+  if (port.dfa != 0 && wanted == held) return true;
+  if (!hp.error.empty() || wanted.empty()) {  // nothing to match: every request is denied
+    port.bit_of.clear();
+    port.dfa = 0;
+    return true;
+  }
+  // A bit is free for a new pattern when no DFA still running (or in force)
+  // gives it another meaning.
+  std::set<uint16_t> live = judge_->liveDfas();
+  live.insert(port.dfa);
+  for (auto it = port.meaning.begin(); it != port.meaning.end();)
+    it = live.count(it->first) ? std::next(it) : port.meaning.erase(it);
+  std::map<std::string, size_t> bits;
+  std::array<bool, kBits> taken{};
+  for (const auto& r : wanted)
+    if (auto b = port.bit_of.find(r); b != port.bit_of.end()) bits[r] = b->second, taken[b->second] = true;
+  for (const auto& r : wanted) {
+    if (bits.count(r)) continue;
+    size_t b = 0;
+    for (; b < kBits; ++b) {
+      if (taken[b]) continue;
+      bool clash = false;
+      for (const auto& [id, m] : port.meaning) clash |= !m[b].empty() && m[b] != r;
+      if (!clash) break;
+    }
+    if (b == kBits)
+      return (*err = "port " + std::to_string(key.second) + ": no pattern bit is free of a meaning "
+                     "open connections still run (they reconnect, then it is)"), false;
+    bits[r] = b;
+    taken[b] = true;
+  }
+  size_t width = 0;
+  for (const auto& [r, b] : bits) width = std::max(width, b + 1);
+  std::vector<http::Pattern> patterns(width, {"$never", http::Anchor::kPrefix});  // holes match nothing
+  std::array<std::string, kBits> meaning{};
+  for (const auto& [r, b] : bits) patterns[b] = {r, http::Anchor::kPrefix}, meaning[b] = r;
+  auto dfa = http::compileDfa(patterns);
+  if (auto* e = std::get_if<http::RegexError>(&dfa)) return (*err = e->describe(patterns)), false;
+  uint16_t id = freeDfaId(live);
+  if (id == 0) return (*err = "every HTTP DFA id is in use"), false;
+  if (!judge_->loadDfa(id, std::get<http::Dfa>(dfa), err)) return false;
+  last_dfa_ = id;
+  port.meaning[id] = meaning;
+  port.bit_of = std::move(bits);
+  port.dfa = id;
+  return true;
+}
+
+bool HttpEnforcer::stage(const compile::Plan& plan, std::string* err) {
+  for (const auto& [key, hp] : plan.http) {
+    if (!loadPatterns(key, hp, err)) return false;
+    const Port& port = ports_.at(key);
+    // Grants in the stable bits: valid on the DFA in force and the new one.
+    std::set<uint32_t> now;
+    for (const auto& [src, g] : hp.grants) {
+      smik_http_grant out{};
+      for (unsigned m = 0; m < SMIK_HTTP_METHODS; ++m)
+        for (size_t i = 0; i < hp.patterns.size(); ++i)
+          if (g.patterns[m] & (uint64_t{1} << i)) {
+            auto b = port.bit_of.find(hp.patterns[i].regex);
+            if (b != port.bit_of.end()) out.patterns[m] |= uint64_t{1} << b->second;
+          }
+      if (!judge_->grant(src, key.first, key.second, out, err)) return false;
+      now.insert(src);
+    }
+    for (uint32_t src : granted_[key])
+      if (!now.count(src) && !judge_->revoke(src, key.first, key.second, err)) return false;
+    granted_[key] = std::move(now);
+    // Last: the port points at the new DFA (one map update per address).
+    for (const auto& [pod, ep] : plan.endpoints) {
+      if (ep.identity != key.first) continue;
+      for (const auto& a : ep.addrs) {
+        if (!judge_->govern(a, key.second, key.first, port.dfa, err)) return false;
+        governed_.insert({a, key.second});
+      }
+    }
+  }
+  return true;
+}
+
+bool HttpEnforcer::finish(const compile::Plan& plan, std::string* err) {
+  std::set<std::pair<Addr, uint16_t>> wanted;
+  for (const auto& [key, hp] : plan.http)
+    for (const auto& [pod, ep] : plan.endpoints)
+      if (ep.identity == key.first)
+        for (const auto& a : ep.addrs) wanted.insert({a, key.second});
+  for (auto it = governed_.begin(); it != governed_.end();) {
+    if (wanted.count(*it)) {
+      ++it;
+      continue;
+    }
+    if (!judge_->ungovern(it->first, it->second, err)) return false;
+    it = governed_.erase(it);
+  }
+  for (auto it = granted_.begin(); it != granted_.end();) {
+    if (plan.http.count(it->first)) {
+      ++it;
+      continue;
+    }
+    for (uint32_t src : it->second)
+      if (!judge_->revoke(src, it->first.first, it->first.second, err)) return false;
+    ports_[it->first].bit_of.clear();  // its meanings stay while sockets run them
+    ports_[it->first].dfa = 0;
+    it = granted_.erase(it);
+  }
+  return true;
+}
+
+}  // namespace smik::datapath

@@ -1,0 +1,63 @@
+// The compiled plan's HTTP rules (Plan::http) written to the kernel's judge
+// (http_judge.h) so that no request is judged against half a policy.
+//
+// A socket keeps the path DFA it was accepted with for its whole life, while
+// the grant it is judged by is looked up per request. So a pattern keeps its
+// bit across policies for as long as any DFA that gave the bit another
+// meaning may still run: a grant then means the same on the old DFA and on
+// the new one, and each request is judged by the old grant or the new one,
+// never a mix. Revoking a grant denies the next request of an open
+// connection; a pattern added while a connection is open reaches it only
+// after it reconnects (its DFA lacks the pattern).
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <tuple>
+
+#include "agent/compile/compile.h"
+#include "agent/datapath/http_judge.h"
+
+namespace smik::datapath {
+
+class HttpEnforcer {
+ public:
+  // Loads and attaches the judge at `cgroup`, pinned under pin_dir/http (the
+  // sockops link and the socket map). ipcache_fd: the tc programs' identities.
+  static std::unique_ptr<HttpEnforcer> open(int ipcache_fd, const std::string& cgroup,
+                                            const std::string& pin_dir, std::string* err);
+
+  // Before the L4 policy opens the ports: the DFAs, grants and governed
+  // addresses of `plan`. A socket accepted before its port is governed would
+  // never be judged, so nothing may open a port this did not govern first.
+  bool stage(const compile::Plan& plan, std::string* err);
+  // After the L4 policy swap: stops governing what `plan` no longer judges.
+  bool finish(const compile::Plan& plan, std::string* err);
+
+  std::array<uint64_t, SMIK_HTTP_COUNTER_MAX> counters() const { return judge_->counters(); }
+  size_t connections() const { return judge_->connections(); }
+
+ private:
+  static constexpr size_t kBits = 64;
+  struct Port {
+    std::map<std::string, size_t> bit_of;          // patterns in force -> bit
+    std::map<uint16_t, std::array<std::string, kBits>> meaning;  // DFA id -> bit -> regex
+    uint16_t dfa = 0;  // 0 is never loaded: no path matches
+  };
+  using Key = std::pair<uint32_t, uint16_t>;  // destination identity, port
+
+  bool loadPatterns(const Key& key, const compile::HttpPortPlan& hp, std::string* err);
+  uint16_t freeDfaId(const std::set<uint16_t>& live) const;
+
+  std::unique_ptr<HttpJudge> judge_;
+  std::map<Key, Port> ports_;
+  std::map<Key, std::set<uint32_t>> granted_;   // sources with a grant written
+  std::set<std::pair<Addr, uint16_t>> governed_;
+  uint16_t last_dfa_ = 0;
+};
+
+}  // namespace smik::datapath

@@ -1,0 +1,160 @@
+// --http-rules=enforce end to end: the agent compiles the SMI spec's
+// HTTPRouteGroup example (narrowed to one path) from a manifest directory,
+// and the kernel judges each request between real pods: the allowed path
+// answers 200, another path 403 on the same keep-alive connection (and the
+// server never reads it), a source with no grant is stopped at L4.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sched.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <thread>
+
+#include "tests/e2e/fixture.h"
+
+namespace smik::e2e {
+namespace {
+
+using namespace std::chrono_literals;
+constexpr int kPort = 8080;
+
+// One TCP connection dialled from a pod's network namespace.
+class PodClient {
+ public:
+  PodClient(const Pod& from, const std::string& ip, int port) {
+    std::thread([&] {
+      const int ns = open(("/var/run/netns/" + from.netns()).c_str(), O_RDONLY | O_CLOEXEC);
+      if (ns < 0 || setns(ns, CLONE_NEWNET) != 0) return;
+      close(ns);
+      fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      const int one = 1;
+      setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+      sockaddr_in a{};
+      a.sin_family = AF_INET;
+      a.sin_port = htons(static_cast<uint16_t>(port));
+      inet_pton(AF_INET, ip.c_str(), &a.sin_addr);
+      // Non-blocking connect bounded by poll: a dropped SYN must not hang the test.
+      fcntl(fd_, F_SETFL, O_NONBLOCK);
+      connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a);
+      pollfd p{fd_, POLLOUT, 0};
+      int soerr = 1;
+      socklen_t len = sizeof soerr;
+      if (poll(&p, 1, 1000) != 1 || getsockopt(fd_, SOL_SOCKET, SO_ERROR, &soerr, &len) != 0 ||
+          soerr != 0) {
+        close(fd_);
+        fd_ = -1;
+        return;
+      }
+      fcntl(fd_, F_SETFL, 0);
+    }).join();
+  }
+  ~PodClient() {
+    if (fd_ >= 0) close(fd_);
+  }
+  bool connected() const { return fd_ >= 0; }
+
+  // Sends `GET path` and reads the response: {status, body}; {0, ""} when the
+  // connection ended (or nothing came within 5 s).
+  std::pair<int, std::string> get(const std::string& path) {
+    const std::string req = "GET " + path + " HTTP/1.1\r\nHost: bookstore\r\n\r\n";
+    if (write(fd_, req.data(), req.size()) != static_cast<ssize_t>(req.size())) return {0, ""};
+    for (;;) {
+      const size_t head_end = buf_.find("\r\n\r\n");
+      if (head_end != std::string::npos) {
+        const int status = std::atoi(buf_.c_str() + 9);
+        std::string head = buf_.substr(0, head_end);
+        for (auto& c : head) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+        const size_t cl = head.find("content-length:");
+        const size_t length = cl == std::string::npos ? 0 : std::stoul(head.substr(cl + 15));
+        if (buf_.size() >= head_end + 4 + length) {
+          std::string body = buf_.substr(head_end + 4, length);
+          buf_.erase(0, head_end + 4 + length);
+          return {status, body};
+        }
+      }
+      pollfd p{fd_, POLLIN, 0};
+      if (poll(&p, 1, 5000) != 1) return {0, ""};
+      char chunk[4096];
+      const ssize_t n = read(fd_, chunk, sizeof chunk);
+      if (n <= 0) return {0, ""};
+      buf_.append(chunk, static_cast<size_t>(n));
+    }
+  }
+
+ private:
+  int fd_ = -1;
+  std::string buf_;
+};
+
+// The spec's HTTPRouteGroup example (traffic-specs v1alpha4) and a
+// TrafficTarget granting the client its `buy` match only.
+std::string bookstorePolicy() {
+  return "apiVersion: specs.smi-spec.io/v1alpha4\nkind: HTTPRouteGroup\nmetadata:\n"
+         "  name: the-routes\n  namespace: app\nspec:\n  matches:\n"
+         "  - name: buy\n    pathRegex: /books-bought\n    methods: [GET]\n"
+         "  - name: everything\n    pathRegex: \".*\"\n    methods: [\"*\"]\n---\n" +
+         trafficTarget("app", "bookstore", "app", "server",
+                       "  - kind: HTTPRouteGroup\n    name: the-routes\n    matches: [buy]\n",
+                       "app", "client");
+}
+
+class HttpRules : public E2E {};
+
+TEST_F(HttpRules, EnforceJudgesEachRequestOnAKeepAliveConnection) {
+  Pod& client = bed_->addPod("client", bed_->nextIp());
+  Pod& server = bed_->addPod("server", bed_->nextIp());
+  Pod& stranger = bed_->addPod("stranger", bed_->nextIp());
+  // The server pod declares the port its requests arrive on.
+  std::string server_pod = pod("app", "server", "server", server.ip());
+  server_pod.replace(server_pod.find("  nodeName:"), 0,
+                     "  containers:\n  - name: app\n    image: x\n    ports:\n"
+                     "    - containerPort: " + std::to_string(kPort) + "\n");
+  write("pods.yaml", ns("app", true) + pod("app", "client", "client", client.ip()) + server_pod +
+                         pod("app", "stranger", "stranger", stranger.ip()));
+  write("policy.yaml", bookstorePolicy());
+  startAgent();  // --http-rules enforce is the default
+  waitAttached(3);
+  Proc app = bed_->spawn(server, {SMIK_HTTP_SERVER, "--serve", std::to_string(kPort)});
+  ASSERT_TRUE(app.waitFor("ready\n", 5000)) << app.output();
+
+  {
+    PodClient c(client, server.ip(), kPort);
+    ASSERT_TRUE(c.connected());
+    auto [code, body] = c.get("/books-bought");
+    EXPECT_EQ(code, 200) << body;
+    auto [code2, body2] = c.get("/books-bought/42");  // anchored at the start only
+    EXPECT_EQ(code2, 200) << body2;
+    const auto t0 = std::chrono::steady_clock::now();
+    auto [denied, denied_body] = c.get("/buy-everything");
+    EXPECT_EQ(denied, 403) << denied_body;
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, 1s) << "the 403 must come promptly";
+  }
+  // A new connection after the denial works again.
+  {
+    PodClient c(client, server.ip(), kPort);
+    ASSERT_TRUE(c.connected());
+    EXPECT_EQ(c.get("/books-bought").first, 200);
+  }
+  // The application read the granted requests, never the denied one.
+  ASSERT_TRUE(eventually([&] { return app.output().find("END") != std::string::npos; }, 5000));
+  EXPECT_NE(app.output().find("REQ GET /books-bought "), std::string::npos) << app.output();
+  EXPECT_EQ(app.output().find("/buy-everything"), std::string::npos) << app.output();
+
+  // No grant at all: the tc policy drops the SYN (L4), no HTTP is spoken.
+  PodClient s(stranger, server.ip(), kPort);
+  EXPECT_FALSE(s.connected());
+
+  // Judged-request counters reach Prometheus.
+  const std::string metrics = httpGet(http_port_, "/metrics").second;
+  EXPECT_NE(metrics.find("smik_http_requests_total{verdict=\"denied_policy\"} 1"), std::string::npos)
+      << metrics.substr(0, 4000);
+  EXPECT_NE(metrics.find("smik_http_judge_attached 1"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace smik::e2e
