@@ -717,53 +717,42 @@ struct smik_http_conn {
 };
 SMIK_STATIC_ASSERT(sizeof(struct smik_http_conn) == 56, "smik_http_conn layout");
 
-/* Per-CPU counters (index = SMIK_HTTP_C_*). */
+/* The HTTP judge's per-CPU counters (index = SMIK_HTTP_C_*), one table for
+ * the enum, Prometheus (smik_http_requests_total{verdict=name}), /status and
+ * the CLI. Append only. X(ID, index, name, help). */
+#define SMIK_HTTP_COUNTER_FACTS(X)                                                          \
+  X(ALLOWED, 0, "allowed", "requests passed after their request line was judged")          \
+  X(DENIED_POLICY, 1, "denied_policy", "403: no grant for this method and path")           \
+  X(MALFORMED, 2, "malformed", "400: not HTTP/1.x syntax the framer can follow")           \
+  X(NOT_HTTP1, 3, "not_http1", "400: TLS, the HTTP/2 preface, another version")            \
+  X(UNFRAMEABLE, 4, "unframeable", "400: framing servers disagree on (CL + TE, ...)")      \
+  X(URI_TOO_LONG, 5, "uri_too_long", "414: request line over the limit")                   \
+  X(HEAD_TOO_LARGE, 6, "head_too_large", "431: header block over the limit")               \
+  X(NO_STATE, 7, "no_state", "503: a judged socket without its framer state")              \
+  X(DROPPED, 8, "dropped", "skbs dropped after a connection's denial")                     \
+  X(SOCKETS, 9, "sockets", "accepted sockets put under judgement")                         \
+  X(SOCKHASH_FULL, 10, "sockhash_full", "accepted sockets that could not be (not judged)") \
+  X(ANSWER_FAILED, 11, "answer_failed", "a denial whose answer could not be sent")         \
+  X(PATH_NOT_NORMAL, 12, "path_not_normal",                                                \
+    "400: a path servers may resolve otherwise than its bytes read")                       \
+  X(UNJUDGED, 13, "unjudged",                                                              \
+    "packets with payload dropped: a governed socket not under judgement")                 \
+  X(TUNNELS, 14, "tunnels", "CONNECT / WebSocket tunnels the server opened (not judged further)")
+
 enum smik_http_counter {
-  SMIK_HTTP_C_ALLOWED = 0,        /* requests passed after their request line was judged */
-  SMIK_HTTP_C_DENIED_POLICY = 1,  /* 403: no grant for this method and path */
-  SMIK_HTTP_C_MALFORMED = 2,      /* 400: not HTTP/1.x syntax the framer can follow */
-  SMIK_HTTP_C_NOT_HTTP1 = 3,      /* 400: TLS, HTTP/2 preface, another version */
-  SMIK_HTTP_C_UNFRAMEABLE = 4,    /* 400: framing servers disagree on (CL + TE, ...) */
-  SMIK_HTTP_C_URI_TOO_LONG = 5,   /* 414 */
-  SMIK_HTTP_C_HEAD_TOO_LARGE = 6, /* 431 */
-  SMIK_HTTP_C_NO_STATE = 7,       /* 503: a governed socket without its framer state */
-  SMIK_HTTP_C_DROPPED = 8,        /* skbs dropped after a connection's denial */
-  SMIK_HTTP_C_SOCKETS = 9,        /* accepted sockets put under judgement */
-  SMIK_HTTP_C_SOCKHASH_FULL = 10, /* accepted sockets that could not be: NOT judged */
-  SMIK_HTTP_C_ANSWER_FAILED = 11, /* a denial whose answer could not be sent (dropped) */
-  SMIK_HTTP_C_PATH_NOT_NORMAL = 12, /* 400: a path servers may resolve otherwise than its bytes read */
-  SMIK_HTTP_C_UNJUDGED = 13,      /* packets with payload dropped: a governed socket not under judgement */
-  SMIK_HTTP_C_TUNNELS = 14,       /* CONNECT / WebSocket tunnels the server opened: not judged further */
+#define SMIK_X_HTTP_ENUM(id, n, name, help) SMIK_HTTP_C_##id = n,
+  SMIK_HTTP_COUNTER_FACTS(SMIK_X_HTTP_ENUM)
+#undef SMIK_X_HTTP_ENUM
   SMIK_HTTP_COUNTER_MAX = 15,
 };
 
-
-/* The HTTP judge's counters as a fact table (smik_http_requests_total{
- * verdict=name} in Prometheus). X(ID, index, name, help); the index is the
- * enum's, checked below. */
-#define SMIK_HTTP_COUNTER_FACTS(X)                                                       \
-  X(ALLOWED, 0, "allowed", "requests passed after their request line was judged")       \
-  X(DENIED_POLICY, 1, "denied_policy", "403: no grant for this method and path")        \
-  X(MALFORMED, 2, "malformed", "400: not HTTP/1.x syntax the framer can follow")        \
-  X(NOT_HTTP1, 3, "not_http1", "400: TLS, the HTTP/2 preface, another version")         \
-  X(UNFRAMEABLE, 4, "unframeable", "400: framing servers disagree on (CL + TE, ...)")   \
-  X(URI_TOO_LONG, 5, "uri_too_long", "414: request line over the limit")                \
-  X(HEAD_TOO_LARGE, 6, "head_too_large", "431: header block over the limit")            \
-  X(NO_STATE, 7, "no_state", "503: a judged socket without its framer state")           \
-  X(DROPPED, 8, "dropped", "skbs dropped after a connection's denial")                  \
-  X(SOCKETS, 9, "sockets", "accepted sockets put under judgement")                      \
-  X(SOCKHASH_FULL, 10, "sockhash_full", "accepted sockets that could not be (not judged)") \
-  X(ANSWER_FAILED, 11, "answer_failed", "a denial whose answer could not be sent")
-
 #ifdef __cplusplus
-#define SMIK_X_HTTP_CHECK(id, n, name, help) \
-  static_assert(SMIK_HTTP_C_##id == n, "SMIK_HTTP_COUNTER_FACTS index of " name);
-SMIK_HTTP_COUNTER_FACTS(SMIK_X_HTTP_CHECK)
-#undef SMIK_X_HTTP_CHECK
 namespace smik::abi {
 #define SMIK_X_FACT(id, n, name, help) Fact{n, name, help},
 inline constexpr Fact kHttpCounters[] = {SMIK_HTTP_COUNTER_FACTS(SMIK_X_FACT)};
 #undef SMIK_X_FACT
+static_assert(sizeof(kHttpCounters) / sizeof(kHttpCounters[0]) == SMIK_HTTP_COUNTER_MAX,
+              "every HTTP counter has its fact");
 }  // namespace smik::abi
 #endif
 
