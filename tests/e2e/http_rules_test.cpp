@@ -16,11 +16,13 @@
 #include <thread>
 
 #include "tests/e2e/fixture.h"
+#include "tests/support/raw_http.h"
 
 namespace smik::e2e {
 namespace {
 
 using namespace std::chrono_literals;
+using smik::testing::takeResponse;
 constexpr int kPort = 8080;
 
 // One TCP connection dialled from a pod's network namespace.
@@ -64,19 +66,7 @@ class PodClient {
     const std::string req = "GET " + path + " HTTP/1.1\r\nHost: bookstore\r\n\r\n";
     if (write(fd_, req.data(), req.size()) != static_cast<ssize_t>(req.size())) return {0, ""};
     for (;;) {
-      const size_t head_end = buf_.find("\r\n\r\n");
-      if (head_end != std::string::npos) {
-        const int status = std::atoi(buf_.c_str() + 9);
-        std::string head = buf_.substr(0, head_end);
-        for (auto& c : head) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-        const size_t cl = head.find("content-length:");
-        const size_t length = cl == std::string::npos ? 0 : std::stoul(head.substr(cl + 15));
-        if (buf_.size() >= head_end + 4 + length) {
-          std::string body = buf_.substr(head_end + 4, length);
-          buf_.erase(0, head_end + 4 + length);
-          return {status, body};
-        }
-      }
+      if (auto r = takeResponse(buf_)) return *r;
       pollfd p{fd_, POLLIN, 0};
       if (poll(&p, 1, 5000) != 1) return {0, ""};
       char chunk[4096];

@@ -24,6 +24,7 @@
 #include "agent/compile/http_regex.h"
 #include "agent/compile/http_request.h"
 #include "agent/datapath/http_judge.h"
+#include "tests/support/raw_http.h"
 #include "tests/testbed/testbed.h"
 
 namespace {
@@ -203,6 +204,7 @@ int serve(int port) {
 // ---- the clients -------------------------------------------------------------
 
 using namespace smik;
+using smik::testing::takeResponse;
 
 constexpr uint16_t kPort = 8080;
 constexpr uint32_t kClientId = 1000, kServerId = 2000;
@@ -276,18 +278,7 @@ class Client {
   // The next response's status and body; 0 when the connection ended first.
   std::pair<int, std::string> response() {
     for (;;) {
-      const size_t head_end = buf_.find("\r\n\r\n");
-      if (head_end != std::string::npos) {
-        const int status = std::atoi(buf_.c_str() + 9);
-        const std::string head = lowerCase(buf_.substr(0, head_end));
-        const size_t cl = head.find("content-length:");
-        const size_t length = cl == std::string::npos ? 0 : std::stoul(head.substr(cl + 15));
-        if (buf_.size() >= head_end + 4 + length) {
-          std::string body = buf_.substr(head_end + 4, length);
-          buf_.erase(0, head_end + 4 + length);
-          return {status, body};
-        }
-      }
+      if (auto r = takeResponse(buf_)) return *r;
       if (!readMore()) return {0, ""};
     }
   }

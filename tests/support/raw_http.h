@@ -10,14 +10,32 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <chrono>
 #include <optional>
 #include <string>
+#include <utility>
 
 #include "agent/base/unique_fd.h"
 #include "tests/support/sockets.h"
 
 namespace smik::testing {
+
+// Takes the first whole response (status, body framed by Content-Length) off
+// the front of what a keep-alive connection has received so far; nothing
+// while it is incomplete.
+inline std::optional<std::pair<int, std::string>> takeResponse(std::string& buf) {
+  const size_t head_end = buf.find("\r\n\r\n");
+  if (head_end == std::string::npos) return std::nullopt;
+  std::string head = buf.substr(0, head_end);
+  for (char& c : head) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  const size_t cl = head.find("content-length:");
+  const size_t length = cl == std::string::npos ? 0 : std::stoul(head.substr(cl + 15));
+  if (buf.size() < head_end + 4 + length) return std::nullopt;
+  std::pair<int, std::string> out{std::atoi(buf.c_str() + 9), buf.substr(head_end + 4, length)};
+  buf.erase(0, head_end + 4 + length);
+  return out;
+}
 
 inline bool sendAll(int fd, const std::string& data) {
   size_t done = 0;
