@@ -7,6 +7,7 @@
 #include <httplib.h>
 #include <yaml-cpp/yaml.h>
 
+#include <cctype>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <regex>
@@ -77,7 +78,7 @@ std::set<std::string> metricNamesIn(std::string e) {
   static const std::regex ranges(R"re(\[[^\]]*\])re");
   static const std::regex labelLists(
       R"re(\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\))re");
-  static const std::regex ident(R"re((^|[^A-Za-z0-9_:.$])([A-Za-z_:][A-Za-z0-9_:]*)(\s*\()?)re");
+  static const std::regex ident(R"re((^|[^A-Za-z0-9_:.$])([A-Za-z_:][A-Za-z0-9_:]*))re");
   static const std::set<std::string> keywords = {
       "and", "or", "unless", "offset", "bool", "by", "without", "on", "ignoring",
       "group_left", "group_right", "inf", "nan", "Inf", "NaN", "atan2"};
@@ -88,7 +89,11 @@ std::set<std::string> metricNamesIn(std::string e) {
   std::set<std::string> out;
   for (auto it = std::sregex_iterator(e.begin(), e.end(), ident); it != std::sregex_iterator();
        ++it) {
-    if ((*it)[3].matched) continue;  // a function or aggregation
+    // A name before "(" is a function or aggregation. Looked at, not matched:
+    // the "(" may be the boundary the next name starts after.
+    size_t next = it->position(2) + it->length(2);
+    while (next < e.size() && std::isspace(static_cast<unsigned char>(e[next]))) ++next;
+    if (next < e.size() && e[next] == '(') continue;
     const std::string name = (*it)[2];
     if (!keywords.count(name)) out.insert(name);
   }
