@@ -107,12 +107,12 @@ void collectExpressions(const nlohmann::json& j, std::vector<std::string>* out) 
   if (j.is_object()) {
     for (const auto& [key, value] : j.items()) {
       if (key == "expr" && value.is_string()) out->push_back(value.get<std::string>());
-      if (key == "query") {
-        const nlohmann::json& q = value.is_object() && value.contains("query") ? value["query"]
-                                                                                : value;
+      // A variable's query is a string, or (newer Grafana) an object whose
+      // "query" string the recursion below reaches.
+      if (key == "query" && value.is_string()) {
         std::smatch m;
-        std::string s = q.is_string() ? q.get<std::string>() : "";
-        if (std::regex_match(s, m, labelValues)) out->push_back(m[1]);
+        const std::string q = value.get<std::string>();
+        if (std::regex_match(q, m, labelValues)) out->push_back(m[1]);
       }
       collectExpressions(value, out);
     }
@@ -150,10 +150,10 @@ TEST(DaemonsetMonitoring, PromqlMetricNamesAreFoundInEveryForm) {
             (std::set<std::string>{"e", "f:recorded"}));
   EXPECT_TRUE(metricNamesIn("vector(1)").empty());
   std::vector<std::string> exprs;
-  collectExpressions(nlohmann::json::parse(R"({"panels": [{"panels": [{"targets": [
+  collectExpressions(nlohmann::json::parse(R"json({"panels": [{"panels": [{"targets": [
       {"expr": "g"}]}]}], "templating": {"list": [
       {"query": {"query": "label_values(h{a=\"b\"}, instance)"}},
-      {"query": "label_values(i, pod)"}, {"query": "prometheus"}]}})"),
+      {"query": "label_values(i, pod)"}, {"query": "prometheus"}]}})json"),
                      &exprs);
   EXPECT_EQ(exprs, (std::vector<std::string>{"g", "h{a=\"b\"}", "i"}));
 }
@@ -228,7 +228,8 @@ TEST(DaemonsetMonitoring, DashboardIsWellFormed) {
 // Helm reads the dashboard from inside the chart; that copy must not drift
 // from the one daemonset/grafana ships for importing by hand.
 TEST(DaemonsetMonitoring, ChartDashboardIsTheInstallOne) {
-  EXPECT_EQ(readFile(kChartDashboard), readFile(kDashboard));
+  EXPECT_TRUE(readFile(kChartDashboard) == readFile(kDashboard))
+      << kChartDashboard << " differs from " << kDashboard << ": copy it over";
 }
 
 // ---- the PodMonitor and the annotations ---------------------------------------
