@@ -8,6 +8,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <cctype>
+#include <ctime>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <regex>
@@ -230,6 +231,27 @@ TEST(DaemonsetMonitoring, DashboardIsWellFormed) {
 TEST(DaemonsetMonitoring, ChartDashboardIsTheInstallOne) {
   EXPECT_TRUE(readFile(kChartDashboard) == readFile(kDashboard))
       << kChartDashboard << " differs from " << kDashboard << ": copy it over";
+}
+
+// The agent's own memory and CPU are read, not placeholders: this test
+// process has some megabytes resident and has spent CPU building the above.
+TEST(DaemonsetMonitoring, ProcessMetricsAreThisProcesss) {
+  std::string text = servedAt("/metrics");
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(text, m, std::regex(R"re(\nprocess_resident_memory_bytes (\d+)\n)re")))
+      << text;
+  const double rss = std::stod(m[1]);
+  EXPECT_GT(rss, 1 << 20);
+  ASSERT_TRUE(std::regex_search(text, m, std::regex(R"re(\nprocess_virtual_memory_bytes (\d+)\n)re")));
+  EXPECT_GE(std::stod(m[1]), rss);
+  // Enough CPU to show in the counter's hundredths of a second (clock() is
+  // this process's CPU time).
+  const std::clock_t start = std::clock();
+  while (std::clock() < start + CLOCKS_PER_SEC / 20) {
+  }
+  text = servedAt("/metrics");
+  ASSERT_TRUE(std::regex_search(text, m, std::regex(R"re(\nprocess_cpu_seconds_total ([0-9.]+)\n)re")));
+  EXPECT_GT(std::stod(m[1]), 0);
 }
 
 // ---- the PodMonitor and the annotations ---------------------------------------
