@@ -1,8 +1,14 @@
 #include "api/http/http_server.h"
 
 #include <httplib.h>
+#include <unistd.h>
 
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <iterator>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "api/http/smi_routes.h"
 #include "api/proto/json.h"
@@ -184,6 +190,42 @@ std::string prometheusTelemetry(const telemetry::Store& store) {
   return conns + hist;
 }
 
+std::string prometheusProcess() {
+  // The names and meanings of the Prometheus client libraries' process
+  // collector, so dashboards and alerts written for any exporter's memory
+  // and CPU work on the agent unchanged.
+  long pages_virtual = 0, pages_resident = 0;
+  std::ifstream statm("/proc/self/statm");
+  statm >> pages_virtual >> pages_resident;
+  const long page = sysconf(_SC_PAGESIZE);
+  // /proc/self/stat: utime and stime are fields 14 and 15, counted after
+  // the ")" that ends the command name (which may itself hold spaces).
+  std::ifstream statf("/proc/self/stat");
+  std::string stat((std::istreambuf_iterator<char>(statf)), std::istreambuf_iterator<char>());
+  double cpu_s = 0;
+  if (auto close = stat.rfind(')'); close != std::string::npos) {
+    std::istringstream rest(stat.substr(close + 1));
+    std::string field;
+    unsigned long long utime = 0, stime = 0;
+    for (int i = 3; i <= 15 && rest >> field; i++) {
+      if (i == 14) utime = std::strtoull(field.c_str(), nullptr, 10);
+      if (i == 15) stime = std::strtoull(field.c_str(), nullptr, 10);
+    }
+    cpu_s = double(utime + stime) / double(sysconf(_SC_CLK_TCK));
+  }
+  char cpu[32];
+  std::snprintf(cpu, sizeof cpu, "%.2f", cpu_s);
+  return "# HELP process_resident_memory_bytes Resident memory size of the agent in bytes.\n"
+         "# TYPE process_resident_memory_bytes gauge\n"
+         "process_resident_memory_bytes " + std::to_string(pages_resident * page) + "\n"
+         "# HELP process_virtual_memory_bytes Virtual memory size of the agent in bytes.\n"
+         "# TYPE process_virtual_memory_bytes gauge\n"
+         "process_virtual_memory_bytes " + std::to_string(pages_virtual * page) + "\n"
+         "# HELP process_cpu_seconds_total User and system CPU time the agent spent, in seconds.\n"
+         "# TYPE process_cpu_seconds_total counter\n"
+         "process_cpu_seconds_total " + cpu + "\n";
+}
+
 HttpSources sourcesOf(Agent& agent) {
   return {[&agent] { return agent.ready(); }, [&agent] { return agent.notReadyReason(); },
           [&agent] { return agent.status(); }, &agent.metrics(), agent.nodeConfig().node_name};
@@ -205,6 +247,7 @@ Router httpRoutes(const HttpSources& sources, api::PeerFanout* fanout) {
   router.add({"/metrics", [sources, fanout](const RoutedRequest&, httplib::Response& r) {
                 r.set_content(prometheusText(sources.status()) +
                                   prometheusTelemetry(*sources.metrics) +
+                                  prometheusProcess() +
                                   (fanout ? fanout->prometheusText() : ""),
                               "text/plain; version=0.0.4");
               }});

@@ -57,5 +57,8 @@ std::string statusJson(const AgentStatus& s);
 std::string prometheusText(const AgentStatus& s);
 // Per-workload-edge connection counters and handshake histograms.
 std::string prometheusTelemetry(const telemetry::Store& store);
+// The agent process's own memory and CPU (/proc/self), under the names every
+// Prometheus client library gives them (process_resident_memory_bytes, ...).
+std::string prometheusProcess();
 
 }  // namespace smik::api

@@ -38,10 +38,11 @@ const fs::path kChart = kInstall / "helm" / "smik";
 const std::string kNs = "smik-system";
 
 // Files under daemonset/ that are YAML but not resources of the kustomization,
-// each for a reason: an opt-in patch, and a DaemonSet applied after the install
-// is gone.
+// each for a reason: an opt-in patch, a DaemonSet applied after the install
+// is gone, and a PodMonitor that only applies where the Prometheus Operator's
+// CRDs are installed.
 const std::set<std::string> kNotResources = {"kustomization.yaml", "privileged-patch.yaml",
-                                             "uninstall.yaml"};
+                                             "uninstall.yaml", "podmonitor.yaml"};
 
 // Every kind the install uses, at the apiVersion Kubernetes serves it.
 const std::set<std::pair<std::string, std::string>> kRealKinds = {
@@ -57,6 +58,7 @@ const std::set<std::pair<std::string, std::string>> kRealKinds = {
     {"rbac.authorization.k8s.io/v1", "RoleBinding"},
     {"apiextensions.k8s.io/v1", "CustomResourceDefinition"},
     {"apiregistration.k8s.io/v1", "APIService"},
+    {"monitoring.coreos.com/v1", "PodMonitor"},
     {"kustomize.config.k8s.io/v1beta1", "Kustomization"},
 };
 
