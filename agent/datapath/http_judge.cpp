@@ -7,6 +7,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #include "smik_http.skel.h"
@@ -62,8 +63,8 @@ std::unique_ptr<HttpJudge> HttpJudge::open(std::string* err, int ipcache_fd, uin
 }
 
 HttpJudge::~HttpJudge() {
-  if (guard_link_ >= 0) close(guard_link_);
-  if (sockops_link_ >= 0) close(sockops_link_);
+  guard_link_.reset();
+  sockops_link_.reset();
   // Pinned (keep_): the programs stay attached to the pinned socket map
   // after us, as the tc and socket programs do.
   if (msg_attached_ && !keep_)
@@ -74,27 +75,19 @@ HttpJudge::~HttpJudge() {
 }
 
 bool HttpJudge::attach(const std::string& cgroup, std::string* err) {
-  if (sockops_link_ >= 0) return (*err = "already attached"), false;
-  int cg = ::open(cgroup.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (cg < 0) return (*err = errnoText("open cgroup " + cgroup)), false;
+  if (sockops_link_) return (*err = "already attached"), false;
+  UniqueFd cg{::open(cgroup.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)};
+  if (!cg) return (*err = errnoText("open cgroup " + cgroup)), false;
   // The guard first: from the moment sockops judges new sockets, no older
   // one of a governed port carries payload unjudged.
-  guard_link_ = bpf_link_create(bpf_program__fd(skel_->progs.smik_http_guard), cg,
-                                BPF_CGROUP_INET_INGRESS, nullptr);
-  int e = errno;
-  if (guard_link_ < 0) {
-    close(cg);
-    return (*err = errnoText("attach the HTTP guard to " + cgroup, e)), false;
-  }
-  sockops_link_ = bpf_link_create(bpf_program__fd(skel_->progs.smik_http_sockops), cg,
-                                  BPF_CGROUP_SOCK_OPS, nullptr);
-  e = errno;
-  close(cg);
-  if (sockops_link_ < 0) {
-    close(guard_link_);
-    guard_link_ = -1;
-    return (*err = errnoText("attach HTTP sockops to " + cgroup, e)), false;
-  }
+  UniqueFd guard{bpf_link_create(bpf_program__fd(skel_->progs.smik_http_guard), cg.get(),
+                                 BPF_CGROUP_INET_INGRESS, nullptr)};
+  if (!guard) return (*err = errnoText("attach the HTTP guard to " + cgroup)), false;
+  UniqueFd sockops{bpf_link_create(bpf_program__fd(skel_->progs.smik_http_sockops), cg.get(),
+                                   BPF_CGROUP_SOCK_OPS, nullptr)};
+  if (!sockops) return (*err = errnoText("attach HTTP sockops to " + cgroup)), false;
+  guard_link_ = std::move(guard);
+  sockops_link_ = std::move(sockops);
   return true;
 }
 
@@ -194,9 +187,10 @@ bool HttpJudge::pin(const std::string& dir, std::string* err) {
   // The guard too: without it, a governed socket the judge does not see
   // would carry payload unjudged once the agent is gone.
   const std::string guard_pin = dir + "/http_guard";
-  if (sockops_link_ < 0 || guard_link_ < 0) return (*err = "pin: not attached"), false;
-  for (const auto& [fd, path] : {std::pair{sockops_link_, link_pin}, std::pair{socks_fd_, socks_pin},
-                                 std::pair{guard_link_, guard_pin}}) {
+  if (!sockops_link_ || !guard_link_) return (*err = "pin: not attached"), false;
+  for (const auto& [fd, path] : {std::pair{sockops_link_.get(), link_pin},
+                                 std::pair{socks_fd_, socks_pin},
+                                 std::pair{guard_link_.get(), guard_pin}}) {
     ::unlink(path.c_str());  // a previous agent's: its sockets stay with its maps
     if (bpf_obj_pin(fd, path.c_str()) != 0) return (*err = errnoText("pin " + path)), false;
   }

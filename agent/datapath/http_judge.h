@@ -9,6 +9,7 @@
 #include <set>
 #include <string>
 
+#include "agent/base/unique_fd.h"
 #include "agent/compile/compile.h"
 #include "agent/compile/http_regex.h"
 #include "bpf/include/smik_abi.h"
@@ -67,8 +68,8 @@ class HttpJudge {
  private:
   HttpJudge() = default;
   smik_http* skel_ = nullptr;
-  int sockops_link_ = -1;
-  int guard_link_ = -1;
+  UniqueFd sockops_link_;
+  UniqueFd guard_link_;
   int socks_fd_ = -1;
   bool verdict_attached_ = false;
   bool msg_attached_ = false;
