@@ -32,12 +32,7 @@ const fs::path kChartDashboard = kChart / "dashboards" / "smik-dashboard.json";
 // `path`, from the real route table and exporter; "" when it serves no such
 // path to other hosts.
 std::string servedAt(const std::string& path) {
-  static const smik::telemetry::Store store;
-  static const smik::api::Router routes = smik::api::httpRoutes(
-      {[] { return true; }, [] { return std::string(); }, [] { return smik::AgentStatus{}; },
-       &store, "node"},
-      nullptr);
-  const smik::api::Route* r = routes.find(path);
+  const smik::api::Route* r = agentRoutes().find(path);
   if (!r || r->local_only) return "";
   httplib::Request req;
   httplib::Response res;

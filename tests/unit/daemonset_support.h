@@ -244,13 +244,18 @@ inline int resolvePort(const Y& port, const Y& container) {
 // another address: kubelet probes a hostNetwork pod at the node's address,
 // Prometheus scrapes from anywhere. /status and the TrafficMetrics API
 // answer loopback clients only.
-inline bool servedToRemoteClients(const std::string& path) {
+// The agent's real --http route table, over an empty store and status.
+inline const smik::api::Router& agentRoutes() {
   static const smik::telemetry::Store store;
   static const smik::api::Router routes = smik::api::httpRoutes(
       {[] { return true; }, [] { return std::string(); }, [] { return smik::AgentStatus{}; },
        &store, "node"},
       nullptr);
-  const smik::api::Route* r = routes.find(path);
+  return routes;
+}
+
+inline bool servedToRemoteClients(const std::string& path) {
+  const smik::api::Route* r = agentRoutes().find(path);
   return r && !r->local_only;
 }
 
