@@ -382,6 +382,12 @@ TEST_F(E2E, TooLargeTrafficTargetDoesNotLeaveANewPodUnenforced) {
                          trafficTarget("app", "to-late", "app", "late", rule("TCPRoute", "web"),
                                        "app", "client"));
   waitAttached(3);
+  // The traffic checks start once the agent reports this apply (its
+  // rejection of app/flood): under the sanitizers the 300,000-entry compile
+  // can outlast the hook of the new pod.
+  ASSERT_TRUE(eventually([&] {
+    return status().find("TrafficTarget app/flood: rejected") != std::string::npos;
+  }, 30000)) << status();
   Proc srv = serve(late, "9090,9091");
   expectTcp(client, late, 9090, "ok", 5000);
   expectTcp(client, late, 9091, "timeout");  // enforced: denied by default
