@@ -19,7 +19,9 @@
  *   4. The flow's live conntrack entry (an expired one, or a closed TCP one
  *      a new SYN reuses, counts as absent) judged under the policy
  *      generation now in force: its verdict (pass; drop (policy) if revoked).
- *   5. No endpoint entry for the interface: pass (not, or no longer, ours).
+ *   5. No endpoint entry for the interface: drop (unhooked). The agent
+ *      attaches only after writing the entry and detaches before deleting
+ *      it, so a hook without one has lost it: fail closed, and count it.
  *   6. The peer's identity from its address (SMIK_ID_WORLD when unknown), the
  *      pod's from its endpoint. A conntrack entry of an older generation is
  *      judged again: another identity on either side deletes it (and the
@@ -43,7 +45,8 @@
  *   answered after the verdict is counted: see "Answers to denied flows".
  *
  * smik_from_pod (host veth ingress: packets leaving the pod)
- *   10. Not IP: pass; malformed: drop. Not an endpoint: pass. From an
+ *   10. Not IP: pass; malformed: drop. No endpoint entry: drop (unhooked,
+ *       as in step 5). From an
  *       address not the pod's own (IPv6 link setup aside): drop (spoofed).
  *   11. Later fragments, ICMP errors and discovery, protocols without flows:
  *       pass. The flow's conntrack entry, judged again as in step 6 when its
@@ -512,7 +515,7 @@ static __always_inline __u32 judge_to_pod(struct __sk_buff *skb, const struct pk
   __u32 ifindex = skb->ifindex;
   struct smik_endpoint *ep = bpf_map_lookup_elem(&smik_endpoints, &ifindex);
   if (!ep)
-    return SMIK_REASON_FORWARDED;
+    return SMIK_REASON_UNHOOKED;
   /* step 6 */
   __u32 pod = ep->identity;
   __u32 peer = identity_of(p->family, p->saddr);
@@ -928,7 +931,7 @@ int smik_from_pod(struct __sk_buff *skb) {
   __u32 ifindex = skb->ifindex;
   struct smik_endpoint *ep = bpf_map_lookup_elem(&smik_endpoints, &ifindex);
   if (!ep)
-    return count(skb, SMIK_REASON_FORWARDED);
+    return count(skb, SMIK_REASON_UNHOOKED);
   if (!is_own_addr(ep, &p) && !is_ipv6_link_setup(&p))
     return count(skb, SMIK_REASON_SPOOFED);
   /* step 11: later fragments carry no ports (the datagram's first fragment

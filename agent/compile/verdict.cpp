@@ -361,7 +361,7 @@ uint32_t ReferenceDatapath::judgeToPod(const ParsedPacket& p, const std::vector<
   if (v && v->policy_gen == generation) return entryVerdict(v, p, now, SMIK_CT_S_FIN_IN);
   // step 5
   auto ep = endpoints.find(ifindex);
-  if (ep == endpoints.end()) return SMIK_REASON_FORWARDED;
+  if (ep == endpoints.end()) return SMIK_REASON_UNHOOKED;
   // step 6
   uint32_t pod = ep->second.identity;
   uint32_t peer = identityOf(p.family, p.saddr);
@@ -433,7 +433,7 @@ uint32_t ReferenceDatapath::fromPod(const std::vector<uint8_t>& frame, uint32_t 
   if (p.result == Result::kNotIp) return SMIK_REASON_FORWARDED;
   if (p.result == Result::kMalformed) return SMIK_REASON_MALFORMED;
   auto ep = endpoints.find(ifindex);
-  if (ep == endpoints.end()) return SMIK_REASON_FORWARDED;
+  if (ep == endpoints.end()) return SMIK_REASON_UNHOOKED;
   if (!isOwnAddr(ep->second, p) && !isLinkSetup(p)) return SMIK_REASON_SPOOFED;
   if (p.frag == Fragment::kLater || p.icmp == IcmpClass::kInfra || p.icmp == IcmpClass::kError ||
       !keyable(p))  // step 11

@@ -244,7 +244,9 @@ SMIK_STATIC_ASSERT(sizeof(struct smik_frag_value) == 8, "smik_frag_value layout"
   X(MALFORMED, 3, "malformed", "dropped: truncated IP or L4 header")                  \
   X(UNSUPPORTED, 4, "unsupported",                                                    \
     "dropped: not TCP or UDP (no SMI rule can name it), to an enforced destination") \
-  X(FRAGMENT, 5, "fragment", "dropped: a later fragment whose first was not seen")
+  X(FRAGMENT, 5, "fragment", "dropped: a later fragment whose first was not seen")   \
+  X(UNHOOKED, 6, "unhooked",                                                          \
+    "dropped: on a pod's hook whose endpoint entry is missing (fail closed)")
 
 #define SMIK_X_REASON_ENUM(id, n, name, help) SMIK_REASON_##id = n,
 enum smik_reason {

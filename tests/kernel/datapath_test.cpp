@@ -190,10 +190,15 @@ TEST_F(DatapathTest, IcmpErrorsPassEchoIsJudged) {
   EXPECT_EQ(toPod({.src = "fd00::1", .dst = "fd00::2", .proto = 1, .icmp_type = 1, .icmp_quote = other6}), kDrop);
 }
 
-TEST_F(DatapathTest, PacketsOfOtherInterfacesAreNotOurs) {
+// A hook whose endpoint entry is gone has lost it (the agent writes the
+// entry before attaching and detaches before deleting it): fail closed, both
+// ways, counted.
+TEST_F(DatapathTest, AHookWithoutItsEndpointEntryFailsClosed) {
   state_.endpoints.clear();
   apply();
-  EXPECT_EQ(toPod({.src = "10.1.0.3", .dport = 22}), kPass);
+  EXPECT_EQ(toPod({.src = "10.1.0.3", .dport = 22}), kDrop);
+  EXPECT_EQ(fromPod({.src = "10.1.0.2", .dst = "10.1.0.3"}), kDrop);
+  EXPECT_EQ(reason(SMIK_REASON_UNHOOKED), 2u);
 }
 
 // Policies swapped in a tight loop while packets run. Every policy in the
