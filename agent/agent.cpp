@@ -68,6 +68,7 @@ void Agent::runOnce() {
     spdlog::error("reconcile failed, last good policy stays enforced: {}", e.what());
     current_known_ = false;  // the next round reads what the kernel holds
     first_round_ = true;
+    resolved_addrs_.clear();  // and resolves every pod's interface again
   }
 }
 
@@ -168,18 +169,35 @@ void Agent::sweepConntrack() {
 // One round: compile if anything compiled from changed, then write and hook
 // if the plan, the pods' interfaces or a due retry asks for it, then report.
 void Agent::reconcile(bool source_changed) {
-  bool recompiled = recompileIfNeeded(source_changed);
-  auto wanted = dp_->resolveInterfaces(*plan_);
-  if (recompiled || wanted != wanted_ || retryDue()) {
-    applyPlan(wanted);
+  // The host's addresses and the pods' interfaces are read again only when
+  // netlink reports a change (or a new plan names other pods): an idle node
+  // with 250 pods costs one empty read per round.
+  bool net_changed = dp_->hostNetworkChanged();
+  bool recompiled = recompileIfNeeded(source_changed, net_changed);
+  if (net_changed || (recompiled && localAddressesChanged()))
+    resolved_ = dp_->resolveInterfaces(*plan_);
+  if (recompiled || resolved_ != wanted_ || retryDue()) {
+    applyPlan(resolved_);
     next_usage_ = {};  // status shows the maps of what was just applied
   }
   sampleMapUsage();
   refreshStatus();
 }
 
+// Whether the new plan's local pods or their addresses differ from those
+// last resolved: a policy change alone moves no pod to another interface.
+bool Agent::localAddressesChanged() {
+  std::map<std::string, Addr> now;
+  for (const auto& [pod, ep] : plan_->endpoints)
+    if (!ep.addrs.empty()) now[pod] = ep.addrs.front();
+  if (now == resolved_addrs_) return false;
+  resolved_addrs_ = std::move(now);
+  return true;
+}
+
 // The objects or this node's addresses changed (or nothing is compiled yet).
-bool Agent::recompileIfNeeded(bool source_changed) {
+bool Agent::recompileIfNeeded(bool source_changed, bool net_changed) {
+  if (!source_changed && !net_changed && plan_) return false;
   std::vector<std::string> addrs = dp_->hostAddresses();
   if (!source_changed && plan_ && addrs == host_addrs_) return false;
   compile::NodeConfig node = cfg_.node;

@@ -135,7 +135,10 @@ class Agent {
   void waitForSource();
   // The steps of one round, in order.
   void reconcile(bool source_changed);
-  bool recompileIfNeeded(bool source_changed);  // true if it compiled a new plan
+  // True if it compiled a new plan. The host's addresses are read only
+  // when the network changed.
+  bool recompileIfNeeded(bool source_changed, bool net_changed);
+  bool localAddressesChanged();
   void publish(std::shared_ptr<const model::ClusterState> state, const compile::NodeConfig& node);
   bool retryDue() const;
   void applyPlan(const std::map<std::string, uint32_t>& wanted);
@@ -173,7 +176,9 @@ class Agent {
   std::map<std::string, std::string> not_enforced_;  // pod -> why: failures, over capacity
   std::map<std::string, std::string> pending_;       // pod -> why: its veth is not there yet
   std::vector<std::string> host_addrs_;
-  std::map<std::string, uint32_t> wanted_;
+  std::map<std::string, uint32_t> wanted_;    // pod -> ifindex, as last applied
+  std::map<std::string, uint32_t> resolved_;  // as last read (hostNetworkChanged)
+  std::map<std::string, Addr> resolved_addrs_;  // the pods' addresses resolved_ was read for
   maps::KernelState current_;
   // Whether current_ is what the kernel holds; false until it was read
   // whole (at the first round, after a failed write, after an exception).

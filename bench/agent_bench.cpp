@@ -37,10 +37,11 @@ namespace {
 constexpr const char* kNode = "bench-node";
 constexpr int kNamespaces = 20;
 constexpr int kPodsPerFile = 5000;  // files stay under the agent's 4 MiB limit
-// Pods on the agent's node (kubelet's default limit is 110); the rest are on
-// 100 other nodes. Each reconcile resolves every local pod's interface with a
-// route lookup, so this number matters for propagation (see bench/README.md).
-constexpr int kLocalPods = 100;
+// Pods on the agent's node: a large node (kubelet's default limit is 110);
+// the rest are on 100 other nodes. The agent resolves local pods' interfaces
+// (a route lookup each) when netlink reports a change or a pod's address
+// changes, so this number once set every round's cost (bench/README.md).
+constexpr int kLocalPods = 250;
 
 std::string saOf(int a) { return "sa" + std::to_string(a); }
 std::string nsOf(int a) { return "ns" + std::to_string(a % kNamespaces); }
@@ -98,6 +99,20 @@ long vmRssKiB(pid_t pid) {
   while (std::getline(in, line))
     if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
   return -1;
+}
+
+// CPU time (user + system) the process has used, in seconds.
+double cpuSeconds(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::istringstream rest(stat.substr(stat.rfind(')') + 2));  // the name may hold spaces
+  std::string field;
+  unsigned long long utime = 0, stime = 0;
+  for (int i = 3; i <= 15 && rest >> field; i++) {  // fields 14 and 15 of proc(5)
+    if (i == 14) utime = std::stoull(field);
+    if (i == 15) stime = std::stoull(field);
+  }
+  return double(utime + stime) / double(sysconf(_SC_CLK_TCK));
 }
 
 struct Run {
@@ -214,6 +229,12 @@ void benchSource(bool quick, bool kube) {
   std::printf("10k pods written to applied: %.0f ms; policy entries %d\n", load10k,
               int(s["policyEntries"]));
 
+  // Idle: nothing changes; what the agent's rounds (every 250 ms) cost.
+  const double idle_s = quick ? 3 : 10;
+  double cpu0 = cpuSeconds(run.agent->pid());
+  std::this_thread::sleep_for(std::chrono::duration<double>(idle_s));
+  double idle_pct = 100 * (cpuSeconds(run.agent->pid()) - cpu0) / idle_s;
+
   // Propagation: 100 changes of one TrafficTarget's source.
   std::vector<double> ms, apply_ms;
   uint32_t gen = s["policyGeneration"];
@@ -249,6 +270,8 @@ void benchSource(bool quick, bool kube) {
   std::printf("%-34s %8.1fms\n", "propagation p99", p99);
   if (!apply_ms.empty())
     std::printf("%-34s %8.1fms   (the agent's own lastApplyMs, median)\n", "  of which apply", bench::median(apply_ms));
+  std::printf("%-34s %8.2f%%    (of one core, %d local pods, 10k in all, no changes for %.0f s)\n",
+              "agent CPU, idle", idle_pct, kLocalPods, idle_s);
   std::printf("%-34s %7.1fMiB\n", "agent RSS, no pods", rss0 / 1024.0);
   std::printf("%-34s %7.1fMiB\n", "agent RSS, 10k pods", rss10k / 1024.0);
   std::printf("%-34s %7.1fMiB\n", "agent RSS, 50k pods", rss50k / 1024.0);
@@ -259,6 +282,7 @@ void benchSource(bool quick, bool kube) {
   std::printf("RESULT propagation%s/p99 %.4g ms - - %zu %.4g %.4g\n", tag.c_str(), p99, ms.size(),
               ms.front(), ms.back());
   if (!apply_ms.empty()) bench::result("propagation" + tag + "/agent_last_apply", apply_ms, "ms");
+  bench::result("agent_idle_cpu" + tag + "/local_pods=" + std::to_string(kLocalPods), {idle_pct}, "%");
   bench::result("agent_rss" + tag + "/pods=0", {rss0 / 1024.0}, "MiB");
   bench::result("agent_rss" + tag + "/pods=10000", {rss10k / 1024.0}, "MiB");
   bench::result("agent_rss" + tag + "/pods=50000", {rss50k / 1024.0}, "MiB");

@@ -187,7 +187,7 @@ struct Datapath::Objects {
   Skeleton<sockops> tel;
 };
 
-Datapath::Datapath() = default;
+Datapath::Datapath() : net_(std::make_unique<NetChanges>()) {}
 // Members go in reverse order: links and the backend's descriptors first,
 // the objects last. Pinned links and maps outlive all of it: the programs
 // keep enforcing while no agent runs.
@@ -269,6 +269,17 @@ void Datapath::adoptPinnedLinks() {
     if (link) adopted_[e.path()] = std::move(link);
   }
   if (!adopted_.empty()) spdlog::info("adopting {} pinned tc links", adopted_.size());
+}
+
+// Netlink tells of every change; a full reading every 30 s all the same, as
+// a controller resyncs, in case a change ever slips by (a pod whose veth is
+// missed would go unhooked).
+bool Datapath::hostNetworkChanged() {
+  auto now = std::chrono::steady_clock::now();
+  bool due = now >= next_full_read_;
+  bool changed = net_->changedSinceLastAsk() || due;
+  if (changed) next_full_read_ = now + std::chrono::seconds(30);
+  return changed;
 }
 
 std::map<std::string, uint32_t> Datapath::resolveInterfaces(const compile::Plan& plan) const {

@@ -2,6 +2,7 @@
 // local pods' host-side veths, and adopts what a previous agent left pinned.
 #pragma once
 
+#include <chrono>
 #include <functional>
 #include <map>
 #include <memory>
@@ -46,6 +47,7 @@ std::vector<maps::MapDef> mapDefs(const Options& opts, std::string* err);
 
 template <typename T>
 class Skeleton;
+class NetChanges;
 
 class Datapath : public Dataplane {
  public:
@@ -59,6 +61,7 @@ class Datapath : public Dataplane {
   int toPodProgFd() const;
   int fromPodProgFd() const;
 
+  bool hostNetworkChanged() override;
   std::map<std::string, uint32_t> resolveInterfaces(const compile::Plan& plan) const override;
   void detachGone(const std::map<std::string, uint32_t>& wanted) override;
   void attachNew(const std::map<std::string, uint32_t>& wanted,
@@ -111,6 +114,8 @@ class Datapath : public Dataplane {
   std::map<uint32_t, Attachment> attached_;   // by ifindex
   std::map<std::string, UniqueFd> adopted_;  // pinned link path -> link, not yet claimed
   std::unique_ptr<HttpEnforcer> http_;        // --http-rules=enforce
+  std::unique_ptr<NetChanges> net_;  // opened first: see hostNetworkChanged()
+  std::chrono::steady_clock::time_point next_full_read_{};
 };
 
 }  // namespace smik::datapath

@@ -40,6 +40,10 @@ class Dataplane {
   virtual uint8_t attachMode() const = 0;
   // This node's own addresses, the HOST identity (system.h says which).
   virtual std::vector<std::string> hostAddresses() const = 0;
+  // Whether hostAddresses() and resolveInterfaces() may answer otherwise
+  // than last time (links, addresses or routes changed); asking consumes
+  // the change. A dataplane that cannot tell says true.
+  virtual bool hostNetworkChanged() { return true; }
   // Resolves each local endpoint's host-side interface (0 = not there yet).
   virtual std::map<std::string, uint32_t> resolveInterfaces(const compile::Plan& plan) const = 0;
   // Hooks every pod in `wanted` (pod -> ifindex) and unhooks every other one.

@@ -4,6 +4,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstring>
 
 #include "agent/base/unique_fd.h"
@@ -47,6 +48,34 @@ uint32_t routeIfindex(const Addr& addr) {
     }
   }
   return ifindex;
+}
+
+NetChanges::NetChanges()
+    : fd_(socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, NETLINK_ROUTE)) {
+  sockaddr_nl sa{};
+  sa.nl_family = AF_NETLINK;
+  sa.nl_groups = RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR | RTMGRP_IPV4_ROUTE |
+                 RTMGRP_IPV6_ROUTE;
+  if (fd_ && bind(fd_.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) fd_.reset();
+  // A burst of new pods (each a link, addresses, routes) between two rounds.
+  int size = 1 << 20;
+  if (fd_) setsockopt(fd_.get(), SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
+}
+
+bool NetChanges::changedSinceLastAsk() {
+  if (!fd_) return true;
+  bool changed = pending_;
+  pending_ = false;
+  char buf[16384];
+  for (;;) {
+    ssize_t n = recv(fd_.get(), buf, sizeof buf, MSG_DONTWAIT);
+    if (n > 0 || (n < 0 && errno == ENOBUFS)) {
+      changed = true;  // what changed does not matter: everything is read again
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    return changed;  // EAGAIN: drained
+  }
 }
 
 }  // namespace smik::datapath

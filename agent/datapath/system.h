@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "agent/base/addr.h"
+#include "agent/base/unique_fd.h"
 
 namespace smik::datapath {
 
@@ -19,6 +20,22 @@ std::string cgroup2Mount();
 
 // Output interface of the route to addr (the pod's host-side veth), 0 if none.
 uint32_t routeIfindex(const Addr& addr);
+
+// Whether the host's links, addresses or routes changed since the last ask:
+// a netlink socket subscribed to their notifications, opened before anything
+// is read so no change between the reading and the subscribing is missed.
+// A node's 250 pods then cost one empty read per round instead of a route
+// lookup and two ioctls each. Lost notifications (the socket's buffer ran
+// over) and a socket that could not be opened both answer "changed".
+class NetChanges {
+ public:
+  NetChanges();
+  bool changedSinceLastAsk();
+
+ private:
+  UniqueFd fd_;
+  bool pending_ = true;  // the first ask reads everything
+};
 
 // True if ifindex is a veth/netkit device: only those are pods' host sides.
 bool isPodInterface(uint32_t ifindex);

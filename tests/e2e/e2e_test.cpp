@@ -487,6 +487,35 @@ TEST_F(E2E, NoUngrantedConnectionOnceANewPodIsHooked) {
                                            << "was not widened";
 }
 
+// A pod the manifests name before its veth exists (the CNI still at work)
+// is hooked as soon as the veth and its route appear, and a sandbox made
+// again with the same address (a new veth) is hooked again: the agent reads
+// interfaces when netlink reports a change, so within a round or two, not
+// at its 30 s full reading.
+TEST_F(E2E, AVethThatAppearsOrIsMadeAgainIsHookedAtOnce) {
+  auto [c, s] = clientAndServer();
+  Pod& client = *c;
+  const std::string ip = bed_->nextIp();
+  write("late.yaml", pod("app", "late", "late", ip));
+  startAgent();
+  waitAttached(2);
+  auto hookedAt = [&](Pod& p) {
+    const std::string want = p.hostIf() + "(" + std::to_string(p.hostIfIndex()) + ")";
+    return eventually([&] { return status().find(want) != std::string::npos; }, 3000);
+  };
+  {
+    Pod& late = bed_->addPod("late", ip);
+    ASSERT_TRUE(hookedAt(late)) << status();
+    Proc srv = serve(late, "9091");
+    expectTcp(client, late, 9091, "timeout");
+  }
+  bed_->removePod("late");
+  Pod& again = bed_->addPod("late", ip);
+  ASSERT_TRUE(hookedAt(again)) << status();
+  Proc srv = serve(again, "9091");
+  expectTcp(client, again, 9091, "timeout");
+}
+
 // Every map is reported with its entries, capacity and kernel memory; the
 // conntrack size comes from --ct-max.
 TEST_F(E2E, MapsAreReportedWithTheirSizeAndMemory) {

@@ -15,6 +15,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <thread>
+#include <utility>
 
 #include "agent/agent.h"
 #include "agent/source/manifest_dir.h"
@@ -40,7 +41,15 @@ class FakeDataplane : public datapath::Dataplane {
   uint8_t attachMode() const override { return SMIK_EP_ATTACH_TCX; }
   std::vector<std::string> hostAddresses() const override { return host_addrs; }
   std::vector<std::string> host_addrs;  // what hostAddresses() reports, set by tests
+  // With reports_net_changes, hostNetworkChanged() answers net_changed
+  // (and clears it), as netlink would; without, always true.
+  bool reports_net_changes = false, net_changed = false;
+  bool hostNetworkChanged() override {
+    return !reports_net_changes || std::exchange(net_changed, false);
+  }
+  mutable int resolves = 0;
   std::map<std::string, uint32_t> resolveInterfaces(const compile::Plan& plan) const override {
+    resolves++;
     std::map<std::string, uint32_t> out;
     for (const auto& [pod, ep] : plan.endpoints)
       if (auto it = interfaces.find(pod); it != interfaces.end()) out[pod] = it->second;
@@ -316,6 +325,26 @@ TEST_F(AgentTest, ANewHostAddressIsCompiledWithoutAnObjectChanging) {
   auto ips = dp_->backend.read().value().ips;
   ASSERT_EQ(ips.count(host), 1u);
   EXPECT_EQ(ips.at(host).identity, uint32_t(SMIK_ID_HOST));
+  EXPECT_EQ(agent_->applied()->node.host_addrs, dp_->host_addrs);
+}
+
+// An idle round reads neither the host's addresses nor the pods' interfaces
+// while the network reports no change; a reported change is read at once.
+TEST_F(AgentTest, InterfacesAndAddressesAreReadAgainOnlyWhenTheNetworkChanged) {
+  dp_->reports_net_changes = true;
+  write("c.yaml", pod("c", "10.0.0.12"));
+  agent_->runOnce();  // a new plan: read
+  EXPECT_FALSE(hooked("app/c", 13));
+  int reads = dp_->resolves;
+  dp_->interfaces["app/c"] = 13;  // its veth appears...
+  dp_->host_addrs = {"192.168.7.1"};
+  agent_->runOnce();  // ...but nothing reported it
+  EXPECT_EQ(dp_->resolves, reads);
+  EXPECT_FALSE(hooked("app/c", 13));
+  EXPECT_TRUE(agent_->applied()->node.host_addrs.empty());
+  dp_->net_changed = true;
+  agent_->runOnce();
+  EXPECT_TRUE(hooked("app/c", 13));
   EXPECT_EQ(agent_->applied()->node.host_addrs, dp_->host_addrs);
 }
 
