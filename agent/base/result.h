@@ -5,6 +5,8 @@
 // drop an error without saying so.
 #pragma once
 
+#include <cerrno>
+#include <cstring>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -72,5 +74,10 @@ class [[nodiscard]] Result<void> {
   std::string error_;
   bool failed_ = false;
 };
+
+// "what: <strerror>" of errno, or of a libbpf-style negative error code.
+inline std::string errnoText(const std::string& what, int e = errno) {
+  return what + ": " + std::strerror(e < 0 ? -e : e);
+}
 
 }  // namespace smik

@@ -17,6 +17,7 @@
 #include <optional>
 #include <set>
 
+#include "agent/base/result.h"
 #include "agent/datapath/skeleton.h"
 #include "agent/datapath/system.h"
 #include "sock_lb.skel.h"
@@ -47,8 +48,6 @@ std::string linkPin(const std::string& pin_dir, std::string ifname, uint32_t ifi
     if (c == '.') c = '-';
   return pin_dir + "/links/" + ifname + "_" + std::to_string(ifindex) + "_" + dir;
 }
-
-std::string errnoText(const std::string& what) { return what + ": " + std::strerror(errno); }
 
 bool tcAttachClsact(uint32_t ifindex, bpf_tc_attach_point where, int prog_fd, std::string* err) {
   LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = static_cast<int>(ifindex), .attach_point = where);

@@ -10,14 +10,11 @@
 #include <utility>
 #include <vector>
 
+#include "agent/base/result.h"
 #include "smik_http.skel.h"
 
 namespace smik::datapath {
 namespace {
-
-std::string errnoText(const std::string& what, int e = errno) {
-  return what + ": " + std::strerror(e < 0 ? -e : e);
-}
 
 bool update(int fd, const void* key, const void* value, const std::string& what, std::string* err) {
   if (bpf_map_update_elem(fd, key, value, BPF_ANY) == 0) return true;
