@@ -735,7 +735,7 @@ std::optional<UiSource> kubeSource(const std::string& kubeconfig, const std::str
   }
   kube::ConfigResult c = kube::loadKubeconfig(paths, context);
   if (!c.config) {
-    std::cerr << "smik ui: kubeconfig: " << c.error
+    std::cerr << "smik ui: " << c.error
               << " (or read one agent's numbers with --agent http://127.0.0.1:9464)\n";
     return std::nullopt;
   }

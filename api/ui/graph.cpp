@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstdint>
 #include <cstdlib>
 #include <map>
 #include <mutex>
@@ -71,9 +72,11 @@ Counts countsOf(const json& item) {
 
 json countsJson(const Counts& c) {
   double attempts = c.success + c.failure;
-  return {{"success", c.success},
-          {"failure", c.failure},
-          {"denied", c.denied},
+  // Counts are whole; the API's Quantities ("1k") are only their spelling.
+  auto whole = [](double v) { return static_cast<uint64_t>(std::llround(std::max(v, 0.0))); };
+  return {{"success", whole(c.success)},
+          {"failure", whole(c.failure)},
+          {"denied", whole(c.denied)},
           {"successRate", attempts > 0 ? json(c.success / attempts) : json(nullptr)},
           {"p50Ms", c.p50},
           {"p90Ms", c.p90},

@@ -6,7 +6,8 @@
 
 const SVG = "http://www.w3.org/2000/svg";
 const REFRESH_MS = 5000;
-const NODE_W = 170, NODE_H = 40, NODE_GAP = 22, COL_GAP = 140, PAD = 28, HEAD = 26;
+const NODE_W = 170, NODE_H = 40, NODE_GAP = 22, PAD = 28, HEAD = 26;
+const COL_GAP = 200, INNER_GAP = 190, NS_GAP = 30;  // room for the edges' labels
 
 const state = {
   kind: null, window: null, ns: "",
@@ -51,31 +52,66 @@ function health(e) {
 
 // ---- layout --------------------------------------------------------------------
 
-// Namespaces left to right, wrapping into rows of at most `perRow` columns;
-// each namespace's nodes top to bottom in name order (the server sorts).
-function layout(graph, width) {
+// Left to right in the direction traffic flows: each node's rank is the
+// longest chain of clients before it (cycles cut after as many rounds as
+// there are nodes). A namespace's box starts at its lowest rank; inside it,
+// nodes stand in columns by rank, in name order. Namespaces of one rank
+// share a band, stacked top to bottom.
+function ranks(graph) {
+  const rank = new Map(graph.nodes.map((n) => [n.id, 0]));
+  for (let round = 0; round < graph.nodes.length; round++) {
+    let changed = false;
+    for (const e of graph.edges) {
+      if (e.from === e.to || !rank.has(e.from) || !rank.has(e.to)) continue;
+      const r = rank.get(e.from) + 1;
+      if (r > rank.get(e.to) && r <= graph.nodes.length) { rank.set(e.to, r); changed = true; }
+    }
+    if (!changed) break;
+  }
+  return rank;
+}
+
+function layout(graph) {
+  const rank = ranks(graph);
   const byNs = new Map();
   for (const n of graph.nodes) {
     const ns = n.kind === "Namespace" ? n.name : n.namespace;
     if (!byNs.has(ns)) byNs.set(ns, []);
     byNs.get(ns).push(n);
   }
-  const colW = NODE_W + 2 * 14;
-  const perRow = Math.max(1, Math.floor((width - PAD) / (colW + COL_GAP)) || 1);
-  const groups = [], pos = new Map();
-  let x = PAD, y = PAD, rowH = 0, col = 0;
-  for (const [ns, nodes] of [...byNs.entries()].sort((a, b) => a[0].localeCompare(b[0]))) {
-    if (col === perRow) { col = 0; x = PAD; y += rowH + COL_GAP / 2; rowH = 0; }
-    const h = HEAD + nodes.length * (NODE_H + NODE_GAP) + 4;
-    groups.push({ns, x, y, w: colW, h});
-    nodes.forEach((n, i) => {
-      pos.set(n.id, {x: x + 14, y: y + HEAD + i * (NODE_H + NODE_GAP), node: n});
-    });
-    rowH = Math.max(rowH, h);
-    x += colW + COL_GAP;
-    col++;
+  const bands = new Map();  // lowest rank -> [{ns, cols: [[node...]...]}]
+  for (const [ns, nodes] of byNs) {
+    const low = Math.min(...nodes.map((n) => rank.get(n.id)));
+    const cols = [];
+    for (const n of nodes) {
+      const c = rank.get(n.id) - low;
+      while (cols.length <= c) cols.push([]);
+      cols[c].push(n);
+    }
+    const box = {ns, cols: cols.filter((c) => c.length)};
+    if (!bands.has(low)) bands.set(low, []);
+    bands.get(low).push(box);
   }
-  return {groups, pos, height: y + rowH + PAD, width: Math.max(width, x)};
+  const groups = [], pos = new Map();
+  let x = PAD, height = 0;
+  for (const low of [...bands.keys()].sort((a, b) => a - b)) {
+    let y = PAD, bandW = 0;
+    for (const box of bands.get(low).sort((a, b) => a.ns.localeCompare(b.ns))) {
+      const rows = Math.max(...box.cols.map((c) => c.length));
+      const w = box.cols.length * NODE_W + (box.cols.length - 1) * INNER_GAP + 28;
+      const h = HEAD + rows * (NODE_H + NODE_GAP) + 4;
+      groups.push({ns: box.ns, x, y, w, h});
+      box.cols.forEach((col, ci) => col.forEach((n, i) => {
+        pos.set(n.id, {x: x + 14 + ci * (NODE_W + INNER_GAP),
+                       y: y + HEAD + i * (NODE_H + NODE_GAP), node: n});
+      }));
+      y += h + NS_GAP;
+      bandW = Math.max(bandW, w);
+    }
+    height = Math.max(height, y - NS_GAP + PAD);
+    x += bandW + COL_GAP;
+  }
+  return {groups, pos, width: x - COL_GAP + PAD, height};
 }
 
 // A curve from the side of `a` that faces `b` to the side of `b` facing `a`;
@@ -105,8 +141,11 @@ function draw() {
   const svg = document.getElementById("graph");
   const layers = document.getElementById("layers");
   layers.replaceChildren();
-  const L = layout(graph, svg.clientWidth || 900);
-  svg.setAttribute("viewBox", `0 0 ${L.width} ${Math.max(L.height, 200)}`);
+  const L = layout(graph);
+  // Natural size when it fits, shrunk to fit when it does not.
+  const w = Math.max(L.width, svg.clientWidth || 0), h = Math.max(L.height, svg.clientHeight || 0);
+  svg.setAttribute("viewBox", `0 0 ${w} ${h}`);
+  svg.setAttribute("preserveAspectRatio", "xMinYMin meet");
   svg.setAttribute("data-nodes", graph.nodes.length);
   svg.setAttribute("data-edges", graph.edges.length);
 
