@@ -112,10 +112,10 @@ std::vector<std::map<std::string, std::string>> elements(const std::string& dom,
   std::vector<std::map<std::string, std::string>> out;
   static const std::regex kAttr(R"re(^\s+([a-z-]+)="([^"]*)")re");
   for (size_t at = 0; (at = dom.find("<" + tag + " ", at)) != std::string::npos;) {
-    at += tag.size() + 1;
+    at += tag.size() + 1;  // at the space before the first attribute
     std::map<std::string, std::string> attrs;
     std::smatch m;
-    std::string rest = dom.substr(at - 1, 2000);
+    std::string rest = dom.substr(at, 2000);
     while (std::regex_search(rest, m, kAttr)) {
       attrs[m[1]] = unescape(m[2]);
       rest = m.suffix();
