@@ -16,6 +16,7 @@
 #include <iostream>
 #include <optional>
 #include <nlohmann/json.hpp>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "agent/compile/explain.h"
@@ -846,12 +847,17 @@ void openBrowser(const std::string& url) {
     std::string exe = dirs.substr(at, colon - at) + "/xdg-open";
     at = colon + 1;
     if (access(exe.c_str(), X_OK) != 0) continue;
+    // Twice forked: the browser's launcher is nobody's child to reap.
     pid_t pid = fork();
     if (pid == 0) {
       setsid();
-      execl(exe.c_str(), "xdg-open", url.c_str(), static_cast<char*>(nullptr));
-      _exit(127);
+      if (fork() == 0) {
+        execl(exe.c_str(), "xdg-open", url.c_str(), static_cast<char*>(nullptr));
+        _exit(127);
+      }
+      _exit(0);
     }
+    if (pid > 0) waitpid(pid, nullptr, 0);
     return;
   }
   std::cerr << "smik ui: no xdg-open on PATH; open the URL yourself\n";

@@ -127,7 +127,7 @@ UiResponse UiServer::explainEdge(const UiRequest& req) const {
   json j = {{"available", a.available}, {"source", a.source}};
   if (!a.reason.empty()) j["reason"] = a.reason;
   if (a.available) j["reply"] = a.reply;
-  return jsonResponse(a.status, j);
+  return jsonResponse(200, j);
 }
 
 }  // namespace smik::ui

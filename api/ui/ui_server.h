@@ -37,7 +37,6 @@ struct ExplainAnswer {
   std::string reason;
   std::string source;   // who judged: "agent at unix:...", "manifests in DIR"
   nlohmann::json reply;  // smik.v1.ExplainReply's JSON (as `smik explain -o json`)
-  int status = 200;      // 400 for a question that cannot be asked (unknown pod)
 };
 using Explain = std::function<ExplainAnswer(const ExplainQuery&)>;
 

@@ -1,7 +1,7 @@
-// smik ui: draws /api/graph as plain SVG. Namespaces are columns, their
-// workloads stacked inside; edges are curves from client to server. No
-// library: the layout is small enough to write here, and the page must work
-// with no network but the local server.
+// smik ui: draws /api/graph as plain SVG. Namespaces are boxes, laid left
+// to right the way traffic flows; edges are curves from client to server.
+// No library: the layout is small enough to write here, and the page must
+// work with no network but the local server.
 "use strict";
 
 const SVG = "http://www.w3.org/2000/svg";
@@ -270,6 +270,8 @@ function showEdge() {
   const out = html("div");
   out.id = "explain";
   aside.appendChild(out);
+  port.addEventListener("input", () => { state.explainPort = port.value; });
+  proto.addEventListener("change", () => { state.explainProto = proto.value; });
   form.addEventListener("submit", (ev) => {
     ev.preventDefault();
     state.explainPort = port.value; state.explainProto = proto.value;
