@@ -53,6 +53,10 @@ Browser chromium(const std::string& url, const std::vector<std::string>& extra,
   pid_t pid = fork();
   if (pid == 0) {
     setpgid(0, 0);
+    // What it would keep in the home directory (dconf, caches) goes with the profile.
+    setenv("HOME", profile, 1);
+    setenv("XDG_CONFIG_HOME", profile, 1);
+    setenv("XDG_CACHE_HOME", profile, 1);
     dup2(out[1], 1);
     int err = open(err_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
     if (err >= 0) dup2(err, 2);
