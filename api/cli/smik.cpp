@@ -1,6 +1,7 @@
 // smik: the operator's CLI. explain and policy run the agent's own compiler on
 // a manifest directory (--manifests, offline) or ask a running agent; status,
-// metrics, events and map dump ask the agent over its gRPC socket.
+// metrics, events and map dump ask the agent over its gRPC socket; ui serves
+// the service graph of the TrafficMetrics API on 127.0.0.1.
 #include <grpcpp/grpcpp.h>
 #include <httplib.h>
 #include <spdlog/spdlog.h>
@@ -11,14 +12,20 @@
 #include <cmath>
 #include <cstdio>
 #include <ctime>
+#include <filesystem>
 #include <iostream>
 #include <optional>
 #include <nlohmann/json.hpp>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "agent/compile/explain.h"
+#include "agent/source/kube_config.h"
+#include "agent/source/kube_http.h"
 #include "agent/source/manifest_dir.h"
 #include "api/proto/explain.h"
 #include "api/proto/json.h"
+#include "api/ui/ui_server.h"
 #include "bpf/include/smik_abi.h"
 #include "smik/v1/smik.grpc.pb.h"
 
@@ -710,6 +717,181 @@ int mapDumpCmd(const Conn& c, const std::string& name) {
   return 0;
 }
 
+// ---- ui --------------------------------------------------------------------------
+
+// Where the page's numbers come from: the TrafficMetrics API through the API
+// server (the user's kubeconfig: what `kubectl get --raw` of the same paths
+// shows them), or an agent's --http listener (loopback: the node's own).
+struct UiSource {
+  ui::Fetch fetch;
+  std::string description;
+};
+
+std::optional<UiSource> kubeSource(const std::string& kubeconfig, const std::string& context) {
+  std::string paths = kubeconfig;
+  if (paths.empty()) {
+    const char* env = std::getenv("KUBECONFIG");
+    const char* home = std::getenv("HOME");
+    paths = env && *env ? env : home ? std::string(home) + "/.kube/config" : "";
+  }
+  kube::ConfigResult c = kube::loadKubeconfig(paths, context);
+  if (!c.config) {
+    std::cerr << "smik ui: " << c.error
+              << " (or read one agent's numbers with --agent http://127.0.0.1:9464)\n";
+    return std::nullopt;
+  }
+  kube::KubeConfig config = *c.config;
+  UiSource s;
+  s.description = "the API server " + config.server;
+  // A client per request: the graph asks for several edge lists at once,
+  // and a client is cheap next to the round trip.
+  s.fetch = [config](const std::string& path) {
+    kube::HttpClient client(config, kube::HttpTimeouts{std::chrono::seconds(5),
+                                                       std::chrono::seconds(15)});
+    kube::Cancel cancel;
+    ui::Fetched f;
+    kube::HttpResponse r = client.get(
+        path, [&](std::string_view piece) { return f.body.append(piece), true; }, cancel);
+    f.status = static_cast<int>(r.status);
+    f.error = r.error;
+    if (r.status < 200 || r.status >= 300) f.body = r.body;
+    return f;
+  };
+  return s;
+}
+
+std::optional<UiSource> agentSource(const std::string& url) {
+  if (url.rfind("http://", 0) != 0) {
+    std::cerr << "smik ui: --agent wants the agent's --http address, http://HOST:PORT\n";
+    return std::nullopt;
+  }
+  UiSource s;
+  s.description = "the agent at " + url;
+  s.fetch = [url](const std::string& path) {
+    httplib::Client client(url);
+    client.set_connection_timeout(2);
+    client.set_read_timeout(15);
+    ui::Fetched f;
+    auto r = client.Get(path);
+    if (!r) {
+      f.error = "no answer from " + url + ": " + httplib::to_string(r.error());
+      return f;
+    }
+    f.status = r->status;
+    f.body = r->body;
+    return f;
+  };
+  return s;
+}
+
+// An edge's explanation, by the machinery `smik explain` uses: the
+// compiler on --manifests, else the agent's gRPC Explain.
+ui::Explain uiExplain(const Common& c) {
+  if (!c.manifests.empty()) {
+    return [c](const ui::ExplainQuery& q) {
+      ui::ExplainAnswer a;
+      a.source = "the manifests in " + c.manifests;
+      model::ClusterState state;
+      compile::NodeConfig node;
+      std::string err;
+      compile::Explanation e;
+      if (!load(c, &state, &node)) {
+        a.reason = "cannot load " + c.manifests;
+        return a;
+      }
+      if (!compile::explain(state, node, q.from, q.to, static_cast<uint16_t>(q.port),
+                            q.proto == "udp" ? model::Proto::kUdp : model::Proto::kTcp, &e, &err)) {
+        a.reason = err;
+        return a;
+      }
+      a.available = true;
+      a.reply = nlohmann::json::parse(api::toJson(api::explainReply(e)));
+      return a;
+    };
+  }
+  return [c](const ui::ExplainQuery& q) {
+    ui::ExplainAnswer a;
+    a.source = "the agent at unix:" + c.conn.socket;
+    std::error_code ec;
+    if (!std::filesystem::exists(c.conn.socket, ec)) {
+      a.reason = "no agent socket at " + c.conn.socket +
+                 " (smik ui explains with the local agent's --grpc, or --manifests DIR)";
+      return a;
+    }
+    pb::ExplainRequest req;
+    req.set_from(q.from);
+    req.set_to(q.to);
+    req.set_port(q.port);
+    req.set_proto(q.proto);
+    pb::ExplainReply r;
+    grpc::ClientContext ctx;
+    withDeadline(&ctx, 10);
+    grpc::Status st = stub(c.conn)->Explain(&ctx, req, &r);
+    if (!st.ok()) {
+      a.reason = "the agent at " + c.conn.socket + ": " + st.error_message();
+      return a;
+    }
+    a.available = true;
+    a.reply = nlohmann::json::parse(api::toJson(r));
+    return a;
+  };
+}
+
+// xdg-open, when there is one; the URL is printed either way.
+void openBrowser(const std::string& url) {
+  const char* path = std::getenv("PATH");
+  std::string dirs = path ? path : "/usr/bin:/bin";
+  for (size_t at = 0; at <= dirs.size();) {
+    size_t colon = dirs.find(':', at);
+    if (colon == std::string::npos) colon = dirs.size();
+    std::string exe = dirs.substr(at, colon - at) + "/xdg-open";
+    at = colon + 1;
+    if (access(exe.c_str(), X_OK) != 0) continue;
+    // Twice forked: the browser's launcher is nobody's child to reap.
+    pid_t pid = fork();
+    if (pid == 0) {
+      setsid();
+      if (fork() == 0) {
+        execl(exe.c_str(), "xdg-open", url.c_str(), static_cast<char*>(nullptr));
+        _exit(127);
+      }
+      _exit(0);
+    }
+    if (pid > 0) waitpid(pid, nullptr, 0);
+    return;
+  }
+  std::cerr << "smik ui: no xdg-open on PATH; open the URL yourself\n";
+}
+
+struct UiArgs {
+  Common common;  // --manifests and --grpc, for explain
+  std::string kubeconfig, context, agent, kind = "deployment", window = "5m";
+  int port = 0;
+  bool open = false;
+};
+
+int uiCmd(const UiArgs& a) {
+  std::optional<UiSource> source =
+      a.agent.empty() ? kubeSource(a.kubeconfig, a.context) : agentSource(a.agent);
+  if (!source) return 2;
+  if (ui::windowSecondsOf(a.window) < 0) return std::cerr << "--window: 1m, 5m, 1h...\n", 2;
+  ui::UiConfig config;
+  config.fetch = source->fetch;
+  config.source = source->description;
+  config.explain = uiExplain(a.common);
+  config.kind = a.kind;
+  config.window = a.window;
+  ui::UiServer server(std::move(config));
+  Result<int> port = server.bind(a.port);
+  if (!port) return std::cerr << "smik ui: " << port.error() << "\n", 1;
+  const std::string url = "http://127.0.0.1:" + std::to_string(*port) + "/";
+  std::cout << url << std::endl;
+  std::cerr << "smik ui: serving the service graph of " << source->description
+            << " on " << url << " (127.0.0.1 only; Ctrl-C stops)\n";
+  if (a.open) openBrowser(url);
+  return server.run() ? 0 : 1;
+}
+
 // Each subcommand's flags, and the function that declares them on the app.
 struct ExplainArgs {
   Common common;
@@ -816,6 +998,33 @@ CLI::App* addMapDump(CLI::App& app, MapDumpArgs& a) {
   return dump;
 }
 
+CLI::App* addUi(CLI::App& app, UiArgs& a) {
+  auto* ui = app.add_subcommand("ui", "the live service graph, as a web page on 127.0.0.1");
+  ui->add_option("--kubeconfig", a.kubeconfig,
+                 "read TrafficMetrics through this cluster's API server (default: KUBECONFIG, "
+                 "~/.kube/config)");
+  ui->add_option("--context", a.context, "the kubeconfig context (default: current-context)");
+  ui->add_option("--agent", a.agent,
+                 "read one agent's TrafficMetrics instead: its --http address, "
+                 "http://127.0.0.1:9464")
+      ->excludes("--kubeconfig")
+      ->excludes("--context");
+  ui->add_option("--port", a.port, "local port (default: any free one)")
+      ->check(CLI::Range(0, 65535));
+  ui->add_option("--kind", a.kind, "what the graph opens with: deployment | daemonset | "
+                                   "statefulset | pod | namespace")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"deployment", "daemonset", "statefulset", "pod", "namespace"}));
+  ui->add_option("--window", a.window, "the window it opens with: 1m, 5m, 1h...")
+      ->capture_default_str();
+  ui->add_flag("--open", a.open, "also open the page with xdg-open");
+  ui->add_option("--manifests", a.common.manifests,
+                 "explain edges from this manifest directory (default: the agent's --grpc)");
+  ui->add_option("--grpc", a.common.conn.socket, "the local agent's gRPC socket, for explain")
+      ->capture_default_str();
+  return ui;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -834,6 +1043,8 @@ int main(int argc, char** argv) {
   CLI::App* metrics = addMetrics(app, me);
   CLI::App* events = addEvents(app, ev);
   CLI::App* dump = addMapDump(app, md);
+  UiArgs ua;
+  CLI::App* ui_cmd = addUi(app, ua);
 
   CLI11_PARSE(app, argc, argv);
   if (explain->parsed())
@@ -845,6 +1056,7 @@ int main(int argc, char** argv) {
   if (metrics->parsed()) return metricsCmd(me.conn, me.kind, me.ns, me.name, me.window, me.local);
   if (events->parsed()) return eventsCmd(ev.conn, ev.count, ev.kinds);
   if (dump->parsed()) return mapDumpCmd(md.conn, md.name);
+  if (ui_cmd->parsed()) return uiCmd(ua);
   if (st.http_opt->count() > 0) return statusHttp(st.http, st.conn.output, st.check);
   return statusCmd(st.conn, st.check);
 }

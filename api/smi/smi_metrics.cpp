@@ -10,6 +10,10 @@
  *   TrafficTarget decision. A connection reset after it was established is
  *   neither. Counts are connections, not requests: a keep-alive connection
  *   that carries a thousand requests counts once.
+ * - policy_denied_count (smik's own; SMI readers look metrics up by name and
+ *   skip the ones they do not know): of failure_count, the attempts a smik
+ *   TrafficTarget decision dropped, so a reader (`smik ui`) can tell a denial
+ *   from a dead server without any other API.
  * - p50/p90/p99_response_latency (unit "ms"): TCP handshake time, connect()
  *   to ESTABLISHED, measured by the client's kernel.
  *   "to" edges (side client): the handshakes of connections the resource
@@ -151,6 +155,7 @@ json metricsOf(const Counts& c) {
       {{"name", "p50_response_latency"}, {"unit", "ms"}, {"value", latencyQuantity(lat, 0.50)}},
       {{"name", "success_count"}, {"value", countQuantity(c.success)}},
       {{"name", "failure_count"}, {"value", countQuantity(c.failure())}},
+      {{"name", "policy_denied_count"}, {"value", countQuantity(c.policy)}},
   });
 }
 

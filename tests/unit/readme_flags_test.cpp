@@ -2,7 +2,8 @@
 // for every `smik` command: a flag added without documentation, or documented
 // and gone, fails here. The README's two usage blocks are the documentation:
 // "Running the agent" (every flag of smik-agent) and "CLI" (a line per
-// command, plus "# CMD, CMD:" / "# every command:" lines for shared flags).
+// command, plus "# CMD, CMD:" / "# every command [but CMD, ...]:" lines for
+// shared flags).
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -133,8 +134,19 @@ std::map<std::string, Flags> documentedCli(const std::vector<std::string>& block
     } else if (line.rfind("# ", 0) == 0 && line.find(':') != std::string::npos) {
       const std::string who = line.substr(2, line.find(':') - 2);
       group.clear();
-      if (who == "every command") {
-        for (const auto& [c, f] : commands) group.push_back(c);
+      if (who.rfind("every command", 0) == 0) {
+        // "every command but a, map dump": commas part the exceptions.
+        std::set<std::string> but;
+        if (auto at = who.find(" but "); at != std::string::npos) {
+          std::istringstream names(who.substr(at + 5));
+          for (std::string c; std::getline(names, c, ',');) {
+            c = std::regex_replace(c, std::regex("^ +| +$"), "");
+            EXPECT_TRUE(commands.count(c)) << "no such command " << c << ": " << line;
+            but.insert(c);
+          }
+        }
+        for (const auto& [c, f] : commands)
+          if (!but.count(c)) group.push_back(c);
       } else {
         std::istringstream names(std::regex_replace(who, std::regex(","), " "));
         for (std::string c; names >> c;) {
@@ -180,6 +192,9 @@ TEST(ReadmeFlags, TheReadersSeeWhatTheyShould) {
   EXPECT_EQ(doc.at("explain"), (Flags{"--from", "--manifests", "--node", "--grpc", "--also"}));
   EXPECT_EQ(doc.at("policy"), (Flags{"--manifests", "--node", "--grpc", "--also"}));
   EXPECT_EQ(doc.at("map dump"), (Flags{"--grpc", "--also"}));
+  const auto but = documentedCli({"# every command but policy, map dump: [--grpc S]"}, commands);
+  EXPECT_EQ(but.at("explain"), (Flags{"--grpc"}));
+  EXPECT_FALSE(but.count("policy"));
 }
 
 }  // namespace

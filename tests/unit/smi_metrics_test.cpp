@@ -354,9 +354,10 @@ TEST_F(SmiMetrics, OnePodLikeTheSpecExample) {
   EXPECT_EQ(m["window"], "30s");
   EXPECT_EQ(m["resource"], json({{"kind", "Pod"}, {"namespace", "shop"}, {"name", "web-1"}}));
   EXPECT_EQ(m["edge"], json({{"direction", "from"}, {"side", "server"}, {"resource", nullptr}}));
-  ASSERT_EQ(m["metrics"].size(), 5u);
+  ASSERT_EQ(m["metrics"].size(), 6u);
   const std::vector<std::string> order = {"p99_response_latency", "p90_response_latency",
-                                          "p50_response_latency", "success_count", "failure_count"};
+                                          "p50_response_latency", "success_count", "failure_count",
+                                          "policy_denied_count"};
   for (size_t i = 0; i < order.size(); i++) {
     EXPECT_EQ(m["metrics"][i]["name"], order[i]);
     EXPECT_EQ(m["metrics"][i].contains("unit"), i < 3) << order[i];
@@ -370,6 +371,7 @@ TEST_F(SmiMetrics, OnePodLikeTheSpecExample) {
   EXPECT_EQ(v.at("p50_response_latency"), "12m");
   EXPECT_EQ(v.at("success_count"), "150");
   EXPECT_EQ(v.at("failure_count"), "6");
+  EXPECT_EQ(v.at("policy_denied_count"), "3") << "of the 6 failures, the TrafficTarget's drops";
 }
 
 TEST_F(SmiMetrics, QuantilesAreHandshakeBucketMidpointsInMs) {
@@ -391,7 +393,7 @@ TEST_F(SmiMetrics, LatencyFallsBackToSrttWithoutHandshakes) {
 
 TEST_F(SmiMetrics, IdleResourceReportsZeros) {
   const json m = get("/namespaces/shop/pods/web-2");
-  ASSERT_EQ(m["metrics"].size(), 5u);
+  ASSERT_EQ(m["metrics"].size(), 6u);
   for (const auto& metric : m["metrics"]) EXPECT_EQ(metric["value"], "0") << metric["name"];
 }
 
