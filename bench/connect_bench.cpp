@@ -129,12 +129,18 @@ Bed& bed() {
 
 std::map<std::string, std::vector<double>> g_rates;  // conns/s per repetition
 
-void measure(benchmark::State& st, const std::string& name, bool programs, bool via_vip) {
-  auto& b = bed();
+// smik's socket programs on or off for a run; a run whose programs cannot
+// attach is skipped, not measured without them.
+void useSocketPrograms(benchmark::State& st, Bed& b, bool programs) {
   std::string err;
   if (programs && !b.dp->socketProgramsAttached() && !b.dp->attachSocketPrograms(&err))
     st.SkipWithError(err.c_str());
   if (!programs) b.dp->detachSocketPrograms();
+}
+
+void measure(benchmark::State& st, const std::string& name, bool programs, bool via_vip) {
+  auto& b = bed();
+  useSocketPrograms(st, b, programs);
   for (auto _ : st) {
     double s = via_vip ? b.run(b.vip, kVipPort) : b.run(b.server->ip(), kPort);
     st.SetIterationTime(s / kConnects);
@@ -148,10 +154,7 @@ std::map<std::string, std::vector<std::pair<double, double>>> g_rtt;  // p50, p9
 // changes only, so this must not move.
 void measureRtt(benchmark::State& st, const std::string& name, bool programs) {
   auto& b = bed();
-  std::string err;
-  if (programs && !b.dp->socketProgramsAttached() && !b.dp->attachSocketPrograms(&err))
-    st.SkipWithError(err.c_str());
-  if (!programs) b.dp->detachSocketPrograms();
+  useSocketPrograms(st, b, programs);
   for (auto _ : st) {
     auto [p50, p99] = b.pingpong();
     st.SetIterationTime(p50 * 1e-6);

@@ -20,11 +20,9 @@
 #include "smik_abi.h"
 #include "addr.bpf.h"
 #include "ipcache.bpf.h"
+#include "sock.bpf.h"
 
 char LICENSE[] SEC("license") = "GPL";
-
-#define AF_INET_ 2
-#define AF_INET6_ 10
 
 /* Accepted sockets under judgement, keyed by socket cookie (one key on both
  * hooks: no 4-tuple byte-order traps). */
@@ -47,11 +45,11 @@ struct {
 /* A connection's 4-tuple as both the verdict (__sk_buff) and the response
  * program (sk_msg_md, which has no socket cookie) read it from the socket. */
 struct tunnel_key {
-  __u32 family;
-  __u32 local_port;
-  __u32 remote_port;
-  __u32 local[4];
-  __u32 remote[4];
+  __u8 local[16];
+  __u8 remote[16];
+  __u16 local_port; /* host order, both */
+  __u16 remote_port;
+  __u32 family; /* SMIK_AF_* */
 };
 #define TUNNEL_PENDING 1 /* asked for; the server has not answered */
 #define TUNNEL_REFUSED 2
@@ -72,25 +70,12 @@ struct {
   __type(value, struct tunnel);
 } smik_http_tunnels SEC(".maps");
 
-/* constant offsets: the verifier refuses ctx loads through a moved pointer */
-#define TUNNEL_KEY(k, ctx)                    \
-  do {                                        \
-    (k)->family = (ctx)->family;              \
-    (k)->local_port = (ctx)->local_port;      \
-    (k)->remote_port = (ctx)->remote_port;    \
-    if ((k)->family == AF_INET_) {            \
-      (k)->local[0] = (ctx)->local_ip4;       \
-      (k)->remote[0] = (ctx)->remote_ip4;     \
-    } else {                                  \
-      (k)->local[0] = (ctx)->local_ip6[0];    \
-      (k)->local[1] = (ctx)->local_ip6[1];    \
-      (k)->local[2] = (ctx)->local_ip6[2];    \
-      (k)->local[3] = (ctx)->local_ip6[3];    \
-      (k)->remote[0] = (ctx)->remote_ip6[0];  \
-      (k)->remote[1] = (ctx)->remote_ip6[1];  \
-      (k)->remote[2] = (ctx)->remote_ip6[2];  \
-      (k)->remote[3] = (ctx)->remote_ip6[3];  \
-    }                                         \
+/* One way to build the key on both hooks, or a tunnel never opens. */
+#define TUNNEL_KEY(k, ctx)                                       \
+  do {                                                           \
+    (k)->family = sock_addrs(ctx, (k)->local, (k)->remote);      \
+    (k)->local_port = sock_local_port(ctx);                      \
+    (k)->remote_port = sock_remote_port(ctx);                    \
   } while (0)
 
 /* Governed (local address, port) -> destination identity and path DFA. */
@@ -157,29 +142,13 @@ SEC("sockops")
 int smik_http_sockops(struct bpf_sock_ops *skops) {
   if (skops->op != BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB)
     return 1;
-  struct smik_http_port_key pk = {.port = (__u16)skops->local_port};
+  struct smik_http_port_key pk = {.port = sock_local_port(skops)};
   struct smik_ip_key ik = {};
-  __u32 *local = (__u32 *)pk.addr, *remote = (__u32 *)ik.addr;
-  if (skops->family == AF_INET_) {
-    pk.family = ik.family = SMIK_AF_INET;
-    local[0] = skops->local_ip4;
-    remote[0] = skops->remote_ip4;
-  } else if (skops->family == AF_INET6_) {
-    pk.family = ik.family = SMIK_AF_INET6;
-    /* constant offsets: the verifier refuses ctx loads through a moved pointer */
-    local[0] = skops->local_ip6[0];
-    local[1] = skops->local_ip6[1];
-    local[2] = skops->local_ip6[2];
-    local[3] = skops->local_ip6[3];
-    remote[0] = skops->remote_ip6[0];
-    remote[1] = skops->remote_ip6[1];
-    remote[2] = skops->remote_ip6[2];
-    remote[3] = skops->remote_ip6[3];
-    unmap_v4(&pk.family, pk.addr);
-    unmap_v4(&ik.family, ik.addr);
-  } else {
+  pk.family = ik.family = sock_addrs(skops, pk.addr, ik.addr);
+  if (!pk.family)
     return 1;
-  }
+  unmap_v4(&pk.family, pk.addr);
+  unmap_v4(&ik.family, ik.addr);
   struct smik_http_port *p = bpf_map_lookup_elem(&smik_http_ports, &pk);
   if (!p)
     return 1;

@@ -12,12 +12,11 @@
 
 #include "smik_abi.h"
 #include "revnat.bpf.h"
+#include "sock.bpf.h"
 #include "telemetry.bpf.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
-#define AF_INET_ 2
-#define AF_INET6_ 10
 #define TCP_ESTABLISHED_ 1
 #define TCP_SYN_SENT_ 2
 #define TCP_CLOSE_ 7
@@ -26,33 +25,16 @@ char LICENSE[] SEC("license") = "GPL";
 /* The edge of this socket: the active side is the client. */
 static __always_inline int edge_of(struct bpf_sock_ops *skops, int active,
                                    struct smik_conn_key *k) {
-  __u32 *client = (__u32 *)k->client, *server = (__u32 *)k->server;
-  __u32 *local = active ? client : server, *remote = active ? server : client;
-  if (skops->family == AF_INET_) {
-    k->family = SMIK_AF_INET;
-    local[0] = skops->local_ip4;
-    remote[0] = skops->remote_ip4;
-  } else if (skops->family == AF_INET6_) {
-    k->family = SMIK_AF_INET6;
-    /* constant offsets: the verifier refuses ctx loads through a moved pointer */
-    local[0] = skops->local_ip6[0];
-    local[1] = skops->local_ip6[1];
-    local[2] = skops->local_ip6[2];
-    local[3] = skops->local_ip6[3];
-    remote[0] = skops->remote_ip6[0];
-    remote[1] = skops->remote_ip6[1];
-    remote[2] = skops->remote_ip6[2];
-    remote[3] = skops->remote_ip6[3];
-  } else {
+  __u8 *local = active ? k->client : k->server, *remote = active ? k->server : k->client;
+  k->family = sock_addrs(skops, local, remote);
+  if (!k->family)
     return 0;
-  }
   /* a dual-stack socket's IPv4 connection: the edge of the IPv4 addresses */
   __u8 client_family = k->family;
   if (unmap_v4(&k->family, k->server))
     unmap_v4(&client_family, k->client);
   k->proto = SMIK_PROTO_TCP;
-  /* remote_port: be16 in the upper half; local_port: host order (bpf/README.md) */
-  k->port = active ? bpf_ntohl(skops->remote_port) : skops->local_port;
+  k->port = active ? sock_remote_port(skops) : sock_local_port(skops);
   if (active) {
     struct smik_revnat_key rk = {.cookie = bpf_get_socket_cookie(skops), .port = k->port,
                                  .family = k->family};
@@ -69,7 +51,7 @@ static __always_inline void denied_key(struct bpf_sock_ops *skops, const struct 
                                        struct smik_ct_key *dk) {
   __builtin_memcpy(dk->saddr, k->client, 16);
   __builtin_memcpy(dk->daddr, k->server, 16);
-  dk->sport = bpf_htons((__u16)skops->local_port);
+  dk->sport = bpf_htons(sock_local_port(skops));
   dk->dport = bpf_htons(k->port);
   dk->proto = SMIK_PROTO_TCP;
   dk->family = k->family;

@@ -15,6 +15,7 @@
 #include <chrono>
 #include <thread>
 
+#include "agent/base/unique_fd.h"
 #include "tests/e2e/fixture.h"
 #include "tests/support/raw_http.h"
 
@@ -30,54 +31,48 @@ class PodClient {
  public:
   PodClient(const Pod& from, const std::string& ip, int port) {
     std::thread([&] {
-      const int ns = open(("/var/run/netns/" + from.netns()).c_str(), O_RDONLY | O_CLOEXEC);
-      if (ns < 0 || setns(ns, CLONE_NEWNET) != 0) return;
-      close(ns);
-      fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      const UniqueFd ns(open(("/var/run/netns/" + from.netns()).c_str(), O_RDONLY | O_CLOEXEC));
+      if (!ns || setns(ns.get(), CLONE_NEWNET) != 0) return;
+      UniqueFd fd(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
       const int one = 1;
-      setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+      setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
       sockaddr_in a{};
       a.sin_family = AF_INET;
       a.sin_port = htons(static_cast<uint16_t>(port));
       inet_pton(AF_INET, ip.c_str(), &a.sin_addr);
       // Non-blocking connect bounded by poll: a dropped SYN must not hang the test.
-      fcntl(fd_, F_SETFL, O_NONBLOCK);
-      connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a);
-      pollfd p{fd_, POLLOUT, 0};
+      fcntl(fd.get(), F_SETFL, O_NONBLOCK);
+      connect(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a);
+      pollfd p{fd.get(), POLLOUT, 0};
       int soerr = 1;
       socklen_t len = sizeof soerr;
-      if (poll(&p, 1, 1000) != 1 || getsockopt(fd_, SOL_SOCKET, SO_ERROR, &soerr, &len) != 0 ||
-          soerr != 0) {
-        close(fd_);
-        fd_ = -1;
+      if (poll(&p, 1, 1000) != 1 || getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &soerr, &len) != 0 ||
+          soerr != 0)
         return;
-      }
-      fcntl(fd_, F_SETFL, 0);
+      fcntl(fd.get(), F_SETFL, 0);
+      fd_ = std::move(fd);
     }).join();
   }
-  ~PodClient() {
-    if (fd_ >= 0) close(fd_);
-  }
-  bool connected() const { return fd_ >= 0; }
+  bool connected() const { return fd_.valid(); }
 
   // Sends `GET path` and reads the response: {status, body}; {0, ""} when the
   // connection ended (or nothing came within 5 s).
   std::pair<int, std::string> get(const std::string& path) {
     const std::string req = "GET " + path + " HTTP/1.1\r\nHost: bookstore\r\n\r\n";
-    if (write(fd_, req.data(), req.size()) != static_cast<ssize_t>(req.size())) return {0, ""};
+    if (write(fd_.get(), req.data(), req.size()) != static_cast<ssize_t>(req.size())) return {0, ""};
     for (;;) {
       if (auto r = takeResponse(buf_)) return *r;
-      pollfd p{fd_, POLLIN, 0};
+      pollfd p{fd_.get(), POLLIN, 0};
       if (poll(&p, 1, 5000) != 1) return {0, ""};
       char chunk[4096];
-      const ssize_t n = read(fd_, chunk, sizeof chunk);
+      const ssize_t n = read(fd_.get(), chunk, sizeof chunk);
       if (n <= 0) return {0, ""};
       buf_.append(chunk, static_cast<size_t>(n));
     }
   }
 
  private:
-  int fd_ = -1;
+  UniqueFd fd_;
   std::string buf_;
 };
 

@@ -23,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "agent/base/unique_fd.h"
 #include "tests/e2e/fixture.h"
 #include "tests/kube/fake_cluster.h"
 
@@ -60,14 +61,14 @@ void writeFile(const std::string& path, const std::string& text, mode_t mode = 0
 // allows). Throws, with the output, when it fails or times out.
 std::string run(const std::vector<std::string>& argv, int timeout_s) {
   char path[] = "/tmp/smik-install-out-XXXXXX";
-  const int out = ::mkstemp(path);
-  if (out < 0) throw std::runtime_error("mkstemp");
+  const UniqueFd out(::mkstemp(path));
+  if (!out) throw std::runtime_error("mkstemp");
   ::unlink(path);
   const pid_t pid = ::fork();
   if (pid == 0) {
     ::setpgid(0, 0);
-    ::dup2(out, 1);
-    ::dup2(out, 2);
+    ::dup2(out.get(), 1);
+    ::dup2(out.get(), 2);
     std::vector<char*> args;
     for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
     args.push_back(nullptr);
@@ -87,10 +88,9 @@ std::string run(const std::vector<std::string>& argv, int timeout_s) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   std::string text;
-  ::lseek(out, 0, SEEK_SET);
+  ::lseek(out.get(), 0, SEEK_SET);
   char buf[4096];
-  for (ssize_t n; (n = ::read(out, buf, sizeof buf)) > 0;) text.append(buf, n);
-  ::close(out);
+  for (ssize_t n; (n = ::read(out.get(), buf, sizeof buf)) > 0;) text.append(buf, n);
   std::string cmd;
   for (const auto& a : argv) cmd += (cmd.empty() ? "" : " ") + a;
   if (timed_out) throw std::runtime_error(cmd + ": timed out after " + std::to_string(timeout_s) + " s\n" + text);
@@ -540,8 +540,8 @@ class Install : public ::testing::TestWithParam<std::string> {
     if (GetParam() == "helm" && !onPath("helm")) GTEST_SKIP() << "helm is not on PATH";
     // The install's node paths and ports are fixed: one install per machine
     // at a time (a lock on /run itself leaves no file behind).
-    lock_fd_ = ::open("/run", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    ASSERT_EQ(::flock(lock_fd_, LOCK_EX), 0);
+    lock_fd_.reset(::open("/run", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    ASSERT_EQ(::flock(lock_fd_.get(), LOCK_EX), 0);
 
     docs_ = render(GetParam());
     const json* ds = find(docs_, "DaemonSet", "smik-agent");
@@ -602,7 +602,7 @@ class Install : public ::testing::TestWithParam<std::string> {
     }
     cluster_.reset();
     bed_.reset();
-    if (lock_fd_ >= 0) ::close(lock_fd_);
+    lock_fd_.reset();  // last: the next install may start
   }
 
   // The Secrets the pod mounts: gen-certs.sh's for the plain install (as
@@ -698,7 +698,7 @@ class Install : public ::testing::TestWithParam<std::string> {
   static inline std::unique_ptr<Runtime> runtime_;
   static inline std::string setup_error_;
 
-  int lock_fd_ = -1;
+  UniqueFd lock_fd_;
   std::vector<json> docs_;
   json ds_;
   Objects objects_;

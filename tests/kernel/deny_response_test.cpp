@@ -54,11 +54,10 @@ class DenyResponseTest : public DatapathTest {
     cfg.deny_response = mode;
     cfg.answers_per_sec = rate;
     cfg.answer_burst = burst;
-    int fd = bpf_obj_get((pin_ + "/" + maps::kTcConfigMap).c_str());
-    ASSERT_GE(fd, 0);
+    const UniqueFd fd = pinned(maps::kTcConfigMap);
+    ASSERT_TRUE(fd.valid());
     __u32 zero = 0;
-    ASSERT_EQ(bpf_map_update_elem(fd, &zero, &cfg, BPF_ANY), 0);
-    close(fd);
+    ASSERT_EQ(bpf_map_update_elem(fd.get(), &zero, &cfg, BPF_ANY), 0);
   }
   uint64_t answers(int i) { return dp_->maps().answerStats()[i]; }
 
@@ -273,10 +272,9 @@ TEST_F(DenyResponseTest, AllowedAndRevokedFlowsAreNotAnswered) {
 TEST_F(DenyResponseTest, OptionsReachTheConfigMap) {
   auto mode = [&] {
     smik_tc_config cfg{};
-    int fd = bpf_obj_get((pin_ + "/" + maps::kTcConfigMap).c_str());
+    const UniqueFd fd = pinned(maps::kTcConfigMap);
     __u32 zero = 0;
-    EXPECT_EQ(bpf_map_lookup_elem(fd, &zero, &cfg), 0);
-    close(fd);
+    EXPECT_EQ(bpf_map_lookup_elem(fd.get(), &zero, &cfg), 0);
     return cfg.deny_response;
   };
   options_.deny_response = SMIK_DENY_DROP;

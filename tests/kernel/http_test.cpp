@@ -21,6 +21,7 @@
 #include <string>
 #include <thread>
 
+#include "agent/base/unique_fd.h"
 #include "agent/compile/http_regex.h"
 #include "agent/compile/http_request.h"
 #include "agent/datapath/http_judge.h"
@@ -28,6 +29,8 @@
 #include "tests/testbed/testbed.h"
 
 namespace {
+
+using smik::UniqueFd;
 
 // ---- the server (--serve PORT) ---------------------------------------------
 
@@ -107,34 +110,36 @@ size_t parseRequest(const std::string& buf, Request* r) {
 
 // Dual stack (as Java servers are): IPv4 clients reach it as ::ffff:a.b.c.d,
 // which the judge must know by the IPv4 address. IPv4 only without IPv6.
-int listenOn(int port) {
+UniqueFd listenOn(int port) {
   const int one = 1, zero = 0;
-  int l = socket(AF_INET6, SOCK_STREAM, 0);
-  if (l >= 0) {
-    setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    setsockopt(l, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
+  UniqueFd l(socket(AF_INET6, SOCK_STREAM, 0));
+  if (l) {
+    setsockopt(l.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    setsockopt(l.get(), IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
     sockaddr_in6 a{};
     a.sin6_family = AF_INET6;
     a.sin6_port = htons(static_cast<uint16_t>(port));
-    if (bind(l, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 && listen(l, 16) == 0) return l;
-    close(l);
+    if (bind(l.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 && listen(l.get(), 16) == 0)
+      return l;
   }
-  l = socket(AF_INET, SOCK_STREAM, 0);
-  setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  l.reset(socket(AF_INET, SOCK_STREAM, 0));
+  setsockopt(l.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   sockaddr_in a{};
   a.sin_family = AF_INET;
   a.sin_port = htons(static_cast<uint16_t>(port));
-  if (bind(l, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || listen(l, 16) != 0) return -1;
+  if (bind(l.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || listen(l.get(), 16) != 0)
+    return {};
   return l;
 }
 
 int serve(int port) {
-  const int l = listenOn(port);
-  if (l < 0) return 2;
+  const UniqueFd l = listenOn(port);
+  if (!l) return 2;
   say("ready");
   for (;;) {
-    const int fd = accept(l, nullptr, nullptr);
-    if (fd < 0) continue;
+    const UniqueFd conn(accept(l.get(), nullptr, nullptr));
+    if (!conn) continue;
+    const int fd = conn.get();
     say("CONN");
     std::string buf;
     size_t read_total = 0;
@@ -197,7 +202,6 @@ int serve(int port) {
     }
     say("END " + why + " read=" + std::to_string(read_total) + " eagain=" + std::to_string(spurious) +
         " unparsed=" + escape(buf));
-    close(fd);
   }
 }
 
@@ -216,14 +220,13 @@ class Client {
   Client(const std::string& netns, const std::string& ip, uint16_t port) {
     auto dial = [&] {
       if (!netns.empty()) {
-        const int ns = open(("/var/run/netns/" + netns).c_str(), O_RDONLY | O_CLOEXEC);
-        if (ns < 0 || setns(ns, CLONE_NEWNET) != 0) return;
-        close(ns);
+        const UniqueFd ns(open(("/var/run/netns/" + netns).c_str(), O_RDONLY | O_CLOEXEC));
+        if (!ns || setns(ns.get(), CLONE_NEWNET) != 0) return;
       }
       const bool v6 = ip.find(':') != std::string::npos;
-      fd_ = socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      UniqueFd fd(socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
       const int one = 1;
-      setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+      setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
       sockaddr_storage ss{};
       socklen_t len;
       if (v6) {
@@ -239,31 +242,24 @@ class Client {
         inet_pton(AF_INET, ip.c_str(), &a->sin_addr);
         len = sizeof *a;
       }
-      if (connect(fd_, reinterpret_cast<sockaddr*>(&ss), len) != 0) {
-        close(fd_);
-        fd_ = -1;
-      }
+      if (connect(fd.get(), reinterpret_cast<sockaddr*>(&ss), len) == 0) fd_ = std::move(fd);
     };
     // setns() moves only the calling thread: a thread of its own dials.
     std::thread(dial).join();
   }
-  ~Client() { closeNow(); }
-  bool ok() const { return fd_ >= 0; }
-  void closeNow() {
-    if (fd_ >= 0) close(fd_);
-    fd_ = -1;
-  }
+  bool ok() const { return fd_.valid(); }
+  void closeNow() { fd_.reset(); }
   // Closes with RST: a FIN queued behind refused payload would never arrive.
   void resetNow() {
     const linger l{1, 0};
-    if (fd_ >= 0) setsockopt(fd_, SOL_SOCKET, SO_LINGER, &l, sizeof l);
+    if (fd_) setsockopt(fd_.get(), SOL_SOCKET, SO_LINGER, &l, sizeof l);
     closeNow();
   }
 
   bool send(const std::string& bytes) {
     size_t done = 0;
     while (done < bytes.size()) {
-      const ssize_t n = write(fd_, bytes.data() + done, bytes.size() - done);
+      const ssize_t n = write(fd_.get(), bytes.data() + done, bytes.size() - done);
       if (n <= 0) return false;
       done += static_cast<size_t>(n);
     }
@@ -291,15 +287,15 @@ class Client {
 
  private:
   bool readMore() {
-    pollfd p{fd_, POLLIN, 0};
+    pollfd p{fd_.get(), POLLIN, 0};
     if (poll(&p, 1, kWaitMs) <= 0) return false;
     char chunk[4096];
-    const ssize_t n = read(fd_, chunk, sizeof chunk);
+    const ssize_t n = read(fd_.get(), chunk, sizeof chunk);
     if (n <= 0) return false;
     buf_.append(chunk, static_cast<size_t>(n));
     return true;
   }
-  int fd_ = -1;
+  UniqueFd fd_;
   std::string buf_;
 };
 

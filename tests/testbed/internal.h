@@ -16,6 +16,7 @@
 #include <thread>
 #include <vector>
 
+#include "agent/base/unique_fd.h"
 #include "tests/testbed/testbed.h"
 
 namespace smik::testbed::detail {
@@ -28,8 +29,13 @@ std::string readFile(const std::string& path);
 void writeFile(const std::string& path, const std::string& value);
 std::string trim(std::string s);
 // Reads what is available from a non-blocking fd into buf; closes the fd
-// (sets it to -1) at EOF.
-void drainFd(int& fd, std::string& buf);
+// at EOF.
+void drainFd(UniqueFd& fd, std::string& buf);
+// A pipe (O_CLOEXEC); throws if none can be made.
+struct Pipe {
+  UniqueFd read, write;
+};
+Pipe makePipe();
 int decodeStatus(int st);
 std::vector<char*> cArgv(const std::vector<std::string>& argv);
 std::vector<std::string> ipCmd(std::initializer_list<std::string> args);
@@ -54,7 +60,7 @@ namespace smik::testbed {
 struct Proc::State {
   pid_t pid = -1;
   std::string pod;  // empty: host netns
-  int fd = -1;      // read end of the child's stdout, non-blocking
+  UniqueFd fd;      // read end of the child's stdout, non-blocking
   std::string buf;
   std::atomic<bool> reaped{false};  // read by spawns on other threads (pruning procs_)
   int status = -1;
@@ -68,7 +74,7 @@ struct Proc::State {
       reaped = true;
       status = r == pid ? detail::decodeStatus(st) : -1;
       detail::drainFd(fd, buf);  // the child is gone: what it wrote is in the pipe
-      if (fd >= 0) { ::close(fd); fd = -1; }
+      fd.reset();
     }
     return reaped;
   }
@@ -79,18 +85,15 @@ struct Proc::State {
   }
   // Waits up to ms for output or exit.
   void pollOnce(int ms) {
-    if (fd >= 0) {
-      struct pollfd p{fd, POLLIN, 0};
+    if (fd) {
+      struct pollfd p{fd.get(), POLLIN, 0};
       ::poll(&p, 1, ms);
       detail::drainFd(fd, buf);
     } else {
       std::this_thread::sleep_for(std::chrono::milliseconds(ms));
     }
   }
-  ~State() {
-    killAndReap();
-    if (fd >= 0) ::close(fd);
-  }
+  ~State() { killAndReap(); }
 };
 
 }  // namespace smik::testbed

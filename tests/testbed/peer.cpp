@@ -42,7 +42,11 @@
 #include <thread>
 #include <vector>
 
+#include "agent/base/unique_fd.h"
+
 namespace {
+
+using smik::UniqueFd;
 
 using Clock = std::chrono::steady_clock;
 
@@ -85,39 +89,38 @@ int msLeft(Clock::time_point deadline) {
 
 // ------------------------------------------------------------------ serve
 
-int listenOn(int type, int port) {
-  int fd = ::socket(AF_INET, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) die("socket");
+UniqueFd listenOn(int type, int port) {
+  UniqueFd fd(::socket(AF_INET, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!fd) die("socket");
   int one = 1;
-  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   sockaddr_in a{};
   a.sin_family = AF_INET;
   a.sin_port = htons(static_cast<uint16_t>(port));
   a.sin_addr.s_addr = htonl(INADDR_ANY);
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0)
+  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0)
     die("bind port " + std::to_string(port));
-  if (type == SOCK_STREAM && ::listen(fd, 128) != 0) die("listen");
+  if (type == SOCK_STREAM && ::listen(fd.get(), 128) != 0) die("listen");
   return fd;
 }
 
 // The same port on IPv6 (::, IPv6 only: IPv4 clients keep meeting a plain
-// AF_INET socket); -1 where the netns has no IPv6.
-int listenOn6(int type, int port) {
-  int fd = ::socket(AF_INET6, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) return -1;
+// AF_INET socket); invalid where the netns has no IPv6.
+UniqueFd listenOn6(int type, int port) {
+  UniqueFd fd(::socket(AF_INET6, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!fd) return fd;
   int one = 1;
-  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  ::setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+  ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  ::setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
   sockaddr_in6 a{};
   a.sin6_family = AF_INET6;
   a.sin6_port = htons(static_cast<uint16_t>(port));
   a.sin6_addr = in6addr_any;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
     if (errno != EADDRNOTAVAIL && errno != EAFNOSUPPORT) die("bind [::] port " + std::to_string(port));
-    ::close(fd);
-    return -1;
+    return {};
   }
-  if (type == SOCK_STREAM && ::listen(fd, 128) != 0) die("listen");
+  if (type == SOCK_STREAM && ::listen(fd.get(), 128) != 0) die("listen");
   return fd;
 }
 
@@ -127,12 +130,16 @@ bool g_echo = false;
 
 int serve(const std::vector<int>& tcp, const std::vector<int>& udp, const std::string& id) {
   enum Kind { kListen, kUdp, kConn };
+  // Three parallel vectors, one entry per socket: what poll() reads, the
+  // socket's owner, its kind.
   std::vector<pollfd> fds;
+  std::vector<UniqueFd> held;
   std::vector<Kind> kinds;
   std::map<int, std::string> bufs;  // per TCP connection: unfinished line
-  auto add = [&](int fd, Kind kind) {
-    if (fd < 0) return;
-    fds.push_back({fd, POLLIN, 0});
+  auto add = [&](UniqueFd fd, Kind kind) {
+    if (!fd) return;
+    fds.push_back({fd.get(), POLLIN, 0});
+    held.push_back(std::move(fd));
     kinds.push_back(kind);
   };
   for (int p : tcp) { add(listenOn(SOCK_STREAM, p), kListen); add(listenOn6(SOCK_STREAM, p), kListen); }
@@ -152,8 +159,11 @@ int serve(const std::vector<int>& tcp, const std::vector<int>& udp, const std::s
       if (!fds[i].revents) continue;
       int fd = fds[i].fd;
       if (kinds[i] == kListen) {
-        int c = ::accept4(fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (c >= 0) { fds.push_back({c, POLLIN, 0}); kinds.push_back(kConn); bufs[c].clear(); }
+        UniqueFd c(::accept4(fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
+        if (c) {
+          bufs[c.get()].clear();
+          add(std::move(c), kConn);
+        }
       } else if (kinds[i] == kUdp) {
         char buf[65536];
         sockaddr_storage from{};
@@ -179,9 +189,9 @@ int serve(const std::vector<int>& tcp, const std::vector<int>& udp, const std::s
       }
     }
     for (auto it = closed.rbegin(); it != closed.rend(); ++it) {
-      ::close(fds[*it].fd);
       bufs.erase(fds[*it].fd);
       fds.erase(fds.begin() + static_cast<long>(*it));
+      held.erase(held.begin() + static_cast<long>(*it));
       kinds.erase(kinds.begin() + static_cast<long>(*it));
     }
   }
@@ -247,22 +257,21 @@ std::string bindSource(int fd) {
   return "";
 }
 
-// Non-blocking connect with a timeout; on failure fd is -1 and the result
-// is the line to print.
-std::string connectTcp(const Addr& a, int timeout_ms, int& fd) {
-  fd = ::socket(a.family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) return errnoLine(errno);
-  if (std::string e = bindSource(fd); !e.empty()) {
-    ::close(fd);
-    fd = -1;
+// Non-blocking connect with a timeout; on failure fd is invalid and the
+// result is the line to print.
+std::string connectTcp(const Addr& a, int timeout_ms, UniqueFd& fd) {
+  fd.reset(::socket(a.family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!fd) return errnoLine(errno);
+  if (std::string e = bindSource(fd.get()); !e.empty()) {
+    fd.reset();
     return e;
   }
   std::string res;
-  if (::connect(fd, a.sa(), a.len) != 0) {
+  if (::connect(fd.get(), a.sa(), a.len) != 0) {
     if (errno != EINPROGRESS) {
       res = errnoLine(errno);
     } else {
-      pollfd p{fd, POLLOUT, 0};
+      pollfd p{fd.get(), POLLOUT, 0};
       int r;
       while ((r = ::poll(&p, 1, timeout_ms)) < 0 && errno == EINTR) {}
       if (r == 0) {
@@ -270,12 +279,12 @@ std::string connectTcp(const Addr& a, int timeout_ms, int& fd) {
       } else {
         int err = 0;
         socklen_t len = sizeof err;
-        ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
+        ::getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &err, &len);
         if (err) res = errnoLine(err);
       }
     }
   }
-  if (!res.empty()) { ::close(fd); fd = -1; }
+  if (!res.empty()) fd.reset();
   return res;
 }
 
@@ -338,15 +347,21 @@ std::string peerOf(int fd) {
   return addrText(ss);
 }
 
+// One connection, one line there and back; the connection is closed when
+// it returns, before its line is printed.
+std::string tcpAttempt(const Addr& a, int timeout_ms, std::string& line, std::string& peer) {
+  UniqueFd fd;
+  std::string res = connectTcp(a, timeout_ms, fd);
+  if (res.empty() && g_show_peer) peer = " peer=" + peerOf(fd.get());
+  if (res.empty()) res = sendAll(fd.get(), "hi\n");
+  if (res.empty()) res = readLine(fd.get(), timeout_ms, line);
+  return res;
+}
+
 int tcpClient(const Addr& a, int timeout_ms, int count) {
   bool allOk = true;
   for (int i = 0; i < count; ++i) {
-    int fd;
-    std::string line, peer, res = connectTcp(a, timeout_ms, fd);
-    if (res.empty() && g_show_peer) peer = " peer=" + peerOf(fd);
-    if (res.empty()) res = sendAll(fd, "hi\n");
-    if (res.empty()) res = readLine(fd, timeout_ms, line);
-    if (fd >= 0) ::close(fd);
+    std::string line, peer, res = tcpAttempt(a, timeout_ms, line, peer);
     allOk = allOk && res.empty();
     std::printf("%s\n", res.empty() ? ("ok " + line + peer).c_str() : res.c_str());
     std::fflush(stdout);
@@ -384,24 +399,20 @@ std::string udpExchange(int fd, const Addr& a, int timeout_ms, std::string& repl
 
 int udpClient(const Addr& a, int timeout_ms, int count) {
   bool allOk = true;
-  int fd = -1;
+  UniqueFd fd;
   for (int i = 0; i < count; ++i) {
     std::string res, reply, peer;
-    if (fd < 0) {
-      fd = ::socket(a.family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (!fd) {
+      fd.reset(::socket(a.family, SOCK_DGRAM | SOCK_CLOEXEC, 0));
       // connect() so an ICMP port-unreachable is reported as ECONNREFUSED.
-      if (fd < 0 || (!g_unconnected && ::connect(fd, a.sa(), a.len) != 0)) res = errnoLine(errno);
+      if (!fd || (!g_unconnected && ::connect(fd.get(), a.sa(), a.len) != 0)) res = errnoLine(errno);
     }
-    if (res.empty()) res = udpExchange(fd, a, timeout_ms, reply, peer);
-    if (fd >= 0 && !g_one_socket) {
-      ::close(fd);
-      fd = -1;
-    }
+    if (res.empty()) res = udpExchange(fd.get(), a, timeout_ms, reply, peer);
+    if (!g_one_socket) fd.reset();  // a new socket (a new source port) per attempt
     allOk = allOk && res.empty();
     std::printf("%s\n", res.empty() ? ("ok " + reply + peer).c_str() : res.c_str());
     std::fflush(stdout);
   }
-  if (fd >= 0) ::close(fd);
   return allOk ? 0 : 1;
 }
 
@@ -417,13 +428,12 @@ int spray(const std::string& ip, long count, int cpu) {
   long sent = 0;
   while (sent < count) {
     Addr a = parseAddr(ip, "1");
-    int fd = ::socket(a.family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) die("socket");
+    UniqueFd fd(::socket(a.family, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    if (!fd) die("socket");
     for (int port = 1; port <= 60000 && sent < count; port++, sent++) {
       Addr to = parseAddr(ip, std::to_string(port));
-      ::sendto(fd, "x", 1, 0, to.sa(), to.len);  // a full queue drops it: counted anyway
+      ::sendto(fd.get(), "x", 1, 0, to.sa(), to.len);  // a full queue drops it: counted anyway
     }
-    ::close(fd);
   }
   std::printf("sent %ld\n", sent);
   return 0;
@@ -432,22 +442,29 @@ int spray(const std::string& ip, long count, int cpu) {
 // --interval-ms: pause between round trips (an idle connection in between).
 int g_interval_ms = 50;
 
-int hold(const Addr& a, double seconds) {
+// Round trips on one connection until seconds pass or one fails (res says
+// why); the connection is closed when it returns.
+long roundTrips(const Addr& a, double seconds, std::string& res) {
   constexpr int kLimitMs = 500;
   auto end = Clock::now() + std::chrono::milliseconds(static_cast<long>(seconds * 1000));
-  int fd;
+  UniqueFd fd;
   long n = 0;
-  std::string res = connectTcp(a, kLimitMs, fd);
+  res = connectTcp(a, kLimitMs, fd);
   while (res.empty() && Clock::now() < end) {
     std::string line;
-    res = sendAll(fd, "ping " + std::to_string(n) + "\n");
-    if (res.empty()) res = readLine(fd, kLimitMs, line);
+    res = sendAll(fd.get(), "ping " + std::to_string(n) + "\n");
+    if (res.empty()) res = readLine(fd.get(), kLimitMs, line);
     if (res.empty()) {
       ++n;
       std::this_thread::sleep_for(std::chrono::milliseconds(g_interval_ms));
     }
   }
-  if (fd >= 0) ::close(fd);
+  return n;
+}
+
+int hold(const Addr& a, double seconds) {
+  std::string res;
+  long n = roundTrips(a, seconds, res);
   if (res.empty()) {
     std::printf("ok %ld\n", n);
     return 0;
@@ -531,21 +548,23 @@ int raw(const std::string& ip, int port, const std::string& kind, long count, in
   in_addr dst{};
   if (inet_pton(AF_INET, ip.c_str(), &dst) != 1) usage("raw is IPv4 only: " + ip);
   // The pod's own address towards ip: what its kernel would send from.
-  int probe = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   sockaddr_in to{};
   to.sin_family = AF_INET;
   to.sin_addr = dst;
   to.sin_port = htons(static_cast<uint16_t>(port));
   sockaddr_in me{};
   socklen_t len = sizeof me;
-  if (probe < 0 || ::connect(probe, reinterpret_cast<sockaddr*>(&to), sizeof to) != 0 ||
-      getsockname(probe, reinterpret_cast<sockaddr*>(&me), &len) != 0)
-    die("source address");
-  close(probe);
-  int icmp = socket(AF_INET, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_ICMP);
-  int tcp = socket(AF_INET, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_TCP);
-  int out = socket(AF_INET, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_RAW);
-  if (icmp < 0 || tcp < 0 || out < 0) die("raw socket");
+  {
+    UniqueFd probe(socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    if (!probe || ::connect(probe.get(), reinterpret_cast<sockaddr*>(&to), sizeof to) != 0 ||
+        getsockname(probe.get(), reinterpret_cast<sockaddr*>(&me), &len) != 0)
+      die("source address");
+  }
+  UniqueFd icmp_fd(socket(AF_INET, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_ICMP));
+  UniqueFd tcp_fd(socket(AF_INET, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_TCP));
+  UniqueFd out_fd(socket(AF_INET, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_RAW));
+  if (!icmp_fd || !tcp_fd || !out_fd) die("raw socket");
+  const int icmp = icmp_fd.get(), tcp = tcp_fd.get(), out = out_fd.get();
   for (long i = 0; i < count; i++) {
     auto pkt = rawPacket(kind, me.sin_addr, dst, static_cast<uint16_t>(20000 + i % 40000), port);
     if (::sendto(out, pkt.data(), pkt.size(), 0, reinterpret_cast<sockaddr*>(&to), sizeof to) < 0)

@@ -88,16 +88,13 @@ class StateLock {
   StateLock() {
     ::mkdir(kStateDir, 0755);
     std::string lock = std::string(kStateDir) + "/lock";
-    fd_ = ::open(lock.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0644);
-    if (fd_ < 0) throw std::runtime_error(errnoText("open " + lock));
-    while (::flock(fd_, LOCK_EX) != 0 && errno == EINTR) {}
+    fd_.reset(::open(lock.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0644));
+    if (!fd_) throw std::runtime_error(errnoText("open " + lock));
+    while (::flock(fd_.get(), LOCK_EX) != 0 && errno == EINTR) {}
   }
-  ~StateLock() { ::close(fd_); }
-  StateLock(const StateLock&) = delete;
-  StateLock& operator=(const StateLock&) = delete;
 
  private:
-  int fd_;
+  UniqueFd fd_;  // the lock is held while it is open
 };
 
 // ---- reaping what a dead run left behind

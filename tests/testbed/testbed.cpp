@@ -279,28 +279,21 @@ Proc TestBed::start(Pod* pod, const std::string& cgroup, const std::vector<std::
   if (argv.empty()) throw std::invalid_argument("spawn: empty argv");
   // Everything the child needs is prepared before fork(): after fork only
   // async-signal-safe calls.
-  struct Fds {
-    int ns = -1, cg = -1, devnull = -1, out[2] = {-1, -1}, err[2] = {-1, -1};
-    ~Fds() {
-      for (int fd : {ns, cg, devnull, out[0], out[1], err[0], err[1]})
-        if (fd >= 0) ::close(fd);
-    }
-  } f;
+  UniqueFd ns, cg;
   if (pod) {
     std::string nsPath = "/var/run/netns/" + pod->netns_;
-    f.ns = ::open(nsPath.c_str(), O_RDONLY | O_CLOEXEC);
-    if (f.ns < 0) throw std::runtime_error(errnoText("open " + nsPath));
+    ns.reset(::open(nsPath.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!ns) throw std::runtime_error(errnoText("open " + nsPath));
   }
   if (!cgroup.empty()) {
     std::string procs = cgroup + "/cgroup.procs";
-    f.cg = ::open(procs.c_str(), O_WRONLY | O_CLOEXEC);
-    if (f.cg < 0) throw std::runtime_error(errnoText("open " + procs));
+    cg.reset(::open(procs.c_str(), O_WRONLY | O_CLOEXEC));
+    if (!cg) throw std::runtime_error(errnoText("open " + procs));
   }
-  f.devnull = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  UniqueFd devnull(::open("/dev/null", O_RDONLY | O_CLOEXEC));
   // err: the child reports a failed setup step as {step, errno}; a clean
   // exec closes it (CLOEXEC) and the parent reads EOF.
-  if (::pipe2(f.out, O_CLOEXEC) != 0 || ::pipe2(f.err, O_CLOEXEC) != 0)
-    throw std::runtime_error(errnoText("pipe"));
+  Pipe out = makePipe(), err = makePipe();
   auto args = cArgv(argv);
   pid_t parent = ::getpid();
 
@@ -309,35 +302,34 @@ Proc TestBed::start(Pod* pod, const std::string& cgroup, const std::vector<std::
   if (pid == 0) {
     auto fail = [&](int step) {
       int msg[2] = {step, errno};
-      (void)!::write(f.err[1], msg, sizeof msg);
+      (void)!::write(err.write.get(), msg, sizeof msg);
       ::_exit(127);
     };
     // If the test process is SIGKILLed no destructor runs: let the kernel
     // kill our children then, so a crashed run leaves no servers behind.
     if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) fail(5);
     if (::getppid() != parent) ::_exit(127);  // parent died before prctl
-    if (f.cg >= 0) {
+    if (cg) {
       char buf[16];
       int n = 0;
       char rev[16];
       for (unsigned v = static_cast<unsigned>(::getpid()); v; v /= 10)
         rev[n++] = char('0' + v % 10);
       for (int i = 0; i < n; ++i) buf[i] = rev[n - 1 - i];
-      if (::write(f.cg, buf, static_cast<size_t>(n)) != n) fail(1);
+      if (::write(cg.get(), buf, static_cast<size_t>(n)) != n) fail(1);
     }
-    if (f.ns >= 0 && ::setns(f.ns, CLONE_NEWNET) != 0) fail(2);
-    if (f.devnull >= 0) ::dup2(f.devnull, 0);
-    if (::dup2(f.out[1], 1) < 0) fail(3);
+    if (ns && ::setns(ns.get(), CLONE_NEWNET) != 0) fail(2);
+    if (devnull) ::dup2(devnull.get(), 0);
+    if (::dup2(out.write.get(), 1) < 0) fail(3);
     ::execvp(args[0], args.data());
     fail(4);
   }
-  ::close(f.out[1]);
-  f.out[1] = -1;
-  ::close(f.err[1]);
-  f.err[1] = -1;
+  // Only the child holds the write ends now: EOF on err is its exec.
+  out.write.reset();
+  err.write.reset();
   int msg[2] = {0, 0};
   ssize_t n;
-  while ((n = ::read(f.err[0], msg, sizeof msg)) < 0 && errno == EINTR) {}
+  while ((n = ::read(err.read.get(), msg, sizeof msg)) < 0 && errno == EINTR) {}
   if (n > 0) {
     int st;
     while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
@@ -350,9 +342,8 @@ Proc TestBed::start(Pod* pod, const std::string& cgroup, const std::vector<std::
   auto s = std::make_shared<Proc::State>();
   s->pid = pid;
   s->pod = pod ? pod->name_ : "";
-  s->fd = f.out[0];
-  f.out[0] = -1;
-  ::fcntl(s->fd, F_SETFL, O_NONBLOCK);
+  s->fd = std::move(out.read);
+  ::fcntl(s->fd.get(), F_SETFL, O_NONBLOCK);
   std::lock_guard l(procs_mu_);
   std::erase_if(procs_, [](const auto& p) { return p->reaped.load(); });
   procs_.push_back(s);

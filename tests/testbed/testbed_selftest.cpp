@@ -11,10 +11,12 @@
 #include <sstream>
 #include <string>
 
+#include "agent/base/unique_fd.h"
 #include "tests/testbed/testbed.h"
 
 namespace fs = std::filesystem;
 using namespace smik::testbed;
+using smik::UniqueFd;
 
 namespace {
 
@@ -286,9 +288,10 @@ DeadRun killRunMidway() {
   // CLOEXEC: the processes the child's bed starts must not hold the write
   // end, or the read below waits for the escaped sleep to end.
   if (::pipe2(fds, O_CLOEXEC) != 0) throw std::runtime_error("pipe");
+  UniqueFd read_end(fds[0]), write_end(fds[1]);
   pid_t child = ::fork();
   if (child == 0) {
-    ::close(fds[0]);
+    read_end.reset();
     std::ostringstream report;
     try {
       auto* bed = new TestBed();  // never destroyed: the run dies
@@ -307,15 +310,14 @@ DeadRun killRunMidway() {
       report << "error " << e.what();
     }
     const std::string text = report.str();
-    (void)!::write(fds[1], text.data(), text.size());
+    (void)!::write(write_end.get(), text.data(), text.size());
     ::kill(::getpid(), SIGKILL);
   }
-  ::close(fds[1]);
+  write_end.reset();  // EOF below once the child is gone
   std::string text;
   char buf[512];
-  for (ssize_t n; (n = ::read(fds[0], buf, sizeof buf)) > 0;)
+  for (ssize_t n; (n = ::read(read_end.get(), buf, sizeof buf)) > 0;)
     text.append(buf, static_cast<size_t>(n));
-  ::close(fds[0]);
   int status = 0;
   ::waitpid(child, &status, 0);
   DeadRun run;

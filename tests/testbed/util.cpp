@@ -41,11 +41,10 @@ std::string readFile(const std::string& path) {
 }
 
 void writeFile(const std::string& path, const std::string& value) {
-  int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
-  if (fd < 0) throw std::runtime_error(errnoText("open " + path));
-  ssize_t n = ::write(fd, value.data(), value.size());
+  UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
+  if (!fd) throw std::runtime_error(errnoText("open " + path));
+  ssize_t n = ::write(fd.get(), value.data(), value.size());
   int err = errno;
-  ::close(fd);
   if (n != static_cast<ssize_t>(value.size())) {
     errno = err;
     throw std::runtime_error(errnoText("write '" + value + "' to " + path));
@@ -57,21 +56,24 @@ std::string trim(std::string s) {
   return s;
 }
 
-// Reads what is available from a non-blocking fd into buf; closes the fd
-// (sets it to -1) at EOF.
-void drainFd(int& fd, std::string& buf) {
+void drainFd(UniqueFd& fd, std::string& buf) {
   char tmp[4096];
-  while (fd >= 0) {
-    ssize_t n = ::read(fd, tmp, sizeof tmp);
+  while (fd) {
+    ssize_t n = ::read(fd.get(), tmp, sizeof tmp);
     if (n > 0) {
       buf.append(tmp, static_cast<size_t>(n));
     } else if (n == 0) {
-      ::close(fd);
-      fd = -1;
+      fd.reset();
     } else if (errno != EINTR) {
       return;  // EAGAIN: nothing more for now
     }
   }
+}
+
+Pipe makePipe() {
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) throw std::runtime_error(errnoText("pipe"));
+  return {UniqueFd(fds[0]), UniqueFd(fds[1])};
 }
 
 int decodeStatus(int st) {
@@ -152,48 +154,42 @@ std::string ipTool() {
 namespace {
 // fork/execvp argv with stdout and stderr captured; returns the exit status.
 int runCaptured(const std::vector<std::string>& argv, std::string& out, std::string& err) {
-  int po[2], pe[2];
-  if (::pipe2(po, O_CLOEXEC) != 0) throw std::runtime_error(errnoText("pipe"));
-  if (::pipe2(pe, O_CLOEXEC) != 0) {
-    ::close(po[0]); ::close(po[1]);
-    throw std::runtime_error(errnoText("pipe"));
-  }
+  Pipe po = makePipe(), pe = makePipe();
   auto args = cArgv(argv);
   pid_t pid = ::fork();
-  if (pid < 0) {
-    for (int fd : {po[0], po[1], pe[0], pe[1]}) ::close(fd);
-    throw std::runtime_error(errnoText("fork"));
-  }
+  if (pid < 0) throw std::runtime_error(errnoText("fork"));
   if (pid == 0) {
     int devnull = ::open("/dev/null", O_RDONLY);
     if (devnull >= 0) ::dup2(devnull, 0);
-    ::dup2(po[1], 1);
-    ::dup2(pe[1], 2);
+    ::dup2(po.write.get(), 1);
+    ::dup2(pe.write.get(), 2);
     ::execvp(args[0], args.data());
     const char msg[] = "execvp failed\n";
     (void)!::write(2, msg, sizeof msg - 1);
     ::_exit(127);
   }
-  ::close(po[1]);
-  ::close(pe[1]);
-  int fo = po[0], fe = pe[0];
-  ::fcntl(fo, F_SETFL, O_NONBLOCK);
-  ::fcntl(fe, F_SETFL, O_NONBLOCK);
+  // Only the child writes now: EOF comes when it exits.
+  po.write.reset();
+  pe.write.reset();
+  UniqueFd& fo = po.read;
+  UniqueFd& fe = pe.read;
+  ::fcntl(fo.get(), F_SETFL, O_NONBLOCK);
+  ::fcntl(fe.get(), F_SETFL, O_NONBLOCK);
   auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(kCommandTimeoutMs);
-  while (fo >= 0 || fe >= 0) {
+  while (fo || fe) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
                     deadline - std::chrono::steady_clock::now()).count();
     if (left <= 0) {
       ::kill(pid, SIGKILL);
       break;
     }
-    struct pollfd pfd[2] = {{fo, POLLIN, 0}, {fe, POLLIN, 0}};
+    struct pollfd pfd[2] = {{fo.get(), POLLIN, 0}, {fe.get(), POLLIN, 0}};
     ::poll(pfd, 2, static_cast<int>(left));
     drainFd(fo, out);
     drainFd(fe, err);
   }
-  if (fo >= 0) ::close(fo);
-  if (fe >= 0) ::close(fe);
+  fo.reset();
+  fe.reset();
   int st = 0;
   while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
   return decodeStatus(st);
