@@ -48,8 +48,9 @@ Browser chromium(const std::string& url, const std::vector<std::string>& extra,
                                    "--virtual-time-budget=5000"};
   args.insert(args.end(), extra.begin(), extra.end());
   args.push_back(url);
-  int out[2];
-  if (pipe2(out, O_CLOEXEC) != 0) return b;
+  int ends[2];
+  if (pipe2(ends, O_CLOEXEC) != 0) return b;
+  UniqueFd out_read(ends[0]), out_write(ends[1]);
   pid_t pid = fork();
   if (pid == 0) {
     setpgid(0, 0);
@@ -57,7 +58,7 @@ Browser chromium(const std::string& url, const std::vector<std::string>& extra,
     setenv("HOME", profile, 1);
     setenv("XDG_CONFIG_HOME", profile, 1);
     setenv("XDG_CACHE_HOME", profile, 1);
-    dup2(out[1], 1);
+    dup2(out_write.get(), 1);
     int err = open(err_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
     if (err >= 0) dup2(err, 2);
     std::vector<char*> argv;
@@ -66,7 +67,7 @@ Browser chromium(const std::string& url, const std::vector<std::string>& extra,
     execv(kChromium, argv.data());
     _exit(127);
   }
-  close(out[1]);
+  out_write.reset();  // EOF once the browser's group is done
   setpgid(pid, pid);  // also here: no race with the child's own call
   auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
   char buf[8192];
@@ -75,13 +76,13 @@ Browser chromium(const std::string& url, const std::vector<std::string>& extra,
                     deadline - std::chrono::steady_clock::now())
                     .count();
     if (left <= 0) break;
-    pollfd p{out[0], POLLIN, 0};
+    pollfd p{out_read.get(), POLLIN, 0};
     if (poll(&p, 1, static_cast<int>(left)) <= 0) continue;
-    ssize_t n = read(out[0], buf, sizeof buf);
+    ssize_t n = read(out_read.get(), buf, sizeof buf);
     if (n <= 0) break;
     b.out.append(buf, static_cast<size_t>(n));
   }
-  close(out[0]);
+  out_read.reset();
   int st = 0;
   bool done = false;
   for (int i = 0; i < 100 && !done; ++i) {
