@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include "agent/base/host_port.h"
+#include "api/http/listen.h"
 
 namespace smik {
 namespace {
@@ -65,6 +66,18 @@ TEST(ParseHostPort, EachRuleWidensOnlyItsForm) {
   EXPECT_EQ(parsed("[fd00::1]", https), (HostPort{"fd00::1", 443}));
   EXPECT_EQ(parsed("api.example:6443", https), (HostPort{"api.example", 6443}));
   EXPECT_EQ(parsed("api.example:", https), std::nullopt);  // a colon promises a port
+}
+
+// What --http and --secure-listen take: every form a listener took before
+// the parser, a numeric port only.
+TEST(ParseListenAddress, TakesTheListenersFormsOnly) {
+  EXPECT_EQ(parsed("127.0.0.1:0"), std::nullopt);
+  EXPECT_EQ(*api::parseListenAddress("127.0.0.1:0"), (HostPort{"127.0.0.1", 0}));
+  EXPECT_EQ(*api::parseListenAddress(":9464"), (HostPort{"", 9464}));
+  EXPECT_EQ(*api::parseListenAddress("[::]:9443"), (HostPort{"::", 9443}));
+  EXPECT_EQ(*api::parseListenAddress(":::9443"), (HostPort{"::", 9443}));
+  for (const char* bad : {"9464", "host:", "host:http", "host:65536", "[::1]"})
+    EXPECT_FALSE(api::parseListenAddress(bad)) << bad;
 }
 
 TEST(JoinHostPort, BracketsV6OnceAndRoundTrips) {
