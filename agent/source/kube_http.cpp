@@ -7,6 +7,8 @@
 #include <cstdlib>
 #include <memory>
 
+#include "agent/base/host_port.h"
+
 namespace smik::kube {
 namespace {
 
@@ -118,18 +120,22 @@ void append(CurlList& list, const std::string& item) {
 // while the connection still goes to the configured server, as Go's
 // tls.Config.ServerName does. curl has no such option; connect-to does it:
 // the URL names the certificate's host and connect-to maps it back.
-std::string targetUrl(const KubeConfig& config, const std::string& path, CurlList* connect_to) {
+Result<std::string> targetUrl(const KubeConfig& config, const std::string& path,
+                              CurlList* connect_to) {
   if (config.tls_server_name.empty()) return config.server + path;
   const auto scheme_end = config.server.find("://");
   const auto host_start = scheme_end == std::string::npos ? 0 : scheme_end + 3;
-  const std::string authority = config.server.substr(host_start);
-  const auto colon = authority.rfind(':');
-  const bool has_port =
-      colon != std::string::npos && authority.find(']', colon) == std::string::npos;
-  const std::string host = has_port ? authority.substr(0, colon) : authority;
-  const std::string port = has_port ? authority.substr(colon + 1) : "443";
-  append(*connect_to, config.tls_server_name + ":" + port + ":" + host + ":" + port);
-  return config.server.substr(0, host_start) + config.tls_server_name + ":" + port + path;
+  // A server with a path ("https://host/prefix") keeps it after the new authority.
+  const auto host_end = std::min(config.server.find('/', host_start), config.server.size());
+  const Result<HostPort> server = parseHostPort(
+      std::string_view(config.server).substr(host_start, host_end - host_start),
+      {.default_port = 443});
+  if (!server) return fail("server " + config.server + ": " + server.error());
+  const std::string port = std::to_string(server->port);
+  append(*connect_to,
+         config.tls_server_name + ":" + port + ":" + joinHostPort(server->host, server->port));
+  return config.server.substr(0, host_start) + config.tls_server_name + ":" + port +
+         config.server.substr(host_end) + path;
 }
 
 // Method and body. The body is not copied: it must outlive the transfer.
@@ -303,7 +309,12 @@ HttpResponse HttpClient::performOnce(const Request& req, const OnData& on_data, 
   CurlEasy easy(curl_easy_init(), curl_easy_cleanup);
   CurlMulti multi(curl_multi_init(), curl_multi_cleanup);
   Transfer t{easy.get(), &on_data, &r};
-  curl_easy_setopt(easy.get(), CURLOPT_URL, targetUrl(config_, req.path, &connect_to).c_str());
+  const Result<std::string> url = targetUrl(config_, req.path, &connect_to);
+  if (!url) {
+    r.error = url.error();
+    return r;
+  }
+  curl_easy_setopt(easy.get(), CURLOPT_URL, url->c_str());
   if (connect_to) curl_easy_setopt(easy.get(), CURLOPT_CONNECT_TO, connect_to.get());
   setMethod(easy.get(), req.method, req.body);
   setTransport(easy.get(), config_, &t, errbuf, timeouts_.connect,

@@ -19,6 +19,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "agent/base/host_port.h"
 #include "agent/compile/explain.h"
 #include "agent/source/kube_config.h"
 #include "agent/source/kube_http.h"
@@ -175,9 +176,10 @@ int printExplanation(const std::string& output, const pb::ExplainReply& r,
 
 // node_name: answer as that node's agent would, from the plan compiled for
 // it (empty: the plan of each destination's own node). request: an HTTP
-// request's verdict too (null: the connection's only).
+// request's verdict too (null: the connection's only). service: --to's
+// NS/SERVICE:PORT (null: --to is NS/POD).
 int explainOffline(const Common& c, const std::string& node_name, const std::string& from,
-                   const std::string& to, int port, model::Proto proto,
+                   const std::string& to, const HostPort* service, int port, model::Proto proto,
                    const compile::HttpRequest* request) {
   model::ClusterState state;
   compile::NodeConfig node;
@@ -187,16 +189,15 @@ int explainOffline(const Common& c, const std::string& node_name, const std::str
   if (!node_name.empty()) plan = compile::compile(state, node);
   const compile::Plan* applied = plan ? &*plan : nullptr;
   std::string err;
-  if (auto colon = to.rfind(':'); colon != std::string::npos) {
-    std::string service = to.substr(0, colon);
+  if (service) {
     std::vector<compile::ServiceExplanation> out;
     std::vector<std::string> notes;
-    if (!compile::explainService(state, node, service, std::atoi(to.substr(colon + 1).c_str()),
-                                 proto, &out, &notes, &err, applied)) {
+    if (!compile::explainService(state, node, service->host, service->port, proto, &out, &notes,
+                                 &err, applied)) {
       std::cerr << "explain: " << err << "\n";
       return 2;
     }
-    return printExplanation(c.conn.output, api::explainReply(out, notes), service);
+    return printExplanation(c.conn.output, api::explainReply(out, notes), service->host);
   }
   compile::Explanation e;
   if (!compile::explain(state, node, from, to, port, proto, &e, &err, applied, request)) {
@@ -207,7 +208,8 @@ int explainOffline(const Common& c, const std::string& node_name, const std::str
 }
 
 int explainOnline(const Common& c, const CLI::Option* node_opt, const std::string& from,
-                  const std::string& to, int port, const std::string& proto) {
+                  const std::string& to, const HostPort* service, int port,
+                  const std::string& proto) {
   noteOfflineOnly(c);
   if (node_opt->count() > 0)
     std::cerr << "note: --node applies to --manifests only; the agent answers for its node\n";
@@ -221,8 +223,7 @@ int explainOnline(const Common& c, const CLI::Option* node_opt, const std::strin
   withDeadline(&ctx, 10);
   grpc::Status st = stub(c.conn)->Explain(&ctx, req, &r);
   if (!st.ok()) return rpcFailed(c.conn, st);
-  auto colon = to.rfind(':');
-  return printExplanation(c.conn.output, r, colon == std::string::npos ? "" : to.substr(0, colon));
+  return printExplanation(c.conn.output, r, service ? service->host : "");
 }
 
 int explainCmd(const Common& c, const CLI::Option* node_opt, const std::string& node_name,
@@ -235,20 +236,24 @@ int explainCmd(const Common& c, const CLI::Option* node_opt, const std::string& 
     proto = model::Proto::kUdp;
   else
     return std::cerr << "--proto must be tcp or udp\n", 2;
-  if (auto colon = to.rfind(':'); colon != std::string::npos) {
-    int p = std::atoi(to.substr(colon + 1).c_str());
-    if (p < 1 || p > 65535) return std::cerr << "--to SERVICE:PORT wants a port\n", 2;
+  std::optional<HostPort> service;
+  if (to.find(':') != std::string::npos) {  // NS/SERVICE:PORT, else NS/POD
+    Result<HostPort> parsed = parseHostPort(to);
+    if (!parsed) return std::cerr << "--to SERVICE:PORT wants a port: " << parsed.error() << "\n", 2;
+    service = *std::move(parsed);
   } else if (from.empty() || port == 0) {
     return std::cerr << "explain --to NS/POD needs --from NS/POD and --port\n", 2;
   }
+  const HostPort* service_or_null = service ? &*service : nullptr;
   compile::HttpRequest request{method.empty() ? "GET" : method, path.empty() ? "/" : path};
   const bool http = !method.empty() || !path.empty();
   if (c.manifests.empty()) {
     // The agent's gRPC Explain does not carry a request yet.
     if (http) return std::cerr << "explain --method/--path: give --manifests DIR\n", 2;
-    return explainOnline(c, node_opt, from, to, port, proto_s);
+    return explainOnline(c, node_opt, from, to, service_or_null, port, proto_s);
   }
-  return explainOffline(c, node_name, from, to, port, proto, http ? &request : nullptr);
+  return explainOffline(c, node_name, from, to, service_or_null, port, proto,
+                        http ? &request : nullptr);
 }
 
 // ---- policy ----------------------------------------------------------------------
@@ -440,8 +445,12 @@ void printStatus(const pb::StatusReply& s) {
 // The HTTP path, kept for `--http ADDR` (scripts and agents from before the
 // gRPC API): /status is the StatusReply's JSON.
 int statusHttp(const std::string& addr, const std::string& output, bool check) {
-  auto colon = addr.rfind(':');
-  httplib::Client cli(addr.substr(0, colon), std::atoi(addr.substr(colon + 1).c_str()));
+  const Result<HostPort> agent = parseHostPort(addr);
+  if (!agent) {
+    std::cerr << "status --http: " << agent.error() << "\n";
+    return 1;
+  }
+  httplib::Client cli(agent->host, agent->port);
   cli.set_connection_timeout(2);
   if (check) {  // for probes: exit status only
     auto r = cli.Get("/readyz");

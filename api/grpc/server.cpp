@@ -16,6 +16,7 @@
 #include <set>
 
 #include "agent/agent.h"
+#include "agent/base/host_port.h"
 #include "agent/base/unique_fd.h"
 #include "agent/compile/explain.h"
 #include "api/proto/explain.h"
@@ -245,14 +246,14 @@ class AgentService final : public pb::Agent::Service {
     const compile::NodeConfig& node = applied->node;
     const compile::Plan* plan = applied->compiled ? applied->plan.get() : nullptr;
     std::string err;
-    if (auto colon = to.rfind(':'); colon != std::string::npos) {
-      int port = std::atoi(to.substr(colon + 1).c_str());
-      if (port < 1 || port > 65535)
-        return {StatusCode::INVALID_ARGUMENT, "to NS/SERVICE:PORT wants a port"};
+    if (to.find(':') != std::string::npos) {  // NS/SERVICE:PORT, else NS/POD
+      const Result<HostPort> service = parseHostPort(to);
+      if (!service)
+        return {StatusCode::INVALID_ARGUMENT, "to NS/SERVICE:PORT wants a port: " + service.error()};
       std::vector<compile::ServiceExplanation> tables;
       std::vector<std::string> notes;
-      if (!compile::explainService(state, node, to.substr(0, colon), port, proto, &tables, &notes,
-                                   &err, plan))
+      if (!compile::explainService(state, node, service->host, service->port, proto, &tables,
+                                   &notes, &err, plan))
         return {StatusCode::NOT_FOUND, err};
       *out = explainReply(tables, notes);
       return grpc::Status::OK;

@@ -269,13 +269,15 @@ class Listener::Impl {
   std::vector<Conn*> back_;  // answered, for the reactor to keep or close
 };
 
+Result<HostPort> parseListenAddress(std::string_view addr) {
+  return parseHostPort(addr, {.empty_host = true, .port_zero = true, .unbracketed_ipv6 = true});
+}
+
 bool Listener::Impl::start(const std::string& addr, std::string* err, TlsContextSource tls) {
-  const size_t colon = addr.rfind(':');
-  if (colon == std::string::npos) return (*err = "wants host:port, got " + addr), false;
-  std::string host = addr.substr(0, colon);
-  const std::string port = addr.substr(colon + 1);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
-    host = host.substr(1, host.size() - 2);
+  const Result<HostPort> where = parseListenAddress(addr);
+  if (!where) return (*err = "wants host:port: " + where.error()), false;
+  const std::string& host = where->host;
+  const std::string port = std::to_string(where->port);
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;

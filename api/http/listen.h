@@ -19,6 +19,8 @@
 #include <string>
 #include <string_view>
 
+#include "agent/base/host_port.h"
+#include "agent/base/result.h"
 #include "api/http/router.h"
 
 namespace smik::api {
@@ -44,6 +46,11 @@ struct ListenLimits {
 // The TLS context for each new connection: asked once per accept, so a
 // new one (certificates reloaded) applies to every later connection.
 using TlsContextSource = std::function<std::shared_ptr<SSL_CTX>()>;
+
+// A listen address as Listener::start takes it: "host:port", "[v6]:port",
+// ":port" (every address), port 0 (any free one), and "::1:9464" as the
+// listeners always took it (the last colon ends the host).
+Result<HostPort> parseListenAddress(std::string_view addr);
 
 class Listener {
  public:

@@ -338,7 +338,8 @@ namespace {
 
 // What start() refuses before it touches anything.
 Result<void> checkConfig(const SecureApiConfig& config) {
-  if (config.listen.rfind(':') == std::string::npos) return fail("--secure-listen wants host:port");
+  if (Result<HostPort> where = parseListenAddress(config.listen); !where)
+    return fail("--secure-listen wants host:port: " + where.error());
   if (config.cert_file.empty() != config.key_file.empty())
     return fail("--tls-cert-file and --tls-private-key-file go together");
   return {};

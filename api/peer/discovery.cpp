@@ -4,6 +4,8 @@
 #include <cctype>
 #include <set>
 
+#include "agent/base/host_port.h"
+
 namespace smik::peer {
 
 namespace {
@@ -29,10 +31,6 @@ bool validKey(const std::string& k) {
   return !k.empty() && std::all_of(k.begin(), k.end(), [](unsigned char c) {
     return std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '/';
   });
-}
-
-std::string joinHostPort(const std::string& ip, int port) {
-  return (ip.find(':') != std::string::npos ? "[" + ip + "]" : ip) + ":" + std::to_string(port);
 }
 
 }  // namespace
@@ -98,31 +96,12 @@ std::vector<PeerAddr> discoverPeers(const model::ClusterState& state, const Disc
     if (pod.meta.ns != cfg.ns || !cfg.selector.matches(pod.meta.labels)) continue;
     if (pod.node_name == cfg.self_node || pod.ips.empty()) continue;
     if (pod.phase == "Succeeded" || pod.phase == "Failed") continue;
-    // A hostNetwork pod's status.podIP is its node's address, as we want it.
+    // A hostNetwork pod's status.podIP is its node's address, as we want
+    // it. --peer-port is checked to be in 1..65535.
     out.insert({pod.node_name.empty() ? pod.meta.name : pod.node_name,
-                joinHostPort(pod.ips.front(), cfg.port)});
+                joinHostPort(pod.ips.front(), static_cast<uint16_t>(cfg.port))});
   }
   return {out.begin(), out.end()};
-}
-
-bool splitHostPort(const std::string& addr, std::string* host, int* port) {
-  const auto colon = addr.rfind(':');
-  if (colon == std::string::npos || colon == 0 || colon + 1 == addr.size()) return false;
-  std::string h = addr.substr(0, colon), p = addr.substr(colon + 1);
-  if (h.front() == '[') {
-    if (h.back() != ']' || h.size() < 3) return false;
-    h = h.substr(1, h.size() - 2);
-  } else if (h.find(':') != std::string::npos) {
-    return false;  // a bare IPv6 address: the port is ambiguous
-  }
-  if (!std::all_of(p.begin(), p.end(), [](unsigned char c) { return std::isdigit(c); }) ||
-      p.size() > 5)
-    return false;
-  const int n = std::stoi(p);
-  if (n < 1 || n > 65535) return false;
-  *host = h;
-  *port = n;
-  return true;
 }
 
 bool parsePeerList(const std::string& text, std::vector<PeerAddr>* out, std::string* err) {
@@ -136,10 +115,8 @@ bool parsePeerList(const std::string& text, std::vector<PeerAddr>* out, std::str
       addr = trim(item.substr(eq + 1));
       if (p.node.empty()) return (*err = "--peers: empty node name in '" + item + "'"), false;
     }
-    std::string host;
-    int port = 0;
-    if (!splitHostPort(addr, &host, &port))
-      return (*err = "--peers: '" + item + "' is not [NODE=]HOST:PORT"), false;
+    if (Result<HostPort> hp = parseHostPort(addr); !hp)
+      return (*err = "--peers: '" + item + "' is not [NODE=]HOST:PORT: " + hp.error()), false;
     p.address = addr;
     out->push_back(std::move(p));
   }

@@ -48,7 +48,4 @@ std::vector<PeerAddr> discoverPeers(const model::ClusterState& state, const Disc
 // "[NODE=]HOST:PORT,..." as --peers takes it.
 bool parsePeerList(const std::string& text, std::vector<PeerAddr>* out, std::string* err);
 
-// "host:port" / "[v6]:port" -> (host, port); false if it is not one.
-bool splitHostPort(const std::string& addr, std::string* host, int* port);
-
 }  // namespace smik::peer

@@ -7,6 +7,7 @@
 #include <set>
 #include <sstream>
 
+#include "agent/base/host_port.h"
 #include "api/peer/wire.h"
 #include "smik/v1/smik.grpc.pb.h"
 
@@ -95,12 +96,9 @@ PeerServer::~PeerServer() { stop(); }
 
 bool PeerServer::start(const std::string& addr, const Tls& tls, const telemetry::Store& store,
                        const std::string& node, std::string* err) {
-  std::string host;
-  int port = 0;
   // Port 0 is allowed here (tests): any free port.
-  if (!splitHostPort(addr, &host, &port) &&
-      !(addr.size() > 2 && addr.compare(addr.size() - 2, 2, ":0") == 0))
-    return (*err = "--peer-listen wants HOST:PORT, got '" + addr + "'"), false;
+  if (Result<HostPort> hp = parseHostPort(addr, {.port_zero = true}); !hp)
+    return (*err = "--peer-listen wants HOST:PORT: " + hp.error()), false;
   grpc::SslServerCredentialsOptions opts(GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
   opts.pem_root_certs = tls.ca;
   opts.pem_key_cert_pairs.push_back({tls.key, tls.cert});

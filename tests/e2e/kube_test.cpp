@@ -9,6 +9,7 @@
 #include <sched.h>
 
 #include <atomic>
+#include <optional>
 
 #include "tests/e2e/fixture.h"
 #include "tests/kube/fake_cluster.h"
@@ -28,6 +29,7 @@ class Kube : public E2E {
     kubeconfig_ = "/tmp/" + bed_->prefix() + "-kubeconfig";
   }
   void TearDown() override {
+    serving_.reset();  // the server first, as when it was the test's own
     if (agent_) {
       kill(agent_->pid(), SIGTERM);
       agent_->wait(3000);
@@ -63,6 +65,21 @@ class Kube : public E2E {
     agent_ = std::make_unique<Proc>(bed_->spawn(args));
     ASSERT_TRUE(eventually([&] { return httpGet(http_port_, "/readyz").first == 200; }, 10000))
         << agent_->output();
+  }
+
+  // Where the enforcement tests start: client and server pods under
+  // applyCluster's policy, the agent enforcing it as read from the API
+  // server, the server listening, and the policy seen to hold.
+  void startEnforcing() {
+    client_ = &bed_->addPod("client", bed_->nextIp());
+    server_ = &bed_->addPod("server", bed_->nextIp());
+    startCluster();
+    applyCluster(*client_, *server_);
+    ASSERT_NO_FATAL_FAILURE(startKubeAgent());
+    waitAttached(2);
+    serving_.emplace(serve(*server_, "8080,9090"));
+    expectTcp(*client_, *server_, 8080, "ok");
+    expectTcp(*client_, *server_, 9090, "timeout");
   }
 
   std::vector<std::string> kubeArgs() {
@@ -102,20 +119,17 @@ class Kube : public E2E {
   }
 
   std::unique_ptr<FakeCluster> cluster_;
+  Pod* client_ = nullptr;  // startEnforcing()'s
+  Pod* server_ = nullptr;
+  std::optional<Proc> serving_;
   int api_port_ = 0;
   std::string kubeconfig_;
 };
 
 TEST_F(Kube, PolicyChangesThroughTheApiServerChangeEnforcement) {
-  Pod& client = bed_->addPod("client", bed_->nextIp());
-  Pod& server = bed_->addPod("server", bed_->nextIp());
-  startCluster();
-  applyCluster(client, server);
-  ASSERT_NO_FATAL_FAILURE(startKubeAgent());
-  waitAttached(2);
-  Proc srv = serve(server, "8080,9090");
-  expectTcp(client, server, 8080, "ok");
-  expectTcp(client, server, 9090, "timeout");
+  ASSERT_NO_FATAL_FAILURE(startEnforcing());
+  Pod& client = *client_;
+  Pod& server = *server_;
 
   // Revoked through the API: denied within seconds.
   cluster_->remove("TrafficTarget", "app", "client-to-server");
@@ -155,15 +169,9 @@ TEST_F(Kube, PolicyChangesThroughTheApiServerChangeEnforcement) {
 }
 
 TEST_F(Kube, UnreachableAtStartKeepsThePinnedPolicyAndResyncsCleanly) {
-  Pod& client = bed_->addPod("client", bed_->nextIp());
-  Pod& server = bed_->addPod("server", bed_->nextIp());
-  startCluster();
-  applyCluster(client, server);
-  ASSERT_NO_FATAL_FAILURE(startKubeAgent());
-  waitAttached(2);
-  Proc srv = serve(server, "8080,9090");
-  expectTcp(client, server, 8080, "ok");
-  expectTcp(client, server, 9090, "timeout");
+  ASSERT_NO_FATAL_FAILURE(startEnforcing());
+  Pod& client = *client_;
+  Pod& server = *server_;
 
   // Agent and API server both go away; the kernel keeps enforcing.
   stopAgent();

@@ -311,13 +311,19 @@ TEST(KubeSource, ReplacesAReflectorWhenTheServedVersionChanges) {
   kube.stop();
 }
 
+// Where the Event tests start: the fixture's objects served, the source
+// started on them, synced, and its state read.
+void startSynced(FakeCluster* cluster, KubeSource* kube) {
+  loadFixture(cluster);
+  kube->start();
+  ASSERT_TRUE(eventually([&] { return kube->synced(); })) << kube->problem();
+  ASSERT_TRUE(kube->refresh());
+}
+
 TEST(KubeSource, RecordsEventsOnRejectedAndPartlyAppliedObjects) {
   FakeCluster cluster(tlsOptions());
-  loadFixture(&cluster);
   KubeSource kube(configFor(cluster), fastOptions());
-  kube.start();
-  ASSERT_TRUE(eventually([&] { return kube.synced(); })) << kube.problem();
-  ASSERT_TRUE(kube.refresh());
+  ASSERT_NO_FATAL_FAILURE(startSynced(&cluster, &kube));
   kube.reportPlan(compile::compile(kube.state(), node1()));
 
   auto find = [&](const std::string& name, const std::string& reason) -> json {
@@ -358,11 +364,8 @@ TEST(KubeSource, RecordsEventsOnRejectedAndPartlyAppliedObjects) {
 
 TEST(KubeSource, RecordsEventsOnObjectsRejectedForCapacity) {
   FakeCluster cluster(tlsOptions());
-  loadFixture(&cluster);
   KubeSource kube(configFor(cluster), fastOptions());
-  kube.start();
-  ASSERT_TRUE(eventually([&] { return kube.synced(); })) << kube.problem();
-  ASSERT_TRUE(kube.refresh());
+  ASSERT_NO_FATAL_FAILURE(startSynced(&cluster, &kube));
   compile::NodeConfig node = node1();
   node.capacity.policy = 1;    // room for little more than nothing
   node.capacity.services = 1;
