@@ -365,6 +365,18 @@ TEST_F(E2E, PodsComingAndGoingAreHookedAndUnhooked) {
 }
 
 
+// TCPRoute `route` of ports 1..60000 and TrafficTarget `name` granting it to
+// app/server from ServiceAccounts app/s1..s<sources>: sources x 60000 entries.
+std::string portFlood(const std::string& name, const std::string& route, int sources) {
+  std::string ports = "[";
+  for (int p = 1; p <= 60000; p++) ports += (p > 1 ? "," : "") + std::to_string(p);
+  std::string tt = trafficTarget("app", name, "app", "server", rule("TCPRoute", route), "app", "s1");
+  tt.resize(tt.size() - 4);  // the other sources before its "---"
+  for (int i = 2; i <= sources; i++)
+    tt += "  - kind: ServiceAccount\n    name: s" + std::to_string(i) + "\n    namespace: app\n";
+  return tcpRoute("app", route, ports + "]") + tt;
+}
+
 // A TrafficTarget too large for the policy map (5 sources x 60000 ports:
 // 300000 entries, the map holds 262144) arrives with a new local pod. The
 // compiler rejects the TrafficTarget alone, by name and limit; the new pod
@@ -376,16 +388,8 @@ TEST_F(E2E, TooLargeTrafficTargetDoesNotLeaveANewPodUnenforced) {
   startAgent();
   waitAttached(2);
 
-  std::string ports = "[";
-  for (int p = 1; p <= 60000; p++) ports += (p > 1 ? "," : "") + std::to_string(p);
-  // trafficTarget() names one source; four more after it (before its "---").
-  std::string flood = trafficTarget("app", "flood", "app", "server", rule("TCPRoute", "huge"),
-                                    "app", "s1");
-  flood.resize(flood.size() - 4);
-  for (const char* src : {"s2", "s3", "s4", "s5"})
-    flood += std::string("  - kind: ServiceAccount\n    name: ") + src + "\n    namespace: app\n";
-  write("late.yaml", pod("app", "late", "late", late.ip()) + tcpRoute("app", "huge", ports + "]") +
-                         flood + "---\n" + tcpRoute("app", "web", "[9090]") +
+  write("late.yaml", pod("app", "late", "late", late.ip()) + portFlood("flood", "huge", 5) +
+                         "---\n" + tcpRoute("app", "web", "[9090]") +
                          trafficTarget("app", "to-late", "app", "late", rule("TCPRoute", "web"),
                                        "app", "client"));
   // Under the sanitizers the 300,000-entry compile takes seconds.
@@ -446,15 +450,8 @@ TEST_F(E2E, NoUngrantedConnectionOnceANewPodIsHooked) {
     }
   });
 
-  std::string ports = "[";
-  for (int p = 1; p <= 60000; p++) ports += (p > 1 ? "," : "") + std::to_string(p);
-  std::string big = trafficTarget("app", "big", "app", "server", rule("TCPRoute", "many"),
-                                  "app", "s1");
-  big.resize(big.size() - 4);  // two more sources before its "---"
-  for (const char* src : {"s2", "s3"})
-    big += std::string("  - kind: ServiceAccount\n    name: ") + src + "\n    namespace: app\n";
-  write("late.yaml", pod("app", "late", "late", late.ip()) + tcpRoute("app", "many", ports + "]") +
-                         big + "---\n" + tcpRoute("app", "web", "[9090]") +
+  write("late.yaml", pod("app", "late", "late", late.ip()) + portFlood("big", "many", 3) +
+                         "---\n" + tcpRoute("app", "web", "[9090]") +
                          trafficTarget("app", "to-late", "app", "late", rule("TCPRoute", "web"),
                                        "app", "client"));
   const std::string link = pin_ + "/links/" + late.hostIf() + "_" +
