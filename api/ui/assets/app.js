@@ -283,14 +283,20 @@ function showEdge() {
   }
 }
 
+// The local server's JSON; its {error} (or the status) thrown when not 2xx.
+async function getJson(url) {
+  const r = await fetch(url);
+  const j = await r.json();
+  if (!r.ok) throw new Error(j.error || r.statusText);
+  return j;
+}
+
 async function explain(from, to, port, proto, out) {
   out.replaceChildren(html("p", "asking…", "muted"));
   const q = new URLSearchParams({from, to, port, proto});
   let j;
   try {
-    const r = await fetch("/api/explain?" + q);
-    j = await r.json();
-    if (!r.ok) throw new Error(j.error || r.statusText);
+    j = await getJson("/api/explain?" + q);
   } catch (err) {
     out.replaceChildren(html("div", "explain failed: " + err.message, "verdict unavailable"));
     return;
@@ -346,9 +352,7 @@ async function refresh() {
   if (state.ns) q.set("namespace", state.ns);
   let g;
   try {
-    const r = await fetch("/api/graph?" + q);
-    g = await r.json();
-    if (!r.ok) throw new Error(g.error || r.statusText);
+    g = await getJson("/api/graph?" + q);
   } catch (err) {
     notice("Cannot read TrafficMetrics: " + err.message);
     return;
