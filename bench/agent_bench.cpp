@@ -24,6 +24,7 @@
 #include <thread>
 #include <vector>
 
+#include "agent/base/proc_stat.h"
 #include "bench/result.h"
 #include "tests/kube/fake_cluster.h"
 #include "tests/testbed/testbed.h"
@@ -99,20 +100,6 @@ long vmRssKiB(pid_t pid) {
   while (std::getline(in, line))
     if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
   return -1;
-}
-
-// CPU time (user + system) the process has used, in seconds.
-double cpuSeconds(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  std::istringstream rest(stat.substr(stat.rfind(')') + 2));  // the name may hold spaces
-  std::string field;
-  unsigned long long utime = 0, stime = 0;
-  for (int i = 3; i <= 15 && rest >> field; i++) {  // fields 14 and 15 of proc(5)
-    if (i == 14) utime = std::stoull(field);
-    if (i == 15) stime = std::stoull(field);
-  }
-  return double(utime + stime) / double(sysconf(_SC_CLK_TCK));
 }
 
 struct Run {
@@ -231,9 +218,9 @@ void benchSource(bool quick, bool kube) {
 
   // Idle: nothing changes; what the agent's rounds (every 250 ms) cost.
   const double idle_s = quick ? 3 : 10;
-  double cpu0 = cpuSeconds(run.agent->pid());
+  double cpu0 = processCpuSeconds(std::to_string(run.agent->pid()));
   std::this_thread::sleep_for(std::chrono::duration<double>(idle_s));
-  double idle_pct = 100 * (cpuSeconds(run.agent->pid()) - cpu0) / idle_s;
+  double idle_pct = 100 * (processCpuSeconds(std::to_string(run.agent->pid())) - cpu0) / idle_s;
 
   // Propagation: 100 changes of one TrafficTarget's source.
   std::vector<double> ms, apply_ms;

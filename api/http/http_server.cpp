@@ -6,10 +6,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
-#include <iterator>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
+#include "agent/base/proc_stat.h"
 #include "api/http/smi_routes.h"
 #include "api/proto/json.h"
 #include "api/proto/status.h"
@@ -198,21 +197,7 @@ std::string prometheusProcess() {
   std::ifstream statm("/proc/self/statm");
   statm >> pages_virtual >> pages_resident;
   const long page = sysconf(_SC_PAGESIZE);
-  // /proc/self/stat: utime and stime are fields 14 and 15, counted after
-  // the ")" that ends the command name (which may itself hold spaces).
-  std::ifstream statf("/proc/self/stat");
-  std::string stat((std::istreambuf_iterator<char>(statf)), std::istreambuf_iterator<char>());
-  double cpu_s = 0;
-  if (auto close = stat.rfind(')'); close != std::string::npos) {
-    std::istringstream rest(stat.substr(close + 1));
-    std::string field;
-    unsigned long long utime = 0, stime = 0;
-    for (int i = 3; i <= 15 && rest >> field; i++) {
-      if (i == 14) utime = std::strtoull(field.c_str(), nullptr, 10);
-      if (i == 15) stime = std::strtoull(field.c_str(), nullptr, 10);
-    }
-    cpu_s = double(utime + stime) / double(sysconf(_SC_CLK_TCK));
-  }
+  const double cpu_s = processCpuSeconds();
   char cpu[32];
   std::snprintf(cpu, sizeof cpu, "%.2f", cpu_s);
   return "# HELP process_resident_memory_bytes Resident memory size of the agent in bytes.\n"
