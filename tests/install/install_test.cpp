@@ -540,7 +540,8 @@ class Install : public ::testing::TestWithParam<std::string> {
     }
     const auto s = std::chrono::duration_cast<std::chrono::seconds>(
         std::chrono::steady_clock::now() - t0);
-    std::cout << "base images and smik-agent image: " << s.count() << " s" << std::endl;
+    std::cout << (archive && *archive ? "smik-agent image loaded: " : "base images and smik-agent image: ")
+              << s.count() << " s" << std::endl;
   }
   static void TearDownTestSuite() { runtime_.reset(); }
 
