@@ -27,7 +27,10 @@
 #include "agent/base/unique_fd.h"
 
 namespace smik::api {
-namespace {
+// A named namespace, not an anonymous one: Listener::Impl (which has
+// linkage) holds these types, and GCC warns about that (-Wsubobject-linkage)
+// when this file is compiled as part of a unity source.
+namespace listen_impl {
 
 using Clock = std::chrono::steady_clock;
 
@@ -211,7 +214,8 @@ struct Lane {
   std::vector<std::thread> threads;
 };
 
-}  // namespace
+}  // namespace listen_impl
+using namespace listen_impl;
 
 class Listener::Impl {
  public:
