@@ -175,7 +175,16 @@ static __always_inline int translate(struct bpf_sock_addr *ctx, __u8 family) {
   __builtin_memcpy(rk.addr, be->addr, 16);
   struct smik_revnat_value rv = {.port = key.port, .family = key.family, .svc_id = svc->svc_id};
   __builtin_memcpy(rv.addr, key.addr, 16);
-  bpf_map_update_elem(&smik_revnat, &rk, &rv, BPF_ANY);
+  /* An unconnected UDP socket comes through here for every datagram, to the
+   * same backend (the pick is a function of the socket): rewriting an equal
+   * entry of the LRU map cost more than half of sendmsg's run time
+   * (bench/README.md, per-program costs). A new connect() has a new cookie,
+   * so TCP skips the lookup. */
+  struct smik_revnat_value *have =
+      key.proto == IPPROTO_UDP ? bpf_map_lookup_elem(&smik_revnat, &rk) : NULL;
+  if (!have || have->svc_id != rv.svc_id || have->port != rv.port ||
+      have->family != rv.family || !addr_eq(have->addr, rv.addr))
+    bpf_map_update_elem(&smik_revnat, &rk, &rv, BPF_ANY);
 
   set_ctx_addr(ctx, family, be->addr, be->port, mapped);
   bump(SMIK_SOCK_TRANSLATED);

@@ -21,4 +21,10 @@ static __always_inline int unmap_v4(__u8 *family, __u8 *addr) {
   return 1;
 }
 
+/* Two family-tagged 16-byte addresses (the ABI's form) are equal. */
+static __always_inline int addr_eq(const __u8 *a, const __u8 *b) {
+  const __u32 *x = (const __u32 *)a, *y = (const __u32 *)b;
+  return x[0] == y[0] && x[1] == y[1] && x[2] == y[2] && x[3] == y[3];
+}
+
 #endif /* SMIK_ADDR_BPF_H */
