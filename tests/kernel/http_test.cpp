@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <map>
@@ -893,6 +894,54 @@ TEST_F(HttpJudgeTest, HeaderConditionsOverIpv6) {
   const std::string seen = serverSawAfterClose(*c);
   EXPECT_NE(seen.find("REQ GET /admin/v6 "), std::string::npos) << seen;
   EXPECT_EQ(seen.find("v6-denied"), std::string::npos) << seen;
+}
+
+// ---- cost (not a test: run with --gtest_also_run_disabled_tests) ------------
+
+// The verdict program's run time per skb (kernel.bpf_stats_enabled), one
+// request per skb on a keep-alive connection: the same request head on the
+// port without header matches, and on the port with them, allowed at the
+// request line (/ok) and judged at the head's end (/admin with x-role).
+uint64_t statField(const std::string& json, const std::string& field) {
+  const size_t at = json.find("\"" + field + "\":");
+  return at == std::string::npos ? 0 : std::stoull(json.substr(at + field.size() + 3));
+}
+std::pair<uint64_t, uint64_t> verdictStats() {
+  std::string out;
+  FILE* p = popen("bpftool -j prog show name smik_http_verdict 2>/dev/null", "r");
+  if (!p) return {0, 0};
+  char buf[4096];
+  for (size_t n; (n = fread(buf, 1, sizeof buf, p)) > 0;) out.append(buf, n);
+  pclose(p);
+  return {statField(out, "run_time_ns"), statField(out, "run_cnt")};
+}
+
+TEST_F(HttpJudgeTest, DISABLED_VerdictCostPerRequest) {
+  ASSERT_EQ(std::system("sysctl -qw kernel.bpf_stats_enabled=1"), 0);
+  const std::string headers = "User-Agent: smik-bench/1.0\r\nAccept: */*\r\nX-Request-Id: 0123456789abcdef\r\n";
+  auto run = [&](uint16_t port, testbed::Proc* proc, const std::string& request) {
+    srv_ = proc;
+    port_ = port;
+    log_from_ = srv_->output().size();
+    auto c = fromClientPod();
+    constexpr int kRequests = 3000;
+    const auto [t0, n0] = verdictStats();
+    for (int i = 0; i < kRequests; ++i) {
+      if (!c->send(request) || c->response().first != 200) return -1.0;
+    }
+    const auto [t1, n1] = verdictStats();
+    serverSawAfterClose(*c);
+    return n1 > n0 ? double(t1 - t0) / double(n1 - n0) : -1.0;
+  };
+  const std::string plain = getWith("/ok/bench", headers);
+  for (int round = 0; round < 3; ++round) {
+    const double no_headers = run(kPort, server_, plain);
+    const double line = run(kHdrPort, hdr_server_, plain);
+    const double head = run(kHdrPort, hdr_server_, getWith("/admin/bench", headers + "X-Role: admin\r\n"));
+    std::printf("verdict ns/skb: port without header matches %.0f, with them: decided at the request line %.0f, at the head %.0f\n",
+                no_headers, line, head);
+  }
+  (void)!std::system("sysctl -qw kernel.bpf_stats_enabled=0");
 }
 
 // ---- the kernel against the reference (agent/compile/http_request.h) ---------
