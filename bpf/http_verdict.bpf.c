@@ -463,7 +463,10 @@ static __always_inline __u32 end_request_line(struct smik_http_conn *c) {
   return W_PASS;
 }
 
-/* A header line is complete: what it says of each condition. */
+/* A header line is complete: what it says of each condition. A name bit,
+ * once its name and ':' matched, is set in every later state (its pattern is
+ * a prefix, so the DFA cannot die on that line): a value that fails its
+ * regex still marks its condition present, and failed. */
 static __always_inline void end_header_conditions(struct smik_http_conn *c) {
   __u64 m = dfa_accepts(c->hdr_dfa_id, c->hdr_commit);
   __u32 names = (__u32)(m >> SMIK_HTTP_HEADER_NAME_SHIFT);

@@ -605,7 +605,9 @@ DfaResult compileHeaderDfa(const std::vector<HeaderCondition>& conditions, const
   if (conditions.empty() || conditions.size() > kMaxHeaderConditions)
     return RegexError{-1, 0, "a port holds 1 to " + std::to_string(kMaxHeaderConditions) +
                                  " header conditions, not " + std::to_string(conditions.size())};
-  // Bits 0..31 the values, bits 32..63 the names (holes match nothing).
+  // Bits 0..31 the values, bits 32..63 the names (holes match nothing). A
+  // name pattern is a prefix: every state after "name:" keeps its bit, so a
+  // value that fails still shows its header was there.
   std::vector<Pattern> patterns(kHeaderNameShift + conditions.size(), {"$never", Anchor::kFull});
   for (size_t i = 0; i < conditions.size(); ++i) {
     if (!isHeaderName(conditions[i].name))
