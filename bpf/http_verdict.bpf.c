@@ -115,6 +115,14 @@ struct {
   __type(value, __u64);
 } smik_http_accepts SEC(".maps");
 
+/* Header DFA id -> which header conditions each path pattern bit needs. */
+struct {
+  __uint(type, BPF_MAP_TYPE_ARRAY);
+  __uint(max_entries, SMIK_HTTP_MAX_DFAS);
+  __type(key, __u32);
+  __type(value, struct smik_http_needs);
+} smik_http_needs SEC(".maps");
+
 struct {
   __uint(type, BPF_MAP_TYPE_ARRAY);
   __uint(max_entries, 1);
@@ -152,7 +160,8 @@ int smik_http_sockops(struct bpf_sock_ops *skops) {
   struct smik_http_port *p = bpf_map_lookup_elem(&smik_http_ports, &pk);
   if (!p)
     return 1;
-  struct smik_http_conn c = {.dst_id = p->dst_id, .port = pk.port, .dfa_id = p->dfa_id};
+  struct smik_http_conn c = {
+      .dst_id = p->dst_id, .port = pk.port, .dfa_id = p->dfa_id, .hdr_dfa_id = p->hdr_dfa_id};
   struct smik_ip_info *src = bpf_map_lookup_elem(&smik_ipcache, &ik);
   c.src_id = src ? src->identity : SMIK_ID_UNKNOWN;
   __u64 cookie = bpf_get_socket_cookie(skops);
@@ -355,9 +364,10 @@ static __always_inline __u64 dfa_accepts(__u16 dfa_id, __u16 state) {
   return m ? *m : 0;
 }
 
-/* Method and path against the grant of this connection's edge, looked up per
- * request: a revoked grant denies the next request of an open connection. */
-static __always_inline int granted(const struct smik_http_conn *c) {
+/* The pattern bits granted for this method whose path matched, against the
+ * grant of this connection's edge, looked up per request: a revoked grant
+ * denies the next request of an open connection. */
+static __always_inline __u64 candidates(const struct smik_http_conn *c) {
   struct smik_http_grant_key k = {.src_id = c->src_id, .dst_id = c->dst_id, .port = c->port};
   struct smik_http_grant *g = bpf_map_lookup_elem(&smik_http_grants, &k);
   if (!g)
@@ -365,7 +375,46 @@ static __always_inline int granted(const struct smik_http_conn *c) {
   __u32 m = c->method;
   if (m >= SMIK_HTTP_METHODS)
     return 0;
-  return (g->patterns[m] & dfa_accepts(c->dfa_id, c->dfa_state)) != 0;
+  return g->patterns[m] & dfa_accepts(c->dfa_id, c->dfa_state);
+}
+
+static __always_inline struct smik_http_needs *needs_of(const struct smik_http_conn *c) {
+  __u32 k = c->hdr_dfa_id;
+  return bpf_map_lookup_elem(&smik_http_needs, &k);
+}
+
+#define LINE_DENY 0
+#define LINE_ALLOW 1
+#define LINE_HEAD_DECIDES 2
+
+/* At the end of the request line. A port without header conditions never
+ * reads a header value: its verdict is the path's. */
+static __always_inline int judge_line(const struct smik_http_conn *c) {
+  __u64 cand = candidates(c);
+  if (!cand)
+    return LINE_DENY;
+  if (!c->hdr_dfa_id)
+    return LINE_ALLOW;
+  struct smik_http_needs *n = needs_of(c);
+  if (!n)
+    return LINE_DENY;
+  return (cand & n->unconditional) ? LINE_ALLOW : LINE_HEAD_DECIDES;
+}
+
+/* At the end of the head: some candidate whose conditions all hold. */
+static __always_inline int judge_head(const struct smik_http_conn *c) {
+  __u64 cand = candidates(c);
+  struct smik_http_needs *n = needs_of(c);
+  if (!cand || !n)
+    return 0;
+  __u32 held = c->hdr_present & ~c->hdr_failed;
+  for (__u32 i = 0; i < 64; i++) {
+    if (!(cand >> i))
+      break;
+    if (((cand >> i) & 1) && !(n->needs[i] & ~held))
+      return 1;
+  }
+  return 0;
 }
 
 static __always_inline void start_request(struct smik_http_conn *c) {
@@ -376,6 +425,7 @@ static __always_inline void start_request(struct smik_http_conn *c) {
   c->count = 0;
   c->method_acc = 0;
   c->pos = 0;
+  c->hdr = 0;
 }
 
 static __always_inline void start_header_line(struct smik_http_conn *c) {
@@ -384,22 +434,55 @@ static __always_inline void start_header_line(struct smik_http_conn *c) {
   c->cand = 7;
   c->value = SMIK_HTTP_V_OTHER;
   c->sub = 0;
+  if (c->hdr & SMIK_HTTP_H_DECIDES) {
+    c->hdr_state = dfa_start(c->hdr_dfa_id);
+    c->hdr_commit = 0;
+  }
 }
 
-/* The request line is complete: judge it. */
+static __always_inline void allowed(struct smik_http_conn *c) {
+  c->requests++;
+  count(SMIK_HTTP_C_ALLOWED);
+}
+
+/* The request line is complete: judge it, or leave it to the head. */
 static __always_inline __u32 end_request_line(struct smik_http_conn *c) {
   if (c->pos != 8)
     return W_NOT_HTTP1;
-  if (!granted(c))
+  int v = judge_line(c);
+  if (v == LINE_DENY)
     return W_DENY;
-  c->requests++;
-  count(SMIK_HTTP_C_ALLOWED);
+  c->hdr = 0;
+  if (v == LINE_HEAD_DECIDES) {
+    c->hdr = SMIK_HTTP_H_DECIDES;
+    c->hdr_present = c->hdr_failed = 0;
+  } else {
+    allowed(c);
+  }
   start_header_line(c);
   return W_PASS;
 }
 
+/* A header line is complete: what it says of each condition. A name bit,
+ * once its name and ':' matched, is set in every later state (its pattern is
+ * a prefix, so the DFA cannot die on that line): a value that fails its
+ * regex still marks its condition present, and failed. */
+static __always_inline void end_header_conditions(struct smik_http_conn *c) {
+  __u64 m = dfa_accepts(c->hdr_dfa_id, c->hdr_commit);
+  __u32 names = (__u32)(m >> SMIK_HTTP_HEADER_NAME_SHIFT);
+  c->hdr_present |= names;
+  c->hdr_failed |= names & ~(__u32)m;
+}
+
 /* The empty line after the headers: where does this request's body end? */
 static __always_inline __u32 end_head(struct smik_http_conn *c) {
+  if (c->hdr & SMIK_HTTP_H_DECIDES) {
+    /* before the framing: the verdict is the policy's, as at a request line */
+    c->hdr = 0;
+    if (!judge_head(c))
+      return W_DENY;
+    allowed(c);
+  }
   __u8 f = c->flags;
   /* CONNECT, or an upgrade to websocket only (h2c would carry requests
    * unjudged), without a body: the server's answer decides whether the rest
@@ -430,6 +513,8 @@ static __always_inline __u32 end_head(struct smik_http_conn *c) {
 }
 
 static __always_inline __u32 end_header_line(struct smik_http_conn *c) {
+  if (c->hdr & SMIK_HTTP_H_DECIDES)
+    end_header_conditions(c);
   if (c->value == SMIK_HTTP_V_CONTENT_LENGTH) {
     if (!(c->flags & SMIK_HTTP_F_DIGIT))
       return W_UNFRAMEABLE;
@@ -452,6 +537,12 @@ static __always_inline __u32 end_header_line(struct smik_http_conn *c) {
 }
 
 static __always_inline __u32 header_name_byte(struct smik_http_conn *c, __u8 b) {
+  if ((c->hdr & SMIK_HTTP_H_DECIDES) && c->hdr_state) {
+    /* names are case-insensitive: the DFA reads them lowercased, then ':' */
+    c->hdr_state = dfa_step(c->hdr_dfa_id, c->hdr_state, lower(b));
+    c->hdr_commit = c->hdr_state;
+    c->hdr |= SMIK_HTTP_H_LEADING;
+  }
   if (b == ':') {
     if (c->pos == 0)
       return W_MALFORMED;
@@ -492,10 +583,26 @@ static __always_inline __u32 header_name_byte(struct smik_http_conn *c, __u8 b) 
   return W_PASS;
 }
 
+/* The value as a condition reads it, without its surrounding whitespace:
+ * leading whitespace is skipped, trailing whitespace read but not committed
+ * (the line's verdict is the state at its last other byte). */
+static __always_inline void header_value_condition(struct smik_http_conn *c, __u8 b, int ws) {
+  if (ws && (c->hdr & SMIK_HTTP_H_LEADING))
+    return;
+  if (c->hdr_state)
+    c->hdr_state = dfa_step(c->hdr_dfa_id, c->hdr_state, b);
+  if (!ws) {
+    c->hdr_commit = c->hdr_state;
+    c->hdr &= ~SMIK_HTTP_H_LEADING;
+  }
+}
+
 static __always_inline __u32 header_value_byte(struct smik_http_conn *c, __u8 b) {
   if ((b < 0x20 && b != '\t') || b == 0x7f)
     return W_MALFORMED;
   int ws = b == ' ' || b == '\t';
+  if (c->hdr & SMIK_HTTP_H_DECIDES)
+    header_value_condition(c, b, ws);
   if (c->value == SMIK_HTTP_V_CONTENT_LENGTH) {
     /* pos: 0 leading whitespace, 1 digits, 2 trailing whitespace */
     if (ws) {
@@ -754,6 +861,11 @@ __attribute__((noinline)) int smik_http_frame_byte(struct smik_http_conn *c, con
                                                     __u8 b) {
   if (!c || !l)
     return W_MALFORMED;
+  /* The verifier does not know a global function's __u8 argument is a byte,
+   * and clang, which does, drops the mask: index tables with a masked copy. */
+  __u32 byte = b;
+  asm volatile("" : "+r"(byte));
+  b = (__u8)(byte & 0xff);
   __u32 v = account(c, l);
   if (v != W_PASS)
     return v;

@@ -6,7 +6,9 @@
 #include <arpa/inet.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstring>
+#include <set>
 #include <tuple>
 
 namespace smik::compile {
@@ -85,6 +87,21 @@ bool parseHostTraffic(const std::string& s, HostTraffic* out) {
 std::string Diagnostic::str() const {
   return std::string(level == Level::kInfo ? "info" : "warning") + ": " + object.str() + ": " +
          message;
+}
+
+std::string HttpPortPlan::meaning(size_t i) const {
+  std::string m = patterns.at(i).regex;
+  const uint32_t n = i < needs.size() ? needs[i] : 0;
+  for (size_t c = 0; c < headers.size(); ++c)
+    if (n & (uint32_t{1} << c)) m += std::string("\0", 1) + headers[c].name + ':' + headers[c].regex;
+  return m;
+}
+
+bool HttpPortPlan::allows(uint64_t granted, uint64_t accepts, uint32_t held) const {
+  const uint64_t candidates = granted & accepts;
+  for (size_t i = 0; i < patterns.size(); ++i)
+    if ((candidates >> i & 1) && ((i < needs.size() ? needs[i] : 0) & ~held) == 0) return true;
+  return false;
 }
 
 std::string Plan::identityName(uint32_t id) const {
@@ -304,7 +321,8 @@ class Compiler {
       for (const auto& [port, matches] : l7) {
         auto& hp = http_[{dst, port}];
         for (const auto& src : tt.sources)
-          for (const auto& m : matches) hp.push_back({idOf(src), rule_id, m.name, m.methods, m.regex});
+          for (const auto& m : matches)
+            hp.push_back({idOf(src), rule_id, m.name, m.methods, m.regex, m.headers});
       }
       for (const auto& src : tt.sources) {
         uint32_t sid = idOf(src);
@@ -351,12 +369,14 @@ class Compiler {
     std::string name;
     uint16_t methods = 0;
     std::string regex;
+    std::vector<http::HeaderCondition> headers;  // sorted; all must hold
   };
   struct L7Pending {
     uint32_t src_id, rule_id;
     std::string match;
     uint16_t methods;
     std::string regex;
+    std::vector<http::HeaderCondition> headers = {};
   };
 
   // The ports an HTTP rule is judged on (README: SMI semantics):
@@ -394,17 +414,17 @@ class Compiler {
       if (!rule.matches.empty() &&
           std::find(rule.matches.begin(), rule.matches.end(), hm.name) == rule.matches.end())
         continue;
-      if (!hm.headers.empty()) {
-        // The kernel's judge reads no header values yet: a match it could
-        // only judge by path would grant more than written.
-        diag(ttRef(tt), label + " match " + hm.name +
-                            ": header matches are not enforced yet; this match grants nothing");
-        continue;
-      }
       uint16_t methods = 0;
       for (const auto& name : hm.methods) methods |= httpMethodBits(name);
       if (hm.methods.empty()) methods = kAllMethods;  // SMI: no methods = any method
-      matches.push_back({hm.name, methods, hm.path_regex});
+      // Header names are case-insensitive: the kernel lowercases them as it reads.
+      std::set<http::HeaderCondition> headers;
+      for (const auto& [name, regex] : hm.headers) {
+        std::string lower = name;
+        for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+        headers.insert({lower, regex});
+      }
+      matches.push_back({hm.name, methods, hm.path_regex, {headers.begin(), headers.end()}});
     }
     if (matches.empty()) return out;
     for (uint16_t port : httpPorts(tt, dst, label)) out[port] = matches;
@@ -432,29 +452,54 @@ class Compiler {
                                                    static_cast<uint8_t>(Proto::kTcp), 0});
       });
       HttpPortPlan hp;
-      std::set<std::string> regexes;
-      for (const auto& p : pending) regexes.insert(p.regex);
-      for (const auto& r : regexes) hp.patterns.push_back({r, http::Anchor::kPrefix});
-      auto bit = [&](const std::string& r) {
-        return size_t(std::distance(regexes.begin(), regexes.find(r)));
+      // A bit per (path regex, header conditions): a rule's methods, path
+      // and headers stay paired.
+      using Shape = std::pair<std::string, std::vector<http::HeaderCondition>>;
+      std::set<Shape> shapes;
+      std::set<http::HeaderCondition> conditions;
+      for (const auto& p : pending) {
+        shapes.insert({p.regex, p.headers});
+        conditions.insert(p.headers.begin(), p.headers.end());
+      }
+      hp.headers.assign(conditions.begin(), conditions.end());
+      for (const auto& [regex, headers] : shapes) {
+        hp.patterns.push_back({regex, http::Anchor::kPrefix});
+        uint32_t needs = 0;
+        for (const auto& h : headers)  // past 32 conditions the header DFA refuses them below
+          if (auto c = size_t(std::distance(conditions.begin(), conditions.find(h)));
+              c < http::kMaxHeaderConditions)
+            needs |= uint32_t{1} << c;
+        hp.needs.push_back(needs);
+      }
+      auto bit = [&](const L7Pending& p) {
+        return size_t(std::distance(shapes.begin(), shapes.find({p.regex, p.headers})));
       };
       auto dfa = http::compileDfa(hp.patterns);
-      if (auto* e = std::get_if<http::RegexError>(&dfa)) {
-        hp.error = e->describe(hp.patterns);
+      if (std::holds_alternative<http::Dfa>(dfa) && !hp.headers.empty()) {
+        auto header_dfa = http::compileHeaderDfa(hp.headers);
+        if (auto* e = std::get_if<http::RegexError>(&header_dfa))
+          hp.error = "header conditions: " + e->why;
+        else
+          hp.header_dfa = std::move(std::get<http::Dfa>(header_dfa));
+      }
+      if (auto* e = std::get_if<http::RegexError>(&dfa)) hp.error = e->describe(hp.patterns);
+      if (!hp.error.empty()) {
+        hp.dfa = {};
+        hp.header_dfa = {};
         std::set<uint32_t> rules;
         for (const auto& p : pending) rules.insert(p.rule_id);
         for (uint32_t r : rules) {
           if (r == 0) continue;
           const auto& origin = plan_.rules[r - 1];
           diag({"TrafficTarget", nsOf(origin.traffic_target), nameOf(origin.traffic_target)},
-               origin.rule + ": the path regexes of port " + std::to_string(key.second) +
+               origin.rule + ": the regexes of port " + std::to_string(key.second) +
                    " cannot be judged together (" + hp.error +
                    "): every request to that port is denied");
         }
       } else {
         hp.dfa = std::move(std::get<http::Dfa>(dfa));
         for (const auto& p : pending) {
-          size_t b = bit(p.regex);
+          size_t b = bit(p);
           auto& g = hp.grants[p.src_id];
           for (unsigned m = 0; m < SMIK_HTTP_METHODS; ++m)
             if (p.methods & (1u << m)) g.patterns[m] |= uint64_t{1} << b;

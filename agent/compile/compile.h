@@ -142,12 +142,24 @@ struct HttpGrantOrigin {
 // One (destination identity, TCP port) whose requests the kernel judges.
 struct HttpPortPlan {
   // bit i of a grant's mask is patterns[i] (path regexes, anchored at the
-  // start); sorted, at most 64.
+  // start) together with the header conditions needs[i]; sorted, at most 64.
+  // A regex appears once per set of header conditions it is granted with.
   std::vector<http::Pattern> patterns;
+  std::vector<uint32_t> needs;  // per pattern: bits of `headers` a request must hold too
+  std::vector<http::HeaderCondition> headers;  // sorted, at most 32; none: no header is read
   http::Dfa dfa;              // of `patterns`; empty (no states) when they did not compile
+  http::Dfa header_dfa;       // of `headers` (http::compileHeaderDfa); empty when there are none
   std::string error;          // why the DFA is empty: every request is denied
   std::map<uint32_t, smik_http_grant> grants;  // by source identity
   std::vector<HttpGrantOrigin> origins;        // in rule order
+
+  // What bit i means, as one string: the kernel keeps a bit for a meaning
+  // while sockets run a DFA that gave it one (datapath/http_apply.h).
+  std::string meaning(size_t i) const;
+  // The request's verdict as the kernel reaches it at the end of its head:
+  // some granted bit whose path matched (`accepts`) has all its header
+  // conditions among `held`.
+  bool allows(uint64_t granted, uint64_t accepts, uint32_t held) const;
 };
 
 struct Plan {

@@ -56,6 +56,23 @@ std::string originName(const Plan& plan, const HttpGrantOrigin& o) {
          (o.match.empty() ? " (every request: the port is open to it at L4)" : " match " + o.match);
 }
 
+// Why header condition c does not hold for these header lines.
+std::string headerMiss(const HttpPortPlan& hp, size_t c,
+                       const std::vector<std::pair<std::string, std::string>>& headers) {
+  const auto& h = hp.headers.at(c);
+  size_t lines = 0, matching = 0;
+  for (const auto& [name, value] : headers) {
+    const uint64_t m = http::matchAll(hp.header_dfa, http::headerLine(name, value));
+    if (!(m >> (http::kHeaderNameShift + c) & 1)) continue;
+    ++lines;
+    matching += m >> c & 1;
+  }
+  if (lines == 0) return "header " + h.name + " absent";
+  return "header " + h.name + (lines > 1 ? ": not every one of its " + std::to_string(lines) + " lines" : "") +
+         " does not match regex \"" + h.regex + "\" (the whole value)" +
+         (lines > 1 ? " (" + std::to_string(matching) + " do)" : "");
+}
+
 }  // namespace
 
 bool explainHttp(const Plan& plan, uint32_t src_id, uint32_t dst_id, uint16_t port,
@@ -66,14 +83,16 @@ bool explainHttp(const Plan& plan, uint32_t src_id, uint32_t dst_id, uint16_t po
   const unsigned m = methodIndex(request.method);
   const std::string path = request.path.substr(0, request.path.find('?'));
   const uint64_t accepts = hp.dfa.states() ? http::matchAll(hp.dfa, path) : 0;
+  const uint32_t held = http::headerConditionsHeld(hp.header_dfa, request.headers);
   out->allowed = false;
   out->details.clear();
-  if (!hp.error.empty()) out->details.push_back("the port's path regexes did not compile: " + hp.error);
+  if (!hp.error.empty()) out->details.push_back("the port's regexes did not compile: " + hp.error);
   for (const auto& o : hp.origins) {
     if (o.src_id != src_id) continue;
     const bool method_ok = o.methods & (1u << m);
     const bool path_ok = accepts & (uint64_t{1} << o.pattern);
-    if (method_ok && path_ok) {
+    const uint32_t missing = (o.pattern < hp.needs.size() ? hp.needs[o.pattern] : 0) & ~held;
+    if (method_ok && path_ok && missing == 0) {
       out->allowed = true;
       if (o.rule_id) {
         out->traffic_target = plan.rules.at(o.rule_id - 1).traffic_target;
@@ -83,10 +102,17 @@ bool explainHttp(const Plan& plan, uint32_t src_id, uint32_t dst_id, uint16_t po
       out->details.push_back("granted by " + originName(plan, o));
       return true;
     }
-    out->details.push_back(originName(plan, o) + ": " +
-                           (!method_ok ? std::string("method ") + httpMethodName(m) + " not granted"
-                                       : "path " + path + " does not match regex \"" +
-                                             hp.patterns.at(o.pattern).regex + "\" (anchored at the start)"));
+    std::string why;
+    if (!method_ok) {
+      why = std::string("method ") + httpMethodName(m) + " not granted";
+    } else if (!path_ok) {
+      why = "path " + path + " does not match regex \"" + hp.patterns.at(o.pattern).regex +
+            "\" (anchored at the start)";
+    } else {
+      for (size_t c = 0; c < hp.headers.size(); ++c)
+        if (missing >> c & 1) why += (why.empty() ? "" : "; ") + headerMiss(hp, c, request.headers);
+    }
+    out->details.push_back(originName(plan, o) + ": " + why);
   }
   if (out->details.empty()) out->details.push_back("no HTTP rule grants this source any request on this port");
   return true;
@@ -147,10 +173,11 @@ bool explain(const model::ClusterState& state, NodeConfig node, const std::strin
     if (proto == Proto::kTcp && plan.http.count({did, port})) {
       if (!request) {
         e.summary += "; each HTTP request on it is judged by the HTTP rules "
-                     "(--method and --path explain one)";
+                     "(--method, --path and --header explain one)";
       } else {
         explainHttp(plan, sid, did, port, *request, &e);
         std::string req = request->method + " " + request->path;
+        for (const auto& [name, value] : request->headers) req += " [" + name + ": " + value + "]";
         e.summary = std::string(e.allowed ? "ALLOW " : "DENY (403) ") + flow + " " + req + ": " +
                     (e.allowed ? e.details.back().substr(11)  // after "granted by "
                                : "no HTTP rule grants it");

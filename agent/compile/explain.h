@@ -3,6 +3,7 @@
 #pragma once
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "agent/compile/compile.h"
@@ -23,6 +24,7 @@ struct Explanation {
 struct HttpRequest {
   std::string method;  // as sent: "GET"; a method SMI does not name is OTHER
   std::string path;    // the request target; from '?' on it is not matched
+  std::vector<std::pair<std::string, std::string>> headers = {};  // (name, value) as sent
 };
 
 // from/to are "ns/pod". Errors (unknown pod...) come back in *err.
@@ -38,7 +40,8 @@ bool explain(const model::ClusterState& state, NodeConfig node, const std::strin
 
 // The HTTP judge's verdict on one request of src to dst:port, as the kernel
 // takes it (granted() in bpf/http_verdict.bpf.c): the grant of the edge for
-// the method, against the patterns the path matches. Fills allowed,
+// the method, against the patterns the path matches and the header
+// conditions the header lines hold. Fills allowed,
 // traffic_target, rule, http_match, details; returns false if the port is
 // not judged.
 bool explainHttp(const Plan& plan, uint32_t src_id, uint32_t dst_id, uint16_t port,

@@ -8,6 +8,7 @@
 #include <bitset>
 #include <map>
 #include <memory>
+#include <cctype>
 #include <optional>
 
 namespace smik::compile::http {
@@ -507,6 +508,16 @@ Dfa minimize(const Dfa& d, size_t max_work) {
 // Parses and adds one pattern to `nfa`; returns its entry state.
 int addPattern(Nfa* nfa, const Pattern& p, int index, const RegexLimits& limits) {
   NodePtr tree = Parser(p.regex, limits).parse();
+  if (!p.prefix.empty()) {
+    auto cat = make(Node::kConcat);
+    for (char c : p.prefix) {
+      auto lit = make(Node::kBytes);
+      lit->bytes.set(static_cast<unsigned char>(c));
+      cat->children.push_back(std::move(lit));
+    }
+    cat->children.push_back(std::move(tree));
+    tree = std::move(cat);
+  }
   int match = nfa->add({NfaState::kMatch, -1, -1, -1, index});
   int tail = match;
   if (p.anchor == Anchor::kPrefix) {
@@ -568,6 +579,63 @@ uint64_t matchAll(const Dfa& dfa, std::string_view input) {
     if (s == Dfa::kDead) return 0;
   }
   return dfa.accepts[s];
+}
+
+bool isHeaderName(std::string_view name) {
+  if (name.empty()) return false;
+  for (char ch : name) {
+    const auto b = static_cast<unsigned char>(ch);
+    if (!std::isalnum(b) && std::string_view("!#$%&'*+-.^_`|~").find(ch) == std::string_view::npos)
+      return false;
+  }
+  return true;
+}
+
+std::string headerLine(std::string_view name, std::string_view value) {
+  std::string line;
+  for (char c : name) line += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  line += ':';
+  const size_t first = value.find_first_not_of(" \t");
+  if (first != std::string_view::npos)
+    line += value.substr(first, value.find_last_not_of(" \t") - first + 1);
+  return line;
+}
+
+DfaResult compileHeaderDfa(const std::vector<HeaderCondition>& conditions, const RegexLimits& limits) {
+  if (conditions.empty() || conditions.size() > kMaxHeaderConditions)
+    return RegexError{-1, 0, "a port holds 1 to " + std::to_string(kMaxHeaderConditions) +
+                                 " header conditions, not " + std::to_string(conditions.size())};
+  // Bits 0..31 the values, bits 32..63 the names (holes match nothing). A
+  // name pattern is a prefix: every state after "name:" keeps its bit, so a
+  // value that fails still shows its header was there.
+  std::vector<Pattern> patterns(kHeaderNameShift + conditions.size(), {"$never", Anchor::kFull});
+  for (size_t i = 0; i < conditions.size(); ++i) {
+    if (!isHeaderName(conditions[i].name))
+      return RegexError{-1, 0, "header name \"" + conditions[i].name + "\" is not a token"};
+    const std::string prefix = headerLine(conditions[i].name, "");
+    patterns[i] = {conditions[i].regex, Anchor::kFull, prefix};
+    patterns[kHeaderNameShift + i] = {"", Anchor::kPrefix, prefix};
+  }
+  auto dfa = compileDfa(patterns, limits);
+  if (auto* e = std::get_if<RegexError>(&dfa); e && e->pattern >= 0) {
+    // name the condition, not the pattern it became
+    const auto& c = conditions[static_cast<size_t>(e->pattern) % kHeaderNameShift];
+    return RegexError{-1, e->offset, "header " + c.name + " regex \"" + c.regex + "\" at offset " +
+                                         std::to_string(e->offset) + ": " + e->why};
+  }
+  return dfa;
+}
+
+uint32_t headerConditionsHeld(const Dfa& dfa, const std::vector<std::pair<std::string, std::string>>& headers) {
+  uint32_t present = 0, failed = 0;
+  if (dfa.states() == 0) return 0;
+  for (const auto& [name, value] : headers) {
+    const uint64_t m = matchAll(dfa, headerLine(name, value));
+    const auto names = static_cast<uint32_t>(m >> kHeaderNameShift), values = static_cast<uint32_t>(m);
+    present |= names;
+    failed |= names & ~values;
+  }
+  return present & ~failed;
 }
 
 }  // namespace smik::compile::http

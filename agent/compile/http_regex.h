@@ -36,6 +36,10 @@ enum class Anchor : uint8_t { kPrefix, kFull };
 struct Pattern {
   std::string regex;
   Anchor anchor = Anchor::kPrefix;
+  // Bytes matched literally before `regex` (a header condition's "name:"):
+  // written as a regex they would need escaping, and a '^' in `regex` would
+  // no longer be at its start.
+  std::string prefix = {};
 };
 
 struct RegexLimits {
@@ -87,5 +91,38 @@ using DfaResult = std::variant<Dfa, RegexError>;
 
 // Which patterns match `input`: the reference the kernel's walk must equal.
 uint64_t matchAll(const Dfa& dfa, std::string_view input);
+
+// ---- header matches ------------------------------------------------------------
+//
+// One (header name, value regex) pair of an HTTPRouteGroup match. All the
+// conditions of one port share one DFA over each header line as the kernel
+// reads it: the name lowercased, ':', the value without its surrounding
+// whitespace. Condition i holds when its header is present and every line of
+// that name has a value its regex matches as a whole (kFull).
+struct HeaderCondition {
+  std::string name;   // lowercase token
+  std::string regex;  // the whole value
+  auto operator<=>(const HeaderCondition&) const = default;
+};
+
+// Conditions per port: their value bits and their name bits share one
+// 64-bit accept mask.
+inline constexpr size_t kMaxHeaderConditions = 32;
+inline constexpr unsigned kHeaderNameShift = 32;
+
+// Bit i: condition i's name and value matched the line; bit 32 + i: the line
+// is condition i's header, whatever its value.
+[[nodiscard]] DfaResult compileHeaderDfa(const std::vector<HeaderCondition>& conditions,
+                                         const RegexLimits& limits = {});
+
+// The header line as the DFA reads it.
+std::string headerLine(std::string_view name, std::string_view value);
+
+// Which conditions hold over a request's header lines (name, value as sent):
+// the reference of what the kernel accumulates line by line.
+uint32_t headerConditionsHeld(const Dfa& dfa, const std::vector<std::pair<std::string, std::string>>& headers);
+
+// Header names are tokens (RFC 9110 5.1).
+bool isHeaderName(std::string_view name);
 
 }  // namespace smik::compile::http

@@ -67,8 +67,45 @@ const char* name(Refusal r) {
   return "?";
 }
 
+PortJudge::PortJudge(const Dfa* paths, const smik_http_grant& grant, std::vector<uint32_t> needs,
+                     const Dfa* headers)
+    : paths_(paths), grant_(grant), needs_(std::move(needs)), headers_(headers) {}
+
+uint64_t PortJudge::candidates(uint8_t method, std::string_view path) const {
+  if (method >= SMIK_HTTP_METHODS || !paths_ || paths_->states() == 0) return 0;
+  return grant_.patterns[method] & matchAll(*paths_, path);
+}
+
+LineVerdict PortJudge::atLine(uint8_t method, std::string_view path) const {
+  const uint64_t c = candidates(method, path);
+  if (c == 0) return LineVerdict::kDeny;
+  for (size_t i = 0; i < 64; ++i)
+    if ((c >> i & 1) && (i >= needs_.size() || needs_[i] == 0)) return LineVerdict::kAllow;
+  return LineVerdict::kNeedHeaders;
+}
+
+bool PortJudge::atHead(uint8_t method, std::string_view path, const Headers& headers) const {
+  const uint64_t c = candidates(method, path);
+  const uint32_t held = headers_ ? headerConditionsHeld(*headers_, headers) : 0;
+  for (size_t i = 0; i < 64; ++i)
+    if ((c >> i & 1) && ((i < needs_.size() ? needs_[i] : 0) & ~held) == 0) return true;
+  return false;
+}
+
 RequestFramer::RequestFramer(RequestLimits limits, Granted granted)
-    : limits_(limits), granted_(std::move(granted)) {}
+    : limits_(limits),
+      at_line_([granted = std::move(granted)](uint8_t m, std::string_view p) {
+        return granted(m, p) ? LineVerdict::kAllow : LineVerdict::kDeny;
+      }),
+      at_head_([](uint8_t, std::string_view, const Headers&) { return false; }) {}
+
+RequestFramer::RequestFramer(RequestLimits limits, AtLine at_line, AtHead at_head)
+    : limits_(limits), at_line_(std::move(at_line)), at_head_(std::move(at_head)) {}
+
+RequestFramer::RequestFramer(RequestLimits limits, const PortJudge& judge)
+    : RequestFramer(
+          limits, [judge](uint8_t m, std::string_view p) { return judge.atLine(m, p); },
+          [judge](uint8_t m, std::string_view p, const Headers& h) { return judge.atHead(m, p, h); }) {}
 
 void RequestFramer::feed(std::string_view bytes) {
   for (size_t i = 0; i < bytes.size() && phase_ != Phase::kClosed; ++i) {
@@ -103,11 +140,14 @@ void RequestFramer::startRequest() {
   version_.clear();
   http10_ = has_cl_ = has_te_ = chunked_ = digit_ = false;
   count_ = 0;
+  head_decides_ = false;
+  headers_seen_.clear();
 }
 
 void RequestFramer::startHeaderLine() {
   phase_ = Phase::kName;
   header_name_.clear();
+  header_value_.clear();
   value_ = Value::kOther;
 }
 
@@ -287,6 +327,7 @@ Refusal RequestFramer::name(uint8_t b) {
 
 Refusal RequestFramer::value(uint8_t b) {
   if (isCtl(b)) return Refusal::kMalformed;
+  if (head_decides_) header_value_ += static_cast<char>(b);
   if (value_ == Value::kContentLength) {
     if (isWs(b)) {
       if (cl_shape_ == 1) cl_shape_ = 2;
@@ -374,13 +415,24 @@ Refusal RequestFramer::lineEnd() {
 Refusal RequestFramer::endRequestLine() {
   if (version_.size() != 8) return Refusal::kNotHttp1;
   const uint8_t m = methodOf(method_);
-  if (!granted_(m, path_)) return Refusal::kDenied;
-  allowed_.push_back({m, path_});
+  switch (at_line_(m, path_)) {
+    case LineVerdict::kDeny: return Refusal::kDenied;
+    case LineVerdict::kAllow: allowed_.push_back({m, path_}); break;
+    case LineVerdict::kNeedHeaders: head_decides_ = true; break;
+  }
   startHeaderLine();
   return Refusal::kNone;
 }
 
 Refusal RequestFramer::endHead() {
+  if (head_decides_) {
+    // Before the framing: the verdict is the policy's, as at a request line.
+    const uint8_t m = methodOf(method_);
+    if (!at_head_(m, path_, headers_seen_)) return Refusal::kDenied;
+    allowed_.push_back({m, path_});
+    head_decides_ = false;
+    headers_seen_.clear();
+  }
   if (has_te_) {
     // RFC 9112 6.1: both framings, or a last coding other than chunked, are
     // what request smuggling is made of; HTTP/1.0 has no chunked.
@@ -406,6 +458,7 @@ Refusal RequestFramer::endHeaderLine() {
     if (coding_.empty()) return Refusal::kUnframeable;
     chunked_ = !coding_bad_ && coding_ == "chunked";
   }
+  if (head_decides_) headers_seen_.emplace_back(header_name_, header_value_);
   startHeaderLine();
   return Refusal::kNone;
 }

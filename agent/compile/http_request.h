@@ -6,8 +6,10 @@
 //
 // What it decides, per connection (bpf/README.md, "The HTTP judge fails
 // closed"): each request is judged at the end of its request line by method
-// and path (the path decoded, the query left out); the first request that is
-// denied or cannot be judged ends the connection, nothing after it counts.
+// and path (the path decoded, the query left out), or, when only grants that
+// name headers could allow it, at the end of its head by its header lines
+// too; the first request that is denied or cannot be judged ends the
+// connection, nothing after it counts.
 // It does not see the server's answers, so it models a CONNECT or WebSocket
 // upgrade the server declined (the kernel then judges what follows as
 // requests, as here); an accepted one ends what the kernel judges.
@@ -15,11 +17,44 @@
 
 #include <cstdint>
 #include <functional>
+#include <utility>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "agent/compile/http_regex.h"
+#include "bpf/include/smik_abi.h"
+
 namespace smik::compile::http {
+
+// A request's header lines as sent: (name, value).
+using Headers = std::vector<std::pair<std::string, std::string>>;
+
+// What the request line alone decides.
+enum class LineVerdict : uint8_t {
+  kAllow,        // a grant that names no header covers method and path
+  kDeny,         // no grant covers them, whatever the headers
+  kNeedHeaders,  // only grants that name headers could: the head decides
+};
+
+// One source's grant on one port, judged as the kernel judges it: the bits
+// `grant.patterns[method]` whose path regex matched the path are the
+// candidates; one whose header conditions (`needs`, bits of the header DFA's
+// conditions) all hold allows the request.
+class PortJudge {
+ public:
+  PortJudge(const Dfa* paths, const smik_http_grant& grant, std::vector<uint32_t> needs = {},
+            const Dfa* headers = nullptr);
+  LineVerdict atLine(uint8_t method, std::string_view path) const;
+  bool atHead(uint8_t method, std::string_view path, const Headers& headers) const;
+
+ private:
+  uint64_t candidates(uint8_t method, std::string_view path) const;
+  const Dfa* paths_;
+  smik_http_grant grant_;
+  std::vector<uint32_t> needs_;
+  const Dfa* headers_;
+};
 
 // Why a connection was refused; the kernel's SMIK_HTTP_C_* counter of the
 // same name moves, and the client gets status(refusal).
@@ -52,6 +87,12 @@ class RequestFramer {
   // Whether a grant covers `method` (SMIK_HTTP_M_*) on `path`.
   using Granted = std::function<bool(uint8_t method, std::string_view path)>;
   RequestFramer(RequestLimits limits, Granted granted);
+  // Grants that may name headers: `at_head` decides at the end of the head
+  // when `at_line` could not.
+  using AtLine = std::function<LineVerdict(uint8_t method, std::string_view path)>;
+  using AtHead = std::function<bool(uint8_t method, std::string_view path, const Headers& headers)>;
+  RequestFramer(RequestLimits limits, AtLine at_line, AtHead at_head);
+  explicit RequestFramer(RequestLimits limits, const PortJudge& judge);
 
   // The next bytes of the connection, in any split. After a refusal every
   // later byte is ignored.
@@ -85,7 +126,11 @@ class RequestFramer {
   void startHeaderLine();
 
   RequestLimits limits_;
-  Granted granted_;
+  AtLine at_line_;
+  AtHead at_head_;
+  bool head_decides_ = false;  // the request line left the verdict to the head
+  Headers headers_seen_;       // its header lines so far
+  std::string header_value_;
   std::vector<JudgedRequest> allowed_;
   Refusal refusal_ = Refusal::kNone;
 

@@ -27,7 +27,7 @@ std::unique_ptr<HttpEnforcer> HttpEnforcer::open(int ipcache_fd, const std::stri
 // An id no governed port points at and no socket runs (ids wrap around).
 uint16_t HttpEnforcer::freeDfaId(const std::set<uint16_t>& live) const {
   std::set<uint16_t> busy = live;
-  for (const auto& [key, p] : ports_) busy.insert(p.dfa);
+  for (const auto& [key, p] : ports_) busy.insert(p.dfa), busy.insert(p.hdr);
   for (uint32_t i = 1; i < SMIK_HTTP_MAX_DFAS; ++i) {
     uint16_t id = uint16_t(1 + (last_dfa_ + i - 1) % (SMIK_HTTP_MAX_DFAS - 1));
     if (!busy.count(id)) return id;
@@ -37,14 +37,17 @@ uint16_t HttpEnforcer::freeDfaId(const std::set<uint16_t>& live) const {
 
 bool HttpEnforcer::loadPatterns(const Key& key, const compile::HttpPortPlan& hp, std::string* err) {
   Port& port = ports_[key];
-  std::set<std::string> wanted;
-  for (const auto& p : hp.patterns) wanted.insert(p.regex);
+  std::map<std::string, size_t> wanted;  // meaning -> index in hp
+  for (size_t i = 0; i < hp.patterns.size(); ++i) wanted.emplace(hp.meaning(i), i);
   std::set<std::string> held;
   for (const auto& [r, b] : port.bit_of) held.insert(r);
-  if (port.dfa != 0 && wanted == held) return true;
+  if (port.dfa != 0 && std::equal(wanted.begin(), wanted.end(), held.begin(), held.end(),
+                                  [](const auto& w, const std::string& h) { return w.first == h; }))
+    return true;
   if (!hp.error.empty() || wanted.empty()) {  // nothing to match: every request is denied
     port.bit_of.clear();
     port.dfa = 0;
+    port.hdr = 0;
     return true;
   }
   // A bit is free for a new pattern when no DFA still running (or in force)
@@ -55,9 +58,9 @@ bool HttpEnforcer::loadPatterns(const Key& key, const compile::HttpPortPlan& hp,
     it = live.count(it->first) ? std::next(it) : port.meaning.erase(it);
   std::map<std::string, size_t> bits;
   std::array<bool, kBits> taken{};
-  for (const auto& r : wanted)
+  for (const auto& [r, i] : wanted)
     if (auto b = port.bit_of.find(r); b != port.bit_of.end()) bits[r] = b->second, taken[b->second] = true;
-  for (const auto& r : wanted) {
+  for (const auto& [r, i] : wanted) {
     if (bits.count(r)) continue;
     size_t b = 0;
     for (; b < kBits; ++b) {
@@ -75,17 +78,34 @@ bool HttpEnforcer::loadPatterns(const Key& key, const compile::HttpPortPlan& hp,
   size_t width = 0;
   for (const auto& [r, b] : bits) width = std::max(width, b + 1);
   std::vector<http::Pattern> patterns(width, {"$never", http::Anchor::kPrefix});  // holes match nothing
+  std::vector<uint32_t> needs(width, 0);
   std::array<std::string, kBits> meaning{};
-  for (const auto& [r, b] : bits) patterns[b] = {r, http::Anchor::kPrefix}, meaning[b] = r;
+  for (const auto& [r, b] : bits) {
+    const size_t i = wanted.at(r);
+    patterns[b] = hp.patterns[i];
+    needs[b] = i < hp.needs.size() ? hp.needs[i] : 0;
+    meaning[b] = r;
+  }
   auto dfa = http::compileDfa(patterns);
   if (auto* e = std::get_if<http::RegexError>(&dfa)) return (*err = e->describe(patterns)), false;
   uint16_t id = freeDfaId(live);
   if (id == 0) return (*err = "every HTTP DFA id is in use"), false;
   if (!judge_->loadDfa(id, std::get<http::Dfa>(dfa), err)) return false;
   last_dfa_ = id;
+  // The header DFA and what each bit needs of it, under an id of its own,
+  // before the port points at either.
+  uint16_t hdr = 0;
+  if (!hp.headers.empty()) {
+    live.insert(id);
+    hdr = freeDfaId(live);
+    if (hdr == 0) return (*err = "every HTTP DFA id is in use"), false;
+    if (!judge_->loadDfa(hdr, hp.header_dfa, err) || !judge_->loadNeeds(hdr, needs, err)) return false;
+    last_dfa_ = hdr;
+  }
   port.meaning[id] = meaning;
   port.bit_of = std::move(bits);
   port.dfa = id;
+  port.hdr = hdr;
   return true;
 }
 
@@ -100,7 +120,7 @@ bool HttpEnforcer::stage(const compile::Plan& plan, std::string* err) {
       for (unsigned m = 0; m < SMIK_HTTP_METHODS; ++m)
         for (size_t i = 0; i < hp.patterns.size(); ++i)
           if (g.patterns[m] & (uint64_t{1} << i)) {
-            auto b = port.bit_of.find(hp.patterns[i].regex);
+            auto b = port.bit_of.find(hp.meaning(i));
             if (b != port.bit_of.end()) out.patterns[m] |= uint64_t{1} << b->second;
           }
       if (!judge_->grant(src, key.first, key.second, out, err)) return false;
@@ -113,7 +133,7 @@ bool HttpEnforcer::stage(const compile::Plan& plan, std::string* err) {
     for (const auto& [pod, ep] : plan.endpoints) {
       if (ep.identity != key.first) continue;
       for (const auto& a : ep.addrs) {
-        if (!judge_->govern(a, key.second, key.first, port.dfa, err)) return false;
+        if (!judge_->govern(a, key.second, key.first, port.dfa, err, port.hdr)) return false;
         governed_.insert({a, key.second});
       }
     }
@@ -144,6 +164,7 @@ bool HttpEnforcer::finish(const compile::Plan& plan, std::string* err) {
       if (!judge_->revoke(src, it->first.first, it->first.second, err)) return false;
     ports_[it->first].bit_of.clear();  // its meanings stay while sockets run them
     ports_[it->first].dfa = 0;
+    ports_[it->first].hdr = 0;
     it = granted_.erase(it);
   }
   return true;

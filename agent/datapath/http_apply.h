@@ -1,9 +1,10 @@
 // The compiled plan's HTTP rules (Plan::http) written to the kernel's judge
 // (http_judge.h) so that no request is judged against half a policy.
 //
-// A socket keeps the path DFA it was accepted with for its whole life, while
-// the grant it is judged by is looked up per request. So a pattern keeps its
-// bit across policies for as long as any DFA that gave the bit another
+// A socket keeps the path DFA (and header DFA) it was accepted with for its
+// whole life, while the grant it is judged by is looked up per request. So a
+// pattern (a path regex with the header conditions it is granted with) keeps
+// its bit across policies for as long as any DFA that gave the bit another
 // meaning may still run: a grant then means the same on the old DFA and on
 // the new one, and each request is judged by the old grant or the new one,
 // never a mix. Revoking a grant denies the next request of an open
@@ -44,9 +45,11 @@ class HttpEnforcer {
  private:
   static constexpr size_t kBits = 64;
   struct Port {
+    // A pattern's meaning: HttpPortPlan::meaning (regex and header conditions).
     std::map<std::string, size_t> bit_of;          // patterns in force -> bit
-    std::map<uint16_t, std::array<std::string, kBits>> meaning;  // DFA id -> bit -> regex
+    std::map<uint16_t, std::array<std::string, kBits>> meaning;  // DFA id -> bit -> meaning
     uint16_t dfa = 0;  // 0 is never loaded: no path matches
+    uint16_t hdr = 0;  // its header DFA; 0: no header conditions
   };
   using Key = std::pair<uint32_t, uint16_t>;  // destination identity, port
 

@@ -133,13 +133,25 @@ bool HttpJudge::loadDfa(uint16_t dfa_id, const compile::http::Dfa& dfa, std::str
   return true;
 }
 
+bool HttpJudge::loadNeeds(uint16_t hdr_dfa_id, const std::vector<uint32_t>& needs, std::string* err) {
+  if (hdr_dfa_id == 0 || hdr_dfa_id >= SMIK_HTTP_MAX_DFAS || needs.size() > 64)
+    return (*err = "header needs out of range"), false;
+  smik_http_needs n{};
+  for (size_t i = 0; i < 64; ++i) {  // bits past `needs` need nothing (as PortJudge reads them)
+    n.needs[i] = i < needs.size() ? needs[i] : 0;
+    if (n.needs[i] == 0) n.unconditional |= uint64_t{1} << i;
+  }
+  const uint32_t key = hdr_dfa_id;
+  return update(bpf_map__fd(skel_->maps.smik_http_needs), &key, &n, "smik_http_needs", err);
+}
+
 bool HttpJudge::govern(const smik::Addr& addr, uint16_t port, uint32_t dst_id, uint16_t dfa_id,
-                       std::string* err) {
+                       std::string* err, uint16_t hdr_dfa_id) {
   smik_http_port_key k{};
   k.family = addr.family;
   k.port = port;
   std::memcpy(k.addr, addr.bytes.data(), 16);
-  smik_http_port v{dst_id, dfa_id, 0};
+  smik_http_port v{dst_id, dfa_id, hdr_dfa_id};
   return update(bpf_map__fd(skel_->maps.smik_http_ports), &k, &v, "smik_http_ports", err);
 }
 
@@ -202,7 +214,10 @@ std::set<uint16_t> HttpJudge::liveDfas() const {
   const uint64_t* prev = nullptr;
   smik_http_conn c{};
   while (bpf_map_get_next_key(fd, prev, &next) == 0) {
-    if (bpf_map_lookup_elem(fd, &next, &c) == 0) out.insert(c.dfa_id);
+    if (bpf_map_lookup_elem(fd, &next, &c) == 0) {
+      out.insert(c.dfa_id);
+      if (c.hdr_dfa_id) out.insert(c.hdr_dfa_id);
+    }
     key = next;
     prev = &key;
   }

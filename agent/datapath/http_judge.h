@@ -8,6 +8,7 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <vector>
 
 #include "agent/base/unique_fd.h"
 #include "agent/compile/compile.h"
@@ -40,8 +41,12 @@ class HttpJudge {
   // dfa_id. A published id is never rewritten in place (a reader could see
   // half of it): load the new DFA under a free id, then point the port at it.
   bool loadDfa(uint16_t dfa_id, const compile::http::Dfa& dfa, std::string* err);
+  // What each path pattern bit needs of the header conditions of the header
+  // DFA hdr_dfa_id (loaded with loadDfa): written before a port points at it.
+  bool loadNeeds(uint16_t hdr_dfa_id, const std::vector<uint32_t>& needs, std::string* err);
+  // hdr_dfa_id 0: the port's grants name no header (no header value is read).
   bool govern(const smik::Addr& addr, uint16_t port, uint32_t dst_id, uint16_t dfa_id,
-              std::string* err);
+              std::string* err, uint16_t hdr_dfa_id = 0);
   bool grant(uint32_t src_id, uint32_t dst_id, uint16_t port, const smik_http_grant& g,
              std::string* err);
   bool revoke(uint32_t src_id, uint32_t dst_id, uint16_t port, std::string* err);
@@ -55,9 +60,9 @@ class HttpJudge {
   // (as the other programs do). A pin already there is replaced.
   bool pin(const std::string& dir, std::string* err);
 
-  // DFA ids some judged socket still runs (its state names the id it
-  // started with): an id, or a pattern bit of its DFA, is reused only once
-  // no socket runs it.
+  // DFA ids some judged socket still runs (its state names the ids it
+  // started with, path and header): an id, or a pattern bit of its DFA, is
+  // reused only once no socket runs it.
   std::set<uint16_t> liveDfas() const;
 
   // SMIK_HTTP_C_*, summed over CPUs.

@@ -677,8 +677,15 @@ HttpRouteGroup parseHttpRouteGroup(const Field& doc, ObjectMeta meta, const std:
     }
     hm.headers = parseHeaders(m["headers"]);
     checkHttpRegex(m["pathRegex"].path(), hm.path_regex, compile::http::Anchor::kPrefix);
-    for (const auto& [name, value] : hm.headers)
-      checkHttpRegex(m["headers"].path() + "." + name, value, compile::http::Anchor::kFull);
+    for (const auto& [name, value] : hm.headers) {
+      namespace http = compile::http;
+      const std::string path = m["headers"].path() + "." + name;
+      if (!http::isHeaderName(name)) fail(path + ": a header name is a token (RFC 9110 5.1)");
+      // As the kernel runs it: the lowercased name and ':' before the value.
+      const auto dfa = http::compileHeaderDfa({{name, value}});
+      if (const auto* e = std::get_if<http::RegexError>(&dfa))
+        fail(path + ": " + e->why + " (the kernel's HTTP judge cannot run it)");
+    }
     g.matches.push_back(std::move(hm));
   }
   return g;

@@ -228,7 +228,8 @@ int explainOnline(const Common& c, const CLI::Option* node_opt, const std::strin
 
 int explainCmd(const Common& c, const CLI::Option* node_opt, const std::string& node_name,
                const std::string& from, const std::string& to, int port,
-               const std::string& proto_s, const std::string& method, const std::string& path) {
+               const std::string& proto_s, const std::string& method, const std::string& path,
+               const std::vector<std::string>& headers) {
   model::Proto proto;
   if (proto_s == "tcp")
     proto = model::Proto::kTcp;
@@ -246,10 +247,16 @@ int explainCmd(const Common& c, const CLI::Option* node_opt, const std::string& 
   }
   const HostPort* service_or_null = service ? &*service : nullptr;
   compile::HttpRequest request{method.empty() ? "GET" : method, path.empty() ? "/" : path};
-  const bool http = !method.empty() || !path.empty();
+  for (const auto& h : headers) {  // NAME=VALUE (or NAME: VALUE, as it is sent)
+    const size_t eq = h.find_first_of("=:");
+    if (eq == std::string::npos || eq == 0)
+      return std::cerr << "--header wants NAME=VALUE, not " << h << "\n", 2;
+    request.headers.emplace_back(h.substr(0, eq), h.substr(eq + 1));
+  }
+  const bool http = !method.empty() || !path.empty() || !headers.empty();
   if (c.manifests.empty()) {
     // The agent's gRPC Explain does not carry a request yet.
-    if (http) return std::cerr << "explain --method/--path: give --manifests DIR\n", 2;
+    if (http) return std::cerr << "explain --method/--path/--header: give --manifests DIR\n", 2;
     return explainOnline(c, node_opt, from, to, service_or_null, port, proto_s);
   }
   return explainOffline(c, node_name, from, to, service_or_null, port, proto,
@@ -293,6 +300,13 @@ int printPolicy(const std::string& output, const PolicyView& p) {
               << h["methods"].get<std::string>() << " "
               << (h["pathRegex"].get<std::string>().empty() ? std::string("(any path)")
                                                            : h["pathRegex"].get<std::string>())
+              << [&] {
+                   std::string out;
+                   if (h.contains("headers"))
+                     for (const auto& [name, regex] : h["headers"].items())
+                       out += " " + name + "~" + regex.get<std::string>();
+                   return out;
+                 }()
               << "   (" << h["trafficTarget"].get<std::string>() << ", " << h["rule"].get<std::string>()
               << (h["match"].get<std::string>().empty() ? "" : " match " + h["match"].get<std::string>())
               << ")\n";
@@ -305,6 +319,10 @@ nlohmann::json httpRules(const compile::Plan& plan) {
   nlohmann::json out = nlohmann::json::array();
   for (const auto& [key, hp] : plan.http) {
     for (const auto& o : hp.origins) {
+      nlohmann::json headers = nlohmann::json::object();  // name -> value regex (the whole value)
+      const uint32_t needs = o.pattern < hp.needs.size() ? hp.needs[o.pattern] : 0;
+      for (size_t c = 0; c < hp.headers.size(); ++c)
+        if (needs >> c & 1) headers[hp.headers[c].name] = hp.headers[c].regex;
       std::string methods;
       if (o.methods == (1u << SMIK_HTTP_METHODS) - 1) {
         methods = "*";
@@ -317,6 +335,7 @@ nlohmann::json httpRules(const compile::Plan& plan) {
                      {"port", key.second},
                      {"methods", methods},
                      {"pathRegex", hp.patterns.at(o.pattern).regex},
+                     {"headers", headers},
                      {"trafficTarget", o.rule_id ? plan.rules.at(o.rule_id - 1).traffic_target : "-"},
                      {"rule", o.rule_id ? plan.rules.at(o.rule_id - 1).rule : "host traffic"},
                      {"match", o.match}});
@@ -905,6 +924,7 @@ int uiCmd(const UiArgs& a) {
 struct ExplainArgs {
   Common common;
   std::string from, to, proto = "tcp", method, path;
+  std::vector<std::string> headers;
   int port = 0;
   std::string node;
   CLI::Option* node_opt = nullptr;
@@ -922,6 +942,8 @@ CLI::App* addExplain(CLI::App& app, ExplainArgs& a) {
   explain->add_option("--proto", a.proto, "tcp | udp")->capture_default_str();
   explain->add_option("--method", a.method, "an HTTP request's method (GET ...): its verdict too");
   explain->add_option("--path", a.path, "an HTTP request's target (/books?x=1)");
+  explain->add_option("--header", a.headers,
+                      "an HTTP request header NAME=VALUE (repeat for several lines)");
   a.node_opt = explain->add_option(
       "--node", a.node,
       "with --manifests: answer as this node's agent would (default: each destination's node)");
@@ -1058,7 +1080,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   if (explain->parsed())
     return explainCmd(ex.common, ex.node_opt, ex.node, ex.from, ex.to, ex.port, ex.proto, ex.method,
-                      ex.path);
+                      ex.path, ex.headers);
   if (policy->parsed())
     return po.common.manifests.empty() ? policyOnline(po.common, po.node_opt)
                                        : policyOffline(po.common, po.node);

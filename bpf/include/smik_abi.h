@@ -553,12 +553,15 @@ constexpr const char* nameOf(const Fact (&table)[N], unsigned id, const char* fa
  * bodies, carried across skbs in smik_http_conn), runs the path through the
  * destination port's DFA as the bytes arrive, and judges method + path at the
  * end of the request line against the grant of {source identity, destination
- * identity, port}. An skb holding a denied or unjudgeable request is dropped
- * whole and turned into the answer (403/400/414/431/503) sent back on the
- * socket, and the connection is closed to the application: nothing after it
- * is passed. Bytes already passed cannot be recalled, so a request head that
- * spans skbs passes its first part (servers do not act on an incomplete
- * head) and is judged at the skb that completes its request line. A path
+ * identity, port}. When only grants that name headers could allow the
+ * request, its header lines run through the port's header DFA and the head's
+ * empty line decides. An skb holding a denied or unjudgeable request is
+ * dropped whole and turned into the answer (403/400/414/431/503) sent back on
+ * the socket, and the connection is closed to the application: nothing after
+ * it is passed. Bytes already passed cannot be recalled, so a request head
+ * that spans skbs passes its first part (servers do not act on an incomplete
+ * head) and is judged at the skb that completes its request line (or, judged
+ * by headers, its head). A path
  * whose meaning depends on how a server resolves it is refused, and a
  * governed socket outside the sockhash gets no payload through (a cgroup
  * ingress guard): bpf/README.md, "The HTTP judge fails closed". */
@@ -607,7 +610,7 @@ SMIK_STATIC_ASSERT(sizeof(struct smik_http_port_key) == 20, "smik_http_port_key 
 struct smik_http_port {
   __u32 dst_id; /* identity of the pod behind the address */
   __u16 dfa_id; /* smik_http_dfas index of the port's path patterns */
-  __u16 flags;
+  __u16 hdr_dfa_id; /* smik_http_dfas index of its header conditions; 0: none (no header is read) */
 };
 SMIK_STATIC_ASSERT(sizeof(struct smik_http_port) == 8, "smik_http_port layout");
 
@@ -648,6 +651,22 @@ struct smik_http_grant {
   __u64 patterns[SMIK_HTTP_METHODS];
 };
 SMIK_STATIC_ASSERT(sizeof(struct smik_http_grant) == 80, "smik_http_grant layout");
+
+/* Header matches. A port whose grants name headers has a header DFA
+ * (agent/compile/http_regex.h, compileHeaderDfa) over each header line as
+ * "lowercased-name:value", the value without its surrounding whitespace:
+ * accept bit i says condition i's name and value matched, bit 32 + i that the
+ * line is condition i's header at all. Condition i holds when its header was
+ * present and every line of it matched. smik_http_needs (keyed by the header
+ * DFA's id, written before any port points at it) says per pattern bit of
+ * the path DFA which conditions it needs too. */
+#define SMIK_HTTP_MAX_HEADER_CONDITIONS 32
+#define SMIK_HTTP_HEADER_NAME_SHIFT 32
+struct smik_http_needs {
+  __u64 unconditional; /* pattern bits that need no header */
+  __u32 needs[64];     /* per pattern bit: conditions that must hold */
+};
+SMIK_STATIC_ASSERT(sizeof(struct smik_http_needs) == 264, "smik_http_needs layout");
 
 /* smik_http_config[0]: limits; 0 = the SMIK_HTTP_DEFAULT_* value. */
 struct smik_http_config {
@@ -714,17 +733,26 @@ struct smik_http_conn {
   __u8 flags;      /* SMIK_HTTP_F_* */
   __u8 value;      /* SMIK_HTTP_V_* */
   __u8 sub;        /* transfer-encoding: chars of "chunked" matched in this coding */
-  __u8 pad;
+  __u8 hdr;        /* SMIK_HTTP_H_*: this request's header lines decide */
   __u64 requests;  /* requests allowed on this connection */
+  __u16 hdr_dfa_id; /* the port's header conditions when accepted; 0: none */
+  __u16 hdr_state;  /* the header line so far in the header DFA */
+  __u16 hdr_commit; /* ... as of its last byte that is not whitespace */
+  __u16 pad;
+  __u32 hdr_present; /* conditions whose header was seen in this head */
+  __u32 hdr_failed;  /* ... with a line whose value did not match */
 };
-SMIK_STATIC_ASSERT(sizeof(struct smik_http_conn) == 56, "smik_http_conn layout");
+SMIK_STATIC_ASSERT(sizeof(struct smik_http_conn) == 72, "smik_http_conn layout");
+
+#define SMIK_HTTP_H_DECIDES 1 /* only header-conditional grants could allow it: judged at the head's end */
+#define SMIK_HTTP_H_LEADING 2 /* in a value's leading whitespace (not matched) */
 
 /* The HTTP judge's per-CPU counters (index = SMIK_HTTP_C_*), one table for
  * the enum, Prometheus (smik_http_requests_total{verdict=name}), /status and
  * the CLI. Append only. X(ID, index, name, help). */
 #define SMIK_HTTP_COUNTER_FACTS(X)                                                          \
-  X(ALLOWED, 0, "allowed", "requests passed after their request line was judged")          \
-  X(DENIED_POLICY, 1, "denied_policy", "403: no grant for this method and path")           \
+  X(ALLOWED, 0, "allowed", "requests passed after their request line (or head) was judged") \
+  X(DENIED_POLICY, 1, "denied_policy", "403: no grant for this method, path and headers")   \
   X(MALFORMED, 2, "malformed", "400: not HTTP/1.x syntax the framer can follow")           \
   X(NOT_HTTP1, 3, "not_http1", "400: TLS, the HTTP/2 preface, another version")            \
   X(UNFRAMEABLE, 4, "unframeable", "400: framing servers disagree on (CL + TE, ...)")      \

@@ -57,9 +57,15 @@ class PodClient {
 
   // Sends `GET path` and reads the response: {status, body}; {0, ""} when the
   // connection ended (or nothing came within 5 s).
-  std::pair<int, std::string> get(const std::string& path) {
-    const std::string req = "GET " + path + " HTTP/1.1\r\nHost: bookstore\r\n\r\n";
-    if (write(fd_.get(), req.data(), req.size()) != static_cast<ssize_t>(req.size())) return {0, ""};
+  std::pair<int, std::string> get(const std::string& path, const std::string& headers = "",
+                                  bool bytewise = false) {
+    const std::string req = "GET " + path + " HTTP/1.1\r\nHost: bookstore\r\n" + headers + "\r\n";
+    // one byte a write (TCP_NODELAY): the judge sees the head in as many segments
+    for (size_t at = 0; at < req.size();) {
+      const size_t n = bytewise ? 1 : req.size() - at;
+      if (write(fd_.get(), req.data() + at, n) != static_cast<ssize_t>(n)) return {0, ""};
+      at += n;
+    }
     for (;;) {
       if (auto r = takeResponse(buf_)) return *r;
       pollfd p{fd_.get(), POLLIN, 0};
@@ -139,6 +145,69 @@ TEST_F(HttpRules, EnforceJudgesEachRequestOnAKeepAliveConnection) {
   EXPECT_NE(metrics.find("smik_http_requests_total{verdict=\"denied_policy\"} 1"), std::string::npos)
       << metrics.substr(0, 4000);
   EXPECT_NE(metrics.find("smik_http_judge_attached 1"), std::string::npos);
+}
+
+// A match with headers (the spec's user-agent example, in the CRD's list
+// form) and one in the map form the spec prose shows.
+std::string headerPolicy() {
+  return "apiVersion: specs.smi-spec.io/v1alpha4\nkind: HTTPRouteGroup\nmetadata:\n"
+         "  name: the-routes\n  namespace: app\nspec:\n  matches:\n"
+         "  - name: android\n    pathRegex: /books\n    methods: [GET]\n"
+         "    headers:\n    - user-agent: \".*Android.*\"\n"
+         "  - name: staff\n    pathRegex: /admin\n    methods: [GET]\n"
+         "    headers: {X-Role: admin, x-team: \"a|b\"}\n---\n" +
+         trafficTarget("app", "bookstore", "app", "server",
+                       "  - kind: HTTPRouteGroup\n    name: the-routes\n", "app", "client");
+}
+
+TEST_F(HttpRules, HeaderMatchesAreJudgedPerRequest) {
+  Pod& client = bed_->addPod("client", bed_->nextIp());
+  Pod& server = bed_->addPod("server", bed_->nextIp());
+  std::string server_pod = pod("app", "server", "server", server.ip());
+  server_pod.replace(server_pod.find("  nodeName:"), 0,
+                     "  containers:\n  - name: app\n    image: x\n    ports:\n"
+                     "    - containerPort: " + std::to_string(kPort) + "\n");
+  write("pods.yaml", ns("app", true) + pod("app", "client", "client", client.ip()) + server_pod);
+  write("policy.yaml", headerPolicy());
+  startAgent();
+  waitAttached(2);
+  Proc app = bed_->spawn(server, {SMIK_HTTP_SERVER, "--serve", std::to_string(kPort)});
+  ASSERT_TRUE(app.waitFor("ready\n", 5000)) << app.output();
+
+  const std::string android = "User-Agent: Mozilla/5.0 (Linux; Android 14)\r\n";
+  {  // one connection per verdict that ends it
+    PodClient c(client, server.ip(), kPort);
+    ASSERT_TRUE(c.connected());
+    EXPECT_EQ(c.get("/books/1", android).first, 200);
+    EXPECT_EQ(c.get("/books/2", "user-AGENT: x Android y\r\n").first, 200);  // names in any case
+    EXPECT_EQ(c.get("/admin", "x-role: admin\r\nX-Team: b\r\n").first, 200);
+    EXPECT_EQ(c.get("/books/3", android, true).first, 200);  // a byte a segment
+    EXPECT_EQ(c.get("/books/wrong", "User-Agent: curl/8\r\n").first, 403);
+  }
+  for (const auto& [path, headers] : std::vector<std::pair<std::string, std::string>>{
+           {"/books/missing", ""},
+           {"/admin/half", "x-role: admin\r\n"},  // every header of the match
+           {"/admin/twice", "x-role: admin\r\nx-role: guest\r\nx-team: a\r\n"},
+           {"/admin/bytewise", "x-role: admin\r\nx-team: c\r\n"}}) {
+    PodClient c(client, server.ip(), kPort);
+    ASSERT_TRUE(c.connected());
+    EXPECT_EQ(c.get(path, headers, path == "/admin/bytewise").first, 403) << path;
+  }
+  // The application read the granted requests, never a denied one.
+  ASSERT_TRUE(eventually([&] {
+    const std::string out = app.output();
+    size_t ends = 0;
+    for (size_t p = out.find("END"); p != std::string::npos; p = out.find("END", p + 1)) ++ends;
+    return ends >= 5;
+  }, 5000)) << app.output();
+  for (const char* seen : {"REQ GET /books/1 ", "REQ GET /books/2 ", "REQ GET /admin ", "REQ GET /books/3 "})
+    EXPECT_NE(app.output().find(seen), std::string::npos) << seen << app.output();
+  for (const char* denied : {"/books/wrong", "/books/missing", "/admin/half", "/admin/twice", "/admin/bytewise"})
+    EXPECT_EQ(app.output().find("REQ GET " + std::string(denied)), std::string::npos) << denied << app.output();
+  const std::string metrics = httpGet(http_port_, "/metrics").second;
+  EXPECT_NE(metrics.find("smik_http_requests_total{verdict=\"denied_policy\"} 5"), std::string::npos)
+      << metrics.substr(0, 4000);
+  EXPECT_NE(metrics.find("smik_http_requests_total{verdict=\"allowed\"} 4"), std::string::npos);
 }
 
 }  // namespace

@@ -135,27 +135,84 @@ TEST(CompileHttp, NoServedPortGrantsNothingWithAWarning) {
   EXPECT_THAT(joined(diagnosticsFor(p, ttRef("prod", "t"))), HasSubstr("no TCP containerPort"));
 }
 
-TEST(CompileHttp, HeaderMatchesFailClosed) {
+// As the kernel judges a request with header lines: candidates by method
+// and path, each allowed if its header conditions hold.
+bool judgedWith(const Plan& p, const std::string& src, uint16_t port, unsigned method,
+                const std::string& path, const std::vector<std::pair<std::string, std::string>>& headers) {
+  auto it = p.http.find({id(p, "prod/server"), port});
+  if (it == p.http.end()) return false;
+  const HttpPortPlan& hp = it->second;
+  auto g = hp.grants.find(id(p, src));
+  if (g == hp.grants.end() || hp.dfa.states() == 0) return false;
+  return hp.allows(g->second.patterns[method], http::matchAll(hp.dfa, path),
+                   http::headerConditionsHeld(hp.header_dfa, headers));
+}
+
+TEST(CompileHttp, HeaderMatchesGrantOnlyWithTheirHeaders) {
   const std::string group = routeGroup(
-      "g", {"{name: android, pathRegex: '/books', methods: [GET], headers: [{user-agent: '.*Android.*'}]}",
+      "g", {"{name: android, pathRegex: '/books', methods: [GET], headers: [{User-Agent: '.*Android.*'}]}",
+            "{name: admin, pathRegex: '/books', methods: [DELETE], headers: {x-role: admin, x-team: 'a|b'}}",
             "{name: plain, pathRegex: '/ping', methods: [GET]}"});
   const Plan p = compile(
       stateOf(httpBase() + group +
               trafficTarget("prod", "t", "server", "[" + httpRule("g") + "]", "[" + source("client") + "]")),
       enforcing());
-  EXPECT_FALSE(judged(p, "prod/client", 8080, SMIK_HTTP_M_GET, "/books"));
-  EXPECT_TRUE(judged(p, "prod/client", 8080, SMIK_HTTP_M_GET, "/ping"));
-  EXPECT_THAT(joined(diagnosticsFor(p, ttRef("prod", "t"))),
-              HasSubstr("match android: header matches are not enforced yet; this match grants nothing"));
+  const auto& hp = p.http.at({id(p, "prod/server"), 8080});
+  ASSERT_TRUE(hp.error.empty()) << hp.error;
+  // names lowercased, conditions sorted; /books twice (two sets of
+  // conditions), /ping, and the node's own every-request grant
+  ASSERT_EQ(hp.headers.size(), 3u);
+  EXPECT_EQ(hp.headers[0].name, "user-agent");
+  EXPECT_EQ(hp.patterns.size(), 4u);
+  EXPECT_GT(hp.header_dfa.states(), 0u);
+  const unsigned kGet = SMIK_HTTP_M_GET, kDelete = SMIK_HTTP_M_DELETE;
+  EXPECT_FALSE(judgedWith(p, "prod/client", 8080, kGet, "/books", {}));
+  EXPECT_TRUE(judgedWith(p, "prod/client", 8080, kGet, "/books/1", {{"user-agent", "x Android y"}}));
+  EXPECT_FALSE(judgedWith(p, "prod/client", 8080, kGet, "/books", {{"user-agent", "iPhone"}}));
+  EXPECT_FALSE(judgedWith(p, "prod/client", 8080, kDelete, "/books", {{"user-agent", "Android"}}));
+  // every header of a match, together
+  EXPECT_TRUE(judgedWith(p, "prod/client", 8080, kDelete, "/books", {{"X-Role", "admin"}, {"x-team", "b"}}));
+  EXPECT_FALSE(judgedWith(p, "prod/client", 8080, kDelete, "/books", {{"X-Role", "admin"}}));
+  EXPECT_FALSE(judgedWith(p, "prod/client", 8080, kDelete, "/books", {{"X-Role", "admin"}, {"x-team", "ab"}}));
+  EXPECT_TRUE(judgedWith(p, "prod/client", 8080, kGet, "/ping", {}));
+  EXPECT_THAT(joined(diagnosticsFor(p, ttRef("prod", "t"))), Not(HasSubstr("header")));
 
-  // Only header matches: nothing at all, not even the TCP port.
+  // Only header matches: the port opens at L4, each request needs its headers.
   const Plan q = compile(
       stateOf(httpBase() + group +
               trafficTarget("prod", "t", "server", "[" + httpRule("g", "[android]") + "]",
                             "[" + source("client") + "]")),
       enforcing());
-  EXPECT_EQ(grants(q), kNone);
-  EXPECT_TRUE(q.http.empty());
+  EXPECT_EQ(grants(q), (std::set<std::string>{"prod/client -> prod/server TCP/8080"}));
+  EXPECT_FALSE(judgedWith(q, "prod/client", 8080, kGet, "/ping", {{"user-agent", "Android"}}));
+  EXPECT_TRUE(judgedWith(q, "prod/client", 8080, kGet, "/books", {{"user-agent", "Android"}}));
+}
+
+TEST(CompileHttp, TooManyHeaderConditionsOnAPortDenyEveryRequestThere) {
+  std::vector<std::string> matches;
+  for (int i = 0; i <= 32; ++i)
+    matches.push_back("{name: m" + std::to_string(i) + ", pathRegex: '/x', headers: [{x-h" +
+                      std::to_string(i) + ": a}]}");
+  const Plan p = compile(
+      stateOf(httpBase() + routeGroup("many", matches) +
+              trafficTarget("prod", "t", "server", "[" + httpRule("many") + "]", "[" + source("client") + "]")),
+      enforcing());
+  const auto& hp = p.http.at({id(p, "prod/server"), 8080});
+  EXPECT_THAT(hp.error, HasSubstr("32 header conditions"));
+  EXPECT_TRUE(hp.grants.empty());
+  EXPECT_THAT(joined(diagnosticsFor(p, ttRef("prod", "t"))), HasSubstr("every request to that port is denied"));
+}
+
+TEST(CompileHttp, HeaderNamesAndRegexesTheJudgeCannotReadRejectTheRouteGroup) {
+  auto r = model::parseManifests(
+      routeGroup("bad", {"{name: n, pathRegex: '/', headers: [{'bad name': x}]}"}), "bad.yaml");
+  ASSERT_EQ(r.errors.size(), 1u);
+  EXPECT_THAT(r.errors[0].str(), HasSubstr("a header name is a token"));
+  r = model::parseManifests(routeGroup("bad", {"{name: n, pathRegex: '/', headers: [{x-a: '(?i)a'}]}"}),
+                            "bad.yaml");
+  ASSERT_EQ(r.errors.size(), 1u);
+  EXPECT_THAT(r.errors[0].str(), HasSubstr("HTTPRouteGroup prod/bad"));
+  EXPECT_THAT(r.errors[0].str(), HasSubstr("kernel's HTTP judge cannot run it"));
 }
 
 TEST(CompileHttp, TcpRouteForTheSameSourceStillGrantsTheWholePort) {
@@ -252,6 +309,36 @@ TEST(CompileHttp, ExplainNamesTheDecidingMatch) {
   EXPECT_FALSE(e.allowed);
   EXPECT_THAT(e.summary, HasSubstr("DENY"));
   EXPECT_THAT(e.summary, Not(HasSubstr("403")));
+}
+
+TEST(CompileHttp, ExplainJudgesTheHeadersItIsGiven) {
+  const std::string yaml =
+      httpBase() +
+      routeGroup("g", {"{name: android, pathRegex: '/books', methods: [GET], headers: [{user-agent: '.*Android.*'}]}"}) +
+      trafficTarget("prod", "t", "server", "[" + httpRule("g") + "]", "[" + source("client") + "]");
+  const auto state = stateOf(yaml);
+  Explanation e;
+  std::string err;
+  HttpRequest with{"GET", "/books", {{"User-Agent", "Android 14"}}};
+  ASSERT_TRUE(explain(state, enforcing(), "prod/client-0", "prod/server-0", 8080, Proto::kTcp, &e,
+                      &err, nullptr, &with)) << err;
+  EXPECT_TRUE(e.allowed) << e.summary;
+  EXPECT_EQ(e.http_match, "android");
+  HttpRequest without{"GET", "/books"};
+  ASSERT_TRUE(explain(state, enforcing(), "prod/client-0", "prod/server-0", 8080, Proto::kTcp, &e,
+                      &err, nullptr, &without));
+  EXPECT_FALSE(e.allowed);
+  EXPECT_THAT(joined(e.details), HasSubstr("header user-agent absent"));
+  HttpRequest wrong{"GET", "/books", {{"user-agent", "iPhone"}}};
+  ASSERT_TRUE(explain(state, enforcing(), "prod/client-0", "prod/server-0", 8080, Proto::kTcp, &e,
+                      &err, nullptr, &wrong));
+  EXPECT_FALSE(e.allowed);
+  EXPECT_THAT(joined(e.details), HasSubstr("does not match regex \".*Android.*\" (the whole value)"));
+  HttpRequest twice{"GET", "/books", {{"user-agent", "Android"}, {"user-agent", "iPhone"}}};
+  ASSERT_TRUE(explain(state, enforcing(), "prod/client-0", "prod/server-0", 8080, Proto::kTcp, &e,
+                      &err, nullptr, &twice));
+  EXPECT_FALSE(e.allowed);
+  EXPECT_THAT(joined(e.details), HasSubstr("not every one of its 2 lines"));
 }
 
 }  // namespace

@@ -241,5 +241,105 @@ TEST(HttpRegex, GeneratedPatternSetsMatchLikeRe2) {
   }
 }
 
+// ---- header conditions ---------------------------------------------------------
+
+Dfa headerDfa(const std::vector<HeaderCondition>& conditions) {
+  DfaResult r = compileHeaderDfa(conditions);
+  if (auto* e = std::get_if<RegexError>(&r)) {
+    ADD_FAILURE() << e->why;
+    return {};
+  }
+  return std::get<Dfa>(r);
+}
+
+using Lines = std::vector<std::pair<std::string, std::string>>;
+
+TEST(HttpRegex, HeaderConditionsReadNamesInAnyCaseAndValuesWhole) {
+  const Dfa d = headerDfa({{"user-agent", ".*Android.*"}, {"x-role", "admin|ops"}});
+  EXPECT_EQ(headerConditionsHeld(d, {{"User-Agent", "Mozilla (Android 14)"}}), 1u);
+  EXPECT_EQ(headerConditionsHeld(d, {{"USER-AGENT", "android"}}), 0u);  // values keep their case
+  EXPECT_EQ(headerConditionsHeld(d, {{"x-role", "admin"}}), 2u);
+  EXPECT_EQ(headerConditionsHeld(d, {{"x-role", "administrator"}}), 0u);  // the whole value
+  EXPECT_EQ(headerConditionsHeld(d, {{"x-role", " \tops \t"}}), 2u);    // without its whitespace
+  EXPECT_EQ(headerConditionsHeld(d, {{"x-roles", "ops"}, {"x-rol", "ops"}}), 0u);
+  EXPECT_EQ(headerConditionsHeld(d, {}), 0u);  // absent: the condition does not hold
+  EXPECT_EQ(headerConditionsHeld(d, {{"x-role", "ops"}, {"user-agent", "Android"}}), 3u);
+}
+
+TEST(HttpRegex, EveryLineOfARepeatedHeaderMustMatch) {
+  const Dfa d = headerDfa({{"x-role", "admin|ops"}, {"x-any", ".*"}, {"x-empty", ""}});
+  EXPECT_EQ(headerConditionsHeld(d, {{"x-role", "ops"}, {"X-Role", "admin"}}), 1u);
+  EXPECT_EQ(headerConditionsHeld(d, {{"x-role", "ops"}, {"x-role", "guest"}}), 0u);
+  EXPECT_EQ(headerConditionsHeld(d, {{"x-role", "guest"}, {"x-role", "ops"}}), 0u);
+  EXPECT_EQ(headerConditionsHeld(d, {{"x-any", ""}}), 2u);  // present, any value
+  EXPECT_EQ(headerConditionsHeld(d, {{"x-empty", "  "}}), 4u);
+  EXPECT_EQ(headerConditionsHeld(d, {{"x-empty", "x"}}), 0u);
+}
+
+TEST(HttpRegex, HeaderConditionsRefuseWhatTheKernelCannotRead) {
+  EXPECT_TRUE(std::holds_alternative<RegexError>(compileHeaderDfa({{"bad name", "x"}})));
+  EXPECT_TRUE(std::holds_alternative<RegexError>(compileHeaderDfa({})));
+  std::vector<HeaderCondition> many;
+  for (size_t i = 0; i <= kMaxHeaderConditions; ++i) many.push_back({"x-" + std::to_string(i), "a"});
+  auto r = compileHeaderDfa(many);
+  ASSERT_TRUE(std::holds_alternative<RegexError>(r));
+  EXPECT_THAT(std::get<RegexError>(r).why, HasSubstr("1 to 32 header conditions"));
+  auto bad = compileHeaderDfa({{"x-a", "(a)\\1"}});
+  ASSERT_TRUE(std::holds_alternative<RegexError>(bad));
+  EXPECT_THAT(std::get<RegexError>(bad).why, HasSubstr("header x-a regex"));
+  // A regex's '^' is still at its start after the name the DFA puts before it.
+  EXPECT_EQ(headerConditionsHeld(headerDfa({{"x-a", "^a+$"}}), {{"x-a", "aa"}}), 1u);
+}
+
+// Generated conditions and header lines: a condition holds when RE2 fully
+// matches the trimmed value of every line whose name equals its own (case
+// folded), and there is one.
+TEST(HttpRegex, GeneratedHeaderConditionsHoldLikeRe2) {
+  uint64_t s = seed();
+  SCOPED_TRACE("SMIK_REGEX_SEED=" + std::to_string(s));
+  Generator g(s);
+  static const char* kNames[] = {"x-a", "x-b", "user-agent"};
+  static const char* kSent[] = {"x-a", "X-A", "x-B", "User-Agent", "x-c", "x-ab"};
+  int compared = 0, held = 0;
+  for (int i = 0; i < 300; i++) {
+    std::vector<HeaderCondition> conditions;
+    for (int n = g.pick(1, 4); n > 0; --n)
+      conditions.push_back({kNames[g.pick(0, 2)], g.regex(1)});
+    DfaResult r = compileHeaderDfa(conditions);
+    if (std::holds_alternative<RegexError>(r)) continue;  // over the state budget
+    const Dfa& d = std::get<Dfa>(r);
+    for (int j = 0; j < 30; j++) {
+      Lines lines;
+      for (int n = g.pick(0, 4); n > 0; --n) {
+        std::string v = g.input();
+        std::erase(v, '\n');  // a header value holds no line break
+        if (g.pick(0, 3) == 0) v = " " + v;
+        if (g.pick(0, 3) == 0) v += "\t ";
+        lines.emplace_back(kSent[g.pick(0, 5)], v);
+      }
+      uint32_t want = 0;
+      for (size_t c = 0; c < conditions.size(); ++c) {
+        bool present = false, all = true;
+        for (const auto& [name, value] : lines) {
+          std::string lower = name;
+          for (char& ch : lower) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+          if (lower != conditions[c].name) continue;
+          present = true;
+          const size_t a = value.find_first_not_of(" \t");
+          const std::string trimmed =
+              a == std::string::npos ? "" : value.substr(a, value.find_last_not_of(" \t") - a + 1);
+          all &= re2Matches({conditions[c].regex, Anchor::kFull}, trimmed);
+        }
+        want |= uint32_t{present && all} << c;
+      }
+      ASSERT_EQ(headerConditionsHeld(d, lines), want) << "condition 0: " << conditions[0].name << " ~ "
+                                                      << conditions[0].regex;
+      compared++;
+      held += want != 0;
+    }
+  }
+  EXPECT_GT(held, compared / 20);
+}
+
 }  // namespace
 }  // namespace smik::compile::http

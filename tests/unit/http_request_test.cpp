@@ -164,6 +164,74 @@ TEST(HttpRequestTest, VerdictsDoNotDependOnHowTheStreamIsSplit) {
   }
 }
 
+// GET "/ok" for anyone, "/admin" with x-role: admin, "/public" from an
+// Android user agent.
+const Dfa& headerDfa() {
+  static const Dfa d =
+      std::get<Dfa>(compileHeaderDfa({{"x-role", "admin"}, {"user-agent", ".*Android.*"}}));
+  return d;
+}
+const Dfa& headerPaths() {
+  static const Dfa d = std::get<Dfa>(compileDfa({{"/ok"}, {"/admin"}, {"/public"}}));
+  return d;
+}
+Outcome judgeWithHeaders(const std::vector<std::string>& parts) {
+  smik_http_grant g{};
+  g.patterns[SMIK_HTTP_M_GET] = 1 | 2 | 4;
+  RequestFramer f({}, PortJudge(&headerPaths(), g, {0, 1, 2}, &headerDfa()));
+  for (const auto& p : parts) f.feed(p);
+  Outcome o{{}, f.refusal()};
+  for (const auto& r : f.allowed()) o.allowed.push_back(r.path);
+  return o;
+}
+Outcome judgeWithHeaders(const std::string& stream) {
+  return judgeWithHeaders(std::vector<std::string>{stream});
+}
+
+TEST(HttpRequestTest, HeaderConditionsAreJudgedAtTheEndOfTheHead) {
+  const auto with = [](const std::string& path, const std::string& headers) {
+    return "GET " + path + " HTTP/1.1\r\nHost: srv\r\n" + headers + "\r\n";
+  };
+  EXPECT_EQ(judgeWithHeaders(with("/admin", "X-Role: admin\r\n")), (Outcome{{"/admin"}, Refusal::kNone}));
+  EXPECT_EQ(judgeWithHeaders(with("/admin", "x-ROLE:admin \r\n")), (Outcome{{"/admin"}, Refusal::kNone}));
+  EXPECT_EQ(judgeWithHeaders(with("/admin", "X-Role: guest\r\n")), (Outcome{{}, Refusal::kDenied}));
+  EXPECT_EQ(judgeWithHeaders(with("/admin", "")), (Outcome{{}, Refusal::kDenied}));
+  EXPECT_EQ(judgeWithHeaders(with("/admin", "X-Role: admin\r\nX-Role: guest\r\n")),
+            (Outcome{{}, Refusal::kDenied}));  // every line of it must match
+  EXPECT_EQ(judgeWithHeaders(with("/admin", "User-Agent: Android\r\n")), (Outcome{{}, Refusal::kDenied}));
+  EXPECT_EQ(judgeWithHeaders(with("/public/x", "User-Agent: x Android y\r\n")),
+            (Outcome{{"/public/x"}, Refusal::kNone}));
+  // no grant could allow it: denied at the request line, whatever follows
+  EXPECT_EQ(judgeWithHeaders("GET /secret HTTP/1.1\r\n"), (Outcome{{}, Refusal::kDenied}));
+  EXPECT_EQ(judgeWithHeaders("POST /admin HTTP/1.1\r\n"), (Outcome{{}, Refusal::kDenied}));
+  // a grant without headers allows it at the request line
+  EXPECT_EQ(judgeWithHeaders("GET /ok HTTP/1.1\r\n"), (Outcome{{"/ok"}, Refusal::kNone}));
+  // undecided until the empty line
+  EXPECT_EQ(judgeWithHeaders("GET /admin HTTP/1.1\r\nX-Role: admin\r\n"), (Outcome{{}, Refusal::kNone}));
+  // what is malformed before the head's end is malformed, not denied
+  EXPECT_EQ(judgeWithHeaders(with("/admin", "Bad Name: x\r\n")), (Outcome{{}, Refusal::kMalformed}));
+  std::string many;
+  for (int i = 0; i <= 100; ++i) many += "X-" + std::to_string(i) + ": v\r\n";
+  EXPECT_EQ(judgeWithHeaders(with("/admin", "X-Role: admin\r\n" + many)),
+            (Outcome{{}, Refusal::kHeadTooLarge}));
+  // keep-alive: allowed, denied by its headers, nothing after
+  EXPECT_EQ(judgeWithHeaders(with("/admin", "X-Role: admin\r\n") + with("/admin", "X-Role: x\r\n") +
+                             with("/ok", "")),
+            (Outcome{{"/admin"}, Refusal::kDenied}));
+}
+
+TEST(HttpRequestTest, HeaderVerdictsDoNotDependOnHowTheStreamIsSplit) {
+  const std::string s =
+      "GET /admin HTTP/1.1\r\nHost: srv\r\nX-Role:  admin\t\r\n\r\n"
+      "GET /public HTTP/1.1\r\nuser-agent: (Android)\r\nContent-Length: 3\r\n\r\nabc"
+      "GET /admin HTTP/1.1\r\nX-ROLE: admin\r\nx-role: Admin\r\n\r\n";
+  const Outcome whole = judgeWithHeaders(s);
+  EXPECT_EQ(whole, (Outcome{{"/admin", "/public"}, Refusal::kDenied}));
+  std::vector<std::string> bytes;
+  for (char c : s) bytes.emplace_back(1, c);
+  EXPECT_EQ(judgeWithHeaders(bytes), whole);
+}
+
 TEST(HttpRequestTest, StatusPerRefusal) {
   EXPECT_EQ(status(Refusal::kDenied), 403);
   EXPECT_EQ(status(Refusal::kUriTooLong), 414);

@@ -279,8 +279,8 @@ const model::HttpMatch& matchNamed(const ClusterState& s, const std::string& gro
 // traffic-access-v1.yaml: bookbuyer may GET /books-bought (with its client's
 // user-agent and client-app headers) and GET .../a-book.../new; bookstore may
 // POST to bookwarehouse (restock-books). Per request, later: a POST to
-// /books-bought, or a GET without the headers, is denied. Today: the patterns
-// are in the subset the kernel's DFA runs, and match what they should.
+// /books-bought, or a GET without the headers, is denied (below); here: the
+// patterns are in the subset the kernel's DFA runs, and match what they should.
 TEST(MeshOsm, TheRouteGroupsPatternsCompileForTheKernel) {
   const ClusterState s = apply(with(osmApps(), "osm/traffic-access-v1.yaml"));
   const auto& bought = matchNamed(s, "bookstore/bookstore-service-routes", "books-bought");
@@ -302,6 +302,31 @@ TEST(MeshOsm, TheRouteGroupsPatternsCompileForTheKernel) {
   const auto& restock = matchNamed(s, "bookwarehouse/bookwarehouse-service-routes", "restock-books");
   EXPECT_EQ(restock.methods, std::vector<std::string>{"POST"});
   EXPECT_EQ(restock.path_regex, "");  // every path
+}
+
+// The same demo judged per request (--http-rules=enforce): bookbuyer's GET
+// /books-bought passes with its client's user-agent and client-app headers
+// only; its GET of a new book needs none.
+TEST(MeshOsm, PerRequestTheBookBuyersHeadersDecide) {
+  const ClusterState s = apply(with(osmApps(), "osm/traffic-access-v1.yaml"));
+  const auto verdict = [&](const std::string& method, const std::string& path,
+                           std::vector<std::pair<std::string, std::string>> headers) {
+    Explanation e;
+    std::string err;
+    HttpRequest r{method, path, std::move(headers)};
+    EXPECT_TRUE(explain(s, node(HttpRulesAtL4::kEnforce), "bookbuyer/bookbuyer-0", "bookstore/bookstore-0",
+                        14001, Proto::kTcp, &e, &err, nullptr, &r))
+        << err;
+    return e.allowed;
+  };
+  const std::vector<std::pair<std::string, std::string>> client = {{"User-Agent", "Go-http-client/1.1"},
+                                                                   {"Client-App", "bookbuyer"}};
+  EXPECT_TRUE(verdict("GET", "/books-bought", client));
+  EXPECT_FALSE(verdict("GET", "/books-bought", {}));
+  EXPECT_FALSE(verdict("GET", "/books-bought", {client[0]}));
+  EXPECT_FALSE(verdict("GET", "/books-bought", {{"user-agent", "curl/8.5.0"}, client[1]}));
+  EXPECT_FALSE(verdict("POST", "/books-bought", client));
+  EXPECT_TRUE(verdict("GET", "/buy-a-book/new", {}));
 }
 
 // traffic_split.md (getting started): v1 sends everything to bookstore-v1,
