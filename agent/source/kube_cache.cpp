@@ -1,7 +1,6 @@
 #include "agent/source/kube_cache.h"
 
 #include <spdlog/spdlog.h>
-#include <yaml-cpp/yaml.h>
 
 namespace smik::kube {
 namespace {
@@ -41,89 +40,6 @@ bool nestedDeeperThan(const json& j, size_t limit) {
   return false;
 }
 
-void copyIf(const json& from, json* to, const char* key) {
-  auto it = from.find(key);
-  if (it != from.end()) (*to)[key] = *it;
-}
-
-// What the parser reads, and nothing else: real objects carry managedFields,
-// last-applied annotations, container specs and conditions worth several KiB
-// that would only slow the (YAML) parse. Pods are most of a cluster; they
-// keep exactly the fields parsePod() reads. Everything else loses only the
-// metadata no parser reads.
-json forParse(const json& object) {
-  if (!object.is_object()) return object;  // the parser names the error
-  json meta = json::object();
-  if (auto m = object.find("metadata"); m != object.end() && m->is_object()) {
-    for (const char* k : {"name", "namespace", "labels", "creationTimestamp", "ownerReferences",
-                          "uid", "resourceVersion"})
-      copyIf(*m, &meta, k);
-  }
-  if (stringField(object, "kind") != "Pod" || stringField(object, "apiVersion") != "v1") {
-    json out = object;
-    out["metadata"] = std::move(meta);
-    return out;
-  }
-  json out = {{"apiVersion", "v1"}, {"kind", "Pod"}, {"metadata", std::move(meta)}};
-  if (auto spec = object.find("spec"); spec != object.end() && spec->is_object()) {
-    json s = json::object();
-    for (const char* k : {"serviceAccountName", "serviceAccount", "nodeName", "hostNetwork"})
-      copyIf(*spec, &s, k);
-    if (auto cs = spec->find("containers"); cs != spec->end()) {
-      if (!cs->is_array()) {
-        s["containers"] = *cs;  // let the parser name the error
-      } else {
-        json containers = json::array();
-        for (const auto& c : *cs) {
-          json kept = json::object();
-          if (c.is_object()) copyIf(c, &kept, "ports");
-          containers.push_back(c.is_object() ? kept : c);
-        }
-        s["containers"] = std::move(containers);
-      }
-    }
-    out["spec"] = std::move(s);
-  } else if (spec != object.end()) {
-    out["spec"] = *spec;
-  }
-  if (auto st = object.find("status"); st != object.end() && st->is_object()) {
-    json s = json::object();
-    for (const char* k : {"phase", "podIP", "podIPs"}) copyIf(*st, &s, k);
-    out["status"] = std::move(s);
-  } else if (st != object.end()) {
-    out["status"] = *st;
-  }
-  return out;
-}
-// JSON to the node a YAML reader would make of its text: strings are
-// quoted scalars ("!"), numbers, booleans and null plain ones ("?"), so the
-// parser's typing is the same as for a manifest file.
-YAML::Node toYaml(const json& j) {
-  switch (j.type()) {
-    case json::value_t::object: {
-      YAML::Node n(YAML::NodeType::Map);
-      for (const auto& [k, v] : j.items()) n[k] = toYaml(v);
-      return n;
-    }
-    case json::value_t::array: {
-      YAML::Node n(YAML::NodeType::Sequence);
-      for (const auto& v : j) n.push_back(toYaml(v));
-      return n;
-    }
-    case json::value_t::string: {
-      YAML::Node n(j.get_ref<const std::string&>());
-      n.SetTag("!");
-      return n;
-    }
-    case json::value_t::null:
-      return YAML::Node(YAML::NodeType::Null);
-    default: {
-      YAML::Node n(j.dump());  // numbers and booleans print as YAML reads them
-      n.SetTag("?");
-      return n;
-    }
-  }
-}
 }  // namespace
 
 std::vector<Resource> smikResources() {
@@ -170,7 +86,9 @@ void KubeCache::apply(Reflector::Event event, const std::string& key,
          {kind, stringField(meta, "namespace"), stringField(meta, "name")},
          "nested deeper than " + std::to_string(model::kMaxNestingDepth) + " levels"});
   } else {
-    parsed = model::parseNode(toYaml(forParse(object)), "kubernetes");
+    // Read as it is: the parser reads only its fields, and the decoder
+    // already left out most of the rest.
+    parsed = model::parseJson(object, "kubernetes");
   }
   Entry entry;
   if (!parsed.objects.empty()) {

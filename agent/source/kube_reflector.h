@@ -60,6 +60,12 @@ nlohmann::json parseApiJson(std::string_view text, std::string* why);
 // continue token, and every item with its key, kind and apiVersion filled
 // in from `resource` where the server left them out. nullopt (and *err)
 // when the page is not a list.
+//
+// Items keep only what smik reads of their kind (metadata's names, labels,
+// owners, uid and version; of a pod, its service account, node, host
+// network, container ports, phase and addresses; of a namespace, service
+// account or workload, its metadata): the text is read as a stream and the
+// rest is never built.
 struct ListPage {
   std::string resource_version;
   std::string next;  // continue token; empty on the last page
@@ -69,8 +75,9 @@ std::optional<ListPage> decodeListPage(std::string_view body, const Resource& re
                                        std::string* err);
 
 // One line of a watch stream: its type (ADDED, MODIFIED, DELETED,
-// BOOKMARK, ERROR) and object, normalised as a list item is. nullopt (and
-// *err) when the line is not an event.
+// BOOKMARK, ERROR) and object, normalised and trimmed as a list item is
+// (an ERROR's Status is kept whole). nullopt (and *err) when the line is
+// not an event.
 struct WatchEvent {
   std::string type;
   std::string key;
@@ -78,6 +85,16 @@ struct WatchEvent {
 };
 std::optional<WatchEvent> decodeWatchEvent(std::string_view line, const Resource& resource,
                                            std::string* err);
+
+// The same from the text parsed whole, nothing trimmed: what the decoders
+// above fall back to on anything out of the ordinary (invalid JSON, nesting
+// past the limits, an object of another kind than its collection's), so
+// that every error reads as it always did; and the reference they are
+// fuzzed against (tests/fuzz/kube_object_fuzz.cpp).
+std::optional<ListPage> decodeListPageWhole(std::string_view body, const Resource& resource,
+                                            std::string* err);
+std::optional<WatchEvent> decodeWatchEventWhole(std::string_view line, const Resource& resource,
+                                                std::string* err);
 
 struct ReflectorConfig {
   int page_size = 500;  // client-go's pager default
