@@ -67,13 +67,16 @@ void KubeCache::apply(Reflector::Event event, const std::string& key,
   const std::string api_version = stringField(object, "apiVersion");
   const std::string kind = stringField(object, "kind");
   const json& meta = objectField(object, "metadata");
-  const std::string id = api_version + " " + kind + " " + key;
+  const std::string collection = api_version + " " + kind;
   if (event == Reflector::Event::kDelete) {
     std::lock_guard lock(mu_);
-    auto it = entries_.find(id);
-    if (it != entries_.end()) {
+    auto c = entries_.find(collection);
+    if (c == entries_.end()) return;
+    auto it = c->second.find(key);
+    if (it != c->second.end()) {
       unindex(it->second);
-      entries_.erase(it);
+      c->second.erase(it);
+      if (c->second.empty()) entries_.erase(c);
       ++generation_;
     }
     return;
@@ -119,27 +122,28 @@ void KubeCache::apply(Reflector::Event event, const std::string& key,
     const InvolvedObject& in = entry.extra->involved;
     smi_index_[{in.kind, in.ns, in.name}] = in;
   }
-  entries_[id] = std::move(entry);
+  entries_[collection][key] = std::move(entry);
   ++generation_;
 }
 
 model::ClusterState KubeCache::state() const {
   std::lock_guard lock(mu_);
   model::ClusterState s;
-  for (const auto& [id, e] : entries_) {
+  forEachEntry([&](const Entry& e) {
     if (e.pod)
       s.addPod(e.pod);
     else if (e.object)
       s.add(*e.object);
-  }
+  });
   return s;
 }
 
 std::vector<model::ParseError> KubeCache::errors() const {
   std::lock_guard lock(mu_);
   std::vector<model::ParseError> out;
-  for (const auto& [id, e] : entries_)
+  forEachEntry([&](const Entry& e) {
     if (e.extra && e.extra->error) out.push_back(*e.extra->error);
+  });
   return out;
 }
 
@@ -152,8 +156,9 @@ void KubeCache::unindex(const Entry& e) {
 std::vector<std::pair<InvolvedObject, model::ParseError>> KubeCache::rejected() const {
   std::lock_guard lock(mu_);
   std::vector<std::pair<InvolvedObject, model::ParseError>> out;
-  for (const auto& [id, e] : entries_)
+  forEachEntry([&](const Entry& e) {
     if (e.extra && e.extra->error) out.emplace_back(e.extra->involved, *e.extra->error);
+  });
   return out;
 }
 
@@ -166,15 +171,11 @@ std::optional<InvolvedObject> KubeCache::find(const model::ObjectRef& ref) const
 
 void KubeCache::dropResource(const Resource& resource) {
   std::lock_guard lock(mu_);
-  const std::string prefix = resource.api_version + " " + resource.kind + " ";
-  auto it = entries_.lower_bound(prefix);
-  bool any = false;
-  while (it != entries_.end() && it->first.compare(0, prefix.size(), prefix) == 0) {
-    unindex(it->second);
-    it = entries_.erase(it);
-    any = true;
-  }
-  if (any) ++generation_;
+  auto c = entries_.find(resource.api_version + " " + resource.kind);
+  if (c == entries_.end()) return;
+  for (const auto& [key, e] : c->second) unindex(e);
+  entries_.erase(c);
+  ++generation_;
 }
 
 uint64_t KubeCache::generation() const {

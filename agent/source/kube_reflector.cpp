@@ -1,6 +1,7 @@
 #include "agent/source/kube_reflector.h"
 
 #include <algorithm>
+#include <charconv>
 #include <cstdlib>
 #include <set>
 
@@ -623,7 +624,7 @@ ReflectorStatus Reflector::status() const {
   return status_;
 }
 
-std::map<std::string, std::string> Reflector::snapshot() const {
+std::map<std::string, uint64_t> Reflector::snapshot() const {
   std::lock_guard lock(mu_);
   return store_;
 }
@@ -634,6 +635,18 @@ std::string Reflector::fingerprint(const json& object) {
   std::string rv = stringAt(object, "metadata", "resourceVersion");
   if (!rv.empty()) return rv;
   return "#" + std::to_string(std::hash<std::string>{}(object.dump()));
+}
+
+uint64_t Reflector::compactFingerprint(const json& object) {
+  // An API server's versions are etcd revisions: decimal numbers, kept
+  // exactly. Anything else by its hash, marked by the top bit.
+  const std::string fp = fingerprint(object);
+  uint64_t n = 0;
+  const auto [end, ec] = std::from_chars(fp.data(), fp.data() + fp.size(), n);
+  if (ec == std::errc() && end == fp.data() + fp.size() && !fp.empty() && fp[0] != '0' &&
+      n < (uint64_t(1) << 63))
+    return n;
+  return std::hash<std::string>{}(fp) | (uint64_t(1) << 63);
 }
 
 json Reflector::stubFor(const std::string& key) const {
@@ -651,8 +664,8 @@ Reflector::Failure Reflector::list() {
   // Pages are handed on as they arrive and only keys and versions are kept:
   // holding a 50k-pod list as JSON until its last page costs hundreds of MiB.
   // The store is replaced, and vanished objects deleted, once the list is whole.
-  std::map<std::string, std::string> next;
-  std::map<std::string, std::string> old;
+  std::map<std::string, uint64_t> next;
+  std::map<std::string, uint64_t> old;
   {
     std::lock_guard lock(mu_);
     old = store_;
@@ -687,10 +700,10 @@ Reflector::Failure Reflector::list() {
     list_rv = std::move(page->resource_version);
     cont = std::move(page->next);
     for (auto& [key, item] : page->items) {
-      std::string fp = fingerprint(item);
+      const uint64_t fp = compactFingerprint(item);
       auto was = old.find(key);
       if (was == old.end() || was->second != fp) on_event_(Event::kUpsert, key, item);
-      next[std::move(key)] = std::move(fp);
+      next[std::move(key)] = fp;
     }
   } while (!cont.empty());
   applyList(std::move(next), old, list_rv);
@@ -698,8 +711,8 @@ Reflector::Failure Reflector::list() {
   return {};
 }
 
-void Reflector::applyList(std::map<std::string, std::string> next,
-                          const std::map<std::string, std::string>& old, const std::string& rv) {
+void Reflector::applyList(std::map<std::string, uint64_t> next,
+                          const std::map<std::string, uint64_t>& old, const std::string& rv) {
   // Objects deleted while we were not watching have no DELETED event: the
   // diff against the old store is the only way to learn of them.
   for (const auto& [key, fp] : old)
@@ -814,7 +827,7 @@ bool Reflector::handleEvent(std::string_view line, Failure* out, bool* saw_event
 void Reflector::upsert(const std::string& key, json object) {
   {
     std::lock_guard lock(mu_);
-    store_[key] = fingerprint(object);
+    store_[key] = compactFingerprint(object);
   }
   on_event_(Event::kUpsert, key, object);
 }
