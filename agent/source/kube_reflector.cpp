@@ -323,6 +323,7 @@ class TrimmingReader {
       return true;
     }
     if (!object_done_ || !has_type_) return false;  // let the whole decode say what is missing
+    if (any_trim_ && type_ == "ERROR") return false;
     WatchEvent ev;
     ev.type = std::move(type_);
     ev.object = std::move(current_);
@@ -417,9 +418,10 @@ class TrimmingReader {
     if (root_key_ == "object") {
       if (is_array) return false;  // "event without object"
       // An ERROR's object is a Status, not one of the collection's: whole.
-      // So is an object whose type comes after it.
-      const bool trim = has_type_ && type_ != "ERROR";
-      return startObject(trim ? Keep::kObject : Keep::kAll);
+      // An object before its type (nlohmann prints keys sorted; API
+      // servers put the type first) is trimmed, and read again whole if
+      // the type then says ERROR.
+      return startObject(has_type_ && type_ == "ERROR" ? Keep::kAll : Keep::kObject);
     }
     ++skip_;
     return true;
@@ -430,6 +432,7 @@ class TrimmingReader {
     object_depth_ = depth_;
     // Trimmed by kind: it must be of the collection's kind (checked at its end).
     trimmed_ = keep == Keep::kObject && shape_ != Shape::kWhole;
+    any_trim_ = keep == Keep::kObject;
     frames_.push_back({&current_, keep, {}, std::nullopt});
     return true;
   }
@@ -487,6 +490,7 @@ class TrimmingReader {
   json current_;           // the object (or page metadata) being built
   int object_depth_ = 0;   // depth_ of that object, 0 when none is open
   bool trimmed_ = false;
+  bool any_trim_ = false;  // its metadata at least
   bool meta_open_ = false;
   bool in_items_ = false;
   bool items_seen_ = false;
