@@ -180,6 +180,11 @@ void Agent::reconcile(bool source_changed) {
     applyPlan(resolved_);
     next_usage_ = {};  // status shows the maps of what was just applied
   }
+  // A recompile and its apply free the previous state's, plan's and kernel
+  // view's many small objects: hand the heap back to the system so RSS
+  // follows the cluster's size. After the apply, not before: the apply
+  // frees as much again (the old kernel view, the desired state).
+  if (recompiled) malloc_trim(0);
   sampleMapUsage();
   refreshStatus();
 }
@@ -210,9 +215,6 @@ bool Agent::recompileIfNeeded(bool source_changed, bool net_changed) {
   source_->reportPlan(*plan_);
   store_.setTopology(state, *plan_);
   publish(std::move(state), node);
-  // A recompile frees the previous state's many small objects; hand the
-  // heap back to the system so RSS follows the cluster's size.
-  malloc_trim(0);
   return true;
 }
 

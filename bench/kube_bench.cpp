@@ -3,7 +3,8 @@
 // (wall time includes the fake server making its pages; CPU time is the
 // source's alone), what holding it costs in memory, and how fast one change
 // arrives through the watch.
-//   build/bench/smik_bench_kube [--quick]
+//   build/bench/smik_bench_kube [--quick] [--pods N] [--reps R]
+// --quick: one repetition per size; --pods: that size alone (A/B runs).
 #include <malloc.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -11,6 +12,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <string>
@@ -180,8 +182,15 @@ void run(int pods, int reps) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
-  for (int pods : quick ? std::vector<int>{1000, 10000} : std::vector<int>{1000, 10000, 50000})
-    run(pods, quick ? 1 : 3);
+  bool quick = false;
+  int only = 0, reps = 0;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--quick") == 0) quick = true;
+    if (std::strcmp(argv[i], "--pods") == 0 && i + 1 < argc) only = std::atoi(argv[++i]);
+    if (std::strcmp(argv[i], "--reps") == 0 && i + 1 < argc) reps = std::atoi(argv[++i]);
+  }
+  // 50k pods in the quick run too: the initial sync there is a goal.
+  for (int pods : only ? std::vector<int>{only} : std::vector<int>{1000, 10000, 50000})
+    run(pods, reps > 0 ? reps : quick ? 1 : 3);
   return 0;
 }

@@ -444,7 +444,8 @@ class Compiler {
       if (node_.host_traffic == HostTraffic::kAllow)
         pending.push_back({SMIK_ID_HOST, 0, "", kAllMethods, ""});
       // A grant whose L4 entry did not fit the policy map is no grant.
-      std::erase_if(pending, [&](const L7Pending& p) {
+      // (key by name: clang 14 cannot capture a structured binding.)
+      std::erase_if(pending, [&, key = key](const L7Pending& p) {
         if (p.src_id == SMIK_ID_HOST && node_.host_traffic == HostTraffic::kAllow) return false;
         return !plan_.policy.count(smik_policy_key{p.src_id, key.first, key.second,
                                                    static_cast<uint8_t>(Proto::kTcp), 0}) &&

@@ -25,6 +25,7 @@ struct ObjectMeta {
   // else the first), e.g. ReplicaSet foo-7b9c for a Deployment's pod.
   std::string owner_kind;
   std::string owner_name;
+  bool operator==(const ObjectMeta&) const = default;
 };
 
 // Names an object in errors and diagnostics: "TrafficTarget default/foo".
@@ -41,10 +42,12 @@ using ::smik::protoName;
 
 struct Namespace {
   ObjectMeta meta;
+  bool operator==(const Namespace&) const = default;
 };
 
 struct ServiceAccount {
   ObjectMeta meta;
+  bool operator==(const ServiceAccount&) const = default;
 };
 
 // spec.containers[].ports[]. SCTP ports are dropped on parse.
@@ -52,6 +55,7 @@ struct ContainerPort {
   std::string name;  // may be empty
   uint16_t port = 0;
   Proto proto = Proto::kTcp;
+  bool operator==(const ContainerPort&) const = default;
 };
 
 struct Pod {
@@ -62,6 +66,7 @@ struct Pod {
   std::string phase;
   bool host_network = false;
   std::vector<ContainerPort> container_ports;  // every container, in manifest order
+  bool operator==(const Pod&) const = default;
 };
 
 // spec.ports[]. SCTP ports are dropped on parse.
@@ -74,6 +79,7 @@ struct ServicePort {
   // Kubernetes defaulting; an all-digits string is a number.
   uint16_t target_port_number = 0;
   std::string target_port_name;
+  bool operator==(const ServicePort&) const = default;
 };
 
 struct Service {
@@ -87,6 +93,7 @@ struct Service {
   // for such Services; an empty selector selects nothing, not everything.
   bool has_selector = false;
   std::string type;  // spec.type; "ClusterIP" when absent
+  bool operator==(const Service&) const = default;
 };
 
 // discovery.k8s.io/v1 (and v1beta1, same shape for these fields).
@@ -101,14 +108,17 @@ struct EndpointSlice {
     // conditions.ready; absent/null = ready, per the Kubernetes API.
     bool ready = true;
     std::string target_pod;  // targetRef.name when targetRef.kind is Pod
+    bool operator==(const Endpoint&) const = default;
   };
   std::vector<Endpoint> endpoints;
   struct Port {
     std::string name;   // may be empty
     uint16_t port = 0;  // 0: absent, i.e. not restricted (Kubernetes: "all ports")
     Proto proto = Proto::kTcp;
+    bool operator==(const Port&) const = default;
   };
   std::vector<Port> ports;  // SCTP ports are dropped on parse
+  bool operator==(const EndpointSlice&) const = default;
 };
 
 struct TrafficSplitBackend {
@@ -120,6 +130,7 @@ struct TrafficSplitBackend {
   // the value in milli-units ("500m" -> 500, "1" -> 1000), so mixed suffixes
   // keep their ratio.
   int64_t weight = 0;
+  bool operator==(const TrafficSplitBackend&) const = default;
 };
 
 struct TrafficSplit {
@@ -138,8 +149,10 @@ struct TrafficSplit {
     std::string field;    // "spec.backends[1].service"
     std::string written;  // as the manifest has it
     std::string domain;
+    bool operator==(const QualifiedName&) const = default;
   };
   std::vector<QualifiedName> qualified;
+  bool operator==(const TrafficSplit&) const = default;
 };
 
 // A TrafficTarget destination or source. SMI defines kind ServiceAccount
@@ -155,12 +168,14 @@ struct Subject {
   std::string name;
   std::string ns;  // defaulted on parse: destination and sources to the TT's namespace; empty for Host
   bool isHost() const { return kind == kHostSubjectKind; }
+  bool operator==(const Subject&) const = default;
 };
 
 struct TrafficRule {
   std::string kind;  // HTTPRouteGroup | TCPRoute | UDPRoute
   std::string name;
   std::vector<std::string> matches;  // HTTPRouteGroup match names; empty = all
+  bool operator==(const TrafficRule&) const = default;
 };
 
 struct TrafficTarget {
@@ -172,6 +187,7 @@ struct TrafficTarget {
   // v1alpha1/v1alpha2 `destination.port`: narrows every rule to this one port.
   // Absent = every port the rules grant.
   std::optional<uint16_t> legacy_port;
+  bool operator==(const TrafficTarget&) const = default;
 };
 
 // TCPRoute / UDPRoute, normalised to specs v1alpha4. Routes older than
@@ -180,6 +196,7 @@ struct L4Route {
   ObjectMeta meta;
   Proto proto = Proto::kTcp;
   std::vector<uint16_t> ports;  // empty = all ports of `proto`
+  bool operator==(const L4Route&) const = default;
 };
 
 struct HttpMatch {
@@ -187,11 +204,13 @@ struct HttpMatch {
   std::string path_regex;
   std::vector<std::string> methods;
   std::vector<std::pair<std::string, std::string>> headers;
+  bool operator==(const HttpMatch&) const = default;
 };
 
 struct HttpRouteGroup {
   ObjectMeta meta;
   std::vector<HttpMatch> matches;
+  bool operator==(const HttpRouteGroup&) const = default;
 };
 
 // A workload controller (Deployment, ReplicaSet, DaemonSet, StatefulSet):
@@ -199,6 +218,7 @@ struct HttpRouteGroup {
 struct Workload {
   ObjectMeta meta;
   std::string kind;
+  bool operator==(const Workload&) const = default;
 };
 
 using Object = std::variant<Namespace, ServiceAccount, Pod, TrafficTarget, L4Route, HttpRouteGroup,

@@ -6,6 +6,8 @@
 #include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
+#include <nlohmann/json.hpp>
+
 #include <algorithm>
 #include <charconv>
 #include <climits>
@@ -96,17 +98,79 @@ ScalarType classifyPlainScalar(std::string_view s) {
 
 namespace {
 
+// One node of a document from either reader: yaml-cpp's tree (manifest
+// files) or nlohmann's (the Kubernetes API's JSON, read as it is rather
+// than converted to a YAML tree first, which cost more than the rest of the
+// parse). A JSON string is what YAML calls a quoted scalar; a number or a
+// boolean a plain one, spelled as nlohmann prints it: so a field means the
+// same to the parser whichever reader it came from.
+class Node {
+ public:
+  explicit Node(YAML::Node yaml) : yaml_(std::move(yaml)) {}
+  // nullptr: an absent JSON member.
+  explicit Node(const nlohmann::json* json) : json_(json), is_json_(true) {
+    if (json && (json->is_number() || json->is_boolean())) printed_ = json->dump();
+  }
+
+  bool IsDefined() const { return is_json_ ? json_ != nullptr : yaml_.IsDefined(); }
+  bool IsNull() const { return is_json_ ? json_ && json_->is_null() : yaml_.IsNull(); }
+  bool IsMap() const { return is_json_ ? json_ && json_->is_object() : yaml_.IsMap(); }
+  bool IsSequence() const { return is_json_ ? json_ && json_->is_array() : yaml_.IsSequence(); }
+  bool IsScalar() const {
+    return is_json_ ? json_ && (json_->is_string() || json_->is_number() || json_->is_boolean())
+                    : yaml_.IsScalar();
+  }
+  // "" for what is not a scalar, as yaml-cpp has it.
+  const std::string& Scalar() const {
+    static const std::string kNone;
+    if (!is_json_) return yaml_.Scalar();
+    if (json_ && json_->is_string()) return json_->get_ref<const std::string&>();
+    return json_ && !printed_.empty() ? printed_ : kNone;
+  }
+  // Unquoted: resolved by the YAML core schema (a JSON number or boolean).
+  bool IsPlain() const { return is_json_ ? !printed_.empty() : yaml_.Tag() == "?"; }
+  // Const lookup: never inserts. Undefined when absent (or not a map).
+  Node operator[](const std::string& key) const {
+    if (!is_json_) return Node(static_cast<const YAML::Node&>(yaml_)[key]);
+    if (!json_ || !json_->is_object()) return Node(static_cast<const nlohmann::json*>(nullptr));
+    const auto it = json_->find(key);
+    return Node(it == json_->end() ? nullptr : &*it);
+  }
+  size_t size() const { return is_json_ ? (json_ && json_->is_structured() ? json_->size() : 0) : yaml_.size(); }
+  Node operator[](size_t i) const {
+    return is_json_ ? Node(&(*json_)[i]) : Node(static_cast<const YAML::Node&>(yaml_)[i]);
+  }
+  // A map's entries in order; `key` is null when a YAML key is not a string.
+  template <class F>
+  void forEachEntry(F&& f) const {
+    if (is_json_) {
+      for (const auto& [k, v] : json_->items()) f(k, nullptr, Node(&v));
+      return;
+    }
+    for (const auto& kv : yaml_) f(kv.first.Scalar(), &kv.first, Node(kv.second));
+  }
+  // Line of a YAML node (0-based); -1 when it has none, as a JSON node.
+  int line() const { return is_json_ ? -1 : yaml_.Mark().line; }
+  bool isJson() const { return is_json_; }
+
+ private:
+  YAML::Node yaml_;
+  const nlohmann::json* json_ = nullptr;
+  bool is_json_ = false;
+  std::string printed_;  // a JSON number or boolean as text
+};
+
 // Plain (unquoted) scalars resolve as in the YAML 1.2 core schema, so `name: 1`
 // is a number and `name: "1"` a string, as the API server would see them.
-ScalarType classify(const YAML::Node& n) {
-  if (n.Tag() != "?") return ScalarType::kString;
+ScalarType classify(const Node& n) {
+  if (!n.IsPlain()) return ScalarType::kString;
   const std::string& s = n.Scalar();
   // Fast path: most scalars are names, which cannot start a number or boolean.
   if (s.empty() || !std::strchr("0123456789+-.tTfF", s[0])) return ScalarType::kString;
   return classifyPlainScalar(s);
 }
 
-std::string describe(const YAML::Node& n) {
+std::string describe(const Node& n) {
   if (!n.IsDefined() || n.IsNull()) return "null";
   if (n.IsMap()) return "a map";
   if (n.IsSequence()) return "a list";
@@ -118,10 +182,10 @@ std::string describe(const YAML::Node& n) {
 // A node with its path from the document root, so every error names its field.
 class Field {
  public:
-  Field(YAML::Node node, std::string path) : node_(std::move(node)), path_(std::move(path)) {}
+  Field(Node node, std::string path) : node_(std::move(node)), path_(std::move(path)) {}
 
   const std::string& path() const { return path_; }
-  const YAML::Node& node() const { return node_; }
+  const Node& node() const { return node_; }
   // An explicit null counts as absent, as it does for the API server.
   bool present() const { return node_.IsDefined() && !node_.IsNull(); }
 
@@ -138,7 +202,7 @@ class Field {
 
   Field operator[](const std::string& key) const {
     std::string p = path_.empty() ? key : path_ + "." + key;
-    if (!present()) return Field(YAML::Node(YAML::NodeType::Undefined), std::move(p));
+    if (!present()) return Field(undefinedLike(), std::move(p));
     expect(node_.IsMap(), "a map");
     return Field(node_[key], std::move(p));  // const lookup: never inserts
   }
@@ -156,11 +220,14 @@ class Field {
     std::vector<std::pair<std::string, Field>> out;
     if (!present()) return out;
     expect(node_.IsMap(), "a map");
-    for (const auto& kv : node_) {
-      const Field key(kv.first, path_ + " key");
-      key.expect(kv.first.IsScalar() && classify(kv.first) == ScalarType::kString, "a string");
-      out.emplace_back(kv.first.Scalar(), Field(kv.second, path_ + "." + kv.first.Scalar()));
-    }
+    node_.forEachEntry([&](const std::string& key, const YAML::Node* yaml_key, Node value) {
+      // JSON keys are strings; a YAML key may be anything.
+      if (yaml_key) {
+        const Field k(Node(*yaml_key), path_ + " key");
+        k.expect(k.node().IsScalar() && classify(k.node()) == ScalarType::kString, "a string");
+      }
+      out.emplace_back(key, Field(std::move(value), path_ + "." + key));
+    });
     return out;
   }
 
@@ -199,7 +266,13 @@ class Field {
   }
 
  private:
-  YAML::Node node_;
+  // An absent node from the same reader as this one.
+  Node undefinedLike() const {
+    return node_.isJson() ? Node(static_cast<const nlohmann::json*>(nullptr))
+                          : Node(YAML::Node(YAML::NodeType::Undefined));
+  }
+
+  Node node_;
   std::string path_;
 };
 
@@ -778,14 +851,14 @@ std::optional<Object> parseObject(const Field& doc, const std::string& api_versi
 
 // Best effort: names the object in errors found before or
 // while its metadata is validated.
-ObjectRef peekRef(const YAML::Node& doc) {
+ObjectRef peekRef(const Node& doc) {
   ObjectRef ref;
-  const auto scalar = [](const YAML::Node& n) {
+  const auto scalar = [](const Node& n) {
     return n.IsDefined() && n.IsScalar() ? n.Scalar() : std::string();
   };
   if (!doc.IsMap()) return ref;
   ref.kind = scalar(doc["kind"]);
-  const YAML::Node meta = doc["metadata"];
+  const Node meta = doc["metadata"];
   if (meta.IsDefined() && meta.IsMap()) {
     ref.name = scalar(meta["name"]);
     ref.ns = scalar(meta["namespace"]);
@@ -902,8 +975,7 @@ std::string shapeError(const std::string& text) {
   return "";
 }
 
-void parseDocument(const YAML::Node& node, bool in_list, const std::string& file,
-                   ParseResult& out) {
+void parseDocument(const Node& node, bool in_list, const std::string& file, ParseResult& out) {
   if (!node.IsDefined() || node.IsNull()) return;
   ObjectRef ref;
   try {
@@ -927,7 +999,7 @@ void parseDocument(const YAML::Node& node, bool in_list, const std::string& file
     std::string reason = e.reason;
     // Without a name the object can only be found by its position.
     if (ref.name.empty())
-      reason += " (document at line " + std::to_string(node.Mark().line + 1) + ")";
+      reason += " (document at line " + std::to_string(node.line() + 1) + ")";
     out.errors.push_back({file, ref, std::move(reason)});
   } catch (const std::exception& e) {
     out.errors.push_back({file, ref, std::string("internal error: ") + e.what()});
@@ -939,7 +1011,17 @@ void parseDocument(const YAML::Node& node, bool in_list, const std::string& file
 ParseResult parseNode(const YAML::Node& document, const std::string& file) {
   ParseResult out;
   try {
-    parseDocument(document, false, file, out);
+    parseDocument(Node(document), false, file, out);
+  } catch (const std::exception& e) {
+    out.errors.push_back({file, {}, std::string("cannot parse: ") + e.what()});
+  }
+  return out;
+}
+
+ParseResult parseJson(const nlohmann::json& document, const std::string& file) {
+  ParseResult out;
+  try {
+    parseDocument(Node(&document), false, file, out);
   } catch (const std::exception& e) {
     out.errors.push_back({file, {}, std::string("cannot parse: ") + e.what()});
   }
@@ -961,7 +1043,7 @@ ParseResult parseManifests(std::string_view text, const std::string& file) {
     return out;
   }
   try {
-    for (const YAML::Node& doc : YAML::LoadAll(copy)) parseDocument(doc, false, file, out);
+    for (const YAML::Node& doc : YAML::LoadAll(copy)) parseDocument(Node(doc), false, file, out);
   } catch (const YAML::Exception& e) {
     std::string reason = "YAML syntax error";
     if (!e.mark.is_null())

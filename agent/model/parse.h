@@ -48,15 +48,21 @@ ScalarType classifyPlainScalar(std::string_view s);
 
 }  // namespace smik::model
 
+#include <nlohmann/json_fwd.hpp>
+
 namespace YAML {
 class Node;
 }
 
 namespace smik::model {
 
-// One document already in memory (the Kubernetes source builds it from the
-// API's JSON without printing and re-reading text). Scalars must carry the
-// tags a YAML reader gives them: "!" for quoted strings, "?" for plain ones.
+// One document already in memory. Scalars must carry the tags a YAML
+// reader gives them: "!" for quoted strings, "?" for plain ones.
 ParseResult parseNode(const YAML::Node& document, const std::string& file);
+
+// One document as JSON (the Kubernetes source: what the API server sent),
+// read directly: the same meaning as the same object in a manifest file, a
+// JSON string being a quoted scalar and a number or boolean a plain one.
+ParseResult parseJson(const nlohmann::json& document, const std::string& file);
 
 }  // namespace smik::model

@@ -1,7 +1,6 @@
 #include "agent/source/kube_cache.h"
 
 #include <spdlog/spdlog.h>
-#include <yaml-cpp/yaml.h>
 
 namespace smik::kube {
 namespace {
@@ -41,89 +40,6 @@ bool nestedDeeperThan(const json& j, size_t limit) {
   return false;
 }
 
-void copyIf(const json& from, json* to, const char* key) {
-  auto it = from.find(key);
-  if (it != from.end()) (*to)[key] = *it;
-}
-
-// What the parser reads, and nothing else: real objects carry managedFields,
-// last-applied annotations, container specs and conditions worth several KiB
-// that would only slow the (YAML) parse. Pods are most of a cluster; they
-// keep exactly the fields parsePod() reads. Everything else loses only the
-// metadata no parser reads.
-json forParse(const json& object) {
-  if (!object.is_object()) return object;  // the parser names the error
-  json meta = json::object();
-  if (auto m = object.find("metadata"); m != object.end() && m->is_object()) {
-    for (const char* k : {"name", "namespace", "labels", "creationTimestamp", "ownerReferences",
-                          "uid", "resourceVersion"})
-      copyIf(*m, &meta, k);
-  }
-  if (stringField(object, "kind") != "Pod" || stringField(object, "apiVersion") != "v1") {
-    json out = object;
-    out["metadata"] = std::move(meta);
-    return out;
-  }
-  json out = {{"apiVersion", "v1"}, {"kind", "Pod"}, {"metadata", std::move(meta)}};
-  if (auto spec = object.find("spec"); spec != object.end() && spec->is_object()) {
-    json s = json::object();
-    for (const char* k : {"serviceAccountName", "serviceAccount", "nodeName", "hostNetwork"})
-      copyIf(*spec, &s, k);
-    if (auto cs = spec->find("containers"); cs != spec->end()) {
-      if (!cs->is_array()) {
-        s["containers"] = *cs;  // let the parser name the error
-      } else {
-        json containers = json::array();
-        for (const auto& c : *cs) {
-          json kept = json::object();
-          if (c.is_object()) copyIf(c, &kept, "ports");
-          containers.push_back(c.is_object() ? kept : c);
-        }
-        s["containers"] = std::move(containers);
-      }
-    }
-    out["spec"] = std::move(s);
-  } else if (spec != object.end()) {
-    out["spec"] = *spec;
-  }
-  if (auto st = object.find("status"); st != object.end() && st->is_object()) {
-    json s = json::object();
-    for (const char* k : {"phase", "podIP", "podIPs"}) copyIf(*st, &s, k);
-    out["status"] = std::move(s);
-  } else if (st != object.end()) {
-    out["status"] = *st;
-  }
-  return out;
-}
-// JSON to the node a YAML reader would make of its text: strings are
-// quoted scalars ("!"), numbers, booleans and null plain ones ("?"), so the
-// parser's typing is the same as for a manifest file.
-YAML::Node toYaml(const json& j) {
-  switch (j.type()) {
-    case json::value_t::object: {
-      YAML::Node n(YAML::NodeType::Map);
-      for (const auto& [k, v] : j.items()) n[k] = toYaml(v);
-      return n;
-    }
-    case json::value_t::array: {
-      YAML::Node n(YAML::NodeType::Sequence);
-      for (const auto& v : j) n.push_back(toYaml(v));
-      return n;
-    }
-    case json::value_t::string: {
-      YAML::Node n(j.get_ref<const std::string&>());
-      n.SetTag("!");
-      return n;
-    }
-    case json::value_t::null:
-      return YAML::Node(YAML::NodeType::Null);
-    default: {
-      YAML::Node n(j.dump());  // numbers and booleans print as YAML reads them
-      n.SetTag("?");
-      return n;
-    }
-  }
-}
 }  // namespace
 
 std::vector<Resource> smikResources() {
@@ -151,13 +67,16 @@ void KubeCache::apply(Reflector::Event event, const std::string& key,
   const std::string api_version = stringField(object, "apiVersion");
   const std::string kind = stringField(object, "kind");
   const json& meta = objectField(object, "metadata");
-  const std::string id = api_version + " " + kind + " " + key;
+  const std::string collection = api_version + " " + kind;
   if (event == Reflector::Event::kDelete) {
     std::lock_guard lock(mu_);
-    auto it = entries_.find(id);
-    if (it != entries_.end()) {
+    auto c = entries_.find(collection);
+    if (c == entries_.end()) return;
+    auto it = c->second.find(key);
+    if (it != c->second.end()) {
       unindex(it->second);
-      entries_.erase(it);
+      c->second.erase(it);
+      if (c->second.empty()) entries_.erase(c);
       ++generation_;
     }
     return;
@@ -170,7 +89,9 @@ void KubeCache::apply(Reflector::Event event, const std::string& key,
          {kind, stringField(meta, "namespace"), stringField(meta, "name")},
          "nested deeper than " + std::to_string(model::kMaxNestingDepth) + " levels"});
   } else {
-    parsed = model::parseNode(toYaml(forParse(object)), "kubernetes");
+    // Read as it is: the parser reads only its fields, and the decoder
+    // already left out most of the rest.
+    parsed = model::parseJson(object, "kubernetes");
   }
   Entry entry;
   if (!parsed.objects.empty()) {
@@ -201,27 +122,28 @@ void KubeCache::apply(Reflector::Event event, const std::string& key,
     const InvolvedObject& in = entry.extra->involved;
     smi_index_[{in.kind, in.ns, in.name}] = in;
   }
-  entries_[id] = std::move(entry);
+  entries_[collection][key] = std::move(entry);
   ++generation_;
 }
 
 model::ClusterState KubeCache::state() const {
   std::lock_guard lock(mu_);
   model::ClusterState s;
-  for (const auto& [id, e] : entries_) {
+  forEachEntry([&](const Entry& e) {
     if (e.pod)
       s.addPod(e.pod);
     else if (e.object)
       s.add(*e.object);
-  }
+  });
   return s;
 }
 
 std::vector<model::ParseError> KubeCache::errors() const {
   std::lock_guard lock(mu_);
   std::vector<model::ParseError> out;
-  for (const auto& [id, e] : entries_)
+  forEachEntry([&](const Entry& e) {
     if (e.extra && e.extra->error) out.push_back(*e.extra->error);
+  });
   return out;
 }
 
@@ -234,8 +156,9 @@ void KubeCache::unindex(const Entry& e) {
 std::vector<std::pair<InvolvedObject, model::ParseError>> KubeCache::rejected() const {
   std::lock_guard lock(mu_);
   std::vector<std::pair<InvolvedObject, model::ParseError>> out;
-  for (const auto& [id, e] : entries_)
+  forEachEntry([&](const Entry& e) {
     if (e.extra && e.extra->error) out.emplace_back(e.extra->involved, *e.extra->error);
+  });
   return out;
 }
 
@@ -248,15 +171,11 @@ std::optional<InvolvedObject> KubeCache::find(const model::ObjectRef& ref) const
 
 void KubeCache::dropResource(const Resource& resource) {
   std::lock_guard lock(mu_);
-  const std::string prefix = resource.api_version + " " + resource.kind + " ";
-  auto it = entries_.lower_bound(prefix);
-  bool any = false;
-  while (it != entries_.end() && it->first.compare(0, prefix.size(), prefix) == 0) {
-    unindex(it->second);
-    it = entries_.erase(it);
-    any = true;
-  }
-  if (any) ++generation_;
+  auto c = entries_.find(resource.api_version + " " + resource.kind);
+  if (c == entries_.end()) return;
+  for (const auto& [key, e] : c->second) unindex(e);
+  entries_.erase(c);
+  ++generation_;
 }
 
 uint64_t KubeCache::generation() const {

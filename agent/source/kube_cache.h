@@ -63,7 +63,14 @@ class KubeCache {
   };
   mutable std::mutex mu_;
   void unindex(const Entry& e);  // mu_ held
-  std::map<std::string, Entry> entries_;  // "apiVersion Kind ns/name"
+  // "apiVersion Kind" -> "ns/name" -> entry. Not one map by "apiVersion
+  // Kind ns/name": a key that long is a heap string, 48 bytes a pod more.
+  std::map<std::string, std::map<std::string, Entry>> entries_;
+  template <class F>
+  void forEachEntry(F&& f) const {  // mu_ held
+    for (const auto& [collection, objects] : entries_)
+      for (const auto& [key, e] : objects) f(e);
+  }
   std::map<model::ObjectRef, InvolvedObject> smi_index_;  // SMI, Services, rejected objects
   uint64_t generation_ = 0;
   uint64_t rejected_total_ = 0;

@@ -1,7 +1,11 @@
 #include "agent/source/kube_reflector.h"
 
 #include <algorithm>
+#include <charconv>
 #include <cstdlib>
+#include <set>
+
+#include "agent/model/parse.h"
 
 namespace smik::kube {
 namespace {
@@ -115,7 +119,7 @@ json parseApiJson(std::string_view text, std::string* why) {
   return j;
 }
 
-std::optional<ListPage> decodeListPage(std::string_view body, const Resource& resource,
+std::optional<ListPage> decodeListPageWhole(std::string_view body, const Resource& resource,
                                        std::string* err) {
   std::string why = "is not a JSON object";
   json doc = parseApiJson(body, &why);
@@ -142,7 +146,7 @@ std::optional<ListPage> decodeListPage(std::string_view body, const Resource& re
   return page;
 }
 
-std::optional<WatchEvent> decodeWatchEvent(std::string_view line, const Resource& resource,
+std::optional<WatchEvent> decodeWatchEventWhole(std::string_view line, const Resource& resource,
                                            std::string* err) {
   std::string why = "is not a JSON object";
   json ev = parseApiJson(line, &why);
@@ -163,6 +167,362 @@ std::optional<WatchEvent> decodeWatchEvent(std::string_view line, const Resource
   if (out.type != "ERROR") normalise(&out.object, resource);
   out.key = Reflector::keyOf(out.object);
   return out;
+}
+
+namespace {
+
+// What is kept of an object, by where in it a value sits. A value under a
+// dropped key is read past and never built: a real pod is ~2.5 KiB of JSON
+// (managedFields, container specs, conditions) of which the parser reads a
+// few fields, and building all of it as a DOM cost more than parsing.
+enum class Keep {
+  kAll,           // everything below
+  kObject,        // one object of the collection: by kind (see childOf)
+  kMetadata,      // the fields some parser or an Event reads
+  kPodSpec,       // what parsePod reads of spec
+  kPodContainers, // each container's ports
+  kContainer,
+  kPodStatus,
+};
+
+// What the collection's parser reads of its objects' top level.
+enum class Shape {
+  kPod,           // metadata, and a few fields of spec and status
+  kMetadataOnly,  // namespaces, service accounts, workloads: names and owners
+  kWhole,         // SMI kinds, Services, EndpointSlices: all but metadata
+};
+
+Shape shapeOf(const Resource& r) {
+  if (r.api_version == "v1" && r.kind == "Pod") return Shape::kPod;
+  if ((r.api_version == "v1" && (r.kind == "Namespace" || r.kind == "ServiceAccount")) ||
+      (r.api_version == "apps/v1" &&
+       (r.kind == "Deployment" || r.kind == "ReplicaSet" || r.kind == "DaemonSet" ||
+        r.kind == "StatefulSet")))
+    return Shape::kMetadataOnly;
+  return Shape::kWhole;
+}
+
+bool isOneOf(const std::string& key, std::initializer_list<const char*> keys) {
+  for (const char* k : keys)
+    if (key == k) return true;
+  return false;
+}
+
+// The rule for `key` under a value kept by `parent`; nullopt: dropped.
+std::optional<Keep> childOf(Keep parent, Shape shape, const std::string& key) {
+  switch (parent) {
+    case Keep::kAll:
+      return Keep::kAll;
+    case Keep::kObject:
+      if (key == "metadata") return Keep::kMetadata;
+      if (key == "apiVersion" || key == "kind" || shape == Shape::kWhole) return Keep::kAll;
+      if (shape == Shape::kPod && key == "spec") return Keep::kPodSpec;
+      if (shape == Shape::kPod && key == "status") return Keep::kPodStatus;
+      return std::nullopt;
+    case Keep::kMetadata:
+      // uid and resourceVersion: Events name the object by them, and the
+      // version is what the reflector tells changes by.
+      if (isOneOf(key, {"name", "namespace", "labels", "creationTimestamp", "ownerReferences",
+                        "uid", "resourceVersion"}))
+        return Keep::kAll;
+      return std::nullopt;
+    case Keep::kPodSpec:
+      if (isOneOf(key, {"serviceAccountName", "serviceAccount", "nodeName", "hostNetwork"}))
+        return Keep::kAll;
+      if (key == "containers") return Keep::kPodContainers;
+      return std::nullopt;
+    case Keep::kPodContainers:
+      return Keep::kContainer;  // an array's elements
+    case Keep::kContainer:
+      if (key == "ports") return Keep::kAll;
+      return std::nullopt;
+    case Keep::kPodStatus:
+      if (isOneOf(key, {"phase", "podIP", "podIPs"})) return Keep::kAll;
+      return std::nullopt;
+  }
+  return std::nullopt;
+}
+
+// A rule is for one shape of value; any other shape is kept whole, for the
+// parser to name what is wrong with it.
+Keep forShape(Keep rule, bool is_array) {
+  const bool wants_array = rule == Keep::kPodContainers;
+  return rule == Keep::kAll || is_array == wants_array ? rule : Keep::kAll;
+}
+
+// nlohmann's SAX events to a list page's items or a watch event's object,
+// each built with only what is kept. It gives up (false, and the caller
+// decodes the text whole) on anything out of the ordinary, so that its
+// result is always what the whole decode would give: invalid JSON, nesting
+// past the limits, a duplicated top-level key, an item that is not an
+// object, or an object that names a kind other than its collection's.
+class TrimmingReader {
+ public:
+  enum class Mode { kListPage, kWatchEvent };
+  using number_integer_t = json::number_integer_t;
+  using number_unsigned_t = json::number_unsigned_t;
+  using number_float_t = json::number_float_t;
+  using string_t = json::string_t;
+  using binary_t = json::binary_t;
+
+  TrimmingReader(Mode mode, const Resource& resource)
+      : mode_(mode), resource_(resource), shape_(shapeOf(resource)) {}
+
+  std::optional<ListPage> page;     // kListPage, when read
+  std::optional<WatchEvent> event;  // kWatchEvent, when read
+
+  bool null() { return value(json(nullptr)); }
+  bool boolean(bool v) { return value(json(v)); }
+  bool number_integer(number_integer_t v) { return value(json(v)); }
+  bool number_unsigned(number_unsigned_t v) { return value(json(v)); }
+  bool number_float(number_float_t v, const string_t&) { return value(json(v)); }
+  bool string(string_t& v) {
+    if (depth_ == 1 && skip_ == 0 && mode_ == Mode::kWatchEvent && root_key_ == "type") {
+      type_ = std::move(v);
+      has_type_ = true;
+      return true;
+    }
+    return value(json(std::move(v)));
+  }
+  bool binary(binary_t&) { return false; }  // not in JSON text
+  bool start_object(std::size_t) { return open(false); }
+  bool start_array(std::size_t) { return open(true); }
+  bool end_object() { return close(); }
+  bool end_array() { return close(); }
+  bool key(string_t& k) {
+    if (skip_ > 0) return true;
+    if (depth_ == 1) {
+      // A top-level key twice: the whole decode keeps the last, this one
+      // would have used both.
+      if (!seen_.insert(k).second && (k == "items" || k == "metadata" || k == "type" || k == "object"))
+        return false;
+      root_key_ = std::move(k);
+      return true;
+    }
+    Frame& f = frames_.back();
+    f.child = childOf(f.keep, shape_, k);
+    f.key = std::move(k);
+    return true;
+  }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) {
+    return false;
+  }
+
+  // After a complete read: what the whole decode would give.
+  bool finish() {
+    if (mode_ == Mode::kListPage) {
+      if (!items_seen_) {
+        // No items array: an empty page, as the whole decode reads it.
+        if (seen_.count("items")) return false;  // items of another type
+      }
+      ListPage p;
+      p.resource_version = stringAt(root_meta_, "metadata", "resourceVersion");
+      p.next = stringAt(root_meta_, "metadata", "continue");
+      p.items = std::move(items_);
+      page = std::move(p);
+      return true;
+    }
+    if (!object_done_ || !has_type_) return false;  // let the whole decode say what is missing
+    if (any_trim_ && type_ == "ERROR") return false;
+    WatchEvent ev;
+    ev.type = std::move(type_);
+    ev.object = std::move(current_);
+    if (ev.type != "ERROR") normalise(&ev.object, resource_);
+    ev.key = Reflector::keyOf(ev.object);
+    event = std::move(ev);
+    return true;
+  }
+
+ private:
+  struct Frame {
+    json* value;
+    Keep keep;
+    std::string key;            // an object's key being read
+    std::optional<Keep> child;  // what is kept of that key's value
+  };
+
+  // Where a new value goes: the frame on top, under its current key.
+  // nullptr: dropped.
+  json* slot() {
+    Frame& f = frames_.back();
+    if (f.value->is_array()) {
+      f.value->push_back(json());
+      return &f.value->back();
+    }
+    if (!f.child) return nullptr;
+    return &(*f.value)[f.key];
+  }
+
+  bool value(json&& v) {
+    if (skip_ > 0) return true;
+    if (depth_ == 0) return false;  // a bare scalar: not an object
+    if (depth_ == 1) {
+      if (mode_ == Mode::kWatchEvent && root_key_ == "type") return false;  // not a string
+      return true;  // other top-level scalars are not read
+    }
+    if (frames_.empty()) return false;  // a list item that is not an object
+    if (json* s = slot()) *s = std::move(v);
+    return true;
+  }
+
+  bool open(bool is_array) {
+    ++depth_;
+    if (depth_ > static_cast<int>(kMaxApiJsonDepth)) return false;
+    if (object_depth_ > 0 && depth_ - object_depth_ + 1 > static_cast<int>(model::kMaxNestingDepth))
+      return false;  // the cache names it, from the whole decode
+    if (skip_ > 0) {
+      ++skip_;
+      return true;
+    }
+    if (depth_ == 1) return !is_array;  // the page or event: an object
+    if (depth_ == 2) return openTopLevel(is_array);
+    if (depth_ == 3 && in_items_) {
+      if (is_array) return false;  // "a list item is not a JSON object"
+      return startObject(Keep::kObject);
+    }
+    if (frames_.empty()) {
+      ++skip_;  // under a top-level key that is not read
+      return true;
+    }
+    Frame& parent = frames_.back();
+    const std::optional<Keep> rule =
+        parent.value->is_array() ? std::optional<Keep>(childOf(parent.keep, shape_, "")) : parent.child;
+    json* s = slot();
+    if (!s || !rule) {
+      ++skip_;
+      return true;
+    }
+    *s = is_array ? json::array() : json::object();
+    frames_.push_back({s, forShape(*rule, is_array), {}, std::nullopt});
+    return true;
+  }
+
+  bool openTopLevel(bool is_array) {
+    if (mode_ == Mode::kListPage) {
+      if (root_key_ == "items") {
+        if (!is_array) return false;
+        in_items_ = true;
+        items_seen_ = true;
+        return true;
+      }
+      if (root_key_ == "metadata") {
+        root_meta_ = json::object();
+        current_ = is_array ? json::array() : json::object();
+        frames_.push_back({&current_, Keep::kAll, {}, std::nullopt});
+        meta_open_ = true;
+        return true;
+      }
+      ++skip_;
+      return true;
+    }
+    if (root_key_ == "object") {
+      if (is_array) return false;  // "event without object"
+      // An ERROR's object is a Status, not one of the collection's: whole.
+      // An object before its type (nlohmann prints keys sorted; API
+      // servers put the type first) is trimmed, and read again whole if
+      // the type then says ERROR.
+      return startObject(has_type_ && type_ == "ERROR" ? Keep::kAll : Keep::kObject);
+    }
+    ++skip_;
+    return true;
+  }
+
+  bool startObject(Keep keep) {
+    current_ = json::object();
+    object_depth_ = depth_;
+    // Trimmed by kind: it must be of the collection's kind (checked at its end).
+    trimmed_ = keep == Keep::kObject && shape_ != Shape::kWhole;
+    any_trim_ = keep == Keep::kObject;
+    frames_.push_back({&current_, keep, {}, std::nullopt});
+    return true;
+  }
+
+  bool close() {
+    --depth_;
+    if (skip_ > 0) {
+      --skip_;
+      return true;
+    }
+    if (depth_ == 0) return true;
+    if (depth_ == 1 && in_items_ && mode_ == Mode::kListPage && frames_.empty()) {
+      in_items_ = false;  // the items array
+      return true;
+    }
+    if (frames_.empty()) return false;
+    frames_.pop_back();
+    if (!frames_.empty()) return true;
+    if (meta_open_) {
+      meta_open_ = false;
+      root_meta_["metadata"] = std::move(current_);
+      return true;
+    }
+    object_depth_ = 0;
+    if (trimmed_ && namesOtherKind(current_)) return false;
+    if (mode_ == Mode::kWatchEvent) {
+      object_done_ = true;
+      return true;
+    }
+    normalise(&current_, resource_);
+    std::string key = Reflector::keyOf(current_);
+    items_.emplace_back(std::move(key), std::move(current_));
+    current_ = json();
+    return true;
+  }
+
+  // Trimmed for its collection's kind, but it says it is another: what the
+  // parser reads of that kind may have been dropped.
+  bool namesOtherKind(const json& object) const {
+    const auto other = [&](const char* field, const std::string& want) {
+      const auto it = object.find(field);
+      return it != object.end() && *it != "" && *it != want;
+    };
+    return other("kind", resource_.kind) || other("apiVersion", resource_.api_version);
+  }
+
+  const Mode mode_;
+  const Resource& resource_;
+  const Shape shape_;
+  int depth_ = 0;  // open objects and arrays
+  int skip_ = 0;   // how deep inside a value that is dropped
+  std::set<std::string> seen_;  // top-level keys
+  std::string root_key_;
+  std::vector<Frame> frames_;
+  json current_;           // the object (or page metadata) being built
+  int object_depth_ = 0;   // depth_ of that object, 0 when none is open
+  bool trimmed_ = false;
+  bool any_trim_ = false;  // its metadata at least
+  bool meta_open_ = false;
+  bool in_items_ = false;
+  bool items_seen_ = false;
+  json root_meta_ = json::object();
+  std::vector<std::pair<std::string, json>> items_;
+  std::string type_;
+  bool has_type_ = false;
+  bool object_done_ = false;
+};
+
+template <class T>
+std::optional<T> readTrimmed(std::string_view text, TrimmingReader::Mode mode,
+                             const Resource& resource, std::optional<T> TrimmingReader::*result) {
+  TrimmingReader reader(mode, resource);
+  if (!json::sax_parse(text.begin(), text.end(), &reader) || !reader.finish()) return std::nullopt;
+  return std::move(reader.*result);
+}
+
+}  // namespace
+
+std::optional<ListPage> decodeListPage(std::string_view body, const Resource& resource,
+                                       std::string* err) {
+  if (auto page = readTrimmed(body, TrimmingReader::Mode::kListPage, resource, &TrimmingReader::page))
+    return page;
+  return decodeListPageWhole(body, resource, err);
+}
+
+std::optional<WatchEvent> decodeWatchEvent(std::string_view line, const Resource& resource,
+                                           std::string* err) {
+  if (auto ev = readTrimmed(line, TrimmingReader::Mode::kWatchEvent, resource, &TrimmingReader::event))
+    return ev;
+  return decodeWatchEventWhole(line, resource, err);
 }
 
 std::string Resource::path() const {
@@ -268,7 +628,7 @@ ReflectorStatus Reflector::status() const {
   return status_;
 }
 
-std::map<std::string, std::string> Reflector::snapshot() const {
+std::map<std::string, uint64_t> Reflector::snapshot() const {
   std::lock_guard lock(mu_);
   return store_;
 }
@@ -279,6 +639,18 @@ std::string Reflector::fingerprint(const json& object) {
   std::string rv = stringAt(object, "metadata", "resourceVersion");
   if (!rv.empty()) return rv;
   return "#" + std::to_string(std::hash<std::string>{}(object.dump()));
+}
+
+uint64_t Reflector::compactFingerprint(const json& object) {
+  // An API server's versions are etcd revisions: decimal numbers, kept
+  // exactly. Anything else by its hash, marked by the top bit.
+  const std::string fp = fingerprint(object);
+  uint64_t n = 0;
+  const auto [end, ec] = std::from_chars(fp.data(), fp.data() + fp.size(), n);
+  if (ec == std::errc() && end == fp.data() + fp.size() && !fp.empty() && fp[0] != '0' &&
+      n < (uint64_t(1) << 63))
+    return n;
+  return std::hash<std::string>{}(fp) | (uint64_t(1) << 63);
 }
 
 json Reflector::stubFor(const std::string& key) const {
@@ -296,8 +668,8 @@ Reflector::Failure Reflector::list() {
   // Pages are handed on as they arrive and only keys and versions are kept:
   // holding a 50k-pod list as JSON until its last page costs hundreds of MiB.
   // The store is replaced, and vanished objects deleted, once the list is whole.
-  std::map<std::string, std::string> next;
-  std::map<std::string, std::string> old;
+  std::map<std::string, uint64_t> next;
+  std::map<std::string, uint64_t> old;
   {
     std::lock_guard lock(mu_);
     old = store_;
@@ -332,10 +704,10 @@ Reflector::Failure Reflector::list() {
     list_rv = std::move(page->resource_version);
     cont = std::move(page->next);
     for (auto& [key, item] : page->items) {
-      std::string fp = fingerprint(item);
+      const uint64_t fp = compactFingerprint(item);
       auto was = old.find(key);
       if (was == old.end() || was->second != fp) on_event_(Event::kUpsert, key, item);
-      next[std::move(key)] = std::move(fp);
+      next[std::move(key)] = fp;
     }
   } while (!cont.empty());
   applyList(std::move(next), old, list_rv);
@@ -343,8 +715,8 @@ Reflector::Failure Reflector::list() {
   return {};
 }
 
-void Reflector::applyList(std::map<std::string, std::string> next,
-                          const std::map<std::string, std::string>& old, const std::string& rv) {
+void Reflector::applyList(std::map<std::string, uint64_t> next,
+                          const std::map<std::string, uint64_t>& old, const std::string& rv) {
   // Objects deleted while we were not watching have no DELETED event: the
   // diff against the old store is the only way to learn of them.
   for (const auto& [key, fp] : old)
@@ -459,7 +831,7 @@ bool Reflector::handleEvent(std::string_view line, Failure* out, bool* saw_event
 void Reflector::upsert(const std::string& key, json object) {
   {
     std::lock_guard lock(mu_);
-    store_[key] = fingerprint(object);
+    store_[key] = compactFingerprint(object);
   }
   on_event_(Event::kUpsert, key, object);
 }

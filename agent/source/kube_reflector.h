@@ -60,6 +60,12 @@ nlohmann::json parseApiJson(std::string_view text, std::string* why);
 // continue token, and every item with its key, kind and apiVersion filled
 // in from `resource` where the server left them out. nullopt (and *err)
 // when the page is not a list.
+//
+// Items keep only what smik reads of their kind (metadata's names, labels,
+// owners, uid and version; of a pod, its service account, node, host
+// network, container ports, phase and addresses; of a namespace, service
+// account or workload, its metadata): the text is read as a stream and the
+// rest is never built.
 struct ListPage {
   std::string resource_version;
   std::string next;  // continue token; empty on the last page
@@ -69,8 +75,9 @@ std::optional<ListPage> decodeListPage(std::string_view body, const Resource& re
                                        std::string* err);
 
 // One line of a watch stream: its type (ADDED, MODIFIED, DELETED,
-// BOOKMARK, ERROR) and object, normalised as a list item is. nullopt (and
-// *err) when the line is not an event.
+// BOOKMARK, ERROR) and object, normalised and trimmed as a list item is
+// (an ERROR's Status is kept whole). nullopt (and *err) when the line is
+// not an event.
 struct WatchEvent {
   std::string type;
   std::string key;
@@ -78,6 +85,16 @@ struct WatchEvent {
 };
 std::optional<WatchEvent> decodeWatchEvent(std::string_view line, const Resource& resource,
                                            std::string* err);
+
+// The same from the text parsed whole, nothing trimmed: what the decoders
+// above fall back to on anything out of the ordinary (invalid JSON, nesting
+// past the limits, an object of another kind than its collection's), so
+// that every error reads as it always did; and the reference they are
+// fuzzed against (tests/fuzz/kube_object_fuzz.cpp).
+std::optional<ListPage> decodeListPageWhole(std::string_view body, const Resource& resource,
+                                            std::string* err);
+std::optional<WatchEvent> decodeWatchEventWhole(std::string_view line, const Resource& resource,
+                                                std::string* err);
 
 struct ReflectorConfig {
   int page_size = 500;  // client-go's pager default
@@ -138,14 +155,17 @@ class Reflector {
   void stop();
 
   ReflectorStatus status() const;
-  // The current objects' keys, each with its resourceVersion. Only that is
-  // kept: the objects themselves go to OnEvent (at 50k pods, full objects
-  // would cost the agent hundreds of MiB).
-  std::map<std::string, std::string> snapshot() const;
+  // The current objects' keys, each with its compactFingerprint(). Only
+  // that is kept: the objects themselves go to OnEvent (at 50k pods, full
+  // objects would cost the agent hundreds of MiB).
+  std::map<std::string, uint64_t> snapshot() const;
   const Resource& resource() const { return resource_; }
 
   static std::string keyOf(const nlohmann::json& object);
   static std::string fingerprint(const nlohmann::json& object);
+  // fingerprint() in 8 bytes: a numeric resourceVersion (every API server's)
+  // exactly, anything else hashed. A string per object cost 32 more bytes.
+  static uint64_t compactFingerprint(const nlohmann::json& object);
 
  private:
   enum class Outcome { kOk, kRelist, kFailed, kNotServed, kStopped };
@@ -160,8 +180,8 @@ class Reflector {
   Failure classify(const HttpResponse& r, const char* what);
   // One watch event; sets *out to stop reading the stream.
   bool handleEvent(std::string_view line, Failure* out, bool* saw_event);
-  void applyList(std::map<std::string, std::string> next,
-                 const std::map<std::string, std::string>& old, const std::string& rv);
+  void applyList(std::map<std::string, uint64_t> next, const std::map<std::string, uint64_t>& old,
+                 const std::string& rv);
   void upsert(const std::string& key, nlohmann::json object);
   void remove(const std::string& key, const nlohmann::json& last);
   // What a delete found by relisting reports: kind, apiVersion and name.
@@ -183,7 +203,7 @@ class Reflector {
   mutable std::mutex mu_;
   std::condition_variable stop_cv_;
   bool stopping_ = false;
-  std::map<std::string, std::string> store_;  // key -> fingerprint
+  std::map<std::string, uint64_t> store_;  // key -> compactFingerprint
   ReflectorStatus status_;
 
   // run()'s thread only.

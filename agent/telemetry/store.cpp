@@ -1,5 +1,7 @@
 #include "agent/telemetry/store.h"
 
+#include <algorithm>
+
 #include "agent/compile/compile.h"
 
 #include <cstring>
@@ -45,19 +47,44 @@ void Store::setTopology(std::shared_ptr<const model::ClusterState> shared, const
     for (const auto& g : t.groups)
       for (const auto& e : g.endpoints) r.group_of[{e.addr, e.port}] = g.service;
   }
-  pod_by_ip_.clear();
   state_ = std::move(shared);
   namespaces_.clear();
   for (const auto& [name, ns] : state.namespaces) namespaces_[name] = name;
+  std::vector<std::pair<Addr, const std::string*>> by_ip;
+  by_ip.reserve(state.pods.size());
   for (const auto& [key, pod_ptr] : state.pods) {
     const auto& pod = *pod_ptr;
     namespaces_[pod.meta.ns] = pod.meta.ns;
     if (pod.host_network) continue;  // the node's address is nobody's pod
     for (const auto& ip : pod.ips) {
       Addr a;
-      if (parseAddr(ip, &a)) pod_by_ip_[a] = key;
+      if (parseAddr(ip, &a)) by_ip.emplace_back(a, &key);  // state_ holds the key
     }
   }
+  pod_by_ip_.assign(std::move(by_ip));
+}
+
+void Store::PodsByIp::assign(std::vector<std::pair<Addr, const std::string*>> entries) {
+  // Of pods that share an address the last in key order names it.
+  std::stable_sort(entries.begin(), entries.end(),
+                   [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::vector<std::pair<Addr, const std::string*>> unique;
+  unique.reserve(entries.size());
+  for (auto& e : entries) {
+    if (!unique.empty() && unique.back().first == e.first)
+      unique.back() = e;
+    else
+      unique.push_back(e);
+  }
+  unique.shrink_to_fit();
+  entries_ = std::move(unique);
+}
+
+const std::string& Store::PodsByIp::find(const Addr& a) const {
+  static const std::string kNone;
+  auto it = std::lower_bound(entries_.begin(), entries_.end(), a,
+                             [](const auto& e, const Addr& x) { return e.first < x; });
+  return it != entries_.end() && it->first == a ? *it->second : kNone;
 }
 
 void Store::sample(const std::vector<maps::ConnEdge>& edges, Clock::time_point now) {
@@ -72,10 +99,8 @@ void Store::sample(const std::vector<maps::ConnEdge>& edges, Clock::time_point n
     const smik_conn_stats& prev = last_.count(key) ? last_[key] : kZero;
     const smik_conn_stats& cur = e.stats;
     EdgeDelta d;
-    auto client = pod_by_ip_.find(kernelAddr(e.key.family, e.key.client));
-    auto server = pod_by_ip_.find(kernelAddr(e.key.family, e.key.server));
-    if (client != pod_by_ip_.end()) d.client_pod = client->second;
-    if (server != pod_by_ip_.end()) d.server_pod = server->second;
+    d.client_pod = pod_by_ip_.find(kernelAddr(e.key.family, e.key.client));
+    d.server_pod = pod_by_ip_.find(kernelAddr(e.key.family, e.key.server));
     if (auto via = routes_.find(e.key.svc_id); e.key.svc_id && via != routes_.end()) {
       d.via_service = via->second.service;
       auto g = via->second.group_of.find({kernelAddr(e.key.family, e.key.server), e.key.port});
@@ -166,8 +191,8 @@ ResourceRef Store::ownerOf(const std::string& pod, const std::string& kind) cons
 
 std::string Store::nameOf(const Addr& a) const {
   std::lock_guard<std::mutex> l(mu_);
-  auto it = pod_by_ip_.find(a);
-  return it == pod_by_ip_.end() ? a.str() : it->second;
+  const std::string& pod = pod_by_ip_.find(a);
+  return pod.empty() ? a.str() : pod;
 }
 
 void Store::addTotals(const std::vector<uint8_t>& raw, const smik_conn_stats& s,
@@ -182,10 +207,8 @@ void Store::addTotals(const std::vector<uint8_t>& raw, const smik_conn_stats& s,
   };
   smik_conn_key k;
   std::memcpy(&k, raw.data(), sizeof k);
-  auto client = pod_by_ip_.find(kernelAddr(k.family, k.client));
-  auto server = pod_by_ip_.find(kernelAddr(k.family, k.server));
-  auto [cns, cw] = workload(client == pod_by_ip_.end() ? "" : client->second);
-  auto [sns, sw] = workload(server == pod_by_ip_.end() ? "" : server->second);
+  auto [cns, cw] = workload(pod_by_ip_.find(kernelAddr(k.family, k.client)));
+  auto [sns, sw] = workload(pod_by_ip_.find(kernelAddr(k.family, k.server)));
   Counts c, srv;
   c.success = s.client_success;
   c.refused = s.client_refused;

@@ -429,6 +429,88 @@ TEST(Reflector, DecodesOnlyBoundedJsonObjects) {
   EXPECT_EQ(page->items[0].second["apiVersion"], "v1");
 }
 
+// The decoders build only what smik reads of an object: a real pod's
+// managedFields, annotations, container specs and conditions never reach
+// the cache; its ports, addresses and owners do.
+TEST(Reflector, DecodedPodsKeepOnlyWhatIsRead) {
+  const json pod = {
+      {"metadata",
+       {{"name", "web-1"},
+        {"namespace", "shop"},
+        {"resourceVersion", "17"},
+        {"uid", "u-1"},
+        {"labels", {{"app", "web"}}},
+        {"annotations", {{"kubectl.kubernetes.io/last-applied-configuration", "{...}"}}},
+        {"ownerReferences", {{{"kind", "ReplicaSet"}, {"name", "web-7c9"}, {"controller", true}}}},
+        {"managedFields", {{{"manager", "kubelet"}, {"fieldsV1", {{"f:status", json::object()}}}}}}}},
+      {"spec",
+       {{"serviceAccountName", "web"},
+        {"nodeName", "n1"},
+        {"containers",
+         {{{"name", "web"}, {"image", "web:1"}, {"ports", {{{"containerPort", 8080}}}}}}}}},
+      {"status",
+       {{"phase", "Running"},
+        {"podIP", "10.0.0.7"},
+        {"conditions", {{{"type", "Ready"}, {"status", "True"}}}}}}};
+  std::string err;
+  const auto page = decodeListPage(
+      json{{"metadata", {{"resourceVersion", "20"}}}, {"items", {pod}}}.dump(), kPods, &err);
+  ASSERT_TRUE(page) << err;
+  ASSERT_EQ(page->items.size(), 1u);
+  const json& got = page->items[0].second;
+  EXPECT_EQ(got, (json{{"apiVersion", "v1"},
+                       {"kind", "Pod"},
+                       {"metadata",
+                        {{"name", "web-1"},
+                         {"namespace", "shop"},
+                         {"resourceVersion", "17"},
+                         {"uid", "u-1"},
+                         {"labels", {{"app", "web"}}},
+                         {"ownerReferences",
+                          {{{"kind", "ReplicaSet"}, {"name", "web-7c9"}, {"controller", true}}}}}},
+                       {"spec",
+                        {{"serviceAccountName", "web"},
+                         {"nodeName", "n1"},
+                         {"containers", {{{"ports", {{{"containerPort", 8080}}}}}}}}},
+                       {"status", {{"phase", "Running"}, {"podIP", "10.0.0.7"}}}}));
+  // A watch event's object the same way, its type before or after it.
+  for (const std::string& line : {R"({"type":"ADDED","object":)" + pod.dump() + "}",
+                                  R"({"object":)" + pod.dump() + R"(,"type":"MODIFIED"})"}) {
+    const auto ev = decodeWatchEvent(line, kPods, &err);
+    ASSERT_TRUE(ev) << err;
+    EXPECT_EQ(ev->object, got) << line;
+  }
+}
+
+// What the decoders cannot trim safely they decode whole: an object in the
+// pods collection that says it is something else (its parser may read what
+// a pod's drops), an ERROR's Status.
+TEST(Reflector, UnusualObjectsAreDecodedWhole) {
+  const json other = {{"apiVersion", "v1"},
+                      {"kind", "Service"},
+                      {"metadata", {{"name", "s"}, {"namespace", "shop"}}},
+                      {"spec", {{"ports", {{{"port", 80}}}}}}};
+  std::string err;
+  const std::string body = json{{"items", {other}}}.dump();
+  const auto page = decodeListPage(body, kPods, &err);
+  const auto whole = decodeListPageWhole(body, kPods, &err);
+  ASSERT_TRUE(page && whole);
+  EXPECT_EQ(page->items[0].second, whole->items[0].second);
+  EXPECT_EQ(page->items[0].second["spec"]["ports"][0]["port"], 80);
+
+  // A Status, whole, whether its type comes before or after it.
+  const json status = {{"kind", "Status"},
+                       {"metadata", {{"selfLink", "x"}}},
+                       {"code", 410},
+                       {"message", "too old"}};
+  for (const std::string& line : {R"({"type":"ERROR","object":)" + status.dump() + "}",
+                                  R"({"object":)" + status.dump() + R"(,"type":"ERROR"})"}) {
+    const auto error = decodeWatchEvent(line, kPods, &err);
+    ASSERT_TRUE(error) << err;
+    EXPECT_EQ(error->object, status) << line;
+  }
+}
+
 TEST(Reflector, ResourcePaths) {
   EXPECT_EQ((Resource{"v1", "Pod", "pods", ""}).path(), "/api/v1/pods");
   EXPECT_EQ((Resource{"discovery.k8s.io/v1", "EndpointSlice", "endpointslices", ""}).path(),
