@@ -24,7 +24,8 @@ bool update(int fd, const void* key, const void* value, const std::string& what,
 
 }  // namespace
 
-std::unique_ptr<HttpJudge> HttpJudge::open(std::string* err, int ipcache_fd, uint32_t max_sockets) {
+std::unique_ptr<HttpJudge> HttpJudge::open(std::string* err, int ipcache_fd, uint32_t max_sockets,
+                                           int events_fd) {
   std::unique_ptr<HttpJudge> j(new HttpJudge);
   j->skel_ = smik_http__open();
   if (!j->skel_) return (*err = errnoText("open HTTP judge object")), nullptr;
@@ -36,6 +37,16 @@ std::unique_ptr<HttpJudge> HttpJudge::open(std::string* err, int ipcache_fd, uin
   if (ipcache_fd >= 0) {
     if (int r = bpf_map__reuse_fd(j->skel_->maps.smik_ipcache, ipcache_fd); r != 0)
       return (*err = errnoText("share the ipcache", r)), nullptr;
+  }
+  // The events' maps likewise: the ring buffer is the one handed over (or
+  // its own), the rate limit its own (it limits http-deny only).
+  for (bpf_map* m : {j->skel_->maps.smik_events, j->skel_->maps.smik_ev_limits}) {
+    if (int r = bpf_map__set_pin_path(m, nullptr); r != 0)
+      return (*err = errnoText(std::string("unpin ") + bpf_map__name(m), r)), nullptr;
+  }
+  if (events_fd >= 0) {
+    if (int r = bpf_map__reuse_fd(j->skel_->maps.smik_events, events_fd); r != 0)
+      return (*err = errnoText("share the events ring buffer", r)), nullptr;
   }
   if (max_sockets > 0 && max_sockets < SMIK_HTTP_MAX_SOCKETS) {
     if (int r = bpf_map__set_max_entries(j->skel_->maps.smik_http_socks, max_sockets); r != 0)
@@ -236,6 +247,8 @@ std::array<uint64_t, SMIK_HTTP_COUNTER_MAX> HttpJudge::counters() const {
   }
   return out;
 }
+
+int HttpJudge::eventsFd() const { return bpf_map__fd(skel_->maps.smik_events); }
 
 size_t HttpJudge::connections() const {
   const int fd = bpf_map__fd(skel_->maps.smik_http_conns);

@@ -26,8 +26,10 @@ class HttpJudge {
   // tc programs' source identities instead of a map of its own.
   // `max_sockets` > 0 sizes the socket map below SMIK_HTTP_MAX_SOCKETS (tests
   // fill it: a governed socket that does not fit is refused its payload).
+  // `events_fd` >= 0: http-deny events go to that ring buffer (the tc
+  // programs' smik_events, which the agent reads) instead of one of its own.
   static std::unique_ptr<HttpJudge> open(std::string* err, int ipcache_fd = -1,
-                                         uint32_t max_sockets = 0);
+                                         uint32_t max_sockets = 0, int events_fd = -1);
   ~HttpJudge();
   HttpJudge(const HttpJudge&) = delete;
   HttpJudge& operator=(const HttpJudge&) = delete;
@@ -69,6 +71,8 @@ class HttpJudge {
   std::array<uint64_t, SMIK_HTTP_COUNTER_MAX> counters() const;
   // Framer states alive (one per judged socket not yet finished).
   size_t connections() const;
+  // The ring buffer its http-deny events go to (smik_http_event records).
+  int eventsFd() const;
 
  private:
   HttpJudge() = default;
