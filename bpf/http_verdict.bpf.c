@@ -1100,7 +1100,8 @@ static __always_inline long path_offset(struct __sk_buff *skb, const struct smik
     return -1; /* the line began in an earlier skb */
   __u32 start = off - walked;
   __u8 head[METHOD_SCAN];
-  __u32 n = off - start < METHOD_SCAN ? off - start : METHOD_SCAN;
+  /* 64 bits: the verifier bounds the register the helper gets, not a 32-bit copy */
+  __u64 n = off - start < METHOD_SCAN ? off - start : METHOD_SCAN;
   asm volatile("" : "+r"(n));
   if (n == 0 || n > METHOD_SCAN || bpf_skb_load_bytes(skb, start, head, n) < 0)
     return -1;
@@ -1114,59 +1115,68 @@ static __always_inline long path_offset(struct __sk_buff *skb, const struct smik
 }
 
 /* One http-deny event for the request refused at skb offset off (the byte
- * after the one that decided), within the events' rate limit. */
-static __attribute__((noinline)) void http_deny_event(struct __sk_buff *skb,
-                                                      const struct tunnel_key *tk,
-                                                      const struct smik_http_conn *c, __u32 off,
-                                                      __u8 reason) {
+ * after the one that decided), within the events' rate limit. A global
+ * function: the verifier checks it once, not once per way to a refusal. */
+__attribute__((noinline)) int smik_http_deny_event(struct __sk_buff *skb,
+                                                    const struct tunnel_key *tk,
+                                                    const struct smik_http_conn *c, __u32 off,
+                                                    __u32 reason) {
   if (!skb || !tk || !c)
-    return;
+    return 0;
   struct smik_conn_key edge = {};
   edge_of(tk, &edge);
   __u64 now = bpf_ktime_get_ns();
   __u32 suppressed;
   if (!event_admitted(&edge, SMIK_EV_HTTP_DENY, now, &suppressed))
-    return;
+    return 0;
   struct smik_http_event *e = bpf_ringbuf_reserve(&smik_events, sizeof(*e), 0);
   if (!e)
-    return;
-  fill_event(&e->ev, &edge, SMIK_EV_HTTP_DENY, reason, now, suppressed);
+    return 0;
+  fill_event(&e->ev, &edge, SMIK_EV_HTTP_DENY, (__u8)reason, now, suppressed);
   e->method = 0;
   e->flags = 0;
   e->path_len = 0;
   e->pad = 0;
+  __builtin_memset(e->path, 0, sizeof(e->path));
   if (c->phase >= SMIK_HTTP_P_PATH && c->phase <= SMIK_HTTP_P_TRAILER) {
     e->method = c->method;
     e->flags |= SMIK_EV_HTTP_METHOD;
   }
   long at = path_offset(skb, c, off);
   __u32 avail = at >= 0 ? off - (__u32)at : 0;
-  __u32 n = avail < SMIK_EV_PATH_MAX ? avail : SMIK_EV_PATH_MAX;
+  /* 64 bits: the verifier bounds the register the helper gets, not a 32-bit copy */
+  __u64 n = avail < SMIK_EV_PATH_MAX ? avail : SMIK_EV_PATH_MAX;
   asm volatile("" : "+r"(n));
-  if (n == 0 || n > SMIK_EV_PATH_MAX || bpf_skb_load_bytes(skb, (__u32)at, e->path, n) < 0)
-    n = 0;
+  if (n == 0 || n > SMIK_EV_PATH_MAX || bpf_skb_load_bytes(skb, (__u32)at, e->path, n) < 0) {
+    bpf_ringbuf_submit(e, 0);
+    return 0;
+  }
   /* the path ends at its first space or '?' (the query is not the path) */
-  __u32 len = 0;
-  int ended = 0;
+  __u64 len = n;
   for (__u32 i = 0; i < SMIK_EV_PATH_MAX; i++) {
-    __u8 b = i < n ? e->path[i] : ' ';
-    if (b == ' ' || b == '?')
-      ended = 1;
-    if (!ended)
-      len = i + 1;
-    else
-      e->path[i] = 0;
+    if (i >= n)
+      break;
+    if (e->path[i] == ' ' || e->path[i] == '?') {
+      len = i;
+      break;
+    }
   }
-  if (n > 0) {
-    e->flags |= SMIK_EV_HTTP_PATH;
-    e->path_len = (__u16)len;
-    __u8 next = ' ';
-    if (len == SMIK_EV_PATH_MAX && avail > SMIK_EV_PATH_MAX &&
-        bpf_skb_load_bytes(skb, (__u32)at + SMIK_EV_PATH_MAX, &next, 1) == 0 && next != ' ' &&
-        next != '?')
-      e->flags |= SMIK_EV_HTTP_TRUNCATED;
+  if (len < n) {
+    /* what followed the path (the query, the version) stays out of the event */
+    __builtin_memset(e->path, 0, sizeof(e->path));
+    asm volatile("" : "+r"(len));
+    if (len > 0 && len <= SMIK_EV_PATH_MAX)
+      bpf_skb_load_bytes(skb, (__u32)at, e->path, len);
   }
+  e->flags |= SMIK_EV_HTTP_PATH;
+  e->path_len = (__u16)len;
+  __u8 next = ' ';
+  if (len == SMIK_EV_PATH_MAX && avail > SMIK_EV_PATH_MAX &&
+      bpf_skb_load_bytes(skb, (__u32)at + SMIK_EV_PATH_MAX, &next, 1) == 0 && next != ' ' &&
+      next != '?')
+    e->flags |= SMIK_EV_HTTP_TRUNCATED;
   bpf_ringbuf_submit(e, 0);
+  return 0;
 }
 
 static __always_inline __u32 limit(__u32 configured, __u32 fallback) {
@@ -1192,7 +1202,7 @@ int smik_http_verdict(struct __sk_buff *skb) {
     struct tunnel_key tk = {};
     struct smik_http_conn none = {};
     TUNNEL_KEY(&tk, skb);
-    http_deny_event(skb, &tk, &none, 0, SMIK_HTTP_C_NO_STATE);
+    smik_http_deny_event(skb, &tk, &none, 0, SMIK_HTTP_C_NO_STATE);
     return answer(skb, cookie, W_NO_STATE);
   }
   if (c->phase == SMIK_HTTP_P_CLOSED) {
@@ -1234,7 +1244,7 @@ int smik_http_verdict(struct __sk_buff *skb) {
     }
     return SK_PASS;
   }
-  http_deny_event(skb, &tk, &w.c, w.off, counter_of(w.verdict));
+  smik_http_deny_event(skb, &tk, &w.c, w.off, counter_of(w.verdict));
   w.c.phase = SMIK_HTTP_P_CLOSED;
   *c = w.c;
   return answer(skb, cookie, w.verdict);

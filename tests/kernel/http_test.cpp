@@ -628,6 +628,7 @@ TEST_F(HttpJudgeTest, TooManyHeadersIs431) {
 TEST_F(HttpJudgeTest, TlsAndHttp2AreNotJudgedByPathButDenied) {
   // the first bytes of a TLS 1.2 ClientHello record
   const std::string hello("\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03", 11);
+  log_from_ = srv_->output().size();
   auto tls = fromClientPod();
   ASSERT_TRUE(tls->send(hello + std::string(160, '\x00')));
   EXPECT_EQ(tls->response().first, 400);
@@ -959,6 +960,7 @@ TEST_F(HttpJudgeTest, ADeniedRequestIsAnEventWithMethodPathPortAndReason) {
     serverSawAfterClose(*c);
   }
   EXPECT_TRUE(takeEvents(ring).empty()) << "an allowed request is no event";
+  log_from_ = srv_->output().size();
   auto c = fromClientPod();
   ASSERT_TRUE(c->send("POST /ok/form?token=secret HTTP/1.1\r\nContent-Length: 0\r\n\r\n"));
   EXPECT_EQ(c->response().first, 403);
@@ -981,9 +983,12 @@ TEST_F(HttpJudgeTest, ADeniedRequestIsAnEventWithMethodPathPortAndReason) {
     auto again = fromClientPod();
     ASSERT_TRUE(again->send(get("/admin")));
     EXPECT_EQ(again->response().first, 403);
+    log_from_ = srv_->output().size();
+    serverSawAfterClose(*again);
   }
   EXPECT_TRUE(takeEvents(ring).empty());
   outwaitTheRateLimit();
+  log_from_ = srv_->output().size();
   auto later = fromClientPod();
   ASSERT_TRUE(later->send(get("/admin/" + std::string(100, 'x'), "DELETE")));
   EXPECT_EQ(later->response().first, 403);
@@ -993,6 +998,7 @@ TEST_F(HttpJudgeTest, ADeniedRequestIsAnEventWithMethodPathPortAndReason) {
   EXPECT_EQ(events[0].method, "DELETE");
   EXPECT_EQ(events[0].path, ("/admin/" + std::string(100, 'x')).substr(0, SMIK_EV_PATH_MAX));
   EXPECT_TRUE(events[0].path_truncated);
+  serverSawAfterClose(*later);
 }
 
 TEST_F(HttpJudgeTest, ARefusalTellsWhatTheJudgeKnewOfTheRequest) {
@@ -1000,6 +1006,7 @@ TEST_F(HttpJudgeTest, ARefusalTellsWhatTheJudgeKnewOfTheRequest) {
   takeEvents(ring);
   outwaitTheRateLimit();
   // The request line began in an earlier segment: the method, no path.
+  log_from_ = srv_->output().size();
   auto split = fromClientPod();
   ASSERT_TRUE(split->send("GET /adm"));
   usleep(50 * 1000);  // TCP_NODELAY sent it alone; the pause keeps the next write apart
@@ -1010,10 +1017,12 @@ TEST_F(HttpJudgeTest, ARefusalTellsWhatTheJudgeKnewOfTheRequest) {
   EXPECT_EQ(events[0].reason, "denied_policy");
   EXPECT_EQ(events[0].method, "GET");
   EXPECT_EQ(events[0].path, "");
+  serverSawAfterClose(*split);  // the server reads one connection at a time
 
   // Refused for what it is, not by a grant: the reason says which limit or
   // rule, the path what was read up to the byte that decided.
   outwaitTheRateLimit();
+  log_from_ = srv_->output().size();
   auto dots = fromClientPod();
   ASSERT_TRUE(dots->send(get("/public/../admin")));
   EXPECT_EQ(dots->response().first, 400);
@@ -1022,9 +1031,11 @@ TEST_F(HttpJudgeTest, ARefusalTellsWhatTheJudgeKnewOfTheRequest) {
   EXPECT_EQ(events[0].reason, "path_not_normal");
   EXPECT_EQ(events[0].method, "GET");
   EXPECT_EQ(events[0].path, "/public/../");
+  serverSawAfterClose(*dots);
 
   // Not HTTP/1.x at all: no method, no path.
   outwaitTheRateLimit();
+  log_from_ = srv_->output().size();
   auto tls = fromClientPod();
   ASSERT_TRUE(tls->send(std::string("\x16\x03\x01\x00\x05hello", 10)));
   EXPECT_EQ(tls->response().first, 400);
@@ -1033,6 +1044,7 @@ TEST_F(HttpJudgeTest, ARefusalTellsWhatTheJudgeKnewOfTheRequest) {
   EXPECT_EQ(events[0].reason, "not_http1");
   EXPECT_EQ(events[0].method, "");
   EXPECT_EQ(events[0].path, "");
+  serverSawAfterClose(*tls);
 }
 
 TEST_F(HttpJudgeTest, DISABLED_VerdictCostPerRequest) {
