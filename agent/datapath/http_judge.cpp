@@ -25,7 +25,7 @@ bool update(int fd, const void* key, const void* value, const std::string& what,
 }  // namespace
 
 std::unique_ptr<HttpJudge> HttpJudge::open(std::string* err, int ipcache_fd, uint32_t max_sockets,
-                                           int events_fd) {
+                                           HttpEventMaps events) {
   std::unique_ptr<HttpJudge> j(new HttpJudge);
   j->skel_ = smik_http__open();
   if (!j->skel_) return (*err = errnoText("open HTTP judge object")), nullptr;
@@ -38,15 +38,14 @@ std::unique_ptr<HttpJudge> HttpJudge::open(std::string* err, int ipcache_fd, uin
     if (int r = bpf_map__reuse_fd(j->skel_->maps.smik_ipcache, ipcache_fd); r != 0)
       return (*err = errnoText("share the ipcache", r)), nullptr;
   }
-  // The events' maps likewise: the ring buffer is the one handed over (or
-  // its own), the rate limit its own (it limits http-deny only).
-  for (bpf_map* m : {j->skel_->maps.smik_events, j->skel_->maps.smik_ev_limits}) {
+  // The events' maps likewise: those handed over, or its own.
+  for (auto [m, fd] : {std::pair{j->skel_->maps.smik_events, events.ring},
+                       std::pair{j->skel_->maps.smik_ev_limits, events.limits}}) {
     if (int r = bpf_map__set_pin_path(m, nullptr); r != 0)
       return (*err = errnoText(std::string("unpin ") + bpf_map__name(m), r)), nullptr;
-  }
-  if (events_fd >= 0) {
-    if (int r = bpf_map__reuse_fd(j->skel_->maps.smik_events, events_fd); r != 0)
-      return (*err = errnoText("share the events ring buffer", r)), nullptr;
+    if (fd < 0) continue;
+    if (int r = bpf_map__reuse_fd(m, fd); r != 0)
+      return (*err = errnoText(std::string("share ") + bpf_map__name(m), r)), nullptr;
   }
   if (max_sockets > 0 && max_sockets < SMIK_HTTP_MAX_SOCKETS) {
     if (int r = bpf_map__set_max_entries(j->skel_->maps.smik_http_socks, max_sockets); r != 0)

@@ -1,8 +1,8 @@
 /* Events for `smik events` (smik_event, smik_http_event): the ring buffer
  * and its rate limit, one event per edge and kind a second, so a flood of
  * denials cannot flood userspace. The tc, sockops and HTTP judge objects all
- * write here; the HTTP judge is handed the tc object's ring buffer by fd
- * instead of pinning it (agent/datapath/http_judge.cpp). */
+ * write here; the HTTP judge is handed the tc object's two maps by fd
+ * instead of pinning them (agent/datapath/http_judge.cpp). */
 #ifndef SMIK_EVENTS_BPF_H
 #define SMIK_EVENTS_BPF_H
 
