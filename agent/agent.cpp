@@ -6,10 +6,12 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 #include <set>
 #include <thread>
 
 #include "agent/base/names.h"
+#include "agent/telemetry/kernel_event.h"
 #include "maps/desired.h"
 
 namespace smik {
@@ -80,20 +82,27 @@ struct EventSink {
 };
 
 int onRingEvent(void* ctx, void* data, size_t size) {
-  if (size < sizeof(smik_event)) return 0;
-  smik_event ev;
-  std::memcpy(&ev, data, sizeof ev);
   auto* sink = static_cast<EventSink*>(ctx);
-  auto addr = [&](const uint8_t* bytes) { return kernelAddr(ev.edge.family, bytes); };
+  std::optional<telemetry::KernelEvent> ev = telemetry::decodeKernelEvent(data, size);
+  if (!ev) {
+    if (sink->hub->unreadable() == 0)
+      spdlog::warn("events: a ring buffer record of {} bytes is short for its kind: dropped", size);
+    sink->hub->countUnreadable();
+    return 0;
+  }
+  auto addr = [&](const uint8_t* bytes) { return kernelAddr(ev->edge.family, bytes); };
   telemetry::Event e;
   e.time = std::chrono::system_clock::now();
-  e.kind = abi::nameOf(abi::kEventKinds, ev.kind, "unknown");
-  e.reason = abi::nameOf(abi::kFailReasons, ev.reason);
-  e.client = sink->store->nameOf(addr(ev.edge.client));
-  e.server = sink->store->nameOf(addr(ev.edge.server));
-  e.port = ev.edge.port;
-  e.proto = kernelProtoName(ev.edge.proto);
-  e.suppressed = ev.suppressed;
+  e.kind = std::move(ev->kind);
+  e.reason = std::move(ev->reason);
+  e.client = sink->store->nameOf(addr(ev->edge.client));
+  e.server = sink->store->nameOf(addr(ev->edge.server));
+  e.port = ev->edge.port;
+  e.proto = kernelProtoName(ev->edge.proto);
+  e.suppressed = ev->suppressed;
+  e.method = std::move(ev->method);
+  e.path = std::move(ev->path);
+  e.path_truncated = ev->path_truncated;
   sink->hub->publish(std::move(e));
   return 0;
 }

@@ -19,6 +19,7 @@
 
 #include "smik_abi.h"
 #include "addr.bpf.h"
+#include "events.bpf.h"
 #include "ipcache.bpf.h"
 #include "sock.bpf.h"
 
@@ -1015,40 +1016,45 @@ const char a503[] = ANSWER("503", "Service Unavailable");
   (bpf_skb_change_tail(skb, sizeof(a) - 1, 0) == 0 && \
    bpf_skb_store_bytes(skb, 0, a, sizeof(a) - 1, 0) == 0)
 
+/* The counter (SMIK_HTTP_C_*) of a refusal: also the reason its event gives. */
+static __always_inline __u8 counter_of(__u32 verdict) {
+  switch (verdict) {
+    case W_DENY:
+      return SMIK_HTTP_C_DENIED_POLICY;
+    case W_URI_TOO_LONG:
+      return SMIK_HTTP_C_URI_TOO_LONG;
+    case W_HEAD_TOO_LARGE:
+      return SMIK_HTTP_C_HEAD_TOO_LARGE;
+    case W_NO_STATE:
+      return SMIK_HTTP_C_NO_STATE;
+    case W_NOT_HTTP1:
+      return SMIK_HTTP_C_NOT_HTTP1;
+    case W_UNFRAMEABLE:
+      return SMIK_HTTP_C_UNFRAMEABLE;
+    case W_PATH_NOT_NORMAL:
+      return SMIK_HTTP_C_PATH_NOT_NORMAL;
+  }
+  return SMIK_HTTP_C_MALFORMED;
+}
+
 /* The skb becomes the answer, sent on the socket's own egress. */
 static __always_inline int answer(struct __sk_buff *skb, __u64 cookie, __u32 verdict) {
   int ok;
+  count(counter_of(verdict));
   switch (verdict) {
     case W_DENY:
-      count(SMIK_HTTP_C_DENIED_POLICY);
       ok = WRITE_ANSWER(skb, a403);
       break;
     case W_URI_TOO_LONG:
-      count(SMIK_HTTP_C_URI_TOO_LONG);
       ok = WRITE_ANSWER(skb, a414);
       break;
     case W_HEAD_TOO_LARGE:
-      count(SMIK_HTTP_C_HEAD_TOO_LARGE);
       ok = WRITE_ANSWER(skb, a431);
       break;
     case W_NO_STATE:
-      count(SMIK_HTTP_C_NO_STATE);
       ok = WRITE_ANSWER(skb, a503);
       break;
-    case W_NOT_HTTP1:
-      count(SMIK_HTTP_C_NOT_HTTP1);
-      ok = WRITE_ANSWER(skb, a400);
-      break;
-    case W_UNFRAMEABLE:
-      count(SMIK_HTTP_C_UNFRAMEABLE);
-      ok = WRITE_ANSWER(skb, a400);
-      break;
-    case W_PATH_NOT_NORMAL:
-      count(SMIK_HTTP_C_PATH_NOT_NORMAL);
-      ok = WRITE_ANSWER(skb, a400);
-      break;
     default:
-      count(SMIK_HTTP_C_MALFORMED);
       ok = WRITE_ANSWER(skb, a400);
       break;
   }
@@ -1056,6 +1062,121 @@ static __always_inline int answer(struct __sk_buff *skb, __u64 cookie, __u32 ver
     return SK_PASS;
   count(SMIK_HTTP_C_ANSWER_FAILED);
   return SK_DROP;
+}
+
+/* ---- http-deny events ---------------------------------------------------------
+ *
+ * Only a refusal costs anything here: the framer keeps no byte of the path
+ * per socket (that would cost every allowed request). The refused request's
+ * line is read back from the skb being refused, before it becomes the
+ * answer: while the request is in its line or head, that line began
+ * line_bytes + head_bytes before the byte that decided (the framer counts
+ * every one of them, CRLFs and the empty lines before it too). A line begun
+ * in an earlier skb (a request split across segments, or sent a byte at a
+ * time) is gone: its event has the method, when it was read, and no path
+ * (SMIK_EV_HTTP_PATH unset). A refusal in a body, or before the method was
+ * read (TLS, HTTP/2), has neither. */
+#define METHOD_SCAN 24 /* the request line's first bytes, where its first space is looked for */
+
+/* The connection's edge, as sockops names it on the server side. */
+static __always_inline void edge_of(const struct tunnel_key *tk, struct smik_conn_key *k) {
+  __builtin_memcpy(k->client, tk->remote, 16);
+  __builtin_memcpy(k->server, tk->local, 16);
+  k->family = (__u8)tk->family;
+  __u8 client_family = k->family;
+  if (unmap_v4(&k->family, k->server))
+    unmap_v4(&client_family, k->client);
+  k->port = tk->local_port;
+  k->proto = SMIK_PROTO_TCP;
+}
+
+/* The skb offset of the refused request's path, or -1 when not in this skb. */
+static __always_inline long path_offset(struct __sk_buff *skb, const struct smik_http_conn *c,
+                                        __u32 off) {
+  if (c->phase < SMIK_HTTP_P_PATH || c->phase > SMIK_HTTP_P_HVALUE)
+    return -1;
+  __u32 walked = c->line_bytes + c->head_bytes;
+  if (walked > off)
+    return -1; /* the line began in an earlier skb */
+  __u32 start = off - walked;
+  __u8 head[METHOD_SCAN];
+  /* 64 bits: the verifier bounds the register the helper gets, not a 32-bit copy */
+  __u64 n = off - start < METHOD_SCAN ? off - start : METHOD_SCAN;
+  asm volatile("" : "+r"(n));
+  if (n == 0 || n > METHOD_SCAN || bpf_skb_load_bytes(skb, start, head, n) < 0)
+    return -1;
+  for (__u32 i = 0; i < METHOD_SCAN; i++) {
+    if (i >= n)
+      break;
+    if (head[i] == ' ')
+      return start + i + 1 < off ? (long)(start + i + 1) : -1;
+  }
+  return -1; /* a long method, or many empty lines before it */
+}
+
+/* One http-deny event for the request refused at skb offset off (the byte
+ * after the one that decided), within the events' rate limit. A global
+ * function: the verifier checks it once, not once per way to a refusal. */
+__attribute__((noinline)) int smik_http_deny_event(struct __sk_buff *skb,
+                                                    const struct tunnel_key *tk,
+                                                    const struct smik_http_conn *c, __u32 off,
+                                                    __u32 reason) {
+  if (!skb || !tk || !c)
+    return 0;
+  struct smik_conn_key edge = {};
+  edge_of(tk, &edge);
+  __u64 now = bpf_ktime_get_ns();
+  __u32 suppressed;
+  if (!event_admitted(&edge, SMIK_EV_HTTP_DENY, now, &suppressed))
+    return 0;
+  struct smik_http_event *e = bpf_ringbuf_reserve(&smik_events, sizeof(*e), 0);
+  if (!e)
+    return 0;
+  fill_event(&e->ev, &edge, SMIK_EV_HTTP_DENY, (__u8)reason, now, suppressed);
+  e->method = 0;
+  e->flags = 0;
+  e->path_len = 0;
+  e->pad = 0;
+  __builtin_memset(e->path, 0, sizeof(e->path));
+  if (c->phase >= SMIK_HTTP_P_PATH && c->phase <= SMIK_HTTP_P_TRAILER) {
+    e->method = c->method;
+    e->flags |= SMIK_EV_HTTP_METHOD;
+  }
+  long at = path_offset(skb, c, off);
+  __u32 avail = at >= 0 ? off - (__u32)at : 0;
+  /* 64 bits: the verifier bounds the register the helper gets, not a 32-bit copy */
+  __u64 n = avail < SMIK_EV_PATH_MAX ? avail : SMIK_EV_PATH_MAX;
+  asm volatile("" : "+r"(n));
+  if (n == 0 || n > SMIK_EV_PATH_MAX || bpf_skb_load_bytes(skb, (__u32)at, e->path, n) < 0) {
+    bpf_ringbuf_submit(e, 0);
+    return 0;
+  }
+  /* the path ends at its first space or '?' (the query is not the path) */
+  __u64 len = n;
+  for (__u32 i = 0; i < SMIK_EV_PATH_MAX; i++) {
+    if (i >= n)
+      break;
+    if (e->path[i] == ' ' || e->path[i] == '?') {
+      len = i;
+      break;
+    }
+  }
+  if (len < n) {
+    /* what followed the path (the query, the version) stays out of the event */
+    __builtin_memset(e->path, 0, sizeof(e->path));
+    asm volatile("" : "+r"(len));
+    if (len > 0 && len <= SMIK_EV_PATH_MAX)
+      bpf_skb_load_bytes(skb, (__u32)at, e->path, len);
+  }
+  e->flags |= SMIK_EV_HTTP_PATH;
+  e->path_len = (__u16)len;
+  __u8 next = ' ';
+  if (len == SMIK_EV_PATH_MAX && avail > SMIK_EV_PATH_MAX &&
+      bpf_skb_load_bytes(skb, (__u32)at + SMIK_EV_PATH_MAX, &next, 1) == 0 && next != ' ' &&
+      next != '?')
+    e->flags |= SMIK_EV_HTTP_TRUNCATED;
+  bpf_ringbuf_submit(e, 0);
+  return 0;
 }
 
 static __always_inline __u32 limit(__u32 configured, __u32 fallback) {
@@ -1077,8 +1198,13 @@ int smik_http_verdict(struct __sk_buff *skb) {
     bpf_map_delete_elem(&smik_http_tunnels, &tk);
     return SK_PASS;
   }
-  if (!c)
+  if (!c) {
+    struct tunnel_key tk = {};
+    struct smik_http_conn none = {};
+    TUNNEL_KEY(&tk, skb);
+    smik_http_deny_event(skb, &tk, &none, 0, SMIK_HTTP_C_NO_STATE);
     return answer(skb, cookie, W_NO_STATE);
+  }
   if (c->phase == SMIK_HTTP_P_CLOSED) {
     count(SMIK_HTTP_C_DROPPED);
     return SK_DROP;
@@ -1118,6 +1244,7 @@ int smik_http_verdict(struct __sk_buff *skb) {
     }
     return SK_PASS;
   }
+  smik_http_deny_event(skb, &tk, &w.c, w.off, counter_of(w.verdict));
   w.c.phase = SMIK_HTTP_P_CLOSED;
   *c = w.c;
   return answer(skb, cookie, w.verdict);

@@ -525,8 +525,10 @@ std::vector<maps::MapUsage> Datapath::mapUsage() {
 bool Datapath::openHttpJudge(std::string* err) {
   if (http_) return true;
   if (opts_.cgroup.empty()) return (*err = "no cgroup2 directory to attach the HTTP judge"), false;
-  http_ = HttpEnforcer::open(bpf_map__fd(objs_->tc->maps.smik_ipcache), opts_.cgroup,
-                               opts_.pin_dir, err);
+  http_ = HttpEnforcer::open(bpf_map__fd(objs_->tc->maps.smik_ipcache),
+                             {bpf_map__fd(objs_->tc->maps.smik_events),
+                              bpf_map__fd(objs_->tc->maps.smik_ev_limits)},
+                             opts_.cgroup, opts_.pin_dir, err);
   if (http_) spdlog::info("HTTP request judge (sockops + sk_skb verdict) attached at {}", opts_.cgroup);
   return http_ != nullptr;
 }

@@ -9,10 +9,11 @@ namespace smik::datapath {
 
 namespace http = compile::http;
 
-std::unique_ptr<HttpEnforcer> HttpEnforcer::open(int ipcache_fd, const std::string& cgroup,
+std::unique_ptr<HttpEnforcer> HttpEnforcer::open(int ipcache_fd, HttpEventMaps events,
+                                                 const std::string& cgroup,
                                                  const std::string& pin_dir, std::string* err) {
   std::unique_ptr<HttpEnforcer> e(new HttpEnforcer);
-  e->judge_ = HttpJudge::open(err, ipcache_fd);
+  e->judge_ = HttpJudge::open(err, ipcache_fd, 0, events);
   if (!e->judge_) return nullptr;
   if (!e->judge_->attach(cgroup, err)) return nullptr;
   if (!pin_dir.empty()) {

@@ -28,8 +28,10 @@ namespace smik::datapath {
 class HttpEnforcer {
  public:
   // Loads and attaches the judge at `cgroup`, pinned under pin_dir/http (the
-  // sockops link and the socket map). ipcache_fd: the tc programs' identities.
-  static std::unique_ptr<HttpEnforcer> open(int ipcache_fd, const std::string& cgroup,
+  // sockops link and the socket map). ipcache_fd: the tc programs' identities;
+  // events: their ring buffer and its rate limit, where http-deny events go.
+  static std::unique_ptr<HttpEnforcer> open(int ipcache_fd, HttpEventMaps events,
+                                            const std::string& cgroup,
                                             const std::string& pin_dir, std::string* err);
 
   // Before the L4 policy opens the ports: the DFAs, grants and governed

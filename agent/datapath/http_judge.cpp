@@ -24,7 +24,8 @@ bool update(int fd, const void* key, const void* value, const std::string& what,
 
 }  // namespace
 
-std::unique_ptr<HttpJudge> HttpJudge::open(std::string* err, int ipcache_fd, uint32_t max_sockets) {
+std::unique_ptr<HttpJudge> HttpJudge::open(std::string* err, int ipcache_fd, uint32_t max_sockets,
+                                           HttpEventMaps events) {
   std::unique_ptr<HttpJudge> j(new HttpJudge);
   j->skel_ = smik_http__open();
   if (!j->skel_) return (*err = errnoText("open HTTP judge object")), nullptr;
@@ -36,6 +37,15 @@ std::unique_ptr<HttpJudge> HttpJudge::open(std::string* err, int ipcache_fd, uin
   if (ipcache_fd >= 0) {
     if (int r = bpf_map__reuse_fd(j->skel_->maps.smik_ipcache, ipcache_fd); r != 0)
       return (*err = errnoText("share the ipcache", r)), nullptr;
+  }
+  // The events' maps likewise: those handed over, or its own.
+  for (auto [m, fd] : {std::pair{j->skel_->maps.smik_events, events.ring},
+                       std::pair{j->skel_->maps.smik_ev_limits, events.limits}}) {
+    if (int r = bpf_map__set_pin_path(m, nullptr); r != 0)
+      return (*err = errnoText(std::string("unpin ") + bpf_map__name(m), r)), nullptr;
+    if (fd < 0) continue;
+    if (int r = bpf_map__reuse_fd(m, fd); r != 0)
+      return (*err = errnoText(std::string("share ") + bpf_map__name(m), r)), nullptr;
   }
   if (max_sockets > 0 && max_sockets < SMIK_HTTP_MAX_SOCKETS) {
     if (int r = bpf_map__set_max_entries(j->skel_->maps.smik_http_socks, max_sockets); r != 0)
@@ -236,6 +246,8 @@ std::array<uint64_t, SMIK_HTTP_COUNTER_MAX> HttpJudge::counters() const {
   }
   return out;
 }
+
+int HttpJudge::eventsFd() const { return bpf_map__fd(skel_->maps.smik_events); }
 
 size_t HttpJudge::connections() const {
   const int fd = bpf_map__fd(skel_->maps.smik_http_conns);

@@ -19,6 +19,12 @@ struct smik_http;
 
 namespace smik::datapath {
 
+// The events' ring buffer and rate limit an HttpJudge writes to; -1: its own.
+struct HttpEventMaps {
+  int ring = -1;
+  int limits = -1;
+};
+
 class HttpJudge {
  public:
   // Loads the programs and attaches the verdict to the socket map (it judges
@@ -26,8 +32,11 @@ class HttpJudge {
   // tc programs' source identities instead of a map of its own.
   // `max_sockets` > 0 sizes the socket map below SMIK_HTTP_MAX_SOCKETS (tests
   // fill it: a governed socket that does not fit is refused its payload).
+  // `events` fds >= 0: http-deny events go to that ring buffer (the tc
+  // programs' smik_events, which the agent reads) under that rate limit
+  // (their smik_ev_limits) instead of maps of its own.
   static std::unique_ptr<HttpJudge> open(std::string* err, int ipcache_fd = -1,
-                                         uint32_t max_sockets = 0);
+                                         uint32_t max_sockets = 0, HttpEventMaps events = {});
   ~HttpJudge();
   HttpJudge(const HttpJudge&) = delete;
   HttpJudge& operator=(const HttpJudge&) = delete;
@@ -69,6 +78,8 @@ class HttpJudge {
   std::array<uint64_t, SMIK_HTTP_COUNTER_MAX> counters() const;
   // Framer states alive (one per judged socket not yet finished).
   size_t connections() const;
+  // The ring buffer its http-deny events go to (smik_http_event records).
+  int eventsFd() const;
 
  private:
   HttpJudge() = default;

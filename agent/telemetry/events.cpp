@@ -61,4 +61,14 @@ uint64_t EventHub::published() const {
   return published_;
 }
 
+void EventHub::countUnreadable() {
+  std::lock_guard<std::mutex> l(mu_);
+  unreadable_++;
+}
+
+uint64_t EventHub::unreadable() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return unreadable_;
+}
+
 }  // namespace smik::telemetry

@@ -17,12 +17,16 @@ namespace smik::telemetry {
 struct Event {
   std::chrono::system_clock::time_point time;
   std::string kind;    // a name of SMIK_EVENT_KINDS (bpf/include/smik_abi.h)
-  std::string reason;  // for failures: a name of SMIK_FAIL_REASONS
+  std::string reason;  // connect-failed: SMIK_FAIL_REASONS; http-deny: SMIK_HTTP_COUNTER_FACTS
   std::string client;  // ns/pod, or the address when no pod has it
   std::string server;
   uint16_t port = 0;
   std::string proto;   // "TCP" | "UDP" | number
   uint32_t suppressed = 0;  // like events dropped by the kernel's rate limit before this one
+  // http-deny: the refused request, as far as the judge had it (KernelEvent)
+  std::string method;
+  std::string path;
+  bool path_truncated = false;
 };
 
 class EventHub {
@@ -36,6 +40,9 @@ class EventHub {
   bool next(int id, Event* out, int timeout_ms);
   std::vector<Event> recent(size_t n) const;
   uint64_t published() const;
+  // Ring buffer records too short for their kind, dropped unread.
+  void countUnreadable();
+  uint64_t unreadable() const;
 
  private:
   size_t history_;
@@ -45,6 +52,7 @@ class EventHub {
   std::map<int, std::deque<Event>> queues_;
   int next_id_ = 1;
   uint64_t published_ = 0;
+  uint64_t unreadable_ = 0;
 };
 
 }  // namespace smik::telemetry

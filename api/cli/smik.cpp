@@ -702,12 +702,20 @@ int eventsCmd(const Conn& c, int count, const std::vector<std::string>& kinds) {
                           {"port", e.port()},
                           {"proto", e.proto()},
                           {"suppressed", e.suppressed()}};
+      if (e.kind() == abi::nameOf(abi::kEventKinds, SMIK_EV_HTTP_DENY)) {
+        j["method"] = e.method();
+        j["path"] = e.path();
+        j["path_truncated"] = e.path_truncated();
+      }
       std::cout << j.dump() << std::endl;  // a line per event, flushed: pipes read it live
       continue;
     }
     std::string line = eventTime(e.time_unix_ns(), false) + ": " + e.client() + " -> " +
                        e.server() + " " + std::to_string(e.port()) + "/" + e.proto() + " " +
                        e.kind();
+    if (!e.method().empty() || !e.path().empty())
+      line += " " + (e.method().empty() ? "?" : e.method()) + " " +
+              (e.path().empty() ? "?" : e.path() + (e.path_truncated() ? "..." : ""));
     if (!e.reason().empty()) line += " (" + e.reason() + ")";
     if (e.suppressed() > 0) line += ", " + std::to_string(e.suppressed()) + " like it suppressed";
     std::cout << line << std::endl;
@@ -1003,7 +1011,7 @@ struct EventsArgs {
   std::vector<std::string> kinds;
 };
 CLI::App* addEvents(CLI::App& app, EventsArgs& a) {
-  auto* events = app.add_subcommand("events", "follow denied, failed and new connections live");
+  auto* events = app.add_subcommand("events", "follow denied, failed and new connections and refused HTTP requests live");
   addConn(events, a.conn);
   events->add_option("--count", a.count, "exit after N events (default: until Ctrl-C)")
       ->check(CLI::NonNegativeNumber);

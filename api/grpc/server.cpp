@@ -373,6 +373,9 @@ class AgentService final : public pb::Agent::Service {
       pe.set_port(e.port);
       pe.set_proto(e.proto);
       pe.set_suppressed(e.suppressed);
+      pe.set_method(e.method);
+      pe.set_path(e.path);
+      pe.set_path_truncated(e.path_truncated);
       if (!w->Write(pe)) {
         client_gone = true;
         break;

@@ -462,7 +462,8 @@ SMIK_STATIC_ASSERT(sizeof(struct smik_conn_stats) == 64 + 8 * SMIK_HIST_BUCKETS,
 #define SMIK_EVENT_KINDS(X)                                                           \
   X(POLICY_DENY, 1, "policy-deny", "a smik tc program dropped a new flow")            \
   X(CONN_FAILED, 2, "connect-failed", "a TCP connect() failed (see the reason)")      \
-  X(NEW_EDGE, 3, "new-edge", "the first connection between two endpoints")
+  X(NEW_EDGE, 3, "new-edge", "the first connection between two endpoints")            \
+  X(HTTP_DENY, 4, "http-deny", "the HTTP judge refused a request (method, path, reason)")
 
 #define SMIK_X_EV_ENUM(id, n, name, help) SMIK_EV_##id = n,
 enum smik_event_kind {
@@ -479,6 +480,29 @@ struct smik_event {
   __u32 suppressed; /* events of this edge and kind dropped by the rate limit since */
 };
 SMIK_STATIC_ASSERT(sizeof(struct smik_event) == 56, "smik_event layout");
+
+/* An http-deny event: a smik_event (reason: SMIK_HTTP_C_*, the judge's
+ * counter of the refusal) and what the judge knew of the request. A record
+ * of fixed size, like every ring buffer record, so the path is a prefix:
+ * SMIK_EV_PATH_MAX bytes as sent (escapes not decoded, no query), cut at the
+ * first byte the judge refused. The reader takes a record shorter than this
+ * for no event at all. */
+#define SMIK_EV_PATH_MAX 64
+#define SMIK_EV_HTTP_METHOD 1    /* method is the request's */
+#define SMIK_EV_HTTP_PATH 2      /* path holds its first path_len bytes */
+#define SMIK_EV_HTTP_TRUNCATED 4 /* ... and the path goes on past them */
+struct smik_http_event {
+  struct smik_event ev;
+  __u8 method; /* smik_http_method, if SMIK_EV_HTTP_METHOD */
+  __u8 flags;  /* SMIK_EV_HTTP_* */
+  __u16 path_len;
+  __u32 pad;
+  __u8 path[SMIK_EV_PATH_MAX];
+};
+SMIK_STATIC_ASSERT(sizeof(struct smik_http_event) == 56 + 8 + SMIK_EV_PATH_MAX,
+                   "smik_http_event layout");
+SMIK_STATIC_ASSERT(__builtin_offsetof(struct smik_http_event, path) == 64,
+                   "smik_http_event layout");
 
 /* Why a connection failed (smik_event.reason): the one list, for the enum
  * below and gRPC (Event.reason). X(ID, value, name, help). */
@@ -596,6 +620,13 @@ enum smik_http_method {
   SMIK_HTTP_M_OTHER = 9,
   SMIK_HTTP_METHODS = 10,
 };
+#ifdef __cplusplus
+namespace smik::abi {
+/* By smik_http_method. */
+inline constexpr const char* kHttpMethods[SMIK_HTTP_METHODS] = {
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "OTHER"};
+}  // namespace smik::abi
+#endif
 
 /* smik_http_ports: the server sockets judged. A dual-stack socket's IPv4
  * connection is keyed by its IPv4 address. */

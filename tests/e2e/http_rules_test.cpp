@@ -145,6 +145,29 @@ TEST_F(HttpRules, EnforceJudgesEachRequestOnAKeepAliveConnection) {
   EXPECT_NE(metrics.find("smik_http_requests_total{verdict=\"denied_policy\"} 1"), std::string::npos)
       << metrics.substr(0, 4000);
   EXPECT_NE(metrics.find("smik_http_judge_attached 1"), std::string::npos);
+
+  // `smik events --kind http-deny` names the refused request. The stream may
+  // not be subscribed at the first denial, and the kernel sends one event
+  // per edge and kind a second: deny again, slower than that, until one comes.
+  Proc events = bed_->spawn({SMIK_CLI, "events", "--count", "1", "--kind", "http-deny", "-o",
+                             "json", "--grpc", "/tmp/" + bed_->prefix() + "-default-agent.sock"});
+  int status = -1;
+  for (int i = 0; i < 6 && status < 0; i++) {
+    PodClient c(client, server.ip(), kPort);
+    ASSERT_TRUE(c.connected());
+    EXPECT_EQ(c.get("/buy-everything?coupon=1").first, 403);
+    status = events.wait(1500);
+  }
+  ASSERT_EQ(status, 0) << "no http-deny event within 9 s: " << events.output();
+  const nlohmann::json e = nlohmann::json::parse(events.output());
+  EXPECT_EQ(e["kind"], "http-deny");
+  EXPECT_EQ(e["reason"], "denied_policy");
+  EXPECT_EQ(e["method"], "GET");
+  EXPECT_EQ(e["path"], "/buy-everything");
+  EXPECT_EQ(e["path_truncated"], false);
+  EXPECT_EQ(e["client"], "app/client");
+  EXPECT_EQ(e["server"], "app/server");
+  EXPECT_EQ(e["port"], kPort);
 }
 
 // A match with headers (the spec's user-agent example, in the CRD's list

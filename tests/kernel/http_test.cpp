@@ -5,6 +5,7 @@
 // read off its log once it has read the connection to its end: no timing.
 #include <arpa/inet.h>
 #include <bpf/bpf.h>
+#include <bpf/libbpf.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
@@ -28,6 +29,7 @@
 #include "agent/compile/http_regex.h"
 #include "agent/compile/http_request.h"
 #include "agent/datapath/http_judge.h"
+#include "agent/telemetry/kernel_event.h"
 #include "tests/support/raw_http.h"
 #include "tests/testbed/testbed.h"
 
@@ -626,6 +628,7 @@ TEST_F(HttpJudgeTest, TooManyHeadersIs431) {
 TEST_F(HttpJudgeTest, TlsAndHttp2AreNotJudgedByPathButDenied) {
   // the first bytes of a TLS 1.2 ClientHello record
   const std::string hello("\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03", 11);
+  log_from_ = srv_->output().size();
   auto tls = fromClientPod();
   ASSERT_TRUE(tls->send(hello + std::string(160, '\x00')));
   EXPECT_EQ(tls->response().first, 400);
@@ -915,6 +918,133 @@ std::pair<uint64_t, uint64_t> verdictStats() {
   for (size_t n; (n = fread(buf, 1, sizeof buf, p)) > 0;) out.append(buf, n);
   pclose(p);
   return {statField(out, "run_time_ns"), statField(out, "run_cnt")};
+}
+
+// ---- http-deny events ------------------------------------------------------
+
+// The judge's ring buffer as the agent reads it; a record it cannot decode
+// comes out as kind "short".
+std::vector<telemetry::KernelEvent> takeEvents(int ring_fd) {
+  std::vector<telemetry::KernelEvent> out;
+  auto take = [](void* ctx, void* data, size_t size) -> int {
+    auto* events = static_cast<std::vector<telemetry::KernelEvent>*>(ctx);
+    auto e = telemetry::decodeKernelEvent(data, size);
+    events->push_back(e ? *e : telemetry::KernelEvent{.kind = "short"});
+    return 0;
+  };
+  std::unique_ptr<ring_buffer, void (*)(ring_buffer*)> rb(
+      ring_buffer__new(ring_fd, take, &out, nullptr), ring_buffer__free);
+  EXPECT_TRUE(rb) << strerror(errno);
+  if (rb) ring_buffer__consume(rb.get());
+  return out;
+}
+
+// The kernel admits one event per edge and kind a second: a test that wants
+// its denial seen waits that second out (earlier tests denied on this edge).
+void outwaitTheRateLimit() { usleep(1100 * 1000); }
+
+std::string addrText(const smik_conn_key& k, const uint8_t* bytes) {
+  char text[INET6_ADDRSTRLEN] = {};
+  inet_ntop(k.family == SMIK_AF_INET ? AF_INET : AF_INET6, bytes, text, sizeof text);
+  return text;
+}
+
+TEST_F(HttpJudgeTest, ADeniedRequestIsAnEventWithMethodPathPortAndReason) {
+  const int ring = judge_->eventsFd();
+  takeEvents(ring);  // earlier tests'
+  outwaitTheRateLimit();
+  {
+    auto c = fromClientPod();
+    ASSERT_TRUE(c->send(get("/ok/fine")));
+    EXPECT_EQ(c->response().first, 200);
+    serverSawAfterClose(*c);
+  }
+  EXPECT_TRUE(takeEvents(ring).empty()) << "an allowed request is no event";
+  log_from_ = srv_->output().size();
+  auto c = fromClientPod();
+  ASSERT_TRUE(c->send("POST /ok/form?token=secret HTTP/1.1\r\nContent-Length: 0\r\n\r\n"));
+  EXPECT_EQ(c->response().first, 403);
+  auto events = takeEvents(ring);
+  ASSERT_EQ(events.size(), 1u);
+  const telemetry::KernelEvent& e = events[0];
+  EXPECT_EQ(e.kind, "http-deny");
+  EXPECT_EQ(e.reason, "denied_policy");
+  EXPECT_EQ(e.method, "POST");
+  EXPECT_EQ(e.path, "/ok/form");  // the query is not the path
+  EXPECT_FALSE(e.path_truncated);
+  EXPECT_EQ(e.edge.port, kPort);
+  EXPECT_EQ(e.edge.proto, SMIK_PROTO_TCP);
+  EXPECT_EQ(addrText(e.edge, e.edge.client), client_pod_->ip());
+  EXPECT_EQ(addrText(e.edge, e.edge.server), server_pod_->ip());
+  serverSawAfterClose(*c);
+
+  // Within the second, a flood of denials on the edge is one count.
+  for (int i = 0; i < 3; ++i) {
+    auto again = fromClientPod();
+    ASSERT_TRUE(again->send(get("/admin")));
+    EXPECT_EQ(again->response().first, 403);
+    log_from_ = srv_->output().size();
+    serverSawAfterClose(*again);
+  }
+  EXPECT_TRUE(takeEvents(ring).empty());
+  outwaitTheRateLimit();
+  log_from_ = srv_->output().size();
+  auto later = fromClientPod();
+  ASSERT_TRUE(later->send(get("/admin/" + std::string(100, 'x'), "DELETE")));
+  EXPECT_EQ(later->response().first, 403);
+  events = takeEvents(ring);
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].suppressed, 3u);
+  EXPECT_EQ(events[0].method, "DELETE");
+  EXPECT_EQ(events[0].path, ("/admin/" + std::string(100, 'x')).substr(0, SMIK_EV_PATH_MAX));
+  EXPECT_TRUE(events[0].path_truncated);
+  serverSawAfterClose(*later);
+}
+
+TEST_F(HttpJudgeTest, ARefusalTellsWhatTheJudgeKnewOfTheRequest) {
+  const int ring = judge_->eventsFd();
+  takeEvents(ring);
+  outwaitTheRateLimit();
+  // The request line began in an earlier segment: the method, no path.
+  log_from_ = srv_->output().size();
+  auto split = fromClientPod();
+  ASSERT_TRUE(split->send("GET /adm"));
+  usleep(50 * 1000);  // TCP_NODELAY sent it alone; the pause keeps the next write apart
+  ASSERT_TRUE(split->send("in HTTP/1.1\r\n\r\n"));
+  EXPECT_EQ(split->response().first, 403);
+  auto events = takeEvents(ring);
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].reason, "denied_policy");
+  EXPECT_EQ(events[0].method, "GET");
+  EXPECT_EQ(events[0].path, "");
+  serverSawAfterClose(*split);  // the server reads one connection at a time
+
+  // Refused for what it is, not by a grant: the reason says which limit or
+  // rule, the path what was read up to the byte that decided.
+  outwaitTheRateLimit();
+  log_from_ = srv_->output().size();
+  auto dots = fromClientPod();
+  ASSERT_TRUE(dots->send(get("/public/../admin")));
+  EXPECT_EQ(dots->response().first, 400);
+  events = takeEvents(ring);
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].reason, "path_not_normal");
+  EXPECT_EQ(events[0].method, "GET");
+  EXPECT_EQ(events[0].path, "/public/../");
+  serverSawAfterClose(*dots);
+
+  // Not HTTP/1.x at all: no method, no path.
+  outwaitTheRateLimit();
+  log_from_ = srv_->output().size();
+  auto tls = fromClientPod();
+  ASSERT_TRUE(tls->send(std::string("\x16\x03\x01\x00\x05hello", 10)));
+  EXPECT_EQ(tls->response().first, 400);
+  events = takeEvents(ring);
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].reason, "not_http1");
+  EXPECT_EQ(events[0].method, "");
+  EXPECT_EQ(events[0].path, "");
+  serverSawAfterClose(*tls);
 }
 
 TEST_F(HttpJudgeTest, DISABLED_VerdictCostPerRequest) {
