@@ -45,6 +45,7 @@
 
 #include "agent/datapath/datapath.h"
 #include "bench/result.h"
+#include "bench/seed.h"
 #include "bench/sockets.h"
 #include "tests/testbed/testbed.h"
 
@@ -136,12 +137,6 @@ void pinTo(int cpu) {
   sched_setaffinity(0, sizeof set, &set);
 }
 
-smik::Addr addr(const std::string& s) {
-  smik::Addr a;
-  smik::parseAddr(s, &a);
-  return a;
-}
-
 // Run time of one loaded BPF program, from the kernel's statistics.
 struct ProgStats {
   std::string name;
@@ -218,26 +213,11 @@ struct Bed {
     };
     service(kVipPort, IPPROTO_TCP, kPort);
     service(kUdpVipPort, IPPROTO_UDP, kUdpPort);
-    s.ips[addr(client->ip())] = {kClientId, SMIK_IP_F_LOCAL};
-    s.ips[addr(server->ip())] = {kServerId, SMIK_IP_F_LOCAL};
-    for (auto [pod, id] : {std::pair{client, kClientId}, std::pair{server, kServerId}}) {
-      smik_endpoint ep{};
-      ep.identity = id;
-      ep.naddrs = 1;
-      ep.attach = dp->attachMode();
-      ep.families[0] = SMIK_AF_INET;
-      std::memcpy(ep.addrs[0], addr(pod->ip()).bytes.data(), 16);
-      s.endpoints[pod->hostIfIndex()] = ep;
-      s.policy[{SMIK_ID_META, id, 0, 0, 0}] = {0, SMIK_POL_F_ENFORCED};
-    }
+    bench::enforcePods(s, dp->attachMode(), {{client, kClientId}, {server, kServerId}});
     s.policy[{kClientId, kServerId, kPort, SMIK_PROTO_TCP, 0}] = {1, 0};
     s.policy[{kClientId, kServerId, kEchoPort, SMIK_PROTO_TCP, 0}] = {1, 0};
     s.policy[{kClientId, kServerId, kUdpPort, SMIK_PROTO_UDP, 0}] = {1, 0};
-    for (int i = 0; int(s.policy.size()) < kPolicyEntries; i++) {
-      uint32_t id = 10000 + i;
-      s.ips[addr("10.250." + std::to_string((i >> 8) & 255) + "." + std::to_string(i & 255))] = {id, 0};
-      s.policy[{id, i % 2 ? kServerId : kClientId, uint16_t(8000 + i % 100), SMIK_PROTO_TCP, 0}] = {1, 0};
-    }
+    bench::fillPolicy(s, kClientId, kServerId, kPolicyEntries);
     std::string err;
     if (!maps::apply(dp->maps(), s, dp->maps().read().value(), nullptr, &err)) throw std::runtime_error(err);
   }

@@ -41,6 +41,7 @@
 
 #include "agent/datapath/datapath.h"
 #include "bench/result.h"
+#include "bench/seed.h"
 #include "bench/sockets.h"
 #include "tests/testbed/testbed.h"
 
@@ -78,17 +79,6 @@ int echoMain(int port) {
   return bench::echoServer(port);
 }
 
-
-smik::Addr addr(const std::string& s) {
-  smik::Addr a;
-  smik::parseAddr(s, &a);
-  return a;
-}
-
-// Filler address i (never used by a pod): 10.250.x.y.
-std::string filler(int i) {
-  return "10.250." + std::to_string((i >> 8) & 255) + "." + std::to_string(i & 255);
-}
 
 std::string writeTemp(const std::string& path, const std::string& text) {
   std::ofstream out(path);
@@ -140,27 +130,10 @@ struct Bed {
   void seedSmik() {
     maps::KernelState s;
     s.policy_installed = true;
-    s.ips[addr(client->ip())] = {kClientId, SMIK_IP_F_LOCAL};
-    s.ips[addr(server->ip())] = {kServerId, SMIK_IP_F_LOCAL};
-    for (auto [pod, id] : {std::pair{client, kClientId}, std::pair{server, kServerId}}) {
-      smik_endpoint ep{};
-      ep.identity = id;
-      ep.naddrs = 1;
-      ep.attach = dp->attachMode();
-      ep.families[0] = SMIK_AF_INET;
-      std::memcpy(ep.addrs[0], addr(pod->ip()).bytes.data(), 16);
-      s.endpoints[pod->hostIfIndex()] = ep;
-      s.policy[{SMIK_ID_META, id, 0, 0, 0}] = {0, SMIK_POL_F_ENFORCED};
-    }
+    bench::enforcePods(s, dp->attachMode(), {{client, kClientId}, {server, kServerId}});
     s.policy[{kClientId, kServerId, kIperfPort, SMIK_PROTO_TCP, 0}] = {1, 0};
     s.policy[{kClientId, kServerId, kEchoPort, SMIK_PROTO_TCP, 0}] = {1, 0};
-    // Filler: other identities granted to both pods on other ports, with
-    // their addresses in the ipcache.
-    for (int i = 0; int(s.policy.size()) < kEntries; i++) {
-      uint32_t id = 10000 + i;
-      s.ips[addr(filler(i))] = {id, 0};
-      s.policy[{id, i % 2 ? kServerId : kClientId, uint16_t(8000 + i % 100), SMIK_PROTO_TCP, 0}] = {1, 0};
-    }
+    bench::fillPolicy(s, kClientId, kServerId, kEntries);
     std::string err;
     if (!maps::apply(dp->maps(), s, dp->maps().read().value(), nullptr, &err)) throw std::runtime_error(err);
     std::printf("smik: %zu policy entries, %zu ipcache entries\n", s.policy.size(), s.ips.size());
@@ -178,7 +151,7 @@ struct Bed {
     o << "*filter\n:" << chain << " - [0:0]\n";
     if (with_ct) o << "-A " << chain << " -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT\n";
     for (int i = 0; i < kEntries - 2; i++)
-      o << "-A " << chain << " -s " << filler(i) << "/32 -d " << server->ip()
+      o << "-A " << chain << " -s " << bench::fillerIp(i) << "/32 -d " << server->ip()
         << "/32 -p tcp -m tcp --dport " << 8000 + i % 100 << " -j ACCEPT\n";
     o << "-A " << chain << " -s " << client->ip() << "/32 -d " << server->ip()
       << "/32 -p tcp -m multiport --dports " << kIperfPort << "," << kEchoPort << " -j ACCEPT\n";
@@ -217,7 +190,7 @@ struct Bed {
     o << "      " << client->ip() << " . " << server->ip() << " . " << kIperfPort << ",\n";
     o << "      " << client->ip() << " . " << server->ip() << " . " << kEchoPort << ",\n";
     for (int i = 0; i < kEntries - 2; i++)
-      o << "      " << filler(i) << " . " << server->ip() << " . " << 8000 + i % 100
+      o << "      " << bench::fillerIp(i) << " . " << server->ip() << " . " << 8000 + i % 100
         << (i + 3 < kEntries ? ",\n" : "\n");
     o << "    }\n  }\n  chain forward {\n    type filter hook forward priority 0; policy accept;\n"
       << "    ip saddr " << bed.subnetCidr() << " ip daddr " << bed.subnetCidr() << " jump pods\n  }\n"
