@@ -25,6 +25,8 @@ const json& objectField(const json& j, const char* key) {
   return it != j.end() && it->is_object() ? *it : kEmpty;
 }
 
+}  // namespace
+
 // More than `limit` objects and arrays deep. A loop, not a recursion: the
 // point is not to recurse on what arrived (the API server accepts 10000
 // levels; copying, printing or converting that many recurses as deep).
@@ -39,8 +41,6 @@ bool nestedDeeperThan(const json& j, size_t limit) {
   }
   return false;
 }
-
-}  // namespace
 
 std::vector<Resource> smikResources() {
   return {

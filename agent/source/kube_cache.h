@@ -22,6 +22,10 @@ namespace smik::kube {
 // The collections smik reads, at the versions it understands best.
 std::vector<Resource> smikResources();
 
+// More than `limit` objects and arrays deep: the cache rejects such an
+// object before parsing it.
+bool nestedDeeperThan(const nlohmann::json& j, size_t limit);
+
 class KubeCache {
  public:
   // Feed from Reflector::OnEvent; thread-safe (one reflector thread each).

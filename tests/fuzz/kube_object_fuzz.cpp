@@ -56,18 +56,6 @@ YAML::Node toYaml(const json& j) {
   }
 }
 
-bool deeperThan(const json& j, size_t limit) {
-  std::vector<std::pair<const json*, size_t>> todo = {{&j, 1}};
-  while (!todo.empty()) {
-    const auto [v, depth] = todo.back();
-    todo.pop_back();
-    if (!v->is_structured()) continue;
-    if (depth > limit) return true;
-    for (const json& child : *v) todo.emplace_back(&child, depth + 1);
-  }
-  return false;
-}
-
 void check(bool ok) {
   if (!ok) __builtin_trap();
 }
@@ -80,7 +68,8 @@ std::vector<std::string> strs(const std::vector<smik::model::ParseError>& errors
 
 // The JSON reader of the parser against its YAML reader, on one object.
 void sameAsYaml(const json& object) {
-  if (deeperThan(object, smik::model::kMaxNestingDepth)) return;  // rejected before parsing
+  // rejected before parsing
+  if (smik::kube::nestedDeeperThan(object, smik::model::kMaxNestingDepth)) return;
   const auto direct = smik::model::parseJson(object, "kubernetes");
   const auto via_yaml = smik::model::parseNode(toYaml(object), "kubernetes");
   check(direct.objects == via_yaml.objects);

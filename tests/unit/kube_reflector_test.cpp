@@ -31,6 +31,14 @@
 namespace smik::kube {
 namespace {
 
+// A watch event line with its type before its object, and one with it after
+// (the decoders must not depend on the order the server writes them in).
+std::vector<std::string> typeFirstAndLast(const std::string& first, const std::string& last,
+                                          const json& object) {
+  return {R"({"type":")" + first + R"(","object":)" + object.dump() + "}",
+          R"({"object":)" + object.dump() + R"(,"type":")" + last + R"("})"};
+}
+
 // ---- Reflector --------------------------------------------------------------
 
 TEST(Reflector, PagedListThenWatchFromTheListsVersion) {
@@ -474,8 +482,7 @@ TEST(Reflector, DecodedPodsKeepOnlyWhatIsRead) {
                          {"containers", {{{"ports", {{{"containerPort", 8080}}}}}}}}},
                        {"status", {{"phase", "Running"}, {"podIP", "10.0.0.7"}}}}));
   // A watch event's object the same way, its type before or after it.
-  for (const std::string& line : {R"({"type":"ADDED","object":)" + pod.dump() + "}",
-                                  R"({"object":)" + pod.dump() + R"(,"type":"MODIFIED"})"}) {
+  for (const std::string& line : typeFirstAndLast("ADDED", "MODIFIED", pod)) {
     const auto ev = decodeWatchEvent(line, kPods, &err);
     ASSERT_TRUE(ev) << err;
     EXPECT_EQ(ev->object, got) << line;
@@ -503,8 +510,7 @@ TEST(Reflector, UnusualObjectsAreDecodedWhole) {
                        {"metadata", {{"selfLink", "x"}}},
                        {"code", 410},
                        {"message", "too old"}};
-  for (const std::string& line : {R"({"type":"ERROR","object":)" + status.dump() + "}",
-                                  R"({"object":)" + status.dump() + R"(,"type":"ERROR"})"}) {
+  for (const std::string& line : typeFirstAndLast("ERROR", "ERROR", status)) {
     const auto error = decodeWatchEvent(line, kPods, &err);
     ASSERT_TRUE(error) << err;
     EXPECT_EQ(error->object, status) << line;
