@@ -24,7 +24,6 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <sched.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -125,16 +124,6 @@ int udpServerMain(int port) {
   std::fflush(stdout);
   char buf[2048];
   while (true) recv(fd.get(), buf, sizeof buf, 0);
-}
-
-// Client on CPU 0, server on CPU 1: cross-CPU every time, as in
-// smik_bench_datapath, instead of a same-CPU/cross-CPU lottery per run.
-void pinTo(int cpu) {
-  if (sysconf(_SC_NPROCESSORS_ONLN) < 2) return;
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  CPU_SET(cpu, &set);
-  sched_setaffinity(0, sizeof set, &set);
 }
 
 // Run time of one loaded BPF program, from the kernel's statistics.
@@ -417,8 +406,8 @@ int main(int argc, char** argv) {
   if (mode == "--udp-client") return udpClientMain(argv[2], std::atoi(argv[3]), std::atoi(argv[4]));
   if (mode == "--server") return serverMain(std::atoi(argv[2]));
   if (mode == "--udp-server") return udpServerMain(std::atoi(argv[2]));
-  if (mode == "--echo") return pinTo(1), bench::echoServer(std::atoi(argv[2]));
-  if (mode == "--pingpong") return pinTo(0), bench::pingpongClient(argv[2], std::atoi(argv[3]), std::atoi(argv[4]));
+  if (mode == "--echo") return bench::pinTo(1), bench::echoServer(std::atoi(argv[2]));
+  if (mode == "--pingpong") return bench::pinTo(0), bench::pingpongClient(argv[2], std::atoi(argv[3]), std::atoi(argv[4]));
   if (geteuid() != 0) {
     std::fprintf(stderr, "smik_bench_connect needs root (pods, BPF, nftables)\n");
     return 1;

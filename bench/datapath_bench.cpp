@@ -21,7 +21,6 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
-#include <sched.h>
 #include <unistd.h>
 
 #include <benchmark/benchmark.h>
@@ -56,26 +55,17 @@ constexpr int kRoundTrips = 20000;
 std::string g_self;
 int g_iperf_seconds = 3;
 
-// Client on CPU 0, servers on CPU 1 (when there are two): cross-CPU wakeups
-// every time, instead of a run-to-run lottery between same-CPU (~15 µs here)
-// and cross-CPU (~55 µs) round trips that otherwise dominates the spread.
+// iperf3 pinned as the ping-pong peers are (bench::pinTo).
 bool g_pin = false;
-void pinTo(int cpu) {
-  if (!g_pin) return;
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  CPU_SET(cpu, &set);
-  sched_setaffinity(0, sizeof set, &set);
-}
 
 int pingpongMain(const char* ip, int port, int n) {
-  pinTo(0);
+  bench::pinTo(0);
   return bench::pingpongClient(ip, port, n);
 }
 
 
 int echoMain(int port) {
-  pinTo(1);
+  bench::pinTo(1);
   return bench::echoServer(port);
 }
 
@@ -265,7 +255,7 @@ void BM_Config(benchmark::State& st) {
 
 int main(int argc, char** argv) {
   g_self = argv[0][0] == '/' ? argv[0] : std::string(get_current_dir_name()) + "/" + argv[0];
-  g_pin = sysconf(_SC_NPROCESSORS_ONLN) >= 2;
+  g_pin = bench::canPin();
   if (argc >= 2 && std::string(argv[1]) == "--echo") return echoMain(std::atoi(argv[2]));
   if (argc >= 2 && std::string(argv[1]) == "--pingpong")
     return pingpongMain(argv[2], std::atoi(argv[3]), std::atoi(argv[4]));

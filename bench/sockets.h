@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sched.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -18,6 +19,19 @@
 #include "agent/base/unique_fd.h"
 
 namespace smik::bench {
+
+// Ping-pong client on CPU 0, servers on CPU 1, when there are two: cross-CPU
+// wakeups every time, instead of a run-to-run lottery between same-CPU
+// (~15 µs here) and cross-CPU (~55 µs) round trips that otherwise dominates
+// the spread.
+inline bool canPin() { return sysconf(_SC_NPROCESSORS_ONLN) >= 2; }
+inline void pinTo(int cpu) {
+  if (!canPin()) return;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  sched_setaffinity(0, sizeof set, &set);
+}
 
 // A listening TCP socket on every address, port `port`; invalid on failure.
 inline UniqueFd listenTcp(int port, int backlog) {
