@@ -26,6 +26,7 @@
 #include "agent/source/manifest_dir.h"
 #include "api/proto/explain.h"
 #include "api/proto/json.h"
+#include "api/proto/policy.h"
 #include "api/ui/ui_server.h"
 #include "bpf/include/smik_abi.h"
 #include "smik/v1/smik.grpc.pb.h"
@@ -209,7 +210,7 @@ int explainOffline(const Common& c, const std::string& node_name, const std::str
 
 int explainOnline(const Common& c, const CLI::Option* node_opt, const std::string& from,
                   const std::string& to, const HostPort* service, int port,
-                  const std::string& proto) {
+                  const std::string& proto, const compile::HttpRequest* request) {
   noteOfflineOnly(c);
   if (node_opt->count() > 0)
     std::cerr << "note: --node applies to --manifests only; the agent answers for its node\n";
@@ -218,6 +219,15 @@ int explainOnline(const Common& c, const CLI::Option* node_opt, const std::strin
   req.set_to(to);
   req.set_port(port);
   req.set_proto(proto);
+  if (request) {
+    req.set_method(request->method);
+    req.set_path(request->path);
+    for (const auto& [name, value] : request->headers) {
+      pb::HttpHeader* h = req.add_headers();
+      h->set_name(name);
+      h->set_value(value);
+    }
+  }
   pb::ExplainReply r;
   grpc::ClientContext ctx;
   withDeadline(&ctx, 10);
@@ -254,135 +264,19 @@ int explainCmd(const Common& c, const CLI::Option* node_opt, const std::string& 
     request.headers.emplace_back(h.substr(0, eq), h.substr(eq + 1));
   }
   const bool http = !method.empty() || !path.empty() || !headers.empty();
-  if (c.manifests.empty()) {
-    // The agent's gRPC Explain does not carry a request yet.
-    if (http) return std::cerr << "explain --method/--path/--header: give --manifests DIR\n", 2;
-    return explainOnline(c, node_opt, from, to, service_or_null, port, proto_s);
-  }
+  if (c.manifests.empty())
+    return explainOnline(c, node_opt, from, to, service_or_null, port, proto_s,
+                         http ? &request : nullptr);
   return explainOffline(c, node_name, from, to, service_or_null, port, proto,
                         http ? &request : nullptr);
 }
 
 // ---- policy ----------------------------------------------------------------------
 
-struct PolicyView {
-  std::string access_mode;
+// The listing as `smik policy` prints it, offline and online alike: the plan
+// as api::policyReply gives it.
+int printPolicy(const std::string& output, const pb::GetPolicyReply& r) {
   nlohmann::json entries = nlohmann::json::array();
-  std::map<std::string, uint32_t> identities;
-  std::vector<std::string> diagnostics;
-  size_t meshed_pods = 0;
-  nlohmann::json http = nlohmann::json::array();  // L7 grants (--http-rules=enforce)
-};
-
-int printPolicy(const std::string& output, const PolicyView& p) {
-  if (output == "json") {
-    nlohmann::json j{{"policy", p.entries}, {"identities", p.identities}, {"http", p.http}};
-    j["diagnostics"] = p.diagnostics;
-    std::cout << j.dump(2) << "\n";
-    return 0;
-  }
-  std::cout << "access mode " << p.access_mode << ", " << p.identities.size() << " identities, "
-            << p.meshed_pods << " meshed pods\n";
-  for (const auto& e : p.entries) {
-    if (e.contains("enforced")) {
-      std::cout << "  enforce  " << e["destination"].get<std::string>() << " (default deny)\n";
-    } else {
-      std::cout << "  allow    " << e["source"].get<std::string>() << " -> "
-                << e["destination"].get<std::string>() << " " << e["proto"].get<std::string>()
-                << "/" << (e["port"].is_string() ? "*" : std::to_string(e["port"].get<int>()))
-                << "   (" << e["trafficTarget"].get<std::string>() << ", "
-                << e["rule"].get<std::string>() << ")\n";
-    }
-  }
-  for (const auto& h : p.http)
-    std::cout << "  http     " << h["source"].get<std::string>() << " -> "
-              << h["destination"].get<std::string>() << " TCP/" << h["port"].get<int>() << " "
-              << h["methods"].get<std::string>() << " "
-              << (h["pathRegex"].get<std::string>().empty() ? std::string("(any path)")
-                                                           : h["pathRegex"].get<std::string>())
-              << [&] {
-                   std::string out;
-                   if (h.contains("headers"))
-                     for (const auto& [name, regex] : h["headers"].items())
-                       out += " " + name + "~" + regex.get<std::string>();
-                   return out;
-                 }()
-              << "   (" << h["trafficTarget"].get<std::string>() << ", " << h["rule"].get<std::string>()
-              << (h["match"].get<std::string>().empty() ? "" : " match " + h["match"].get<std::string>())
-              << ")\n";
-  for (const auto& d : p.diagnostics) std::cout << "  " << d << "\n";
-  return 0;
-}
-
-// The plan's L7 grants, one per (source, port, match), for `smik policy`.
-nlohmann::json httpRules(const compile::Plan& plan) {
-  nlohmann::json out = nlohmann::json::array();
-  for (const auto& [key, hp] : plan.http) {
-    for (const auto& o : hp.origins) {
-      nlohmann::json headers = nlohmann::json::object();  // name -> value regex (the whole value)
-      const uint32_t needs = o.pattern < hp.needs.size() ? hp.needs[o.pattern] : 0;
-      for (size_t c = 0; c < hp.headers.size(); ++c)
-        if (needs >> c & 1) headers[hp.headers[c].name] = hp.headers[c].regex;
-      std::string methods;
-      if (o.methods == (1u << SMIK_HTTP_METHODS) - 1) {
-        methods = "*";
-      } else {
-        for (unsigned m = 0; m < SMIK_HTTP_METHODS; ++m)
-          if (o.methods & (1u << m)) methods += (methods.empty() ? "" : ",") + std::string(compile::httpMethodName(m));
-      }
-      out.push_back({{"source", plan.identityName(o.src_id)},
-                     {"destination", plan.identityName(key.first)},
-                     {"port", key.second},
-                     {"methods", methods},
-                     {"pathRegex", hp.patterns.at(o.pattern).regex},
-                     {"headers", headers},
-                     {"trafficTarget", o.rule_id ? plan.rules.at(o.rule_id - 1).traffic_target : "-"},
-                     {"rule", o.rule_id ? plan.rules.at(o.rule_id - 1).rule : "host traffic"},
-                     {"match", o.match}});
-    }
-  }
-  return out;
-}
-
-int policyOffline(const Common& c, const std::string& node_name) {
-  model::ClusterState state;
-  compile::NodeConfig node;
-  if (!load(c, &state, &node)) return 2;
-  node.node_name = node_name;
-  compile::Plan plan = compile::compile(state, node);
-  PolicyView v;
-  for (const auto& [k, val] : plan.policy) {
-    nlohmann::json e;
-    e["destination"] = plan.identityName(k.dst_id);
-    if (k.src_id == SMIK_ID_META) {
-      e["enforced"] = (val.flags & SMIK_POL_F_ENFORCED) != 0;
-    } else {
-      e["source"] = plan.identityName(k.src_id);
-      e["proto"] = kernelProtoName(k.proto);
-      e["port"] = k.dport == 0 ? nlohmann::json("*") : nlohmann::json(k.dport);
-      e["trafficTarget"] = plan.rules.at(val.rule_id - 1).traffic_target;
-      e["rule"] = plan.rules.at(val.rule_id - 1).rule;
-    }
-    v.entries.push_back(e);
-  }
-  v.access_mode = compile::accessModeName(node.access_mode);
-  v.identities = plan.identities;
-  for (const auto& d : plan.diagnostics) v.diagnostics.push_back(d.str());
-  v.meshed_pods = plan.endpoints.size();
-  v.http = httpRules(plan);
-  return printPolicy(c.conn.output, v);
-}
-
-int policyOnline(const Common& c, CLI::Option* node_opt) {
-  noteOfflineOnly(c);
-  if (node_opt->count() > 0)
-    std::cerr << "note: --node applies to --manifests only; the agent compiles for its node\n";
-  pb::GetPolicyReply r;
-  grpc::ClientContext ctx;
-  withDeadline(&ctx, 10);
-  grpc::Status st = stub(c.conn)->GetPolicy(&ctx, pb::GetPolicyRequest(), &r);
-  if (!st.ok()) return rpcFailed(c.conn, st);
-  PolicyView v;
   for (const auto& pe : r.entries()) {
     nlohmann::json e;
     e["destination"] = pe.destination();
@@ -395,13 +289,78 @@ int policyOnline(const Common& c, CLI::Option* node_opt) {
       e["trafficTarget"] = pe.traffic_target();
       e["rule"] = pe.rule();
     }
-    v.entries.push_back(e);
+    entries.push_back(e);
   }
-  v.access_mode = r.access_mode();
-  v.identities.insert(r.identities().begin(), r.identities().end());
-  v.diagnostics.assign(r.diagnostics().begin(), r.diagnostics().end());
-  v.meshed_pods = r.meshed_pods();
-  return printPolicy(c.conn.output, v);
+  nlohmann::json http = nlohmann::json::array();
+  for (const auto& g : r.http()) {
+    std::string methods;
+    for (const auto& m : g.methods()) methods += (methods.empty() ? "" : ",") + m;
+    // std::map: headers in name order, whatever order the protobuf map keeps
+    const std::map<std::string, std::string> headers(g.headers().begin(), g.headers().end());
+    http.push_back({{"source", g.source()},
+                    {"destination", g.destination()},
+                    {"port", g.port()},
+                    {"methods", methods.empty() ? "*" : methods},
+                    {"pathRegex", g.path_regex()},
+                    {"headers", headers},
+                    {"trafficTarget", g.traffic_target()},
+                    {"rule", g.rule()},
+                    {"match", g.match()}});
+  }
+  if (output == "json") {
+    const std::map<std::string, uint32_t> identities(r.identities().begin(), r.identities().end());
+    nlohmann::json j{{"policy", entries}, {"identities", identities}, {"http", http}};
+    j["diagnostics"] = std::vector<std::string>(r.diagnostics().begin(), r.diagnostics().end());
+    std::cout << j.dump(2) << "\n";
+    return 0;
+  }
+  std::cout << "access mode " << r.access_mode() << ", " << r.identities_size() << " identities, "
+            << r.meshed_pods() << " meshed pods\n";
+  for (const auto& e : entries) {
+    if (e.contains("enforced")) {
+      std::cout << "  enforce  " << e["destination"].get<std::string>() << " (default deny)\n";
+    } else {
+      std::cout << "  allow    " << e["source"].get<std::string>() << " -> "
+                << e["destination"].get<std::string>() << " " << e["proto"].get<std::string>()
+                << "/" << (e["port"].is_string() ? "*" : std::to_string(e["port"].get<int>()))
+                << "   (" << e["trafficTarget"].get<std::string>() << ", "
+                << e["rule"].get<std::string>() << ")\n";
+    }
+  }
+  for (const auto& h : http) {
+    std::string headers;
+    for (const auto& [name, regex] : h["headers"].items())
+      headers += " " + name + "~" + regex.get<std::string>();
+    const std::string path = h["pathRegex"].get<std::string>();
+    const std::string match = h["match"].get<std::string>();
+    std::cout << "  http     " << h["source"].get<std::string>() << " -> "
+              << h["destination"].get<std::string>() << " TCP/" << h["port"].get<int>() << " "
+              << h["methods"].get<std::string>() << " " << (path.empty() ? "(any path)" : path)
+              << headers << "   (" << h["trafficTarget"].get<std::string>() << ", "
+              << h["rule"].get<std::string>() << (match.empty() ? "" : " match " + match) << ")\n";
+  }
+  for (const auto& d : r.diagnostics()) std::cout << "  " << d << "\n";
+  return 0;
+}
+
+int policyOffline(const Common& c, const std::string& node_name) {
+  model::ClusterState state;
+  compile::NodeConfig node;
+  if (!load(c, &state, &node)) return 2;
+  node.node_name = node_name;
+  return printPolicy(c.conn.output, api::policyReply(compile::compile(state, node), node));
+}
+
+int policyOnline(const Common& c, CLI::Option* node_opt) {
+  noteOfflineOnly(c);
+  if (node_opt->count() > 0)
+    std::cerr << "note: --node applies to --manifests only; the agent compiles for its node\n";
+  pb::GetPolicyReply r;
+  grpc::ClientContext ctx;
+  withDeadline(&ctx, 10);
+  grpc::Status st = stub(c.conn)->GetPolicy(&ctx, pb::GetPolicyRequest(), &r);
+  if (!st.ok()) return rpcFailed(c.conn, st);
+  return printPolicy(c.conn.output, r);
 }
 
 // ---- status ----------------------------------------------------------------------

@@ -20,6 +20,7 @@
 #include "agent/base/unique_fd.h"
 #include "agent/compile/explain.h"
 #include "api/proto/explain.h"
+#include "api/proto/policy.h"
 #include "api/proto/status.h"
 #include "smik/v1/smik.grpc.pb.h"
 
@@ -260,9 +261,18 @@ class AgentService final : public pb::Agent::Service {
     }
     if (req->from().empty() || req->port() < 1 || req->port() > 65535)
       return {StatusCode::INVALID_ARGUMENT, "to NS/POD needs from NS/POD and a port"};
+    std::optional<compile::HttpRequest> request;
+    if (!req->method().empty() || !req->path().empty() || req->headers_size() > 0) {
+      request = compile::HttpRequest{req->method().empty() ? "GET" : req->method(),
+                                     req->path().empty() ? "/" : req->path()};
+      for (const auto& h : req->headers()) {
+        if (h.name().empty()) return {StatusCode::INVALID_ARGUMENT, "a header without a name"};
+        request->headers.emplace_back(h.name(), h.value());
+      }
+    }
     compile::Explanation e;
     if (!compile::explain(state, node, req->from(), to, static_cast<uint16_t>(req->port()), proto,
-                          &e, &err, plan))
+                          &e, &err, plan, request ? &*request : nullptr))
       return {StatusCode::NOT_FOUND, err};
     *out = explainReply(e);
     return grpc::Status::OK;
@@ -271,28 +281,7 @@ class AgentService final : public pb::Agent::Service {
   grpc::Status GetPolicy(ServerContext*, const pb::GetPolicyRequest*,
                          pb::GetPolicyReply* out) override {
     const std::shared_ptr<const AppliedView> applied = agent_->applied();
-    const compile::Plan& plan = *applied->plan;
-    const compile::NodeConfig& node = agent_->nodeConfig();
-    out->set_node(node.node_name);
-    out->set_access_mode(compile::accessModeName(node.access_mode));
-    for (const auto& [k, v] : plan.policy) {
-      auto* e = out->add_entries();
-      e->set_destination(plan.identityName(k.dst_id));
-      if (k.src_id == SMIK_ID_META) {
-        e->set_enforced((v.flags & SMIK_POL_F_ENFORCED) != 0);
-        continue;
-      }
-      e->set_source(plan.identityName(k.src_id));
-      e->set_proto(kernelProtoName(k.proto));
-      e->set_port(k.dport);
-      if (v.rule_id >= 1 && v.rule_id <= plan.rules.size()) {
-        e->set_traffic_target(plan.rules[v.rule_id - 1].traffic_target);
-        e->set_rule(plan.rules[v.rule_id - 1].rule);
-      }
-    }
-    for (const auto& [name, id] : plan.identities) (*out->mutable_identities())[name] = id;
-    for (const auto& d : plan.diagnostics) out->add_diagnostics(d.str());
-    out->set_meshed_pods(plan.endpoints.size());
+    *out = policyReply(*applied->plan, agent_->nodeConfig());
     return grpc::Status::OK;
   }
 

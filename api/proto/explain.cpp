@@ -9,6 +9,7 @@ v1::ExplainReply explainReply(const compile::Explanation& e) {
   r.set_traffic_target(e.traffic_target);
   r.set_rule(e.rule);
   r.mutable_details()->Assign(e.details.begin(), e.details.end());
+  r.set_http_match(e.http_match);
   return r;
 }
 

@@ -231,6 +231,57 @@ TEST_F(HttpRules, HeaderMatchesAreJudgedPerRequest) {
   EXPECT_NE(metrics.find("smik_http_requests_total{verdict=\"denied_policy\"} 5"), std::string::npos)
       << metrics.substr(0, 4000);
   EXPECT_NE(metrics.find("smik_http_requests_total{verdict=\"allowed\"} 4"), std::string::npos);
+
+  // The running agent explains a request from the policy in force (gRPC),
+  // and lists the grants its judge holds.
+  const std::string sock = "/tmp/" + bed_->prefix() + "-default-agent.sock";
+  auto smik = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), SMIK_CLI);
+    args.insert(args.end(), {"--grpc", sock, "-o", "json"});
+    const testbed::RunResult r = bed_->run(args, 10000);
+    EXPECT_TRUE(r.ok()) << r.output;
+    return r.ok() ? nlohmann::json::parse(r.output) : nlohmann::json();
+  };
+  const std::vector<std::string> edge = {"explain", "--from", "app/client", "--to", "app/server",
+                                         "--port", std::to_string(kPort)};
+  auto explain = [&](std::vector<std::string> request) {
+    request.insert(request.begin(), edge.begin(), edge.end());
+    return smik(request);
+  };
+  nlohmann::json granted =
+      explain({"--method", "GET", "--path", "/admin", "--header", "X-Role=admin", "--header", "x-team=a"});
+  EXPECT_EQ(granted["allowed"], true) << granted.dump(1);
+  EXPECT_EQ(granted["trafficTarget"], "app/bookstore");
+  EXPECT_EQ(granted["httpMatch"], "staff") << granted.dump(1);
+  nlohmann::json wrong = explain({"--path", "/books/1", "--header", "User-Agent=curl/8"});
+  EXPECT_EQ(wrong["allowed"], false) << wrong.dump(1);
+  EXPECT_NE(wrong.dump().find("user-agent does not match regex"), std::string::npos) << wrong.dump(1);
+  nlohmann::json post = explain({"--method", "POST", "--path", "/books/1", "--header",
+                                 "user-agent=Android"});
+  EXPECT_EQ(post["allowed"], false);
+  EXPECT_NE(post.dump().find("method POST not granted"), std::string::npos) << post.dump(1);
+  // Without a request: the connection's verdict, as before.
+  EXPECT_EQ(smik(edge)["allowed"], true);
+
+  nlohmann::json policy = smik({"policy"});
+  // The two matches for the client, and every request from the host
+  // (--host-traffic allow, the default, reaches the judge as a grant too).
+  ASSERT_EQ(policy["http"].size(), 3u) << policy.dump(1);
+  std::map<std::string, nlohmann::json> by_match;
+  for (const auto& g : policy["http"]) by_match[g["source"].get<std::string>() + " " + g["match"].get<std::string>()] = g;
+  EXPECT_EQ(by_match["host "]["methods"], "*") << policy["http"].dump(1);
+  EXPECT_EQ(by_match["host "]["rule"], "host traffic");
+  by_match["staff"] = by_match["app/client staff"];
+  by_match["android"] = by_match["app/client android"];
+  const nlohmann::json& staff = by_match["staff"];
+  EXPECT_EQ(staff["source"], "app/client") << policy["http"].dump(1);
+  EXPECT_EQ(staff["destination"], "app/server");
+  EXPECT_EQ(staff["port"], kPort);
+  EXPECT_EQ(staff["methods"], "GET");
+  EXPECT_EQ(staff["pathRegex"], "/admin");
+  EXPECT_EQ(staff["headers"], (nlohmann::json{{"x-role", "admin"}, {"x-team", "a|b"}}));
+  EXPECT_EQ(staff["trafficTarget"], "app/bookstore");
+  EXPECT_EQ(by_match["android"]["headers"], (nlohmann::json{{"user-agent", ".*Android.*"}}));
 }
 
 }  // namespace

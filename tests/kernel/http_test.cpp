@@ -1282,8 +1282,9 @@ void HttpJudgeTest::judgeAlike(StreamMaker& make, int count, const std::function
     } else {
       ASSERT_FALSE(statuses.empty()) << what;
       EXPECT_EQ(statuses.back(), compile::http::status(refusal)) << what;
-      if (!pipelined)  // one at a time: every request before the refused one was answered
+      if (!pipelined) {  // one at a time: every request before the refused one was answered
         EXPECT_EQ(reqs, refused_at) << what;
+      }
     }
     if (HasFailure()) return;  // one stream's story is enough to read
   }
