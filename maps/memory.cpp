@@ -64,6 +64,13 @@ uint64_t hashBytes(const MapDef& d, uint64_t cpus, uint64_t entries) {
   return bytes;
 }
 
+// Socket hashes (the HTTP judge's sockets): a bucket array, and an element
+// (rcu head, socket pointer, list node, key) allocated per socket.
+uint64_t sockhashBytes(const MapDef& d, uint64_t entries) {
+  constexpr uint64_t kShtabElem = 40;
+  return kHtabHeader + kBucket * pow2AtLeast(d.max_entries) + (kShtabElem + round8(d.key_size)) * entries;
+}
+
 uint64_t arrayBytes(const MapDef& d, uint64_t cpus) {
   const uint64_t elem = round8(d.value_size), n = d.max_entries;
   if (perCpu(d)) return kArrayHeader + kPointer * n + elem * n * cpus;
@@ -95,6 +102,7 @@ bool preallocated(const MapDef& d) {
 }
 
 uint64_t mapBytes(const MapDef& d, uint32_t cpus, uint64_t entries) {
+  if (d.type == BPF_MAP_TYPE_SOCKHASH) return sockhashBytes(d, entries);
   if (isHash(d)) return hashBytes(d, cpus, entries);
   if (d.type == BPF_MAP_TYPE_RINGBUF) return ringbufBytes(d);
   return arrayBytes(d, cpus);  // arrays, and the array of maps (a pointer each)
@@ -110,7 +118,7 @@ bool mapDefOf(int fd, MapDef* out) {
 
 uint64_t countEntries(int fd, const MapDef& def) {
   if (def.type == BPF_MAP_TYPE_RINGBUF) return 0;
-  if (!isHash(def)) return def.max_entries;
+  if (!isHash(def) && def.type != BPF_MAP_TYPE_SOCKHASH) return def.max_entries;
   constexpr uint32_t kChunk = 1024;
   static const uint32_t cpus = libbpf_num_possible_cpus();
   std::vector<uint8_t> keys(size_t{kChunk} * def.key_size);
@@ -157,6 +165,7 @@ std::string mapTypeName(uint32_t type) {
     case BPF_MAP_TYPE_LRU_PERCPU_HASH: return "lru_percpu_hash";
     case BPF_MAP_TYPE_ARRAY_OF_MAPS: return "array_of_maps";
     case BPF_MAP_TYPE_RINGBUF: return "ringbuf";
+    case BPF_MAP_TYPE_SOCKHASH: return "sockhash";
   }
   return "type " + std::to_string(type);
 }

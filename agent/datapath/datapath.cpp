@@ -504,11 +504,11 @@ std::vector<maps::MapDef> mapDefs(const Options& opts, std::string* err) {
 std::vector<maps::MapUsage> Datapath::mapUsage() {
   static const uint32_t cpus = libbpf_num_possible_cpus();
   std::vector<maps::MapUsage> out;
-  auto add = [&](int fd, const std::string& name) {
+  auto add = [&](int fd, const std::string& name, std::optional<uint64_t> taken = std::nullopt) {
     maps::MapUsage u;
     if (!maps::mapDefOf(fd, &u.def)) return;
     u.def.name = name;
-    u.entries = maps::countEntries(fd, u.def);
+    u.entries = taken ? *taken : maps::countEntries(fd, u.def);
     u.bytes = maps::mapBytesFull(u.def, cpus);
     out.push_back(std::move(u));
   };
@@ -519,6 +519,8 @@ std::vector<maps::MapUsage> Datapath::mapUsage() {
   if (bpf_map_lookup_elem(bpf_map__fd(objs_->tc->maps.smik_policy), &zero, &id) == 0) {
     if (UniqueFd gen{bpf_map_get_fd_by_id(id)}) add(gen.get(), maps::kPolicyGeneration);
   }
+  if (http_)
+    for (const auto& m : http_->maps()) add(m.fd, m.name, m.taken);
   return out;
 }
 

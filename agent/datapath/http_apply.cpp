@@ -25,6 +25,19 @@ std::unique_ptr<HttpEnforcer> HttpEnforcer::open(int ipcache_fd, HttpEventMaps e
   return e;
 }
 
+// The table space of DFAs no port points at any more and no socket runs:
+// without this, every policy change that touches a port's patterns would
+// take new space until the tables were full and no new policy could apply.
+void HttpEnforcer::reclaim() {
+  std::set<uint16_t> keep = judge_->liveDfas();
+  for (const auto& [key, p] : ports_) {
+    keep.insert(p.dfa), keep.insert(p.hdr);
+    keep.insert(p.retired.begin(), p.retired.end());
+  }
+  keep.erase(0);
+  judge_->release(keep);
+}
+
 // An id no governed port points at and no socket runs (ids wrap around).
 uint16_t HttpEnforcer::freeDfaId(const std::set<uint16_t>& live) const {
   std::set<uint16_t> busy = live;
@@ -46,6 +59,7 @@ bool HttpEnforcer::loadPatterns(const Key& key, const compile::HttpPortPlan& hp,
                                   [](const auto& w, const std::string& h) { return w.first == h; }))
     return true;
   if (!hp.error.empty() || wanted.empty()) {  // nothing to match: every request is denied
+    port.retired.insert({port.dfa, port.hdr});
     port.bit_of.clear();
     port.dfa = 0;
     port.hdr = 0;
@@ -104,6 +118,7 @@ bool HttpEnforcer::loadPatterns(const Key& key, const compile::HttpPortPlan& hp,
     last_dfa_ = hdr;
   }
   port.meaning[id] = meaning;
+  port.retired.insert({port.dfa, port.hdr});
   port.bit_of = std::move(bits);
   port.dfa = id;
   port.hdr = hdr;
@@ -111,6 +126,7 @@ bool HttpEnforcer::loadPatterns(const Key& key, const compile::HttpPortPlan& hp,
 }
 
 bool HttpEnforcer::stage(const compile::Plan& plan, std::string* err) {
+  reclaim();
   for (const auto& [key, hp] : plan.http) {
     if (!loadPatterns(key, hp, err)) return false;
     const Port& port = ports_.at(key);
@@ -138,6 +154,7 @@ bool HttpEnforcer::stage(const compile::Plan& plan, std::string* err) {
         governed_.insert({a, key.second});
       }
     }
+    ports_.at(key).retired.clear();
   }
   return true;
 }

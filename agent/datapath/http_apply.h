@@ -43,6 +43,7 @@ class HttpEnforcer {
 
   std::array<uint64_t, SMIK_HTTP_COUNTER_MAX> counters() const { return judge_->counters(); }
   size_t connections() const { return judge_->connections(); }
+  std::vector<HttpJudge::MapRef> maps() const { return judge_->maps(); }
 
  private:
   static constexpr size_t kBits = 64;
@@ -52,11 +53,15 @@ class HttpEnforcer {
     std::map<uint16_t, std::array<std::string, kBits>> meaning;  // DFA id -> bit -> meaning
     uint16_t dfa = 0;  // 0 is never loaded: no path matches
     uint16_t hdr = 0;  // its header DFA; 0: no header conditions
+    // Ids the port pointed at before, until every address of it points at
+    // dfa and hdr (a failed stage can leave some on the old ones).
+    std::set<uint16_t> retired;
   };
   using Key = std::pair<uint32_t, uint16_t>;  // destination identity, port
 
   bool loadPatterns(const Key& key, const compile::HttpPortPlan& hp, std::string* err);
   uint16_t freeDfaId(const std::set<uint16_t>& live) const;
+  void reclaim();
 
   std::unique_ptr<HttpJudge> judge_;
   std::map<Key, Port> ports_;

@@ -7,6 +7,8 @@
 
 #include <cerrno>
 #include <cstring>
+#include <optional>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -99,35 +101,46 @@ bool HttpJudge::attach(const std::string& cgroup, std::string* err) {
 }
 
 bool HttpJudge::loadDfa(uint16_t dfa_id, const compile::http::Dfa& dfa, std::string* err) {
-  if (dfa_id >= SMIK_HTTP_MAX_DFAS) return (*err = "DFA id out of range"), false;
+  if (dfa_id == 0 || dfa_id >= SMIK_HTTP_MAX_DFAS) return (*err = "DFA id out of range"), false;
   const size_t states = dfa.states(), classes = dfa.classes;
   if (states == 0 || states > SMIK_HTTP_DFA_MAX_STATES || classes == 0 || classes > 256 ||
       dfa.next.size() != states * classes || dfa.start >= states)
     return (*err = "not a DFA the kernel can run"), false;
+  giveBack(dfa_id);
   const size_t transitions = states * classes;
-  if (next_transition_ + transitions > SMIK_HTTP_MAX_TRANSITIONS ||
-      next_accept_ + states > SMIK_HTTP_MAX_ACCEPTS)
-    return (*err = "the kernel's DFA tables are full"), false;
+  const auto slots = static_cast<uint32_t>((transitions + SMIK_HTTP_TRANS_PER_SLOT - 1) /
+                                           SMIK_HTTP_TRANS_PER_SLOT);
+  const std::optional<uint32_t> slot = slots_.take(slots);
+  const std::optional<uint32_t> accept = slot ? accepts_.take(static_cast<uint32_t>(states))
+                                              : std::nullopt;
+  if (!accept) {
+    if (slot) slots_.give(*slot, slots);
+    return (*err = "the kernel's DFA tables are full (" + std::to_string(states) + " states, " +
+                   std::to_string(slots_.freeUnits()) + " transition slots and " +
+                   std::to_string(accepts_.freeUnits()) + " accept entries free)"),
+           false;
+  }
+  // Taken from here on: a failed write leaves the space with the id, given
+  // back when the id is loaded again or released.
+  placed_[dfa_id] = {*slot, slots, *accept, static_cast<uint32_t>(states)};
 
   // Transitions, 4 to a slot, from a slot boundary.
   const int trans_fd = bpf_map__fd(skel_->maps.smik_http_trans);
-  const uint32_t base = next_transition_;
   for (size_t t = 0; t < transitions; t += SMIK_HTTP_TRANS_PER_SLOT) {
-    smik_http_trans_slot slot{};
+    smik_http_trans_slot out{};
     for (size_t i = 0; i < SMIK_HTTP_TRANS_PER_SLOT && t + i < transitions; ++i)
-      slot.next[i] = dfa.next[t + i];
-    const uint32_t key = (base + t) / SMIK_HTTP_TRANS_PER_SLOT;
-    if (!update(trans_fd, &key, &slot, "smik_http_trans", err)) return false;
+      out.next[i] = dfa.next[t + i];
+    const uint32_t key = *slot + static_cast<uint32_t>(t / SMIK_HTTP_TRANS_PER_SLOT);
+    if (!update(trans_fd, &key, &out, "smik_http_trans", err)) return false;
   }
   const int acc_fd = bpf_map__fd(skel_->maps.smik_http_accepts);
-  const uint32_t accept_base = next_accept_;
   for (size_t s = 0; s < states; ++s) {
-    const uint32_t key = accept_base + s;
+    const uint32_t key = *accept + static_cast<uint32_t>(s);
     if (!update(acc_fd, &key, &dfa.accepts[s], "smik_http_accepts", err)) return false;
   }
   smik_http_dfa d{};
-  d.trans_base = base;
-  d.accept_base = accept_base;
+  d.trans_base = *slot * SMIK_HTTP_TRANS_PER_SLOT;
+  d.accept_base = *accept;
   d.states = static_cast<uint16_t>(states);
   d.classes = static_cast<uint16_t>(classes);
   d.start = dfa.start;
@@ -136,11 +149,42 @@ bool HttpJudge::loadDfa(uint16_t dfa_id, const compile::http::Dfa& dfa, std::str
     d.class_of[b] = static_cast<uint8_t>(dfa.class_of[b]);
   }
   const uint32_t key = dfa_id;
-  if (!update(bpf_map__fd(skel_->maps.smik_http_dfas), &key, &d, "smik_http_dfas", err)) return false;
-  const uint32_t slots = (transitions + SMIK_HTTP_TRANS_PER_SLOT - 1) / SMIK_HTTP_TRANS_PER_SLOT;
-  next_transition_ += slots * SMIK_HTTP_TRANS_PER_SLOT;
-  next_accept_ += states;
-  return true;
+  return update(bpf_map__fd(skel_->maps.smik_http_dfas), &key, &d, "smik_http_dfas", err);
+}
+
+void HttpJudge::giveBack(uint16_t dfa_id) {
+  auto it = placed_.find(dfa_id);
+  if (it == placed_.end()) return;
+  // Unpublished before its space can hold another DFA: states 0 matches
+  // nothing. Nothing reads it (the caller's promise); this keeps a broken
+  // promise failing closed.
+  const smik_http_dfa none{};
+  const uint32_t key = dfa_id;
+  bpf_map_update_elem(bpf_map__fd(skel_->maps.smik_http_dfas), &key, &none, BPF_ANY);
+  slots_.give(it->second.slot, it->second.slots);
+  accepts_.give(it->second.accept, it->second.states);
+  placed_.erase(it);
+}
+
+void HttpJudge::release(const std::set<uint16_t>& keep) {
+  std::vector<uint16_t> gone;
+  for (const auto& [id, p] : placed_)
+    if (!keep.count(id)) gone.push_back(id);
+  for (uint16_t id : gone) giveBack(id);
+}
+
+std::vector<HttpJudge::MapRef> HttpJudge::maps() const {
+  std::vector<MapRef> out;
+  bpf_map* m = nullptr;
+  bpf_object__for_each_map(m, skel_->obj) {
+    const std::string name = bpf_map__name(m);
+    if (name.rfind("smik_http_", 0) != 0) continue;  // shared maps, .rodata and such
+    MapRef r{name, bpf_map__fd(m), std::nullopt};
+    if (m == skel_->maps.smik_http_trans) r.taken = slots_.capacity() - slots_.freeUnits();
+    if (m == skel_->maps.smik_http_accepts) r.taken = accepts_.capacity() - accepts_.freeUnits();
+    out.push_back(std::move(r));
+  }
+  return out;
 }
 
 bool HttpJudge::loadNeeds(uint16_t hdr_dfa_id, const std::vector<uint32_t>& needs, std::string* err) {

@@ -4,12 +4,16 @@
 #pragma once
 
 #include <array>
+#include <map>
+#include <optional>
+#include <utility>
 #include <cstdint>
 #include <memory>
 #include <set>
 #include <string>
 #include <vector>
 
+#include "agent/base/table_space.h"
 #include "agent/base/unique_fd.h"
 #include "agent/compile/compile.h"
 #include "agent/compile/http_regex.h"
@@ -49,7 +53,22 @@ class HttpJudge {
   // Places `dfa` in the transition and accept tables and publishes it as
   // dfa_id. A published id is never rewritten in place (a reader could see
   // half of it): load the new DFA under a free id, then point the port at it.
+  // An id loaded before must be one nothing reads any more (no port points
+  // at it, no socket runs it): its table space is given back first.
   bool loadDfa(uint16_t dfa_id, const compile::http::Dfa& dfa, std::string* err);
+  // Gives back the table space of every loaded id not in `keep` (what ports
+  // point at and sockets run) and unpublishes it: an id a bug still handed
+  // out would match nothing (deny), never another DFA's transitions.
+  void release(const std::set<uint16_t>& keep);
+  // The judge's own maps (smik_http_*; not the ipcache or event maps it
+  // shares), for the map listing: name, fd, and for the DFA tables, written
+  // by offset, the units taken (an array's size says nothing of its use).
+  struct MapRef {
+    std::string name;
+    int fd = -1;
+    std::optional<uint64_t> taken;
+  };
+  std::vector<MapRef> maps() const;
   // What each path pattern bit needs of the header conditions of the header
   // DFA hdr_dfa_id (loaded with loadDfa): written before a port points at it.
   bool loadNeeds(uint16_t hdr_dfa_id, const std::vector<uint32_t>& needs, std::string* err);
@@ -90,8 +109,15 @@ class HttpJudge {
   bool verdict_attached_ = false;
   bool msg_attached_ = false;
   bool keep_ = false;  // pinned: the verdict stays attached after us
-  uint32_t next_transition_ = 0;  // bump allocation: ids are not reused yet
-  uint32_t next_accept_ = 0;
+  // Where each loaded id's DFA sits in the tables (transitions in slots).
+  struct Placement {
+    uint32_t slot = 0, slots = 0;
+    uint32_t accept = 0, states = 0;
+  };
+  void giveBack(uint16_t dfa_id);
+  std::map<uint16_t, Placement> placed_;
+  TableSpace slots_{SMIK_HTTP_MAX_TRANS_SLOTS};
+  TableSpace accepts_{SMIK_HTTP_MAX_ACCEPTS};
 };
 
 }  // namespace smik::datapath

@@ -284,5 +284,73 @@ TEST_F(HttpRules, HeaderMatchesAreJudgedPerRequest) {
   EXPECT_EQ(by_match["android"]["headers"], (nlohmann::json{{"user-agent", ".*Android.*"}}));
 }
 
+// An agent whose HTTPRouteGroups keep changing (a deployment pipeline that
+// rewrites them every few minutes, for weeks) loads a new DFA each time:
+// the kernel's DFA tables must get back the space of the ones no port or
+// socket runs any more, or a day comes when no new policy applies. The
+// map listing says how much of each table is taken: it must stay at what
+// the DFAs in force need (the port's, and the one before it while the swap
+// is under way), round after round, instead of growing with every change.
+TEST_F(HttpRules, PolicyChangesGiveTheirDfaTableSpaceBack) {
+  Pod& client = bed_->addPod("client", bed_->nextIp());
+  Pod& server = bed_->addPod("server", bed_->nextIp());
+  std::string server_pod = pod("app", "server", "server", server.ip());
+  server_pod.replace(server_pod.find("  nodeName:"), 0,
+                     "  containers:\n  - name: app\n    image: x\n    ports:\n"
+                     "    - containerPort: " + std::to_string(kPort) + "\n");
+  write("pods.yaml", ns("app", true) + pod("app", "client", "client", client.ip()) + server_pod);
+  const std::string padding(40, 'x');
+  auto path = [&](int round, int match) {
+    return "/r" + std::to_string(round) + "-m" + std::to_string(match) + "-" + padding;
+  };
+  auto policy = [&](int round) {
+    std::string matches;
+    for (int m = 0; m < 8; ++m)
+      matches += "  - name: m" + std::to_string(m) + "\n    pathRegex: " + path(round, m) +
+                 "\n    methods: [GET]\n";
+    return "apiVersion: specs.smi-spec.io/v1alpha4\nkind: HTTPRouteGroup\nmetadata:\n"
+           "  name: the-routes\n  namespace: app\nspec:\n  matches:\n" + matches + "---\n" +
+           trafficTarget("app", "bookstore", "app", "server",
+                         "  - kind: HTTPRouteGroup\n    name: the-routes\n", "app", "client");
+  };
+  write("policy.yaml", policy(0));
+  startAgent();
+  waitAttached(2);
+  Proc app = bed_->spawn(server, {SMIK_HTTP_SERVER, "--serve", std::to_string(kPort)});
+  ASSERT_TRUE(app.waitFor("ready\n", 5000)) << app.output();
+  // One connection per check, after the agent says it applied: the server
+  // keeps each denied connection open.
+  auto status = [&](const std::string& p) {
+    PodClient c(client, server.ip(), kPort);
+    return c.connected() ? c.get(p).first : -1;
+  };
+  auto applies = [&] { return nlohmann::json::parse(this->status())["appliesTotal"].get<int>(); };
+  auto taken = [&](const std::string& table) -> uint64_t {
+    const nlohmann::json st = nlohmann::json::parse(this->status());
+    for (const auto& m : st["maps"])
+      if (m["name"] == table) return m["entries"].get<uint64_t>();
+    ADD_FAILURE() << "no map " << table << " in /status";
+    return 0;
+  };
+  ASSERT_TRUE(eventually([&] { return status(path(0, 7)) == 200; }, 5000)) << this->status();
+  const uint64_t accepts_one = taken("smik_http_accepts");
+  const uint64_t slots_one = taken("smik_http_trans");
+  ASSERT_GT(accepts_one, 8u * padding.size()) << "one DFA's states";
+  for (int round = 1; round <= 6; ++round) {
+    const int before = applies();
+    write("policy.yaml", policy(round));
+    ASSERT_TRUE(eventually([&] { return applies() > before; }, 10000)) << "round " << round;
+    EXPECT_EQ(status(path(round, 7)), 200) << "round " << round << "\n" << this->status();
+    EXPECT_EQ(status(path(round - 1, 7)), 403) << "round " << round;
+    // This round's DFA, and at most the one it replaced (given back at the
+    // next change): never one more per round.
+    EXPECT_LE(taken("smik_http_accepts"), 2 * accepts_one + accepts_one / 4) << "round " << round;
+    EXPECT_LE(taken("smik_http_trans"), 2 * slots_one + slots_one / 4) << "round " << round;
+    if (HasFailure()) break;
+  }
+  const nlohmann::json st = nlohmann::json::parse(this->status());
+  EXPECT_EQ(st["applyErrorsTotal"], 0) << st.dump(1);
+}
+
 }  // namespace
 }  // namespace smik::e2e

@@ -1,15 +1,22 @@
 // The owner types everything else is built on: a descriptor closed exactly
-// once, by its last owner; a result that holds a value or why not.
+// once, by its last owner; a result that holds a value or why not; space in
+// a kernel table, given back and taken again.
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <map>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include <random>
+
 #include "agent/base/result.h"
+#include "agent/base/table_space.h"
 #include "agent/base/unique_fd.h"
 
 namespace smik {
@@ -97,6 +104,64 @@ TEST(Result, MovesItsValueOut) {
   ASSERT_TRUE(fd);
   UniqueFd owner = std::move(fd).value();
   EXPECT_TRUE(owner.valid());
+}
+
+TEST(TableSpace, TakesFirstFitAndMergesWhatIsGivenBack) {
+  TableSpace t(100);
+  EXPECT_EQ(t.take(30), 0u);
+  EXPECT_EQ(t.take(30), 30u);
+  EXPECT_EQ(t.take(30), 60u);
+  EXPECT_EQ(t.take(11), std::nullopt) << "10 left";
+  EXPECT_EQ(t.take(0), std::nullopt);
+  t.give(30, 30);
+  EXPECT_EQ(t.take(40), std::nullopt) << "30 + 10 free, not adjacent";
+  t.give(0, 30);
+  EXPECT_EQ(t.freeRuns(), 2u);
+  EXPECT_EQ(t.take(50), 0u) << "the two runs given back are one";
+  t.give(0, 50);
+  t.give(60, 30);
+  EXPECT_EQ(t.freeRuns(), 1u);
+  EXPECT_EQ(t.freeUnits(), 100u);
+}
+
+// Replacing what was placed, forever, as an agent whose policy keeps
+// changing does: a bump pointer runs out after a few rounds; this never
+// does, and no unit is ever handed out twice (checked against a map of
+// which unit belongs to whom).
+TEST(TableSpace, EndlessReplacementNeverRunsOutNorOverlaps) {
+  constexpr uint32_t kCapacity = 4096;
+  TableSpace t(kCapacity);
+  std::vector<int> owner(kCapacity, -1);
+  std::map<int, std::pair<uint32_t, uint32_t>> held;  // id -> (base, units)
+  std::mt19937 rng(7);
+  for (int round = 0; round < 20000; ++round) {
+    const int id = static_cast<int>(rng() % 16);
+    if (auto it = held.find(id); it != held.end()) {
+      for (uint32_t u = 0; u < it->second.second; ++u) owner[it->second.first + u] = -1;
+      t.give(it->second.first, it->second.second);
+      held.erase(it);
+    }
+    const uint32_t units = 1 + rng() % 200;  // 16 x 200 < capacity, but holes may be smaller
+    const std::optional<uint32_t> base = t.take(units);
+    uint32_t largest_hole = 0, run = 0;
+    for (uint32_t u = 0; u < kCapacity; ++u) {
+      run = owner[u] == -1 ? run + 1 : 0;
+      largest_hole = std::max(largest_hole, run);
+    }
+    if (!base) {
+      ASSERT_LT(largest_hole, units) << "refused with room at round " << round;
+      continue;
+    }
+    ASSERT_LE(*base + units, kCapacity);
+    for (uint32_t u = 0; u < units; ++u) {
+      ASSERT_EQ(owner[*base + u], -1) << "unit " << *base + u << " handed out twice";
+      owner[*base + u] = id;
+    }
+    held[id] = {*base, units};
+  }
+  for (const auto& [id, r] : held) t.give(r.first, r.second);
+  EXPECT_EQ(t.freeUnits(), kCapacity);
+  EXPECT_EQ(t.freeRuns(), 1u);
 }
 
 }  // namespace
