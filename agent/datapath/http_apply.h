@@ -19,6 +19,7 @@
 #include <set>
 #include <string>
 #include <tuple>
+#include <vector>
 
 #include "agent/compile/compile.h"
 #include "agent/datapath/http_judge.h"
@@ -43,6 +44,7 @@ class HttpEnforcer {
 
   std::array<uint64_t, SMIK_HTTP_COUNTER_MAX> counters() const { return judge_->counters(); }
   size_t connections() const { return judge_->connections(); }
+  std::vector<int> programFds() const { return judge_->programFds(); }
 
  private:
   static constexpr size_t kBits = 64;

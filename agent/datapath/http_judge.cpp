@@ -249,6 +249,12 @@ std::array<uint64_t, SMIK_HTTP_COUNTER_MAX> HttpJudge::counters() const {
 
 int HttpJudge::eventsFd() const { return bpf_map__fd(skel_->maps.smik_events); }
 
+std::vector<int> HttpJudge::programFds() const {
+  return {bpf_program__fd(skel_->progs.smik_http_sockops), bpf_program__fd(skel_->progs.smik_http_guard),
+          bpf_program__fd(skel_->progs.smik_http_verdict),
+          bpf_program__fd(skel_->progs.smik_http_responses)};
+}
+
 size_t HttpJudge::connections() const {
   const int fd = bpf_map__fd(skel_->maps.smik_http_conns);
   size_t n = 0;

@@ -80,6 +80,9 @@ class HttpJudge {
   size_t connections() const;
   // The ring buffer its http-deny events go to (smik_http_event records).
   int eventsFd() const;
+  // Its programs (sockops, guard, verdict, responses), owned by it: what
+  // the benchmarks read the kernel's run-time statistics of.
+  std::vector<int> programFds() const;
 
  private:
   HttpJudge() = default;
