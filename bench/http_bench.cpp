@@ -170,6 +170,16 @@ struct Bed {
   std::string pin, dir;
 
   Bed() {
+    try {
+      setUp();
+    } catch (...) {  // no destructor runs for a half-made Bed
+      tearDown();
+      throw;
+    }
+  }
+  ~Bed() { tearDown(); }
+
+  void setUp() {
     client = &bed.addPod("client", bed.nextIp());
     server = &bed.addPod("server", bed.nextIp());
     dir = "/tmp/" + bed.prefix() + "-httpbench";
@@ -187,14 +197,14 @@ struct Bed {
     compilePolicy();
     seed();
   }
-  ~Bed() {
+  void tearDown() {
     judge.reset();
     stopNginx();
     dp.reset();
     std::string err;
-    datapath::Datapath::uninstall(pin, &err);
+    if (!pin.empty()) datapath::Datapath::uninstall(pin, &err);
     std::error_code ec;
-    std::filesystem::remove_all(dir, ec);
+    if (!dir.empty()) std::filesystem::remove_all(dir, ec);
   }
 
   // The agent's path from SMI objects to what the kernel holds.
