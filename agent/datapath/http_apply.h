@@ -19,6 +19,7 @@
 #include <set>
 #include <string>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "agent/compile/compile.h"
@@ -44,7 +45,7 @@ class HttpEnforcer {
 
   std::array<uint64_t, SMIK_HTTP_COUNTER_MAX> counters() const { return judge_->counters(); }
   size_t connections() const { return judge_->connections(); }
-  std::vector<int> programFds() const { return judge_->programFds(); }
+  std::vector<std::pair<std::string, int>> programs() const { return judge_->programs(); }
 
  private:
   static constexpr size_t kBits = 64;

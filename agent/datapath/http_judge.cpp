@@ -249,10 +249,12 @@ std::array<uint64_t, SMIK_HTTP_COUNTER_MAX> HttpJudge::counters() const {
 
 int HttpJudge::eventsFd() const { return bpf_map__fd(skel_->maps.smik_events); }
 
-std::vector<int> HttpJudge::programFds() const {
-  return {bpf_program__fd(skel_->progs.smik_http_sockops), bpf_program__fd(skel_->progs.smik_http_guard),
-          bpf_program__fd(skel_->progs.smik_http_verdict),
-          bpf_program__fd(skel_->progs.smik_http_responses)};
+std::vector<std::pair<std::string, int>> HttpJudge::programs() const {
+  std::vector<std::pair<std::string, int>> out;
+  for (const bpf_program* p : {skel_->progs.smik_http_sockops, skel_->progs.smik_http_guard,
+                               skel_->progs.smik_http_verdict, skel_->progs.smik_http_responses})
+    out.emplace_back(bpf_program__name(p), bpf_program__fd(p));
+  return out;
 }
 
 size_t HttpJudge::connections() const {
