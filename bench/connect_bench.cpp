@@ -43,6 +43,7 @@
 #include <string>
 
 #include "agent/datapath/datapath.h"
+#include "bench/prog_stats.h"
 #include "bench/result.h"
 #include "bench/seed.h"
 #include "bench/sockets.h"
@@ -124,22 +125,6 @@ int udpServerMain(int port) {
   std::fflush(stdout);
   char buf[2048];
   while (true) recv(fd.get(), buf, sizeof buf, 0);
-}
-
-// Run time of one loaded BPF program, from the kernel's statistics.
-struct ProgStats {
-  std::string name;
-  uint64_t run_ns = 0, runs = 0;
-};
-ProgStats statsOf(int prog_fd) {
-  bpf_prog_info info{};
-  uint32_t len = sizeof info;
-  ProgStats p;
-  if (bpf_obj_get_info_by_fd(prog_fd, &info, &len) != 0) return p;
-  p.name = info.name;
-  p.run_ns = info.run_time_ns;
-  p.runs = info.run_cnt;
-  return p;
 }
 
 struct Bed {
@@ -361,8 +346,8 @@ void breakdown() {
   std::vector<UniqueFd> progs;
   for (int fd : b.programFds()) progs.emplace_back(fd);
   auto snapshot = [&] {
-    std::vector<ProgStats> v;
-    for (auto& p : progs) v.push_back(statsOf(p.get()));
+    std::vector<bench::ProgStats> v;
+    for (auto& p : progs) v.push_back(bench::statsOf(p.get()));
     return v;
   };
   struct Pass {

@@ -14,6 +14,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <utility>
 #include <vector>
 
 #include "agent/base/unique_fd.h"
@@ -66,24 +67,43 @@ inline int echoServer(int port) {
   }
 }
 
-// One connection, n round trips of 64 bytes; prints "p50 p99" in µs. The
-// client busy-polls a non-blocking socket, as latency-sensitive clients do:
-// with blocking reads the p50 is the scheduler's wake-up latency, whose
-// spread hides a 2% effect of the path being measured.
-inline int pingpongClient(const char* ip, int port, int n) {
+// A TCP connection to ip:port with Nagle off (request/response peers);
+// invalid on failure. `nonblocking`: for the busy-polling clients.
+inline UniqueFd dialTcp(const char* ip, int port, bool nonblocking) {
   sockaddr_in sin{};
   sin.sin_family = AF_INET;
   sin.sin_port = htons(port);
   inet_pton(AF_INET, ip, &sin.sin_addr);
   UniqueFd sock(socket(AF_INET, SOCK_STREAM, 0));
-  const int fd = sock.get();
   int one = 1;
-  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&sin), sizeof sin) != 0) {
+  setsockopt(sock.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  if (connect(sock.get(), reinterpret_cast<sockaddr*>(&sin), sizeof sin) != 0) {
     std::perror("connect");
-    return 1;
+    return {};
   }
-  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+  if (nonblocking) fcntl(sock.get(), F_SETFL, fcntl(sock.get(), F_GETFL) | O_NONBLOCK);
+  return sock;
+}
+
+// Prints "p50 p99" of the round trips (µs), the line the parent parses;
+// with `seconds` (the whole run's) a third column, round trips per second.
+inline void printLatencies(std::vector<double> rtt, double seconds = 0) {
+  std::sort(rtt.begin(), rtt.end());
+  const size_t n = rtt.size();
+  if (seconds > 0)
+    std::printf("%.3f %.3f %.1f\n", rtt[n / 2], rtt[n * 99 / 100], double(n) / seconds);
+  else
+    std::printf("%.3f %.3f\n", rtt[n / 2], rtt[n * 99 / 100]);
+}
+
+// One connection, n round trips of 64 bytes; prints "p50 p99" in µs. The
+// client busy-polls a non-blocking socket, as latency-sensitive clients do:
+// with blocking reads the p50 is the scheduler's wake-up latency, whose
+// spread hides a 2% effect of the path being measured.
+inline int pingpongClient(const char* ip, int port, int n) {
+  UniqueFd sock = dialTcp(ip, port, true);
+  if (!sock) return 1;
+  const int fd = sock.get();
   char buf[64] = {};
   std::vector<double> rtt;
   rtt.reserve(n);
@@ -101,8 +121,7 @@ inline int pingpongClient(const char* ip, int port, int n) {
     rtt.push_back(
         std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count());
   }
-  std::sort(rtt.begin(), rtt.end());
-  std::printf("%.3f %.3f\n", rtt[n / 2], rtt[n * 99 / 100]);
+  printLatencies(std::move(rtt));
   return 0;
 }
 

@@ -19,6 +19,8 @@
 #include <set>
 #include <string>
 #include <tuple>
+#include <utility>
+#include <vector>
 
 #include "agent/compile/compile.h"
 #include "agent/datapath/http_judge.h"
@@ -44,6 +46,7 @@ class HttpEnforcer {
   std::array<uint64_t, SMIK_HTTP_COUNTER_MAX> counters() const { return judge_->counters(); }
   size_t connections() const { return judge_->connections(); }
   std::vector<HttpJudge::MapRef> maps() const { return judge_->maps(); }
+  std::vector<std::pair<std::string, int>> programs() const { return judge_->programs(); }
 
  private:
   static constexpr size_t kBits = 64;

@@ -293,6 +293,14 @@ std::array<uint64_t, SMIK_HTTP_COUNTER_MAX> HttpJudge::counters() const {
 
 int HttpJudge::eventsFd() const { return bpf_map__fd(skel_->maps.smik_events); }
 
+std::vector<std::pair<std::string, int>> HttpJudge::programs() const {
+  std::vector<std::pair<std::string, int>> out;
+  for (const bpf_program* p : {skel_->progs.smik_http_sockops, skel_->progs.smik_http_guard,
+                               skel_->progs.smik_http_verdict, skel_->progs.smik_http_responses})
+    out.emplace_back(bpf_program__name(p), bpf_program__fd(p));
+  return out;
+}
+
 size_t HttpJudge::connections() const {
   const int fd = bpf_map__fd(skel_->maps.smik_http_conns);
   size_t n = 0;

@@ -11,6 +11,7 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "agent/base/table_space.h"
@@ -99,6 +100,9 @@ class HttpJudge {
   size_t connections() const;
   // The ring buffer its http-deny events go to (smik_http_event records).
   int eventsFd() const;
+  // Its programs by name (sockops, guard, verdict, responses; the fds are
+  // its own): what the benchmarks read the kernel's run-time statistics of.
+  std::vector<std::pair<std::string, int>> programs() const;
 
  private:
   HttpJudge() = default;
