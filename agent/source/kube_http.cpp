@@ -378,14 +378,16 @@ void Multiplexer::loop() {
       finish(s, true, msg->data.result);
     }
     // Removals right after the messages are read: a removed stream can
-    // have no message left behind pointing at freed memory.
+    // have no message left behind pointing at freed memory. Adds first: a
+    // request cancelled before it was ever added is added, then removed,
+    // never added after its caller has gone.
     {
       std::lock_guard lock(mu_);
       remove.swap(to_remove_);
       add.swap(to_add_);
     }
-    for (MuxStream* s : remove) finish(s, false, CURLE_OK);
     for (MuxStream* s : add) curl_multi_add_handle(multi_, s->easy);
+    for (MuxStream* s : remove) finish(s, false, CURLE_OK);
     if (add.empty()) curl_multi_poll(multi_, nullptr, 0, 1000, nullptr);
   }
 }
