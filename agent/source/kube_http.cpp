@@ -2,24 +2,43 @@
 
 #include <curl/curl.h>
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
 #include <cctype>
+#include <condition_variable>
 #include <cstdlib>
 #include <memory>
+#include <thread>
 
 #include "agent/base/host_port.h"
 
 namespace smik::kube {
+
+struct MuxStream;
+
 namespace {
 
 constexpr size_t kMaxErrorBody = 64 * 1024;
 // Replies to writes (an Event, a SubjectAccessReview) are small objects.
 constexpr size_t kMaxSendReply = 1024 * 1024;
 
+// A body that has arrived on the multiplexer's thread and waits for its
+// caller's: the caller parses, the connection's other streams keep flowing.
+// Past this much the stream is paused (HTTP/2 flow control then holds the
+// server back on this stream alone) until the caller catches up.
+constexpr size_t kMaxBuffered = 4 * 1024 * 1024;
+
+struct Transfer;
+size_t deliver(Transfer* t, const char* data, size_t len);
+
 struct Transfer {
   CURL* easy = nullptr;
   const HttpClient::OnData* on_data = nullptr;
   HttpResponse* response = nullptr;
+  // Set when the transfer runs on a Multiplexer: 2xx bodies go to the
+  // stream's buffer instead of on_data.
+  MuxStream* stream = nullptr;
 };
 
 long statusOf(CURL* easy) {
@@ -60,6 +79,7 @@ size_t onBody(char* data, size_t size, size_t n, void* user) {
     body.append(data, std::min(len, kMaxErrorBody - std::min(kMaxErrorBody, body.size())));
     return len;
   }
+  if (t->stream) return deliver(t, data, len);
   if (!(*t->on_data)(std::string_view(data, len))) {
     t->response->stopped = true;
     return CURL_WRITEFUNC_ERROR;
@@ -245,25 +265,211 @@ void setSocketHook(std::function<void(int fd)> hook) { socketHook() = std::move(
 void Cancel::cancel() {
   cancelled_.store(true);
   std::lock_guard lock(mu_);
-  for (void* m : active_) curl_multi_wakeup(static_cast<CURLM*>(m));
+  for (auto& [key, wake] : active_) wake();
 }
 
-void Cancel::attach(void* multi) {
+void Cancel::attach(const void* key, std::function<void()> wake) {
   std::lock_guard lock(mu_);
-  active_.push_back(multi);
+  active_.emplace_back(key, std::move(wake));
 }
 
-void Cancel::detach(void* multi) {
+void Cancel::detach(const void* key) {
   std::lock_guard lock(mu_);
-  active_.erase(std::remove(active_.begin(), active_.end(), multi), active_.end());
+  std::erase_if(active_, [key](const auto& a) { return a.first == key; });
 }
 
-HttpClient::HttpClient(KubeConfig config, HttpTimeouts timeouts)
+bool curlHasHttp2() {
+  initCurlOnce();
+  const curl_version_info_data* v = curl_version_info(CURLVERSION_NOW);
+  return v && (v->features & CURL_VERSION_HTTP2);
+}
+
+// One request on the Multiplexer: the caller's thread waits on cv; the
+// multiplexer's thread fills `pending` and sets done/removed. Guarded by
+// the multiplexer's mutex.
+struct MuxStream {
+  CURL* easy = nullptr;
+  Multiplexer* mux = nullptr;
+  std::condition_variable cv;
+  std::string pending;
+  bool paused = false;   // the write callback said CURL_WRITEFUNC_PAUSE
+  bool done = false;     // curl finished the transfer (result is set)
+  bool removed = false;  // out of the multi handle: the caller may return
+  CURLcode result = CURLE_OK;
+};
+
+// One multi handle, and so one connection cache, for every request of an
+// HttpClient, driven by one thread. Callers block in run() as they did on a
+// multi of their own; their bodies cross over through a buffer so a caller
+// that is slow to parse never holds up the other streams on the connection.
+class Multiplexer {
+ public:
+  Multiplexer() : multi_(curl_multi_init()) {
+    curl_multi_setopt(multi_, CURLMOPT_PIPELINING, CURLPIPE_MULTIPLEX);
+    thread_ = std::thread([this] { loop(); });
+  }
+  ~Multiplexer() {
+    {
+      std::lock_guard lock(mu_);
+      stopping_ = true;
+    }
+    curl_multi_wakeup(multi_);
+    thread_.join();
+    curl_multi_cleanup(multi_);
+  }
+
+  Outcome run(Transfer& t, Cancel& cancel);
+  size_t deliver(MuxStream& s, const char* data, size_t len);
+
+ private:
+  void loop();
+  void finish(MuxStream* s, bool done, CURLcode result);
+
+  CURLM* multi_;
+  std::thread thread_;
+  std::mutex mu_;
+  bool stopping_ = false;
+  std::vector<MuxStream*> to_add_, to_remove_, to_resume_;
+};
+
+
+size_t Multiplexer::deliver(MuxStream& s, const char* data, size_t len) {
+  std::lock_guard lock(mu_);
+  if (s.pending.size() >= kMaxBuffered) {
+    s.paused = true;
+    return CURL_WRITEFUNC_PAUSE;  // curl keeps this piece and offers it again on resume
+  }
+  s.pending.append(data, len);
+  s.cv.notify_all();
+  return len;
+}
+
+void Multiplexer::finish(MuxStream* s, bool done, CURLcode result) {
+  curl_multi_remove_handle(multi_, s->easy);
+  std::lock_guard lock(mu_);
+  if (done) {
+    s->done = true;
+    s->result = result;
+  }
+  s->removed = true;
+  // The caller may return (and free s) as soon as it sees `removed`.
+  std::erase(to_remove_, s);
+  std::erase(to_resume_, s);
+  s->cv.notify_all();
+}
+
+void Multiplexer::loop() {
+  for (;;) {
+    std::vector<MuxStream*> resume, remove, add;
+    {
+      std::lock_guard lock(mu_);
+      if (stopping_) return;
+      resume.swap(to_resume_);
+    }
+    // Unpausing may call the write callback at once: no lock held here.
+    for (MuxStream* s : resume) curl_easy_pause(s->easy, CURLPAUSE_CONT);
+    int running = 0;
+    curl_multi_perform(multi_, &running);
+    int queued = 0;
+    while (CURLMsg* msg = curl_multi_info_read(multi_, &queued)) {
+      if (msg->msg != CURLMSG_DONE) continue;
+      MuxStream* s = nullptr;
+      curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, reinterpret_cast<char**>(&s));
+      finish(s, true, msg->data.result);
+    }
+    // Removals right after the messages are read: a removed stream can
+    // have no message left behind pointing at freed memory. Adds first: a
+    // request cancelled before it was ever added is added, then removed,
+    // never added after its caller has gone.
+    {
+      std::lock_guard lock(mu_);
+      remove.swap(to_remove_);
+      add.swap(to_add_);
+    }
+    for (MuxStream* s : add) curl_multi_add_handle(multi_, s->easy);
+    for (MuxStream* s : remove) finish(s, false, CURLE_OK);
+    if (add.empty()) curl_multi_poll(multi_, nullptr, 0, 1000, nullptr);
+  }
+}
+
+namespace {
+size_t deliver(Transfer* t, const char* data, size_t len) {
+  return t->stream->mux->deliver(*t->stream, data, len);
+}
+
+}  // namespace
+
+Outcome Multiplexer::run(Transfer& t, Cancel& cancel) {
+  MuxStream s;
+  s.easy = t.easy;
+  s.mux = this;
+  t.stream = &s;
+  curl_easy_setopt(t.easy, CURLOPT_PRIVATE, reinterpret_cast<char*>(&s));
+  {
+    std::lock_guard lock(mu_);
+    to_add_.push_back(&s);
+  }
+  curl_multi_wakeup(multi_);
+  cancel.attach(&s, [this, &s] {
+    std::lock_guard lock(mu_);
+    s.cv.notify_all();
+  });
+  bool cancelled = false;
+  std::unique_lock lock(mu_);
+  for (;;) {
+    s.cv.wait(lock, [&] { return !s.pending.empty() || s.done || cancel.cancelled(); });
+    if (cancel.cancelled()) {
+      cancelled = true;
+      break;
+    }
+    if (!s.pending.empty()) {
+      std::string piece;
+      piece.swap(s.pending);
+      const bool resume = s.paused;
+      if (resume) {
+        s.paused = false;
+        to_resume_.push_back(&s);
+      }
+      lock.unlock();
+      if (resume) curl_multi_wakeup(multi_);
+      const bool more = (*t.on_data)(piece);
+      lock.lock();
+      if (!more) {
+        t.response->stopped = true;
+        break;
+      }
+      continue;
+    }
+    if (s.done) break;
+  }
+  if (!s.removed) {
+    to_remove_.push_back(&s);
+    curl_multi_wakeup(multi_);
+    s.cv.wait(lock, [&] { return s.removed; });
+  }
+  lock.unlock();
+  cancel.detach(&s);
+  t.stream = nullptr;
+  return Outcome{!cancelled, s.done ? s.result : CURLE_OK};
+}
+
+HttpClient::HttpClient(KubeConfig config, HttpTimeouts timeouts, HttpTransport transport)
     : config_(std::move(config)), timeouts_(timeouts), tokens_(config_) {
   initCurlOnce();
+  if (transport != HttpTransport::kMultiplexed) return;
+  if (!curlHasHttp2()) {
+    static std::once_flag warned;
+    std::call_once(warned, [] {
+      spdlog::warn(
+          "kubernetes: libcurl has no HTTP/2: one API server connection per request "
+          "(HTTP/1.1), not one multiplexed connection");
+    });
+    return;
+  }
+  mux_ = std::make_unique<Multiplexer>();
 }
 
-HttpClient::~HttpClient() = default;
+HttpClient::~HttpClient() = default;  // after every request: the multiplexer stops last
 
 HttpResponse HttpClient::get(const std::string& path, const OnData& on_data, Cancel& cancel,
                              std::chrono::milliseconds timeout) {
@@ -307,7 +513,6 @@ HttpResponse HttpClient::performOnce(const Request& req, const OnData& on_data, 
   CurlList connect_to = curlList(), headers = curlList();
   char errbuf[CURL_ERROR_SIZE] = {0};
   CurlEasy easy(curl_easy_init(), curl_easy_cleanup);
-  CurlMulti multi(curl_multi_init(), curl_multi_cleanup);
   Transfer t{easy.get(), &on_data, &r};
   const Result<std::string> url = targetUrl(config_, req.path, &connect_to);
   if (!url) {
@@ -322,11 +527,23 @@ HttpResponse HttpClient::performOnce(const Request& req, const OnData& on_data, 
   setTls(easy.get(), config_);
   headers = requestHeaders(req.method, req.content_type, tokens_.token());
   curl_easy_setopt(easy.get(), CURLOPT_HTTPHEADER, headers.get());
+  if (mux_) {
+    // h2 where the server offers it (ALPN), and every request of this
+    // client on the one connection: PIPEWAIT makes requests started
+    // together wait for the first connection to say whether it multiplexes
+    // instead of each opening its own.
+    curl_easy_setopt(easy.get(), CURLOPT_HTTP_VERSION, static_cast<long>(CURL_HTTP_VERSION_2TLS));
+    curl_easy_setopt(easy.get(), CURLOPT_PIPEWAIT, 1L);
+    record(mux_->run(t, cancel), easy.get(), errbuf, &r);
+    return r;
+  }
+  CurlMulti multi(curl_multi_init(), curl_multi_cleanup);
   curl_multi_add_handle(multi.get(), easy.get());
-  cancel.attach(multi.get());  // cancel() wakes the poll
-  const Outcome outcome = run(multi.get(), cancel);
-  cancel.detach(multi.get());
-  curl_multi_remove_handle(multi.get(), easy.get());
+  CURLM* m = multi.get();
+  cancel.attach(m, [m] { curl_multi_wakeup(m); });  // cancel() wakes the poll
+  const Outcome outcome = run(m, cancel);
+  cancel.detach(m);
+  curl_multi_remove_handle(m, easy.get());
   record(outcome, easy.get(), errbuf, &r);
   return r;
 }

@@ -26,11 +26,14 @@ class Cancel {
 
  private:
   friend class HttpClient;
-  void attach(void* multi);
-  void detach(void* multi);
+  friend class Multiplexer;
+  // `wake` is called on cancel() until detach(key): it must not call back
+  // into this Cancel.
+  void attach(const void* key, std::function<void()> wake);
+  void detach(const void* key);
   std::atomic<bool> cancelled_{false};
   std::mutex mu_;
-  std::vector<void*> active_;  // CURLM* being polled; woken on cancel
+  std::vector<std::pair<const void*, std::function<void()>>> active_;
 };
 
 struct HttpTimeouts {
@@ -57,9 +60,27 @@ struct HttpResponse {
 // socket programs (see agent/main.cpp). Set it before the first request.
 void setSocketHook(std::function<void(int fd)> hook);
 
+// How requests reach the API server.
+enum class HttpTransport {
+  // Every request of one HttpClient a stream of one HTTP/2 connection, as
+  // client-go does: 14 watches cost the API server one TLS connection, not
+  // 14. Servers that do not offer h2 (ALPN) get HTTP/1.1, one connection
+  // per concurrent request; so does a libcurl built without HTTP/2.
+  kMultiplexed,
+  // One connection per request, HTTP/1.1, nothing shared: how smik spoke
+  // before, kept to measure against and as a way out.
+  kPerRequest,
+};
+
+// Whether this process's libcurl can speak HTTP/2.
+bool curlHasHttp2();
+
+class Multiplexer;
+
 class HttpClient {
  public:
-  HttpClient(KubeConfig config, HttpTimeouts timeouts = {});
+  HttpClient(KubeConfig config, HttpTimeouts timeouts = {},
+             HttpTransport transport = HttpTransport::kMultiplexed);
   ~HttpClient();
   HttpClient(const HttpClient&) = delete;
   HttpClient& operator=(const HttpClient&) = delete;
@@ -80,6 +101,8 @@ class HttpClient {
                     const std::string& content_type, Cancel& cancel);
 
   const KubeConfig& config() const { return config_; }
+  // What this client actually does: kPerRequest when libcurl lacks HTTP/2.
+  HttpTransport transport() const { return mux_ ? HttpTransport::kMultiplexed : HttpTransport::kPerRequest; }
 
  private:
   struct Request {
@@ -92,6 +115,7 @@ class HttpClient {
   KubeConfig config_;
   HttpTimeouts timeouts_;
   TokenSource tokens_;
+  std::unique_ptr<Multiplexer> mux_;  // null: a multi handle per request
 };
 
 }  // namespace smik::kube

@@ -127,7 +127,7 @@ std::optional<Discovery> discover(HttpClient& http, Cancel& cancel, std::string*
 }
 
 KubeSource::KubeSource(KubeConfig config, KubeSourceOptions options)
-    : http_(std::move(config)), options_(std::move(options)) {
+    : http_(std::move(config), HttpTimeouts{}, options.transport), options_(std::move(options)) {
   if (options_.record_events) events_ = std::make_unique<EventRecorder>(http_, options_.events);
 }
 

@@ -51,6 +51,9 @@ struct KubeSourceOptions {
   std::chrono::milliseconds rediscover{300'000};
   EventRecorderOptions events;
   bool record_events = true;
+  // Multiplexed: every list, watch and Event of this source on one HTTP/2
+  // connection when the API server offers h2 (every real one does).
+  HttpTransport transport = HttpTransport::kMultiplexed;
 };
 
 class KubeSource : public source::Source {

@@ -41,9 +41,12 @@ class Kube : public E2E {
     E2E::TearDown();
   }
 
+  // HTTP/2, as real API servers speak it (the stale-table test below keeps
+  // HTTP/1.1, so the agent's fallback runs end to end too).
   void startCluster(uint64_t first_rv = 1000) {
     FakeCluster::Options o;
     o.tls = true;
+    o.http2 = true;
     o.tls_dir = SMIK_KUBE_FIXTURES_DIR "/tls";
     o.port = api_port_;
     o.first_rv = first_rv;
@@ -166,6 +169,9 @@ TEST_F(Kube, PolicyChangesThroughTheApiServerChangeEnforcement) {
   for (const auto& r : cluster_->requests())
     if (r.rfind("GET /api/v1/pods", 0) == 0 && r.find("watch=") == std::string::npos) pod_lists++;
   EXPECT_EQ(pod_lists, 1u);
+  // Every list, watch and Event of the agent on one connection (issue 13).
+  EXPECT_EQ(cluster_->connections(), 1u);
+  EXPECT_GE(cluster_->streams(), 2 * 14u);
 }
 
 TEST_F(Kube, UnreachableAtStartKeepsThePinnedPolicyAndResyncsCleanly) {

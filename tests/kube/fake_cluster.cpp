@@ -9,6 +9,7 @@
 #include <regex>
 
 #include "api/http/listen.h"
+#include "tests/kube/h2_server.h"
 
 namespace smik::testing {
 namespace {
@@ -110,6 +111,14 @@ std::vector<json> yamlDocuments(const std::string& text) {
 FakeCluster::FakeCluster(Options options) : options_(std::move(options)) {
   rv_ = options_.first_rv;
   compacted_rv_ = options_.first_rv;
+  if (options_.tls && options_.http2) {
+    h2_ = std::make_unique<H2Server>(
+        options_.address, options_.port, options_.tls_dir + "/server.crt",
+        options_.tls_dir + "/server.key",
+        [this](const httplib::Request& req, httplib::Response& res) { route(req, res); });
+    port_ = h2_->port();
+    return;
+  }
   if (options_.tls) {
     server_ = std::make_unique<httplib::SSLServer>((options_.tls_dir + "/server.crt").c_str(),
                                                    (options_.tls_dir + "/server.key").c_str());
@@ -143,6 +152,10 @@ FakeCluster::FakeCluster(Options options) : options_(std::move(options)) {
 FakeCluster::~FakeCluster() {
   stopping_ = true;
   changed_.notify_all();
+  if (h2_) {
+    h2_.reset();
+    return;
+  }
   server_->stop();
   thread_.join();
 }
@@ -246,6 +259,25 @@ std::vector<std::string> FakeCluster::requests() const {
   return requests_;
 }
 
+size_t FakeCluster::connections() const {
+  if (h2_) return h2_->connectionsAccepted();
+  std::lock_guard lock(mu_);
+  return peers_.size();
+}
+
+size_t FakeCluster::connectionsOpen() const {
+  return h2_ ? h2_->connectionsOpen() : connections();
+}
+
+size_t FakeCluster::streams() const {
+  if (h2_) return h2_->streamsOpened();
+  std::lock_guard lock(mu_);
+  return requests_.size();
+}
+
+uint64_t FakeCluster::bytesRead() const { return h2_ ? h2_->bytesRead() : 0; }
+uint64_t FakeCluster::bytesWritten() const { return h2_ ? h2_->bytesWritten() : 0; }
+
 bool FakeCluster::discovery(const std::string& path, httplib::Response& res) const {
   std::lock_guard lock(mu_);
   static const std::regex kGroup("/apis/([^/]+)");
@@ -291,6 +323,7 @@ void FakeCluster::route(const httplib::Request& req, httplib::Response& res) {
     std::string q;
     for (const auto& [k, v] : req.params) q += (q.empty() ? "?" : "&") + k + "=" + v;
     requests_.push_back(req.method + " " + req.path + q);
+    peers_.insert(req.remote_addr + ":" + std::to_string(req.remote_port));
   }
   if (req.get_header_value("Authorization") != "Bearer " + options_.token)
     return status(res, 401, "Unauthorized", "bad token");

@@ -26,6 +26,8 @@ struct Response;
 
 namespace smik::testing {
 
+class H2Server;
+
 // YAML (multi-document) to JSON documents, with YAML 1.2 core-schema scalars:
 // unquoted 80 is a number, "80" a string, true a bool — as kubectl sends them.
 std::vector<nlohmann::json> yamlDocuments(const std::string& text);
@@ -34,6 +36,9 @@ class FakeCluster {
  public:
   struct Options {
     bool tls = false;     // serve HTTPS with tests/fixtures/kube/tls (SAN 127.0.0.1)
+    // With tls: HTTP/2 only (ALPN h2), as a real API server offers it;
+    // without: HTTP/1.1 only, which cannot multiplex watches.
+    bool http2 = false;
     std::string tls_dir;  // where server.crt/server.key/ca.crt are
     std::string token = "smik-test-token";
     int port = 0;  // 0: any free port
@@ -83,6 +88,16 @@ class FakeCluster {
   void serveVersions(const std::string& group, std::vector<std::string> versions);
   // Requests seen, "GET /api/v1/pods?watch=1" style, for assertions.
   std::vector<std::string> requests() const;
+  // TCP connections clients have made to this server (over HTTP/1.1: the
+  // connections that carried a request), and those open now (HTTP/2 only;
+  // HTTP/1.1 reports the same as connections()).
+  size_t connections() const;
+  size_t connectionsOpen() const;
+  // Requests: HTTP/2 streams, or HTTP/1.1 requests.
+  size_t streams() const;
+  // HTTP/2 only: TLS bytes read and written, all connections.
+  uint64_t bytesRead() const;
+  uint64_t bytesWritten() const;
 
  private:
   struct Stored {
@@ -108,6 +123,7 @@ class FakeCluster {
 
   Options options_;
   std::unique_ptr<httplib::Server> server_;
+  std::unique_ptr<H2Server> h2_;  // Options::http2: serves instead of server_
   std::thread thread_;
   int port_ = 0;
   std::atomic<bool> stopping_{false};
@@ -122,6 +138,7 @@ class FakeCluster {
   std::vector<Change> log_;
   std::map<std::string, nlohmann::json> events_;  // "ns/name"
   std::vector<std::string> requests_;
+  std::set<std::string> peers_;  // "addr:port" of every request
   std::function<bool(const nlohmann::json&)> authorizer_;
   std::vector<nlohmann::json> reviews_;
 };

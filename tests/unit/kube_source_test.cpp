@@ -12,6 +12,8 @@
 #include <fstream>
 #include <set>
 #include <sstream>
+#include <condition_variable>
+#include <mutex>
 #include <thread>
 
 #include "agent/compile/compile.h"
@@ -443,6 +445,191 @@ TEST(EventRecorder, RepeatsBumpTheCountAndTheBucketLimitsBursts) {
   EXPECT_EQ(r.stats().queued, 4u);
   EXPECT_EQ(cluster.events().size(), 2u);
   r.stop();
+}
+
+// ---- One connection per agent (issue 13) -------------------------------------
+
+size_t watchesOpened(const FakeCluster& c) {
+  size_t n = 0;
+  for (const auto& r : c.requests()) n += r.find("watch=") != std::string::npos;
+  return n;
+}
+
+// Every collection synced and its watch open; how many collections.
+size_t syncAndWatch(KubeSource& kube, const FakeCluster& cluster) {
+  kube.start();
+  EXPECT_TRUE(eventually([&] { return kube.synced(); })) << kube.problem();
+  const size_t n = kube.reflectors().size();
+  EXPECT_TRUE(eventually([&] { return watchesOpened(cluster) >= n; }));
+  return n;
+}
+
+std::string podsVersion(const KubeSource& kube) {
+  for (const auto& [res, st] : kube.reflectors())
+    if (res.kind == "Pod") return st.resource_version;
+  return "";
+}
+
+json podNamed(const std::string& name) {
+  return json{{"apiVersion", "v1"},
+              {"kind", "Pod"},
+              {"metadata", {{"name", name}, {"namespace", "default"}}},
+              {"spec", {{"nodeName", "node-1"}}}};
+}
+
+TEST(KubeSource, OneHttp2ConnectionCarriesEveryListAndWatch) {
+  ASSERT_TRUE(curlHasHttp2());
+  FakeCluster::Options o = tlsOptions();
+  o.http2 = true;
+  FakeCluster cluster(o);
+  loadFixture(&cluster);
+  KubeSource kube(configFor(cluster), fastOptions());
+  const size_t n = syncAndWatch(kube, cluster);
+  ASSERT_GE(n, 10u);
+  EXPECT_EQ(cluster.connections(), 1u);
+  EXPECT_EQ(cluster.connectionsOpen(), 1u);
+  EXPECT_GE(cluster.streams(), 2 * n);  // a list (of pages) and a watch each
+  // The same objects, the same rejection, as over HTTP/1.1.
+  ASSERT_EQ(kube.errors().size(), 1u);
+  EXPECT_EQ(kube.errors()[0].object.name, "bad-port");
+  // Changes still arrive on the multiplexed watches.
+  cluster.apply(podNamed("late"));
+  const std::string rv = std::to_string(1000 + cluster.objectCount());
+  EXPECT_TRUE(eventually([&] { return std::stoull(podsVersion(kube)) >= std::stoull(rv); }))
+      << podsVersion(kube);
+  EXPECT_EQ(cluster.connections(), 1u);
+  kube.stop();
+}
+
+TEST(KubeSource, Http1OnlyServerGetsAConnectionPerWatch) {
+  // cpp-httplib offers no ALPN: HTTP/1.1, which cannot multiplex, so each
+  // concurrent request needs a connection of its own, as before issue 13.
+  FakeCluster cluster(tlsOptions());
+  loadFixture(&cluster);
+  KubeSource kube(configFor(cluster), fastOptions());
+  const size_t n = syncAndWatch(kube, cluster);
+  EXPECT_GE(cluster.connections(), n);
+  ASSERT_EQ(kube.errors().size(), 1u);
+  EXPECT_EQ(kube.errors()[0].object.name, "bad-port");
+  kube.stop();
+}
+
+TEST(KubeSource, PerRequestTransportOpensAConnectionPerRequest) {
+  FakeCluster::Options o = tlsOptions();
+  o.http2 = true;
+  FakeCluster cluster(o);
+  loadFixture(&cluster);
+  KubeSourceOptions opts = fastOptions();
+  opts.transport = HttpTransport::kPerRequest;
+  KubeSource kube(configFor(cluster), opts);
+  const size_t n = syncAndWatch(kube, cluster);
+  EXPECT_GE(cluster.connections(), n);
+  EXPECT_EQ(cluster.connections(), cluster.streams());
+  kube.stop();
+}
+
+TEST(HttpClient, AStalledStreamDoesNotHoldUpTheOthersOnItsConnection) {
+  FakeCluster::Options o = tlsOptions();
+  o.http2 = true;
+  FakeCluster cluster(o);
+  loadFixture(&cluster);
+  HttpClient http(configFor(cluster));
+  ASSERT_EQ(http.transport(), HttpTransport::kMultiplexed);
+  // A watch whose reader stops at its first piece, as a stuck consumer.
+  std::mutex mu;
+  std::condition_variable cv;
+  bool got_data = false, release = false;
+  Cancel watch_cancel;
+  std::thread watcher([&] {
+    http.get("/api/v1/pods?watch=1&resourceVersion=1000", [&](std::string_view) {
+      std::unique_lock lock(mu);
+      got_data = true;
+      cv.notify_all();
+      cv.wait(lock, [&] { return release; });
+      return true;
+    }, watch_cancel);
+  });
+  {
+    std::unique_lock lock(mu);
+    ASSERT_TRUE(cv.wait_for(lock, 10s, [&] { return got_data; }));
+  }
+  // Meanwhile, on the same connection, more events for the stuck watch and
+  // whole lists for others.
+  for (int i = 0; i < 50; ++i) cluster.apply(podNamed("flood-" + std::to_string(i)));
+  for (int i = 0; i < 5; ++i) {
+    Cancel cancel;
+    std::string body;
+    const auto t0 = std::chrono::steady_clock::now();
+    const HttpResponse r = http.get("/api/v1/namespaces", [&](std::string_view p) {
+      body.append(p);
+      return true;
+    }, cancel);
+    EXPECT_EQ(r.status, 200) << r.error;
+    EXPECT_NE(body.find("NamespaceList"), std::string::npos);
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
+  }
+  EXPECT_EQ(cluster.connections(), 1u);
+  {
+    std::lock_guard lock(mu);
+    release = true;
+  }
+  cv.notify_all();
+  watch_cancel.cancel();
+  watcher.join();
+}
+
+TEST(HttpClient, AStalledBigBodyIsPausedAndResumedWhole) {
+  // More than the multiplexer buffers for a caller (4 MiB): the stream is
+  // paused, not the connection, and nothing is lost on resume.
+  FakeCluster::Options o = tlsOptions();
+  o.http2 = true;
+  o.max_page = 0;
+  FakeCluster cluster(o);
+  for (int i = 0; i < 12; ++i) {
+    json pod = podNamed("big-" + std::to_string(i));
+    pod["metadata"]["annotations"]["filler"] = std::string(512 * 1024, 'a' + i);
+    cluster.apply(pod);
+  }
+  HttpClient http(configFor(cluster));
+  std::mutex mu;
+  std::condition_variable cv;
+  bool got_data = false, release = false;
+  std::string body;
+  Cancel list_cancel;
+  HttpResponse big;
+  std::thread lister([&] {
+    big = http.get("/api/v1/pods", [&](std::string_view p) {
+      std::unique_lock lock(mu);
+      body.append(p);
+      got_data = true;
+      cv.notify_all();
+      cv.wait(lock, [&] { return release; });
+      return true;
+    }, list_cancel);
+  });
+  {
+    std::unique_lock lock(mu);
+    ASSERT_TRUE(cv.wait_for(lock, 10s, [&] { return got_data; }));
+  }
+  std::this_thread::sleep_for(300ms);  // the rest arrives, fills the buffer, pauses
+  Cancel cancel;
+  const HttpResponse small = http.get("/api/v1/namespaces", [](std::string_view) { return true; },
+                                      cancel);
+  EXPECT_EQ(small.status, 200) << small.error;
+  {
+    std::lock_guard lock(mu);
+    release = true;
+  }
+  cv.notify_all();
+  lister.join();
+  EXPECT_EQ(big.status, 200) << big.error;
+  const json list = json::parse(body, nullptr, false);
+  ASSERT_TRUE(list.is_object());
+  ASSERT_EQ(list["items"].size(), 12u);
+  for (int i = 0; i < 12; ++i)
+    EXPECT_EQ(list["items"][i]["metadata"]["annotations"]["filler"].get<std::string>().size(),
+              512u * 1024);
+  EXPECT_EQ(cluster.connections(), 1u);
 }
 
 }  // namespace
