@@ -42,6 +42,7 @@ class HttpEnforcer {
   bool finish(const compile::Plan& plan, std::string* err);
 
   std::array<uint64_t, SMIK_HTTP_COUNTER_MAX> counters() const { return judge_->counters(); }
+  std::vector<maps::HttpEdge> responseEdges() const { return judge_->responseEdges(); }
   size_t connections() const { return judge_->connections(); }
 
  private:
