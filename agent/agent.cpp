@@ -137,7 +137,7 @@ void Agent::sampleMetrics() {
   auto now = std::chrono::steady_clock::now();
   if (now < next_sample_) return;
   next_sample_ = now + std::chrono::milliseconds(cfg_.metrics_interval_ms);
-  store_.sample(dp_->maps().connEdges(), std::chrono::system_clock::now());
+  store_.sample(dp_->maps().connEdges(), dp_->httpResponseEdges(), std::chrono::system_clock::now());
   // Telemetry degrades rather than fails: say so when a reading was short.
   uint64_t read_errors = dp_->maps().telemetryReadErrors();
   if (read_errors != telemetry_read_errors_)

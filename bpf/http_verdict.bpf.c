@@ -145,6 +145,83 @@ static __always_inline void count(__u32 c) {
     *v += 1;
 }
 
+/* ---- exchanges: what the server said to the requests it was let through ----
+ *
+ * Per connection (4-tuple, as smik_http_tunnels: sk_msg has no socket
+ * cookie): the requests completely received and not yet answered, oldest
+ * first, with their receive time and method, and where the server's byte
+ * stream is in its responses. The verdict queues a request when its last
+ * byte (end of head, of its Content-Length body, of its chunked trailers)
+ * passed; the response program frames the server's sends and takes the
+ * oldest request off the queue at each final status line. Both run under
+ * the socket's lock (the verdict from the receive path, sk_msg from
+ * sendmsg), so a connection's state is never written by both at once.
+ * LRU: state lost to a full map is not made again mid-stream (a body could
+ * then be read as a status line): the connection's responses go uncounted
+ * (SMIK_HTTP_C_RESPONSES_UNTRACKED). Metrics only: nothing here decides a
+ * verdict. */
+#define R_STATUS 0     /* a status line is next; pos: its bytes read */
+#define R_HEAD 1       /* the rest of the head, until its empty line */
+#define R_BODY 2       /* count: Content-Length bytes left */
+#define R_CHUNK_SIZE 3 /* a chunk-size line */
+#define R_CHUNK_DATA 4 /* count: chunk bytes and their CRLF left */
+#define R_TRAILER 5    /* trailer lines, until an empty one */
+#define R_OFF 6        /* no more counting on this connection */
+
+#define RF_CL 1        /* the head has a Content-Length */
+#define RF_TE 2        /* ... a Transfer-Encoding */
+#define RF_CHUNKED 4   /* ... whose last coding is chunked */
+#define RF_EXT 8       /* in a chunk extension */
+
+/* Header value being read (exchange.hv). */
+#define HV_NAME 0
+#define HV_OTHER 1
+#define HV_CL 2
+#define HV_TE 3
+
+struct exchange {
+  __u64 received[SMIK_HTTP_PIPELINE]; /* ns: the request's last byte passed the verdict */
+  __u8 method[SMIK_HTTP_PIPELINE];    /* smik_http_method */
+  __u64 count;
+  __u64 first_ns;  /* the response's first byte was sent */
+  __u16 status;
+  __u8 oldest;     /* ring index of the oldest request queued */
+  __u8 queued;     /* requests queued */
+  __u8 phase;      /* R_* */
+  __u8 pos;        /* status line bytes; header name bytes */
+  __u8 line;       /* 1 once the current line has a byte (CR aside) */
+  __u8 cand;       /* header names still matching: 1 content-length, 2 transfer-encoding */
+  __u8 flags;      /* RF_* */
+  __u8 hv;         /* HV_* */
+  __u8 sub;        /* transfer-encoding: chars of "chunked" matched */
+  __u8 answering;  /* method of the request this response answers */
+  __u8 answered;   /* this response took a request off the queue */
+  __u8 pad[3];
+};
+
+struct {
+  __uint(type, BPF_MAP_TYPE_LRU_HASH);
+  __uint(max_entries, SMIK_HTTP_MAX_SOCKETS);
+  __type(key, struct tunnel_key);
+  __type(value, struct exchange);
+} smik_http_exchanges SEC(".maps");
+
+/* Answers per server-side edge (smik_abi.h, "HTTP answers per edge"). */
+struct {
+  __uint(type, BPF_MAP_TYPE_LRU_HASH);
+  __uint(max_entries, SMIK_HTTP_MAX_EDGES);
+  __type(key, struct smik_conn_key);
+  __type(value, struct smik_http_edge_stats);
+} smik_http_edges SEC(".maps");
+
+/* A zeroed smik_http_edge_stats to create entries from: too big for the stack. */
+struct {
+  __uint(type, BPF_MAP_TYPE_ARRAY);
+  __uint(max_entries, 1);
+  __type(key, __u32);
+  __type(value, struct smik_http_edge_stats);
+} smik_http_edges_zero SEC(".maps");
+
 /* ---- sockops: governed accepted sockets join the sockhash ---------------- */
 
 SEC("sockops")
@@ -279,6 +356,10 @@ struct walk {
   __u32 verdict; /* walk_verdict */
   struct limits lim;
   struct smik_http_conn c;
+  /* requests this skb completed, and their methods (4 bits each, first
+   * lowest): queued for their answers once the skb passes */
+  __u32 done;
+  __u32 done_methods;
   __u8 buf[BUF];
 };
 
@@ -955,7 +1036,11 @@ __attribute__((noinline)) int smik_http_frame_byte(struct smik_http_conn *c, con
   return W_MALFORMED;
 }
 
-/* One bpf_loop step: skip body bytes, or frame one byte. */
+static __always_inline int walk_frame(struct walk *w, struct smik_http_conn *c);
+
+/* One bpf_loop step: skip body bytes, or frame one byte. A request is
+ * complete where the framer goes back to the start of the next one (or
+ * waits for the answer to a CONNECT or upgrade). */
 static int walk_step(__u32 i, void *ctx) {
   struct walk *w = ctx;
   struct smik_http_conn *c = &w->c;
@@ -964,6 +1049,19 @@ static int walk_step(__u32 i, void *ctx) {
   /* bytes before the server answered the CONNECT or upgrade: requests */
   if (c->phase == SMIK_HTTP_P_TUNNEL_PENDING)
     start_request(c);
+  __u8 before = c->phase;
+  int r = walk_frame(w, c);
+  if (w->verdict == W_PASS && before != SMIK_HTTP_P_START &&
+      (c->phase == SMIK_HTTP_P_START || c->phase == SMIK_HTTP_P_TUNNEL_PENDING)) {
+    /* no branch on done: the verifier would tell every iteration of the
+     * loop apart by it; past 8 the queue gives up anyway */
+    w->done_methods |= (__u32)(c->method & 0xf) << ((w->done & 7) * 4);
+    w->done++;
+  }
+  return r;
+}
+
+static __always_inline int walk_frame(struct walk *w, struct smik_http_conn *c) {
   if (c->phase == SMIK_HTTP_P_BODY || c->phase == SMIK_HTTP_P_CHUNK_DATA) {
     __u64 left = w->len - w->off;
     __u64 n = c->count < left ? c->count : left;
@@ -1179,6 +1277,46 @@ __attribute__((noinline)) int smik_http_deny_event(struct __sk_buff *skb,
   return 0;
 }
 
+/* Queues the requests an skb that passed completed, received now. The
+ * connection's first one makes its state (BPF_ANY: a stale entry of an
+ * earlier connection on the same 4-tuple starts over); state gone after
+ * that stays gone. More than SMIK_HTTP_PIPELINE waiting: counting stops.
+ * A global function: the verifier checks it once, not on every path of the
+ * verdict. */
+__attribute__((noinline)) int smik_http_queue_requests(const struct tunnel_key *tk,
+                                                        struct smik_http_conn *c, __u32 done,
+                                                        __u32 methods) {
+  struct exchange *a;
+  if (!tk || !c)
+    return 0;
+  if (!(c->exchange & SMIK_HTTP_X_TRACKED)) {
+    struct exchange fresh = {};
+    c->exchange |= SMIK_HTTP_X_TRACKED;
+    if (bpf_map_update_elem(&smik_http_exchanges, tk, &fresh, BPF_ANY) != 0) {
+      count(SMIK_HTTP_C_RESPONSES_UNTRACKED);
+      return 0;
+    }
+  }
+  a = bpf_map_lookup_elem(&smik_http_exchanges, tk);
+  if (!a || a->phase == R_OFF)
+    return 0;
+  if (a->queued + done > SMIK_HTTP_PIPELINE || done > 8) {
+    a->phase = R_OFF;
+    count(SMIK_HTTP_C_RESPONSES_UNTRACKED);
+    return 0;
+  }
+  __u64 now = bpf_ktime_get_ns();
+  for (__u32 i = 0; i < 8; i++) {
+    if (i >= done)
+      break;
+    __u32 slot = (a->oldest + a->queued) & (SMIK_HTTP_PIPELINE - 1);
+    a->received[slot] = now;
+    a->method[slot] = (methods >> (i * 4)) & 0xf;
+    a->queued++;
+  }
+  return 0;
+}
+
 static __always_inline __u32 limit(__u32 configured, __u32 fallback) {
   return configured ? configured : fallback;
 }
@@ -1196,6 +1334,11 @@ int smik_http_verdict(struct __sk_buff *skb) {
     struct tunnel_key tk = {};
     TUNNEL_KEY(&tk, skb);
     bpf_map_delete_elem(&smik_http_tunnels, &tk);
+    /* the server may still answer what it was asked before the client's
+     * FIN: that state stays for the LRU */
+    struct exchange *a = bpf_map_lookup_elem(&smik_http_exchanges, &tk);
+    if (a && (a->queued == 0 || a->phase == R_OFF))
+      bpf_map_delete_elem(&smik_http_exchanges, &tk);
     return SK_PASS;
   }
   if (!c) {
@@ -1203,6 +1346,9 @@ int smik_http_verdict(struct __sk_buff *skb) {
     struct smik_http_conn none = {};
     TUNNEL_KEY(&tk, skb);
     smik_http_deny_event(skb, &tk, &none, 0, SMIK_HTTP_C_NO_STATE);
+    struct exchange *a = bpf_map_lookup_elem(&smik_http_exchanges, &tk);
+    if (a)
+      a->phase = R_OFF;
     return answer(skb, cookie, W_NO_STATE);
   }
   if (c->phase == SMIK_HTTP_P_CLOSED) {
@@ -1236,6 +1382,8 @@ int smik_http_verdict(struct __sk_buff *skb) {
   if (w.verdict == W_PASS && w.off < w.len)
     w.verdict = W_MALFORMED; /* not walked to the end: never pass unjudged bytes */
   if (w.verdict == W_PASS) {
+    if (w.done)
+      smik_http_queue_requests(&tk, &w.c, w.done, w.done_methods);
     *c = w.c;
     if (w.c.phase == SMIK_HTTP_P_TUNNEL_PENDING) {
       /* before the bytes reach the server, so before its answer */
@@ -1245,9 +1393,319 @@ int smik_http_verdict(struct __sk_buff *skb) {
     return SK_PASS;
   }
   smik_http_deny_event(skb, &tk, &w.c, w.off, counter_of(w.verdict));
+  /* the judge's answer goes out on this socket: not the server's */
+  struct exchange *a = bpf_map_lookup_elem(&smik_http_exchanges, &tk);
+  if (a)
+    a->phase = R_OFF;
   w.c.phase = SMIK_HTTP_P_CLOSED;
   *c = w.c;
   return answer(skb, cookie, w.verdict);
+}
+
+/* ---- the server's responses, counted per edge --------------------------------------
+ *
+ * The response framer reads only what framing needs: the status line, the
+ * Content-Length and Transfer-Encoding header lines, the end of the head,
+ * chunk-size lines and trailers. Body bytes are skipped by count, never read,
+ * so a body that looks like a status line is never one. A send is read in
+ * windows of RESP_WINDOW bytes (bpf_msg_pull_data: in place within one page,
+ * copied together when they span two); a send with more to frame than RESP_WINDOWS windows stops the
+ * connection's counting (SMIK_HTTP_C_RESPONSES_UNTRACKED).
+ * - 1xx other than 101 is interim: its request waits for the final status.
+ * - 101, and 2xx to CONNECT: a tunnel; nothing after it is counted.
+ * - HEAD, 204, 304: no body. Content-Length: that many bytes. chunked (the
+ *   last coding): chunks, then trailers. Neither: the body runs until close,
+ *   and nothing after it is counted.
+ * - Not "HTTP/1.x NNN": counting stops. */
+#define RESP_WINDOWS 24
+#define RESP_WINDOW 128
+
+struct resp_walk {
+  struct exchange a;
+  struct tunnel_key tk;
+  __u64 now;
+};
+
+/* The status line's final status answers the oldest request queued. */
+static __always_inline void count_response(struct resp_walk *x) {
+  struct exchange *a = &x->a;
+  __u16 st = a->status;
+  a->answered = 0;
+  if (st >= 100 && st < 200 && st != 101)
+    return; /* interim */
+  if (a->queued == 0)
+    return; /* nothing asked that this could answer */
+  __u32 slot = a->oldest & (SMIK_HTTP_PIPELINE - 1);
+  __u8 method = a->method[slot];
+  __u64 received = a->received[slot];
+  a->oldest = (a->oldest + 1) & (SMIK_HTTP_PIPELINE - 1);
+  a->queued--;
+  a->answered = 1;
+  a->answering = method;
+  struct smik_conn_key edge = {};
+  edge_of(&x->tk, &edge);
+  struct smik_http_edge_stats *s = bpf_map_lookup_elem(&smik_http_edges, &edge);
+  if (!s) {
+    __u32 zero = 0;
+    struct smik_http_edge_stats *z = bpf_map_lookup_elem(&smik_http_edges_zero, &zero);
+    if (!z)
+      return;
+    bpf_map_update_elem(&smik_http_edges, &edge, z, BPF_NOEXIST);
+    s = bpf_map_lookup_elem(&smik_http_edges, &edge);
+    if (!s)
+      return;
+  }
+  __u32 cls = st / 100;
+  if (cls > 5)
+    cls = 0;
+  __u32 m = method < SMIK_HTTP_METHODS ? method : SMIK_HTTP_M_OTHER;
+  __u32 i = m * SMIK_HTTP_CLASSES + cls;
+  /* clang proves the bound and drops the check the verifier needs */
+  asm volatile("" : "+r"(i));
+  if (i < SMIK_HTTP_METHODS * SMIK_HTTP_CLASSES)
+    __sync_fetch_and_add(&s->answers[0][0] + i, 1);
+  __u64 us = a->first_ns > received ? (a->first_ns - received) / 1000 : 0;
+  __u32 b = smik_hist_bucket(us);
+  asm volatile("" : "+r"(b));
+  if (b < SMIK_HIST_BUCKETS)
+    __sync_fetch_and_add(&s->response_us[b], 1);
+}
+
+/* The empty line after a response head: where does its body end? */
+static __always_inline void resp_end_head(struct exchange *a) {
+  __u16 st = a->status;
+  __u8 f = a->flags;
+  a->pos = 0;
+  a->line = 0;
+  a->hv = HV_NAME;
+  a->cand = 3;
+  if (st >= 100 && st < 200 && st != 101) {
+    a->phase = R_STATUS; /* interim: the final status follows */
+    return;
+  }
+  if (st == 101 || (a->answering == SMIK_HTTP_M_CONNECT && a->answered && st >= 200 && st < 300)) {
+    a->phase = R_OFF; /* a tunnel */
+    return;
+  }
+  if ((a->answered && a->answering == SMIK_HTTP_M_HEAD) || st == 204 || st == 304) {
+    a->phase = R_STATUS;
+    return;
+  }
+  if (f & RF_TE) {
+    if (f & RF_CHUNKED) {
+      a->phase = R_CHUNK_SIZE;
+      a->count = 0;
+      a->flags = 0;
+    } else {
+      a->phase = R_OFF; /* until close */
+    }
+    return;
+  }
+  if (f & RF_CL) {
+    a->phase = a->count ? R_BODY : R_STATUS;
+    return;
+  }
+  a->phase = R_OFF; /* until close */
+}
+
+static __always_inline void resp_end_line(struct exchange *a) {
+  if (a->phase == R_HEAD) {
+    if (!a->line) {
+      resp_end_head(a);
+      return;
+    }
+    if (a->hv == HV_TE) {
+      if (a->sub == CHUNKED_LEN || a->sub == 0xfe)
+        a->flags |= RF_CHUNKED;
+      else
+        a->flags &= ~RF_CHUNKED;
+    }
+  } else if (a->phase == R_CHUNK_SIZE) {
+    a->flags &= ~RF_EXT;
+    if (a->count == 0) {
+      a->phase = R_TRAILER;
+    } else {
+      a->count += 2; /* the CRLF after the chunk's data */
+      a->phase = R_CHUNK_DATA;
+    }
+  } else if (a->phase == R_TRAILER && !a->line) {
+    a->phase = R_STATUS;
+    a->pos = 0;
+    a->flags = 0;
+    return;
+  }
+  a->line = 0;
+  a->pos = 0;
+  a->hv = HV_NAME;
+  a->cand = 3;
+}
+
+static __always_inline void resp_header_byte(struct exchange *a, __u8 b) {
+  if (a->hv == HV_NAME) {
+    if (b == ':') {
+      if ((a->cand & 1) && a->pos == NAME_CL_LEN) {
+        a->hv = HV_CL;
+        a->flags |= RF_CL;
+        a->count = 0;
+      } else if ((a->cand & 2) && a->pos == NAME_TE_LEN) {
+        a->hv = HV_TE;
+        a->flags |= RF_TE;
+        a->sub = 0;
+      } else {
+        a->hv = HV_OTHER;
+      }
+      return;
+    }
+    __u8 l = lower(b), pos = a->pos;
+    if (pos >= NAME_CL_LEN || l != name_cl[pos & 15])
+      a->cand &= ~1;
+    if (pos >= NAME_TE_LEN || l != name_te[pos & 31])
+      a->cand &= ~2;
+    if (pos < 255)
+      a->pos = pos + 1;
+    return;
+  }
+  int ws = b == ' ' || b == '\t';
+  if (a->hv == HV_CL) {
+    if (ws)
+      return;
+    if (b < '0' || b > '9') {
+      a->phase = R_OFF; /* a framing the counter does not follow */
+      return;
+    }
+    a->count = a->count * 10 + (b - '0');
+    if (a->count > MAX_BODY)
+      a->phase = R_OFF;
+  } else if (a->hv == HV_TE) {
+    __u8 s = a->sub;
+    if (b == ',')
+      a->sub = 0;
+    else if (ws)
+      a->sub = s == CHUNKED_LEN ? 0xfe : (s == 0 || s == 0xfe) ? s : 0xff;
+    else if (s < CHUNKED_LEN && lower(b) == chunked[s & 7])
+      a->sub = s + 1;
+    else
+      a->sub = 0xff;
+  }
+}
+
+/* One byte of the server's stream outside a body. A global function: the
+ * verifier checks it once, not once per byte of the window loop. Returns 1
+ * when the caller should stop reading bytes (a body to skip, or counting
+ * stopped). */
+__attribute__((noinline)) int smik_http_resp_byte(struct resp_walk *x, __u32 byte) {
+  if (!x)
+    return 1;
+  struct exchange *a = &x->a;
+  __u8 b = (__u8)(byte & 0xff);
+  if (a->phase == R_STATUS) {
+    __u8 pos = a->pos;
+    if (pos == 0) {
+      a->first_ns = x->now;
+      a->status = 0;
+      a->flags = 0;
+    }
+    int ok;
+    if (pos < 7)
+      ok = b == http_version[pos & 7];
+    else if (pos == 7)
+      ok = b == '0' || b == '1';
+    else if (pos == 8)
+      ok = b == ' ';
+    else
+      ok = b >= '0' && b <= '9';
+    if (!ok) {
+      a->phase = R_OFF;
+      return 1;
+    }
+    if (pos >= 9)
+      a->status = a->status * 10 + (b - '0');
+    a->pos = pos + 1;
+    if (a->pos == 12) {
+      count_response(x);
+      a->phase = R_HEAD;
+      a->line = 1; /* the rest of the status line is no header */
+      a->hv = HV_OTHER;
+      a->cand = 0;
+    }
+    return 0;
+  }
+  if (b == '\r')
+    return 0;
+  if (b == '\n') {
+    resp_end_line(a);
+    return a->phase == R_BODY || a->phase == R_CHUNK_DATA || a->phase == R_OFF;
+  }
+  a->line = 1;
+  if (a->phase == R_HEAD) {
+    resp_header_byte(a, b);
+    return a->phase == R_OFF;
+  }
+  if (a->phase == R_CHUNK_SIZE && !(a->flags & RF_EXT)) {
+    int h = hex_value(b);
+    if (h >= 0) {
+      a->count = a->count * 16 + h;
+      if (a->count > MAX_BODY) {
+        a->phase = R_OFF;
+        return 1;
+      }
+    } else {
+      a->flags |= RF_EXT; /* extensions, whitespace: up to the line's end */
+    }
+  }
+  return 0;
+}
+
+/* Reads up to RESP_WINDOW bytes from msg->data (pulled to the next byte to
+ * frame), at most `left`; returns how many. A global function: the verifier
+ * checks its loop once, not once per window. */
+__attribute__((noinline)) int smik_http_resp_window(struct sk_msg_md *msg, struct resp_walk *x,
+                                                     __u32 left) {
+  if (!msg || !x)
+    return 0;
+  __u8 *d = msg->data, *e = msg->data_end;
+  int n = 0;
+  for (__u32 j = 0; j < RESP_WINDOW; j++) {
+    __u8 *p = d + j;
+    if ((void *)(p + 1) > (void *)e || j >= left)
+      break;
+    n++;
+    if (smik_http_resp_byte(x, *p))
+      break;
+  }
+  return n;
+}
+
+/* Frames one send of the server's: skips bodies, reads the rest. */
+static __always_inline void frame_responses(struct sk_msg_md *msg, struct resp_walk *x) {
+  struct exchange *a = &x->a;
+  __u32 off = 0, size = msg->size;
+  for (int i = 0; i < RESP_WINDOWS; i++) {
+    if (off >= size || a->phase == R_OFF)
+      return;
+    if (a->phase == R_BODY || a->phase == R_CHUNK_DATA) {
+      __u64 left = size - off;
+      __u64 n = a->count < left ? a->count : left;
+      off += (__u32)n;
+      a->count -= n;
+      if (a->count == 0) {
+        a->phase = a->phase == R_BODY ? R_STATUS : R_CHUNK_SIZE;
+        a->pos = 0;
+        a->line = 0;
+      }
+      continue;
+    }
+    /* maps [off, off + n) in place when one page holds it (a head at the
+     * start of a send, as most are); copies it together when it spans pages */
+    __u32 n = size - off < RESP_WINDOW ? size - off : RESP_WINDOW;
+    if (bpf_msg_pull_data(msg, off, off + n, 0) != 0)
+      break;
+    off += smik_http_resp_window(msg, x, size - off);
+  }
+  if (off < size && a->phase != R_OFF) {
+    a->phase = R_OFF;
+    count(SMIK_HTTP_C_RESPONSES_UNTRACKED);
+  }
 }
 
 /* ---- the server's answer to a CONNECT or upgrade ---------------------------------
@@ -1262,6 +1720,12 @@ SEC("sk_msg")
 int smik_http_responses(struct sk_msg_md *msg) {
   struct tunnel_key tk = {};
   TUNNEL_KEY(&tk, msg);
+  struct exchange *state = bpf_map_lookup_elem(&smik_http_exchanges, &tk);
+  if (state && state->phase != R_OFF) {
+    struct resp_walk x = {.a = *state, .tk = tk, .now = bpf_ktime_get_ns()};
+    frame_responses(msg, &x);
+    *state = x.a;
+  }
   struct tunnel *t = bpf_map_lookup_elem(&smik_http_tunnels, &tk);
   if (!t || t->state != TUNNEL_PENDING)
     return SK_PASS; /* nothing asked, or the first answer decided */

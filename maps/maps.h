@@ -68,6 +68,12 @@ struct ConnEdge {
   smik_conn_stats stats{};
 };
 
+// HTTP responses of one server-side edge (the HTTP judge's smik_http_edges).
+struct HttpEdge {
+  smik_conn_key key{};
+  smik_http_edge_stats stats{};
+};
+
 struct EdgeCounters {
   smik_edge_key key{};
   smik_edge_value value{};

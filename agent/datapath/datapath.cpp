@@ -547,6 +547,10 @@ std::array<uint64_t, SMIK_HTTP_COUNTER_MAX> Datapath::httpCounters() const {
   return http_ ? http_->counters() : std::array<uint64_t, SMIK_HTTP_COUNTER_MAX>{};
 }
 
+std::vector<maps::HttpEdge> Datapath::httpResponseEdges() const {
+  return http_ ? http_->responseEdges() : std::vector<maps::HttpEdge>{};
+}
+
 bool Datapath::uninstall(const std::string& pin_dir, std::string* err) {
   // By pin: uninstall loads nothing, and finds what a previous agent left.
   std::string ep_pin = pin_dir + "/" + maps::kEndpointsMap;

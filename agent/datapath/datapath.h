@@ -83,6 +83,7 @@ class Datapath : public Dataplane {
   bool stageHttp(const compile::Plan& plan, std::string* err) override;
   bool finishHttp(const compile::Plan& plan, std::string* err) override;
   std::array<uint64_t, SMIK_HTTP_COUNTER_MAX> httpCounters() const override;
+  std::vector<maps::HttpEdge> httpResponseEdges() const override;
 
   // Removes every program, link, tc hook and pin under pin_dir.
   static bool uninstall(const std::string& pin_dir, std::string* err);

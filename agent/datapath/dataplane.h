@@ -76,6 +76,8 @@ class Dataplane {
   virtual bool finishHttp(const compile::Plan&, std::string*) { return true; }
   // SMIK_HTTP_C_*; zeros without a judge.
   virtual std::array<uint64_t, SMIK_HTTP_COUNTER_MAX> httpCounters() const { return {}; }
+  // HTTP responses per server-side edge (cumulative); none without a judge.
+  virtual std::vector<maps::HttpEdge> httpResponseEdges() const { return {}; }
 };
 
 }  // namespace smik::datapath

@@ -44,6 +44,7 @@ class HttpEnforcer {
   bool finish(const compile::Plan& plan, std::string* err);
 
   std::array<uint64_t, SMIK_HTTP_COUNTER_MAX> counters() const { return judge_->counters(); }
+  std::vector<maps::HttpEdge> responseEdges() const { return judge_->responseEdges(); }
   size_t connections() const { return judge_->connections(); }
   std::vector<HttpJudge::MapRef> maps() const { return judge_->maps(); }
   std::vector<std::pair<std::string, int>> programs() const { return judge_->programs(); }

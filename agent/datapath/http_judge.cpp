@@ -291,6 +291,20 @@ std::array<uint64_t, SMIK_HTTP_COUNTER_MAX> HttpJudge::counters() const {
   return out;
 }
 
+std::vector<maps::HttpEdge> HttpJudge::responseEdges() const {
+  std::vector<maps::HttpEdge> out;
+  const int fd = bpf_map__fd(skel_->maps.smik_http_edges);
+  smik_conn_key key{}, next{};
+  const smik_conn_key* prev = nullptr;
+  while (bpf_map_get_next_key(fd, prev, &next) == 0) {
+    maps::HttpEdge e{next, {}};
+    if (bpf_map_lookup_elem(fd, &next, &e.stats) == 0) out.push_back(e);
+    key = next;
+    prev = &key;
+  }
+  return out;
+}
+
 int HttpJudge::eventsFd() const { return bpf_map__fd(skel_->maps.smik_events); }
 
 std::vector<std::pair<std::string, int>> HttpJudge::programs() const {

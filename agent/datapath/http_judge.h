@@ -19,6 +19,7 @@
 #include "agent/compile/compile.h"
 #include "agent/compile/http_regex.h"
 #include "bpf/include/smik_abi.h"
+#include "maps/maps.h"
 
 struct smik_http;
 
@@ -96,6 +97,9 @@ class HttpJudge {
 
   // SMIK_HTTP_C_*, summed over CPUs.
   std::array<uint64_t, SMIK_HTTP_COUNTER_MAX> counters() const;
+  // Responses counted per server-side edge (cumulative; one value for all
+  // CPUs). An edge evicted between finding its key and reading it is skipped.
+  std::vector<maps::HttpEdge> responseEdges() const;
   // Framer states alive (one per judged socket not yet finished).
   size_t connections() const;
   // The ring buffer its http-deny events go to (smik_http_event records).

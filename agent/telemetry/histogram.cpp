@@ -75,6 +75,9 @@ void Counts::add(const Counts& o) {
   reset += o.reset;
   handshake_us.add(o.handshake_us);
   srtt_us.add(o.srtt_us);
+  http_success += o.http_success;
+  http_failure += o.http_failure;
+  response_us.add(o.response_us);
 }
 
 void Counts::subtract(const Counts& o) {
@@ -85,6 +88,9 @@ void Counts::subtract(const Counts& o) {
   reset = saturatingSub(reset, o.reset);
   handshake_us.subtract(o.handshake_us);
   srtt_us.subtract(o.srtt_us);
+  http_success = saturatingSub(http_success, o.http_success);
+  http_failure = saturatingSub(http_failure, o.http_failure);
+  response_us.subtract(o.response_us);
 }
 
 }  // namespace smik::telemetry

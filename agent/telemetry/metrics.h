@@ -35,12 +35,26 @@ struct Counts {
   uint64_t reset = 0;    // established, then reset: not counted as a failure
   Histogram handshake_us;  // client side: connect() -> ESTABLISHED
   Histogram srtt_us;       // smoothed RTT at ESTABLISHED
+  // HTTP responses on ports the HTTP judge governs, observed at the server
+  // (whichever side asks: both ends of the edge get the server's count).
+  uint64_t http_success = 0;  // a final status below 500
+  uint64_t http_failure = 0;  // 5xx, as smi-metrics counts failures
+  Histogram response_us;      // request fully received -> response's first byte sent
   uint64_t failure() const { return refused + timeout + policy; }
-  // What the latency percentiles are read from, in every API: handshakes,
-  // else (server side, clients on other nodes) the smoothed RTT; never a
-  // blend of the two (README "What the numbers mean at L4").
-  const Histogram& latency() const { return handshake_us.count() > 0 ? handshake_us : srtt_us; }
-  bool empty() const { return success == 0 && failure() == 0 && reset == 0; }
+  uint64_t requests() const { return http_success + http_failure; }
+  // What every API reports (README "What the numbers mean"): requests when
+  // the window holds HTTP responses, else connections; never a sum of both.
+  bool countsRequests() const { return requests() > 0; }
+  uint64_t reportedSuccess() const { return countsRequests() ? http_success : success; }
+  uint64_t reportedFailure() const { return countsRequests() ? http_failure : failure(); }
+  // What the latency percentiles are read from, in every API: response
+  // latency when requests are reported; else handshakes, else (server side,
+  // clients on other nodes) the smoothed RTT; never a blend.
+  const Histogram& latency() const {
+    if (countsRequests()) return response_us;
+    return handshake_us.count() > 0 ? handshake_us : srtt_us;
+  }
+  bool empty() const { return success == 0 && failure() == 0 && reset == 0 && requests() == 0; }
   void add(const Counts& o);
   void subtract(const Counts& o);
 };

@@ -34,7 +34,8 @@ std::string podName(const std::string& key) { return key.substr(key.find('/') + 
 
 bool Store::SideDelta::empty() const {
   return success == 0 && refused == 0 && timeout == 0 && policy == 0 && reset == 0 &&
-         handshake.empty() && srtt.empty();
+         handshake.empty() && srtt.empty() && http_success == 0 && http_failure == 0 &&
+         response.empty();
 }
 
 void Store::setTopology(std::shared_ptr<const model::ClusterState> shared, const compile::Plan& plan) {
@@ -87,7 +88,8 @@ const std::string& Store::PodsByIp::find(const Addr& a) const {
   return it != entries_.end() && it->first == a ? *it->second : kNone;
 }
 
-void Store::sample(const std::vector<maps::ConnEdge>& edges, Clock::time_point now) {
+void Store::sample(const std::vector<maps::ConnEdge>& edges, const std::vector<maps::HttpEdge>& http,
+                   Clock::time_point now) {
   std::lock_guard<std::mutex> l(mu_);
   Interval iv{now, {}};
   static const smik_conn_stats kZero{};
@@ -127,11 +129,42 @@ void Store::sample(const std::vector<maps::ConnEdge>& edges, Clock::time_point n
     if (!d.server_pod.empty()) iv.by_server[d.server_pod].push_back(index);
     iv.edges.push_back(std::move(d));
   }
+  // HTTP responses, counted at the server: one delta that both ends of the
+  // edge report (its client's "to" edge and its server's "from" edge, and
+  // the server's totals), so a cluster-wide sum has it once, from the
+  // server's node.
+  static const smik_http_edge_stats kZeroHttp{};
+  std::map<std::vector<uint8_t>, smik_http_edge_stats> seen_http;
+  for (const auto& e : http) {
+    auto key = rawKey(e.key);
+    auto was = last_http_.find(key);
+    const smik_http_edge_stats& prev = was == last_http_.end() ? kZeroHttp : was->second;
+    const smik_http_edge_stats& cur = e.stats;
+    SideDelta d;
+    for (int m = 0; m < SMIK_HTTP_METHODS; m++)
+      for (int c = 0; c < SMIK_HTTP_CLASSES; c++)
+        (c == 5 ? d.http_failure : d.http_success) += diff(cur.answers[m][c], prev.answers[m][c]);
+    sparseDiff(cur.response_us, prev.response_us, &d.response);
+    seen_http[key] = cur;
+    if (d.empty()) continue;
+    EdgeDelta ed;
+    ed.client_pod = pod_by_ip_.find(kernelAddr(e.key.family, e.key.client));
+    ed.server_pod = pod_by_ip_.find(kernelAddr(e.key.family, e.key.server));
+    ed.client = d;
+    ed.server = std::move(d);
+    uint32_t index = iv.edges.size();
+    if (!ed.client_pod.empty()) iv.by_client[ed.client_pod].push_back(index);
+    if (!ed.server_pod.empty()) iv.by_server[ed.server_pod].push_back(index);
+    iv.edges.push_back(std::move(ed));
+  }
   // Prometheus counters must not fall when the kernel evicts an edge: what
   // it had counted stays in the totals of its workloads.
   for (const auto& [raw, s] : last_)
     if (!seen.count(raw)) addTotals(raw, s, &evicted_);
   last_ = std::move(seen);
+  for (const auto& [raw, s] : last_http_)
+    if (!seen_http.count(raw)) addHttpTotals(raw, s, &evicted_http_);
+  last_http_ = std::move(seen_http);
   intervals_.push_back(std::move(iv));
   last_sample_ = now;
   while (!intervals_.empty() &&
@@ -160,6 +193,9 @@ void Store::addTo(Counts* c, const SideDelta& d) {
   c->reset += d.reset;
   for (const auto& [b, n] : d.handshake) c->handshake_us.buckets[b] += n;
   for (const auto& [b, n] : d.srtt) c->srtt_us.buckets[b] += n;
+  c->http_success += d.http_success;
+  c->http_failure += d.http_failure;
+  for (const auto& [b, n] : d.response) c->response_us.buckets[b] += n;
 }
 
 ResourceRef Store::ownerOf(const std::string& pod, const std::string& kind) const {
@@ -195,16 +231,43 @@ std::string Store::nameOf(const Addr& a) const {
   return pod.empty() ? a.str() : pod;
 }
 
+std::pair<std::string, std::string> Store::workloadOf(const std::string& pod) const {
+  if (pod.empty()) return {"", ""};
+  for (const char* kind : {"Deployment", "DaemonSet", "StatefulSet"}) {
+    ResourceRef r = ownerOf(pod, kind);
+    if (!r.name.empty()) return {r.ns, r.name};
+  }
+  return {nsOf(pod), podName(pod)};
+}
+
+void Store::addHttpTotals(const std::vector<uint8_t>& raw, const smik_http_edge_stats& s,
+                          std::map<HttpWorkloadKey, HttpWorkloadEdge>* agg) const {
+  smik_conn_key k;
+  std::memcpy(&k, raw.data(), sizeof k);
+  auto [cns, cw] = workloadOf(pod_by_ip_.find(kernelAddr(k.family, k.client)));
+  auto [sns, sw] = workloadOf(pod_by_ip_.find(kernelAddr(k.family, k.server)));
+  HttpWorkloadEdge& e = (*agg)[{cns, cw, sns, sw}];
+  e.src_ns = cns;
+  e.src_workload = cw;
+  e.dst_ns = sns;
+  e.dst_workload = sw;
+  for (int m = 0; m < SMIK_HTTP_METHODS; m++)
+    for (int c = 0; c < SMIK_HTTP_CLASSES; c++) e.answers[m][c] += s.answers[m][c];
+  for (int b = 0; b < SMIK_HIST_BUCKETS; b++) e.response_us.buckets[b] += s.response_us[b];
+}
+
+std::vector<Store::HttpWorkloadEdge> Store::httpTotals() const {
+  std::lock_guard<std::mutex> l(mu_);
+  std::map<HttpWorkloadKey, HttpWorkloadEdge> agg = evicted_http_;
+  for (const auto& [raw, s] : last_http_) addHttpTotals(raw, s, &agg);
+  std::vector<HttpWorkloadEdge> out;
+  for (auto& [k, e] : agg) out.push_back(std::move(e));
+  return out;
+}
+
 void Store::addTotals(const std::vector<uint8_t>& raw, const smik_conn_stats& s,
                       std::map<WorkloadKey, Counts>* agg) const {
-  auto workload = [&](const std::string& pod) -> std::pair<std::string, std::string> {
-    if (pod.empty()) return {"", ""};
-    for (const char* kind : {"Deployment", "DaemonSet", "StatefulSet"}) {
-      ResourceRef r = ownerOf(pod, kind);
-      if (!r.name.empty()) return {r.ns, r.name};
-    }
-    return {nsOf(pod), podName(pod)};
-  };
+  auto workload = [&](const std::string& pod) { return workloadOf(pod); };
   smik_conn_key k;
   std::memcpy(&k, raw.data(), sizeof k);
   auto [cns, cw] = workload(pod_by_ip_.find(kernelAddr(k.family, k.client)));

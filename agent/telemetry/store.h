@@ -38,8 +38,13 @@ class Store : public MetricsView {
   void setTopology(const model::ClusterState& state, const compile::Plan& plan) {
     setTopology(std::make_shared<const model::ClusterState>(state), plan);
   }
-  // One reading of the kernel's cumulative counters.
-  void sample(const std::vector<maps::ConnEdge>& edges, Clock::time_point now);
+  // One reading of the kernel's cumulative counters: connections, and the
+  // HTTP judge's responses per server-side edge.
+  void sample(const std::vector<maps::ConnEdge>& edges, const std::vector<maps::HttpEdge>& http,
+              Clock::time_point now);
+  void sample(const std::vector<maps::ConnEdge>& edges, Clock::time_point now) {
+    sample(edges, {}, now);
+  }
 
   std::vector<ResourceRef> list(const std::string& kind, const std::string& ns) const override;
   bool exists(const ResourceRef& r) const override;
@@ -75,12 +80,23 @@ class Store : public MetricsView {
   };
   std::vector<WorkloadEdge> totals() const;
 
+  // Cumulative HTTP responses by workload pair (client: source, server:
+  // destination), method and status class: what Prometheus scrapes.
+  struct HttpWorkloadEdge {
+    std::string src_ns, src_workload, dst_ns, dst_workload;  // "" when not a pod
+    uint64_t answers[SMIK_HTTP_METHODS][SMIK_HTTP_CLASSES] = {};
+    Histogram response_us;
+  };
+  std::vector<HttpWorkloadEdge> httpTotals() const;
+
  private:
   // A histogram delta, sparse: most intervals touch a handful of buckets.
   using Sparse = std::vector<std::pair<uint16_t, uint32_t>>;
   struct SideDelta {
     uint64_t success = 0, refused = 0, timeout = 0, policy = 0, reset = 0;
     Sparse handshake, srtt;
+    uint64_t http_success = 0, http_failure = 0;
+    Sparse response;
     bool empty() const;
   };
   struct EdgeDelta {
@@ -106,6 +122,11 @@ class Store : public MetricsView {
   void addTotals(const std::vector<uint8_t>& raw, const smik_conn_stats& s,
                  std::map<WorkloadKey, Counts>* agg) const;
   std::vector<const Interval*> window(int window_s) const;  // caller holds mu_
+  // (namespace, workload) of a pod for Prometheus labels (caller holds mu_).
+  std::pair<std::string, std::string> workloadOf(const std::string& pod) const;
+  using HttpWorkloadKey = std::tuple<std::string, std::string, std::string, std::string>;
+  void addHttpTotals(const std::vector<uint8_t>& raw, const smik_http_edge_stats& s,
+                     std::map<HttpWorkloadKey, HttpWorkloadEdge>* agg) const;
 
   int max_window_s_;
   mutable std::mutex mu_;
@@ -130,6 +151,8 @@ class Store : public MetricsView {
   std::map<uint32_t, ServiceRoute> routes_;  // by svc_id
   std::map<std::vector<uint8_t>, smik_conn_stats> last_;  // cumulative, by raw key
   std::map<WorkloadKey, Counts> evicted_;  // what edges the kernel dropped had counted
+  std::map<std::vector<uint8_t>, smik_http_edge_stats> last_http_;  // cumulative, by raw key
+  std::map<HttpWorkloadKey, HttpWorkloadEdge> evicted_http_;
   std::deque<Interval> intervals_;
   Clock::time_point last_sample_{};
 };

@@ -522,7 +522,8 @@ nlohmann::json countsJson(const pb::Counts& c) {
           {"successRate", std::isnan(rate) ? nlohmann::json(nullptr) : nlohmann::json(rate)},
           {"p50Ms", c.p50_ms()},
           {"p90Ms", c.p90_ms()},
-          {"p99Ms", c.p99_ms()}};
+          {"p99Ms", c.p99_ms()},
+          {"requests", c.requests()}};
 }
 
 void printTable(const std::vector<std::vector<std::string>>& rows) {
@@ -591,7 +592,7 @@ int metricsCmd(const Conn& c, const std::string& kind, const std::string& ns,
     double rate = successRate(k);
     char pct[16] = "-";
     if (!std::isnan(rate)) std::snprintf(pct, sizeof pct, "%.1f%%", rate);
-    bool lat = k.success() > 0;
+    bool lat = k.success() > 0 || k.requests();
     return std::vector<std::string>{res,
                                     peer,
                                     dir,
@@ -612,7 +613,9 @@ int metricsCmd(const Conn& c, const std::string& kind, const std::string& ns,
     for (const auto& e : rm.edges())
       rows.push_back(row(res, resourceName(e.peer()), e.direction(), e.counts()));
   }
-  std::cout << "window " << r.window_seconds() << "s; latency: TCP handshake, ms\n";
+  std::cout << "window " << r.window_seconds()
+            << "s; on ports with HTTP rules requests (failure: 5xx) and HTTP response latency, "
+               "else connections and TCP handshake latency, ms\n";
   if (r.missing_nodes_size() > 0) {
     std::cout << "PARTIAL: no answer from node(s)";
     for (const auto& n : r.missing_nodes()) std::cout << " " << n;

@@ -63,8 +63,9 @@ void fillResource(const telemetry::ResourceRef& r, pb::Resource* out) {
 // The HTTP API's numbers exactly: Counts::latency(), whole µs as
 // latencyQuantity() in smi_metrics.cpp.
 void fillCounts(const telemetry::Counts& c, pb::Counts* out) {
-  out->set_success(c.success);
-  out->set_failure(c.failure());
+  out->set_success(c.reportedSuccess());
+  out->set_failure(c.reportedFailure());
+  out->set_requests(c.countsRequests());
   out->set_refused(c.refused);
   out->set_timeout(c.timeout);
   out->set_policy(c.policy);

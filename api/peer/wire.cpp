@@ -47,10 +47,14 @@ void toProto(const Counts& c, v1::RawCounts* out) {
   out->set_reset(c.reset);
   toProto(c.handshake_us, out->mutable_handshake_us());
   toProto(c.srtt_us, out->mutable_srtt_us());
+  out->set_http_success(c.http_success);
+  out->set_http_failure(c.http_failure);
+  toProto(c.response_us, out->mutable_response_us());
 }
 
 bool hasAny(const Counts& c) {
-  return !c.empty() || c.handshake_us.count() > 0 || c.srtt_us.count() > 0;
+  return !c.empty() || c.handshake_us.count() > 0 || c.srtt_us.count() > 0 ||
+         c.response_us.count() > 0;
 }
 
 bool fromProto(const v1::RawCounts& in, Counts* out, std::string* err) {
@@ -59,8 +63,11 @@ bool fromProto(const v1::RawCounts& in, Counts* out, std::string* err) {
   out->timeout = in.timeout();
   out->policy = in.policy();
   out->reset = in.reset();
+  out->http_success = in.http_success();
+  out->http_failure = in.http_failure();
   return fromProto(in.handshake_us(), &out->handshake_us, err) &&
-         fromProto(in.srtt_us(), &out->srtt_us, err);
+         fromProto(in.srtt_us(), &out->srtt_us, err) &&
+         fromProto(in.response_us(), &out->response_us, err);
 }
 
 }  // namespace

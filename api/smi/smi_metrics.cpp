@@ -35,6 +35,14 @@
  *   true value), 0 when nothing was established in the window.
  * - TrafficSplit items: connections sent to the split's apex Service that
  *   went to each backend, observed at the clients (edge side "client").
+ *
+ * Except on ports the HTTP judge governs (--http-rules=enforce), where the
+ * server's kernel frames the responses too: an edge or total whose window
+ * holds HTTP responses reports requests instead (success: a final status
+ * below 500, failure: 5xx) and response latency (request fully received to
+ * the response's first byte, at the server), never a sum of both
+ * (Counts::reportedSuccess, Counts::latency; README "Ports with HTTP rules
+ * count requests").
  */
 #include "api/smi/smi_metrics.h"
 
@@ -153,8 +161,8 @@ json metricsOf(const Counts& c) {
       {{"name", "p99_response_latency"}, {"unit", "ms"}, {"value", latencyQuantity(lat, 0.99)}},
       {{"name", "p90_response_latency"}, {"unit", "ms"}, {"value", latencyQuantity(lat, 0.90)}},
       {{"name", "p50_response_latency"}, {"unit", "ms"}, {"value", latencyQuantity(lat, 0.50)}},
-      {{"name", "success_count"}, {"value", countQuantity(c.success)}},
-      {{"name", "failure_count"}, {"value", countQuantity(c.failure())}},
+      {{"name", "success_count"}, {"value", countQuantity(c.reportedSuccess())}},
+      {{"name", "failure_count"}, {"value", countQuantity(c.reportedFailure())}},
       {{"name", "policy_denied_count"}, {"value", countQuantity(c.policy)}},
   });
 }

@@ -769,11 +769,18 @@ struct smik_http_conn {
   __u16 hdr_dfa_id; /* the port's header conditions when accepted; 0: none */
   __u16 hdr_state;  /* the header line so far in the header DFA */
   __u16 hdr_commit; /* ... as of its last byte that is not whitespace */
-  __u16 pad;
+  __u8 exchange;    /* SMIK_HTTP_X_*: whether its responses are counted */
+  __u8 pad;
   __u32 hdr_present; /* conditions whose header was seen in this head */
   __u32 hdr_failed;  /* ... with a line whose value did not match */
 };
 SMIK_STATIC_ASSERT(sizeof(struct smik_http_conn) == 72, "smik_http_conn layout");
+
+/* smik_http_conn.answers: the connection's responses are counted once its
+ * first complete request made their state (smik_http_exchanges); state that
+ * went missing after that (evicted) is never made again mid-stream, where a
+ * body could be read as a status line. */
+#define SMIK_HTTP_X_TRACKED 1
 
 #define SMIK_HTTP_H_DECIDES 1 /* only header-conditional grants could allow it: judged at the head's end */
 #define SMIK_HTTP_H_LEADING 2 /* in a value's leading whitespace (not matched) */
@@ -798,14 +805,41 @@ SMIK_STATIC_ASSERT(sizeof(struct smik_http_conn) == 72, "smik_http_conn layout")
     "400: a path servers may resolve otherwise than its bytes read")                       \
   X(UNJUDGED, 13, "unjudged",                                                              \
     "packets with payload dropped: a governed socket not under judgement")                 \
-  X(TUNNELS, 14, "tunnels", "CONNECT / WebSocket tunnels the server opened (not judged further)")
+  X(TUNNELS, 14, "tunnels", "CONNECT / WebSocket tunnels the server opened (not judged further)") \
+  X(RESPONSES_UNTRACKED, 15, "responses_untracked",                                            \
+    "connections whose answers stopped being counted (state full or evicted, a response "   \
+    "the counter cannot frame, more pipelined than it keeps): metrics only, never a verdict")
 
 enum smik_http_counter {
 #define SMIK_X_HTTP_ENUM(id, n, name, help) SMIK_HTTP_C_##id = n,
   SMIK_HTTP_COUNTER_FACTS(SMIK_X_HTTP_ENUM)
 #undef SMIK_X_HTTP_ENUM
-  SMIK_HTTP_COUNTER_MAX = 15,
+  SMIK_HTTP_COUNTER_MAX = 16,
 };
+
+/* ---- HTTP answers per edge (sk_msg on judged server sockets) ----
+ *
+ * Requests the verdict passed complete (head and body framed) are queued per
+ * connection with their receive time; the server's responses, framed as they
+ * are sent (status line, Content-Length / chunked / no body), each answer the
+ * oldest. Counted per server-side edge (smik_conn_key, svc_id 0) by method
+ * and status class, with the response latency: request fully received ->
+ * the response's first byte sent, in µs, in the smik_conn histogram layout.
+ * One copy for all CPUs, added to atomically (as smik_conn). LRU: a full map
+ * drops the edge idle longest, whose counts the agent has read. */
+#define SMIK_HTTP_MAX_EDGES (1 << 13)   /* smik_http_edges (LRU) */
+#define SMIK_HTTP_PIPELINE 8            /* requests awaiting an answer, kept per connection */
+/* Status classes: 1 to 5 for 1xx to 5xx; 0: a status line the counter could
+ * not read (its request is answered, its class unknown). */
+#define SMIK_HTTP_CLASSES 6
+
+struct smik_http_edge_stats {
+  __u64 answers[SMIK_HTTP_METHODS][SMIK_HTTP_CLASSES];
+  __u32 response_us[SMIK_HIST_BUCKETS];
+};
+SMIK_STATIC_ASSERT(sizeof(struct smik_http_edge_stats) ==
+                       8 * SMIK_HTTP_METHODS * SMIK_HTTP_CLASSES + 4 * SMIK_HIST_BUCKETS,
+                   "smik_http_edge_stats layout");
 
 #ifdef __cplusplus
 namespace smik::abi {

@@ -14,6 +14,9 @@
 
 #include <chrono>
 #include <thread>
+#include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "agent/base/unique_fd.h"
 #include "tests/e2e/fixture.h"
@@ -75,6 +78,27 @@ class PodClient {
       if (n <= 0) return {0, ""};
       buf_.append(chunk, static_cast<size_t>(n));
     }
+  }
+
+  // Sends a GET of each path in one write and reads their answers' statuses.
+  std::vector<int> pipelined(const std::vector<std::string>& paths) {
+    std::string req;
+    for (const auto& p : paths) req += "GET " + p + " HTTP/1.1\r\nHost: bookstore\r\n\r\n";
+    std::vector<int> out;
+    if (write(fd_.get(), req.data(), req.size()) != static_cast<ssize_t>(req.size())) return out;
+    while (out.size() < paths.size()) {
+      if (auto r = takeResponse(buf_)) {
+        out.push_back(r->first);
+        continue;
+      }
+      pollfd p{fd_.get(), POLLIN, 0};
+      if (poll(&p, 1, 5000) != 1) break;
+      char chunk[4096];
+      const ssize_t n = read(fd_.get(), chunk, sizeof chunk);
+      if (n <= 0) break;
+      buf_.append(chunk, static_cast<size_t>(n));
+    }
+    return out;
   }
 
  private:
@@ -350,6 +374,96 @@ TEST_F(HttpRules, PolicyChangesGiveTheirDfaTableSpaceBack) {
   }
   const nlohmann::json st = nlohmann::json::parse(this->status());
   EXPECT_EQ(st["applyErrorsTotal"], 0) << st.dump(1);
+}
+
+// Requests on an HTTP-ruled port are what TrafficMetrics count there: N
+// answered requests of which K were 5xx are success N-K and failure K, on
+// the client's "to" edge, the server's "from" edge and the server's totals,
+// however the responses were framed and whether or not they were pipelined.
+TEST_F(HttpRules, TrafficMetricsCountRequestsAndTheir5xxExactly) {
+  Pod& client = bed_->addPod("client", bed_->nextIp());
+  Pod& server = bed_->addPod("server", bed_->nextIp());
+  std::string server_pod = pod("app", "server", "server", server.ip());
+  server_pod.replace(server_pod.find("  nodeName:"), 0,
+                     "  containers:\n  - name: app\n    image: x\n    ports:\n"
+                     "    - containerPort: " + std::to_string(kPort) + "\n");
+  write("pods.yaml", ns("app", true) + pod("app", "client", "client", client.ip()) + server_pod);
+  write("policy.yaml", bookstorePolicy());
+  startAgent({"--metrics-interval-ms", "200"});
+  waitAttached(2);
+  Proc app = bed_->spawn(server, {SMIK_HTTP_SERVER, "--serve", std::to_string(kPort)});
+  ASSERT_TRUE(app.waitFor("ready\n", 5000)) << app.output();
+
+  // The server answers /books-bought/m/<status>/<framing> as asked; every
+  // body it sends is itself a "HTTP/1.1 500" status line.
+  const std::vector<std::pair<std::string, int>> asked = {
+      {"200/cl", 200}, {"500/split", 500}, {"200/chunked", 200}, {"503/chunked", 503},
+      {"200/interim", 200}, {"204/empty", 204}, {"404/cl", 404}, {"502/cl", 502}};
+  const auto start = std::chrono::steady_clock::now();
+  int n = 0, k = 0;
+  {
+    PodClient c(client, server.ip(), kPort);  // keep-alive: one connection
+    ASSERT_TRUE(c.connected());
+    for (const auto& [how, status] : asked) {
+      const std::string path = "/books-bought/m/" + how + "?" + std::to_string(++n);
+      EXPECT_EQ(c.get(path).first, status) << path;
+      if (status >= 500) ++k;
+    }
+  }
+  {  // pipelined: three requests in one write, answered in order
+    PodClient c(client, server.ip(), kPort);
+    ASSERT_TRUE(c.connected());
+    EXPECT_EQ(c.pipelined({"/books-bought/m/200/split?p1", "/books-bought/m/500/cl?p2",
+                           "/books-bought/m/200/cl?p3"}),
+              (std::vector<int>{200, 500, 200}));
+    n += 3;
+    k += 1;
+  }
+  const double wall_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  const std::string want_ok = std::to_string(n - k), want_failed = std::to_string(k);
+
+  auto get = [&](const std::string& path) {
+    auto [code, body] = httpGet(http_port_, "/apis/metrics.smi-spec.io/v1alpha1" + path);
+    return code == 200 ? nlohmann::json::parse(body) : nlohmann::json();
+  };
+  nlohmann::json to, from, total;
+  ASSERT_TRUE(eventually(
+      [&] {
+        to = get("/namespaces/app/pods/client/edges");
+        from = get("/namespaces/app/pods/server/edges");
+        total = get("/namespaces/app/pods/server");
+        return to["items"].size() == 1 && from["items"].size() == 1 &&
+               metric(to["items"][0], "success_count") == want_ok &&
+               metric(from["items"][0], "success_count") == want_ok &&
+               metric(total, "success_count") == want_ok;
+      },
+      5000))
+      << to.dump(1) << "\n" << from.dump(1) << "\n" << total.dump(1);
+  for (const nlohmann::json* item : {&to["items"][0], &from["items"][0], &total}) {
+    EXPECT_EQ(metric(*item, "success_count"), want_ok) << item->dump(1);
+    EXPECT_EQ(metric(*item, "failure_count"), want_failed) << item->dump(1);
+    const double p50 = quantity(metric(*item, "p50_response_latency")),
+                 p99 = quantity(metric(*item, "p99_response_latency"));
+    EXPECT_GT(p50, 0) << item->dump(1);  // the split answers take several ms
+    EXPECT_LE(p50, p99);
+    EXPECT_LT(p99, wall_ms) << item->dump(1);
+  }
+  EXPECT_EQ(to["items"][0]["edge"]["resource"]["name"], "server");
+  EXPECT_EQ(from["items"][0]["edge"]["resource"]["name"], "client");
+
+  // Prometheus: by workload pair, method and status class.
+  const std::string prom = httpGet(http_port_, "/metrics").second;
+  const std::string labels =
+      "source_namespace=\"app\",source_workload=\"client\",destination_namespace=\"app\","
+      "destination_workload=\"server\",method=\"GET\",code_class=";
+  EXPECT_NE(prom.find("smik_http_responses_total{" + labels + "\"2xx\"} 6"), std::string::npos) << prom;
+  EXPECT_NE(prom.find("smik_http_responses_total{" + labels + "\"4xx\"} 1"), std::string::npos) << prom;
+  EXPECT_NE(prom.find("smik_http_responses_total{" + labels + "\"5xx\"} 4"), std::string::npos) << prom;
+  EXPECT_NE(prom.find("smik_http_response_seconds_count{source_namespace=\"app\",source_workload="
+                      "\"client\",destination_namespace=\"app\",destination_workload=\"server\"} 11"),
+            std::string::npos)
+      << prom;
 }
 
 }  // namespace

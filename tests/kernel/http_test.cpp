@@ -15,6 +15,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -22,6 +23,7 @@
 #include <map>
 #include <optional>
 #include <random>
+#include <set>
 #include <string>
 #include <thread>
 
@@ -30,6 +32,7 @@
 #include "agent/compile/http_request.h"
 #include "agent/datapath/http_judge.h"
 #include "agent/telemetry/kernel_event.h"
+#include "agent/telemetry/metrics.h"
 #include "tests/support/raw_http.h"
 #include "tests/testbed/testbed.h"
 
@@ -137,6 +140,52 @@ UniqueFd listenOn(int port) {
   return l;
 }
 
+// Every write of a response on its own, a moment apart: the client's
+// kernel sees separate segments and the server's separate sends.
+void writeApart(int fd, const std::vector<std::string>& parts) {
+  for (const auto& p : parts) {
+    (void)!write(fd, p.data(), p.size());
+    usleep(2000);
+  }
+}
+
+// ".../m/<status>/<how>": a response of that status framed as asked, whose
+// body (when it has one) is itself a status line, which must never count.
+// HEAD /files/head.txt: a Content-Length and no body, as HEAD is answered.
+void respondAsAsked(int fd, const Request& r) {
+  const std::string fake = "HTTP/1.1 500 Fake\r\ncontent-length: 0\r\n\r\n";
+  if (r.method == "HEAD") {
+    writeApart(fd, {"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n"});
+    return;
+  }
+  const std::string rest = r.target.substr(r.target.find("/m/") + 3);
+  const std::string status = rest.substr(0, rest.find('/'));
+  std::string how = rest.substr(rest.find('/') + 1);
+  how = how.substr(0, how.find('?'));  // a query only makes the target unique
+  const std::string line = "HTTP/1.1 " + status + " S\r\n";
+  if (how == "cl") {
+    writeApart(fd, {line + "Content-Length: " + std::to_string(fake.size()) + "\r\n\r\n" + fake});
+  } else if (how == "split") {  // the head across writes, then the body in three
+    writeApart(fd, {line.substr(0, 5), line.substr(5) + "X-A: b\r\nconTent-lEngth:  " +
+                    std::to_string(fake.size()) + " \r\n", "\r\n" + fake.substr(0, 4),
+                    fake.substr(4, 10), fake.substr(14)});
+  } else if (how == "chunked") {
+    char size[16];
+    std::snprintf(size, sizeof size, "%zx", fake.size());
+    writeApart(fd, {line + "Transfer-Encoding: gzip, chunked\r\n\r\n", std::string(size) + ";x=y\r\n" + fake,
+                    "\r\n" + std::string(size) + "\r\n" + fake.substr(0, 3), fake.substr(3) + "\r\n",
+                    "0\r\nX-Trailer: HTTP/1.1 500\r\n\r\n"});
+  } else if (how == "interim") {
+    writeApart(fd, {"HTTP/1.1 100 Continue\r\n\r\n", "HTTP/1.1 103 Early Hints\r\nLink: x\r\n\r\n",
+                    line + "Content-Length: 0\r\n\r\n"});
+  } else if (how == "empty") {  // 204 and 304 have no body, whatever they say
+    writeApart(fd, {line + "Content-Length: 7\r\n\r\n"});
+  } else if (how == "slow") {
+    usleep(30 * 1000);
+    writeApart(fd, {line + "Content-Length: 0\r\n\r\n"});
+  }
+}
+
 int serve(int port) {
   const UniqueFd l = listenOn(port);
   if (!l) return 2;
@@ -199,6 +248,11 @@ int serve(int port) {
           if (!buf.empty()) say("RAW " + escape(buf));
           buf.clear();
           break;
+        }
+        if (r.target.find("/m/") != std::string::npos || r.target.rfind("/files/head.txt", 0) == 0) {
+          respondAsAsked(fd, r);
+          say("SENT " + r.method + " " + r.target);
+          continue;
         }
         const std::string answer = "HTTP/1.1 200 OK\r\ncontent-length: " +
                                    std::to_string(r.target.size()) + "\r\n\r\n" + r.target;
@@ -900,6 +954,121 @@ TEST_F(HttpJudgeTest, HeaderConditionsOverIpv6) {
   EXPECT_EQ(seen.find("v6-denied"), std::string::npos) << seen;
 }
 
+// ---- responses counted per edge ----------------------------------------------
+
+// The responses counted on this port's edges since `before` (by raw key).
+struct Responses {
+  uint64_t by[SMIK_HTTP_METHODS][SMIK_HTTP_CLASSES] = {};
+  telemetry::Histogram latency;
+  std::set<std::string> clients;  // addresses of the edges that counted
+  uint64_t total() const {
+    uint64_t n = 0;
+    for (const auto& m : by)
+      for (uint64_t v : m) n += v;
+    return n;
+  }
+};
+
+std::string addrText(const smik_conn_key& k, const uint8_t* bytes);
+
+std::map<std::string, smik_http_edge_stats> responseSnapshot(const datapath::HttpJudge& judge) {
+  std::map<std::string, smik_http_edge_stats> out;
+  for (const auto& e : judge.responseEdges())
+    out[std::string(reinterpret_cast<const char*>(&e.key), sizeof e.key)] = e.stats;
+  return out;
+}
+
+Responses responsesSince(const datapath::HttpJudge& judge,
+                         const std::map<std::string, smik_http_edge_stats>& before, uint16_t port) {
+  Responses r;
+  for (const auto& [raw, now] : responseSnapshot(judge)) {
+    smik_conn_key k;
+    std::memcpy(&k, raw.data(), sizeof k);
+    if (k.port != port) continue;
+    static const smik_http_edge_stats kZero{};
+    auto it = before.find(raw);
+    const smik_http_edge_stats& was = it == before.end() ? kZero : it->second;
+    bool any = false;
+    for (int m = 0; m < SMIK_HTTP_METHODS; ++m)
+      for (int c = 0; c < SMIK_HTTP_CLASSES; ++c) {
+        r.by[m][c] += now.answers[m][c] - was.answers[m][c];
+        any |= now.answers[m][c] != was.answers[m][c];
+      }
+    for (int b = 0; b < SMIK_HIST_BUCKETS; ++b)
+      r.latency.buckets[b] += now.response_us[b] - was.response_us[b];
+    if (any) r.clients.insert(addrText(k, k.client) + ">" + addrText(k, k.server));
+  }
+  return r;
+}
+
+TEST_F(HttpJudgeTest, ResponsesAreCountedExactlyByMethodAndClass) {
+  const auto before = responseSnapshot(*judge_);
+  auto c = fromClientPod();
+  // Keep-alive, one at a time: each is answered before the next is sent.
+  int n = 0;
+  auto one = [&](const std::string& method, const std::string& target) {
+    const std::string unique = target + (target.find('?') == std::string::npos ? "?" : "&") +
+                               std::to_string(++n);
+    ASSERT_TRUE(c->send(get(unique, method)));
+    // The server logs SENT after its last write returned: sk_msg has run.
+    ASSERT_TRUE(srv_->waitFor("SENT " + method + " " + unique + "\n", kWaitMs))
+        << unique << ": " << srv_->output().substr(log_from_);
+  };
+  one("GET", "/ok/m/200/cl");
+  one("GET", "/ok/m/500/split");      // head and body over five writes
+  one("GET", "/ok/m/503/chunked");    // chunks (and a trailer) that read as status lines
+  one("GET", "/ok/m/200/interim");    // 100 and 103 first: one answer
+  one("GET", "/ok/m/204/empty");      // a Content-Length, and no body
+  one("GET", "/ok/m/304/empty");
+  one("HEAD", "/files/head.txt");     // a Content-Length, and no body
+  one("GET", "/ok/m/404/cl");
+  // Pipelined: three requests in one send, answered in order.
+  ASSERT_TRUE(c->send(get("/ok/m/500/cl?p1") + get("/ok/m/200/chunked?p2") + get("/ok/m/502/split?p3")));
+  ASSERT_TRUE(srv_->waitFor("SENT GET /ok/m/502/split?p3\n", kWaitMs));
+  const Responses r = responsesSince(*judge_, before, kPort);
+  EXPECT_EQ(r.total(), 11u);
+  EXPECT_EQ(r.by[SMIK_HTTP_M_GET][2], 4u);  // 200 cl, 200 after 100 and 103, 204, 200 chunked
+  EXPECT_EQ(r.by[SMIK_HTTP_M_GET][3], 1u);  // 304
+  EXPECT_EQ(r.by[SMIK_HTTP_M_GET][4], 1u);
+  EXPECT_EQ(r.by[SMIK_HTTP_M_GET][5], 4u);  // 500, 503, 500, 502
+  EXPECT_EQ(r.by[SMIK_HTTP_M_HEAD][2], 1u);
+  EXPECT_EQ(r.by[SMIK_HTTP_M_GET][1] + r.by[SMIK_HTTP_M_GET][0], 0u);  // no interim, no junk
+  EXPECT_EQ(r.latency.count(), 11u);
+  EXPECT_EQ(r.clients, std::set<std::string>{client_pod_->ip() + ">" + server_pod_->ip()});
+  EXPECT_EQ(delta(SMIK_HTTP_C_RESPONSES_UNTRACKED), 0u);
+  serverSawAfterClose(*c);
+}
+
+TEST_F(HttpJudgeTest, ResponseLatencyIsFromTheRequestToTheFirstByteOfItsAnswer) {
+  const auto before = responseSnapshot(*judge_);
+  auto c = fromClientPod();
+  const auto start = std::chrono::steady_clock::now();
+  ASSERT_TRUE(c->send(get("/ok/m/200/slow?lat")));
+  ASSERT_TRUE(srv_->waitFor("SENT GET /ok/m/200/slow?lat\n", kWaitMs));
+  const double wall_us =
+      std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count();
+  const Responses r = responsesSince(*judge_, before, kPort);
+  ASSERT_EQ(r.latency.count(), 1u);
+  // The server sleeps 30 ms before it answers.
+  EXPECT_GE(r.latency.quantile(1), 30000 * 0.96);
+  EXPECT_LE(r.latency.quantile(1), wall_us * 1.04);
+  serverSawAfterClose(*c);
+}
+
+TEST_F(HttpJudgeTest, TheJudgesOwnAnswerIsNoResponseOfTheServer) {
+  const auto before = responseSnapshot(*judge_);
+  auto c = fromClientPod();
+  ASSERT_TRUE(c->send(get("/ok/m/200/cl?before-deny")));
+  ASSERT_TRUE(srv_->waitFor("SENT GET /ok/m/200/cl?before-deny\n", kWaitMs));
+  ASSERT_TRUE(c->send(get("/admin")));
+  EXPECT_EQ(c->response().first, 200);
+  EXPECT_EQ(c->response().first, 403);
+  serverSawAfterClose(*c);
+  const Responses r = responsesSince(*judge_, before, kPort);
+  EXPECT_EQ(r.total(), 1u);
+  EXPECT_EQ(r.by[SMIK_HTTP_M_GET][2], 1u);
+}
+
 // ---- cost (not a test: run with --gtest_also_run_disabled_tests) ------------
 
 // The verdict program's run time per skb (kernel.bpf_stats_enabled), one
@@ -918,6 +1087,45 @@ std::pair<uint64_t, uint64_t> verdictStats() {
   for (size_t n; (n = fread(buf, 1, sizeof buf, p)) > 0;) out.append(buf, n);
   pclose(p);
   return {statField(out, "run_time_ns"), statField(out, "run_cnt")};
+}
+
+std::pair<uint64_t, uint64_t> responsesProgStats() {
+  std::string out;
+  FILE* p = popen("bpftool -j prog show name smik_http_responses 2>/dev/null", "r");
+  if (!p) return {0, 0};
+  char buf[4096];
+  for (size_t n; (n = fread(buf, 1, sizeof buf, p)) > 0;) out.append(buf, n);
+  pclose(p);
+  return {statField(out, "run_time_ns"), statField(out, "run_cnt")};
+}
+
+// The response program's run time per send of the server's (one run per
+// sendmsg): the usual answer (head and body in one write), and one whose
+// head and body come in five writes.
+TEST_F(HttpJudgeTest, DISABLED_ResponseCostPerSend) {
+  const UniqueFd stats(bpf_enable_stats(BPF_STATS_RUN_TIME));
+  ASSERT_TRUE(stats.valid());
+  auto run = [&](const std::string& path, int expect, int kRequests) {
+    log_from_ = srv_->output().size();
+    auto c = fromClientPod();
+    const auto [t0, n0] = responsesProgStats();
+    for (int i = 0; i < kRequests; ++i) {
+      if (!c->send(get(path))) return -1.0;
+      if (const int st = c->response().first; st != expect) {
+        ADD_FAILURE() << "request " << i << ": " << st;
+        return -1.0;
+      }
+      if (i % 256 == 0) (void)srv_->output();  // its log is a pipe: keep it from filling
+    }
+    const auto [t1, n1] = responsesProgStats();
+    serverSawAfterClose(*c);
+    return n1 > n0 ? double(t1 - t0) / double(n1 - n0) : -1.0;
+  };
+  for (int round = 0; round < 3; ++round) {
+    const double one = run("/ok/bench", 200, 3000);
+    const double split = run("/ok/m/200/split", 200, 300);  // 10 ms each: the writes are apart
+    std::printf("sk_msg ns/send: one write per answer %.0f, answers in five writes %.0f\n", one, split);
+  }
 }
 
 // ---- http-deny events ------------------------------------------------------

@@ -21,20 +21,54 @@
 
 namespace smik::testing {
 
-// Takes the first whole response (status, body framed by Content-Length) off
-// the front of what a keep-alive connection has received so far; nothing
-// while it is incomplete.
+// Takes the first whole response (status, body) off the front of what a
+// keep-alive connection has received so far; nothing while it is
+// incomplete. Interim 1xx responses are skipped; the body is framed by
+// Content-Length or chunked (its data joined), 204 and 304 have none (the
+// answer to HEAD is not told apart: not for HEAD requests).
 inline std::optional<std::pair<int, std::string>> takeResponse(std::string& buf) {
-  const size_t head_end = buf.find("\r\n\r\n");
-  if (head_end == std::string::npos) return std::nullopt;
-  std::string head = buf.substr(0, head_end);
-  for (char& c : head) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  const size_t cl = head.find("content-length:");
-  const size_t length = cl == std::string::npos ? 0 : std::stoul(head.substr(cl + 15));
-  if (buf.size() < head_end + 4 + length) return std::nullopt;
-  std::pair<int, std::string> out{std::atoi(buf.c_str() + 9), buf.substr(head_end + 4, length)};
-  buf.erase(0, head_end + 4 + length);
-  return out;
+  size_t from = 0;
+  for (;;) {
+    const size_t head_end = buf.find("\r\n\r\n", from);
+    if (head_end == std::string::npos) return std::nullopt;
+    std::string head = buf.substr(from, head_end - from);
+    for (char& c : head) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    const int status = std::atoi(buf.c_str() + from + 9);
+    size_t at = head_end + 4;
+    if (status >= 100 && status < 200 && status != 101) {
+      from = at;  // interim: the final response follows
+      continue;
+    }
+    std::string body;
+    const size_t te = head.find("transfer-encoding:");
+    if (status == 204 || status == 304) {
+    } else if (te != std::string::npos &&
+               head.substr(te, head.find("\r\n", te) - te).find("chunked") != std::string::npos) {
+      for (;;) {
+        const size_t eol = buf.find("\r\n", at);
+        if (eol == std::string::npos) return std::nullopt;
+        const size_t size = std::stoul(buf.substr(at, eol - at), nullptr, 16);
+        at = eol + 2;
+        if (size == 0) {
+          const size_t end = buf.find("\r\n\r\n", at - 2);
+          if (end == std::string::npos) return std::nullopt;
+          at = end + 4;
+          break;
+        }
+        if (buf.size() < at + size + 2) return std::nullopt;
+        body += buf.substr(at, size);
+        at += size + 2;
+      }
+    } else {
+      const size_t cl = head.find("content-length:");
+      const size_t length = cl == std::string::npos ? 0 : std::stoul(head.substr(cl + 15));
+      if (buf.size() < at + length) return std::nullopt;
+      body = buf.substr(at, length);
+      at += length;
+    }
+    buf.erase(0, at);
+    return std::make_pair(status, body);
+  }
 }
 
 inline bool sendAll(int fd, const std::string& data) {

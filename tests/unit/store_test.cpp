@@ -65,6 +65,68 @@ class StoreTest : public ::testing::Test {
   Clock::time_point t0 = Clock::now();
 };
 
+// The HTTP judge's responses on the same edge, cumulative: ok 2xx and
+// failed 5xx to GET, each answered in 300 µs.
+maps::HttpEdge httpEdge(const char* client, const char* server, uint64_t ok, uint64_t failed) {
+  maps::HttpEdge e;
+  e.key.family = SMIK_AF_INET;
+  e.key.proto = SMIK_PROTO_TCP;
+  e.key.port = 5432;
+  smik::Addr a;
+  smik::parseAddr(client, &a);
+  std::memcpy(e.key.client, a.bytes.data(), 16);
+  smik::parseAddr(server, &a);
+  std::memcpy(e.key.server, a.bytes.data(), 16);
+  e.stats.answers[SMIK_HTTP_M_GET][2] = ok;
+  e.stats.answers[SMIK_HTTP_M_GET][5] = failed;
+  e.stats.response_us[smik_hist_bucket(300)] = static_cast<uint32_t>(ok + failed);
+  return e;
+}
+
+TEST_F(StoreTest, HttpEdgesReportRequestsOnBothEndsOnce) {
+  store.sample({edge("10.0.0.1", "10.0.0.2", 1, 0, 1)}, {httpEdge("10.0.0.1", "10.0.0.2", 10, 2)},
+               t0);
+  store.sample({edge("10.0.0.1", "10.0.0.2", 2, 0, 2)}, {httpEdge("10.0.0.1", "10.0.0.2", 17, 3)},
+               t0 + std::chrono::seconds(10));
+  auto to = store.edges({"Pod", "shop", "web-1a-x"}, 5);
+  ASSERT_EQ(to.size(), 1u);
+  EXPECT_EQ(to[0].side, Side::kClient);
+  EXPECT_TRUE(to[0].counts.countsRequests());
+  EXPECT_EQ(to[0].counts.reportedSuccess(), 7u);
+  EXPECT_EQ(to[0].counts.reportedFailure(), 1u);
+  EXPECT_EQ(to[0].counts.success, 1u) << "the connection stays counted as one";
+  EXPECT_EQ(to[0].counts.latency().count(), 8u);
+  EXPECT_DOUBLE_EQ(to[0].counts.latency().quantile(0.5), Histogram::bucketMid(smik_hist_bucket(300)));
+  auto from = store.edges({"Pod", "data", "db-0"}, 5);
+  ASSERT_EQ(from.size(), 1u);
+  EXPECT_EQ(from[0].counts.reportedSuccess(), 7u);
+  EXPECT_EQ(from[0].counts.reportedFailure(), 1u);
+  Counts in = store.inbound({"Pod", "data", "db-0"}, 600);
+  EXPECT_EQ(in.reportedSuccess(), 17u);
+  EXPECT_EQ(in.reportedFailure(), 3u);
+  // Prometheus: cumulative, by workload pair, and still there once the
+  // kernel evicted the edge.
+  store.sample({}, {}, t0 + std::chrono::seconds(20));
+  auto totals = store.httpTotals();
+  ASSERT_EQ(totals.size(), 1u);
+  EXPECT_EQ(totals[0].src_workload, "web");
+  EXPECT_EQ(totals[0].dst_workload, "db");
+  EXPECT_EQ(totals[0].answers[SMIK_HTTP_M_GET][2], 17u);
+  EXPECT_EQ(totals[0].answers[SMIK_HTTP_M_GET][5], 3u);
+  EXPECT_EQ(totals[0].response_us.count(), 20u);
+}
+
+TEST_F(StoreTest, EdgesWithoutHttpResponsesReportConnections) {
+  at(0, {edge("10.0.0.1", "10.0.0.2", 0, 0, 0)});
+  at(10, {edge("10.0.0.1", "10.0.0.2", 4, 1, 4)});
+  auto to = store.edges({"Pod", "shop", "web-1a-x"}, 5);
+  ASSERT_EQ(to.size(), 1u);
+  EXPECT_FALSE(to[0].counts.countsRequests());
+  EXPECT_EQ(to[0].counts.reportedSuccess(), 4u);
+  EXPECT_EQ(to[0].counts.reportedFailure(), 1u);
+  EXPECT_EQ(&to[0].counts.latency(), &to[0].counts.handshake_us);
+}
+
 TEST_F(StoreTest, CumulativeReadsBecomeWindowedDeltas) {
   at(0, {edge("10.0.0.1", "10.0.0.2", 10, 1, 10)});  // history before the window
   at(10, {edge("10.0.0.1", "10.0.0.2", 15, 1, 15)});

@@ -212,14 +212,15 @@ function row(table, name, value) {
 function countsTable(e) {
   const t = html("table");
   t.id = "counts";
-  row(t, "established", e.success);
+  // requests on ports with HTTP rules, connections elsewhere (see the footer)
+  row(t, "succeeded", e.success);
   row(t, "failed", e.failure);
   row(t, "of which denied by policy", e.denied);
   row(t, "success rate", pct(e.successRate));
   row(t, "rate", rateText(e.perSecond));
-  row(t, "handshake p50 (ms)", e.success ? ms(e.p50Ms) : "-");
-  row(t, "handshake p90 (ms)", e.success ? ms(e.p90Ms) : "-");
-  row(t, "handshake p99 (ms)", e.success ? ms(e.p99Ms) : "-");
+  row(t, "latency p50 (ms)", e.success || e.failure ? ms(e.p50Ms) : "-");
+  row(t, "latency p90 (ms)", e.success || e.failure ? ms(e.p90Ms) : "-");
+  row(t, "latency p99 (ms)", e.success || e.failure ? ms(e.p99Ms) : "-");
   return t;
 }
 
