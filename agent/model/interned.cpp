@@ -5,12 +5,6 @@
 
 namespace smik::model {
 
-struct Interned::Entry {
-  std::atomic<uint32_t> refs{1};
-  const std::string value;
-  explicit Entry(std::string_view v) : value(v) {}
-};
-
 namespace {
 
 // Keys view their entry's own value, which never moves.
@@ -27,11 +21,6 @@ Table& table() {
 }
 
 }  // namespace
-
-const std::string& Interned::str() const {
-  static const std::string kEmpty;
-  return entry_ ? entry_->value : kEmpty;
-}
 
 // A found entry has refs >= 1: the step to 0 and the erase happen together
 // under the lock (release), so intern never revives an entry being freed.

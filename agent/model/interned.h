@@ -16,6 +16,7 @@
 
 #include <atomic>
 #include <cstddef>
+#include <cstdint>
 #include <ostream>
 #include <string>
 #include <string_view>
@@ -46,7 +47,8 @@ class Interned {
   }
   ~Interned() { release(entry_); }
 
-  const std::string& str() const;
+  // Inline: the compiler reads these fields in its hottest loops.
+  const std::string& str() const { return entry_ ? entry_->value : kEmpty; }
   operator const std::string&() const { return str(); }  // NOLINT: reads as a string
   bool empty() const { return entry_ == nullptr; }
   size_t size() const { return str().size(); }
@@ -62,9 +64,14 @@ class Interned {
   // How many distinct non-empty values are held now (tests, diagnostics).
   static size_t distinctValues();
 
-  struct Entry;
+  struct Entry {
+    std::atomic<uint32_t> refs{1};
+    const std::string value;
+    explicit Entry(std::string_view v) : value(v) {}
+  };
 
  private:
+  static inline const std::string kEmpty;  // constant-initialized: no guard on reads
   static Entry* intern(std::string_view s);
   static void retain(Entry* e);
   static void release(Entry* e);
