@@ -285,7 +285,7 @@ void Agent::applyPlan(const std::map<std::string, uint32_t>& wanted) {
   dp_->detachGone(wanted);
   std::vector<std::string> errors;
   maps::ApplyStats st;
-  bool in_force = enforce(next, wanted, &st, &errors);
+  bool in_force = enforce(std::move(next), wanted, &st, &errors);
   scheduleRetry(in_force);
   double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   spdlog::info("applied: {} ip writes, {} ip deletes, {} endpoints (+{} -{}), policy {}, "
@@ -339,7 +339,7 @@ void Agent::refreshStatus() {
   status_.not_enforced = std::move(not_enforced);
 }
 
-bool Agent::enforce(const maps::KernelState& next, const std::map<std::string, uint32_t>& wanted,
+bool Agent::enforce(maps::KernelState next, const std::map<std::string, uint32_t>& wanted,
                     maps::ApplyStats* st, std::vector<std::string>* errors) {
   maps::Backend& backend = dp_->maps();
   wanted_ = wanted;
@@ -373,7 +373,7 @@ bool Agent::enforce(const maps::KernelState& next, const std::map<std::string, u
   // 3. Fill: identities, everyone's policy, services, removals.
   bool filled = maps::apply(backend, next, current_, st, &err);
   if (filled) {
-    current_ = next;
+    current_ = std::move(next);
     if (!dp_->finishHttp(*plan_, &err)) errors->push_back("http judge: " + err);
     // Services are in the maps now: only then may connect() be translated.
     if (!dp_->socketProgramsAttached() && !dp_->attachSocketPrograms(&err))

@@ -13,18 +13,21 @@
 #include <vector>
 
 #include "agent/base/names.h"
+#include "agent/model/interned.h"
 
 namespace smik::model {
 
+// Fields whose values repeat across objects are Interned (a pod's name is
+// its own; its namespace, owner and creation second are shared by many).
 struct ObjectMeta {
   std::string name;
-  std::string ns;  // empty only for cluster-scoped kinds (Namespace)
+  Interned ns;  // empty only for cluster-scoped kinds (Namespace)
   std::map<std::string, std::string> labels;
-  std::string creation_timestamp;  // RFC3339 as written; compared as a string
+  Interned creation_timestamp;  // RFC3339 as written; compared as a string
   // The controlling owner (ownerReferences: the one with controller: true,
   // else the first), e.g. ReplicaSet foo-7b9c for a Deployment's pod.
-  std::string owner_kind;
-  std::string owner_name;
+  Interned owner_kind;
+  Interned owner_name;
   bool operator==(const ObjectMeta&) const = default;
 };
 
@@ -60,10 +63,10 @@ struct ContainerPort {
 
 struct Pod {
   ObjectMeta meta;
-  std::string service_account;  // "default" when the manifest leaves it out
-  std::string node_name;
+  Interned service_account;  // "default" when the manifest leaves it out
+  Interned node_name;
   std::vector<std::string> ips;  // status.podIPs, else status.podIP; textual
-  std::string phase;
+  Interned phase;
   bool host_network = false;
   std::vector<ContainerPort> container_ports;  // every container, in manifest order
   bool operator==(const Pod&) const = default;

@@ -98,7 +98,7 @@ std::vector<PeerAddr> discoverPeers(const model::ClusterState& state, const Disc
     if (pod.phase == "Succeeded" || pod.phase == "Failed") continue;
     // A hostNetwork pod's status.podIP is its node's address, as we want
     // it. --peer-port is checked to be in 1..65535.
-    out.insert({pod.node_name.empty() ? pod.meta.name : pod.node_name,
+    out.insert({pod.node_name.empty() ? pod.meta.name : pod.node_name.str(),
                 joinHostPort(pod.ips.front(), static_cast<uint16_t>(cfg.port))});
   }
   return {out.begin(), out.end()};
