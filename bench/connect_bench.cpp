@@ -198,18 +198,7 @@ struct Bed {
 
   // Every smik program on (socket LB + sockops on the cgroup, tc on both
   // veths) or none of them.
-  void smik(bool on) {
-    if (!on) {
-      dp->detachSocketPrograms();
-      dp->detachGone({});
-      return;
-    }
-    std::string err;
-    if (!dp->socketProgramsAttached() && !dp->attachSocketPrograms(&err)) throw std::runtime_error(err);
-    std::vector<std::string> errors;
-    dp->attachNew({{"client", client->hostIfIndex()}, {"server", server->hostIfIndex()}}, &errors);
-    if (!errors.empty()) throw std::runtime_error(errors.front());
-  }
+  void smik(bool on) { bench::attachSmik(*dp, *client, *server, on); }
   // Only the socket programs: the telemetry rows isolate sockops' cost.
   void socketProgramsOnly(bool on) {
     dp->detachGone({});

@@ -49,6 +49,7 @@
 #include "bench/http_peers.h"
 #include "bench/prog_stats.h"
 #include "bench/result.h"
+#include "bench/seed.h"
 #include "bench/sockets.h"
 #include "maps/desired.h"
 #include "tests/testbed/testbed.h"
@@ -236,18 +237,7 @@ struct Bed {
   }
 
   // tc on both veths, socket programs on the pods' cgroup; or nothing.
-  void smikL4(bool on) {
-    if (!on) {
-      dp->detachSocketPrograms();
-      dp->detachGone({});
-      return;
-    }
-    std::string err;
-    if (!dp->socketProgramsAttached() && !dp->attachSocketPrograms(&err)) throw std::runtime_error(err);
-    std::vector<std::string> errors;
-    dp->attachNew({{"client", client->hostIfIndex()}, {"server", server->hostIfIndex()}}, &errors);
-    if (!errors.empty()) throw std::runtime_error(errors.front());
-  }
+  void smikL4(bool on) { bench::attachSmik(*dp, *client, *server, on); }
   // The HTTP judge as the agent runs it (HttpEnforcer, the ipcache shared
   // with tc), unpinned: gone, it detaches, and smik_l4 runs without it.
   void smikL7(bool on) {

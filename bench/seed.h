@@ -1,14 +1,17 @@
 // What the data-path benchmarks write into smik's maps: the pods under test
 // enforced, and filler policy of other identities around their grants, so
-// lookups run in tables of a realistic size.
+// lookups run in tables of a realistic size; and smik's programs attached
+// to those pods.
 #pragma once
 
 #include <cstring>
+#include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "agent/base/addr.h"
+#include "agent/datapath/datapath.h"
 #include "maps/maps.h"
 #include "tests/testbed/testbed.h"
 
@@ -50,6 +53,22 @@ inline void fillPolicy(maps::KernelState& s, uint32_t a, uint32_t b, int entries
     s.ips[addrOf(fillerIp(i))] = {id, 0};
     s.policy[{id, i % 2 ? b : a, uint16_t(8000 + i % 100), SMIK_PROTO_TCP, 0}] = {1, 0};
   }
+}
+
+// Every smik program on the two pods (socket LB + sockops on the cgroup, tc
+// on both host veths), or none of them.
+inline void attachSmik(datapath::Datapath& dp, const testbed::Pod& client,
+                       const testbed::Pod& server, bool on) {
+  if (!on) {
+    dp.detachSocketPrograms();
+    dp.detachGone({});
+    return;
+  }
+  std::string err;
+  if (!dp.socketProgramsAttached() && !dp.attachSocketPrograms(&err)) throw std::runtime_error(err);
+  std::vector<std::string> errors;
+  dp.attachNew({{"client", client.hostIfIndex()}, {"server", server.hostIfIndex()}}, &errors);
+  if (!errors.empty()) throw std::runtime_error(errors.front());
 }
 
 }  // namespace smik::bench

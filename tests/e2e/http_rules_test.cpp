@@ -106,6 +106,16 @@ class PodClient {
   std::string buf_;
 };
 
+// The server pod, declaring the port its requests arrive on (which is how
+// the agent knows an HTTPRouteGroup's rules apply there).
+std::string serverPod(const Pod& server) {
+  std::string manifest = pod("app", "server", "server", server.ip());
+  manifest.replace(manifest.find("  nodeName:"), 0,
+                   "  containers:\n  - name: app\n    image: x\n    ports:\n"
+                   "    - containerPort: " + std::to_string(kPort) + "\n");
+  return manifest;
+}
+
 // The spec's HTTPRouteGroup example (traffic-specs v1alpha4) and a
 // TrafficTarget granting the client its `buy` match only.
 std::string bookstorePolicy() {
@@ -124,11 +134,7 @@ TEST_F(HttpRules, EnforceJudgesEachRequestOnAKeepAliveConnection) {
   Pod& client = bed_->addPod("client", bed_->nextIp());
   Pod& server = bed_->addPod("server", bed_->nextIp());
   Pod& stranger = bed_->addPod("stranger", bed_->nextIp());
-  // The server pod declares the port its requests arrive on.
-  std::string server_pod = pod("app", "server", "server", server.ip());
-  server_pod.replace(server_pod.find("  nodeName:"), 0,
-                     "  containers:\n  - name: app\n    image: x\n    ports:\n"
-                     "    - containerPort: " + std::to_string(kPort) + "\n");
+  const std::string server_pod = serverPod(server);
   write("pods.yaml", ns("app", true) + pod("app", "client", "client", client.ip()) + server_pod +
                          pod("app", "stranger", "stranger", stranger.ip()));
   write("policy.yaml", bookstorePolicy());
@@ -210,10 +216,7 @@ std::string headerPolicy() {
 TEST_F(HttpRules, HeaderMatchesAreJudgedPerRequest) {
   Pod& client = bed_->addPod("client", bed_->nextIp());
   Pod& server = bed_->addPod("server", bed_->nextIp());
-  std::string server_pod = pod("app", "server", "server", server.ip());
-  server_pod.replace(server_pod.find("  nodeName:"), 0,
-                     "  containers:\n  - name: app\n    image: x\n    ports:\n"
-                     "    - containerPort: " + std::to_string(kPort) + "\n");
+  const std::string server_pod = serverPod(server);
   write("pods.yaml", ns("app", true) + pod("app", "client", "client", client.ip()) + server_pod);
   write("policy.yaml", headerPolicy());
   startAgent();
@@ -318,10 +321,7 @@ TEST_F(HttpRules, HeaderMatchesAreJudgedPerRequest) {
 TEST_F(HttpRules, PolicyChangesGiveTheirDfaTableSpaceBack) {
   Pod& client = bed_->addPod("client", bed_->nextIp());
   Pod& server = bed_->addPod("server", bed_->nextIp());
-  std::string server_pod = pod("app", "server", "server", server.ip());
-  server_pod.replace(server_pod.find("  nodeName:"), 0,
-                     "  containers:\n  - name: app\n    image: x\n    ports:\n"
-                     "    - containerPort: " + std::to_string(kPort) + "\n");
+  const std::string server_pod = serverPod(server);
   write("pods.yaml", ns("app", true) + pod("app", "client", "client", client.ip()) + server_pod);
   const std::string padding(40, 'x');
   auto path = [&](int round, int match) {
@@ -383,10 +383,7 @@ TEST_F(HttpRules, PolicyChangesGiveTheirDfaTableSpaceBack) {
 TEST_F(HttpRules, TrafficMetricsCountRequestsAndTheir5xxExactly) {
   Pod& client = bed_->addPod("client", bed_->nextIp());
   Pod& server = bed_->addPod("server", bed_->nextIp());
-  std::string server_pod = pod("app", "server", "server", server.ip());
-  server_pod.replace(server_pod.find("  nodeName:"), 0,
-                     "  containers:\n  - name: app\n    image: x\n    ports:\n"
-                     "    - containerPort: " + std::to_string(kPort) + "\n");
+  const std::string server_pod = serverPod(server);
   write("pods.yaml", ns("app", true) + pod("app", "client", "client", client.ip()) + server_pod);
   write("policy.yaml", bookstorePolicy());
   startAgent({"--metrics-interval-ms", "200"});

@@ -37,17 +37,24 @@ metadata: {name: cache-2b-y, namespace: shop, labels: {pod-template-hash: 2b}, o
 status: {phase: Running, podIP: 10.0.0.3}
 )";
 
+// client -> server:5432 over TCP, as the kernel keys an edge.
+smik_conn_key edgeKey(const char* client, const char* server) {
+  smik_conn_key k{};
+  k.family = SMIK_AF_INET;
+  k.proto = SMIK_PROTO_TCP;
+  k.port = 5432;
+  smik::Addr a;
+  smik::parseAddr(client, &a);
+  std::memcpy(k.client, a.bytes.data(), 16);
+  smik::parseAddr(server, &a);
+  std::memcpy(k.server, a.bytes.data(), 16);
+  return k;
+}
+
 maps::ConnEdge edge(const char* client, const char* server, uint64_t ok, uint64_t refused,
                     uint64_t server_ok) {
   maps::ConnEdge e;
-  e.key.family = SMIK_AF_INET;
-  e.key.proto = SMIK_PROTO_TCP;
-  e.key.port = 5432;
-  smik::Addr a;
-  smik::parseAddr(client, &a);
-  std::memcpy(e.key.client, a.bytes.data(), 16);
-  smik::parseAddr(server, &a);
-  std::memcpy(e.key.server, a.bytes.data(), 16);
+  e.key = edgeKey(client, server);
   e.stats.client_success = ok;
   e.stats.client_refused = refused;
   e.stats.server_success = server_ok;
@@ -69,14 +76,7 @@ class StoreTest : public ::testing::Test {
 // failed 5xx to GET, each answered in 300 µs.
 maps::HttpEdge httpEdge(const char* client, const char* server, uint64_t ok, uint64_t failed) {
   maps::HttpEdge e;
-  e.key.family = SMIK_AF_INET;
-  e.key.proto = SMIK_PROTO_TCP;
-  e.key.port = 5432;
-  smik::Addr a;
-  smik::parseAddr(client, &a);
-  std::memcpy(e.key.client, a.bytes.data(), 16);
-  smik::parseAddr(server, &a);
-  std::memcpy(e.key.server, a.bytes.data(), 16);
+  e.key = edgeKey(client, server);
   e.stats.answers[SMIK_HTTP_M_GET][2] = ok;
   e.stats.answers[SMIK_HTTP_M_GET][5] = failed;
   e.stats.response_us[smik_hist_bucket(300)] = static_cast<uint32_t>(ok + failed);
