@@ -61,6 +61,10 @@ wait "$full"
 t0=$SECONDS
 # Host network: the build stage's apt-get reaches the mirror without a
 # container network set up on this machine.
-podman build --quiet --pull=never --network=host -f "$src/daemonset/Dockerfile" -t "$tag" "$src"
+# SMIK_IMAGE_CGROUP_PARENT: the cgroup its steps run under (.ci/run's of
+# the lowest CPU weight); by default podman's own.
+podman build --quiet --pull=never --network=host \
+  ${SMIK_IMAGE_CGROUP_PARENT:+--cgroup-parent="$SMIK_IMAGE_CGROUP_PARENT"} \
+  -f "$src/daemonset/Dockerfile" -t "$tag" "$src"
 echo "image $tag: built in $((SECONDS - t0)) s," \
   "$(podman image inspect --format '{{.Size}}' "$tag") bytes"
