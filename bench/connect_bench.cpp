@@ -44,6 +44,7 @@
 
 #include "agent/datapath/datapath.h"
 #include "bench/prog_stats.h"
+#include "bench/pinned.h"
 #include "bench/result.h"
 #include "bench/seed.h"
 #include "bench/sockets.h"
@@ -133,8 +134,8 @@ struct Bed {
   testbed::Pod* server;
   std::string vip;
   std::unique_ptr<testbed::Proc> srv, udp_srv, echo;
-  std::unique_ptr<datapath::Datapath> dp;
-  std::string pin, kp_table, tmp;
+  bench::PinnedDatapath dp;
+  std::string kp_table, tmp;
   bool kube_proxy = false;
 
   Bed() {
@@ -150,20 +151,12 @@ struct Bed {
     if (!udp_srv->waitFor("ready\n", 5000)) throw std::runtime_error("UDP server did not start");
     echo = std::make_unique<testbed::Proc>(bed.spawn(*server, {g_self, "--echo", std::to_string(kEchoPort)}));
     if (!echo->waitFor("ready\n", 5000)) throw std::runtime_error("echo server did not start");
-    pin = "/sys/fs/bpf/" + bed.prefix() + "-bench";
-    datapath::Options o;
-    o.pin_dir = pin;
-    o.cgroup = bed.cgroupRoot();
-    std::string err;
-    dp = datapath::Datapath::open(o, &err);
-    if (!dp) throw std::runtime_error(err);
+    dp.open("/sys/fs/bpf/" + bed.prefix() + "-bench", bed.cgroupRoot());
     seed();
   }
   ~Bed() {
     removeKubeProxy();
-    dp.reset();
-    std::string err;
-    datapath::Datapath::uninstall(pin, &err);
+    dp.close();
     std::remove(tmp.c_str());
   }
 

@@ -39,6 +39,7 @@
 #include <vector>
 
 #include "agent/datapath/datapath.h"
+#include "bench/pinned.h"
 #include "bench/result.h"
 #include "bench/seed.h"
 #include "bench/sockets.h"
@@ -82,8 +83,8 @@ struct Bed {
   testbed::Pod* client;
   testbed::Pod* server;
   std::unique_ptr<testbed::Proc> iperf, echo;
-  std::unique_ptr<datapath::Datapath> dp;
-  std::string pin, chain, table, tmp;
+  bench::PinnedDatapath dp;
+  std::string chain, table, tmp;
   bool ipt = false, nft = false;
   bool filter_table_existed = true;  // iptables-nft creates "table ip filter" on first use
 
@@ -99,20 +100,13 @@ struct Bed {
     echo = std::make_unique<testbed::Proc>(bed.spawn(*server, {g_self, "--echo", std::to_string(kEchoPort)}));
     if (!echo->waitFor("ready\n", 5000)) throw std::runtime_error("echo server did not start");
     if (!iperf->waitFor("listening", 5000)) throw std::runtime_error("iperf3 server did not start");
-    pin = "/sys/fs/bpf/" + bed.prefix() + "-dpbench";
-    datapath::Options o;
-    o.pin_dir = pin;
-    std::string err;
-    dp = datapath::Datapath::open(o, &err);
-    if (!dp) throw std::runtime_error(err);
+    dp.open("/sys/fs/bpf/" + bed.prefix() + "-dpbench");
     seedSmik();
   }
   ~Bed() {
     removeIptables();
     removeNft();
-    dp.reset();
-    std::string err;
-    datapath::Datapath::uninstall(pin, &err);
+    dp.close();
     std::remove((tmp + ".ipt").c_str());
     std::remove((tmp + ".nft").c_str());
   }

@@ -48,6 +48,7 @@
 #include "agent/model/parse.h"
 #include "bench/http_peers.h"
 #include "bench/prog_stats.h"
+#include "bench/pinned.h"
 #include "bench/result.h"
 #include "bench/seed.h"
 #include "bench/sockets.h"
@@ -165,10 +166,10 @@ struct Bed {
   testbed::Pod* client;
   testbed::Pod* server;
   std::unique_ptr<testbed::Proc> app, nginx;
-  std::unique_ptr<datapath::Datapath> dp;
+  bench::PinnedDatapath dp;
   std::unique_ptr<datapath::HttpEnforcer> judge;
   compile::Plan plan;
-  std::string pin, dir;
+  std::string dir;
 
   Bed() {
     try {
@@ -188,22 +189,14 @@ struct Bed {
     app = std::make_unique<testbed::Proc>(
         bed.spawn(*server, {g_self, "--http-server", std::to_string(kServerPort)}));
     if (!app->waitFor("ready\n", 5000)) throw std::runtime_error("HTTP server did not start");
-    pin = "/sys/fs/bpf/" + bed.prefix() + "-httpbench";
-    datapath::Options o;
-    o.pin_dir = pin;
-    o.cgroup = bed.cgroupRoot();
-    std::string err;
-    dp = datapath::Datapath::open(o, &err);
-    if (!dp) throw std::runtime_error(err);
+    dp.open("/sys/fs/bpf/" + bed.prefix() + "-httpbench", bed.cgroupRoot());
     compilePolicy();
     seed();
   }
   void tearDown() {
     judge.reset();
     stopNginx();
-    dp.reset();
-    std::string err;
-    if (!pin.empty()) datapath::Datapath::uninstall(pin, &err);
+    dp.close();
     std::error_code ec;
     if (!dir.empty()) std::filesystem::remove_all(dir, ec);
   }
@@ -245,8 +238,8 @@ struct Bed {
       judge.reset();
       return;
     }
-    UniqueFd ipcache(bpf_obj_get((pin + "/" + maps::kIpcacheMap).c_str()));
-    if (!ipcache) throw std::runtime_error("no pinned ipcache under " + pin);
+    UniqueFd ipcache(bpf_obj_get((dp.pin() + "/" + maps::kIpcacheMap).c_str()));
+    if (!ipcache) throw std::runtime_error("no pinned ipcache under " + dp.pin());
     std::string err;
     judge = datapath::HttpEnforcer::open(ipcache.get(), {}, bed.cgroupRoot(), "", &err);
     if (!judge || !judge->stage(plan, &err) || !judge->finish(plan, &err))

@@ -20,6 +20,7 @@
 #include <string>
 
 #include "agent/datapath/datapath.h"
+#include "bench/pinned.h"
 #include "bench/result.h"
 #include "tests/kernel/packet.h"
 
@@ -53,15 +54,10 @@ smik::Addr v4(uint32_t host_order) {
 
 // A loaded datapath holding n identities (pod IPs) and n policy entries.
 struct Loaded {
-  std::string pin;
-  std::unique_ptr<datapath::Datapath> dp;
+  bench::PinnedDatapath dp;
   explicit Loaded(int n) {
-    pin = "/sys/fs/bpf/smik-bench-" + std::to_string(getpid()) + "-" + std::to_string(n);
-    datapath::Options o;
-    o.pin_dir = pin;
+    dp.open("/sys/fs/bpf/smik-bench-" + std::to_string(getpid()) + "-" + std::to_string(n));
     std::string err;
-    dp = datapath::Datapath::open(o, &err);
-    if (!dp) throw std::runtime_error(err);
     maps::KernelState s;
     s.policy_installed = true;
     const uint32_t base = 0x0a000000;  // 10.0.0.0
@@ -81,11 +77,6 @@ struct Loaded {
     std::memcpy(ep.addrs[0], v4(base + 1).bytes.data(), 16);
     s.endpoints[kLo] = ep;
     if (!maps::apply(dp->maps(), s, dp->maps().read().value(), nullptr, &err)) throw std::runtime_error(err);
-  }
-  ~Loaded() {
-    dp.reset();
-    std::string err;
-    datapath::Datapath::uninstall(pin, &err);
   }
 };
 
