@@ -28,20 +28,23 @@ std::unique_ptr<HttpEnforcer> HttpEnforcer::open(int ipcache_fd, HttpEventMaps e
 // The table space of DFAs no port points at any more and no socket runs:
 // without this, every policy change that touches a port's patterns would
 // take new space until the tables were full and no new policy could apply.
-void HttpEnforcer::reclaim() {
-  std::set<uint16_t> keep = judge_->liveDfas();
+void HttpEnforcer::reclaim() { judge_->release(inUse(judge_->liveDfas())); }
+
+// `live` (what sockets run) and every id a port's addresses may point at:
+// its DFAs, and those it pointed at before until a stage pointed every
+// address away from them. Neither reused nor given back.
+std::set<uint16_t> HttpEnforcer::inUse(std::set<uint16_t> live) const {
   for (const auto& [key, p] : ports_) {
-    keep.insert(p.dfa), keep.insert(p.hdr);
-    keep.insert(p.retired.begin(), p.retired.end());
+    live.insert(p.dfa), live.insert(p.hdr);
+    live.insert(p.retired.begin(), p.retired.end());
   }
-  keep.erase(0);
-  judge_->release(keep);
+  live.erase(0);
+  return live;
 }
 
-// An id no governed port points at and no socket runs (ids wrap around).
+// An id nothing may read (ids wrap around).
 uint16_t HttpEnforcer::freeDfaId(const std::set<uint16_t>& live) const {
-  std::set<uint16_t> busy = live;
-  for (const auto& [key, p] : ports_) busy.insert(p.dfa), busy.insert(p.hdr);
+  const std::set<uint16_t> busy = inUse(live);
   for (uint32_t i = 1; i < SMIK_HTTP_MAX_DFAS; ++i) {
     uint16_t id = uint16_t(1 + (last_dfa_ + i - 1) % (SMIK_HTTP_MAX_DFAS - 1));
     if (!busy.count(id)) return id;
@@ -69,6 +72,7 @@ bool HttpEnforcer::loadPatterns(const Key& key, const compile::HttpPortPlan& hp,
   // gives it another meaning.
   std::set<uint16_t> live = judge_->liveDfas();
   live.insert(port.dfa);
+  live.insert(port.retired.begin(), port.retired.end());
   for (auto it = port.meaning.begin(); it != port.meaning.end();)
     it = live.count(it->first) ? std::next(it) : port.meaning.erase(it);
   std::map<std::string, size_t> bits;

@@ -65,6 +65,7 @@ class HttpEnforcer {
 
   bool loadPatterns(const Key& key, const compile::HttpPortPlan& hp, std::string* err);
   uint16_t freeDfaId(const std::set<uint16_t>& live) const;
+  std::set<uint16_t> inUse(std::set<uint16_t> live) const;
   void reclaim();
 
   std::unique_ptr<HttpJudge> judge_;
