@@ -87,9 +87,12 @@ struct {
   __type(value, struct smik_http_port);
 } smik_http_ports SEC(".maps");
 
-/* {source, destination, port} -> patterns granted per method. */
+/* {source, destination, port} -> patterns granted per method. Written by the
+ * agent only, so not preallocated: at 160 bytes a value, a full preallocated
+ * table would pin 14 MiB that a node with a few HTTP ports never uses. */
 struct {
   __uint(type, BPF_MAP_TYPE_HASH);
+  __uint(map_flags, BPF_F_NO_PREALLOC);
   __uint(max_entries, SMIK_HTTP_MAX_GRANTS);
   __type(key, struct smik_http_grant_key);
   __type(value, struct smik_http_grant);
@@ -113,7 +116,7 @@ struct {
   __uint(type, BPF_MAP_TYPE_ARRAY);
   __uint(max_entries, SMIK_HTTP_MAX_ACCEPTS);
   __type(key, __u32);
-  __type(value, __u64);
+  __type(value, struct smik_http_mask);
 } smik_http_accepts SEC(".maps");
 
 /* Header DFA id -> which header conditions each path pattern bit needs. */
@@ -436,20 +439,25 @@ static __always_inline __u16 dfa_step(__u16 dfa_id, __u16 state, __u8 b) {
   return next < d->states ? next : 0;
 }
 
-static __always_inline __u64 dfa_accepts(__u16 dfa_id, __u16 state) {
+/* The accept set of a DFA state; NULL: no pattern matches. */
+static __always_inline struct smik_http_mask *dfa_accepts(__u16 dfa_id, __u16 state) {
   __u32 k = dfa_id;
   struct smik_http_dfa *d = bpf_map_lookup_elem(&smik_http_dfas, &k);
   if (!d || state == 0 || state >= d->states)
     return 0;
   __u32 a = d->accept_base + state;
-  __u64 *m = bpf_map_lookup_elem(&smik_http_accepts, &a);
-  return m ? *m : 0;
+  return bpf_map_lookup_elem(&smik_http_accepts, &a);
+}
+
+static __always_inline __u64 header_accepts(__u16 dfa_id, __u16 state) {
+  struct smik_http_mask *m = dfa_accepts(dfa_id, state);
+  return m ? m->w[0] : 0;
 }
 
 /* The pattern bits granted for this method whose path matched, against the
  * grant of this connection's edge, looked up per request: a revoked grant
- * denies the next request of an open connection. */
-static __always_inline __u64 candidates(const struct smik_http_conn *c) {
+ * denies the next request of an open connection. Returns whether any. */
+static __always_inline int candidates(const struct smik_http_conn *c, struct smik_http_mask *out) {
   struct smik_http_grant_key k = {.src_id = c->src_id, .dst_id = c->dst_id, .port = c->port};
   struct smik_http_grant *g = bpf_map_lookup_elem(&smik_http_grants, &k);
   if (!g)
@@ -457,7 +465,13 @@ static __always_inline __u64 candidates(const struct smik_http_conn *c) {
   __u32 m = c->method;
   if (m >= SMIK_HTTP_METHODS)
     return 0;
-  return g->patterns[m] & dfa_accepts(c->dfa_id, c->dfa_state);
+  struct smik_http_mask *a = dfa_accepts(c->dfa_id, c->dfa_state);
+  if (!a)
+    return 0;
+  __u64 any = 0;
+  for (int i = 0; i < SMIK_HTTP_MASK_WORDS; i++)
+    any |= out->w[i] = g->patterns[m].w[i] & a->w[i];
+  return any != 0;
 }
 
 static __always_inline struct smik_http_needs *needs_of(const struct smik_http_conn *c) {
@@ -472,29 +486,37 @@ static __always_inline struct smik_http_needs *needs_of(const struct smik_http_c
 /* At the end of the request line. A port without header conditions never
  * reads a header value: its verdict is the path's. */
 static __always_inline int judge_line(const struct smik_http_conn *c) {
-  __u64 cand = candidates(c);
-  if (!cand)
+  struct smik_http_mask cand;
+  if (!candidates(c, &cand))
     return LINE_DENY;
   if (!c->hdr_dfa_id)
     return LINE_ALLOW;
   struct smik_http_needs *n = needs_of(c);
   if (!n)
     return LINE_DENY;
-  return (cand & n->unconditional) ? LINE_ALLOW : LINE_HEAD_DECIDES;
+  __u64 unconditional = 0;
+  for (int i = 0; i < SMIK_HTTP_MASK_WORDS; i++)
+    unconditional |= cand.w[i] & n->unconditional.w[i];
+  return unconditional ? LINE_ALLOW : LINE_HEAD_DECIDES;
 }
 
 /* At the end of the head: some candidate whose conditions all hold. */
 static __always_inline int judge_head(const struct smik_http_conn *c) {
-  __u64 cand = candidates(c);
+  struct smik_http_mask cand;
+  if (!candidates(c, &cand))
+    return 0;
   struct smik_http_needs *n = needs_of(c);
-  if (!cand || !n)
+  if (!n)
     return 0;
   __u32 held = c->hdr_present & ~c->hdr_failed;
-  for (__u32 i = 0; i < 64; i++) {
-    if (!(cand >> i))
-      break;
-    if (((cand >> i) & 1) && !(n->needs[i] & ~held))
-      return 1;
+  for (__u32 w = 0; w < SMIK_HTTP_MASK_WORDS; w++) {
+    __u64 word = cand.w[w];
+    for (__u32 i = 0; i < 64; i++) {
+      if (!(word >> i))
+        break;
+      if (((word >> i) & 1) && !(n->needs[w * 64 + i] & ~held))
+        return 1;
+    }
   }
   return 0;
 }
@@ -550,7 +572,7 @@ static __always_inline __u32 end_request_line(struct smik_http_conn *c) {
  * a prefix, so the DFA cannot die on that line): a value that fails its
  * regex still marks its condition present, and failed. */
 static __always_inline void end_header_conditions(struct smik_http_conn *c) {
-  __u64 m = dfa_accepts(c->hdr_dfa_id, c->hdr_commit);
+  __u64 m = header_accepts(c->hdr_dfa_id, c->hdr_commit);
   __u32 names = (__u32)(m >> SMIK_HTTP_HEADER_NAME_SHIFT);
   c->hdr_present |= names;
   c->hdr_failed |= names & ~(__u32)m;

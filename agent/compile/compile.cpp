@@ -97,10 +97,11 @@ std::string HttpPortPlan::meaning(size_t i) const {
   return m;
 }
 
-bool HttpPortPlan::allows(uint64_t granted, uint64_t accepts, uint32_t held) const {
-  const uint64_t candidates = granted & accepts;
+bool HttpPortPlan::allows(const http::PatternSet& granted, const http::PatternSet& accepts,
+                          uint32_t held) const {
+  const http::PatternSet candidates = granted & accepts;
   for (size_t i = 0; i < patterns.size(); ++i)
-    if ((candidates >> i & 1) && ((i < needs.size() ? needs[i] : 0) & ~held) == 0) return true;
+    if (abi::test(candidates, unsigned(i)) && ((i < needs.size() ? needs[i] : 0) & ~held) == 0) return true;
   return false;
 }
 
@@ -503,7 +504,7 @@ class Compiler {
           size_t b = bit(p);
           auto& g = hp.grants[p.src_id];
           for (unsigned m = 0; m < SMIK_HTTP_METHODS; ++m)
-            if (p.methods & (1u << m)) g.patterns[m] |= uint64_t{1} << b;
+            if (p.methods & (1u << m)) g.patterns[m] |= abi::httpBit(unsigned(b));
           hp.origins.push_back({p.src_id, p.rule_id, p.match, p.methods, b});
         }
       }

@@ -142,7 +142,8 @@ struct HttpGrantOrigin {
 // One (destination identity, TCP port) whose requests the kernel judges.
 struct HttpPortPlan {
   // bit i of a grant's mask is patterns[i] (path regexes, anchored at the
-  // start) together with the header conditions needs[i]; sorted, at most 64.
+  // start) together with the header conditions needs[i]; sorted, at most
+  // http::kMaxPatterns.
   // A regex appears once per set of header conditions it is granted with.
   std::vector<http::Pattern> patterns;
   std::vector<uint32_t> needs;  // per pattern: bits of `headers` a request must hold too
@@ -159,7 +160,7 @@ struct HttpPortPlan {
   // The request's verdict as the kernel reaches it at the end of its head:
   // some granted bit whose path matched (`accepts`) has all its header
   // conditions among `held`.
-  bool allows(uint64_t granted, uint64_t accepts, uint32_t held) const;
+  bool allows(const http::PatternSet& granted, const http::PatternSet& accepts, uint32_t held) const;
 };
 
 struct Plan {

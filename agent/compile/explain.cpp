@@ -62,7 +62,7 @@ std::string headerMiss(const HttpPortPlan& hp, size_t c,
   const auto& h = hp.headers.at(c);
   size_t lines = 0, matching = 0;
   for (const auto& [name, value] : headers) {
-    const uint64_t m = http::matchAll(hp.header_dfa, http::headerLine(name, value));
+    const uint64_t m = http::matchAll(hp.header_dfa, http::headerLine(name, value)).w[0];
     if (!(m >> (http::kHeaderNameShift + c) & 1)) continue;
     ++lines;
     matching += m >> c & 1;
@@ -82,7 +82,7 @@ bool explainHttp(const Plan& plan, uint32_t src_id, uint32_t dst_id, uint16_t po
   const HttpPortPlan& hp = it->second;
   const unsigned m = methodIndex(request.method);
   const std::string path = request.path.substr(0, request.path.find('?'));
-  const uint64_t accepts = hp.dfa.states() ? http::matchAll(hp.dfa, path) : 0;
+  const http::PatternSet accepts = hp.dfa.states() ? http::matchAll(hp.dfa, path) : http::PatternSet{};
   const uint32_t held = http::headerConditionsHeld(hp.header_dfa, request.headers);
   out->allowed = false;
   out->details.clear();
@@ -90,7 +90,7 @@ bool explainHttp(const Plan& plan, uint32_t src_id, uint32_t dst_id, uint16_t po
   for (const auto& o : hp.origins) {
     if (o.src_id != src_id) continue;
     const bool method_ok = o.methods & (1u << m);
-    const bool path_ok = accepts & (uint64_t{1} << o.pattern);
+    const bool path_ok = abi::test(accepts, unsigned(o.pattern));
     const uint32_t missing = (o.pattern < hp.needs.size() ? hp.needs[o.pattern] : 0) & ~held;
     if (method_ok && path_ok && missing == 0) {
       out->allowed = true;

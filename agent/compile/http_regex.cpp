@@ -454,9 +454,9 @@ std::optional<Dfa> subsetConstruction(const Nfa& nfa, int start, size_t budget, 
   for (const StateSet& s : sets) {
     StateSet end = s;
     closure(&end, true);
-    uint64_t bits = 0;
+    PatternSet bits{};
     for (int n : end)
-      if (nfa.states[n].kind == NfaState::kMatch) bits |= uint64_t{1} << nfa.states[n].pattern;
+      if (nfa.states[n].kind == NfaState::kMatch) bits |= abi::httpBit(static_cast<unsigned>(nfa.states[n].pattern));
     dfa.accepts.push_back(bits);
   }
   return dfa;
@@ -472,7 +472,7 @@ Dfa minimize(const Dfa& d, size_t max_work) {
   size_t n = d.states();
   std::vector<uint32_t> block(n);
   {
-    std::map<uint64_t, uint32_t> by_accepts;
+    std::map<PatternSet, uint32_t> by_accepts;
     for (size_t s = 0; s < n; s++)
       block[s] = by_accepts.emplace(d.accepts[s], static_cast<uint32_t>(by_accepts.size())).first->second;
   }
@@ -495,7 +495,7 @@ Dfa minimize(const Dfa& d, size_t max_work) {
   m.class_of = d.class_of;
   m.classes = d.classes;
   m.start = static_cast<uint16_t>(block[d.start]);
-  m.accepts.assign(blocks, 0);
+  m.accepts.assign(blocks, PatternSet{});
   m.next.assign(blocks * d.classes, 0);
   for (size_t s = 0; s < n; s++) {
     m.accepts[block[s]] = d.accepts[s];
@@ -548,8 +548,9 @@ std::variant<std::monostate, RegexError> checkRegex(std::string_view regex, cons
 }
 
 DfaResult compileDfa(const std::vector<Pattern>& patterns, const RegexLimits& limits) {
-  if (patterns.empty() || patterns.size() > 64)
-    return RegexError{-1, 0, "a DFA holds 1 to 64 patterns, not " + std::to_string(patterns.size())};
+  if (patterns.empty() || patterns.size() > kMaxPatterns)
+    return RegexError{-1, 0, "a DFA holds 1 to " + std::to_string(kMaxPatterns) + " patterns, not " +
+                                 std::to_string(patterns.size())};
   Nfa nfa;
   nfa.limit = limits.max_nfa_states;
   int entry = -1;
@@ -572,11 +573,11 @@ DfaResult compileDfa(const std::vector<Pattern>& patterns, const RegexLimits& li
   return std::move(*dfa);
 }
 
-uint64_t matchAll(const Dfa& dfa, std::string_view input) {
+PatternSet matchAll(const Dfa& dfa, std::string_view input) {
   uint16_t s = dfa.start;
   for (char c : input) {
     s = dfa.step(s, static_cast<uint8_t>(c));
-    if (s == Dfa::kDead) return 0;
+    if (s == Dfa::kDead) return {};
   }
   return dfa.accepts[s];
 }
@@ -630,7 +631,7 @@ uint32_t headerConditionsHeld(const Dfa& dfa, const std::vector<std::pair<std::s
   uint32_t present = 0, failed = 0;
   if (dfa.states() == 0) return 0;
   for (const auto& [name, value] : headers) {
-    const uint64_t m = matchAll(dfa, headerLine(name, value));
+    const uint64_t m = matchAll(dfa, headerLine(name, value)).w[0];
     const auto names = static_cast<uint32_t>(m >> kHeaderNameShift), values = static_cast<uint32_t>(m);
     present |= names;
     failed |= names & ~values;

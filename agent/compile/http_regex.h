@@ -29,6 +29,8 @@
 #include <variant>
 #include <vector>
 
+#include "bpf/include/smik_abi.h"
+
 namespace smik::compile::http {
 
 enum class Anchor : uint8_t { kPrefix, kFull };
@@ -65,8 +67,12 @@ struct RegexError {
   std::string describe(const std::vector<Pattern>& patterns) const;
 };
 
+// Which patterns of a DFA (bit i: pattern i), as the kernel holds it.
+using PatternSet = smik_http_mask;
+inline constexpr size_t kMaxPatterns = SMIK_HTTP_MAX_PATTERNS;
+
 // A deterministic automaton over bytes. State 0 is dead (nothing can match
-// any more: the kernel stops reading there). Up to 64 patterns share one DFA;
+// any more: the kernel stops reading there). Up to kMaxPatterns share one DFA;
 // a state's `accepts` says which of them match when the input ends in it
 // (`$` is an assertion checked there, not a symbol).
 struct Dfa {
@@ -75,14 +81,14 @@ struct Dfa {
   uint16_t classes = 0;
   uint16_t start = 0;
   std::vector<uint16_t> next;     // next[state * classes + class]
-  std::vector<uint64_t> accepts;  // per state
+  std::vector<PatternSet> accepts;  // per state
   size_t states() const { return accepts.size(); }
   uint16_t step(uint16_t state, uint8_t byte) const { return next[state * classes + class_of[byte]]; }
 };
 
 using DfaResult = std::variant<Dfa, RegexError>;
 
-// Compiles up to 64 patterns into one DFA whose accept sets tell them apart.
+// Compiles up to kMaxPatterns patterns into one DFA whose accept sets tell them apart.
 [[nodiscard]] DfaResult compileDfa(const std::vector<Pattern>& patterns, const RegexLimits& limits = {});
 
 // Checks one pattern against the subset (parse only, no DFA).
@@ -90,7 +96,7 @@ using DfaResult = std::variant<Dfa, RegexError>;
                                                                   const RegexLimits& limits = {});
 
 // Which patterns match `input`: the reference the kernel's walk must equal.
-uint64_t matchAll(const Dfa& dfa, std::string_view input);
+PatternSet matchAll(const Dfa& dfa, std::string_view input);
 
 // ---- header matches ------------------------------------------------------------
 //
@@ -105,8 +111,8 @@ struct HeaderCondition {
   auto operator<=>(const HeaderCondition&) const = default;
 };
 
-// Conditions per port: their value bits and their name bits share one
-// 64-bit accept mask.
+// Conditions per port: their value bits and their name bits share the low
+// word of one accept set.
 inline constexpr size_t kMaxHeaderConditions = 32;
 inline constexpr unsigned kHeaderNameShift = 32;
 

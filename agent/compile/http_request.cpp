@@ -71,24 +71,24 @@ PortJudge::PortJudge(const Dfa* paths, const smik_http_grant& grant, std::vector
                      const Dfa* headers)
     : paths_(paths), grant_(grant), needs_(std::move(needs)), headers_(headers) {}
 
-uint64_t PortJudge::candidates(uint8_t method, std::string_view path) const {
-  if (method >= SMIK_HTTP_METHODS || !paths_ || paths_->states() == 0) return 0;
+PatternSet PortJudge::candidates(uint8_t method, std::string_view path) const {
+  if (method >= SMIK_HTTP_METHODS || !paths_ || paths_->states() == 0) return {};
   return grant_.patterns[method] & matchAll(*paths_, path);
 }
 
 LineVerdict PortJudge::atLine(uint8_t method, std::string_view path) const {
-  const uint64_t c = candidates(method, path);
-  if (c == 0) return LineVerdict::kDeny;
-  for (size_t i = 0; i < 64; ++i)
-    if ((c >> i & 1) && (i >= needs_.size() || needs_[i] == 0)) return LineVerdict::kAllow;
+  const PatternSet c = candidates(method, path);
+  if (!abi::any(c)) return LineVerdict::kDeny;
+  for (unsigned i = 0; i < kMaxPatterns; ++i)
+    if (abi::test(c, i) && (i >= needs_.size() || needs_[i] == 0)) return LineVerdict::kAllow;
   return LineVerdict::kNeedHeaders;
 }
 
 bool PortJudge::atHead(uint8_t method, std::string_view path, const Headers& headers) const {
-  const uint64_t c = candidates(method, path);
+  const PatternSet c = candidates(method, path);
   const uint32_t held = headers_ ? headerConditionsHeld(*headers_, headers) : 0;
-  for (size_t i = 0; i < 64; ++i)
-    if ((c >> i & 1) && ((i < needs_.size() ? needs_[i] : 0) & ~held) == 0) return true;
+  for (unsigned i = 0; i < kMaxPatterns; ++i)
+    if (abi::test(c, i) && ((i < needs_.size() ? needs_[i] : 0) & ~held) == 0) return true;
   return false;
 }
 

@@ -49,7 +49,7 @@ class PortJudge {
   bool atHead(uint8_t method, std::string_view path, const Headers& headers) const;
 
  private:
-  uint64_t candidates(uint8_t method, std::string_view path) const;
+  PatternSet candidates(uint8_t method, std::string_view path) const;
   const Dfa* paths_;
   smik_http_grant grant_;
   std::vector<uint32_t> needs_;

@@ -140,9 +140,9 @@ bool HttpEnforcer::stage(const compile::Plan& plan, std::string* err) {
       smik_http_grant out{};
       for (unsigned m = 0; m < SMIK_HTTP_METHODS; ++m)
         for (size_t i = 0; i < hp.patterns.size(); ++i)
-          if (g.patterns[m] & (uint64_t{1} << i)) {
+          if (abi::test(g.patterns[m], unsigned(i))) {
             auto b = port.bit_of.find(hp.meaning(i));
-            if (b != port.bit_of.end()) out.patterns[m] |= uint64_t{1} << b->second;
+            if (b != port.bit_of.end()) out.patterns[m] |= abi::httpBit(unsigned(b->second));
           }
       if (!judge_->grant(src, key.first, key.second, out, err)) return false;
       now.insert(src);

@@ -50,7 +50,7 @@ class HttpEnforcer {
   std::vector<std::pair<std::string, int>> programs() const { return judge_->programs(); }
 
  private:
-  static constexpr size_t kBits = 64;
+  static constexpr size_t kBits = SMIK_HTTP_MAX_PATTERNS;
   struct Port {
     // A pattern's meaning: HttpPortPlan::meaning (regex and header conditions).
     std::map<std::string, size_t> bit_of;          // patterns in force -> bit

@@ -188,12 +188,12 @@ std::vector<HttpJudge::MapRef> HttpJudge::maps() const {
 }
 
 bool HttpJudge::loadNeeds(uint16_t hdr_dfa_id, const std::vector<uint32_t>& needs, std::string* err) {
-  if (hdr_dfa_id == 0 || hdr_dfa_id >= SMIK_HTTP_MAX_DFAS || needs.size() > 64)
+  if (hdr_dfa_id == 0 || hdr_dfa_id >= SMIK_HTTP_MAX_DFAS || needs.size() > SMIK_HTTP_MAX_PATTERNS)
     return (*err = "header needs out of range"), false;
   smik_http_needs n{};
-  for (size_t i = 0; i < 64; ++i) {  // bits past `needs` need nothing (as PortJudge reads them)
+  for (unsigned i = 0; i < SMIK_HTTP_MAX_PATTERNS; ++i) {  // bits past `needs` need nothing (as PortJudge reads them)
     n.needs[i] = i < needs.size() ? needs[i] : 0;
-    if (n.needs[i] == 0) n.unconditional |= uint64_t{1} << i;
+    if (n.needs[i] == 0) n.unconditional |= abi::httpBit(i);
   }
   const uint32_t key = hdr_dfa_id;
   return update(bpf_map__fd(skel_->maps.smik_http_needs), &key, &n, "smik_http_needs", err);

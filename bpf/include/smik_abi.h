@@ -645,8 +645,8 @@ struct smik_http_port {
 };
 SMIK_STATIC_ASSERT(sizeof(struct smik_http_port) == 8, "smik_http_port layout");
 
-/* smik_http_dfas: one path DFA (agent/compile/http_regex.h) of up to 64
- * patterns; state s's transition on byte b is
+/* smik_http_dfas: one path DFA (agent/compile/http_regex.h) of up to
+ * SMIK_HTTP_MAX_PATTERNS patterns; state s's transition on byte b is
  * smik_http_trans[trans_base + s * classes + class_of[b]] (4 to a slot), its
  * accept mask smik_http_accepts[accept_base + s]. State 0 is dead. The path
  * is the request target up to '?' (the query is not matched, as Envoy's
@@ -661,6 +661,58 @@ struct smik_http_dfa {
   __u8 class_of[256];
 };
 SMIK_STATIC_ASSERT(sizeof(struct smik_http_dfa) == 272, "smik_http_dfa layout");
+
+/* A set of a port's patterns, bit i = pattern i: a DFA state's accept set
+ * (smik_http_accepts) and what a grant allows per method. Two words, so a
+ * port's grants can name 128 distinct patterns and a policy change can swap
+ * a port's patterns for as many new ones while open connections still run
+ * the old DFA (bits keep their meaning until those close:
+ * agent/datapath/http_apply.h). A header DFA's accept set uses w[0] only. */
+#define SMIK_HTTP_MASK_WORDS 2
+#define SMIK_HTTP_MAX_PATTERNS (64 * SMIK_HTTP_MASK_WORDS)
+struct smik_http_mask {
+  __u64 w[SMIK_HTTP_MASK_WORDS];
+};
+SMIK_STATIC_ASSERT(sizeof(struct smik_http_mask) == 16, "smik_http_mask layout");
+#ifdef __cplusplus
+/* Set algebra for the agent and the tests (found by ADL: the struct is global). */
+inline constexpr smik_http_mask operator&(smik_http_mask a, const smik_http_mask& b) {
+  for (int i = 0; i < SMIK_HTTP_MASK_WORDS; ++i) a.w[i] &= b.w[i];
+  return a;
+}
+inline constexpr smik_http_mask& operator|=(smik_http_mask& a, const smik_http_mask& b) {
+  for (int i = 0; i < SMIK_HTTP_MASK_WORDS; ++i) a.w[i] |= b.w[i];
+  return a;
+}
+inline constexpr bool operator==(const smik_http_mask& a, const smik_http_mask& b) {
+  for (int i = 0; i < SMIK_HTTP_MASK_WORDS; ++i)
+    if (a.w[i] != b.w[i]) return false;
+  return true;
+}
+inline constexpr bool operator<(const smik_http_mask& a, const smik_http_mask& b) {
+  for (int i = SMIK_HTTP_MASK_WORDS - 1; i >= 0; --i)
+    if (a.w[i] != b.w[i]) return a.w[i] < b.w[i];
+  return false;
+}
+namespace smik::abi {
+/* Pattern i alone; i >= SMIK_HTTP_MAX_PATTERNS gives the empty set. */
+inline constexpr smik_http_mask httpBit(unsigned i) {
+  smik_http_mask m{};
+  if (i < SMIK_HTTP_MAX_PATTERNS) m.w[i / 64] = __u64{1} << (i % 64);
+  return m;
+}
+/* The low 64 patterns as one word (tests and header DFAs). */
+inline constexpr smik_http_mask httpMask(__u64 low) { return smik_http_mask{{low, 0}}; }
+inline constexpr bool any(const smik_http_mask& m) {
+  for (__u64 w : m.w)
+    if (w) return true;
+  return false;
+}
+inline constexpr bool test(const smik_http_mask& m, unsigned i) {
+  return i < SMIK_HTTP_MAX_PATTERNS && ((m.w[i / 64] >> (i % 64)) & 1);
+}
+}  // namespace smik::abi
+#endif
 
 struct smik_http_trans_slot {
   __u16 next[SMIK_HTTP_TRANS_PER_SLOT];
@@ -679,9 +731,9 @@ struct smik_http_grant_key {
 SMIK_STATIC_ASSERT(sizeof(struct smik_http_grant_key) == 12, "smik_http_grant_key layout");
 
 struct smik_http_grant {
-  __u64 patterns[SMIK_HTTP_METHODS];
+  struct smik_http_mask patterns[SMIK_HTTP_METHODS];
 };
-SMIK_STATIC_ASSERT(sizeof(struct smik_http_grant) == 80, "smik_http_grant layout");
+SMIK_STATIC_ASSERT(sizeof(struct smik_http_grant) == 160, "smik_http_grant layout");
 
 /* Header matches. A port whose grants name headers has a header DFA
  * (agent/compile/http_regex.h, compileHeaderDfa) over each header line as
@@ -694,10 +746,10 @@ SMIK_STATIC_ASSERT(sizeof(struct smik_http_grant) == 80, "smik_http_grant layout
 #define SMIK_HTTP_MAX_HEADER_CONDITIONS 32
 #define SMIK_HTTP_HEADER_NAME_SHIFT 32
 struct smik_http_needs {
-  __u64 unconditional; /* pattern bits that need no header */
-  __u32 needs[64];     /* per pattern bit: conditions that must hold */
+  struct smik_http_mask unconditional; /* pattern bits that need no header */
+  __u32 needs[SMIK_HTTP_MAX_PATTERNS]; /* per pattern bit: conditions that must hold */
 };
-SMIK_STATIC_ASSERT(sizeof(struct smik_http_needs) == 264, "smik_http_needs layout");
+SMIK_STATIC_ASSERT(sizeof(struct smik_http_needs) == 16 + 4 * 128, "smik_http_needs layout");
 
 /* smik_http_config[0]: limits; 0 = the SMIK_HTTP_DEFAULT_* value. */
 struct smik_http_config {

@@ -376,6 +376,93 @@ TEST_F(HttpRules, PolicyChangesGiveTheirDfaTableSpaceBack) {
   EXPECT_EQ(st["applyErrorsTotal"], 0) << st.dump(1);
 }
 
+// A port's grants name up to 128 patterns (two 64-bit words in the kernel's
+// masks): a group of 100 path matches and a header match past them is
+// enforced whole, each pattern by its own bit. While a connection still runs
+// a port's DFA, each of its bits keeps its meaning, so a change can bring in
+// only as many new patterns as bits are free of it; one that needs more is
+// refused by name, the policy in force stays, and it applies once that
+// connection is gone (the agent retries).
+TEST_F(HttpRules, APortHoldsAHundredAndTwentyEightPatternsAcrossASwap) {
+  Pod& client = bed_->addPod("client", bed_->nextIp());
+  Pod& server = bed_->addPod("server", bed_->nextIp());
+  const std::string server_pod = serverPod(server);
+  write("pods.yaml", ns("app", true) + pod("app", "client", "client", client.ip()) + server_pod);
+  auto path = [](int k) {
+    std::string n = std::to_string(k);
+    return "/p" + std::string(3 - n.size(), '0') + n + "$";
+  };
+  // Matches `first` .. `last` - 1, and the staff match (sorted last: its
+  // bit is the port's highest, its header needs past the first word).
+  auto policy = [&](int first, int last) {
+    std::string matches;
+    for (int k = first; k < last; ++k)
+      matches += "  - name: m" + std::to_string(k) + "\n    pathRegex: \"" + path(k) +
+                 "\"\n    methods: [GET]\n";
+    matches += "  - name: staff\n    pathRegex: /zz-staff\n    methods: [GET]\n"
+               "    headers: {x-role: admin}\n";
+    return "apiVersion: specs.smi-spec.io/v1alpha4\nkind: HTTPRouteGroup\nmetadata:\n"
+           "  name: the-routes\n  namespace: app\nspec:\n  matches:\n" + matches + "---\n" +
+           trafficTarget("app", "bookstore", "app", "server",
+                         "  - kind: HTTPRouteGroup\n    name: the-routes\n", "app", "client");
+  };
+  auto get = [&](int k) { return "/p" + path(k).substr(2, 3); };
+  // 100 path matches + staff + the host-traffic grant: 102 patterns.
+  write("policy.yaml", policy(0, 100));
+  startAgent();
+  waitAttached(2);
+  Proc app = bed_->spawn(server, {SMIK_HTTP_SERVER, "--serve", std::to_string(kPort), "--fork"});
+  ASSERT_TRUE(app.waitFor("ready\n", 5000)) << app.output();
+  auto status = [&](const std::string& p, const std::string& headers = "") {
+    PodClient c(client, server.ip(), kPort);
+    return c.connected() ? c.get(p, headers).first : -1;
+  };
+  auto applies = [&] { return nlohmann::json::parse(this->status())["appliesTotal"].get<int>(); };
+  ASSERT_TRUE(eventually([&] { return status(get(0)) == 200; }, 5000)) << this->status();
+  for (int k : {1, 62, 63, 64, 65, 98, 99}) EXPECT_EQ(status(get(k)), 200) << get(k);
+  EXPECT_EQ(status(get(100)), 403);
+  EXPECT_EQ(status(get(7) + "x"), 403);  // "$": the whole path
+  EXPECT_EQ(status("/zz-staff", "x-role: admin\r\n"), 200);
+  EXPECT_EQ(status("/zz-staff", "x-role: guest\r\n"), 403);
+  EXPECT_EQ(status("/zz-staff"), 403);
+
+  // A connection that stays open on this DFA: its 102 bits keep their meanings.
+  PodClient held(client, server.ip(), kPort);
+  ASSERT_TRUE(held.connected());
+  ASSERT_EQ(held.get(get(50)).first, 200);
+
+  // 10 matches out, 26 in: 116 patterns, the 26 in the 26 bits still free.
+  int before = applies();
+  write("policy.yaml", policy(10, 126));
+  ASSERT_TRUE(eventually([&] { return applies() > before; }, 10000));
+  nlohmann::json st = nlohmann::json::parse(this->status());
+  EXPECT_TRUE(st["errors"].empty()) << st["errors"].dump(1);
+  EXPECT_EQ(status(get(125)), 200);
+  EXPECT_EQ(status(get(100)), 200);
+  EXPECT_EQ(status(get(5)), 403);
+  EXPECT_EQ(status("/zz-staff", "x-role: admin\r\n"), 200);
+  EXPECT_EQ(held.get(get(60)).first, 200) << "the open connection keeps its DFA and its grants";
+
+  // One more new match needs a bit no running DFA gives another meaning:
+  // there is none while `held` runs the first DFA. Refused by name; the
+  // policy in force stays.
+  before = applies();
+  write("policy.yaml", policy(10, 127));
+  ASSERT_TRUE(eventually([&] { return applies() > before; }, 10000));
+  st = nlohmann::json::parse(this->status());
+  EXPECT_NE(st["errors"].dump().find("no pattern bit is free"), std::string::npos) << st["errors"].dump(1);
+  EXPECT_EQ(status(get(126)), 403);
+  EXPECT_EQ(status(get(125)), 200);
+  EXPECT_EQ(status(get(5)), 403);
+
+  // Once that connection is gone, the agent's retry applies it.
+  held = PodClient(client, server.ip(), kPort);  // closes the old one
+  EXPECT_TRUE(eventually([&] { return status(get(126)) == 200; }, 15000)) << this->status();
+  EXPECT_EQ(status(get(125)), 200);
+  EXPECT_EQ(status("/zz-staff", "x-role: admin\r\n"), 200);
+  EXPECT_EQ(status("/zz-staff"), 403);
+}
+
 // Requests on an HTTP-ruled port are what TrafficMetrics count there: N
 // answered requests of which K were 5xx are success N-K and failure K, on
 // the client's "to" edge, the server's "from" edge and the server's totals,

@@ -54,7 +54,7 @@ bool judged(const Plan& p, const std::string& src, uint16_t port, unsigned metho
   if (it == p.http.end()) return false;
   auto g = it->second.grants.find(id(p, src));
   if (g == it->second.grants.end()) return false;
-  return (g->second.patterns[method] & http::matchAll(it->second.dfa, path)) != 0;
+  return abi::any(g->second.patterns[method] & http::matchAll(it->second.dfa, path));
 }
 
 TEST(CompileHttp, RuleGrantsItsMethodsAndPathsOnTheServedPorts) {
@@ -235,7 +235,7 @@ TEST(CompileHttp, HostTrafficPassesUnjudgedWhenAllowed) {
   const Plan p = compile(stateOf(yaml), enforcing());
   const auto& hp = p.http.at({id(p, "prod/server"), 8080});
   ASSERT_TRUE(hp.grants.count(SMIK_ID_HOST));  // kubelet probes
-  EXPECT_NE(hp.grants.at(SMIK_ID_HOST).patterns[SMIK_HTTP_M_GET] & http::matchAll(hp.dfa, "/healthz"), 0u);
+  EXPECT_TRUE(abi::any(hp.grants.at(SMIK_ID_HOST).patterns[SMIK_HTTP_M_GET] & http::matchAll(hp.dfa, "/healthz")));
   NodeConfig judged_host = enforcing();
   judged_host.host_traffic = HostTraffic::kPolicy;
   const Plan q = compile(stateOf(yaml), judged_host);

@@ -44,7 +44,7 @@ Dfa compiled(const std::vector<Pattern>& patterns) {
 
 bool matches(const std::string& regex, Anchor anchor, const std::string& input) {
   Dfa d = compiled({{regex, anchor}});
-  return d.states() > 0 && matchAll(d, input) == 1;
+  return d.states() > 0 && matchAll(d, input) == smik::abi::httpMask(1);
 }
 
 TEST(HttpRegex, PathsAreAnchoredAtTheStartOnly) {
@@ -70,10 +70,10 @@ TEST(HttpRegex, ManyPatternsShareOneDfaAndStayApart) {
                             {"/authors", Anchor::kPrefix},
                             {".*", Anchor::kPrefix}};
   Dfa d = compiled(p);
-  EXPECT_EQ(matchAll(d, "/books/12"), 0b1011u);
-  EXPECT_EQ(matchAll(d, "/books/12x"), 0b1001u);
-  EXPECT_EQ(matchAll(d, "/authors/a"), 0b1100u);
-  EXPECT_EQ(matchAll(d, "/"), 0b1000u);
+  EXPECT_EQ(matchAll(d, "/books/12"), smik::abi::httpMask(0b1011u));
+  EXPECT_EQ(matchAll(d, "/books/12x"), smik::abi::httpMask(0b1001u));
+  EXPECT_EQ(matchAll(d, "/authors/a"), smik::abi::httpMask(0b1100u));
+  EXPECT_EQ(matchAll(d, "/"), smik::abi::httpMask(0b1000u));
 }
 
 TEST(HttpRegex, DfaIsMinimalAndDeadIsZero) {
@@ -82,7 +82,7 @@ TEST(HttpRegex, DfaIsMinimalAndDeadIsZero) {
   Dfa d = compiled({{"/books", Anchor::kPrefix}});
   EXPECT_EQ(d.states(), 8u);
   EXPECT_EQ(d.step(d.start, 'x'), Dfa::kDead);
-  EXPECT_EQ(d.accepts[Dfa::kDead], 0u);
+  EXPECT_FALSE(smik::abi::any(d.accepts[Dfa::kDead]));
   // Equivalent spellings give the same automaton size.
   EXPECT_EQ(compiled({{"(a|b)*c", Anchor::kFull}}).states(),
             compiled({{"[ab]*c", Anchor::kFull}}).states());
@@ -129,7 +129,7 @@ TEST(HttpRegex, BudgetsBoundHostilePatterns) {
   ASSERT_TRUE(std::holds_alternative<RegexError>(c));
   EXPECT_THAT(std::get<RegexError>(c).why, HasSubstr("NFA states"));
 
-  std::vector<Pattern> too_many(65, Pattern{"/a", Anchor::kPrefix});
+  std::vector<Pattern> too_many(kMaxPatterns + 1, Pattern{"/a", Anchor::kPrefix});
   EXPECT_TRUE(std::holds_alternative<RegexError>(compileDfa(too_many)));
 }
 
@@ -209,7 +209,7 @@ TEST(HttpRegex, GeneratedPatternsMatchLikeRe2) {
     for (int j = 0; j < 40; j++) {
       std::string in = g.input();
       bool want = re2Matches(p, in);
-      ASSERT_EQ(matchAll(d, in) == 1, want)
+      ASSERT_EQ(matchAll(d, in) == smik::abi::httpMask(1), want)
           << "regex " << p.regex << (p.anchor == Anchor::kFull ? " (full)" : " (prefix)")
           << " input \"" << in << "\"";
       compared++;
@@ -234,11 +234,34 @@ TEST(HttpRegex, GeneratedPatternSetsMatchLikeRe2) {
     const Dfa& d = std::get<Dfa>(r);
     for (int j = 0; j < 40; j++) {
       std::string in = g.input();
-      uint64_t want = 0;
-      for (int k = 0; k < n; k++) want |= uint64_t{re2Matches(set[k], in)} << k;
+      PatternSet want{};
+      for (int k = 0; k < n; k++)
+        if (re2Matches(set[k], in)) want |= smik::abi::httpBit(unsigned(k));
       ASSERT_EQ(matchAll(d, in), want) << "input \"" << in << "\" pattern 0: " << set[0].regex;
     }
   }
+}
+
+// A port holds up to kMaxPatterns patterns, past the first 64-bit word of
+// the kernel's masks: every bit keeps its pattern, the last one included.
+TEST(HttpRegex, PatternsPastTheFirstWordMatchLikeRe2) {
+  std::vector<Pattern> set;
+  for (unsigned k = 0; k < kMaxPatterns; k++)
+    set.push_back({"/api/v" + std::to_string(k) + "/[a-z]+$", Anchor::kPrefix});
+  set.back() = {"/api/.*/last", Anchor::kFull};
+  const Dfa d = compiled(set);
+  ASSERT_GT(d.states(), 0u);
+  for (unsigned k = 0; k < kMaxPatterns; k++) {
+    const std::string in = "/api/v" + std::to_string(k) + "/books";
+    PatternSet want{};
+    for (unsigned j = 0; j < kMaxPatterns; j++)
+      if (re2Matches(set[j], in)) want |= smik::abi::httpBit(j);
+    ASSERT_EQ(matchAll(d, in), want) << in;
+    EXPECT_TRUE(smik::abi::test(want, k) || k == kMaxPatterns - 1) << in;
+  }
+  EXPECT_EQ(matchAll(d, "/api/v7/x/last"), smik::abi::httpBit(unsigned(kMaxPatterns - 1)));
+  set.push_back({"/one-too-many", Anchor::kPrefix});
+  EXPECT_TRUE(std::holds_alternative<RegexError>(compileDfa(set)));
 }
 
 // ---- header conditions ---------------------------------------------------------

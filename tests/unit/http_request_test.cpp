@@ -20,7 +20,7 @@ const Dfa& dfa() {
 }
 bool granted(uint8_t method, std::string_view path) {
   const uint64_t patterns = method == SMIK_HTTP_M_GET ? 1 | 2 : method == SMIK_HTTP_M_POST ? 4 : 0;
-  return (patterns & matchAll(dfa(), path)) != 0;
+  return abi::any(abi::httpMask(patterns) & matchAll(dfa(), path));
 }
 
 struct Outcome {
@@ -177,7 +177,7 @@ const Dfa& headerPaths() {
 }
 Outcome judgeWithHeaders(const std::vector<std::string>& parts) {
   smik_http_grant g{};
-  g.patterns[SMIK_HTTP_M_GET] = 1 | 2 | 4;
+  g.patterns[SMIK_HTTP_M_GET] = abi::httpMask(1 | 2 | 4);
   RequestFramer f({}, PortJudge(&headerPaths(), g, {0, 1, 2}, &headerDfa()));
   for (const auto& p : parts) f.feed(p);
   Outcome o{{}, f.refusal()};
