@@ -69,7 +69,10 @@ bool HttpEnforcer::loadPatterns(const Key& key, const compile::HttpPortPlan& hp,
     return true;
   }
   // A bit is free for a new pattern when no DFA still running (or in force)
-  // gives it another meaning.
+  // gives it another meaning. Read per port, not once per stage: a socket
+  // accepted while an earlier port of this stage still pointed at its old
+  // DFA runs that id, which that port no longer holds as retired, and only
+  // a fresh read keeps it from being chosen and rewritten below.
   std::set<uint16_t> live = judge_->liveDfas();
   live.insert(port.dfa);
   live.insert(port.retired.begin(), port.retired.end());
