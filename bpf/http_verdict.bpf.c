@@ -1837,17 +1837,7 @@ __attribute__((noinline)) int smik_http_resp_window(struct sk_msg_md *msg, struc
     if ((void *)(p + 1) > (void *)e || j >= left)
       break;
     n++;
-    __u8 b = *p;
-    /* a header line framing does not read, up to its end: what
-     * smik_http_resp_byte does with such a byte, without the call */
-    if (x->a.phase == R_HEAD && b != '\r' && b != '\n' &&
-        (x->a.hv == HV_OTHER || (x->a.hv == HV_NAME && x->a.cand == 0 && b != ':'))) {
-      x->a.line = 1;
-      if (x->a.hv == HV_NAME && x->a.pos < 255)
-        x->a.pos++;
-      continue;
-    }
-    if (smik_http_resp_byte(x, b))
+    if (smik_http_resp_byte(x, *p))
       break;
   }
   return n;
