@@ -983,8 +983,8 @@ static __always_inline __u32 path_byte(struct smik_http_conn *c, __u8 b) {
  *
  * Most of a request is bytes whose only effect is a count and at most one
  * transition: a header value no condition or framing reads, the rest of a
- * header name no framing name still matches, the query, and the path's
- * plain characters and slashes with their DFA steps. smik_http_skip
+ * header name no framing name still matches, the query, the path's plain
+ * characters and slashes with their DFA steps, and "HTTP/1.x". smik_http_skip
  * takes such a run from the walk's buffer in one loop, doing to the state
  * exactly what smik_http_frame_byte would do byte by byte; the byte that
  * ends the run (CR, SP, '%', a dot segment's slash, a byte the framer
@@ -995,6 +995,7 @@ static __always_inline __u32 path_byte(struct smik_http_conn *c, __u8 b) {
 #define SKIP_NAME 2  /* a header name past the framing names */
 #define SKIP_QUERY 3
 #define SKIP_PATH 4
+#define SKIP_VERSION 5 /* "HTTP/1.x", all eight bytes at once */
 
 static __always_inline int skip_mode(const struct smik_http_conn *c) {
   if (c->flags & SMIK_HTTP_F_CR)
@@ -1008,6 +1009,8 @@ static __always_inline int skip_mode(const struct smik_http_conn *c) {
                                                                              : SKIP_NONE;
     case SMIK_HTTP_P_QUERY:
       return SKIP_QUERY;
+    case SMIK_HTTP_P_VERSION:
+      return c->pos == 0 ? SKIP_VERSION : SKIP_NONE;
     case SMIK_HTTP_P_PATH:
       /* past the target's first byte, outside an escape, in an origin-form path */
       return (c->pos != 0 && c->value == 0 && c->sub <= SEG_NAME) ? SKIP_PATH : SKIP_NONE;
@@ -1049,6 +1052,31 @@ static __always_inline int skip_path_byte(struct smik_http_conn *c, const struct
   return 1;
 }
 
+/* "HTTP/1.0" or "HTTP/1.1" whole in the buffer and within the line's
+ * limit: 8, else 0 (the framer then reads the bytes one by one and refuses
+ * the one that is wrong, as before). */
+static __always_inline int skip_version(struct smik_http_conn *c, const struct walk_bytes *buf,
+                                        __u32 start, __u32 end, __u32 room) {
+  if (start >= BUF || end > BUF || end - start < 8 || room < 8)
+    return 0;
+  for (__u32 i = 0; i < 7; i++) {
+    __u32 k = start + i;
+    asm volatile("" : "+r"(k));
+    if (buf->b[k & (BUF - 1)] != http_version[i])
+      return 0;
+  }
+  __u32 k = start + 7;
+  asm volatile("" : "+r"(k));
+  __u8 minor = buf->b[k & (BUF - 1)];
+  if (minor == '0')
+    c->flags |= SMIK_HTTP_F_HTTP10;
+  else if (minor != '1')
+    return 0;
+  c->pos = 8;
+  c->line_bytes += 8;
+  return 8;
+}
+
 /* Takes a run from buf->b[start, end); returns the bytes taken. A global
  * function: the verifier checks its loop once. */
 __attribute__((noinline)) int smik_http_skip(struct smik_http_conn *c, const struct limits *l,
@@ -1060,9 +1088,12 @@ __attribute__((noinline)) int smik_http_skip(struct smik_http_conn *c, const str
   if (mode == SKIP_NONE)
     return 0;
   /* the run stops before the byte a limit refuses: the framer refuses it */
-  __u32 used = mode == SKIP_PATH || mode == SKIP_QUERY ? c->line_bytes : c->head_bytes;
-  __u32 max = mode == SKIP_PATH || mode == SKIP_QUERY ? l->max_line : l->max_head;
+  int line = mode == SKIP_PATH || mode == SKIP_QUERY || mode == SKIP_VERSION;
+  __u32 used = line ? c->line_bytes : c->head_bytes;
+  __u32 max = line ? l->max_line : l->max_head;
   __u32 room = used < max ? max - used : 0;
+  if (mode == SKIP_VERSION)
+    return skip_version(c, buf, start, end, room);
   struct smik_http_dfa *d = 0;
   if (mode == SKIP_PATH) {
     __u32 k = c->dfa_id;
