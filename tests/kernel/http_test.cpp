@@ -1524,6 +1524,7 @@ TEST_F(HttpJudgeTest, LimitsHoldToTheByteInsideRuns) {
   const std::pair<std::string, int> cases[] = {
       {get(target("/ok/", 64)), 200},
       {get(target("/ok/", 65)), 414},
+      {get(target("/ok/", 70)), 414},  // the limit inside "HTTP/1.1", read as a block below it
       {get(target("/ok?", 64)), 200},
       {get(target("/ok?", 65)), 414},
       {getWith("/ok", head("X-Pad: ", "\r\n", 64)), 200},  // a value
@@ -1537,6 +1538,34 @@ TEST_F(HttpJudgeTest, LimitsHoldToTheByteInsideRuns) {
     EXPECT_EQ(seen.find("REQ") != std::string::npos, want == 200) << printable(request) << "\n" << seen;
   }
   ASSERT_TRUE(judge_->setLimits(smik_http_config{}, &err)) << err;  // the defaults again
+}
+
+// "HTTP/1.x" is checked as one block when the buffer holds it whole, byte
+// by byte when not: the same versions pass and fail either way, and 1.0
+// still has no chunked framing.
+TEST_F(HttpJudgeTest, TheVersionIsReadExactly) {
+  const std::pair<std::string, int> cases[] = {
+      {"GET /ok HTTP/1.1\r\nHost: srv\r\n\r\n", 200},
+      {"GET /ok HTTP/1.0\r\nHost: srv\r\n\r\n", 200},
+      {"GET /ok HTTP/1.2\r\nHost: srv\r\n\r\n", 400},
+      {"GET /ok HTTP/1.11\r\nHost: srv\r\n\r\n", 400},
+      {"GET /ok http/1.1\r\nHost: srv\r\n\r\n", 400},
+      {"GET /ok HTTP/1.\r\nHost: srv\r\n\r\n", 400},
+      {"POST /upload HTTP/1.0\r\nHost: srv\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400},
+      {"POST /upload HTTP/1.1\r\nHost: srv\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 200},
+  };
+  for (const auto& [request, want] : cases) {
+    EXPECT_EQ(alone(request).first, want) << printable(request);
+    // split inside the version: the bytes go one by one
+    const size_t cut = request.find("TTP/") != std::string::npos ? request.find("TTP/") + 2 : request.find("ttp/") + 2;
+    log_from_ = srv_->output().size();
+    auto c = fromClientPod();
+    ASSERT_TRUE(c->send(request.substr(0, cut)));
+    usleep(20 * 1000);
+    ASSERT_TRUE(c->send(request.substr(cut)));
+    EXPECT_EQ(c->response().first, want) << "split: " << printable(request);
+    serverSawAfterClose(*c, 1);
+  }
 }
 
 TEST_F(HttpJudgeTest, KernelAndReferenceJudgeGeneratedStreamsAlike) {
