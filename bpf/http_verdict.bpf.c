@@ -303,6 +303,27 @@ static __always_inline int guard_parse(struct __sk_buff *skb, struct smik_http_p
   return len > headers;
 }
 
+/* A connected socket's local end, as sockops keyed it when it decided
+ * whether to judge the socket: its packets' destination. Read from the
+ * socket, not the packet, so that a packet to a socket no port governs (the
+ * client's answers, every other pod's traffic) costs one map lookup and no
+ * packet read. 0 for a family no port is governed in. */
+static __always_inline __u8 guard_local(const struct bpf_sock *sk, struct smik_http_port_key *pk) {
+  __u32 *a = (__u32 *)pk->addr;
+  if (sk->family == AF_INET_) {
+    a[0] = sk->src_ip4;
+    return SMIK_AF_INET;
+  }
+  if (sk->family == AF_INET6_) {
+    a[0] = sk->src_ip6[0];
+    a[1] = sk->src_ip6[1];
+    a[2] = sk->src_ip6[2];
+    a[3] = sk->src_ip6[3];
+    return SMIK_AF_INET6;
+  }
+  return 0;
+}
+
 SEC("cgroup_skb/ingress")
 int smik_http_guard(struct __sk_buff *skb) {
   struct bpf_sock *sk = skb->sk;
@@ -312,19 +333,34 @@ int smik_http_guard(struct __sk_buff *skb) {
   if (!sk || sk->protocol != IPPROTO_TCP_)
     return 1;
   struct smik_http_port_key pk = {.port = (__u16)sk->src_port};
-  int payload = guard_parse(skb, &pk);
-  if (payload < 0)
-    return 1; /* not IP: no governed address */
+  /* A listener may be bound to the wildcard: only the packet says which
+   * governed address the handshake it completes is for. */
+  int listener = sk->state == TCP_LISTEN_;
+  int payload = 1;
+  if (listener) {
+    payload = guard_parse(skb, &pk);
+    if (payload < 0)
+      return 1; /* not IP: no governed address */
+  } else {
+    pk.family = guard_local(sk, &pk);
+    if (!pk.family)
+      return 1;
+  }
   unmap_v4(&pk.family, pk.addr);
   if (!bpf_map_lookup_elem(&smik_http_ports, &pk))
     return 1;
-  if (!payload)
-    return 1;
-  if (sk->state != TCP_LISTEN_) {
+  if (!listener) {
     __u64 cookie = bpf_get_socket_cookie(skb);
     if (bpf_map_lookup_elem(&smik_http_conns, &cookie))
       return 1;
+    /* no framer state: only now is the packet read, for its payload */
+    struct smik_http_port_key dst = {};
+    payload = guard_parse(skb, &dst);
+    if (payload < 0)
+      return 1;
   }
+  if (!payload)
+    return 1;
   count(SMIK_HTTP_C_UNJUDGED);
   return 0;
 }
@@ -350,6 +386,12 @@ struct limits {
   __u32 max_line, max_head, max_headers;
 };
 
+/* A global function may read the walk's buffer, not the walk: its skb
+ * pointer would be lost to the verifier. */
+struct walk_bytes {
+  __u8 b[BUF];
+};
+
 struct walk {
   struct __sk_buff *skb;
   __u32 off;     /* next byte of the skb to frame */
@@ -363,7 +405,7 @@ struct walk {
    * lowest): queued for their answers once the skb passes */
   __u32 done;
   __u32 done_methods;
-  __u8 buf[BUF];
+  struct walk_bytes buf;
 };
 
 const char http_version[] = "HTTP/1.";
@@ -959,6 +1001,156 @@ static __always_inline __u32 path_byte(struct smik_http_conn *c, __u8 b) {
   return path_char(c, d, 0);
 }
 
+/* ---- runs of bytes the framer only counts ---------------------------------
+ *
+ * Most of a request is bytes whose only effect is a count and at most one
+ * transition: a header value no condition or framing reads, the rest of a
+ * header name no framing name still matches, the query, the path's plain
+ * characters and slashes with their DFA steps, and "HTTP/1.x". smik_http_skip
+ * takes such a run from the walk's buffer in one loop, doing to the state
+ * exactly what smik_http_frame_byte would do byte by byte; the byte that
+ * ends the run (CR, SP, '%', a dot segment's slash, a byte the framer
+ * refuses, a limit's last byte, the buffer's end) goes to
+ * smik_http_frame_byte, which decides it as before. */
+#define SKIP_NONE 0
+#define SKIP_VALUE 1 /* a header value read by nothing */
+#define SKIP_NAME 2  /* a header name past the framing names */
+#define SKIP_QUERY 3
+#define SKIP_PATH 4
+#define SKIP_VERSION 5 /* "HTTP/1.x", all eight bytes at once */
+
+static __always_inline int skip_mode(const struct smik_http_conn *c) {
+  if (c->flags & SMIK_HTTP_F_CR)
+    return SKIP_NONE;
+  switch (c->phase) {
+    case SMIK_HTTP_P_HVALUE:
+      return (c->value == SMIK_HTTP_V_OTHER && !(c->hdr & SMIK_HTTP_H_DECIDES)) ? SKIP_VALUE
+                                                                               : SKIP_NONE;
+    case SMIK_HTTP_P_HNAME:
+      return (c->pos != 0 && c->cand == 0 && !(c->hdr & SMIK_HTTP_H_DECIDES)) ? SKIP_NAME
+                                                                             : SKIP_NONE;
+    case SMIK_HTTP_P_QUERY:
+      return SKIP_QUERY;
+    case SMIK_HTTP_P_VERSION:
+      return c->pos == 0 ? SKIP_VERSION : SKIP_NONE;
+    case SMIK_HTTP_P_PATH:
+      /* past the target's first byte, outside an escape, in an origin-form path */
+      return (c->pos != 0 && c->value == 0 && c->sub <= SEG_NAME) ? SKIP_PATH : SKIP_NONE;
+  }
+  return SKIP_NONE;
+}
+
+/* One byte of a path run: 0 ends the run (the framer decides that byte). */
+static __always_inline int skip_path_byte(struct smik_http_conn *c, const struct smik_http_dfa *d,
+                                          __u8 b) {
+  if (b <= ' ' || b >= 0x7f || b == '?' || b == '%' || b == '#' || b == '\\')
+    return 0;
+  __u8 seg = c->sub;
+  if (b == '/') {
+    if (seg != SEG_NAME)
+      return 0;
+    c->sub = SEG_START;
+  } else if (b == '.') {
+    c->sub = seg == SEG_START ? SEG_DOT1 : (seg == SEG_DOT1 || seg == SEG_DOTS) ? SEG_DOTS : seg;
+  } else if (b == ';') {
+    if (seg != SEG_NAME)
+      return 0;
+  } else {
+    c->sub = SEG_NAME;
+  }
+  /* dfa_step, with the DFA looked up once per run */
+  __u16 state = c->dfa_state;
+  if (!state)
+    return 1;
+  if (!d || state >= d->states) {
+    c->dfa_state = 0;
+    return 1;
+  }
+  __u32 t = d->trans_base + (__u32)state * d->classes + d->class_of[b];
+  __u32 slot = t / SMIK_HTTP_TRANS_PER_SLOT;
+  struct smik_http_trans_slot *s = bpf_map_lookup_elem(&smik_http_trans, &slot);
+  __u16 next = s ? s->next[t & (SMIK_HTTP_TRANS_PER_SLOT - 1)] : 0;
+  c->dfa_state = next < d->states ? next : 0;
+  return 1;
+}
+
+/* "HTTP/1.0" or "HTTP/1.1" whole in the buffer and within the line's
+ * limit: 8, else 0 (the framer then reads the bytes one by one and refuses
+ * the one that is wrong, as before). */
+static __always_inline int skip_version(struct smik_http_conn *c, const struct walk_bytes *buf,
+                                        __u32 start, __u32 end, __u32 room) {
+  if (start >= BUF || end > BUF || end - start < 8 || room < 8)
+    return 0;
+  for (__u32 i = 0; i < 7; i++) {
+    __u32 k = start + i;
+    asm volatile("" : "+r"(k));
+    if (buf->b[k & (BUF - 1)] != http_version[i])
+      return 0;
+  }
+  __u32 k = start + 7;
+  asm volatile("" : "+r"(k));
+  __u8 minor = buf->b[k & (BUF - 1)];
+  if (minor == '0')
+    c->flags |= SMIK_HTTP_F_HTTP10;
+  else if (minor != '1')
+    return 0;
+  c->pos = 8;
+  c->line_bytes += 8;
+  return 8;
+}
+
+/* Takes a run from buf->b[start, end); returns the bytes taken. A global
+ * function: the verifier checks its loop once. */
+__attribute__((noinline)) int smik_http_skip(struct smik_http_conn *c, const struct limits *l,
+                                              const struct walk_bytes *buf, __u32 start,
+                                              __u32 end) {
+  if (!c || !l || !buf)
+    return 0;
+  int mode = skip_mode(c);
+  if (mode == SKIP_NONE)
+    return 0;
+  /* the run stops before the byte a limit refuses: the framer refuses it */
+  int line = mode == SKIP_PATH || mode == SKIP_QUERY || mode == SKIP_VERSION;
+  __u32 used = line ? c->line_bytes : c->head_bytes;
+  __u32 max = line ? l->max_line : l->max_head;
+  __u32 room = used < max ? max - used : 0;
+  if (mode == SKIP_VERSION)
+    return skip_version(c, buf, start, end, room);
+  struct smik_http_dfa *d = 0;
+  if (mode == SKIP_PATH) {
+    __u32 k = c->dfa_id;
+    d = bpf_map_lookup_elem(&smik_http_dfas, &k);
+  }
+  __u32 n = 0;
+  for (__u32 j = 0; j < BUF; j++) {
+    __u32 i = start + j;
+    if (i >= end || n >= room)
+      break;
+    /* clang drops a mask it proves redundant; the verifier needs it */
+    asm volatile("" : "+r"(i));
+    __u8 b = buf->b[i & (BUF - 1)];
+    int ok;
+    if (mode == SKIP_VALUE)
+      ok = (b >= 0x20 && b != 0x7f) || b == '\t';
+    else if (mode == SKIP_NAME)
+      ok = is_tchar(b);
+    else if (mode == SKIP_QUERY)
+      ok = b > 0x20 && b < 0x7f && b != '#';
+    else
+      ok = skip_path_byte(c, d, b);
+    if (!ok)
+      break;
+    n++;
+  }
+  if (mode == SKIP_PATH || mode == SKIP_QUERY)
+    c->line_bytes += n;
+  else
+    c->head_bytes += n;
+  if (mode == SKIP_NAME)
+    c->pos = c->pos + n < 255 ? c->pos + n : 255;
+  return n;
+}
+
 /* A global function: the verifier checks it once, not once per path of the
  * loop that calls it (inlined, the paths multiply past its limits). */
 __attribute__((noinline)) int smik_http_frame_byte(struct smik_http_conn *c, const struct limits *l,
@@ -1105,14 +1297,20 @@ static __always_inline int walk_frame(struct walk *w, struct smik_http_conn *c) 
       n = BUF;
     /* clang folds the clamp into a form the verifier cannot bound: bound it again */
     asm volatile("" : "+r"(n));
-    if (n == 0 || n > BUF || bpf_skb_load_bytes(w->skb, w->off, w->buf, n) < 0) {
+    if (n == 0 || n > BUF || bpf_skb_load_bytes(w->skb, w->off, w->buf.b, n) < 0) {
       w->verdict = W_MALFORMED;
       return 1;
     }
     w->buf_off = w->off;
     w->buf_len = (__u32)n;
   }
-  __u8 b = w->buf[(w->off - w->buf_off) & (BUF - 1)];
+  /* the buffer may end with the run: the next step reloads it */
+  int run = smik_http_skip(c, &w->lim, &w->buf, w->off - w->buf_off, w->buf_len);
+  if (run > 0) {
+    w->off += run;
+    return 0;
+  }
+  __u8 b = w->buf.b[(w->off - w->buf_off) & (BUF - 1)];
   w->off++;
   __u32 v = smik_http_frame_byte(c, &w->lim, b);
   if (v != W_PASS) {

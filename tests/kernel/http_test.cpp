@@ -1519,6 +1519,69 @@ void printOutcomes(const char* what, int streams, int pipelined, uint32_t seed,
   std::printf("%s: %d streams (%d pipelined), seed %u: %s\n", what, streams, pipelined, seed, summary.c_str());
 }
 
+// The framer takes the bytes it only counts (a path's plain characters, a
+// query, header names and values) a run at a time: the limits still fall on
+// their exact byte, a request of exactly the limit passes and one byte more
+// is refused, wherever the run is.
+TEST_F(HttpJudgeTest, LimitsHoldToTheByteInsideRuns) {
+  std::string err;
+  smik_http_config small{};
+  small.max_line = 64;  // "GET " + target + " HTTP/1.1\r\n": the target is 15 bytes less
+  small.max_head = 64;  // "Host: srv\r\n" (11) + extra lines + the empty line (2)
+  ASSERT_TRUE(judge_->setLimits(small, &err)) << err;
+  auto target = [](const std::string& prefix, size_t line) {
+    return prefix + std::string(line - 15 - prefix.size(), 'a');
+  };
+  auto head = [](const std::string& before, const std::string& after, size_t block) {
+    return before + std::string(block - 13 - before.size() - after.size(), 'a') + after;
+  };
+  const std::pair<std::string, int> cases[] = {
+      {get(target("/ok/", 64)), 200},
+      {get(target("/ok/", 65)), 414},
+      {get(target("/ok/", 70)), 414},  // the limit inside "HTTP/1.1", read as a block below it
+      {get(target("/ok?", 64)), 200},
+      {get(target("/ok?", 65)), 414},
+      {getWith("/ok", head("X-Pad: ", "\r\n", 64)), 200},  // a value
+      {getWith("/ok", head("X-Pad: ", "\r\n", 65)), 431},
+      {getWith("/ok", head("X-", ": v\r\n", 64)), 200},  // a name
+      {getWith("/ok", head("X-", ": v\r\n", 65)), 431},
+  };
+  for (const auto& [request, want] : cases) {
+    auto [status, seen] = alone(request);
+    EXPECT_EQ(status, want) << printable(request);
+    EXPECT_EQ(seen.find("REQ") != std::string::npos, want == 200) << printable(request) << "\n" << seen;
+  }
+  ASSERT_TRUE(judge_->setLimits(smik_http_config{}, &err)) << err;  // the defaults again
+}
+
+// "HTTP/1.x" is checked as one block when the buffer holds it whole, byte
+// by byte when not: the same versions pass and fail either way, and 1.0
+// still has no chunked framing.
+TEST_F(HttpJudgeTest, TheVersionIsReadExactly) {
+  const std::pair<std::string, int> cases[] = {
+      {"GET /ok HTTP/1.1\r\nHost: srv\r\n\r\n", 200},
+      {"GET /ok HTTP/1.0\r\nHost: srv\r\n\r\n", 200},
+      {"GET /ok HTTP/1.2\r\nHost: srv\r\n\r\n", 400},
+      {"GET /ok HTTP/1.11\r\nHost: srv\r\n\r\n", 400},
+      {"GET /ok http/1.1\r\nHost: srv\r\n\r\n", 400},
+      {"GET /ok HTTP/1.\r\nHost: srv\r\n\r\n", 400},
+      {"POST /upload HTTP/1.0\r\nHost: srv\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400},
+      {"POST /upload HTTP/1.1\r\nHost: srv\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 200},
+  };
+  for (const auto& [request, want] : cases) {
+    EXPECT_EQ(alone(request).first, want) << printable(request);
+    // split inside the version: the bytes go one by one
+    const size_t cut = request.find("TTP/") != std::string::npos ? request.find("TTP/") + 2 : request.find("ttp/") + 2;
+    log_from_ = srv_->output().size();
+    auto c = fromClientPod();
+    ASSERT_TRUE(c->send(request.substr(0, cut)));
+    usleep(20 * 1000);
+    ASSERT_TRUE(c->send(request.substr(cut)));
+    EXPECT_EQ(c->response().first, want) << "split: " << printable(request);
+    serverSawAfterClose(*c, 1);
+  }
+}
+
 TEST_F(HttpJudgeTest, KernelAndReferenceJudgeGeneratedStreamsAlike) {
   const uint32_t seed = 20261204;
   StreamMaker make(seed);
@@ -1761,6 +1824,52 @@ TEST_F(HttpGuardTest, AConnectionEstablishedBeforeTheJudgeGetsNoPayloadThrough) 
   ASSERT_TRUE(judged->send(get("/admin")));
   EXPECT_EQ(judged->response().first, 403);
   EXPECT_EQ(judge_->counters()[SMIK_HTTP_C_SOCKETS], 1u);
+}
+
+// The guard finds a governed socket by its local end and only then, for
+// one whose framer state is gone, reads the packet: a connection judged
+// until its state was evicted (LRU) carries no payload after that, and its
+// close still goes through.
+TEST_F(HttpGuardTest, AConnectionWhoseFramerStateWasEvictedGetsNoPayloadThrough) {
+  attach();
+  auto judged = dial();
+  ASSERT_TRUE(judged->send(get("/ok/judged")));
+  EXPECT_EQ(judged->response().first, 200);
+  int conns = -1;
+  for (const auto& m : judge_->maps())
+    if (m.name == "smik_http_conns") conns = m.fd;
+  ASSERT_GE(conns, 0);
+  uint64_t cookie = 0;
+  ASSERT_EQ(bpf_map_get_next_key(conns, nullptr, &cookie), 0);
+  ASSERT_EQ(bpf_map_delete_elem(conns, &cookie), 0);
+  ASSERT_EQ(judge_->connections(), 0u);
+  ASSERT_TRUE(judged->send(get("/ok/evicted")));  // allowed by policy, but unjudged now
+  EXPECT_TRUE(refused());
+  judged->resetNow();
+  const std::string seen = serverSaw(1);
+  EXPECT_NE(seen.find("REQ GET /ok/judged"), std::string::npos) << seen;
+  EXPECT_EQ(seen.find("/ok/evicted"), std::string::npos) << seen;
+  EXPECT_EQ(judge_->counters()[SMIK_HTTP_C_NO_STATE], 0u);  // the guard, not the verdict, refused it
+  // a new connection is judged as before
+  auto next = dial();
+  ASSERT_TRUE(next->send(get("/ok")));
+  EXPECT_EQ(next->response().first, 200);
+  ASSERT_TRUE(next->send(get("/admin")));
+  EXPECT_EQ(next->response().first, 403);
+}
+
+// The client's end of a judged connection is no governed socket (its
+// remote end is): with the guard over both pods, as the agent attaches it,
+// the server's answers reach the client.
+TEST_F(HttpGuardTest, TheClientsEndIsNotGoverned) {
+  std::string err;
+  ASSERT_TRUE(judge_->attach(bed_->cgroupRoot(), &err)) << err;
+  auto c = dial();
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(c->send(get("/ok/" + std::to_string(i))));
+    EXPECT_EQ(c->response().first, 200);
+  }
+  EXPECT_EQ(judge_->counters()[SMIK_HTTP_C_UNJUDGED], 0u);
 }
 
 }  // namespace
