@@ -87,11 +87,15 @@ static __always_inline int refused(struct bpf_sock_ops *skops) {
   return BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.sk_err) == ECONNREFUSED_;
 }
 
-/* A client socket that went through a service is marked by asking for RTO
- * callbacks too (rare: a retransmission timeout, which the program ignores):
- * its graceful close then knows it has an entry to delete without a lookup,
- * and every other socket's close stays free of one. */
+/* A client socket that went through a service is marked at ESTABLISHED by
+ * asking for RTO callbacks too (rare: a retransmission timeout, which the
+ * program ignores): its close then knows it has an entry to delete, and
+ * every other socket's close (graceful or reset) stays free of a lookup. */
 #define TRANSLATED_FLAGS (BPF_SOCK_OPS_STATE_CB_FLAG | BPF_SOCK_OPS_RTO_CB_FLAG)
+
+static __always_inline int marked_translated(struct bpf_sock_ops *skops) {
+  return (skops->bpf_sock_ops_cb_flags & BPF_SOCK_OPS_RTO_CB_FLAG) != 0;
+}
 
 /* A closed client socket's reverse entry goes with it: a closed socket has
  * no peer to name (getpeername: ENOTCONN), and the freed element is the one
@@ -191,10 +195,14 @@ int smik_sockops(struct bpf_sock_ops *skops) {
       if (skops->args[0] == TCP_SYN_SENT_) {
         on_failed_connect(skops);
       } else if (skops->args[0] == TCP_ESTABLISHED_) {
-        /* straight from ESTABLISHED to CLOSE: reset, not a graceful close */
+        /* straight from ESTABLISHED to CLOSE: reset, not a graceful close.
+         * Only a marked socket has a service to look up (one established
+         * before this smik was installed counts without it). */
         struct smik_conn_key k = {};
         int translated = 0;
-        if (edge_of(skops, 1, &k, &translated)) {
+        int found = marked_translated(skops) ? edge_of(skops, 1, &k, &translated)
+                                             : edge_addrs(skops, 1, &k);
+        if (found) {
           if (translated)
             forget_translation(skops, &k);
           struct smik_conn_stats *s = conn_stats(&k);
@@ -205,7 +213,7 @@ int smik_sockops(struct bpf_sock_ops *skops) {
         /* a graceful close (from FIN_WAIT2, LAST_ACK, CLOSING, or into
          * TIME_WAIT) */
         struct smik_conn_key k = {};
-        if ((skops->bpf_sock_ops_cb_flags & BPF_SOCK_OPS_RTO_CB_FLAG) && edge_addrs(skops, 1, &k))
+        if (marked_translated(skops) && edge_addrs(skops, 1, &k))
           forget_translation(skops, &k);
       }
       break;
