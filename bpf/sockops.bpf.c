@@ -22,9 +22,19 @@ char LICENSE[] SEC("license") = "GPL";
 #define TCP_CLOSE_ 7
 #define ECONNREFUSED_ 111
 
+/* The reverse-translation entry of a client socket (sock_lb's connect4/6),
+ * keyed by the edge's server, which is the backend. */
+static __always_inline void revnat_key_of(struct bpf_sock_ops *skops, const struct smik_conn_key *k,
+                                          struct smik_revnat_key *rk) {
+  rk->cookie = bpf_get_socket_cookie(skops);
+  rk->port = k->port;
+  rk->family = k->family;
+  __builtin_memcpy(rk->addr, k->server, 16);
+}
+
 /* The edge of this socket: the active side is the client. */
-static __always_inline int edge_of(struct bpf_sock_ops *skops, int active,
-                                   struct smik_conn_key *k) {
+static __always_inline int edge_addrs(struct bpf_sock_ops *skops, int active,
+                                      struct smik_conn_key *k) {
   __u8 *local = active ? k->client : k->server, *remote = active ? k->server : k->client;
   k->family = sock_addrs(skops, local, remote);
   if (!k->family)
@@ -35,13 +45,23 @@ static __always_inline int edge_of(struct bpf_sock_ops *skops, int active,
     unmap_v4(&client_family, k->client);
   k->proto = SMIK_PROTO_TCP;
   k->port = active ? sock_remote_port(skops) : sock_local_port(skops);
+  return 1;
+}
+
+/* edge_addrs, and for a client the service it dialled, if it dialled one
+ * (*translated: it did). */
+static __always_inline int edge_of(struct bpf_sock_ops *skops, int active,
+                                   struct smik_conn_key *k, int *translated) {
+  if (!edge_addrs(skops, active, k))
+    return 0;
   if (active) {
-    struct smik_revnat_key rk = {.cookie = bpf_get_socket_cookie(skops), .port = k->port,
-                                 .family = k->family};
-    __builtin_memcpy(rk.addr, k->server, 16);
+    struct smik_revnat_key rk = {};
+    revnat_key_of(skops, k, &rk);
     struct smik_revnat_value *rv = bpf_map_lookup_elem(&smik_revnat, &rk);
-    if (rv)
+    if (rv) {
       k->svc_id = rv->svc_id;
+      *translated = 1;
+    }
   }
   return 1;
 }
@@ -67,10 +87,34 @@ static __always_inline int refused(struct bpf_sock_ops *skops) {
   return BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.sk_err) == ECONNREFUSED_;
 }
 
+/* A client socket that went through a service is marked at ESTABLISHED by
+ * asking for RTO callbacks too (rare: a retransmission timeout, which the
+ * program ignores): its close then knows it has an entry to delete, and
+ * every other socket's close (graceful or reset) stays free of a lookup. */
+#define TRANSLATED_FLAGS (BPF_SOCK_OPS_STATE_CB_FLAG | BPF_SOCK_OPS_RTO_CB_FLAG)
+
+static __always_inline int marked_translated(struct bpf_sock_ops *skops) {
+  return (skops->bpf_sock_ops_cb_flags & BPF_SOCK_OPS_RTO_CB_FLAG) != 0;
+}
+
+/* A closed client socket's reverse entry goes with it: a closed socket has
+ * no peer to name (getpeername: ENOTCONN), and the freed element is the one
+ * the next connect() takes, where a full LRU map would make every connect()
+ * evict one (bench/README.md, per-program costs). */
+static __always_inline void forget_translation(struct bpf_sock_ops *skops,
+                                               const struct smik_conn_key *k) {
+  struct smik_revnat_key rk = {};
+  revnat_key_of(skops, k, &rk);
+  bpf_map_delete_elem(&smik_revnat, &rk);
+}
+
 static __always_inline void on_failed_connect(struct bpf_sock_ops *skops) {
   struct smik_conn_key k = {};
-  if (!edge_of(skops, 1, &k))
+  int translated = 0;
+  if (!edge_of(skops, 1, &k, &translated))
     return;
+  if (translated)
+    forget_translation(skops, &k);
   struct smik_conn_stats *s = conn_stats(&k);
   if (!s)
     return;
@@ -105,8 +149,11 @@ static __always_inline __u64 handshake_us(struct bpf_sock_ops *skops) {
 
 static __always_inline void on_established(struct bpf_sock_ops *skops, int active) {
   struct smik_conn_key k = {};
-  if (!edge_of(skops, active, &k))
+  int translated = 0;
+  if (!edge_of(skops, active, &k, &translated))
     return;
+  if (translated)
+    bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | TRANSLATED_FLAGS);
   struct smik_conn_stats *s = conn_stats(&k);
   if (!s)
     return;
@@ -148,13 +195,26 @@ int smik_sockops(struct bpf_sock_ops *skops) {
       if (skops->args[0] == TCP_SYN_SENT_) {
         on_failed_connect(skops);
       } else if (skops->args[0] == TCP_ESTABLISHED_) {
-        /* straight from ESTABLISHED to CLOSE: reset, not a graceful close */
+        /* straight from ESTABLISHED to CLOSE: reset, not a graceful close.
+         * Only a marked socket has a service to look up (one established
+         * before this smik was installed counts without it). */
         struct smik_conn_key k = {};
-        if (edge_of(skops, 1, &k)) {
+        int translated = 0;
+        int found = marked_translated(skops) ? edge_of(skops, 1, &k, &translated)
+                                             : edge_addrs(skops, 1, &k);
+        if (found) {
+          if (translated)
+            forget_translation(skops, &k);
           struct smik_conn_stats *s = conn_stats(&k);
           if (s)
             conn_inc(s->client_reset);
         }
+      } else {
+        /* a graceful close (from FIN_WAIT2, LAST_ACK, CLOSING, or into
+         * TIME_WAIT) */
+        struct smik_conn_key k = {};
+        if (marked_translated(skops) && edge_addrs(skops, 1, &k))
+          forget_translation(skops, &k);
       }
       break;
     }

@@ -9,6 +9,7 @@
 // socket calls return. The pods and the traffic generator are the test
 // bed's (tests/testbed/README.md).
 #include <arpa/inet.h>
+#include <bpf/bpf.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -19,6 +20,7 @@
 
 #include "agent/datapath/datapath.h"
 #include "maps/maps.h"
+#include "maps/memory.h"
 #include "tests/support/eventually.h"
 #include "tests/testbed/testbed.h"
 
@@ -124,6 +126,14 @@ class SocketPrograms : public ::testing::Test {
     return sum;
   }
 
+  // Reverse-translation entries held (smik_revnat, every socket's).
+  uint64_t revnatEntries() {
+    UniqueFd fd{bpf_obj_get((pin_ + "/" + maps::kRevnatMap).c_str())};
+    maps::MapDef def;
+    if (!fd || !maps::mapDefOf(fd.get(), &def)) return UINT64_MAX;
+    return maps::countEntries(fd.get(), def);
+  }
+
   std::unique_ptr<TestBed> bed_;
   Pod* client_ = nullptr;
   Pod* a_ = nullptr;
@@ -148,6 +158,40 @@ TEST_F(SocketPrograms, GetpeernameAnswersTheServiceAddress) {
       client({"tcp", vip_, std::to_string(kVipPort), "--show-peer", "1"});
   EXPECT_NE(out.find(vip_ + ":" + std::to_string(kVipPort)), std::string::npos) << out;
   EXPECT_EQ(out.find(a_->ip()), std::string::npos) << "the backend's address leaked: " << out;
+}
+
+// A TCP socket's reverse entry lives while the socket can name a peer: the
+// service address answers getpeername for as long as the connection is
+// open, and the entry goes when the socket closes, gracefully or refused, so
+// closed sockets neither fill the map nor make each connect() evict.
+TEST_F(SocketPrograms, AReverseEntryLivesAsLongAsItsConnection) {
+  service(IPPROTO_TCP, {{1, {backendAt(a_->ip(), kServerPort)}}});
+  Proc held = bed_->spawn(*client_, {SMIK_TESTPEER, "hold", vip_, std::to_string(kVipPort),
+                                     "--seconds", "1.5"});
+  EXPECT_TRUE(eventually([&] { return revnatEntries() == 1; })) << revnatEntries();
+  ASSERT_EQ(held.wait(10000), 0) << held.output();
+  EXPECT_TRUE(eventually([&] { return revnatEntries() == 0; })) << revnatEntries();
+
+  // getpeername while connected, before the close takes the entry
+  const std::string out =
+      client({"tcp", vip_, std::to_string(kVipPort), "--count", "3", "--show-peer", "1"});
+  EXPECT_EQ(occurrences(out, "peer=" + vip_ + ":" + std::to_string(kVipPort)), 3) << out;
+  EXPECT_EQ(out.find(a_->ip()), std::string::npos) << "the backend's address leaked: " << out;
+  EXPECT_TRUE(eventually([&] { return revnatEntries() == 0; })) << revnatEntries();
+
+  // a refused connect() through the service: counted against the service,
+  // then gone
+  service(IPPROTO_TCP, {{1, {backendAt(a_->ip(), 9999)}}}, 43);
+  ASSERT_EQ(occurrences(client({"tcp", vip_, std::to_string(kVipPort)}), "refused"), 1);
+  in_addr a{};
+  inet_pton(AF_INET, a_->ip().c_str(), &a);
+  EXPECT_TRUE(eventually([&] {
+    for (const auto& e : dp_->maps().connEdges())
+      if (e.key.svc_id == 43 && std::memcmp(e.key.server, &a, 4) == 0 && e.stats.client_refused == 1)
+        return true;
+    return false;
+  }));
+  EXPECT_TRUE(eventually([&] { return revnatEntries() == 0; })) << revnatEntries();
 }
 
 TEST_F(SocketPrograms, OtherPortsAndAddressesAreNotTranslated) {
