@@ -467,9 +467,8 @@ static __always_inline __u16 dfa_start(__u16 dfa_id) {
   return (d && d->states) ? d->start : 0;
 }
 
-static __always_inline __u16 dfa_step(__u16 dfa_id, __u16 state, __u8 b) {
-  __u32 k = dfa_id;
-  struct smik_http_dfa *d = bpf_map_lookup_elem(&smik_http_dfas, &k);
+/* One step in DFA d (NULL: no DFA); a run of steps looks d up once. */
+static __always_inline __u16 dfa_next(const struct smik_http_dfa *d, __u16 state, __u8 b) {
   if (!d || state == 0 || state >= d->states)
     return 0;
   __u32 t = d->trans_base + (__u32)state * d->classes + d->class_of[b];
@@ -479,6 +478,11 @@ static __always_inline __u16 dfa_step(__u16 dfa_id, __u16 state, __u8 b) {
     return 0;
   __u16 next = s->next[t & (SMIK_HTTP_TRANS_PER_SLOT - 1)];
   return next < d->states ? next : 0;
+}
+
+static __always_inline __u16 dfa_step(__u16 dfa_id, __u16 state, __u8 b) {
+  __u32 k = dfa_id;
+  return dfa_next(bpf_map_lookup_elem(&smik_http_dfas, &k), state, b);
 }
 
 /* The accept set of a DFA state; NULL: no pattern matches. */
@@ -925,15 +929,12 @@ static __always_inline __u32 path_end(struct smik_http_conn *c) {
   return W_PASS;
 }
 
-/* One byte of the path as the application reads it (escapes decoded). */
-static __always_inline __u32 path_char(struct smik_http_conn *c, __u8 p, int raw) {
+/* The segment an origin-form path's byte leaves it in (escapes decoded);
+ * W_PATH_NOT_NORMAL, with the state untouched, for a byte that makes the
+ * path's meaning depend on how it is resolved. */
+static __always_inline __u32 path_segment(struct smik_http_conn *c, __u8 p, int raw) {
   __u8 seg = c->sub;
-  if (seg == SEG_ASTERISK)
-    return W_PATH_NOT_NORMAL; /* "*" is the whole target */
-  if (seg == SEG_AUTHORITY) {
-    if (p == '/' || p == '\\' || !raw)
-      return W_PATH_NOT_NORMAL;
-  } else if (p == '/' && raw) {
+  if (p == '/' && raw) {
     if (seg != SEG_NAME)
       return W_PATH_NOT_NORMAL; /* "//", "/./", "/../" */
     c->sub = SEG_START;
@@ -944,6 +945,20 @@ static __always_inline __u32 path_char(struct smik_http_conn *c, __u8 p, int raw
       return W_PATH_NOT_NORMAL; /* "/..;/", "/;/" */
   } else {
     c->sub = SEG_NAME;
+  }
+  return W_PASS;
+}
+
+/* One byte of the path as the application reads it (escapes decoded). */
+static __always_inline __u32 path_char(struct smik_http_conn *c, __u8 p, int raw) {
+  __u8 seg = c->sub;
+  if (seg == SEG_ASTERISK)
+    return W_PATH_NOT_NORMAL; /* "*" is the whole target */
+  if (seg == SEG_AUTHORITY) {
+    if (p == '/' || p == '\\' || !raw)
+      return W_PATH_NOT_NORMAL;
+  } else if (path_segment(c, p, raw) != W_PASS) {
+    return W_PATH_NOT_NORMAL;
   }
   if (c->dfa_state)
     c->dfa_state = dfa_step(c->dfa_id, c->dfa_state, p);
@@ -1045,32 +1060,9 @@ static __always_inline int skip_path_byte(struct smik_http_conn *c, const struct
                                           __u8 b) {
   if (b <= ' ' || b >= 0x7f || b == '?' || b == '%' || b == '#' || b == '\\')
     return 0;
-  __u8 seg = c->sub;
-  if (b == '/') {
-    if (seg != SEG_NAME)
-      return 0;
-    c->sub = SEG_START;
-  } else if (b == '.') {
-    c->sub = seg == SEG_START ? SEG_DOT1 : (seg == SEG_DOT1 || seg == SEG_DOTS) ? SEG_DOTS : seg;
-  } else if (b == ';') {
-    if (seg != SEG_NAME)
-      return 0;
-  } else {
-    c->sub = SEG_NAME;
-  }
-  /* dfa_step, with the DFA looked up once per run */
-  __u16 state = c->dfa_state;
-  if (!state)
-    return 1;
-  if (!d || state >= d->states) {
-    c->dfa_state = 0;
-    return 1;
-  }
-  __u32 t = d->trans_base + (__u32)state * d->classes + d->class_of[b];
-  __u32 slot = t / SMIK_HTTP_TRANS_PER_SLOT;
-  struct smik_http_trans_slot *s = bpf_map_lookup_elem(&smik_http_trans, &slot);
-  __u16 next = s ? s->next[t & (SMIK_HTTP_TRANS_PER_SLOT - 1)] : 0;
-  c->dfa_state = next < d->states ? next : 0;
+  if (path_segment(c, b, 1) != W_PASS)
+    return 0;
+  c->dfa_state = dfa_next(d, c->dfa_state, b);
   return 1;
 }
 
