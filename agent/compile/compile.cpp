@@ -99,10 +99,7 @@ std::string HttpPortPlan::meaning(size_t i) const {
 
 bool HttpPortPlan::allows(const http::PatternSet& granted, const http::PatternSet& accepts,
                           uint32_t held) const {
-  const http::PatternSet candidates = granted & accepts;
-  for (size_t i = 0; i < patterns.size(); ++i)
-    if (abi::test(candidates, unsigned(i)) && ((i < needs.size() ? needs[i] : 0) & ~held) == 0) return true;
-  return false;
+  return http::someCandidateHolds(granted & accepts, needs, held);
 }
 
 std::string Plan::identityName(uint32_t id) const {

@@ -582,6 +582,12 @@ PatternSet matchAll(const Dfa& dfa, std::string_view input) {
   return dfa.accepts[s];
 }
 
+bool someCandidateHolds(const PatternSet& candidates, const std::vector<uint32_t>& needs, uint32_t held) {
+  for (unsigned i = 0; i < kMaxPatterns; ++i)
+    if (abi::test(candidates, i) && ((i < needs.size() ? needs[i] : 0) & ~held) == 0) return true;
+  return false;
+}
+
 bool isHeaderName(std::string_view name) {
   if (name.empty()) return false;
   for (char ch : name) {

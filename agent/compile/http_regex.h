@@ -128,6 +128,12 @@ std::string headerLine(std::string_view name, std::string_view value);
 // the reference of what the kernel accumulates line by line.
 uint32_t headerConditionsHeld(const Dfa& dfa, const std::vector<std::pair<std::string, std::string>>& headers);
 
+// Whether some pattern of `candidates` has every header condition it needs
+// (needs[i]; a pattern past the vector needs none) among `held`: the
+// kernel's judge_head, and with held = 0 its judge_line's "a grant that
+// names no header allows it".
+bool someCandidateHolds(const PatternSet& candidates, const std::vector<uint32_t>& needs, uint32_t held);
+
 // Header names are tokens (RFC 9110 5.1).
 bool isHeaderName(std::string_view name);
 

@@ -79,17 +79,13 @@ PatternSet PortJudge::candidates(uint8_t method, std::string_view path) const {
 LineVerdict PortJudge::atLine(uint8_t method, std::string_view path) const {
   const PatternSet c = candidates(method, path);
   if (!abi::any(c)) return LineVerdict::kDeny;
-  for (unsigned i = 0; i < kMaxPatterns; ++i)
-    if (abi::test(c, i) && (i >= needs_.size() || needs_[i] == 0)) return LineVerdict::kAllow;
-  return LineVerdict::kNeedHeaders;
+  return someCandidateHolds(c, needs_, 0) ? LineVerdict::kAllow : LineVerdict::kNeedHeaders;
 }
 
 bool PortJudge::atHead(uint8_t method, std::string_view path, const Headers& headers) const {
   const PatternSet c = candidates(method, path);
   const uint32_t held = headers_ ? headerConditionsHeld(*headers_, headers) : 0;
-  for (unsigned i = 0; i < kMaxPatterns; ++i)
-    if (abi::test(c, i) && ((i < needs_.size() ? needs_[i] : 0) & ~held) == 0) return true;
-  return false;
+  return someCandidateHolds(c, needs_, held);
 }
 
 RequestFramer::RequestFramer(RequestLimits limits, Granted granted)
