@@ -498,6 +498,10 @@ std::vector<maps::MapDef> mapDefs(const Options& opts, std::string* err) {
   });
   out.push_back(defOf(bpf_map__inner_map((*tc)->maps.smik_policy)));
   out.back().name = maps::kPolicyGeneration;
+  // The HTTP judge loads on every node whose pods have HTTP rules.
+  auto http = HttpJudge::mapDefs(err);
+  if (http.empty()) return {};
+  out.insert(out.end(), http.begin(), http.end());
   return out;
 }
 

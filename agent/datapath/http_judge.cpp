@@ -71,6 +71,21 @@ std::unique_ptr<HttpJudge> HttpJudge::open(std::string* err, int ipcache_fd, uin
   return j;
 }
 
+std::vector<maps::MapDef> HttpJudge::mapDefs(std::string* err) {
+  smik_http* skel = smik_http__open();
+  if (!skel) return (*err = errnoText("open HTTP judge object")), std::vector<maps::MapDef>{};
+  std::vector<maps::MapDef> out;
+  bpf_map* m = nullptr;
+  bpf_object__for_each_map(m, skel->obj) {
+    const std::string name = bpf_map__name(m);
+    if (name.rfind("smik_http_", 0) != 0) continue;  // as maps() reports them
+    out.push_back({name, bpf_map__type(m), bpf_map__key_size(m), bpf_map__value_size(m),
+                   bpf_map__max_entries(m), bpf_map__map_flags(m)});
+  }
+  smik_http__destroy(skel);
+  return out;
+}
+
 HttpJudge::~HttpJudge() {
   guard_link_.reset();
   sockops_link_.reset();

@@ -20,6 +20,7 @@
 #include "agent/compile/http_regex.h"
 #include "bpf/include/smik_abi.h"
 #include "maps/maps.h"
+#include "maps/memory.h"
 
 struct smik_http;
 
@@ -43,6 +44,10 @@ class HttpJudge {
   // (their smik_ev_limits) instead of maps of its own.
   static std::unique_ptr<HttpJudge> open(std::string* err, int ipcache_fd = -1,
                                          uint32_t max_sockets = 0, HttpEventMaps events = {});
+  // The judge's own maps (smik_http_*) as this build defines them, from the
+  // object opened but not loaded (no root): for the kernel memory table.
+  // The maps it shares with the tc programs are theirs to count.
+  static std::vector<maps::MapDef> mapDefs(std::string* err);
   ~HttpJudge();
   HttpJudge(const HttpJudge&) = delete;
   HttpJudge& operator=(const HttpJudge&) = delete;
