@@ -90,7 +90,7 @@ void fallBackToSelfSigned(smik::api::SecureApiConfig* server) {
 
 // The APIService's endpoint; its requests fan out to the peers like --http's.
 std::unique_ptr<smik::api::AggregatedApi> startAggregatedApi(
-    const smik::kube::KubeConfig& kube, const smik::api::AggregatedApi::Options& options,
+    smik::kube::HttpClient& kube, const smik::api::AggregatedApi::Options& options,
     smik::Agent* agent, smik::peer::PeerApi& peers, const std::string& node) {
   smik::api::ViewForRequest merged;
   if (peers.fanout()) merged = smik::api::mergedViews(*peers.fanout(), agent->metrics(), node);
@@ -276,7 +276,7 @@ struct Apis {
   std::unique_ptr<smik::api::AggregatedApi> aggregated;
 
   // False (logged) when one that enforcement's operators rely on cannot start.
-  bool start(const Flags& f, smik::Agent* agent, const std::optional<smik::kube::KubeConfig>& kube) {
+  bool start(const Flags& f, smik::Agent* agent, smik::kube::KubeSource* kube) {
     const std::string& node = f.cfg.node.node_name;
     // Cluster-wide metrics are an answer, not enforcement: a part that cannot
     // start is logged and left off.
@@ -301,7 +301,7 @@ struct Apis {
       spdlog::error("{}: the gRPC API is not served", err);
     }
     if (!f.aggregated.server.listen.empty())
-      aggregated = startAggregatedApi(*kube, f.aggregated, agent, peers, node);
+      aggregated = startAggregatedApi(kube->http(), f.aggregated, agent, peers, node);
     return true;
   }
   void stop() {
@@ -359,7 +359,7 @@ int main(int argc, char** argv) {
   if (kube_config) bypassOwnSockets(*dp);
   auto agent = smik::Agent::create(cfg, std::move(source), std::move(dp));
   Apis apis;
-  if (!apis.start(f, agent.get(), kube_config)) return 1;
+  if (!apis.start(f, agent.get(), kube)) return 1;
   stopOnSignals();
   if (kube) kube->start();
   agent->run(g_stop);

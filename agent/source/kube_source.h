@@ -80,6 +80,9 @@ class KubeSource : public source::Source {
   // For status pages and tests.
   std::vector<std::pair<Resource, ReflectorStatus>> reflectors() const;
   const EventRecorder* events() const { return events_.get(); }
+  // The one client (one HTTP/2 connection) other users of the API server
+  // share: the aggregated API's SubjectAccessReviews.
+  HttpClient& http() { return http_; }
 
  private:
   struct Running {

@@ -430,8 +430,8 @@ void SecureApiServer::stop() {
   listener_.reset();
 }
 
-AggregatedApi::AggregatedApi(kube::KubeConfig kube, Options options, SmiHandler handler)
-    : http_(std::move(kube)),
+AggregatedApi::AggregatedApi(kube::HttpClient& http, Options options, SmiHandler handler)
+    : http_(http),
       options_(std::move(options)),
       handler_(std::move(handler)),
       reviewer_(http_) {}

@@ -170,7 +170,10 @@ class AggregatedApi {
     std::string requestheader_ca_file;   // instead of the ConfigMap's
     std::vector<std::string> allowed_names;
   };
-  AggregatedApi(kube::KubeConfig kube, Options options, SmiHandler handler);
+  // Its requests (the requestheader ConfigMap, SubjectAccessReviews) are
+  // streams on `http`, the source's client: an agent keeps one connection to
+  // the API server, as client-go's processes do. `http` outlives this.
+  AggregatedApi(kube::HttpClient& http, Options options, SmiHandler handler);
   ~AggregatedApi();
   void start();
   void stop();
@@ -178,7 +181,7 @@ class AggregatedApi {
 
  private:
   void run();
-  kube::HttpClient http_;
+  kube::HttpClient& http_;
   const Options options_;
   SmiHandler handler_;
   SubjectAccessReviewer reviewer_;

@@ -365,6 +365,8 @@ TEST_F(Kube, AggregatedApiServesAuthorizedUsersOnly) {
                         {{"X-Remote-User", "alice"}});
   ASSERT_TRUE(other_ns);
   EXPECT_EQ(other_ns->status, 403);
+  // The reviews went on the source's connection: one per agent (issue 13).
+  EXPECT_EQ(cluster_->connections(), 1u);
 }
 
 // The APIService's requests fan out to the peers like --http's: with a peer
