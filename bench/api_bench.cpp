@@ -27,6 +27,7 @@ smik::Addr podAddr(int i) {
 
 model::ClusterState topology() {
   model::ClusterState s;
+  std::vector<std::shared_ptr<const model::Pod>> pods;  // sorted once (the map is a sorted vector)
   for (int i = 0; i < kPods; i++) {
     model::Pod p;
     p.meta.ns = "ns" + std::to_string(i % 20);
@@ -36,8 +37,9 @@ model::ClusterState topology() {
     p.meta.labels["pod-template-hash"] = "abc";
     p.ips = {podAddr(i).str()};
     p.phase = "Running";
-    s.addPod(std::make_shared<const model::Pod>(p));
+    pods.push_back(std::make_shared<const model::Pod>(p));
   }
+  s.setPods(std::move(pods));
   return s;
 }
 

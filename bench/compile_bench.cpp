@@ -47,6 +47,7 @@ model::ClusterState makeState(int pods, int tts) {
     sa.meta.ns = saNs(a);
     s.add(sa);
   }
+  std::vector<std::shared_ptr<const model::Pod>> pod_list;  // sorted once (the map is a sorted vector)
   for (int p = 0; p < pods; p++) {
     model::Pod pod;
     int a = p % sas;
@@ -58,8 +59,9 @@ model::ClusterState makeState(int pods, int tts) {
     pod.ips = {"10." + std::to_string(64 + (p >> 16)) + "." + std::to_string((p >> 8) & 255) + "." +
                std::to_string(p & 255)};
     pod.container_ports = {{"http", 8080, model::Proto::kTcp}};
-    s.add(pod);
+    pod_list.push_back(std::make_shared<const model::Pod>(std::move(pod)));
   }
+  s.setPods(std::move(pod_list));
   for (int t = 0; t < tts; t++) {
     model::TrafficTarget tt;
     int dst = t % sas;

@@ -318,9 +318,12 @@ Result<void> LibbpfBackend::readServices(KernelState* s) {
 
 Result<KernelState> LibbpfBackend::read() {
   KernelState s;
-  auto ip = [&](const smik_ip_key& k, const smik_ip_info& v) { s.ips[addrOf(k)] = v; };
+  // In the hash map's order: sorted once, at the end.
+  std::vector<std::pair<Addr, smik_ip_info>> ips;
+  auto ip = [&](const smik_ip_key& k, const smik_ip_info& v) { ips.emplace_back(addrOf(k), v); };
   if (auto r = readAll<smik_ip_key, smik_ip_info>(m_.ipcache.get(), kIpcacheMap, ip); !r)
     return Error{r.error()};
+  s.ips = FlatMap<Addr, smik_ip_info>::fromUnsorted(std::move(ips), FlatMap<Addr, smik_ip_info>::Keep::kLast);
   if (auto r = readAll<__u32, smik_endpoint>(m_.endpoints.get(), kEndpointsMap,
                                              into(&s.endpoints));
       !r)

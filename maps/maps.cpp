@@ -107,10 +107,13 @@ bool apply(Backend& backend, const KernelState& next, const KernelState& current
   // had: once the change is written, the generation moves and each flow's
   // identities are compared at its next packet.
   bool identity_moved = false;
+  // Both address maps are sorted: one merge of the two, no lookups.
+  auto held = current.ips.begin();
   for (const auto& [addr, info] : next.ips) {
-    auto it = current.ips.find(addr);
-    if (it != current.ips.end() && it->second == info) continue;
-    if (it != current.ips.end() && it->second.identity != info.identity) identity_moved = true;
+    while (held != current.ips.end() && held->first < addr) ++held;
+    bool known = held != current.ips.end() && held->first == addr;
+    if (known && held->second == info) continue;
+    if (known && held->second.identity != info.identity) identity_moved = true;
     if (!backend.putIp(addr, info, err)) return false;
     st.ip_writes++;
   }
@@ -150,8 +153,10 @@ bool apply(Backend& backend, const KernelState& next, const KernelState& current
     st.endpoint_deletes++;
     identity_moved = true;
   }
+  auto wanted = next.ips.begin();
   for (const auto& [addr, info] : current.ips) {
-    if (next.ips.count(addr)) continue;
+    while (wanted != next.ips.end() && wanted->first < addr) ++wanted;
+    if (wanted != next.ips.end() && wanted->first == addr) continue;
     if (!backend.deleteIp(addr, err)) return false;
     st.ip_deletes++;
     identity_moved = true;

@@ -11,6 +11,7 @@
 
 #include "agent/base/abi.h"
 #include "agent/base/addr.h"
+#include "agent/base/flat_map.h"
 #include "agent/base/result.h"
 #include "agent/base/unique_fd.h"
 
@@ -55,7 +56,7 @@ struct SvcTable {
 
 // What the kernel holds (or should hold) for enforcement.
 struct KernelState {
-  std::map<Addr, smik_ip_info> ips;
+  FlatMap<Addr, smik_ip_info> ips;  // sorted vector: an entry per pod address
   std::map<uint32_t, smik_endpoint> endpoints;  // by host-side ifindex
   PolicyEntries policy;
   bool policy_installed = false;  // an empty generation still fails closed if absent

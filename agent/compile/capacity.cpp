@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <map>
+#include <set>
 #include <tuple>
 
 namespace smik::compile {
@@ -117,9 +118,10 @@ void fitAddresses(const model::ClusterState& state, const NodeConfig& node, Plan
     addrs.push_back(&list);
   }
   size_t total = needed;
+  std::set<Addr> dropped;  // erased in one pass: each erase from a sorted vector moves its tail
   for (size_t i : rejectionOrder(shares)) {
     if (total <= limit) break;
-    for (const auto& a : *addrs[i]) plan->ip_identity.erase(a);
+    dropped.insert(addrs[i]->begin(), addrs[i]->end());
     total -= addrs[i]->size();
     reject(plan, shares[i], "smik_ipcache", limit,
            "rejected: the ipcache holds " + n(limit) + " addresses and the cluster has " +
@@ -127,6 +129,8 @@ void fitAddresses(const model::ClusterState& state, const NodeConfig& node, Plan
                " (the newest pods go first) are left out: its traffic is judged as from "
                "outside the cluster");
   }
+  erase_if(plan->ip_identity, [&](const auto& e) { return dropped.count(e.first) > 0; });
+  plan->ip_identity.shrink_to_fit();
 }
 
 void fitServices(const model::ClusterState& state, const Capacity& cap, Plan* plan) {

@@ -201,7 +201,19 @@ class Compiler {
   }
   uint32_t idOf(const model::Subject& s) const { return s.isHost() ? SMIK_ID_HOST : idOf(s.ns, s.name); }
 
+  // Every pod address, then the node's own, collected in that order and
+  // sorted once (the plan's map is a sorted vector): of a shared address
+  // the first pod by name keeps it, a node address overrides any pod's,
+  // and the diagnostics come in pod order, as one insert at a time gave.
   void mapAddresses() {
+    struct Claim {
+      Addr addr;
+      smik_ip_info info;
+      const Pod* pod;         // null: a node address
+      const std::string* ip;  // as the pod writes it
+    };
+    std::vector<Claim> claims;
+    claims.reserve(state_.pods.size() + node_.host_addrs.size());
     for (const auto& [k, pod_ptr] : state_.pods) {
       const auto& pod = *pod_ptr;
       if (!podHoldsIp(pod)) continue;
@@ -210,17 +222,45 @@ class Compiler {
         if (!parseAddr(ip, &a)) continue;  // the parser already rejected it
         smik_ip_info info{idOf(pod.meta.ns, pod.service_account),
                           isLocal(pod, node_) ? uint32_t{SMIK_IP_F_LOCAL} : 0u};
-        auto [it, fresh] = plan_.ip_identity.emplace(a, info);
-        if (!fresh && !(it->second == info)) {
-          diag({"Pod", pod.meta.ns, pod.meta.name},
-               "IP " + ip + " is also claimed by another pod; the first (by name) keeps it");
-        }
+        claims.push_back({a, info, &pod, &ip});
       }
     }
     for (const auto& ip : node_.host_addrs) {
       Addr a;
-      if (parseAddr(ip, &a)) plan_.ip_identity[a] = smik_ip_info{SMIK_ID_HOST, 0};
+      if (parseAddr(ip, &a)) claims.push_back({a, smik_ip_info{SMIK_ID_HOST, 0}, nullptr, nullptr});
     }
+    // Stable: equal addresses stay in claim order (pods by name, then the node's).
+    std::vector<uint32_t> order(claims.size());
+    for (uint32_t i = 0; i < order.size(); i++) order[i] = i;
+    std::stable_sort(order.begin(), order.end(),
+                     [&](uint32_t a, uint32_t b) { return claims[a].addr < claims[b].addr; });
+    std::vector<FlatMap<Addr, smik_ip_info>::value_type> entries;
+    entries.reserve(order.size());
+    std::vector<uint32_t> refused;  // claims of pods that lost their address, by claim index
+    for (size_t i = 0; i < order.size();) {
+      const Claim& first = claims[order[i]];
+      smik_ip_info kept = first.info;
+      size_t j = i + 1;
+      for (; j < order.size() && claims[order[j]].addr == first.addr; j++) {
+        const Claim& c = claims[order[j]];
+        if (!c.pod) {
+          kept = c.info;  // the node's own address
+        } else if (first.pod && !(c.info == first.info)) {
+          refused.push_back(order[j]);
+        }
+      }
+      entries.emplace_back(first.addr, kept);
+      i = j;
+    }
+    std::sort(refused.begin(), refused.end());
+    for (uint32_t r : refused) {
+      const Pod& pod = *claims[r].pod;
+      diag({"Pod", pod.meta.ns, pod.meta.name},
+           "IP " + *claims[r].ip + " is also claimed by another pod; the first (by name) keeps it");
+    }
+    // Already sorted and one per address: adopted as it is.
+    plan_.ip_identity =
+        FlatMap<Addr, smik_ip_info>::fromUnsorted(std::move(entries), FlatMap<Addr, smik_ip_info>::Keep::kFirst);
   }
 
   void collectEndpoints() {

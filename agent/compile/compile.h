@@ -12,6 +12,7 @@
 
 #include "agent/base/abi.h"
 #include "agent/base/addr.h"
+#include "agent/base/flat_map.h"
 #include "agent/base/names.h"
 #include "agent/compile/http_regex.h"
 #include "agent/model/objects.h"
@@ -165,7 +166,9 @@ struct HttpPortPlan {
 
 struct Plan {
   std::map<std::string, uint32_t> identities;  // "ns/sa" -> id
-  std::map<Addr, smik_ip_info> ip_identity;    // every pod IP of the cluster + host addrs
+  // Every pod IP of the cluster + host addrs. Sorted vector: 28 bytes an
+  // address, where a std::map node took 80.
+  FlatMap<Addr, smik_ip_info> ip_identity;
   std::map<std::string, LocalEndpoint> endpoints;  // by pod ns/name
   std::map<smik_policy_key, smik_policy_value> policy;
   std::vector<RuleOrigin> rules;  // index = rule_id - 1

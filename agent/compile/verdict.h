@@ -73,7 +73,7 @@ ParsedPacket parsePacket(const uint8_t* data, size_t len);
 class ReferenceDatapath {
  public:
   // What the maps hold (the agent writes these).
-  std::map<Addr, smik_ip_info> ips;
+  FlatMap<Addr, smik_ip_info> ips;
   std::map<uint32_t, smik_endpoint> endpoints;  // by host-side ifindex
   std::optional<PolicyEntries> policy;
   uint32_t generation = 0;

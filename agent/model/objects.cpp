@@ -51,6 +51,18 @@ void ClusterState::addPod(std::shared_ptr<const Pod> pod) {
   pods[key] = std::move(pod);
 }
 
+void ClusterState::setPods(std::vector<std::shared_ptr<const Pod>> list) {
+  PodMap::container_type entries;
+  entries.reserve(pods.size() + list.size());
+  for (auto& e : pods) entries.push_back(std::move(e));  // those add() put there come first
+  for (auto& p : list) {
+    std::string key = namespacedName(p->meta.ns, p->meta.name);
+    entries.emplace_back(std::move(key), std::move(p));
+  }
+  list = {};
+  pods = PodMap::fromUnsorted(std::move(entries), PodMap::Keep::kLast);
+}
+
 void ClusterState::add(const Object& o) {
   std::visit(
       [this](const auto& v) {

@@ -129,12 +129,14 @@ void KubeCache::apply(Reflector::Event event, const std::string& key,
 model::ClusterState KubeCache::state() const {
   std::lock_guard lock(mu_);
   model::ClusterState s;
+  std::vector<std::shared_ptr<const model::Pod>> pods;
   forEachEntry([&](const Entry& e) {
     if (e.pod)
-      s.addPod(e.pod);
+      pods.push_back(e.pod);
     else if (e.object)
       s.add(*e.object);
   });
+  s.setPods(std::move(pods));
   return s;
 }
 

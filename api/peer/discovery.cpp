@@ -67,7 +67,7 @@ bool LabelSelector::parse(const std::string& text, LabelSelector* out, std::stri
   return true;
 }
 
-bool LabelSelector::matches(const std::map<std::string, std::string>& labels) const {
+bool LabelSelector::matches(const model::Labels& labels) const {
   for (const auto& [key, op, value] : terms_) {
     auto it = labels.find(key);
     const bool has = it != labels.end();

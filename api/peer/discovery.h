@@ -27,7 +27,7 @@ struct PeerAddr {
 class LabelSelector {
  public:
   static bool parse(const std::string& text, LabelSelector* out, std::string* err);
-  bool matches(const std::map<std::string, std::string>& labels) const;
+  bool matches(const model::Labels& labels) const;
 
  private:
   enum class Op { kEquals, kNotEquals, kExists, kNotExists };

@@ -15,6 +15,9 @@
 
 #include <random>
 
+#include "agent/base/abi.h"
+#include "agent/base/addr.h"
+#include "agent/base/flat_map.h"
 #include "agent/base/result.h"
 #include "agent/base/table_space.h"
 #include "agent/base/unique_fd.h"
@@ -162,6 +165,118 @@ TEST(TableSpace, EndlessReplacementNeverRunsOutNorOverlaps) {
   for (const auto& [id, r] : held) t.give(r.first, r.second);
   EXPECT_EQ(t.freeUnits(), kCapacity);
   EXPECT_EQ(t.freeRuns(), 1u);
+}
+
+// ---- FlatMap: a sorted vector behind std::map's interface ---------------------
+
+using Flat = FlatMap<std::string, int>;
+
+std::vector<std::pair<std::string, int>> entriesOf(const Flat& m) { return {m.begin(), m.end()}; }
+
+TEST(FlatMap, InsertsInAnyOrderAndIteratesSorted) {
+  Flat m;
+  EXPECT_TRUE(m.emplace("b", 2).second);
+  EXPECT_TRUE(m.emplace("d", 4).second);  // at the end: appended
+  EXPECT_TRUE(m.emplace("a", 1).second);  // before the first
+  EXPECT_TRUE(m.emplace("c", 3).second);  // in between
+  auto [it, fresh] = m.emplace("c", 30);  // held: std::map keeps the first
+  EXPECT_FALSE(fresh);
+  EXPECT_EQ(it->second, 3);
+  m["e"] = 5;
+  m["a"] = 10;  // assigns
+  m.insert_or_assign("b", 20);
+  EXPECT_EQ(entriesOf(m), (std::vector<std::pair<std::string, int>>{
+                              {"a", 10}, {"b", 20}, {"c", 3}, {"d", 4}, {"e", 5}}));
+  EXPECT_EQ(m.size(), 5u);
+  EXPECT_EQ(m.at("d"), 4);
+  EXPECT_THROW(m.at("z"), std::out_of_range);
+  EXPECT_EQ(m.count("c"), 1u);
+  EXPECT_EQ(m.count("cc"), 0u);
+  EXPECT_EQ(m.find(""), m.end());
+  EXPECT_EQ(m.find("zz"), m.end());
+}
+
+TEST(FlatMap, ErasesByKeyIteratorAndPredicate) {
+  Flat m = {{"a", 1}, {"b", 2}, {"c", 3}, {"d", 4}, {"e", 5}};
+  EXPECT_EQ(m.erase("a"), 1u);   // first
+  EXPECT_EQ(m.erase("e"), 1u);   // last
+  EXPECT_EQ(m.erase("e"), 0u);   // gone already
+  EXPECT_EQ(m.erase("bb"), 0u);  // never there
+  auto next = m.erase(m.find("c"));
+  ASSERT_NE(next, m.end());
+  EXPECT_EQ(next->first, "d");
+  EXPECT_EQ(entriesOf(m), (std::vector<std::pair<std::string, int>>{{"b", 2}, {"d", 4}}));
+  EXPECT_EQ(erase_if(m, [](const auto& e) { return e.second > 3; }), 1u);
+  EXPECT_EQ(entriesOf(m), (std::vector<std::pair<std::string, int>>{{"b", 2}}));
+  m.erase("b");
+  EXPECT_TRUE(m.empty());
+  EXPECT_EQ(m.find("b"), m.end());
+  m["b"] = 7;  // usable again once empty
+  EXPECT_EQ(m.at("b"), 7);
+}
+
+TEST(FlatMap, FromUnsortedKeepsTheFirstOrTheLastOfARepeatedKey) {
+  const Flat::container_type in = {{"c", 1}, {"a", 1}, {"c", 2}, {"b", 1}, {"a", 2}, {"c", 3}};
+  EXPECT_EQ(entriesOf(Flat::fromUnsorted(in, Flat::Keep::kFirst)),
+            (std::vector<std::pair<std::string, int>>{{"a", 1}, {"b", 1}, {"c", 1}}));
+  EXPECT_EQ(entriesOf(Flat::fromUnsorted(in, Flat::Keep::kLast)),
+            (std::vector<std::pair<std::string, int>>{{"a", 2}, {"b", 1}, {"c", 3}}));
+  // Sorted but repeated: still one per key.
+  EXPECT_EQ(entriesOf(Flat::fromUnsorted({{"a", 1}, {"a", 2}, {"b", 1}}, Flat::Keep::kLast)),
+            (std::vector<std::pair<std::string, int>>{{"a", 2}, {"b", 1}}));
+  EXPECT_TRUE(Flat::fromUnsorted({}, Flat::Keep::kFirst).empty());
+  // An initializer list is std::map's: the first of a repeated key.
+  EXPECT_EQ(entriesOf(Flat{{"b", 1}, {"a", 1}, {"b", 2}}),
+            (std::vector<std::pair<std::string, int>>{{"a", 1}, {"b", 1}}));
+  // No spare room once built.
+  Flat::container_type big;
+  big.reserve(1000);
+  for (int i = 0; i < 10; i++) big.emplace_back(std::to_string(9 - i), i);
+  EXPECT_EQ(Flat::fromUnsorted(std::move(big), Flat::Keep::kFirst).capacity(), 10u);
+}
+
+// The same as std::map, operation by operation, over random keys of both
+// address families: the map the compiler and the maps layer key by address.
+TEST(FlatMap, AgreesWithStdMapOnAddresses) {
+  std::mt19937 rng(13);
+  auto randomAddr = [&] {
+    Addr a;
+    a.family = rng() % 2 ? SMIK_AF_INET : SMIK_AF_INET6;
+    const size_t n = a.family == SMIK_AF_INET ? 4 : 16;
+    for (size_t i = 0; i < n; i++) a.bytes[i] = uint8_t(rng() % 3);  // few values: repeats
+    return a;
+  };
+  FlatMap<Addr, int> flat;
+  std::map<Addr, int> ref;
+  std::vector<std::pair<Addr, int>> log;
+  for (int step = 0; step < 5000; step++) {
+    const Addr a = randomAddr();
+    const int v = int(rng() % 100);
+    switch (rng() % 4) {
+      case 0:
+        EXPECT_EQ(flat.emplace(a, v).second, ref.emplace(a, v).second);
+        break;
+      case 1:
+        flat[a] = v;
+        ref[a] = v;
+        break;
+      case 2:
+        EXPECT_EQ(flat.erase(a), ref.erase(a));
+        break;
+      default:
+        EXPECT_EQ(flat.count(a), ref.count(a));
+    }
+    log.emplace_back(a, v);
+  }
+  auto same = [](const auto& x, const auto& y) { return x.first == y.first && x.second == y.second; };
+  ASSERT_EQ(flat.size(), ref.size());
+  EXPECT_TRUE(std::equal(flat.begin(), flat.end(), ref.begin(), ref.end(), same));
+  // Built in one go, the last of each address kept, as operator[] in turn.
+  std::map<Addr, int> last;
+  for (const auto& [a, v] : log) last[a] = v;
+  const auto built = FlatMap<Addr, int>::fromUnsorted(log, FlatMap<Addr, int>::Keep::kLast);
+  ASSERT_EQ(built.size(), last.size());
+  EXPECT_TRUE(std::equal(built.begin(), built.end(), last.begin(), last.end(), same));
 }
 
 }  // namespace

@@ -77,7 +77,7 @@ TEST(CompileMesh, EveryPodIpIsMappedLocalFlagOnlyForLocalPods) {
   const auto info = [&](const std::string& ns_sa, uint32_t flags) {
     return smik_ip_info{p.identities.at(ns_sa), flags};
   };
-  const std::map<Addr, smik_ip_info> want = {
+  const FlatMap<Addr, smik_ip_info> want = {
       {addr("10.0.0.10"), info("prod/server", SMIK_IP_F_LOCAL)},
       {addr("10.0.0.20"), info("prod/client", SMIK_IP_F_LOCAL)},
       {addr("10.0.1.30"), info("dev/app", 0)},
@@ -246,6 +246,49 @@ TEST(CompileMesh, DuplicatePodIpIsKeptByTheFirstPodByName) {
             (smik_ip_info{p.identities.at("prod/a"), SMIK_IP_F_LOCAL}));
   EXPECT_THAT(joined(diagnosticsFor(p, {"Pod", "prod", "b-0"})),
               HasSubstr("IP 10.0.0.80 is also claimed by another pod"));
+}
+
+// The address map is built by one sort, not one insert at a time: of each
+// shared address (IPv4 and IPv6 alike) the first pod by name keeps it
+// whatever order the addresses sort in, a pod of the same identity and
+// locality is no conflict, a node address takes it from any pod, and the
+// diagnostics come in pod order, one per address lost.
+TEST(CompileMesh, SharedAddressesAcrossFamiliesKeepTheFirstPodAndPodOrder) {
+  const std::string dual = "{phase: Running, podIP: 10.0.0.90, podIPs: [{ip: 10.0.0.90}, {ip: 'fd00::90'}]}";
+  const std::string yaml =
+      meshedNs("prod") +
+      pod("prod", "a-0", "a", "n1", "", "", dual) +
+      // Same addresses, another identity: both lost, in the pod's order.
+      pod("prod", "b-0", "b", "n2", "", "",
+          "{phase: Running, podIP: 'fd00::90', podIPs: [{ip: 'fd00::90'}, {ip: 10.0.0.90}]}") +
+      // Same identity and locality as a-0's: no conflict, no diagnostic.
+      pod("prod", "c-0", "a", "n1", "10.0.0.90") +
+      // A lower address than a-0's, claimed by a later pod: its own.
+      pod("prod", "d-0", "b", "n2", "10.0.0.1") +
+      pod("prod", "e-0", "b", "n2", "10.0.0.1") +
+      // The node's own address, claimed by a pod too: the node keeps it.
+      pod("prod", "f-0", "b", "n2", "192.168.1.5");
+  NodeConfig n = node();
+  n.host_addrs = {"192.168.1.5", "fd00::1:5"};
+  const Plan p = compile(stateOf(yaml), n);
+  const smik_ip_info a{p.identities.at("prod/a"), SMIK_IP_F_LOCAL};
+  const smik_ip_info b{p.identities.at("prod/b"), 0};
+  const FlatMap<Addr, smik_ip_info> want = {
+      {addr("10.0.0.1"), b},
+      {addr("10.0.0.90"), a},
+      {addr("192.168.1.5"), {SMIK_ID_HOST, 0}},
+      {addr("fd00::1:5"), {SMIK_ID_HOST, 0}},
+      {addr("fd00::90"), a},
+  };
+  EXPECT_EQ(p.ip_identity, want);
+  std::vector<std::string> claimed;
+  for (const auto& d : p.diagnostics)
+    if (d.message.find("also claimed") != std::string::npos)
+      claimed.push_back(d.object.name + " " + d.message.substr(0, d.message.find(" is also")));
+  EXPECT_EQ(claimed, (std::vector<std::string>{"b-0 IP fd00::90", "b-0 IP 10.0.0.90"}));
+  // Sorted, one entry per address: what the maps layer merges against.
+  EXPECT_TRUE(std::is_sorted(p.ip_identity.begin(), p.ip_identity.end(),
+                             [](const auto& x, const auto& y) { return x.first < y.first; }));
 }
 
 // ---- identities ----------------------------------------------------------------

@@ -265,6 +265,47 @@ TEST(Apply, RemovedAddressesAndEndpointsAreDeleted) {
   expectHolds(fb, next);
 }
 
+// The address diff is one merge of two sorted maps: additions, changes and
+// removals interleaved across both families, at either end and in between,
+// each written once, and nothing written for what is the same.
+TEST(Apply, AddressMergeWritesEachDifferenceOnceAcrossFamilies) {
+  RecordingBackend rb;
+  KernelState before;
+  before.policy_installed = true;
+  for (const char* a : {"10.0.0.1", "10.0.0.5", "10.0.0.9", "fd00::1", "fd00::5", "fd00::9"})
+    before.ips[addr(a)] = {300, 0};
+  std::string err;
+  ASSERT_TRUE(apply(rb, before, rb.read().value(), nullptr, &err)) << err;
+  rb.calls.clear();
+
+  KernelState next = before;
+  next.ips.erase(addr("10.0.0.1"));          // first of all: removed
+  next.ips[addr("10.0.0.0")] = {301, 0};     // before the first: added
+  next.ips[addr("10.0.0.5")] = {301, 0};     // identity moved
+  next.ips[addr("10.0.0.7")] = {300, SMIK_IP_F_LOCAL};  // between two held
+  next.ips.erase(addr("fd00::5"));           // in the middle of the other family
+  next.ips[addr("fd00::9")] = {300, SMIK_IP_F_LOCAL};   // flags changed, last of all
+  next.ips[addr("fd00::a")] = {302, 0};      // after the last: added
+  ApplyStats st;
+  ASSERT_TRUE(apply(rb, next, rb.read().value(), &st, &err)) << err;
+  EXPECT_EQ(rb.calls, (std::vector<std::string>{"putIp 10.0.0.0", "putIp 10.0.0.5",
+                                                "putIp 10.0.0.7", "putIp fd00::9",
+                                                "putIp fd00::a", "deleteIp 10.0.0.1",
+                                                "deleteIp fd00::5"}));
+  EXPECT_EQ(st.ip_writes, 5);
+  EXPECT_EQ(st.ip_deletes, 2);
+  EXPECT_TRUE(st.generation_bumped);
+  expectHolds(rb, next);
+
+  // Everything removed, and then everything back.
+  KernelState none;
+  none.policy_installed = true;
+  ASSERT_TRUE(apply(rb, none, rb.read().value(), &st, &err)) << err;
+  EXPECT_TRUE(rb.held().ips.empty());
+  ASSERT_TRUE(apply(rb, next, rb.read().value(), &st, &err)) << err;
+  expectHolds(rb, next);
+}
+
 TEST(Apply, AdditionsThenPolicySwapThenDeletions) {
   RecordingBackend rb;
   KernelState before = sampleState();

@@ -214,7 +214,7 @@ TEST(TrafficTarget, V1alpha3) {
   const auto tt = one<TrafficTarget>(kV1alpha3);
   EXPECT_EQ(tt.original_version, "v1alpha3");
   EXPECT_EQ(tt.meta.name, "tt");
-  EXPECT_EQ(tt.meta.labels, (std::map<std::string, std::string>{{"team", "a"}}));
+  EXPECT_EQ(tt.meta.labels, (model::Labels{{"team", "a"}}));
   EXPECT_EQ(tt.meta.creation_timestamp, "2024-05-01T10:00:00Z");
   EXPECT_EQ(tt.destination.name, "server");
   EXPECT_FALSE(tt.legacy_port.has_value());

@@ -289,7 +289,7 @@ TEST(Metadata, NamespaceIsClusterScoped) {
   EXPECT_EQ(ns.meta.name, "prod");
   EXPECT_TRUE(ns.meta.ns.empty());
   EXPECT_EQ(ns.meta.labels,
-            (std::map<std::string, std::string>{{"smik.io/mesh", "enabled"}, {"tier", "1"}}));
+            (model::Labels{{"smik.io/mesh", "enabled"}, {"tier", "1"}}));
   EXPECT_EQ(ns.meta.creation_timestamp, "2024-01-02T03:04:05Z");
   EXPECT_EQ(refOf(ns).str(), "Namespace prod");
 }
