@@ -116,7 +116,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     auto streamed = smik::kube::decodeListPageStream(
         [&](std::string* piece) {
           if (at >= body.size()) return false;
-          const size_t n = std::min(body.size() - at, size_t{1} + (body[step++ % body.size()] & 0xff) % 13);
+          const size_t n =
+              std::min(body.size() - at, size_t{1} + (body[step++ % body.size()] & 0xff) % 13);
           piece->assign(body.substr(at, n));
           at += n;
           return true;

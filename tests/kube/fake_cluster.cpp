@@ -421,8 +421,8 @@ void FakeCluster::serveCollection(const httplib::Request& req, httplib::Response
     rv = std::to_string(rv_);
   }
   std::string body = "{\"kind\":" + json(list_kind.empty() ? "List" : list_kind).dump() +
-                     ",\"apiVersion\":" + json(api_version).dump() + ",\"metadata\":{\"resourceVersion\":" +
-                     json(rv).dump();
+                     ",\"apiVersion\":" + json(api_version).dump() +
+                     ",\"metadata\":{\"resourceVersion\":" + json(rv).dump();
   if (!cont.empty()) body += ",\"continue\":" + json(cont).dump();
   body += "},\"items\":[";
   body.reserve(body.size() + items.size() + 2);

@@ -120,7 +120,8 @@ MetaFirstPage metaFirstPage(const httplib::Request& req, const std::vector<json>
 // Every list request's resourceVersion and continue token, in order.
 Strings listAsks(const FakeApiServer& server) {
   Strings asked;
-  for (const auto& r : server.lists()) asked.push_back(r.param("resourceVersion") + "|" + r.param("continue"));
+  for (const auto& r : server.lists())
+    asked.push_back(r.param("resourceVersion") + "|" + r.param("continue"));
   return asked;
 }
 
@@ -231,11 +232,14 @@ TEST(Reflector, AContinueTokenTheWholePageOverrulesIsNotFollowed) {
   Harness h([&](const httplib::Request& req, httplib::Response& res) {
     if (req.has_param("watch")) return stream(res, "", 1, End::kHang, h.server.stopping());
     if (req.get_param_value("continue") == "decoy")
-      return res.set_content(R"({"kind":"PodList","apiVersion":"v1","metadata":{"resourceVersion":"10"},"items":[{"metadata":{"name":"x","namespace":"prod"}}]})",
-                             "application/json");
+      return res.set_content(
+          R"({"kind":"PodList","apiVersion":"v1","metadata":{"resourceVersion":"10"},)"
+          R"("items":[{"metadata":{"name":"x","namespace":"prod"}}]})",
+          "application/json");
     if (!req.has_param("continue"))
       return res.set_content(
-          R"({"kind":"PodList","apiVersion":"v1","metadata":{"resourceVersion":"10","continue":"decoy"},"items":[)" +
+          R"({"kind":"PodList","apiVersion":"v1",)"
+          R"("metadata":{"resourceVersion":"10","continue":"decoy"},"items":[)" +
               items[0].dump() + "," + items[1].dump() +
               R"(],"metadata":{"resourceVersion":"10","continue":"t+/=2"}})",
           "application/json");
