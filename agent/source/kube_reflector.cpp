@@ -4,6 +4,7 @@
 #include <charconv>
 #include <cstdlib>
 #include <set>
+#include <thread>
 
 #include "agent/model/parse.h"
 
@@ -269,6 +270,9 @@ class TrimmingReader {
       : mode_(mode), resource_(resource), shape_(shapeOf(resource)) {}
 
   std::optional<ListPage> page;     // kListPage, when read
+  // kListPage: called with the continue token when the list's metadata has
+  // been read (a hint: see decodeListPageStream).
+  const std::function<void(const std::string&)>* on_meta = nullptr;
   std::optional<WatchEvent> event;  // kWatchEvent, when read
 
   bool null() { return value(json(nullptr)); }
@@ -454,6 +458,7 @@ class TrimmingReader {
     if (meta_open_) {
       meta_open_ = false;
       root_meta_["metadata"] = std::move(current_);
+      if (on_meta && *on_meta) (*on_meta)(stringAt(root_meta_, "metadata", "continue"));
       return true;
     }
     object_depth_ = 0;
@@ -509,7 +514,87 @@ std::optional<T> readTrimmed(std::string_view text, TrimmingReader::Mode mode,
   return std::move(reader.*result);
 }
 
+// A body's pieces as they arrive, read by nlohmann's parser through
+// PieceIterator: a step is a pointer bump, the end of a piece pulls the
+// next. Every piece is kept, for the whole decode to fall back on.
+class PieceReader {
+ public:
+  explicit PieceReader(const NextPiece& next) : next_(next) {}
+  bool more() { return p_ != e_ || refill(); }
+  char peek() const { return *p_; }
+  void step() { ++p_; }
+  // Every piece, the rest of the body pulled first.
+  std::string whole() {
+    while (refill()) {
+    }
+    std::string out;
+    size_t n = 0;
+    for (const auto& piece : pieces_) n += piece.size();
+    out.reserve(n);
+    for (const auto& piece : pieces_) out += piece;
+    return out;
+  }
+
+ private:
+  bool refill() {
+    std::string piece;
+    while (!ended_) {
+      if (!next_(&piece)) {
+        ended_ = true;
+        break;
+      }
+      if (piece.empty()) continue;
+      pieces_.push_back(std::move(piece));
+      p_ = pieces_.back().data();
+      e_ = p_ + pieces_.back().size();
+      return true;
+    }
+    return false;
+  }
+
+  const NextPiece& next_;
+  std::vector<std::string> pieces_;
+  const char* p_ = nullptr;
+  const char* e_ = nullptr;
+  bool ended_ = false;
+};
+
+// An input iterator over a PieceReader; any two compare equal at its end.
+struct PieceIterator {
+  using iterator_category = std::input_iterator_tag;
+  using value_type = char;
+  using difference_type = std::ptrdiff_t;
+  using pointer = const char*;
+  using reference = char;
+  PieceReader* in;
+  char operator*() const { return in->peek(); }
+  PieceIterator& operator++() {
+    in->step();
+    return *this;
+  }
+  PieceIterator operator++(int) {
+    PieceIterator was = *this;
+    in->step();
+    return was;
+  }
+  friend bool operator==(const PieceIterator& a, const PieceIterator&) { return !a.in->more(); }
+  friend bool operator!=(const PieceIterator& a, const PieceIterator&) { return a.in->more(); }
+};
+
 }  // namespace
+
+std::optional<ListPage> decodeListPageStream(
+    const NextPiece& next, const Resource& resource, std::string* err,
+    const std::function<void(const std::string&)>& on_continue) {
+  PieceReader in(next);
+  {
+    TrimmingReader reader(TrimmingReader::Mode::kListPage, resource);
+    reader.on_meta = &on_continue;
+    if (json::sax_parse(PieceIterator{&in}, PieceIterator{&in}, &reader) && reader.finish())
+      return std::move(reader.page);
+  }
+  return decodeListPageWhole(in.whole(), resource, err);
+}
 
 std::optional<ListPage> decodeListPage(std::string_view body, const Resource& resource,
                                        std::string* err) {
@@ -544,6 +629,107 @@ bool LineFramer::feed(std::string_view chunk,
   buf_.erase(0, start);
   return keep_going;
 }
+
+// One list page's GET on a thread of its own, its body handed to the
+// reflector's thread piece by piece as it arrives: the reflector decodes
+// page N while page N+1 is already asked for and on its way. Each piece is
+// copied by the reader (as the whole body was before) while the transfer
+// waits for it, so the body's bytes are held where they always were: in the
+// HTTP client's buffer, which past 4 MiB pauses the stream (see
+// kube_http.cpp), so a slow decode still holds the server back on this
+// stream alone. (Letting the transfer thread copy pieces, or decode, on its
+// own heap cost 5-11 MiB of RSS at 50k pods: glibc gives each thread an
+// arena, and every page's thread left a partly used one behind.)
+class Reflector::PageFetch {
+ public:
+  PageFetch(Reflector& owner, std::string path, std::string token)
+      : owner_(owner), token_(std::move(token)) {
+    {
+      std::lock_guard lock(owner_.mu_);
+      owner_.fetches_.push_back(this);
+      if (owner_.stopping_) abandonLocked();
+    }
+    transfer_ = std::thread([this, path = std::move(path)] { fetch(path); });
+  }
+  ~PageFetch() {
+    {
+      std::lock_guard lock(owner_.mu_);
+      std::erase(owner_.fetches_, this);
+      abandonLocked();  // a no-op for a page read to its end
+    }
+    transfer_.join();
+  }
+  PageFetch(const PageFetch&) = delete;
+  PageFetch& operator=(const PageFetch&) = delete;
+
+  // The continue token this page was asked with ("" for the first page).
+  const std::string& token() const { return token_; }
+
+  // The next piece of a 2xx body into *piece; false at its end, or when
+  // the request failed or was abandoned.
+  bool next(std::string* piece) {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [&] { return offered_ || transferred_ || abandoned_; });
+    if (abandoned_ || !offered_) return false;
+    piece->assign(offer_);
+    offered_ = false;
+    cv_.notify_all();
+    return true;
+  }
+
+  // Once the request has ended: its response. *abandoned when stop() gave
+  // up on it (its response then says nothing).
+  const HttpResponse& response(bool* abandoned) {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [&] { return transferred_; });
+    *abandoned = abandoned_;
+    return response_;
+  }
+
+ private:
+  friend class Reflector;
+
+  // Cancels the request and wakes both sides; owner_.mu_ held.
+  void abandonLocked() {
+    cancel_.cancel();
+    std::lock_guard lock(mu_);
+    abandoned_ = true;
+    cv_.notify_all();
+  }
+
+  void fetch(const std::string& path) {
+    HttpResponse r = owner_.http_.get(
+        path,
+        [&](std::string_view d) {
+          // Offered to the reader, and held until it has taken its copy.
+          std::unique_lock lock(mu_);
+          if (abandoned_) return false;
+          offer_ = d;
+          offered_ = true;
+          cv_.notify_all();
+          cv_.wait(lock, [&] { return !offered_ || abandoned_; });
+          offered_ = false;
+          return !abandoned_;
+        },
+        cancel_);
+    std::lock_guard lock(mu_);
+    response_ = std::move(r);
+    transferred_ = true;
+    cv_.notify_all();
+  }
+
+  Reflector& owner_;
+  const std::string token_;
+  Cancel cancel_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::string_view offer_;  // valid while offered_
+  bool offered_ = false;
+  bool transferred_ = false;
+  bool abandoned_ = false;
+  HttpResponse response_;
+  std::thread transfer_;  // last: started once the rest is ready
+};
 
 Reflector::Reflector(HttpClient& http, Resource resource, ReflectorConfig config, OnEvent on_event,
                      OnSynced on_synced)
@@ -618,6 +804,7 @@ void Reflector::stop() {
   {
     std::lock_guard lock(mu_);
     stopping_ = true;
+    for (PageFetch* f : fetches_) f->abandonLocked();
   }
   stop_cv_.notify_all();
   cancel_.cancel();
@@ -674,9 +861,7 @@ Reflector::Failure Reflector::list() {
     std::lock_guard lock(mu_);
     old = store_;
   }
-  std::string cont;
-  std::string list_rv;
-  do {
+  const auto pagePath = [&](const std::string& cont) {
     std::string query = "?limit=" + std::to_string(config_.page_size);
     // A continue token carries its own version; the first page reads from
     // the watch cache ("0", cheap for N agents) unless a 410 told us that
@@ -687,29 +872,43 @@ Reflector::Failure Reflector::list() {
       query += "&resourceVersion=0";
     if (!resource_.field_selector.empty())
       query += "&fieldSelector=" + urlEncode(resource_.field_selector);
-    std::string body;
-    const HttpResponse r = http_.get(
-        resource_.path() + query,
-        [&](std::string_view d) {
-          body.append(d);
-          return true;
-        },
-        cancel_);
-    if (r.cancelled) return {Outcome::kStopped, "", std::nullopt};
-    if (r.status != 200 || !r.error.empty()) return classify(r, "list");
+    return resource_.path() + query;
+  };
+  // The page being read, and the next one once its token is known: asked
+  // for as soon as this page's metadata is read (a real API server writes
+  // it before the items), or else once this page is decoded.
+  auto current = std::make_unique<PageFetch>(*this, pagePath(""), "");
+  std::unique_ptr<PageFetch> ahead;
+  std::string list_rv;
+  const std::function<void(const std::string&)> on_continue = [&](const std::string& token) {
+    if (!ahead && !token.empty()) ahead = std::make_unique<PageFetch>(*this, pagePath(token), token);
+  };
+  for (;;) {
     std::string why;
-    std::optional<ListPage> page = decodeListPage(body, resource_, &why);
-    body = std::string();
+    std::optional<ListPage> page = decodeListPageStream(
+        [&](std::string* piece) { return current->next(piece); }, resource_, &why, on_continue);
+    bool abandoned = false;
+    const HttpResponse& r = current->response(&abandoned);
+    // Whatever went wrong with this page, the one asked for ahead of it is
+    // not wanted (its destructor cancels it).
+    if (abandoned || r.cancelled) return {Outcome::kStopped, "", std::nullopt};
+    if (r.status != 200 || !r.error.empty()) return classify(r, "list");
     if (!page) return {Outcome::kFailed, "list " + resource_.path() + ": " + why, std::nullopt};
     list_rv = std::move(page->resource_version);
-    cont = std::move(page->next);
+    // The page read whole may name another token than its metadata first
+    // did: only the page's own counts.
+    if (ahead && ahead->token() != page->next) ahead.reset();
+    if (!ahead && !page->next.empty())
+      ahead = std::make_unique<PageFetch>(*this, pagePath(page->next), page->next);
     for (auto& [key, item] : page->items) {
       const uint64_t fp = compactFingerprint(item);
       auto was = old.find(key);
       if (was == old.end() || was->second != fp) on_event_(Event::kUpsert, key, item);
       next[std::move(key)] = fp;
     }
-  } while (!cont.empty());
+    if (!ahead) break;
+    current = std::move(ahead);
+  }
   applyList(std::move(next), old, list_rv);
   consistent_relist_ = false;
   return {};

@@ -74,6 +74,22 @@ struct ListPage {
 std::optional<ListPage> decodeListPage(std::string_view body, const Resource& resource,
                                        std::string* err);
 
+// A body handed over piece by piece as it arrives: the next piece into
+// *piece, false when there is no more.
+using NextPiece = std::function<bool(std::string* piece)>;
+
+// decodeListPage on a body read as it arrives, so decoding overlaps the
+// transfer: the same result (and errors) as decodeListPage on the whole
+// body. `on_continue`, if set, is called with the page's continue token
+// ("" on the last page) as soon as the list's metadata has been read,
+// which a real API server writes before the items: the next page can be
+// asked for while this one is still arriving. It is only a hint: a page
+// that turns out not to be a list, or to name another token (a duplicated
+// metadata), decodes to what the whole text says.
+std::optional<ListPage> decodeListPageStream(
+    const NextPiece& next, const Resource& resource, std::string* err,
+    const std::function<void(const std::string& next_token)>& on_continue = nullptr);
+
 // One line of a watch stream: its type (ADDED, MODIFIED, DELETED,
 // BOOKMARK, ERROR) and object, normalised and trimmed as a list item is
 // (an ERROR's Status is kept whole). nullopt (and *err) when the line is
@@ -175,6 +191,7 @@ class Reflector {
     std::optional<std::chrono::milliseconds> retry_after;
   };
 
+  class PageFetch;
   Failure list();
   Failure watch();
   Failure classify(const HttpResponse& r, const char* what);
@@ -204,6 +221,7 @@ class Reflector {
   std::condition_variable stop_cv_;
   bool stopping_ = false;
   std::map<std::string, uint64_t> store_;  // key -> compactFingerprint
+  std::vector<PageFetch*> fetches_;        // list pages in flight: stop() abandons them
   ReflectorStatus status_;
 
   // run()'s thread only.

@@ -107,6 +107,31 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     auto page = smik::kube::decodeListPage(body, resource, &err);
     auto whole = smik::kube::decodeListPageWhole(body, resource, &whole_err);
     check(page.has_value() == whole.has_value() && err == whole_err);
+    // The same page read as it arrives, in pieces of 1 to 13 bytes (the
+    // sizes from the input): the same result and errors. The continue-token
+    // hint is only a hint (a duplicated metadata may name another); it must
+    // merely not break the read.
+    size_t at = 0, step = 0;
+    std::string streamed_err, hint = "<none>";
+    auto streamed = smik::kube::decodeListPageStream(
+        [&](std::string* piece) {
+          if (at >= body.size()) return false;
+          const size_t n =
+              std::min(body.size() - at, size_t{1} + (body[step++ % body.size()] & 0xff) % 13);
+          piece->assign(body.substr(at, n));
+          at += n;
+          return true;
+        },
+        resource, &streamed_err, [&](const std::string& next) { hint = next; });
+    (void)hint;
+    check(streamed.has_value() == page.has_value() && streamed_err == err);
+    if (streamed) {
+      check(streamed->resource_version == page->resource_version && streamed->next == page->next);
+      check(streamed->items.size() == page->items.size());
+      for (size_t i = 0; i < page->items.size(); ++i)
+        check(streamed->items[i].first == page->items[i].first &&
+              streamed->items[i].second == page->items[i].second);
+    }
     if (page) {
       check(page->resource_version == whole->resource_version && page->next == whole->next);
       check(page->items.size() == whole->items.size());

@@ -190,7 +190,16 @@ void FakeCluster::apply(json object) {
     object["metadata"]["uid"] =
         exists ? it->second.object["metadata"]["uid"] : json("uid-" + std::to_string(rv_ + 1));
     object["metadata"]["resourceVersion"] = std::to_string(++rv_);
-    objects_[key] = {object, rv_};
+    std::string item;
+    if (isCrd(api_version)) {
+      item = object.dump();
+    } else {
+      json bare = object;
+      bare.erase("kind");
+      bare.erase("apiVersion");
+      item = bare.dump();
+    }
+    objects_[key] = {object, rv_, std::move(item)};
     log_.push_back({rv_, exists ? "MODIFIED" : "ADDED", collection, object});
   }
   changed_.notify_all();
@@ -388,31 +397,38 @@ void FakeCluster::serveCollection(const httplib::Request& req, httplib::Response
   if (w == "1" || w == "true") return serveWatch(req, res, collection, api_version, kind);
   size_t limit = req.has_param("limit") ? std::stoul(req.get_param_value("limit")) : 0;
   if (options_.max_page && (limit == 0 || limit > options_.max_page)) limit = options_.max_page;
-  const size_t start = req.has_param("continue") ? std::stoul(req.get_param_value("continue")) : 0;
-  json list = {{"apiVersion", api_version}, {"items", json::array()}};
-  std::string list_kind;
+  // The continue token is the key ("ns/name") to go on from, as a real API
+  // server's names the last key it sent: a page starts where the last one
+  // ended, not by walking the collection from its start again.
+  const std::string prefix = collection + " ";
+  const std::string from = prefix + req.get_param_value("continue");
+  // Written as a real API server writes a list: kind, apiVersion, then
+  // metadata (version and continue token) before the items.
+  std::string items, list_kind, cont, rv;
   {
     std::lock_guard lock(mu_);
-    size_t i = 0;
-    for (auto it = objects_.lower_bound(collection + " "); it != objects_.end(); ++it) {
-      if (it->first.compare(0, collection.size() + 1, collection + " ") != 0) break;
-      if (i++ < start) continue;
-      if (limit && list["items"].size() == limit) {
-        list["metadata"]["continue"] = std::to_string(i - 1);
+    size_t n = 0;
+    for (auto it = objects_.lower_bound(from); it != objects_.end(); ++it) {
+      if (it->first.compare(0, prefix.size(), prefix) != 0) break;
+      if (limit && n == limit) {
+        cont = it->first.substr(prefix.size());
         break;
       }
-      json item = it->second.object;
-      list_kind = item.value("kind", "") + "List";
-      if (!isCrd(api_version)) {
-        item.erase("kind");
-        item.erase("apiVersion");
-      }
-      list["items"].push_back(std::move(item));
+      if (list_kind.empty()) list_kind = it->second.object.value("kind", "") + "List";
+      if (n++) items += ',';
+      items += it->second.item;
     }
-    list["metadata"]["resourceVersion"] = std::to_string(rv_);
+    rv = std::to_string(rv_);
   }
-  list["kind"] = list_kind.empty() ? "List" : list_kind;
-  res.set_content(list.dump(), "application/json");
+  std::string body = "{\"kind\":" + json(list_kind.empty() ? "List" : list_kind).dump() +
+                     ",\"apiVersion\":" + json(api_version).dump() +
+                     ",\"metadata\":{\"resourceVersion\":" + json(rv).dump();
+  if (!cont.empty()) body += ",\"continue\":" + json(cont).dump();
+  body += "},\"items\":[";
+  body.reserve(body.size() + items.size() + 2);
+  body += items;
+  body += "]}";
+  res.set_content(std::move(body), "application/json");
 }
 
 void FakeCluster::serveWatch(const httplib::Request& req, httplib::Response& res,
@@ -455,8 +471,14 @@ void FakeCluster::serveWatch(const httplib::Request& req, httplib::Response& res
           if (expire_epoch_ != epoch) {
             expired = true;
           } else {
-            for (const auto& c : log_) {
-              if (c.rv <= st->sent_rv) continue;
+            // The log is in version order: start after what was sent, not
+            // from its beginning (at 50k objects, every wake of every watch
+            // walked them all).
+            const auto first = std::upper_bound(
+                log_.begin(), log_.end(), st->sent_rv,
+                [](uint64_t rv, const Change& c) { return rv < c.rv; });
+            for (auto c_it = first; c_it != log_.end(); ++c_it) {
+              const Change& c = *c_it;
               st->sent_rv = c.rv;
               if (c.collection != collection) continue;
               out += json{{"type", c.type}, {"object", c.object}}.dump() + "\n";

@@ -103,6 +103,10 @@ class FakeCluster {
   struct Stored {
     nlohmann::json object;
     uint64_t rv = 0;
+    // The object as a list item, serialised once per write (built-in
+    // kinds' without kind and apiVersion): a list page is these joined, not
+    // a DOM copied and dumped per request.
+    std::string item;
   };
   struct Change {
     uint64_t rv;

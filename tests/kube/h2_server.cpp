@@ -32,7 +32,8 @@ struct H2Stream {
   bool ready = false;  // status and content type known: headers may go
   int status = 200;
   std::string content_type;
-  std::string out;       // response bytes not yet framed
+  std::string out;       // response bytes; those from out_pos on not yet framed
+  size_t out_pos = 0;    // framed so far: erasing each frame's bytes was quadratic
   bool eof = false;      // the handler is done
   bool aborted = false;  // the handler gave up mid-body: reset the stream
   bool submitted = false;
@@ -103,7 +104,7 @@ void H2Server::Connection::work(H2Stream& st) {
     st.content_type = res.get_header_value("Content-Type");
     st.ready = true;
     if (!res.content_provider_) {
-      st.out = res.body;
+      st.out = std::move(res.body);
       st.eof = true;
     }
   }
@@ -140,9 +141,16 @@ ssize_t readBody(nghttp2_session*, int32_t, uint8_t* buf, size_t length, uint32_
                  nghttp2_data_source* source, void*) {
   auto* st = static_cast<H2Stream*>(source->ptr);
   std::lock_guard lock(st->mu);
-  const size_t n = std::min(length, st->out.size());
-  std::memcpy(buf, st->out.data(), n);
-  st->out.erase(0, n);
+  const size_t n = std::min(length, st->out.size() - st->out_pos);
+  std::memcpy(buf, st->out.data() + st->out_pos, n);
+  st->out_pos += n;
+  if (st->out_pos == st->out.size()) {
+    st->out.clear();
+    st->out_pos = 0;
+  } else if (st->out_pos > (1u << 20) && st->out_pos > st->out.size() / 2) {
+    st->out.erase(0, st->out_pos);  // a long stream: drop what went, now and then
+    st->out_pos = 0;
+  }
   if (st->out.empty() && st->eof) {
     if (st->aborted) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;  // RST_STREAM
     *flags |= NGHTTP2_DATA_FLAG_EOF;

@@ -7,6 +7,7 @@
 #include <httplib.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -92,6 +93,177 @@ TEST(Reflector, ExpiredContinueTokenRestartsTheListConsistently) {
   EXPECT_EQ(h.keys(), (Strings{"prod/a", "prod/b", "prod/c"}));
   EXPECT_EQ(h.reflector->status().lists, 1u);  // the broken list was never applied
   EXPECT_EQ(h.server.watches()[0].param("resourceVersion"), "10");
+}
+
+// A page as a real API server writes it: kind, apiVersion, then metadata
+// (version and continue token) before the items, so the next page can be
+// asked for before this one has arrived. Split where its items start.
+struct MetaFirstPage {
+  std::string head, items;
+  std::string text() const { return head + items; }
+};
+MetaFirstPage metaFirstPage(const httplib::Request& req, const std::vector<json>& items,
+                            const std::string& rv) {
+  const size_t limit = req.has_param("limit") ? std::stoul(req.get_param_value("limit")) : 1000;
+  size_t start = 0;
+  if (req.has_param("continue")) start = std::stoul(req.get_param_value("continue").substr(4));
+  const size_t end = std::min(items.size(), start + limit);
+  json meta = {{"resourceVersion", rv}};
+  if (end < items.size()) meta["continue"] = "t+/=" + std::to_string(end);
+  MetaFirstPage page;
+  page.head = R"({"kind":"PodList","apiVersion":"v1","metadata":)" + meta.dump() + R"(,"items":[)";
+  for (size_t i = start; i < end; ++i) page.items += (i > start ? "," : "") + items[i].dump();
+  page.items += "]}";
+  return page;
+}
+
+// Every list request's resourceVersion and continue token, in order.
+Strings listAsks(const FakeApiServer& server) {
+  Strings asked;
+  for (const auto& r : server.lists())
+    asked.push_back(r.param("resourceVersion") + "|" + r.param("continue"));
+  return asked;
+}
+
+TEST(Reflector, NextPageIsAskedForWhileThisOneIsStillArriving) {
+  const std::vector<json> items = {pod("a", "1"), pod("b", "2"), pod("c", "3"), pod("d", "4"),
+                                   pod("e", "5")};
+  std::atomic<bool> overlapped{false};
+  Harness h([&](const httplib::Request& req, httplib::Response& res) {
+    if (req.has_param("watch")) return stream(res, "", 1, End::kHang, h.server.stopping());
+    const MetaFirstPage page = metaFirstPage(req, items, "10");
+    if (req.has_param("continue")) return res.set_content(page.text(), "application/json");
+    // The first page: its metadata, then its items only once the second
+    // page has been asked for (or never, if it is not).
+    auto sent = std::make_shared<int>(0);
+    res.set_chunked_content_provider(
+        "application/json", [&, page, sent](size_t, httplib::DataSink& sink) {
+          if ((*sent)++ == 0) return sink.write(page.head.data(), page.head.size());
+          const bool asked = eventually([&] { return h.server.lists().size() >= 2; });
+          overlapped = overlapped || asked;
+          sink.write(page.items.data(), page.items.size());
+          sink.done();
+          return true;
+        });
+  });
+  ASSERT_TRUE(eventually([&] { return h.server.watches().size() == 1; }));
+  EXPECT_TRUE(overlapped);
+  EXPECT_EQ(listAsks(h.server), (Strings{"0|<unset>", "<unset>|t+/=2", "<unset>|t+/=4"}));
+  EXPECT_EQ(h.keys(), (Strings{"prod/a", "prod/b", "prod/c", "prod/d", "prod/e"}));
+  EXPECT_EQ(h.reflector->status().lists, 1u);
+  EXPECT_EQ(h.server.watches()[0].param("resourceVersion"), "10");
+}
+
+TEST(Reflector, ContinueTokenExpiringWhileTheNextPageIsInFlightRelists) {
+  // Page two is asked for while page one arrives, and answers 410: the list
+  // is abandoned after page one and started again, consistently.
+  const std::vector<json> items = {pod("a", "1"), pod("b", "2"), pod("c", "3")};
+  std::atomic<bool> expired_once{false};
+  Harness h([&](const httplib::Request& req, httplib::Response& res) {
+    if (req.has_param("watch")) return stream(res, "", 1, End::kHang, h.server.stopping());
+    if (req.has_param("continue") && !expired_once.exchange(true))
+      return replyStatus(res, 410, "Expired");
+    res.set_content(metaFirstPage(req, items, "10").text(), "application/json");
+  });
+  ASSERT_TRUE(eventually([&] { return h.server.watches().size() == 1; }));
+  EXPECT_EQ(listAsks(h.server),
+            (Strings{"0|<unset>", "<unset>|t+/=2", "<unset>|<unset>", "<unset>|t+/=2"}));
+  EXPECT_EQ(h.keys(), (Strings{"prod/a", "prod/b", "prod/c"}));
+  EXPECT_EQ(h.reflector->status().lists, 1u);  // the broken list was never applied
+  EXPECT_EQ(h.server.watches()[0].param("resourceVersion"), "10");
+}
+
+TEST(Reflector, APageThatBreaksAfterTheNextWasAskedForFailsTheListAndDropsTheNext) {
+  // Page one names its continue token, then turns out not to be JSON; the
+  // page asked for ahead of it hangs. The list fails as a bad page always
+  // did (the hanging page does not hold the reflector), and the next list
+  // starts from the first page again.
+  const std::vector<json> items = {pod("a", "1"), pod("b", "2"), pod("c", "3")};
+  std::atomic<int> first_pages{0}, next_pages{0};
+  ClockedConfig clocked(10ms);  // the first retry waits for finish()
+  Harness h(
+      [&](const httplib::Request& req, httplib::Response& res) {
+        if (req.has_param("watch")) return stream(res, "", 1, End::kHang, h.server.stopping());
+        const MetaFirstPage page = metaFirstPage(req, items, "10");
+        if (!req.has_param("continue")) {
+          if (++first_pages == 1) {
+            // Its metadata; once page two has been asked for, the rest.
+            auto sent = std::make_shared<int>(0);
+            res.set_chunked_content_provider(
+                "application/json", [&, page, sent](size_t, httplib::DataSink& sink) {
+                  if ((*sent)++ == 0) return sink.write(page.head.data(), page.head.size());
+                  eventually([&] { return h.server.lists().size() >= 2; });
+                  const std::string rest = R"({"metadata":{"name":"a"}},{not json]})";
+                  sink.write(rest.data(), rest.size());
+                  sink.done();
+                  return true;
+                });
+            return;
+          }
+        } else if (++next_pages == 1) {
+          return stream(res, "", 1, End::kHang, h.server.stopping());
+        }
+        res.set_content(page.text(), "application/json");
+      },
+      clocked.config);
+  FinishClock finish{clocked.clock};
+  ASSERT_TRUE(eventually([&] { return clocked.clock->blocked(); }));
+  {
+    const ReflectorStatus st = h.reflector->status();
+    EXPECT_FALSE(st.synced);
+    EXPECT_EQ(st.failures, 1u);
+    EXPECT_EQ(st.last_error, "list /api/v1/pods: response is not JSON");
+  }
+  EXPECT_TRUE(h.events().empty());  // nothing of the broken page was handed on
+  EXPECT_EQ(listAsks(h.server), (Strings{"0|<unset>", "<unset>|t+/=2"}));
+  clocked.clock->finish();
+  ASSERT_TRUE(eventually([&] { return h.server.watches().size() == 1; }));
+  EXPECT_EQ(h.keys(), (Strings{"prod/a", "prod/b", "prod/c"}));
+  // Not a 410: the list starts again from the watch cache.
+  EXPECT_EQ(listAsks(h.server),
+            (Strings{"0|<unset>", "<unset>|t+/=2", "0|<unset>", "<unset>|t+/=2"}));
+}
+
+TEST(Reflector, AContinueTokenTheWholePageOverrulesIsNotFollowed) {
+  // The first metadata names one token, a second (a duplicated key: the
+  // last wins, as the whole decode reads it) another. The page asked for
+  // with the first is dropped; the list goes on from the page's own token.
+  const std::vector<json> items = {pod("a", "1"), pod("b", "2"), pod("c", "3")};
+  Harness h([&](const httplib::Request& req, httplib::Response& res) {
+    if (req.has_param("watch")) return stream(res, "", 1, End::kHang, h.server.stopping());
+    if (req.get_param_value("continue") == "decoy")
+      return res.set_content(
+          R"({"kind":"PodList","apiVersion":"v1","metadata":{"resourceVersion":"10"},)"
+          R"("items":[{"metadata":{"name":"x","namespace":"prod"}}]})",
+          "application/json");
+    if (!req.has_param("continue"))
+      return res.set_content(
+          R"({"kind":"PodList","apiVersion":"v1",)"
+          R"("metadata":{"resourceVersion":"10","continue":"decoy"},"items":[)" +
+              items[0].dump() + "," + items[1].dump() +
+              R"(],"metadata":{"resourceVersion":"10","continue":"t+/=2"}})",
+          "application/json");
+    res.set_content(metaFirstPage(req, items, "10").text(), "application/json");
+  });
+  ASSERT_TRUE(eventually([&] { return h.server.watches().size() == 1; }));
+  EXPECT_EQ(h.keys(), (Strings{"prod/a", "prod/b", "prod/c"}));
+  const Strings asked = listAsks(h.server);
+  EXPECT_EQ(asked.back(), "<unset>|t+/=2");
+  EXPECT_EQ(std::count(asked.begin(), asked.end(), "<unset>|t+/=2"), 1);
+}
+
+TEST(Reflector, StopEndsAListWhosePagesHang) {
+  // Page one arrives, page two is asked for and never answers: stop()
+  // abandons it (its thread and transfer) and run() returns.
+  const std::vector<json> items = {pod("a", "1"), pod("b", "2"), pod("c", "3")};
+  Harness h([&](const httplib::Request& req, httplib::Response& res) {
+    if (req.has_param("continue")) return stream(res, "", 1, End::kHang, h.server.stopping());
+    res.set_content(metaFirstPage(req, items, "10").text(), "application/json");
+  });
+  ASSERT_TRUE(eventually([&] { return h.server.lists().size() == 2; }));
+  h.stop();
+  EXPECT_FALSE(h.reflector->status().synced);
+  EXPECT_TRUE(h.server.watches().empty());
 }
 
 TEST(Reflector, WatchEventsAcrossAwkwardChunksThenRewatchFromBookmark) {
