@@ -116,6 +116,11 @@ bool mapDefOf(int fd, MapDef* out) {
   return true;
 }
 
+MapDef mapDefOf(const bpf_map* m) {
+  return {bpf_map__name(m), bpf_map__type(m), bpf_map__key_size(m), bpf_map__value_size(m),
+          bpf_map__max_entries(m), bpf_map__map_flags(m)};
+}
+
 uint64_t countEntries(int fd, const MapDef& def) {
   if (def.type == BPF_MAP_TYPE_RINGBUF) return 0;
   if (!isHash(def) && def.type != BPF_MAP_TYPE_SOCKHASH) return def.max_entries;

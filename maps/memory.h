@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+struct bpf_map;
+
 namespace smik::maps {
 
 struct MapDef {
@@ -31,6 +33,9 @@ std::string mapTypeName(uint32_t type);  // "lru_hash", as bpftool says
 
 // The definition of the map behind fd, as the kernel holds it.
 bool mapDefOf(int fd, MapDef* out);
+// The definition of a map of an opened BPF object, as it will be created
+// (loaded or not: no root needed).
+MapDef mapDefOf(const bpf_map* m);
 // Entries the map behind fd holds now (batched lookups: a full 256k-entry
 // map in a few hundred syscalls). Arrays: max_entries; ring buffer: 0.
 uint64_t countEntries(int fd, const MapDef& def);

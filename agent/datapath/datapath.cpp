@@ -77,11 +77,6 @@ bool countsOnly(const std::string& name) {
   return false;
 }
 
-maps::MapDef defOf(const bpf_map* m) {
-  return {bpf_map__name(m), bpf_map__type(m), bpf_map__key_size(m), bpf_map__value_size(m),
-          bpf_map__max_entries(m), bpf_map__map_flags(m)};
-}
-
 bool sameShape(const maps::MapDef& a, const maps::MapDef& b) {
   return a.type == b.type && a.key_size == b.key_size && a.value_size == b.value_size &&
          a.max_entries == b.max_entries && a.flags == b.flags;
@@ -116,7 +111,8 @@ void replaceStaleCounterPins(bpf_object* obj) {
     bool flow = flowState(bpf_map__name(m));
     if (!flow && !countsOnly(bpf_map__name(m))) continue;
     auto pinned = pinnedDef(pin);
-    if (!pinned || (flow ? sameLayout(*pinned, defOf(m)) : sameShape(*pinned, defOf(m)))) continue;
+    const maps::MapDef wanted = maps::mapDefOf(m);
+    if (!pinned || (flow ? sameLayout(*pinned, wanted) : sameShape(*pinned, wanted))) continue;
     spdlog::warn("{} is pinned as a {} of {}-byte values, this smik wants a {} of {}: replaced, "
                  "its counts restart",
                  bpf_map__name(m), maps::mapTypeName(pinned->type), pinned->value_size,
@@ -493,10 +489,10 @@ std::vector<maps::MapDef> mapDefs(const Options& opts, std::string* err) {
   std::vector<maps::MapDef> out;
   bpf_map__set_max_entries((*tc)->maps.smik_ct, opts.ct_max);
   forEachMap(*tc, *sock, *tel, [&](bpf_map* m, const std::string& name) {
-    out.push_back(defOf(m));
+    out.push_back(maps::mapDefOf(m));
     out.back().name = name;
   });
-  out.push_back(defOf(bpf_map__inner_map((*tc)->maps.smik_policy)));
+  out.push_back(maps::mapDefOf(bpf_map__inner_map((*tc)->maps.smik_policy)));
   out.back().name = maps::kPolicyGeneration;
   // The HTTP judge loads on every node whose pods have HTTP rules.
   auto http = HttpJudge::mapDefs(err);

@@ -79,8 +79,7 @@ std::vector<maps::MapDef> HttpJudge::mapDefs(std::string* err) {
   bpf_object__for_each_map(m, skel->obj) {
     const std::string name = bpf_map__name(m);
     if (name.rfind("smik_http_", 0) != 0) continue;  // as maps() reports them
-    out.push_back({name, bpf_map__type(m), bpf_map__key_size(m), bpf_map__value_size(m),
-                   bpf_map__max_entries(m), bpf_map__map_flags(m)});
+    out.push_back(maps::mapDefOf(m));
   }
   smik_http__destroy(skel);
   return out;
