@@ -1897,20 +1897,70 @@ struct resp_bytes {
   __u8 b[RESP_WINDOW];
 };
 
+/* Bytes up to the line's end that change nothing: a header line whose
+ * name is neither Content-Length nor Transfer-Encoding (from the byte that
+ * ruled both out), another header's value, the status line's reason. */
+static __always_inline int resp_rest_of_line(const struct exchange *a) {
+  return a->phase == R_HEAD && (a->hv == HV_OTHER || (a->hv == HV_NAME && a->cand == 0 && a->line));
+}
+
+/* A whole "HTTP/1.x NNN" at the window's start: read at once, not a byte at
+ * a time (a status line split across skbs goes the byte way). */
+static __always_inline int resp_status_line(const struct resp_bytes *w) {
+  const __u8 *b = w->b;
+  int ok = b[7] == '0' || b[7] == '1';
+  for (int i = 0; i < 7; i++)
+    ok &= b[i] == http_version[i];
+  ok &= b[8] == ' ';
+  for (int i = 9; i < 12; i++)
+    ok &= b[i] >= '0' && b[i] <= '9';
+  return ok;
+}
+
+/* What smik_http_resp_byte does over a status line's 12 bytes.
+ * A global function: count_response is verified once more, not per window
+ * byte. */
+__attribute__((noinline)) int smik_http_resp_status(struct resp_walk *x, __u32 status) {
+  if (!x)
+    return 0;
+  struct exchange *a = &x->a;
+  a->first_ns = x->now;
+  a->flags = 0;
+  a->status = (__u16)status;
+  a->pos = 12;
+  count_response(x);
+  a->phase = R_HEAD;
+  a->line = 1; /* the rest of the status line is no header */
+  a->hv = HV_OTHER;
+  a->cand = 0;
+  return 0;
+}
+
 /* Frames up to `n` bytes of the window; returns how many it took (it stops
- * at a body to skip, or when counting stopped). A global function: the
- * verifier checks its loop once, not once per window. */
+ * at a body to skip, or when counting stopped). The rest of a line that
+ * changes nothing is passed over here, to its LF, a compare a byte. A
+ * global function: the verifier checks its loop once, not once per window. */
 __attribute__((noinline)) int smik_http_resp_window(const struct resp_bytes *w, struct resp_walk *x,
                                                      __u32 n) {
   if (!w || !x)
     return 0;
-  int took = 0;
-  for (__u32 j = 0; j < RESP_WINDOW; j++) {
+  __u32 from = 0;
+  if (x->a.phase == R_STATUS && x->a.pos == 0 && n >= 12 && resp_status_line(w)) {
+    smik_http_resp_status(x, (w->b[9] - '0') * 100 + (w->b[10] - '0') * 10 + (w->b[11] - '0'));
+    from = 12; /* a constant: the verifier bounds the loop from it */
+  }
+  int took = from;
+  int rest = resp_rest_of_line(&x->a);
+  for (__u32 j = from; j < RESP_WINDOW; j++) {
     if (j >= n)
       break;
     took++;
-    if (smik_http_resp_byte(x, w->b[j]))
+    __u8 b = w->b[j];
+    if (rest && b != '\n')
+      continue;
+    if (smik_http_resp_byte(x, b))
       break;
+    rest = resp_rest_of_line(&x->a);
   }
   return took;
 }
