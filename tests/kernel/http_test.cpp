@@ -1157,6 +1157,25 @@ TEST_F(HttpJudgeTest, ResponsesSentWithSendfileAreCounted) {
   serverSawAfterClose(*c);
 }
 
+// IPv6 packets: the TCP header after a 40-byte IPv6 header.
+TEST_F(HttpJudgeTest, ResponsesOverIpv6AreCounted) {
+  if (server_pod_->ip6().empty() || client_pod_->ip6().empty())
+    GTEST_SKIP() << "the test bed has no IPv6 here";
+  const auto before = responseSnapshot(*judge_);
+  auto c = std::make_unique<Client>(client_pod_->netns(), server_pod_->ip6(), kPort);
+  ASSERT_TRUE(c->ok());
+  ASSERT_TRUE(c->send(get("/ok/m/404/split?v6")));
+  ASSERT_TRUE(srv_->waitFor("SENT GET /ok/m/404/split?v6\n", kWaitMs));
+  ASSERT_TRUE(c->send(get("/ok/m/200/sendfile?v6")));
+  ASSERT_TRUE(srv_->waitFor("SENT GET /ok/m/200/sendfile?v6\n", kWaitMs));
+  const Responses r = responsesAtLeast(*judge_, before, kPort, 2);
+  EXPECT_EQ(r.total(), 2u);
+  EXPECT_EQ(r.by[SMIK_HTTP_M_GET][2], 1u);
+  EXPECT_EQ(r.by[SMIK_HTTP_M_GET][4], 1u);
+  EXPECT_EQ(delta(SMIK_HTTP_C_RESPONSES_UNTRACKED), 0u);
+  serverSawAfterClose(*c);
+}
+
 // A response written a byte at a time, and three written in one write (the
 // first two held back until the third): each counted once.
 TEST_F(HttpJudgeTest, ResponsesOverManyWritesAndManyInOneWriteAreCountedExactly) {
