@@ -8,7 +8,8 @@
  * One verdict covers a whole skb, so an skb holding any request that is
  * denied or cannot be judged is dropped whole and becomes the answer.
  * cgroup ingress (guard): payload for a governed socket the verdict does not
- * see is dropped. sk_msg (on smik_http_socks): the server's answer to a
+ * see is dropped. cgroup egress (on the same cgroup): the server's
+ * responses, framed as they leave, are counted per edge, and its answer to a
  * CONNECT or WebSocket upgrade decides whether a tunnel opens.
  * What each refuses and why: bpf/README.md, "The HTTP judge fails closed".
  */
@@ -43,8 +44,8 @@ struct {
   __type(value, struct smik_http_conn);
 } smik_http_conns SEC(".maps");
 
-/* A connection's 4-tuple as both the verdict (__sk_buff) and the response
- * program (sk_msg_md, which has no socket cookie) read it from the socket. */
+/* A connection's 4-tuple, as the verdict reads it from the socket: what its
+ * edge (smik_conn_key) is made of. */
 struct tunnel_key {
   __u8 local[16];
   __u8 remote[16];
@@ -61,17 +62,17 @@ struct tunnel {
 };
 
 /* Connections whose last request asked for a tunnel (CONNECT, WebSocket
- * upgrade): the verdict writes PENDING, the response program writes the
- * server's answer as it leaves, the verdict reads it at the client's next
- * bytes. LRU: a lost entry keeps the tunnel shut. */
+ * upgrade), by socket cookie: the verdict writes PENDING, the egress
+ * program writes the server's answer to that request as it leaves, the
+ * verdict reads it at the client's next bytes. LRU: a lost entry keeps the
+ * tunnel shut. */
 struct {
   __uint(type, BPF_MAP_TYPE_LRU_HASH);
   __uint(max_entries, SMIK_HTTP_MAX_SOCKETS);
-  __type(key, struct tunnel_key);
+  __type(key, __u64);
   __type(value, struct tunnel);
 } smik_http_tunnels SEC(".maps");
 
-/* One way to build the key on both hooks, or a tunnel never opens. */
 #define TUNNEL_KEY(k, ctx)                                       \
   do {                                                           \
     (k)->family = sock_addrs(ctx, (k)->local, (k)->remote);      \
@@ -150,15 +151,16 @@ static __always_inline void count(__u32 c) {
 
 /* ---- exchanges: what the server said to the requests it was let through ----
  *
- * Per connection (4-tuple, as smik_http_tunnels: sk_msg has no socket
- * cookie): the requests completely received and not yet answered, oldest
- * first, with their receive time and method, and where the server's byte
- * stream is in its responses. The verdict queues a request when its last
- * byte (end of head, of its Content-Length body, of its chunked trailers)
- * passed; the response program frames the server's sends and takes the
- * oldest request off the queue at each final status line. Both run under
- * the socket's lock (the verdict from the receive path, sk_msg from
- * sendmsg), so a connection's state is never written by both at once.
+ * Per connection (socket cookie): the requests completely received and not
+ * yet answered, oldest first, with their receive time and method, and where
+ * the server's byte stream is in its responses. The verdict queues a request
+ * when its last byte (end of head, of its Content-Length body, of its
+ * chunked trailers) passed; the egress program frames the server's bytes as
+ * they are transmitted, each once (by TCP sequence number: a retransmission
+ * is not framed again), and takes the oldest request off the queue at each
+ * final status line. Both run under the socket's lock (the verdict from the
+ * receive path, egress from the transmit path), so a connection's state is
+ * never written by both at once.
  * LRU: state lost to a full map is not made again mid-stream (a body could
  * then be read as a status line): the connection's responses go uncounted
  * (SMIK_HTTP_C_RESPONSES_UNTRACKED). Metrics only: nothing here decides a
@@ -182,9 +184,14 @@ static __always_inline void count(__u32 c) {
 #define HV_CL 2
 #define HV_TE 3
 
+/* exchange.method[]: this request asked for a tunnel (CONNECT, WebSocket
+ * upgrade): its final status decides whether one opens */
+#define X_TUNNEL 0x80
+
 struct exchange {
   __u64 received[SMIK_HTTP_PIPELINE]; /* ns: the request's last byte passed the verdict */
-  __u8 method[SMIK_HTTP_PIPELINE];    /* smik_http_method */
+  __u8 method[SMIK_HTTP_PIPELINE];    /* smik_http_method, | X_TUNNEL */
+  struct smik_conn_key edge;          /* the connection's edge, as counted */
   __u64 count;
   __u64 first_ns;  /* the response's first byte was sent */
   __u16 status;
@@ -199,13 +206,15 @@ struct exchange {
   __u8 sub;        /* transfer-encoding: chars of "chunked" matched */
   __u8 answering;  /* method of the request this response answers */
   __u8 answered;   /* this response took a request off the queue */
-  __u8 pad[3];
+  __u8 seq_known;  /* seq is set (at the first new byte sent after the state was made) */
+  __u8 pad[2];
+  __u32 seq;       /* TCP sequence number of the next byte to frame */
 };
 
 struct {
   __uint(type, BPF_MAP_TYPE_LRU_HASH);
   __uint(max_entries, SMIK_HTTP_MAX_SOCKETS);
-  __type(key, struct tunnel_key);
+  __type(key, __u64);
   __type(value, struct exchange);
 } smik_http_exchanges SEC(".maps");
 
@@ -1489,27 +1498,30 @@ __attribute__((noinline)) int smik_http_deny_event(struct __sk_buff *skb,
   return 0;
 }
 
-/* Queues the requests an skb that passed completed, received now. The
- * connection's first one makes its state (BPF_ANY: a stale entry of an
- * earlier connection on the same 4-tuple starts over); state gone after
- * that stays gone. More than SMIK_HTTP_PIPELINE waiting: counting stops.
- * A global function: the verifier checks it once, not on every path of the
- * verdict. */
-__attribute__((noinline)) int smik_http_queue_requests(const struct tunnel_key *tk,
+/* Queues the requests an skb that passed completed, received now; the last
+ * one is marked X_TUNNEL when it asked for a tunnel. The connection's first
+ * one makes its state (with its edge); state gone after that stays gone.
+ * More than SMIK_HTTP_PIPELINE waiting: counting stops (and a tunnel asked
+ * for then never opens: its answer is not framed). A global function: the
+ * verifier checks it once, not on every path of the verdict. */
+__attribute__((noinline)) int smik_http_queue_requests(struct __sk_buff *skb, __u64 cookie,
                                                         struct smik_http_conn *c, __u32 done,
                                                         __u32 methods) {
   struct exchange *a;
-  if (!tk || !c)
+  if (!skb || !c)
     return 0;
   if (!(c->exchange & SMIK_HTTP_X_TRACKED)) {
     struct exchange fresh = {};
+    struct tunnel_key tk = {};
+    TUNNEL_KEY(&tk, skb);
+    edge_of(&tk, &fresh.edge);
     c->exchange |= SMIK_HTTP_X_TRACKED;
-    if (bpf_map_update_elem(&smik_http_exchanges, tk, &fresh, BPF_ANY) != 0) {
+    if (bpf_map_update_elem(&smik_http_exchanges, &cookie, &fresh, BPF_ANY) != 0) {
       count(SMIK_HTTP_C_RESPONSES_UNTRACKED);
       return 0;
     }
   }
-  a = bpf_map_lookup_elem(&smik_http_exchanges, tk);
+  a = bpf_map_lookup_elem(&smik_http_exchanges, &cookie);
   if (!a || a->phase == R_OFF)
     return 0;
   if (a->queued + done > SMIK_HTTP_PIPELINE || done > 8) {
@@ -1524,6 +1536,8 @@ __attribute__((noinline)) int smik_http_queue_requests(const struct tunnel_key *
     __u32 slot = (a->oldest + a->queued) & (SMIK_HTTP_PIPELINE - 1);
     a->received[slot] = now;
     a->method[slot] = (methods >> (i * 4)) & 0xf;
+    if (i + 1 == done && c->phase == SMIK_HTTP_P_TUNNEL_PENDING)
+      a->method[slot] |= X_TUNNEL;
     a->queued++;
   }
   return 0;
@@ -1543,14 +1557,12 @@ int smik_http_verdict(struct __sk_buff *skb) {
     /* parserless mode calls at FIN with no bytes: the stream is over */
     if (c)
       bpf_map_delete_elem(&smik_http_conns, &cookie);
-    struct tunnel_key tk = {};
-    TUNNEL_KEY(&tk, skb);
-    bpf_map_delete_elem(&smik_http_tunnels, &tk);
+    bpf_map_delete_elem(&smik_http_tunnels, &cookie);
     /* the server may still answer what it was asked before the client's
      * FIN: that state stays for the LRU */
-    struct exchange *a = bpf_map_lookup_elem(&smik_http_exchanges, &tk);
+    struct exchange *a = bpf_map_lookup_elem(&smik_http_exchanges, &cookie);
     if (a && (a->queued == 0 || a->phase == R_OFF))
-      bpf_map_delete_elem(&smik_http_exchanges, &tk);
+      bpf_map_delete_elem(&smik_http_exchanges, &cookie);
     return SK_PASS;
   }
   if (!c) {
@@ -1558,7 +1570,7 @@ int smik_http_verdict(struct __sk_buff *skb) {
     struct smik_http_conn none = {};
     TUNNEL_KEY(&tk, skb);
     smik_http_deny_event(skb, &tk, &none, 0, SMIK_HTTP_C_NO_STATE);
-    struct exchange *a = bpf_map_lookup_elem(&smik_http_exchanges, &tk);
+    struct exchange *a = bpf_map_lookup_elem(&smik_http_exchanges, &cookie);
     if (a)
       a->phase = R_OFF;
     return answer(skb, cookie, W_NO_STATE);
@@ -1569,18 +1581,16 @@ int smik_http_verdict(struct __sk_buff *skb) {
   }
   if (c->phase == SMIK_HTTP_P_TUNNEL)
     return SK_PASS;
-  struct tunnel_key tk = {};
-  TUNNEL_KEY(&tk, skb);
   if (c->phase == SMIK_HTTP_P_TUNNEL_PENDING) {
-    struct tunnel *t = bpf_map_lookup_elem(&smik_http_tunnels, &tk);
+    struct tunnel *t = bpf_map_lookup_elem(&smik_http_tunnels, &cookie);
     if (t && t->state == TUNNEL_OPEN) {
       c->phase = SMIK_HTTP_P_TUNNEL;
-      bpf_map_delete_elem(&smik_http_tunnels, &tk);
+      bpf_map_delete_elem(&smik_http_tunnels, &cookie);
       count(SMIK_HTTP_C_TUNNELS);
       return SK_PASS;
     }
     if (t)
-      bpf_map_delete_elem(&smik_http_tunnels, &tk);
+      bpf_map_delete_elem(&smik_http_tunnels, &cookie);
   }
   __u32 zero = 0;
   struct smik_http_config *cfg = bpf_map_lookup_elem(&smik_http_config, &zero);
@@ -1595,18 +1605,20 @@ int smik_http_verdict(struct __sk_buff *skb) {
     w.verdict = W_MALFORMED; /* not walked to the end: never pass unjudged bytes */
   if (w.verdict == W_PASS) {
     if (w.done)
-      smik_http_queue_requests(&tk, &w.c, w.done, w.done_methods);
+      smik_http_queue_requests(skb, cookie, &w.c, w.done, w.done_methods);
     *c = w.c;
     if (w.c.phase == SMIK_HTTP_P_TUNNEL_PENDING) {
       /* before the bytes reach the server, so before its answer */
       struct tunnel t = {.state = TUNNEL_PENDING, .method = w.c.method};
-      bpf_map_update_elem(&smik_http_tunnels, &tk, &t, BPF_ANY);
+      bpf_map_update_elem(&smik_http_tunnels, &cookie, &t, BPF_ANY);
     }
     return SK_PASS;
   }
+  struct tunnel_key tk = {};
+  TUNNEL_KEY(&tk, skb);
   smik_http_deny_event(skb, &tk, &w.c, w.off, counter_of(w.verdict));
   /* the judge's answer goes out on this socket: not the server's */
-  struct exchange *a = bpf_map_lookup_elem(&smik_http_exchanges, &tk);
+  struct exchange *a = bpf_map_lookup_elem(&smik_http_exchanges, &cookie);
   if (a)
     a->phase = R_OFF;
   w.c.phase = SMIK_HTTP_P_CLOSED;
@@ -1619,24 +1631,36 @@ int smik_http_verdict(struct __sk_buff *skb) {
  * The response framer reads only what framing needs: the status line, the
  * Content-Length and Transfer-Encoding header lines, the end of the head,
  * chunk-size lines and trailers. Body bytes are skipped by count, never read,
- * so a body that looks like a status line is never one. A send is read in
- * windows of RESP_WINDOW bytes (bpf_msg_pull_data: in place within one page,
- * copied together when they span two); a send with more to frame than RESP_WINDOWS windows stops the
- * connection's counting (SMIK_HTTP_C_RESPONSES_UNTRACKED).
+ * so a body that looks like a status line is never one. An skb's new bytes
+ * are read in windows of RESP_WINDOW bytes (bpf_skb_load_bytes: also from a
+ * GSO skb's pages, so a sendfile()'s or splice()'s bytes too).
  * - 1xx other than 101 is interim: its request waits for the final status.
- * - 101, and 2xx to CONNECT: a tunnel; nothing after it is counted.
+ * - 101, and 2xx to CONNECT: a tunnel; nothing after it is counted. When it
+ *   answers the request that asked for one (X_TUNNEL), the tunnel opens; any
+ *   other final status to that request refuses it.
  * - HEAD, 204, 304: no body. Content-Length: that many bytes. chunked (the
  *   last coding): chunks, then trailers. Neither: the body runs until close,
  *   and nothing after it is counted.
  * - Not "HTTP/1.x NNN": counting stops. */
-#define RESP_WINDOWS 24
 #define RESP_WINDOW 128
 
 struct resp_walk {
   struct exchange a;
-  struct tunnel_key tk;
+  __u64 cookie;
   __u64 now;
 };
+
+/* The server's final status to the request that asked for a tunnel: 101 to
+ * an upgrade, 2xx to CONNECT opens it; anything else refuses it. Only while
+ * the verdict waits (PENDING): once the client's next bytes were judged as
+ * requests, a late answer opens nothing. */
+static __always_inline void decide_tunnel(struct resp_walk *x, __u8 method, __u16 st) {
+  struct tunnel *t = bpf_map_lookup_elem(&smik_http_tunnels, &x->cookie);
+  if (!t || t->state != TUNNEL_PENDING)
+    return;
+  int open = method == SMIK_HTTP_M_CONNECT ? st >= 200 && st < 300 : st == 101;
+  t->state = open ? TUNNEL_OPEN : TUNNEL_REFUSED;
+}
 
 /* The status line's final status answers the oldest request queued. */
 static __always_inline void count_response(struct resp_walk *x) {
@@ -1648,22 +1672,22 @@ static __always_inline void count_response(struct resp_walk *x) {
   if (a->queued == 0)
     return; /* nothing asked that this could answer */
   __u32 slot = a->oldest & (SMIK_HTTP_PIPELINE - 1);
-  __u8 method = a->method[slot];
+  __u8 method = a->method[slot] & ~X_TUNNEL;
   __u64 received = a->received[slot];
+  if (a->method[slot] & X_TUNNEL)
+    decide_tunnel(x, method, st);
   a->oldest = (a->oldest + 1) & (SMIK_HTTP_PIPELINE - 1);
   a->queued--;
   a->answered = 1;
   a->answering = method;
-  struct smik_conn_key edge = {};
-  edge_of(&x->tk, &edge);
-  struct smik_http_edge_stats *s = bpf_map_lookup_elem(&smik_http_edges, &edge);
+  struct smik_http_edge_stats *s = bpf_map_lookup_elem(&smik_http_edges, &a->edge);
   if (!s) {
     __u32 zero = 0;
     struct smik_http_edge_stats *z = bpf_map_lookup_elem(&smik_http_edges_zero, &zero);
     if (!z)
       return;
-    bpf_map_update_elem(&smik_http_edges, &edge, z, BPF_NOEXIST);
-    s = bpf_map_lookup_elem(&smik_http_edges, &edge);
+    bpf_map_update_elem(&smik_http_edges, &a->edge, z, BPF_NOEXIST);
+    s = bpf_map_lookup_elem(&smik_http_edges, &a->edge);
     if (!s)
       return;
   }
@@ -1868,92 +1892,202 @@ __attribute__((noinline)) int smik_http_resp_byte(struct resp_walk *x, __u32 byt
   return 0;
 }
 
-/* Reads up to RESP_WINDOW bytes from msg->data (pulled to the next byte to
- * frame), at most `left`; returns how many. A global function: the verifier
- * checks its loop once, not once per window. */
-__attribute__((noinline)) int smik_http_resp_window(struct sk_msg_md *msg, struct resp_walk *x,
-                                                     __u32 left) {
-  if (!msg || !x)
-    return 0;
-  __u8 *d = msg->data, *e = msg->data_end;
-  int n = 0;
-  for (__u32 j = 0; j < RESP_WINDOW; j++) {
-    __u8 *p = d + j;
-    if ((void *)(p + 1) > (void *)e || j >= left)
-      break;
-    n++;
-    if (smik_http_resp_byte(x, *p))
-      break;
-  }
-  return n;
+/* A window of the server's bytes, copied out of the skb. */
+struct resp_bytes {
+  __u8 b[RESP_WINDOW];
+};
+
+/* Bytes up to the line's end that change nothing: a header line whose
+ * name is neither Content-Length nor Transfer-Encoding (from the byte that
+ * ruled both out), another header's value, the status line's reason. */
+static __always_inline int resp_rest_of_line(const struct exchange *a) {
+  return a->phase == R_HEAD && (a->hv == HV_OTHER || (a->hv == HV_NAME && a->cand == 0 && a->line));
 }
 
-/* Frames one send of the server's: skips bodies, reads the rest. */
-static __always_inline void frame_responses(struct sk_msg_md *msg, struct resp_walk *x) {
+/* A whole "HTTP/1.x NNN" at the window's start: read at once, not a byte at
+ * a time (a status line split across skbs goes the byte way). */
+static __always_inline int resp_status_line(const struct resp_bytes *w) {
+  const __u8 *b = w->b;
+  int ok = b[7] == '0' || b[7] == '1';
+  for (int i = 0; i < 7; i++)
+    ok &= b[i] == http_version[i];
+  ok &= b[8] == ' ';
+  for (int i = 9; i < 12; i++)
+    ok &= b[i] >= '0' && b[i] <= '9';
+  return ok;
+}
+
+/* What smik_http_resp_byte does over a status line's 12 bytes.
+ * A global function: count_response is verified once more, not per window
+ * byte. */
+__attribute__((noinline)) int smik_http_resp_status(struct resp_walk *x, __u32 status) {
+  if (!x)
+    return 0;
   struct exchange *a = &x->a;
-  __u32 off = 0, size = msg->size;
-  for (int i = 0; i < RESP_WINDOWS; i++) {
-    if (off >= size || a->phase == R_OFF)
-      return;
-    if (a->phase == R_BODY || a->phase == R_CHUNK_DATA) {
-      __u64 left = size - off;
-      __u64 n = a->count < left ? a->count : left;
-      off += (__u32)n;
-      a->count -= n;
-      if (a->count == 0) {
-        a->phase = a->phase == R_BODY ? R_STATUS : R_CHUNK_SIZE;
-        a->pos = 0;
-        a->line = 0;
-      }
-      continue;
-    }
-    /* maps [off, off + n) in place when one page holds it (a head at the
-     * start of a send, as most are); copies it together when it spans pages */
-    __u32 n = size - off < RESP_WINDOW ? size - off : RESP_WINDOW;
-    if (bpf_msg_pull_data(msg, off, off + n, 0) != 0)
-      break;
-    off += smik_http_resp_window(msg, x, size - off);
+  a->first_ns = x->now;
+  a->flags = 0;
+  a->status = (__u16)status;
+  a->pos = 12;
+  count_response(x);
+  a->phase = R_HEAD;
+  a->line = 1; /* the rest of the status line is no header */
+  a->hv = HV_OTHER;
+  a->cand = 0;
+  return 0;
+}
+
+/* Frames up to `n` bytes of the window; returns how many it took (it stops
+ * at a body to skip, or when counting stopped). The rest of a line that
+ * changes nothing is passed over here, to its LF, a compare a byte. A
+ * global function: the verifier checks its loop once, not once per window. */
+__attribute__((noinline)) int smik_http_resp_window(const struct resp_bytes *w, struct resp_walk *x,
+                                                     __u32 n) {
+  if (!w || !x)
+    return 0;
+  __u32 from = 0;
+  if (x->a.phase == R_STATUS && x->a.pos == 0 && n >= 12 && resp_status_line(w)) {
+    smik_http_resp_status(x, (w->b[9] - '0') * 100 + (w->b[10] - '0') * 10 + (w->b[11] - '0'));
+    from = 12; /* a constant: the verifier bounds the loop from it */
   }
-  if (off < size && a->phase != R_OFF) {
-    a->phase = R_OFF;
+  int took = from;
+  int rest = resp_rest_of_line(&x->a);
+  for (__u32 j = from; j < RESP_WINDOW; j++) {
+    if (j >= n)
+      break;
+    took++;
+    __u8 b = w->b[j];
+    if (rest && b != '\n')
+      continue;
+    if (smik_http_resp_byte(x, b))
+      break;
+    rest = resp_rest_of_line(&x->a);
+  }
+  return took;
+}
+
+struct egress_walk {
+  struct __sk_buff *skb;
+  __u32 off; /* next skb byte to frame */
+  __u32 end;
+  struct resp_walk x;
+  struct resp_bytes buf;
+};
+
+/* One bpf_loop step: skip body bytes, or frame one window. Every step takes
+ * at least one byte. */
+static int egress_step(__u32 i, void *ctx) {
+  struct egress_walk *w = ctx;
+  struct exchange *a = &w->x.a;
+  if (w->off >= w->end || a->phase == R_OFF)
+    return 1;
+  if (a->phase == R_BODY || a->phase == R_CHUNK_DATA) {
+    __u64 left = w->end - w->off;
+    __u64 n = a->count < left ? a->count : left;
+    w->off += (__u32)n;
+    a->count -= n;
+    if (a->count == 0) {
+      a->phase = a->phase == R_BODY ? R_STATUS : R_CHUNK_SIZE;
+      a->pos = 0;
+      a->line = 0;
+    }
+    return 0;
+  }
+  __u64 n = w->end - w->off;
+  if (n > RESP_WINDOW)
+    n = RESP_WINDOW;
+  /* clang folds the clamp into a form the verifier cannot bound: bound it again */
+  asm volatile("" : "+r"(n));
+  if (n == 0 || n > RESP_WINDOW || bpf_skb_load_bytes(w->skb, w->off, w->buf.b, n) < 0)
+    return 1; /* left unframed: counting stops below */
+  w->off += smik_http_resp_window(&w->buf, &w->x, (__u32)n);
+  return 0;
+}
+
+/* ---- egress: the server's responses as they are transmitted -----------------------
+ *
+ * cgroup egress (where the guard is) sees every skb a pod sends, whatever
+ * wrote it (write, sendfile, splice), after TCP made it: a GSO skb of many
+ * segments, one send split over skbs, many sends in one. A socket with no
+ * response state (none the verdict judges, or none that finished a request
+ * yet) costs one lookup and no packet read; packets without payload are
+ * not framed. The state keeps the sequence number of the next byte to frame:
+ * a retransmission, or a re-send overlapping what was framed, frames only
+ * bytes not framed before, so each byte is framed once and in order. A gap
+ * (bytes that were never seen) stops the connection's counting. Never drops
+ * a packet: metrics, and the answer that opens a tunnel. */
+static __always_inline int tcp_payload(struct __sk_buff *skb, __u32 *seq) {
+  __u32 l3;
+  __u8 b[9];
+  if (skb->protocol == bpf_htons(ETH_P_IP_)) {
+    if (bpf_skb_load_bytes(skb, 0, b, 1) < 0)
+      return -1;
+    l3 = (b[0] & 0xf) * 4;
+  } else if (skb->protocol == bpf_htons(ETH_P_IPV6_)) {
+    if (bpf_skb_load_bytes(skb, 6, b, 1) < 0 || b[0] != IPPROTO_TCP_)
+      return -1; /* extension headers: not walked */
+    l3 = 40;
+  } else {
+    return -1;
+  }
+  /* sequence number, acknowledgment number, data offset */
+  if (bpf_skb_load_bytes(skb, l3 + 4, b, 9) < 0)
+    return -1;
+  *seq = ((__u32)b[0] << 24) | ((__u32)b[1] << 16) | ((__u32)b[2] << 8) | b[3];
+  return l3 + (b[8] >> 4) * 4;
+}
+
+SEC("cgroup_skb/egress")
+int smik_http_egress(struct __sk_buff *skb) {
+  __u64 cookie = bpf_get_socket_cookie(skb);
+  struct exchange *state = bpf_map_lookup_elem(&smik_http_exchanges, &cookie);
+  if (!state || state->phase == R_OFF)
+    return 1;
+  __u32 seq = 0;
+  int off = tcp_payload(skb, &seq);
+  if (off < 0 || off > 0xffff) {
+    state->phase = R_OFF;
+    count(SMIK_HTTP_C_RESPONSES_UNTRACKED);
+    return 1;
+  }
+  __u32 len = skb->len;
+  if (len <= (__u32)off)
+    return 1; /* no payload: an ACK, a FIN */
+  len -= off;
+  if (!state->seq_known) {
+    /* The first bytes after the state was made. New bytes leave at snd_nxt
+     * (TCP advances it once they are out); an older sequence number is a
+     * retransmission of bytes sent before: not framed. */
+    struct bpf_sock *sk = skb->sk;
+    if (!sk)
+      return 1;
+    sk = bpf_sk_fullsock(sk);
+    if (!sk)
+      return 1;
+    struct bpf_tcp_sock *tp = bpf_tcp_sock(sk);
+    if (!tp || tp->snd_nxt != seq)
+      return 1;
+    state->seq = seq;
+    state->seq_known = 1;
+  }
+  __s32 ahead = (__s32)(seq - state->seq);
+  if (ahead > 0) {
+    state->phase = R_OFF; /* bytes never seen: the stream cannot be followed */
+    count(SMIK_HTTP_C_RESPONSES_UNTRACKED);
+    return 1;
+  }
+  __u32 framed = (__u32)(-ahead);
+  if (framed >= len)
+    return 1; /* all of it was framed before */
+  struct egress_walk w = {.skb = skb, .off = off + framed, .end = off + len};
+  w.x.a = *state;
+  w.x.cookie = cookie;
+  w.x.now = bpf_ktime_get_ns();
+  bpf_loop(len - framed + 1, egress_step, &w, 0);
+  w.x.a.seq = seq + len;
+  if (w.off < w.end && w.x.a.phase != R_OFF) {
+    w.x.a.phase = R_OFF;
     count(SMIK_HTTP_C_RESPONSES_UNTRACKED);
   }
-}
-
-/* ---- the server's answer to a CONNECT or upgrade ---------------------------------
- *
- * A tunnel opens only when the server says so: a client can ask for an
- * upgrade the server declines and go on with plain requests, which must stay
- * judged. The first bytes the server sends after such a request decide: 101
- * (upgrade) or 2xx (CONNECT) opens, anything else (also the answer to an
- * earlier pipelined request, or a status line split across writes) keeps it
- * shut. Other sends cost one lookup. */
-SEC("sk_msg")
-int smik_http_responses(struct sk_msg_md *msg) {
-  struct tunnel_key tk = {};
-  TUNNEL_KEY(&tk, msg);
-  struct exchange *state = bpf_map_lookup_elem(&smik_http_exchanges, &tk);
-  if (state && state->phase != R_OFF) {
-    struct resp_walk x = {.a = *state, .tk = tk, .now = bpf_ktime_get_ns()};
-    frame_responses(msg, &x);
-    *state = x.a;
-  }
-  struct tunnel *t = bpf_map_lookup_elem(&smik_http_tunnels, &tk);
-  if (!t || t->state != TUNNEL_PENDING)
-    return SK_PASS; /* nothing asked, or the first answer decided */
-  __u8 answer = TUNNEL_REFUSED;
-  int connect = t->method == SMIK_HTTP_M_CONNECT;
-  if (bpf_msg_pull_data(msg, 0, 12, 0) == 0) {
-    __u8 *d = msg->data, *e = msg->data_end;
-    if ((void *)(d + 12) <= (void *)e) {
-      int ok = 1;
-      for (int i = 0; i < 7; i++)
-        ok &= d[i] == http_version[i];
-      ok &= (d[7] == '0' || d[7] == '1') && d[8] == ' ';
-      if (ok && (connect ? d[9] == '2' : (d[9] == '1' && d[10] == '0' && d[11] == '1')))
-        answer = TUNNEL_OPEN;
-    }
-  }
-  t->state = answer;
-  return SK_PASS;
+  *state = w.x.a;
+  return 1;
 }

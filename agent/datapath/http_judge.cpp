@@ -62,12 +62,6 @@ std::unique_ptr<HttpJudge> HttpJudge::open(std::string* err, int ipcache_fd, uin
                       BPF_SK_SKB_VERDICT, 0) != 0)
     return (*err = errnoText("attach the verdict to smik_http_socks")), nullptr;
   j->verdict_attached_ = true;
-  // The server's answers, for the one thing the judge needs of them: whether
-  // a CONNECT or WebSocket upgrade was accepted.
-  if (bpf_prog_attach(bpf_program__fd(j->skel_->progs.smik_http_responses), j->socks_fd_,
-                      BPF_SK_MSG_VERDICT, 0) != 0)
-    return (*err = errnoText("attach the response program to smik_http_socks")), nullptr;
-  j->msg_attached_ = true;
   return j;
 }
 
@@ -87,11 +81,10 @@ std::vector<maps::MapDef> HttpJudge::mapDefs(std::string* err) {
 
 HttpJudge::~HttpJudge() {
   guard_link_.reset();
+  egress_link_.reset();
   sockops_link_.reset();
   // Pinned (keep_): the programs stay attached to the pinned socket map
   // after us, as the tc and socket programs do.
-  if (msg_attached_ && !keep_)
-    bpf_prog_detach2(bpf_program__fd(skel_->progs.smik_http_responses), socks_fd_, BPF_SK_MSG_VERDICT);
   if (verdict_attached_ && !keep_)
     bpf_prog_detach2(bpf_program__fd(skel_->progs.smik_http_verdict), socks_fd_, BPF_SK_SKB_VERDICT);
   if (skel_) smik_http__destroy(skel_);
@@ -106,10 +99,17 @@ bool HttpJudge::attach(const std::string& cgroup, std::string* err) {
   UniqueFd guard{bpf_link_create(bpf_program__fd(skel_->progs.smik_http_guard), cg.get(),
                                  BPF_CGROUP_INET_INGRESS, nullptr)};
   if (!guard) return (*err = errnoText("attach the HTTP guard to " + cgroup)), false;
+  // The server's answers as they leave (every skb, whatever wrote it):
+  // counted per edge, and the one that decides whether a CONNECT or
+  // WebSocket upgrade opens a tunnel.
+  UniqueFd egress{bpf_link_create(bpf_program__fd(skel_->progs.smik_http_egress), cg.get(),
+                                  BPF_CGROUP_INET_EGRESS, nullptr)};
+  if (!egress) return (*err = errnoText("attach the HTTP egress program to " + cgroup)), false;
   UniqueFd sockops{bpf_link_create(bpf_program__fd(skel_->progs.smik_http_sockops), cg.get(),
                                    BPF_CGROUP_SOCK_OPS, nullptr)};
   if (!sockops) return (*err = errnoText("attach HTTP sockops to " + cgroup)), false;
   guard_link_ = std::move(guard);
+  egress_link_ = std::move(egress);
   sockops_link_ = std::move(sockops);
   return true;
 }
@@ -264,10 +264,14 @@ bool HttpJudge::pin(const std::string& dir, std::string* err) {
   // The guard too: without it, a governed socket the judge does not see
   // would carry payload unjudged once the agent is gone.
   const std::string guard_pin = dir + "/http_guard";
-  if (!sockops_link_ || !guard_link_) return (*err = "pin: not attached"), false;
+  // The egress program too: without it, no tunnel would open once the agent
+  // is gone.
+  const std::string egress_pin = dir + "/http_egress";
+  if (!sockops_link_ || !guard_link_ || !egress_link_) return (*err = "pin: not attached"), false;
   for (const auto& [fd, path] : {std::pair{sockops_link_.get(), link_pin},
                                  std::pair{socks_fd_, socks_pin},
-                                 std::pair{guard_link_.get(), guard_pin}}) {
+                                 std::pair{guard_link_.get(), guard_pin},
+                                 std::pair{egress_link_.get(), egress_pin}}) {
     ::unlink(path.c_str());  // a previous agent's: its sockets stay with its maps
     if (bpf_obj_pin(fd, path.c_str()) != 0) return (*err = errnoText("pin " + path)), false;
   }
@@ -324,7 +328,7 @@ int HttpJudge::eventsFd() const { return bpf_map__fd(skel_->maps.smik_events); }
 std::vector<std::pair<std::string, int>> HttpJudge::programs() const {
   std::vector<std::pair<std::string, int>> out;
   for (const bpf_program* p : {skel_->progs.smik_http_sockops, skel_->progs.smik_http_guard,
-                               skel_->progs.smik_http_verdict, skel_->progs.smik_http_responses})
+                               skel_->progs.smik_http_verdict, skel_->progs.smik_http_egress})
     out.emplace_back(bpf_program__name(p), bpf_program__fd(p));
   return out;
 }

@@ -109,7 +109,7 @@ class HttpJudge {
   size_t connections() const;
   // The ring buffer its http-deny events go to (smik_http_event records).
   int eventsFd() const;
-  // Its programs by name (sockops, guard, verdict, responses; the fds are
+  // Its programs by name (sockops, guard, verdict, egress; the fds are
   // its own): what the benchmarks read the kernel's run-time statistics of.
   std::vector<std::pair<std::string, int>> programs() const;
 
@@ -118,9 +118,9 @@ class HttpJudge {
   smik_http* skel_ = nullptr;
   UniqueFd sockops_link_;
   UniqueFd guard_link_;
+  UniqueFd egress_link_;
   int socks_fd_ = -1;
   bool verdict_attached_ = false;
-  bool msg_attached_ = false;
   bool keep_ = false;  // pinned: the verdict stays attached after us
   // Where each loaded id's DFA sits in the tables (transitions in slots).
   struct Placement {

@@ -869,7 +869,7 @@ enum smik_http_counter {
   SMIK_HTTP_COUNTER_MAX = 16,
 };
 
-/* ---- HTTP answers per edge (sk_msg on judged server sockets) ----
+/* ---- HTTP answers per edge (cgroup egress of judged server sockets) ----
  *
  * Requests the verdict passed complete (head and body framed) are queued per
  * connection with their receive time; the server's responses, framed as they
