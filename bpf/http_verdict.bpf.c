@@ -1707,6 +1707,17 @@ static __always_inline void count_response(struct resp_walk *x) {
     __sync_fetch_and_add(&s->response_us[b], 1);
 }
 
+/* The status line's 12 bytes are in (a byte at a time or at once): the
+ * answer counts, and the rest of its line is no header. */
+static __always_inline void status_line_read(struct resp_walk *x) {
+  struct exchange *a = &x->a;
+  count_response(x);
+  a->phase = R_HEAD;
+  a->line = 1;
+  a->hv = HV_OTHER;
+  a->cand = 0;
+}
+
 /* The empty line after a response head: where does its body end? */
 static __always_inline void resp_end_head(struct exchange *a) {
   __u16 st = a->status;
@@ -1857,13 +1868,8 @@ __attribute__((noinline)) int smik_http_resp_byte(struct resp_walk *x, __u32 byt
     if (pos >= 9)
       a->status = a->status * 10 + (b - '0');
     a->pos = pos + 1;
-    if (a->pos == 12) {
-      count_response(x);
-      a->phase = R_HEAD;
-      a->line = 1; /* the rest of the status line is no header */
-      a->hv = HV_OTHER;
-      a->cand = 0;
-    }
+    if (a->pos == 12)
+      status_line_read(x);
     return 0;
   }
   if (b == '\r')
@@ -1928,11 +1934,7 @@ __attribute__((noinline)) int smik_http_resp_status(struct resp_walk *x, __u32 s
   a->flags = 0;
   a->status = (__u16)status;
   a->pos = 12;
-  count_response(x);
-  a->phase = R_HEAD;
-  a->line = 1; /* the rest of the status line is no header */
-  a->hv = HV_OTHER;
-  a->cand = 0;
+  status_line_read(x);
   return 0;
 }
 
