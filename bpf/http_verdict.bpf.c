@@ -1321,19 +1321,169 @@ static __always_inline int walk_frame(struct walk *w, struct smik_http_conn *c) 
   return 0;
 }
 
-/* ---- answers ---------------------------------------------------------------- */
+/* ---- answers ----------------------------------------------------------------
+ *
+ * The refused skb becomes the answer, sent on the socket's own egress. The
+ * kernel advances the socket's copied_seq by the redirected skb's length
+ * (tcp_eat_skb runs after the program), not by the bytes the skb brought:
+ * an answer longer than the skb puts copied_seq ahead of rcv_nxt, and until
+ * more bytes than that arrive the kernel never hands the next skbs to this
+ * program. They stay queued, a reset leaves them there, and the server's
+ * read() then fails with EAGAIN forever (found by a generated stream whose
+ * refusal fell in a short segment). An answer shorter than the skb puts
+ * copied_seq behind: poll() reports the socket readable with nothing to
+ * read. So the answer takes the skb's length exactly: a body of spaces fills
+ * what the status line and headers leave (its Content-Length says how
+ * much). An skb too short for even the bare answer grows, and the bytes it
+ * grew by (the debt, kept in the closed connection's `count`) are taken off
+ * the next refused skbs, which are trimmed before they are dropped. */
+#define ANSWER_HEAD(code, text) "HTTP/1.1 " code " " text "\r\ncontent-length: "
+#define HEAD_MAX 64
+/* indexed by answer()'s h; two arrays, not an array of structs, so the
+ * skeleton's C++ needs no type of ours */
+const char answer_head[5][HEAD_MAX] = {
+    ANSWER_HEAD("400", "Bad Request"),
+    ANSWER_HEAD("403", "Forbidden"),
+    ANSWER_HEAD("414", "URI Too Long"),
+    ANSWER_HEAD("431", "Request Header Fields Too Large"),
+    ANSWER_HEAD("503", "Service Unavailable"),
+};
+const __u32 answer_head_len[5] = {
+    sizeof(ANSWER_HEAD("400", "Bad Request")) - 1,
+    sizeof(ANSWER_HEAD("403", "Forbidden")) - 1,
+    sizeof(ANSWER_HEAD("414", "URI Too Long")) - 1,
+    sizeof(ANSWER_HEAD("431", "Request Header Fields Too Large")) - 1,
+    sizeof(ANSWER_HEAD("503", "Service Unavailable")) - 1,
+};
+/* the space before CRLF is optional whitespace after the value, there to
+ * take up one byte where no Content-Length fits the length exactly */
+const char answer_tail[] = "\r\nconnection: close \r\n\r\n";
+#define ANSWER_TAIL_LEN (sizeof(answer_tail) - 1)
+#define FILL 64
+const char answer_fill[FILL] = "                                                                ";
 
-#define ANSWER(code, text) \
-  "HTTP/1.1 " code " " text "\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-const char a400[] = ANSWER("400", "Bad Request");
-const char a403[] = ANSWER("403", "Forbidden");
-const char a414[] = ANSWER("414", "URI Too Long");
-const char a431[] = ANSWER("431", "Request Header Fields Too Large");
-const char a503[] = ANSWER("503", "Service Unavailable");
+struct answer_fill {
+  struct __sk_buff *skb;
+  __u32 off;
+  __u32 end;
+  int failed;
+};
 
-#define WRITE_ANSWER(skb, a) \
-  (bpf_skb_change_tail(skb, sizeof(a) - 1, 0) == 0 && \
-   bpf_skb_store_bytes(skb, 0, a, sizeof(a) - 1, 0) == 0)
+/* The i-th FILL bytes of the body. The step only reads its context (but for
+ * a failure): the verifier sees every iteration alike. */
+static int fill_step(__u32 i, void *ctx) {
+  struct answer_fill *f = ctx;
+  __u64 off = (__u64)f->off + (__u64)i * FILL;
+  if (off >= f->end)
+    return 1;
+  __u64 n = f->end - off;
+  if (n > FILL)
+    n = FILL;
+  /* clang folds the clamp into a form the verifier cannot bound: bound it again */
+  asm volatile("" : "+r"(n));
+  if (n == 0 || n > FILL || bpf_skb_store_bytes(f->skb, (__u32)off, answer_fill, n, 0) < 0) {
+    f->failed = 1;
+    return 1;
+  }
+  return 0;
+}
+
+static __always_inline __u32 digits_of(__u32 v) {
+  __u32 k = 1;
+  if (v >= 10)
+    k = 2;
+  if (v >= 100)
+    k = 3;
+  if (v >= 1000)
+    k = 4;
+  if (v >= 10000)
+    k = 5;
+  if (v >= 100000)
+    k = 6;
+  if (v >= 1000000)
+    k = 7;
+  return k;
+}
+
+/* The body length whose Content-Length (k digits) makes head + k + tail +
+ * body exactly `room` bytes, or -1 when no k does (room = 10^m + m). */
+static __always_inline long body_for(__u32 room) {
+  for (__u32 k = 1; k <= 7; k++) {
+    if (room < k)
+      break;
+    if (digits_of(room - k) == k)
+      return room - k;
+  }
+  return -1;
+}
+
+/* Writes the head, the Content-Length, the tail and the body into the skb
+ * at its own length when it has room; returns the bytes the skb grew by (0
+ * in the usual case), or -1. A subprogram: its scratch would push the
+ * verdict's stack over 512 bytes. */
+static __noinline long write_answer(struct __sk_buff *skb, __u32 h) {
+  if (h >= 5)
+    return -1;
+  __u32 head_len = answer_head_len[h];
+  if (head_len == 0 || head_len > HEAD_MAX)
+    return -1;
+  __u32 len = skb->len;
+  __u32 fixed = head_len + ANSWER_TAIL_LEN;
+  __u32 pad = 0; /* the tail's optional space left out: one byte less */
+  long body = -1;
+  if (len > fixed) {
+    body = body_for(len - fixed);
+    if (body < 0) {
+      pad = 1;
+      body = body_for(len - fixed + 1);
+    }
+  }
+  __u32 total = len;
+  if (body < 0) { /* too short: the bare answer, longer than the skb */
+    body = 0;
+    pad = 0;
+    total = fixed + 1;
+  }
+  if (body > 9999999)
+    return -1;
+  __u32 k = digits_of((__u32)body);
+  if (total != len && bpf_skb_change_tail(skb, total, 0) < 0)
+    return -1;
+  char num[8] = {};
+  __u32 v = (__u32)body;
+  for (int i = 6; i >= 0; i--) {
+    num[i] = '0' + v % 10;
+    v /= 10;
+  }
+  if (bpf_skb_store_bytes(skb, 0, answer_head[h], head_len, 0) < 0)
+    return -1;
+  /* the number's last k digits, each size a constant the verifier can check */
+  long stored = -1;
+  switch (k) {
+#define DIGITS(n) \
+  case n:         \
+    stored = bpf_skb_store_bytes(skb, head_len, num + 7 - n, n, 0); \
+    break;
+    DIGITS(1) DIGITS(2) DIGITS(3) DIGITS(4) DIGITS(5) DIGITS(6) DIGITS(7)
+#undef DIGITS
+  }
+  if (stored < 0)
+    return -1;
+  if (pad) {
+    /* "\r\nconnection: close" then "\r\n\r\n": the space left out */
+    if (bpf_skb_store_bytes(skb, head_len + k, answer_tail, ANSWER_TAIL_LEN - 5, 0) < 0 ||
+        bpf_skb_store_bytes(skb, head_len + k + ANSWER_TAIL_LEN - 5, answer_tail + ANSWER_TAIL_LEN - 4, 4, 0) < 0)
+      return -1;
+  } else if (bpf_skb_store_bytes(skb, head_len + k, answer_tail, ANSWER_TAIL_LEN, 0) < 0) {
+    return -1;
+  }
+  struct answer_fill f = {.skb = skb, .off = fixed + k - pad, .end = total};
+  if (f.off < f.end)
+    bpf_loop((f.end - f.off) / FILL + 1, fill_step, &f, 0);
+  if (f.failed)
+    return -1;
+  return total > len ? total - len : 0;
+}
 
 /* The counter (SMIK_HTTP_C_*) of a refusal: also the reason its event gives. */
 static __always_inline __u8 counter_of(__u32 verdict) {
@@ -1356,30 +1506,47 @@ static __always_inline __u8 counter_of(__u32 verdict) {
   return SMIK_HTTP_C_MALFORMED;
 }
 
-/* The skb becomes the answer, sent on the socket's own egress. */
-static __always_inline int answer(struct __sk_buff *skb, __u64 cookie, __u32 verdict) {
-  int ok;
+/* The skb becomes the answer, sent on the socket's own egress; *debt gets
+ * the bytes it grew by. */
+static __always_inline int answer(struct __sk_buff *skb, __u64 cookie, __u32 verdict, __u64 *debt) {
   count(counter_of(verdict));
+  __u32 h = 0; /* 400 */
   switch (verdict) {
     case W_DENY:
-      ok = WRITE_ANSWER(skb, a403);
+      h = 1;
       break;
     case W_URI_TOO_LONG:
-      ok = WRITE_ANSWER(skb, a414);
+      h = 2;
       break;
     case W_HEAD_TOO_LARGE:
-      ok = WRITE_ANSWER(skb, a431);
+      h = 3;
       break;
     case W_NO_STATE:
-      ok = WRITE_ANSWER(skb, a503);
-      break;
-    default:
-      ok = WRITE_ANSWER(skb, a400);
+      h = 4;
       break;
   }
-  if (ok && bpf_sk_redirect_hash(skb, &smik_http_socks, &cookie, 0) == SK_PASS)
+  long grew = write_answer(skb, h);
+  if (grew >= 0 && bpf_sk_redirect_hash(skb, &smik_http_socks, &cookie, 0) == SK_PASS) {
+    *debt = (__u64)grew;
     return SK_PASS;
+  }
   count(SMIK_HTTP_C_ANSWER_FAILED);
+  return SK_DROP;
+}
+
+/* The state of a connection answered without state of its own */
+const struct smik_http_conn closed_conn = {.phase = SMIK_HTTP_P_CLOSED};
+
+/* A refused skb after the answer: trimmed by what the answer still owes
+ * (see above), then dropped. */
+static __always_inline int drop_repaying(struct __sk_buff *skb, __u64 *debt) {
+  count(SMIK_HTTP_C_DROPPED);
+  __u32 len = skb->len;
+  if (*debt == 0 || len == 0)
+    return SK_DROP;
+  __u32 take = *debt < len ? (__u32)*debt : len;
+  if (bpf_skb_change_tail(skb, len - take, 0) == 0)
+    *debt -= take;
   return SK_DROP;
 }
 
@@ -1573,12 +1740,18 @@ int smik_http_verdict(struct __sk_buff *skb) {
     struct exchange *a = bpf_map_lookup_elem(&smik_http_exchanges, &cookie);
     if (a)
       a->phase = R_OFF;
-    return answer(skb, cookie, W_NO_STATE);
+    /* closed from here on, with what the answer owes (an LRU entry: it
+     * takes the place of the oldest) */
+    __u64 debt = 0;
+    int v = answer(skb, cookie, W_NO_STATE, &debt);
+    bpf_map_update_elem(&smik_http_conns, &cookie, &closed_conn, BPF_ANY);
+    c = bpf_map_lookup_elem(&smik_http_conns, &cookie);
+    if (c)
+      c->count = debt;
+    return v;
   }
-  if (c->phase == SMIK_HTTP_P_CLOSED) {
-    count(SMIK_HTTP_C_DROPPED);
-    return SK_DROP;
-  }
+  if (c->phase == SMIK_HTTP_P_CLOSED)
+    return drop_repaying(skb, &c->count);
   if (c->phase == SMIK_HTTP_P_TUNNEL)
     return SK_PASS;
   if (c->phase == SMIK_HTTP_P_TUNNEL_PENDING) {
@@ -1622,8 +1795,10 @@ int smik_http_verdict(struct __sk_buff *skb) {
   if (a)
     a->phase = R_OFF;
   w.c.phase = SMIK_HTTP_P_CLOSED;
+  w.c.count = 0; /* from here on: what the answer owes */
+  int v = answer(skb, cookie, w.verdict, &w.c.count);
   *c = w.c;
-  return answer(skb, cookie, w.verdict);
+  return v;
 }
 
 /* ---- the server's responses, counted per edge --------------------------------------

@@ -807,7 +807,7 @@ struct smik_http_conn {
   __u8 phase;      /* smik_http_phase */
   __u8 method;     /* smik_http_method */
   __u64 method_acc; /* the method's bytes so far, first byte lowest */
-  __u64 count;     /* a number being read, or body / chunk bytes left */
+  __u64 count;     /* a number being read, or body / chunk bytes left; closed: the bytes its answer owes */
   __u32 line_bytes; /* of the request line, or of the chunk line */
   __u32 head_bytes; /* of the header block (or trailers) */
   __u16 headers;

@@ -557,10 +557,31 @@ class HttpJudgeTest : public ::testing::Test {
       if (ends >= static_cast<size_t>(connections)) return seen;
       usleep(50 * 1000);
     }
-    ADD_FAILURE() << "the server did not finish the connection: " << seen;
+    ADD_FAILURE() << "the server did not finish the connection: " << seen << "\n" << whyStuck();
     return seen;
   }
   uint64_t delta(int counter) { return judge_->counters()[counter] - before_[counter]; }
+  // Where a server that never saw its connection end is: its sockets on both
+  // sides (queues, window, state) and the kernel function it sleeps in.
+  std::string whyStuck() {
+    auto file = [](const std::string& path) {
+      std::string out;
+      if (FILE* f = std::fopen(path.c_str(), "r")) {
+        char buf[512];
+        size_t n;
+        while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
+        std::fclose(f);
+      }
+      return out;
+    };
+    const std::string pid = std::to_string(srv_->pid());
+    std::string out = "server wchan: " + file("/proc/" + pid + "/wchan") + "\nserver stack:\n" +
+                      file("/proc/" + pid + "/stack") + "server syscalls:\n" +
+                      bed_->run({"timeout", "0.5", "strace", "-p", pid}, 5000).output;
+    for (testbed::Pod* pod : {server_pod_, client_pod_})
+      out += "\nss in " + pod->name() + ":\n" + bed_->run(*pod, {"ss", "-tanieom"}, 5000).output;
+    return out;
+  }
 
   // Generated streams through the reference and the kernel alike (below).
   using Reference = compile::http::RequestFramer;
@@ -956,6 +977,48 @@ TEST_F(HttpJudgeTest, ADeniedHeadReachesTheServerOnlyIncomplete) {
   EXPECT_EQ(seen.find("REQ"), std::string::npos) << seen;
   EXPECT_NE(seen.find("unparsed=GET /admin HTTP/1.1"), std::string::npos) << seen;
   EXPECT_EQ(seen.find("guest\\r\\n\\r\\n"), std::string::npos) << seen;
+}
+
+// The answer takes the refused segment's place byte for byte (answer() in
+// the verdict program; bpf/README.md says why): the kernel counts the
+// answer's length as read from the server's socket. A body of spaces fills a
+// long segment; a one-byte segment grows to the bare answer and the next
+// segments dropped pay the difference back. Bytes the client sends after the
+// answer, then a reset, end the server's read; an answer longer than what it
+// replaced could leave them queued where no read reaches them, and the
+// server's read() failing with EAGAIN for ever.
+TEST_F(HttpJudgeTest, AnAnswerTakesTheRefusedSegmentsPlaceExactly) {
+  onHeaderPort();
+  for (const bool one_byte : {false, true}) {
+    SCOPED_TRACE(one_byte ? "decided by a segment of one byte" : "decided by a segment of 400 bytes");
+    log_from_ = srv_->output().size();
+    auto c = fromClientPod();
+    ASSERT_TRUE(c->send(getWith("/admin/a", "X-Role: admin\r\n")));
+    EXPECT_EQ(c->response().first, 200);
+    // denied at the head's end: not the header /admin needs
+    const std::string denied = getWith("/admin/b", "User-Agent: Android\r\nX-Long: " + std::string(300, 'a') + "\r\n");
+    if (one_byte) {
+      ASSERT_TRUE(c->send(denied.substr(0, denied.size() - 1)));
+      usleep(100 * 1000);  // a segment of its own (TCP_NODELAY); a wait, never an assertion on time
+      ASSERT_TRUE(c->send(denied.substr(denied.size() - 1)));
+    } else {
+      ASSERT_TRUE(c->send(denied));
+    }
+    const auto answer = c->response();
+    EXPECT_EQ(answer.first, 403);
+    if (!one_byte) EXPECT_GT(answer.second.size(), 200u) << "the body fills the segment's length";
+    EXPECT_EQ(answer.second.find_first_not_of(' '), std::string::npos) << "a body of spaces, never the request's bytes";
+    // more than a bare answer's length, then a little: each dropped in turn
+    for (const std::string& more : {std::string(200, 'x'), std::string(10, 'y')}) {
+      const uint64_t dropped = judge_->counters()[SMIK_HTTP_C_DROPPED];
+      ASSERT_TRUE(c->send(more));
+      for (int i = 0; i < kWaitMs / 10 && judge_->counters()[SMIK_HTTP_C_DROPPED] == dropped; ++i) usleep(10 * 1000);
+      EXPECT_GT(judge_->counters()[SMIK_HTTP_C_DROPPED], dropped) << more.size() << " bytes after the answer";
+    }
+    c->resetNow();
+    const std::string seen = serverSawAfterClose(*c);
+    EXPECT_EQ(seen.find("REQ GET /admin/b"), std::string::npos) << seen;
+  }
 }
 
 TEST_F(HttpJudgeTest, KeepAliveWithHeadersAllowedAllowedDeniedThenANewConnection) {
@@ -1661,7 +1724,10 @@ void HttpJudgeTest::judgeAlike(StreamMaker& make, int count, const std::function
         statuses.push_back(c->response().first);
       }
     }
-    const std::string seen = serverSawAfterClose(*c, 1);
+    const std::string seen = [&] {
+      SCOPED_TRACE("stream " + std::to_string(s) + (pipelined ? " (pipelined)" : "") + ": " + printable(stream));
+      return serverSawAfterClose(*c, 1);
+    }();
     const auto after = judge_->counters();
     auto moved = [&](int counter) { return after[counter] - before[counter]; };
     const std::string what = "stream " + std::to_string(s) + (pipelined ? " (pipelined)" : "") +
