@@ -1021,6 +1021,25 @@ TEST_F(HttpJudgeTest, AnAnswerTakesTheRefusedSegmentsPlaceExactly) {
   }
 }
 
+// A denied upload: its first skb (the request line and as much of the body
+// as came with it, up to a GSO skb's 64 KiB) becomes the answer, filled with
+// spaces to that skb's length, never with the upload's bytes; the rest of
+// the body is dropped.
+TEST_F(HttpJudgeTest, ADeniedUploadIsAnsweredAtItsFirstSkbsLengthWithoutItsBytes) {
+  auto c = fromClientPod();
+  const std::string upload = "POST /admin HTTP/1.1\r\nHost: srv\r\nContent-Length: 100000\r\n\r\n" + std::string(100000, 'z');
+  ASSERT_TRUE(c->send(upload));
+  const auto answer = c->response();
+  EXPECT_EQ(answer.first, 403);
+  EXPECT_EQ(answer.second.find_first_not_of(' '), std::string::npos) << "a body of spaces, never the upload's bytes";
+  std::printf("the 403's body: %zu bytes\n", answer.second.size());
+  c->resetNow();
+  const std::string seen = serverSawAfterClose(*c);
+  EXPECT_EQ(seen.find("REQ"), std::string::npos) << seen;
+  EXPECT_EQ(seen.find("zzz"), std::string::npos) << seen.substr(0, 200);
+  EXPECT_EQ(delta(SMIK_HTTP_C_DENIED_POLICY), 1u);
+}
+
 TEST_F(HttpJudgeTest, KeepAliveWithHeadersAllowedAllowedDeniedThenANewConnection) {
   onHeaderPort();
   auto c = fromClientPod();
