@@ -1534,9 +1534,6 @@ static __always_inline int answer(struct __sk_buff *skb, __u64 cookie, __u32 ver
   return SK_DROP;
 }
 
-/* The state of a connection answered without state of its own */
-const struct smik_http_conn closed_conn = {.phase = SMIK_HTTP_P_CLOSED};
-
 /* A refused skb after the answer: trimmed by what the answer still owes
  * (see above), then dropped. */
 static __always_inline int drop_repaying(struct __sk_buff *skb, __u64 *debt) {
@@ -1740,15 +1737,11 @@ int smik_http_verdict(struct __sk_buff *skb) {
     struct exchange *a = bpf_map_lookup_elem(&smik_http_exchanges, &cookie);
     if (a)
       a->phase = R_OFF;
-    /* closed from here on, with what the answer owes (an LRU entry: it
-     * takes the place of the oldest) */
+    /* Reached only when the state went between the guard's lookup and
+     * this one (the guard drops a stateless socket's payload): no state to
+     * keep a debt in. */
     __u64 debt = 0;
-    int v = answer(skb, cookie, W_NO_STATE, &debt);
-    bpf_map_update_elem(&smik_http_conns, &cookie, &closed_conn, BPF_ANY);
-    c = bpf_map_lookup_elem(&smik_http_conns, &cookie);
-    if (c)
-      c->count = debt;
-    return v;
+    return answer(skb, cookie, W_NO_STATE, &debt);
   }
   if (c->phase == SMIK_HTTP_P_CLOSED)
     return drop_repaying(skb, &c->count);
