@@ -15,11 +15,14 @@ namespace {
 // Saturating keeps a window at zero instead of wrapping to 2^64.
 uint64_t saturatingSub(uint64_t a, uint64_t b) { return a > b ? a - b : 0; }
 
-// Width of bucket b in µs: one value each below 16, then 1/16 of its power of two.
+// Octave (log2 of the power of two) of bucket b >= SMIK_HIST_SUB.
+int octave(uint32_t b) { return static_cast<int>(b / SMIK_HIST_SUB) + SMIK_HIST_SUB_LOG2 - 1; }
+
+// Width of bucket b in µs: one value each below SMIK_HIST_SUB, then
+// 1/SMIK_HIST_SUB of its power of two.
 double bucketWidth(uint32_t b) {
   if (b < SMIK_HIST_SUB) return 1;
-  const uint32_t log2 = b / SMIK_HIST_SUB + 3;
-  return std::ldexp(1.0, static_cast<int>(log2) - 4);
+  return std::ldexp(1.0, octave(b) - SMIK_HIST_SUB_LOG2);
 }
 
 }  // namespace
@@ -32,14 +35,13 @@ uint64_t Histogram::count() const {
 
 double Histogram::bucketLow(uint32_t b) {
   if (b < SMIK_HIST_SUB) return b;
-  const uint32_t log2 = b / SMIK_HIST_SUB + 3;
   const uint32_t sub = b % SMIK_HIST_SUB;
-  return std::ldexp(static_cast<double>(SMIK_HIST_SUB + sub), static_cast<int>(log2) - 4);
+  return std::ldexp(static_cast<double>(SMIK_HIST_SUB + sub), octave(b) - SMIK_HIST_SUB_LOG2);
 }
 
 // Values are whole µs, so a bucket holds the integers low .. low+width-1 and
-// their midpoint is exact for the unit-width buckets (below 32 µs) instead of
-// being off by half a microsecond. The last bucket also holds everything above
+// their midpoint is exact for the unit-width buckets (below 2 SMIK_HIST_SUB
+// µs) instead of being off by half a microsecond. The last bucket also holds everything above
 // its range; its nominal midpoint is the best a fixed layout can say.
 double Histogram::bucketMid(uint32_t b) { return bucketLow(b) + (bucketWidth(b) - 1) / 2; }
 

@@ -31,8 +31,9 @@
  *   packets, a full listen queue), NOT HTTP response time: the kernel
  *   completes the handshake before the application accept()s, so a slow
  *   request handler does not show up here. A value is the midpoint of the
- *   log-linear histogram bucket holding the quantile (within 3.2% of the
- *   true value), 0 when nothing was established in the window.
+ *   log-linear histogram bucket holding the quantile (within 6.25% of the
+ *   true value, smik_abi.h SMIK_HIST_SUB), 0 when nothing was established
+ *   in the window.
  * - TrafficSplit items: connections sent to the split's apex Service that
  *   went to each backend, observed at the clients (edge side "client").
  *

@@ -11,6 +11,7 @@
 #include <set>
 
 #include "agent/datapath/datapath.h"
+#include "bpf/include/smik_abi.h"
 
 namespace smik::maps {
 namespace {
@@ -36,14 +37,26 @@ uint64_t totalBytes(const std::vector<MapDef>& defs, uint32_t cpus, bool with_ht
   return total;
 }
 
-// The bound the hardening set, for the L4 data path (policy, conntrack,
-// services, telemetry). The HTTP judge's maps come on top: README.md says
-// how much, and that the bound does not hold with them.
+// The bound the hardening set: 256 MiB of kernel memory at the defaults. It
+// holds for the L4 data path (policy, conntrack, services, telemetry).
 TEST(KernelMemory, L4MapsAtDefaultsStayUnder256MiBAt192Cpus) {
   const auto defs = defaults();
   for (uint32_t cpus : {2u, 64u, 192u}) {
     SCOPED_TRACE(cpus);
     EXPECT_LT(totalBytes(defs, cpus, false), 256 * kMiB);
+  }
+}
+
+// With the HTTP judge's maps (loaded by default, --http-rules enforce) the
+// total does not fit 256 MiB yet, and the latency histograms cannot buy it
+// and stay: without any it would be 255.7 MiB (README.md, "Capacity and
+// kernel memory", says what the rest is and what could fit it). This bound
+// keeps the total from growing past what it is now while that is decided.
+TEST(KernelMemory, TotalWithTheHttpJudgeAtDefaultsStaysUnder290MiB) {
+  const auto defs = defaults();
+  for (uint32_t cpus : {2u, 64u, 192u}) {
+    SCOPED_TRACE(cpus);
+    EXPECT_LT(totalBytes(defs, cpus), 290 * kMiB);
   }
   // The table in README.md ("Capacity and kernel memory"), regenerated here.
   std::printf("%-28s %-16s %10s %12s %12s %12s\n", "map", "type", "max", "2 CPUs", "64 CPUs",
@@ -58,6 +71,17 @@ TEST(KernelMemory, L4MapsAtDefaultsStayUnder256MiBAt192Cpus) {
                 totalBytes(defs, 2, with_http) / double(kMiB),
                 totalBytes(defs, 64, with_http) / double(kMiB),
                 totalBytes(defs, 192, with_http) / double(kMiB));
+  // What the latency histograms weigh: the total if they took nothing.
+  auto bare = defs;
+  for (auto& d : bare) {
+    if (d.name == "smik_conn" || d.name == "smik_conn_zero")
+      d.value_size -= 2 * sizeof(__u32) * SMIK_HIST_BUCKETS;
+    if (d.name == "smik_http_edges" || d.name == "smik_http_edges_zero")
+      d.value_size -= sizeof(__u32) * SMIK_HIST_BUCKETS;
+  }
+  std::printf("%-57s %12.1f %12.1f %12.1f\n", "total with the HTTP judge, no latency histograms",
+              totalBytes(bare, 2) / double(kMiB), totalBytes(bare, 64) / double(kMiB),
+              totalBytes(bare, 192) / double(kMiB));
 }
 
 // Every map, the HTTP judge's too: what a node pays does not grow with its
