@@ -222,7 +222,7 @@ bool Agent::recompileIfNeeded(bool source_changed, bool net_changed) {
   closeUnjudgedPorts(&plan);
   plan_ = std::make_shared<const compile::Plan>(std::move(plan));
   source_->reportPlan(*plan_);
-  store_.setTopology(state, *plan_);
+  store_.setTopology(state, plan_);
   publish(std::move(state), node);
   return true;
 }

@@ -16,6 +16,7 @@
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -130,7 +131,9 @@ struct Run {
   }
   // source: {"--manifests", dir} or {"--kubeconfig", file}.
   void start(const std::vector<std::string>& source) {
-    std::vector<std::string> argv = {SMIK_AGENT, "--node", kNode, "--http",
+    // SMIK_BENCH_AGENT: another agent binary (another tree's, for a diagnosis).
+    const char* bin = std::getenv("SMIK_BENCH_AGENT");
+    std::vector<std::string> argv = {bin && *bin ? bin : SMIK_AGENT, "--node", kNode, "--http",
                                      "127.0.0.1:" + std::to_string(port), "--grpc", "",
                                      "--pin-dir", pin, "--cgroup", cgroup, "--log-level", "warn",
                                      "--events", "false"};
@@ -250,6 +253,13 @@ void benchSource(bool quick, bool kube) {
                     "the agent to apply 50k pods");
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
   long rss50k = vmRssKiB(run.agent->pid());
+  // SMIK_BENCH_HOLD_S: keep the agent running that long after the 50k
+  // reading, to look at it (/proc/PID/smaps, malloc_info from a debugger).
+  if (const char* hold = std::getenv("SMIK_BENCH_HOLD_S")) {
+    std::printf("holding the agent (pid %d) for %s s\n", int(run.agent->pid()), hold);
+    std::fflush(stdout);
+    std::this_thread::sleep_for(std::chrono::seconds(std::atoi(hold)));
+  }
 
   std::printf("\n%-34s %10s %10s %10s\n", "control plane", "value", "min", "max");
   std::printf("%-34s %8.1fms %8.1fms %8.1fms   (%zu changes, 10k pods)\n", "propagation p50", p50,

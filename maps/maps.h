@@ -12,6 +12,7 @@
 #include "agent/base/abi.h"
 #include "agent/base/addr.h"
 #include "agent/base/flat_map.h"
+#include "agent/base/shared_flat_map.h"
 #include "agent/base/result.h"
 #include "agent/base/unique_fd.h"
 
@@ -56,7 +57,9 @@ struct SvcTable {
 
 // What the kernel holds (or should hold) for enforcement.
 struct KernelState {
-  FlatMap<Addr, smik_ip_info> ips;  // sorted vector: an entry per pod address
+  // Sorted vector: an entry per pod address. Shared with the plan it was
+  // made from (desiredState), copied only if written.
+  SharedFlatMap<Addr, smik_ip_info> ips;
   std::map<uint32_t, smik_endpoint> endpoints;  // by host-side ifindex
   PolicyEntries policy;
   bool policy_installed = false;  // an empty generation still fails closed if absent

@@ -13,6 +13,7 @@
 #include "agent/base/abi.h"
 #include "agent/base/addr.h"
 #include "agent/base/flat_map.h"
+#include "agent/base/shared_flat_map.h"
 #include "agent/base/names.h"
 #include "agent/compile/http_regex.h"
 #include "agent/model/objects.h"
@@ -167,8 +168,10 @@ struct HttpPortPlan {
 struct Plan {
   std::map<std::string, uint32_t> identities;  // "ns/sa" -> id
   // Every pod IP of the cluster + host addrs. Sorted vector: 28 bytes an
-  // address, where a std::map node took 80.
-  FlatMap<Addr, smik_ip_info> ip_identity;
+  // address, where a std::map node took 80; shared (copy on write) with the
+  // desired kernel state made from this plan, and so with the agent's view
+  // of the kernel once it is applied.
+  SharedFlatMap<Addr, smik_ip_info> ip_identity;
   std::map<std::string, LocalEndpoint> endpoints;  // by pod ns/name
   std::map<smik_policy_key, smik_policy_value> policy;
   std::vector<RuleOrigin> rules;  // index = rule_id - 1

@@ -38,8 +38,15 @@ bool Store::SideDelta::empty() const {
          response.empty();
 }
 
-void Store::setTopology(std::shared_ptr<const model::ClusterState> shared, const compile::Plan& plan) {
+void Store::setTopology(std::shared_ptr<const model::ClusterState> shared,
+                        const compile::Plan& plan) {
+  setTopology(std::move(shared), std::make_shared<const compile::Plan>(plan));
+}
+
+void Store::setTopology(std::shared_ptr<const model::ClusterState> shared,
+                        std::shared_ptr<const compile::Plan> plan_ptr) {
   const model::ClusterState& state = *shared;
+  const compile::Plan& plan = *plan_ptr;
   std::lock_guard<std::mutex> l(mu_);
   routes_.clear();
   for (const auto& [k, t] : plan.services) {
@@ -48,44 +55,68 @@ void Store::setTopology(std::shared_ptr<const model::ClusterState> shared, const
     for (const auto& g : t.groups)
       for (const auto& e : g.endpoints) r.group_of[{e.addr, e.port}] = g.service;
   }
-  state_ = std::move(shared);
+  state_ = shared;
   namespaces_.clear();
   for (const auto& [name, ns] : state.namespaces) namespaces_[name] = name;
-  std::vector<std::pair<Addr, const std::string*>> by_ip;
+  std::vector<std::pair<Addr, uint32_t>> by_ip;
   by_ip.reserve(state.pods.size());
-  for (const auto& [key, pod_ptr] : state.pods) {
-    const auto& pod = *pod_ptr;
+  uint32_t index = 0;
+  for (auto it = state.pods.begin(); it != state.pods.end(); ++it, ++index) {
+    const auto& pod = *it->second;
     namespaces_[pod.meta.ns] = pod.meta.ns;
     if (pod.host_network) continue;  // the node's address is nobody's pod
     for (const auto& ip : pod.ips) {
       Addr a;
-      if (parseAddr(ip, &a)) by_ip.emplace_back(a, &key);  // state_ holds the key
+      if (parseAddr(ip, &a)) by_ip.emplace_back(a, index);
     }
   }
-  pod_by_ip_.assign(std::move(by_ip));
+  pod_by_ip_.assign(std::move(shared), std::move(plan_ptr), std::move(by_ip));
 }
 
-void Store::PodsByIp::assign(std::vector<std::pair<Addr, const std::string*>> entries) {
+void Store::PodsByIp::assign(std::shared_ptr<const model::ClusterState> state,
+                             std::shared_ptr<const compile::Plan> plan,
+                             std::vector<std::pair<Addr, uint32_t>> entries) {
   // Of pods that share an address the last in key order names it.
   std::stable_sort(entries.begin(), entries.end(),
                    [](const auto& a, const auto& b) { return a.first < b.first; });
-  std::vector<std::pair<Addr, const std::string*>> unique;
-  unique.reserve(entries.size());
-  for (auto& e : entries) {
-    if (!unique.empty() && unique.back().first == e.first)
-      unique.back() = e;
+  const auto& addrs = plan->ip_identity;
+  std::vector<uint32_t> named(addrs.size(), kNone);
+  std::vector<std::pair<Addr, uint32_t>> aside;
+  // Both sorted by address: one merge.
+  auto at = addrs.begin();
+  for (size_t i = 0; i < entries.size(); i++) {
+    if (i + 1 < entries.size() && entries[i + 1].first == entries[i].first) continue;
+    const auto& [addr, pod] = entries[i];
+    while (at != addrs.end() && at->first < addr) ++at;
+    if (at != addrs.end() && at->first == addr)
+      named[at - addrs.begin()] = pod;
     else
-      unique.push_back(e);
+      aside.emplace_back(addr, pod);
   }
-  unique.shrink_to_fit();
-  entries_ = std::move(unique);
+  aside.shrink_to_fit();
+  state_ = std::move(state);
+  plan_ = std::move(plan);
+  named_ = std::move(named);
+  aside_ = std::move(aside);
+}
+
+const std::string& Store::PodsByIp::keyAt(uint32_t i) const {
+  return (state_->pods.begin() + i)->first;
 }
 
 const std::string& Store::PodsByIp::find(const Addr& a) const {
-  static const std::string kNone;
-  auto it = std::lower_bound(entries_.begin(), entries_.end(), a,
+  static const std::string kNoPod;
+  if (plan_) {
+    const auto& addrs = plan_->ip_identity;
+    auto it = addrs.lower_bound(a);
+    if (it != addrs.end() && it->first == a) {
+      const uint32_t pod = named_[it - addrs.begin()];
+      return pod == kNone ? kNoPod : keyAt(pod);
+    }
+  }
+  auto it = std::lower_bound(aside_.begin(), aside_.end(), a,
                              [](const auto& e, const Addr& x) { return e.first < x; });
-  return it != entries_.end() && it->first == a ? *it->second : kNone;
+  return it != aside_.end() && it->first == a ? keyAt(it->second) : kNoPod;
 }
 
 void Store::sample(const std::vector<maps::ConnEdge>& edges, const std::vector<maps::HttpEdge>& http,

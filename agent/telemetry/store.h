@@ -5,6 +5,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <deque>
 #include <map>
 #include <memory>
@@ -20,7 +21,7 @@
 #include "maps/maps.h"
 
 namespace smik::compile {
-struct Plan;  // read by setTopology() only: the store keeps none of it
+struct Plan;  // setTopology() keeps its address map to name addresses by
 }
 
 namespace smik::telemetry {
@@ -34,6 +35,10 @@ class Store : public MetricsView {
   // recompile; samples taken later are attributed with it.
   // Shares the agent's copy of the state rather than copying its pods: at 50k
   // pods every copy is tens of MiB.
+  // The plan is shared too: the store names addresses by an index beside
+  // the plan's own sorted address map instead of a copy of it.
+  void setTopology(std::shared_ptr<const model::ClusterState> state,
+                   std::shared_ptr<const compile::Plan> plan);
   void setTopology(std::shared_ptr<const model::ClusterState> state, const compile::Plan& plan);
   void setTopology(const model::ClusterState& state, const compile::Plan& plan) {
     setTopology(std::make_shared<const model::ClusterState>(state), plan);
@@ -130,16 +135,28 @@ class Store : public MetricsView {
 
   int max_window_s_;
   mutable std::mutex mu_;
-  // Pod keys ("ns/name") by address, pointing into state_'s keys: sorted
-  // once per topology. As a map of strings it cost 100 bytes a pod (5 MiB
-  // at 50k pods); as this, 32.
+  // Pod keys ("ns/name") by address. As a map of strings it cost 100 bytes
+  // a pod (5 MiB at 50k pods); as a sorted vector of (address, pointer to
+  // the key), 32; now 4: the index of the pod (in the state's pods) that
+  // names each address of the plan's own sorted address map, which holds
+  // every pod's address but those the compiler leaves out (a pod not
+  // holding its address, one over capacity): those few are kept aside,
+  // address and index.
   class PodsByIp {
    public:
-    void assign(std::vector<std::pair<Addr, const std::string*>> entries);
+    // entries: each pod address with the index of its pod in state->pods.
+    void assign(std::shared_ptr<const model::ClusterState> state,
+                std::shared_ptr<const compile::Plan> plan,
+                std::vector<std::pair<Addr, uint32_t>> entries);
     const std::string& find(const Addr& a) const;  // "" when no pod's
 
    private:
-    std::vector<std::pair<Addr, const std::string*>> entries_;
+    static constexpr uint32_t kNone = ~0u;
+    const std::string& keyAt(uint32_t i) const;
+    std::shared_ptr<const model::ClusterState> state_;
+    std::shared_ptr<const compile::Plan> plan_;
+    std::vector<uint32_t> named_;  // parallel to plan_->ip_identity; kNone: no pod's
+    std::vector<std::pair<Addr, uint32_t>> aside_;  // sorted; not in the plan's map
   };
   PodsByIp pod_by_ip_;
   std::shared_ptr<const model::ClusterState> state_ = std::make_shared<const model::ClusterState>();

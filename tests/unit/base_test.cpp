@@ -18,6 +18,7 @@
 #include "agent/base/abi.h"
 #include "agent/base/addr.h"
 #include "agent/base/flat_map.h"
+#include "agent/base/shared_flat_map.h"
 #include "agent/base/result.h"
 #include "agent/base/table_space.h"
 #include "agent/base/unique_fd.h"
@@ -233,6 +234,75 @@ TEST(FlatMap, FromUnsortedKeepsTheFirstOrTheLastOfARepeatedKey) {
   big.reserve(1000);
   for (int i = 0; i < 10; i++) big.emplace_back(std::to_string(9 - i), i);
   EXPECT_EQ(Flat::fromUnsorted(std::move(big), Flat::Keep::kFirst).capacity(), 10u);
+}
+
+// ---- SharedFlatMap: copies share one vector until written -------------------
+
+using Shared = SharedFlatMap<std::string, int>;
+
+std::vector<std::pair<std::string, int>> entriesOf(const Shared& m) { return {m.begin(), m.end()}; }
+
+TEST(SharedFlatMap, CopiesShareUntilOneIsWrittenAndTheOtherNeverSeesIt) {
+  Shared a = Flat{{"a", 1}, {"b", 2}, {"c", 3}};
+  Shared b = a;
+  EXPECT_TRUE(a.sharesWith(b));
+  EXPECT_EQ(a, b);
+  const Shared& cb = b;
+  EXPECT_EQ(cb.at("b"), 2);  // a read does not copy
+  EXPECT_TRUE(a.sharesWith(b));
+  b["b"] = 20;  // a write copies first
+  EXPECT_FALSE(a.sharesWith(b));
+  EXPECT_EQ(entriesOf(a), (std::vector<std::pair<std::string, int>>{{"a", 1}, {"b", 2}, {"c", 3}}));
+  EXPECT_EQ(entriesOf(b), (std::vector<std::pair<std::string, int>>{{"a", 1}, {"b", 20}, {"c", 3}}));
+  EXPECT_FALSE(a == b);
+  // Every mutating call detaches: erase, emplace, erase_if, the non-const
+  // iterators, at, clear.
+  for (int op = 0; op < 7; op++) {
+    Shared c = a;
+    ASSERT_TRUE(c.sharesWith(a));
+    switch (op) {
+      case 0: c.erase("a"); break;
+      case 1: c.emplace("d", 4); break;
+      case 2: erase_if(c, [](const auto& e) { return e.second == 3; }); break;
+      case 3: c.begin()->second = 100; break;
+      case 4: c.at("c") = 300; break;
+      case 5: c.find("a")->second = 10; break;
+      case 6: c.clear(); break;
+    }
+    EXPECT_FALSE(c.sharesWith(a)) << op;
+    EXPECT_EQ(entriesOf(a), (std::vector<std::pair<std::string, int>>{{"a", 1}, {"b", 2}, {"c", 3}}))
+        << "op " << op << " wrote through to the copy it shared with";
+  }
+  // Erasing by an iterator taken before the copy: the same entry goes.
+  Shared d = a;
+  const Shared& cd = d;
+  auto it = cd.find("b");
+  auto next = d.erase(it);
+  EXPECT_EQ(next->first, "c");
+  EXPECT_EQ(entriesOf(d), (std::vector<std::pair<std::string, int>>{{"a", 1}, {"c", 3}}));
+  EXPECT_EQ(a.size(), 3u);
+  // Nothing to erase: nothing copied.
+  Shared e = a;
+  EXPECT_EQ(e.erase("zz"), 0u);
+  EXPECT_EQ(erase_if(e, [](const auto&) { return false; }), 0u);
+  EXPECT_TRUE(e.sharesWith(a));
+}
+
+TEST(SharedFlatMap, EmptyAndBuiltLikeAFlatMap) {
+  Shared m;
+  EXPECT_TRUE(m.empty());
+  EXPECT_EQ(m.begin(), m.end());
+  EXPECT_EQ(m.count("a"), 0u);
+  EXPECT_THROW(static_cast<const Shared&>(m).at("a"), std::out_of_range);
+  Shared n;
+  EXPECT_EQ(m, n);
+  EXPECT_FALSE(m.sharesWith(n));  // nothing to share
+  m["b"] = 1;
+  m["a"] = 2;
+  EXPECT_EQ(entriesOf(m), (std::vector<std::pair<std::string, int>>{{"a", 2}, {"b", 1}}));
+  EXPECT_EQ(entriesOf(Shared::fromUnsorted({{"b", 1}, {"a", 1}, {"b", 2}}, Shared::Keep::kLast)),
+            (std::vector<std::pair<std::string, int>>{{"a", 1}, {"b", 2}}));
+  EXPECT_EQ(Shared(Flat{{"a", 1}}), (Shared{{"a", 1}}));
 }
 
 // The same as std::map, operation by operation, over random keys of both

@@ -118,6 +118,13 @@ TEST(DesiredState, CopiesAddressesAndPolicy) {
   EXPECT_EQ(s.ips, p.ip_identity);
   EXPECT_EQ(s.policy, p.policy);
   EXPECT_TRUE(s.policy_installed);
+  // The addresses are the plan's own vector, not a copy (1.4 MiB at 50k
+  // pods); a write to the state's copies it and leaves the plan's alone.
+  EXPECT_TRUE(s.ips.sharesWith(p.ip_identity));
+  KernelState written = s;
+  written.ips.erase(written.ips.begin()->first);
+  EXPECT_EQ(s.ips, p.ip_identity);
+  EXPECT_EQ(written.ips.size() + 1, p.ip_identity.size());
 }
 
 TEST(DesiredState, EndpointsOnlyForPodsWithAnInterface) {

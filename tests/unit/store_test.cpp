@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <map>
+#include <memory>
 
 #include "agent/model/parse.h"
 #include "agent/compile/compile.h"
@@ -191,6 +193,74 @@ status: {phase: Running, podIP: 10.0.0.1}
   ASSERT_EQ(e.size(), 0u) << "its peer db-0 is no longer known in this topology";
 }
 
+
+// Addresses are named through the compiled plan's own address map (an index
+// beside it) and, for the addresses the plan leaves out, a list aside: the
+// same names as with no plan at all, whichever pod the compiler gave a shared
+// address to, for a pod that no longer holds its address, a host-network
+// pod and the node's own addresses.
+TEST(StoreNames, ThroughThePlanTheSameAsWithout) {
+  const model::ClusterState state = stateOf(R"(
+apiVersion: v1
+kind: Pod
+metadata: {name: a-first, namespace: shop}
+spec: {nodeName: n1}
+status: {phase: Running, podIP: 10.0.0.5}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: z-last, namespace: shop}
+spec: {nodeName: n2}
+status: {phase: Running, podIP: 10.0.0.5}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: done, namespace: shop}
+status: {phase: Succeeded, podIP: 10.0.0.6}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: dual, namespace: data}
+status: {phase: Running, podIPs: [{ip: 10.0.0.7}, {ip: "fd00::7"}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: hostnet, namespace: kube-system}
+spec: {hostNetwork: true, nodeName: n1}
+status: {phase: Running, podIP: 192.168.1.5}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: pending, namespace: data}
+status: {phase: Pending}
+)");
+  compile::NodeConfig node;
+  node.node_name = "n1";
+  node.host_addrs = {"192.168.1.5", "192.168.1.6"};
+  const auto plan = std::make_shared<const compile::Plan>(compile::compile(state, node));
+  Addr shared;
+  ASSERT_TRUE(parseAddr("10.0.0.5", &shared));
+  ASSERT_TRUE(plan->ip_identity.count(shared)) << "the plan names the shared address";
+  Store with, without;
+  with.setTopology(std::make_shared<const model::ClusterState>(state), plan);
+  without.setTopology(state, compile::Plan{});
+  const std::map<std::string, std::string> want = {
+      {"10.0.0.5", "shop/z-last"},  // the last by key, as always (the plan: a-first's)
+      {"10.0.0.6", "shop/done"},    // not in the plan: it no longer holds it
+      {"10.0.0.7", "data/dual"},
+      {"fd00::7", "data/dual"},
+      {"192.168.1.5", "192.168.1.5"},  // the node's, and a host-network pod's: nobody's
+      {"192.168.1.6", "192.168.1.6"},
+      {"10.0.0.8", "10.0.0.8"},
+      {"::", "::"},
+  };
+  for (const auto& [text, name] : want) {
+    Addr a;
+    ASSERT_TRUE(parseAddr(text, &a)) << text;
+    EXPECT_EQ(with.nameOf(a), name) << text;
+    EXPECT_EQ(without.nameOf(a), name) << text;
+  }
+}
 
 // The kernel's telemetry map is LRU: an idle edge may be evicted between two
 // reads. When it comes back it counts from zero, and Prometheus' totals
