@@ -1339,22 +1339,17 @@ static __always_inline int walk_frame(struct walk *w, struct smik_http_conn *c) 
  * the next refused skbs, which are trimmed before they are dropped. */
 #define ANSWER_HEAD(code, text) "HTTP/1.1 " code " " text "\r\ncontent-length: "
 #define HEAD_MAX 64
-/* indexed by answer()'s h; two arrays, not an array of structs, so the
- * skeleton's C++ needs no type of ours */
-const char answer_head[5][HEAD_MAX] = {
-    ANSWER_HEAD("400", "Bad Request"),
-    ANSWER_HEAD("403", "Forbidden"),
-    ANSWER_HEAD("414", "URI Too Long"),
-    ANSWER_HEAD("431", "Request Header Fields Too Large"),
-    ANSWER_HEAD("503", "Service Unavailable"),
-};
-const __u32 answer_head_len[5] = {
-    sizeof(ANSWER_HEAD("400", "Bad Request")) - 1,
-    sizeof(ANSWER_HEAD("403", "Forbidden")) - 1,
-    sizeof(ANSWER_HEAD("414", "URI Too Long")) - 1,
-    sizeof(ANSWER_HEAD("431", "Request Header Fields Too Large")) - 1,
-    sizeof(ANSWER_HEAD("503", "Service Unavailable")) - 1,
-};
+/* The answers, in answer()'s order (h). Two tables, not an array of
+ * structs, so the skeleton's C++ needs no type of ours. */
+#define ANSWERS(X) \
+  X("400", "Bad Request") X("403", "Forbidden") X("414", "URI Too Long") \
+  X("431", "Request Header Fields Too Large") X("503", "Service Unavailable")
+#define HEAD_TEXT(code, text) ANSWER_HEAD(code, text),
+#define HEAD_LEN(code, text) sizeof(ANSWER_HEAD(code, text)) - 1,
+const char answer_head[5][HEAD_MAX] = {ANSWERS(HEAD_TEXT)};
+const __u32 answer_head_len[5] = {ANSWERS(HEAD_LEN)};
+#undef HEAD_TEXT
+#undef HEAD_LEN
 /* the space before CRLF is optional whitespace after the value, there to
  * take up one byte where no Content-Length fits the length exactly */
 const char answer_tail[] = "\r\nconnection: close \r\n\r\n";
@@ -1388,20 +1383,13 @@ static int fill_step(__u32 i, void *ctx) {
   return 0;
 }
 
+/* Decimal digits of v, up to 7 (the body's bound). */
 static __always_inline __u32 digits_of(__u32 v) {
   __u32 k = 1;
-  if (v >= 10)
-    k = 2;
-  if (v >= 100)
-    k = 3;
-  if (v >= 1000)
-    k = 4;
-  if (v >= 10000)
-    k = 5;
-  if (v >= 100000)
-    k = 6;
-  if (v >= 1000000)
-    k = 7;
+  for (int i = 0; i < 6 && v >= 10; i++) {
+    v /= 10;
+    k++;
+  }
   return k;
 }
 
