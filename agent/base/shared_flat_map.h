@@ -41,6 +41,10 @@ class SharedFlatMap {
     return SharedFlatMap(Map::fromUnsorted(std::move(entries), keep));
   }
 
+  // The map itself, read-only: for code that keeps a FlatMap copy of its own
+  // (the differential test's reference data path).
+  const Map& map() const { return get(); }
+
   // Whether two maps share one vector (tests, and the agent's accounting).
   bool sharesWith(const SharedFlatMap& o) const { return p_ && p_ == o.p_; }
 

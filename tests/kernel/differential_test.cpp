@@ -172,7 +172,7 @@ class DifferentialTest : public ::testing::Test {
   void apply(const maps::KernelState& next) {
     std::string err;
     ASSERT_TRUE(maps::apply(dp_->maps(), next, dp_->maps().read().value(), nullptr, &err)) << err;
-    ref_.ips = next.ips;
+    ref_.ips = next.ips.map();
     ref_.endpoints = next.endpoints;
     ref_.policy = next.policy;
     ref_.generation = dp_->maps().policyGeneration();

@@ -1006,7 +1006,9 @@ TEST_F(HttpJudgeTest, AnAnswerTakesTheRefusedSegmentsPlaceExactly) {
     }
     const auto answer = c->response();
     EXPECT_EQ(answer.first, 403);
-    if (!one_byte) EXPECT_GT(answer.second.size(), 200u) << "the body fills the segment's length";
+    if (!one_byte) {
+      EXPECT_GT(answer.second.size(), 200u) << "the body fills the segment's length";
+    }
     EXPECT_EQ(answer.second.find_first_not_of(' '), std::string::npos) << "a body of spaces, never the request's bytes";
     // more than a bare answer's length, then a little: each dropped in turn
     for (const std::string& more : {std::string(200, 'x'), std::string(10, 'y')}) {
