@@ -8,6 +8,8 @@
 #include <sys/socket.h>
 #include <sys/time.h>
 
+#include <mutex>
+#include <set>
 #include <string>
 
 #include "agent/base/unique_fd.h"
@@ -23,15 +25,24 @@ inline sockaddr_in loopbackAddr(int port) {
 }
 
 // A loopback port nobody holds now: a fixed formula can land on a port some
-// connection of this machine holds as its ephemeral port. 0 if none.
+// connection of this machine holds as its ephemeral port. Never one this
+// process was given before: the kernel may hand a port just released out
+// again at once (CI saw two of a test's five ports alike). 0 if none.
 inline int freePort() {
-  UniqueFd fd(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  sockaddr_in sin = loopbackAddr(0);
-  socklen_t len = sizeof sin;
-  if (bind(fd.get(), reinterpret_cast<sockaddr*>(&sin), sizeof sin) != 0 ||
-      getsockname(fd.get(), reinterpret_cast<sockaddr*>(&sin), &len) != 0)
-    return 0;
-  return ntohs(sin.sin_port);
+  static std::mutex mu;
+  static std::set<int> given;
+  const std::lock_guard<std::mutex> lock(mu);
+  for (int attempt = 0; attempt < 64; ++attempt) {
+    UniqueFd fd(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_in sin = loopbackAddr(0);
+    socklen_t len = sizeof sin;
+    if (bind(fd.get(), reinterpret_cast<sockaddr*>(&sin), sizeof sin) != 0 ||
+        getsockname(fd.get(), reinterpret_cast<sockaddr*>(&sin), &len) != 0)
+      return 0;
+    const int port = ntohs(sin.sin_port);
+    if (given.insert(port).second) return port;
+  }
+  return 0;
 }
 
 // A TCP connection to 127.0.0.1:port whose reads give up after timeout_s
