@@ -1276,13 +1276,20 @@ static int walk_step(__u32 i, void *ctx) {
   return r;
 }
 
+/* Passes over up to *count bytes of [*off, end): body or chunk bytes,
+ * counted and never read (the request framer's and the response framer's
+ * alike). True once the count is used up. */
+static __always_inline int skip_counted(__u64 *count, __u32 *off, __u32 end) {
+  __u64 left = end - *off;
+  __u64 n = *count < left ? *count : left;
+  *off += (__u32)n;
+  *count -= n;
+  return *count == 0;
+}
+
 static __always_inline int walk_frame(struct walk *w, struct smik_http_conn *c) {
   if (c->phase == SMIK_HTTP_P_BODY || c->phase == SMIK_HTTP_P_CHUNK_DATA) {
-    __u64 left = w->len - w->off;
-    __u64 n = c->count < left ? c->count : left;
-    w->off += (__u32)n;
-    c->count -= n;
-    if (c->count == 0) {
+    if (skip_counted(&c->count, &w->off, w->len)) {
       if (c->phase == SMIK_HTTP_P_BODY) {
         start_request(c);
       } else {
@@ -2139,11 +2146,7 @@ static int egress_step(__u32 i, void *ctx) {
   if (w->off >= w->end || a->phase == R_OFF)
     return 1;
   if (a->phase == R_BODY || a->phase == R_CHUNK_DATA) {
-    __u64 left = w->end - w->off;
-    __u64 n = a->count < left ? a->count : left;
-    w->off += (__u32)n;
-    a->count -= n;
-    if (a->count == 0) {
+    if (skip_counted(&a->count, &w->off, w->end)) {
       a->phase = a->phase == R_BODY ? R_STATUS : R_CHUNK_SIZE;
       a->pos = 0;
       a->line = 0;
