@@ -41,8 +41,9 @@ class SharedFlatMap {
     return SharedFlatMap(Map::fromUnsorted(std::move(entries), keep));
   }
 
-  // The map itself, read-only: for code that keeps a FlatMap copy of its own
-  // (the differential test's reference data path).
+  // The map itself, read-only, never detaching: what erase_if scans before
+  // it writes, and what code keeping a FlatMap of its own copies (the
+  // differential test's reference data path).
   const Map& map() const { return get(); }
 
   // Whether two maps share one vector (tests, and the agent's accounting).
@@ -86,7 +87,7 @@ class SharedFlatMap {
   }
   template <typename Pred>
   friend size_type erase_if(SharedFlatMap& m, Pred pred) {
-    if (!std::any_of(m.begin_c(), m.end_c(), [&](const value_type& e) { return pred(e); }))
+    if (!std::any_of(m.map().begin(), m.map().end(), [&](const value_type& e) { return pred(e); }))
       return 0;
     return erase_if(m.mut(), pred);
   }
@@ -96,8 +97,6 @@ class SharedFlatMap {
   }
 
  private:
-  const_iterator begin_c() const { return get().begin(); }
-  const_iterator end_c() const { return get().end(); }
   const Map& get() const {
     static const Map kEmpty;
     return p_ ? *p_ : kEmpty;
