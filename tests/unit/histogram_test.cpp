@@ -78,7 +78,9 @@ TEST(HistogramLayout, EveryValueLandsInABucketInOrder) {
       ASSERT_LT(b, uint32_t{SMIK_HIST_BUCKETS}) << v;
       ASSERT_GE(b, prev) << v;
       prev = b;
-      if (k >= SMIK_HIST_MAX_LOG2) EXPECT_EQ(b, SMIK_HIST_BUCKETS - 1u) << v;
+      if (k >= SMIK_HIST_MAX_LOG2) {
+        EXPECT_EQ(b, SMIK_HIST_BUCKETS - 1u) << v;
+      }
     }
   }
   EXPECT_EQ(smik_hist_bucket(UINT64_MAX), SMIK_HIST_BUCKETS - 1u);
