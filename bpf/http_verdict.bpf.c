@@ -20,6 +20,7 @@
 
 #include "smik_abi.h"
 #include "addr.bpf.h"
+#include "conntrack.bpf.h"
 #include "events.bpf.h"
 #include "ipcache.bpf.h"
 #include "sock.bpf.h"
@@ -333,6 +334,42 @@ static __always_inline __u8 guard_local(const struct bpf_sock *sk, struct smik_h
   return 0;
 }
 
+/* A refusal here leaves both ends waiting: the client retransmits its
+ * request until TCP gives up, the server waits for it. So the flow's
+ * conntrack entry into the pod, keyed (peer, pod), is marked, and the tc
+ * programs turn the flow's next segment with payload (that retransmission)
+ * into RSTs to both ends (reset_flow in tc_policy.bpf.c). A flow without an
+ * entry (the table was full) stays refused and waits, as before. */
+static __always_inline void mark_reset(const struct bpf_sock *sk) {
+  struct smik_ct_key k = {.proto = IPPROTO_TCP_};
+  __u32 *peer = (__u32 *)k.saddr, *pod = (__u32 *)k.daddr;
+  if (sk->family == AF_INET_) {
+    k.family = SMIK_AF_INET;
+    peer[0] = sk->dst_ip4;
+    pod[0] = sk->src_ip4;
+  } else if (sk->family == AF_INET6_) {
+    k.family = SMIK_AF_INET6;
+    peer[0] = sk->dst_ip6[0];
+    peer[1] = sk->dst_ip6[1];
+    peer[2] = sk->dst_ip6[2];
+    peer[3] = sk->dst_ip6[3];
+    pod[0] = sk->src_ip6[0];
+    pod[1] = sk->src_ip6[1];
+    pod[2] = sk->src_ip6[2];
+    pod[3] = sk->src_ip6[3];
+  } else {
+    return;
+  }
+  __u8 pod_family = k.family;
+  unmap_v4(&k.family, k.saddr);
+  unmap_v4(&pod_family, k.daddr);
+  k.sport = (__u16)sk->dst_port; /* network order, as the key holds ports */
+  k.dport = bpf_htons((__u16)sk->src_port);
+  struct smik_ct_value *ct = bpf_map_lookup_elem(&smik_ct, &k);
+  if (ct && !(ct->flags & SMIK_CT_F_RESET))
+    ct->flags |= SMIK_CT_F_RESET;
+}
+
 SEC("cgroup_skb/ingress")
 int smik_http_guard(struct __sk_buff *skb) {
   struct bpf_sock *sk = skb->sk;
@@ -371,6 +408,8 @@ int smik_http_guard(struct __sk_buff *skb) {
   if (!payload)
     return 1;
   count(SMIK_HTTP_C_UNJUDGED);
+  if (!listener)
+    mark_reset(sk);
   return 0;
 }
 

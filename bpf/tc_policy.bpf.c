@@ -19,6 +19,8 @@
  *   4. The flow's live conntrack entry (an expired one, or a closed TCP one
  *      a new SYN reuses, counts as absent) judged under the policy
  *      generation now in force: its verdict (pass; drop (policy) if revoked).
+ *      A passed TCP segment with payload of an entry the HTTP judge marked
+ *      (SMIK_CT_F_RESET) becomes RSTs to both ends (reset_flow).
  *   5. No endpoint entry for the interface: drop (unhooked). The agent
  *      attaches only after writing the entry and detaches before deleting
  *      it, so a hook without one has lost it: fail closed, and count it.
@@ -64,6 +66,7 @@
 #include <bpf/bpf_helpers.h>
 
 #include "smik_abi.h"
+#include "conntrack.bpf.h"
 #include "ipcache.bpf.h"
 #include "parse.bpf.h"
 #include "telemetry.bpf.h"
@@ -110,21 +113,6 @@ struct {
   __type(value, struct smik_state);
   __uint(pinning, LIBBPF_PIN_BY_NAME);
 } smik_state SEC(".maps");
-
-/* Flows that pass without a policy lookup (see smik_ct_key). A plain hash,
- * not an LRU: one pod opening flows by the hundred thousand must not evict
- * another pod's established ones. When it is full a new flow is judged packet
- * by packet (counted as SMIK_CT_INSERT_FAILED); closed and idle entries
- * expire (smik_ct_lifetime) and the agent sweeps them out. Preallocated:
- * inserting takes an element from a per-CPU free list (no allocation on
- * the new-flow path; a new flow costs what it did with the LRU). */
-struct {
-  __uint(type, BPF_MAP_TYPE_HASH);
-  __uint(max_entries, SMIK_MAX_CT);
-  __type(key, struct smik_ct_key);
-  __type(value, struct smik_ct_value);
-  __uint(pinning, LIBBPF_PIN_BY_NAME);
-} smik_ct SEC(".maps");
 
 /* Verdicts of first fragments, for the later fragments of their datagram. */
 struct {
@@ -493,10 +481,23 @@ static __always_inline int icmp_error_related(struct __sk_buff *skb, const struc
   return ct && !smik_ct_expired(&k, ct, now) && !(ct->flags & SMIK_CT_F_REVOKED);
 }
 
+/* The verdict of a live entry into the pod; an entry the HTTP judge marked
+ * for reset is handed out (*marked) for its segment to be tried by
+ * reset_flow. */
+static __always_inline __u32 ct_verdict_in(struct smik_ct_value *ct, const struct pkt *p,
+                                           __u64 now, struct smik_ct_value **marked) {
+  __u32 reason = ct_verdict(ct, p, now, SMIK_CT_S_FIN_IN);
+  if (reason == SMIK_REASON_FORWARDED && (ct->flags & SMIK_CT_F_RESET))
+    *marked = ct;
+  return reason;
+}
+
 /* A packet into the pod: steps 3 to 8. *new_flow_denied: step 7 denied it
- * (a new flow, which may be answered; a revoked one is not new). */
+ * (a new flow, which may be answered; a revoked one is not new). *marked:
+ * see ct_verdict_in. */
 static __always_inline __u32 judge_to_pod(struct __sk_buff *skb, const struct pkt *p,
-                                          int *new_flow_denied) {
+                                          int *new_flow_denied,
+                                          struct smik_ct_value **marked) {
   /* step 3 */
   if (p->icmp == ICMP_INFRA || is_ipv6_link_setup(p))
     return SMIK_REASON_FORWARDED;
@@ -509,7 +510,7 @@ static __always_inline __u32 judge_to_pod(struct __sk_buff *skb, const struct pk
   /* step 4: established flows first, one lookup decides most packets */
   struct smik_ct_value *ct = keyable(p) ? ct_find(&ck, p, now) : 0;
   if (ct && ct->policy_gen == gen)
-    return ct_verdict(ct, p, now, SMIK_CT_S_FIN_IN);
+    return ct_verdict_in(ct, p, now, marked);
 
   /* step 5 */
   __u32 ifindex = skb->ifindex;
@@ -520,7 +521,7 @@ static __always_inline __u32 judge_to_pod(struct __sk_buff *skb, const struct pk
   __u32 pod = ep->identity;
   __u32 peer = identity_of(p->family, p->saddr);
   if (ct && (ct = ct_validate(&ck, ct, gen, peer, pod, now)))
-    return ct_verdict(ct, p, now, SMIK_CT_S_FIN_IN);
+    return ct_verdict_in(ct, p, now, marked);
 
   /* step 7 */
   __u16 dport = policy_port(p->proto, p->dport);
@@ -732,62 +733,51 @@ static __noinline int build_answer(struct __sk_buff *skb, const struct pkt *p) {
   return 0;
 }
 
-/* Turns a denied SYN into the RST|ACK that refuses it (RFC 9293 3.10.7.1:
- * no ACK in the segment, so seq 0 and ack = its seq + its length), with
- * fresh IP and TCP headers (no options). An IPv4 header with options or an
- * IPv6 extension header before TCP: not answered (-1). */
-static __noinline int build_rst(struct __sk_buff *skb, const struct pkt *p) {
-  int v4 = p->family == SMIK_AF_INET;
-  __u8 l3[40];
-  __u32 l4_off, seg_len;
-  if (v4) {
-    if (bpf_skb_load_bytes(skb, ETH_HLEN_, l3, 20) != 0 || l3[0] != 0x45)
-      return -1;
-    l4_off = ETH_HLEN_ + 20;
-    seg_len = (((__u32)l3[2] << 8) | l3[3]) - 20;
-  } else {
-    if (bpf_skb_load_bytes(skb, ETH_HLEN_, l3, 40) != 0 || l3[6] != IPPROTO_TCP)
-      return -1;
-    l4_off = ETH_HLEN_ + 40;
-    seg_len = ((__u32)l3[4] << 8) | l3[5];
-  }
-  __u8 th[20];
-  if (bpf_skb_load_bytes(skb, l4_off, th, 20) != 0)
-    return -1;
-  __u32 doff = (th[12] >> 4) * 4;
-  if (seg_len < doff)
-    return -1;
-  __u32 seq = ((__u32)th[4] << 24) | ((__u32)th[5] << 16) | ((__u32)th[6] << 8) | th[7];
-  __u32 ack = seq + 1 + (seg_len - doff); /* the SYN counts one */
-  __u8 swapped[ETH_HLEN_];
-  if (load_swapped_eth(skb, swapped) != 0)
-    return -1;
+/* A RST to write over an skb: fresh IP and TCP headers (no options) behind
+ * the Ethernet header `eth`, from (saddr, ports[0..1]) to (daddr,
+ * ports[2..3]), ports as on the wire. */
+struct rst_spec {
+  __u8 eth[ETH_HLEN_];
+  __u8 ports[4];
+  __u8 saddr[16];
+  __u8 daddr[16];
+  __u32 seq, ack;
+  __u8 flags;
+  __u8 v4;
+};
 
+/* Writes r over the skb, which becomes exactly that RST. Non-zero when a
+ * helper failed (the skb is then whatever it has become: drop it). */
+static __noinline int write_rst(struct __sk_buff *skb, const struct rst_spec *r) {
   __u8 tcp[20] = {};
-  __builtin_memcpy(tcp, th + 2, 2); /* ports turned round */
-  __builtin_memcpy(tcp + 2, th, 2);
+  __builtin_memcpy(tcp, r->ports, 4);
+  __u32 seq = r->seq, ack = r->ack;
+  tcp[4] = seq >> 24;
+  tcp[5] = seq >> 16;
+  tcp[6] = seq >> 8;
+  tcp[7] = seq;
   tcp[8] = ack >> 24;
   tcp[9] = ack >> 16;
   tcp[10] = ack >> 8;
   tcp[11] = ack;
   tcp[12] = 5 << 4;
-  tcp[13] = TCP_RST_ | TCP_ACK_;
+  tcp[13] = r->flags;
   __u8 ip[40] = {};
   __u32 ip_len;
   __s64 sum;
-  if (v4) {
+  if (r->v4) {
     ip_len = 20;
     ip[0] = 0x45;
     ip[3] = 40; /* total length */
     ip[8] = 64;
     ip[9] = IPPROTO_TCP;
-    __builtin_memcpy(ip + 12, p->daddr, 4);
-    __builtin_memcpy(ip + 16, p->saddr, 4);
+    __builtin_memcpy(ip + 12, r->saddr, 4);
+    __builtin_memcpy(ip + 16, r->daddr, 4);
     __u16 ipsum = csum_fold_(bpf_csum_diff(0, 0, (__be32 *)ip, 20, 0));
     __builtin_memcpy(ip + 10, &ipsum, 2);
     __u8 pseudo[12] = {};
-    __builtin_memcpy(pseudo, p->daddr, 4);
-    __builtin_memcpy(pseudo + 4, p->saddr, 4);
+    __builtin_memcpy(pseudo, r->saddr, 4);
+    __builtin_memcpy(pseudo + 4, r->daddr, 4);
     pseudo[9] = IPPROTO_TCP;
     pseudo[11] = 20;
     sum = bpf_csum_diff(0, 0, (__be32 *)pseudo, 12, 0);
@@ -797,11 +787,11 @@ static __noinline int build_rst(struct __sk_buff *skb, const struct pkt *p) {
     ip[5] = 20; /* payload length */
     ip[6] = IPPROTO_TCP;
     ip[7] = 64;
-    copy16(ip + 8, p->daddr);
-    copy16(ip + 24, p->saddr);
+    copy16(ip + 8, r->saddr);
+    copy16(ip + 24, r->daddr);
     __u8 pseudo[40] = {};
-    copy16(pseudo, p->daddr);
-    copy16(pseudo + 16, p->saddr);
+    copy16(pseudo, r->saddr);
+    copy16(pseudo + 16, r->daddr);
     pseudo[35] = 20;
     pseudo[39] = IPPROTO_TCP;
     sum = bpf_csum_diff(0, 0, (__be32 *)pseudo, 40, 0);
@@ -812,12 +802,114 @@ static __noinline int build_rst(struct __sk_buff *skb, const struct pkt *p) {
   __u16 tcpsum = csum_fold_(sum);
   __builtin_memcpy(tcp + 16, &tcpsum, 2);
   if (bpf_skb_change_tail(skb, ETH_HLEN_ + ip_len + 20, 0) != 0 ||
-      bpf_skb_store_bytes(skb, 0, swapped, ETH_HLEN_, 0) != 0 ||
+      bpf_skb_store_bytes(skb, 0, r->eth, ETH_HLEN_, 0) != 0 ||
       bpf_skb_store_bytes(skb, ETH_HLEN_, ip, ip_len, 0) != 0 ||
       bpf_skb_store_bytes(skb, ETH_HLEN_ + ip_len, tcp, 20, 0) != 0)
     return -1;
   bpf_csum_level(skb, BPF_CSUM_LEVEL_RESET);
   return 0;
+}
+
+/* A TCP segment's headers as the RST builders need them: where the TCP
+ * header starts, the segment's length and its first 20 bytes. An IPv4
+ * header with options or an IPv6 extension header before TCP: -1 (not
+ * answered: the fixed layout is what makes the rewrite safe). */
+struct tcp_seg {
+  __u32 seg_len; /* TCP header and payload */
+  __u32 doff;    /* TCP header length */
+  __u32 seq, ack;
+  __u8 th[20];
+};
+
+static __always_inline int load_tcp_seg(struct __sk_buff *skb, int v4, struct tcp_seg *t) {
+  __u8 l3[40];
+  __u32 l4_off;
+  if (v4) {
+    if (bpf_skb_load_bytes(skb, ETH_HLEN_, l3, 20) != 0 || l3[0] != 0x45)
+      return -1;
+    l4_off = ETH_HLEN_ + 20;
+    t->seg_len = (((__u32)l3[2] << 8) | l3[3]) - 20;
+  } else {
+    if (bpf_skb_load_bytes(skb, ETH_HLEN_, l3, 40) != 0 || l3[6] != IPPROTO_TCP)
+      return -1;
+    l4_off = ETH_HLEN_ + 40;
+    t->seg_len = ((__u32)l3[4] << 8) | l3[5];
+  }
+  if (bpf_skb_load_bytes(skb, l4_off, t->th, 20) != 0)
+    return -1;
+  t->doff = (t->th[12] >> 4) * 4;
+  if (t->seg_len < t->doff)
+    return -1;
+  __u8 *h = t->th;
+  t->seq = ((__u32)h[4] << 24) | ((__u32)h[5] << 16) | ((__u32)h[6] << 8) | h[7];
+  t->ack = ((__u32)h[8] << 24) | ((__u32)h[9] << 16) | ((__u32)h[10] << 8) | h[11];
+  return 0;
+}
+
+/* Turns a denied SYN into the RST|ACK that refuses it (RFC 9293 3.10.7.1:
+ * no ACK in the segment, so seq 0 and ack = its seq + its length), back to
+ * its sender. */
+static __noinline int build_rst(struct __sk_buff *skb, const struct pkt *p) {
+  struct tcp_seg t = {};
+  if (load_tcp_seg(skb, p->family == SMIK_AF_INET, &t) != 0)
+    return -1;
+  struct rst_spec r = {.v4 = p->family == SMIK_AF_INET, .flags = TCP_RST_ | TCP_ACK_};
+  if (load_swapped_eth(skb, r.eth) != 0)
+    return -1;
+  r.ack = t.seq + 1 + (t.seg_len - t.doff); /* the SYN counts one */
+  __builtin_memcpy(r.ports, t.th + 2, 2); /* ports turned round */
+  __builtin_memcpy(r.ports + 2, t.th, 2);
+  copy16(r.saddr, p->daddr);
+  copy16(r.daddr, p->saddr);
+  return write_rst(skb, &r);
+}
+
+/* ---- Resets of flows the HTTP judge cannot see ---------------------------
+ *
+ * The HTTP judge's guard drops the payload of a connection to a governed
+ * port whose socket the judge has no state for (established before the port
+ * was governed, or the judge's tables were full): fail closed. Left at that,
+ * both ends would hang: the client retransmits its request until TCP gives
+ * up (minutes), and the server waits for it. So the guard also marks the
+ * flow's conntrack entry (SMIK_CT_F_RESET), and here the flow's next segment
+ * with payload into the pod (the client's retransmission, one RTO later)
+ * becomes two RSTs: a clone turned back to the client, put in at the ingress
+ * as the pod's own packet (as the answers to denied flows above), and the
+ * segment itself, on its way into the pod, to the server's socket. Each
+ * takes the sequence number its receiver expects next, so that both accept
+ * it (RFC 5961 3.2): the client's is the segment's acknowledgement number,
+ * the server's the segment's own sequence number (the guard dropped the
+ * payload before TCP read it: the retransmission starts where the server
+ * expects). Returns 1 for a segment that is not such (no payload, no ACK, a
+ * SYN or RST, a GSO batch, options in the IPv4 header or an IPv6 extension
+ * header: unchanged, judged as before), 0 when both RSTs went, -1 when a
+ * helper failed (drop what the skb has become). */
+static __noinline int reset_flow(struct __sk_buff *skb, const struct pkt *p) {
+  int v4 = p->family == SMIK_AF_INET;
+  struct tcp_seg t = {};
+  if (skb->gso_segs > 1 || load_tcp_seg(skb, v4, &t) != 0 || t.seg_len == t.doff)
+    return 1;
+  __u8 flags = t.th[13];
+  if (!(flags & TCP_ACK_) || (flags & (TCP_SYN_ | TCP_RST_)))
+    return 1;
+  __u8 eth[ETH_HLEN_];
+  if (bpf_skb_load_bytes(skb, 0, eth, ETH_HLEN_) != 0)
+    return 1;
+  struct rst_spec r = {.v4 = v4, .flags = TCP_RST_, .seq = t.ack};
+  if (load_swapped_eth(skb, r.eth) != 0)
+    return 1;
+  __builtin_memcpy(r.ports, t.th + 2, 2);
+  __builtin_memcpy(r.ports + 2, t.th, 2);
+  copy16(r.saddr, p->daddr);
+  copy16(r.daddr, p->saddr);
+  if (write_rst(skb, &r) != 0 || bpf_clone_redirect(skb, skb->ifindex, BPF_F_INGRESS) != 0)
+    return -1;
+  __builtin_memcpy(r.eth, eth, ETH_HLEN_);
+  __builtin_memcpy(r.ports, t.th, 4);
+  copy16(r.saddr, p->saddr);
+  copy16(r.daddr, p->daddr);
+  r.seq = t.seq;
+  return write_rst(skb, &r) != 0 ? -1 : 0;
 }
 
 /* A denied new flow's packet, counted already: answered, or dropped. */
@@ -854,12 +946,23 @@ int smik_to_pod(struct __sk_buff *skb) {
   if (p.frag == FRAG_LATER) /* step 2 */
     return count(skb, later_fragment(&p));
   int new_flow_denied = 0;
-  __u32 reason = judge_to_pod(skb, &p, &new_flow_denied);
+  struct smik_ct_value *marked = 0;
+  __u32 reason = judge_to_pod(skb, &p, &new_flow_denied, &marked);
   if (p.frag == FRAG_FIRST) /* step 9 */
     first_fragment(&p, reason);
   int act = count(skb, reason);
   if (new_flow_denied && reason == SMIK_REASON_POLICY)
     act = deny_response(skb, &p);
+  if (marked && p.proto == IPPROTO_TCP && p.frag == FRAG_NONE) {
+    int r = reset_flow(skb, &p);
+    if (r <= 0) {
+      marked->flags &= ~SMIK_CT_F_RESET;
+      marked->state |= SMIK_CT_S_CLOSED;
+      ct_count(SMIK_CT_RESET);
+    }
+    if (r < 0)
+      act = TC_ACT_SHOT;
+  }
   return act;
 }
 

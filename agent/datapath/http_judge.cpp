@@ -27,7 +27,7 @@ bool update(int fd, const void* key, const void* value, const std::string& what,
 }  // namespace
 
 std::unique_ptr<HttpJudge> HttpJudge::open(std::string* err, int ipcache_fd, uint32_t max_sockets,
-                                           HttpEventMaps events) {
+                                           HttpEventMaps events, int conntrack_fd) {
   std::unique_ptr<HttpJudge> j(new HttpJudge);
   j->skel_ = smik_http__open();
   if (!j->skel_) return (*err = errnoText("open HTTP judge object")), nullptr;
@@ -40,6 +40,13 @@ std::unique_ptr<HttpJudge> HttpJudge::open(std::string* err, int ipcache_fd, uin
     if (int r = bpf_map__reuse_fd(j->skel_->maps.smik_ipcache, ipcache_fd); r != 0)
       return (*err = errnoText("share the ipcache", r)), nullptr;
   }
+  // The conntrack table likewise; its own is one entry (it is never read).
+  if (int r = bpf_map__set_pin_path(j->skel_->maps.smik_ct, nullptr); r != 0)
+    return (*err = errnoText("unpin the conntrack table", r)), nullptr;
+  if (int r = conntrack_fd >= 0 ? bpf_map__reuse_fd(j->skel_->maps.smik_ct, conntrack_fd)
+                                : bpf_map__set_max_entries(j->skel_->maps.smik_ct, 1);
+      r != 0)
+    return (*err = errnoText("share the conntrack table", r)), nullptr;
   // The events' maps likewise: those handed over, or its own.
   for (auto [m, fd] : {std::pair{j->skel_->maps.smik_events, events.ring},
                        std::pair{j->skel_->maps.smik_ev_limits, events.limits}}) {

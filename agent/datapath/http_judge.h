@@ -42,8 +42,12 @@ class HttpJudge {
   // `events` fds >= 0: http-deny events go to that ring buffer (the tc
   // programs' smik_events, which the agent reads) under that rate limit
   // (their smik_ev_limits) instead of maps of its own.
+  // `conntrack_fd` >= 0: the tc programs' smik_ct, where the guard marks the
+  // flows of sockets it refuses for the tc programs to reset; without it the
+  // guard marks nothing (a one-entry map of its own stays empty).
   static std::unique_ptr<HttpJudge> open(std::string* err, int ipcache_fd = -1,
-                                         uint32_t max_sockets = 0, HttpEventMaps events = {});
+                                         uint32_t max_sockets = 0, HttpEventMaps events = {},
+                                         int conntrack_fd = -1);
   // The judge's own maps (smik_http_*) as this build defines them, from the
   // object opened but not loaded (no root): for the kernel memory table.
   // The maps it shares with the tc programs are theirs to count.

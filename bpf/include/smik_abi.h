@@ -146,6 +146,10 @@ SMIK_STATIC_ASSERT(sizeof(struct smik_ct_key) == 40, "smik_ct_key layout");
 #define SMIK_CT_F_REPLY 1   /* the pod started it: judged as "pod -> peer" */
 #define SMIK_CT_F_INBOUND 2 /* the peer started it: judged as "peer -> pod" */
 #define SMIK_CT_F_REVOKED 4 /* judged again and denied: dropped both ways */
+/* Set by the HTTP judge's guard: the flow's server socket is governed but out
+ * of the judge's reach (its payload is dropped), so the flow's next segment
+ * with payload into the pod is turned into resets of both ends. */
+#define SMIK_CT_F_RESET 8
 
 #define SMIK_CT_S_FIN_IN 1  /* TCP: FIN seen into the pod */
 #define SMIK_CT_S_FIN_OUT 2 /* TCP: FIN seen from the pod */
@@ -203,7 +207,9 @@ static inline int smik_ct_expired(const struct smik_ct_key *k, const struct smik
     "entries dropped: an address or endpoint changed identity")                      \
   X(CLOSED, 5, "closed", "TCP entries closed by RST or FIN both ways")                \
   X(FRAGMENTS_TRACKED, 6, "fragments_tracked",                                        \
-    "first fragments whose verdict later fragments follow")
+    "first fragments whose verdict later fragments follow")                          \
+  X(RESET, 7, "reset",                                                                \
+    "flows reset at both ends: an HTTP-governed server socket the judge cannot see")
 
 #define SMIK_X_CT_ENUM(id, n, name, help) SMIK_CT_##id = n,
 enum smik_ct_counter {

@@ -4,6 +4,7 @@
 // answers 200, another path 403 on the same keep-alive connection (and the
 // server never reads it), a source with no grant is stopped at L4.
 #include <arpa/inet.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -13,6 +14,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <thread>
 #include <vector>
 
@@ -75,10 +77,13 @@ class PodClient {
       if (poll(&p, 1, 5000) != 1) return {0, ""};
       char chunk[4096];
       const ssize_t n = read(fd_.get(), chunk, sizeof chunk);
+      if (n < 0) read_errno_ = errno;
       if (n <= 0) return {0, ""};
       buf_.append(chunk, static_cast<size_t>(n));
     }
   }
+  // The last read failed because the peer reset the connection.
+  bool wasReset() const { return read_errno_ == ECONNRESET; }
 
   // Sends a GET of each path in one write and reads their answers' statuses.
   std::vector<int> pipelined(const std::vector<std::string>& paths) {
@@ -104,6 +109,7 @@ class PodClient {
  private:
   UniqueFd fd_;
   std::string buf_;
+  int read_errno_ = 0;
 };
 
 // The server pod, declaring the port its requests arrive on (which is how
@@ -198,6 +204,67 @@ TEST_F(HttpRules, EnforceJudgesEachRequestOnAKeepAliveConnection) {
   EXPECT_EQ(e["client"], "app/client");
   EXPECT_EQ(e["server"], "app/server");
   EXPECT_EQ(e["port"], kPort);
+}
+
+// A keep-alive connection opened while its port was granted at L4 only, and
+// then governed by an HTTPRouteGroup: the judge never saw it accepted, so the
+// guard refuses its payload. Both ends must learn it at once (a reset at the
+// client's retransmission), not wait: the client retransmitting its request
+// for minutes, the server reading for ever. New connections are judged.
+TEST_F(HttpRules, AConnectionOpenedBeforeItsPortWasGovernedIsResetNotLeftWaiting) {
+  Pod& client = bed_->addPod("client", bed_->nextIp());
+  Pod& server = bed_->addPod("server", bed_->nextIp());
+  write("pods.yaml", ns("app", true) + pod("app", "client", "client", client.ip()) + serverPod(server));
+  write("policy.yaml", tcpRoute("app", "port", "[8080]") +
+                           trafficTarget("app", "l4", "app", "server", rule("TCPRoute", "port"),
+                                         "app", "client"));
+  startAgent();
+  waitAttached(2);
+  // --fork: a process per connection, so that new ones are served while
+  // the first stays open
+  Proc app = bed_->spawn(server, {SMIK_HTTP_SERVER, "--serve", std::to_string(kPort), "--fork"});
+  ASSERT_TRUE(app.waitFor("ready\n", 5000)) << app.output();
+  PodClient early(client, server.ip(), kPort);
+  ASSERT_TRUE(early.connected());
+  EXPECT_EQ(early.get("/admin/before").first, 200);  // L4 only: any path
+
+  write("policy.yaml", bookstorePolicy());
+  ASSERT_TRUE(eventually(
+      [&] {
+        PodClient c(client, server.ip(), kPort);
+        return c.connected() && c.get("/admin/new").first == 403;
+      },
+      5000))
+      << "the HTTP policy never came into force";
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto [code, body] = early.get("/books-bought");  // granted, but out of the judge's reach
+  const auto waited = std::chrono::steady_clock::now() - t0;
+  EXPECT_EQ(code, 0) << body;
+  EXPECT_TRUE(early.wasReset());
+  EXPECT_LT(waited, 3s) << "the client must be reset at its retransmission, not left to time out";
+  // The server saw the connection reset and never read the refused request.
+  ASSERT_TRUE(eventually(
+      [&] { return app.output().find("END error Connection reset") != std::string::npos; }, 3000))
+      << app.output();
+  EXPECT_NE(app.output().find("REQ GET /admin/before "), std::string::npos) << app.output();
+  EXPECT_EQ(app.output().find("/books-bought"), std::string::npos) << app.output();
+  // Counted (on the agent's next poll of the counters). At least once: a
+  // connection of the wait above can have been opened just before the swap
+  // and be reset too.
+  std::string metrics;
+  EXPECT_TRUE(eventually(
+      [&] {
+        metrics = httpGet(http_port_, "/metrics").second;
+        const std::string line = "smik_conntrack_events_total{event=\"reset\"} ";
+        const size_t at = metrics.find(line);
+        return at != std::string::npos && std::atoi(metrics.c_str() + at + line.size()) >= 1;
+      },
+      3000))
+      << metrics.substr(0, 4000);
+  // A new connection is judged: the granted request passes.
+  PodClient after(client, server.ip(), kPort);
+  ASSERT_TRUE(after.connected());
+  EXPECT_EQ(after.get("/books-bought").first, 200);
 }
 
 // A match with headers (the spec's user-agent example, in the CRD's list

@@ -287,4 +287,145 @@ TEST_F(DenyResponseTest, OptionsReachTheConfigMap) {
   EXPECT_EQ(toPod({.sport = 40100, .dport = 8080}), kRedirect);
 }
 
+// ---- Resets of flows the HTTP judge cannot see ------------------------------
+//
+// The HTTP judge's guard marks a flow (SMIK_CT_F_RESET) whose governed server
+// socket it has no state for; smik_to_pod turns the flow's next segment with
+// payload into a RST into the pod (seq = the segment's own, which the server
+// expects: the guard dropped the payload) and sends a clone back to the
+// client (seq = the segment's ack; not observable under BPF_PROG_TEST_RUN,
+// the e2e test sees the client reset). Segments that cannot be turned so
+// pass unchanged and keep the mark; the reset happens once.
+class FlowResetTest : public DatapathTest {
+ protected:
+  void SetUp() override {
+    DatapathTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
+    allow(kClient, kServer, 8080, SMIK_PROTO_TCP);
+    apply();
+  }
+  // What the guard does: marks the flow's entry into the pod.
+  void mark(const PacketSpec& s) {
+    smik_ct_key k{};
+    const Addr src = addr(s.src), dst = addr(s.dst);
+    std::memcpy(k.saddr, src.bytes.data(), 16);
+    std::memcpy(k.daddr, dst.bytes.data(), 16);
+    k.sport = htons(s.sport);
+    k.dport = htons(s.dport);
+    k.proto = 6;
+    k.family = src.family;
+    smik_ct_value v{};
+    ASSERT_EQ(bpf_map_lookup_elem(ctFd(), &k, &v), 0) << "the flow has no entry";
+    v.flags |= SMIK_CT_F_RESET;
+    ASSERT_EQ(bpf_map_update_elem(ctFd(), &k, &v, BPF_EXIST), 0);
+  }
+  uint8_t entryFlags(const PacketSpec& s) {
+    smik_ct_key k{};
+    const Addr src = addr(s.src), dst = addr(s.dst);
+    std::memcpy(k.saddr, src.bytes.data(), 16);
+    std::memcpy(k.daddr, dst.bytes.data(), 16);
+    k.sport = htons(s.sport);
+    k.dport = htons(s.dport);
+    k.proto = 6;
+    k.family = src.family;
+    smik_ct_value v{};
+    EXPECT_EQ(bpf_map_lookup_elem(ctFd(), &k, &v), 0);
+    return v.flags;
+  }
+  // s's segment with its sequence and acknowledgement numbers, its payload
+  // (buildPacket's 16 filler bytes) cut to `payload` bytes.
+  static std::vector<uint8_t> segment(const PacketSpec& s, uint32_t seq, uint32_t ack,
+                                      size_t payload) {
+    std::vector<uint8_t> b = buildPacket(s);
+    const bool v6 = s.src.find(':') != std::string::npos;
+    const size_t th = 14 + (v6 ? 40 : 20);
+    b.resize(th + 20 + payload);
+    if (v6) {
+      const size_t len = 20 + payload;
+      b[18] = len >> 8, b[19] = len & 0xff;
+    } else {
+      const size_t len = 20 + 20 + payload;
+      b[16] = len >> 8, b[17] = len & 0xff;
+      b[24] = b[25] = 0;
+      const uint16_t sum = checksum(b, 14, 20);
+      b[24] = sum >> 8, b[25] = sum & 0xff;
+    }
+    for (int i = 0; i < 4; i++) {
+      b[th + 4 + i] = seq >> (24 - 8 * i);
+      b[th + 8 + i] = ack >> (24 - 8 * i);
+    }
+    return b;
+  }
+  int run(const std::vector<uint8_t>& in, std::vector<uint8_t>* out) {
+    return pkt::runTcOut(dp_->toPodProgFd(), in, kLo, out);
+  }
+};
+
+TEST_F(FlowResetTest, AMarkedFlowsNextSegmentWithPayloadBecomesARstIntoThePod) {
+  uint64_t resets = 0;
+  for (const auto& [src, dst] : {std::pair{"10.1.0.1", "10.1.0.2"}, std::pair{"fd00::1", "fd00::2"}}) {
+    SCOPED_TRACE(src);
+    const PacketSpec syn{.src = src, .dst = dst, .tcp_flags = kSyn};
+    ASSERT_EQ(toPod(syn), kPass);
+    mark(syn);
+    const PacketSpec seg{.src = src, .dst = dst, .tcp_flags = kAck};
+    std::vector<uint8_t> out;
+    // Not a segment to turn: no payload (a pure ACK's seq may lie past the
+    // dropped bytes, where a RST would only draw a challenge ACK), a SYN.
+    // Unchanged, and the mark stays.
+    for (const auto& in : {segment(seg, 1000, 5000, 0),
+                           segment({.src = src, .dst = dst, .tcp_flags = kSyn}, 999, 0, 16)}) {
+      EXPECT_EQ(run(in, &out), kPass);
+      EXPECT_EQ(out, in);
+    }
+    EXPECT_TRUE(entryFlags(syn) & SMIK_CT_F_RESET);
+    EXPECT_EQ(ctStat(SMIK_CT_RESET), resets);
+
+    const std::vector<uint8_t> in = segment(seg, 1000, 5000, 16);
+    ASSERT_EQ(run(in, &out), kPass) << "the RST goes on into the pod";
+    const bool v6 = std::string(src).find(':') != std::string::npos;
+    const size_t th = 14 + (v6 ? 40 : 20);
+    ASSERT_EQ(out.size(), th + 20) << "IP and TCP headers, no options, no payload";
+    EXPECT_TRUE(std::equal(out.begin(), out.begin() + 14, in.begin())) << "Ethernet unchanged";
+    EXPECT_EQ(get16(out, th), seg.sport) << "ports as they came";
+    EXPECT_EQ(get16(out, th + 2), seg.dport);
+    const uint32_t seq = (out[th + 4] << 24) | (out[th + 5] << 16) | (out[th + 6] << 8) | out[th + 7];
+    EXPECT_EQ(seq, 1000u) << "where the server expects the next byte";
+    EXPECT_EQ(out[th + 13], kRst);
+    uint32_t pseudo = 6 + 20;
+    if (!v6) {
+      EXPECT_EQ(get16(out, 16), 40) << "total length";
+      EXPECT_EQ(checksum(out, 14, 20), 0) << "IPv4 header checksum";
+      EXPECT_EQ(std::vector<uint8_t>(out.begin() + 26, out.begin() + 30), bytes(src));
+      EXPECT_EQ(std::vector<uint8_t>(out.begin() + 30, out.begin() + 34), bytes(dst));
+      for (size_t i = 26; i < 34; i += 2) pseudo += get16(out, i);
+    } else {
+      EXPECT_EQ(get16(out, 18), 20) << "payload length";
+      EXPECT_EQ(std::vector<uint8_t>(out.begin() + 22, out.begin() + 38), bytes(src));
+      EXPECT_EQ(std::vector<uint8_t>(out.begin() + 38, out.begin() + 54), bytes(dst));
+      for (size_t i = 22; i < 54; i += 2) pseudo += get16(out, i);
+    }
+    EXPECT_EQ(checksum(out, th, 20, pseudo), 0) << "TCP checksum (with the pseudo-header)";
+    EXPECT_EQ(ctStat(SMIK_CT_RESET), ++resets);
+    EXPECT_FALSE(entryFlags(syn) & SMIK_CT_F_RESET) << "once";
+
+    // Once: the flow's next segment is judged as any other (its entry
+    // closed by the reset, so it passes as a closed flow's stray would).
+    EXPECT_EQ(run(in, &out), kPass);
+    EXPECT_EQ(out, in);
+    EXPECT_EQ(ctStat(SMIK_CT_RESET), resets);
+  }
+}
+
+// An unmarked flow's segments pass untouched: the mark alone turns them.
+TEST_F(FlowResetTest, AnUnmarkedFlowIsNeverReset) {
+  const PacketSpec syn{.tcp_flags = kSyn};
+  ASSERT_EQ(toPod(syn), kPass);
+  std::vector<uint8_t> out;
+  const std::vector<uint8_t> in = segment({.tcp_flags = kAck}, 1000, 5000, 16);
+  EXPECT_EQ(run(in, &out), kPass);
+  EXPECT_EQ(out, in);
+  EXPECT_EQ(ctStat(SMIK_CT_RESET), 0u);
+}
+
 }  // namespace

@@ -1,0 +1,27 @@
+/* The conntrack table: flows that pass the tc programs without a policy
+ * lookup (see smik_ct_key). The tc programs own it; the HTTP judge's guard
+ * marks a flow in it for reset (SMIK_CT_F_RESET) when the flow's server
+ * socket is out of the judge's reach. One definition, as for the ipcache: a
+ * shared fd with another layout would be refused at load, or read wrong.
+ *
+ * A plain hash, not an LRU: one pod opening flows by the hundred thousand
+ * must not evict another pod's established ones. When it is full a new flow
+ * is judged packet by packet (counted as SMIK_CT_INSERT_FAILED); closed and
+ * idle entries expire (smik_ct_lifetime) and the agent sweeps them out.
+ * Preallocated: inserting takes an element from a per-CPU free list (no
+ * allocation on the new-flow path; a new flow costs what it did with the
+ * LRU). */
+#ifndef SMIK_CONNTRACK_BPF_H
+#define SMIK_CONNTRACK_BPF_H
+
+#include <bpf/bpf_helpers.h>
+
+struct {
+  __uint(type, BPF_MAP_TYPE_HASH);
+  __uint(max_entries, SMIK_MAX_CT);
+  __type(key, struct smik_ct_key);
+  __type(value, struct smik_ct_value);
+  __uint(pinning, LIBBPF_PIN_BY_NAME);
+} smik_ct SEC(".maps");
+
+#endif /* SMIK_CONNTRACK_BPF_H */
