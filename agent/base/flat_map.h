@@ -76,6 +76,8 @@ class FlatMap {
   void reserve(size_type n) { v_.reserve(n); }
   void shrink_to_fit() { v_.shrink_to_fit(); }
   size_type capacity() const { return v_.capacity(); }
+  // The sorted vector itself, leaving this map empty.
+  container_type release() && { return std::move(v_); }
 
   iterator lower_bound(const K& k) {
     return std::partition_point(v_.begin(), v_.end(), [&](const value_type& e) { return e.first < k; });

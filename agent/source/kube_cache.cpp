@@ -72,10 +72,9 @@ void KubeCache::apply(Reflector::Event event, const std::string& key,
     std::lock_guard lock(mu_);
     auto c = entries_.find(collection);
     if (c == entries_.end()) return;
-    auto it = c->second.find(key);
-    if (it != c->second.end()) {
-      unindex(it->second);
-      c->second.erase(it);
+    if (const Entry* e = c->second.find(key)) {
+      unindex(*e);
+      c->second.erase(key);
       if (c->second.empty()) entries_.erase(c);
       ++generation_;
     }
@@ -94,35 +93,39 @@ void KubeCache::apply(Reflector::Event event, const std::string& key,
     parsed = model::parseJson(object, "kubernetes");
   }
   Entry entry;
+  std::unique_ptr<model::Object> model_object;
   if (!parsed.objects.empty()) {
     if (auto* pod = std::get_if<model::Pod>(&parsed.objects.front()))
       entry.pod = std::make_shared<const model::Pod>(std::move(*pod));
     else
-      entry.object = std::make_unique<model::Object>(std::move(parsed.objects.front()));
+      model_object = std::make_unique<model::Object>(std::move(parsed.objects.front()));
   }
   // Services too: the compiler may reject one for capacity, and says so in
   // an Event. There are few of them, unlike pods.
+  std::unique_ptr<Extra> extra;
   if (!parsed.errors.empty() || isSmiGroup(api_version) || kind == "Service") {
-    entry.extra = std::make_unique<Extra>();
-    if (!parsed.errors.empty()) entry.extra->error = std::move(parsed.errors.front());
-    entry.extra->involved = {api_version,
-                             kind,
-                             stringField(meta, "namespace"),
-                             stringField(meta, "name"),
-                             stringField(meta, "uid"),
-                             stringField(meta, "resourceVersion")};
+    extra = std::make_unique<Extra>();
+    if (!parsed.errors.empty()) extra->error = std::move(parsed.errors.front());
+    extra->involved = {api_version,
+                       kind,
+                       stringField(meta, "namespace"),
+                       stringField(meta, "name"),
+                       stringField(meta, "uid"),
+                       stringField(meta, "resourceVersion")};
   }
+  if (model_object || extra)
+    entry.rest = std::make_unique<Rest>(Rest{std::move(model_object), std::move(extra)});
   std::lock_guard lock(mu_);
-  if (entry.extra) {
-    if (entry.extra->error) {
+  if (const Extra* x = entry.extra()) {
+    if (x->error) {
       ++rejected_total_;
       // Once per rejected version, as the count; the Event says it in the cluster.
-      spdlog::warn("kubernetes: rejected: {}", entry.extra->error->str());
+      spdlog::warn("kubernetes: rejected: {}", x->error->str());
     }
-    const InvolvedObject& in = entry.extra->involved;
+    const InvolvedObject& in = x->involved;
     smi_index_[{in.kind, in.ns, in.name}] = in;
   }
-  entries_[collection][key] = std::move(entry);
+  entries_[collection].put(key, std::move(entry));
   ++generation_;
 }
 
@@ -133,8 +136,8 @@ model::ClusterState KubeCache::state() const {
   forEachEntry([&](const Entry& e) {
     if (e.pod)
       pods.push_back(e.pod);
-    else if (e.object)
-      s.add(*e.object);
+    else if (const model::Object* o = e.object())
+      s.add(*o);
   });
   s.setPods(std::move(pods));
   return s;
@@ -144,14 +147,14 @@ std::vector<model::ParseError> KubeCache::errors() const {
   std::lock_guard lock(mu_);
   std::vector<model::ParseError> out;
   forEachEntry([&](const Entry& e) {
-    if (e.extra && e.extra->error) out.push_back(*e.extra->error);
+    if (e.extra() && e.extra()->error) out.push_back(*e.extra()->error);
   });
   return out;
 }
 
 void KubeCache::unindex(const Entry& e) {
-  if (!e.extra) return;
-  const InvolvedObject& in = e.extra->involved;
+  if (!e.extra()) return;
+  const InvolvedObject& in = e.extra()->involved;
   smi_index_.erase({in.kind, in.ns, in.name});
 }
 
@@ -159,7 +162,7 @@ std::vector<std::pair<InvolvedObject, model::ParseError>> KubeCache::rejected() 
   std::lock_guard lock(mu_);
   std::vector<std::pair<InvolvedObject, model::ParseError>> out;
   forEachEntry([&](const Entry& e) {
-    if (e.extra && e.extra->error) out.emplace_back(e.extra->involved, *e.extra->error);
+    if (e.extra() && e.extra()->error) out.emplace_back(e.extra()->involved, *e.extra()->error);
   });
   return out;
 }
@@ -175,7 +178,7 @@ void KubeCache::dropResource(const Resource& resource) {
   std::lock_guard lock(mu_);
   auto c = entries_.find(resource.api_version + " " + resource.kind);
   if (c == entries_.end()) return;
-  for (const auto& [key, e] : c->second) unindex(e);
+  c->second.forEach([&](const std::string&, const Entry& e) { unindex(e); });
   entries_.erase(c);
   ++generation_;
 }

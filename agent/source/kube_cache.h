@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "agent/base/buffered_flat_map.h"
 #include "agent/model/objects.h"
 #include "agent/model/parse.h"
 #include "agent/source/kube_events.h"
@@ -56,24 +57,34 @@ class KubeCache {
     std::optional<model::ParseError> error;
     InvolvedObject involved;
   };
-  struct Entry {
-    // On the heap: a model::Object is as big as its largest kind (400 bytes),
-    // and 50k pod entries would each carry one unused.
-    std::unique_ptr<model::Object> object;  // null: rejected, ignored, or a pod
-    std::shared_ptr<const model::Pod> pod;  // shared with every state() snapshot
-    // SMI kinds, Services and rejected objects only: pods, most of a cluster, carry
-    // neither, and 350 bytes each of empty fields add up at 50k.
+  // What an object other than a pod keeps; one pointer in its Entry.
+  struct Rest {
+    // On the heap: a model::Object is as big as its largest kind (400 bytes).
+    std::unique_ptr<model::Object> object;  // null: rejected or ignored
+    // SMI kinds, Services and rejected objects only: 350 bytes each of
+    // empty fields would add up over the many objects that need none.
     std::unique_ptr<Extra> extra;
   };
+  // 24 bytes: pods, most of a cluster, carry a pod and nothing else.
+  struct Entry {
+    std::shared_ptr<const model::Pod> pod;  // shared with every state() snapshot
+    std::unique_ptr<Rest> rest;             // null for a pod
+    const model::Object* object() const { return rest ? rest->object.get() : nullptr; }
+    const Extra* extra() const { return rest ? rest->extra.get() : nullptr; }
+  };
+  static_assert(sizeof(Entry) <= 3 * sizeof(void*), "a pod's entry: its pointer and one more");
+  // "ns/name" -> entry, one collection's: 56 bytes an object, not the
+  // 112 of a std::map node.
+  using Entries = BufferedFlatMap<std::string, Entry>;
   mutable std::mutex mu_;
   void unindex(const Entry& e);  // mu_ held
   // "apiVersion Kind" -> "ns/name" -> entry. Not one map by "apiVersion
   // Kind ns/name": a key that long is a heap string, 48 bytes a pod more.
-  std::map<std::string, std::map<std::string, Entry>> entries_;
+  std::map<std::string, Entries> entries_;
   template <class F>
   void forEachEntry(F&& f) const {  // mu_ held
     for (const auto& [collection, objects] : entries_)
-      for (const auto& [key, e] : objects) f(e);
+      objects.forEach([&](const std::string&, const Entry& e) { f(e); });
   }
   std::map<model::ObjectRef, InvolvedObject> smi_index_;  // SMI, Services, rejected objects
   uint64_t generation_ = 0;

@@ -817,7 +817,10 @@ ReflectorStatus Reflector::status() const {
 
 std::map<std::string, uint64_t> Reflector::snapshot() const {
   std::lock_guard lock(mu_);
-  return store_;
+  std::map<std::string, uint64_t> out;
+  store_.forEach(
+      [&](const std::string& key, uint64_t fp) { out.emplace_hint(out.end(), key, fp); });
+  return out;
 }
 
 std::string Reflector::fingerprint(const json& object) {
@@ -855,8 +858,10 @@ Reflector::Failure Reflector::list() {
   // Pages are handed on as they arrive and only keys and versions are kept:
   // holding a 50k-pod list as JSON until its last page costs hundreds of MiB.
   // The store is replaced, and vanished objects deleted, once the list is whole.
-  std::map<std::string, uint64_t> next;
-  std::map<std::string, uint64_t> old;
+  // The list's keys and versions in the order they come (a real API
+  // server's: key order), sorted once when the list is whole.
+  std::vector<std::pair<std::string, uint64_t>> next;
+  Versions old;
   {
     std::lock_guard lock(mu_);
     old = store_;
@@ -902,27 +907,31 @@ Reflector::Failure Reflector::list() {
       ahead = std::make_unique<PageFetch>(*this, pagePath(page->next), page->next);
     for (auto& [key, item] : page->items) {
       const uint64_t fp = compactFingerprint(item);
-      auto was = old.find(key);
-      if (was == old.end() || was->second != fp) on_event_(Event::kUpsert, key, item);
-      next[std::move(key)] = fp;
+      const uint64_t* was = old.find(key);
+      if (!was || *was != fp) on_event_(Event::kUpsert, key, item);
+      next.emplace_back(std::move(key), fp);
     }
     if (!ahead) break;
     current = std::move(ahead);
   }
-  applyList(std::move(next), old, list_rv);
+  // A key listed twice keeps its last version, as assigning it did.
+  applyList(FlatMap<std::string, uint64_t>::fromUnsorted(
+                std::move(next), FlatMap<std::string, uint64_t>::Keep::kLast),
+            old, list_rv);
   consistent_relist_ = false;
   return {};
 }
 
-void Reflector::applyList(std::map<std::string, uint64_t> next,
-                          const std::map<std::string, uint64_t>& old, const std::string& rv) {
+void Reflector::applyList(FlatMap<std::string, uint64_t> next, const Versions& old,
+                          const std::string& rv) {
   // Objects deleted while we were not watching have no DELETED event: the
   // diff against the old store is the only way to learn of them.
-  for (const auto& [key, fp] : old)
+  old.forEach([&](const std::string& key, uint64_t) {
     if (!next.count(key)) on_event_(Event::kDelete, key, stubFor(key));
+  });
   {
     std::lock_guard lock(mu_);
-    store_ = std::move(next);
+    store_ = Versions(std::move(next));
     status_.synced = true;
     status_.not_served = false;
     status_.last_error.clear();
@@ -1030,7 +1039,7 @@ bool Reflector::handleEvent(std::string_view line, Failure* out, bool* saw_event
 void Reflector::upsert(const std::string& key, json object) {
   {
     std::lock_guard lock(mu_);
-    store_[key] = compactFingerprint(object);
+    store_.put(key, compactFingerprint(object));
   }
   on_event_(Event::kUpsert, key, object);
 }

@@ -17,6 +17,8 @@
 #include <string_view>
 #include <vector>
 
+#include "agent/base/buffered_flat_map.h"
+#include "agent/base/flat_map.h"
 #include "agent/source/kube_http.h"
 
 namespace smik::kube {
@@ -197,8 +199,8 @@ class Reflector {
   Failure classify(const HttpResponse& r, const char* what);
   // One watch event; sets *out to stop reading the stream.
   bool handleEvent(std::string_view line, Failure* out, bool* saw_event);
-  void applyList(std::map<std::string, uint64_t> next, const std::map<std::string, uint64_t>& old,
-                 const std::string& rv);
+  using Versions = BufferedFlatMap<std::string, uint64_t>;
+  void applyList(FlatMap<std::string, uint64_t> next, const Versions& old, const std::string& rv);
   void upsert(const std::string& key, nlohmann::json object);
   void remove(const std::string& key, const nlohmann::json& last);
   // What a delete found by relisting reports: kind, apiVersion and name.
@@ -220,7 +222,8 @@ class Reflector {
   mutable std::mutex mu_;
   std::condition_variable stop_cv_;
   bool stopping_ = false;
-  std::map<std::string, uint64_t> store_;  // key -> compactFingerprint
+  // key -> compactFingerprint: 40 bytes an object, not a map node's 80.
+  Versions store_;
   std::vector<PageFetch*> fetches_;        // list pages in flight: stop() abandons them
   ReflectorStatus status_;
 

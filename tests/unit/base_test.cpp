@@ -8,18 +8,19 @@
 #include <algorithm>
 #include <cerrno>
 #include <map>
+#include <memory>
 #include <optional>
+#include <random>
 #include <string>
 #include <utility>
 #include <vector>
 
-#include <random>
-
 #include "agent/base/abi.h"
 #include "agent/base/addr.h"
+#include "agent/base/buffered_flat_map.h"
 #include "agent/base/flat_map.h"
-#include "agent/base/shared_flat_map.h"
 #include "agent/base/result.h"
+#include "agent/base/shared_flat_map.h"
 #include "agent/base/table_space.h"
 #include "agent/base/unique_fd.h"
 
@@ -234,6 +235,120 @@ TEST(FlatMap, FromUnsortedKeepsTheFirstOrTheLastOfARepeatedKey) {
   big.reserve(1000);
   for (int i = 0; i < 10; i++) big.emplace_back(std::to_string(9 - i), i);
   EXPECT_EQ(Flat::fromUnsorted(std::move(big), Flat::Keep::kFirst).capacity(), 10u);
+}
+
+// ---- BufferedFlatMap: a sorted vector and a buffer of changes ----------------
+
+using Buffered = BufferedFlatMap<std::string, int>;
+
+std::vector<std::pair<std::string, int>> entriesOf(const Buffered& m) {
+  std::vector<std::pair<std::string, int>> out;
+  m.forEach([&](const std::string& k, int v) { out.emplace_back(k, v); });
+  return out;
+}
+
+TEST(BufferedFlatMap, PutsErasesAndFindsBeforeAndAfterAMerge) {
+  Buffered m(Flat{{"b", 2}, {"d", 4}});  // the vector
+  EXPECT_EQ(m.size(), 2u);
+  EXPECT_EQ(m.buffered(), 0u);
+  m.put("c", 3);   // new: buffered
+  m.put("d", 40);  // in the vector: replaced there
+  EXPECT_EQ(m.buffered(), 1u);
+  EXPECT_TRUE(m.erase("b"));   // in the vector: marked
+  EXPECT_FALSE(m.erase("b"));  // already
+  EXPECT_FALSE(m.erase("x"));  // never there
+  EXPECT_EQ(m.find("b"), nullptr);
+  ASSERT_NE(m.find("c"), nullptr);
+  EXPECT_EQ(*m.find("c"), 3);
+  EXPECT_EQ(entriesOf(m), (std::vector<std::pair<std::string, int>>{{"c", 3}, {"d", 40}}));
+  m.put("b", 20);  // back in its place in the vector
+  m.put("a", 1);
+  EXPECT_TRUE(m.erase("c"));  // buffered: gone from the buffer
+  EXPECT_EQ(m.size(), 3u);
+  EXPECT_EQ(entriesOf(m),
+            (std::vector<std::pair<std::string, int>>{{"a", 1}, {"b", 20}, {"d", 40}}));
+  m.erase("d");
+  m.compact();
+  EXPECT_EQ(m.buffered(), 0u);
+  EXPECT_EQ(entriesOf(m), (std::vector<std::pair<std::string, int>>{{"a", 1}, {"b", 20}}));
+  EXPECT_EQ(m.size(), 2u);
+  EXPECT_FALSE(m.contains("d"));
+  EXPECT_TRUE(m.contains("a"));
+  m.erase("a");
+  m.erase("b");
+  EXPECT_TRUE(m.empty());
+  EXPECT_TRUE(entriesOf(m).empty());
+  m.compact();
+  EXPECT_TRUE(m.empty());
+  m.put("z", 26);  // usable again once empty
+  EXPECT_EQ(entriesOf(m), (std::vector<std::pair<std::string, int>>{{"z", 26}}));
+}
+
+// A value erased from the vector goes at once, not at the next merge: the
+// cache's pods are shared with snapshots and must not be held by a dead entry.
+TEST(BufferedFlatMap, AnErasedValueIsReleasedAtOnce) {
+  BufferedFlatMap<std::string, std::shared_ptr<int>> m;
+  auto v = std::make_shared<int>(1);
+  m.put("a", v);
+  m.compact();  // now in the vector
+  m.put("b", std::make_shared<int>(2));
+  EXPECT_EQ(v.use_count(), 2);
+  m.erase("a");
+  EXPECT_EQ(v.use_count(), 1);
+  m.put("a", v);  // replaced in place: the old value goes too
+  auto w = std::make_shared<int>(3);
+  m.put("a", w);
+  EXPECT_EQ(v.use_count(), 1);
+  EXPECT_EQ(w.use_count(), 2);
+}
+
+// The same as std::map, operation by operation, through many merges: keys
+// in no order, repeats, erasures of buffered and merged keys, a key erased
+// and put again before and after a merge.
+TEST(BufferedFlatMap, AgreesWithStdMapThroughMerges) {
+  std::mt19937 rng(7);
+  Buffered m;
+  std::map<std::string, int> ref;
+  size_t merges = 0;
+  for (int step = 0; step < 40000; step++) {
+    // Few keys early (repeats), more later (growth past the buffer's share).
+    const std::string k = "k" + std::to_string(rng() % (step < 20000 ? 300 : 5000));
+    const int v = int(rng() % 1000);
+    const size_t before = m.buffered();
+    switch (rng() % 5) {
+      case 0:
+      case 1:
+        m.put(k, v);
+        ref[k] = v;
+        break;
+      case 2:
+        EXPECT_EQ(m.erase(k), ref.erase(k) == 1);
+        break;
+      case 3: {
+        const int* got = m.find(k);
+        auto it = ref.find(k);
+        ASSERT_EQ(got != nullptr, it != ref.end()) << k;
+        if (got) {
+          EXPECT_EQ(*got, it->second);
+        }
+        break;
+      }
+      default:
+        if (rng() % 50 == 0) m.compact();
+    }
+    if (before > 1 && m.buffered() == 0) ++merges;  // one change moves the buffer by one
+    ASSERT_EQ(m.size(), ref.size());
+    // Never more than the buffer's bound.
+    ASSERT_LE(m.buffered(),
+              Buffered::kMinBuffer + 1 + (ref.size() + m.buffered()) / Buffered::kBufferShare);
+  }
+  EXPECT_GT(merges, 10u);
+  std::vector<std::pair<std::string, int>> want(ref.begin(), ref.end());
+  EXPECT_EQ(entriesOf(m), want);
+  Buffered copy = m;  // the reflector's relist diffs against a copy
+  m.compact();
+  EXPECT_EQ(entriesOf(m), want);
+  EXPECT_EQ(entriesOf(copy), want);
 }
 
 // ---- SharedFlatMap: copies share one vector until written -------------------

@@ -4,9 +4,13 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <map>
 #include <nlohmann/json.hpp>
+#include <random>
 #include <set>
 #include <string>
+#include <vector>
 
 namespace smik::kube {
 namespace {
@@ -120,6 +124,74 @@ TEST(KubeCache, DeepOrMistypedObjectsAreRejectedByName) {
   EXPECT_EQ(errors.count("kubernetes: TrafficTarget prod/tt: nested deeper than 100 levels"), 1u);
   EXPECT_EQ(errors.size(), 3u);
   ASSERT_TRUE(cache.find({"TrafficTarget", "prod", "tt"}));
+}
+
+// Pods come and go in no key order, many more than the store's buffer of
+// changes holds: through every merge the model is what the events say,
+// rejected pods and Services (indexed for Events) included.
+TEST(KubeCache, ManyPodsInAnyOrderThroughUpdatesDeletesAndReturns) {
+  KubeCache cache;
+  std::mt19937 rng(5);
+  std::map<std::string, std::string> want;  // key -> ip of the pods kept
+  std::set<std::string> rejected;
+  auto ipOf = [](int i, int gen) {
+    return "10." + std::to_string(gen) + "." + std::to_string(i / 250) + "." +
+           std::to_string(i % 250);
+  };
+  const int n = 3000;
+  std::vector<int> order(n);
+  for (int i = 0; i < n; i++) order[i] = i;
+  for (int round = 0; round < 4; round++) {
+    std::shuffle(order.begin(), order.end(), rng);
+    for (int i : order) {
+      const std::string name = "p" + std::to_string(i);
+      const std::string key = "prod/" + name;
+      switch (rng() % 4) {
+        case 0:
+          cache.apply(Event::kDelete, key, pod(name, ipOf(i, round)));
+          want.erase(key);
+          rejected.erase("Pod prod/" + name);
+          break;
+        case 1:
+          if (i % 7 == 0) {  // rejected, replacing whatever was there
+            cache.apply(Event::kUpsert, key, pod(name, "10.0.0.256"));
+            want.erase(key);
+            rejected.insert("Pod prod/" + name);
+            break;
+          }
+          [[fallthrough]];
+        default:
+          cache.apply(Event::kUpsert, key, pod(name, ipOf(i, round)));
+          want[key] = ipOf(i, round);
+          rejected.erase("Pod prod/" + name);
+      }
+    }
+    // A Service among the pods: its own collection, found by name.
+    cache.apply(Event::kUpsert, "prod/svc" + std::to_string(round),
+                object("v1", "Service", "svc" + std::to_string(round),
+                       {{"spec", {{"clusterIP", "10.96.0." + std::to_string(round + 1)}}}}));
+    const auto s = cache.state();
+    ASSERT_EQ(s.pods.size(), want.size()) << "round " << round;
+    for (const auto& [key, ip] : want) {
+      ASSERT_EQ(s.pods.count(key), 1u) << key;
+      EXPECT_EQ(s.pods.at(key)->ips, std::vector<std::string>{ip}) << key;
+    }
+    std::set<std::string> errors;
+    for (const auto& e : cache.errors()) errors.insert(e.object.str());
+    EXPECT_EQ(errors, rejected) << "round " << round;
+    EXPECT_EQ(s.services.size(), size_t(round + 1));
+    EXPECT_TRUE(cache.find({"Service", "prod", "svc" + std::to_string(round)}));
+  }
+  for (int round = 0; round < 4; round++)
+    cache.apply(Event::kDelete, "prod/svc" + std::to_string(round),
+                object("v1", "Service", "svc" + std::to_string(round)));
+  EXPECT_FALSE(cache.find({"Service", "prod", "svc0"}));
+  EXPECT_TRUE(cache.state().services.empty());
+  const uint64_t g = cache.generation();
+  cache.dropResource({"v1", "Pod", "pods", ""});
+  EXPECT_GT(cache.generation(), g);
+  EXPECT_TRUE(cache.state().pods.empty());
+  EXPECT_TRUE(cache.errors().empty());
 }
 
 }  // namespace

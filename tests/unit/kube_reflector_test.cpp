@@ -18,6 +18,7 @@
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <random>
 #include <set>
 #include <string>
 #include <thread>
@@ -318,6 +319,80 @@ void expectRelistAfterGone(bool in_stream) {
   expected.push_back("delete prod/b");
   if (in_stream) expected.push_back("delete prod/x");
   EXPECT_EQ(h.events(), expected);
+}
+
+// More objects than the reflector's store keeps in its buffer of changes:
+// a relist after many watch events (adds in no key order, updates,
+// deletes) upserts exactly what changed since the watch, deletes exactly
+// what vanished, and leaves the store holding the new list's versions.
+TEST(Reflector, RelistAfterManyWatchEventsDiffsAgainstWhatTheWatchLeft) {
+  std::mt19937 rng(11);
+  const auto name = [](const char* p, int i) { return p + std::to_string(i); };
+  std::vector<json> first, second;
+  for (int i = 0; i < 400; i++) first.push_back(pod(name("p", i), "1"));
+  // The watch: q0..q299 added, p0..p99 changed, p100..p199 deleted.
+  std::vector<std::pair<std::string, json>> watched;
+  for (int i = 0; i < 300; i++) watched.emplace_back("ADDED", pod(name("q", i), "3"));
+  for (int i = 0; i < 100; i++) watched.emplace_back("MODIFIED", pod(name("p", i), "2"));
+  for (int i = 100; i < 200; i++) watched.emplace_back("DELETED", pod(name("p", i), "2"));
+  std::shuffle(watched.begin(), watched.end(), rng);
+  // The relist: p0..p49 unchanged, p50..p99 changed, p100..p149 back,
+  // p200..p299 unchanged, p300..p399 gone, q0..q149 unchanged, q150..q299
+  // gone, r0..r99 new; in no key order.
+  std::map<std::string, uint64_t> want;  // key -> version after the relist
+  auto relisted = [&](const std::string& n, uint64_t rv) {
+    second.push_back(pod(n, std::to_string(rv)));
+    want["prod/" + n] = rv;
+  };
+  for (int i = 0; i < 50; i++) relisted(name("p", i), 2);
+  for (int i = 50; i < 100; i++) relisted(name("p", i), 5);
+  for (int i = 100; i < 150; i++) relisted(name("p", i), 7);
+  for (int i = 200; i < 300; i++) relisted(name("p", i), 1);
+  for (int i = 0; i < 150; i++) relisted(name("q", i), 3);
+  for (int i = 0; i < 100; i++) relisted(name("r", i), 6);
+  std::shuffle(second.begin(), second.end(), rng);
+
+  std::string body;
+  for (const auto& [type, object] : watched) body += event(type, object);
+  body += json{{"type", "ERROR"}, {"object", status(410, "Expired", "too old resource version")}}
+              .dump() +
+          "\n";
+  std::atomic<int> watches{0};
+  ReflectorConfig config = fastConfig();
+  config.page_size = 64;
+  Harness h(
+      [&](const httplib::Request& req, httplib::Response& res) {
+        if (!req.has_param("watch"))
+          return serveList(req, res, watches == 0 ? first : second, watches == 0 ? "10" : "40");
+        if (++watches == 1) return stream(res, body, 8192, End::kHang, h.server.stopping());
+        stream(res, "", 1, End::kHang, h.server.stopping());
+      },
+      config);
+  ASSERT_TRUE(eventually([&] { return h.server.watches().size() == 2; }));
+
+  Strings expected;
+  for (const auto& o : first)
+    expected.push_back("upsert prod/" + o["metadata"]["name"].get<std::string>());
+  for (const auto& [type, object] : watched)
+    expected.push_back((type == "DELETED" ? "delete prod/" : "upsert prod/") +
+                       object["metadata"]["name"].get<std::string>());
+  // Upserts in the list's order, for what differs from the watched store;
+  // then the deletes, in key order.
+  for (const auto& o : second) {
+    const std::string n = o["metadata"]["name"];
+    const bool same =
+        (n[0] == 'p' && (std::stoi(n.substr(1)) < 50 || std::stoi(n.substr(1)) >= 200)) ||
+        n[0] == 'q';
+    if (!same) expected.push_back("upsert prod/" + n);
+  }
+  std::set<std::string> gone;
+  for (int i = 300; i < 400; i++) gone.insert("prod/" + name("p", i));
+  for (int i = 150; i < 300; i++) gone.insert("prod/" + name("q", i));
+  for (const auto& k : gone) expected.push_back("delete " + k);
+  EXPECT_EQ(h.events(), expected);
+  EXPECT_EQ(h.reflector->snapshot(), want);
+  EXPECT_EQ(h.server.watches()[1].param("resourceVersion"), "40");
+  EXPECT_EQ(h.reflector->status().lists, 2u);
 }
 
 TEST(Reflector, Http410RelistsAndDeletesVanished) { expectRelistAfterGone(false); }
