@@ -304,8 +304,8 @@ class FlowResetTest : public DatapathTest {
     allow(kClient, kServer, 8080, SMIK_PROTO_TCP);
     apply();
   }
-  // What the guard does: marks the flow's entry into the pod.
-  void mark(const PacketSpec& s) {
+  // The conntrack key of s's TCP flow into the pod.
+  static smik_ct_key keyOf(const PacketSpec& s) {
     smik_ct_key k{};
     const Addr src = addr(s.src), dst = addr(s.dst);
     std::memcpy(k.saddr, src.bytes.data(), 16);
@@ -314,20 +314,18 @@ class FlowResetTest : public DatapathTest {
     k.dport = htons(s.dport);
     k.proto = 6;
     k.family = src.family;
+    return k;
+  }
+  // What the guard does: marks the flow's entry into the pod.
+  void mark(const PacketSpec& s) {
+    const smik_ct_key k = keyOf(s);
     smik_ct_value v{};
     ASSERT_EQ(bpf_map_lookup_elem(ctFd(), &k, &v), 0) << "the flow has no entry";
     v.flags |= SMIK_CT_F_RESET;
     ASSERT_EQ(bpf_map_update_elem(ctFd(), &k, &v, BPF_EXIST), 0);
   }
   uint8_t entryFlags(const PacketSpec& s) {
-    smik_ct_key k{};
-    const Addr src = addr(s.src), dst = addr(s.dst);
-    std::memcpy(k.saddr, src.bytes.data(), 16);
-    std::memcpy(k.daddr, dst.bytes.data(), 16);
-    k.sport = htons(s.sport);
-    k.dport = htons(s.dport);
-    k.proto = 6;
-    k.family = src.family;
+    const smik_ct_key k = keyOf(s);
     smik_ct_value v{};
     EXPECT_EQ(bpf_map_lookup_elem(ctFd(), &k, &v), 0);
     return v.flags;
