@@ -313,22 +313,19 @@ static __always_inline int guard_parse(struct __sk_buff *skb, struct smik_http_p
   return len > headers;
 }
 
-/* A connected socket's local end, as sockops keyed it when it decided
- * whether to judge the socket: its packets' destination. Read from the
- * socket, not the packet, so that a packet to a socket no port governs (the
- * client's answers, every other pod's traffic) costs one map lookup and no
- * packet read. 0 for a family no port is governed in. */
-static __always_inline __u8 guard_local(const struct bpf_sock *sk, struct smik_http_port_key *pk) {
-  __u32 *a = (__u32 *)pk->addr;
+/* One end of a connected socket (remote: its peer's) in the ABI's 16-byte
+ * address form: its SMIK_AF_*, or 0 for another family. */
+static __always_inline __u8 sock_end(const struct bpf_sock *sk, int remote, __u8 *addr) {
+  __u32 *a = (__u32 *)addr;
   if (sk->family == AF_INET_) {
-    a[0] = sk->src_ip4;
+    a[0] = remote ? sk->dst_ip4 : sk->src_ip4;
     return SMIK_AF_INET;
   }
   if (sk->family == AF_INET6_) {
-    a[0] = sk->src_ip6[0];
-    a[1] = sk->src_ip6[1];
-    a[2] = sk->src_ip6[2];
-    a[3] = sk->src_ip6[3];
+    a[0] = remote ? sk->dst_ip6[0] : sk->src_ip6[0];
+    a[1] = remote ? sk->dst_ip6[1] : sk->src_ip6[1];
+    a[2] = remote ? sk->dst_ip6[2] : sk->src_ip6[2];
+    a[3] = remote ? sk->dst_ip6[3] : sk->src_ip6[3];
     return SMIK_AF_INET6;
   }
   return 0;
@@ -339,32 +336,18 @@ static __always_inline __u8 guard_local(const struct bpf_sock *sk, struct smik_h
  * conntrack entry into the pod, keyed (peer, pod), is marked, and the tc
  * programs turn the flow's next segment with payload (that retransmission)
  * into RSTs to both ends (reset_flow in tc_policy.bpf.c). A flow without an
- * entry (the table was full) stays refused and waits, as before. */
-static __always_inline void mark_reset(const struct bpf_sock *sk) {
+ * entry (the table was full) stays refused and waits, as before. `pod`: the
+ * socket's local end as the guard keyed it (unmapped). */
+static __always_inline void mark_reset(const struct bpf_sock *sk,
+                                       const struct smik_http_port_key *pod) {
   struct smik_ct_key k = {.proto = IPPROTO_TCP_};
-  __u32 *peer = (__u32 *)k.saddr, *pod = (__u32 *)k.daddr;
-  if (sk->family == AF_INET_) {
-    k.family = SMIK_AF_INET;
-    peer[0] = sk->dst_ip4;
-    pod[0] = sk->src_ip4;
-  } else if (sk->family == AF_INET6_) {
-    k.family = SMIK_AF_INET6;
-    peer[0] = sk->dst_ip6[0];
-    peer[1] = sk->dst_ip6[1];
-    peer[2] = sk->dst_ip6[2];
-    peer[3] = sk->dst_ip6[3];
-    pod[0] = sk->src_ip6[0];
-    pod[1] = sk->src_ip6[1];
-    pod[2] = sk->src_ip6[2];
-    pod[3] = sk->src_ip6[3];
-  } else {
-    return;
-  }
-  __u8 pod_family = k.family;
+  k.family = sock_end(sk, 1, k.saddr);
   unmap_v4(&k.family, k.saddr);
-  unmap_v4(&pod_family, k.daddr);
+  if (k.family != pod->family)
+    return;
+  __builtin_memcpy(k.daddr, pod->addr, 16);
   k.sport = (__u16)sk->dst_port; /* network order, as the key holds ports */
-  k.dport = bpf_htons((__u16)sk->src_port);
+  k.dport = bpf_htons(pod->port);
   struct smik_ct_value *ct = bpf_map_lookup_elem(&smik_ct, &k);
   if (ct && !(ct->flags & SMIK_CT_F_RESET))
     ct->flags |= SMIK_CT_F_RESET;
@@ -388,7 +371,12 @@ int smik_http_guard(struct __sk_buff *skb) {
     if (payload < 0)
       return 1; /* not IP: no governed address */
   } else {
-    pk.family = guard_local(sk, &pk);
+    /* A connected socket's local end, as sockops keyed it when it decided
+     * whether to judge the socket: its packets' destination. Read from the
+     * socket, not the packet, so that a packet to a socket no port governs
+     * (the client's answers, every other pod's traffic) costs one map
+     * lookup and no packet read. */
+    pk.family = sock_end(sk, 0, pk.addr);
     if (!pk.family)
       return 1;
   }
@@ -409,7 +397,7 @@ int smik_http_guard(struct __sk_buff *skb) {
     return 1;
   count(SMIK_HTTP_C_UNJUDGED);
   if (!listener)
-    mark_reset(sk);
+    mark_reset(sk, &pk);
   return 0;
 }
 

@@ -846,6 +846,19 @@ static __always_inline int load_tcp_seg(struct __sk_buff *skb, int v4, struct tc
   return 0;
 }
 
+/* Addresses r back to the segment's sender: Ethernet, IP addresses and
+ * ports turned round. Non-zero when the Ethernet header cannot be read. */
+static __always_inline int rst_back(struct __sk_buff *skb, const struct pkt *p,
+                                    const struct tcp_seg *t, struct rst_spec *r) {
+  if (load_swapped_eth(skb, r->eth) != 0)
+    return -1;
+  __builtin_memcpy(r->ports, t->th + 2, 2);
+  __builtin_memcpy(r->ports + 2, t->th, 2);
+  copy16(r->saddr, p->daddr);
+  copy16(r->daddr, p->saddr);
+  return 0;
+}
+
 /* Turns a denied SYN into the RST|ACK that refuses it (RFC 9293 3.10.7.1:
  * no ACK in the segment, so seq 0 and ack = its seq + its length), back to
  * its sender. */
@@ -854,13 +867,9 @@ static __noinline int build_rst(struct __sk_buff *skb, const struct pkt *p) {
   if (load_tcp_seg(skb, p->family == SMIK_AF_INET, &t) != 0)
     return -1;
   struct rst_spec r = {.v4 = p->family == SMIK_AF_INET, .flags = TCP_RST_ | TCP_ACK_};
-  if (load_swapped_eth(skb, r.eth) != 0)
+  if (rst_back(skb, p, &t, &r) != 0)
     return -1;
   r.ack = t.seq + 1 + (t.seg_len - t.doff); /* the SYN counts one */
-  __builtin_memcpy(r.ports, t.th + 2, 2); /* ports turned round */
-  __builtin_memcpy(r.ports + 2, t.th, 2);
-  copy16(r.saddr, p->daddr);
-  copy16(r.daddr, p->saddr);
   return write_rst(skb, &r);
 }
 
@@ -896,12 +905,8 @@ static __noinline int reset_flow(struct __sk_buff *skb, const struct pkt *p) {
   if (bpf_skb_load_bytes(skb, 0, eth, ETH_HLEN_) != 0)
     return 1;
   struct rst_spec r = {.v4 = v4, .flags = TCP_RST_, .seq = t.ack};
-  if (load_swapped_eth(skb, r.eth) != 0)
+  if (rst_back(skb, p, &t, &r) != 0)
     return 1;
-  __builtin_memcpy(r.ports, t.th + 2, 2);
-  __builtin_memcpy(r.ports + 2, t.th, 2);
-  copy16(r.saddr, p->daddr);
-  copy16(r.daddr, p->saddr);
   if (write_rst(skb, &r) != 0 || bpf_clone_redirect(skb, skb->ifindex, BPF_F_INGRESS) != 0)
     return -1;
   __builtin_memcpy(r.eth, eth, ETH_HLEN_);
