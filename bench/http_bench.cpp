@@ -242,7 +242,7 @@ struct Bed {
     UniqueFd ipcache(bpf_obj_get((dp.pin() + "/" + maps::kIpcacheMap).c_str()));
     if (!ipcache) throw std::runtime_error("no pinned ipcache under " + dp.pin());
     std::string err;
-    judge = datapath::HttpEnforcer::open(ipcache.get(), -1, {}, bed.cgroupRoot(), "", &err);
+    judge = datapath::HttpEnforcer::open(ipcache.get(), {}, {}, bed.cgroupRoot(), "", &err);
     if (!judge || !judge->stage(plan, &err) || !judge->finish(plan, &err))
       throw std::runtime_error("HTTP judge: " + err);
   }

@@ -22,6 +22,7 @@
 #include "addr.bpf.h"
 #include "conntrack.bpf.h"
 #include "events.bpf.h"
+#include "http_answers.bpf.h"
 #include "ipcache.bpf.h"
 #include "sock.bpf.h"
 
@@ -208,7 +209,8 @@ struct exchange {
   __u8 answering;  /* method of the request this response answers */
   __u8 answered;   /* this response took a request off the queue */
   __u8 seq_known;  /* seq is set (at the first new byte sent after the state was made) */
-  __u8 pad[2];
+  __u8 owed;       /* 1 + the answer (SMIK_HTTP_ANSWERS) owed once every request queued is answered */
+  __u8 pad;
   __u32 seq;       /* TCP sequence number of the next byte to frame */
 };
 
@@ -218,6 +220,13 @@ struct {
   __type(key, __u64);
   __type(value, struct exchange);
 } smik_http_exchanges SEC(".maps");
+
+/* The server has sent (as far as TCP has transmitted) the whole of an answer
+ * to every request let through, and nothing more: an answer of the judge's
+ * sent now comes after all of them. */
+static __always_inline int answered_all(const struct exchange *a) {
+  return a->queued == 0 && a->phase == R_STATUS && a->pos == 0;
+}
 
 /* Answers per server-side edge (smik_abi.h, "HTTP answers per edge"). */
 struct {
@@ -1375,13 +1384,10 @@ static __always_inline int walk_frame(struct walk *w, struct smik_http_conn *c) 
 #define HEAD_MAX 64
 /* The answers, in answer()'s order (h). Two tables, not an array of
  * structs, so the skeleton's C++ needs no type of ours. */
-#define ANSWERS(X) \
-  X("400", "Bad Request") X("403", "Forbidden") X("414", "URI Too Long") \
-  X("431", "Request Header Fields Too Large") X("503", "Service Unavailable")
 #define HEAD_TEXT(code, text) ANSWER_HEAD(code, text),
 #define HEAD_LEN(code, text) sizeof(ANSWER_HEAD(code, text)) - 1,
-const char answer_head[5][HEAD_MAX] = {ANSWERS(HEAD_TEXT)};
-const __u32 answer_head_len[5] = {ANSWERS(HEAD_LEN)};
+const char answer_head[SMIK_HTTP_ANSWER_COUNT][HEAD_MAX] = {SMIK_HTTP_ANSWERS(HEAD_TEXT)};
+const __u32 answer_head_len[SMIK_HTTP_ANSWER_COUNT] = {SMIK_HTTP_ANSWERS(HEAD_LEN)};
 #undef HEAD_TEXT
 #undef HEAD_LEN
 /* the space before CRLF is optional whitespace after the value, there to
@@ -1444,7 +1450,7 @@ static __always_inline long body_for(__u32 room) {
  * in the usual case), or -1. A subprogram: its scratch would push the
  * verdict's stack over 512 bytes. */
 static __noinline long write_answer(struct __sk_buff *skb, __u32 h) {
-  if (h >= 5)
+  if (h >= SMIK_HTTP_ANSWER_COUNT)
     return -1;
   __u32 head_len = answer_head_len[h];
   if (head_len == 0 || head_len > HEAD_MAX)
@@ -1528,26 +1534,26 @@ static __always_inline __u8 counter_of(__u32 verdict) {
   return SMIK_HTTP_C_MALFORMED;
 }
 
+/* Which answer (SMIK_HTTP_ANSWERS order) a refusal gets. */
+static __always_inline __u32 answer_of(__u32 verdict) {
+  switch (verdict) {
+    case W_DENY:
+      return 1;
+    case W_URI_TOO_LONG:
+      return 2;
+    case W_HEAD_TOO_LARGE:
+      return 3;
+    case W_NO_STATE:
+      return 4;
+  }
+  return 0; /* 400 */
+}
+
 /* The skb becomes the answer, sent on the socket's own egress; *debt gets
  * the bytes it grew by. */
 static __always_inline int answer(struct __sk_buff *skb, __u64 cookie, __u32 verdict, __u64 *debt) {
   count(counter_of(verdict));
-  __u32 h = 0; /* 400 */
-  switch (verdict) {
-    case W_DENY:
-      h = 1;
-      break;
-    case W_URI_TOO_LONG:
-      h = 2;
-      break;
-    case W_HEAD_TOO_LARGE:
-      h = 3;
-      break;
-    case W_NO_STATE:
-      h = 4;
-      break;
-  }
-  long grew = write_answer(skb, h);
+  long grew = write_answer(skb, answer_of(verdict));
   if (grew >= 0 && bpf_sk_redirect_hash(skb, &smik_http_socks, &cookie, 0) == SK_PASS) {
     *debt = (__u64)grew;
     return SK_PASS;
@@ -1593,6 +1599,26 @@ static __always_inline void edge_of(const struct tunnel_key *tk, struct smik_con
     unmap_v4(&client_family, k->client);
   k->port = tk->local_port;
   k->proto = SMIK_PROTO_TCP;
+}
+
+/* An owed answer can be sent on this connection: its flow has a conntrack
+ * entry for the response framer to mark (none when the table was full, or
+ * when the judge runs without the tc programs' table). Without one the
+ * answer goes at once, even ahead of the server's: answered out of turn
+ * rather than never. */
+static __always_inline int can_owe(const struct tunnel_key *tk) {
+  struct smik_ct_key k = {.proto = IPPROTO_TCP_};
+  __u8 local = (__u8)tk->family;
+  k.family = (__u8)tk->family;
+  __builtin_memcpy(k.saddr, tk->remote, 16);
+  __builtin_memcpy(k.daddr, tk->local, 16);
+  if (unmap_v4(&local, k.daddr))
+    unmap_v4(&k.family, k.saddr);
+  if (local != k.family)
+    return 0;
+  k.sport = bpf_htons(tk->remote_port);
+  k.dport = bpf_htons(tk->local_port);
+  return bpf_map_lookup_elem(&smik_ct, &k) != 0;
 }
 
 /* The skb offset of the refused request's path, or -1 when not in this skb. */
@@ -1805,12 +1831,25 @@ int smik_http_verdict(struct __sk_buff *skb) {
   struct tunnel_key tk = {};
   TUNNEL_KEY(&tk, skb);
   smik_http_deny_event(skb, &tk, &w.c, w.off, counter_of(w.verdict));
-  /* the judge's answer goes out on this socket: not the server's */
-  struct exchange *a = bpf_map_lookup_elem(&smik_http_exchanges, &cookie);
-  if (a)
-    a->phase = R_OFF;
   w.c.phase = SMIK_HTTP_P_CLOSED;
   w.c.count = 0; /* from here on: what the answer owes */
+  struct exchange *a = bpf_map_lookup_elem(&smik_http_exchanges, &cookie);
+  if (a && a->phase != R_OFF && !answered_all(a) && can_owe(&tk)) {
+    /* Requests let through before this one are not all answered yet: an
+     * answer sent now would overtake theirs, and the client would take it
+     * for the first one's. It is owed instead: the response framer sees
+     * when the server's last answer goes out, and the tc program on the
+     * pod's veth sends this one after it (see "answers owed"). The skb is
+     * dropped: the kernel counts its own length as read. */
+    a->owed = (__u8)answer_of(w.verdict) + 1;
+    count(counter_of(w.verdict));
+    count(SMIK_HTTP_C_ANSWER_DEFERRED);
+    *c = w.c;
+    return SK_DROP;
+  }
+  /* the judge's answer goes out on this socket: not the server's */
+  if (a)
+    a->phase = R_OFF;
   int v = answer(skb, cookie, w.verdict, &w.c.count);
   *c = w.c;
   return v;
@@ -2224,6 +2263,57 @@ static __always_inline int tcp_payload(struct __sk_buff *skb, __u32 *seq) {
   return l3 + (b[8] >> 4) * 4;
 }
 
+/* ---- answers owed ---------------------------------------------------------------
+ *
+ * A request refused while the server still owed answers to requests before
+ * it (pipelined) cannot be answered in the place of its skb: that answer
+ * would leave before theirs. The verdict drops the skb and leaves the
+ * answer owed in the connection's exchange; here, once the server's stream
+ * has the last of those answers whole (answered_all, at the skb that
+ * completes it, whose last byte is at sequence number `end`), the flow's
+ * conntrack entry is marked (SMIK_CT_F_ANSWER) with where and which answer
+ * (smik_ct_answers). The tc program on the pod's veth sees that skb next:
+ * it lets it through, sends the answer after it (with a FIN: the
+ * connection is closed, as after every refusal) and resets the server's
+ * socket, whose stream never had the answer (answer_owed in tc_policy). A
+ * flow without a conntrack entry (the table was full) or a full
+ * smik_ct_answers leaves the answer unsent (SMIK_HTTP_C_ANSWER_FAILED): the
+ * client waits for the server to close an idle connection. */
+static __always_inline int flow_into_pod(const struct bpf_sock *sk, struct smik_ct_key *k) {
+  __u8 local = sock_end(sk, 0, k->daddr);
+  k->family = sock_end(sk, 1, k->saddr);
+  if (!k->family || local != k->family)
+    return 0;
+  if (unmap_v4(&local, k->daddr))
+    unmap_v4(&k->family, k->saddr);
+  if (local != k->family)
+    return 0;
+  k->sport = (__u16)sk->dst_port; /* network order, as the key holds ports */
+  k->dport = bpf_htons((__u16)sk->src_port);
+  k->proto = IPPROTO_TCP_;
+  return 1;
+}
+
+static __always_inline void send_owed(struct __sk_buff *skb, struct exchange *a, __u32 end) {
+  struct smik_ct_answer ans = {.seq = end, .answer = a->owed - 1u};
+  a->owed = 0;
+  a->phase = R_OFF; /* what follows on the stream is the judge's answer */
+  struct bpf_sock *sk = skb->sk;
+  if (sk)
+    sk = bpf_sk_fullsock(sk);
+  struct smik_ct_key k = {};
+  if (!sk || !flow_into_pod(sk, &k)) {
+    count(SMIK_HTTP_C_ANSWER_FAILED);
+    return;
+  }
+  struct smik_ct_value *ct = bpf_map_lookup_elem(&smik_ct, &k);
+  if (!ct || bpf_map_update_elem(&smik_ct_answers, &k, &ans, BPF_ANY) != 0) {
+    count(SMIK_HTTP_C_ANSWER_FAILED);
+    return;
+  }
+  ct->flags |= SMIK_CT_F_ANSWER;
+}
+
 SEC("cgroup_skb/egress")
 int smik_http_egress(struct __sk_buff *skb) {
   __u64 cookie = bpf_get_socket_cookie(skb);
@@ -2277,5 +2367,7 @@ int smik_http_egress(struct __sk_buff *skb) {
     count(SMIK_HTTP_C_RESPONSES_UNTRACKED);
   }
   *state = w.x.a;
+  if (state->owed && state->phase != R_OFF && answered_all(state))
+    send_owed(skb, state, w.x.a.seq);
   return 1;
 }

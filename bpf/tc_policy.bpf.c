@@ -67,6 +67,7 @@
 
 #include "smik_abi.h"
 #include "conntrack.bpf.h"
+#include "http_answers.bpf.h"
 #include "ipcache.bpf.h"
 #include "parse.bpf.h"
 #include "telemetry.bpf.h"
@@ -733,9 +734,21 @@ static __noinline int build_answer(struct __sk_buff *skb, const struct pkt *p) {
   return 0;
 }
 
-/* A RST to write over an skb: fresh IP and TCP headers (no options) behind
- * the Ethernet header `eth`, from (saddr, ports[0..1]) to (daddr,
- * ports[2..3]), ports as on the wire. */
+/* The HTTP judge's answers as the tc program sends them when owed (see
+ * answer_owed): no body, and the connection closed. Zero-padded to
+ * OWED_MAX, a multiple of 4, so the checksum can sum the whole row. */
+#define OWED_TEXT(code, text) "HTTP/1.1 " code " " text "\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+#define OWED_ROW(code, text) OWED_TEXT(code, text),
+#define OWED_LEN(code, text) sizeof(OWED_TEXT(code, text)) - 1,
+#define OWED_MAX 96
+const char owed_answer[SMIK_HTTP_ANSWER_COUNT][OWED_MAX] = {SMIK_HTTP_ANSWERS(OWED_ROW)};
+static const __u32 owed_answer_len[SMIK_HTTP_ANSWER_COUNT] = {SMIK_HTTP_ANSWERS(OWED_LEN)};
+_Static_assert(SMIK_HTTP_ANSWER_COUNT == 5, "write_rst stores each answer by its index");
+
+/* A segment to write over an skb: fresh IP and TCP headers (no options)
+ * behind the Ethernet header `eth`, from (saddr, ports[0..1]) to (daddr,
+ * ports[2..3]), ports as on the wire; a payload when `answer` is set (1 +
+ * its index in owed_answer). */
 struct rst_spec {
   __u8 eth[ETH_HLEN_];
   __u8 ports[4];
@@ -744,11 +757,26 @@ struct rst_spec {
   __u32 seq, ack;
   __u8 flags;
   __u8 v4;
+  __u8 answer;
+  __u8 window[2];
 };
 
-/* Writes r over the skb, which becomes exactly that RST. Non-zero when a
- * helper failed (the skb is then whatever it has become: drop it). */
+/* Writes r over the skb, which becomes exactly that segment (a RST, or an
+ * owed answer). Non-zero when a helper failed (the skb is then whatever it
+ * has become: drop it). */
 static __noinline int write_rst(struct __sk_buff *skb, const struct rst_spec *r) {
+  __u32 plen = 0;
+  const char *payload = 0;
+  if (r->answer) {
+    __u32 h = r->answer - 1u;
+    if (h >= SMIK_HTTP_ANSWER_COUNT)
+      return -1;
+    payload = owed_answer[h];
+    plen = owed_answer_len[h];
+    if (plen == 0 || plen > OWED_MAX)
+      return -1;
+  }
+  __u32 l4_len = 20 + plen;
   __u8 tcp[20] = {};
   __builtin_memcpy(tcp, r->ports, 4);
   __u32 seq = r->seq, ack = r->ack;
@@ -762,50 +790,67 @@ static __noinline int write_rst(struct __sk_buff *skb, const struct rst_spec *r)
   tcp[11] = ack;
   tcp[12] = 5 << 4;
   tcp[13] = r->flags;
+  tcp[14] = r->window[0];
+  tcp[15] = r->window[1];
   __u8 ip[40] = {};
   __u32 ip_len;
   __s64 sum;
   if (r->v4) {
     ip_len = 20;
     ip[0] = 0x45;
-    ip[3] = 40; /* total length */
+    ip[2] = (20 + l4_len) >> 8; /* total length */
+    ip[3] = (20 + l4_len) & 0xff;
     ip[8] = 64;
     ip[9] = IPPROTO_TCP;
     __builtin_memcpy(ip + 12, r->saddr, 4);
     __builtin_memcpy(ip + 16, r->daddr, 4);
     __u16 ipsum = csum_fold_(bpf_csum_diff(0, 0, (__be32 *)ip, 20, 0));
     __builtin_memcpy(ip + 10, &ipsum, 2);
-    __u8 pseudo[12] = {};
-    __builtin_memcpy(pseudo, r->saddr, 4);
-    __builtin_memcpy(pseudo + 4, r->daddr, 4);
-    pseudo[9] = IPPROTO_TCP;
-    pseudo[11] = 20;
-    sum = bpf_csum_diff(0, 0, (__be32 *)pseudo, 12, 0);
+    sum = bpf_csum_diff(0, 0, (__be32 *)(ip + 12), 8, 0); /* the pseudo-header's addresses */
   } else {
     ip_len = 40;
     ip[0] = 0x60;
-    ip[5] = 20; /* payload length */
+    ip[4] = l4_len >> 8; /* payload length */
+    ip[5] = l4_len & 0xff;
     ip[6] = IPPROTO_TCP;
     ip[7] = 64;
     copy16(ip + 8, r->saddr);
     copy16(ip + 24, r->daddr);
-    __u8 pseudo[40] = {};
-    copy16(pseudo, r->saddr);
-    copy16(pseudo + 16, r->daddr);
-    pseudo[35] = 20;
-    pseudo[39] = IPPROTO_TCP;
-    sum = bpf_csum_diff(0, 0, (__be32 *)pseudo, 40, 0);
+    sum = bpf_csum_diff(0, 0, (__be32 *)(ip + 8), 32, 0);
   }
-  sum = bpf_csum_diff(0, 0, (__be32 *)tcp, 20, (__wsum)sum);
+  /* The rest of either pseudo-header, in ones' complement the same words:
+   * the protocol and the TCP length. */
+  __u8 pseudo[4] = {0, IPPROTO_TCP, l4_len >> 8, l4_len & 0xff};
+  if (sum >= 0)
+    sum = bpf_csum_diff(0, 0, (__be32 *)pseudo, 4, (__wsum)sum);
+  if (sum >= 0)
+    sum = bpf_csum_diff(0, 0, (__be32 *)tcp, 20, (__wsum)sum);
+  if (sum >= 0 && payload) /* the row's zero padding adds nothing */
+    sum = bpf_csum_diff(0, 0, (__be32 *)payload, OWED_MAX, (__wsum)sum);
   if (sum < 0)
     return -1;
   __u16 tcpsum = csum_fold_(sum);
   __builtin_memcpy(tcp + 16, &tcpsum, 2);
-  if (bpf_skb_change_tail(skb, ETH_HLEN_ + ip_len + 20, 0) != 0 ||
+  if (bpf_skb_change_tail(skb, ETH_HLEN_ + ip_len + l4_len, 0) != 0 ||
       bpf_skb_store_bytes(skb, 0, r->eth, ETH_HLEN_, 0) != 0 ||
       bpf_skb_store_bytes(skb, ETH_HLEN_, ip, ip_len, 0) != 0 ||
       bpf_skb_store_bytes(skb, ETH_HLEN_ + ip_len, tcp, 20, 0) != 0)
     return -1;
+  if (payload) {
+    /* each row's length a constant: the verifier cannot keep a loaded
+     * length's bounds across the spills above */
+    long stored = -1;
+    switch (r->answer - 1u) {
+#define OWED_STORE(i)                                                                     \
+  case i:                                                                                 \
+    stored = bpf_skb_store_bytes(skb, ETH_HLEN_ + ip_len + 20, owed_answer[i], owed_answer_len[i], 0); \
+    break;
+      OWED_STORE(0) OWED_STORE(1) OWED_STORE(2) OWED_STORE(3) OWED_STORE(4)
+#undef OWED_STORE
+    }
+    if (stored != 0)
+      return -1;
+  }
   bpf_csum_level(skb, BPF_CSUM_LEVEL_RESET);
   return 0;
 }
@@ -917,6 +962,74 @@ static __noinline int reset_flow(struct __sk_buff *skb, const struct pkt *p) {
   return write_rst(skb, &r) != 0 ? -1 : 0;
 }
 
+/* ---- Answers the HTTP judge owes -----------------------------------------
+ *
+ * The judge refused a request pipelined behind requests the server had not
+ * answered yet, and holds its answer back until theirs are out: its
+ * response framer marks the flow (SMIK_CT_F_ANSWER) at the skb that
+ * completes the server's last answer, with that skb's end in the server's
+ * sequence space (smik_ct_answers). The segment out of the pod that ends
+ * there (that skb; or, if it was not recognised, the server's next ACK,
+ * which starts there) makes three packets:
+ * - itself, unchanged, put in again at this ingress (a clone; the flow is
+ *   no longer marked when this program sees it again);
+ * - the answer with a FIN, in the server's place: sequence number `end`,
+ *   the segment's acknowledgement and window, put in the same way after it,
+ *   so the client reads it after the server's last answer and then the end
+ *   of the stream, as after a refusal answered at once;
+ * - a RST into the pod at the sequence number the server expects next (the
+ *   segment's acknowledgement number): the server's stream never had the
+ *   answer, so its socket can take no part in the rest of the connection.
+ * Returns 1 for a segment that is not that one (unchanged), 0 when the skb
+ * has become the RST (to redirect into the pod), -1 when a helper failed
+ * (drop what the skb has become). */
+static __noinline int answer_owed(struct __sk_buff *skb, const struct pkt *p,
+                                  struct smik_ct_value *ct) {
+  struct smik_ct_key k = {};
+  ct_key_of(&k, p, 1);
+  struct smik_ct_answer *ans = bpf_map_lookup_elem(&smik_ct_answers, &k);
+  if (!ans) {
+    ct->flags &= ~SMIK_CT_F_ANSWER;
+    return 1;
+  }
+  int v4 = p->family == SMIK_AF_INET;
+  struct tcp_seg t = {};
+  if (load_tcp_seg(skb, v4, &t) != 0)
+    return 1;
+  __u8 flags = t.th[13];
+  if (!(flags & TCP_ACK_) || (flags & (TCP_SYN_ | TCP_RST_)))
+    return 1;
+  __u32 end = t.seq + (t.seg_len - t.doff);
+  if (end != ans->seq)
+    return 1;
+  __u8 which = (__u8)ans->answer;
+  bpf_map_delete_elem(&smik_ct_answers, &k);
+  ct->flags &= ~SMIK_CT_F_ANSWER;
+  struct rst_spec r = {.v4 = v4,
+                       .flags = TCP_ACK_ | TCP_PSH_ | TCP_FIN_,
+                       .seq = end,
+                       .ack = t.ack,
+                       .answer = which + 1};
+  if (bpf_skb_load_bytes(skb, 0, r.eth, ETH_HLEN_) != 0)
+    return 1;
+  __builtin_memcpy(r.ports, t.th, 4);
+  __builtin_memcpy(r.window, t.th + 14, 2);
+  copy16(r.saddr, p->saddr);
+  copy16(r.daddr, p->daddr);
+  if (t.seg_len > t.doff && bpf_clone_redirect(skb, skb->ifindex, BPF_F_INGRESS) != 0)
+    return -1;
+  if (write_rst(skb, &r) != 0 || bpf_clone_redirect(skb, skb->ifindex, BPF_F_INGRESS) != 0)
+    return -1;
+  /* one spec for both: two would not fit the stack under smik_from_pod's */
+  __builtin_memset(&r, 0, sizeof r);
+  r.v4 = v4;
+  r.flags = TCP_RST_;
+  r.seq = t.ack;
+  if (rst_back(skb, p, &t, &r) != 0 || write_rst(skb, &r) != 0)
+    return -1;
+  return 0;
+}
+
 /* A denied new flow's packet, counted already: answered, or dropped. */
 static __always_inline int deny_response(struct __sk_buff *skb, const struct pkt *p) {
   __u32 zero = 0;
@@ -983,7 +1096,8 @@ static __always_inline int is_own_addr(const struct smik_endpoint *ep, const str
 
 /* A packet from the pod, steps 11 and 12: its flow's entry is kept (or
  * made) so the replies pass; a revoked flow is cut in this direction too. */
-static __always_inline __u32 judge_from_pod(const struct pkt *p, const struct smik_endpoint *ep) {
+static __always_inline __u32 judge_from_pod(const struct pkt *p, const struct smik_endpoint *ep,
+                                            struct smik_ct_value **entry) {
   __u32 gen = current_gen();
   __u64 now = bpf_ktime_get_coarse_ns();
   __u32 pod = ep->identity;
@@ -997,8 +1111,10 @@ static __always_inline __u32 judge_from_pod(const struct pkt *p, const struct sm
     have_peer = 1;
     ct = ct_validate(&ck, ct, gen, peer, pod, now);
   }
-  if (ct)
+  if (ct) {
+    *entry = ct; /* the caller looks at its SMIK_CT_F_ANSWER */
     return ct_verdict(ct, p, now, SMIK_CT_S_FIN_OUT);
+  }
 
   __u8 flags = p->tcp_flags;
   int rebuilt = 0;
@@ -1047,5 +1163,17 @@ int smik_from_pod(struct __sk_buff *skb) {
    * nothing */
   if (p.frag == FRAG_LATER || p.icmp == ICMP_INFRA || p.icmp == ICMP_ERROR || !keyable(&p))
     return count(skb, SMIK_REASON_FORWARDED);
-  return count(skb, judge_from_pod(&p, ep));
+  struct smik_ct_value *ct = 0;
+  int act = count(skb, judge_from_pod(&p, ep, &ct));
+  if (ct && (ct->flags & SMIK_CT_F_ANSWER) && act == TC_ACT_OK && p.proto == IPPROTO_TCP &&
+      p.frag == FRAG_NONE) {
+    int r = answer_owed(skb, &p, ct);
+    if (r == 0) {
+      ct_count(SMIK_CT_RESET);
+      return bpf_redirect(skb->ifindex, 0);
+    }
+    if (r < 0)
+      return TC_ACT_SHOT;
+  }
+  return act;
 }

@@ -528,7 +528,8 @@ bool Datapath::openHttpJudge(std::string* err) {
   if (http_) return true;
   if (opts_.cgroup.empty()) return (*err = "no cgroup2 directory to attach the HTTP judge"), false;
   http_ = HttpEnforcer::open(bpf_map__fd(objs_->tc->maps.smik_ipcache),
-                             bpf_map__fd(objs_->tc->maps.smik_ct),
+                             {bpf_map__fd(objs_->tc->maps.smik_ct),
+                              bpf_map__fd(objs_->tc->maps.smik_ct_answers)},
                              {bpf_map__fd(objs_->tc->maps.smik_events),
                               bpf_map__fd(objs_->tc->maps.smik_ev_limits)},
                              opts_.cgroup, opts_.pin_dir, err);

@@ -9,12 +9,12 @@ namespace smik::datapath {
 
 namespace http = compile::http;
 
-std::unique_ptr<HttpEnforcer> HttpEnforcer::open(int ipcache_fd, int conntrack_fd,
+std::unique_ptr<HttpEnforcer> HttpEnforcer::open(int ipcache_fd, ConntrackMaps conntrack,
                                                  HttpEventMaps events,
                                                  const std::string& cgroup,
                                                  const std::string& pin_dir, std::string* err) {
   std::unique_ptr<HttpEnforcer> e(new HttpEnforcer);
-  e->judge_ = HttpJudge::open(err, ipcache_fd, 0, events, conntrack_fd);
+  e->judge_ = HttpJudge::open(err, ipcache_fd, 0, events, conntrack);
   if (!e->judge_) return nullptr;
   if (!e->judge_->attach(cgroup, err)) return nullptr;
   if (!pin_dir.empty()) {

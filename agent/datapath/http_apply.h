@@ -32,8 +32,10 @@ class HttpEnforcer {
   // Loads and attaches the judge at `cgroup`, pinned under pin_dir/http (the
   // sockops link and the socket map). ipcache_fd: the tc programs' identities;
   // events: their ring buffer and its rate limit, where http-deny events go;
-  // conntrack_fd: their flows, where the guard marks those to reset.
-  static std::unique_ptr<HttpEnforcer> open(int ipcache_fd, int conntrack_fd, HttpEventMaps events,
+  // conntrack: their flows, where the guard marks those to reset, and the
+  // answers owed on them.
+  static std::unique_ptr<HttpEnforcer> open(int ipcache_fd, ConntrackMaps conntrack,
+                                            HttpEventMaps events,
                                             const std::string& cgroup,
                                             const std::string& pin_dir, std::string* err);
 

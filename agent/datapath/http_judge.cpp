@@ -27,7 +27,7 @@ bool update(int fd, const void* key, const void* value, const std::string& what,
 }  // namespace
 
 std::unique_ptr<HttpJudge> HttpJudge::open(std::string* err, int ipcache_fd, uint32_t max_sockets,
-                                           HttpEventMaps events, int conntrack_fd) {
+                                           HttpEventMaps events, ConntrackMaps conntrack) {
   std::unique_ptr<HttpJudge> j(new HttpJudge);
   j->skel_ = smik_http__open();
   if (!j->skel_) return (*err = errnoText("open HTTP judge object")), nullptr;
@@ -40,13 +40,15 @@ std::unique_ptr<HttpJudge> HttpJudge::open(std::string* err, int ipcache_fd, uin
     if (int r = bpf_map__reuse_fd(j->skel_->maps.smik_ipcache, ipcache_fd); r != 0)
       return (*err = errnoText("share the ipcache", r)), nullptr;
   }
-  // The conntrack table likewise; its own is one entry (it is never read).
-  if (int r = bpf_map__set_pin_path(j->skel_->maps.smik_ct, nullptr); r != 0)
-    return (*err = errnoText("unpin the conntrack table", r)), nullptr;
-  if (int r = conntrack_fd >= 0 ? bpf_map__reuse_fd(j->skel_->maps.smik_ct, conntrack_fd)
-                                : bpf_map__set_max_entries(j->skel_->maps.smik_ct, 1);
-      r != 0)
-    return (*err = errnoText("share the conntrack table", r)), nullptr;
+  // The conntrack table and its owed answers likewise; its own are one entry
+  // (never read).
+  for (auto [m, fd] : {std::pair{j->skel_->maps.smik_ct, conntrack.table},
+                       std::pair{j->skel_->maps.smik_ct_answers, conntrack.answers}}) {
+    if (int r = bpf_map__set_pin_path(m, nullptr); r != 0)
+      return (*err = errnoText(std::string("unpin ") + bpf_map__name(m), r)), nullptr;
+    if (int r = fd >= 0 ? bpf_map__reuse_fd(m, fd) : bpf_map__set_max_entries(m, 1); r != 0)
+      return (*err = errnoText(std::string("share ") + bpf_map__name(m), r)), nullptr;
+  }
   // The events' maps likewise: those handed over, or its own.
   for (auto [m, fd] : {std::pair{j->skel_->maps.smik_events, events.ring},
                        std::pair{j->skel_->maps.smik_ev_limits, events.limits}}) {

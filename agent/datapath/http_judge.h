@@ -32,6 +32,12 @@ struct HttpEventMaps {
   int limits = -1;
 };
 
+// The tc programs' conntrack table and the answers owed on its flows; -1: its own.
+struct ConntrackMaps {
+  int table = -1;
+  int answers = -1;
+};
+
 class HttpJudge {
  public:
   // Loads the programs and attaches the verdict to the socket map (it judges
@@ -42,12 +48,14 @@ class HttpJudge {
   // `events` fds >= 0: http-deny events go to that ring buffer (the tc
   // programs' smik_events, which the agent reads) under that rate limit
   // (their smik_ev_limits) instead of maps of its own.
-  // `conntrack_fd` >= 0: the tc programs' smik_ct, where the guard marks the
-  // flows of sockets it refuses for the tc programs to reset; without it the
-  // guard marks nothing (a one-entry map of its own stays empty).
+  // `conntrack` fds >= 0: the tc programs' smik_ct, where the guard marks
+  // the flows of sockets it refuses for the tc programs to reset, and their
+  // smik_ct_answers, where the response framer leaves the answers owed after
+  // the server's; without them nothing is marked (one-entry maps of its own
+  // stay empty) and an owed answer is never sent.
   static std::unique_ptr<HttpJudge> open(std::string* err, int ipcache_fd = -1,
                                          uint32_t max_sockets = 0, HttpEventMaps events = {},
-                                         int conntrack_fd = -1);
+                                         ConntrackMaps conntrack = {});
   // The judge's own maps (smik_http_*) as this build defines them, from the
   // object opened but not loaded (no root): for the kernel memory table.
   // The maps it shares with the tc programs are theirs to count.

@@ -150,6 +150,20 @@ SMIK_STATIC_ASSERT(sizeof(struct smik_ct_key) == 40, "smik_ct_key layout");
  * of the judge's reach (its payload is dropped), so the flow's next segment
  * with payload into the pod is turned into resets of both ends. */
 #define SMIK_CT_F_RESET 8
+/* Set by the HTTP judge's response framer: a request the judge refused was
+ * pipelined behind requests the server had not answered yet, and its answer
+ * is owed right after those answers. smik_ct_answers (same key) says where:
+ * the flow's segment out of the pod that ends at `seq` carries the last of
+ * them, and the tc program sends the answer after it, then resets the
+ * server's socket. */
+#define SMIK_CT_F_ANSWER 16
+
+struct smik_ct_answer {
+  __u32 seq;    /* the server's sequence number right after its last answer */
+  __u32 answer; /* which (SMIK_HTTP_ANSWERS order) */
+};
+SMIK_STATIC_ASSERT(sizeof(struct smik_ct_answer) == 8, "smik_ct_answer layout");
+#define SMIK_CT_ANSWERS_MAX 8192 /* answers owed at once, node-wide */
 
 #define SMIK_CT_S_FIN_IN 1  /* TCP: FIN seen into the pod */
 #define SMIK_CT_S_FIN_OUT 2 /* TCP: FIN seen from the pod */
@@ -875,13 +889,15 @@ SMIK_STATIC_ASSERT(sizeof(struct smik_http_conn) == 72, "smik_http_conn layout")
   X(TUNNELS, 14, "tunnels", "CONNECT / WebSocket tunnels the server opened (not judged further)") \
   X(RESPONSES_UNTRACKED, 15, "responses_untracked",                                            \
     "connections whose answers stopped being counted (state full or evicted, a response "   \
-    "the counter cannot frame, more pipelined than it keeps): metrics only, never a verdict")
+    "the counter cannot frame, more pipelined than it keeps): metrics only, never a verdict")   \
+  X(ANSWER_DEFERRED, 16, "answer_deferred",                                                    \
+    "refusals answered after the server's answers to the requests before them, not at once")
 
 enum smik_http_counter {
 #define SMIK_X_HTTP_ENUM(id, n, name, help) SMIK_HTTP_C_##id = n,
   SMIK_HTTP_COUNTER_FACTS(SMIK_X_HTTP_ENUM)
 #undef SMIK_X_HTTP_ENUM
-  SMIK_HTTP_COUNTER_MAX = 16,
+  SMIK_HTTP_COUNTER_MAX = 17,
 };
 
 /* ---- HTTP answers per edge (cgroup egress of judged server sockets) ----

@@ -18,6 +18,7 @@
 #define TCP_FIN_ 0x01
 #define TCP_SYN_ 0x02
 #define TCP_RST_ 0x04
+#define TCP_PSH_ 0x08
 #define TCP_ACK_ 0x10
 
 #define NEXTHDR_HOP_ 0

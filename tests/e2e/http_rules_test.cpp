@@ -106,6 +106,34 @@ class PodClient {
     return out;
   }
 
+  // Sends a GET of each path in a write of its own, `gap` apart (so each is
+  // a segment of its own, sent before the earlier ones are answered), then
+  // reads answers until the connection ends: their statuses, and whether it
+  // ended (end of stream or reset) rather than going quiet for 5 s.
+  std::pair<std::vector<int>, bool> pipelinedApart(const std::vector<std::string>& paths,
+                                                   std::chrono::milliseconds gap) {
+    std::vector<int> out;
+    for (const auto& p : paths) {
+      const std::string req = "GET " + p + " HTTP/1.1\r\nHost: bookstore\r\n\r\n";
+      if (write(fd_.get(), req.data(), req.size()) != static_cast<ssize_t>(req.size()))
+        return {out, true};
+      std::this_thread::sleep_for(gap);
+    }
+    for (;;) {
+      if (auto r = takeResponse(buf_)) {
+        out.push_back(r->first);
+        continue;
+      }
+      pollfd p{fd_.get(), POLLIN, 0};
+      if (poll(&p, 1, 5000) != 1) return {out, false};
+      char chunk[4096];
+      const ssize_t n = read(fd_.get(), chunk, sizeof chunk);
+      if (n < 0) read_errno_ = errno;
+      if (n <= 0) return {out, true};
+      buf_.append(chunk, static_cast<size_t>(n));
+    }
+  }
+
  private:
   UniqueFd fd_;
   std::string buf_;
@@ -262,6 +290,61 @@ TEST_F(HttpRules, AConnectionOpenedBeforeItsPortWasGovernedIsResetNotLeftWaiting
       3000))
       << metrics.substr(0, 4000);
   // A new connection is judged: the granted request passes.
+  PodClient after(client, server.ip(), kPort);
+  ASSERT_TRUE(after.connected());
+  EXPECT_EQ(after.get("/books-bought").first, 200);
+}
+
+// A request refused while the server has not answered the request pipelined
+// before it: answered at once, its 403 would reach the client first, and the
+// client would take it for the answer to the earlier request (whose real
+// answer would then follow on a closed stream). The judge holds it back until
+// the server's answer is out: the client reads 200 then 403, then the end of
+// the connection; the server never reads the refused request, and its socket
+// is reset (its stream never had the 403).
+TEST_F(HttpRules, ARefusedPipelinedRequestIsAnsweredAfterTheAnswerBeforeIt) {
+  Pod& client = bed_->addPod("client", bed_->nextIp());
+  Pod& server = bed_->addPod("server", bed_->nextIp());
+  write("pods.yaml", ns("app", true) + pod("app", "client", "client", client.ip()) + serverPod(server));
+  write("policy.yaml", bookstorePolicy());
+  startAgent();
+  waitAttached(2);
+  Proc app = bed_->spawn(server, {SMIK_HTTP_SERVER, "--serve", std::to_string(kPort)});
+  ASSERT_TRUE(app.waitFor("ready\n", 5000)) << app.output();
+  for (int round = 0; round < 3; ++round) {
+    SCOPED_TRACE(round);
+    PodClient c(client, server.ip(), kPort);
+    ASSERT_TRUE(c.connected());
+    // "late": the server answers 300 ms after it reads the request, long
+    // after the refused one arrived
+    const std::string late = "/books-bought/m/200/late?" + std::to_string(round);
+    const auto [statuses, ended] = c.pipelinedApart({late, "/admin/" + std::to_string(round)}, 50ms);
+    EXPECT_EQ(statuses, (std::vector<int>{200, 403}));
+    EXPECT_TRUE(ended) << "the connection must end after the 403";
+  }
+  ASSERT_TRUE(eventually(
+      [&] {
+        const std::string out = app.output();
+        size_t ends = 0;
+        for (size_t at = 0; (at = out.find("END error Connection reset", at)) != std::string::npos; ++at)
+          ++ends;
+        return ends == 3;
+      },
+      3000))
+      << app.output();
+  EXPECT_NE(app.output().find("SENT GET /books-bought/m/200/late?2"), std::string::npos) << app.output();
+  EXPECT_EQ(app.output().find("/admin/"), std::string::npos) << app.output();
+  std::string metrics;
+  EXPECT_TRUE(eventually(
+      [&] {
+        metrics = httpGet(http_port_, "/metrics").second;
+        const std::string line = "smik_http_requests_total{verdict=\"answer_deferred\"} ";
+        const size_t at = metrics.find(line);
+        return at != std::string::npos && std::atoi(metrics.c_str() + at + line.size()) == 3;
+      },
+      3000))
+      << metrics.substr(0, 4000);
+  // The connection after them is served as ever.
   PodClient after(client, server.ip(), kPort);
   ASSERT_TRUE(after.connected());
   EXPECT_EQ(after.get("/books-bought").first, 200);

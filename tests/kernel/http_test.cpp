@@ -215,6 +215,9 @@ void respondAsAsked(int fd, const Request& r) {
                     line + "Content-Length: 0\r\n\r\n"});
   } else if (how == "empty") {  // 204 and 304 have no body, whatever they say
     writeApart(fd, {line + "Content-Length: 7\r\n\r\n"});
+  } else if (how == "late") {  // long after a request pipelined behind it arrived
+    usleep(300 * 1000);
+    writeApart(fd, {line + "Content-Length: 0\r\n\r\n"});
   } else if (how == "slow") {
     usleep(30 * 1000);
     writeApart(fd, {line + "Content-Length: 0\r\n\r\n"});
