@@ -38,16 +38,28 @@ class PodClient {
     std::thread([&] {
       const UniqueFd ns(open(("/var/run/netns/" + from.netns()).c_str(), O_RDONLY | O_CLOEXEC));
       if (!ns || setns(ns.get(), CLONE_NEWNET) != 0) return;
-      UniqueFd fd(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+      const bool v6 = ip.find(':') != std::string::npos;
+      UniqueFd fd(socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
       const int one = 1;
       setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-      sockaddr_in a{};
-      a.sin_family = AF_INET;
-      a.sin_port = htons(static_cast<uint16_t>(port));
-      inet_pton(AF_INET, ip.c_str(), &a.sin_addr);
+      sockaddr_storage a{};
+      socklen_t alen;
+      if (v6) {
+        auto* a6 = reinterpret_cast<sockaddr_in6*>(&a);
+        a6->sin6_family = AF_INET6;
+        a6->sin6_port = htons(static_cast<uint16_t>(port));
+        inet_pton(AF_INET6, ip.c_str(), &a6->sin6_addr);
+        alen = sizeof *a6;
+      } else {
+        auto* a4 = reinterpret_cast<sockaddr_in*>(&a);
+        a4->sin_family = AF_INET;
+        a4->sin_port = htons(static_cast<uint16_t>(port));
+        inet_pton(AF_INET, ip.c_str(), &a4->sin_addr);
+        alen = sizeof *a4;
+      }
       // Non-blocking connect bounded by poll: a dropped SYN must not hang the test.
       fcntl(fd.get(), F_SETFL, O_NONBLOCK);
-      connect(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a);
+      connect(fd.get(), reinterpret_cast<sockaddr*>(&a), alen);
       pollfd p{fd.get(), POLLOUT, 0};
       int soerr = 1;
       socklen_t len = sizeof soerr;
@@ -142,8 +154,9 @@ class PodClient {
 
 // The server pod, declaring the port its requests arrive on (which is how
 // the agent knows an HTTPRouteGroup's rules apply there).
-std::string serverPod(const Pod& server) {
-  std::string manifest = pod("app", "server", "server", server.ip());
+// `addresses`: its manifest's podIPs ("" = its IPv4 address alone).
+std::string serverPod(const Pod& server, const std::string& addresses = "") {
+  std::string manifest = pod("app", "server", "server", addresses.empty() ? server.ip() : addresses);
   manifest.replace(manifest.find("  nodeName:"), 0,
                    "  containers:\n  - name: app\n    image: x\n    ports:\n"
                    "    - containerPort: " + std::to_string(kPort) + "\n");
@@ -302,10 +315,26 @@ TEST_F(HttpRules, AConnectionOpenedBeforeItsPortWasGovernedIsResetNotLeftWaiting
 // the server's answer is out: the client reads 200 then 403, then the end of
 // the connection; the server never reads the refused request, and its socket
 // is reset (its stream never had the 403).
-TEST_F(HttpRules, ARefusedPipelinedRequestIsAnsweredAfterTheAnswerBeforeIt) {
+class HttpRulesPipelined : public HttpRules {
+ protected:
+  void refusedBehindAnAnswerComesAfterIt(bool v6);
+};
+
+TEST_F(HttpRulesPipelined, ARefusedPipelinedRequestIsAnsweredAfterTheAnswerBeforeIt) {
+  refusedBehindAnAnswerComesAfterIt(false);
+}
+
+TEST_F(HttpRulesPipelined, ARefusedPipelinedRequestIsAnsweredAfterTheAnswerBeforeItOverIpv6) {
+  if (bed_->subnet6Cidr().empty()) GTEST_SKIP() << "the test bed has no IPv6";
+  refusedBehindAnAnswerComesAfterIt(true);
+}
+
+void HttpRulesPipelined::refusedBehindAnAnswerComesAfterIt(bool v6) {
   Pod& client = bed_->addPod("client", bed_->nextIp());
   Pod& server = bed_->addPod("server", bed_->nextIp());
-  write("pods.yaml", ns("app", true) + pod("app", "client", "client", client.ip()) + serverPod(server));
+  write("pods.yaml", ns("app", true) + pod("app", "client", "client", ips(client)) +
+                         serverPod(server, ips(server)));
+  const std::string server_ip = v6 ? server.ip6() : server.ip();
   write("policy.yaml", bookstorePolicy());
   startAgent();
   waitAttached(2);
@@ -313,7 +342,7 @@ TEST_F(HttpRules, ARefusedPipelinedRequestIsAnsweredAfterTheAnswerBeforeIt) {
   ASSERT_TRUE(app.waitFor("ready\n", 5000)) << app.output();
   for (int round = 0; round < 3; ++round) {
     SCOPED_TRACE(round);
-    PodClient c(client, server.ip(), kPort);
+    PodClient c(client, server_ip, kPort);
     ASSERT_TRUE(c.connected());
     // "late": the server answers 300 ms after it reads the request, long
     // after the refused one arrived
@@ -345,7 +374,7 @@ TEST_F(HttpRules, ARefusedPipelinedRequestIsAnsweredAfterTheAnswerBeforeIt) {
       3000))
       << metrics.substr(0, 4000);
   // The connection after them is served as ever.
-  PodClient after(client, server.ip(), kPort);
+  PodClient after(client, server_ip, kPort);
   ASSERT_TRUE(after.connected());
   EXPECT_EQ(after.get("/books-bought").first, 200);
 }
