@@ -1394,6 +1394,17 @@ const __u32 answer_head_len[SMIK_HTTP_ANSWER_COUNT] = {SMIK_HTTP_ANSWERS(HEAD_LE
  * take up one byte where no Content-Length fits the length exactly */
 const char answer_tail[] = "\r\nconnection: close \r\n\r\n";
 #define ANSWER_TAIL_LEN (sizeof(answer_tail) - 1)
+/* For an skb too short for that answer (a request sent in small pieces): the
+ * same status in HTTP/1.0, which a client takes as the connection's last
+ * answer without a Connection header, with no reason phrase (RFC 9112 4:
+ * it may be empty). 35 bytes at the least instead of 66 to 88, so that far
+ * fewer answers grow their skb (see above). The space after the colon is
+ * optional whitespace: left out where no Content-Length fits exactly. */
+#define COMPACT_HEAD(code, text) "HTTP/1.0 " code " \r\ncontent-length: ",
+#define COMPACT_HEAD_LEN 31
+const char compact_head[SMIK_HTTP_ANSWER_COUNT][32] = {SMIK_HTTP_ANSWERS(COMPACT_HEAD)};
+const char compact_tail[] = "\r\n\r\n";
+#define COMPACT_TAIL_LEN 4
 #define FILL 64
 const char answer_fill[FILL] = "                                                                ";
 
@@ -1457,17 +1468,31 @@ static __noinline long write_answer(struct __sk_buff *skb, __u32 h) {
     return -1;
   __u32 len = skb->len;
   __u32 fixed = head_len + ANSWER_TAIL_LEN;
-  __u32 pad = 0; /* the tail's optional space left out: one byte less */
+  __u32 pad = 0; /* one optional space left out: one byte less */
+  int compact = 0;
   long body = -1;
-  if (len > fixed) {
+  if (len >= fixed) { /* len == fixed: a digit fits without the optional space */
     body = body_for(len - fixed);
     if (body < 0) {
       pad = 1;
       body = body_for(len - fixed + 1);
     }
   }
+  if (body < 0) { /* too short for it: the compact answer */
+    compact = 1;
+    head_len = COMPACT_HEAD_LEN;
+    fixed = COMPACT_HEAD_LEN + COMPACT_TAIL_LEN;
+    pad = 0;
+    if (len >= fixed) { /* len == fixed: a digit fits without the optional space */
+      body = body_for(len - fixed);
+      if (body < 0) {
+        pad = 1;
+        body = body_for(len - fixed + 1);
+      }
+    }
+  }
   __u32 total = len;
-  if (body < 0) { /* too short: the bare answer, longer than the skb */
+  if (body < 0) { /* too short even for that: the bare compact answer, longer than the skb */
     body = 0;
     pad = 0;
     total = fixed + 1;
@@ -1483,26 +1508,38 @@ static __noinline long write_answer(struct __sk_buff *skb, __u32 h) {
     num[i] = '0' + v % 10;
     v /= 10;
   }
-  if (bpf_skb_store_bytes(skb, 0, answer_head[h], head_len, 0) < 0)
+  /* the compact head's optional space is its last byte */
+  __u32 at = compact ? COMPACT_HEAD_LEN - pad : head_len;
+  long stored;
+  if (!compact)
+    stored = bpf_skb_store_bytes(skb, 0, answer_head[h], head_len, 0);
+  else if (pad)
+    stored = bpf_skb_store_bytes(skb, 0, compact_head[h], COMPACT_HEAD_LEN - 1, 0);
+  else
+    stored = bpf_skb_store_bytes(skb, 0, compact_head[h], COMPACT_HEAD_LEN, 0);
+  if (stored < 0)
     return -1;
   /* the number's last k digits, each size a constant the verifier can check */
-  long stored = -1;
+  stored = -1;
   switch (k) {
 #define DIGITS(n) \
   case n:         \
-    stored = bpf_skb_store_bytes(skb, head_len, num + 7 - n, n, 0); \
+    stored = bpf_skb_store_bytes(skb, at, num + 7 - n, n, 0); \
     break;
     DIGITS(1) DIGITS(2) DIGITS(3) DIGITS(4) DIGITS(5) DIGITS(6) DIGITS(7)
 #undef DIGITS
   }
   if (stored < 0)
     return -1;
-  if (pad) {
-    /* "\r\nconnection: close" then "\r\n\r\n": the space left out */
-    if (bpf_skb_store_bytes(skb, head_len + k, answer_tail, ANSWER_TAIL_LEN - 5, 0) < 0 ||
-        bpf_skb_store_bytes(skb, head_len + k + ANSWER_TAIL_LEN - 5, answer_tail + ANSWER_TAIL_LEN - 4, 4, 0) < 0)
+  if (compact) {
+    if (bpf_skb_store_bytes(skb, at + k, compact_tail, COMPACT_TAIL_LEN, 0) < 0)
       return -1;
-  } else if (bpf_skb_store_bytes(skb, head_len + k, answer_tail, ANSWER_TAIL_LEN, 0) < 0) {
+  } else if (pad) {
+    /* "\r\nconnection: close" then "\r\n\r\n": the space left out */
+    if (bpf_skb_store_bytes(skb, at + k, answer_tail, ANSWER_TAIL_LEN - 5, 0) < 0 ||
+        bpf_skb_store_bytes(skb, at + k + ANSWER_TAIL_LEN - 5, answer_tail + ANSWER_TAIL_LEN - 4, 4, 0) < 0)
+      return -1;
+  } else if (bpf_skb_store_bytes(skb, at + k, answer_tail, ANSWER_TAIL_LEN, 0) < 0) {
     return -1;
   }
   struct answer_fill f = {.skb = skb, .off = fixed + k - pad, .end = total};

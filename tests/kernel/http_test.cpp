@@ -390,6 +390,20 @@ class Client {
       if (!readMore()) return {0, ""};
     }
   }
+  // What arrived until at least n bytes had (or the wait bound), and then
+  // for another 200 ms: unparsed.
+  std::string atLeast(size_t n) {
+    while (buf_.size() < n && readMore()) {
+    }
+    pollfd p{fd_.get(), POLLIN, 0};
+    char chunk[4096];
+    while (poll(&p, 1, 200) == 1) {
+      const ssize_t got = read(fd_.get(), chunk, sizeof chunk);
+      if (got <= 0) break;
+      buf_.append(chunk, static_cast<size_t>(got));
+    }
+    return buf_;
+  }
   // Everything until the peer closes (or the wait bound).
   std::string rest() {
     while (readMore()) {
@@ -1030,6 +1044,32 @@ TEST_F(HttpJudgeTest, AnAnswerTakesTheRefusedSegmentsPlaceExactly) {
 // as came with it, up to a GSO skb's 64 KiB) becomes the answer, filled with
 // spaces to that skb's length, never with the upload's bytes; the rest of
 // the body is dropped.
+// A refused request in a short segment: too short for the answer with its
+// reason phrase and Connection header (66 bytes for a 403), it gets the
+// compact HTTP/1.0 one, still exactly its length from 35 bytes up (an
+// answer of another length puts the socket's accounting off: see "The
+// answer takes the refused skb's length" in bpf/README.md).
+TEST_F(HttpJudgeTest, ShortRefusedSegmentsAreAnsweredAtTheirLengthExactly) {
+  for (size_t n : {35u, 36u, 40u, 44u, 45u, 54u, 60u, 65u, 66u, 67u, 80u}) {
+    SCOPED_TRACE(n);
+    std::string req = "GET /admin HTTP/1.1\r\nX: ";
+    req += std::string(n - req.size() - 4, 'a') + "\r\n\r\n";
+    ASSERT_EQ(req.size(), n);
+    log_from_ = srv_->output().size();
+    auto c = fromClientPod();
+    ASSERT_TRUE(c->send(req));  // one write, one segment (TCP_NODELAY)
+    std::string got = c->atLeast(n);
+    EXPECT_EQ(got.size(), n) << escape(got);
+    const auto answer = takeResponse(got);
+    ASSERT_TRUE(answer) << escape(got);
+    EXPECT_EQ(answer->first, 403);
+    EXPECT_EQ(got, "") << "nothing after the answer";
+    c->resetNow();
+    const std::string seen = serverSawAfterClose(*c);
+    EXPECT_EQ(seen.find("/admin"), std::string::npos) << seen;
+  }
+}
+
 TEST_F(HttpJudgeTest, ADeniedUploadIsAnsweredAtItsFirstSkbsLengthWithoutItsBytes) {
   auto c = fromClientPod();
   const std::string upload = "POST /admin HTTP/1.1\r\nHost: srv\r\nContent-Length: 100000\r\n\r\n" + std::string(100000, 'z');
