@@ -15,6 +15,7 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <functional>
 #include <thread>
 #include <vector>
 
@@ -175,7 +176,22 @@ std::string bookstorePolicy() {
                        "app", "client");
 }
 
-class HttpRules : public E2E {};
+class HttpRules : public E2E {
+ protected:
+  // Whether the Prometheus sample `sample` (its name and labels) comes to a
+  // value `ok` takes within 3 s (the agent polls the kernel's counters);
+  // `page` keeps the last page read, for the failure's message.
+  bool sampleComesTo(const std::string& sample, const std::function<bool(long)>& ok,
+                     std::string* page) {
+    return eventually(
+        [&] {
+          *page = httpGet(http_port_, "/metrics").second;
+          const size_t at = page->find(sample + " ");
+          return at != std::string::npos && ok(std::atol(page->c_str() + at + sample.size() + 1));
+        },
+        3000);
+  }
+};
 
 TEST_F(HttpRules, EnforceJudgesEachRequestOnAKeepAliveConnection) {
   Pod& client = bed_->addPod("client", bed_->nextIp());
@@ -293,14 +309,8 @@ TEST_F(HttpRules, AConnectionOpenedBeforeItsPortWasGovernedIsResetNotLeftWaiting
   // connection of the wait above can have been opened just before the swap
   // and be reset too.
   std::string metrics;
-  EXPECT_TRUE(eventually(
-      [&] {
-        metrics = httpGet(http_port_, "/metrics").second;
-        const std::string line = "smik_conntrack_events_total{event=\"reset\"} ";
-        const size_t at = metrics.find(line);
-        return at != std::string::npos && std::atoi(metrics.c_str() + at + line.size()) >= 1;
-      },
-      3000))
+  EXPECT_TRUE(sampleComesTo("smik_conntrack_events_total{event=\"reset\"}",
+                            [](long v) { return v >= 1; }, &metrics))
       << metrics.substr(0, 4000);
   // A new connection is judged: the granted request passes.
   PodClient after(client, server.ip(), kPort);
@@ -364,14 +374,8 @@ void HttpRulesPipelined::refusedBehindAnAnswerComesAfterIt(bool v6) {
   EXPECT_NE(app.output().find("SENT GET /books-bought/m/200/late?2"), std::string::npos) << app.output();
   EXPECT_EQ(app.output().find("/admin/"), std::string::npos) << app.output();
   std::string metrics;
-  EXPECT_TRUE(eventually(
-      [&] {
-        metrics = httpGet(http_port_, "/metrics").second;
-        const std::string line = "smik_http_requests_total{verdict=\"answer_deferred\"} ";
-        const size_t at = metrics.find(line);
-        return at != std::string::npos && std::atoi(metrics.c_str() + at + line.size()) == 3;
-      },
-      3000))
+  EXPECT_TRUE(sampleComesTo("smik_http_requests_total{verdict=\"answer_deferred\"}",
+                            [](long v) { return v == 3; }, &metrics))
       << metrics.substr(0, 4000);
   // The connection after them is served as ever.
   PodClient after(client, server_ip, kPort);
