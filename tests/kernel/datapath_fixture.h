@@ -32,7 +32,7 @@ using smik::pkt::kRst;
 using smik::pkt::kSyn;
 using smik::pkt::PacketSpec;
 
-constexpr int kPass = 0, kDrop = 2;
+constexpr int kPass = 0, kDrop = 2, kRedirect = 7;  // TC_ACT_*
 constexpr uint32_t kLo = 1;  // test runs need a real device; the endpoint sits on lo
 constexpr uint32_t kClient = 1000, kServer = 2000, kOther = 3000;
 

@@ -415,6 +415,72 @@ TEST_F(FlowResetTest, AMarkedFlowsNextSegmentWithPayloadBecomesARstIntoThePod) {
   }
 }
 
+// An answer the HTTP judge owes (SMIK_CT_F_ANSWER, where in smik_ct_answers):
+// the pod's segment that ends exactly there is let through (a clone, put in
+// again), followed by the answer (another clone), and itself becomes a RST
+// into the pod at the sequence number the server expects next (its ack).
+// The clones go to lo here; the e2e tests see them reach the client.
+TEST_F(FlowResetTest, TheSegmentEndingTheServersAnswersTurnsIntoAResetOfTheServer) {
+  const UniqueFd answers(pinned("smik_ct_answers"));
+  ASSERT_TRUE(answers.valid());
+  uint64_t resets = 0;
+  for (const auto& [src, dst] : {std::pair{"10.1.0.1", "10.1.0.2"}, std::pair{"fd00::1", "fd00::2"}}) {
+    SCOPED_TRACE(src);
+    const PacketSpec syn{.src = src, .dst = dst, .tcp_flags = kSyn};
+    ASSERT_EQ(toPod(syn), kPass);
+    const smik_ct_key k = keyOf(syn);
+    smik_ct_value v{};
+    ASSERT_EQ(bpf_map_lookup_elem(ctFd(), &k, &v), 0);
+    v.flags |= SMIK_CT_F_ANSWER;
+    ASSERT_EQ(bpf_map_update_elem(ctFd(), &k, &v, BPF_EXIST), 0);
+    const smik_ct_answer owed{.seq = 3016, .answer = 1};
+    ASSERT_EQ(bpf_map_update_elem(answers.get(), &k, &owed, BPF_ANY), 0);
+
+    // The server's segments out of the pod (ports turned round).
+    const PacketSpec seg{.src = dst, .dst = src, .sport = syn.dport, .dport = syn.sport, .tcp_flags = kAck};
+    std::vector<uint8_t> out;
+    // Ending elsewhere (earlier bytes of its answer; bytes past it): unchanged, still owed.
+    for (const auto& in : {segment(seg, 3000, 1000, 10), segment(seg, 3010, 1000, 16)}) {
+      EXPECT_EQ(pkt::runTcOut(dp_->fromPodProgFd(), in, kLo, &out), kPass);
+      EXPECT_EQ(out, in);
+    }
+    EXPECT_TRUE(entryFlags(syn) & SMIK_CT_F_ANSWER);
+
+    const std::vector<uint8_t> in = segment(seg, 3000, 1000, 16);
+    EXPECT_EQ(pkt::runTcOut(dp_->fromPodProgFd(), in, kLo, &out), kRedirect) << "into the pod";
+    const bool v6 = std::string(src).find(':') != std::string::npos;
+    const size_t th = 14 + (v6 ? 40 : 20);
+    ASSERT_EQ(out.size(), th + 20) << "IP and TCP headers, no options, no payload";
+    EXPECT_TRUE(std::equal(out.begin(), out.begin() + 6, in.begin() + 6)) << "to the pod's MAC";
+    EXPECT_TRUE(std::equal(out.begin() + 6, out.begin() + 12, in.begin())) << "from the host's";
+    EXPECT_EQ(get16(out, th), syn.sport) << "from the client's port";
+    EXPECT_EQ(get16(out, th + 2), syn.dport) << "to the server's";
+    const uint32_t seq = (out[th + 4] << 24) | (out[th + 5] << 16) | (out[th + 6] << 8) | out[th + 7];
+    EXPECT_EQ(seq, 1000u) << "where the server expects the client's next byte";
+    EXPECT_EQ(out[th + 13], kRst);
+    uint32_t pseudo = 6 + 20;
+    if (!v6) {
+      EXPECT_EQ(checksum(out, 14, 20), 0) << "IPv4 header checksum";
+      EXPECT_EQ(std::vector<uint8_t>(out.begin() + 26, out.begin() + 30), bytes(src));
+      EXPECT_EQ(std::vector<uint8_t>(out.begin() + 30, out.begin() + 34), bytes(dst));
+      for (size_t i = 26; i < 34; i += 2) pseudo += get16(out, i);
+    } else {
+      EXPECT_EQ(std::vector<uint8_t>(out.begin() + 22, out.begin() + 38), bytes(src));
+      EXPECT_EQ(std::vector<uint8_t>(out.begin() + 38, out.begin() + 54), bytes(dst));
+      for (size_t i = 22; i < 54; i += 2) pseudo += get16(out, i);
+    }
+    EXPECT_EQ(checksum(out, th, 20, pseudo), 0) << "TCP checksum (with the pseudo-header)";
+    EXPECT_EQ(ctStat(SMIK_CT_RESET), ++resets);
+    EXPECT_FALSE(entryFlags(syn) & SMIK_CT_F_ANSWER) << "once";
+    smik_ct_answer left{};
+    EXPECT_NE(bpf_map_lookup_elem(answers.get(), &k, &left), 0) << "taken";
+
+    // Once: the same segment again passes as any other.
+    EXPECT_EQ(pkt::runTcOut(dp_->fromPodProgFd(), in, kLo, &out), kPass);
+    EXPECT_EQ(out, in);
+  }
+}
+
 // An unmarked flow's segments pass untouched: the mark alone turns them.
 TEST_F(FlowResetTest, AnUnmarkedFlowIsNeverReset) {
   const PacketSpec syn{.tcp_flags = kSyn};
