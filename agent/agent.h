@@ -28,6 +28,7 @@ struct AgentConfig {
   int metrics_window_s = 600;      // the longest ?t= window kept
   uint32_t ct_max = SMIK_MAX_CT;   // entries of a new conntrack map (--ct-max)
   uint8_t deny_response = SMIK_DENY_REJECT;  // SMIK_DENY_* (--deny-response)
+  smik_http_config http_judge{};  // --http-max-*, --http-non-http1 (0: the defaults)
 };
 
 // What /status, /readyz and `smik status` report. Copied out under a lock.

@@ -112,6 +112,7 @@ struct Flags {
   std::string mode = "strict", http_rules = "enforce", host_traffic = "allow", log_level = "info";
   std::string grpc_socket = "/run/smik/agent.sock";
   std::string deny_response = "reject";
+  std::string non_http1 = "deny";
   bool uninstall = false, mesh_all = false;
   smik::peer::PeerConfig peer_cfg;
 };
@@ -186,6 +187,33 @@ void addNodeFlags(CLI::App& app, Flags& f) {
                  "paths) | deny (grant nothing) | allow-tcp (all TCP ports)")
       ->envname("SMIK_HTTP_RULES")
       ->capture_default_str();
+  app.add_option("--http-max-request-line", f.cfg.http_judge.max_line,
+                 "bytes of a request line (empty lines before it too) past which the request "
+                 "is refused 414")
+      ->default_val(SMIK_HTTP_DEFAULT_MAX_LINE)
+      ->envname("SMIK_HTTP_MAX_REQUEST_LINE")
+      ->capture_default_str()
+      ->check(CLI::Range(64, 1 << 20));
+  app.add_option("--http-max-head", f.cfg.http_judge.max_head,
+                 "bytes of a request's header block (also trailers, a chunk-size line) past "
+                 "which it is refused 431")
+      ->default_val(SMIK_HTTP_DEFAULT_MAX_HEAD)
+      ->envname("SMIK_HTTP_MAX_HEAD")
+      ->capture_default_str()
+      ->check(CLI::Range(64, 1 << 20));
+  app.add_option("--http-max-headers", f.cfg.http_judge.max_headers,
+                 "header lines of a request past which it is refused 431")
+      ->default_val(SMIK_HTTP_DEFAULT_MAX_HEADERS)
+      ->envname("SMIK_HTTP_MAX_HEADERS")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 10000));
+  app.add_option("--http-non-http1", f.non_http1,
+                 "a connection to a port HTTP rules govern that is not HTTP/1.x from its first "
+                 "bytes (TLS, the HTTP/2 preface): deny (refused, counted as not_http1) | "
+                 "allow-tcp (passed unjudged: the rule's sources have the port at L4)")
+      ->envname("SMIK_HTTP_NON_HTTP1")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"deny", "allow-tcp"}));
   app.add_option("--host-traffic", f.host_traffic,
                  "traffic from this node's own addresses (kubelet probes): allow (unjudged) | "
                  "policy (needs a TrafficTarget source kind Host, name local)")
@@ -256,6 +284,7 @@ std::unique_ptr<smik::datapath::Datapath> openDatapath(const smik::AgentConfig& 
   o.cgroup = cfg.cgroup;
   o.ct_max = cfg.ct_max;
   o.deny_response = cfg.deny_response;
+  o.http = cfg.http_judge;
   return smik::datapath::Datapath::open(o, err);
 }
 
@@ -340,6 +369,7 @@ int main(int argc, char** argv) {
                            &cfg.node))
     return 2;
   cfg.deny_response = f.deny_response == "drop" ? SMIK_DENY_DROP : SMIK_DENY_REJECT;
+  cfg.http_judge.flags = f.non_http1 == "allow-tcp" ? SMIK_HTTP_CFG_NOT_HTTP1_TCP : 0;
   if (cfg.cgroup.empty()) cfg.cgroup = smik::datapath::cgroup2Mount();
   spdlog::info("node {}, access mode {}, host traffic {}, denials {}, cluster domain {}, pin dir {}, "
                "cgroup2 {}",

@@ -1792,6 +1792,21 @@ __attribute__((noinline)) int smik_http_queue_requests(struct __sk_buff *skb, __
   return 0;
 }
 
+/* --http-non-http1 allow-tcp: the connection is another protocol from its
+ * first bytes, so nothing on it could be an HTTP/1.x request a rule judges:
+ * a first byte no method starts with (a TLS record: 0x16), or the HTTP/2
+ * prior-knowledge preface's "PRI * HTTP/2.0" (its version refused: no
+ * HTTP/1.x server serves a PRI request). Never after a request was let
+ * through: a stream that turns into something else stays refused. */
+static __always_inline int opaque_from_start(const struct smik_http_conn *c) {
+  if (c->requests != 0)
+    return 0;
+  if (c->phase == SMIK_HTTP_P_METHOD || c->phase == SMIK_HTTP_P_START)
+    return c->pos == 0 && c->line_bytes <= 1;
+  const __u64 pri = 'P' | ('R' << 8) | ('I' << 16);
+  return c->phase == SMIK_HTTP_P_VERSION && c->method_acc == pri;
+}
+
 static __always_inline __u32 limit(__u32 configured, __u32 fallback) {
   return configured ? configured : fallback;
 }
@@ -1854,6 +1869,13 @@ int smik_http_verdict(struct __sk_buff *skb) {
   bpf_loop(w.len + 1, walk_step, &w, 0);
   if (w.verdict == W_PASS && w.off < w.len)
     w.verdict = W_MALFORMED; /* not walked to the end: never pass unjudged bytes */
+  if (w.verdict == W_NOT_HTTP1 && cfg && (cfg->flags & SMIK_HTTP_CFG_NOT_HTTP1_TCP) &&
+      opaque_from_start(&w.c)) {
+    w.c.phase = SMIK_HTTP_P_TUNNEL;
+    *c = w.c;
+    count(SMIK_HTTP_C_NOT_HTTP1_PASSED);
+    return SK_PASS;
+  }
   if (w.verdict == W_PASS) {
     if (w.done)
       smik_http_queue_requests(skb, cookie, &w.c, w.done, w.done_methods);

@@ -37,6 +37,9 @@ struct Options {
   // verdicts alone sees its denied packets dropped, as the kernel does
   // before any agent configured it.
   uint8_t deny_response = SMIK_DENY_DROP;
+  // The HTTP judge's limits and flags (--http-max-*, --http-non-http1); a
+  // zero limit is the kernel's default.
+  smik_http_config http{};
 };
 
 // The maps of the BPF objects as built, before anything is loaded (no

@@ -46,6 +46,8 @@ class HttpEnforcer {
   // After the L4 policy swap: stops governing what `plan` no longer judges.
   bool finish(const compile::Plan& plan, std::string* err);
 
+  // The framer's limits and flags (smik_http_config; a zero limit: its default).
+  bool setLimits(const smik_http_config& c, std::string* err) { return judge_->setLimits(c, err); }
   std::array<uint64_t, SMIK_HTTP_COUNTER_MAX> counters() const { return judge_->counters(); }
   std::vector<maps::HttpEdge> responseEdges() const { return judge_->responseEdges(); }
   size_t connections() const { return judge_->connections(); }

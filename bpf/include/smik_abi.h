@@ -785,8 +785,12 @@ struct smik_http_config {
   __u32 max_line;
   __u32 max_head;
   __u32 max_headers;
-  __u32 pad;
+  __u32 flags; /* SMIK_HTTP_CFG_* */
 };
+/* --http-non-http1 allow-tcp: a connection that is not HTTP/1.x from its
+ * first bytes (a TLS record, the HTTP/2 prior-knowledge preface) passes
+ * unjudged instead of refused; it has the port at L4 already. */
+#define SMIK_HTTP_CFG_NOT_HTTP1_TCP 1
 SMIK_STATIC_ASSERT(sizeof(struct smik_http_config) == 16, "smik_http_config layout");
 
 /* Where the framer is in a connection's byte stream. */
@@ -891,13 +895,15 @@ SMIK_STATIC_ASSERT(sizeof(struct smik_http_conn) == 72, "smik_http_conn layout")
     "connections whose answers stopped being counted (state full or evicted, a response "   \
     "the counter cannot frame, more pipelined than it keeps): metrics only, never a verdict")   \
   X(ANSWER_DEFERRED, 16, "answer_deferred",                                                    \
-    "refusals answered after the server's answers to the requests before them, not at once")
+    "refusals answered after the server's answers to the requests before them, not at once") \
+  X(NOT_HTTP1_PASSED, 17, "not_http1_passed",                                                  \
+    "connections not HTTP/1.x from their first bytes passed unjudged (--http-non-http1 allow-tcp)")
 
 enum smik_http_counter {
 #define SMIK_X_HTTP_ENUM(id, n, name, help) SMIK_HTTP_C_##id = n,
   SMIK_HTTP_COUNTER_FACTS(SMIK_X_HTTP_ENUM)
 #undef SMIK_X_HTTP_ENUM
-  SMIK_HTTP_COUNTER_MAX = 17,
+  SMIK_HTTP_COUNTER_MAX = 18,
 };
 
 /* ---- HTTP answers per edge (cgroup egress of judged server sockets) ----

@@ -95,6 +95,10 @@ class PodClient {
       buf_.append(chunk, static_cast<size_t>(n));
     }
   }
+  // Writes raw bytes; false if not all were.
+  bool send(const std::string& bytes) {
+    return write(fd_.get(), bytes.data(), bytes.size()) == static_cast<ssize_t>(bytes.size());
+  }
   // The last read failed because the peer reset the connection.
   bool wasReset() const { return read_errno_ == ECONNRESET; }
 
@@ -381,6 +385,49 @@ void HttpRulesPipelined::refusedBehindAnAnswerComesAfterIt(bool v6) {
   PodClient after(client, server_ip, kPort);
   ASSERT_TRUE(after.connected());
   EXPECT_EQ(after.get("/books-bought").first, 200);
+}
+
+// The judge's limits and what it does with a connection that is not HTTP/1.x
+// are the agent's flags (the kernel's defaults otherwise: 100 header lines,
+// such connections refused).
+TEST_F(HttpRules, TheJudgesLimitsAndItsChoiceForOtherProtocolsAreFlags) {
+  Pod& client = bed_->addPod("client", bed_->nextIp());
+  Pod& server = bed_->addPod("server", bed_->nextIp());
+  write("pods.yaml", ns("app", true) + pod("app", "client", "client", client.ip()) + serverPod(server));
+  write("policy.yaml", bookstorePolicy());
+  startAgent({"--http-max-headers", "3", "--http-non-http1", "allow-tcp"});
+  waitAttached(2);
+  Proc app = bed_->spawn(server, {SMIK_HTTP_SERVER, "--serve", std::to_string(kPort)});
+  ASSERT_TRUE(app.waitFor("ready\n", 5000)) << app.output();
+  {
+    PodClient c(client, server.ip(), kPort);
+    ASSERT_TRUE(c.connected());
+    EXPECT_EQ(c.get("/books-bought", "A: 1\r\nB: 2\r\n").first, 200) << "Host and 2 more: 3 lines";
+  }
+  {
+    PodClient c(client, server.ip(), kPort);
+    ASSERT_TRUE(c.connected());
+    EXPECT_EQ(c.get("/books-bought", "A: 1\r\nB: 2\r\nC: 3\r\n").first, 431);
+  }
+  // A TLS ClientHello's first bytes, then more: passed whole, unjudged.
+  const std::string hello =
+      std::string("\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03", 11) + std::string(160, 'z');
+  {
+    PodClient c(client, server.ip(), kPort);
+    ASSERT_TRUE(c.connected());
+    ASSERT_TRUE(c.send(hello));
+  }  // closed: the server logs what it read
+  EXPECT_TRUE(eventually(
+      [&] { return app.output().find(" read=" + std::to_string(hello.size()) + " ") != std::string::npos; },
+      3000))
+      << app.output();
+  std::string metrics;
+  EXPECT_TRUE(sampleComesTo("smik_http_requests_total{verdict=\"not_http1_passed\"}",
+                            [](long v) { return v == 1; }, &metrics))
+      << metrics.substr(0, 4000);
+  EXPECT_TRUE(sampleComesTo("smik_http_requests_total{verdict=\"head_too_large\"}",
+                            [](long v) { return v == 1; }, &metrics))
+      << metrics.substr(0, 4000);
 }
 
 // A match with headers (the spec's user-agent example, in the CRD's list

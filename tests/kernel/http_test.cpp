@@ -782,6 +782,52 @@ TEST_F(HttpJudgeTest, TlsAndHttp2AreNotJudgedByPathButDenied) {
   EXPECT_EQ(delta(SMIK_HTTP_C_NOT_HTTP1), 2u);
 }
 
+// --http-non-http1 allow-tcp: a connection that is another protocol from its
+// first bytes passes unjudged, whole; HTTP/1.x syntax with another version,
+// or another protocol after a request was let through, is still refused.
+TEST_F(HttpJudgeTest, WithNonHttp1AllowedOnlyStreamsOtherFromTheirFirstBytesPass) {
+  std::string err;
+  ASSERT_TRUE(judge_->setLimits(smik_http_config{.flags = SMIK_HTTP_CFG_NOT_HTTP1_TCP}, &err)) << err;
+  const std::string hello = std::string("\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03", 11) +
+                            std::string(160, '\x00');
+  const std::string preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+  for (const std::string& bytes : {hello, preface}) {
+    log_from_ = srv_->output().size();
+    auto c = fromClientPod();
+    ASSERT_TRUE(c->send(bytes));
+    const std::string seen = serverSawAfterClose(*c);
+    // (the server answers the preface's "PRI *" and the client resets
+    // with that unread: "END error ...")
+    EXPECT_NE(seen.find(" read=" + std::to_string(bytes.size()) + " "), std::string::npos)
+        << "every byte reached the server: " << seen;
+  }
+  EXPECT_EQ(delta(SMIK_HTTP_C_NOT_HTTP1_PASSED), 2u);
+  EXPECT_EQ(delta(SMIK_HTTP_C_NOT_HTTP1), 0u);
+  // Refused as before: another version in HTTP/1.x syntax; TLS after a request.
+  {
+    log_from_ = srv_->output().size();
+    auto c = fromClientPod();
+    ASSERT_TRUE(c->send("GET /admin HTTP/2.0\r\nHost: srv\r\n\r\n"));
+    EXPECT_EQ(c->response().first, 400);
+    const std::string seen = serverSawAfterClose(*c);
+    EXPECT_EQ(seen.find("/admin"), std::string::npos) << seen;
+  }
+  {
+    log_from_ = srv_->output().size();
+    auto c = fromClientPod();
+    ASSERT_TRUE(c->send(get("/ok/first")));
+    EXPECT_EQ(c->response().first, 200);
+    ASSERT_TRUE(c->send(hello));
+    EXPECT_EQ(c->response().first, 400);
+    const std::string seen = serverSawAfterClose(*c);
+    EXPECT_NE(seen.find("END eof read=" + std::to_string(get("/ok/first").size()) + " "), std::string::npos)
+        << seen;
+  }
+  EXPECT_EQ(delta(SMIK_HTTP_C_NOT_HTTP1_PASSED), 2u);
+  EXPECT_EQ(delta(SMIK_HTTP_C_NOT_HTTP1), 2u);
+  ASSERT_TRUE(judge_->setLimits(smik_http_config{}, &err)) << err;  // the defaults again
+}
+
 TEST_F(HttpJudgeTest, AmbiguousFramingIsRefused) {
   auto c = fromClientPod();
   ASSERT_TRUE(c->send("POST /upload HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
