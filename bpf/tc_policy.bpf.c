@@ -982,7 +982,8 @@ static __noinline int reset_flow(struct __sk_buff *skb, const struct pkt *p) {
  *   answer, so its socket can take no part in the rest of the connection.
  * Returns 1 for a segment that is not that one (unchanged), 0 when the skb
  * has become the RST (to redirect into the pod), -1 when a helper failed
- * (drop what the skb has become). */
+ * (drop what the skb has become). A failure is counted with the answers to
+ * denied flows (SMIK_ANSWER_FAILED). */
 static __noinline int answer_owed(struct __sk_buff *skb, const struct pkt *p,
                                   struct smik_ct_value *ct) {
   struct smik_ct_key k = {};
@@ -1016,10 +1017,17 @@ static __noinline int answer_owed(struct __sk_buff *skb, const struct pkt *p,
   __builtin_memcpy(r.window, t.th + 14, 2);
   copy16(r.saddr, p->saddr);
   copy16(r.daddr, p->daddr);
-  if (t.seg_len > t.doff && bpf_clone_redirect(skb, skb->ifindex, BPF_F_INGRESS) != 0)
+  if (t.seg_len > t.doff && bpf_clone_redirect(skb, skb->ifindex, BPF_F_INGRESS) != 0) {
+    /* the segment itself still goes, unchanged: the server's answer is
+     * whole, the judge's is not sent (the client waits for the server to
+     * close) */
+    answer_count(SMIK_ANSWER_FAILED);
+    return 1;
+  }
+  if (write_rst(skb, &r) != 0 || bpf_clone_redirect(skb, skb->ifindex, BPF_F_INGRESS) != 0) {
+    answer_count(SMIK_ANSWER_FAILED);
     return -1;
-  if (write_rst(skb, &r) != 0 || bpf_clone_redirect(skb, skb->ifindex, BPF_F_INGRESS) != 0)
-    return -1;
+  }
   /* one spec for both: two would not fit the stack under smik_from_pod's */
   __builtin_memset(&r, 0, sizeof r);
   r.v4 = v4;

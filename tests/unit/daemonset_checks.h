@@ -190,6 +190,7 @@ inline void checkAgentDaemonSet(const Docs& docs, const std::string& ns) {
   EXPECT_TRUE(rules.count(str(cm["data"]["SMIK_HTTP_RULES"])));
   EXPECT_EQ(str(cm["data"]["SMIK_HOST_TRAFFIC"]), "allow") << "the default: probes pass";
   EXPECT_EQ(str(cm["data"]["SMIK_DENY_RESPONSE"]), "reject") << "the default: denials fail fast";
+  EXPECT_EQ(str(cm["data"]["SMIK_HTTP_NON_HTTP1"]), "deny") << "the default: fail closed";
   const std::set<std::string> bools = {"true", "false"};
   EXPECT_TRUE(bools.count(str(cm["data"]["SMIK_MESH_ALL"])));
 

@@ -65,6 +65,7 @@ TEST(Daemonset, HelmChartValuesCoverTheTemplates) {
   Y cm = find(plainInstall(), "ConfigMap", "smik-config")["data"];
   EXPECT_EQ(str(values["accessMode"]), str(cm["SMIK_ACCESS_MODE"]));
   EXPECT_EQ(str(values["httpRules"]), str(cm["SMIK_HTTP_RULES"]));
+  EXPECT_EQ(str(values["httpNonHttp1"]), str(cm["SMIK_HTTP_NON_HTTP1"]));
   EXPECT_EQ(str(values["hostTraffic"]), str(cm["SMIK_HOST_TRAFFIC"]));
   EXPECT_EQ(str(values["clusterDomain"]), str(cm["SMIK_CLUSTER_DOMAIN"]));
   EXPECT_EQ(str(values["denyResponse"]), str(cm["SMIK_DENY_RESPONSE"]));

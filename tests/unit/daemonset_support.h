@@ -68,6 +68,7 @@ const std::set<std::string> kPlannedFlags = {"--kubeconfig",
                                              "--node",
                                              "--access-mode",
                                              "--http-rules",
+                                             "--http-non-http1",
                                              "--host-traffic",
                                              "--deny-response",
                                              "--mesh-all",
@@ -94,7 +95,7 @@ const std::set<std::string> kPlannedFlags = {"--kubeconfig",
 const std::set<std::string> kPlannedEnv = {
     "SMIK_NODE_NAME",       "SMIK_ACCESS_MODE", "SMIK_HTTP_RULES",    "SMIK_MESH_ALL",
     "SMIK_MESH_NAMESPACES", "SMIK_LOG_LEVEL",   "SMIK_METRICS_WINDOW", "SMIK_HOST_TRAFFIC",
-    "SMIK_CT_MAX",          "SMIK_CLUSTER_DOMAIN",     "SMIK_DENY_RESPONSE"};
+    "SMIK_CT_MAX",          "SMIK_CLUSTER_DOMAIN",     "SMIK_DENY_RESPONSE", "SMIK_HTTP_NON_HTTP1"};
 
 // Read-only view of a YAML node: a missing key gives an empty view instead of
 // yaml-cpp's throwing (const) or inserting (non-const) operator[], and
