@@ -2353,8 +2353,11 @@ static __always_inline int flow_into_pod(const struct bpf_sock *sk, struct smik_
   return 1;
 }
 
-static __always_inline void send_owed(struct __sk_buff *skb, struct exchange *a, __u32 end) {
-  struct smik_ct_answer ans = {.seq = end, .answer = a->owed - 1u};
+static __always_inline void send_owed(struct __sk_buff *skb, struct exchange *a, __u32 end,
+                                      int lost) {
+  struct smik_ct_answer ans = {.seq = end, .answer = lost ? SMIK_CT_ANSWER_RESET : a->owed - 1u};
+  if (lost)
+    count(SMIK_HTTP_C_ANSWER_FAILED);
   a->owed = 0;
   a->phase = R_OFF; /* what follows on the stream is the judge's answer */
   struct bpf_sock *sk = skb->sk;
@@ -2426,7 +2429,11 @@ int smik_http_egress(struct __sk_buff *skb) {
     count(SMIK_HTTP_C_RESPONSES_UNTRACKED);
   }
   *state = w.x.a;
-  if (state->owed && state->phase != R_OFF && answered_all(state))
-    send_owed(skb, state, w.x.a.seq);
+  /* Counting stopped in this skb (a body that runs to the close, a 101,
+   * a response the framer cannot read): where the server's answers end is
+   * no longer known, and the answer owed can never be placed. Rather than
+   * leave the client waiting, the flow is reset after this skb. */
+  if (state->owed && (state->phase == R_OFF || answered_all(state)))
+    send_owed(skb, state, w.x.a.seq, state->phase == R_OFF);
   return 1;
 }

@@ -1003,14 +1003,17 @@ static __noinline int answer_owed(struct __sk_buff *skb, const struct pkt *p,
   __u32 end = t.seq + (t.seg_len - t.doff);
   if (end != ans->seq)
     return 1;
-  __u8 which = (__u8)ans->answer;
+  __u32 which = ans->answer;
   bpf_map_delete_elem(&smik_ct_answers, &k);
   ct->flags &= ~SMIK_CT_F_ANSWER;
+  /* SMIK_CT_ANSWER_RESET: a RST in the answer's place, which the client
+   * accepts at exactly this sequence number */
+  int reset = which == SMIK_CT_ANSWER_RESET;
   struct rst_spec r = {.v4 = v4,
-                       .flags = TCP_ACK_ | TCP_PSH_ | TCP_FIN_,
+                       .flags = reset ? TCP_RST_ : TCP_ACK_ | TCP_PSH_ | TCP_FIN_,
                        .seq = end,
-                       .ack = t.ack,
-                       .answer = which + 1};
+                       .ack = reset ? 0 : t.ack,
+                       .answer = reset ? 0 : (__u8)(which + 1)};
   if (bpf_skb_load_bytes(skb, 0, r.eth, ETH_HLEN_) != 0)
     return 1;
   __builtin_memcpy(r.ports, t.th, 4);

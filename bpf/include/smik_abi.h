@@ -160,8 +160,11 @@ SMIK_STATIC_ASSERT(sizeof(struct smik_ct_key) == 40, "smik_ct_key layout");
 
 struct smik_ct_answer {
   __u32 seq;    /* the server's sequence number right after its last answer */
-  __u32 answer; /* which (SMIK_HTTP_ANSWERS order) */
+  __u32 answer; /* which (SMIK_HTTP_ANSWERS order), or SMIK_CT_ANSWER_RESET */
 };
+/* No place for an answer could be found (the response framer lost track of
+ * the server's answers): both ends are reset at `seq` instead. */
+#define SMIK_CT_ANSWER_RESET 0xff
 SMIK_STATIC_ASSERT(sizeof(struct smik_ct_answer) == 8, "smik_ct_answer layout");
 #define SMIK_CT_ANSWERS_MAX 8192 /* answers owed at once, node-wide */
 

@@ -332,7 +332,43 @@ TEST_F(HttpRules, AConnectionOpenedBeforeItsPortWasGovernedIsResetNotLeftWaiting
 class HttpRulesPipelined : public HttpRules {
  protected:
   void refusedBehindAnAnswerComesAfterIt(bool v6);
+  // A client and a server pod (both families where the bed has IPv6) under
+  // the bookstore policy, the agent, and the HTTP server, started.
+  Proc bookstore(Pod& client, Pod& server) {
+    write("pods.yaml", ns("app", true) + pod("app", "client", "client", ips(client)) +
+                           serverPod(server, ips(server)));
+    write("policy.yaml", bookstorePolicy());
+    startAgent();
+    waitAttached(2);
+    Proc app = bed_->spawn(server, {SMIK_HTTP_SERVER, "--serve", std::to_string(kPort)});
+    EXPECT_TRUE(app.waitFor("ready\n", 5000)) << app.output();
+    return app;
+  }
 };
+
+// The server's answer has no length (its body runs to the close): where it
+// ends is never known, so the answer owed for the request refused behind it
+// can never be placed. The connection is reset after the server's bytes,
+// loudly, rather than left waiting for the server to close it.
+TEST_F(HttpRulesPipelined, ARefusalBehindAnAnswerOfNoLengthResetsTheConnection) {
+  Pod& client = bed_->addPod("client", bed_->nextIp());
+  Pod& server = bed_->addPod("server", bed_->nextIp());
+  Proc app = bookstore(client, server);
+  PodClient c(client, server.ip(), kPort);
+  ASSERT_TRUE(c.connected());
+  const auto [statuses, ended] = c.pipelinedApart({"/books-bought/m/200/lateclose", "/admin/x"}, 50ms);
+  EXPECT_EQ(statuses, (std::vector<int>{200}));
+  EXPECT_TRUE(ended) << "reset, not left waiting";
+  EXPECT_TRUE(c.wasReset());
+  ASSERT_TRUE(eventually(
+      [&] { return app.output().find("END error Connection reset") != std::string::npos; }, 3000))
+      << app.output();
+  EXPECT_EQ(app.output().find("/admin/"), std::string::npos) << app.output();
+  std::string metrics;
+  EXPECT_TRUE(sampleComesTo("smik_http_requests_total{verdict=\"answer_failed\"}",
+                            [](long v) { return v == 1; }, &metrics))
+      << metrics.substr(0, 4000);
+}
 
 TEST_F(HttpRulesPipelined, ARefusedPipelinedRequestIsAnsweredAfterTheAnswerBeforeIt) {
   refusedBehindAnAnswerComesAfterIt(false);
@@ -346,14 +382,8 @@ TEST_F(HttpRulesPipelined, ARefusedPipelinedRequestIsAnsweredAfterTheAnswerBefor
 void HttpRulesPipelined::refusedBehindAnAnswerComesAfterIt(bool v6) {
   Pod& client = bed_->addPod("client", bed_->nextIp());
   Pod& server = bed_->addPod("server", bed_->nextIp());
-  write("pods.yaml", ns("app", true) + pod("app", "client", "client", ips(client)) +
-                         serverPod(server, ips(server)));
   const std::string server_ip = v6 ? server.ip6() : server.ip();
-  write("policy.yaml", bookstorePolicy());
-  startAgent();
-  waitAttached(2);
-  Proc app = bed_->spawn(server, {SMIK_HTTP_SERVER, "--serve", std::to_string(kPort)});
-  ASSERT_TRUE(app.waitFor("ready\n", 5000)) << app.output();
+  Proc app = bookstore(client, server);
   for (int round = 0; round < 3; ++round) {
     SCOPED_TRACE(round);
     PodClient c(client, server_ip, kPort);

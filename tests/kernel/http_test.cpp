@@ -218,6 +218,9 @@ void respondAsAsked(int fd, const Request& r) {
   } else if (how == "late") {  // long after a request pipelined behind it arrived
     usleep(300 * 1000);
     writeApart(fd, {line + "Content-Length: 0\r\n\r\n"});
+  } else if (how == "lateclose") {  // as late, with a body that runs to the close
+    usleep(300 * 1000);
+    writeApart(fd, {line + "\r\nthe body runs to the close"});
   } else if (how == "slow") {
     usleep(30 * 1000);
     writeApart(fd, {line + "Content-Length: 0\r\n\r\n"});
