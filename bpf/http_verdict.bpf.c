@@ -340,23 +340,41 @@ static __always_inline __u8 sock_end(const struct bpf_sock *sk, int remote, __u8
   return 0;
 }
 
+/* The conntrack key of a connection's flow into the pod, saddr (the peer)
+ * and daddr (the pod) as the socket holds them: a v4-mapped pair unmapped,
+ * as the tc programs see it on the wire. 0 for a family no flow has. */
+static __always_inline int ct_key_into_pod(struct smik_ct_key *k, __u8 family, __u16 peer_port_be,
+                                           __u16 pod_port_be) {
+  __u8 pod = family;
+  k->family = family;
+  if (unmap_v4(&pod, k->daddr))
+    unmap_v4(&k->family, k->saddr);
+  if (!family || pod != k->family)
+    return 0;
+  k->sport = peer_port_be;
+  k->dport = pod_port_be;
+  k->proto = IPPROTO_TCP_;
+  return 1;
+}
+
+/* The same from a full socket (the guard's, the egress program's). */
+static __always_inline int flow_into_pod(const struct bpf_sock *sk, struct smik_ct_key *k) {
+  __u8 family = sock_end(sk, 1, k->saddr);
+  sock_end(sk, 0, k->daddr);
+  /* dst_port: network order; src_port: host order */
+  return ct_key_into_pod(k, family, (__u16)sk->dst_port, bpf_htons((__u16)sk->src_port));
+}
+
 /* A refusal here leaves both ends waiting: the client retransmits its
  * request until TCP gives up, the server waits for it. So the flow's
  * conntrack entry into the pod, keyed (peer, pod), is marked, and the tc
  * programs turn the flow's next segment with payload (that retransmission)
  * into RSTs to both ends (reset_flow in tc_policy.bpf.c). A flow without an
- * entry (the table was full) stays refused and waits, as before. `pod`: the
- * socket's local end as the guard keyed it (unmapped). */
-static __always_inline void mark_reset(const struct bpf_sock *sk,
-                                       const struct smik_http_port_key *pod) {
-  struct smik_ct_key k = {.proto = IPPROTO_TCP_};
-  k.family = sock_end(sk, 1, k.saddr);
-  unmap_v4(&k.family, k.saddr);
-  if (k.family != pod->family)
+ * entry (the table was full) stays refused and waits, as before. */
+static __always_inline void mark_reset(const struct bpf_sock *sk) {
+  struct smik_ct_key k = {};
+  if (!flow_into_pod(sk, &k))
     return;
-  __builtin_memcpy(k.daddr, pod->addr, 16);
-  k.sport = (__u16)sk->dst_port; /* network order, as the key holds ports */
-  k.dport = bpf_htons(pod->port);
   struct smik_ct_value *ct = bpf_map_lookup_elem(&smik_ct, &k);
   if (ct && !(ct->flags & SMIK_CT_F_RESET))
     ct->flags |= SMIK_CT_F_RESET;
@@ -406,7 +424,7 @@ int smik_http_guard(struct __sk_buff *skb) {
     return 1;
   count(SMIK_HTTP_C_UNJUDGED);
   if (!listener)
-    mark_reset(sk, &pk);
+    mark_reset(sk);
   return 0;
 }
 
@@ -1460,6 +1478,21 @@ static __always_inline long body_for(__u32 room) {
  * at its own length when it has room; returns the bytes the skb grew by (0
  * in the usual case), or -1. A subprogram: its scratch would push the
  * verdict's stack over 512 bytes. */
+/* The body that makes an answer of `fixed` bytes around its number (an
+ * optional space included) exactly `len` bytes: with the space (*pad 0) or
+ * without it (*pad 1); -1 when neither fits. */
+static __always_inline long fit_body(__u32 len, __u32 fixed, __u32 *pad) {
+  *pad = 0;
+  if (len < fixed)
+    return -1;
+  long body = body_for(len - fixed); /* len == fixed: a digit fits without the space */
+  if (body < 0) {
+    *pad = 1;
+    body = body_for(len - fixed + 1);
+  }
+  return body;
+}
+
 static __noinline long write_answer(struct __sk_buff *skb, __u32 h) {
   if (h >= SMIK_HTTP_ANSWER_COUNT)
     return -1;
@@ -1468,28 +1501,14 @@ static __noinline long write_answer(struct __sk_buff *skb, __u32 h) {
     return -1;
   __u32 len = skb->len;
   __u32 fixed = head_len + ANSWER_TAIL_LEN;
-  __u32 pad = 0; /* one optional space left out: one byte less */
+  __u32 pad; /* one optional space left out: one byte less */
   int compact = 0;
-  long body = -1;
-  if (len >= fixed) { /* len == fixed: a digit fits without the optional space */
-    body = body_for(len - fixed);
-    if (body < 0) {
-      pad = 1;
-      body = body_for(len - fixed + 1);
-    }
-  }
+  long body = fit_body(len, fixed, &pad);
   if (body < 0) { /* too short for it: the compact answer */
     compact = 1;
     head_len = COMPACT_HEAD_LEN;
     fixed = COMPACT_HEAD_LEN + COMPACT_TAIL_LEN;
-    pad = 0;
-    if (len >= fixed) { /* len == fixed: a digit fits without the optional space */
-      body = body_for(len - fixed);
-      if (body < 0) {
-        pad = 1;
-        body = body_for(len - fixed + 1);
-      }
-    }
+    body = fit_body(len, fixed, &pad);
   }
   __u32 total = len;
   if (body < 0) { /* too short even for that: the bare compact answer, longer than the skb */
@@ -1509,7 +1528,7 @@ static __noinline long write_answer(struct __sk_buff *skb, __u32 h) {
     v /= 10;
   }
   /* the compact head's optional space is its last byte */
-  __u32 at = compact ? COMPACT_HEAD_LEN - pad : head_len;
+  __u32 at = compact ? head_len - pad : head_len;
   long stored;
   if (!compact)
     stored = bpf_skb_store_bytes(skb, 0, answer_head[h], head_len, 0);
@@ -1644,18 +1663,11 @@ static __always_inline void edge_of(const struct tunnel_key *tk, struct smik_con
  * answer goes at once, even ahead of the server's: answered out of turn
  * rather than never. */
 static __always_inline int can_owe(const struct tunnel_key *tk) {
-  struct smik_ct_key k = {.proto = IPPROTO_TCP_};
-  __u8 local = (__u8)tk->family;
-  k.family = (__u8)tk->family;
+  struct smik_ct_key k = {};
   __builtin_memcpy(k.saddr, tk->remote, 16);
   __builtin_memcpy(k.daddr, tk->local, 16);
-  if (unmap_v4(&local, k.daddr))
-    unmap_v4(&k.family, k.saddr);
-  if (local != k.family)
-    return 0;
-  k.sport = bpf_htons(tk->remote_port);
-  k.dport = bpf_htons(tk->local_port);
-  return bpf_map_lookup_elem(&smik_ct, &k) != 0;
+  return ct_key_into_pod(&k, (__u8)tk->family, bpf_htons(tk->remote_port), bpf_htons(tk->local_port)) &&
+         bpf_map_lookup_elem(&smik_ct, &k) != 0;
 }
 
 /* The skb offset of the refused request's path, or -1 when not in this skb. */
@@ -2338,21 +2350,6 @@ static __always_inline int tcp_payload(struct __sk_buff *skb, __u32 *seq) {
  * flow without a conntrack entry (the table was full) or a full
  * smik_ct_answers leaves the answer unsent (SMIK_HTTP_C_ANSWER_FAILED): the
  * client waits for the server to close an idle connection. */
-static __always_inline int flow_into_pod(const struct bpf_sock *sk, struct smik_ct_key *k) {
-  __u8 local = sock_end(sk, 0, k->daddr);
-  k->family = sock_end(sk, 1, k->saddr);
-  if (!k->family || local != k->family)
-    return 0;
-  if (unmap_v4(&local, k->daddr))
-    unmap_v4(&k->family, k->saddr);
-  if (local != k->family)
-    return 0;
-  k->sport = (__u16)sk->dst_port; /* network order, as the key holds ports */
-  k->dport = bpf_htons((__u16)sk->src_port);
-  k->proto = IPPROTO_TCP_;
-  return 1;
-}
-
 static __always_inline void send_owed(struct __sk_buff *skb, struct exchange *a, __u32 end,
                                       int lost) {
   struct smik_ct_answer ans = {.seq = end, .answer = lost ? SMIK_CT_ANSWER_RESET : a->owed - 1u};
