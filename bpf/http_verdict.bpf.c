@@ -221,6 +221,13 @@ struct {
   __type(value, struct exchange);
 } smik_http_exchanges SEC(".maps");
 
+struct {
+  __uint(type, BPF_MAP_TYPE_ARRAY);
+  __uint(max_entries, 1);
+  __type(key, __u32);
+  __type(value, struct exchange);
+} smik_http_exchange_zero SEC(".maps");
+
 /* The server has sent (as far as TCP has transmitted) the whole of an answer
  * to every request let through, and nothing more: an answer of the judge's
  * sent now comes after all of them. */
@@ -468,6 +475,7 @@ struct walk {
    * lowest): queued for their answers once the skb passes */
   __u32 done;
   __u32 done_methods;
+  __u32 kept; /* skb offset where the last request it completed ends */
   struct walk_bytes buf;
 };
 
@@ -1326,6 +1334,7 @@ static int walk_step(__u32 i, void *ctx) {
      * loop apart by it; past 8 the queue gives up anyway */
     w->done_methods |= (__u32)(c->method & 0xf) << ((w->done & 7) * 4);
     w->done++;
+    w->kept = w->off;
   }
   return r;
 }
@@ -1772,15 +1781,21 @@ __attribute__((noinline)) int smik_http_queue_requests(struct __sk_buff *skb, __
   if (!skb || !c)
     return 0;
   if (!(c->exchange & SMIK_HTTP_X_TRACKED)) {
-    struct exchange fresh = {};
-    struct tunnel_key tk = {};
-    TUNNEL_KEY(&tk, skb);
-    edge_of(&tk, &fresh.edge);
+    /* made from a zeroed one in a map: one on the stack would take the
+     * verdict's callers past 512 bytes */
+    __u32 zero = 0;
+    struct exchange *fresh = bpf_map_lookup_elem(&smik_http_exchange_zero, &zero);
     c->exchange |= SMIK_HTTP_X_TRACKED;
-    if (bpf_map_update_elem(&smik_http_exchanges, &cookie, &fresh, BPF_ANY) != 0) {
+    if (!fresh || bpf_map_update_elem(&smik_http_exchanges, &cookie, fresh, BPF_ANY) != 0) {
       count(SMIK_HTTP_C_RESPONSES_UNTRACKED);
       return 0;
     }
+    a = bpf_map_lookup_elem(&smik_http_exchanges, &cookie);
+    if (!a)
+      return 0;
+    struct tunnel_key tk = {};
+    TUNNEL_KEY(&tk, skb);
+    edge_of(&tk, &a->edge);
   }
   a = bpf_map_lookup_elem(&smik_http_exchanges, &cookie);
   if (!a || a->phase == R_OFF)
@@ -1817,6 +1832,31 @@ static __always_inline int opaque_from_start(const struct smik_http_conn *c) {
     return c->pos == 0 && c->line_bytes <= 1;
   const __u64 pri = 'P' | ('R' << 8) | ('I' << 16);
   return c->phase == SMIK_HTTP_P_VERSION && c->method_acc == pri;
+}
+
+/* Requests this skb completed before the refused one (pipelined in one
+ * segment) reach the server; the refused one and whatever follows it do not,
+ * and its answer is owed behind theirs. The skb is trimmed to the last byte
+ * of the last request let through: the kernel then advances copied_seq by
+ * what the server reads, the trimmed bytes' worth short of rcv_nxt, so the
+ * socket polls readable with nothing to read until the reset that follows
+ * the server's answers (see bpf/README.md, "An answer never overtakes the
+ * server's"). False, with nothing changed, where the answers to those
+ * requests could not be framed (the queue is full or framing stopped) or
+ * the skb cannot be trimmed: the whole skb is refused then, as before. */
+static __always_inline int pass_before_refusal(struct __sk_buff *skb, __u64 cookie, struct walk *w) {
+  smik_http_queue_requests(skb, cookie, &w->c, w->done, w->done_methods);
+  struct exchange *a = bpf_map_lookup_elem(&smik_http_exchanges, &cookie);
+  if (!a || a->phase == R_OFF)
+    return 0;
+  if (bpf_skb_change_tail(skb, w->kept, 0) != 0) {
+    a->queued -= (__u8)w->done; /* just appended: taken back */
+    return 0;
+  }
+  a->owed = (__u8)answer_of(w->verdict) + 1;
+  count(counter_of(w->verdict));
+  count(SMIK_HTTP_C_ANSWER_DEFERRED);
+  return 1;
 }
 
 static __always_inline __u32 limit(__u32 configured, __u32 fallback) {
@@ -1904,6 +1944,10 @@ int smik_http_verdict(struct __sk_buff *skb) {
   smik_http_deny_event(skb, &tk, &w.c, w.off, counter_of(w.verdict));
   w.c.phase = SMIK_HTTP_P_CLOSED;
   w.c.count = 0; /* from here on: what the answer owes */
+  if (w.done && w.kept < w.len && can_owe(&tk) && pass_before_refusal(skb, cookie, &w)) {
+    *c = w.c;
+    return SK_PASS;
+  }
   struct exchange *a = bpf_map_lookup_elem(&smik_http_exchanges, &cookie);
   if (a && a->phase != R_OFF && !answered_all(a) && can_owe(&tk)) {
     /* Requests let through before this one are not all answered yet: an

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdint>
 #include <cstdlib>
 #include <functional>
 #include <thread>
@@ -105,38 +106,38 @@ class PodClient {
   // Sends a GET of each path in one write and reads their answers' statuses.
   std::vector<int> pipelined(const std::vector<std::string>& paths) {
     std::string req;
-    for (const auto& p : paths) req += "GET " + p + " HTTP/1.1\r\nHost: bookstore\r\n\r\n";
-    std::vector<int> out;
-    if (write(fd_.get(), req.data(), req.size()) != static_cast<ssize_t>(req.size())) return out;
-    while (out.size() < paths.size()) {
-      if (auto r = takeResponse(buf_)) {
-        out.push_back(r->first);
-        continue;
-      }
-      pollfd p{fd_.get(), POLLIN, 0};
-      if (poll(&p, 1, 5000) != 1) break;
-      char chunk[4096];
-      const ssize_t n = read(fd_.get(), chunk, sizeof chunk);
-      if (n <= 0) break;
-      buf_.append(chunk, static_cast<size_t>(n));
-    }
-    return out;
+    for (const auto& p : paths) req += request(p);
+    if (!send(req)) return {};
+    return answers(paths.size()).first;
   }
-
-  // Sends a GET of each path in a write of its own, `gap` apart (so each is
-  // a segment of its own, sent before the earlier ones are answered), then
-  // reads answers until the connection ends: their statuses, and whether it
-  // ended (end of stream or reset) rather than going quiet for 5 s.
+  // The same, then reads answers until the connection ends: their statuses,
+  // and whether it ended (end of stream or reset) rather than going quiet
+  // for 5 s.
+  std::pair<std::vector<int>, bool> pipelinedToTheEnd(const std::vector<std::string>& paths) {
+    std::string req;
+    for (const auto& p : paths) req += request(p);
+    if (!send(req)) return {{}, true};
+    return answers(SIZE_MAX);
+  }
+  // As pipelinedToTheEnd, each GET in a write of its own, `gap` apart (so
+  // each is a segment of its own, sent before the earlier ones are answered).
   std::pair<std::vector<int>, bool> pipelinedApart(const std::vector<std::string>& paths,
                                                    std::chrono::milliseconds gap) {
-    std::vector<int> out;
     for (const auto& p : paths) {
-      const std::string req = "GET " + p + " HTTP/1.1\r\nHost: bookstore\r\n\r\n";
-      if (write(fd_.get(), req.data(), req.size()) != static_cast<ssize_t>(req.size()))
-        return {out, true};
+      if (!send(request(p))) return {{}, true};
       std::this_thread::sleep_for(gap);
     }
-    for (;;) {
+    return answers(SIZE_MAX);
+  }
+
+ private:
+  static std::string request(const std::string& path) {
+    return "GET " + path + " HTTP/1.1\r\nHost: bookstore\r\n\r\n";
+  }
+  // Up to `want` answers' statuses, and whether the connection ended first.
+  std::pair<std::vector<int>, bool> answers(size_t want) {
+    std::vector<int> out;
+    while (out.size() < want) {
       if (auto r = takeResponse(buf_)) {
         out.push_back(r->first);
         continue;
@@ -149,9 +150,9 @@ class PodClient {
       if (n <= 0) return {out, true};
       buf_.append(chunk, static_cast<size_t>(n));
     }
+    return {out, false};
   }
 
- private:
   UniqueFd fd_;
   std::string buf_;
   int read_errno_ = 0;
@@ -332,6 +333,7 @@ TEST_F(HttpRules, AConnectionOpenedBeforeItsPortWasGovernedIsResetNotLeftWaiting
 class HttpRulesPipelined : public HttpRules {
  protected:
   void refusedBehindAnAnswerComesAfterIt(bool v6);
+  void servedBeforeARefusalInTheSameSegment(bool v6);
   // A client and a server pod (both families where the bed has IPv6) under
   // the bookstore policy, the agent, and the HTTP server, started.
   Proc bookstore(Pod& client, Pod& server) {
@@ -412,6 +414,62 @@ void HttpRulesPipelined::refusedBehindAnAnswerComesAfterIt(bool v6) {
                             [](long v) { return v == 3; }, &metrics))
       << metrics.substr(0, 4000);
   // The connection after them is served as ever.
+  PodClient after(client, server_ip, kPort);
+  ASSERT_TRUE(after.connected());
+  EXPECT_EQ(after.get("/books-bought").first, 200);
+}
+
+// Requests pipelined in one segment ahead of a refused one reach the server
+// and are answered; the refused one and the one after it never do, and the
+// 403 comes after the server's answers. Once the server answers at once,
+// once 300 ms late (long after the segment was judged).
+TEST_F(HttpRulesPipelined, RequestsBeforeARefusedOneInTheSameSegmentAreServed) {
+  servedBeforeARefusalInTheSameSegment(false);
+}
+
+TEST_F(HttpRulesPipelined, RequestsBeforeARefusedOneInTheSameSegmentAreServedOverIpv6) {
+  if (bed_->subnet6Cidr().empty()) GTEST_SKIP() << "the test bed has no IPv6";
+  servedBeforeARefusalInTheSameSegment(true);
+}
+
+void HttpRulesPipelined::servedBeforeARefusalInTheSameSegment(bool v6) {
+  Pod& client = bed_->addPod("client", bed_->nextIp());
+  Pod& server = bed_->addPod("server", bed_->nextIp());
+  const std::string server_ip = v6 ? server.ip6() : server.ip();
+  Proc app = bookstore(client, server);
+  const std::vector<std::vector<std::string>> rounds = {
+      {"/books-bought?a0", "/books-bought?b0", "/admin/0", "/books-bought?c0"},
+      {"/books-bought?a1", "/books-bought/m/200/late?b1", "/admin/1", "/books-bought?c1"},
+  };
+  for (const auto& paths : rounds) {
+    SCOPED_TRACE(paths[1]);
+    PodClient c(client, server_ip, kPort);
+    ASSERT_TRUE(c.connected());
+    const auto [statuses, ended] = c.pipelinedToTheEnd(paths);
+    EXPECT_EQ(statuses, (std::vector<int>{200, 200, 403}));
+    EXPECT_TRUE(ended) << "the connection must end after the 403";
+  }
+  ASSERT_TRUE(eventually(
+      [&] {
+        const std::string out = app.output();
+        size_t ends = 0;
+        for (size_t at = 0; (at = out.find("END error Connection reset", at)) != std::string::npos; ++at)
+          ++ends;
+        return ends == 2;
+      },
+      3000))
+      << app.output();
+  const std::string out = app.output();
+  for (const auto& paths : rounds) {
+    EXPECT_NE(out.find("REQ GET " + paths[0] + " "), std::string::npos) << out;
+    EXPECT_NE(out.find("REQ GET " + paths[1] + " "), std::string::npos) << out;
+    EXPECT_EQ(out.find(paths[3]), std::string::npos) << out;
+  }
+  EXPECT_EQ(out.find("/admin/"), std::string::npos) << out;
+  std::string metrics;
+  EXPECT_TRUE(sampleComesTo("smik_http_requests_total{verdict=\"answer_deferred\"}",
+                            [](long v) { return v == 2; }, &metrics))
+      << metrics.substr(0, 4000);
   PodClient after(client, server_ip, kPort);
   ASSERT_TRUE(after.connected());
   EXPECT_EQ(after.get("/books-bought").first, 200);
