@@ -475,6 +475,84 @@ void HttpRulesPipelined::servedBeforeARefusalInTheSameSegment(bool v6) {
   EXPECT_EQ(after.get("/books-bought").first, 200);
 }
 
+// curl, as people run it, through the judge: one keep-alive connection
+// across allowed and refused requests, bodies of both framings, a refusal
+// of a head that asks `Expect: 100-continue`, HTTP/1.0, IPv6, and HTTP/2
+// with prior knowledge (refused: not HTTP/1.x).
+TEST_F(HttpRules, CurlIsServedAndRefusedRequestByRequest) {
+  Pod& client = bed_->addPod("client", bed_->nextIp());
+  Pod& server = bed_->addPod("server", bed_->nextIp());
+  write("pods.yaml", ns("app", true) + pod("app", "client", "client", ips(client)) +
+                         serverPod(server, ips(server)));
+  write("policy.yaml",
+        "apiVersion: specs.smi-spec.io/v1alpha4\nkind: HTTPRouteGroup\nmetadata:\n"
+        "  name: the-routes\n  namespace: app\nspec:\n  matches:\n"
+        "  - name: buy\n    pathRegex: /books-bought\n    methods: [GET]\n"
+        "  - name: order\n    pathRegex: /orders/[0-9]+\n    methods: [POST]\n---\n" +
+            trafficTarget("app", "bookstore", "app", "server",
+                          "  - kind: HTTPRouteGroup\n    name: the-routes\n    matches: [buy, order]\n",
+                          "app", "client"));
+  startAgent();
+  waitAttached(2);
+  Proc app = bed_->spawn(server, {SMIK_HTTP_SERVER, "--serve", std::to_string(kPort)});
+  ASSERT_TRUE(app.waitFor("ready\n", 5000)) << app.output();
+  // One line per URL: its status and how many connections curl opened for it.
+  auto curl = [&](const std::vector<std::string>& args, const std::vector<std::string>& urls) {
+    std::vector<std::string> argv = {"curl", "-sS", "--max-time", "5", "-w", "%{http_code} %{num_connects}\n"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    for (const auto& u : urls) {
+      argv.push_back("-o");
+      argv.push_back("/dev/null");
+      argv.push_back(u);
+    }
+    return bed_->run(client, argv, 15000);
+  };
+  const std::string base = "http://" + server.ip() + ":" + std::to_string(kPort);
+  {  // keep-alive: the refusal ends the connection (connection: close), the next request opens one
+    auto r = curl({}, {base + "/books-bought?1", base + "/books-bought?2", base + "/admin/x",
+                       base + "/books-bought?3"});
+    EXPECT_TRUE(r.ok()) << r.output;
+    EXPECT_EQ(r.output, "200 1\n200 0\n403 0\n200 1\n");
+  }
+  const std::string body(6000, 'b');  // several segments
+  {  // Content-Length and chunked bodies; "Expect:" off, as this server never answers 100
+    auto r = curl({"-H", "Expect:", "--data-binary", body}, {base + "/orders/7"});
+    EXPECT_EQ(r.output, "200 1\n");
+    r = curl({"-H", "Expect:", "-H", "Transfer-Encoding: chunked", "--data-binary", body}, {base + "/orders/8"});
+    EXPECT_EQ(r.output, "200 1\n");
+  }
+  {  // refused at its head: curl never sends the body it waits to be asked for
+    auto r = curl({"-H", "Expect: 100-continue", "--data-binary", body}, {base + "/orders/admin"});
+    EXPECT_EQ(r.output, "403 1\n");
+  }
+  {  // this server answers HTTP/1.1 without "connection: close": curl keeps the connection
+    auto r = curl({"--http1.0"}, {base + "/books-bought?10", base + "/admin/10"});
+    EXPECT_EQ(r.output, "200 1\n403 0\n");
+  }
+  if (!server.ip6().empty()) {
+    const std::string base6 = "http://[" + server.ip6() + "]:" + std::to_string(kPort);
+    auto r = curl({"-g"}, {base6 + "/books-bought?6", base6 + "/admin/6"});
+    EXPECT_EQ(r.output, "200 1\n403 0\n");
+  }
+  {  // HTTP/2 with prior knowledge: refused before any request reaches the server
+    auto r = curl({"--http2-prior-knowledge"}, {base + "/books-bought?h2"});
+    EXPECT_FALSE(r.ok()) << r.output;
+  }
+  const std::string out = app.output();
+  for (const char* seen : {"REQ GET /books-bought?1 ", "REQ GET /books-bought?2 ", "REQ GET /books-bought?3 ",
+                           "REQ POST /orders/7 6000 ", "REQ POST /orders/8 6000 ", "REQ GET /books-bought?10 "})
+    EXPECT_NE(out.find(seen), std::string::npos) << seen << "\n" << out;
+  if (!server.ip6().empty()) {
+    EXPECT_NE(out.find("REQ GET /books-bought?6 "), std::string::npos) << out;
+  }
+  for (const char* never : {"/admin/", "/orders/admin", "?h2", "PRI"})
+    EXPECT_EQ(out.find(never), std::string::npos) << never << "\n" << out;
+  std::string metrics;
+  EXPECT_TRUE(sampleComesTo("smik_http_requests_total{verdict=\"not_http1\"}", [](long v) { return v == 1; },
+                            &metrics))
+      << metrics.substr(0, 4000);
+}
+
 // The judge's limits and what it does with a connection that is not HTTP/1.x
 // are the agent's flags (the kernel's defaults otherwise: 100 header lines,
 // such connections refused).
