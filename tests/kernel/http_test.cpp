@@ -796,8 +796,9 @@ TEST_F(HttpJudgeTest, WithNonHttp1AllowedOnlyStreamsOtherFromTheirFirstBytesPass
     // The server takes the preface's "PRI *" and "SM" for two requests and
     // answers both: read, so that the close is a FIN (a reset would leave
     // the connection's state for the LRU, which a later test counts).
-    if (bytes == preface)
+    if (bytes == preface) {
       for (int i = 0; i < 2; ++i) EXPECT_EQ(c->response().first, 200) << i;
+    }
     const std::string seen = serverSawAfterClose(*c);
     EXPECT_NE(seen.find(" read=" + std::to_string(bytes.size()) + " "), std::string::npos)
         << "every byte reached the server: " << seen;
