@@ -13,6 +13,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <random>
+#include <cstdio>
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
@@ -98,10 +101,33 @@ class PodClient {
   }
   // Writes raw bytes; false if not all were.
   bool send(const std::string& bytes) {
-    return write(fd_.get(), bytes.data(), bytes.size()) == static_cast<ssize_t>(bytes.size());
+    // MSG_NOSIGNAL: a write after the judge ended the connection fails, never kills the test
+    return ::send(fd_.get(), bytes.data(), bytes.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(bytes.size());
   }
   // The last read failed because the peer reset the connection.
   bool wasReset() const { return read_errno_ == ECONNRESET; }
+
+  static std::string request(const std::string& path) {
+    return "GET " + path + " HTTP/1.1\r\nHost: bookstore\r\n\r\n";
+  }
+  // Up to `want` answers' statuses, and whether the connection ended first.
+  std::pair<std::vector<int>, bool> answers(size_t want) {
+    std::vector<int> out;
+    while (out.size() < want) {
+      if (auto r = takeResponse(buf_)) {
+        out.push_back(r->first);
+        continue;
+      }
+      pollfd p{fd_.get(), POLLIN, 0};
+      if (poll(&p, 1, 5000) != 1) return {out, false};
+      char chunk[4096];
+      const ssize_t n = read(fd_.get(), chunk, sizeof chunk);
+      if (n < 0) read_errno_ = errno;
+      if (n <= 0) return {out, true};
+      buf_.append(chunk, static_cast<size_t>(n));
+    }
+    return {out, false};
+  }
 
   // Sends a GET of each path in one write and reads their answers' statuses.
   std::vector<int> pipelined(const std::vector<std::string>& paths) {
@@ -131,28 +157,6 @@ class PodClient {
   }
 
  private:
-  static std::string request(const std::string& path) {
-    return "GET " + path + " HTTP/1.1\r\nHost: bookstore\r\n\r\n";
-  }
-  // Up to `want` answers' statuses, and whether the connection ended first.
-  std::pair<std::vector<int>, bool> answers(size_t want) {
-    std::vector<int> out;
-    while (out.size() < want) {
-      if (auto r = takeResponse(buf_)) {
-        out.push_back(r->first);
-        continue;
-      }
-      pollfd p{fd_.get(), POLLIN, 0};
-      if (poll(&p, 1, 5000) != 1) return {out, false};
-      char chunk[4096];
-      const ssize_t n = read(fd_.get(), chunk, sizeof chunk);
-      if (n < 0) read_errno_ = errno;
-      if (n <= 0) return {out, true};
-      buf_.append(chunk, static_cast<size_t>(n));
-    }
-    return {out, false};
-  }
-
   UniqueFd fd_;
   std::string buf_;
   int read_errno_ = 0;
@@ -473,6 +477,75 @@ void HttpRulesPipelined::servedBeforeARefusalInTheSameSegment(bool v6) {
   PodClient after(client, server_ip, kPort);
   ASSERT_TRUE(after.connected());
   EXPECT_EQ(after.get("/books-bought").first, 200);
+}
+
+// Generated streams through the whole data path (the agent, tc's conntrack
+// and owed answers, the judge): on each connection a few GETs, allowed or
+// refused, written in pieces cut anywhere, some together and some a moment
+// apart. Whatever the cuts, the client gets 200 for each request before the
+// first refused one and then that one's 403; the server reads exactly those
+// allowed requests, none after the refusal and never the refused one.
+TEST_F(HttpRulesPipelined, GeneratedStreamsAreAnsweredInOrderAndRefusedWhole) {
+  Pod& client = bed_->addPod("client", bed_->nextIp());
+  Pod& server = bed_->addPod("server", bed_->nextIp());
+  Proc app = bookstore(client, server);
+  const uint32_t seed = 20261205;
+  std::mt19937 rng(seed);
+  auto uniform = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  std::vector<std::string> served;  // what the server must read, in order
+  int refused_streams = 0;
+  for (int stream = 0; stream < 40 && !HasFailure(); ++stream) {
+    const std::string server_ip = !server.ip6().empty() && uniform(0, 1) ? server.ip6() : server.ip();
+    std::string bytes;
+    size_t allowed_before = 0;
+    bool refused = false;
+    const int requests = uniform(1, 5);
+    for (int r = 0; r < requests; ++r) {
+      const std::string id = "s" + std::to_string(stream) + "r" + std::to_string(r);
+      const bool deny = uniform(0, 2) == 0;
+      bytes += PodClient::request(deny ? "/admin?" + id : "/books-bought?" + id);
+      if (!refused && !deny) {
+        ++allowed_before;
+        served.push_back("/books-bought?" + id);
+      }
+      refused = refused || deny;
+    }
+    refused_streams += refused;
+    std::vector<size_t> cuts = {0, bytes.size()};
+    for (int n = uniform(0, 4); n > 0; --n) cuts.push_back(static_cast<size_t>(uniform(1, static_cast<int>(bytes.size()) - 1)));
+    std::sort(cuts.begin(), cuts.end());
+    std::string how;
+    for (size_t i = 1; i < cuts.size(); ++i) how += std::to_string(cuts[i]) + " ";
+    SCOPED_TRACE("stream " + std::to_string(stream) + " to " + server_ip + ", cut at " + how + "\n" + bytes);
+    PodClient c(client, server_ip, kPort);
+    ASSERT_TRUE(c.connected());
+    for (size_t i = 1; i < cuts.size(); ++i) {
+      if (cuts[i] == cuts[i - 1]) continue;
+      if (!c.send(bytes.substr(cuts[i - 1], cuts[i] - cuts[i - 1]))) break;  // ended by the refusal
+      if (uniform(0, 1)) std::this_thread::sleep_for(std::chrono::milliseconds(uniform(1, 20)));
+    }
+    // A client reads up to the refusal (its answer says connection: close).
+    const auto [statuses, ended] = c.answers(allowed_before + (refused ? 1 : 0));
+    std::vector<int> want(allowed_before, 200);
+    if (refused) want.push_back(403);
+    EXPECT_EQ(statuses, want) << (ended ? "the connection ended early" : "");
+  }
+  // The server's log: the requests it read, in order (the log is written
+  // as it reads; the last connection's reads are in by its answers).
+  std::vector<std::string> read;
+  const std::string out = app.output();
+  for (size_t at = out.find("REQ GET "); at != std::string::npos; at = out.find("REQ GET ", at + 1))
+    read.push_back(out.substr(at + 8, out.find(' ', at + 8) - at - 8));
+  EXPECT_EQ(read, served) << out.substr(0, 4000);
+  EXPECT_GT(refused_streams, 5);
+  // Some refusals came while answers were owed (answered after them).
+  std::string metrics;
+  long deferred = 0;
+  EXPECT_TRUE(sampleComesTo("smik_http_requests_total{verdict=\"answer_deferred\"}",
+                            [&](long v) { return (deferred = v) >= 3; }, &metrics))
+      << metrics.substr(0, 4000);
+  std::printf("40 streams, seed %u: %d refused (%ld answered after owed answers), %zu requests served\n", seed,
+              refused_streams, deferred, served.size());
 }
 
 // curl, as people run it, through the judge: one keep-alive connection
