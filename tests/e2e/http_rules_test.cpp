@@ -481,7 +481,8 @@ void HttpRulesPipelined::servedBeforeARefusalInTheSameSegment(bool v6) {
 
 // Generated streams through the whole data path (the agent, tc's conntrack
 // and owed answers, the judge): on each connection a few GETs, allowed or
-// refused, written in pieces cut anywhere, some together and some a moment
+// refused, some with a body (either framing) that holds a request of its
+// own, written in pieces cut anywhere, some together and some a moment
 // apart. Whatever the cuts, the client gets 200 for each request before the
 // first refused one and then that one's 403; the server reads exactly those
 // allowed requests, none after the refusal and never the refused one.
@@ -492,6 +493,17 @@ TEST_F(HttpRulesPipelined, GeneratedStreamsAreAnsweredInOrderAndRefusedWhole) {
   const uint32_t seed = 20261205;
   std::mt19937 rng(seed);
   auto uniform = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  // A GET with no body, a Content-Length one or a chunked one; a body holds
+  // a request of its own, which must never be taken for one.
+  auto withBody = [](const std::string& path, int framing) {
+    if (framing == 0) return PodClient::request(path);
+    const std::string inner = "GET /admin?smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
+    std::string head = "GET " + path + " HTTP/1.1\r\nHost: bookstore\r\n";
+    if (framing == 1) return head + "Content-Length: " + std::to_string(inner.size()) + "\r\n\r\n" + inner;
+    char size[16];
+    std::snprintf(size, sizeof size, "%zx", inner.size());
+    return head + "Transfer-Encoding: chunked\r\n\r\n" + size + "\r\n" + inner + "\r\n0\r\n\r\n";
+  };
   std::vector<std::string> served;  // what the server must read, in order
   int refused_streams = 0;
   for (int stream = 0; stream < 40 && !HasFailure(); ++stream) {
@@ -503,7 +515,7 @@ TEST_F(HttpRulesPipelined, GeneratedStreamsAreAnsweredInOrderAndRefusedWhole) {
     for (int r = 0; r < requests; ++r) {
       const std::string id = "s" + std::to_string(stream) + "r" + std::to_string(r);
       const bool deny = uniform(0, 2) == 0;
-      bytes += PodClient::request(deny ? "/admin?" + id : "/books-bought?" + id);
+      bytes += withBody(deny ? "/admin?" + id : "/books-bought?" + id, uniform(0, 2));
       if (!refused && !deny) {
         ++allowed_before;
         served.push_back("/books-bought?" + id);
