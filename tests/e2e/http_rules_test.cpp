@@ -338,6 +338,30 @@ class HttpRulesPipelined : public HttpRules {
  protected:
   void refusedBehindAnAnswerComesAfterIt(bool v6);
   void servedBeforeARefusalInTheSameSegment(bool v6);
+  // The server saw `n` connections reset (each after its answers).
+  void expectResets(Proc& app, size_t n) {
+    ASSERT_TRUE(eventually(
+        [&] {
+          const std::string out = app.output();
+          size_t ends = 0;
+          for (size_t at = 0; (at = out.find("END error Connection reset", at)) != std::string::npos; ++at)
+            ++ends;
+          return ends == n;
+        },
+        3000))
+        << app.output();
+  }
+  // `n` refusals were answered behind the server's answers, and the
+  // connection after them is served as ever.
+  void expectDeferredThenServed(Pod& client, const std::string& server_ip, long n) {
+    std::string metrics;
+    EXPECT_TRUE(sampleComesTo("smik_http_requests_total{verdict=\"answer_deferred\"}",
+                              [n](long v) { return v == n; }, &metrics))
+        << metrics.substr(0, 4000);
+    PodClient after(client, server_ip, kPort);
+    ASSERT_TRUE(after.connected());
+    EXPECT_EQ(after.get("/books-bought").first, 200);
+  }
   // A client and a server pod (both families where the bed has IPv6) under
   // the bookstore policy, the agent, and the HTTP server, started.
   Proc bookstore(Pod& client, Pod& server) {
@@ -401,26 +425,10 @@ void HttpRulesPipelined::refusedBehindAnAnswerComesAfterIt(bool v6) {
     EXPECT_EQ(statuses, (std::vector<int>{200, 403}));
     EXPECT_TRUE(ended) << "the connection must end after the 403";
   }
-  ASSERT_TRUE(eventually(
-      [&] {
-        const std::string out = app.output();
-        size_t ends = 0;
-        for (size_t at = 0; (at = out.find("END error Connection reset", at)) != std::string::npos; ++at)
-          ++ends;
-        return ends == 3;
-      },
-      3000))
-      << app.output();
+  expectResets(app, 3);
   EXPECT_NE(app.output().find("SENT GET /books-bought/m/200/late?2"), std::string::npos) << app.output();
   EXPECT_EQ(app.output().find("/admin/"), std::string::npos) << app.output();
-  std::string metrics;
-  EXPECT_TRUE(sampleComesTo("smik_http_requests_total{verdict=\"answer_deferred\"}",
-                            [](long v) { return v == 3; }, &metrics))
-      << metrics.substr(0, 4000);
-  // The connection after them is served as ever.
-  PodClient after(client, server_ip, kPort);
-  ASSERT_TRUE(after.connected());
-  EXPECT_EQ(after.get("/books-bought").first, 200);
+  expectDeferredThenServed(client, server_ip, 3);
 }
 
 // Requests pipelined in one segment ahead of a refused one reach the server
@@ -453,16 +461,7 @@ void HttpRulesPipelined::servedBeforeARefusalInTheSameSegment(bool v6) {
     EXPECT_EQ(statuses, (std::vector<int>{200, 200, 403}));
     EXPECT_TRUE(ended) << "the connection must end after the 403";
   }
-  ASSERT_TRUE(eventually(
-      [&] {
-        const std::string out = app.output();
-        size_t ends = 0;
-        for (size_t at = 0; (at = out.find("END error Connection reset", at)) != std::string::npos; ++at)
-          ++ends;
-        return ends == 2;
-      },
-      3000))
-      << app.output();
+  expectResets(app, 2);
   const std::string out = app.output();
   for (const auto& paths : rounds) {
     EXPECT_NE(out.find("REQ GET " + paths[0] + " "), std::string::npos) << out;
@@ -470,13 +469,7 @@ void HttpRulesPipelined::servedBeforeARefusalInTheSameSegment(bool v6) {
     EXPECT_EQ(out.find(paths[3]), std::string::npos) << out;
   }
   EXPECT_EQ(out.find("/admin/"), std::string::npos) << out;
-  std::string metrics;
-  EXPECT_TRUE(sampleComesTo("smik_http_requests_total{verdict=\"answer_deferred\"}",
-                            [](long v) { return v == 2; }, &metrics))
-      << metrics.substr(0, 4000);
-  PodClient after(client, server_ip, kPort);
-  ASSERT_TRUE(after.connected());
-  EXPECT_EQ(after.get("/books-bought").first, 200);
+  expectDeferredThenServed(client, server_ip, 2);
 }
 
 // Generated streams through the whole data path (the agent, tc's conntrack
