@@ -1841,9 +1841,12 @@ static __always_inline int opaque_from_start(const struct smik_http_conn *c) {
  * what the server reads, the trimmed bytes' worth short of rcv_nxt, so the
  * socket polls readable with nothing to read until the reset that follows
  * the server's answers (see bpf/README.md, "An answer never overtakes the
- * server's"). False, with nothing changed, where the answers to those
- * requests could not be framed (the queue is full or framing stopped) or
- * the skb cannot be trimmed: the whole skb is refused then, as before. */
+ * server's"). An upgrade or CONNECT among them is queued as a plain
+ * request: a 101 to it stops the framing, and the connection is reset after
+ * it (SMIK_CT_ANSWER_RESET) rather than opened. False, with nothing changed,
+ * where the answers to those requests could not be framed (the queue is
+ * full or framing stopped) or the skb cannot be trimmed: the whole skb is
+ * refused then, as before. */
 static __always_inline int pass_before_refusal(struct __sk_buff *skb, __u64 cookie, struct walk *w) {
   smik_http_queue_requests(skb, cookie, &w->c, w->done, w->done_methods);
   struct exchange *a = bpf_map_lookup_elem(&smik_http_exchanges, &cookie);
