@@ -364,10 +364,10 @@ class HttpRulesPipelined : public HttpRules {
   }
   // A client and a server pod (both families where the bed has IPv6) under
   // the bookstore policy, the agent, and the HTTP server, started.
-  Proc bookstore(Pod& client, Pod& server) {
+  Proc bookstore(Pod& client, Pod& server, const std::string& policy = bookstorePolicy()) {
     write("pods.yaml", ns("app", true) + pod("app", "client", "client", ips(client)) +
                            serverPod(server, ips(server)));
-    write("policy.yaml", bookstorePolicy());
+    write("policy.yaml", policy);
     startAgent();
     waitAttached(2);
     Proc app = bed_->spawn(server, {SMIK_HTTP_SERVER, "--serve", std::to_string(kPort)});
@@ -470,6 +470,40 @@ void HttpRulesPipelined::servedBeforeARefusalInTheSameSegment(bool v6) {
   }
   EXPECT_EQ(out.find("/admin/"), std::string::npos) << out;
   expectDeferredThenServed(client, server_ip, 2);
+}
+
+// An upgrade passed ahead of a refusal in its segment was queued as a plain
+// request: the server's 101 to it ends what the judge can follow, so the
+// answer owed can never be placed, and the connection is reset after the
+// 101 rather than opened as a tunnel the refused bytes were meant for.
+TEST_F(HttpRulesPipelined, AnUpgradeAheadOfARefusalInItsSegmentOpensNothing) {
+  Pod& client = bed_->addPod("client", bed_->nextIp());
+  Pod& server = bed_->addPod("server", bed_->nextIp());
+  Proc app = bookstore(client, server,
+                       "apiVersion: specs.smi-spec.io/v1alpha4\nkind: HTTPRouteGroup\nmetadata:\n"
+                       "  name: the-routes\n  namespace: app\nspec:\n  matches:\n"
+                       "  - name: ok\n    pathRegex: /ok\n    methods: [GET]\n---\n" +
+                           trafficTarget("app", "ok", "app", "server",
+                                         "  - kind: HTTPRouteGroup\n    name: the-routes\n    matches: [ok]\n",
+                                         "app", "client"));
+  PodClient c(client, server.ip(), kPort);
+  ASSERT_TRUE(c.connected());
+  ASSERT_TRUE(c.send("GET /ok/ws HTTP/1.1\r\nHost: bookstore\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n" +
+                     PodClient::request("/admin/x")));
+  const auto [statuses, ended] = c.answers(SIZE_MAX);
+  EXPECT_EQ(statuses, (std::vector<int>{101}));
+  EXPECT_TRUE(ended);
+  EXPECT_TRUE(c.wasReset());
+  expectResets(app, 1);
+  EXPECT_NE(app.output().find("REQ GET /ok/ws "), std::string::npos) << app.output();
+  EXPECT_EQ(app.output().find("/admin/"), std::string::npos) << app.output();
+  std::string metrics;
+  EXPECT_TRUE(sampleComesTo("smik_http_requests_total{verdict=\"answer_failed\"}",
+                            [](long v) { return v == 1; }, &metrics))
+      << metrics.substr(0, 4000);
+  EXPECT_TRUE(sampleComesTo("smik_http_requests_total{verdict=\"tunnels\"}", [](long v) { return v == 0; },
+                            &metrics))
+      << metrics.substr(0, 4000);
 }
 
 // Generated streams through the whole data path (the agent, tc's conntrack
