@@ -1020,6 +1020,8 @@ static __noinline int answer_owed(struct __sk_buff *skb, const struct pkt *p,
   __builtin_memcpy(r.window, t.th + 14, 2);
   copy16(r.saddr, p->saddr);
   copy16(r.daddr, p->daddr);
+  /* the clones come back through this program: marked, they pass */
+  skb->mark = SMIK_TC_OWN_MARK;
   if (t.seg_len > t.doff && bpf_clone_redirect(skb, skb->ifindex, BPF_F_INGRESS) != 0) {
     /* the segment itself still goes, unchanged: the server's answer is
      * whole, the judge's is not sent (the client waits for the server to
@@ -1031,11 +1033,36 @@ static __noinline int answer_owed(struct __sk_buff *skb, const struct pkt *p,
     answer_count(SMIK_ANSWER_FAILED);
     return -1;
   }
+  skb->mark = 0;
+  ct->flags |= SMIK_CT_F_RESET_SERVER;
   /* one spec for both: two would not fit the stack under smik_from_pod's */
   __builtin_memset(&r, 0, sizeof r);
   r.v4 = v4;
   r.flags = TCP_RST_;
   r.seq = t.ack;
+  if (rst_back(skb, p, &t, &r) != 0 || write_rst(skb, &r) != 0)
+    return -1;
+  return 0;
+}
+
+/* A segment the server sends after the judge's answer went in its place
+ * (SMIK_CT_F_RESET_SERVER): a reset into the pod instead, at the segment's
+ * acknowledgement number, the one sequence number the server accepts a
+ * reset at. Returns 1 for a RST or SYN (unchanged), 0 when the skb has
+ * become the reset (to redirect into the pod), -1 to drop it (a GSO batch,
+ * a helper failed): nothing of the server's reaches the client after the
+ * end of its stream. */
+static __noinline int reset_server(struct __sk_buff *skb, const struct pkt *p) {
+  int v4 = p->family == SMIK_AF_INET;
+  struct tcp_seg t = {};
+  if (load_tcp_seg(skb, v4, &t) != 0)
+    return -1;
+  __u8 flags = t.th[13];
+  if (flags & (TCP_SYN_ | TCP_RST_))
+    return 1;
+  if (!(flags & TCP_ACK_) || skb->gso_segs > 1)
+    return -1;
+  struct rst_spec r = {.v4 = v4, .flags = TCP_RST_, .seq = t.ack};
   if (rst_back(skb, p, &t, &r) != 0 || write_rst(skb, &r) != 0)
     return -1;
   return 0;
@@ -1174,8 +1201,18 @@ int smik_from_pod(struct __sk_buff *skb) {
    * nothing */
   if (p.frag == FRAG_LATER || p.icmp == ICMP_INFRA || p.icmp == ICMP_ERROR || !keyable(&p))
     return count(skb, SMIK_REASON_FORWARDED);
+  int own = skb->mark == SMIK_TC_OWN_MARK;
+  if (own)
+    skb->mark = 0;
   struct smik_ct_value *ct = 0;
   int act = count(skb, judge_from_pod(&p, ep, &ct));
+  if (ct && !own && (ct->flags & SMIK_CT_F_RESET_SERVER) && act == TC_ACT_OK &&
+      p.proto == IPPROTO_TCP && p.frag == FRAG_NONE) {
+    int r = reset_server(skb, &p);
+    if (r == 0)
+      return bpf_redirect(skb->ifindex, 0);
+    return r < 0 ? TC_ACT_SHOT : act;
+  }
   if (ct && (ct->flags & SMIK_CT_F_ANSWER) && act == TC_ACT_OK && p.proto == IPPROTO_TCP &&
       p.frag == FRAG_NONE) {
     int r = answer_owed(skb, &p, ct);

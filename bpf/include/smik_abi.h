@@ -157,6 +157,19 @@ SMIK_STATIC_ASSERT(sizeof(struct smik_ct_key) == 40, "smik_ct_key layout");
  * them, and the tc program sends the answer after it, then resets the
  * server's socket. */
 #define SMIK_CT_F_ANSWER 16
+/* Set by the tc program once it has sent that answer: the client's stream
+ * has ended, and the server's socket must not outlive it. The reset sent
+ * with the answer takes the sequence number the server's last segment
+ * acknowledged; bytes the client sent meanwhile move what the server
+ * expects, and it takes that reset for a stale one (RFC 5961: it answers
+ * with a challenge ACK and stays open). So every segment the server still
+ * sends (that ACK, a retransmission) becomes a reset into the pod at its
+ * acknowledgement number, until the socket is gone. */
+#define SMIK_CT_F_RESET_SERVER 32
+/* skb->mark of the segments the tc program puts in again at the pod's veth
+ * (the server's last segment, the answer after it): they pass as they are,
+ * never taken for the server's own segments after the answer. */
+#define SMIK_TC_OWN_MARK 0x534d494bu
 
 struct smik_ct_answer {
   __u32 seq;    /* the server's sequence number right after its last answer */

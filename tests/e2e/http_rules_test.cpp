@@ -508,11 +508,13 @@ TEST_F(HttpRulesPipelined, AnUpgradeAheadOfARefusalInItsSegmentOpensNothing) {
 
 // Generated streams through the whole data path (the agent, tc's conntrack
 // and owed answers, the judge): on each connection a few GETs, allowed or
-// refused, some with a body (either framing) that holds a request of its
-// own, written in pieces cut anywhere, some together and some a moment
-// apart. Whatever the cuts, the client gets 200 for each request before the
-// first refused one and then that one's 403; the server reads exactly those
-// allowed requests, none after the refusal and never the refused one.
+// refused (by policy, for a dot segment, for framing servers disagree on),
+// some with a body (either framing) that holds a request of its own,
+// written in pieces cut anywhere, some together and some a moment apart.
+// Whatever the cuts, the client gets 200 for each request before the first
+// refused one and then that one's answer (403 or 400); the server reads
+// exactly those allowed requests, none after the refusal and never the
+// refused one.
 TEST_F(HttpRulesPipelined, GeneratedStreamsAreAnsweredInOrderAndRefusedWhole) {
   Pod& client = bed_->addPod("client", bed_->nextIp());
   Pod& server = bed_->addPod("server", bed_->nextIp());
@@ -533,29 +535,47 @@ TEST_F(HttpRulesPipelined, GeneratedStreamsAreAnsweredInOrderAndRefusedWhole) {
   };
   std::vector<std::string> served;  // what the server must read, in order
   int refused_streams = 0;
+  std::string before;  // the last stream's story, for a failure's message
   for (int stream = 0; stream < 40 && !HasFailure(); ++stream) {
     const std::string server_ip = !server.ip6().empty() && uniform(0, 1) ? server.ip6() : server.ip();
     std::string bytes;
     size_t allowed_before = 0;
-    bool refused = false;
+    int refusal = 0;  // the first refused request's status
     const int requests = uniform(1, 5);
     for (int r = 0; r < requests; ++r) {
       const std::string id = "s" + std::to_string(stream) + "r" + std::to_string(r);
-      const bool deny = uniform(0, 2) == 0;
-      bytes += withBody(deny ? "/admin?" + id : "/books-bought?" + id, uniform(0, 2));
-      if (!refused && !deny) {
+      // refused by policy (403), for a dot segment (400), for framing
+      // servers disagree on (400); or allowed
+      const int kind = uniform(0, 8);
+      int status = 200;
+      if (kind <= 1) {
+        bytes += withBody("/admin?" + id, uniform(0, 2));
+        status = 403;
+      } else if (kind == 2) {
+        bytes += withBody("/books-bought/../admin?" + id, uniform(0, 2));
+        status = 400;
+      } else if (kind == 3) {
+        bytes += "GET /books-bought?" + id + " HTTP/1.1\r\nHost: bookstore\r\nContent-Length: 5\r\n"
+                 "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+        status = 400;
+      } else {
+        bytes += withBody("/books-bought?" + id, uniform(0, 2));
+      }
+      if (refusal == 0 && status == 200) {
         ++allowed_before;
         served.push_back("/books-bought?" + id);
       }
-      refused = refused || deny;
+      if (refusal == 0 && status != 200) refusal = status;
     }
+    const bool refused = refusal != 0;
     refused_streams += refused;
     std::vector<size_t> cuts = {0, bytes.size()};
     for (int n = uniform(0, 4); n > 0; --n) cuts.push_back(static_cast<size_t>(uniform(1, static_cast<int>(bytes.size()) - 1)));
     std::sort(cuts.begin(), cuts.end());
     std::string how;
     for (size_t i = 1; i < cuts.size(); ++i) how += std::to_string(cuts[i]) + " ";
-    SCOPED_TRACE("stream " + std::to_string(stream) + " to " + server_ip + ", cut at " + how + "\n" + bytes);
+    const std::string story = "stream " + std::to_string(stream) + " to " + server_ip + ", cut at " + how + "\n" + bytes;
+    SCOPED_TRACE(story);
     PodClient c(client, server_ip, kPort);
     ASSERT_TRUE(c.connected());
     for (size_t i = 1; i < cuts.size(); ++i) {
@@ -566,8 +586,11 @@ TEST_F(HttpRulesPipelined, GeneratedStreamsAreAnsweredInOrderAndRefusedWhole) {
     // A client reads up to the refusal (its answer says connection: close).
     const auto [statuses, ended] = c.answers(allowed_before + (refused ? 1 : 0));
     std::vector<int> want(allowed_before, 200);
-    if (refused) want.push_back(403);
-    EXPECT_EQ(statuses, want) << (ended ? "the connection ended early" : "");
+    if (refused) want.push_back(refusal);
+    EXPECT_EQ(statuses, want) << (ended ? "the connection ended early" : "") << "\nthe stream before: " << before
+                              << "\nthe server's log, last lines:\n"
+                              << app.output().substr(app.output().size() > 1500 ? app.output().size() - 1500 : 0);
+    before = story;
   }
   // The server's log: the requests it read, in order (the log is written
   // as it reads; the last connection's reads are in by its answers).

@@ -474,10 +474,27 @@ TEST_F(FlowResetTest, TheSegmentEndingTheServersAnswersTurnsIntoAResetOfTheServe
     EXPECT_FALSE(entryFlags(syn) & SMIK_CT_F_ANSWER) << "once";
     smik_ct_answer left{};
     EXPECT_NE(bpf_map_lookup_elem(answers.get(), &k, &left), 0) << "taken";
+    EXPECT_TRUE(entryFlags(syn) & SMIK_CT_F_RESET_SERVER);
 
-    // Once: the same segment again passes as any other.
-    EXPECT_EQ(pkt::runTcOut(dp_->fromPodProgFd(), in, kLo, &out), kPass);
+    // The segments it put in again (marked) pass as they are, the mark taken off.
+    EXPECT_EQ(pkt::runTcOut(dp_->fromPodProgFd(), in, kLo, &out, SMIK_TC_OWN_MARK), kPass);
     EXPECT_EQ(out, in);
+    // Whatever the server still sends becomes a reset into the pod at its
+    // acknowledgement number: the client sent 40 more bytes meanwhile, so
+    // the reset at 1000 was stale and the server answered it with an ACK.
+    const std::vector<uint8_t> challenge = segment(seg, 3016, 1040, 0);
+    EXPECT_EQ(pkt::runTcOut(dp_->fromPodProgFd(), challenge, kLo, &out), kRedirect) << "into the pod";
+    ASSERT_EQ(out.size(), th + 20);
+    EXPECT_EQ(get16(out, th), syn.sport);
+    EXPECT_EQ(get16(out, th + 2), syn.dport);
+    EXPECT_EQ((out[th + 4] << 24) | (out[th + 5] << 16) | (out[th + 6] << 8) | out[th + 7], 1040);
+    EXPECT_EQ(out[th + 13], kRst);
+    // A reset of its own (its socket gone, to the client's next segment) passes.
+    const std::vector<uint8_t> rst = segment({.src = dst, .dst = src, .sport = syn.dport, .dport = syn.sport,
+                                              .tcp_flags = kRst},
+                                             3016, 0, 0);
+    EXPECT_EQ(pkt::runTcOut(dp_->fromPodProgFd(), rst, kLo, &out), kPass);
+    EXPECT_EQ(out, rst);
   }
 }
 

@@ -136,9 +136,10 @@ int runTc(int prog_fd, const std::vector<uint8_t>& pkt, uint32_t ifindex, uint32
 }
 
 int runTcOut(int prog_fd, const std::vector<uint8_t>& pkt, uint32_t ifindex,
-             std::vector<uint8_t>* out) {
+             std::vector<uint8_t>* out, uint32_t mark) {
   __sk_buff ctx{};
   ctx.ifindex = ifindex;
+  ctx.mark = mark;
   out->assign(pkt.size() + 256, 0);
   LIBBPF_OPTS(bpf_test_run_opts, o, .data_in = pkt.data(), .data_out = out->data(),
               .data_size_in = static_cast<__u32>(pkt.size()),

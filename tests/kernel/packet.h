@@ -44,8 +44,8 @@ std::vector<uint8_t> ipPacket(const PacketSpec& p);
 int runTc(int prog_fd, const std::vector<uint8_t>& pkt, uint32_t ifindex, uint32_t repeat = 1,
           uint32_t* ns_per_run = nullptr);
 // Same, and *out is the packet as the program left it (an answer it built
-// in place of the packet).
+// in place of the packet); `mark`: the skb's mark as it arrives.
 int runTcOut(int prog_fd, const std::vector<uint8_t>& pkt, uint32_t ifindex,
-             std::vector<uint8_t>* out);
+             std::vector<uint8_t>* out, uint32_t mark = 0);
 
 }  // namespace smik::pkt
