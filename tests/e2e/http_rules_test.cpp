@@ -187,6 +187,13 @@ std::string bookstorePolicy() {
 
 class HttpRules : public E2E {
  protected:
+  // The judge's counter of `verdict` (smik_http_requests_total) comes to `want`.
+  void expectJudged(const std::string& verdict, long want) {
+    std::string metrics;
+    EXPECT_TRUE(sampleComesTo("smik_http_requests_total{verdict=\"" + verdict + "\"}",
+                              [want](long v) { return v == want; }, &metrics))
+        << verdict << " never came to " << want << "\n" << metrics.substr(0, 4000);
+  }
   // Whether the Prometheus sample `sample` (its name and labels) comes to a
   // value `ok` takes within 3 s (the agent polls the kernel's counters);
   // `page` keeps the last page read, for the failure's message.
@@ -354,10 +361,7 @@ class HttpRulesPipelined : public HttpRules {
   // `n` refusals were answered behind the server's answers, and the
   // connection after them is served as ever.
   void expectDeferredThenServed(Pod& client, const std::string& server_ip, long n) {
-    std::string metrics;
-    EXPECT_TRUE(sampleComesTo("smik_http_requests_total{verdict=\"answer_deferred\"}",
-                              [n](long v) { return v == n; }, &metrics))
-        << metrics.substr(0, 4000);
+    expectJudged("answer_deferred", n);
     PodClient after(client, server_ip, kPort);
     ASSERT_TRUE(after.connected());
     EXPECT_EQ(after.get("/books-bought").first, 200);
@@ -394,10 +398,7 @@ TEST_F(HttpRulesPipelined, ARefusalBehindAnAnswerOfNoLengthResetsTheConnection) 
       [&] { return app.output().find("END error Connection reset") != std::string::npos; }, 3000))
       << app.output();
   EXPECT_EQ(app.output().find("/admin/"), std::string::npos) << app.output();
-  std::string metrics;
-  EXPECT_TRUE(sampleComesTo("smik_http_requests_total{verdict=\"answer_failed\"}",
-                            [](long v) { return v == 1; }, &metrics))
-      << metrics.substr(0, 4000);
+  expectJudged("answer_failed", 1);
 }
 
 TEST_F(HttpRulesPipelined, ARefusedPipelinedRequestIsAnsweredAfterTheAnswerBeforeIt) {
@@ -497,13 +498,8 @@ TEST_F(HttpRulesPipelined, AnUpgradeAheadOfARefusalInItsSegmentOpensNothing) {
   expectResets(app, 1);
   EXPECT_NE(app.output().find("REQ GET /ok/ws "), std::string::npos) << app.output();
   EXPECT_EQ(app.output().find("/admin/"), std::string::npos) << app.output();
-  std::string metrics;
-  EXPECT_TRUE(sampleComesTo("smik_http_requests_total{verdict=\"answer_failed\"}",
-                            [](long v) { return v == 1; }, &metrics))
-      << metrics.substr(0, 4000);
-  EXPECT_TRUE(sampleComesTo("smik_http_requests_total{verdict=\"tunnels\"}", [](long v) { return v == 0; },
-                            &metrics))
-      << metrics.substr(0, 4000);
+  expectJudged("answer_failed", 1);
+  expectJudged("tunnels", 0);
 }
 
 // Generated streams through the whole data path (the agent, tc's conntrack
@@ -682,10 +678,7 @@ TEST_F(HttpRules, CurlIsServedAndRefusedRequestByRequest) {
   }
   for (const char* never : {"/admin/", "/orders/admin", "?h2", "PRI"})
     EXPECT_EQ(out.find(never), std::string::npos) << never << "\n" << out;
-  std::string metrics;
-  EXPECT_TRUE(sampleComesTo("smik_http_requests_total{verdict=\"not_http1\"}", [](long v) { return v == 1; },
-                            &metrics))
-      << metrics.substr(0, 4000);
+  expectJudged("not_http1", 1);
 }
 
 // The judge's limits and what it does with a connection that is not HTTP/1.x
@@ -722,13 +715,8 @@ TEST_F(HttpRules, TheJudgesLimitsAndItsChoiceForOtherProtocolsAreFlags) {
       [&] { return app.output().find(" read=" + std::to_string(hello.size()) + " ") != std::string::npos; },
       3000))
       << app.output();
-  std::string metrics;
-  EXPECT_TRUE(sampleComesTo("smik_http_requests_total{verdict=\"not_http1_passed\"}",
-                            [](long v) { return v == 1; }, &metrics))
-      << metrics.substr(0, 4000);
-  EXPECT_TRUE(sampleComesTo("smik_http_requests_total{verdict=\"head_too_large\"}",
-                            [](long v) { return v == 1; }, &metrics))
-      << metrics.substr(0, 4000);
+  expectJudged("not_http1_passed", 1);
+  expectJudged("head_too_large", 1);
 }
 
 // A match with headers (the spec's user-agent example, in the CRD's list
