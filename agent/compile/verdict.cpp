@@ -240,9 +240,10 @@ void touch(smik_ct_value* ct, const ParsedPacket& p, uint64_t now, uint8_t fin_b
   ct->state = st;
 }
 
-// A live entry's verdict (ct_verdict in bpf/tc_policy.bpf.c). Its reset
-// (SMIK_CT_F_RESET) is not modelled: only the HTTP judge's guard marks an
-// entry so, from a socket's state no packet here carries.
+// A live entry's verdict (ct_verdict in bpf/tc_policy.bpf.c). The HTTP
+// judge's marks (SMIK_CT_F_RESET, SMIK_CT_F_ANSWER and the
+// SMIK_CT_F_RESET_SERVER that follows it) are not modelled: the judge sets
+// them from a socket's state no packet here carries.
 uint32_t entryVerdict(smik_ct_value* ct, const ParsedPacket& p, uint64_t now, uint8_t fin_bit) {
   if (ct->flags & SMIK_CT_F_REVOKED) {
     ct->last_seen_ns = now;
