@@ -1025,7 +1025,8 @@ static __noinline int answer_owed(struct __sk_buff *skb, const struct pkt *p,
   if (t.seg_len > t.doff && bpf_clone_redirect(skb, skb->ifindex, BPF_F_INGRESS) != 0) {
     /* the segment itself still goes, unchanged: the server's answer is
      * whole, the judge's is not sent (the client waits for the server to
-     * close) */
+     * close), without the mark meant for the clones */
+    skb->mark = 0;
     answer_count(SMIK_ANSWER_FAILED);
     return 1;
   }
