@@ -1,7 +1,8 @@
 // smik-testpeer: the servers and clients of the kernel tests. Reports what
 // happened on the wire in one line per attempt so tests can assert on it.
 //
-//   smik-testpeer serve --tcp PORT[,PORT...] --udp PORT[,PORT...] [--id NAME]
+//   smik-testpeer serve --tcp PORT[,PORT...] --udp PORT[,PORT...] [--http PORT[,PORT...]]
+//                 [--id NAME]
 //   smik-testpeer tcp IP PORT [--timeout-ms N] [--count N]
 //   smik-testpeer udp IP PORT [--timeout-ms N] [--count N]
 //   smik-testpeer hold IP PORT --seconds S [--interval-ms N]
@@ -11,7 +12,11 @@
 //
 // serve: TCP and UDP servers on 0.0.0.0 and [::]; each TCP line and each datagram is
 //   answered with "NAME\n" (with --id; lets a test see which backend
-//   answered) or echoed. Prints "ready" once every socket listens.
+//   answered) or echoed. --http: HTTP/1.1 servers (keep-alive, pipelining,
+//   Content-Length bodies): every request is answered 200 with "NAME METHOD
+//   TARGET\n" and logged on stdout as "served METHOD TARGET", so that one
+//   sees which requests reached the application. Prints "ready" once every
+//   socket listens.
 // tcp:   per attempt "ok <reply>" | "refused" | "unreachable" | "prohibited" |
 //        "timeout" | "error <text>".
 // udp:   the same.
@@ -31,6 +36,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -53,7 +59,7 @@ using Clock = std::chrono::steady_clock;
 [[noreturn]] void usage(const std::string& why) {
   std::fprintf(stderr,
                "smik-testpeer: %s\n"
-               "usage: smik-testpeer serve --tcp P[,P..] --udp P[,P..] [--id NAME]\n"
+               "usage: smik-testpeer serve --tcp P[,P..] --udp P[,P..] [--http P[,P..]] [--id NAME]\n"
                "       smik-testpeer tcp|udp IP PORT [--timeout-ms N] [--count N] [--src IP]\n"
                "                 [--show-peer 1] [--unconnected 1] [--one-socket 1] (udp)\n"
                "       smik-testpeer hold IP PORT --seconds S\n"
@@ -128,8 +134,40 @@ UniqueFd listenOn6(int type, int port) {
 // back fragmented), not with its id.
 bool g_echo = false;
 
-int serve(const std::vector<int>& tcp, const std::vector<int>& udp, const std::string& id) {
-  enum Kind { kListen, kUdp, kConn };
+// The HTTP requests complete in `b` (a connection's bytes so far), each
+// answered on fd and logged; what remains of an unfinished one stays in b.
+// False when the bytes are no HTTP/1.1 this server follows (close).
+bool serveHttp(int fd, std::string& b, const std::string& id) {
+  for (;;) {
+    const size_t end = b.find("\r\n\r\n");
+    if (end == std::string::npos) return b.size() <= 65536;
+    const std::string head = b.substr(0, end + 2);
+    size_t body = 0;
+    std::string lower = head;
+    for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    if (const size_t cl = lower.find("\r\ncontent-length:"); cl != std::string::npos) {
+      const unsigned long long n = std::strtoull(head.c_str() + cl + 17, nullptr, 10);
+      if (n > (1u << 20)) return false;
+      body = static_cast<size_t>(n);
+    }
+    if (b.size() < end + 4 + body) return true;  // the body is still coming
+    const size_t sp1 = head.find(' ');
+    const size_t sp2 = sp1 == std::string::npos ? sp1 : head.find(' ', sp1 + 1);
+    if (sp2 == std::string::npos) return false;
+    const std::string request = head.substr(0, sp2);  // "METHOD TARGET"
+    b.erase(0, end + 4 + body);
+    const std::string text = (id.empty() ? "" : id + " ") + request + "\n";
+    const std::string reply = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: " +
+                              std::to_string(text.size()) + "\r\n\r\n" + text;
+    ::send(fd, reply.data(), reply.size(), MSG_NOSIGNAL);  // small: fits the socket buffer
+    std::printf("served %s\n", request.c_str());
+    std::fflush(stdout);
+  }
+}
+
+int serve(const std::vector<int>& tcp, const std::vector<int>& udp, const std::vector<int>& http,
+          const std::string& id) {
+  enum Kind { kListen, kUdp, kConn, kHttpListen, kHttpConn };
   // Three parallel vectors, one entry per socket: what poll() reads, the
   // socket's owner, its kind.
   std::vector<pollfd> fds;
@@ -144,6 +182,10 @@ int serve(const std::vector<int>& tcp, const std::vector<int>& udp, const std::s
   };
   for (int p : tcp) { add(listenOn(SOCK_STREAM, p), kListen); add(listenOn6(SOCK_STREAM, p), kListen); }
   for (int p : udp) { add(listenOn(SOCK_DGRAM, p), kUdp); add(listenOn6(SOCK_DGRAM, p), kUdp); }
+  for (int p : http) {
+    add(listenOn(SOCK_STREAM, p), kHttpListen);
+    add(listenOn6(SOCK_STREAM, p), kHttpListen);
+  }
   std::printf("ready\n");
   std::fflush(stdout);
 
@@ -158,11 +200,11 @@ int serve(const std::vector<int>& tcp, const std::vector<int>& udp, const std::s
     for (size_t i = 0; i < n; ++i) {
       if (!fds[i].revents) continue;
       int fd = fds[i].fd;
-      if (kinds[i] == kListen) {
+      if (kinds[i] == kListen || kinds[i] == kHttpListen) {
         UniqueFd c(::accept4(fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
         if (c) {
           bufs[c.get()].clear();
-          add(std::move(c), kConn);
+          add(std::move(c), kinds[i] == kListen ? kConn : kHttpConn);
         }
       } else if (kinds[i] == kUdp) {
         char buf[65536];
@@ -181,6 +223,10 @@ int serve(const std::vector<int>& tcp, const std::vector<int>& udp, const std::s
         if (r <= 0) { closed.push_back(i); continue; }
         std::string& b = bufs[fd];
         b.append(buf, static_cast<size_t>(r));
+        if (kinds[i] == kHttpConn) {
+          if (!serveHttp(fd, b, id)) closed.push_back(i);
+          continue;
+        }
         for (size_t nl; (nl = b.find('\n')) != std::string::npos; b.erase(0, nl + 1)) {
           std::string reply = answer(b.substr(0, nl + 1));
           ::send(fd, reply.data(), reply.size(), MSG_NOSIGNAL);  // small: fits the socket buffer
@@ -621,9 +667,11 @@ int main(int argc, char** argv) {
     std::vector<int> tcp, udp;
     if (opt.count("--tcp")) tcp = parsePorts(opt["--tcp"]);
     if (opt.count("--udp")) udp = parsePorts(opt["--udp"]);
-    if (tcp.empty() && udp.empty()) usage("serve needs --tcp and/or --udp");
+    std::vector<int> http;
+    if (opt.count("--http")) http = parsePorts(opt["--http"]);
+    if (tcp.empty() && udp.empty() && http.empty()) usage("serve needs --tcp, --udp and/or --http");
     g_echo = get("--echo", "0") == "1";
-    return serve(tcp, udp, get("--id", ""));
+    return serve(tcp, udp, http, get("--id", ""));
   }
   if (mode == "spray") {
     if (pos.size() != 1 || !opt.count("--count")) usage("spray needs IP --count N");
