@@ -63,64 +63,9 @@ std::string escape(const std::string& s) {
   return out;
 }
 
-std::string lowerCase(std::string s) {
-  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return s;
-}
-
-struct Request {
-  std::string method, target, body, upgrade;
-};
-
-// One complete request from the front of `buf`: bytes used, 0 if incomplete.
-size_t parseRequest(const std::string& buf, Request* r) {
-  size_t start = 0;
-  while (buf.compare(start, 2, "\r\n") == 0) start += 2;
-  const size_t head_end = buf.find("\r\n\r\n", start);
-  if (head_end == std::string::npos) return 0;
-  const std::string head = buf.substr(start, head_end - start);
-  const size_t line_end = head.find("\r\n");
-  const std::string line = head.substr(0, line_end);
-  const size_t sp1 = line.find(' '), sp2 = line.rfind(' ');
-  r->method = line.substr(0, sp1);
-  r->target = line.substr(sp1 + 1, sp2 - sp1 - 1);
-  r->body.clear();
-  r->upgrade.clear();
-  size_t content_length = 0;
-  bool chunked = false;
-  for (size_t p = line_end; p != std::string::npos && p < head.size();) {
-    const size_t next = head.find("\r\n", p + 2);
-    const std::string h = head.substr(p + 2, next == std::string::npos ? std::string::npos : next - p - 2);
-    const size_t colon = h.find(':');
-    const std::string name = lowerCase(h.substr(0, colon));
-    const std::string value = colon == std::string::npos ? "" : h.substr(colon + 1);
-    if (name == "content-length") content_length = std::stoul(value);
-    if (name == "upgrade") r->upgrade = lowerCase(value);
-    if (name == "transfer-encoding" && lowerCase(value).find("chunked") != std::string::npos)
-      chunked = true;
-    p = next;
-  }
-  size_t pos = head_end + 4;
-  if (!chunked) {
-    if (buf.size() < pos + content_length) return 0;
-    r->body = buf.substr(pos, content_length);
-    return pos + content_length;
-  }
-  for (;;) {
-    const size_t eol = buf.find("\r\n", pos);
-    if (eol == std::string::npos) return 0;
-    const size_t size = std::stoul(buf.substr(pos, eol - pos), nullptr, 16);
-    pos = eol + 2;
-    if (size == 0) {
-      if (buf.compare(pos, 2, "\r\n") == 0) return pos + 2;
-      const size_t end = buf.find("\r\n\r\n", pos);
-      return end == std::string::npos ? 0 : end + 4;
-    }
-    if (buf.size() < pos + size + 2) return 0;
-    r->body += buf.substr(pos, size);
-    pos += size + 2;
-  }
-}
+using smik::testing::lowerCase;
+using smik::testing::parseRequest;
+using smik::testing::Request;
 
 // Dual stack (as Java servers are): IPv4 clients reach it as ::ffff:a.b.c.d,
 // which the judge must know by the IPv4 address. IPv4 only without IPv6.

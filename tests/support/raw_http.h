@@ -12,6 +12,7 @@
 
 #include <cctype>
 #include <chrono>
+#include <cstddef>
 #include <optional>
 #include <string>
 #include <utility>
@@ -68,6 +69,67 @@ inline std::optional<std::pair<int, std::string>> takeResponse(std::string& buf)
     }
     buf.erase(0, at);
     return std::make_pair(status, body);
+  }
+}
+
+inline std::string lowerCase(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+struct Request {
+  std::string method, target, body, upgrade;
+};
+
+// The server side of takeResponse: one complete request from the front of
+// `buf` (its body framed by Content-Length or chunked): bytes used, 0 if
+// incomplete. Throws (std::stoul) on a length that is no number.
+inline size_t parseRequest(const std::string& buf, Request* r) {
+  size_t start = 0;
+  while (buf.compare(start, 2, "\r\n") == 0) start += 2;
+  const size_t head_end = buf.find("\r\n\r\n", start);
+  if (head_end == std::string::npos) return 0;
+  const std::string head = buf.substr(start, head_end - start);
+  const size_t line_end = head.find("\r\n");
+  const std::string line = head.substr(0, line_end);
+  const size_t sp1 = line.find(' '), sp2 = line.rfind(' ');
+  r->method = line.substr(0, sp1);
+  r->target = line.substr(sp1 + 1, sp2 - sp1 - 1);
+  r->body.clear();
+  r->upgrade.clear();
+  size_t content_length = 0;
+  bool chunked = false;
+  for (size_t p = line_end; p != std::string::npos && p < head.size();) {
+    const size_t next = head.find("\r\n", p + 2);
+    const std::string h = head.substr(p + 2, next == std::string::npos ? std::string::npos : next - p - 2);
+    const size_t colon = h.find(':');
+    const std::string name = lowerCase(h.substr(0, colon));
+    const std::string value = colon == std::string::npos ? "" : h.substr(colon + 1);
+    if (name == "content-length") content_length = std::stoul(value);
+    if (name == "upgrade") r->upgrade = lowerCase(value);
+    if (name == "transfer-encoding" && lowerCase(value).find("chunked") != std::string::npos)
+      chunked = true;
+    p = next;
+  }
+  size_t pos = head_end + 4;
+  if (!chunked) {
+    if (buf.size() < pos + content_length) return 0;
+    r->body = buf.substr(pos, content_length);
+    return pos + content_length;
+  }
+  for (;;) {
+    const size_t eol = buf.find("\r\n", pos);
+    if (eol == std::string::npos) return 0;
+    const size_t size = std::stoul(buf.substr(pos, eol - pos), nullptr, 16);
+    pos = eol + 2;
+    if (size == 0) {
+      if (buf.compare(pos, 2, "\r\n") == 0) return pos + 2;
+      const size_t end = buf.find("\r\n\r\n", pos);
+      return end == std::string::npos ? 0 : end + 4;
+    }
+    if (buf.size() < pos + size + 2) return 0;
+    r->body += buf.substr(pos, size);
+    pos += size + 2;
   }
 }
 

@@ -13,7 +13,7 @@
 // serve: TCP and UDP servers on 0.0.0.0 and [::]; each TCP line and each datagram is
 //   answered with "NAME\n" (with --id; lets a test see which backend
 //   answered) or echoed. --http: HTTP/1.1 servers (keep-alive, pipelining,
-//   Content-Length bodies): every request is answered 200 with "NAME METHOD
+//   Content-Length and chunked bodies): every request is answered 200 with "NAME METHOD
 //   TARGET\n" and logged on stdout as "served METHOD TARGET", so that one
 //   sees which requests reached the application. Prints "ready" once every
 //   socket listens.
@@ -36,12 +36,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <cctype>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <map>
 #include <sstream>
 #include <string>
@@ -49,6 +49,7 @@
 #include <vector>
 
 #include "agent/base/unique_fd.h"
+#include "tests/support/raw_http.h"
 
 namespace {
 
@@ -136,26 +137,20 @@ bool g_echo = false;
 
 // The HTTP requests complete in `b` (a connection's bytes so far), each
 // answered on fd and logged; what remains of an unfinished one stays in b.
-// False when the bytes are no HTTP/1.1 this server follows (close).
+// False when the bytes are no HTTP/1.1 this server follows, or more than a
+// request it takes (a MiB of body, 64 KiB of head) is waiting (close).
 bool serveHttp(int fd, std::string& b, const std::string& id) {
   for (;;) {
-    const size_t end = b.find("\r\n\r\n");
-    if (end == std::string::npos) return b.size() <= 65536;
-    const std::string head = b.substr(0, end + 2);
-    size_t body = 0;
-    std::string lower = head;
-    for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    if (const size_t cl = lower.find("\r\ncontent-length:"); cl != std::string::npos) {
-      const unsigned long long n = std::strtoull(head.c_str() + cl + 17, nullptr, 10);
-      if (n > (1u << 20)) return false;
-      body = static_cast<size_t>(n);
+    smik::testing::Request r;
+    size_t used = 0;
+    try {
+      used = smik::testing::parseRequest(b, &r);
+    } catch (const std::exception&) {
+      return false;
     }
-    if (b.size() < end + 4 + body) return true;  // the body is still coming
-    const size_t sp1 = head.find(' ');
-    const size_t sp2 = sp1 == std::string::npos ? sp1 : head.find(' ', sp1 + 1);
-    if (sp2 == std::string::npos) return false;
-    const std::string request = head.substr(0, sp2);  // "METHOD TARGET"
-    b.erase(0, end + 4 + body);
+    if (used == 0) return b.size() <= (1u << 20) + 65536;
+    b.erase(0, used);
+    const std::string request = r.method + " " + r.target;
     const std::string text = (id.empty() ? "" : id + " ") + request + "\n";
     const std::string reply = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: " +
                               std::to_string(text.size()) + "\r\n\r\n" + text;
