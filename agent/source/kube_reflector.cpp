@@ -957,22 +957,14 @@ Reflector::Failure Reflector::watch() {
   }
   LineFramer framer;
   Failure stream_failure;
-  bool saw_event = false, healed = false;
+  bool saw_event = false;
   const auto started = std::chrono::steady_clock::now();
   const HttpResponse r = http_.get(
       resource_.path() + query,
       [&](std::string_view chunk) {
-        const bool more = framer.feed(chunk, [&](std::string_view line) {
+        return framer.feed(chunk, [&](std::string_view line) {
           return handleEvent(line, &stream_failure, &saw_event);
         });
-        // The stream works again (an event or a bookmark arrived): the last
-        // failure is over now, not when this watch ends minutes later.
-        if (saw_event && !healed && stream_failure.outcome == Outcome::kOk) {
-          healed = true;
-          std::lock_guard lock(mu_);
-          status_.last_error.clear();
-        }
-        return more;
       },
       cancel_, timeout + config_.watch_slack);
   // Progress resets the backoff: a watch that delivered events and then
@@ -1028,11 +1020,16 @@ bool Reflector::handleEvent(std::string_view line, Failure* out, bool* saw_event
     return fail("unknown event type \"" + type + "\"");
   }
   *saw_event = true;
-  if (!rv.empty()) {
+  if (!rv.empty())
     rv_ = rv;
-    std::lock_guard lock(mu_);
+  // The stream works again (an event or a bookmark arrived): the last
+  // failure is over now, not when this watch ends minutes later; cleared
+  // with the version it brought, so that no reader sees the one without the
+  // other.
+  std::lock_guard lock(mu_);
+  if (!rv.empty())
     status_.resource_version = rv;
-  }
+  status_.last_error.clear();
   return true;
 }
 
