@@ -1315,9 +1315,54 @@ __attribute__((noinline)) int smik_http_frame_byte(struct smik_http_conn *c, con
 
 static __always_inline int walk_frame(struct walk *w, struct smik_http_conn *c);
 
-/* One bpf_loop step: skip body bytes, or frame one byte. A request is
- * complete where the framer goes back to the start of the next one (or
- * waits for the answer to a CONNECT or upgrade). */
+#define WALK_COMPLETE 2 /* walk_frame: a request ended; the walk goes on */
+#define FB_COMPLETE (1u << 16)
+
+/* Frames the buffer's bytes from `start`: runs a byte at a time or taken
+ * whole (smik_http_skip). Stops at the buffer's end, at a body (counted,
+ * never read: the caller's), at a refusal, and where a request ends, so the
+ * caller sees each request complete. Returns the bytes taken | the refusal
+ * << 8 | FB_COMPLETE. One call per buffer instead of one bpf_loop step per
+ * byte or run: a global function, its loop verified once. */
+__attribute__((noinline)) __u32 smik_http_frame_buf(struct smik_http_conn *c,
+                                                     const struct limits *l,
+                                                     const struct walk_bytes *buf, __u32 start,
+                                                     __u32 end) {
+  if (!c || !l || !buf)
+    return W_MALFORMED << 8;
+  __u32 at = start;
+  for (__u32 k = 0; k < BUF; k++) {
+    if (at >= end || at >= BUF)
+      break;
+    __u8 before = c->phase;
+    if (before == SMIK_HTTP_P_BODY || before == SMIK_HTTP_P_CHUNK_DATA ||
+        before == SMIK_HTTP_P_TUNNEL_PENDING)
+      break;
+    if (skip_mode(c) != SKIP_NONE) {
+      int run = smik_http_skip(c, l, buf, at, end);
+      if (run > 0 && run <= BUF) {
+        at += run;
+        continue;
+      }
+    }
+    __u32 i = at;
+    /* clang drops a mask it proves redundant; the verifier needs it */
+    asm volatile("" : "+r"(i));
+    __u8 b = buf->b[i & (BUF - 1)];
+    at++;
+    __u32 v = smik_http_frame_byte(c, l, b);
+    if (v != W_PASS)
+      return ((at - start) & 0xff) | ((v & 0xff) << 8);
+    if (before != SMIK_HTTP_P_START &&
+        (c->phase == SMIK_HTTP_P_START || c->phase == SMIK_HTTP_P_TUNNEL_PENDING))
+      return ((at - start) & 0xff) | FB_COMPLETE;
+  }
+  return (at - start) & 0xff;
+}
+
+/* One bpf_loop step: skip body bytes, or frame the buffer's bytes up to the
+ * end of a request. A request is complete where the framer goes back to the
+ * start of the next one (or waits for the answer to a CONNECT or upgrade). */
 static int walk_step(__u32 i, void *ctx) {
   struct walk *w = ctx;
   struct smik_http_conn *c = &w->c;
@@ -1326,15 +1371,14 @@ static int walk_step(__u32 i, void *ctx) {
   /* bytes before the server answered the CONNECT or upgrade: requests */
   if (c->phase == SMIK_HTTP_P_TUNNEL_PENDING)
     start_request(c);
-  __u8 before = c->phase;
   int r = walk_frame(w, c);
-  if (w->verdict == W_PASS && before != SMIK_HTTP_P_START &&
-      (c->phase == SMIK_HTTP_P_START || c->phase == SMIK_HTTP_P_TUNNEL_PENDING)) {
+  if (r == WALK_COMPLETE) {
     /* no branch on done: the verifier would tell every iteration of the
      * loop apart by it; past 8 the queue gives up anyway */
     w->done_methods |= (__u32)(c->method & 0xf) << ((w->done & 7) * 4);
     w->done++;
     w->kept = w->off;
+    return 0;
   }
   return r;
 }
@@ -1355,6 +1399,7 @@ static __always_inline int walk_frame(struct walk *w, struct smik_http_conn *c) 
     if (skip_counted(&c->count, &w->off, w->len)) {
       if (c->phase == SMIK_HTTP_P_BODY) {
         start_request(c);
+        return WALK_COMPLETE;
       } else {
         c->phase = SMIK_HTTP_P_CHUNK_END;
         c->pos = 0;
@@ -1375,20 +1420,15 @@ static __always_inline int walk_frame(struct walk *w, struct smik_http_conn *c) 
     w->buf_off = w->off;
     w->buf_len = (__u32)n;
   }
-  /* the buffer may end with the run: the next step reloads it */
-  int run = smik_http_skip(c, &w->lim, &w->buf, w->off - w->buf_off, w->buf_len);
-  if (run > 0) {
-    w->off += run;
-    return 0;
-  }
-  __u8 b = w->buf.b[(w->off - w->buf_off) & (BUF - 1)];
-  w->off++;
-  __u32 v = smik_http_frame_byte(c, &w->lim, b);
-  if (v != W_PASS) {
-    w->verdict = v;
+  __u32 fr = smik_http_frame_buf(c, &w->lim, &w->buf, w->off - w->buf_off, w->buf_len);
+  __u32 took = fr & 0xff, v = (fr >> 8) & 0xff;
+  w->off += took;
+  if (v != W_PASS || took == 0) {
+    /* took nothing: it cannot (it frames a byte at least), and must never loop */
+    w->verdict = v != W_PASS ? v : W_MALFORMED;
     return 1;
   }
-  return 0;
+  return (fr & FB_COMPLETE) ? WALK_COMPLETE : 0;
 }
 
 /* ---- answers ----------------------------------------------------------------

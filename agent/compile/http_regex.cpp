@@ -505,6 +505,41 @@ Dfa minimize(const Dfa& d, size_t max_work) {
   return m;
 }
 
+// States renumbered in depth-first order from the start state, each state's
+// successors taken in class order: the states a path walks through one after
+// another sit one after another in the transition table.
+Dfa depthFirst(const Dfa& d) {
+  const size_t n = d.states();
+  std::vector<uint32_t> id(n, UINT32_MAX);
+  id[Dfa::kDead] = 0;
+  uint32_t next_id = 1;
+  std::vector<uint16_t> stack{d.start};
+  while (!stack.empty()) {
+    const uint16_t s = stack.back();
+    stack.pop_back();
+    if (id[s] != UINT32_MAX) continue;
+    id[s] = next_id++;
+    for (int c = d.classes - 1; c >= 0; c--) {
+      const uint16_t t = d.next[s * d.classes + c];
+      if (id[t] == UINT32_MAX) stack.push_back(t);
+    }
+  }
+  for (size_t s = 0; s < n; s++)
+    if (id[s] == UINT32_MAX) id[s] = next_id++;  // unreachable: kept, harmless
+  Dfa r;
+  r.class_of = d.class_of;
+  r.classes = d.classes;
+  r.start = static_cast<uint16_t>(id[d.start]);
+  r.accepts.assign(n, PatternSet{});
+  r.next.assign(n * d.classes, 0);
+  for (size_t s = 0; s < n; s++) {
+    r.accepts[id[s]] = d.accepts[s];
+    for (uint16_t c = 0; c < d.classes; c++)
+      r.next[id[s] * d.classes + c] = static_cast<uint16_t>(id[d.next[s * d.classes + c]]);
+  }
+  return r;
+}
+
 // Parses and adds one pattern to `nfa`; returns its entry state.
 int addPattern(Nfa* nfa, const Pattern& p, int index, const RegexLimits& limits) {
   NodePtr tree = Parser(p.regex, limits).parse();
@@ -567,6 +602,7 @@ DfaResult compileDfa(const std::vector<Pattern>& patterns, const RegexLimits& li
   std::optional<Dfa> dfa = subsetConstruction(nfa, entry, std::min<size_t>(limits.max_dfa_states * 2, 65535),
                                               limits.max_construction_steps, &why);
   if (dfa) *dfa = minimize(*dfa, limits.max_minimize_cells);
+  if (dfa) *dfa = depthFirst(*dfa);
   if (dfa && dfa->states() > limits.max_dfa_states)
     why = "the DFA needs over " + std::to_string(limits.max_dfa_states) + " states";
   if (!why.empty()) return RegexError{patterns.size() == 1 ? 0 : -1, 0, why};
