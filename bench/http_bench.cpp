@@ -276,6 +276,13 @@ struct Bed {
     auto r = bed.run(*client, {g_self, "--probe", server->ip(), std::to_string(port), method, path}, 20000);
     return r.ok() ? std::atoi(r.output.c_str()) : -1;
   }
+  // n requests over `conns` connections at once; returns requests per second.
+  double load(int port, int conns, int n) {
+    auto r = bed.run(*client, {g_self, "--load", server->ip(), std::to_string(port), kPath,
+                               std::to_string(n), std::to_string(conns)}, 300000);
+    if (!r.ok()) throw std::runtime_error("HTTP load failed: " + r.output);
+    return std::atof(r.output.c_str());
+  }
   Rtt requests(int port, int n) {
     auto r = bed.run(*client, {g_self, "--client", server->ip(), std::to_string(port), kPath,
                                std::to_string(n)}, 300000);
@@ -362,7 +369,12 @@ int emptyProgramAtTheGuardsHook(UniqueFd* link) {
 // run of requests: ns per request of each and of all. Beside them, an empty
 // program at the guard's hook: the statistics' floor per run (their two
 // clock reads, the dispatch, the program's first cache lines), which each
-// of the judge's five runs per request carries too.
+// of the judge's five runs per request carries too. Two runs: one request
+// at a time on one connection (the server's CPU idles between requests, and
+// the judge's code and maps go cold in the caches), and a busy server
+// (kLoadConns connections at once: the CPU goes from one request to the next).
+constexpr int kLoadConns = 8;
+
 void kernelCost() {
   auto& b = *g_bed;
   UniqueFd stats(bpf_enable_stats(BPF_STATS_RUN_TIME));
@@ -380,36 +392,45 @@ void kernelCost() {
     for (const auto& [name, fd] : progs) v.push_back(bench::statsOf(fd));
     return v;
   };
-  auto before = snapshot();
-  b.requests(kServerPort, g_requests);
-  auto after = snapshot();
-  setConfig("smik_l7", false);
-  // Warm-up requests ran too (and the connection's setup and teardown).
-  const int n = g_requests + g_requests / 100;
-  std::printf("\n%-20s %10s %10s %12s   (BPF run-time statistics, smik_l7, %d requests)\n", "program",
-              "runs/req", "ns/run", "ns/request", n);
-  double total = 0, judge_runs = 0, floor = 0;
-  for (size_t i = 0; i < after.size(); i++) {
-    const uint64_t runs = after[i].runs - before[i].runs, ns = after[i].run_ns - before[i].run_ns;
-    const double per = double(ns) / n;
-    // The program's own name: the kernel's is cut at 15 characters.
-    const std::string& name = progs[i].first;
-    std::printf("%-20s %10.2f %10.1f %12.1f\n", name.c_str(), double(runs) / n,
-                runs ? double(ns) / runs : 0.0, per);
-    if (name == "empty_program") {
-      floor = runs ? double(ns) / runs : 0.0;
-      bench::result("http/kernel/empty_program_per_run", {floor}, "ns");
-      continue;
+  // `n`: the requests `run` sends, warm-up included.
+  auto measure = [&](const std::string& what, const std::string& key, int n, const auto& run) {
+    auto before = snapshot();
+    run();
+    auto after = snapshot();
+    std::printf("\n%-20s %10s %10s %12s   (BPF run-time statistics, smik_l7, %s, %d requests)\n",
+                "program", "runs/req", "ns/run", "ns/request", what.c_str(), n);
+    double total = 0, judge_runs = 0, floor = 0;
+    for (size_t i = 0; i < after.size(); i++) {
+      const uint64_t runs = after[i].runs - before[i].runs, ns = after[i].run_ns - before[i].run_ns;
+      const double per = double(ns) / n;
+      // The program's own name: the kernel's is cut at 15 characters.
+      const std::string& name = progs[i].first;
+      std::printf("%-20s %10.2f %10.1f %12.1f\n", name.c_str(), double(runs) / n,
+                  runs ? double(ns) / runs : 0.0, per);
+      if (name == "empty_program") {
+        floor = runs ? double(ns) / runs : 0.0;
+        bench::result("http/" + key + "/empty_program_per_run", {floor}, "ns");
+        continue;
+      }
+      total += per;
+      judge_runs += double(runs) / n;
+      bench::result("http/" + key + "/" + name, {per}, "ns");
     }
-    total += per;
-    judge_runs += double(runs) / n;
-    bench::result("http/kernel/" + name, {per}, "ns");
-  }
-  std::printf("%-20s %10.2f %10s %12.1f\n", "all (judge)", judge_runs, "", total);
-  bench::result("http/kernel_ns_per_request", {total}, "ns");
-  if (floor > 0)
-    std::printf("%-20s %10s %10s %12.1f   (all, less the empty program's time per run for each run)\n",
-                "above the floor", "", "", total - judge_runs * floor);
+    std::printf("%-20s %10.2f %10s %12.1f\n", "all (judge)", judge_runs, "", total);
+    bench::result("http/" + key + "_ns_per_request", {total}, "ns");
+    if (floor > 0)
+      std::printf("%-20s %10s %10s %12.1f   (all, less the empty program's time per run for each run)\n",
+                  "above the floor", "", "", total - judge_runs * floor);
+  };
+  // Warm-up requests ran too (and the connection's setup and teardown).
+  measure("one connection", "kernel", g_requests + g_requests / 100,
+          [&] { b.requests(kServerPort, g_requests); });
+  const int load_n = g_requests * 2 / kLoadConns * kLoadConns;
+  double rps = 0;
+  measure("busy server: " + std::to_string(kLoadConns) + " connections at once", "kernel_busy", load_n,
+          [&] { rps = b.load(kServerPort, kLoadConns, load_n); });
+  std::printf("%-20s %10s %10s %12.0f\n", "requests/s", "", "", rps);
+  setConfig("smik_l7", false);
 }
 
 }  // namespace
@@ -423,6 +444,9 @@ int main(int argc, char** argv) {
     return bench::pinTo(0),
            bench::httpClient(argv[2], std::atoi(argv[3]), bench::httpRequest("GET", argv[4]), n, n / 100);
   }
+  if (mode == "--load")
+    return bench::pinTo(0), bench::httpLoad(argv[2], std::atoi(argv[3]), bench::httpRequest("GET", argv[4]),
+                                            std::atoi(argv[6]), std::atoi(argv[5]));
   if (mode == "--probe") return bench::httpProbe(argv[2], std::atoi(argv[3]), argv[4], argv[5]);
   if (geteuid() != 0) {
     std::fprintf(stderr, "smik_bench_http needs root (pods, BPF)\n");

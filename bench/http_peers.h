@@ -1,6 +1,7 @@
 // The HTTP/1.1 peers of the HTTP benchmark, run inside test-bed pods: a
 // keep-alive server answering every request with a small 200, its
-// busy-polling client, and a one-request probe that reports the status.
+// busy-polling client, a many-connection load, and a one-request probe that
+// reports the status.
 // Requests carry no body (the benchmark sends none): a request ends at its
 // head's empty line.
 #pragma once
@@ -128,6 +129,54 @@ inline int httpClient(const char* ip, int port, const std::string& request, int 
   }
   printLatencies(std::move(rtt),
                  std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  return 0;
+}
+
+// A busy server: `conns` keep-alive connections, a thread each with
+// blocking reads (busy-polling threads would take turns on the client's CPU,
+// not overlap), each sending n / conns requests one after another. The
+// server's CPU then always has a request to serve and never idles between
+// two. Every answer must be a 200. Prints requests per second.
+inline int httpLoad(const char* ip, int port, const std::string& request, int conns, int n) {
+  std::vector<UniqueFd> socks;
+  for (int i = 0; i < conns; i++) {
+    socks.push_back(dialTcp(ip, port, false));
+    if (!socks.back()) return 1;
+  }
+  std::vector<int> failed(conns, 0);
+  std::vector<std::thread> threads;
+  const auto start = std::chrono::steady_clock::now();
+  for (int i = 0; i < conns; i++)
+    threads.emplace_back([&, i] {
+      const int fd = socks[i].get();
+      std::string buf;
+      char chunk[4096];
+      for (int k = 0; k < n / conns && !failed[i]; k++) {
+        if (send(fd, request.data(), request.size(), 0) != ssize_t(request.size())) {
+          failed[i] = 1;
+          break;
+        }
+        buf.clear();
+        while (responseLength(buf) == 0) {
+          ssize_t r = recv(fd, chunk, sizeof chunk, 0);
+          if (r < 0 && errno == EINTR) continue;
+          if (r <= 0) {
+            failed[i] = 1;
+            break;
+          }
+          buf.append(chunk, r);
+        }
+        if (!failed[i] && (httpStatus(buf) != 200 || responseLength(buf) != buf.size())) failed[i] = 1;
+      }
+    });
+  for (auto& t : threads) t.join();
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  for (int f : failed)
+    if (f) {
+      std::fprintf(stderr, "a load connection failed or got an answer other than 200\n");
+      return 1;
+    }
+  std::printf("%.0f\n", double(n / conns * conns) / secs);
   return 0;
 }
 
