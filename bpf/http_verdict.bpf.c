@@ -37,14 +37,6 @@ struct {
   __type(value, __u64);
 } smik_http_socks SEC(".maps");
 
-/* Framer state per socket cookie (sk_storage is refused in sk_skb). LRU: a
- * socket reset without a FIN leaves its entry to age out. */
-struct {
-  __uint(type, BPF_MAP_TYPE_LRU_HASH);
-  __uint(max_entries, SMIK_HTTP_MAX_SOCKETS);
-  __type(key, __u64);
-  __type(value, struct smik_http_conn);
-} smik_http_conns SEC(".maps");
 
 /* A connection's 4-tuple, as the verdict reads it from the socket: what its
  * edge (smik_conn_key) is made of. */
@@ -162,11 +154,9 @@ static __always_inline void count(__u32 c) {
  * is not framed again), and takes the oldest request off the queue at each
  * final status line. Both run under the socket's lock (the verdict from the
  * receive path, egress from the transmit path), so a connection's state is
- * never written by both at once.
- * LRU: state lost to a full map is not made again mid-stream (a body could
- * then be read as a status line): the connection's responses go uncounted
- * (SMIK_HTTP_C_RESPONSES_UNTRACKED). Metrics only: nothing here decides a
- * verdict. */
+ * never written by both at once. It lives beside the request framer's
+ * state, in the socket's entry of smik_http_conns (struct conn_state). It
+ * decides no verdict: it places the answers owed, and counts. */
 #define R_STATUS 0     /* a status line is next; pos: its bytes read */
 #define R_HEAD 1       /* the rest of the head, until its empty line */
 #define R_BODY 2       /* count: Content-Length bytes left */
@@ -210,23 +200,30 @@ struct exchange {
   __u8 answered;   /* this response took a request off the queue */
   __u8 seq_known;  /* seq is set (at the first new byte sent after the state was made) */
   __u8 owed;       /* 1 + the answer (SMIK_HTTP_ANSWERS) owed once every request queued is answered */
-  __u8 pad;
+  __u8 tracked;    /* a request was queued: the server's bytes from here on are answers */
   __u32 seq;       /* TCP sequence number of the next byte to frame */
+  __u8 fin;        /* the client's FIN came with answers still owed: gone once they are out */
+};
+
+/* A judged socket's state, keyed by socket cookie (sk_storage is refused in
+ * sk_skb): the request framer's (smik_http_conn, the verdict's) and its
+ * exchange (the response framer's), one entry so that each request costs the
+ * verdict one lookup, not two (each is a cache miss or two on a busy node).
+ * Made by sockops when the socket is accepted, with the exchange zeroed and
+ * not yet tracked. LRU: a socket reset without a FIN leaves its entry to age
+ * out; an entry evicted from a live socket is a socket without framer state,
+ * whose payload the guard drops. */
+struct conn_state {
+  struct smik_http_conn c;
+  struct exchange x;
 };
 
 struct {
   __uint(type, BPF_MAP_TYPE_LRU_HASH);
   __uint(max_entries, SMIK_HTTP_MAX_SOCKETS);
   __type(key, __u64);
-  __type(value, struct exchange);
-} smik_http_exchanges SEC(".maps");
-
-struct {
-  __uint(type, BPF_MAP_TYPE_ARRAY);
-  __uint(max_entries, 1);
-  __type(key, __u32);
-  __type(value, struct exchange);
-} smik_http_exchange_zero SEC(".maps");
+  __type(value, struct conn_state);
+} smik_http_conns SEC(".maps");
 
 /* The server has sent (as far as TCP has transmitted) the whole of an answer
  * to every request let through, and nothing more: an answer of the judge's
@@ -267,10 +264,12 @@ int smik_http_sockops(struct bpf_sock_ops *skops) {
   struct smik_http_port *p = bpf_map_lookup_elem(&smik_http_ports, &pk);
   if (!p)
     return 1;
-  struct smik_http_conn c = {
-      .dst_id = p->dst_id, .port = pk.port, .dfa_id = p->dfa_id, .hdr_dfa_id = p->hdr_dfa_id};
+  struct conn_state st = {.c = {.dst_id = p->dst_id,
+                                .port = pk.port,
+                                .dfa_id = p->dfa_id,
+                                .hdr_dfa_id = p->hdr_dfa_id}};
   struct smik_ip_info *src = bpf_map_lookup_elem(&smik_ipcache, &ik);
-  c.src_id = src ? src->identity : SMIK_ID_UNKNOWN;
+  st.c.src_id = src ? src->identity : SMIK_ID_UNKNOWN;
   __u64 cookie = bpf_get_socket_cookie(skops);
   /* State only for a socket the verdict will see: a governed socket without
    * state is what the guard below drops (a full sockhash must not leave a
@@ -280,7 +279,7 @@ int smik_http_sockops(struct bpf_sock_ops *skops) {
     count(SMIK_HTTP_C_SOCKHASH_FULL);
     return 1;
   }
-  bpf_map_update_elem(&smik_http_conns, &cookie, &c, BPF_ANY);
+  bpf_map_update_elem(&smik_http_conns, &cookie, &st, BPF_ANY);
   count(SMIK_HTTP_C_SOCKETS);
   return 1;
 }
@@ -1810,35 +1809,23 @@ __attribute__((noinline)) int smik_http_deny_event(struct __sk_buff *skb,
 
 /* Queues the requests an skb that passed completed, received now; the last
  * one is marked X_TUNNEL when it asked for a tunnel. The connection's first
- * one makes its state (with its edge); state gone after that stays gone.
- * More than SMIK_HTTP_PIPELINE waiting: counting stops (and a tunnel asked
- * for then never opens: its answer is not framed). A global function: the
- * verifier checks it once, not on every path of the verdict. */
-__attribute__((noinline)) int smik_http_queue_requests(struct __sk_buff *skb, __u64 cookie,
-                                                        struct smik_http_conn *c, __u32 done,
+ * one starts its exchange (with its edge). More than SMIK_HTTP_PIPELINE
+ * waiting: counting stops (and a tunnel asked for then never opens: its
+ * answer is not framed). A global function: the verifier checks it once,
+ * not on every path of the verdict. */
+__attribute__((noinline)) int smik_http_queue_requests(struct __sk_buff *skb,
+                                                        const struct smik_http_conn *c,
+                                                        struct exchange *a, __u32 done,
                                                         __u32 methods) {
-  struct exchange *a;
-  if (!skb || !c)
+  if (!skb || !c || !a)
     return 0;
-  if (!(c->exchange & SMIK_HTTP_X_TRACKED)) {
-    /* made from a zeroed one in a map: one on the stack would take the
-     * verdict's callers past 512 bytes */
-    __u32 zero = 0;
-    struct exchange *fresh = bpf_map_lookup_elem(&smik_http_exchange_zero, &zero);
-    c->exchange |= SMIK_HTTP_X_TRACKED;
-    if (!fresh || bpf_map_update_elem(&smik_http_exchanges, &cookie, fresh, BPF_ANY) != 0) {
-      count(SMIK_HTTP_C_RESPONSES_UNTRACKED);
-      return 0;
-    }
-    a = bpf_map_lookup_elem(&smik_http_exchanges, &cookie);
-    if (!a)
-      return 0;
+  if (!a->tracked) {
     struct tunnel_key tk = {};
     TUNNEL_KEY(&tk, skb);
     edge_of(&tk, &a->edge);
+    a->tracked = 1;
   }
-  a = bpf_map_lookup_elem(&smik_http_exchanges, &cookie);
-  if (!a || a->phase == R_OFF)
+  if (a->phase == R_OFF)
     return 0;
   if (a->queued + done > SMIK_HTTP_PIPELINE || done > 8) {
     a->phase = R_OFF;
@@ -1887,10 +1874,10 @@ static __always_inline int opaque_from_start(const struct smik_http_conn *c) {
  * where the answers to those requests could not be framed (the queue is
  * full or framing stopped) or the skb cannot be trimmed: the whole skb is
  * refused then, as before. */
-static __always_inline int pass_before_refusal(struct __sk_buff *skb, __u64 cookie, struct walk *w) {
-  smik_http_queue_requests(skb, cookie, &w->c, w->done, w->done_methods);
-  struct exchange *a = bpf_map_lookup_elem(&smik_http_exchanges, &cookie);
-  if (!a || a->phase == R_OFF)
+static __always_inline int pass_before_refusal(struct __sk_buff *skb, struct exchange *a,
+                                               struct walk *w) {
+  smik_http_queue_requests(skb, &w->c, a, w->done, w->done_methods);
+  if (a->phase == R_OFF)
     return 0;
   if (bpf_skb_change_tail(skb, w->kept, 0) != 0) {
     a->queued -= (__u8)w->done; /* just appended: taken back */
@@ -1911,33 +1898,37 @@ static __always_inline __u32 limit(__u32 configured, __u32 fallback) {
 SEC("sk_skb")
 int smik_http_verdict(struct __sk_buff *skb) {
   __u64 cookie = bpf_get_socket_cookie(skb);
-  struct smik_http_conn *c = bpf_map_lookup_elem(&smik_http_conns, &cookie);
+  struct conn_state *st = bpf_map_lookup_elem(&smik_http_conns, &cookie);
   if (skb->len == 0) {
     /* parserless mode calls at FIN with no bytes: the stream is over */
-    if (c)
-      bpf_map_delete_elem(&smik_http_conns, &cookie);
     bpf_map_delete_elem(&smik_http_tunnels, &cookie);
-    /* the server may still answer what it was asked before the client's
-     * FIN: that state stays for the LRU */
-    struct exchange *a = bpf_map_lookup_elem(&smik_http_exchanges, &cookie);
-    if (a && (a->queued == 0 || a->phase == R_OFF))
-      bpf_map_delete_elem(&smik_http_exchanges, &cookie);
+    if (!st)
+      return SK_PASS;
+    /* The server may still answer what it was asked before the client's
+     * FIN: then the state stays until the egress program has framed the
+     * last of those answers (or for the LRU). The client sends nothing
+     * more: its bytes would be dropped. */
+    if (st->x.queued == 0 || st->x.phase == R_OFF) {
+      bpf_map_delete_elem(&smik_http_conns, &cookie);
+    } else {
+      st->c.phase = SMIK_HTTP_P_CLOSED;
+      st->x.fin = 1;
+    }
     return SK_PASS;
   }
-  if (!c) {
+  if (!st) {
     struct tunnel_key tk = {};
     struct smik_http_conn none = {};
     TUNNEL_KEY(&tk, skb);
     smik_http_deny_event(skb, &tk, &none, 0, SMIK_HTTP_C_NO_STATE);
-    struct exchange *a = bpf_map_lookup_elem(&smik_http_exchanges, &cookie);
-    if (a)
-      a->phase = R_OFF;
     /* Reached only when the state went between the guard's lookup and
      * this one (the guard drops a stateless socket's payload): no state to
      * keep a debt in. */
     __u64 debt = 0;
     return answer(skb, cookie, W_NO_STATE, &debt);
   }
+  struct smik_http_conn *c = &st->c;
+  struct exchange *a = &st->x;
   if (c->phase == SMIK_HTTP_P_CLOSED)
     return drop_repaying(skb, &c->count);
   if (c->phase == SMIK_HTTP_P_TUNNEL)
@@ -1973,7 +1964,7 @@ int smik_http_verdict(struct __sk_buff *skb) {
   }
   if (w.verdict == W_PASS) {
     if (w.done)
-      smik_http_queue_requests(skb, cookie, &w.c, w.done, w.done_methods);
+      smik_http_queue_requests(skb, &w.c, a, w.done, w.done_methods);
     *c = w.c;
     if (w.c.phase == SMIK_HTTP_P_TUNNEL_PENDING) {
       /* before the bytes reach the server, so before its answer */
@@ -1987,12 +1978,11 @@ int smik_http_verdict(struct __sk_buff *skb) {
   smik_http_deny_event(skb, &tk, &w.c, w.off, counter_of(w.verdict));
   w.c.phase = SMIK_HTTP_P_CLOSED;
   w.c.count = 0; /* from here on: what the answer owes */
-  if (w.done && w.kept < w.len && can_owe(&tk) && pass_before_refusal(skb, cookie, &w)) {
+  if (w.done && w.kept < w.len && can_owe(&tk) && pass_before_refusal(skb, a, &w)) {
     *c = w.c;
     return SK_PASS;
   }
-  struct exchange *a = bpf_map_lookup_elem(&smik_http_exchanges, &cookie);
-  if (a && a->phase != R_OFF && !answered_all(a) && can_owe(&tk)) {
+  if (a->tracked && a->phase != R_OFF && !answered_all(a) && can_owe(&tk)) {
     /* Requests let through before this one are not all answered yet: an
      * answer sent now would overtake theirs, and the client would take it
      * for the first one's. It is owed instead: the response framer sees
@@ -2006,8 +1996,7 @@ int smik_http_verdict(struct __sk_buff *skb) {
     return SK_DROP;
   }
   /* the judge's answer goes out on this socket: not the server's */
-  if (a)
-    a->phase = R_OFF;
+  a->phase = R_OFF;
   int v = answer(skb, cookie, w.verdict, &w.c.count);
   *c = w.c;
   return v;
@@ -2463,8 +2452,11 @@ static __always_inline void send_owed(struct __sk_buff *skb, struct exchange *a,
 SEC("cgroup_skb/egress")
 int smik_http_egress(struct __sk_buff *skb) {
   __u64 cookie = bpf_get_socket_cookie(skb);
-  struct exchange *state = bpf_map_lookup_elem(&smik_http_exchanges, &cookie);
-  if (!state || state->phase == R_OFF)
+  struct conn_state *st = bpf_map_lookup_elem(&smik_http_conns, &cookie);
+  if (!st)
+    return 1;
+  struct exchange *state = &st->x;
+  if (!state->tracked || state->phase == R_OFF)
     return 1;
   __u32 seq = 0;
   int off = tcp_payload(skb, &seq);
@@ -2519,5 +2511,8 @@ int smik_http_egress(struct __sk_buff *skb) {
    * leave the client waiting, the flow is reset after this skb. */
   if (state->owed && (state->phase == R_OFF || answered_all(state)))
     send_owed(skb, state, w.x.a.seq, state->phase == R_OFF);
+  /* the client is gone and its last answer is out: so is the socket's state */
+  if (state->fin && (state->phase == R_OFF || answered_all(state)))
+    bpf_map_delete_elem(&smik_http_conns, &cookie);
   return 1;
 }

@@ -293,9 +293,14 @@ std::set<uint16_t> HttpJudge::liveDfas() const {
   const int fd = bpf_map__fd(skel_->maps.smik_http_conns);
   uint64_t key = 0, next = 0;
   const uint64_t* prev = nullptr;
+  // Each value is the request framer's smik_http_conn, then the response
+  // framer's state (private to the BPF object): read whole, the first part used.
+  std::vector<uint8_t> value(bpf_map__value_size(skel_->maps.smik_http_conns));
+  if (value.size() < sizeof(smik_http_conn)) return out;
   smik_http_conn c{};
   while (bpf_map_get_next_key(fd, prev, &next) == 0) {
-    if (bpf_map_lookup_elem(fd, &next, &c) == 0) {
+    if (bpf_map_lookup_elem(fd, &next, value.data()) == 0) {
+      std::memcpy(&c, value.data(), sizeof c);
       out.insert(c.dfa_id);
       if (c.hdr_dfa_id) out.insert(c.hdr_dfa_id);
     }

@@ -870,18 +870,11 @@ struct smik_http_conn {
   __u16 hdr_dfa_id; /* the port's header conditions when accepted; 0: none */
   __u16 hdr_state;  /* the header line so far in the header DFA */
   __u16 hdr_commit; /* ... as of its last byte that is not whitespace */
-  __u8 exchange;    /* SMIK_HTTP_X_*: whether its responses are counted */
-  __u8 pad;
+  __u8 pad[2];
   __u32 hdr_present; /* conditions whose header was seen in this head */
   __u32 hdr_failed;  /* ... with a line whose value did not match */
 };
 SMIK_STATIC_ASSERT(sizeof(struct smik_http_conn) == 72, "smik_http_conn layout");
-
-/* smik_http_conn.answers: the connection's responses are counted once its
- * first complete request made their state (smik_http_exchanges); state that
- * went missing after that (evicted) is never made again mid-stream, where a
- * body could be read as a status line. */
-#define SMIK_HTTP_X_TRACKED 1
 
 #define SMIK_HTTP_H_DECIDES 1 /* only header-conditional grants could allow it: judged at the head's end */
 #define SMIK_HTTP_H_LEADING 2 /* in a value's leading whitespace (not matched) */

@@ -309,6 +309,10 @@ class Client {
   }
   bool ok() const { return fd_.valid(); }
   void closeNow() { fd_.reset(); }
+  // Half-closes: a FIN, and the answers still to read.
+  void finishSending() {
+    if (fd_) ::shutdown(fd_.get(), SHUT_WR);
+  }
   // Closes with RST: a FIN queued behind refused payload would never arrive.
   void resetNow() {
     const linger l{1, 0};
@@ -1242,6 +1246,26 @@ TEST_F(HttpJudgeTest, ResponseLatencyIsFromTheRequestToTheFirstByteOfItsAnswer) 
   constexpr double kBound = 1.0 / (2 * SMIK_HIST_SUB);
   EXPECT_GE(r.latency.quantile(1), 30000 * (1 - kBound));
   EXPECT_LE(r.latency.quantile(1), wall_us * (1 + kBound));
+  serverSawAfterClose(*c);
+}
+
+// The client's FIN comes before the server's answer (it sleeps 30 ms): the
+// answer is still counted, and the socket's state goes once it is out, not
+// only when the LRU needs the room.
+TEST_F(HttpJudgeTest, AnAnswerOwedPastTheClientsFinIsCountedThenItsStateGoes) {
+  const auto before = responseSnapshot(*judge_);
+  auto c = fromClientPod();
+  ASSERT_TRUE(c->send(get("/ok/m/200/slow?fin")));
+  c->finishSending();
+  ASSERT_TRUE(srv_->waitFor("SENT GET /ok/m/200/slow?fin\n", kWaitMs));
+  EXPECT_EQ(c->response().first, 200);
+  const Responses r = responsesAtLeast(*judge_, before, kPort, 1);
+  EXPECT_EQ(r.total(), 1u);
+  EXPECT_EQ(r.by[SMIK_HTTP_M_GET][2], 1u);
+  EXPECT_EQ(r.latency.count(), 1u);
+  for (int i = 0; i < kWaitMs / 50 && judge_->connections() != 0; ++i) usleep(50 * 1000);
+  EXPECT_EQ(judge_->connections(), 0u);
+  EXPECT_EQ(delta(SMIK_HTTP_C_RESPONSES_UNTRACKED), 0u);
   serverSawAfterClose(*c);
 }
 

@@ -110,7 +110,7 @@ TEST(KernelMemory, EveryMapIsListedOnce) {
                         "smik_ct", "smik_reasons", "smik_edges", "smik_conn", "smik_denied",
                         "smik_events", "smik_ev_limits", "smik_revnat", "smik_services",
                         "smik_backends", "smik_sock_stats", "smik_http_conns",
-                        "smik_http_exchanges", "smik_http_edges", "smik_http_grants",
+                        "smik_http_edges", "smik_http_grants",
                         "smik_http_trans", "smik_http_accepts"})
     EXPECT_TRUE(names.count(m)) << m;
 }
