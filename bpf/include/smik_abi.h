@@ -901,8 +901,8 @@ SMIK_STATIC_ASSERT(sizeof(struct smik_http_conn) == 72, "smik_http_conn layout")
     "packets with payload dropped: a governed socket not under judgement")                 \
   X(TUNNELS, 14, "tunnels", "CONNECT / WebSocket tunnels the server opened (not judged further)") \
   X(RESPONSES_UNTRACKED, 15, "responses_untracked",                                            \
-    "connections whose answers stopped being counted (state full or evicted, a response "   \
-    "the counter cannot frame, more pipelined than it keeps): metrics only, never a verdict")   \
+    "connections whose answers stopped being counted (a response the counter cannot "       \
+    "frame, more pipelined than it keeps): metrics only, never a verdict")                  \
   X(ANSWER_DEFERRED, 16, "answer_deferred",                                                    \
     "refusals answered after the server's answers to the requests before them, not at once") \
   X(NOT_HTTP1_PASSED, 17, "not_http1_passed",                                                  \
