@@ -185,10 +185,7 @@ void Agent::reconcile(bool source_changed) {
   bool recompiled = recompileIfNeeded(source_changed, net_changed);
   if (net_changed || (recompiled && localAddressesChanged()))
     resolved_ = dp_->resolveInterfaces(*plan_);
-  if (recompiled || resolved_ != wanted_ || retryDue()) {
-    applyPlan(resolved_);
-    next_usage_ = {};  // status shows the maps of what was just applied
-  }
+  if (recompiled || resolved_ != wanted_ || retryDue()) applyPlan(resolved_);
   // A recompile and its apply free the previous state's, plan's and kernel
   // view's many small objects: hand the heap back to the system so RSS
   // follows the cluster's size. After the apply, not before: the apply
@@ -294,6 +291,12 @@ void Agent::applyPlan(const std::map<std::string, uint32_t>& wanted) {
                st.endpoint_deletes, st.policy_swapped ? "swapped" : "unchanged",
                st.service_writes, st.service_deletes, ms);
   for (const auto& e : errors) spdlog::error("{}", e);
+  // What status() reports of the hooks and maps, before readiness says this
+  // apply is in force: a reader who saw /readyz turn 200 must not then read a
+  // /status from before it (socket programs not attached, no maps yet).
+  next_usage_ = {};  // status shows the maps of what was just applied
+  sampleMapUsage();
+  refreshStatus();
   std::lock_guard<std::mutex> l(mu_);
   status_.applies_total++;
   status_.last_apply_ms = ms;
