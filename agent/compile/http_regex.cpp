@@ -462,6 +462,23 @@ std::optional<Dfa> subsetConstruction(const Nfa& nfa, int start, size_t budget, 
   return dfa;
 }
 
+// d with state s renamed to to[s], `count` states: states given one name
+// become one (they accept alike and step alike).
+Dfa renumbered(const Dfa& d, const std::vector<uint32_t>& to, size_t count) {
+  Dfa r;
+  r.class_of = d.class_of;
+  r.classes = d.classes;
+  r.start = static_cast<uint16_t>(to[d.start]);
+  r.accepts.assign(count, PatternSet{});
+  r.next.assign(count * d.classes, 0);
+  for (size_t s = 0; s < d.states(); s++) {
+    r.accepts[to[s]] = d.accepts[s];
+    for (uint16_t c = 0; c < d.classes; c++)
+      r.next[to[s] * d.classes + c] = static_cast<uint16_t>(to[d.next[s * d.classes + c]]);
+  }
+  return r;
+}
+
 // Moore's partition refinement: states that accept the same patterns and
 // step into the same blocks are one. The dead state stays 0 (the kernel stops
 // there) because it is the first state of its block, and blocks are numbered
@@ -491,18 +508,7 @@ Dfa minimize(const Dfa& d, size_t max_work) {
     if (signature.size() == blocks) break;
     blocks = signature.size();
   }
-  Dfa m;
-  m.class_of = d.class_of;
-  m.classes = d.classes;
-  m.start = static_cast<uint16_t>(block[d.start]);
-  m.accepts.assign(blocks, PatternSet{});
-  m.next.assign(blocks * d.classes, 0);
-  for (size_t s = 0; s < n; s++) {
-    m.accepts[block[s]] = d.accepts[s];
-    for (uint16_t c = 0; c < d.classes; c++)
-      m.next[block[s] * d.classes + c] = static_cast<uint16_t>(block[d.next[s * d.classes + c]]);
-  }
-  return m;
+  return renumbered(d, block, blocks);
 }
 
 // States renumbered in depth-first order from the start state, each state's
@@ -526,18 +532,7 @@ Dfa depthFirst(const Dfa& d) {
   }
   for (size_t s = 0; s < n; s++)
     if (id[s] == UINT32_MAX) id[s] = next_id++;  // unreachable: kept, harmless
-  Dfa r;
-  r.class_of = d.class_of;
-  r.classes = d.classes;
-  r.start = static_cast<uint16_t>(id[d.start]);
-  r.accepts.assign(n, PatternSet{});
-  r.next.assign(n * d.classes, 0);
-  for (size_t s = 0; s < n; s++) {
-    r.accepts[id[s]] = d.accepts[s];
-    for (uint16_t c = 0; c < d.classes; c++)
-      r.next[id[s] * d.classes + c] = static_cast<uint16_t>(id[d.next[s * d.classes + c]]);
-  }
-  return r;
+  return renumbered(d, id, n);
 }
 
 // Parses and adds one pattern to `nfa`; returns its entry state.
