@@ -37,7 +37,6 @@ struct {
   __type(value, __u64);
 } smik_http_socks SEC(".maps");
 
-
 /* A connection's 4-tuple, as the verdict reads it from the socket: what its
  * edge (smik_conn_key) is made of. */
 struct tunnel_key {
@@ -1906,14 +1905,11 @@ int smik_http_verdict(struct __sk_buff *skb) {
       return SK_PASS;
     /* The server may still answer what it was asked before the client's
      * FIN: then the state stays until the egress program has framed the
-     * last of those answers (or for the LRU). The client sends nothing
-     * more: its bytes would be dropped. */
-    if (st->x.queued == 0 || st->x.phase == R_OFF) {
+     * last of those answers (or for the LRU). */
+    if (st->x.queued == 0 || st->x.phase == R_OFF)
       bpf_map_delete_elem(&smik_http_conns, &cookie);
-    } else {
-      st->c.phase = SMIK_HTTP_P_CLOSED;
+    else
       st->x.fin = 1;
-    }
     return SK_PASS;
   }
   if (!st) {
