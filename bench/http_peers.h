@@ -90,31 +90,36 @@ inline int httpServer(int port) {
   }
 }
 
+// Sends `request` on fd and reads its answer into *buf: whether it was one
+// whole 200 (a benchmark of refusals would measure nothing). Busy-polls on a
+// non-blocking socket, blocks on a blocking one.
+inline bool roundTrip(int fd, const std::string& request, std::string* buf) {
+  if (send(fd, request.data(), request.size(), 0) != ssize_t(request.size())) return false;
+  buf->clear();
+  char chunk[4096];
+  size_t len = 0;
+  while ((len = responseLength(*buf)) == 0) {
+    ssize_t r = recv(fd, chunk, sizeof chunk, 0);
+    if (r > 0)
+      buf->append(chunk, r);
+    else if (r == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+      return false;
+  }
+  return httpStatus(*buf) == 200 && len == buf->size();
+}
+
 // `warmup` requests, then n timed ones, on one keep-alive connection; every
-// answer must be a 200 (a benchmark of refusals would measure nothing).
-// Prints "p50 p99 requests-per-second" (µs). Busy-polls, as pingpongClient.
+// answer must be a 200. Prints "p50 p99 requests-per-second" (µs).
+// Busy-polls, as pingpongClient.
 inline int httpClient(const char* ip, int port, const std::string& request, int n, int warmup) {
   UniqueFd sock = dialTcp(ip, port, true);
   if (!sock) return 1;
   const int fd = sock.get();
   std::string buf;
-  char chunk[4096];
   auto one = [&]() -> bool {
-    if (send(fd, request.data(), request.size(), 0) != ssize_t(request.size())) return false;
-    buf.clear();
-    size_t len = 0;
-    while ((len = responseLength(buf)) == 0) {
-      ssize_t r = recv(fd, chunk, sizeof chunk, 0);
-      if (r > 0)
-        buf.append(chunk, r);
-      else if (r == 0 || (errno != EAGAIN && errno != EWOULDBLOCK))
-        return false;
-    }
-    if (httpStatus(buf) != 200 || len != buf.size()) {
-      std::fprintf(stderr, "unexpected answer: %s\n", buf.c_str());
-      return false;
-    }
-    return true;
+    if (roundTrip(fd, request, &buf)) return true;
+    std::fprintf(stderr, "unexpected answer: %s\n", buf.c_str());
+    return false;
   };
   for (int i = 0; i < warmup; i++)
     if (!one()) return 1;
@@ -148,26 +153,9 @@ inline int httpLoad(const char* ip, int port, const std::string& request, int co
   const auto start = std::chrono::steady_clock::now();
   for (int i = 0; i < conns; i++)
     threads.emplace_back([&, i] {
-      const int fd = socks[i].get();
       std::string buf;
-      char chunk[4096];
-      for (int k = 0; k < n / conns && !failed[i]; k++) {
-        if (send(fd, request.data(), request.size(), 0) != ssize_t(request.size())) {
-          failed[i] = 1;
-          break;
-        }
-        buf.clear();
-        while (responseLength(buf) == 0) {
-          ssize_t r = recv(fd, chunk, sizeof chunk, 0);
-          if (r < 0 && errno == EINTR) continue;
-          if (r <= 0) {
-            failed[i] = 1;
-            break;
-          }
-          buf.append(chunk, r);
-        }
-        if (!failed[i] && (httpStatus(buf) != 200 || responseLength(buf) != buf.size())) failed[i] = 1;
-      }
+      for (int k = 0; k < n / conns && !failed[i]; k++)
+        failed[i] = !roundTrip(socks[i].get(), request, &buf);
     });
   for (auto& t : threads) t.join();
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
