@@ -145,7 +145,8 @@ static __always_inline void count(__u32 c) {
 /* ---- exchanges: what the server said to the requests it was let through ----
  *
  * Per connection (socket cookie): the requests completely received and not
- * yet answered, oldest first, with their receive time and method, and where
+ * yet answered, oldest first, with their method and (per batch: the
+ * requests one skb completed) their receive time, and where
  * the server's byte stream is in its responses. The verdict queues a request
  * when its last byte (end of head, of its Content-Length body, of its
  * chunked trailers) passed; the egress program frames the server's bytes as
@@ -178,16 +179,22 @@ static __always_inline void count(__u32 c) {
 /* exchange.method[]: this request asked for a tunnel (CONNECT, WebSocket
  * upgrade): its final status decides whether one opens */
 #define X_TUNNEL 0x80
+/* exchange.method[]: the request's receive time is its batch's (the oldest
+ * batch not yet answered) */
+#define X_TIMED 0x40
 
 struct exchange {
-  __u64 received[SMIK_HTTP_PIPELINE]; /* ns: the request's last byte passed the verdict */
-  __u8 method[SMIK_HTTP_PIPELINE];    /* smik_http_method, | X_TUNNEL */
+  __u64 batch_ns[SMIK_HTTP_BATCHES];  /* ns: the batch's last byte passed the verdict */
+  __u8 batch_left[SMIK_HTTP_BATCHES]; /* the batch's requests not answered yet */
+  __u8 method[SMIK_HTTP_PIPELINE];    /* smik_http_method, | X_TUNNEL, | X_TIMED */
   struct smik_conn_key edge;          /* the connection's edge, as counted */
   __u64 count;
   __u64 first_ns;  /* the response's first byte was sent */
   __u16 status;
   __u8 oldest;     /* ring index of the oldest request queued */
   __u8 queued;     /* requests queued */
+  __u8 batch_oldest; /* ring index of the oldest batch */
+  __u8 batches;    /* batches with requests not answered yet */
   __u8 phase;      /* R_* */
   __u8 pos;        /* status line bytes; header name bytes */
   __u8 line;       /* 1 once the current line has a byte (CR aside) */
@@ -449,6 +456,10 @@ enum walk_verdict {
 };
 
 #define BUF 64
+/* Requests one skb may complete and still have their answers followed: as
+ * many methods as walk.done_methods holds (the walk, with the verdict's
+ * frame, fills the 512 bytes of stack a BPF call chain may have). */
+#define MAX_DONE 16
 
 struct limits {
   __u32 max_line, max_head, max_headers;
@@ -458,6 +469,13 @@ struct limits {
  * pointer would be lost to the verifier. */
 struct walk_bytes {
   __u8 b[BUF];
+};
+
+/* Methods, 4 bits each, first lowest, in 32-bit words: the verifier tracks
+ * an 8-byte value spilled to the stack, and would tell the loop's
+ * iterations apart by it. */
+struct methods {
+  __u32 w[MAX_DONE / 8];
 };
 
 struct walk {
@@ -472,7 +490,7 @@ struct walk {
   /* requests this skb completed, and their methods (4 bits each, first
    * lowest): queued for their answers once the skb passes */
   __u32 done;
-  __u32 done_methods;
+  struct methods done_methods;
   __u32 kept; /* skb offset where the last request it completed ends */
   struct walk_bytes buf;
 };
@@ -1371,9 +1389,12 @@ static int walk_step(__u32 i, void *ctx) {
     start_request(c);
   int r = walk_frame(w, c);
   if (r == WALK_COMPLETE) {
-    /* no branch on done: the verifier would tell every iteration of the
-     * loop apart by it; past 8 the queue gives up anyway */
-    w->done_methods |= (__u32)(c->method & 0xf) << ((w->done & 7) * 4);
+    /* into the method's own word without a branch on done: the verifier
+     * would tell every iteration of the loop apart by it; past MAX_DONE
+     * the queue gives up anyway */
+    __u32 m = c->method & 0xf, shift = (w->done & 7) * 4, high = (w->done >> 3) & 1;
+    w->done_methods.w[0] |= (m * (high ^ 1)) << shift;
+    w->done_methods.w[1] |= (m * high) << shift;
     w->done++;
     w->kept = w->off;
     return 0;
@@ -1806,17 +1827,19 @@ __attribute__((noinline)) int smik_http_deny_event(struct __sk_buff *skb,
   return 0;
 }
 
-/* Queues the requests an skb that passed completed, received now; the last
- * one is marked X_TUNNEL when it asked for a tunnel. The connection's first
- * one starts its exchange (with its edge). More than SMIK_HTTP_PIPELINE
- * waiting: counting stops (and a tunnel asked for then never opens: its
- * answer is not framed). A global function: the verifier checks it once,
- * not on every path of the verdict. */
+/* Queues the requests an skb that passed completed, received now (one
+ * batch: a receive time for all of them, while SMIK_HTTP_BATCHES are not
+ * all waiting); the last one is marked X_TUNNEL when it asked for a tunnel.
+ * The connection's first one starts its exchange (with its edge). More than
+ * SMIK_HTTP_PIPELINE waiting, or more than MAX_DONE in one skb: counting
+ * stops (and a tunnel asked for then never opens: its answer is not
+ * framed). A global function: the verifier checks it once, not on every
+ * path of the verdict. */
 __attribute__((noinline)) int smik_http_queue_requests(struct __sk_buff *skb,
                                                         const struct smik_http_conn *c,
                                                         struct exchange *a, __u32 done,
-                                                        __u32 methods) {
-  if (!skb || !c || !a)
+                                                        const struct methods *methods) {
+  if (!skb || !c || !a || !methods)
     return 0;
   if (!a->tracked) {
     struct tunnel_key tk = {};
@@ -1826,18 +1849,26 @@ __attribute__((noinline)) int smik_http_queue_requests(struct __sk_buff *skb,
   }
   if (a->phase == R_OFF)
     return 0;
-  if (a->queued + done > SMIK_HTTP_PIPELINE || done > 8) {
+  if (a->queued + done > SMIK_HTTP_PIPELINE || done > MAX_DONE) {
     a->phase = R_OFF;
     count(SMIK_HTTP_C_RESPONSES_UNTRACKED);
     return 0;
   }
-  __u64 now = bpf_ktime_get_ns();
-  for (__u32 i = 0; i < 8; i++) {
+  if (done == 0)
+    return 0;
+  __u8 timed = 0;
+  if (a->batches < SMIK_HTTP_BATCHES) {
+    __u32 b = (a->batch_oldest + a->batches) & (SMIK_HTTP_BATCHES - 1);
+    a->batch_ns[b] = bpf_ktime_get_ns();
+    a->batch_left[b] = (__u8)done;
+    a->batches++;
+    timed = X_TIMED;
+  }
+  for (__u32 i = 0; i < MAX_DONE; i++) {
     if (i >= done)
       break;
     __u32 slot = (a->oldest + a->queued) & (SMIK_HTTP_PIPELINE - 1);
-    a->received[slot] = now;
-    a->method[slot] = (methods >> (i * 4)) & 0xf;
+    a->method[slot] = ((methods->w[(i >> 3) & 1] >> ((i & 7) * 4)) & 0xf) | timed;
     if (i + 1 == done && c->phase == SMIK_HTTP_P_TUNNEL_PENDING)
       a->method[slot] |= X_TUNNEL;
     a->queued++;
@@ -1875,11 +1906,13 @@ static __always_inline int opaque_from_start(const struct smik_http_conn *c) {
  * refused then, as before. */
 static __always_inline int pass_before_refusal(struct __sk_buff *skb, struct exchange *a,
                                                struct walk *w) {
-  smik_http_queue_requests(skb, &w->c, a, w->done, w->done_methods);
+  __u8 queued = a->queued, batches = a->batches;
+  smik_http_queue_requests(skb, &w->c, a, w->done, &w->done_methods);
   if (a->phase == R_OFF)
     return 0;
   if (bpf_skb_change_tail(skb, w->kept, 0) != 0) {
-    a->queued -= (__u8)w->done; /* just appended: taken back */
+    a->queued = queued; /* just appended: taken back */
+    a->batches = batches;
     return 0;
   }
   a->owed = (__u8)answer_of(w->verdict) + 1;
@@ -1960,7 +1993,7 @@ int smik_http_verdict(struct __sk_buff *skb) {
   }
   if (w.verdict == W_PASS) {
     if (w.done)
-      smik_http_queue_requests(skb, &w.c, a, w.done, w.done_methods);
+      smik_http_queue_requests(skb, &w.c, a, w.done, &w.done_methods);
     *c = w.c;
     if (w.c.phase == SMIK_HTTP_P_TUNNEL_PENDING) {
       /* before the bytes reach the server, so before its answer */
@@ -2044,9 +2077,21 @@ static __always_inline void count_response(struct resp_walk *x) {
   if (a->queued == 0)
     return; /* nothing asked that this could answer */
   __u32 slot = a->oldest & (SMIK_HTTP_PIPELINE - 1);
-  __u8 method = a->method[slot] & ~X_TUNNEL;
-  __u64 received = a->received[slot];
-  if (a->method[slot] & X_TUNNEL)
+  __u8 asked = a->method[slot];
+  __u8 method = asked & 0xf;
+  /* 0: no receive time kept (its batch found them all taken) */
+  __u64 received = 0;
+  if ((asked & X_TIMED) && a->batches) {
+    __u32 b = a->batch_oldest & (SMIK_HTTP_BATCHES - 1);
+    received = a->batch_ns[b];
+    if (a->batch_left[b] > 1) {
+      a->batch_left[b]--;
+    } else {
+      a->batch_oldest = (a->batch_oldest + 1) & (SMIK_HTTP_BATCHES - 1);
+      a->batches--;
+    }
+  }
+  if (asked & X_TUNNEL)
     decide_tunnel(x, method, st);
   a->oldest = (a->oldest + 1) & (SMIK_HTTP_PIPELINE - 1);
   a->queued--;
@@ -2072,6 +2117,8 @@ static __always_inline void count_response(struct resp_walk *x) {
   asm volatile("" : "+r"(i));
   if (i < SMIK_HTTP_METHODS * SMIK_HTTP_CLASSES)
     __sync_fetch_and_add(&s->answers[0][0] + i, 1);
+  if (!received)
+    return;
   __u64 us = a->first_ns > received ? (a->first_ns - received) / 1000 : 0;
   __u32 b = smik_hist_bucket(us);
   asm volatile("" : "+r"(b));

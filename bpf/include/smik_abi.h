@@ -926,7 +926,11 @@ enum smik_http_counter {
  * One copy for all CPUs, added to atomically (as smik_conn). LRU: a full map
  * drops the edge idle longest, whose counts the agent has read. */
 #define SMIK_HTTP_MAX_EDGES (1 << 13)   /* smik_http_edges (LRU) */
-#define SMIK_HTTP_PIPELINE 8            /* requests awaiting an answer, kept per connection */
+#define SMIK_HTTP_PIPELINE 32           /* requests awaiting an answer, kept per connection */
+/* Receive times kept per connection: one per skb that completed requests
+ * (its requests were received at once). Requests of an skb that finds them
+ * all taken are answered and counted, without a latency sample. */
+#define SMIK_HTTP_BATCHES 8
 /* Status classes: 1 to 5 for 1xx to 5xx; 0: a status line the counter could
  * not read (its request is answered, its class unknown). */
 #define SMIK_HTTP_CLASSES 6

@@ -473,6 +473,72 @@ void HttpRulesPipelined::servedBeforeARefusalInTheSameSegment(bool v6) {
   expectDeferredThenServed(client, server_ip, 2);
 }
 
+// A deep pipeline: the judge follows the answers to up to SMIK_HTTP_PIPELINE
+// (32) requests waiting, 16 of them completed in one segment (it once gave
+// up past 8, and a refusal behind them then refused the whole segment, the
+// allowed requests too). Sixteen allowed requests and a refused one in one
+// segment: the sixteen are served and counted (every fifth answered 503: a
+// failure), the 403 comes after their
+// answers, and nothing after it reaches the server. Then three segments on
+// one connection, all waiting behind a late answer: each request's latency
+// is measured from its own segment's arrival, and every one is sampled.
+TEST_F(HttpRulesPipelined, SixteenRequestsAheadOfARefusalInOneSegmentAreServedAndCounted) {
+  Pod& client = bed_->addPod("client", bed_->nextIp());
+  Pod& server = bed_->addPod("server", bed_->nextIp());
+  Proc app = bookstore(client, server);
+  std::vector<std::string> paths;
+  std::vector<int> want;
+  for (int i = 0; i < 16; ++i) {
+    const bool fails = i % 5 == 4;
+    paths.push_back(std::string(fails ? "/books-bought/m/503/cl?" : "/books-bought?") + std::to_string(i));
+    want.push_back(fails ? 503 : 200);
+  }
+  want.push_back(403);
+  paths.push_back("/admin/x");
+  paths.push_back("/books-bought?after");
+  PodClient c(client, server.ip(), kPort);
+  ASSERT_TRUE(c.connected());
+  const auto [statuses, ended] = c.pipelinedToTheEnd(paths);
+  EXPECT_EQ(statuses, want);
+  EXPECT_TRUE(ended) << "the connection must end after the 403";
+  expectResets(app, 1);
+  const std::string out = app.output();
+  for (size_t i = 0; i < 16; ++i)
+    EXPECT_NE(out.find("REQ GET " + paths[i] + " "), std::string::npos) << paths[i] << "\n" << out;
+  EXPECT_EQ(out.find("/admin/"), std::string::npos) << out;
+  EXPECT_EQ(out.find("?after"), std::string::npos) << out;
+  expectJudged("answer_deferred", 1);
+  expectJudged("responses_untracked", 0);
+  // Three segments of ten a moment apart, all owed behind the first
+  // request's late answer (300 ms): three batches waiting, each request's
+  // latency from its own segment.
+  PodClient d(client, server.ip(), kPort);
+  ASSERT_TRUE(d.connected());
+  for (int seg = 0; seg < 3; ++seg) {
+    std::string bytes;
+    for (int i = 0; i < 10; ++i)
+      bytes += PodClient::request(std::string(seg == 0 && i == 0 ? "/books-bought/m/200/late?" : "/books-bought?") +
+                                  "d" + std::to_string(seg * 10 + i));
+    ASSERT_TRUE(d.send(bytes));
+    std::this_thread::sleep_for(50ms);
+  }
+  EXPECT_EQ(d.answers(30).first, std::vector<int>(30, 200));
+  // 13 + 30 answered 2xx, 3 5xx; each with its latency.
+  const std::string labels =
+      "source_namespace=\"app\",source_workload=\"client\",destination_namespace=\"app\","
+      "destination_workload=\"server\"";
+  std::string prom;
+  EXPECT_TRUE(sampleComesTo("smik_http_responses_total{" + labels + ",method=\"GET\",code_class=\"2xx\"}",
+                            [](long v) { return v == 43; }, &prom))
+      << prom.substr(0, 6000);
+  EXPECT_NE(prom.find("smik_http_responses_total{" + labels + ",method=\"GET\",code_class=\"5xx\"} 3"),
+            std::string::npos)
+      << prom.substr(0, 6000);
+  EXPECT_NE(prom.find("smik_http_response_seconds_count{" + labels + "} 46"), std::string::npos)
+      << prom.substr(0, 6000);
+  expectJudged("responses_untracked", 0);
+}
+
 // An upgrade passed ahead of a refusal in its segment was queued as a plain
 // request: the server's 101 to it ends what the judge can follow, so the
 // answer owed can never be placed, and the connection is reset after the
