@@ -46,25 +46,14 @@ struct tunnel_key {
   __u16 remote_port;
   __u32 family; /* SMIK_AF_* */
 };
+/* exchange.tunnel: a connection whose last request asked for a tunnel
+ * (CONNECT, WebSocket upgrade). The verdict writes PENDING, the egress
+ * program the server's answer to that request as it leaves, and the
+ * verdict reads it at the client's next bytes. */
+#define TUNNEL_NONE 0
 #define TUNNEL_PENDING 1 /* asked for; the server has not answered */
 #define TUNNEL_REFUSED 2
 #define TUNNEL_OPEN 3
-struct tunnel {
-  __u8 state;  /* TUNNEL_* */
-  __u8 method; /* of the request that asked */
-};
-
-/* Connections whose last request asked for a tunnel (CONNECT, WebSocket
- * upgrade), by socket cookie: the verdict writes PENDING, the egress
- * program writes the server's answer to that request as it leaves, the
- * verdict reads it at the client's next bytes. LRU: a lost entry keeps the
- * tunnel shut. */
-struct {
-  __uint(type, BPF_MAP_TYPE_LRU_HASH);
-  __uint(max_entries, SMIK_HTTP_MAX_SOCKETS);
-  __type(key, __u64);
-  __type(value, struct tunnel);
-} smik_http_tunnels SEC(".maps");
 
 #define TUNNEL_KEY(k, ctx)                                       \
   do {                                                           \
@@ -209,6 +198,7 @@ struct exchange {
   __u8 tracked;    /* a request was queued: the server's bytes from here on are answers */
   __u32 seq;       /* TCP sequence number of the next byte to frame */
   __u8 fin;        /* the client's FIN came with answers still owed: gone once they are out */
+  __u8 tunnel;     /* TUNNEL_* */
 };
 
 /* A judged socket's state, keyed by socket cookie (sk_storage is refused in
@@ -1933,7 +1923,6 @@ int smik_http_verdict(struct __sk_buff *skb) {
   struct conn_state *st = bpf_map_lookup_elem(&smik_http_conns, &cookie);
   if (skb->len == 0) {
     /* parserless mode calls at FIN with no bytes: the stream is over */
-    bpf_map_delete_elem(&smik_http_tunnels, &cookie);
     if (!st)
       return SK_PASS;
     /* The server may still answer what it was asked before the client's
@@ -1963,15 +1952,13 @@ int smik_http_verdict(struct __sk_buff *skb) {
   if (c->phase == SMIK_HTTP_P_TUNNEL)
     return SK_PASS;
   if (c->phase == SMIK_HTTP_P_TUNNEL_PENDING) {
-    struct tunnel *t = bpf_map_lookup_elem(&smik_http_tunnels, &cookie);
-    if (t && t->state == TUNNEL_OPEN) {
+    __u8 tunnel = a->tunnel;
+    a->tunnel = TUNNEL_NONE;
+    if (tunnel == TUNNEL_OPEN) {
       c->phase = SMIK_HTTP_P_TUNNEL;
-      bpf_map_delete_elem(&smik_http_tunnels, &cookie);
       count(SMIK_HTTP_C_TUNNELS);
       return SK_PASS;
     }
-    if (t)
-      bpf_map_delete_elem(&smik_http_tunnels, &cookie);
   }
   __u32 zero = 0;
   struct smik_http_config *cfg = bpf_map_lookup_elem(&smik_http_config, &zero);
@@ -1995,11 +1982,9 @@ int smik_http_verdict(struct __sk_buff *skb) {
     if (w.done)
       smik_http_queue_requests(skb, &w.c, a, w.done, &w.done_methods);
     *c = w.c;
-    if (w.c.phase == SMIK_HTTP_P_TUNNEL_PENDING) {
-      /* before the bytes reach the server, so before its answer */
-      struct tunnel t = {.state = TUNNEL_PENDING, .method = w.c.method};
-      bpf_map_update_elem(&smik_http_tunnels, &cookie, &t, BPF_ANY);
-    }
+    /* before the bytes reach the server, so before its answer */
+    if (w.c.phase == SMIK_HTTP_P_TUNNEL_PENDING)
+      a->tunnel = TUNNEL_PENDING;
     return SK_PASS;
   }
   struct tunnel_key tk = {};
@@ -2051,7 +2036,6 @@ int smik_http_verdict(struct __sk_buff *skb) {
 
 struct resp_walk {
   struct exchange a;
-  __u64 cookie;
   __u64 now;
 };
 
@@ -2059,12 +2043,11 @@ struct resp_walk {
  * an upgrade, 2xx to CONNECT opens it; anything else refuses it. Only while
  * the verdict waits (PENDING): once the client's next bytes were judged as
  * requests, a late answer opens nothing. */
-static __always_inline void decide_tunnel(struct resp_walk *x, __u8 method, __u16 st) {
-  struct tunnel *t = bpf_map_lookup_elem(&smik_http_tunnels, &x->cookie);
-  if (!t || t->state != TUNNEL_PENDING)
+static __always_inline void decide_tunnel(struct exchange *a, __u8 method, __u16 st) {
+  if (a->tunnel != TUNNEL_PENDING)
     return;
   int open = method == SMIK_HTTP_M_CONNECT ? st >= 200 && st < 300 : st == 101;
-  t->state = open ? TUNNEL_OPEN : TUNNEL_REFUSED;
+  a->tunnel = open ? TUNNEL_OPEN : TUNNEL_REFUSED;
 }
 
 /* The status line's final status answers the oldest request queued. */
@@ -2092,7 +2075,7 @@ static __always_inline void count_response(struct resp_walk *x) {
     }
   }
   if (asked & X_TUNNEL)
-    decide_tunnel(x, method, st);
+    decide_tunnel(a, method, st);
   a->oldest = (a->oldest + 1) & (SMIK_HTTP_PIPELINE - 1);
   a->queued--;
   a->answered = 1;
@@ -2539,7 +2522,6 @@ int smik_http_egress(struct __sk_buff *skb) {
     return 1; /* all of it was framed before */
   struct egress_walk w = {.skb = skb, .off = off + framed, .end = off + len};
   w.x.a = *state;
-  w.x.cookie = cookie;
   w.x.now = bpf_ktime_get_ns();
   bpf_loop(len - framed + 1, egress_step, &w, 0);
   w.x.a.seq = seq + len;

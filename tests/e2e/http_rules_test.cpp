@@ -569,7 +569,7 @@ TEST_F(HttpRulesPipelined, AnUpgradeAheadOfARefusalInItsSegmentOpensNothing) {
 }
 
 // Generated streams through the whole data path (the agent, tc's conntrack
-// and owed answers, the judge): on each connection a few GETs, allowed or
+// and owed answers, the judge): on each connection up to 12 GETs, allowed or
 // refused (by policy, for a dot segment, for framing servers disagree on),
 // some with a body (either framing) that holds a request of its own,
 // written in pieces cut anywhere, some together and some a moment apart.
@@ -597,18 +597,21 @@ TEST_F(HttpRulesPipelined, GeneratedStreamsAreAnsweredInOrderAndRefusedWhole) {
   };
   std::vector<std::string> served;  // what the server must read, in order
   int refused_streams = 0;
+  int deep = 0;  // streams with more than 8 requests served
   std::string before;  // the last stream's story, for a failure's message
   for (int stream = 0; stream < 40 && !HasFailure(); ++stream) {
     const std::string server_ip = !server.ip6().empty() && uniform(0, 1) ? server.ip6() : server.ip();
     std::string bytes;
     size_t allowed_before = 0;
     int refusal = 0;  // the first refused request's status
-    const int requests = uniform(1, 5);
+    // up to 12: deeper than the 8 answers the judge once followed (longer
+    // streams refuse less often, so that some pass 8 before a refusal)
+    const int requests = uniform(1, 12);
     for (int r = 0; r < requests; ++r) {
       const std::string id = "s" + std::to_string(stream) + "r" + std::to_string(r);
       // refused by policy (403), for a dot segment (400), for framing
       // servers disagree on (400); or allowed
-      const int kind = uniform(0, 8);
+      const int kind = uniform(0, 8 + 3 * requests);
       int status = 200;
       if (kind <= 1) {
         bytes += withBody("/admin?" + id, uniform(0, 2));
@@ -631,6 +634,7 @@ TEST_F(HttpRulesPipelined, GeneratedStreamsAreAnsweredInOrderAndRefusedWhole) {
     }
     const bool refused = refusal != 0;
     refused_streams += refused;
+    deep += allowed_before > 8;
     std::vector<size_t> cuts = {0, bytes.size()};
     for (int n = uniform(0, 4); n > 0; --n) cuts.push_back(static_cast<size_t>(uniform(1, static_cast<int>(bytes.size()) - 1)));
     std::sort(cuts.begin(), cuts.end());
@@ -662,14 +666,15 @@ TEST_F(HttpRulesPipelined, GeneratedStreamsAreAnsweredInOrderAndRefusedWhole) {
     read.push_back(out.substr(at + 8, out.find(' ', at + 8) - at - 8));
   EXPECT_EQ(read, served) << out.substr(0, 4000);
   EXPECT_GT(refused_streams, 5);
+  EXPECT_GT(deep, 2);
   // Some refusals came while answers were owed (answered after them).
   std::string metrics;
   long deferred = 0;
   EXPECT_TRUE(sampleComesTo("smik_http_requests_total{verdict=\"answer_deferred\"}",
                             [&](long v) { return (deferred = v) >= 3; }, &metrics))
       << metrics.substr(0, 4000);
-  std::printf("40 streams, seed %u: %d refused (%ld answered after owed answers), %zu requests served\n", seed,
-              refused_streams, deferred, served.size());
+  std::printf("40 streams, seed %u: %d refused (%ld answered after owed answers), %d with more than 8 "
+              "served, %zu requests served\n", seed, refused_streams, deferred, deep, served.size());
 }
 
 // curl, as people run it, through the judge: one keep-alive connection

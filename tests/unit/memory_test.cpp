@@ -49,7 +49,7 @@ TEST(KernelMemory, L4MapsAtDefaultsStayUnder256MiBAt192Cpus) {
 
 // With the HTTP judge's maps (loaded by default, --http-rules enforce) the
 // total does not fit 256 MiB yet, and the latency histograms cannot buy it
-// and stay: without any it would be 254.4 MiB (README.md, "Capacity and
+// and stay: without any it would be 249.4 MiB (README.md, "Capacity and
 // kernel memory", says what the rest is and what could fit it). This bound
 // keeps the total from growing past what it is now while that is decided.
 TEST(KernelMemory, TotalWithTheHttpJudgeAtDefaultsStaysUnder290MiB) {
