@@ -199,6 +199,7 @@ struct exchange {
   __u32 seq;       /* TCP sequence number of the next byte to frame */
   __u8 fin;        /* the client's FIN came with answers still owed: gone once they are out */
   __u8 tunnel;     /* TUNNEL_* */
+  __u8 to_close;   /* R_OFF: the server's last answer runs to its close */
 };
 
 /* A judged socket's state, keyed by socket cookie (sk_storage is refused in
@@ -2009,6 +2010,16 @@ int smik_http_verdict(struct __sk_buff *skb) {
     *c = w.c;
     return SK_DROP;
   }
+  if (a->to_close) {
+    /* The server's last answer runs to its close, and the client reads it
+     * to the end: no answer has a place after it, and one sent now would
+     * land inside it. Dropped unanswered, as a server drops requests
+     * pipelined behind such an answer; its close ends the connection. */
+    count(counter_of(w.verdict));
+    count(SMIK_HTTP_C_ANSWER_FAILED);
+    *c = w.c;
+    return SK_DROP;
+  }
   /* the judge's answer goes out on this socket: not the server's */
   a->phase = R_OFF;
   int v = answer(skb, cookie, w.verdict, &w.c.count);
@@ -2147,6 +2158,7 @@ static __always_inline void resp_end_head(struct exchange *a) {
       a->flags = 0;
     } else {
       a->phase = R_OFF; /* until close */
+      a->to_close = 1;
     }
     return;
   }
@@ -2155,6 +2167,7 @@ static __always_inline void resp_end_head(struct exchange *a) {
     return;
   }
   a->phase = R_OFF; /* until close */
+  a->to_close = 1;
 }
 
 static __always_inline void resp_end_line(struct exchange *a) {

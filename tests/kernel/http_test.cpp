@@ -106,12 +106,13 @@ std::string g_held;
 // ".../m/<status>/<how>": a response of that status framed as asked, whose
 // body (when it has one) is itself a status line, which must never count.
 // HEAD /files/head.txt: a Content-Length and no body, as HEAD is answered.
-void respondAsAsked(int fd, const Request& r) {
+// True when the connection is to be closed after it.
+bool respondAsAsked(int fd, const Request& r) {
   const std::string fake = "HTTP/1.1 500 Fake\r\ncontent-length: 0\r\n\r\n";
   if (r.method == "HEAD") {
     g_held.clear();
     writeApart(fd, {"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n"});
-    return;
+    return false;
   }
   const std::string rest = r.target.substr(r.target.find("/m/") + 3);
   const std::string status = rest.substr(0, rest.find('/'));
@@ -121,20 +122,20 @@ void respondAsAsked(int fd, const Request& r) {
   const std::string whole = line + "Content-Length: " + std::to_string(fake.size()) + "\r\n\r\n" + fake;
   if (how == "hold") {  // kept back: several responses in one write
     g_held += whole;
-    return;
+    return false;
   }
   const std::string held = std::move(g_held);
   g_held.clear();
   if (how == "cl") {  // with those held back, in one write
     writeApart(fd, {held + whole});
-    return;
+    return false;
   }
   if (!held.empty()) (void)!write(fd, held.data(), held.size());
   if (how == "sendfile") {  // head and body from a file: no write() at all
     const UniqueFd file(memfd_create("response", MFD_CLOEXEC));
     const std::string bytes = line + "Content-Length: 5000\r\n\r\n" + std::string(5000, 'x');
     if (!file || write(file.get(), bytes.data(), bytes.size()) != static_cast<ssize_t>(bytes.size()))
-      return;
+      return false;
     off_t from = 0;
     while (from < static_cast<off_t>(bytes.size()))
       if (sendfile(fd, file.get(), &from, bytes.size() - static_cast<size_t>(from)) <= 0) break;
@@ -169,7 +170,13 @@ void respondAsAsked(int fd, const Request& r) {
   } else if (how == "slow") {
     usleep(30 * 1000);
     writeApart(fd, {line + "Content-Length: 0\r\n\r\n"});
+  } else if (how == "slowclose") {  // a body that runs to the close, half of it 300 ms late
+    writeApart(fd, {line + "\r\nfirst half;"});
+    usleep(300 * 1000);
+    writeApart(fd, {" second half"});
+    return true;
   }
+  return false;
 }
 
 // One connection at a time, so the log reads in order; `fork_each` serves
@@ -199,7 +206,8 @@ int serve(int port, bool fork_each) {
     std::string why = "eof";
     int spurious = 0;
     bool tunnel = false;
-    for (;;) {
+    bool closing = false;  // an answer that runs to the close was sent
+    while (!closing) {
       char chunk[4096];
       const ssize_t n = read(fd, chunk, sizeof chunk);
       // The kernel wakes a reader after every verdict, also one that dropped
@@ -249,8 +257,9 @@ int serve(int port, bool fork_each) {
           break;
         }
         if (r.target.find("/m/") != std::string::npos || r.target.rfind("/files/head.txt", 0) == 0) {
-          respondAsAsked(fd, r);
+          closing = respondAsAsked(fd, r);
           say("SENT " + r.method + " " + r.target);
+          if (closing) break;
           continue;
         }
         const std::string answer = "HTTP/1.1 200 OK\r\ncontent-length: " +
@@ -258,6 +267,7 @@ int serve(int port, bool fork_each) {
         (void)!write(fd, answer.data(), answer.size());
       }
     }
+    if (closing) why = "closed";
     say("END " + why + " read=" + std::to_string(read_total) + " eagain=" + std::to_string(spurious) +
         " unparsed=" + escape(buf));
     if (fork_each) _exit(0);
@@ -1267,6 +1277,25 @@ TEST_F(HttpJudgeTest, AnAnswerOwedPastTheClientsFinIsCountedThenItsStateGoes) {
   EXPECT_EQ(judge_->connections(), 0u);
   EXPECT_EQ(delta(SMIK_HTTP_C_RESPONSES_UNTRACKED), 0u);
   serverSawAfterClose(*c);
+}
+
+// An answer with no length runs to the server's close, and the client reads
+// it to the end: a request refused while it is on its way has no place in
+// the stream. Its 403 would land inside that body (as it once did), so the
+// refused bytes are dropped unanswered, as a server drops requests
+// pipelined behind such an answer; the body arrives whole, then the close.
+TEST_F(HttpJudgeTest, ARefusalDuringAnAnswerThatRunsToTheCloseIsNotWrittenIntoIt) {
+  auto c = fromClientPod();
+  ASSERT_TRUE(c->send(get("/ok/m/200/slowclose")));
+  const std::string head = "HTTP/1.1 200 S\r\n\r\nfirst half;";
+  ASSERT_EQ(c->atLeast(head.size()).substr(0, head.size()), head);  // counting has stopped: no length
+  ASSERT_TRUE(c->send(get("/admin")));
+  EXPECT_EQ(c->rest(), head + " second half");
+  const std::string seen = serverSawAfterClose(*c);
+  EXPECT_NE(seen.find("SENT GET /ok/m/200/slowclose"), std::string::npos) << seen;
+  EXPECT_EQ(seen.find("/admin"), std::string::npos) << seen;
+  EXPECT_EQ(delta(SMIK_HTTP_C_DENIED_POLICY), 1u);
+  EXPECT_EQ(delta(SMIK_HTTP_C_ANSWER_FAILED), 1u);  // owed, and no place for it
 }
 
 TEST_F(HttpJudgeTest, TheJudgesOwnAnswerIsNoResponseOfTheServer) {
