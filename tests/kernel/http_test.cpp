@@ -1422,8 +1422,9 @@ TEST_F(HttpJudgeTest, RetransmittedResponsesAreCountedOnce) {
     ASSERT_TRUE(c->send(get(target)));
     ASSERT_TRUE(srv_->waitFor("SENT GET " + target + "\n", 4 * kWaitMs)) << target;
     // Its status line transmitted before the next request: behind a lost
-    // segment the server's writes wait in its socket, and more than 8
-    // requests waiting for answers would stop the counting by design.
+    // segment the server's writes wait in its socket, and more than
+    // SMIK_HTTP_PIPELINE requests waiting for answers would stop the
+    // counting by design.
     for (int w = 0; w < 4 * kWaitMs / 10 && responsesSince(*judge_, before, kPort).total() < uint64_t(i + 1); ++w)
       usleep(10 * 1000);
   }
