@@ -30,7 +30,7 @@ std::unique_ptr<Agent> Agent::create(const AgentConfig& cfg,
   if (cfg.node.http_rules == compile::HttpRulesAtL4::kEnforce) {
     std::string err;
     if (a->dp_->openHttpJudge(&err)) {
-      a->status_.http_judge = "attached";
+      a->status_.http_judge = a->httpJudgeState();
     } else {
       a->status_.http_judge = "unavailable: " + err;
       spdlog::error("--http-rules=enforce: the kernel's HTTP judge cannot run here ({}); ports "
@@ -319,6 +319,11 @@ void Agent::scheduleRetry(bool in_force) {
 }
 
 // What status() reports of the source, the kernel's maps and the hooks.
+std::string Agent::httpJudgeState() const {
+  return dp_->httpJudgeAttached() ? "attached"
+                                  : "ready: attaches to the pods' cgroup with the first port an HTTP rule governs";
+}
+
 void Agent::refreshStatus() {
   std::vector<std::string> rejected;
   for (const auto& e : source_->errors()) rejected.push_back(e.str());
@@ -337,6 +342,7 @@ void Agent::refreshStatus() {
   status_.policy_entries = current_.policy.size();
   status_.services = current_.services.size();
   status_.socket_programs = dp_->socketProgramsAttached();
+  if (dp_->httpJudgeOpen()) status_.http_judge = httpJudgeState();
   status_.ip_entries = current_.ips.size();
   status_.endpoints = std::move(endpoints);
   status_.not_enforced = std::move(not_enforced);

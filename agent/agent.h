@@ -42,7 +42,8 @@ struct AgentStatus {
   std::string access_mode;
   std::string host_traffic;  // allow | policy
   std::string http_rules;    // deny | allow-tcp | enforce
-  // enforce: "attached", or why the judge is not (its ports then stay closed).
+  // enforce: "attached", "ready: ..." (loaded; no HTTP rule yet needs its
+  // programs), or why the judge is not (its ports then stay closed).
   std::string http_judge;
   std::vector<uint64_t> http_stats;  // index = SMIK_HTTP_C_*
   std::string attach_mode;
@@ -145,6 +146,8 @@ class Agent {
   void applyPlan(const std::map<std::string, uint32_t>& wanted);
   void scheduleRetry(bool in_force);
   void refreshStatus();
+  // The loaded judge's status: "attached", or "ready" until a rule needs it.
+  std::string httpJudgeState() const;
   // Hooks new pods, then writes the rest of `next`; what is not in force
   // goes to *errors and not_enforced_. True if a retry has nothing to fix.
   // `next` by value: once written it becomes current_ without a copy (at

@@ -83,6 +83,7 @@ class Datapath : public Dataplane {
   std::function<void(int fd)> ownSocketRegistrar() const;
   bool openHttpJudge(std::string* err) override;
   bool httpJudgeOpen() const override { return http_ != nullptr; }
+  bool httpJudgeAttached() const override { return http_ && http_->attached(); }
   bool stageHttp(const compile::Plan& plan, std::string* err) override;
   bool finishHttp(const compile::Plan& plan, std::string* err) override;
   std::array<uint64_t, SMIK_HTTP_COUNTER_MAX> httpCounters() const override;

@@ -70,6 +70,9 @@ class Dataplane {
     return false;
   }
   virtual bool httpJudgeOpen() const { return false; }
+  // Its cgroup programs run on the pods' packets: from the first port an
+  // HTTP rule governs on (HttpEnforcer::open).
+  virtual bool httpJudgeAttached() const { return false; }
   // Plan::http written before the L4 policy opens its ports (stage), and
   // what it no longer judges removed after (finish).
   virtual bool stageHttp(const compile::Plan&, std::string*) { return true; }

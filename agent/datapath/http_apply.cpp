@@ -16,14 +16,28 @@ std::unique_ptr<HttpEnforcer> HttpEnforcer::open(int ipcache_fd, ConntrackMaps c
   std::unique_ptr<HttpEnforcer> e(new HttpEnforcer);
   e->judge_ = HttpJudge::open(err, ipcache_fd, 0, events, conntrack);
   if (!e->judge_) return nullptr;
-  if (!e->judge_->attach(cgroup, err)) return nullptr;
-  if (!pin_dir.empty()) {
+  e->cgroup_ = cgroup;
+  e->pin_dir_ = pin_dir;
+  // A previous agent's judge still runs (its links pinned): replaced now,
+  // as before, so that its sockets and policy never outlive it unjudged or stale.
+  std::error_code ec;
+  if (!pin_dir.empty() && std::filesystem::exists(pin_dir + "/http/http_sockops", ec) && !e->attach(err))
+    return nullptr;
+  return e;
+}
+
+// The guard first, then egress and sockops (HttpJudge::attach); pinned.
+bool HttpEnforcer::attach(std::string* err) {
+  if (judge_->attached()) return true;
+  if (!judge_->attach(cgroup_, err)) return false;
+  if (!pin_dir_.empty()) {
     // Not under links/: what Datapath adopts there and nobody claims, it removes.
     std::error_code ec;
-    std::filesystem::create_directories(pin_dir + "/http", ec);
-    if (!e->judge_->pin(pin_dir + "/http", err)) return nullptr;
+    std::filesystem::create_directories(pin_dir_ + "/http", ec);
+    if (!judge_->pin(pin_dir_ + "/http", err)) return false;
   }
-  return e;
+  spdlog::info("HTTP request judge attached at {}", cgroup_);
+  return true;
 }
 
 // The table space of DFAs no port points at any more and no socket runs:
@@ -134,6 +148,8 @@ bool HttpEnforcer::loadPatterns(const Key& key, const compile::HttpPortPlan& hp,
 }
 
 bool HttpEnforcer::stage(const compile::Plan& plan, std::string* err) {
+  // Before the first port is governed: sockops must see its sockets accepted.
+  if (!plan.http.empty() && !attach(err)) return false;
   reclaim();
   for (const auto& [key, hp] : plan.http) {
     if (!loadPatterns(key, hp, err)) return false;

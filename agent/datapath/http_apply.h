@@ -29,8 +29,13 @@ namespace smik::datapath {
 
 class HttpEnforcer {
  public:
-  // Loads and attaches the judge at `cgroup`, pinned under pin_dir/http (the
-  // sockops link and the socket map). ipcache_fd: the tc programs' identities;
+  // Loads the judge. Its cgroup programs (guard, egress, sockops) run on
+  // every packet of every pod under `cgroup`, so they attach there only with
+  // the first port an HTTP rule governs (stage), or at once where a previous
+  // agent's judge is pinned under pin_dir/http (its place is taken without a
+  // gap); pinned there once attached (the links and the socket map), so
+  // they outlive the agent. A node without HTTP rules pays nothing per
+  // packet. ipcache_fd: the tc programs' identities;
   // events: their ring buffer and its rate limit, where http-deny events go;
   // conntrack: their flows, where the guard marks those to reset, and the
   // answers owed on them.
@@ -53,6 +58,8 @@ class HttpEnforcer {
   size_t connections() const { return judge_->connections(); }
   std::vector<HttpJudge::MapRef> maps() const { return judge_->maps(); }
   std::vector<std::pair<std::string, int>> programs() const { return judge_->programs(); }
+  // Its cgroup programs are attached (see open).
+  bool attached() const { return judge_->attached(); }
 
  private:
   static constexpr size_t kBits = SMIK_HTTP_MAX_PATTERNS;
@@ -68,12 +75,14 @@ class HttpEnforcer {
   };
   using Key = std::pair<uint32_t, uint16_t>;  // destination identity, port
 
+  bool attach(std::string* err);
   bool loadPatterns(const Key& key, const compile::HttpPortPlan& hp, std::string* err);
   uint16_t freeDfaId(const std::set<uint16_t>& live) const;
   std::set<uint16_t> inUse(std::set<uint16_t> live) const;
   void reclaim();
 
   std::unique_ptr<HttpJudge> judge_;
+  std::string cgroup_, pin_dir_;
   std::map<Key, Port> ports_;
   std::map<Key, std::set<uint32_t>> granted_;   // sources with a grant written
   std::set<std::pair<Addr, uint16_t>> governed_;

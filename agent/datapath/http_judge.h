@@ -68,6 +68,7 @@ class HttpJudge {
   // a governed socket there that is not (established before, or refused by a
   // full socket map) gets no payload through (SMIK_HTTP_C_UNJUDGED).
   bool attach(const std::string& cgroup, std::string* err);
+  bool attached() const { return sockops_link_.valid(); }
 
   // Places `dfa` in the transition and accept tables and publishes it as
   // dfa_id. A published id is never rewritten in place (a reader could see

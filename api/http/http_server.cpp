@@ -96,9 +96,13 @@ std::string prometheusText(const AgentStatus& s) {
          "HTTP/1.x requests judged in the kernel (--http-rules=enforce), by verdict (" +
              factsHelp(abi::kHttpCounters) + ").",
          "counter", factSamples("smik_http_requests_total", "verdict", abi::kHttpCounters, s.http_stats));
+  // "ready" counts: a node without HTTP rules runs none of the judge's
+  // programs, and has nothing for them to judge (HttpEnforcer::open).
+  const bool judge = s.http_judge == "attached" || s.http_judge.rfind("ready", 0) == 0;
   metric("smik_http_judge_attached",
-         "1 if the kernel's HTTP request judge is attached (--http-rules=enforce).", "gauge",
-         std::string("smik_http_judge_attached ") + (s.http_judge == "attached" ? "1" : "0") + "\n");
+         "1 if the kernel's HTTP request judge is attached (--http-rules=enforce), or loaded and ready "
+         "to attach with the first port an HTTP rule governs.",
+         "gauge", std::string("smik_http_judge_attached ") + (judge ? "1" : "0") + "\n");
   metric("smik_pods_not_enforced",
          "Local meshed pods without their tc programs (no interface yet, a failed write, a full "
          "endpoints map).",

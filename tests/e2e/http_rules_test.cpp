@@ -4,6 +4,7 @@
 // answers 200, another path 403 on the same keep-alive connection (and the
 // server never reads it), a source with no grant is stopped at L4.
 #include <arpa/inet.h>
+#include <bpf/bpf.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -277,6 +278,65 @@ TEST_F(HttpRules, EnforceJudgesEachRequestOnAKeepAliveConnection) {
   EXPECT_EQ(e["client"], "app/client");
   EXPECT_EQ(e["server"], "app/server");
   EXPECT_EQ(e["port"], kPort);
+}
+
+// The names of the HTTP judge's programs attached at `cgroup` (guard,
+// egress, sockops), as the kernel keeps them (15 characters).
+std::vector<std::string> judgePrograms(const std::string& cgroup) {
+  std::vector<std::string> names;
+  const smik::UniqueFd cg(open(cgroup.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  for (bpf_attach_type type : {BPF_CGROUP_INET_INGRESS, BPF_CGROUP_INET_EGRESS, BPF_CGROUP_SOCK_OPS}) {
+    uint32_t ids[64], count = 64;
+    if (!cg || bpf_prog_query(cg.get(), type, 0, nullptr, ids, &count) != 0) continue;
+    for (uint32_t i = 0; i < count; ++i) {
+      const smik::UniqueFd prog(bpf_prog_get_fd_by_id(ids[i]));
+      bpf_prog_info info{};
+      uint32_t len = sizeof info;
+      if (prog && bpf_obj_get_info_by_fd(prog.get(), &info, &len) == 0 &&
+          std::string(info.name).rfind("smik_http_", 0) == 0)
+        names.push_back(info.name);
+    }
+  }
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+// The judge's cgroup programs run on every packet of every pod under the
+// agent's cgroup: a node whose policy has no HTTP rule runs none of them
+// (the judge is loaded and ready), and the first rule attaches them before
+// it governs a port: from then on requests are judged.
+TEST_F(HttpRules, TheJudgesProgramsAttachWithTheFirstHttpRule) {
+  Pod& client = bed_->addPod("client", bed_->nextIp());
+  Pod& server = bed_->addPod("server", bed_->nextIp());
+  write("pods.yaml", ns("app", true) + pod("app", "client", "client", client.ip()) + serverPod(server));
+  write("policy.yaml", tcpRoute("app", "port", "[8080]") +
+                           trafficTarget("app", "l4", "app", "server", rule("TCPRoute", "port"),
+                                         "app", "client"));
+  startAgent();
+  waitAttached(2);
+  Proc app = bed_->spawn(server, {SMIK_HTTP_SERVER, "--serve", std::to_string(kPort)});
+  ASSERT_TRUE(app.waitFor("ready\n", 5000)) << app.output();
+  {
+    PodClient c(client, server.ip(), kPort);
+    ASSERT_TRUE(c.connected());
+    EXPECT_EQ(c.get("/admin/l4").first, 200);  // L4 only: any path
+  }
+  EXPECT_EQ(judgePrograms(bed_->cgroupRoot()), std::vector<std::string>{});
+  EXPECT_NE(httpGet(http_port_, "/metrics").second.find("smik_http_judge_attached 1"), std::string::npos);
+
+  write("policy.yaml", bookstorePolicy());
+  ASSERT_TRUE(eventually(
+      [&] {
+        PodClient c(client, server.ip(), kPort);
+        return c.connected() && c.get("/admin/l7").first == 403;
+      },
+      5000))
+      << "the HTTP policy never came into force";
+  EXPECT_EQ(judgePrograms(bed_->cgroupRoot()),
+            (std::vector<std::string>{"smik_http_egres", "smik_http_guard", "smik_http_socko"}));
+  PodClient c(client, server.ip(), kPort);
+  ASSERT_TRUE(c.connected());
+  EXPECT_EQ(c.get("/books-bought").first, 200);
 }
 
 // A keep-alive connection opened while its port was granted at L4 only, and
