@@ -229,6 +229,18 @@ bool HttpJudge::govern(const smik::Addr& addr, uint16_t port, uint32_t dst_id, u
   k.port = port;
   std::memcpy(k.addr, addr.bytes.data(), 16);
   smik_http_port v{dst_id, dfa_id, hdr_dfa_id};
+  if (!port_bits_.count(port)) {
+    // Before the address is governed: the guard and the egress program
+    // look no further on a port without its bit.
+    const int bits = bpf_map__fd(skel_->maps.smik_http_port_bits);
+    uint32_t word = port / 64;
+    uint64_t w = 0;
+    if (bpf_map_lookup_elem(bits, &word, &w) != 0)
+      return (*err = errnoText("read smik_http_port_bits")), false;
+    w |= uint64_t{1} << (port % 64);
+    if (!update(bits, &word, &w, "smik_http_port_bits", err)) return false;
+    port_bits_.insert(port);
+  }
   return update(bpf_map__fd(skel_->maps.smik_http_ports), &k, &v, "smik_http_ports", err);
 }
 

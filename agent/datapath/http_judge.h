@@ -93,6 +93,7 @@ class HttpJudge {
   // DFA hdr_dfa_id (loaded with loadDfa): written before a port points at it.
   bool loadNeeds(uint16_t hdr_dfa_id, const std::vector<uint32_t>& needs, std::string* err);
   // hdr_dfa_id 0: the port's grants name no header (no header value is read).
+  // The port number's bit in smik_http_port_bits is set first, for good.
   bool govern(const smik::Addr& addr, uint16_t port, uint32_t dst_id, uint16_t dfa_id,
               std::string* err, uint16_t hdr_dfa_id = 0);
   bool grant(uint32_t src_id, uint32_t dst_id, uint16_t port, const smik_http_grant& g,
@@ -135,6 +136,7 @@ class HttpJudge {
   int socks_fd_ = -1;
   bool verdict_attached_ = false;
   bool keep_ = false;  // pinned: the verdict stays attached after us
+  std::set<uint16_t> port_bits_;  // set in smik_http_port_bits
   // Where each loaded id's DFA sits in the tables (transitions in slots).
   struct Placement {
     uint32_t slot = 0, slots = 0;

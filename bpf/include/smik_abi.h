@@ -636,6 +636,9 @@ constexpr const char* nameOf(const Fact (&table)[N], unsigned id, const char* fa
  * ingress guard): bpf/README.md, "The HTTP judge fails closed". */
 #define SMIK_HTTP_MAX_SOCKETS (1 << 16)       /* smik_http_socks, smik_http_conns (LRU) */
 #define SMIK_HTTP_MAX_PORTS 4096              /* smik_http_ports: governed (address, port) */
+/* smik_http_port_bits: a bit per port number (word port / 64, bit port % 64)
+ * that some address is or was governed on. */
+#define SMIK_HTTP_PORT_WORDS (65536 / 64)
 #define SMIK_HTTP_MAX_GRANTS (1 << 16)        /* smik_http_grants */
 #define SMIK_HTTP_MAX_DFAS 1024               /* smik_http_dfas */
 /* Transitions of all DFAs, 4 per slot (an ARRAY value is 8 bytes anyway):
