@@ -188,6 +188,27 @@ std::string bookstorePolicy() {
 
 class HttpRules : public E2E {
  protected:
+  // The agent over a client and a server pod whose port 8080 the client is
+  // granted at L4 only (a TCPRoute).
+  void startWithL4Only(Pod& client, Pod& server) {
+    write("pods.yaml", ns("app", true) + pod("app", "client", "client", client.ip()) + serverPod(server));
+    write("policy.yaml", tcpRoute("app", "port", "[8080]") +
+                             trafficTarget("app", "l4", "app", "server", rule("TCPRoute", "port"),
+                                           "app", "client"));
+    startAgent();
+    waitAttached(2);
+  }
+  // Replaces the policy with the bookstore's HTTP rules, until they judge.
+  void applyBookstorePolicy(Pod& client, Pod& server) {
+    write("policy.yaml", bookstorePolicy());
+    ASSERT_TRUE(eventually(
+        [&] {
+          PodClient c(client, server.ip(), kPort);
+          return c.connected() && c.get("/admin/new").first == 403;
+        },
+        5000))
+        << "the HTTP policy never came into force";
+  }
   // The judge's counter of `verdict` (smik_http_requests_total) comes to `want`.
   void expectJudged(const std::string& verdict, long want) {
     std::string metrics;
@@ -308,12 +329,7 @@ std::vector<std::string> judgePrograms(const std::string& cgroup) {
 TEST_F(HttpRules, TheJudgesProgramsAttachWithTheFirstHttpRule) {
   Pod& client = bed_->addPod("client", bed_->nextIp());
   Pod& server = bed_->addPod("server", bed_->nextIp());
-  write("pods.yaml", ns("app", true) + pod("app", "client", "client", client.ip()) + serverPod(server));
-  write("policy.yaml", tcpRoute("app", "port", "[8080]") +
-                           trafficTarget("app", "l4", "app", "server", rule("TCPRoute", "port"),
-                                         "app", "client"));
-  startAgent();
-  waitAttached(2);
+  startWithL4Only(client, server);
   Proc app = bed_->spawn(server, {SMIK_HTTP_SERVER, "--serve", std::to_string(kPort)});
   ASSERT_TRUE(app.waitFor("ready\n", 5000)) << app.output();
   {
@@ -324,14 +340,7 @@ TEST_F(HttpRules, TheJudgesProgramsAttachWithTheFirstHttpRule) {
   EXPECT_EQ(judgePrograms(bed_->cgroupRoot()), std::vector<std::string>{});
   EXPECT_NE(httpGet(http_port_, "/metrics").second.find("smik_http_judge_attached 1"), std::string::npos);
 
-  write("policy.yaml", bookstorePolicy());
-  ASSERT_TRUE(eventually(
-      [&] {
-        PodClient c(client, server.ip(), kPort);
-        return c.connected() && c.get("/admin/l7").first == 403;
-      },
-      5000))
-      << "the HTTP policy never came into force";
+  ASSERT_NO_FATAL_FAILURE(applyBookstorePolicy(client, server));
   EXPECT_EQ(judgePrograms(bed_->cgroupRoot()),
             (std::vector<std::string>{"smik_http_egres", "smik_http_guard", "smik_http_socko"}));
   PodClient c(client, server.ip(), kPort);
@@ -347,12 +356,7 @@ TEST_F(HttpRules, TheJudgesProgramsAttachWithTheFirstHttpRule) {
 TEST_F(HttpRules, AConnectionOpenedBeforeItsPortWasGovernedIsResetNotLeftWaiting) {
   Pod& client = bed_->addPod("client", bed_->nextIp());
   Pod& server = bed_->addPod("server", bed_->nextIp());
-  write("pods.yaml", ns("app", true) + pod("app", "client", "client", client.ip()) + serverPod(server));
-  write("policy.yaml", tcpRoute("app", "port", "[8080]") +
-                           trafficTarget("app", "l4", "app", "server", rule("TCPRoute", "port"),
-                                         "app", "client"));
-  startAgent();
-  waitAttached(2);
+  startWithL4Only(client, server);
   // --fork: a process per connection, so that new ones are served while
   // the first stays open
   Proc app = bed_->spawn(server, {SMIK_HTTP_SERVER, "--serve", std::to_string(kPort), "--fork"});
@@ -361,14 +365,7 @@ TEST_F(HttpRules, AConnectionOpenedBeforeItsPortWasGovernedIsResetNotLeftWaiting
   ASSERT_TRUE(early.connected());
   EXPECT_EQ(early.get("/admin/before").first, 200);  // L4 only: any path
 
-  write("policy.yaml", bookstorePolicy());
-  ASSERT_TRUE(eventually(
-      [&] {
-        PodClient c(client, server.ip(), kPort);
-        return c.connected() && c.get("/admin/new").first == 403;
-      },
-      5000))
-      << "the HTTP policy never came into force";
+  ASSERT_NO_FATAL_FAILURE(applyBookstorePolicy(client, server));
   const auto t0 = std::chrono::steady_clock::now();
   const auto [code, body] = early.get("/books-bought");  // granted, but out of the judge's reach
   const auto waited = std::chrono::steady_clock::now() - t0;
