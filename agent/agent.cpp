@@ -318,12 +318,12 @@ void Agent::scheduleRetry(bool in_force) {
   retry_at_ = std::chrono::steady_clock::now() + retry_delay_;
 }
 
-// What status() reports of the source, the kernel's maps and the hooks.
 std::string Agent::httpJudgeState() const {
   return dp_->httpJudgeAttached() ? "attached"
                                   : "ready: attaches to the pods' cgroup with the first port an HTTP rule governs";
 }
 
+// What status() reports of the source, the kernel's maps and the hooks.
 void Agent::refreshStatus() {
   std::vector<std::string> rejected;
   for (const auto& e : source_->errors()) rejected.push_back(e.str());
