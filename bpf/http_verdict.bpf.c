@@ -46,14 +46,6 @@ struct tunnel_key {
   __u16 remote_port;
   __u32 family; /* SMIK_AF_* */
 };
-/* exchange.tunnel: a connection whose last request asked for a tunnel
- * (CONNECT, WebSocket upgrade). The verdict writes PENDING, the egress
- * program the server's answer to that request as it leaves, and the
- * verdict reads it at the client's next bytes. */
-#define TUNNEL_NONE 0
-#define TUNNEL_PENDING 1 /* asked for; the server has not answered */
-#define TUNNEL_REFUSED 2
-#define TUNNEL_OPEN 3
 
 #define TUNNEL_KEY(k, ctx)                                       \
   do {                                                           \
@@ -192,6 +184,14 @@ static __always_inline void count(__u32 c) {
 /* exchange.method[]: the request's receive time is its batch's (the oldest
  * batch not yet answered) */
 #define X_TIMED 0x40
+/* exchange.tunnel: a connection whose last request asked for a tunnel
+ * (CONNECT, WebSocket upgrade). The verdict writes PENDING, the egress
+ * program the server's answer to that request as it leaves, and the
+ * verdict reads it at the client's next bytes. */
+#define TUNNEL_NONE 0
+#define TUNNEL_PENDING 1 /* asked for; the server has not answered */
+#define TUNNEL_REFUSED 2
+#define TUNNEL_OPEN 3
 
 struct exchange {
   __u64 batch_ns[SMIK_HTTP_BATCHES];  /* ns: the batch's last byte passed the verdict */

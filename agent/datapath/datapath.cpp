@@ -534,9 +534,8 @@ bool Datapath::openHttpJudge(std::string* err) {
                               bpf_map__fd(objs_->tc->maps.smik_ev_limits)},
                              opts_.cgroup, opts_.pin_dir, err);
   if (http_ && !http_->setLimits(opts_.http, err)) http_.reset();
-  if (http_)
-    spdlog::info("HTTP request judge (sockops + sk_skb verdict) loaded; {} at {}",
-                 http_->attached() ? "attached" : "attaches with the first HTTP rule", opts_.cgroup);
+  // HttpEnforcer logs its attachment, at once or with the first HTTP rule.
+  if (http_) spdlog::info("HTTP request judge (sockops + sk_skb verdict) loaded for {}", opts_.cgroup);
   return http_ != nullptr;
 }
 

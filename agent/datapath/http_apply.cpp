@@ -21,7 +21,7 @@ std::unique_ptr<HttpEnforcer> HttpEnforcer::open(int ipcache_fd, ConntrackMaps c
   // A previous agent's judge still runs (its links pinned): replaced now,
   // as before, so that its sockets and policy never outlive it unjudged or stale.
   std::error_code ec;
-  if (!pin_dir.empty() && std::filesystem::exists(pin_dir + "/http/http_sockops", ec) && !e->attach(err))
+  if (!pin_dir.empty() && std::filesystem::exists(pin_dir + "/http/" + HttpJudge::kSockopsPin, ec) && !e->attach(err))
     return nullptr;
   return e;
 }

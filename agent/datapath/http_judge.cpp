@@ -281,7 +281,7 @@ bool HttpJudge::ungovern(const smik::Addr& addr, uint16_t port, std::string* err
 }
 
 bool HttpJudge::pin(const std::string& dir, std::string* err) {
-  const std::string link_pin = dir + "/http_sockops", socks_pin = dir + "/smik_http_socks";
+  const std::string link_pin = dir + "/" + kSockopsPin, socks_pin = dir + "/smik_http_socks";
   // The guard too: without it, a governed socket the judge does not see
   // would carry payload unjudged once the agent is gone.
   const std::string guard_pin = dir + "/http_guard";

@@ -69,6 +69,8 @@ class HttpJudge {
   // full socket map) gets no payload through (SMIK_HTTP_C_UNJUDGED).
   bool attach(const std::string& cgroup, std::string* err);
   bool attached() const { return sockops_link_.valid(); }
+  // The sockops link's pin under pin()'s dir: there while a judge runs.
+  static constexpr const char* kSockopsPin = "http_sockops";
 
   // Places `dfa` in the transition and accept tables and publishes it as
   // dfa_id. A published id is never rewritten in place (a reader could see
