@@ -228,9 +228,10 @@ struct exchange {
  * exchange (the response framer's), one entry so that each request costs the
  * verdict one lookup, not two (each is a cache miss or two on a busy node).
  * Made by sockops when the socket is accepted, with the exchange zeroed and
- * not yet tracked. LRU: a socket reset without a FIN leaves its entry to age
- * out; an entry evicted from a live socket is a socket without framer state,
- * whose payload the guard drops. */
+ * not yet tracked; removed when the socket closes (forget_closed). LRU all
+ * the same: an entry evicted from a live socket (only more live sockets than
+ * entries do that) is a socket without framer state, whose payload the guard
+ * drops. */
 struct conn_state {
   struct smik_http_conn c;
   struct exchange x;
@@ -268,8 +269,27 @@ struct {
 
 /* ---- sockops: governed accepted sockets join the sockhash ---------------- */
 
+#define TCP_CLOSE_ 7
+
+/* A judged socket's state goes when the socket closes, however it closes:
+ * the server first (idle timeouts, `Connection: close`, HTTP/1.0), a reset,
+ * or the client's FIN (the verdict's last call, or the egress program's
+ * last answer, takes it first then). Left to the LRU, the entries of closed
+ * sockets would make room for new ones by evicting the state of long-idle
+ * live connections, whose next request the guard would then reset. */
+static __always_inline void forget_closed(struct bpf_sock_ops *skops) {
+  if (skops->args[1] != TCP_CLOSE_ || !(skops->bpf_sock_ops_cb_flags & SMIK_JUDGED_SOCKET_MARK))
+    return;
+  __u64 cookie = bpf_get_socket_cookie(skops);
+  bpf_map_delete_elem(&smik_http_conns, &cookie);
+}
+
 SEC("sockops")
 int smik_http_sockops(struct bpf_sock_ops *skops) {
+  if (skops->op == BPF_SOCK_OPS_STATE_CB) {
+    forget_closed(skops);
+    return 1;
+  }
   if (skops->op != BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB)
     return 1;
   struct smik_http_port_key pk = {.port = sock_local_port(skops)};
@@ -298,6 +318,7 @@ int smik_http_sockops(struct bpf_sock_ops *skops) {
     return 1;
   }
   bpf_map_update_elem(&smik_http_conns, &cookie, &st, BPF_ANY);
+  bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | SMIK_JUDGED_SOCKET_FLAGS);
   count(SMIK_HTTP_C_SOCKETS);
   return 1;
 }

@@ -189,8 +189,9 @@ int smik_sockops(struct bpf_sock_ops *skops) {
       on_established(skops, 0);
       break;
     case BPF_SOCK_OPS_STATE_CB: {
-      /* only client sockets asked for state callbacks (at connect) */
-      if (skops->args[1] != TCP_CLOSE_)
+      /* client sockets asked for state callbacks (at connect), and so did
+       * the server sockets the HTTP judge marked (sock.bpf.h) */
+      if (skops->args[1] != TCP_CLOSE_ || (skops->bpf_sock_ops_cb_flags & SMIK_JUDGED_SOCKET_MARK))
         break;
       if (skops->args[0] == TCP_SYN_SENT_) {
         on_failed_connect(skops);

@@ -11,6 +11,17 @@
 #define AF_INET_ 2
 #define AF_INET6_ 10
 
+/* Every sockops program of the cgroup runs for every callback of a socket,
+ * and a socket's state callbacks (BPF_SOCK_OPS_STATE_CB_FLAG) come to all of
+ * them once any asked. The connection counter (sockops.bpf.c) asks for its
+ * client sockets, at connect(); the HTTP judge (http_verdict.bpf.c) for the
+ * server sockets it judges, so that their state goes when they close. The
+ * judge marks its sockets by asking for retransmission callbacks too, which
+ * no program acts on (one more call per retransmitted segment, to return):
+ * a socket with the mark is the judge's, never a client of the counter's. */
+#define SMIK_JUDGED_SOCKET_MARK BPF_SOCK_OPS_RETRANS_CB_FLAG
+#define SMIK_JUDGED_SOCKET_FLAGS (BPF_SOCK_OPS_STATE_CB_FLAG | SMIK_JUDGED_SOCKET_MARK)
+
 /* Copies the socket's local and remote addresses into two 16-byte map-key
  * addresses (an IPv4 address into the first 4 bytes; the rest is left as
  * the caller zeroed it) and gives their SMIK_AF_* family, or 0 for a socket

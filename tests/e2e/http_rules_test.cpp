@@ -107,6 +107,12 @@ class PodClient {
   }
   // The last read failed because the peer reset the connection.
   bool wasReset() const { return read_errno_ == ECONNRESET; }
+  // Closes with RST, straight from ESTABLISHED.
+  void resetNow() {
+    const linger l{1, 0};
+    setsockopt(fd_.get(), SOL_SOCKET, SO_LINGER, &l, sizeof l);
+    fd_.reset();
+  }
 
   static std::string request(const std::string& path) {
     return "GET " + path + " HTTP/1.1\r\nHost: bookstore\r\n\r\n";
@@ -299,6 +305,50 @@ TEST_F(HttpRules, EnforceJudgesEachRequestOnAKeepAliveConnection) {
   EXPECT_EQ(e["client"], "app/client");
   EXPECT_EQ(e["server"], "app/server");
   EXPECT_EQ(e["port"], kPort);
+}
+
+// The judge asks for its server sockets' state changes, to forget them when
+// they close; the connection counter gets those callbacks too, and must not
+// take a judged server socket's reset for a client's reset (of the edge
+// turned round: the server pod as the client). The client here is the test
+// process, outside the agent's cgroup: only the server's side is counted.
+TEST_F(HttpRules, AJudgedServerSocketsResetIsNotCountedAsAClients) {
+  Pod& client = bed_->addPod("client", bed_->nextIp());
+  Pod& server = bed_->addPod("server", bed_->nextIp());
+  write("pods.yaml", ns("app", true) + pod("app", "client", "client", client.ip()) + serverPod(server));
+  write("policy.yaml", bookstorePolicy());
+  startAgent();
+  waitAttached(2);
+  Proc app = bed_->spawn(server, {SMIK_HTTP_SERVER, "--serve", std::to_string(kPort)});
+  ASSERT_TRUE(app.waitFor("ready\n", 5000)) << app.output();
+  PodClient c(client, server.ip(), kPort);
+  ASSERT_TRUE(c.connected());
+  EXPECT_EQ(c.get("/books-bought").first, 200);
+  c.resetNow();
+  ASSERT_TRUE(eventually(
+      [&] { return app.output().find("END error Connection reset") != std::string::npos; }, 3000))
+      << app.output();
+  // A connection after the reset: once the agent has read its count, it has
+  // read whatever the reset counted.
+  {
+    PodClient after(client, server.ip(), kPort);
+    ASSERT_TRUE(after.connected());
+    EXPECT_EQ(after.get("/books-bought").first, 200);
+  }
+  const std::string edge = "namespace=\"app\",workload=\"server\",peer_namespace=\"app\",peer_workload=\"client\"";
+  std::string metrics;
+  // The page's connection counts, for a failure's message.
+  auto counts = [&] {
+    std::string out;
+    std::istringstream lines(metrics);
+    for (std::string line; std::getline(lines, line);)
+      if (line.rfind("smik_tcp_connections_total{", 0) == 0) out += line + "\n";
+    return out;
+  };
+  EXPECT_TRUE(sampleComesTo("smik_tcp_connections_total{" + edge + ",side=\"server\",outcome=\"success\"}",
+                            [](long v) { return v == 2; }, &metrics))
+      << counts();
+  EXPECT_EQ(metrics.find(edge + ",side=\"client\""), std::string::npos) << counts();
 }
 
 // The names of the HTTP judge's programs attached at `cgroup` (guard,

@@ -1279,6 +1279,24 @@ TEST_F(HttpJudgeTest, AnAnswerOwedPastTheClientsFinIsCountedThenItsStateGoes) {
   serverSawAfterClose(*c);
 }
 
+// A socket's state goes when it closes, whoever closes it: the server first
+// (its answer runs to its close), the client with a reset while the
+// connection is idle between requests. Left behind, such entries would
+// crowd the LRU until it evicted the state of live idle connections.
+TEST_F(HttpJudgeTest, EveryClosedSocketsStateGoes) {
+  auto closedFirst = fromClientPod();
+  ASSERT_TRUE(closedFirst->send(get("/ok/m/200/slowclose?first")));
+  EXPECT_EQ(closedFirst->rest(), "HTTP/1.1 200 S\r\n\r\nfirst half; second half");
+  auto reset = fromClientPod();
+  ASSERT_TRUE(reset->send(get("/ok/m/200/cl?idle")));
+  EXPECT_EQ(reset->response().first, 200);
+  EXPECT_EQ(judge_->connections(), 2u);
+  serverSawAfterClose(*closedFirst);
+  reset->resetNow();
+  for (int i = 0; i < kWaitMs / 50 && judge_->connections() != 0; ++i) usleep(50 * 1000);
+  EXPECT_EQ(judge_->connections(), 0u);
+}
+
 // An answer with no length runs to the server's close, and the client reads
 // it to the end: a request refused while it is on its way has no place in
 // the stream. Its 403 would land inside that body (as it once did), so the
