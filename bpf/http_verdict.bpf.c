@@ -1773,6 +1773,30 @@ static __always_inline int can_owe(const struct tunnel_key *tk) {
          bpf_map_lookup_elem(&smik_ct, &k) != 0;
 }
 
+/* Counting of the server's answers stopped before this refusal (more
+ * requests waited than the queue holds, or a response the framer cannot
+ * read), so where they end is not known: an answer sent now could overtake
+ * them, and one held back has no place to wait for. The flow is marked for
+ * the tc program to reset both ends at the server's next segment out of the
+ * pod (SMIK_CT_ANSWER_RESET_NEXT): its acknowledgement of the refused bytes,
+ * which TCP sends after this program returns, or an answer. The client sees
+ * the answers that segment ends with, if any, then the reset; never a 403
+ * out of turn. False when the flow has no conntrack entry or
+ * smik_ct_answers is full. */
+static __always_inline int reset_at_next_segment(const struct tunnel_key *tk) {
+  struct smik_ct_key k = {};
+  __builtin_memcpy(k.saddr, tk->remote, 16);
+  __builtin_memcpy(k.daddr, tk->local, 16);
+  if (!ct_key_into_pod(&k, (__u8)tk->family, bpf_htons(tk->remote_port), bpf_htons(tk->local_port)))
+    return 0;
+  struct smik_ct_value *ct = bpf_map_lookup_elem(&smik_ct, &k);
+  struct smik_ct_answer ans = {.answer = SMIK_CT_ANSWER_RESET_NEXT};
+  if (!ct || bpf_map_update_elem(&smik_ct_answers, &k, &ans, BPF_ANY) != 0)
+    return 0;
+  ct->flags |= SMIK_CT_F_ANSWER;
+  return 1;
+}
+
 /* The skb offset of the refused request's path, or -1 when not in this skb. */
 static __always_inline long path_offset(struct __sk_buff *skb, const struct smik_http_conn *c,
                                         __u32 off) {
@@ -2051,6 +2075,12 @@ int smik_http_verdict(struct __sk_buff *skb) {
     a->owed = (__u8)answer_of(w.verdict) + 1;
     count(counter_of(w.verdict));
     count(SMIK_HTTP_C_ANSWER_DEFERRED);
+    *c = w.c;
+    return SK_DROP;
+  }
+  if (a->tracked && a->phase == R_OFF && !a->to_close && reset_at_next_segment(&tk)) {
+    count(counter_of(w.verdict));
+    count(SMIK_HTTP_C_ANSWER_FAILED);
     *c = w.c;
     return SK_DROP;
   }

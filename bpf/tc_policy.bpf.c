@@ -965,7 +965,9 @@ static __noinline int reset_flow(struct __sk_buff *skb, const struct pkt *p) {
 /* ---- Answers the HTTP judge owes -----------------------------------------
  *
  * The judge refused a request pipelined behind requests the server had not
- * answered yet, and holds its answer back until theirs are out: its
+ * answered yet, and holds its answer back until theirs are out (or, when
+ * where they end is not known, SMIK_CT_ANSWER_RESET_NEXT: the server's
+ * next segment, whichever it is, and a reset instead of the answer): its
  * response framer marks the flow (SMIK_CT_F_ANSWER) at the skb that
  * completes the server's last answer, with that skb's end in the server's
  * sequence space (smik_ct_answers). The segment out of the pod that ends
@@ -1001,14 +1003,14 @@ static __noinline int answer_owed(struct __sk_buff *skb, const struct pkt *p,
   if (!(flags & TCP_ACK_) || (flags & (TCP_SYN_ | TCP_RST_)))
     return 1;
   __u32 end = t.seq + (t.seg_len - t.doff);
-  if (end != ans->seq)
-    return 1;
   __u32 which = ans->answer;
+  if (end != ans->seq && which != SMIK_CT_ANSWER_RESET_NEXT)
+    return 1;
   bpf_map_delete_elem(&smik_ct_answers, &k);
   ct->flags &= ~SMIK_CT_F_ANSWER;
-  /* SMIK_CT_ANSWER_RESET: a RST in the answer's place, which the client
-   * accepts at exactly this sequence number */
-  int reset = which == SMIK_CT_ANSWER_RESET;
+  /* SMIK_CT_ANSWER_RESET(_NEXT): a RST in the answer's place, which the
+   * client accepts at exactly this sequence number (after the segment) */
+  int reset = which == SMIK_CT_ANSWER_RESET || which == SMIK_CT_ANSWER_RESET_NEXT;
   struct rst_spec r = {.v4 = v4,
                        .flags = reset ? TCP_RST_ : TCP_ACK_ | TCP_PSH_ | TCP_FIN_,
                        .seq = end,

@@ -178,6 +178,10 @@ struct smik_ct_answer {
 /* No place for an answer could be found (the response framer lost track of
  * the server's answers): both ends are reset at `seq` instead. */
 #define SMIK_CT_ANSWER_RESET 0xff
+/* Where the server's answers end is not known at all (the response framer
+ * stopped before the refusal): both ends are reset at the server's next
+ * segment out of the pod, whatever its sequence number (`seq` unused). */
+#define SMIK_CT_ANSWER_RESET_NEXT 0xfe
 SMIK_STATIC_ASSERT(sizeof(struct smik_ct_answer) == 8, "smik_ct_answer layout");
 #define SMIK_CT_ANSWERS_MAX 8192 /* answers owed at once, node-wide */
 

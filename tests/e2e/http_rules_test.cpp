@@ -646,6 +646,56 @@ TEST_F(HttpRulesPipelined, SixteenRequestsAheadOfARefusalInOneSegmentAreServedAn
   expectJudged("responses_untracked", 0);
 }
 
+// More requests wait for answers than the judge follows (32): counting
+// stops, and where the server's answers end is no longer known. A request
+// refused after that cannot be answered in its place: sent at once, its 403
+// would reach the client ahead of the server's answers (as it once did),
+// and the client would take it for the first request's. So the connection
+// is reset at the server's next segment instead (its acknowledgement of
+// the refused bytes, or an answer): the client sees no 403 out of turn, and
+// the server never reads the refused request.
+TEST_F(HttpRulesPipelined, ARefusalAfterCountingStoppedResetsRatherThanOvertakes) {
+  Pod& client = bed_->addPod("client", bed_->nextIp());
+  Pod& server = bed_->addPod("server", bed_->nextIp());
+  Proc app = bookstore(client, server);
+  long round = 0;
+  for (const std::string& server_ip : {server.ip(), server.ip6()}) {
+    if (server_ip.empty()) continue;
+    SCOPED_TRACE(server_ip);
+    ++round;
+    const size_t log_from = app.output().size();
+    PodClient c(client, server_ip, kPort);
+    ASSERT_TRUE(c.connected());
+    // 33 allowed requests behind a 300 ms answer, 16 at most a segment
+    std::vector<std::string> segments(3);
+    segments[0] = PodClient::request("/books-bought/m/200/late?q0");
+    for (int i = 1; i < 33; ++i)
+      segments[i < 16 ? 0 : i < 32 ? 1 : 2] += PodClient::request("/books-bought?q" + std::to_string(i));
+    for (const auto& seg : segments) {
+      ASSERT_TRUE(c.send(seg));
+      std::this_thread::sleep_for(20ms);
+    }
+    ASSERT_TRUE(c.send(PodClient::request("/admin/x")));
+    const auto [statuses, ended] = c.answers(SIZE_MAX);
+    EXPECT_EQ(std::count(statuses.begin(), statuses.end(), 403), 0) << "a 403 out of turn";
+    EXPECT_EQ(statuses, std::vector<int>(statuses.size(), 200));
+    EXPECT_TRUE(ended) << "reset, not left waiting";
+    EXPECT_TRUE(c.wasReset());
+    // The server's socket is reset too. The server learns it at its next
+    // write or read: the late answer's write takes the error, and its reads
+    // then end the connection at the requests it had.
+    ASSERT_TRUE(eventually([&] { return app.output().find("END ", log_from) != std::string::npos; }, 3000))
+        << app.output();
+    EXPECT_EQ(app.output().find("/admin/"), std::string::npos) << app.output();
+    expectJudged("responses_untracked", round);
+    expectJudged("answer_failed", round);
+    std::string metrics;
+    EXPECT_TRUE(sampleComesTo("smik_conntrack_events_total{event=\"reset\"}",
+                              [&](long v) { return v == round; }, &metrics))
+        << metrics.substr(0, 4000);
+  }
+}
+
 // An upgrade passed ahead of a refusal in its segment was queued as a plain
 // request: the server's 101 to it ends what the judge can follow, so the
 // answer owed can never be placed, and the connection is reset after the
