@@ -61,6 +61,8 @@ std::unique_ptr<HttpJudge> HttpJudge::open(std::string* err, int ipcache_fd, uin
   if (max_sockets > 0 && max_sockets < SMIK_HTTP_MAX_SOCKETS) {
     if (int r = bpf_map__set_max_entries(j->skel_->maps.smik_http_socks, max_sockets); r != 0)
       return (*err = errnoText("size smik_http_socks", r)), nullptr;
+    if (int r = bpf_map__set_max_entries(j->skel_->maps.smik_http_conns, max_sockets); r != 0)
+      return (*err = errnoText("size smik_http_conns", r)), nullptr;
   }
   if (int r = smik_http__load(j->skel_); r != 0)
     return (*err = errnoText("load HTTP judge programs", r)), nullptr;

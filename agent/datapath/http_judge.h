@@ -43,8 +43,9 @@ class HttpJudge {
   // Loads the programs and attaches the verdict to the socket map (it judges
   // nothing until attach() puts sockets there). `ipcache_fd` >= 0 shares the
   // tc programs' source identities instead of a map of its own.
-  // `max_sockets` > 0 sizes the socket map below SMIK_HTTP_MAX_SOCKETS (tests
-  // fill it: a governed socket that does not fit is refused its payload).
+  // `max_sockets` > 0 sizes the socket map and the sockets' state map below
+  // SMIK_HTTP_MAX_SOCKETS (tests fill them: a governed socket that does not
+  // fit is refused its payload).
   // `events` fds >= 0: http-deny events go to that ring buffer (the tc
   // programs' smik_events, which the agent reads) under that rate limit
   // (their smik_ev_limits) instead of maps of its own.

@@ -170,6 +170,9 @@ bool respondAsAsked(int fd, const Request& r) {
   } else if (how == "slow") {
     usleep(30 * 1000);
     writeApart(fd, {line + "Content-Length: 0\r\n\r\n"});
+  } else if (how == "close") {  // the server closes first, as at an idle timeout
+    writeApart(fd, {line + "Connection: close\r\nContent-Length: 0\r\n\r\n"});
+    return true;
   } else if (how == "slowclose") {  // a body that runs to the close, half of it 300 ms late
     writeApart(fd, {line + "\r\nfirst half;"});
     usleep(300 * 1000);
@@ -2119,13 +2122,15 @@ TEST_F(HttpJudgeTest, AnAcceptedConnectOpensTheStreamAndOnlyAGrantedOne) {
 // each test attaches the judge itself.
 class HttpGuardTest : public ::testing::Test {
  protected:
+  virtual uint32_t maxSockets() const { return 1; }
+  virtual std::vector<std::string> serverFlags() const { return {}; }
   void SetUp() override {
     if (geteuid() != 0) GTEST_SKIP() << "KERNEL TEST SKIPPED: needs root for BPF and netns";
     bed_ = std::make_unique<testbed::TestBed>();
     server_pod_ = &bed_->addPod("srv", bed_->nextIp());
     client_pod_ = &bed_->addPod("cli", bed_->nextIp());
     std::string err;
-    judge_ = datapath::HttpJudge::open(&err, -1, 1);
+    judge_ = datapath::HttpJudge::open(&err, -1, maxSockets());
     ASSERT_TRUE(judge_) << err;
     auto compiled = compile::http::compileDfa({{"/ok"}});
     ASSERT_TRUE(std::holds_alternative<compile::http::Dfa>(compiled));
@@ -2140,8 +2145,9 @@ class HttpGuardTest : public ::testing::Test {
     ASSERT_TRUE(judge_->grant(kClientId, kServerId, kPort, g, &err)) << err;
     char self[4096] = {};
     ASSERT_GT(readlink("/proc/self/exe", self, sizeof self - 1), 0);
-    server_ = std::make_unique<testbed::Proc>(
-        bed_->spawn(*server_pod_, {self, "--serve", std::to_string(kPort)}));
+    std::vector<std::string> args = {self, "--serve", std::to_string(kPort)};
+    for (const std::string& flag : serverFlags()) args.push_back(flag);
+    server_ = std::make_unique<testbed::Proc>(bed_->spawn(*server_pod_, args));
     ASSERT_TRUE(server_->waitFor("ready\n", kWaitMs));
   }
   void TearDown() override {
@@ -2277,6 +2283,35 @@ TEST_F(HttpGuardTest, TheClientsEndIsNotGoverned) {
 }
 
 }  // namespace
+
+// Room for 8 judged sockets, and a keep-alive connection left idle while
+// 40 others come and go, each closed by the server first (as at an idle
+// timeout or `Connection: close`). Each closed socket's state goes with it,
+// so the idle connection's stays: its next request is judged and served.
+// (When closed sockets' state stayed until the LRU needed the room, it
+// pushed out the idle connection's, and the guard refused its request.)
+class HttpChurnTest : public HttpGuardTest {
+ protected:
+  uint32_t maxSockets() const override { return 8; }
+  std::vector<std::string> serverFlags() const override { return {"--fork"}; }
+};
+
+TEST_F(HttpChurnTest, AnIdleConnectionOutlivesManyThatTheServerClosed) {
+  attach();
+  auto idle = dial();
+  ASSERT_TRUE(idle->send(get("/ok/idle/1")));
+  EXPECT_EQ(idle->response().first, 200);
+  for (int i = 0; i < 40 && !HasFailure(); ++i) {
+    auto c = dial();
+    ASSERT_TRUE(c->send(get("/ok/m/200/close?" + std::to_string(i))));
+    EXPECT_EQ(c->response().first, 200);
+    c->rest();  // the server's close
+  }
+  ASSERT_TRUE(idle->send(get("/ok/idle/2")));
+  EXPECT_EQ(idle->response().first, 200);
+  EXPECT_EQ(judge_->counters()[SMIK_HTTP_C_UNJUDGED], 0u);
+  EXPECT_LE(judge_->connections(), 2u);
+}
 
 int main(int argc, char** argv) {
   if ((argc == 3 || (argc == 4 && std::string(argv[3]) == "--fork")) && std::string(argv[1]) == "--serve")
