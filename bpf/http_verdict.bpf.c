@@ -1765,12 +1765,28 @@ static __always_inline void edge_of(const struct tunnel_key *tk, struct smik_con
  * when the judge runs without the tc programs' table). Without one the
  * answer goes at once, even ahead of the server's: answered out of turn
  * rather than never. */
+/* The conntrack key of the connection's flow into the pod, from the
+ * verdict's view of the socket (flow_into_pod's, for a tunnel_key). */
+static __always_inline int tk_flow_into_pod(const struct tunnel_key *tk, struct smik_ct_key *k) {
+  __builtin_memcpy(k->saddr, tk->remote, 16);
+  __builtin_memcpy(k->daddr, tk->local, 16);
+  return ct_key_into_pod(k, (__u8)tk->family, bpf_htons(tk->remote_port), bpf_htons(tk->local_port));
+}
+
 static __always_inline int can_owe(const struct tunnel_key *tk) {
   struct smik_ct_key k = {};
-  __builtin_memcpy(k.saddr, tk->remote, 16);
-  __builtin_memcpy(k.daddr, tk->local, 16);
-  return ct_key_into_pod(&k, (__u8)tk->family, bpf_htons(tk->remote_port), bpf_htons(tk->local_port)) &&
-         bpf_map_lookup_elem(&smik_ct, &k) != 0;
+  return tk_flow_into_pod(tk, &k) && bpf_map_lookup_elem(&smik_ct, &k) != 0;
+}
+
+/* Leaves `ans` for the tc program on the flow's conntrack entry (see
+ * "answers owed" below). False when the flow has no entry or
+ * smik_ct_answers is full: nothing is marked. */
+static __always_inline int mark_owed(const struct smik_ct_key *k, const struct smik_ct_answer *ans) {
+  struct smik_ct_value *ct = bpf_map_lookup_elem(&smik_ct, k);
+  if (!ct || bpf_map_update_elem(&smik_ct_answers, k, ans, BPF_ANY) != 0)
+    return 0;
+  ct->flags |= SMIK_CT_F_ANSWER;
+  return 1;
 }
 
 /* Counting of the server's answers stopped before this refusal (more
@@ -1785,16 +1801,8 @@ static __always_inline int can_owe(const struct tunnel_key *tk) {
  * smik_ct_answers is full. */
 static __always_inline int reset_at_next_segment(const struct tunnel_key *tk) {
   struct smik_ct_key k = {};
-  __builtin_memcpy(k.saddr, tk->remote, 16);
-  __builtin_memcpy(k.daddr, tk->local, 16);
-  if (!ct_key_into_pod(&k, (__u8)tk->family, bpf_htons(tk->remote_port), bpf_htons(tk->local_port)))
-    return 0;
-  struct smik_ct_value *ct = bpf_map_lookup_elem(&smik_ct, &k);
   struct smik_ct_answer ans = {.answer = SMIK_CT_ANSWER_RESET_NEXT};
-  if (!ct || bpf_map_update_elem(&smik_ct_answers, &k, &ans, BPF_ANY) != 0)
-    return 0;
-  ct->flags |= SMIK_CT_F_ANSWER;
-  return 1;
+  return tk_flow_into_pod(tk, &k) && mark_owed(&k, &ans);
 }
 
 /* The skb offset of the refused request's path, or -1 when not in this skb. */
@@ -2550,16 +2558,8 @@ static __always_inline void send_owed(struct __sk_buff *skb, struct exchange *a,
   if (sk)
     sk = bpf_sk_fullsock(sk);
   struct smik_ct_key k = {};
-  if (!sk || !flow_into_pod(sk, &k)) {
+  if (!sk || !flow_into_pod(sk, &k) || !mark_owed(&k, &ans))
     count(SMIK_HTTP_C_ANSWER_FAILED);
-    return;
-  }
-  struct smik_ct_value *ct = bpf_map_lookup_elem(&smik_ct, &k);
-  if (!ct || bpf_map_update_elem(&smik_ct_answers, &k, &ans, BPF_ANY) != 0) {
-    count(SMIK_HTTP_C_ANSWER_FAILED);
-    return;
-  }
-  ct->flags |= SMIK_CT_F_ANSWER;
 }
 
 SEC("cgroup_skb/egress")
