@@ -204,6 +204,18 @@ class HttpRules : public E2E {
     startAgent();
     waitAttached(2);
   }
+  // A client and a server pod (both families where the bed has IPv6) under
+  // the bookstore policy, the agent, and the HTTP server, started.
+  Proc bookstore(Pod& client, Pod& server, const std::string& policy = bookstorePolicy()) {
+    write("pods.yaml", ns("app", true) + pod("app", "client", "client", ips(client)) +
+                           serverPod(server, ips(server)));
+    write("policy.yaml", policy);
+    startAgent();
+    waitAttached(2);
+    Proc app = bed_->spawn(server, {SMIK_HTTP_SERVER, "--serve", std::to_string(kPort)});
+    EXPECT_TRUE(app.waitFor("ready\n", 5000)) << app.output();
+    return app;
+  }
   // Replaces the policy with the bookstore's HTTP rules, until they judge.
   void applyBookstorePolicy(Pod& client, Pod& server) {
     write("policy.yaml", bookstorePolicy());
@@ -315,12 +327,8 @@ TEST_F(HttpRules, EnforceJudgesEachRequestOnAKeepAliveConnection) {
 TEST_F(HttpRules, AJudgedServerSocketsResetIsNotCountedAsAClients) {
   Pod& client = bed_->addPod("client", bed_->nextIp());
   Pod& server = bed_->addPod("server", bed_->nextIp());
-  write("pods.yaml", ns("app", true) + pod("app", "client", "client", client.ip()) + serverPod(server));
-  write("policy.yaml", bookstorePolicy());
-  startAgent();
-  waitAttached(2);
-  Proc app = bed_->spawn(server, {SMIK_HTTP_SERVER, "--serve", std::to_string(kPort)});
-  ASSERT_TRUE(app.waitFor("ready\n", 5000)) << app.output();
+  Proc app = bookstore(client, server);
+  ASSERT_FALSE(HasFailure());
   PodClient c(client, server.ip(), kPort);
   ASSERT_TRUE(c.connected());
   EXPECT_EQ(c.get("/books-bought").first, 200);
@@ -472,18 +480,6 @@ class HttpRulesPipelined : public HttpRules {
     PodClient after(client, server_ip, kPort);
     ASSERT_TRUE(after.connected());
     EXPECT_EQ(after.get("/books-bought").first, 200);
-  }
-  // A client and a server pod (both families where the bed has IPv6) under
-  // the bookstore policy, the agent, and the HTTP server, started.
-  Proc bookstore(Pod& client, Pod& server, const std::string& policy = bookstorePolicy()) {
-    write("pods.yaml", ns("app", true) + pod("app", "client", "client", ips(client)) +
-                           serverPod(server, ips(server)));
-    write("policy.yaml", policy);
-    startAgent();
-    waitAttached(2);
-    Proc app = bed_->spawn(server, {SMIK_HTTP_SERVER, "--serve", std::to_string(kPort)});
-    EXPECT_TRUE(app.waitFor("ready\n", 5000)) << app.output();
-    return app;
   }
 };
 
